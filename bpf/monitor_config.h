@@ -1,0 +1,38 @@
+/* The contract between the bundled BPF program and the Python loader.
+ *
+ * The loader fills element 0 of the ARRAY map `config` (key u32 0) with this
+ * struct before attaching any program. Offsets come from the running kernel's
+ * BTF (/sys/kernel/btf/vmlinux), so the program needs no CO-RE and no
+ * kernel headers of the machine it runs on. All fields are u32, no padding.
+ */
+#ifndef EBPFWIRE_MONITOR_CONFIG_H
+#define EBPFWIRE_MONITOR_CONFIG_H
+
+struct monitor_config {
+	__u32 ready;                /* 1 once the loader has filled the struct; 0 => programs emit nothing */
+	__u32 filter_tgid;          /* 0 = every process; else only events whose host tgid or host ppid equals it */
+	__u32 ignore_tgid;          /* the reader's own tgid, never traced (0 = none) */
+	__u32 host_pidns_inum;      /* inode of /proc/1/ns/pid: tasks in it are host tasks (pid_id = 0) */
+	__u32 host_mntns_inum;      /* inode of /proc/1/ns/mnt: tasks in it get mnt_id = 0 */
+	/* struct task_struct */
+	__u32 task_real_parent;     /* offsetof(struct task_struct, real_parent), a struct task_struct * */
+	__u32 task_tgid;            /* offsetof(struct task_struct, tgid), pid_t */
+	__u32 task_group_leader;    /* offsetof(struct task_struct, group_leader), struct task_struct * */
+	__u32 task_nsproxy;         /* offsetof(struct task_struct, nsproxy), struct nsproxy * */
+	__u32 task_thread_pid;      /* offsetof(struct task_struct, thread_pid), struct pid * */
+	/* struct nsproxy */
+	__u32 nsproxy_mnt_ns;       /* offsetof(struct nsproxy, mnt_ns), struct mnt_namespace * */
+	/* namespaces: offset of the embedded struct ns_common plus offsetof(struct ns_common, inum) */
+	__u32 mnt_ns_inum;          /* offsetof(struct mnt_namespace, ns) + offsetof(struct ns_common, inum) */
+	__u32 pid_ns_inum;          /* offsetof(struct pid_namespace, ns) + offsetof(struct ns_common, inum) */
+	/* struct pid: the task's pid number as seen in its own namespace is
+	 * pid->numbers[pid->level].nr, and its own pid namespace (what
+	 * /proc/PID/ns/pid shows) is pid->numbers[pid->level].ns */
+	__u32 pid_level;            /* offsetof(struct pid, level), unsigned int */
+	__u32 pid_numbers;          /* offsetof(struct pid, numbers) */
+	__u32 upid_size;            /* sizeof(struct upid) */
+	__u32 upid_nr;              /* offsetof(struct upid, nr), int */
+	__u32 upid_ns;              /* offsetof(struct upid, ns), struct pid_namespace * */
+};
+
+#endif

@@ -1,0 +1,1 @@
+"""ebpfwire: decode, encode, capture and fuzz the eBPF syscall-event wire format."""
