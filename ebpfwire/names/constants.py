@@ -8,12 +8,12 @@ ones (the generic Linux values); a few open(2) flags differ on other architectur
 from collections.abc import Mapping
 from typing import TypeVar
 
-T = TypeVar("T")
+_Table = TypeVar("_Table")
 
 ARCHES: tuple[str, ...] = ("x86_64", "arm64")
 
 
-def for_arch(tables: Mapping[str, T], arch: str) -> T:
+def for_arch(tables: Mapping[str, _Table], arch: str) -> _Table:
     """Pick an architecture's table, failing loudly: a wrong table gives plausible wrong names."""
     try:
         return tables[arch]
