@@ -1,0 +1,693 @@
+"""The capture file: raw perf samples recorded on one machine, decoded anywhere later.
+
+A capture is a small self-checking file header (what is needed to decode the samples:
+context layout, architecture, host, boot time) followed by framed records. Every record
+starts with a sync word and carries its length and a CRC32, so a reader can follow a file
+that is still being written, report a damaged or cut record with its offset and carry on
+with the next good one. docs/capture-format.md describes the format; the construct schemas
+below are its specification, and the struct-based hot path is tested equal to them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, BinaryIO
+
+from construct import (
+    Bytes,
+    Check,
+    Checksum,
+    Const,
+    Default,
+    GreedyBytes,
+    GreedyRange,
+    Int8ul,
+    Int16ul,
+    Int32ul,
+    Int64sl,
+    Int64ul,
+    PascalString,
+    Prefixed,
+    RawCopy,
+    Rebuild,
+    Struct,
+    Switch,
+    this,
+)
+
+# --------------------------------------------------------------------------- the spec
+
+MAGIC = b"\x89EBWCAP\n"
+"""File magic; the high first byte and the newline catch text-mode mangling (as PNG does)."""
+
+FORMAT_VERSION = 1
+"""Bumped only for changes an older reader cannot skip over (see docs, versioning)."""
+
+SYNC = b"\xf1\xe5\x7c\xa9"
+"""First four bytes of every record: the word a reader scans for to resynchronise."""
+
+RECORD_HEADER_SIZE = 16
+MAX_PAYLOAD = 1 << 20
+"""Largest payload a record may announce. A perf sample is under 64 KiB; the bound keeps a
+corrupted length from making a reader buffer or wait for more than this."""
+
+ARCHES = ("x86_64", "arm64")
+
+
+class RecordType(IntEnum):
+    """Record types; a reader skips (with a note) the types it does not know."""
+
+    SAMPLE = 1
+    LOST = 2
+
+
+HeaderInfo = Struct(
+    "ncpus" / Int32ul,
+    "boot_time_ns" / Int64sl,
+    "start_time_ns" / Int64sl,
+    "layout" / PascalString(Int8ul, "utf8"),
+    "arch" / PascalString(Int8ul, "utf8"),
+    "kernel_release" / PascalString(Int8ul, "utf8"),
+    "hostname" / PascalString(Int8ul, "utf8"),
+)
+"""What a decoder needs to know about the recording; later versions may append fields
+(the length prefix in FileHeader lets an older reader skip them)."""
+
+FileHeader = Struct(
+    "signed" / RawCopy(Struct(
+        "magic" / Const(MAGIC),
+        "version" / Int16ul,
+        "info" / Prefixed(Int16ul, HeaderInfo),
+    )),
+    "crc32" / Checksum(Int32ul, zlib.crc32, this.signed.data),
+)
+"""The file header: magic, version, length-prefixed info, CRC32 of all bytes before it."""
+
+_CrcCovered = Struct("length" / Int32ul, "type" / Int16ul, "reserved" / Int16ul)
+
+
+def _record_crc(ctx: Any) -> int:
+    """CRC32 over the record header after the CRC field, then the payload."""
+    covered = _CrcCovered.build(
+        {"length": len(ctx.payload), "type": ctx.type, "reserved": ctx.get("reserved") or 0}
+    )
+    return zlib.crc32(ctx.payload, zlib.crc32(covered))
+
+
+Record = Struct(
+    "sync" / Const(SYNC),
+    "crc32" / Rebuild(Int32ul, _record_crc),
+    "length" / Rebuild(Int32ul, lambda ctx: len(ctx.payload)),
+    "type" / Int16ul,
+    "reserved" / Default(Int16ul, 0),
+    Check(this.length <= MAX_PAYLOAD),
+    "payload" / Bytes(this.length),
+    Check(lambda ctx: ctx.crc32 == _record_crc(ctx)),
+)
+"""One framed record. `reserved` is written 0 and ignored by readers."""
+
+SamplePayload = Struct("cpu" / Int32ul, "data" / GreedyBytes)
+"""A perf sample's raw bytes exactly as the ring delivered them, perf padding included."""
+
+LostPayload = Struct("cpu" / Int32ul, "count" / Int64ul)
+"""The kernel dropped `count` samples on `cpu` (PERF_RECORD_LOST)."""
+
+RecordPayload = Switch(
+    this.type, {RecordType.SAMPLE: SamplePayload, RecordType.LOST: LostPayload}
+)
+"""The payload of a record, by type; parse with `RecordPayload.parse(payload, type=t)`."""
+
+CaptureFile = Struct("header" / FileHeader, "records" / GreedyRange(Record))
+"""A whole undamaged capture (the reader adds resynchronisation on top of this)."""
+
+# The hot path: the same layouts as struct formats (tests hold them equal to the schemas).
+_RECORD_HEAD = struct.Struct("<4sIIHH")
+_SAMPLE_HEAD = struct.Struct("<4sIIHHI")  # record header + SAMPLE's cpu
+_COVERED_SAMPLE = struct.Struct("<IHHI")  # length, type, reserved, cpu
+_LOST_PAYLOAD = struct.Struct("<IQ")
+_SYNC_CRC = struct.Struct("<4sI")
+_HEADER_PREFIX = struct.Struct("<8sHH")
+_U32 = struct.Struct("<I")
+_SYNC_INT = _U32.unpack(SYNC)[0]
+_SAMPLE = int(RecordType.SAMPLE)
+_LOST = int(RecordType.LOST)
+
+# --------------------------------------------------------------------------- API types
+
+
+class CaptureError(ValueError):
+    """A file that is not a readable capture: says where, what was expected, what was found."""
+
+    def __init__(self, offset: int, expected: str, found: str, path: str | None = None):
+        self.offset = offset
+        self.expected = expected
+        self.found = found
+        self.path = path
+        where = f"{path}: " if path else ""
+        super().__init__(f"{where}offset {offset}: expected {expected}, found {found}")
+
+
+@dataclass(frozen=True)
+class CaptureDamage:
+    """Bytes a reader had to skip: where they start and what was expected versus found."""
+
+    offset: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"offset {self.offset}: {self.message}"
+
+
+@dataclass(frozen=True)
+class CaptureNote:
+    """A well-framed record the reader skipped because it does not know its type."""
+
+    offset: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"offset {self.offset}: {self.message}"
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    """The recording machine, kept in the header so a capture explains itself."""
+
+    kernel_release: str
+    hostname: str
+    ncpus: int
+
+    @classmethod
+    def current(cls) -> HostInfo:
+        """This machine; ncpus counts possible CPUs, the size of a per-CPU perf map."""
+        return cls(os.uname().release, socket.gethostname(), _possible_cpus())
+
+
+def _possible_cpus() -> int:
+    try:
+        with open("/sys/devices/system/cpu/possible") as f:
+            spec = f.read().strip()
+        return max(int(part.rsplit("-", 1)[-1]) for part in spec.split(",")) + 1
+    except (OSError, ValueError):
+        return os.cpu_count() or 1
+
+
+def current_boot_time_ns() -> int:
+    """Wall-clock ns of boot: add a bpf_ktime_get_ns() value (CLOCK_MONOTONIC) to show it
+    as wall-clock time."""
+    return time.time_ns() - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+@dataclass(frozen=True)
+class CaptureHeader:
+    """Everything the file header records."""
+
+    version: int
+    layout: str
+    arch: str
+    kernel_release: str
+    hostname: str
+    ncpus: int
+    boot_time_ns: int
+    start_time_ns: int
+
+    def wall_clock_ns(self, ts: int) -> int:
+        """Wall-clock ns of a sample's monotonic `ts` (valid on the recording machine's boot)."""
+        return self.boot_time_ns + ts
+
+
+@dataclass(slots=True)
+class SampleRecord:
+    """A raw perf sample; `offset` is the record's position in the file."""
+
+    cpu: int
+    data: bytes
+    offset: int
+
+
+@dataclass(slots=True)
+class LostRecord:
+    """`count` samples the kernel dropped on `cpu`; `offset` is the record's file offset."""
+
+    cpu: int
+    count: int
+    offset: int
+
+
+# --------------------------------------------------------------------------- writer
+
+
+class CaptureWriter:
+    """Writes a capture to a new file (mode 0600) or a binary file object.
+
+    Records are whole when they reach the file: they are collected in a buffer and handed to
+    the OS in one write per flush, the buffer never holding a partial record. The buffer is
+    flushed when it exceeds `buffer_size` bytes, when `flush_interval` seconds have passed
+    since the last flush (checked on each write), on `flush()` and on `close()`. With
+    `buffer_size=0` every record is written at once by its own write.
+    """
+
+    def __init__(
+        self,
+        path_or_fileobj: str | os.PathLike[str] | BinaryIO,
+        *,
+        layout: str = "classic",
+        arch: str = "x86_64",
+        host: HostInfo | None = None,
+        boot_time_ns: int | None = None,
+        start_time_ns: int | None = None,
+        buffer_size: int = 64 * 1024,
+        flush_interval: float = 1.0,
+        mode: str = "w",
+    ):
+        if mode not in ("w", "a"):
+            raise ValueError(f"mode: expected 'w' or 'a', found {mode!r}")
+        self.buffer_size = buffer_size
+        self.flush_interval = flush_interval
+        self._buf = bytearray()
+        self._last_flush = time.monotonic()
+        self._closed = False
+        self._fd: int | None = None
+        self._file: BinaryIO | None = None
+        if mode == "a":
+            self.header = _read_existing_header(path_or_fileobj)
+            if isinstance(path_or_fileobj, (str, os.PathLike)):
+                self._fd = os.open(path_or_fileobj, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+            else:
+                self._file = path_or_fileobj
+                self._file.seek(0, os.SEEK_END)
+            return
+        if arch not in ARCHES:
+            raise ValueError(f"arch: expected one of {', '.join(ARCHES)}, found {arch!r}")
+        host = host or HostInfo.current()
+        self.header = CaptureHeader(
+            version=FORMAT_VERSION,
+            layout=layout,
+            arch=arch,
+            kernel_release=host.kernel_release,
+            hostname=host.hostname,
+            ncpus=host.ncpus,
+            boot_time_ns=current_boot_time_ns() if boot_time_ns is None else boot_time_ns,
+            start_time_ns=time.time_ns() if start_time_ns is None else start_time_ns,
+        )
+        encoded = _build_header(self.header)
+        if isinstance(path_or_fileobj, (str, os.PathLike)):
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+            self._fd = os.open(path_or_fileobj, flags, 0o600)
+            os.fchmod(self._fd, 0o600)  # a restrictive umask must not leave it 0400 either
+        else:
+            self._file = path_or_fileobj
+        self._write_out(encoded)
+
+    @classmethod
+    def append(
+        cls, path_or_fileobj: str | os.PathLike[str] | BinaryIO, **options: Any
+    ) -> CaptureWriter:
+        """Open an existing capture to add records; its header is read, never rewritten."""
+        return cls(path_or_fileobj, mode="a", **options)
+
+    def write_sample(self, cpu: int, data: bytes) -> None:
+        """Record one raw perf sample exactly as received (perf padding included)."""
+        length = len(data) + 4
+        if length > MAX_PAYLOAD:
+            raise ValueError(
+                f"sample: expected at most {MAX_PAYLOAD - 4} bytes, found {len(data)}"
+            )
+        try:
+            covered = _COVERED_SAMPLE.pack(length, _SAMPLE, 0, cpu)
+        except struct.error:
+            raise ValueError(f"cpu: expected 0..{2**32 - 1}, found {cpu!r}") from None
+        buf = self._buf
+        buf += _SYNC_CRC.pack(SYNC, zlib.crc32(data, zlib.crc32(covered)))
+        buf += covered
+        buf += data
+        self._maybe_flush()
+
+    def write_lost(self, cpu: int, count: int) -> None:
+        """Record that the kernel dropped `count` samples on `cpu`."""
+        try:
+            payload = _LOST_PAYLOAD.pack(cpu, count)
+        except struct.error:
+            raise ValueError(
+                f"lost record: expected cpu 0..{2**32 - 1} and count 0..{2**64 - 1}, "
+                f"found cpu={cpu!r} count={count!r}"
+            ) from None
+        self._write_record(RecordType.LOST, payload)
+
+    def _write_record(self, rtype: int, payload: bytes) -> None:
+        covered = _CrcCovered.build({"length": len(payload), "type": rtype, "reserved": 0})
+        self._buf += _SYNC_CRC.pack(SYNC, zlib.crc32(payload, zlib.crc32(covered)))
+        self._buf += covered + payload
+        self._maybe_flush()
+
+    def _maybe_flush(self) -> None:
+        if (
+            len(self._buf) > self.buffer_size
+            or time.monotonic() - self._last_flush >= self.flush_interval
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand every buffered record to the OS (whole records only; not an fsync)."""
+        if self._closed:
+            raise ValueError("flush: the capture writer is closed")
+        if self._buf:
+            self._write_out(self._buf)
+            self._buf = bytearray()
+        if self._file is not None and hasattr(self._file, "flush"):
+            self._file.flush()
+        self._last_flush = time.monotonic()
+
+    def _write_out(self, data: bytes | bytearray) -> None:
+        view = memoryview(data)
+        while view:
+            if self._fd is not None:
+                written = os.write(self._fd, view)
+            else:
+                assert self._file is not None
+                written = self._file.write(view)
+                if written is None:  # a non-blocking raw stream that accepted nothing
+                    written = 0
+            view = view[written:]
+
+    def close(self) -> None:
+        """Flush and close; a file object passed in is flushed but left open."""
+        if self._closed:
+            return
+        try:
+            self.flush()
+        finally:
+            self._closed = True
+            if self._fd is not None:
+                os.close(self._fd)
+
+    def __enter__(self) -> CaptureWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _build_header(header: CaptureHeader) -> bytes:
+    info = {
+        "ncpus": header.ncpus,
+        "boot_time_ns": header.boot_time_ns,
+        "start_time_ns": header.start_time_ns,
+        "layout": header.layout,
+        "arch": header.arch,
+        "kernel_release": header.kernel_release,
+        "hostname": header.hostname,
+    }
+    for name in ("layout", "arch", "kernel_release", "hostname"):
+        if len(info[name].encode()) > 255:
+            raise ValueError(f"{name}: expected at most 255 UTF-8 bytes, found {info[name]!r}")
+    return FileHeader.build({"signed": {"value": {"version": header.version, "info": info}}})
+
+
+def _read_existing_header(path_or_fileobj: str | os.PathLike[str] | BinaryIO) -> CaptureHeader:
+    if isinstance(path_or_fileobj, (str, os.PathLike)):
+        with CaptureReader(path_or_fileobj) as reader:
+            return reader.header
+    path_or_fileobj.seek(0)
+    return CaptureReader(path_or_fileobj).header
+
+
+# --------------------------------------------------------------------------- reader
+
+
+class CaptureReader:
+    """Reads a capture from a path or a binary file object, streaming, in constant memory.
+
+    Iterating yields SampleRecord and LostRecord in file order. Damaged stretches are skipped
+    and recorded in `damage` (and passed to `on_damage`); unknown record types are skipped
+    and recorded in `notes`. With `follow=True` the reader waits for records still being
+    written, polling every `poll_interval` seconds, until `close()` is called or no data has
+    arrived for `idle_timeout` seconds (None: forever).
+    """
+
+    chunk_size = 1 << 20
+
+    def __init__(
+        self,
+        path_or_fileobj: str | os.PathLike[str] | BinaryIO,
+        *,
+        follow: bool = False,
+        on_damage: Callable[[CaptureDamage], None] | None = None,
+        poll_interval: float = 0.05,
+        idle_timeout: float | None = None,
+    ):
+        self.follow = follow
+        self.on_damage = on_damage
+        self.poll_interval = poll_interval
+        self.idle_timeout = idle_timeout
+        self.damage: list[CaptureDamage] = []
+        self.notes: list[CaptureNote] = []
+        self._stop = threading.Event()
+        self._owned = isinstance(path_or_fileobj, (str, os.PathLike))
+        if self._owned:
+            self.name: str | None = os.fspath(path_or_fileobj)
+            self._file: Any = open(path_or_fileobj, "rb", buffering=0)
+        else:
+            self.name = getattr(path_or_fileobj, "name", None)
+            if not isinstance(self.name, str):
+                self.name = None
+            self._file = path_or_fileobj
+        self._read = getattr(self._file, "read1", None) or self._file.read
+        self._pending = b""
+        try:
+            self.header = self._read_header()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- input
+
+    def _wait_for_data(self, started_waiting: float) -> bool:
+        """In follow mode, sleep a poll interval; False once following should end."""
+        if not self.follow or self._stop.is_set():
+            return False
+        if self.idle_timeout is not None:
+            if time.monotonic() - started_waiting >= self.idle_timeout:
+                return False
+        self._stop.wait(self.poll_interval)
+        return not self._stop.is_set()
+
+    def _read_chunk(self) -> bytes:
+        """The next bytes of input, waiting for them when following; b"" at the end."""
+        waiting_since = time.monotonic()
+        while True:
+            if self._stop.is_set():
+                return b""
+            try:
+                chunk = self._read(self.chunk_size)
+            except ValueError:  # closed by close() from another thread while following
+                if self._stop.is_set():
+                    return b""
+                raise
+            if chunk:
+                return bytes(chunk)
+            if not self._wait_for_data(waiting_since):
+                return b""
+
+    def _read_exact(self, n: int) -> bytes:
+        while len(self._pending) < n:
+            chunk = self._read_chunk()
+            if not chunk:
+                break
+            self._pending += chunk
+        data, self._pending = self._pending[:n], self._pending[n:]
+        return data
+
+    # -- header
+
+    def _error(self, offset: int, expected: str, found: str) -> CaptureError:
+        return CaptureError(offset, expected, found, self.name)
+
+    def _read_header(self) -> CaptureHeader:
+        prefix = self._read_exact(_HEADER_PREFIX.size)
+        if prefix[: len(MAGIC)] != MAGIC[: len(prefix)] or not prefix:
+            found = "an empty file" if not prefix else f"{prefix[:len(MAGIC)]!r}"
+            raise self._error(0, f"the capture magic {MAGIC!r} (is this a capture?)", found)
+        if len(prefix) < _HEADER_PREFIX.size:
+            raise self._error(
+                len(prefix), f"a {_HEADER_PREFIX.size}-byte header prefix",
+                f"the end of the data after {len(prefix)} bytes",
+            )
+        _, version, info_len = _HEADER_PREFIX.unpack(prefix)
+        if version != FORMAT_VERSION:
+            raise self._error(
+                len(MAGIC), f"format version {FORMAT_VERSION}",
+                f"version {version} (written by a different ebpfwire release?)",
+            )
+        rest = self._read_exact(info_len + 4)
+        end = _HEADER_PREFIX.size + info_len + 4
+        if len(rest) < info_len + 4:
+            raise self._error(
+                _HEADER_PREFIX.size + len(rest), f"a {end}-byte file header",
+                f"the end of the data after {_HEADER_PREFIX.size + len(rest)} bytes",
+            )
+        stored = _U32.unpack_from(rest, info_len)[0]
+        computed = zlib.crc32(rest[:info_len], zlib.crc32(prefix))
+        if stored != computed:
+            raise self._error(
+                end - 4, f"header CRC32 {computed:#010x} (computed over bytes 0..{end - 4})",
+                f"{stored:#010x}: the file header is damaged",
+            )
+        try:
+            info = HeaderInfo.parse(rest[:info_len])
+        except Exception as exc:  # construct raises many kinds; all mean a bad header
+            raise self._error(
+                _HEADER_PREFIX.size, "a valid header info block", f"{exc}"
+            ) from None
+        self._data_start = end
+        return CaptureHeader(
+            version=version,
+            layout=info.layout,
+            arch=info.arch,
+            kernel_release=info.kernel_release,
+            hostname=info.hostname,
+            ncpus=info.ncpus,
+            boot_time_ns=info.boot_time_ns,
+            start_time_ns=info.start_time_ns,
+        )
+
+    # -- records
+
+    def _report(self, offset: int, message: str) -> None:
+        damage = CaptureDamage(offset, message)
+        self.damage.append(damage)
+        if self.on_damage is not None:
+            self.on_damage(damage)
+
+    def __iter__(self) -> Iterator[SampleRecord | LostRecord]:
+        return self._records()
+
+    def _records(self) -> Iterator[SampleRecord | LostRecord]:
+        unpack_sample = _SAMPLE_HEAD.unpack_from
+        unpack_head = _RECORD_HEAD.unpack_from
+        crc32 = zlib.crc32
+        sync_word = SYNC
+        head_size = RECORD_HEADER_SIZE
+        buf = self._pending
+        self._pending = b""
+        base = self._data_start  # file offset of buf[0]
+        pos = 0
+        eof = False
+        bad_at: int | None = None  # file offset where the current damaged stretch began
+        bad_why = ""
+        while True:
+            n = len(buf)
+            mv = memoryview(buf)
+            while True:
+                avail = n - pos
+                if avail >= 20:
+                    sync, crc, length, rtype, _, cpu = unpack_sample(buf, pos)
+                elif avail >= head_size:
+                    sync, crc, length, rtype, _ = unpack_head(buf, pos)
+                    cpu = 0
+                elif avail and eof:
+                    why = (f"expected a {head_size}-byte record header, found only {avail} "
+                           "bytes before the end of the data (cut record)")
+                    sync = None
+                else:
+                    break
+                if sync is not None:
+                    end = pos + head_size + length
+                    if sync != sync_word:
+                        why = f"expected record sync word {SYNC.hex()}, found {bytes(sync).hex()}"
+                    elif length > MAX_PAYLOAD:
+                        why = f"expected a record length <= {MAX_PAYLOAD}, found {length}"
+                    elif end > n:
+                        if not eof:
+                            break
+                        why = (f"expected a {head_size + length}-byte record, found only "
+                               f"{avail} bytes before the end of the data (cut record)")
+                    else:
+                        computed = crc32(mv[pos + 8:end])
+                        if computed == crc:
+                            if bad_at is not None:
+                                self._report(bad_at, f"{bad_why}; skipped {base + pos - bad_at}"
+                                             f" bytes to the next good record at offset "
+                                             f"{base + pos}")
+                                bad_at = None
+                            if rtype == _SAMPLE and length >= 4:
+                                yield SampleRecord(cpu, bytes(mv[pos + 20:end]), base + pos)
+                            elif rtype == _LOST and length == 12:
+                                lcpu, count = _LOST_PAYLOAD.unpack_from(buf, pos + 16)
+                                yield LostRecord(lcpu, count, base + pos)
+                            elif rtype in (_SAMPLE, _LOST):
+                                want = "at least 4" if rtype == _SAMPLE else "12"
+                                self._report(base + pos, (
+                                    f"expected a {RecordType(rtype).name} payload of {want} "
+                                    f"bytes, found {length}; record skipped"))
+                            else:
+                                self.notes.append(CaptureNote(base + pos, (
+                                    f"skipped a record of unknown type {rtype} ({length} bytes"
+                                    " of payload); written by a newer ebpfwire?")))
+                            pos = end
+                            continue
+                        why = (f"expected record CRC32 {crc:#010x}, found {computed:#010x} "
+                               f"over its {length}-byte payload and header")
+                # The bytes at pos are not a good record: start (or extend) a damaged
+                # stretch and look for the next sync word.
+                if bad_at is None:
+                    bad_at, bad_why = base + pos, why
+                nxt = buf.find(sync_word, pos + 1)
+                if nxt >= 0:
+                    pos = nxt
+                elif eof:
+                    pos = n
+                else:
+                    pos = max(pos + 1, n - len(sync_word) + 1)  # keep a possible partial sync
+                    break
+            mv.release()
+            if eof:
+                break
+            chunk = self._read_chunk()
+            if not chunk:
+                eof = True
+            buf = buf[pos:] + chunk
+            base += pos
+            pos = 0
+        if bad_at is not None:
+            self._report(bad_at, f"{bad_why}; skipped {base + len(buf) - bad_at} bytes "
+                                 "to the end of the data")
+
+    def events(
+        self, strict: bool = True, layout: str | None = None, arch: str | None = None
+    ) -> Iterator[tuple[SampleRecord | LostRecord, Any]]:
+        """Decode each SAMPLE: yields (record, event) or (record, DecodeError); a bad sample
+        does not stop the others. LOST records come through as (record, None) so a consumer
+        sees losses where they happened. layout and arch default to the header's."""
+        from ebpfwire import DecodeError, decode  # the decoder is written concurrently
+
+        layout = layout or self.header.layout
+        arch = arch or self.header.arch
+        for record in self:
+            if isinstance(record, LostRecord):
+                yield record, None
+                continue
+            try:
+                yield record, decode(record.data, layout=layout, arch=arch, strict=strict)
+            except DecodeError as error:
+                yield record, error
+
+    def close(self) -> None:
+        """Stop following and close the file if this reader opened it."""
+        self._stop.set()
+        if self._owned:
+            self._file.close()
+
+    def __enter__(self) -> CaptureReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
