@@ -25,6 +25,7 @@ _NR = {
 BPF_MAP_CREATE = 0
 BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
+BPF_MAP_DELETE_ELEM = 3
 BPF_PROG_LOAD = 5
 BPF_PROG_GET_NEXT_ID = 11
 BPF_MAP_GET_NEXT_ID = 12
@@ -126,6 +127,18 @@ def map_update(map_fd: int, key: bytes, value: bytes, flags: int = 0) -> None:
     v = ctypes.create_string_buffer(value, len(value))
     attr = _attr("<IIQQQ", map_fd, 0, _addr(k), _addr(v), flags)
     bpf(BPF_MAP_UPDATE_ELEM, attr, f"updating map fd {map_fd}")
+
+
+def map_delete(map_fd: int, key: bytes) -> bool:
+    """``BPF_MAP_DELETE_ELEM``: remove ``key``; False if it was absent."""
+    k = ctypes.create_string_buffer(key, len(key))
+    try:
+        bpf(BPF_MAP_DELETE_ELEM, _attr("<IIQ", map_fd, 0, _addr(k)), f"deleting from map {map_fd}")
+    except BpfSyscallError as exc:
+        if exc.errno == errno_mod.ENOENT:
+            return False
+        raise
+    return True
 
 
 def map_lookup(map_fd: int, key: bytes, value_size: int) -> bytes | None:
