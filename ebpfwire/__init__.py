@@ -1,1 +1,22 @@
-"""ebpfwire: decode, encode, capture and fuzz the eBPF syscall-event wire format."""
+"""ebpfwire: decode, encode, capture and fuzz the eBPF syscall-event wire format.
+
+    >>> import ebpfwire
+    >>> event = ebpfwire.decode(sample_bytes)          # doctest: +SKIP
+    >>> event.name, event.args[0].value, event.to_dict()  # doctest: +SKIP
+"""
+
+from .argtypes import MAX_ARGS, ArgType, arg_types, argnum, dec_arg_type, enc_arg_type, make_mask
+from .catalogue import event_name
+from .decoder import decode, decode_many
+from .encoder import encode
+from .errors import DecodeError
+from .events import Arg, Argv, Event, SockAddr
+from .layouts import LAYOUTS, Layout, get_layout, register_layout
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LAYOUTS", "MAX_ARGS", "Arg", "ArgType", "Argv", "DecodeError", "Event", "Layout",
+    "SockAddr", "arg_types", "argnum", "dec_arg_type", "decode", "decode_many", "enc_arg_type",
+    "encode", "event_name", "get_layout", "make_mask", "register_layout",
+]

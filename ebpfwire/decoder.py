@@ -1,0 +1,312 @@
+"""The fast decoder: samples to :class:`Event` with ``struct`` and slicing.
+
+It must give exactly what the construct schemas (``schema.parse_event``) give, or the
+same error kind at the same offset; a property test holds it to that. Strict mode
+raises :class:`DecodeError`; lenient mode never raises, keeps everything it could
+decode and lists the damage. Every loop consumes at least one byte per turn, and
+nothing is allocated beyond slices of the input.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Iterable, Iterator
+
+from .argtypes import ArgType
+from .catalogue import check_arch, expected_tags
+from .errors import DecodeError
+from .events import AF_INET, AF_INET6, AF_UNIX, Arg, Argv, Event, SockAddr
+from .layouts import Layout, get_layout
+from .schema import MAX_PADDING, MAX_STRING_SIZE
+
+_S32 = struct.Struct("<i").unpack_from
+_U32 = struct.Struct("<I").unpack_from
+_U16 = struct.Struct("<H").unpack_from
+_U16BE = struct.Struct(">H").unpack_from
+_INET6_TAIL = struct.Struct(">HI16sI").unpack_from  # port, flowinfo (network order), addr
+_inet_ntop = socket.inet_ntop
+_new_arg = tuple.__new__
+_new_event = tuple.__new__
+_STR, _ARR = int(ArgType.STR_T), int(ArgType.STR_ARR_T)
+_ARGV_EXPECTED = "an argv element tag (10) or the closing tag (11)"
+
+
+def _error(kind: str, offset: int, expected: str, found: str) -> DecodeError:
+    return DecodeError(kind, offset, expected, found)
+
+
+def _string(data: bytes, p: int, n: int) -> tuple[str, int]:
+    """A STR_T payload at ``p`` (the size field); returns the text and the next offset."""
+    if p + 4 > n:
+        raise _error("truncated", p, "a 4-byte string size", f"{n - p} bytes")
+    size = _S32(data, p)[0]
+    if not 0 <= size <= MAX_STRING_SIZE:
+        raise _error("bad-size", p, f"a string size in 0..{MAX_STRING_SIZE}", str(size))
+    q = p + 4
+    end = q + size
+    if end > n:
+        raise _error("truncated", q, f"{size} string bytes", f"{n - q} bytes")
+    if size and data[end - 1]:
+        raise _error("unterminated-string", q, "a NUL as the string's last byte",
+                     f"byte 0x{data[end - 1]:02x}")
+    return data[q:end - 1].decode("utf-8", "surrogateescape"), end
+
+
+def _argv(data: bytes, p: int, n: int, errors: list | None) -> tuple[Argv, int]:
+    """STR_ARR_T elements after the opening tag, up to and including the closing tag."""
+    items = Argv()
+    while True:
+        if p >= n:
+            error = _error("unterminated-array", p, _ARGV_EXPECTED, "end of data")
+            if errors is None:
+                raise error
+            errors.append(error)
+            return items, p
+        tag = data[p]
+        if tag == _ARR:
+            return items, p + 1
+        if tag != _STR:
+            error = _error("bad-tag", p, _ARGV_EXPECTED, f"tag {tag}")
+            if errors is None:
+                raise error
+            errors.append(error)
+            return items, p
+        if errors is None:
+            value, p = _string(data, p + 1, n)
+            items.append(value)
+            continue
+        try:
+            value, q = _string(data, p + 1, n)
+        except DecodeError as error:
+            value, q, failure = None, p + 1, error
+        if value is not None and (q >= n or data[q] in (_STR, _ARR)):
+            items.append(value)
+            p = q
+        elif p + 1 < n and data[p + 1] in (_STR, _ARR):
+            errors.append(_error("orphan-tag", p, "a string payload after the element tag",
+                                 f"tag {data[p + 1]} (the writer's string read failed)"))
+            p += 1
+        elif value is not None:
+            items.append(value)
+            p = q
+        else:
+            errors.append(failure)
+            return items, p
+
+
+def _sockaddr(data: bytes, p: int, n: int) -> tuple[SockAddr, int]:
+    if p + 2 > n:
+        raise _error("truncated", p, "a 2-byte address family", f"{n - p} bytes")
+    family = _U16(data, p)[0]
+    q = p + 2
+    if family == AF_INET:
+        if q + 14 > n:
+            raise _error("truncated", q, "14 bytes of sockaddr_in", f"{n - q} bytes")
+        return (_new_arg(SockAddr, (family, _U16BE(data, q)[0],
+                                    _inet_ntop(socket.AF_INET, data[q + 2:q + 6]),
+                                    None, None, None)), q + 14)
+    if family == AF_INET6:
+        if q + 26 > n:
+            raise _error("truncated", q, "26 bytes of sockaddr_in6", f"{n - q} bytes")
+        port, flowinfo, addr, _ = _INET6_TAIL(data, q)
+        scope_id = _U32(data, q + 22)[0]
+        return (_new_arg(SockAddr, (family, port, _inet_ntop(socket.AF_INET6, addr), None,
+                                    flowinfo, scope_id)), q + 26)
+    if family == AF_UNIX:
+        if q + 108 > n:
+            raise _error("truncated", q, "108 bytes of sockaddr_un", f"{n - q} bytes")
+        path = data[q:q + 108]
+        if path[0]:
+            shown = path.partition(b"\0")[0].decode("utf-8", "surrogateescape")
+        elif any(path):
+            shown = "@" + path[1:].rstrip(b"\0").decode("utf-8", "surrogateescape")
+        else:
+            shown = ""
+        return _new_arg(SockAddr, (family, None, None, shown, None, None)), q + 108
+    return _new_arg(SockAddr, (family, None, None, None, None, None)), q
+
+
+def _fixed_reader(unpack, width: int, what: str):
+    def read(data, p, n, arg_type, errors):
+        if p + width > n:
+            raise _error("truncated", p, f"a {width}-byte {what}", f"{n - p} bytes")
+        return _new_arg(Arg, (arg_type, unpack(data, p)[0])), p + width
+    return read
+
+
+def _read_string(data, p, n, arg_type, errors):
+    value, p = _string(data, p, n)
+    return _new_arg(Arg, (arg_type, value)), p
+
+
+def _read_argv(data, p, n, arg_type, errors):
+    value, p = _argv(data, p, n, errors)
+    return _new_arg(Arg, (arg_type, value)), p
+
+
+def _read_sockaddr(data, p, n, arg_type, errors):
+    value, p = _sockaddr(data, p, n)
+    return _new_arg(Arg, (arg_type, value)), p
+
+
+_READERS: list = [None] * 256
+_TYPES: list = [None] * 256
+for _t in ArgType:
+    _TYPES[_t] = ArgType(_t)
+for _t in (ArgType.INT_T, ArgType.CAP_T, ArgType.SYSCALL_T):
+    _READERS[_t] = _fixed_reader(_S32, 4, "signed integer")
+for _t in (ArgType.OPEN_FLAGS_T, ArgType.EXEC_FLAGS_T, ArgType.SOCK_DOM_T, ArgType.SOCK_TYPE_T,
+           ArgType.UNLINKAT_FLAG_T, ArgType.PTRACE_REQ_T, ArgType.MOUNT_FLAG_T,
+           ArgType.UMOUNT_FLAG_T):
+    _READERS[_t] = _fixed_reader(_U32, 4, "flag word")
+_READERS[ArgType.QTYPE] = _fixed_reader(_U16BE, 2, "DNS query type")
+_READERS[ArgType.STR_T] = _READERS[ArgType.UDP_MSG] = _read_string
+_READERS[ArgType.STR_ARR_T] = _read_argv
+_READERS[ArgType.SOCKADDR_T] = _read_sockaddr
+_KNOWN_TAGS = ", ".join(str(t) for t in range(256) if _READERS[t])
+
+
+def _read_arg(data: bytes, p: int, n: int, errors: list | None) -> tuple[Arg, int]:
+    tag = data[p]
+    reader = _READERS[tag]
+    if reader is None:
+        raise _error("bad-tag", p, f"an argument tag ({_KNOWN_TAGS})", f"tag {tag}")
+    return reader(data, p + 1, n, _TYPES[tag], errors)
+
+
+def _is_padding(data: bytes, p: int, n: int) -> bool:
+    return n - p <= MAX_PADDING and not any(data[p:n])
+
+
+def _strict_args(data: bytes, p: int, n: int, argc: int) -> list[Arg]:
+    args = []
+    for index in range(argc):
+        if p >= n:
+            raise _error("missing-argument", p,
+                         f"argument {index + 1} of the {argc} argnum announces", "end of data")
+        arg, p = _read_arg(data, p, n, None)
+        args.append(arg)
+    if p < n and not _is_padding(data, p, n):
+        raise _error("trailing-bytes", p, f"at most {MAX_PADDING} zero bytes of padding",
+                     f"{n - p} more bytes")
+    return args
+
+
+def _plausible_next(data: bytes, q: int, n: int, index: int, argc: int,
+                    expected: tuple[int, ...] | None) -> bool:
+    """Does what follows ``q`` look like argument ``index`` (or the end after the last)?"""
+    if index >= argc:
+        return q >= n or _is_padding(data, q, n)
+    if q >= n or _READERS[data[q]] is None:
+        return False
+    return expected is None or data[q] == expected[index]
+
+
+def _lenient_args(data: bytes, p: int, n: int, argc: int, expected: tuple[int, ...] | None,
+                  errors: list[DecodeError]) -> list[Arg]:
+    """Decode what can be decoded; an orphan tag is recognised by what follows it."""
+    args: list[Arg] = []
+    for index in range(argc):
+        if p >= n or _is_padding(data, p, n):
+            errors.append(_error("missing-argument", p,
+                                 f"argument {index + 1} of the {argc} argnum announces",
+                                 "end of data" if p >= n else "zero padding"))
+            return args
+        try:
+            arg, q = _read_arg(data, p, n, errors)
+        except DecodeError as error:
+            arg, q, failure = None, p, error
+        if arg is not None and _plausible_next(data, q, n, index + 1, argc, expected):
+            args.append(arg)
+            p = q
+        elif _READERS[data[p]] is not None and _plausible_next(data, p + 1, n, index + 1, argc,
+                                                                 expected):
+            errors.append(_error("orphan-tag", p, f"a {_TYPES[data[p]].name} payload after the tag",
+                                 "the next argument's tag (the writer's read failed)"))
+            args.append(_new_arg(Arg, (_TYPES[data[p]], None)))
+            p += 1
+        elif arg is not None:
+            args.append(arg)
+            p = q
+        else:
+            errors.append(failure)
+            return args
+    if p < n and not _is_padding(data, p, n):
+        errors.append(_error("trailing-bytes", p, f"at most {MAX_PADDING} zero bytes of padding",
+                             f"{n - p} more bytes"))
+    return args
+
+
+def _short_header(data: bytes, layout: Layout, arch: str) -> Event:
+    """Lenient: the header fields that are wholly present; the others are None."""
+    values: list = []
+    offset = 0
+    for field in layout.schema.subcons:
+        width = field.sizeof()
+        if offset + width <= len(data):
+            values.append(field.parse(data[offset:offset + width]))
+        else:
+            values.append(None)
+        offset += width
+    named = dict(zip(layout.field_names, values, strict=False))
+    comm = named["comm"]
+    header = [named[name] for name in layout.field_names[:11]]
+    extra = {name: named[name] for name in layout.extra_names}
+    error = _error("short-header", 0, f"a {layout.size}-byte {layout.name} context header",
+                   f"{len(data)} bytes")
+    return _new_event(Event, (*header, _text_field(comm), [], extra, arch, [error]))
+
+
+def _text_field(raw: bytes | None) -> str | None:
+    if raw is None:
+        return None
+    return raw.partition(b"\0")[0].decode("utf-8", "surrogateescape")
+
+
+def _decode(data: bytes, layout: Layout, arch: str, strict: bool) -> Event:
+    n = len(data)
+    if n < layout.size:
+        if strict:
+            raise _error("short-header", 0, f"a {layout.size}-byte {layout.name} context header",
+                         f"{n} bytes")
+        return _short_header(data, layout, arch)
+    values = layout.fmt.unpack_from(data)
+    if strict:
+        errors = None
+        args = _strict_args(data, layout.size, n, values[9])
+    else:
+        errors = []
+        expected = expected_tags(values[8], arch, values[9])
+        args = _lenient_args(data, layout.size, n, values[9], expected, errors)
+    comm = values[11].partition(b"\0")[0].decode("utf-8", "surrogateescape")
+    if layout.extra_names:
+        extra = {name: (_text_field(value) if name in layout.text_fields else value)
+                 for name, value in zip(layout.extra_names, values[12:], strict=False)}
+    else:
+        extra = {}
+    return _new_event(Event, (*values[:11], comm, args, extra, arch, errors))
+
+
+def decode(data: bytes | bytearray | memoryview, *, layout: str | Layout = "classic",
+           arch: str = "x86_64", strict: bool = True) -> Event:
+    """Decode one sample (perf padding included or not) into an :class:`Event`.
+
+    Strict mode raises :class:`DecodeError` at the first damage; lenient mode never
+    raises and returns what it could decode, with ``event.errors`` listing the damage.
+    """
+    if type(data) is not bytes:
+        data = bytes(data)
+    return _decode(data, get_layout(layout), check_arch(arch), strict)
+
+
+def decode_many(samples: Iterable[bytes | bytearray | memoryview], *,
+                layout: str | Layout = "classic", arch: str = "x86_64",
+                strict: bool = True) -> Iterator[Event]:
+    """Decode a sequence or stream of samples lazily, one :class:`Event` per sample."""
+    resolved = get_layout(layout)
+    check_arch(arch)
+    for data in samples:
+        if type(data) is not bytes:
+            data = bytes(data)
+        yield _decode(data, resolved, arch, strict)
