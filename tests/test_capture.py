@@ -332,17 +332,19 @@ def test_garbage_over_each_record_in_turn(five, tmp_path):
         assert "expected" in reader.damage[0].message and "found" in reader.damage[0].message
 
 
-def test_one_flipped_bit_in_each_record(five, tmp_path):
+@pytest.mark.parametrize("where", [4, 9, 12, 17, -1])  # crc, length, type, cpu, last byte
+def test_one_flipped_bit_in_each_record(five, tmp_path, where):
     _, data, offsets = five
     path = tmp_path / "f.cap"
     for i in range(len(FIVE)):
-        byte = offsets[i] + 10  # inside the length/type fields or the payload
+        byte = offsets[i] + where if where >= 0 else offsets[i + 1] - 1
         damaged = bytearray(data)
         damaged[byte] ^= 0x04
         path.write_bytes(bytes(damaged))
         records, reader = read_all(path)
         assert plain(records) == FIVE[:i] + FIVE[i + 1:], i
         assert [d.offset for d in reader.damage] == [offsets[i]]
+        assert "CRC32" in reader.damage[0].message or "cut record" in reader.damage[0].message
 
 
 @pytest.mark.parametrize("garbage", [b"x", b"garbage between records" * 3, SYNC,
@@ -392,12 +394,16 @@ def test_badly_sized_known_record_is_reported_and_skipped(five, tmp_path):
     assert "LOST payload of 12 bytes, found 5" in reader.damage[0].message
 
 
-def test_small_chunks_give_the_same_result(five, monkeypatch):
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 5, 7, 16, 21])
+def test_small_chunks_give_the_same_result(five, monkeypatch, chunk_size):
     _, data, offsets = five
-    monkeypatch.setattr(CaptureReader, "chunk_size", 3)
-    damaged = data[: offsets[3]] + b"junkjunk" + data[offsets[3]:]
-    records, reader = read_all(io.BytesIO(damaged))
-    assert plain(records) == FIVE and [d.offset for d in reader.damage] == [offsets[3]]
+    monkeypatch.setattr(CaptureReader, "chunk_size", chunk_size)
+    for size in range(1, 40):  # puts the next sync word across every chunk boundary
+        garbage = (b"garbage!" * 5)[:size]
+        damaged = data[: offsets[3]] + garbage + data[offsets[3]:]
+        records, reader = read_all(io.BytesIO(damaged))
+        assert plain(records) == FIVE, size
+        assert [d.offset for d in reader.damage] == [offsets[3]], size
 
 
 @pytest.mark.parametrize(("content", "expected"), [
