@@ -1,0 +1,961 @@
+// SPDX-License-Identifier: GPL-2.0
+/* ebpfwire system monitor: syscall, process-exit and TCP events in the
+ * classic KubeArmor wire layout (68-byte packed header + tagged arguments),
+ * submitted with bpf_perf_event_output to the perf array `events`.
+ *
+ * Built for a loader without CO-RE and without global data: every kernel
+ * structure offset comes from the `config` map (struct monitor_config), every
+ * constant is an immediate, and the object has no .data/.bss/.rodata.
+ * The facts of the format are in docs/bpf-program.md and the wire-format page.
+ */
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "monitor_config.h"
+
+/* ---- limits of the wire format ---------------------------------------- */
+
+#define MAX_BUFFER_SIZE   32768
+#define BUF_MASK          (MAX_BUFFER_SIZE - 1)
+#define MAX_STRING_SIZE   4096
+#define MAX_STR_ARR_ELEM  20
+#define MAX_ELEMENT_SIZE  110 /* sizeof(struct sockaddr_un), the biggest fixed payload */
+
+/* ---- argument tags (wire-format.md section 4) -------------------------- */
+
+#define NONE_T            0
+#define INT_T             1
+#define STR_T             10
+#define STR_ARR_T         11
+#define SOCKADDR_T        12
+#define OPEN_FLAGS_T      13
+#define EXEC_FLAGS_T      14
+#define SOCK_DOM_T        15
+#define SOCK_TYPE_T       16
+#define FILE_TYPE_T       17 /* never on the wire: written as STR_T */
+#define UNLINKAT_FLAG_T   19
+#define PTRACE_REQ_T      23
+#define MOUNT_FLAG_T      24
+#define UMOUNT_FLAG_T     25
+
+#define ENC_ARG_TYPE(n, type) ((__u64)(type) << (8 * (n)))
+
+/* ---- event ids (x86-64 syscall numbers and the special ids) ------------ */
+
+#define EV_OPEN         2
+#define EV_CLOSE        3
+#define EV_SOCKET       41
+#define EV_CONNECT      42
+#define EV_ACCEPT       43
+#define EV_BIND         49
+#define EV_LISTEN       50
+#define EV_EXECVE       59
+#define EV_RMDIR        84
+#define EV_UNLINK       87
+#define EV_CHOWN        92
+#define EV_PTRACE       101
+#define EV_SETUID       105
+#define EV_SETGID       106
+#define EV_MOUNT        165
+#define EV_UMOUNT       166
+#define EV_OPENAT       257
+#define EV_FCHOWNAT     260
+#define EV_UNLINKAT     263
+#define EV_EXECVEAT     322
+#define EV_DO_EXIT      351
+#define EV_BPRM         352
+#define EV_TCP_CONNECT  400
+#define EV_TCP_ACCEPT   401
+#define EV_TCP_CONNECT6 402
+#define EV_TCP_ACCEPT6  403
+
+/* ---- argument masks: the catalogue of wire-format.md section 7 --------- */
+
+#define MASK_OPEN     (ENC_ARG_TYPE(0, FILE_TYPE_T) | ENC_ARG_TYPE(1, OPEN_FLAGS_T))
+#define MASK_CLOSE    (ENC_ARG_TYPE(0, INT_T))
+#define MASK_SOCKET   (ENC_ARG_TYPE(0, SOCK_DOM_T) | ENC_ARG_TYPE(1, SOCK_TYPE_T) | \
+		       ENC_ARG_TYPE(2, INT_T))
+#define MASK_SOCKADDR (ENC_ARG_TYPE(0, INT_T) | ENC_ARG_TYPE(1, SOCKADDR_T))
+#define MASK_LISTEN   (ENC_ARG_TYPE(0, INT_T) | ENC_ARG_TYPE(1, INT_T))
+#define MASK_EXECVE   (ENC_ARG_TYPE(0, STR_T) | ENC_ARG_TYPE(1, STR_ARR_T))
+#define MASK_EXECVEAT (ENC_ARG_TYPE(0, INT_T) | ENC_ARG_TYPE(1, STR_T) | \
+		       ENC_ARG_TYPE(2, STR_ARR_T) | ENC_ARG_TYPE(3, EXEC_FLAGS_T))
+#define MASK_UNLINK   (ENC_ARG_TYPE(0, INT_T) | ENC_ARG_TYPE(1, FILE_TYPE_T))
+#define MASK_RMDIR    (ENC_ARG_TYPE(1, FILE_TYPE_T))
+#define MASK_CHOWN    (ENC_ARG_TYPE(0, FILE_TYPE_T) | ENC_ARG_TYPE(1, INT_T) | \
+		       ENC_ARG_TYPE(2, INT_T))
+#define MASK_PTRACE   (ENC_ARG_TYPE(0, PTRACE_REQ_T) | ENC_ARG_TYPE(1, INT_T) | \
+		       ENC_ARG_TYPE(2, FILE_TYPE_T))
+#define MASK_SETID    (ENC_ARG_TYPE(0, INT_T))
+#define MASK_MOUNT    (ENC_ARG_TYPE(0, STR_T) | ENC_ARG_TYPE(1, STR_T) | ENC_ARG_TYPE(2, STR_T) | \
+		       ENC_ARG_TYPE(3, MOUNT_FLAG_T) | ENC_ARG_TYPE(4, STR_T))
+#define MASK_UMOUNT   (ENC_ARG_TYPE(0, STR_T) | ENC_ARG_TYPE(1, UMOUNT_FLAG_T))
+#define MASK_OPENAT   (ENC_ARG_TYPE(0, INT_T) | ENC_ARG_TYPE(1, FILE_TYPE_T) | \
+		       ENC_ARG_TYPE(2, OPEN_FLAGS_T))
+#define MASK_FCHOWNAT (ENC_ARG_TYPE(0, INT_T) | ENC_ARG_TYPE(1, FILE_TYPE_T) | \
+		       ENC_ARG_TYPE(2, INT_T) | ENC_ARG_TYPE(3, INT_T) | ENC_ARG_TYPE(4, INT_T))
+#define MASK_UNLINKAT (ENC_ARG_TYPE(0, INT_T) | ENC_ARG_TYPE(1, FILE_TYPE_T) | \
+		       ENC_ARG_TYPE(2, UNLINKAT_FLAG_T))
+#define MASK_BPRM     (ENC_ARG_TYPE(0, STR_T))
+#define MASK_TCP      (ENC_ARG_TYPE(0, STR_T) | ENC_ARG_TYPE(1, SOCKADDR_T))
+#define MASK_NONE     0
+
+/* argnum = number of non-NONE slots; folded to a constant at compile time */
+static __always_inline __u32 argnum_of(__u64 mask)
+{
+	__u32 n = 0;
+
+#pragma unroll
+	for (int i = 0; i < 6; i++)
+		if ((mask >> (8 * i)) & 0xff)
+			n++;
+	return n;
+}
+
+/* ---- misc constants ---------------------------------------------------- */
+
+#define AF_UNIX         1
+#define AF_INET         2
+#define AF_INET6        10
+#define IPPROTO_TCP     6
+#define TCP_ESTABLISHED 1
+#define TCP_SYN_SENT    2
+#define TCP_SYN_RECV    3
+#define AT_FDCWD        (-100)
+
+/* ---- wire structures --------------------------------------------------- */
+
+/* the classic context header; aligned(4) lets clang use word stores into the
+ * 8-aligned map value while the layout stays packed (68 bytes) */
+struct event_header {
+	__u64 ts;
+	__u32 pid_id;
+	__u32 mnt_id;
+	__u32 host_ppid;
+	__u32 host_pid;
+	__u32 ppid;
+	__u32 pid;
+	__u32 uid;
+	__u32 event_id;
+	__u32 argnum;
+	__s64 retval;
+	char comm[16];
+} __attribute__((packed, aligned(4)));
+
+_Static_assert(sizeof(struct event_header) == 68, "classic header is 68 bytes");
+
+/* ---- tracepoint contexts (from /sys/kernel/tracing/events/.../format) --- */
+
+struct sys_enter_ctx {
+	__u64 common;
+	long syscall_nr;
+	unsigned long args[6];
+};
+
+struct sys_exit_ctx {
+	__u64 common;
+	long syscall_nr;
+	long ret;
+};
+
+struct sched_process_exit_ctx {
+	__u64 common;
+	char comm[16];
+	int pid;
+	int prio;
+	__u8 group_dead;
+};
+
+struct sched_process_exec_ctx {
+	__u64 common;
+	__u32 filename_loc; /* __data_loc: low 16 bits offset, high 16 bits length */
+	int pid;
+	int old_pid;
+};
+
+struct signal_deliver_ctx {
+	__u64 common;
+	int sig;
+	int err;
+	int code;
+	int pad;
+	unsigned long sa_handler;
+	unsigned long sa_flags;
+};
+
+struct inet_sock_set_state_ctx {
+	__u64 common;
+	__u64 skaddr;
+	int oldstate;
+	int newstate;
+	__u16 sport; /* host order */
+	__u16 dport; /* host order */
+	__u16 family;
+	__u16 protocol;
+	__u32 saddr; /* network order */
+	__u32 daddr; /* network order */
+	__u64 saddr_v6[2];
+	__u64 daddr_v6[2];
+};
+
+/* ---- maps --------------------------------------------------------------- */
+
+/* a per-CPU map value cannot exceed 32 KiB, so the scratch buffer is exactly
+ * MAX_BUFFER_SIZE and every write is bounded by the checks before it */
+struct scratch {
+	__u8 data[MAX_BUFFER_SIZE];
+};
+
+struct saved_args {
+	__u64 args[6];
+	__u32 event_id;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct monitor_config);
+} config SEC(".maps");
+
+/* per-CPU scratch buffer the event is built in */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch SEC(".maps");
+
+/* syscall arguments saved at entry, keyed by pid_tgid, consumed at exit */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 10240);
+	__type(key, __u64);
+	__type(value, struct saved_args);
+} args_map SEC(".maps");
+
+/* wait(2)-style exit status per tgid, recorded at exit_group/exit and at the
+ * delivery of a fatal signal, consumed at sched_process_exit */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 10240);
+	__type(key, __u32);
+	__type(value, __u32);
+} exit_status SEC(".maps");
+
+/* ---- reading kernel memory through the config offsets ------------------ */
+
+static __always_inline __u64 read_u64(__u64 base, __u32 off)
+{
+	__u64 v = 0;
+
+	bpf_probe_read_kernel(&v, sizeof(v), (const void *)(base + off));
+	return v;
+}
+
+static __always_inline __u32 read_u32(__u64 base, __u32 off)
+{
+	__u32 v = 0;
+
+	bpf_probe_read_kernel(&v, sizeof(v), (const void *)(base + off));
+	return v;
+}
+
+static __always_inline struct monitor_config *get_config(void)
+{
+	__u32 zero = 0;
+	struct monitor_config *cfg = bpf_map_lookup_elem(&config, &zero);
+
+	if (!cfg || !cfg->ready)
+		return 0;
+	return cfg;
+}
+
+/* host tgid of the real parent of the current task */
+static __always_inline __u32 host_ppid_of(const struct monitor_config *cfg, __u64 task)
+{
+	return read_u32(read_u64(task, cfg->task_real_parent), cfg->task_tgid);
+}
+
+/* the pid filter of the config: 1 = trace, 0 = drop */
+static __always_inline int wanted(const struct monitor_config *cfg)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+
+	if (cfg->ignore_tgid && cfg->ignore_tgid == tgid)
+		return 0;
+	if (!cfg->filter_tgid || cfg->filter_tgid == tgid)
+		return 1;
+	return cfg->filter_tgid == host_ppid_of(cfg, bpf_get_current_task());
+}
+
+/* ---- the event writer (wire-format.md sections 4 and 5) ---------------- */
+
+struct writer {
+	struct scratch *b;
+	__u32 off;
+};
+
+/* fills the header of the current task; 0 if the event must not be written */
+static __always_inline int begin_event(struct writer *w, __u32 event_id, __u32 argnum,
+				       __s64 retval)
+{
+	struct monitor_config *cfg = get_config();
+	__u32 zero = 0;
+	__u64 task, parent, pid_s, upid, ns, ppid_s, pupid, nsproxy;
+	__u32 level, plevel, inum;
+	struct event_header *h;
+
+	if (!cfg || !wanted(cfg))
+		return 0;
+	w->b = bpf_map_lookup_elem(&scratch, &zero);
+	if (!w->b)
+		return 0;
+	h = (struct event_header *)w->b->data;
+
+	task = bpf_get_current_task();
+	parent = read_u64(task, cfg->task_real_parent);
+
+	h->ts = bpf_ktime_get_ns();
+	h->host_pid = bpf_get_current_pid_tgid() >> 32;
+	h->host_ppid = read_u32(parent, cfg->task_tgid);
+	h->uid = (__u32)bpf_get_current_uid_gid();
+	h->event_id = event_id;
+	h->argnum = argnum;
+	h->retval = retval;
+	bpf_get_current_comm(h->comm, sizeof(h->comm));
+
+	/* pid and pid namespace: group_leader->thread_pid->numbers[level] */
+	pid_s = read_u64(read_u64(task, cfg->task_group_leader), cfg->task_thread_pid);
+	level = read_u32(pid_s, cfg->pid_level);
+	upid = pid_s + cfg->pid_numbers + (__u64)level * cfg->upid_size;
+	h->pid = read_u32(upid, cfg->upid_nr);
+	ns = read_u64(upid, cfg->upid_ns);
+	inum = read_u32(ns, cfg->pid_ns_inum);
+	h->pid_id = inum == cfg->host_pidns_inum ? 0 : inum;
+
+	/* the parent's number at the same level, if it lives in the same namespace */
+	h->ppid = 0;
+	ppid_s = read_u64(read_u64(parent, cfg->task_group_leader), cfg->task_thread_pid);
+	plevel = read_u32(ppid_s, cfg->pid_level);
+	if (ppid_s && plevel >= level) {
+		pupid = ppid_s + cfg->pid_numbers + (__u64)level * cfg->upid_size;
+		if (read_u64(pupid, cfg->upid_ns) == ns)
+			h->ppid = read_u32(pupid, cfg->upid_nr);
+	}
+
+	/* mount namespace */
+	nsproxy = read_u64(task, cfg->task_nsproxy);
+	inum = read_u32(read_u64(nsproxy, cfg->nsproxy_mnt_ns), cfg->mnt_ns_inum);
+	h->mnt_id = inum == cfg->host_mntns_inum ? 0 : inum;
+
+	w->off = sizeof(struct event_header);
+	return 1;
+}
+
+static __always_inline int fits_fixed(const struct writer *w)
+{
+	return w->off <= MAX_BUFFER_SIZE - MAX_ELEMENT_SIZE;
+}
+
+static __always_inline int fits_str(const struct writer *w)
+{
+	return w->off <= MAX_BUFFER_SIZE - MAX_STRING_SIZE - sizeof(int);
+}
+
+/* the write offset, clamped so that the verifier can prove `room` bytes fit;
+ * every caller has checked a wire-format limit before, so the clamp never
+ * changes the offset */
+static __always_inline __u64 off_within(const struct writer *w, __u32 room)
+{
+	__u64 o = w->off;
+
+	/* hides what clang knows about `o`, so the clamp is not optimised away */
+	asm volatile("" : "+r"(o));
+	if (o > MAX_BUFFER_SIZE - room)
+		o = MAX_BUFFER_SIZE - room;
+	return o;
+}
+
+static __always_inline void put_tag(struct writer *w, __u8 tag)
+{
+	w->b->data[off_within(w, 1)] = tag;
+	w->off++;
+}
+
+/* a 4-byte value argument (INT_T and the u32 flag/enum types) */
+static __always_inline void put_u32(struct writer *w, __u8 tag, __u32 value)
+{
+	if (!fits_fixed(w))
+		return;
+	put_tag(w, tag);
+	*(__u32 *)&w->b->data[off_within(w, sizeof(__u32))] = value;
+	w->off += sizeof(__u32);
+}
+
+static __always_inline void put_int(struct writer *w, __u64 value)
+{
+	put_u32(w, INT_T, (__u32)value);
+}
+
+/* the highest offset a string's size field can start at (after the tag of a
+ * string that passed fits_str): its bytes then have only 4095 bytes of the
+ * 32768-byte buffer left, so that one read is cut one byte shorter */
+#define LAST_STR_OFF (MAX_BUFFER_SIZE - MAX_STRING_SIZE - (__u32)sizeof(int) + 1)
+
+/* writes the size of a string whose bytes were read after the size field;
+ * a failed read (size <= 0) writes nothing */
+static __always_inline void end_str(struct writer *w, long size)
+{
+	if (size <= 0)
+		return;
+	*(int *)&w->b->data[off_within(w, sizeof(int))] = (int)size;
+	w->off += sizeof(int) + (__u32)(size & (MAX_STRING_SIZE * 2 - 1));
+}
+
+/* STR_T from user memory: tag, then s32 size (NUL included) and the bytes;
+ * a failed read leaves the tag alone (orphan tag) */
+static __always_inline void put_user_str(struct writer *w, __u64 ptr)
+{
+	long size;
+
+	if (!fits_str(w))
+		return;
+	put_tag(w, STR_T);
+	if (w->off != LAST_STR_OFF) {
+		size = bpf_probe_read_user_str(&w->b->data[off_within(w, MAX_STRING_SIZE + sizeof(int)) +
+						     sizeof(int)], MAX_STRING_SIZE,
+		                        (const void *)ptr);
+	} else {
+		size = bpf_probe_read_user_str(&w->b->data[LAST_STR_OFF + sizeof(int)],
+		                        MAX_STRING_SIZE - 1, (const void *)ptr);
+	}
+	end_str(w, size);
+}
+
+/* the same for a kernel string (the resolved filename of sched_process_exec) */
+static __always_inline void put_kernel_str(struct writer *w, const void *ptr)
+{
+	long size;
+
+	if (!fits_str(w))
+		return;
+	put_tag(w, STR_T);
+	if (w->off != LAST_STR_OFF) {
+		size = bpf_probe_read_kernel_str(&w->b->data[off_within(w, MAX_STRING_SIZE + sizeof(int)) +
+						     sizeof(int)], MAX_STRING_SIZE,
+		                          ptr);
+	} else {
+		size = bpf_probe_read_kernel_str(&w->b->data[LAST_STR_OFF + sizeof(int)],
+		                          MAX_STRING_SIZE - 1, ptr);
+	}
+	end_str(w, size);
+}
+
+/* argv: opening tag 11, up to 20 STR_T, "..." when there are more, closing tag 11 */
+static __always_inline void put_user_str_arr(struct writer *w, __u64 argv)
+{
+	__u64 p, o;
+
+	if (!fits_fixed(w))
+		return;
+	put_tag(w, STR_ARR_T);
+
+#pragma unroll
+	for (int i = 0; i < MAX_STR_ARR_ELEM; i++) {
+		p = 0;
+		if (bpf_probe_read_user(&p, sizeof(p), (const void *)(argv + i * sizeof(p))) || !p)
+			goto close;
+		put_user_str(w, p);
+	}
+	p = 0;
+	bpf_probe_read_user(&p, sizeof(p), (const void *)(argv + MAX_STR_ARR_ELEM * sizeof(p)));
+	if (p && fits_fixed(w)) {
+		/* the element "..." built with immediate stores (no .rodata) */
+		put_tag(w, STR_T);
+		o = off_within(w, 8);
+		*(int *)&w->b->data[o] = 4;
+		w->b->data[o + 4] = '.';
+		w->b->data[o + 5] = '.';
+		w->b->data[o + 6] = '.';
+		w->b->data[o + 7] = 0;
+		w->off += 8;
+	}
+close:
+	if (fits_fixed(w))
+		put_tag(w, STR_ARR_T);
+}
+
+/* SOCKADDR_T from user memory, sized by the family; NULL pointer => nothing */
+static __always_inline void put_user_sockaddr(struct writer *w, __u64 ptr)
+{
+	__u16 family = 0;
+	__u32 size;
+
+	if (!ptr || !fits_fixed(w))
+		return;
+	/* tag + 110 bytes must fit in the 32768-byte buffer: one byte stricter
+	 * than fits_fixed, and unreachable for the events that carry a sockaddr */
+	if (w->off > MAX_BUFFER_SIZE - MAX_ELEMENT_SIZE - 1)
+		return;
+	put_tag(w, SOCKADDR_T);
+	if (bpf_probe_read_user(&family, sizeof(family), (const void *)ptr))
+		return;
+	if (family == AF_UNIX)
+		size = 110;
+	else if (family == AF_INET)
+		size = 16;
+	else if (family == AF_INET6)
+		size = 28;
+	else
+		size = 2;
+	if (bpf_probe_read_user(&w->b->data[off_within(w, MAX_ELEMENT_SIZE)], size,
+				(const void *)ptr))
+		return;
+	w->off += size;
+}
+
+static __always_inline int submit(void *ctx, struct writer *w)
+{
+	bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, w->b->data, w->off & BUF_MASK);
+	return 0;
+}
+
+/* ---- syscall entry/exit pairing ---------------------------------------- */
+
+static __always_inline int save_args(struct sys_enter_ctx *ctx, __u32 event_id)
+{
+	struct monitor_config *cfg = get_config();
+	__u64 key = bpf_get_current_pid_tgid();
+	struct saved_args a = {};
+
+	if (!cfg || !wanted(cfg))
+		return 0;
+	a.event_id = event_id;
+#pragma unroll
+	for (int i = 0; i < 6; i++)
+		a.args[i] = ctx->args[i];
+	bpf_map_update_elem(&args_map, &key, &a, BPF_ANY);
+	return 0;
+}
+
+/* the arguments saved at entry, if they belong to this event */
+static __always_inline int take_args(__u32 event_id, struct saved_args *out)
+{
+	__u64 key = bpf_get_current_pid_tgid();
+	struct saved_args *a = bpf_map_lookup_elem(&args_map, &key);
+
+	if (!a)
+		return 0;
+	*out = *a;
+	bpf_map_delete_elem(&args_map, &key);
+	return out->event_id == event_id;
+}
+
+#define SYSCALL_ENTER(event, tp, id)						\
+	SEC("tracepoint/syscalls/sys_enter_" #tp)				\
+	int event##__enter_##tp(struct sys_enter_ctx *ctx)			\
+	{									\
+		return save_args(ctx, id);					\
+	}
+
+/* defines the exit program of a paired syscall; the body writes the
+ * arguments from `a` (struct saved_args) with the writer `w` */
+#define SYSCALL_EXIT(event, tp, id, mask)					\
+	static __always_inline void event##_args_##tp(struct writer *w,	\
+						      const struct saved_args *a); \
+	SEC("tracepoint/syscalls/sys_exit_" #tp)				\
+	int event##__exit_##tp(struct sys_exit_ctx *ctx)			\
+	{									\
+		struct saved_args a;						\
+		struct writer w;						\
+										\
+		if (!take_args(id, &a) || !begin_event(&w, id, argnum_of(mask), ctx->ret)) \
+			return 0;						\
+		event##_args_##tp(&w, &a);					\
+		return submit(ctx, &w);						\
+	}									\
+	static __always_inline void event##_args_##tp(struct writer *w,	\
+						      const struct saved_args *a)
+
+/* ---- file events -------------------------------------------------------- */
+
+SYSCALL_ENTER(open, open, EV_OPEN)
+SYSCALL_EXIT(open, open, EV_OPEN, MASK_OPEN)
+{
+	put_user_str(w, a->args[0]);
+	put_u32(w, OPEN_FLAGS_T, a->args[1]);
+}
+
+SYSCALL_ENTER(openat, openat, EV_OPENAT)
+SYSCALL_EXIT(openat, openat, EV_OPENAT, MASK_OPENAT)
+{
+	put_int(w, a->args[0]);
+	put_user_str(w, a->args[1]);
+	put_u32(w, OPEN_FLAGS_T, a->args[2]);
+}
+
+SYSCALL_ENTER(close, close, EV_CLOSE)
+SYSCALL_EXIT(close, close, EV_CLOSE, MASK_CLOSE)
+{
+	put_int(w, a->args[0]);
+}
+
+/* unlink(path) has no dirfd: slot 0 carries AT_FDCWD, as unlinkat would */
+SYSCALL_ENTER(unlink, unlink, EV_UNLINK)
+SYSCALL_EXIT(unlink, unlink, EV_UNLINK, MASK_UNLINK)
+{
+	put_int(w, (__u32)AT_FDCWD);
+	put_user_str(w, a->args[0]);
+}
+
+SYSCALL_ENTER(unlinkat, unlinkat, EV_UNLINKAT)
+SYSCALL_EXIT(unlinkat, unlinkat, EV_UNLINKAT, MASK_UNLINKAT)
+{
+	put_int(w, a->args[0]);
+	put_user_str(w, a->args[1]);
+	put_u32(w, UNLINKAT_FLAG_T, a->args[2]);
+}
+
+SYSCALL_ENTER(rmdir, rmdir, EV_RMDIR)
+SYSCALL_EXIT(rmdir, rmdir, EV_RMDIR, MASK_RMDIR)
+{
+	put_user_str(w, a->args[0]);
+}
+
+SYSCALL_ENTER(chown, chown, EV_CHOWN)
+SYSCALL_EXIT(chown, chown, EV_CHOWN, MASK_CHOWN)
+{
+	put_user_str(w, a->args[0]);
+	put_int(w, a->args[1]);
+	put_int(w, a->args[2]);
+}
+
+SYSCALL_ENTER(fchownat, fchownat, EV_FCHOWNAT)
+SYSCALL_EXIT(fchownat, fchownat, EV_FCHOWNAT, MASK_FCHOWNAT)
+{
+	put_int(w, a->args[0]);
+	put_user_str(w, a->args[1]);
+	put_int(w, a->args[2]);
+	put_int(w, a->args[3]);
+	put_int(w, a->args[4]);
+}
+
+SYSCALL_ENTER(mount, mount, EV_MOUNT)
+SYSCALL_EXIT(mount, mount, EV_MOUNT, MASK_MOUNT)
+{
+	put_user_str(w, a->args[0]);
+	put_user_str(w, a->args[1]);
+	put_user_str(w, a->args[2]);
+	put_u32(w, MOUNT_FLAG_T, a->args[3]);
+	put_user_str(w, a->args[4]);
+}
+
+/* umount2(2) is SYSCALL_DEFINE2(umount, ...): tracepoint sys_*_umount */
+SYSCALL_ENTER(umount, umount, EV_UMOUNT)
+SYSCALL_EXIT(umount, umount, EV_UMOUNT, MASK_UMOUNT)
+{
+	put_user_str(w, a->args[0]);
+	put_u32(w, UMOUNT_FLAG_T, a->args[1]);
+}
+
+/* ---- credentials and ptrace --------------------------------------------- */
+
+SYSCALL_ENTER(setuid, setuid, EV_SETUID)
+SYSCALL_EXIT(setuid, setuid, EV_SETUID, MASK_SETID)
+{
+	put_int(w, a->args[0]);
+}
+
+SYSCALL_ENTER(setgid, setgid, EV_SETGID)
+SYSCALL_EXIT(setgid, setgid, EV_SETGID, MASK_SETID)
+{
+	put_int(w, a->args[0]);
+}
+
+/* slot 2 (FILE: the target's executable) is announced but not written: the
+ * path needs dentry walking this program has no offsets for */
+SYSCALL_ENTER(ptrace, ptrace, EV_PTRACE)
+SYSCALL_EXIT(ptrace, ptrace, EV_PTRACE, MASK_PTRACE)
+{
+	put_u32(w, PTRACE_REQ_T, a->args[0]);
+	put_int(w, a->args[1]);
+}
+
+/* ---- sockets ------------------------------------------------------------ */
+
+SYSCALL_ENTER(socket, socket, EV_SOCKET)
+SYSCALL_EXIT(socket, socket, EV_SOCKET, MASK_SOCKET)
+{
+	put_u32(w, SOCK_DOM_T, a->args[0]);
+	put_u32(w, SOCK_TYPE_T, a->args[1]);
+	put_int(w, a->args[2]);
+}
+
+SYSCALL_ENTER(connect, connect, EV_CONNECT)
+SYSCALL_EXIT(connect, connect, EV_CONNECT, MASK_SOCKADDR)
+{
+	put_int(w, a->args[0]);
+	put_user_sockaddr(w, a->args[1]);
+}
+
+/* accept and accept4 are both event 43; the sockaddr is the peer address
+ * the kernel wrote into the caller's buffer */
+SYSCALL_ENTER(accept, accept, EV_ACCEPT)
+SYSCALL_EXIT(accept, accept, EV_ACCEPT, MASK_SOCKADDR)
+{
+	put_int(w, a->args[0]);
+	put_user_sockaddr(w, a->args[1]);
+}
+
+SYSCALL_ENTER(accept, accept4, EV_ACCEPT)
+SYSCALL_EXIT(accept, accept4, EV_ACCEPT, MASK_SOCKADDR)
+{
+	put_int(w, a->args[0]);
+	put_user_sockaddr(w, a->args[1]);
+}
+
+SYSCALL_ENTER(bind, bind, EV_BIND)
+SYSCALL_EXIT(bind, bind, EV_BIND, MASK_SOCKADDR)
+{
+	put_int(w, a->args[0]);
+	put_user_sockaddr(w, a->args[1]);
+}
+
+SYSCALL_ENTER(listen, listen, EV_LISTEN)
+SYSCALL_EXIT(listen, listen, EV_LISTEN, MASK_LISTEN)
+{
+	put_int(w, a->args[0]);
+	put_int(w, a->args[1]);
+}
+
+/* ---- exec: an entry event with the arguments, an exit event with the result */
+
+SEC("tracepoint/syscalls/sys_enter_execve")
+int execve__enter(struct sys_enter_ctx *ctx)
+{
+	struct writer w;
+
+	if (!begin_event(&w, EV_EXECVE, argnum_of(MASK_EXECVE), 0))
+		return 0;
+	put_user_str(&w, ctx->args[0]);
+	put_user_str_arr(&w, ctx->args[1]);
+	return submit(ctx, &w);
+}
+
+SEC("tracepoint/syscalls/sys_exit_execve")
+int execve__exit(struct sys_exit_ctx *ctx)
+{
+	struct writer w;
+
+	if (!begin_event(&w, EV_EXECVE, argnum_of(MASK_NONE), ctx->ret))
+		return 0;
+	return submit(ctx, &w);
+}
+
+SEC("tracepoint/syscalls/sys_enter_execveat")
+int execveat__enter(struct sys_enter_ctx *ctx)
+{
+	struct writer w;
+
+	if (!begin_event(&w, EV_EXECVEAT, argnum_of(MASK_EXECVEAT), 0))
+		return 0;
+	put_int(&w, ctx->args[0]);
+	put_user_str(&w, ctx->args[1]);
+	put_user_str_arr(&w, ctx->args[2]);
+	put_u32(&w, EXEC_FLAGS_T, ctx->args[4]);
+	return submit(ctx, &w);
+}
+
+SEC("tracepoint/syscalls/sys_exit_execveat")
+int execveat__exit(struct sys_exit_ctx *ctx)
+{
+	struct writer w;
+
+	if (!begin_event(&w, EV_EXECVEAT, argnum_of(MASK_NONE), ctx->ret))
+		return 0;
+	return submit(ctx, &w);
+}
+
+/* the path the kernel resolved for the new program (security_bprm_check) */
+SEC("tracepoint/sched/sched_process_exec")
+int security_bprm_check__exec(struct sched_process_exec_ctx *ctx)
+{
+	struct writer w;
+	__u32 loc = ctx->filename_loc & 0xffff;
+
+	if (!begin_event(&w, EV_BPRM, argnum_of(MASK_BPRM), 0))
+		return 0;
+	put_kernel_str(&w, (const void *)ctx + loc);
+	return submit(ctx, &w);
+}
+
+/* ---- process exit -------------------------------------------------------
+ * task->exit_code has no offset in the config, so the wait(2)-style status is
+ * tracked: (code & 0xff) << 8 at exit_group/exit, the signal number when a
+ * signal with a fatal default action is delivered, and sched_process_exit
+ * of the last thread (group_dead) emits it as retval. */
+
+static __always_inline int record_exit_status(__u32 status)
+{
+	struct monitor_config *cfg = get_config();
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+
+	if (!cfg || !wanted(cfg))
+		return 0;
+	bpf_map_update_elem(&exit_status, &tgid, &status, BPF_ANY);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_exit_group")
+int do_exit__exit_group(struct sys_enter_ctx *ctx)
+{
+	return record_exit_status((ctx->args[0] & 0xff) << 8);
+}
+
+SEC("tracepoint/syscalls/sys_enter_exit")
+int do_exit__exit(struct sys_enter_ctx *ctx)
+{
+	return record_exit_status((ctx->args[0] & 0xff) << 8);
+}
+
+/* signals whose default action is to ignore or to stop do not end the process */
+static __always_inline int fatal_by_default(int sig)
+{
+	switch (sig) {
+	case 17: /* SIGCHLD */
+	case 18: /* SIGCONT */
+	case 19: /* SIGSTOP */
+	case 20: /* SIGTSTP */
+	case 21: /* SIGTTIN */
+	case 22: /* SIGTTOU */
+	case 23: /* SIGURG */
+	case 28: /* SIGWINCH */
+		return 0;
+	}
+	return sig > 0 && sig <= 64;
+}
+
+SEC("tracepoint/signal/signal_deliver")
+int do_exit__signal(struct signal_deliver_ctx *ctx)
+{
+	int sig = ctx->sig;
+
+	if (sig != 9 && (ctx->sa_handler != 0 || !fatal_by_default(sig)))
+		return 0;
+	return record_exit_status(sig & 0x7f);
+}
+
+SEC("tracepoint/sched/sched_process_exit")
+int do_exit__sched(struct sched_process_exit_ctx *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u32 *status;
+	__s64 code = 0;
+	struct writer w;
+
+	if (!ctx->group_dead)
+		return 0;
+	status = bpf_map_lookup_elem(&exit_status, &tgid);
+	if (status) {
+		code = *status;
+		bpf_map_delete_elem(&exit_status, &tgid);
+	}
+	if (!begin_event(&w, EV_DO_EXIT, argnum_of(MASK_NONE), code))
+		return 0;
+	return submit(ctx, &w);
+}
+
+/* ---- TCP connect / accept from inet_sock_set_state ---------------------- */
+
+/* STR_T "TCP" or "TCPv6" with immediate stores (no .rodata) */
+static __always_inline void put_proto_name(struct writer *w, int v6)
+{
+	__u64 o;
+
+	if (!fits_fixed(w))
+		return;
+	put_tag(w, STR_T);
+	o = off_within(w, 10);
+	*(int *)&w->b->data[o] = v6 ? 6 : 4;
+	w->b->data[o + 4] = 'T';
+	w->b->data[o + 5] = 'C';
+	w->b->data[o + 6] = 'P';
+	if (v6) {
+		w->b->data[o + 7] = 'v';
+		w->b->data[o + 8] = '6';
+		w->b->data[o + 9] = 0;
+		w->off += 10;
+	} else {
+		w->b->data[o + 7] = 0;
+		w->off += 8;
+	}
+}
+
+/* connect: the remote address and port; accept: the remote (peer) address
+ * with the local (listening) port, as KubeArmor reported it */
+SEC("tracepoint/sock/inet_sock_set_state")
+int tcp__state(struct inet_sock_set_state_ctx *ctx)
+{
+	int connect, v6;
+	__u16 port, sport, dport;
+	__u64 o;
+	__u32 id;
+	struct writer w;
+
+	if (ctx->protocol != IPPROTO_TCP)
+		return 0;
+	if (ctx->newstate == TCP_SYN_SENT)
+		connect = 1;
+	else if (ctx->oldstate == TCP_SYN_RECV && ctx->newstate == TCP_ESTABLISHED)
+		connect = 0;
+	else
+		return 0;
+	if (ctx->family == AF_INET)
+		v6 = 0;
+	else if (ctx->family == AF_INET6)
+		v6 = 1;
+	else
+		return 0;
+	id = v6 ? (connect ? EV_TCP_CONNECT6 : EV_TCP_ACCEPT6)
+		: (connect ? EV_TCP_CONNECT : EV_TCP_ACCEPT);
+	/* both loads happen before the choice: a ctx pointer may not be offset
+	 * by a variable */
+	sport = ctx->sport;
+	dport = ctx->dport;
+	asm volatile("" : "+r"(sport), "+r"(dport));
+	port = bpf_htons(connect ? dport : sport);
+
+	if (!begin_event(&w, id, argnum_of(MASK_TCP), 0))
+		return 0;
+	put_proto_name(&w, v6);
+	if (!fits_fixed(&w))
+		return submit(ctx, &w);
+	put_tag(&w, SOCKADDR_T);
+	o = off_within(&w, 28);
+	*(__u16 *)&w.b->data[o] = v6 ? AF_INET6 : AF_INET;
+	*(__u16 *)&w.b->data[o + 2] = port;
+	if (v6) {
+		*(__u32 *)&w.b->data[o + 4] = 0; /* flowinfo */
+		*(__u64 *)&w.b->data[o + 8] = ctx->daddr_v6[0];
+		*(__u64 *)&w.b->data[o + 16] = ctx->daddr_v6[1];
+		*(__u32 *)&w.b->data[o + 24] = 0; /* scope_id */
+		w.off += 28;
+	} else {
+		*(__u32 *)&w.b->data[o + 4] = ctx->daddr;
+		*(__u64 *)&w.b->data[o + 8] = 0; /* sin_zero */
+		w.off += 16;
+	}
+	return submit(ctx, &w);
+}
+
+char LICENSE[] SEC("license") = "GPL";
