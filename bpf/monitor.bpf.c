@@ -524,15 +524,29 @@ static __always_inline void put_user_sockaddr(struct writer *w, __u64 ptr)
 	w->off += size;
 }
 
+/* submits `offset & (MAX_BUFFER_SIZE - 1)` bytes, plus up to 7 zero bytes:
+ * the kernel rounds a raw sample (u32 size + data) up to 8 bytes but skips
+ * the padding without clearing it, so stale ring bytes would follow the
+ * event; writing the zeros here makes the padding the zeros the format
+ * promises (and the kernel then adds none) */
 static __always_inline int submit(void *ctx, struct writer *w)
 {
-	bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, w->b->data, w->off & BUF_MASK);
+	__u32 size = w->off & BUF_MASK;
+
+	if (size && w->off <= MAX_BUFFER_SIZE - 8) {
+		*(__u64 *)&w->b->data[off_within(w, 8)] = 0;
+		size = (((size + 4 + 7) & ~7u) - 4) & BUF_MASK;
+	}
+	bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, w->b->data, size);
 	return 0;
 }
 
 /* ---- syscall entry/exit pairing ---------------------------------------- */
 
-static __always_inline int save_args(struct sys_enter_ctx *ctx, __u32 event_id)
+/* copies the first `nargs` arguments only: reading the context past the
+ * tracepoint's record (a syscall with fewer arguments) makes the kernel refuse
+ * to attach the program (EACCES) */
+static __always_inline int save_args(struct sys_enter_ctx *ctx, __u32 event_id, int nargs)
 {
 	struct monitor_config *cfg = get_config();
 	__u64 key = bpf_get_current_pid_tgid();
@@ -543,7 +557,8 @@ static __always_inline int save_args(struct sys_enter_ctx *ctx, __u32 event_id)
 	a.event_id = event_id;
 #pragma unroll
 	for (int i = 0; i < 6; i++)
-		a.args[i] = ctx->args[i];
+		if (i < nargs)
+			a.args[i] = ctx->args[i];
 	bpf_map_update_elem(&args_map, &key, &a, BPF_ANY);
 	return 0;
 }
@@ -561,11 +576,11 @@ static __always_inline int take_args(__u32 event_id, struct saved_args *out)
 	return out->event_id == event_id;
 }
 
-#define SYSCALL_ENTER(event, tp, id)						\
+#define SYSCALL_ENTER(event, tp, id, nargs)					\
 	SEC("tracepoint/syscalls/sys_enter_" #tp)				\
 	int event##__enter_##tp(struct sys_enter_ctx *ctx)			\
 	{									\
-		return save_args(ctx, id);					\
+		return save_args(ctx, id, nargs);				\
 	}
 
 /* defines the exit program of a paired syscall; the body writes the
@@ -589,14 +604,14 @@ static __always_inline int take_args(__u32 event_id, struct saved_args *out)
 
 /* ---- file events -------------------------------------------------------- */
 
-SYSCALL_ENTER(open, open, EV_OPEN)
+SYSCALL_ENTER(open, open, EV_OPEN, 2)
 SYSCALL_EXIT(open, open, EV_OPEN, MASK_OPEN)
 {
 	put_user_str(w, a->args[0]);
 	put_u32(w, OPEN_FLAGS_T, a->args[1]);
 }
 
-SYSCALL_ENTER(openat, openat, EV_OPENAT)
+SYSCALL_ENTER(openat, openat, EV_OPENAT, 3)
 SYSCALL_EXIT(openat, openat, EV_OPENAT, MASK_OPENAT)
 {
 	put_int(w, a->args[0]);
@@ -604,21 +619,21 @@ SYSCALL_EXIT(openat, openat, EV_OPENAT, MASK_OPENAT)
 	put_u32(w, OPEN_FLAGS_T, a->args[2]);
 }
 
-SYSCALL_ENTER(close, close, EV_CLOSE)
+SYSCALL_ENTER(close, close, EV_CLOSE, 1)
 SYSCALL_EXIT(close, close, EV_CLOSE, MASK_CLOSE)
 {
 	put_int(w, a->args[0]);
 }
 
 /* unlink(path) has no dirfd: slot 0 carries AT_FDCWD, as unlinkat would */
-SYSCALL_ENTER(unlink, unlink, EV_UNLINK)
+SYSCALL_ENTER(unlink, unlink, EV_UNLINK, 1)
 SYSCALL_EXIT(unlink, unlink, EV_UNLINK, MASK_UNLINK)
 {
 	put_int(w, (__u32)AT_FDCWD);
 	put_user_str(w, a->args[0]);
 }
 
-SYSCALL_ENTER(unlinkat, unlinkat, EV_UNLINKAT)
+SYSCALL_ENTER(unlinkat, unlinkat, EV_UNLINKAT, 3)
 SYSCALL_EXIT(unlinkat, unlinkat, EV_UNLINKAT, MASK_UNLINKAT)
 {
 	put_int(w, a->args[0]);
@@ -626,13 +641,13 @@ SYSCALL_EXIT(unlinkat, unlinkat, EV_UNLINKAT, MASK_UNLINKAT)
 	put_u32(w, UNLINKAT_FLAG_T, a->args[2]);
 }
 
-SYSCALL_ENTER(rmdir, rmdir, EV_RMDIR)
+SYSCALL_ENTER(rmdir, rmdir, EV_RMDIR, 1)
 SYSCALL_EXIT(rmdir, rmdir, EV_RMDIR, MASK_RMDIR)
 {
 	put_user_str(w, a->args[0]);
 }
 
-SYSCALL_ENTER(chown, chown, EV_CHOWN)
+SYSCALL_ENTER(chown, chown, EV_CHOWN, 3)
 SYSCALL_EXIT(chown, chown, EV_CHOWN, MASK_CHOWN)
 {
 	put_user_str(w, a->args[0]);
@@ -640,7 +655,7 @@ SYSCALL_EXIT(chown, chown, EV_CHOWN, MASK_CHOWN)
 	put_int(w, a->args[2]);
 }
 
-SYSCALL_ENTER(fchownat, fchownat, EV_FCHOWNAT)
+SYSCALL_ENTER(fchownat, fchownat, EV_FCHOWNAT, 5)
 SYSCALL_EXIT(fchownat, fchownat, EV_FCHOWNAT, MASK_FCHOWNAT)
 {
 	put_int(w, a->args[0]);
@@ -650,7 +665,7 @@ SYSCALL_EXIT(fchownat, fchownat, EV_FCHOWNAT, MASK_FCHOWNAT)
 	put_int(w, a->args[4]);
 }
 
-SYSCALL_ENTER(mount, mount, EV_MOUNT)
+SYSCALL_ENTER(mount, mount, EV_MOUNT, 5)
 SYSCALL_EXIT(mount, mount, EV_MOUNT, MASK_MOUNT)
 {
 	put_user_str(w, a->args[0]);
@@ -661,7 +676,7 @@ SYSCALL_EXIT(mount, mount, EV_MOUNT, MASK_MOUNT)
 }
 
 /* umount2(2) is SYSCALL_DEFINE2(umount, ...): tracepoint sys_*_umount */
-SYSCALL_ENTER(umount, umount, EV_UMOUNT)
+SYSCALL_ENTER(umount, umount, EV_UMOUNT, 2)
 SYSCALL_EXIT(umount, umount, EV_UMOUNT, MASK_UMOUNT)
 {
 	put_user_str(w, a->args[0]);
@@ -670,13 +685,13 @@ SYSCALL_EXIT(umount, umount, EV_UMOUNT, MASK_UMOUNT)
 
 /* ---- credentials and ptrace --------------------------------------------- */
 
-SYSCALL_ENTER(setuid, setuid, EV_SETUID)
+SYSCALL_ENTER(setuid, setuid, EV_SETUID, 1)
 SYSCALL_EXIT(setuid, setuid, EV_SETUID, MASK_SETID)
 {
 	put_int(w, a->args[0]);
 }
 
-SYSCALL_ENTER(setgid, setgid, EV_SETGID)
+SYSCALL_ENTER(setgid, setgid, EV_SETGID, 1)
 SYSCALL_EXIT(setgid, setgid, EV_SETGID, MASK_SETID)
 {
 	put_int(w, a->args[0]);
@@ -684,7 +699,7 @@ SYSCALL_EXIT(setgid, setgid, EV_SETGID, MASK_SETID)
 
 /* slot 2 (FILE: the target's executable) is announced but not written: the
  * path needs dentry walking this program has no offsets for */
-SYSCALL_ENTER(ptrace, ptrace, EV_PTRACE)
+SYSCALL_ENTER(ptrace, ptrace, EV_PTRACE, 2)
 SYSCALL_EXIT(ptrace, ptrace, EV_PTRACE, MASK_PTRACE)
 {
 	put_u32(w, PTRACE_REQ_T, a->args[0]);
@@ -693,7 +708,7 @@ SYSCALL_EXIT(ptrace, ptrace, EV_PTRACE, MASK_PTRACE)
 
 /* ---- sockets ------------------------------------------------------------ */
 
-SYSCALL_ENTER(socket, socket, EV_SOCKET)
+SYSCALL_ENTER(socket, socket, EV_SOCKET, 3)
 SYSCALL_EXIT(socket, socket, EV_SOCKET, MASK_SOCKET)
 {
 	put_u32(w, SOCK_DOM_T, a->args[0]);
@@ -701,7 +716,7 @@ SYSCALL_EXIT(socket, socket, EV_SOCKET, MASK_SOCKET)
 	put_int(w, a->args[2]);
 }
 
-SYSCALL_ENTER(connect, connect, EV_CONNECT)
+SYSCALL_ENTER(connect, connect, EV_CONNECT, 2)
 SYSCALL_EXIT(connect, connect, EV_CONNECT, MASK_SOCKADDR)
 {
 	put_int(w, a->args[0]);
@@ -710,28 +725,28 @@ SYSCALL_EXIT(connect, connect, EV_CONNECT, MASK_SOCKADDR)
 
 /* accept and accept4 are both event 43; the sockaddr is the peer address
  * the kernel wrote into the caller's buffer */
-SYSCALL_ENTER(accept, accept, EV_ACCEPT)
+SYSCALL_ENTER(accept, accept, EV_ACCEPT, 2)
 SYSCALL_EXIT(accept, accept, EV_ACCEPT, MASK_SOCKADDR)
 {
 	put_int(w, a->args[0]);
 	put_user_sockaddr(w, a->args[1]);
 }
 
-SYSCALL_ENTER(accept, accept4, EV_ACCEPT)
+SYSCALL_ENTER(accept, accept4, EV_ACCEPT, 2)
 SYSCALL_EXIT(accept, accept4, EV_ACCEPT, MASK_SOCKADDR)
 {
 	put_int(w, a->args[0]);
 	put_user_sockaddr(w, a->args[1]);
 }
 
-SYSCALL_ENTER(bind, bind, EV_BIND)
+SYSCALL_ENTER(bind, bind, EV_BIND, 2)
 SYSCALL_EXIT(bind, bind, EV_BIND, MASK_SOCKADDR)
 {
 	put_int(w, a->args[0]);
 	put_user_sockaddr(w, a->args[1]);
 }
 
-SYSCALL_ENTER(listen, listen, EV_LISTEN)
+SYSCALL_ENTER(listen, listen, EV_LISTEN, 2)
 SYSCALL_EXIT(listen, listen, EV_LISTEN, MASK_LISTEN)
 {
 	put_int(w, a->args[0]);
