@@ -218,7 +218,7 @@ class Event(NamedTuple):
     @property
     def errno(self) -> str | None:
         """The errno name of a negative syscall return value (``ECONNREFUSED``)."""
-        if self.retval < 0 and is_syscall_event(self.event_id):
+        if self.retval is not None and self.retval < 0 and is_syscall_event(self.event_id):
             return names.errno_name(-self.retval)
         return None
 

@@ -1,0 +1,97 @@
+"""Property tests: round trips, the fast decoder equal to the schemas, lenient never raising."""
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import ebpfwire
+from ebpfwire import DecodeError, decode, encode, strategies
+from ebpfwire.schema import parse_event
+
+LAYOUTS = list(ebpfwire.LAYOUTS)
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def outcome(decoder, data, **kwargs):
+    """An event, or the (kind, offset) of the DecodeError; any other exception escapes."""
+    try:
+        return decoder(data, **kwargs)
+    except DecodeError as error:
+        return ("error", error.kind, error.offset)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@SETTINGS
+@given(data=st.data())
+def test_round_trip(layout, data):
+    event = data.draw(strategies.events(layout))
+    assert decode(encode(event, layout), layout=layout) == event
+    assert decode(encode(event, layout, perf_padding=True), layout=layout) == event
+
+
+@pytest.mark.parametrize("layout", ["classic", "hash"])
+@SETTINGS
+@given(data=st.data())
+def test_fast_decoder_equals_schema_on_valid_events(layout, data):
+    sample = data.draw(strategies.event_bytes(layout))
+    assert decode(sample, layout=layout) == parse_event(sample, layout=layout)
+
+
+@SETTINGS
+@given(strategies.damaged_event_bytes())
+def test_fast_decoder_equals_schema_on_damaged_events(sample):
+    assert outcome(decode, sample) == outcome(parse_event, sample)
+
+
+@SETTINGS
+@given(st.binary(max_size=300))
+def test_fast_decoder_equals_schema_on_random_bytes(sample):
+    assert outcome(decode, sample) == outcome(parse_event, sample)
+
+
+@SETTINGS
+@given(st.one_of(strategies.damaged_event_bytes(), st.binary(max_size=300)))
+def test_lenient_never_raises_and_strict_raises_only_decode_error(sample):
+    event = decode(sample, strict=False)
+    assert isinstance(event.errors, list)
+    assert json.dumps(event.to_dict())
+    try:
+        strict = decode(sample)
+    except DecodeError:
+        assert event.errors, "strict mode failed where lenient mode saw no damage"
+    else:
+        assert strict._replace(errors=[]) == event
+
+
+@SETTINGS
+@given(strategies.events("cwd-tty-oid"))
+def test_json_round_trip_is_lossless(event):
+    text = json.dumps(event.to_dict())
+    back = ebpfwire.Event.from_dict(json.loads(text))
+    assert back == event
+    assert encode(back, "cwd-tty-oid") == encode(event, "cwd-tty-oid")
+
+
+@SETTINGS
+@given(data=st.data())
+def test_lenient_recovers_every_argument_around_one_orphan_tag(data):
+    """A failed payload read leaves a bare tag; lenient mode decodes the arguments after it."""
+    event = data.draw(strategies.events())
+    known = ebpfwire.catalogue.expected_tags(event.event_id, event.arch, event.argnum)
+    if not event.args or known is None:
+        return
+    index = data.draw(st.integers(0, len(event.args) - 1))
+    orphaned = event.args[index]._replace(value=None)
+    damaged = event._replace(args=event.args[:index] + [orphaned] + event.args[index + 1:])
+    result = decode(encode(damaged), strict=False)
+    kept = [a for i, a in enumerate(result.args) if i != index]
+    expected = [a for i, a in enumerate(event.args) if i != index]
+    if [e.kind for e in result.errors] == ["orphan-tag"]:
+        assert kept == expected
+        assert result.args[index].value is None
+    else:
+        # A payload that happens to look like the next tag can hide the orphan; what is
+        # decoded is still well-formed and the damage is reported.
+        assert result.errors
