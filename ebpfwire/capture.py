@@ -130,7 +130,7 @@ CaptureFile = Struct("header" / FileHeader, "records" / GreedyRange(Record))
 
 # The hot path: the same layouts as struct formats (tests hold them equal to the schemas).
 _RECORD_HEAD = struct.Struct("<4sIIHH")
-_SAMPLE_HEAD = struct.Struct("<4sIIHHI")  # record header + SAMPLE's cpu
+_SAMPLE_HEAD = struct.Struct("<IIIHHI")  # record header (sync as an integer) + cpu
 _COVERED_SAMPLE = struct.Struct("<IHHI")  # length, type, reserved, cpu
 _LOST_PAYLOAD = struct.Struct("<IQ")
 _SYNC_CRC = struct.Struct("<4sI")
@@ -423,6 +423,45 @@ def _read_existing_header(path_or_fileobj: str | os.PathLike[str] | BinaryIO) ->
 # --------------------------------------------------------------------------- reader
 
 
+def _scan_records(
+    buf: bytes,
+    pos: int,
+    n: int,
+    base: int,
+    out: list[SampleRecord | LostRecord],
+    sample_record: type[SampleRecord] = SampleRecord,
+    lost_record: type[LostRecord] = LostRecord,
+) -> int:
+    """The hot path: append the good SAMPLE and LOST records in buf[pos:n] to out and
+    return where it stopped (the end, an incomplete record, or anything irregular)."""
+    unpack = _SAMPLE_HEAD.unpack_from
+    unpack_lost = _LOST_PAYLOAD.unpack_from
+    crc32 = zlib.crc32
+    append = out.append
+    sync_word = _SYNC_INT
+    max_payload = MAX_PAYLOAD
+    sample = _SAMPLE
+    lost = _LOST
+    try:
+        while True:
+            sync, crc, length, rtype, _, cpu = unpack(buf, pos)  # struct.error near the end
+            end = pos + 16 + length
+            if sync != sync_word or end > n or length > max_payload:
+                return pos
+            region = buf[pos + 8:end]
+            if crc32(region) != crc:
+                return pos
+            if rtype == sample and length >= 4:
+                append(sample_record(cpu, region[12:], base + pos))
+            elif rtype == lost and length == 12:
+                append(lost_record(*unpack_lost(region, 8), base + pos))
+            else:
+                return pos
+            pos = end
+    except struct.error:
+        return pos
+
+
 class CaptureReader:
     """Reads a capture from a path or a binary file object, streaming, in constant memory.
 
@@ -571,11 +610,6 @@ class CaptureReader:
         return self._records()
 
     def _records(self) -> Iterator[SampleRecord | LostRecord]:
-        unpack_sample = _SAMPLE_HEAD.unpack_from
-        unpack_head = _RECORD_HEAD.unpack_from
-        crc32 = zlib.crc32
-        sync_word = SYNC
-        head_size = RECORD_HEADER_SIZE
         buf = self._pending
         self._pending = b""
         base = self._data_start  # file offset of buf[0]
@@ -585,70 +619,60 @@ class CaptureReader:
         bad_why = ""
         while True:
             n = len(buf)
-            mv = memoryview(buf)
             while True:
+                batch: list[SampleRecord | LostRecord] = []
+                start = pos
+                pos = _scan_records(buf, pos, n, base, batch)
+                if batch:
+                    if bad_at is not None:
+                        self._report(bad_at, f"{bad_why}; skipped {base + start - bad_at} bytes"
+                                             f" to the next good record at offset {base + start}")
+                        bad_at = None
+                    yield from batch
+                # pos is at the end of the data or at something the fast path does not take
                 avail = n - pos
-                if avail >= 20:
-                    sync, crc, length, rtype, _, cpu = unpack_sample(buf, pos)
-                elif avail >= head_size:
-                    sync, crc, length, rtype, _ = unpack_head(buf, pos)
-                    cpu = 0
-                elif avail and eof:
-                    why = (f"expected a {head_size}-byte record header, found only {avail} "
-                           "bytes before the end of the data (cut record)")
-                    sync = None
-                else:
+                if avail < RECORD_HEADER_SIZE and not (eof and avail):
                     break
-                if sync is not None:
-                    end = pos + head_size + length
-                    if sync != sync_word:
-                        why = f"expected record sync word {SYNC.hex()}, found {bytes(sync).hex()}"
+                if avail < RECORD_HEADER_SIZE:
+                    why = (f"expected a {RECORD_HEADER_SIZE}-byte record header, found only "
+                           f"{avail} bytes before the end of the data (cut record)")
+                else:
+                    sync, crc, length, rtype, _ = _RECORD_HEAD.unpack_from(buf, pos)
+                    end = pos + RECORD_HEADER_SIZE + length
+                    computed = zlib.crc32(buf[pos + 8:end])
+                    if sync != SYNC:
+                        why = f"expected record sync word {SYNC.hex()}, found {sync.hex()}"
                     elif length > MAX_PAYLOAD:
                         why = f"expected a record length <= {MAX_PAYLOAD}, found {length}"
                     elif end > n:
                         if not eof:
                             break
-                        why = (f"expected a {head_size + length}-byte record, found only "
-                               f"{avail} bytes before the end of the data (cut record)")
-                    else:
-                        computed = crc32(mv[pos + 8:end])
-                        if computed == crc:
-                            if bad_at is not None:
-                                self._report(bad_at, f"{bad_why}; skipped {base + pos - bad_at}"
-                                             f" bytes to the next good record at offset "
-                                             f"{base + pos}")
-                                bad_at = None
-                            if rtype == _SAMPLE and length >= 4:
-                                yield SampleRecord(cpu, bytes(mv[pos + 20:end]), base + pos)
-                            elif rtype == _LOST and length == 12:
-                                lcpu, count = _LOST_PAYLOAD.unpack_from(buf, pos + 16)
-                                yield LostRecord(lcpu, count, base + pos)
-                            elif rtype in (_SAMPLE, _LOST):
-                                want = "at least 4" if rtype == _SAMPLE else "12"
-                                self._report(base + pos, (
-                                    f"expected a {RecordType(rtype).name} payload of {want} "
-                                    f"bytes, found {length}; record skipped"))
-                            else:
-                                self.notes.append(CaptureNote(base + pos, (
-                                    f"skipped a record of unknown type {rtype} ({length} bytes"
-                                    " of payload); written by a newer ebpfwire?")))
-                            pos = end
-                            continue
+                        why = (f"expected a {RECORD_HEADER_SIZE + length}-byte record, found "
+                               f"only {avail} bytes before the end of the data (cut record)")
+                    elif computed != crc:
                         why = (f"expected record CRC32 {crc:#010x}, found {computed:#010x} "
                                f"over its {length}-byte payload and header")
+                    else:
+                        if bad_at is not None:
+                            self._report(bad_at, f"{bad_why}; skipped {base + pos - bad_at} "
+                                                 f"bytes to the next good record at offset "
+                                                 f"{base + pos}")
+                            bad_at = None
+                        self._skip_framed(base + pos, rtype, length)
+                        pos = end
+                        continue
                 # The bytes at pos are not a good record: start (or extend) a damaged
                 # stretch and look for the next sync word.
                 if bad_at is None:
                     bad_at, bad_why = base + pos, why
-                nxt = buf.find(sync_word, pos + 1)
+                nxt = buf.find(SYNC, pos + 1)
                 if nxt >= 0:
                     pos = nxt
                 elif eof:
                     pos = n
                 else:
-                    pos = max(pos + 1, n - len(sync_word) + 1)  # keep a possible partial sync
+                    pos = max(pos + 1, n - len(SYNC) + 1)  # keep a possible partial sync word
                     break
-            mv.release()
             if eof:
                 break
             chunk = self._read_chunk()
@@ -660,6 +684,17 @@ class CaptureReader:
         if bad_at is not None:
             self._report(bad_at, f"{bad_why}; skipped {base + len(buf) - bad_at} bytes "
                                  "to the end of the data")
+
+    def _skip_framed(self, offset: int, rtype: int, length: int) -> None:
+        """A record with a good frame that the fast path did not take."""
+        if rtype in (_SAMPLE, _LOST):
+            want = "at least 4" if rtype == _SAMPLE else "12"
+            self._report(offset, f"expected a {RecordType(rtype).name} payload of {want} "
+                                 f"bytes, found {length}; record skipped")
+        else:
+            self.notes.append(CaptureNote(offset, (
+                f"skipped a record of unknown type {rtype} ({length} bytes of payload); "
+                "written by a newer ebpfwire?")))
 
     def events(
         self, strict: bool = True, layout: str | None = None, arch: str | None = None
