@@ -1,0 +1,100 @@
+"""The ``config`` map's value (``struct monitor_config`` of ``bpf/monitor_config.h``).
+
+The kernel side reads task and namespace fields at offsets it gets from here, so the
+program needs no CO-RE: the offsets come from the running kernel's BTF at load time.
+"""
+
+from __future__ import annotations
+
+import os
+
+from construct import Int32ul, Struct
+
+from ebpfwire.loader.btf import Btf
+from ebpfwire.loader.errors import BtfError, LoaderError
+
+MonitorConfig = Struct(
+    "ready" / Int32ul,
+    "filter_tgid" / Int32ul,
+    "ignore_tgid" / Int32ul,
+    "host_pidns_inum" / Int32ul,
+    "host_mntns_inum" / Int32ul,
+    "task_real_parent" / Int32ul,
+    "task_tgid" / Int32ul,
+    "task_group_leader" / Int32ul,
+    "task_nsproxy" / Int32ul,
+    "task_thread_pid" / Int32ul,
+    "nsproxy_mnt_ns" / Int32ul,
+    "mnt_ns_inum" / Int32ul,
+    "pid_ns_inum" / Int32ul,
+    "pid_level" / Int32ul,
+    "pid_numbers" / Int32ul,
+    "upid_size" / Int32ul,
+    "upid_nr" / Int32ul,
+    "upid_ns" / Int32ul,
+)
+
+# config field -> (struct, member path) in the kernel's BTF
+_OFFSETS = {
+    "task_real_parent": ("task_struct", "real_parent"),
+    "task_tgid": ("task_struct", "tgid"),
+    "task_group_leader": ("task_struct", "group_leader"),
+    "task_nsproxy": ("task_struct", "nsproxy"),
+    "task_thread_pid": ("task_struct", "thread_pid"),
+    "nsproxy_mnt_ns": ("nsproxy", "mnt_ns"),
+    "mnt_ns_inum": ("mnt_namespace", "ns.inum"),
+    "pid_ns_inum": ("pid_namespace", "ns.inum"),
+    "pid_level": ("pid", "level"),
+    "pid_numbers": ("pid", "numbers"),
+    "upid_nr": ("upid", "nr"),
+    "upid_ns": ("upid", "ns"),
+}
+
+
+def kernel_offsets(btf: Btf) -> dict[str, int]:
+    """The struct offsets the program needs, from the kernel's BTF; says which is missing."""
+    try:
+        values = {field: btf.member_offset(*where) for field, where in _OFFSETS.items()}
+        values["upid_size"] = btf.sizeof("upid")
+    except BtfError as exc:
+        raise LoaderError(f"kernel BTF lacks a type the monitor needs: {exc}") from exc
+    return values
+
+
+def host_ns_inum(kind: str, proc: str = "/proc") -> int:
+    """Inode of the host's ``kind`` namespace ("pid" or "mnt").
+
+    Read from pid 1; where pid 1 hides its namespaces (a non-dumpable init), from pid 2
+    when it is ``kthreadd``: kernel threads always live in the initial namespaces.
+    """
+    try:
+        return os.stat(f"{proc}/1/ns/{kind}").st_ino
+    except OSError as exc:
+        first = exc
+    try:
+        with open(f"{proc}/2/status") as f:
+            if f.readline().split() == ["Name:", "kthreadd"]:
+                return os.stat(f"{proc}/2/ns/{kind}").st_ino
+    except OSError:
+        pass
+    raise LoaderError(
+        f"cannot stat {first.filename} (needs root to see pid 1's namespaces) and pid 2 is "
+        f"not a readable kthreadd: {first.strerror}",
+        first.errno,
+    )
+
+
+def build_config(
+    btf: Btf, filter_tgid: int = 0, ignore_tgid: int = 0, proc: str = "/proc"
+) -> bytes:
+    """The ``config`` value for this machine, with ``ready`` = 1."""
+    return MonitorConfig.build(
+        dict(
+            ready=1,
+            filter_tgid=filter_tgid,
+            ignore_tgid=ignore_tgid,
+            host_pidns_inum=host_ns_inum("pid", proc),
+            host_mntns_inum=host_ns_inum("mnt", proc),
+            **kernel_offsets(btf),
+        )
+    )

@@ -1,0 +1,182 @@
+"""The high-level :class:`Monitor`: load the bundled object, attach, read events."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterable
+from importlib import resources
+from pathlib import Path
+
+from ebpfwire import perf
+from ebpfwire.loader import syscalls, tracefs
+from ebpfwire.loader.btf import Btf
+from ebpfwire.loader.config import build_config
+from ebpfwire.loader.elf import BpfObject, ProgramSpec, read_object
+from ebpfwire.loader.errors import LoaderError
+from ebpfwire.loader.syscalls import BpfSyscallError
+
+# user-facing event names served by one program group of the object
+EVENT_ALIASES = {
+    "tcp_connect": "tcp",
+    "tcp_accept": "tcp",
+    "tcp_connect_v6": "tcp",
+    "tcp_accept_v6": "tcp",
+}
+VERIFIER_LOG_SIZE = 16 * 1024 * 1024
+VERIFIER_LOG_TAIL = 40  # lines shown in the error
+
+
+def bundled_object() -> Path:
+    """Path of the pre-compiled ``monitor.bpf.o`` shipped with the package."""
+    return Path(str(resources.files("ebpfwire") / "data" / "monitor.bpf.o"))
+
+
+def possible_cpus(path: str = "/sys/devices/system/cpu/possible") -> int:
+    """How many CPU slots the kernel may use (the size of a PERF_EVENT_ARRAY)."""
+    return max(perf.online_cpus(path)) + 1
+
+
+def select_programs(obj: BpfObject, events: Iterable[str] | None) -> list[ProgramSpec]:
+    """The programs serving ``events`` (all when None); unknown names are a ValueError."""
+    if events is None:
+        return list(obj.programs)
+    known = {p.event for p in obj.programs}
+    groups: set[str] = set()
+    for name in events:
+        group = EVENT_ALIASES.get(name, name)
+        if group not in known:
+            names = ", ".join(sorted(known | set(EVENT_ALIASES)))
+            raise ValueError(f"unknown event {name!r}; known events: {names}")
+        groups.add(group)
+    return [p for p in obj.programs if p.event in groups]
+
+
+def load_program(prog: ProgramSpec, map_fds: dict[str, int], license: str) -> int:
+    """Load one program with its map fds patched in; the fd.
+
+    The first attempt runs without a verifier log (fast); on failure the load is
+    retried with log level 1 so the error can show the tail of the verifier's reasoning.
+    """
+    insns = prog.with_map_fds(map_fds)
+    try:
+        return syscalls.prog_load(prog.prog_type, insns, license, prog.name)[0]
+    except BpfSyscallError as exc:
+        if exc.errno in (errno.EPERM, errno.ENOSYS):
+            raise
+    try:
+        fd, _ = syscalls.prog_load(
+            prog.prog_type, insns, license, prog.name, 1, VERIFIER_LOG_SIZE
+        )
+    except BpfSyscallError as exc:
+        tail = "\n".join(exc.log.rstrip().splitlines()[-VERIFIER_LOG_TAIL:])
+        raise LoaderError(
+            f"the kernel rejected program {prog.name!r} (section {prog.section!r}): "
+            f"{os.strerror(exc.errno or 0)}\nverifier log (tail):\n{tail}",
+            exc.errno,
+        ) from exc
+    return fd  # the first failure was transient (EAGAIN...) and did not recur
+
+
+class Monitor:
+    """The bundled system monitor, loaded and attached; events come out of ``reader``.
+
+    ``events`` selects program groups (default: all), ``pid`` keeps only events of that
+    process or its children, ``ignore_self`` drops our own process's events.
+    ``close()`` (or leaving the ``with`` block) removes everything from the kernel.
+    """
+
+    def __init__(
+        self,
+        events: Iterable[str] | None = None,
+        pid: int | None = None,
+        ignore_self: bool = True,
+        page_count: int = perf.DEFAULT_PAGE_COUNT,
+        object_path: str | Path | None = None,
+    ) -> None:
+        self.object = read_object(object_path or bundled_object())
+        self.programs = select_programs(self.object, events)
+        self.map_fds: dict[str, int] = {}
+        self.prog_fds: dict[str, int] = {}
+        self._attach_fds: list[int] = []
+        self.reader: perf.PerfReader | None = None
+        self.closed = False
+        try:
+            self._create_maps()
+            config = build_config(
+                Btf.vmlinux(),
+                filter_tgid=pid or 0,
+                ignore_tgid=os.getpid() if ignore_self else 0,
+            )
+            syscalls.map_update(self.map_fds["config"], b"\0\0\0\0", config)
+            for prog in self.programs:
+                self.prog_fds[prog.name] = self._load(prog)
+            self.reader = perf.PerfReader(self, page_count=page_count)
+            for prog in self.programs:
+                self._attach(prog)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def events_map_fd(self) -> int:
+        """The PERF_EVENT_ARRAY the programs write to (what :class:`PerfReader` fills)."""
+        return self.map_fds["events"]
+
+    def _create_maps(self) -> None:
+        missing = {"events", "config"} - set(self.object.maps)
+        if missing:
+            raise LoaderError(f"{self.object.path}: expected maps {sorted(missing)} in .maps")
+        for spec in self.object.maps.values():
+            max_entries = spec.max_entries
+            if spec.type == syscalls.BPF_MAP_TYPE_PERF_EVENT_ARRAY:
+                max_entries = possible_cpus()
+            self.map_fds[spec.name] = syscalls.map_create(
+                spec.type, spec.key_size, spec.value_size, max_entries, spec.map_flags, spec.name
+            )
+
+    def _load(self, prog: ProgramSpec) -> int:
+        return load_program(prog, self.map_fds, self.object.license)
+
+    def _attach(self, prog: ProgramSpec) -> None:
+        prog_fd = self.prog_fds[prog.name]
+        if prog.prog_type == syscalls.BPF_PROG_TYPE_RAW_TRACEPOINT:
+            self._attach_fds.append(syscalls.raw_tracepoint_open(prog.attach_to, prog_fd))
+            return
+        category, _, name = prog.attach_to.partition("/")
+        tp_id = tracefs.tracepoint_id(category, name)
+        fd = syscalls.perf_event_open(syscalls.PERF_TYPE_TRACEPOINT, tp_id, cpu=0)
+        self._attach_fds.append(fd)
+        try:
+            syscalls.perf_ioctl(fd, syscalls.PERF_EVENT_IOC_SET_BPF, prog_fd)
+        except BpfSyscallError as exc:
+            if exc.errno != errno.EACCES:
+                raise
+            raise LoaderError(
+                f"attaching program {prog.name!r} to tracepoint {prog.attach_to}: the program "
+                "reads past the end of the tracepoint's record (see its format file under "
+                "tracefs events/); the kernel refuses such a program with EACCES",
+                exc.errno,
+            ) from exc
+        syscalls.perf_ioctl(fd, syscalls.PERF_EVENT_IOC_ENABLE)
+
+    def close(self) -> None:
+        """Detach, then close the reader, programs and maps; idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        for fd in self._attach_fds:
+            os.close(fd)
+        self._attach_fds.clear()
+        if self.reader is not None:
+            self.reader.close()
+        for fds in (self.prog_fds, self.map_fds):
+            for fd in fds.values():
+                os.close(fd)
+            fds.clear()
+
+    def __enter__(self) -> Monitor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

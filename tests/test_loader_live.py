@@ -1,0 +1,170 @@
+"""The loader: object parsing anywhere; loading, events, exact loss and cleanup live."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+import ebpfwire
+from ebpfwire.loader import LoaderError, Monitor, syscalls, tracefs
+from ebpfwire.loader.elf import ProgramSpec, read_object
+from ebpfwire.loader.monitor import bundled_object, load_program, select_programs
+from ebpfwire.perf import Lost, Sample
+
+EV_CLOSE = 3
+EBADF = 9
+OBJECT = bundled_object()
+needs_object = pytest.mark.skipif(not OBJECT.exists(), reason=f"{OBJECT} not built (make -C bpf)")
+
+
+@needs_object
+def test_bundled_object_maps_and_programs():
+    obj = read_object(OBJECT)
+    assert obj.license == "GPL"
+    assert obj.maps["events"].type == syscalls.BPF_MAP_TYPE_PERF_EVENT_ARRAY
+    assert obj.maps["config"].value_size == 18 * 4
+    assert obj.maps["config"].max_entries == 1
+    close = [p for p in obj.programs if p.event == "close"]
+    assert close and all(p.section.startswith("tracepoint/syscalls/") for p in close)
+    for prog in obj.programs:
+        assert len(prog.insns) % 8 == 0 and prog.insns
+        for offset, map_name in prog.map_refs:
+            assert prog.insns[offset] == 0x18 and map_name in obj.maps
+
+
+@needs_object
+def test_map_fds_are_patched_into_ld_imm64():
+    prog = next(p for p in read_object(OBJECT).programs if p.map_refs)
+    fds = {name: 100 + i for i, name in enumerate(read_object(OBJECT).maps)}
+    code = prog.with_map_fds(fds)
+    for offset, map_name in prog.map_refs:
+        assert code[offset + 1] >> 4 == 1  # BPF_PSEUDO_MAP_FD
+        assert int.from_bytes(code[offset + 4 : offset + 8], "little") == fds[map_name]
+
+
+@needs_object
+def test_event_selection_and_aliases():
+    obj = read_object(OBJECT)
+    assert {p.event for p in select_programs(obj, ["close", "openat"])} == {"close", "openat"}
+    assert {p.event for p in select_programs(obj, ["tcp_connect_v6"])} == {"tcp"}
+    assert len(select_programs(obj, None)) == len(obj.programs)
+    with pytest.raises(ValueError, match=r"unknown event 'nope'; known events: .*tcp_accept"):
+        select_programs(obj, ["nope"])
+
+
+@pytest.mark.live
+def test_verifier_rejection_names_program_and_shows_log():
+    bad = ProgramSpec("bad__prog", "tracepoint/x/y", syscalls.BPF_PROG_TYPE_TRACEPOINT,
+                      "x/y", bytes([0x95, 0, 0, 0, 0, 0, 0, 0]))  # exit with r0 unset
+    with pytest.raises(LoaderError, match=r"(?s)'bad__prog'.*verifier log.*R0 !read_ok"):
+        load_program(bad, {}, "GPL")
+
+
+@pytest.mark.live
+def test_missing_tracepoint_is_a_clear_error():
+    with pytest.raises(LoaderError, match="tracepoint nope/nothing does not exist"):
+        tracefs.tracepoint_id("nope", "nothing")
+
+
+def _close_events(records: list, pid: int, fd: int) -> list[ebpfwire.Event]:
+    events = [ebpfwire.decode(r.data) for r in records if isinstance(r, Sample)]
+    return [e for e in events if e.host_pid == pid and e.event_id == EV_CLOSE
+            and e.args and e.args[0].value == fd]
+
+
+@pytest.mark.live
+@needs_object
+def test_own_close_calls_arrive_decoded():
+    bad_fd = 987_654
+    with Monitor(events=["close"], pid=os.getpid(), ignore_self=False, page_count=8) as mon:
+        for _ in range(5):
+            with pytest.raises(OSError):
+                os.close(bad_fd)
+        got: list = []
+        deadline = time.monotonic() + 10
+        while len(_close_events(got, os.getpid(), bad_fd)) < 5 and time.monotonic() < deadline:
+            got.extend(mon.reader.read_batch(timeout=0.5))
+    events = _close_events(got, os.getpid(), bad_fd)
+    assert len(events) == 5
+    for ev in events:
+        assert ev.argnum == 1 and ev.retval == -EBADF
+        assert ev.host_ppid == os.getppid() and ev.pid_id == 0  # a host process
+        assert ev.comm and len(ev.comm) <= 16
+    raw = next(r.data for r in got if isinstance(r, Sample))
+    assert len(raw) % 8 == 4  # 4 + raw_size is a multiple of 8: padding is handed through
+    assert [e.ts for e in events] == sorted(e.ts for e in events)
+
+
+@pytest.mark.live
+@needs_object
+def test_loss_accounting_is_exact():
+    flood = 20_000
+    go_r, go_w = os.pipe()
+    done_r, done_w = os.pipe()
+    # only the child's events pass: it is our child, and our own process is ignored
+    with Monitor(events=["close"], pid=os.getpid(), ignore_self=True, page_count=1) as mon:
+        child = os.fork()
+        if child == 0:  # pragma: no cover - child process
+            try:
+                os.sched_setaffinity(0, {0})  # one ring, so the final event flushes the LOST
+                for _ in range(flood):
+                    try:
+                        os.close(-1)
+                    except OSError:
+                        pass
+                os.write(done_w, b"1")
+                os.read(go_r, 1)
+                try:
+                    os.close(-1)
+                except OSError:
+                    pass
+            finally:
+                os._exit(0)
+        assert os.read(done_r, 1) == b"1"  # flood over, nothing read during it
+        records = mon.reader.read_batch(timeout=0)
+        os.write(go_w, b"1")  # one more event: the kernel writes the pending LOST first
+        os.waitpid(child, 0)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            more = mon.reader.read_batch(timeout=0.5)
+            records.extend(more)
+            samples = _close_events(records, child, -1)
+            if len(samples) + mon.reader.lost_total >= flood + 1 and not more:
+                break
+        lost = sum(r.count for r in records if isinstance(r, Lost))
+        assert lost == mon.reader.lost_total == mon.reader.lost[0]
+    for fd in (go_r, go_w, done_r, done_w):
+        os.close(fd)
+    samples = _close_events(records, child, -1)
+    assert len(samples) == len([r for r in records if isinstance(r, Sample)])
+    assert lost > 0
+    assert len(samples) + lost == flood + 1
+
+
+def _wait_gone(ids: set[int], listing) -> set[int]:
+    """Ids still listed; the kernel frees objects after an RCU grace period, so wait a bit."""
+    deadline = time.monotonic() + 10
+    while ids & set(listing()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return ids & set(listing())
+
+
+@pytest.mark.live
+@needs_object
+def test_close_leaves_nothing_in_the_kernel():
+    fds_before = set(os.listdir("/proc/self/fd"))
+    mon = Monitor(events=["close", "tcp"])
+    prog_ids = {syscalls.object_id(fd, True) for fd in mon.prog_fds.values()}
+    map_ids = {syscalls.object_id(fd, False) for fd in mon.map_fds.values()}
+    assert len(prog_ids) == len(mon.programs) and len(map_ids) == len(mon.object.maps)
+    names = syscalls.loaded_programs()
+    assert prog_ids <= set(names) and "close__exit_clo" in names.values()
+    assert map_ids <= set(syscalls.loaded_maps())
+    mon.close()
+    mon.close()  # idempotent
+    assert mon.reader.closed and not mon.prog_fds and not mon.map_fds
+    assert _wait_gone(prog_ids, syscalls.loaded_programs) == set()
+    assert _wait_gone(map_ids, syscalls.loaded_maps) == set()
+    assert set(os.listdir("/proc/self/fd")) <= fds_before | {str(fd) for fd in range(3)}
