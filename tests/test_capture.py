@@ -641,3 +641,33 @@ def test_events_decodes_samples_and_yields_errors(five, monkeypatch):
     assert isinstance(out[3][1], FakeDecodeError)
     assert out[4][1] == ("event", FIVE[4][2])
     assert set(calls) == {("cwd-tty-oid", "arm64", False)}
+
+
+# ---------------------------------------------------------------- the spec document
+
+
+def _definition(source: str, name: str) -> str:
+    """The source text of a top-level `name = ...` or `def name` / `class name` block."""
+    lines = source.splitlines()
+    start = next(i for i, line in enumerate(lines)
+                 if line.startswith((f"{name} = ", f"def {name}(", f"class {name}(")))
+    end = start + 1
+    if lines[start].startswith(("def ", "class ")):
+        while end < len(lines) and (not lines[end] or lines[end].startswith(" ")):
+            end += 1
+    else:
+        depth = lines[start].count("(") - lines[start].count(")")
+        while depth > 0:
+            depth += lines[end].count("(") - lines[end].count(")")
+            end += 1
+    return "\n".join(lines[start:end]).strip()
+
+
+@pytest.mark.parametrize("name", ["HeaderInfo", "FileHeader", "_CrcCovered", "_record_crc",
+                                  "Record", "SamplePayload", "LostPayload", "RecordPayload",
+                                  "CaptureFile", "MAGIC", "SYNC", "MAX_PAYLOAD"])
+def test_docs_quote_the_schemas_as_they_are(name):
+    root = Path(__file__).parent.parent
+    source = (root / "ebpfwire" / "capture.py").read_text()
+    doc = (root / "docs" / "capture-format.md").read_text()
+    assert _definition(source, name) in doc
