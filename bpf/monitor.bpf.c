@@ -252,6 +252,19 @@ struct {
 	__type(value, __u32);
 } exit_status SEC(".maps");
 
+/* executable path per host tgid, from sched_process_exec, for the FILE slot
+ * of ptrace (the target's executable) */
+struct exe_path {
+	char path[MAX_STRING_SIZE];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct exe_path);
+} exe_paths SEC(".maps");
+
 /* ---- reading kernel memory through the config offsets ------------------ */
 
 static __always_inline __u64 read_u64(__u64 base, __u32 off)
@@ -459,6 +472,20 @@ static __always_inline void put_kernel_str(struct writer *w, const void *ptr)
 		                          MAX_STRING_SIZE - 1, ptr);
 	}
 	end_str(w, size);
+}
+
+/* STR_T "" (size 1, the NUL) */
+static __always_inline void put_empty_str(struct writer *w)
+{
+	__u64 o;
+
+	if (!fits_fixed(w))
+		return;
+	put_tag(w, STR_T);
+	o = off_within(w, 5);
+	*(int *)&w->b->data[o] = 1;
+	w->b->data[o + 4] = 0;
+	w->off += 5;
 }
 
 /* argv: opening tag 11, up to 20 STR_T, "..." when there are more, closing tag 11 */
@@ -697,13 +724,67 @@ SYSCALL_EXIT(setgid, setgid, EV_SETGID, MASK_SETID)
 	put_int(w, a->args[0]);
 }
 
-/* slot 2 (FILE: the target's executable) is announced but not written: the
- * path needs dentry walking this program has no offsets for */
+/* slot 2 (FILE) is the target's executable as recorded by ptrace__exec when
+ * the target last exec'd under the monitor. The target pid of the syscall is
+ * a host tgid only for callers in the host PID namespace; when the path is
+ * not known (target exec'd before the monitor started, a thread id, a caller
+ * in a container, no such process) the slot is the empty string: an orphan
+ * tag at the end of a sample would be read as "" anyway, since the zero
+ * padding that follows looks like a size of 0. PTRACE_TRACEME (0) targets
+ * the parent. */
+#define PTRACE_TRACEME 0
+
 SYSCALL_ENTER(ptrace, ptrace, EV_PTRACE, 2)
 SYSCALL_EXIT(ptrace, ptrace, EV_PTRACE, MASK_PTRACE)
 {
+	const struct event_header *h = (const struct event_header *)w->b->data;
+	__u32 target = a->args[0] == PTRACE_TRACEME ? h->host_ppid : (__u32)a->args[1];
+	struct exe_path *exe = 0;
+
 	put_u32(w, PTRACE_REQ_T, a->args[0]);
 	put_int(w, a->args[1]);
+	if (h->pid_id == 0)
+		exe = bpf_map_lookup_elem(&exe_paths, &target);
+	if (exe)
+		put_kernel_str(w, exe->path);
+	else
+		put_empty_str(w);
+}
+
+/* the filename of sched_process_exec (bprm->filename) */
+static __always_inline const void *exec_filename(struct sched_process_exec_ctx *ctx)
+{
+	return (const void *)ctx + (ctx->filename_loc & 0xffff);
+}
+
+SEC("tracepoint/sched/sched_process_exec")
+int ptrace__exec(struct sched_process_exec_ctx *ctx)
+{
+	struct monitor_config *cfg = get_config();
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u32 zero = 0;
+	struct scratch *b;
+
+	if (!cfg)
+		return 0;
+	b = bpf_map_lookup_elem(&scratch, &zero);
+	if (!b)
+		return 0;
+	/* staged in the scratch buffer: a 4 KiB value does not fit the stack */
+	if (bpf_probe_read_kernel_str(b->data, MAX_STRING_SIZE, exec_filename(ctx)) <= 0)
+		return 0;
+	bpf_map_update_elem(&exe_paths, &tgid, b->data, BPF_ANY);
+	return 0;
+}
+
+SEC("tracepoint/sched/sched_process_exit")
+int ptrace__exit_task(struct sched_process_exit_ctx *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+
+	if (ctx->group_dead)
+		bpf_map_delete_elem(&exe_paths, &tgid);
+	return 0;
 }
 
 /* ---- sockets ------------------------------------------------------------ */
@@ -806,11 +887,10 @@ SEC("tracepoint/sched/sched_process_exec")
 int security_bprm_check__exec(struct sched_process_exec_ctx *ctx)
 {
 	struct writer w;
-	__u32 loc = ctx->filename_loc & 0xffff;
 
 	if (!begin_event(&w, EV_BPRM, argnum_of(MASK_BPRM), 0))
 		return 0;
-	put_kernel_str(&w, (const void *)ctx + loc);
+	put_kernel_str(&w, exec_filename(ctx));
 	return submit(ctx, &w);
 }
 
