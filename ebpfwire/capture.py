@@ -10,6 +10,7 @@ below are its specification, and the struct-based hot path is tested equal to th
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import struct
@@ -252,7 +253,9 @@ class CaptureWriter:
     the OS in one write per flush, the buffer never holding a partial record. The buffer is
     flushed when it exceeds `buffer_size` bytes, when `flush_interval` seconds have passed
     since the last flush (checked on each write), on `flush()` and on `close()`. With
-    `buffer_size=0` every record is written at once by its own write.
+    `buffer_size=0` every record is written at once by its own write. With `mode="a"` the
+    existing header is kept and the header arguments are not used. Not thread-safe: share
+    a writer between threads behind a lock.
     """
 
     def __init__(
@@ -309,10 +312,15 @@ class CaptureWriter:
 
     @classmethod
     def append(
-        cls, path_or_fileobj: str | os.PathLike[str] | BinaryIO, **options: Any
+        cls,
+        path_or_fileobj: str | os.PathLike[str] | BinaryIO,
+        *,
+        buffer_size: int = 64 * 1024,
+        flush_interval: float = 1.0,
     ) -> CaptureWriter:
         """Open an existing capture to add records; its header is read, never rewritten."""
-        return cls(path_or_fileobj, mode="a", **options)
+        return cls(path_or_fileobj, mode="a", buffer_size=buffer_size,
+                   flush_interval=flush_interval)
 
     def write_sample(self, cpu: int, data: bytes) -> None:
         """Record one raw perf sample exactly as received (perf padding included)."""
@@ -490,6 +498,9 @@ class CaptureReader:
         self.damage: list[CaptureDamage] = []
         self.notes: list[CaptureNote] = []
         self._stop = threading.Event()
+        if isinstance(path_or_fileobj, io.TextIOBase):
+            raise TypeError("expected a path or a binary file object, found a text stream "
+                            "(for standard input use sys.stdin.buffer)")
         self._owned = isinstance(path_or_fileobj, (str, os.PathLike))
         if self._owned:
             self.name: str | None = os.fspath(path_or_fileobj)

@@ -470,6 +470,11 @@ def test_not_a_capture(tmp_path, content, expected):
     assert str(path) in str(info.value) and "offset" in str(info.value)
 
 
+def test_text_stream_is_refused_with_a_hint():
+    with pytest.raises(TypeError, match="sys.stdin.buffer"):
+        CaptureReader(io.StringIO("text"))
+
+
 def test_damaged_header_is_a_capture_error_with_offset(five, tmp_path):
     _, data, offsets = five
     path = tmp_path / "hd.cap"
@@ -671,3 +676,28 @@ def test_docs_quote_the_schemas_as_they_are(name):
     source = (root / "ebpfwire" / "capture.py").read_text()
     doc = (root / "docs" / "capture-format.md").read_text()
     assert _definition(source, name) in doc
+
+
+# ---------------------------------------------------------------- with the real decoder
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.data())
+def test_events_with_the_real_decoder(data):
+    from ebpfwire import DecodeError, decode, encode
+    from ebpfwire.strategies import events
+
+    layout = data.draw(st.sampled_from(["classic", "cwd-tty-oid", "hash"]))
+    originals = data.draw(st.lists(events(layout=layout), min_size=1, max_size=4))
+    samples = [encode(event, layout, perf_padding=True) for event in originals]
+    buf = io.BytesIO()
+    with new_writer(buf, layout=layout) as w:
+        for cpu, sample in enumerate(samples):
+            w.write_sample(cpu, sample)
+        w.write_sample(9, b"\x01\x02\x03")  # far too short for any context header
+    with CaptureReader(io.BytesIO(buf.getvalue())) as reader:
+        out = list(reader.events())
+    assert [record.data for record, _ in out] == samples + [b"\x01\x02\x03"]
+    for (_, event), sample in zip(out, samples, strict=False):
+        assert event == decode(sample, layout=layout, arch="x86_64")
+    assert isinstance(out[-1][1], DecodeError)
