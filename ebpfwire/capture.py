@@ -512,6 +512,7 @@ class CaptureReader:
             self._file = path_or_fileobj
         self._read = getattr(self._file, "read1", None) or self._file.read
         self._pending = b""
+        self._iterated = False
         try:
             self.header = self._read_header()
         except BaseException:
@@ -618,6 +619,10 @@ class CaptureReader:
             self.on_damage(damage)
 
     def __iter__(self) -> Iterator[SampleRecord | LostRecord]:
+        if self._iterated:
+            raise RuntimeError("a CaptureReader reads its input once (it may be a pipe); "
+                               "open a new reader to read the capture again")
+        self._iterated = True
         return self._records()
 
     def _records(self) -> Iterator[SampleRecord | LostRecord]:
@@ -650,7 +655,7 @@ class CaptureReader:
                 else:
                     sync, crc, length, rtype, _ = _RECORD_HEAD.unpack_from(buf, pos)
                     end = pos + RECORD_HEADER_SIZE + length
-                    computed = zlib.crc32(buf[pos + 8:end])
+                    computed = zlib.crc32(buf[pos + 8:end]) if end <= n else 0
                     if sync != SYNC:
                         why = f"expected record sync word {SYNC.hex()}, found {sync.hex()}"
                     elif length > MAX_PAYLOAD:

@@ -470,6 +470,13 @@ def test_not_a_capture(tmp_path, content, expected):
     assert str(path) in str(info.value) and "offset" in str(info.value)
 
 
+def test_a_reader_iterates_once(five):
+    with CaptureReader(five[0]) as reader:
+        assert len(list(reader)) == len(FIVE)
+        with pytest.raises(RuntimeError, match="open a new reader"):
+            iter(reader)
+
+
 def test_text_stream_is_refused_with_a_hint():
     with pytest.raises(TypeError, match="sys.stdin.buffer"):
         CaptureReader(io.StringIO("text"))
