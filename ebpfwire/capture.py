@@ -480,7 +480,7 @@ class CaptureReader:
     arrived for `idle_timeout` seconds (None: forever).
     """
 
-    chunk_size = 1 << 20
+    chunk_size = 1 << 16  # 64 KiB: small batches let record objects die young, less GC work
 
     def __init__(
         self,
