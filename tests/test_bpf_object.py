@@ -1,0 +1,268 @@
+"""Checks of the committed BPF object ``ebpfwire/data/monitor.bpf.o``.
+
+The non-live tests read the ELF file only (pyelftools): what the pure-Python loader
+relies on (no global data, tracepoint sections, ``<event>__<phase>`` program names,
+the maps of the contract) must hold for the object users get without a compiler.
+The live test loads it and checks real events from a child process byte for byte
+through the decoder.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from elftools.elf.constants import SH_FLAGS
+from elftools.elf.elffile import ELFFile
+
+OBJECT = Path(__file__).resolve().parent.parent / "ebpfwire" / "data" / "monitor.bpf.o"
+
+BPF_MAP_TYPE_HASH = 1
+BPF_MAP_TYPE_ARRAY = 2
+BPF_MAP_TYPE_PERF_EVENT_ARRAY = 4
+BPF_MAP_TYPE_PERCPU_ARRAY = 6
+BPF_MAP_TYPE_LRU_HASH = 9
+ALLOWED_MAP_TYPES = {
+    BPF_MAP_TYPE_HASH,
+    BPF_MAP_TYPE_ARRAY,
+    BPF_MAP_TYPE_PERF_EVENT_ARRAY,
+    BPF_MAP_TYPE_PERCPU_ARRAY,
+    BPF_MAP_TYPE_LRU_HASH,
+}
+MAX_BUFFER_SIZE = 32768
+CONFIG_FIELDS = 18  # u32 fields of struct monitor_config in bpf/monitor_config.h
+
+# event group -> tracepoints its programs attach to
+EXPECTED_TRACEPOINTS = {
+    "open": {"syscalls/sys_enter_open", "syscalls/sys_exit_open"},
+    "openat": {"syscalls/sys_enter_openat", "syscalls/sys_exit_openat"},
+    "close": {"syscalls/sys_enter_close", "syscalls/sys_exit_close"},
+    "unlink": {"syscalls/sys_enter_unlink", "syscalls/sys_exit_unlink"},
+    "unlinkat": {"syscalls/sys_enter_unlinkat", "syscalls/sys_exit_unlinkat"},
+    "rmdir": {"syscalls/sys_enter_rmdir", "syscalls/sys_exit_rmdir"},
+    "chown": {"syscalls/sys_enter_chown", "syscalls/sys_exit_chown"},
+    "fchownat": {"syscalls/sys_enter_fchownat", "syscalls/sys_exit_fchownat"},
+    "setuid": {"syscalls/sys_enter_setuid", "syscalls/sys_exit_setuid"},
+    "setgid": {"syscalls/sys_enter_setgid", "syscalls/sys_exit_setgid"},
+    "ptrace": {
+        "syscalls/sys_enter_ptrace",
+        "syscalls/sys_exit_ptrace",
+        "sched/sched_process_exec",
+        "sched/sched_process_exit",
+    },
+    "mount": {"syscalls/sys_enter_mount", "syscalls/sys_exit_mount"},
+    "umount": {"syscalls/sys_enter_umount", "syscalls/sys_exit_umount"},
+    "socket": {"syscalls/sys_enter_socket", "syscalls/sys_exit_socket"},
+    "connect": {"syscalls/sys_enter_connect", "syscalls/sys_exit_connect"},
+    "accept": {
+        "syscalls/sys_enter_accept",
+        "syscalls/sys_exit_accept",
+        "syscalls/sys_enter_accept4",
+        "syscalls/sys_exit_accept4",
+    },
+    "bind": {"syscalls/sys_enter_bind", "syscalls/sys_exit_bind"},
+    "listen": {"syscalls/sys_enter_listen", "syscalls/sys_exit_listen"},
+    "execve": {"syscalls/sys_enter_execve", "syscalls/sys_exit_execve"},
+    "execveat": {"syscalls/sys_enter_execveat", "syscalls/sys_exit_execveat"},
+    "security_bprm_check": {"sched/sched_process_exec"},
+    "do_exit": {
+        "sched/sched_process_exit",
+        "syscalls/sys_enter_exit_group",
+        "syscalls/sys_enter_exit",
+        "signal/signal_deliver",
+    },
+    "tcp": {"sock/inet_sock_set_state"},
+}
+
+
+@pytest.fixture(scope="module")
+def elf():
+    """The committed object, open for the whole module."""
+    with OBJECT.open("rb") as f:
+        yield ELFFile(f)
+
+
+def program_sections(elf: ELFFile) -> dict[str, str]:
+    """Program function name -> its ELF section, for every executable section."""
+    symtab = elf.get_section_by_name(".symtab")
+    out = {}
+    for sym in symtab.iter_symbols():
+        if sym["st_info"]["type"] != "STT_FUNC":
+            continue
+        section = elf.get_section(sym["st_shndx"])
+        out[sym.name] = section.name
+    return out
+
+
+def test_is_a_relocatable_little_endian_bpf_object(elf):
+    assert elf["e_machine"] == "EM_BPF"
+    assert elf["e_type"] == "ET_REL"
+    assert elf.little_endian and elf.elfclass == 64
+
+
+def test_no_global_data_sections(elf):
+    names = [s.name for s in elf.iter_sections()]
+    forbidden = [n for n in names if n in (".data", ".bss") or n.startswith((".rodata", ".data."))]
+    assert forbidden == [], f"the loader supports no global data; found sections {forbidden}"
+
+
+def test_no_subprograms_in_text(elf):
+    text = elf.get_section_by_name(".text")
+    assert text is None or text.data_size == 0, "helpers must be inlined: .text holds code"
+
+
+def test_only_maps_and_license_are_writable_or_allocated_data(elf):
+    data_like = [
+        s.name
+        for s in elf.iter_sections()
+        if s["sh_flags"] & SH_FLAGS.SHF_ALLOC and not s["sh_flags"] & SH_FLAGS.SHF_EXECINSTR
+    ]
+    assert sorted(data_like) == [".maps", "license"]
+
+
+def test_license_is_gpl(elf):
+    assert elf.get_section_by_name("license").data() == b"GPL\0"
+
+
+def test_debug_info_stripped_btf_kept(elf):
+    names = {s.name for s in elf.iter_sections()}
+    assert ".BTF" in names
+    assert not [n for n in names if n.startswith(".debug")]
+
+
+def test_programs_are_tracepoints_named_event_phase(elf):
+    progs = program_sections(elf)
+    groups: dict[str, set[str]] = {}
+    for name, section in progs.items():
+        kind, _, attach = section.partition("/")
+        assert kind in ("tracepoint", "raw_tracepoint"), f"{name}: section {section}"
+        event, sep, phase = name.partition("__")
+        assert sep and event and phase, f"{name}: expected <event>__<phase>"
+        groups.setdefault(event, set()).add(attach)
+    assert groups == EXPECTED_TRACEPOINTS
+
+
+def test_program_names_are_unique_per_section(elf):
+    progs = program_sections(elf)
+    pairs = [(s, n) for n, s in progs.items()]
+    assert len(pairs) == len(set(pairs))
+
+
+@pytest.fixture(scope="module")
+def maps():
+    """The map definitions as the pure-Python loader reads them from .maps BTF."""
+    from ebpfwire.loader.elf import read_object
+
+    return read_object(OBJECT).maps
+
+
+def test_contract_maps(maps):
+    events = maps["events"]
+    assert events.type == BPF_MAP_TYPE_PERF_EVENT_ARRAY
+    assert (events.key_size, events.value_size, events.max_entries) == (4, 4, 0)
+    config = maps["config"]
+    assert config.type == BPF_MAP_TYPE_ARRAY
+    assert (config.key_size, config.value_size, config.max_entries) == (4, 4 * CONFIG_FIELDS, 1)
+
+
+def test_scratch_buffer_and_pairing_maps(maps):
+    scratch = maps["scratch"]
+    assert scratch.type == BPF_MAP_TYPE_PERCPU_ARRAY
+    assert scratch.value_size >= MAX_BUFFER_SIZE and scratch.max_entries == 1
+    args = maps["args_map"]
+    assert args.type in (BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH)
+    assert args.key_size == 8  # pid_tgid
+
+
+def test_only_supported_map_types(maps):
+    bad = {name: m.type for name, m in maps.items() if m.type not in ALLOWED_MAP_TYPES}
+    assert bad == {}
+
+
+# ---- live: real events through the decoder ------------------------------------------
+
+WORKLOAD = textwrap.dedent(
+    """
+    import os, socket, subprocess, sys
+    sys.stdin.readline()                      # wait until the monitor is attached
+    path = sys.argv[1]
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    subprocess.run(["/bin/true"] + ["arg%d" % i for i in range(25)])
+    pid = os.fork()
+    if pid == 0:
+        os._exit(3)
+    os.waitpid(pid, 0)
+    s = socket.socket()
+    try:
+        s.connect(("127.0.0.1", int(sys.argv[2])))
+    finally:
+        s.close()
+    """
+)
+
+
+@pytest.mark.live
+def test_live_events_have_the_classic_layout(tmp_path):
+    import ebpfwire
+    from ebpfwire import perf
+    from ebpfwire.loader.monitor import Monitor
+
+    target = tmp_path / "bpf-object-test-file"
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    child = subprocess.Popen(
+        [sys.executable, "-c", WORKLOAD, str(target), str(port)],
+        stdin=subprocess.PIPE,
+        text=True,
+    )
+    events = []
+    try:
+        with Monitor(
+            events=["openat", "execve", "do_exit", "tcp"], pid=child.pid, page_count=16
+        ) as mon:
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            child.wait(timeout=30)
+            # drain until the reader is idle; the workload has ended
+            while batch := mon.reader.read_batch(timeout=0.5):
+                events += [ebpfwire.decode(r.data) for r in batch if isinstance(r, perf.Sample)]
+            assert mon.reader.lost_total == 0
+    finally:
+        server.close()
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 0
+
+    opens = [e for e in events if e.event_id == 257 and e.args[1].value == str(target)]
+    assert len(opens) == 1
+    (opened,) = opens
+    assert opened.argnum == 3 and opened.retval >= 0
+    assert opened.args[0].value == -100  # AT_FDCWD
+    assert opened.args[2].value & (os.O_CREAT | os.O_WRONLY) == os.O_CREAT | os.O_WRONLY
+    assert (opened.host_pid, opened.pid, opened.pid_id, opened.mnt_id) == (child.pid,) * 2 + (0, 0)
+    assert opened.host_ppid == opened.ppid == os.getpid()
+    assert opened.uid == os.getuid()
+
+    execs = [e for e in events if e.event_id == 59 and e.argnum == 2]
+    assert [e.args[0].value for e in execs] == ["/bin/true"]
+    argv = execs[0].args[1].value
+    assert argv == ["/bin/true"] + [f"arg{i}" for i in range(19)] + ["..."]
+
+    exits = {e.host_pid: e.retval for e in events if e.event_id == 351}
+    assert exits[child.pid] == 0
+    assert 3 << 8 in exits.values()  # the forked child's exit(3), wait(2) style
+
+    connects = [e for e in events if e.event_id == 400]
+    assert len(connects) == 1
+    proto, addr = connects[0].args
+    assert proto.value == "TCP"
+    assert (addr.value.family, addr.value.addr, addr.value.port) == (2, "127.0.0.1", port)
+    assert time.monotonic_ns() > opened.ts  # bpf_ktime_get_ns: CLOCK_MONOTONIC
