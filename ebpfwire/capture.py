@@ -333,11 +333,16 @@ class CaptureWriter:
             covered = _COVERED_SAMPLE.pack(length, _SAMPLE, 0, cpu)
         except struct.error:
             raise ValueError(f"cpu: expected 0..{2**32 - 1}, found {cpu!r}") from None
+        if self._closed:
+            raise ValueError("write_sample: the capture writer is closed")
         buf = self._buf
         buf += _SYNC_CRC.pack(SYNC, zlib.crc32(data, zlib.crc32(covered)))
         buf += covered
         buf += data
-        self._maybe_flush()
+        if len(buf) > self.buffer_size or (
+            time.monotonic() - self._last_flush >= self.flush_interval
+        ):
+            self.flush()
 
     def write_lost(self, cpu: int, count: int) -> None:
         """Record that the kernel dropped `count` samples on `cpu`."""
@@ -348,18 +353,14 @@ class CaptureWriter:
                 f"lost record: expected cpu 0..{2**32 - 1} and count 0..{2**64 - 1}, "
                 f"found cpu={cpu!r} count={count!r}"
             ) from None
-        self._write_record(RecordType.LOST, payload)
-
-    def _write_record(self, rtype: int, payload: bytes) -> None:
-        covered = _CrcCovered.build({"length": len(payload), "type": rtype, "reserved": 0})
-        self._buf += _SYNC_CRC.pack(SYNC, zlib.crc32(payload, zlib.crc32(covered)))
-        self._buf += covered + payload
-        self._maybe_flush()
-
-    def _maybe_flush(self) -> None:
-        if (
-            len(self._buf) > self.buffer_size
-            or time.monotonic() - self._last_flush >= self.flush_interval
+        if self._closed:
+            raise ValueError("write_lost: the capture writer is closed")
+        covered = _CrcCovered.build({"length": len(payload), "type": _LOST, "reserved": 0})
+        buf = self._buf
+        buf += _SYNC_CRC.pack(SYNC, zlib.crc32(payload, zlib.crc32(covered)))
+        buf += covered + payload
+        if len(buf) > self.buffer_size or (
+            time.monotonic() - self._last_flush >= self.flush_interval
         ):
             self.flush()
 

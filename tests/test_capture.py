@@ -332,6 +332,16 @@ def test_unbuffered_writer_puts_each_record_in_the_file_at_once(tmp_path):
         assert plain(read_all(path)[0]) == [("sample", 0, b"a"), ("lost", 1, 2)]
 
 
+def test_writing_after_close_is_an_error(tmp_path):
+    w = new_writer(tmp_path / "c.cap")
+    w.close()
+    with pytest.raises(ValueError, match="write_sample: the capture writer is closed"):
+        w.write_sample(0, b"late")
+    with pytest.raises(ValueError, match="write_lost: the capture writer is closed"):
+        w.write_lost(0, 1)
+    w.close()  # closing twice is harmless
+
+
 def test_buffered_writer_holds_records_until_flush(tmp_path):
     path = tmp_path / "b.cap"
     with new_writer(path, flush_interval=3600) as w:
