@@ -45,7 +45,8 @@ from ebpfwire.loader import syscalls
 from ebpfwire.loader.errors import LoaderError
 
 PAGE_SIZE = mmap.PAGESIZE
-DEFAULT_PAGE_COUNT = 256  # data pages per CPU: 1 MiB with 4 KiB pages
+DEFAULT_PAGE_COUNT = 1024  # data pages per CPU: 4 MiB with 4 KiB pages (see docs/loader.md)
+DEFAULT_MAX_LATENCY = 0.1  # s: longest a record below the wakeup watermark waits
 PERF_RECORD_LOST = 2
 PERF_RECORD_SAMPLE = 9
 
@@ -222,6 +223,9 @@ class PerfReader:
     """Per-CPU perf rings feeding a ``PERF_EVENT_ARRAY`` map, read through epoll.
 
     ``events`` is the map fd or an object with ``events_map_fd`` (a ``Monitor``).
+    ``page_count`` data pages per CPU (a power of two). The kernel wakes the reader when
+    ``wakeup_bytes`` are waiting (default: a quarter of the ring; 0 = after every
+    record, which costs the traced process a wakeup per event and halves throughput).
     ``lost`` counts dropped samples per CPU, exactly as the kernel reported them.
     """
 
@@ -230,9 +234,16 @@ class PerfReader:
         events: int | _HasEventsMap,
         page_count: int = DEFAULT_PAGE_COUNT,
         cpus: Iterable[int] | None = None,
+        wakeup_bytes: int | None = None,
+        max_latency: float = DEFAULT_MAX_LATENCY,
     ) -> None:
         if page_count < 1 or page_count & (page_count - 1):
             raise ValueError(f"page_count must be a power of two >= 1, got {page_count}")
+        data_size = page_count * PAGE_SIZE
+        self.wakeup_bytes = data_size // 4 if wakeup_bytes is None else wakeup_bytes
+        if not 0 <= self.wakeup_bytes < data_size:
+            raise ValueError(f"wakeup_bytes must be in 0..{data_size - 1}, got {wakeup_bytes}")
+        self.max_latency = max_latency
         self.map_fd = events if isinstance(events, int) else events.events_map_fd
         self.page_count = page_count
         self.cpus = list(cpus) if cpus is not None else online_cpus()
@@ -262,7 +273,8 @@ class PerfReader:
             syscalls.PERF_COUNT_SW_BPF_OUTPUT,
             cpu,
             sample_type=syscalls.PERF_SAMPLE_RAW,
-            wakeup=1,
+            wakeup=self.wakeup_bytes or 1,
+            watermark=bool(self.wakeup_bytes),
         )
         self._fds.append(fd)
         try:
@@ -295,21 +307,26 @@ class PerfReader:
         return records
 
     def read_batch(self, timeout: float | None = None) -> list[Record]:
-        """Every record available now, waiting up to ``timeout`` s (None: forever) for one."""
+        """Every record available now, waiting up to ``timeout`` s (None: forever) for one.
+
+        While waiting, the rings are also checked every ``max_latency`` s: below the
+        wakeup watermark the kernel does not wake us, so this bounds the delay of a
+        lone event.
+        """
         if self.closed:
             raise LoaderError("PerfReader is closed")
-        if self._pending:
-            batch = list(self._pending)
-            self._pending.clear()
-            return batch + self._drain()
-        batch = self._drain()
+        batch = list(self._pending)
+        self._pending.clear()
+        batch.extend(self._drain())
         deadline = None if timeout is None else time.monotonic() + timeout
         while not batch:
-            left = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
-            ready = self._epoll.poll(left)
+            wait = self.max_latency
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
+                if wait <= 0:
+                    break
+            self._epoll.poll(wait)
             batch = self._drain()
-            if not ready and left >= 0:
-                break
         return batch
 
     def read(self, timeout: float | None = None) -> Record | None:

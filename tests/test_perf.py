@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 import struct
+import subprocess
+import sys
 
 import pytest
 
@@ -152,3 +154,8 @@ def test_merge_by_ts_orders_across_cpus():
         struct.pack("<Q", t) for t in (10, 30, 40, 50)
     ]
     assert merged[0].data == b"xx"
+
+
+@pytest.mark.parametrize("module", ["ebpfwire.perf", "ebpfwire.loader", "ebpfwire.loader.monitor"])
+def test_modules_import_first_without_cycles(module: str):
+    subprocess.run([sys.executable, "-c", f"import {module}"], check=True)

@@ -174,11 +174,16 @@ def read_object(path: str | Path) -> BpfObject:
         if maps_sec is None or btf_sec is None:
             raise LoaderError(f"{path}: expected sections .maps and .BTF (BTF-defined maps)")
         maps_idx = elf.get_section_index(".maps")
+        symbols = list(symtab.iter_symbols())  # parsed once: pyelftools parses on each walk
         map_symbols = {
             sym["st_value"]: sym.name
-            for sym in symtab.iter_symbols()
+            for sym in symbols
             if sym["st_shndx"] == maps_idx and sym["st_info"]["type"] == "STT_OBJECT"
         }
+        funcs_by_section: dict[int, list] = {}
+        for sym in symbols:
+            if sym["st_info"]["type"] == "STT_FUNC" and sym["st_info"]["bind"] == "STB_GLOBAL":
+                funcs_by_section.setdefault(sym["st_shndx"], []).append(sym)
         maps = _map_specs(Btf(btf_sec.data(), f"{path} .BTF"), map_symbols, path)
         lic_sec = elf.get_section_by_name("license")
         if lic_sec is None:
@@ -197,13 +202,8 @@ def read_object(path: str | Path) -> BpfObject:
                 )
             code = sec.data()
             relocs = elf.get_section_by_name(".rel" + sec.name)
-            refs = _map_refs(elf, symtab, relocs, sec.name, code, maps_idx, map_symbols, path)
-            funcs = [
-                s for s in symtab.iter_symbols()
-                if s["st_shndx"] == idx
-                and s["st_info"]["type"] == "STT_FUNC"
-                and s["st_info"]["bind"] == "STB_GLOBAL"
-            ]
+            refs = _map_refs(elf, symbols, relocs, sec.name, code, maps_idx, map_symbols, path)
+            funcs = funcs_by_section.get(idx, [])
             if not funcs:
                 raise LoaderError(f"{path}: section {sec.name!r} holds no global function")
             for fn in sorted(funcs, key=lambda s: s["st_value"]):
@@ -221,7 +221,7 @@ def read_object(path: str | Path) -> BpfObject:
     return BpfObject(path=path, license=license, maps=maps, programs=programs)
 
 
-def _map_refs(elf, symtab, relocs, sec_name, code, maps_idx, map_symbols, path):
+def _map_refs(elf, symbols, relocs, sec_name, code, maps_idx, map_symbols, path):
     """(byte offset, map name) for each relocation of a program section."""
     if relocs is None:
         return []
@@ -230,7 +230,7 @@ def _map_refs(elf, symtab, relocs, sec_name, code, maps_idx, map_symbols, path):
     refs: list[tuple[int, str]] = []
     for rel in relocs.iter_relocations():
         offset, rtype = rel["r_offset"], rel["r_info_type"]
-        sym = symtab.get_symbol(rel["r_info_sym"])
+        sym = symbols[rel["r_info_sym"]]
         target = elf.get_section(sym["st_shndx"]).name if isinstance(sym["st_shndx"], int) else (
             sym["st_shndx"]
         )

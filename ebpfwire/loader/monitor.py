@@ -82,7 +82,8 @@ class Monitor:
     """The bundled system monitor, loaded and attached; events come out of ``reader``.
 
     ``events`` selects program groups (default: all), ``pid`` keeps only events of that
-    process or its children, ``ignore_self`` drops our own process's events.
+    process or its children, ``ignore_self`` drops our own process's events,
+    ``page_count`` sizes each CPU's ring (default ``perf.DEFAULT_PAGE_COUNT``).
     ``close()`` (or leaving the ``with`` block) removes everything from the kernel.
     """
 
@@ -91,7 +92,7 @@ class Monitor:
         events: Iterable[str] | None = None,
         pid: int | None = None,
         ignore_self: bool = True,
-        page_count: int = perf.DEFAULT_PAGE_COUNT,
+        page_count: int | None = None,
         object_path: str | Path | None = None,
     ) -> None:
         self.object = read_object(object_path or bundled_object())
@@ -111,7 +112,7 @@ class Monitor:
             syscalls.map_update(self.map_fds["config"], b"\0\0\0\0", config)
             for prog in self.programs:
                 self.prog_fds[prog.name] = self._load(prog)
-            self.reader = perf.PerfReader(self, page_count=page_count)
+            self.reader = perf.PerfReader(self, page_count or perf.DEFAULT_PAGE_COUNT)
             for prog in self.programs:
                 self._attach(prog)
         except BaseException:
