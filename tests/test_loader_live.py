@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 import ebpfwire
 from ebpfwire.loader import LoaderError, Monitor, syscalls, tracefs
+from ebpfwire.loader.config import MonitorConfig
 from ebpfwire.loader.elf import ProgramSpec, read_object
 from ebpfwire.loader.monitor import bundled_object, load_program, select_programs
-from ebpfwire.perf import Lost, Sample
+from ebpfwire.perf import Lost, PerfReader, Sample
 
 EV_CLOSE = 3
 EBADF = 9
@@ -168,3 +175,104 @@ def test_close_leaves_nothing_in_the_kernel():
     assert _wait_gone(prog_ids, syscalls.loaded_programs) == set()
     assert _wait_gone(map_ids, syscalls.loaded_maps) == set()
     assert set(os.listdir("/proc/self/fd")) <= fds_before | {str(fd) for fd in range(3)}
+
+
+CLANG = shutil.which("clang")
+TEST_BPF = Path(__file__).resolve().parent / "bpf"
+
+
+def _compile(tmp_path: Path, name: str) -> Path:
+    if CLANG is None:
+        pytest.skip("clang not installed: cannot build the test BPF objects")
+    out = tmp_path / f"{name}.o"
+    arch_inc = f"/usr/include/{platform.machine()}-linux-gnu"
+    subprocess.run(
+        [CLANG, "-O2", "-g", "-target", "bpf", f"-I{arch_inc}", "-c",
+         str(TEST_BPF / f"{name}.bpf.c"), "-o", str(out)],
+        check=True,
+    )
+    return out
+
+
+def test_global_data_is_refused_by_name(tmp_path: Path):
+    obj = _compile(tmp_path, "global_data")
+    with pytest.raises(LoaderError, match=r"global data sections \['\.bss'\]"):
+        read_object(obj)
+
+
+def test_bpf_to_bpf_call_is_refused(tmp_path: Path):
+    obj = _compile(tmp_path, "subprogram")
+    with pytest.raises(LoaderError, match="BPF-to-BPF call to 'helper'.*__always_inline"):
+        read_object(obj)
+
+
+def test_config_schema_mirrors_the_c_header():
+    header = Path(__file__).resolve().parent.parent / "bpf" / "monitor_config.h"
+    if not header.exists():
+        pytest.skip(f"{header} absent")
+    fields = re.findall(r"^\s*__u32\s+(\w+);", header.read_text(), re.M)
+    assert [sc.name for sc in MonitorConfig.subcons] == fields
+
+
+def test_unknown_event_fails_before_touching_the_kernel():
+    with pytest.raises(ValueError, match="unknown event 'exec'"):
+        Monitor(events=["exec"])
+
+
+@pytest.mark.live
+@needs_object
+def test_unprivileged_load_says_what_is_needed():
+    code = (  # import first: the interpreter's own files may not be readable by nobody
+        "import os\nfrom ebpfwire.loader import LoaderError, Monitor\n"
+        "os.setgid(65534); os.setuid(65534)\n"
+        "try:\n    Monitor(events=['close'])\n"
+        "except LoaderError as exc:\n    print(exc)\n"
+    )
+    root = str(Path(__file__).resolve().parent.parent)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": root}, check=True).stdout
+    assert "Operation not permitted (needs root, or CAP_BPF + CAP_PERFMON)" in out
+
+
+@pytest.mark.live
+@needs_object
+def test_reader_api_read_poll_iterate():
+    bad_fd = 876_543
+    pid = os.getpid()
+    with Monitor(events=["close"], pid=pid, ignore_self=False, page_count=4) as mon:
+        reader = mon.reader
+        assert reader.wakeup_bytes == 4 * 4096 // 4
+        assert set(reader.lost) == set(reader.cpus)
+
+        def wanted(rec) -> bool:
+            return bool(_close_events([rec], pid, bad_fd))
+
+        for _ in range(3):
+            with pytest.raises(OSError):
+                os.close(bad_fd)
+        first = None
+        deadline = time.monotonic() + 10
+        while first is None and time.monotonic() < deadline:
+            rec = reader.read(timeout=0.5)  # below the watermark: found by the latency poll
+            if rec is not None and wanted(rec):
+                first = rec
+        seen: list = []
+        while len([r for r in seen if wanted(r)]) < 2 and time.monotonic() < deadline:
+            reader.poll(seen.append, timeout=0.5)
+        assert first is not None and len([r for r in seen if wanted(r)]) == 2
+        with pytest.raises(OSError):
+            os.close(bad_fd)
+        for rec in reader:  # blocking iteration
+            if wanted(rec):
+                break
+        assert reader.lost_total == 0
+    assert reader.closed
+    with pytest.raises(LoaderError, match="closed"):
+        reader.read_batch(0)
+
+
+def test_page_count_must_be_a_power_of_two():
+    with pytest.raises(ValueError, match="power of two"):
+        PerfReader(-1, page_count=3)
+    with pytest.raises(ValueError, match="wakeup_bytes"):
+        PerfReader(-1, page_count=1, wakeup_bytes=4096)

@@ -194,6 +194,8 @@ def read_object(path: str | Path) -> BpfObject:
         for idx, sec in enumerate(elf.iter_sections()):
             if not sec["sh_flags"] & SH_FLAGS.SHF_EXECINSTR or sec["sh_size"] == 0:
                 continue
+            if sec.name == ".text":  # subprograms: only reachable by calls, rejected below
+                continue
             kind = _prog_type(sec.name)
             if kind is None:
                 raise LoaderError(
