@@ -518,7 +518,10 @@ static __always_inline void put_user_str_arr(struct writer *w, __u64 argv)
 		w->off += 8;
 	}
 close:
-	if (fits_fixed(w))
+	/* the closing tag is part of the argument, not an argument of its own:
+	 * written whenever the buffer has a byte left, so a nearly full buffer
+	 * still ends with a complete array */
+	if (w->off < MAX_BUFFER_SIZE)
 		put_tag(w, STR_ARR_T);
 }
 
