@@ -25,7 +25,6 @@
 
 /* ---- argument tags (wire-format.md section 4) -------------------------- */
 
-#define NONE_T            0
 #define INT_T             1
 #define STR_T             10
 #define STR_ARR_T         11
