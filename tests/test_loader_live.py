@@ -162,7 +162,10 @@ def _wait_gone(ids: set[int], listing) -> set[int]:
 @needs_object
 def test_close_leaves_nothing_in_the_kernel():
     fds_before = set(os.listdir("/proc/self/fd"))
-    mon = Monitor(events=["close", "tcp"])
+    mon = Monitor(events=["close", "tcp"], pid=4321)
+    config = MonitorConfig.parse(syscalls.map_lookup(mon.map_fds["config"], bytes(4), 72))
+    assert (config.ready, config.filter_tgid, config.ignore_tgid) == (1, 4321, os.getpid())
+    assert config.upid_size > 0 and config.task_tgid > 0
     prog_ids = {syscalls.object_id(fd, True) for fd in mon.prog_fds.values()}
     map_ids = {syscalls.object_id(fd, False) for fd in mon.map_fds.values()}
     assert len(prog_ids) == len(mon.programs) and len(map_ids) == len(mon.object.maps)

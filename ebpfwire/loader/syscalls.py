@@ -44,10 +44,8 @@ PERF_TYPE_TRACEPOINT = 2
 PERF_COUNT_SW_BPF_OUTPUT = 10
 PERF_SAMPLE_RAW = 1 << 10
 PERF_FLAG_FD_CLOEXEC = 1 << 3
-PERF_ATTR_FLAG_DISABLED = 1 << 0
 PERF_ATTR_FLAG_WATERMARK = 1 << 14
 PERF_EVENT_IOC_ENABLE = 0x2400
-PERF_EVENT_IOC_DISABLE = 0x2401
 PERF_EVENT_IOC_SET_BPF = 0x40042408
 
 _ATTR_SIZE = 144  # larger than any attr we fill; the kernel wants the tail zeroed
@@ -252,15 +250,12 @@ def perf_event_open(
     sample_type: int = 0,
     wakeup: int = 1,
     watermark: bool = False,
-    disabled: bool = False,
 ) -> int:
     """``perf_event_open(attr, pid, cpu, -1, FD_CLOEXEC)``; returns the event fd.
 
     ``wakeup`` is ``wakeup_events`` (records) or, with ``watermark``, bytes.
     """
-    flags = (PERF_ATTR_FLAG_DISABLED if disabled else 0) | (
-        PERF_ATTR_FLAG_WATERMARK if watermark else 0
-    )
+    flags = PERF_ATTR_FLAG_WATERMARK if watermark else 0
     attr = ctypes.create_string_buffer(_PERF_ATTR_SIZE)
     struct.pack_into(
         "<IIQQQQQI", attr, 0, type_, _PERF_ATTR_SIZE, config, 1, sample_type, 0, flags, wakeup
