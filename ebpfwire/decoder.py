@@ -17,8 +17,9 @@ from .argtypes import ArgType
 from .catalogue import check_arch, expected_tags
 from .errors import DecodeError
 from .events import AF_INET, AF_INET6, AF_UNIX, Arg, Argv, Event, SockAddr
-from .layouts import Layout, get_layout
-from .schema import MAX_PADDING, MAX_STRING_SIZE
+from .layouts import LAYOUTS, Layout, get_layout
+from .names import ARCHES
+from .schema import MAX_PADDING, MAX_STRING_SIZE, perf_pad
 
 _S32 = struct.Struct("<i").unpack_from
 _U32 = struct.Struct("<I").unpack_from
@@ -27,8 +28,10 @@ _U16BE = struct.Struct(">H").unpack_from
 _INET6_TAIL = struct.Struct(">HI16sI").unpack_from  # port, flowinfo (network order), addr
 _inet_ntop = socket.inet_ntop
 _new_arg = tuple.__new__
-_new_event = tuple.__new__
-_STR, _ARR = int(ArgType.STR_T), int(ArgType.STR_ARR_T)
+_new_event = Event._from_wire
+_STR, _ARR, _SOCKADDR = int(ArgType.STR_T), int(ArgType.STR_ARR_T), int(ArgType.SOCKADDR_T)
+_SOCKADDR_BODY = {AF_UNIX: 108, AF_INET: 14, AF_INET6: 26}
+_PADDING_EXPECTED = "the perf ring's {} bytes of padding or at most 7 zero bytes"
 _ARGV_EXPECTED = "an argv element tag (10) or the closing tag (11)"
 
 
@@ -127,10 +130,10 @@ def _sockaddr(data: bytes, p: int, n: int) -> tuple[SockAddr, int]:
     return _new_arg(SockAddr, (family, None, None, None, None, None)), q
 
 
-def _fixed_reader(unpack, width: int, what: str):
+def _fixed_reader(unpack, width: int):
     def read(data, p, n, arg_type, errors):
         if p + width > n:
-            raise _error("truncated", p, f"a {width}-byte {what}", f"{n - p} bytes")
+            raise _error("truncated", p, f"a {width}-byte payload", f"{n - p} bytes")
         return _new_arg(Arg, (arg_type, unpack(data, p)[0])), p + width
     return read
 
@@ -150,17 +153,25 @@ def _read_sockaddr(data, p, n, arg_type, errors):
     return _new_arg(Arg, (arg_type, value)), p
 
 
+# Tables indexed by tag byte: the reader, the ArgType, and for fixed-size payloads
+# their width and unpacker (which the hot loop uses without a call).
 _READERS: list = [None] * 256
 _TYPES: list = [None] * 256
+_WIDTHS: list = [0] * 256
+_UNPACK: list = [None] * 256
 for _t in ArgType:
     _TYPES[_t] = ArgType(_t)
-for _t in (ArgType.INT_T, ArgType.CAP_T, ArgType.SYSCALL_T):
-    _READERS[_t] = _fixed_reader(_S32, 4, "signed integer")
-for _t in (ArgType.OPEN_FLAGS_T, ArgType.EXEC_FLAGS_T, ArgType.SOCK_DOM_T, ArgType.SOCK_TYPE_T,
-           ArgType.UNLINKAT_FLAG_T, ArgType.PTRACE_REQ_T, ArgType.MOUNT_FLAG_T,
-           ArgType.UMOUNT_FLAG_T):
-    _READERS[_t] = _fixed_reader(_U32, 4, "flag word")
-_READERS[ArgType.QTYPE] = _fixed_reader(_U16BE, 2, "DNS query type")
+for _types, _unpack, _width in (
+    ((ArgType.INT_T, ArgType.CAP_T, ArgType.SYSCALL_T), _S32, 4),
+    ((ArgType.OPEN_FLAGS_T, ArgType.EXEC_FLAGS_T, ArgType.SOCK_DOM_T, ArgType.SOCK_TYPE_T,
+      ArgType.UNLINKAT_FLAG_T, ArgType.PTRACE_REQ_T, ArgType.MOUNT_FLAG_T,
+      ArgType.UMOUNT_FLAG_T), _U32, 4),
+    ((ArgType.QTYPE,), _U16BE, 2),
+):
+    for _t in _types:
+        _READERS[_t] = _fixed_reader(_unpack, _width)
+        _WIDTHS[_t] = _width
+        _UNPACK[_t] = _unpack
 _READERS[ArgType.STR_T] = _READERS[ArgType.UDP_MSG] = _read_string
 _READERS[ArgType.STR_ARR_T] = _read_argv
 _READERS[ArgType.SOCKADDR_T] = _read_sockaddr
@@ -176,21 +187,86 @@ def _read_arg(data: bytes, p: int, n: int, errors: list | None) -> tuple[Arg, in
 
 
 def _is_padding(data: bytes, p: int, n: int) -> bool:
-    return n - p <= MAX_PADDING and not any(data[p:n])
+    """Do the bytes from ``p`` look like the perf ring's padding after an event that ends there?
+
+    The ring rounds ``4 + size`` up to 8 bytes; the kernel skips the pad rather than
+    zeroing it, so exactly that many bytes of any value are padding, and so are up to 7
+    zero bytes (the padding the wire-format page describes).
+    """
+    tail = n - p
+    return tail <= MAX_PADDING and (tail == perf_pad(p) or data.count(0, p, n) == tail)
 
 
 def _strict_args(data: bytes, p: int, n: int, argc: int) -> list[Arg]:
+    """The hot loop: the common tags are handled inline, the rest by their readers."""
     args = []
+    append = args.append
     for index in range(argc):
         if p >= n:
             raise _error("missing-argument", p,
                          f"argument {index + 1} of the {argc} argnum announces", "end of data")
-        arg, p = _read_arg(data, p, n, None)
-        args.append(arg)
+        tag = data[p]
+        width = _WIDTHS[tag]
+        if width:
+            q = p + 1 + width
+            if q > n:
+                raise _error("truncated", p + 1, f"a {width}-byte payload", f"{n - p - 1} bytes")
+            append(_new_arg(Arg, (_TYPES[tag], _UNPACK[tag](data, p + 1)[0])))
+            p = q
+        elif tag == _STR:
+            value, p = _string(data, p + 1, n)
+            append(_new_arg(Arg, (_TYPES[tag], value)))
+        else:
+            arg, p = _read_arg(data, p, n, None)
+            append(arg)
     if p < n and not _is_padding(data, p, n):
-        raise _error("trailing-bytes", p, f"at most {MAX_PADDING} zero bytes of padding",
+        raise _error("trailing-bytes", p, _PADDING_EXPECTED.format(perf_pad(p)),
                      f"{n - p} more bytes")
     return args
+
+
+def _certainly_valid(data: bytes, p: int, n: int, argc: int) -> bool:
+    """A quick walk over the arguments: True only when ``_strict_args`` cannot fail.
+
+    It may say False for a valid sample (the caller then builds eagerly, which raises
+    the precise error or succeeds), never True for an invalid one.
+    """
+    for _ in range(argc):
+        if p >= n:
+            return False
+        tag = data[p]
+        width = _WIDTHS[tag]
+        if width:
+            p += 1 + width
+        elif tag == _STR:
+            p = _string_end(data, p + 1, n)
+        elif tag == _SOCKADDR:
+            if p + 3 > n:
+                return False
+            p += 3 + _SOCKADDR_BODY.get(_U16(data, p + 1)[0], 0)
+        elif tag == _ARR:
+            p += 1
+            while p < n and data[p] == _STR:
+                p = _string_end(data, p + 1, n)
+            if p >= n or data[p] != _ARR:
+                return False
+            p += 1
+        else:
+            return False
+    return p == n or (p < n and _is_padding(data, p, n))
+
+
+def _string_end(data: bytes, p: int, n: int) -> int:
+    """Where a well-formed string payload at ``p`` ends; past ``n`` when it is not one."""
+    if p + 4 > n:
+        return n + 1
+    size = _S32(data, p)[0]
+    end = p + 4 + size
+    if size == 0:
+        return end
+    if 0 < size <= MAX_STRING_SIZE and end <= n and not data[end - 1]:
+        return end
+    return n + 1
 
 
 def _plausible_next(data: bytes, q: int, n: int, index: int, argc: int,
@@ -208,10 +284,10 @@ def _lenient_args(data: bytes, p: int, n: int, argc: int, expected: tuple[int, .
     """Decode what can be decoded; an orphan tag is recognised by what follows it."""
     args: list[Arg] = []
     for index in range(argc):
-        if p >= n or _is_padding(data, p, n):
+        if p >= n:
             errors.append(_error("missing-argument", p,
                                  f"argument {index + 1} of the {argc} argnum announces",
-                                 "end of data" if p >= n else "zero padding"))
+                                 "end of data"))
             return args
         try:
             arg, q = _read_arg(data, p, n, errors)
@@ -230,10 +306,14 @@ def _lenient_args(data: bytes, p: int, n: int, argc: int, expected: tuple[int, .
             args.append(arg)
             p = q
         else:
+            if _is_padding(data, p, n):
+                failure = _error("missing-argument", p,
+                                 f"argument {index + 1} of the {argc} argnum announces",
+                                 "perf padding")
             errors.append(failure)
             return args
     if p < n and not _is_padding(data, p, n):
-        errors.append(_error("trailing-bytes", p, f"at most {MAX_PADDING} zero bytes of padding",
+        errors.append(_error("trailing-bytes", p, _PADDING_EXPECTED.format(perf_pad(p)),
                              f"{n - p} more bytes"))
     return args
 
@@ -255,7 +335,7 @@ def _short_header(data: bytes, layout: Layout, arch: str) -> Event:
     extra = {name: named[name] for name in layout.extra_names}
     error = _error("short-header", 0, f"a {layout.size}-byte {layout.name} context header",
                    f"{len(data)} bytes")
-    return _new_event(Event, (*header, _text_field(comm), [], extra, arch, [error]))
+    return _new_event(tuple(header), _text_field(comm), [], extra, arch, [error])
 
 
 def _text_field(raw: bytes | None) -> str | None:
@@ -264,28 +344,53 @@ def _text_field(raw: bytes | None) -> str | None:
     return raw.partition(b"\0")[0].decode("utf-8", "surrogateescape")
 
 
+_COMMS: dict[bytes, str] = {}
+
+
+def _remember_comm(raw: bytes) -> str:
+    """Task names repeat endlessly: decode each once (the cache is bounded)."""
+    if len(_COMMS) >= 4096:
+        _COMMS.clear()
+    comm = _COMMS[raw] = raw.partition(b"\0")[0].decode("utf-8", "surrogateescape")
+    return comm
+
+
 def _decode(data: bytes, layout: Layout, arch: str, strict: bool) -> Event:
     n = len(data)
-    if n < layout.size:
+    size = layout.size
+    if n < size:
         if strict:
-            raise _error("short-header", 0, f"a {layout.size}-byte {layout.name} context header",
+            raise _error("short-header", 0, f"a {size}-byte {layout.name} context header",
                          f"{n} bytes")
         return _short_header(data, layout, arch)
     values = layout.fmt.unpack_from(data)
     if strict:
         errors = None
-        args = _strict_args(data, layout.size, n, values[9])
+        argc = values[9]
+        if _certainly_valid(data, size, n, argc):
+            args = (_strict_args, data, size, n, argc)   # built when first read
+        else:
+            args = _strict_args(data, size, n, argc)
     else:
         errors = []
         expected = expected_tags(values[8], arch, values[9])
-        args = _lenient_args(data, layout.size, n, values[9], expected, errors)
-    comm = values[11].partition(b"\0")[0].decode("utf-8", "surrogateescape")
+        args = _lenient_args(data, size, n, values[9], expected, errors)
+    comm = _COMMS.get(values[11]) or _remember_comm(values[11])
     if layout.extra_names:
         extra = {name: (_text_field(value) if name in layout.text_fields else value)
                  for name, value in zip(layout.extra_names, values[12:], strict=False)}
     else:
         extra = {}
-    return _new_event(Event, (*values[:11], comm, args, extra, arch, errors))
+    return _new_event(values[:11], comm, args, extra, arch, errors)
+
+
+_LAYOUTS = LAYOUTS  # names and Layout objects both hash; a registered Layout is found too
+
+
+def _resolve(layout: str | Layout, arch: str) -> Layout:
+    if arch not in ARCHES:
+        check_arch(arch)
+    return LAYOUTS.get(layout) or get_layout(layout) if type(layout) is str else get_layout(layout)
 
 
 def decode(data: bytes | bytearray | memoryview, *, layout: str | Layout = "classic",
@@ -297,15 +402,15 @@ def decode(data: bytes | bytearray | memoryview, *, layout: str | Layout = "clas
     """
     if type(data) is not bytes:
         data = bytes(data)
-    return _decode(data, get_layout(layout), check_arch(arch), strict)
+    resolved = _LAYOUTS.get(layout) if arch == "x86_64" else None
+    return _decode(data, resolved or _resolve(layout, arch), arch, strict)
 
 
 def decode_many(samples: Iterable[bytes | bytearray | memoryview], *,
                 layout: str | Layout = "classic", arch: str = "x86_64",
                 strict: bool = True) -> Iterator[Event]:
     """Decode a sequence or stream of samples lazily, one :class:`Event` per sample."""
-    resolved = get_layout(layout)
-    check_arch(arch)
+    resolved = _resolve(layout, arch)
     for data in samples:
         if type(data) is not bytes:
             data = bytes(data)

@@ -184,31 +184,94 @@ def _quote(value: str) -> str:
 #: Header fields in wire order, as they appear on :class:`Event` and in its JSON form.
 HEADER_FIELDS = ("ts", "pid_id", "mnt_id", "host_ppid", "host_pid", "ppid", "pid", "uid",
                  "event_id", "argnum", "retval", "comm")
+EVENT_FIELDS = HEADER_FIELDS + ("args", "extra", "arch", "errors")
+_new_object = object.__new__
 
 
-class Event(NamedTuple):
+def _header_field(index: int):
+    """Read one header field of an :class:`Event` (kept as one tuple: cheap to make)."""
+    return lambda event: event._header[index]
+
+
+class Event:
     """One decoded sample: the context header, the arguments and what went wrong.
 
     ``extra`` holds the fields of the extended layouts (cwd, tty, oid, exec_id, hash);
     ``errors`` is None in strict mode and the list of damage found in lenient mode.
+    The strict decoder checks the whole sample at once but builds the :class:`Arg`
+    objects only when ``args`` is first read, so code that filters on the header
+    never pays for arguments it does not look at.
     """
 
-    ts: int
-    pid_id: int
-    mnt_id: int
-    host_ppid: int
-    host_pid: int
-    ppid: int
-    pid: int
-    uid: int
-    event_id: int
-    argnum: int
-    retval: int
-    comm: str
-    args: list[Arg]
-    extra: dict[str, Any] = {}
-    arch: str = "x86_64"
-    errors: list[DecodeError] | None = None
+    __slots__ = ("_header", "comm", "_args", "extra", "arch", "errors")
+
+    def __init__(self, ts: int, pid_id: int, mnt_id: int, host_ppid: int, host_pid: int,
+                 ppid: int, pid: int, uid: int, event_id: int, argnum: int, retval: int,
+                 comm: str, args: list[Arg], extra: dict[str, Any] | None = None,
+                 arch: str = "x86_64", errors: list[DecodeError] | None = None):
+        self._header = (ts, pid_id, mnt_id, host_ppid, host_pid, ppid, pid, uid, event_id,
+                        argnum, retval)
+        self.comm = comm
+        self._args = args
+        self.extra = {} if extra is None else extra
+        self.arch = arch
+        self.errors = errors
+
+    @classmethod
+    def _from_wire(cls, header: tuple, comm: str, args: list[Arg] | tuple,
+                   extra: dict[str, Any], arch: str, errors: list | None) -> Event:
+        """The decoder's constructor; ``args`` may be a pending (builder, *inputs) tuple."""
+        event = _new_object(cls)
+        event._header = header
+        event.comm = comm
+        event._args = args
+        event.extra = extra
+        event.arch = arch
+        event.errors = errors
+        return event
+
+    ts = property(_header_field(0), doc="bpf_ktime_get_ns(): monotonic ns since boot")
+    pid_id = property(_header_field(1), doc="PID namespace inode, 0 for the host")
+    mnt_id = property(_header_field(2), doc="mount namespace inode, 0 for the host")
+    host_ppid = property(_header_field(3), doc="parent's tgid as the host sees it")
+    host_pid = property(_header_field(4), doc="tgid as the host sees it")
+    ppid = property(_header_field(5), doc="parent's tgid in the task's PID namespace")
+    pid = property(_header_field(6), doc="tgid in the task's PID namespace")
+    uid = property(_header_field(7))
+    event_id = property(_header_field(8))
+    argnum = property(_header_field(9), doc="arguments the writer announced")
+    retval = property(_header_field(10))
+
+    @property
+    def args(self) -> list[Arg]:
+        args = self._args
+        if type(args) is tuple:           # checked by the decoder, built on first use
+            args = self._args = args[0](*args[1:])
+        return args
+
+    def _key(self) -> tuple:
+        return (self._header, self.comm, self.args, self.extra, self.arch, self.errors)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Event):
+            return NotImplemented
+        return self._key() == other._key()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in HEADER_FIELDS)
+        return (f"Event({fields}, args={self.args!r}, extra={self.extra!r}, "
+                f"arch={self.arch!r}, errors={self.errors!r})")
+
+    def replace(self, **changes: Any) -> Event:
+        """A copy with some fields changed (like ``dataclasses.replace``)."""
+        values = {name: getattr(self, name) for name in EVENT_FIELDS}
+        unknown = set(changes) - set(values)
+        if unknown:
+            raise TypeError(f"Event has no field(s) {sorted(unknown)}")
+        values.update(changes)
+        return Event(**values)
 
     @property
     def name(self) -> str | None:

@@ -41,11 +41,7 @@ class Layout:
     fmt: struct.Struct
     field_names: tuple[str, ...]
     text_fields: frozenset[str]
-
-    @property
-    def extra_names(self) -> tuple[str, ...]:
-        """Fields appended after ``comm`` (empty for the classic layout)."""
-        return self.field_names[len(CLASSIC_NAMES):]
+    extra_names: tuple[str, ...]   # fields appended after ``comm`` (none in classic)
 
 
 def _fmt_code(field: Renamed) -> str:
@@ -71,7 +67,7 @@ def make_layout(name: str, extra_fields: tuple[Renamed, ...] = ()) -> Layout:
     if schema.sizeof() != fmt.size:
         raise AssertionError(f"layout {name!r}: schema and struct sizes differ")
     text = frozenset(field.name for field in fields if _fmt_code(field).endswith("s"))
-    return Layout(name, schema, fmt.size, fmt, names, text)
+    return Layout(name, schema, fmt.size, fmt, names, text, names[len(CLASSIC_NAMES):])
 
 
 _CWD = ("cwd" / Bytes(80),)

@@ -14,6 +14,7 @@ from functools import cache
 from construct import (
     Array,
     Bytes,
+    Check,
     ConstructError,
     ExprValidator,
     GreedyBytes,
@@ -24,12 +25,17 @@ from construct import (
     Int32sl,
     Int32ub,
     Int32ul,
+    OneOf,
     Pass,
     RepeatUntil,
+    Select,
     StreamError,
     Struct,
     Subconstruct,
     Switch,
+    Tell,
+    len_,
+    obj_,
     stream_tell,
     this,
 )
@@ -42,6 +48,11 @@ from .layouts import Layout, get_layout
 
 MAX_STRING_SIZE = 4096
 MAX_PADDING = 7
+
+
+def perf_pad(size: int) -> int:
+    """Bytes the perf ring pads a raw sample of ``size`` with (4 + size rounded up to 8)."""
+    return -(4 + size) % 8
 
 
 class Located(Subconstruct):
@@ -69,6 +80,10 @@ class Located(Subconstruct):
     def _build(self, obj, stream, context, path):
         return self.subcon._build(obj, stream, context, path)
 
+    def _emitparse(self, code):
+        # compiled schemas (used to measure the schema path) do not locate errors
+        return self.subcon._compileparse(code)
+
 
 def _fixed(subcon):
     return Located("truncated", subcon)
@@ -76,24 +91,22 @@ def _fixed(subcon):
 
 StrPayload = Struct(
     "size" / Located("bad-size",
-                     ExprValidator(Int32sl, lambda size, _: 0 <= size <= MAX_STRING_SIZE)),
-    "data" / Located(
-        "unterminated-string",
-        ExprValidator(Bytes(this.size), lambda data, _: not data or data[-1] == 0),
-    ),
+                     ExprValidator(Int32sl, (obj_ >= 0) & (obj_ <= MAX_STRING_SIZE))),
+    "data" / Located("unterminated-string",
+                     ExprValidator(Bytes(this.size), (len_(obj_) == 0) | (obj_[-1:] == b"\0"))),
 )
 
 ArgvElement = Struct(
     "tag" / Located(
         "bad-tag",
-        ExprValidator(Int8ul, lambda tag, _: tag in (ArgType.STR_T, ArgType.STR_ARR_T)),
+        OneOf(Int8ul, [int(ArgType.STR_T), int(ArgType.STR_ARR_T)]),
         at_end="unterminated-array",
     ),
-    "string" / If(this.tag == ArgType.STR_T, StrPayload),
+    "string" / If(this.tag == int(ArgType.STR_T), StrPayload),
 )
 
 #: opening tag 11 (read as the argument's tag), elements, closing tag 11
-StrArray = RepeatUntil(lambda element, _lst, _ctx: element.tag == ArgType.STR_ARR_T, ArgvElement)
+StrArray = RepeatUntil(obj_.tag == int(ArgType.STR_ARR_T), ArgvElement)
 
 SockAddrSchema = Struct(
     "family" / _fixed(Int16ul),
@@ -121,8 +134,7 @@ PAYLOADS = {
 }
 
 ArgSchema = Struct(
-    "tag" / Located("bad-tag", ExprValidator(Int8ul, lambda tag, _: tag in PAYLOADS),
-                    at_end="missing-argument"),
+    "tag" / Located("bad-tag", OneOf(Int8ul, sorted(PAYLOADS)), at_end="missing-argument"),
     "value" / Switch(this.tag, PAYLOADS),
 )
 
@@ -133,10 +145,12 @@ def event_schema(layout: Layout) -> Struct:
     return Struct(
         "context" / Located("short-header", layout.schema, at_end="short-header"),
         "args" / Array(this.context.argnum, ArgSchema),
-        "padding" / Located(
-            "trailing-bytes",
-            ExprValidator(GreedyBytes, lambda pad, _: len(pad) <= MAX_PADDING and not any(pad)),
-        ),
+        "args_end" / Tell,
+        "padding" / Located("trailing-bytes", Select(
+            OneOf(GreedyBytes, [bytes(size) for size in range(MAX_PADDING + 1)]),
+            Struct("stale" / GreedyBytes,
+                   Check(len_(this.stale) == (8 - (4 + this._.args_end) % 8) % 8)),
+        )),
     )
 
 

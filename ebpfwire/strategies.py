@@ -121,7 +121,7 @@ def _pieces(event: Event, layout) -> tuple[bytes, list[bytes]]:
     body = encode(event, layout)[len(header):]
     pieces, offset = [], 0
     for arg in event.args:
-        size = len(encode(event._replace(args=[arg]), layout)) - len(header)
+        size = len(encode(event.replace(args=[arg]), layout)) - len(header)
         pieces.append(body[offset:offset + size])
         offset += size
     return header, pieces

@@ -202,8 +202,8 @@ def test_sockaddr_variants():
 
 def test_argv_of_more_than_twenty_is_cut_and_flagged():
     argv = ebpfwire.Argv(f"a{i}" for i in range(25))
-    event = decode(EXECVE)._replace(args=[(ArgType.STR_T, "/bin/x"), (ArgType.STR_ARR_T, argv)])
-    event = event._replace(args=[ebpfwire.Arg(*a) for a in event.args])
+    event = decode(EXECVE).replace(args=[(ArgType.STR_T, "/bin/x"), (ArgType.STR_ARR_T, argv)])
+    event = event.replace(args=[ebpfwire.Arg(*a) for a in event.args])
     back = decode(ebpfwire.encode(event))
     assert back.args[1].value == [f"a{i}" for i in range(20)] + ["..."]
     assert back.args[1].value.truncated
@@ -213,12 +213,12 @@ def test_argv_of_more_than_twenty_is_cut_and_flagged():
 def test_encoder_keeps_the_writer_limits():
     long = "x" * 5000
     event = decode(OPENAT)
-    event = event._replace(args=[event.args[0], ebpfwire.Arg(ArgType.STR_T, long), event.args[2]])
+    event = event.replace(args=[event.args[0], ebpfwire.Arg(ArgType.STR_T, long), event.args[2]])
     assert decode(ebpfwire.encode(event)).args[1].value == "x" * 4095
     # 20 elements of 4000 bytes overflow the 32 KiB buffer: argv is cut where room ends
     # and the argument after it is dropped, though argnum still announces it
     huge = ebpfwire.Argv(["y" * 4000] * 20)
-    full = event._replace(args=[event.args[1], ebpfwire.Arg(ArgType.STR_ARR_T, huge),
+    full = event.replace(args=[event.args[1], ebpfwire.Arg(ArgType.STR_ARR_T, huge),
                                 event.args[1]])
     sample = ebpfwire.encode(full)
     assert len(sample) <= 32768
@@ -228,7 +228,7 @@ def test_encoder_keeps_the_writer_limits():
 
 
 def test_extended_layouts_carry_their_extra_fields():
-    event = decode(CONNECT)._replace(extra={"cwd": "/home/u", "tty": "pts/1", "oid": 1000,
+    event = decode(CONNECT).replace(extra={"cwd": "/home/u", "tty": "pts/1", "oid": 1000,
                                             "exec_id": 77, "hash": 5})
     sample = ebpfwire.encode(event, "hash")
     assert len(sample) == 225 + 22
@@ -241,7 +241,7 @@ def test_extended_layouts_carry_their_extra_fields():
 def test_register_a_layout_of_your_own():
     from construct import Int32ul
     layout = ebpfwire.register_layout("test-own", ("cgroup_id" / Int32ul,))
-    event = decode(CONNECT)._replace(extra={"cgroup_id": 9})
+    event = decode(CONNECT).replace(extra={"cgroup_id": 9})
     assert decode(ebpfwire.encode(event, layout), layout="test-own").extra == {"cgroup_id": 9}
     with pytest.raises(ValueError, match="already"):
         ebpfwire.register_layout("test-own")
@@ -257,3 +257,20 @@ def test_arg_type_mask_helpers():
     assert make_mask(ArgType.INT_T, ArgType.SOCKADDR_T) == 0x0C01
     with pytest.raises(ValueError):
         enc_arg_type(6, ArgType.INT_T)
+
+
+def test_stale_perf_padding_of_the_exact_size_is_accepted():
+    """The kernel skips the pad rather than zeroing it: 4 + 90 rounds to 96, 2 stale bytes."""
+    assert decode(CONNECT + b"\xaa\xbb") == decode(CONNECT)
+    assert decode(CONNECT + b"\xaa\xbb", strict=False).errors == []
+    for tail in (b"\xaa", b"\xaa\xbb\xcc"):
+        assert error_of(CONNECT + tail).kind == "trailing-bytes"
+        assert pytest.raises(DecodeError, parse_event, CONNECT + tail).value.offset == 90
+
+
+def test_lazy_arguments_are_checked_before_decode_returns():
+    event = decode(EXECVE)
+    assert type(event._args) is tuple          # not built yet...
+    assert event.args[1].value == ["echo", "hi"]
+    assert type(event._args) is list           # ...built once, on first use
+    assert event == parse_event(EXECVE)
