@@ -11,6 +11,14 @@ import functools
 import os
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests: a bounded default keeps the suite fast; HYPOTHESIS_PROFILE=thorough digs.
+settings.register_profile("default", max_examples=150, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("thorough", max_examples=5000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @functools.cache
@@ -40,10 +48,16 @@ def live_skip_reason() -> str | None:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Skip ``@pytest.mark.live`` tests with the reason when BPF is unavailable."""
+    """Skip ``@pytest.mark.live`` tests with the reason when BPF is unavailable.
+
+    With EBPFWIRE_REQUIRE_LIVE=1 (CI sets it) the reason fails the test instead: on a
+    machine where BPF must work, a silent skip would hide a broken kernel side.
+    """
     if item.get_closest_marker("live") is not None:
         reason = live_skip_reason()
         if reason is not None:
+            if os.environ.get("EBPFWIRE_REQUIRE_LIVE") == "1":
+                pytest.fail(f"{reason} (EBPFWIRE_REQUIRE_LIVE=1: live tests must run here)")
             pytest.skip(reason)
 
 

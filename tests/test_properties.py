@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import ebpfwire
@@ -11,7 +11,6 @@ from ebpfwire import DecodeError, decode, encode, strategies
 from ebpfwire.schema import parse_event
 
 LAYOUTS = list(ebpfwire.LAYOUTS)
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def outcome(decoder, data, **kwargs):
@@ -23,7 +22,6 @@ def outcome(decoder, data, **kwargs):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-@SETTINGS
 @given(data=st.data())
 def test_round_trip(layout, data):
     event = data.draw(strategies.events(layout))
@@ -32,26 +30,22 @@ def test_round_trip(layout, data):
 
 
 @pytest.mark.parametrize("layout", ["classic", "hash"])
-@SETTINGS
 @given(data=st.data())
 def test_fast_decoder_equals_schema_on_valid_events(layout, data):
     sample = data.draw(strategies.event_bytes(layout))
     assert decode(sample, layout=layout) == parse_event(sample, layout=layout)
 
 
-@SETTINGS
 @given(strategies.damaged_event_bytes())
 def test_fast_decoder_equals_schema_on_damaged_events(sample):
     assert outcome(decode, sample) == outcome(parse_event, sample)
 
 
-@SETTINGS
 @given(st.binary(max_size=300))
 def test_fast_decoder_equals_schema_on_random_bytes(sample):
     assert outcome(decode, sample) == outcome(parse_event, sample)
 
 
-@SETTINGS
 @given(st.one_of(strategies.damaged_event_bytes(), st.binary(max_size=300)))
 def test_lenient_never_raises_and_strict_raises_only_decode_error(sample):
     event = decode(sample, strict=False)
@@ -65,7 +59,6 @@ def test_lenient_never_raises_and_strict_raises_only_decode_error(sample):
         assert strict.replace(errors=[]) == event
 
 
-@SETTINGS
 @given(strategies.events("cwd-tty-oid"))
 def test_json_round_trip_is_lossless(event):
     text = json.dumps(event.to_dict())
@@ -74,7 +67,6 @@ def test_json_round_trip_is_lossless(event):
     assert encode(back, "cwd-tty-oid") == encode(event, "cwd-tty-oid")
 
 
-@SETTINGS
 @given(data=st.data())
 def test_lenient_recovers_every_argument_around_one_orphan_tag(data):
     """A failed payload read leaves a bare tag; lenient mode decodes the arguments after it."""
