@@ -1,0 +1,7 @@
+"""``python -m ebpfwire``: the same command line as the ``ebpfwire`` console script."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
