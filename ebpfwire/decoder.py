@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from .argtypes import ArgType
 from .catalogue import check_arch, expected_tags
 from .errors import DecodeError
-from .events import AF_INET, AF_INET6, AF_UNIX, Arg, Argv, Event, SockAddr
+from .events import AF_INET, AF_INET6, AF_UNIX, Arg, Argv, Event, SockAddr, wire_event
 from .layouts import LAYOUTS, Layout, get_layout
 from .names import ARCHES
 from .schema import MAX_PADDING, MAX_STRING_SIZE, perf_pad
@@ -28,7 +28,7 @@ _U16BE = struct.Struct(">H").unpack_from
 _INET6_TAIL = struct.Struct(">HI16sI").unpack_from  # port, flowinfo (network order), addr
 _inet_ntop = socket.inet_ntop
 _new_arg = tuple.__new__
-_new_event = Event._from_wire
+_new_event = wire_event
 _STR, _ARR, _SOCKADDR = int(ArgType.STR_T), int(ArgType.STR_ARR_T), int(ArgType.SOCKADDR_T)
 _SOCKADDR_BODY = {AF_UNIX: 108, AF_INET: 14, AF_INET6: 26}
 _PADDING_EXPECTED = "the perf ring's {} bytes of padding or at most 7 zero bytes"
@@ -253,7 +253,9 @@ def _certainly_valid(data: bytes, p: int, n: int, argc: int) -> bool:
             p += 1
         else:
             return False
-    return p == n or (p < n and _is_padding(data, p, n))
+    tail = n - p      # inline _is_padding: this walk runs once per event
+    return tail == 0 or (0 < tail <= MAX_PADDING
+                         and (tail == -(4 + p) % 8 or data.count(0, p, n) == tail))
 
 
 def _string_end(data: bytes, p: int, n: int) -> int:
@@ -335,7 +337,7 @@ def _short_header(data: bytes, layout: Layout, arch: str) -> Event:
     extra = {name: named[name] for name in layout.extra_names}
     error = _error("short-header", 0, f"a {layout.size}-byte {layout.name} context header",
                    f"{len(data)} bytes")
-    return _new_event(tuple(header), _text_field(comm), [], extra, arch, [error])
+    return _new_event((*header, _text_field(comm), extra, arch, [error]), [])
 
 
 def _text_field(raw: bytes | None) -> str | None:
@@ -381,7 +383,7 @@ def _decode(data: bytes, layout: Layout, arch: str, strict: bool) -> Event:
                  for name, value in zip(layout.extra_names, values[12:], strict=False)}
     else:
         extra = {}
-    return _new_event(values[:11], comm, args, extra, arch, errors)
+    return _new_event(values[:11] + (comm, extra, arch, errors), args)
 
 
 _LAYOUTS = LAYOUTS  # names and Layout objects both hash; a registered Layout is found too

@@ -188,6 +188,14 @@ EVENT_FIELDS = HEADER_FIELDS + ("args", "extra", "arch", "errors")
 _new_object = object.__new__
 
 
+def wire_event(header: tuple, args: list[Arg] | tuple) -> Event:
+    """The decoder's constructor: ``header`` as ``Event._header``, ``args`` maybe pending."""
+    event = _new_object(Event)
+    event._header = header
+    event._args = args
+    return event
+
+
 def _header_field(index: int):
     """Read one header field of an :class:`Event` (kept as one tuple: cheap to make)."""
     return lambda event: event._header[index]
@@ -203,32 +211,17 @@ class Event:
     never pays for arguments it does not look at.
     """
 
-    __slots__ = ("_header", "comm", "_args", "extra", "arch", "errors")
+    # _header: the eleven integer fields, then comm, extra, arch and errors (one tuple is
+    # the cheapest thing to make); _args: the arguments, or a pending (builder, *inputs)
+    __slots__ = ("_header", "_args")
 
     def __init__(self, ts: int, pid_id: int, mnt_id: int, host_ppid: int, host_pid: int,
                  ppid: int, pid: int, uid: int, event_id: int, argnum: int, retval: int,
                  comm: str, args: list[Arg], extra: dict[str, Any] | None = None,
                  arch: str = "x86_64", errors: list[DecodeError] | None = None):
         self._header = (ts, pid_id, mnt_id, host_ppid, host_pid, ppid, pid, uid, event_id,
-                        argnum, retval)
-        self.comm = comm
+                        argnum, retval, comm, {} if extra is None else extra, arch, errors)
         self._args = args
-        self.extra = {} if extra is None else extra
-        self.arch = arch
-        self.errors = errors
-
-    @classmethod
-    def _from_wire(cls, header: tuple, comm: str, args: list[Arg] | tuple,
-                   extra: dict[str, Any], arch: str, errors: list | None) -> Event:
-        """The decoder's constructor; ``args`` may be a pending (builder, *inputs) tuple."""
-        event = _new_object(cls)
-        event._header = header
-        event.comm = comm
-        event._args = args
-        event.extra = extra
-        event.arch = arch
-        event.errors = errors
-        return event
 
     ts = property(_header_field(0), doc="bpf_ktime_get_ns(): monotonic ns since boot")
     pid_id = property(_header_field(1), doc="PID namespace inode, 0 for the host")
@@ -241,6 +234,10 @@ class Event:
     event_id = property(_header_field(8))
     argnum = property(_header_field(9), doc="arguments the writer announced")
     retval = property(_header_field(10))
+    comm = property(_header_field(11), doc="task name (the bytes before the first NUL)")
+    extra = property(_header_field(12), doc="fields of the extended layouts (cwd, tty...)")
+    arch = property(_header_field(13), doc="architecture the event id was read for")
+    errors = property(_header_field(14), doc="None (strict) or the damage found (lenient)")
 
     @property
     def args(self) -> list[Arg]:
@@ -250,7 +247,7 @@ class Event:
         return args
 
     def _key(self) -> tuple:
-        return (self._header, self.comm, self.args, self.extra, self.arch, self.errors)
+        return (self._header, self.args)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Event):
