@@ -177,19 +177,12 @@ def _resolve_arch(name: str, origin: str, where: str) -> str:
         raise UsageError(f"{where}{exc} ({origin})") from None
 
 
-def _fitting_layouts(samples: list[bytes]) -> list[str]:
-    """Layouts every held sample is long enough for; those that decode cleanly first."""
-    shortest = min(len(data) for data in samples)
-    fit = [name for name, layout in LAYOUTS.items() if layout.size <= shortest]
-
-    def clean(name: str) -> bool:
-        try:
-            decode(samples[0], layout=name)
-        except DecodeError:
-            return False
-        return True
-
-    return sorted(fit, key=lambda name: not clean(name))
+def _clean(data: bytes, layout: Layout, arch: str) -> bool:
+    try:
+        decode(data, layout=layout, arch=arch)
+    except DecodeError:
+        return False
+    return True
 
 
 class Decoding:
@@ -249,7 +242,7 @@ class Decoding:
 
     def _decode(self, reader: CaptureReader, layout: Layout, arch: str, label: str,
                 progress: Progress) -> None:
-        records = _held_until_fit(iter(reader), layout, arch, self.strict, label)
+        records = _held_until_fit(iter(reader), layout, arch, label)
         out_event, out_lost, keep = self.out.event, self.out.lost, self.keep
         strict = self.strict
         count = events = 0
@@ -276,35 +269,46 @@ class Decoding:
 
 
 def _held_until_fit(records: Iterator[SampleRecord | LostRecord], layout: Layout, arch: str,
-                    strict: bool, label: str) -> Iterator[SampleRecord | LostRecord]:
-    """The records, unchanged, once one sample is long enough for the layout.
+                    label: str) -> Iterator[SampleRecord | LostRecord]:
+    """The records, unchanged, once one sample decodes cleanly with the layout.
 
-    Samples shorter than the layout's header are held back (up to HOLD_LIMIT); if none
-    is long enough the layout is wrong for this capture: a UsageError naming the layout
-    tried and the ones that fit by size, instead of one error line per sample.
+    Until then records are held back (up to HOLD_LIMIT samples). If none decodes with the
+    layout while another layout decodes some, or every sample is shorter than the layout's
+    header, the layout is wrong for this capture: one UsageError naming the layout tried
+    and the ones that fit, instead of an error line per sample.
     """
     held: list[SampleRecord | LostRecord] = []
-    short: list[bytes] = []
+    samples: list[bytes] = []
     for record in records:
         held.append(record)
         if type(record) is LostRecord:
             continue
-        if len(record.data) >= layout.size:
+        if _clean(record.data, layout, arch):
             yield from held
             yield from records
             return
-        short.append(record.data)
-        if len(short) >= HOLD_LIMIT:
+        samples.append(record.data)
+        if len(samples) >= HOLD_LIMIT:
             break
-    if short:
-        lengths = sorted({len(data) for data in short})
-        shown = f"{lengths[0]}" if len(lengths) == 1 else f"{lengths[0]}..{lengths[-1]}"
-        fits = _fitting_layouts(short)
-        hint = f"; layouts that fit by size: {', '.join(fits)}" if fits else ""
-        raise UsageError(
-            f"{label}: layout {layout.name!r} ({layout.size}-byte header) does not fit: "
-            f"{'the first ' if len(short) >= HOLD_LIMIT else ''}{len(short)} samples are "
-            f"{shown} bytes long{hint} (choose with --layout)")
+    if samples:
+        fits = {name: sum(_clean(data, other, arch) for data in samples)
+                for name, other in LAYOUTS.items() if other is not layout}
+        fits = {name: count for name, count in fits.items() if count}
+        short = sum(len(data) < layout.size for data in samples)
+        if fits or short == len(samples):
+            lengths = sorted(len(data) for data in samples)
+            if fits:
+                hint = "; layouts that decode them: " + ", ".join(
+                    f"{name} ({count} of {len(samples)})"
+                    for name, count in sorted(fits.items(), key=lambda item: -item[1]))
+            else:
+                by_size = [name for name, other in LAYOUTS.items() if other.size <= lengths[0]]
+                hint = f"; layouts that fit by size: {', '.join(by_size) or 'none'}"
+            raise UsageError(
+                f"{label}: layout {layout.name!r} ({layout.size}-byte header) does not fit: "
+                f"none of the {'first ' if len(samples) >= HOLD_LIMIT else ''}{len(samples)} "
+                f"samples ({lengths[0]}..{lengths[-1]} bytes, {short} shorter than the "
+                f"header) decodes with it{hint} (choose with --layout)")
     yield from held
 
 
