@@ -1,19 +1,22 @@
 """The whole pipeline live: real syscalls -> bundled BPF program -> perf rings -> decoder.
 
-Each test makes a known workload (files, sockets, exec, exit, namespaces), finds its events
-by the pids it created and checks them field by field after strict decoding. One Monitor
-serves the module (loading and closing cost seconds); the namespace test needs its own,
-filtered on the ``unshare`` process, because the namespaced shell is our grandchild.
-"""
+Each live test (marked ``live``) makes a known workload (files, sockets, exec, exit,
+namespaces), finds its events by the pids it created and checks them field by field after
+strict decoding. One Monitor serves the module (loading and closing cost seconds); the
+namespace test needs its own, filtered on the ``unshare`` process, because the namespaced
+shell is our grandchild. The last tests are not live: they check the committed real
+captures of ``fixtures/record_real.py`` for what holds on any machine."""
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from live_workload import (
@@ -27,12 +30,12 @@ from live_workload import (
 )
 
 import ebpfwire
+from ebpfwire.capture import CaptureReader
 from ebpfwire.events import AF_INET
 from ebpfwire.loader import Monitor, syscalls
 
 EVENTS = ["openat", "socket", "bind", "listen", "connect", "accept", "execve", "do_exit", "tcp"]
 
-pytestmark = pytest.mark.live
 
 
 def _wait_gone(ids: set[int], listing) -> set[int]:
@@ -71,6 +74,7 @@ def _one(events: list[ebpfwire.Event], what: str, pred) -> ebpfwire.Event:
     return found[0]
 
 
+@pytest.mark.live
 def test_openat_of_a_new_file(collector: Collector, tmp_path):
     path = str(tmp_path / f"ebpfwire-live-{os.getpid()}-{time.monotonic_ns()}")
     fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600)
@@ -102,6 +106,7 @@ def _sockaddr(arg) -> tuple:
     return (arg.value.family, arg.value.addr, arg.value.port)
 
 
+@pytest.mark.live
 def test_connect_accepted_and_refused(collector: Collector):
     me = os.getpid()
     server = socket.create_server(("127.0.0.1", 0))
@@ -147,6 +152,7 @@ def test_connect_accepted_and_refused(collector: Collector):
     assert tcp.host_pid == me and tcp.errno is None  # not a syscall: retval is no errno
 
 
+@pytest.mark.live
 def test_server_socket_bind_listen_accept(collector: Collector):
     me = os.getpid()
     backlog = 7
@@ -201,6 +207,7 @@ def test_server_socket_bind_listen_accept(collector: Collector):
     assert _sockaddr(tcp.args[1]) == (AF_INET, "127.0.0.1", port)
 
 
+@pytest.mark.live
 def test_execve_with_25_arguments(collector: Collector):
     argv = ["/bin/true"] + [f"a{i}" for i in range(1, 25)]
     assert len(argv) == 25
@@ -227,6 +234,7 @@ def test_execve_with_25_arguments(collector: Collector):
     assert done.comm == "true"  # the exit event comes from the new program
 
 
+@pytest.mark.live
 def test_exit_code_is_a_raw_wait_status(collector: Collector):
     child = subprocess.Popen(["/bin/sh", "-c", "exit 3"])
     assert child.wait(timeout=30) == 3
@@ -240,6 +248,7 @@ def test_exit_code_is_a_raw_wait_status(collector: Collector):
     assert ev.errno is None
 
 
+@pytest.mark.live
 def test_tcp_into_a_network_namespace(collector: Collector):
     me = os.getpid()
     with veth_netns() as name, netns_server(name) as (server, port):
@@ -264,6 +273,7 @@ def test_tcp_into_a_network_namespace(collector: Collector):
     assert (tcp.host_pid, tcp.pid_id, tcp.mnt_id) == (me, 0, 0)
 
 
+@pytest.mark.live
 def test_child_in_new_pid_and_mount_namespaces(tmp_path):
     known = tmp_path / "ebpfwire-ns-known-file"
     known.write_text("x\n")
@@ -295,3 +305,76 @@ def test_child_in_new_pid_and_mount_namespaces(tmp_path):
         assert ev.host_ppid == child.parent_host_pid
         assert ev.pid_id == child.pid_ns
         assert ev.mnt_id == child.mnt_ns
+
+
+# ---- the committed real captures (not live: they run anywhere from the bytes) -------------
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+def _read_capture(name: str) -> tuple[CaptureReader, list[ebpfwire.Event], list[str]]:
+    """Every record of a real capture decoded strictly, and its golden JSONL lines."""
+    path = FIXTURES / f"{name}.ewcap"
+    lines = []
+    events = []
+    with CaptureReader(path) as reader:
+        for record, event in reader.events(strict=True):
+            assert not isinstance(event, Exception), f"record at {record.offset}: {event}"
+            assert event is not None, f"{name}: a LOST record at {record.offset}"
+            events.append(event)
+            lines.append(json.dumps(event.to_dict()))
+    assert reader.damage == [] and reader.notes == []
+    assert (reader.header.layout, reader.header.arch) == ("classic", "x86_64")
+    assert path.stat().st_size < 200 * 1024
+    return reader, events, lines
+
+
+def test_real_workload_capture():
+    _, events, lines = _read_capture("real-workload")
+    golden = (FIXTURES / "real-workload.jsonl").read_text().splitlines()
+    assert lines == golden
+    assert {"execve", "security_bprm_check", "openat", "socket", "bind", "listen", "connect",
+            "accept", "tcp_connect", "tcp_accept", "do_exit"} <= {e.name for e in events}
+    assert all((e.pid_id, e.mnt_id) == (0, 0) and e.pid == e.host_pid for e in events)
+
+    def exec_of(argv0: str) -> ebpfwire.Event:
+        return _one(events, f"execve of {argv0}",
+                    lambda e: e.name == "execve" and e.argnum == 2 and e.args[0].value == argv0)
+
+    many = exec_of("/bin/true").args[1]
+    assert many.value == ["/bin/true"] + [f"a{i}" for i in range(1, 20)] + ["..."]
+    assert many.value.truncated
+    exit3 = exec_of("/bin/sh")
+    assert exit3.args[1].value == ["/bin/sh", "-c", "exit 3"]
+    status = _one(events, "do_exit of sh -c 'exit 3'",
+                  lambda e: e.name == "do_exit" and e.host_pid == exit3.host_pid)
+    assert status.retval == 768
+
+    for path in ("/tmp/ebpfwire-fixture/alpha.txt", "/tmp/ebpfwire-fixture/beta.txt"):
+        opened = _one(events, f"openat of {path}",
+                      lambda e, p=path: e.name == "openat" and e.args[1].value == p)
+        assert opened.comm == "cat" and opened.retval >= 0
+
+    connects = [e for e in events if e.name == "connect"]
+    assert [(c.retval, c.errno) for c in connects] == [(0, None), (-111, "ECONNREFUSED")]
+    tcp_ports = {e.args[1].value.port for e in events if e.name == "tcp_connect"}
+    for conn in connects:
+        assert _sockaddr(conn.args[1])[:2] == (AF_INET, "127.0.0.1")
+        assert conn.args[1].value.port in tcp_ports
+    accepted = _one(events, "tcp_accept", lambda e: e.name == "tcp_accept")
+    assert accepted.args[1].value.port == connects[0].args[1].value.port
+
+
+def test_real_namespaces_capture():
+    _, events, lines = _read_capture("real-namespaces")
+    assert lines == (FIXTURES / "real-namespaces.jsonl").read_text().splitlines()
+    cat = [e for e in events if e.comm == "cat"]
+    assert {"execve", "openat", "do_exit"} <= {e.name for e in cat}
+    (unshare,) = [e for e in events if e.comm == "unshare"]
+    assert unshare.name == "do_exit"
+    for ev in cat:
+        assert (ev.pid, ev.ppid) == (1, 0) and ev.host_pid != 1
+        assert ev.host_ppid == unshare.host_pid
+        assert ev.pid_id != 0 and ev.mnt_id != 0
+    # unshare itself moved to the new mount namespace but stays in the host's PID namespace
+    assert (unshare.pid_id, unshare.mnt_id) == (0, cat[0].mnt_id)
