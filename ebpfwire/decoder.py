@@ -334,7 +334,8 @@ def _short_header(data: bytes, layout: Layout, arch: str) -> Event:
     named = dict(zip(layout.field_names, values, strict=False))
     comm = named["comm"]
     header = [named[name] for name in layout.field_names[:11]]
-    extra = {name: named[name] for name in layout.extra_names}
+    extra = {name: (_text_field(named[name]) if name in layout.text_fields else named[name])
+             for name in layout.extra_names}
     error = _error("short-header", 0, f"a {layout.size}-byte {layout.name} context header",
                    f"{len(data)} bytes")
     return _new_event((*header, _text_field(comm), extra, arch, [error]), [])
