@@ -36,7 +36,7 @@ from .decoder import decode
 from .errors import DecodeError
 from .events import Event
 from .layouts import LAYOUTS, Layout, get_layout
-from .render import TableRenderer, event_json, lost_json
+from .render import TableRenderer, event_json, lost_json, sample_json
 
 PROG = "ebpfwire"
 EXIT_OK, EXIT_DAMAGED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -80,14 +80,12 @@ class Output:
         self.table.boot_time_ns = boot_time_ns
 
     def _add(self, line: str) -> None:
-        if self.fmt == "json":
-            line = ("\n" if self._first else ",\n") + line
-            self._first = False
-        else:
-            line += "\n"
-        self._lines.append(line)
-        if self.flush_each or len(self._lines) >= WRITE_BATCH:
+        lines = self._lines
+        lines.append(line)
+        if self.flush_each or len(lines) >= WRITE_BATCH:
             self.flush()
+
+    line = _add
 
     def event(self, event: Event) -> None:
         self._add(self.table.event(event) if self.fmt == "table" else event_json(event))
@@ -96,15 +94,22 @@ class Output:
         self._add(self.table.lost(cpu, count) if self.fmt == "table" else lost_json(cpu, count))
 
     def flush(self) -> None:
-        if self._lines:
-            self.stream.write("".join(self._lines))
-            self._lines.clear()
+        lines = self._lines
+        if lines:
+            if self.fmt == "json":
+                text = ("\n" if self._first else ",\n") + ",\n".join(lines)
+                self._first = False
+            else:
+                text = "\n".join(lines) + "\n"
+            lines.clear()
+            self.stream.write(text)
         self.stream.flush()
 
     def close(self) -> None:
-        if self.fmt == "json":
-            self._lines.append("\n]\n" if not self._first else "]\n")
         self.flush()
+        if self.fmt == "json":
+            self.stream.write("]\n" if self._first else "\n]\n")
+            self.stream.flush()
 
 
 class Progress:
@@ -245,6 +250,9 @@ class Decoding:
         records = _held_until_fit(iter(reader), layout, arch, label)
         out_event, out_lost, keep = self.out.event, self.out.lost, self.keep
         strict = self.strict
+        # JSON without filters: raw samples straight to JSON lines (render.sample_json)
+        fast = strict and keep is None and self.out.fmt != "table"
+        out_line = self.out.line
         count = events = 0
         tick = progress.enabled
         for record in records:
@@ -252,6 +260,14 @@ class Decoding:
             if type(record) is LostRecord:
                 out_lost(record.cpu, record.count)
                 continue
+            if fast:
+                line = sample_json(record.data, layout, arch)
+                if line is not None:
+                    events += 1
+                    out_line(line)
+                    if tick and not count & 1023:
+                        progress.update(count, events, record.offset)
+                    continue
             try:
                 event = decode(record.data, layout=layout, arch=arch, strict=strict)
             except DecodeError as exc:

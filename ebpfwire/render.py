@@ -12,10 +12,15 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
+import struct
 import time
 
+from . import names
 from .argtypes import ArgType
-from .events import AF_INET, AF_INET6, AF_UNIX, Arg, Event, SockAddr
+from .catalogue import event_name, is_syscall_event
+from .events import AF_INET, AF_INET6, AF_UNIX, ARGV_LIMIT, ARGV_MORE, Arg, Event, SockAddr
+from .layouts import Layout
 
 try:  # the C encoder; the pure-Python one gives the same text, slower
     from json.encoder import c_encode_basestring_ascii as _enc  # type: ignore[attr-defined]
@@ -47,11 +52,10 @@ _texts: dict[tuple[int, int], str] = {}
 _addrs: dict[SockAddr, str] = {}
 
 
-def _name_fragment(event: Event) -> str:
-    key = (event.event_id, event.arch)
+def _name_fragment(event_id: int, arch: str) -> str:
     if len(_names) >= _CACHE_LIMIT:
         _names.clear()
-    fragment = _names[key] = _dumps(event.name)
+    fragment = _names[(event_id, arch)] = _dumps(event_name(event_id, arch))
     return fragment
 
 
@@ -118,7 +122,7 @@ def event_json(event: Event) -> str:
         errno_json = "null"
     line = (
         f'{{"ts": {ts}, "event_id": {event_id}, "event": '
-        f'{_names.get((event_id, event.arch)) or _name_fragment(event)}, '
+        f'{_names.get((event_id, event.arch)) or _name_fragment(event_id, event.arch)}, '
         f'"pid_id": {pid_id}, "mnt_id": {mnt_id}, "host_ppid": {host_ppid}, '
         f'"host_pid": {host_pid}, "ppid": {ppid}, "pid": {pid}, "uid": {uid}, '
         f'"comm": {_comms.get(comm) or _comm_fragment(comm)}, "retval": {retval}, '
@@ -132,6 +136,182 @@ def event_json(event: Event) -> str:
     errors = event.errors
     if errors is not None:
         line += ', "errors": ' + _dumps([error.to_dict() for error in errors])
+    return line + "}"
+
+
+# ----------------------------------------------------------- raw sample straight to JSON
+
+_S32 = struct.Struct("<i").unpack_from
+_U32 = struct.Struct("<I").unpack_from
+_U16 = struct.Struct("<H").unpack_from
+_U16BE = struct.Struct(">H").unpack_from
+_INET6 = struct.Struct(">HI16s").unpack_from
+_STR, _ARR, _SOCKADDR = int(ArgType.STR_T), int(ArgType.STR_ARR_T), int(ArgType.SOCKADDR_T)
+_MAX_STRING, _MAX_PADDING = 4096, 7
+_SOCKADDR_BODY = {AF_INET: 14, AF_INET6: 26, AF_UNIX: 108}
+#: Fixed-size payloads by tag: (width, unpacker, has a symbolic text).
+_FIXED: list = [None] * 256
+for _t in ArgType:
+    if _t in (ArgType.INT_T, ArgType.CAP_T, ArgType.SYSCALL_T):
+        _FIXED[_t] = (4, _S32, _t in _TEXT_TYPES)
+    elif _t == ArgType.QTYPE:
+        _FIXED[_t] = (2, _U16BE, _t in _TEXT_TYPES)
+    elif _t not in (ArgType.NONE_T, ArgType.STR_T, ArgType.UDP_MSG, ArgType.STR_ARR_T,
+                    ArgType.SOCKADDR_T):
+        _FIXED[_t] = (4, _U32, _t in _TEXT_TYPES)
+_STRING_TAGS = frozenset(int(t) for t in _STR_TYPES)
+_PREFIX_BY_TAG = {int(t): prefix for t, prefix in _PREFIX.items()}
+_raw_comms: dict[bytes, str] = {}
+_raw_addrs: dict[bytes, str] = {}
+_errnos: dict[tuple[int, int], str] = {}
+
+
+def _wire_str(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _raw_comm(raw: bytes) -> str:
+    if len(_raw_comms) >= _CACHE_LIMIT:
+        _raw_comms.clear()
+    fragment = _raw_comms[raw] = _enc(_wire_str(raw.partition(b"\0")[0]))
+    return fragment
+
+
+def _raw_addr(raw: bytes) -> str:
+    """A sockaddr argument from its wire bytes (family first), as Arg.to_dict() gives it."""
+    family = _U16(raw)[0]
+    if family == AF_INET:
+        value = SockAddr(family, _U16BE(raw, 2)[0], socket.inet_ntop(socket.AF_INET, raw[4:8]))
+    elif family == AF_INET6:
+        port, flowinfo, addr = _INET6(raw, 2)
+        value = SockAddr(family, port, socket.inet_ntop(socket.AF_INET6, addr), None, flowinfo,
+                         _U32(raw, 24)[0])
+    elif family == AF_UNIX:
+        path = raw[2:]
+        if path[0]:
+            shown = _wire_str(path.partition(b"\0")[0])
+        elif any(path):
+            shown = "@" + _wire_str(path[1:].rstrip(b"\0"))
+        else:
+            shown = ""
+        value = SockAddr(family, path=shown)
+    else:
+        value = SockAddr(family)
+    if len(_raw_addrs) >= _CACHE_LIMIT:
+        _raw_addrs.clear()
+    fragment = _raw_addrs[raw] = _addr_arg(value)
+    return fragment
+
+
+def _errno_fragment(event_id: int, retval: int) -> str:
+    name = names.errno_name(-retval) if is_syscall_event(event_id) else None
+    if len(_errnos) >= _CACHE_LIMIT:
+        _errnos.clear()
+    fragment = _errnos[(event_id, retval)] = "null" if name is None else '"' + name + '"'
+    return fragment
+
+
+def _string_at(data: bytes, p: int, n: int) -> tuple[str, int] | None:
+    """A well-formed STR_T payload at ``p`` (its size field): (text, end), else None."""
+    if p + 4 > n:
+        return None
+    size = _S32(data, p)[0]
+    end = p + 4 + size
+    if size == 0:
+        return "", end
+    if 0 < size <= _MAX_STRING and end <= n and not data[end - 1]:
+        return _wire_str(data[p + 4:end - 1]), end
+    return None
+
+
+def sample_json(data: bytes, layout: Layout, arch: str) -> str | None:
+    """The JSON line of a raw sample, without building an Event: the hot path of
+    ``decode --format jsonl``.
+
+    It returns a line only for a sample it is sure decodes cleanly in strict mode, and
+    then exactly ``json.dumps(decode(data, ...).to_dict())`` (a property test holds it to
+    that); anything else (damage, unusual padding) gives None and the caller decodes the
+    sample the ordinary way, which raises the precise DecodeError or renders it.
+    """
+    n = len(data)
+    size = layout.size
+    if n < size:
+        return None
+    values = layout.fmt.unpack_from(data)
+    event_id, argnum, retval = values[8], values[9], values[10]
+    parts = []
+    append = parts.append
+    p = size
+    fixed_table, prefixes, texts, addrs = _FIXED, _PREFIX_BY_TAG, _texts, _raw_addrs
+    for _ in range(argnum):
+        if p >= n:
+            return None
+        tag = data[p]
+        fixed = fixed_table[tag]
+        if fixed is not None:
+            width, unpack, has_text = fixed
+            q = p + 1 + width
+            if q > n:
+                return None
+            value = unpack(data, p + 1)[0]
+            if has_text:
+                append(texts.get((tag, value)) or _text_arg(Arg(ArgType(tag), value)))
+            else:
+                append(prefixes[tag] + str(value) + "}")
+            p = q
+        elif tag in _STRING_TAGS:
+            got = _string_at(data, p + 1, n)
+            if got is None:
+                return None
+            append(prefixes[tag] + _enc(got[0]) + "}")
+            p = got[1]
+        elif tag == _SOCKADDR:
+            if p + 3 > n:
+                return None
+            q = p + 3 + _SOCKADDR_BODY.get(_U16(data, p + 1)[0], 0)
+            if q > n:
+                return None
+            raw = data[p + 1:q]
+            append(addrs.get(raw) or _raw_addr(raw))
+            p = q
+        elif tag == _ARR:
+            p += 1
+            items = []
+            while p < n and data[p] == _STR:
+                got = _string_at(data, p + 1, n)
+                if got is None:
+                    return None
+                items.append(got[0])
+                p = got[1]
+            if p >= n or data[p] != _ARR:
+                return None
+            p += 1
+            cut = len(items) == ARGV_LIMIT + 1 and items[-1] == ARGV_MORE
+            append(prefixes[tag] + "[" + ", ".join(map(_enc, items)) + "], \"truncated\": "
+                   + ("true}" if cut else "false}"))
+        else:
+            return None
+    tail = n - p
+    if tail and (tail > _MAX_PADDING or data.count(0, p, n) != tail):
+        return None
+    comm = values[11]
+    errno_json = "null" if retval >= 0 else (_errnos.get((event_id, retval))
+                                            or _errno_fragment(event_id, retval))
+    name = _names.get((event_id, arch)) or _name_fragment(event_id, arch)
+    line = (
+        f'{{"ts": {values[0]}, "event_id": {event_id}, "event": {name}, '
+        f'"pid_id": {values[1]}, "mnt_id": {values[2]}, "host_ppid": {values[3]}, '
+        f'"host_pid": {values[4]}, "ppid": {values[5]}, "pid": {values[6]}, '
+        f'"uid": {values[7]}, "comm": {_raw_comms.get(comm) or _raw_comm(comm)}, '
+        f'"retval": {retval}, "errno": {errno_json}, "argnum": {argnum}, '
+        f'"args": [{", ".join(parts)}]'
+    )
+    if layout.extra_names:
+        text_fields = layout.text_fields
+        for key, value in zip(layout.extra_names, values[12:], strict=False):
+            shown = (_enc(_wire_str(value.partition(b"\0")[0])) if key in text_fields
+                     else str(value))
+            line += ", " + _enc(key) + ": " + shown
     return line + "}"
 
 

@@ -17,11 +17,15 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from ebpfwire import Arg, ArgType, Event, SockAddr, cli, encode
+from ebpfwire import Arg, ArgType, DecodeError, Event, SockAddr, cli, decode, encode
+from ebpfwire import strategies as wire
 from ebpfwire.capture import CaptureReader, CaptureWriter, HostInfo
 from ebpfwire.cli import main
-from ebpfwire.render import TableRenderer
+from ebpfwire.layouts import get_layout
+from ebpfwire.render import TableRenderer, event_json, sample_json
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
@@ -655,3 +659,51 @@ def test_make_sample_event_with_sockaddr_renders():
                                                       SockAddr.inet("1.2.3.4", 80)),
               retval=-111)
     assert TableRenderer(0, utc=True).call(e) == "connect(3, 1.2.3.4:80) = -111 ECONNREFUSED"
+
+
+# --------------------------------------------------------------------------- fast JSON
+
+
+LAYOUT_NAMES = ["classic", "cwd", "cwd-oid", "cwd-tty-oid", "exec-id", "hash"]
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_event_json_equals_json_dumps_of_to_dict(data):
+    layout = data.draw(st.sampled_from(LAYOUT_NAMES))
+    arch = data.draw(st.sampled_from(["x86_64", "arm64"]))
+    raw = data.draw(st.one_of(wire.event_bytes(layout, arch),
+                              wire.damaged_event_bytes(layout, arch)))
+    lenient = decode(raw, layout=layout, arch=arch, strict=False)
+    assert event_json(lenient) == json.dumps(lenient.to_dict())
+    try:
+        strict = decode(raw, layout=layout, arch=arch)
+    except DecodeError:
+        assert sample_json(raw, get_layout(layout), arch) is None
+        return
+    assert event_json(strict) == json.dumps(strict.to_dict())
+    fast = sample_json(raw, get_layout(layout), arch)
+    assert fast is None or fast == json.dumps(strict.to_dict())
+
+
+@settings(max_examples=200)
+@given(wire.events(), st.sampled_from(LAYOUT_NAMES))
+def test_sample_json_takes_every_valid_event(event, layout):
+    raw = encode(event, layout, perf_padding=True)
+    expected = json.dumps(decode(raw, layout=layout).to_dict())
+    assert sample_json(raw, get_layout(layout), "x86_64") == expected
+
+
+def test_lenient_short_sample_in_an_extended_layout_renders(tmp_path: Path):
+    """A sample cut inside the cwd field: JSON shows the part present, the table a line."""
+    path = tmp_path / "short.ewcap"
+    good = encode(event(5, 3, 9, "w", Arg(ArgType.INT_T, 1)), "hash")
+    with CaptureWriter(path, layout="hash", host=HOST, boot_time_ns=BOOT) as writer:
+        writer.write_sample(0, good)
+        writer.write_sample(0, good[:100])
+    status, out, err = run("decode", "--lenient", "--format", "jsonl", str(path))
+    assert status == 0 and "Traceback" not in err
+    cut = jsonl(out)[1]
+    assert cut["errors"][0]["kind"] == "short-header" and cut["tty"] is None
+    status, out, _ = run("decode", "--lenient", str(path))
+    assert status == 0 and "<damaged: short-header at 0>" in out
