@@ -36,7 +36,7 @@ from .decoder import decode
 from .errors import DecodeError
 from .events import Event
 from .layouts import LAYOUTS, Layout, get_layout
-from .render import TableRenderer, event_json, lost_json, sample_json
+from .render import TableRenderer, event_json, event_label, lost_json, sample_json
 
 PROG = "ebpfwire"
 EXIT_OK, EXIT_DAMAGED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -154,7 +154,7 @@ def make_filter(events: list[str], pid: int | None, comm: str | None
         return None
 
     def keep(event: Event) -> bool:
-        if wanted and (event.name or f"event_{event.event_id}") not in wanted:
+        if wanted and event_label(event) not in wanted:
             return False
         if pid is not None and pid not in (event.pid, event.host_pid):
             return False
@@ -392,7 +392,7 @@ def collect_info(reader: CaptureReader, layout: Layout, arch: str) -> dict[str, 
         event = decode(record.data, layout=layout, arch=arch, strict=False)
         if event.errors:
             damaged_samples += 1
-        names[event.name or f"event_{event.event_id}"] += 1
+        names[event_label(event)] += 1
         if event.ts is not None:
             first = event.ts if first is None else min(first, event.ts)
             last = event.ts if last is None else max(last, event.ts)
@@ -640,7 +640,8 @@ examples:
 """)
     p.add_argument("files", nargs="*", metavar="FILE",
                    help="capture files, - for standard input (default: the bundled sample)")
-    p.add_argument("--format", choices=("table", "jsonl", "json"), default="table")
+    p.add_argument("--format", choices=("table", "jsonl", "json"), default="table",
+                   help="strace-like table (default), JSON lines, or one JSON array")
     _add_decoding_options(p)
     p.add_argument("--lenient", action="store_true",
                    help="decode damaged samples as far as possible and show the damage")

@@ -371,6 +371,13 @@ def arg_text(arg: Arg) -> str:
     return shown if shown is not None else str(value)
 
 
+def event_label(event: Event) -> str:
+    """The event's name, ``event_<id>`` for an id no table knows, ``?`` when cut off."""
+    if event.event_id is None:
+        return "?"
+    return event.name or f"event_{event.event_id}"
+
+
 _DIRFD_CALLS = frozenset(("openat", "unlinkat", "fchownat", "execveat"))
 
 
@@ -412,7 +419,7 @@ class TableRenderer:
 
     def call(self, event: Event) -> str:
         """The call with its arguments and result, the part after comm and pid."""
-        name = event.name or f"event_{event.event_id}"
+        name = event_label(event)
         args = [arg_text(arg) for arg in event.args]
         if args and args[0] == "-100" and name in _DIRFD_CALLS:
             args[0] = "AT_FDCWD"
