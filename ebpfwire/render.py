@@ -243,6 +243,7 @@ def sample_json(data: bytes, layout: Layout, arch: str) -> str | None:
     append = parts.append
     p = size
     fixed_table, prefixes, texts, addrs = _FIXED, _PREFIX_BY_TAG, _texts, _raw_addrs
+    s32, enc = _S32, _enc
     for _ in range(argnum):
         if p >= n:
             return None
@@ -259,12 +260,20 @@ def sample_json(data: bytes, layout: Layout, arch: str) -> str | None:
             else:
                 append(prefixes[tag] + str(value) + "}")
             p = q
-        elif tag in _STRING_TAGS:
-            got = _string_at(data, p + 1, n)
-            if got is None:
+        elif tag in _STRING_TAGS:  # inline _string_at: the most common payload
+            q = p + 5
+            if q > n:
                 return None
-            append(prefixes[tag] + _enc(got[0]) + "}")
-            p = got[1]
+            length = s32(data, p + 1)[0]
+            end = q + length
+            if 0 < length <= _MAX_STRING and end <= n and not data[end - 1]:
+                append(prefixes[tag] + enc(data[q:end - 1].decode("utf-8", "surrogateescape"))
+                       + "}")
+            elif length == 0:
+                append(prefixes[tag] + '""}')
+            else:
+                return None
+            p = end
         elif tag == _SOCKADDR:
             if p + 3 > n:
                 return None
