@@ -570,13 +570,15 @@ def test_record_ctrl_c_leaves_a_complete_file_and_nothing_in_the_kernel(tmp_path
     from ebpfwire.loader import syscalls
 
     before = set(syscalls.loaded_programs())
+    maps_before = set(syscalls.loaded_maps())
     path = tmp_path / "int.ewcap"
     proc = subprocess.Popen([sys.executable, "-m", "ebpfwire", "record", "-o", str(path),
                              "--events", "close,execve"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     _wait_for_capture(path, proc)
     ours = set(syscalls.loaded_programs()) - before
-    assert ours, "the recorder's programs should be loaded"
+    our_maps = set(syscalls.loaded_maps()) - maps_before
+    assert ours and our_maps, "the recorder's programs and maps should be loaded"
     for _ in range(3):
         _spawn_true()
     time.sleep(1.5)  # at least one flush
@@ -589,9 +591,11 @@ def test_record_ctrl_c_leaves_a_complete_file_and_nothing_in_the_kernel(tmp_path
     assert status == 0 and info["damaged_records"] == 0 and info["damaged_samples"] == 0
     assert info["samples"] > 0
     deadline = time.monotonic() + 10
-    while ours & set(syscalls.loaded_programs()) and time.monotonic() < deadline:
+    while (ours & set(syscalls.loaded_programs()) or our_maps & set(syscalls.loaded_maps())
+           ) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not ours & set(syscalls.loaded_programs())
+    assert not our_maps & set(syscalls.loaded_maps())
 
 
 @pytest.mark.live
