@@ -182,6 +182,43 @@ def _resolve_arch(name: str, origin: str, where: str) -> str:
         raise UsageError(f"{where}{exc} ({origin})") from None
 
 
+def _label(source: str) -> str:
+    return "<stdin>" if source == "-" else source
+
+
+def open_capture(source: str, follow: bool = False) -> CaptureReader:
+    """A reader for a path or ``-`` (standard input); unreadable input is a UsageError."""
+    label = _label(source)
+    try:
+        if source == "-":
+            return CaptureReader(sys.stdin.buffer, follow=follow)
+        return CaptureReader(source, follow=follow)
+    except FileNotFoundError:
+        raise UsageError(f"{label}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"{label}: is a directory, expected a capture file") from None
+    except PermissionError:
+        raise UsageError(f"{label}: permission denied") from None
+    except CaptureError as exc:
+        raise UsageError(f"{label}: not a readable capture: offset {exc.offset}: expected "
+                         f"{exc.expected}, found {exc.found}") from None
+
+
+def layout_and_arch(args: argparse.Namespace, header: CaptureHeader, label: str
+                    ) -> tuple[Layout, str]:
+    """--layout/--arch when given, else what the capture header says; checked."""
+    where = f"{label}: "
+    if args.layout:
+        layout = _resolve_layout(args.layout, "from --layout", where)
+    else:
+        layout = _resolve_layout(header.layout, "from the capture header; choose one with "
+                                                "--layout", where)
+    if args.arch:
+        return layout, _resolve_arch(args.arch, "from --arch", where)
+    return layout, _resolve_arch(header.arch, "from the capture header; choose one with --arch",
+                                 where)
+
+
 def _clean(data: bytes, layout: Layout, arch: str) -> bool:
     try:
         decode(data, layout=layout, arch=arch)
@@ -201,22 +238,8 @@ class Decoding:
         self.damaged = 0
 
     def run(self, source: str) -> None:
-        label = "<stdin>" if source == "-" else source
-        where = f"{label}: "
-        try:
-            if source == "-":
-                reader = CaptureReader(sys.stdin.buffer, follow=self.args.follow)
-            else:
-                reader = CaptureReader(source, follow=self.args.follow)
-        except FileNotFoundError:
-            raise UsageError(f"{label}: no such file") from None
-        except IsADirectoryError:
-            raise UsageError(f"{label}: is a directory, expected a capture file") from None
-        except PermissionError:
-            raise UsageError(f"{label}: permission denied") from None
-        except CaptureError as exc:
-            raise UsageError(f"{label}: not a readable capture: offset {exc.offset}: expected "
-                             f"{exc.expected}, found {exc.found}") from None
+        label = _label(source)
+        reader = open_capture(source, follow=self.args.follow)
 
         def report(damage: CaptureDamage) -> None:
             self.damaged += 1
@@ -224,11 +247,8 @@ class Decoding:
 
         reader.on_damage = report
         with reader:
-            header = reader.header
-            layout = _resolve_layout(*self._choice(self.args.layout, header.layout, "layout"),
-                                     where)
-            arch = _resolve_arch(*self._choice(self.args.arch, header.arch, "arch"), where)
-            self.out.set_boot_time(header.boot_time_ns)
+            layout, arch = layout_and_arch(self.args, reader.header, label)
+            self.out.set_boot_time(reader.header.boot_time_ns)
             size = _regular_size(source)
             progress = Progress(size)
             try:
@@ -238,12 +258,6 @@ class Decoding:
                 self.out.flush()
             for note in reader.notes:
                 _say(f"{label}: note: {note}")
-
-    @staticmethod
-    def _choice(option: str | None, from_header: str, what: str) -> tuple[str, str]:
-        if option:
-            return option, f"from --{what}"
-        return from_header, "from the capture header; choose one with --" + what
 
     def _decode(self, reader: CaptureReader, layout: Layout, arch: str, label: str,
                 progress: Progress) -> None:
@@ -397,7 +411,6 @@ def collect_info(reader: CaptureReader, layout: Layout, arch: str) -> dict[str, 
             first = event.ts if first is None else min(first, event.ts)
             last = event.ts if last is None else max(last, event.ts)
     return {
-        "file": reader.name or "<stdin>",
         "version": header.version, "layout": header.layout, "arch": header.arch,
         "hostname": header.hostname, "kernel_release": header.kernel_release,
         "ncpus": header.ncpus, "boot_time_ns": header.boot_time_ns,
@@ -445,24 +458,10 @@ def format_info(info: dict[str, Any], header: CaptureHeader, utc: bool) -> str:
 
 def cmd_info(args: argparse.Namespace) -> int:
     source = args.file
-    label = "<stdin>" if source == "-" else source
-    try:
-        reader = CaptureReader(sys.stdin.buffer if source == "-" else source)
-    except FileNotFoundError:
-        raise UsageError(f"{label}: no such file") from None
-    except (IsADirectoryError, PermissionError) as exc:
-        raise UsageError(f"{label}: {exc.strerror}") from None
-    except CaptureError as exc:
-        raise UsageError(f"{label}: not a readable capture: offset {exc.offset}: expected "
-                         f"{exc.expected}, found {exc.found}") from None
-    with reader:
-        where = f"{label}: "
-        layout = _resolve_layout(*Decoding._choice(args.layout, reader.header.layout, "layout"),
-                                 where)
-        arch = _resolve_arch(*Decoding._choice(args.arch, reader.header.arch, "arch"), where)
-        info = collect_info(reader, layout, arch)
-        if source == "-":
-            info["file"] = label
+    label = _label(source)
+    with open_capture(source) as reader:
+        layout, arch = layout_and_arch(args, reader.header, label)
+        info = {"file": label, **collect_info(reader, layout, arch)}
         if args.json:
             sys.stdout.write(json.dumps(info, indent=2) + "\n")
         else:
