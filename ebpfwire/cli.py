@@ -72,9 +72,7 @@ class Output:
         self.flush_each = flush_each
         self.table = TableRenderer(boot_time_ns, utc)
         self._lines: list[str] = []
-        self._first = True
-        if fmt == "json":
-            stream.write("[")
+        self._first = True  # json: the array is opened with its first element
 
     def set_boot_time(self, boot_time_ns: int) -> None:
         self.table.boot_time_ns = boot_time_ns
@@ -97,7 +95,7 @@ class Output:
         lines = self._lines
         if lines:
             if self.fmt == "json":
-                text = ("\n" if self._first else ",\n") + ",\n".join(lines)
+                text = ("[\n" if self._first else ",\n") + ",\n".join(lines)
                 self._first = False
             else:
                 text = "\n".join(lines) + "\n"
@@ -108,7 +106,7 @@ class Output:
     def close(self) -> None:
         self.flush()
         if self.fmt == "json":
-            self.stream.write("]\n" if self._first else "\n]\n")
+            self.stream.write("[]\n" if self._first else "\n]\n")
             self.stream.flush()
 
 
@@ -365,11 +363,15 @@ def cmd_decode(args: argparse.Namespace) -> int:
                 decoding.run(source)
             except UsageError as exc:
                 if len(sources) == 1:
-                    raise
+                    raise  # nothing was printed: no empty table or JSON array either
                 _say(str(exc))
                 failed = True
-    finally:
+    except UsageError:
+        raise
+    except BaseException:  # Ctrl-C, a closed pipe: still end a JSON array if possible
         out.close()
+        raise
+    out.close()
     if failed:
         return EXIT_USAGE
     return EXIT_DAMAGED if args.strict_exit and decoding.damaged else EXIT_OK

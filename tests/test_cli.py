@@ -236,8 +236,16 @@ def test_one_missing_file_among_several_is_reported_and_the_rest_decoded(tmp_pat
 
 
 def test_missing_file(tmp_path: Path):
-    line = one_error_line(*run("decode", str(tmp_path / "nope.ewcap"))[::2])
-    assert "nope.ewcap: no such file" in line
+    for fmt in ("table", "json"):
+        status, out, err = run("decode", "--format", fmt, str(tmp_path / "nope.ewcap"))
+        assert "nope.ewcap: no such file" in one_error_line(status, err)
+        assert out == ""
+
+
+def test_ring_pages_must_be_a_power_of_two(tmp_path: Path):
+    line = one_error_line(*run("record", "-o", str(tmp_path / "x"), "--ring-pages", "3")[::2])
+    assert "--ring-pages: expected a power of two, found 3" in line
+    assert not (tmp_path / "x").exists()
 
 
 def test_not_a_capture():
