@@ -6,6 +6,8 @@ serialiser that gives exactly ``json.dumps(event.to_dict())`` (a property test h
 equal) at a fraction of the cost, because decode-to-JSONL is the command line's hot path:
 key fragments are pre-encoded, strings go through the C-accelerated JSON string encoder,
 and the fragments that repeat (event names, flag texts, addresses, task names) are cached.
+:func:`sample_json` goes one step further for the command line: a raw sample that is
+certainly valid becomes its JSON line without an Event being built at all.
 """
 
 from __future__ import annotations
