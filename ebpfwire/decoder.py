@@ -12,6 +12,7 @@ from __future__ import annotations
 import socket
 import struct
 from collections.abc import Iterable, Iterator
+from types import MappingProxyType
 
 from .argtypes import ArgType
 from .catalogue import check_arch, expected_tags
@@ -358,15 +359,36 @@ def _remember_comm(raw: bytes) -> str:
     return comm
 
 
-def _decode(data: bytes, layout: Layout, arch: str, strict: bool) -> Event:
+_LAYOUTS = LAYOUTS
+_NO_EXTRA = MappingProxyType({})  # classic events share one read-only empty ``extra``
+
+
+def _resolve(layout: str | Layout, arch: str) -> Layout:
+    if arch not in ARCHES:
+        check_arch(arch)
+    return get_layout(layout)
+
+
+def decode(data: bytes | bytearray | memoryview, *, layout: str | Layout = "classic",
+           arch: str = "x86_64", strict: bool = True) -> Event:
+    """Decode one sample (perf padding included or not) into an :class:`Event`.
+
+    Strict mode raises :class:`DecodeError` at the first damage; lenient mode never
+    raises and returns what it could decode, with ``event.errors`` listing the damage.
+    """
+    if type(data) is not bytes:
+        data = bytes(data)
+    resolved = layout if type(layout) is Layout else _LAYOUTS.get(layout)
+    if resolved is None or arch not in ARCHES:
+        resolved = _resolve(layout, arch)
     n = len(data)
-    size = layout.size
+    size = resolved.size
     if n < size:
         if strict:
-            raise _error("short-header", 0, f"a {size}-byte {layout.name} context header",
+            raise _error("short-header", 0, f"a {size}-byte {resolved.name} context header",
                          f"{n} bytes")
-        return _short_header(data, layout, arch)
-    values = layout.fmt.unpack_from(data)
+        return _short_header(data, resolved, arch)
+    values = resolved.fmt.unpack_from(data)
     if strict:
         errors = None
         argc = values[9]
@@ -379,34 +401,12 @@ def _decode(data: bytes, layout: Layout, arch: str, strict: bool) -> Event:
         expected = expected_tags(values[8], arch, values[9])
         args = _lenient_args(data, size, n, values[9], expected, errors)
     comm = _COMMS.get(values[11]) or _remember_comm(values[11])
-    if layout.extra_names:
-        extra = {name: (_text_field(value) if name in layout.text_fields else value)
-                 for name, value in zip(layout.extra_names, values[12:], strict=False)}
+    if resolved.extra_names:
+        extra = {name: (_text_field(value) if name in resolved.text_fields else value)
+                 for name, value in zip(resolved.extra_names, values[12:], strict=False)}
     else:
-        extra = {}
+        extra = _NO_EXTRA
     return _new_event(values[:11] + (comm, extra, arch, errors), args)
-
-
-_LAYOUTS = LAYOUTS  # names and Layout objects both hash; a registered Layout is found too
-
-
-def _resolve(layout: str | Layout, arch: str) -> Layout:
-    if arch not in ARCHES:
-        check_arch(arch)
-    return LAYOUTS.get(layout) or get_layout(layout) if type(layout) is str else get_layout(layout)
-
-
-def decode(data: bytes | bytearray | memoryview, *, layout: str | Layout = "classic",
-           arch: str = "x86_64", strict: bool = True) -> Event:
-    """Decode one sample (perf padding included or not) into an :class:`Event`.
-
-    Strict mode raises :class:`DecodeError` at the first damage; lenient mode never
-    raises and returns what it could decode, with ``event.errors`` listing the damage.
-    """
-    if type(data) is not bytes:
-        data = bytes(data)
-    resolved = _LAYOUTS.get(layout) if arch == "x86_64" else None
-    return _decode(data, resolved or _resolve(layout, arch), arch, strict)
 
 
 def decode_many(samples: Iterable[bytes | bytearray | memoryview], *,
@@ -415,6 +415,4 @@ def decode_many(samples: Iterable[bytes | bytearray | memoryview], *,
     """Decode a sequence or stream of samples lazily, one :class:`Event` per sample."""
     resolved = _resolve(layout, arch)
     for data in samples:
-        if type(data) is not bytes:
-            data = bytes(data)
-        yield _decode(data, resolved, arch, strict)
+        yield decode(data, layout=resolved, arch=arch, strict=strict)

@@ -31,7 +31,7 @@ CLASSIC_FIELDS: tuple[Renamed, ...] = (
 CLASSIC_NAMES = tuple(field.name for field in CLASSIC_FIELDS)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Layout:
     """A named context layout: its schema, its size and the fast ``struct`` format."""
 
