@@ -77,6 +77,10 @@ def main() -> None:
             decode(sample)
 
     fast = rate("decode()", len(samples), best_of(options.repeats, run_decode))
+    rate("decode() + reading event.args", len(samples), best_of(
+        options.repeats, lambda: drain(decode(s).args for s in samples)))
+    rate("decode() + event.to_dict()", len(samples), best_of(
+        options.repeats, lambda: drain(decode(s).to_dict() for s in samples)))
     rate("decode(strict=False)", len(samples), best_of(
         options.repeats, lambda: drain(decode(s, strict=False) for s in samples)))
     rate("decode_many()", len(samples), best_of(
