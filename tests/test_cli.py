@@ -719,3 +719,20 @@ def test_lenient_short_sample_in_an_extended_layout_renders(tmp_path: Path):
     assert cut["errors"][0]["kind"] == "short-header" and cut["tty"] is None
     status, out, _ = run("decode", "--lenient", str(path))
     assert status == 0 and "<damaged: short-header at 0>" in out
+
+
+def test_trace_reorders_samples_across_cpus_by_ts():
+    import struct as _struct
+
+    from ebpfwire.cli import _Reorder
+    from ebpfwire.perf import Sample
+
+    now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+    old = [Sample(cpu, _struct.pack("<Q", now - 10**9 + ts)) for cpu, ts in
+           ((1, 30), (0, 10), (1, 40), (0, 20))]
+    fresh = Sample(0, _struct.pack("<Q", now + 10**9))
+    pending = _Reorder(delay=0.3)
+    pending.push(old + [fresh])
+    assert [s.cpu for s in pending.ready()] == [0, 0, 1, 1]   # ts 10, 20, 30, 40
+    assert list(pending.ready()) == []                       # the fresh one is held
+    assert list(pending.ready(everything=True)) == [fresh]
