@@ -648,7 +648,8 @@ def test_trace_prints_live_events():
 
 @pytest.mark.live
 def test_record_without_root_is_one_clear_line(tmp_path: Path):
-    code = ("import os, sys, locale, gettext, platform\nfrom ebpfwire.cli import main\n"
+    code = ("import os, sys, locale, gettext, platform, importlib.readers\n"
+            "from ebpfwire.cli import main\n"
             "import ebpfwire.loader.monitor\n"  # the interpreter's files: unreadable by nobody
             "os.setgid(65534); os.setuid(65534)\n"
             f"sys.exit(main(['record', '-o', {str(tmp_path / 'x.ewcap')!r}, '--duration', '1',"

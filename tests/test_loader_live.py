@@ -226,7 +226,7 @@ def test_unknown_event_fails_before_touching_the_kernel():
 @needs_object
 def test_unprivileged_load_says_what_is_needed():
     code = (  # import first: the interpreter's own files may not be readable by nobody
-        "import os\nfrom ebpfwire.loader import LoaderError, Monitor\n"
+        "import os, importlib.readers\nfrom ebpfwire.loader import LoaderError, Monitor\n"
         "os.setgid(65534); os.setuid(65534)\n"
         "try:\n    Monitor(events=['close'])\n"
         "except LoaderError as exc:\n    print(exc)\n"
