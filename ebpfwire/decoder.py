@@ -195,7 +195,8 @@ def _is_padding(data: bytes, p: int, n: int) -> bool:
     zero bytes (the padding the wire-format page describes).
     """
     tail = n - p
-    return tail <= MAX_PADDING and (tail == perf_pad(p) or data.count(0, p, n) == tail)
+    # -(4 + p) % 8 is perf_pad(p), inlined: this runs for nearly every sample
+    return tail <= MAX_PADDING and (tail == -(4 + p) % 8 or data.count(0, p, n) == tail)
 
 
 def _strict_args(data: bytes, p: int, n: int, argc: int) -> list[Arg]:
