@@ -11,12 +11,24 @@ import socket
 import struct
 
 from .argtypes import ArgType
-from .events import AF_INET, AF_INET6, AF_UNIX, ARGV_LIMIT, ARGV_MORE, Arg, Event, SockAddr, raw
+from .events import (
+    AF_INET,
+    AF_INET6,
+    AF_UNIX,
+    ARGV_LIMIT,
+    ARGV_MORE,
+    Arg,
+    Argv,
+    Event,
+    SockAddr,
+    raw,
+)
 from .layouts import Layout, get_layout
 
 MAX_BUFFER_SIZE = 32768
 MAX_STRING_SIZE = 4096
 MAX_ELEMENT_SIZE = 110  # sizeof(struct sockaddr_un), the biggest fixed-size argument
+_STRING_ROOM = MAX_BUFFER_SIZE - MAX_STRING_SIZE - 4  # the last offset a string may start at
 
 _S32 = struct.Struct("<i").pack
 _U32 = struct.Struct("<I").pack
@@ -51,7 +63,8 @@ def encode_sockaddr(addr: SockAddr) -> bytes:
     return family
 
 
-def _payload(arg: Arg) -> bytes:
+def _payload(arg: Arg, offset: int) -> bytes:
+    """The bytes after the tag of an argument whose tag goes at ``offset``."""
     arg_type, value = arg.type, arg.value
     if value is None:          # the writer's read failed: the tag stays, nothing follows
         return b""
@@ -62,11 +75,7 @@ def _payload(arg: Arg) -> bytes:
     if arg_type in (ArgType.STR_T, ArgType.UDP_MSG):
         return encode_string(value)
     if arg_type == ArgType.STR_ARR_T:
-        items = list(value)
-        if len(items) > ARGV_LIMIT and not value_is_cut(items):
-            items = items[:ARGV_LIMIT] + [ARGV_MORE]
-        body = b"".join(bytes([ArgType.STR_T]) + encode_string(item) for item in items)
-        return body + bytes([ArgType.STR_ARR_T])
+        return _argv_payload(value, offset)
     if arg_type == ArgType.SOCKADDR_T:
         return encode_sockaddr(value)
     if arg_type == ArgType.QTYPE:
@@ -74,18 +83,28 @@ def _payload(arg: Arg) -> bytes:
     raise ValueError(f"{arg_type!r} has no payload on the wire")
 
 
-def value_is_cut(items: list[str]) -> bool:
-    """True for an argv that already carries the writer's cut (20 elements plus "...")."""
-    return len(items) == ARGV_LIMIT + 1 and items[-1] == ARGV_MORE
-
-
 def _fits(arg: Arg, offset: int) -> bool:
     """The writer's room check before an argument (section 5 of the wire-format page)."""
-    if arg.type in (ArgType.STR_T, ArgType.UDP_MSG):
-        return offset <= MAX_BUFFER_SIZE - MAX_STRING_SIZE - 4
-    if arg.type == ArgType.STR_ARR_T:
-        return offset <= MAX_BUFFER_SIZE - MAX_STRING_SIZE - 4
+    if arg.type in (ArgType.STR_T, ArgType.UDP_MSG, ArgType.STR_ARR_T):
+        return offset <= _STRING_ROOM
     return offset <= MAX_BUFFER_SIZE - MAX_ELEMENT_SIZE
+
+
+def _argv_payload(value: list[str], offset: int) -> bytes:
+    """argv elements after the opening tag at ``offset``, each room-checked, then the close.
+
+    More than 20 elements are cut to 20 plus "..." (unless already cut so); the writer
+    stops adding elements when the buffer has no room for another string.
+    """
+    items = list(value)
+    if len(items) > ARGV_LIMIT and not Argv(items).truncated:
+        items = items[:ARGV_LIMIT] + [ARGV_MORE]
+    out = bytearray()
+    for item in items:
+        if offset + 1 + len(out) > _STRING_ROOM:
+            break
+        out += bytes([ArgType.STR_T]) + encode_string(item)
+    return bytes(out) + bytes([ArgType.STR_ARR_T])
 
 
 def encode_header(event: Event, layout: str | Layout = "classic") -> bytes:
@@ -110,25 +129,9 @@ def encode(event: Event, layout: str | Layout = "classic", *, perf_padding: bool
     for arg in event.args:
         if not _fits(arg, len(out)):
             continue
-        chunk = bytes([arg.type]) + _payload(arg)
-        if arg.type == ArgType.STR_ARR_T:
-            chunk = _clip_argv(chunk, len(out))
-        out += chunk
+        out += bytes([arg.type]) + _payload(arg, len(out))
     # the writer submits offset & (MAX_BUFFER_SIZE - 1) bytes
     data = bytes(out[:len(out) & (MAX_BUFFER_SIZE - 1)] if len(out) >= MAX_BUFFER_SIZE else out)
     if perf_padding:
         data += bytes(-(4 + len(data)) % 8)
     return data
-
-
-def _clip_argv(chunk: bytes, offset: int) -> bytes:
-    """argv elements are each room-checked; the writer stops adding them when full."""
-    if offset + len(chunk) <= MAX_BUFFER_SIZE - MAX_STRING_SIZE - 4:
-        return chunk
-    kept = bytearray(chunk[:1])
-    p = 1
-    while chunk[p] == ArgType.STR_T and offset + len(kept) <= MAX_BUFFER_SIZE - MAX_STRING_SIZE - 4:
-        size = struct.unpack_from("<i", chunk, p + 1)[0]
-        kept += chunk[p:p + 5 + size]
-        p += 5 + size
-    return bytes(kept) + bytes([ArgType.STR_ARR_T])
