@@ -360,7 +360,6 @@ def _remember_comm(raw: bytes) -> str:
     return comm
 
 
-_LAYOUTS = LAYOUTS
 _NO_EXTRA = MappingProxyType({})  # classic events share one read-only empty ``extra``
 
 
@@ -379,7 +378,7 @@ def decode(data: bytes | bytearray | memoryview, *, layout: str | Layout = "clas
     """
     if type(data) is not bytes:
         data = bytes(data)
-    resolved = layout if type(layout) is Layout else _LAYOUTS.get(layout)
+    resolved = layout if type(layout) is Layout else LAYOUTS.get(layout)
     if resolved is None or arch not in ARCHES:
         resolved = _resolve(layout, arch)
     n = len(data)
