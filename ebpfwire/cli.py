@@ -595,8 +595,7 @@ class _Reorder:
 
     def push(self, samples: Iterable[Any]) -> None:
         for sample in samples:
-            ts = int.from_bytes(sample.data[:8], "little") if len(sample.data) >= 8 else 0
-            heapq.heappush(self.heap, (ts, self.count, sample))
+            heapq.heappush(self.heap, (sample.ts, self.count, sample))
             self.count += 1
 
     def ready(self, everything: bool = False) -> Iterator[Any]:

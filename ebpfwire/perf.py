@@ -94,6 +94,11 @@ class Sample:
     cpu: int
     data: bytes
 
+    @property
+    def ts(self) -> int:
+        """The event's leading u64 ``bpf_ktime_get_ns()``; -1 for a sample shorter than 8."""
+        return _U64.unpack_from(self.data)[0] if len(self.data) >= 8 else -1
+
 
 @dataclass(frozen=True, slots=True)
 class Lost:
@@ -383,4 +388,4 @@ def merge_by_ts(records: Iterable[Record]) -> list[Sample]:
     8 bytes sorts first.
     """
     samples = [r for r in records if type(r) is Sample]
-    return sorted(samples, key=lambda s: _U64.unpack_from(s.data)[0] if len(s.data) >= 8 else -1)
+    return sorted(samples, key=lambda s: s.ts)
