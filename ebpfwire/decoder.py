@@ -26,18 +26,16 @@ _S32 = struct.Struct("<i").unpack_from
 _U32 = struct.Struct("<I").unpack_from
 _U16 = struct.Struct("<H").unpack_from
 _U16BE = struct.Struct(">H").unpack_from
-_INET6_TAIL = struct.Struct(">HI16sI").unpack_from  # port, flowinfo (network order), addr
+_INET6_TAIL = struct.Struct(">HI16s").unpack_from  # port, flowinfo (network order), addr
 _inet_ntop = socket.inet_ntop
 _new_arg = tuple.__new__
-_new_event = wire_event
 _STR, _ARR, _SOCKADDR = int(ArgType.STR_T), int(ArgType.STR_ARR_T), int(ArgType.SOCKADDR_T)
 _SOCKADDR_BODY = {AF_UNIX: 108, AF_INET: 14, AF_INET6: 26}
 _PADDING_EXPECTED = "the perf ring's {} bytes of padding or at most 7 zero bytes"
 _ARGV_EXPECTED = "an argv element tag (10) or the closing tag (11)"
 
 
-def _error(kind: str, offset: int, expected: str, found: str) -> DecodeError:
-    return DecodeError(kind, offset, expected, found)
+_error = DecodeError
 
 
 def _string(data: bytes, p: int, n: int) -> tuple[str, int]:
@@ -113,7 +111,7 @@ def _sockaddr(data: bytes, p: int, n: int) -> tuple[SockAddr, int]:
     if family == AF_INET6:
         if q + 26 > n:
             raise _error("truncated", q, "26 bytes of sockaddr_in6", f"{n - q} bytes")
-        port, flowinfo, addr, _ = _INET6_TAIL(data, q)
+        port, flowinfo, addr = _INET6_TAIL(data, q)
         scope_id = _U32(data, q + 22)[0]
         return (_new_arg(SockAddr, (family, port, _inet_ntop(socket.AF_INET6, addr), None,
                                     flowinfo, scope_id)), q + 26)
@@ -340,7 +338,7 @@ def _short_header(data: bytes, layout: Layout, arch: str) -> Event:
              for name in layout.extra_names}
     error = _error("short-header", 0, f"a {layout.size}-byte {layout.name} context header",
                    f"{len(data)} bytes")
-    return _new_event((*header, _text_field(comm), extra, arch, [error]), [])
+    return wire_event((*header, _text_field(comm), extra, arch, [error]), [])
 
 
 def _text_field(raw: bytes | None) -> str | None:
@@ -406,7 +404,7 @@ def decode(data: bytes | bytearray | memoryview, *, layout: str | Layout = "clas
                  for name, value in zip(resolved.extra_names, values[12:], strict=False)}
     else:
         extra = _NO_EXTRA
-    return _new_event(values[:11] + (comm, extra, arch, errors), args)
+    return wire_event(values[:11] + (comm, extra, arch, errors), args)
 
 
 def decode_many(samples: Iterable[bytes | bytearray | memoryview], *,
