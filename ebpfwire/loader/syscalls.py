@@ -26,6 +26,7 @@ BPF_MAP_CREATE = 0
 BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
 BPF_MAP_DELETE_ELEM = 3
+BPF_MAP_GET_NEXT_KEY = 4
 BPF_PROG_LOAD = 5
 BPF_PROG_GET_NEXT_ID = 11
 BPF_MAP_GET_NEXT_ID = 12
@@ -151,6 +152,20 @@ def map_lookup(map_fd: int, key: bytes, value_size: int) -> bytes | None:
             return None
         raise
     return v.raw
+
+
+def map_next_key(map_fd: int, key: bytes | None, key_size: int) -> bytes | None:
+    """``BPF_MAP_GET_NEXT_KEY``: the key after ``key`` (the first with None); None at the end."""
+    k = ctypes.create_string_buffer(key, len(key)) if key is not None else None
+    nxt = ctypes.create_string_buffer(key_size)
+    attr = _attr("<IIQQ", map_fd, 0, _addr(k), _addr(nxt))
+    try:
+        bpf(BPF_MAP_GET_NEXT_KEY, attr, f"walking the keys of map fd {map_fd}")
+    except BpfSyscallError as exc:
+        if exc.errno == errno_mod.ENOENT:
+            return None
+        raise
+    return nxt.raw
 
 
 def prog_load(
