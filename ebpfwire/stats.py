@@ -307,7 +307,7 @@ def render_stats(snapshot: StatsSnapshot) -> str:
             line += f" ({_errno_text(s.errnos)})"
         line += f", total {s.total_ns / 1000:.0f} us\n"
         parts.append(line + render_log2_hist(s.histogram))
-    text = "\n".join(parts)
+    text = "\n".join(parts) or "no syscalls counted\n"
     if snapshot.dropped_calls or snapshot.dropped_errnos:
         text += (f"\n(not counted: {snapshot.dropped_calls} calls when the in-flight map was "
                  f"full, {snapshot.dropped_errnos} errnos when the errno map was full)\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -102,6 +103,10 @@ def test_render_stats_exact_text():
     )
 
 
+def test_render_stats_says_when_nothing_was_counted():
+    assert render_stats(StatsSnapshot("x86_64", [])) == "no syscalls counted\n"
+
+
 def test_stats_json_shape():
     out = stats_json(SNAPSHOT)
     assert json.loads(json.dumps(out)) == out
@@ -128,3 +133,9 @@ def test_bad_selection_is_refused_before_loading():
         SyscallStats(syscalls=["close", "nosuchcall"])
     with pytest.raises(ValueError, match="syscall number 5000: expected 0 to 1023"):
         SyscallStats(syscalls=[5000])
+    gone = os.fork()
+    if gone == 0:  # pragma: no cover - child process
+        os._exit(0)
+    os.waitpid(gone, 0)
+    with pytest.raises(ValueError, match=f"pid {gone}: no such process"):
+        SyscallStats(pid=gone)
