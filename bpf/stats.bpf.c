@@ -182,9 +182,13 @@ int stats__sys_exit(struct bpf_raw_tracepoint_args *ctx)
 		ek.nr = nr;
 		ek.err = -ret;
 		n = bpf_map_lookup_elem(&errnos, &ek);
+		if (!n && !bpf_map_update_elem(&errnos, &ek, &one, BPF_NOEXIST))
+			return 0; /* created with this CPU's count at 1 */
+		if (!n) /* another CPU created it meanwhile, or the map is full */
+			n = bpf_map_lookup_elem(&errnos, &ek);
 		if (n)
 			*n += 1;
-		else if (bpf_map_update_elem(&errnos, &ek, &one, BPF_NOEXIST))
+		else
 			count_dropped(1);
 	}
 	return 0;
