@@ -31,7 +31,8 @@ from construct import Int32ul, Struct
 
 from ebpfwire.loader import syscalls
 from ebpfwire.loader.errors import LoaderError
-from ebpfwire.perf import PAGE_SIZE, Lost, Record, RingBuffer, Sample, online_cpus
+from ebpfwire.loader.maps import possible_cpus
+from ebpfwire.perf import PAGE_SIZE, Lost, Record, RingBuffer, Sample
 
 RINGBUF_CPU = 0xFFFFFFFF  # the cpu of every Sample: ring records do not say who wrote them
 BPF_RINGBUF_BUSY_BIT = 1 << 31
@@ -48,11 +49,6 @@ RingBufRecordHeader = Struct(
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _LEN_MASK = ~(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT) & 0xFFFFFFFF
-
-
-def possible_cpus(path: str = "/sys/devices/system/cpu/possible") -> int:
-    """CPU slots the kernel may use: entries of a per-CPU value."""
-    return max(online_cpus(path)) + 1
 
 
 class DropCounter:

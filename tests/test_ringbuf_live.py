@@ -15,6 +15,7 @@ import pytest
 from bpf_object import LoadedObject, compile_object
 
 from ebpfwire.loader import LoaderError, syscalls
+from ebpfwire.loader.maps import Map
 from ebpfwire.perf import PAGE_SIZE, Lost, Sample
 from ebpfwire.ringbuf import (
     BPF_RINGBUF_HDR_SZ,
@@ -91,6 +92,9 @@ def test_tiny_ring_received_plus_lost_is_exact(object_path: Path, drops_map: str
             lost = [r for r in records if type(r) is Lost]
             assert sum(r.count for r in lost) == reader.lost_total
             assert all(r.cpu in reader.lost for r in lost)
+            drops = Map.from_fd(obj.map_fds[drops_map])
+            in_map = drops[0] if drops.percpu else [v for _, v in drops.items()]
+            assert sum(int.from_bytes(v, "little") for v in in_map) == reader.lost_total
     seqs = [struct.unpack_from("<I", s.data)[0] for s in samples]
     assert seqs == sorted(set(seqs))  # in order (a short record may fit where a long did not)
     assert samples == [Sample(RINGBUF_CPU, expected(seq)) for seq in seqs]
