@@ -116,26 +116,28 @@ class RingBufRing:
         Stops at a record still being written (busy); skips discarded ones.
         """
         prod_mm = self.producer
-        mask = self.size - 1
+        mask, limit, base = self.size - 1, self.size - BPF_RINGBUF_HDR_SZ, PAGE_SIZE
+        unpack_u32, unpack_u64 = _U32.unpack_from, _U64.unpack_from
         cons = self.pos
         out: list[Record] = []
+        append = out.append
         while True:
-            prod = _U64.unpack_from(prod_mm, 0)[0]
+            prod = unpack_u64(prod_mm, 0)[0]
             start = cons
             while cons < prod:
-                at = PAGE_SIZE + (cons & mask)
-                length = _U32.unpack_from(prod_mm, at)[0]
-                if length & BPF_RINGBUF_BUSY_BIT:
-                    break
+                at = base + (cons & mask)
+                length = unpack_u32(prod_mm, at)[0]
                 size = length & _LEN_MASK
-                if size > self.size - BPF_RINGBUF_HDR_SZ:
+                if length == size:  # committed, not discarded: the common case
+                    append(Sample(RINGBUF_CPU, prod_mm[at + 8 : at + 8 + size]))
+                elif length & BPF_RINGBUF_BUSY_BIT:
+                    break  # still being written; its commit wakes us (we are caught up)
+                if size > limit:
                     raise LoaderError(
                         f"ring buffer map fd {self.map_fd}: record at position {cons} announces "
                         f"{size} bytes, the ring holds {self.size}"
                     )
-                if not length & BPF_RINGBUF_DISCARD_BIT:
-                    out.append(Sample(RINGBUF_CPU, prod_mm[at + 8 : at + 8 + size]))
-                cons += (size + BPF_RINGBUF_HDR_SZ + 7) & ~7
+                cons += (size + 15) & ~7  # the 8-byte header, then 8-byte alignment
             if cons > prod:
                 raise LoaderError(
                     f"ring buffer map fd {self.map_fd}: records from position {start} run to "
