@@ -72,20 +72,22 @@ def main() -> None:
             reader = RingBufReader(obj.map_fds["ring"], args.ring_size,
                                    drops_map_fd=obj.map_fds["drops"])
             with reader:
-                received, out_of_order, last = 0, 0, -1
+                received, out_of_order, last, batches = 0, 0, -1, 0
                 start, cpu_start = time.monotonic(), time.process_time()
                 os.write(go_w, b"1")
                 done = False
                 while True:
-                    for rec in reader.read_batch(timeout=0.2):
+                    batch = reader.read_batch(timeout=0.2)
+                    batches += bool(batch)
+                    for rec in batch:
                         if type(rec) is Sample:
                             received += 1
                             seq = SEQ.unpack_from(rec.data)[0]
                             out_of_order += seq <= last
                             last = seq
-                    if done:
+                    if done and not batch:  # an empty read also took in the last drops
                         break
-                    done = os.waitpid(child, os.WNOHANG)[0] != 0  # one more read after exit
+                    done = done or os.waitpid(child, os.WNOHANG)[0] != 0
                 elapsed = time.monotonic() - start
                 reader_cpu = time.process_time() - cpu_start
                 lost = reader.lost_total
@@ -99,7 +101,8 @@ def main() -> None:
     print(f"missing:  {sent - received - lost:>10,}")
     print(f"reader:   {reader_cpu:.2f} s CPU in {elapsed:.2f} s "
           f"({received / max(reader_cpu, 1e-9):,.0f} events per CPU-second, "
-          f"{1e6 * reader_cpu / max(received, 1):.2f} µs per event)")
+          f"{1e6 * reader_cpu / max(received, 1):.2f} µs per event), "
+          f"{received / max(batches, 1):,.0f} records per batch")
 
 
 if __name__ == "__main__":

@@ -111,9 +111,11 @@ class RingBufRing:
         self.pos = _U64.unpack_from(consumer, 0)[0]
 
     def read(self) -> list[Record]:
-        """Copy out every committed record up to the producer position; publish our position.
+        """Copy out the committed records up to the producer position; publish our position.
 
-        Stops at a record still being written (busy); skips discarded ones.
+        Stops at a record still being written (busy); skips discarded ones. One pass, at
+        most a ring's worth: records committed meanwhile are left for the next call, which
+        the reader makes before it waits (the kernel wakes only a reader that caught up).
         """
         prod_mm = self.producer
         mask, limit, base = self.size - 1, self.size - BPF_RINGBUF_HDR_SZ, PAGE_SIZE
@@ -121,34 +123,30 @@ class RingBufRing:
         cons = self.pos
         out: list[Record] = []
         append = out.append
-        while True:
-            prod = unpack_u64(prod_mm, 0)[0]
-            start = cons
-            while cons < prod:
-                at = base + (cons & mask)
-                length = unpack_u32(prod_mm, at)[0]
-                size = length & _LEN_MASK
-                if length == size:  # committed, not discarded: the common case
-                    append(Sample(RINGBUF_CPU, prod_mm[at + 8 : at + 8 + size]))
-                elif length & BPF_RINGBUF_BUSY_BIT:
-                    break  # still being written; its commit wakes us (we are caught up)
-                if size > limit:
-                    raise LoaderError(
-                        f"ring buffer map fd {self.map_fd}: record at position {cons} announces "
-                        f"{size} bytes, the ring holds {self.size}"
-                    )
-                cons += (size + 15) & ~7  # the 8-byte header, then 8-byte alignment
-            if cons > prod:
+        prod = unpack_u64(prod_mm, 0)[0]
+        while cons < prod:
+            at = base + (cons & mask)
+            length = unpack_u32(prod_mm, at)[0]
+            size = length & _LEN_MASK
+            if length == size:  # committed, not discarded: the common case
+                append(Sample(RINGBUF_CPU, prod_mm[at + 8 : at + 8 + size]))
+            elif length & BPF_RINGBUF_BUSY_BIT:
+                break  # still being written; its commit wakes us (we are caught up)
+            if size > limit:
                 raise LoaderError(
-                    f"ring buffer map fd {self.map_fd}: records from position {start} run to "
-                    f"{cons}, past the producer position {prod}"
+                    f"ring buffer map fd {self.map_fd}: record at position {cons} announces "
+                    f"{size} bytes, the ring holds {self.size}"
                 )
-            if cons == start:
-                return out
+            cons += (size + 15) & ~7  # the 8-byte header, then 8-byte alignment
+        if cons > prod:
+            raise LoaderError(
+                f"ring buffer map fd {self.map_fd}: records from position {self.pos} run to "
+                f"{cons}, past the producer position {prod}"
+            )
+        if cons != self.pos:
             _U64.pack_into(self.consumer, 0, cons)
             self.pos = cons
-            # the producer may have committed more while we read, and the kernel only wakes
-            # a reader that had caught up: look again before waiting
+        return out
 
 
 class RingBufReader:
@@ -188,6 +186,7 @@ class RingBufReader:
                     f"{info.type} with max_entries {info.max_entries}"
                 )
             self._drops = DropCounter(drops_map_fd) if drops_map_fd is not None else None
+            self._drops_due = 0.0
             self.lost: dict[int, int] = (
                 dict.fromkeys(range(self._drops.ncpus), 0) if self._drops else {}
             )
@@ -216,7 +215,10 @@ class RingBufReader:
 
     def _drain(self) -> list[Record]:
         records = self._ring.read()
-        if self._drops is not None:
+        # the drops map costs a syscall: read it when the ring is empty (so a final loss
+        # is never missed) and otherwise at most every max_latency s
+        if self._drops is not None and (not records or time.monotonic() >= self._drops_due):
+            self._drops_due = time.monotonic() + self.max_latency
             for rec in self._drops.increases():
                 self.lost[rec.cpu] += rec.count
                 records.append(rec)
