@@ -138,8 +138,11 @@ class BtfCodec:
             for m in rec.detail:
                 bits, width = _member_bits(rec.kind_flag, m.offset)
                 name = btf.string(m.name_off) if m.name_off else ""
-                if not name:
-                    self._encode(m.type, value, out, at + bits // 8, where)
+                if not name:  # an anonymous struct/union: its members are ours
+                    inner = self._member_names(btf.resolve(m.type))
+                    mine = {k: v for k, v in value.items() if k in inner}
+                    if mine:
+                        self._encode(m.type, mine, out, at + bits // 8, where)
                 elif name not in value:
                     continue
                 elif width:

@@ -49,6 +49,18 @@ struct typed_value {
 	char tag[4];
 };
 
+/* bitfields, an anonymous union, _Bool and float: the BTF codec's other shapes */
+struct shapes {
+	__u32 low : 3, high : 5;
+	_Bool flag;
+	union {
+		__u32 word;
+		__u8 bytes[4];
+	};
+	float ratio;
+	__s64 big;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 4096);
@@ -88,6 +100,13 @@ struct {
 	__type(key, struct point);
 	__type(value, struct typed_value);
 } typed SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4);
+	__type(key, __u32);
+	__type(value, struct shapes);
+} shaped SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
