@@ -216,13 +216,13 @@ class SyscallStats:
         if self.closed:
             raise ValueError("snapshot of closed SyscallStats")
         errnos: dict[int, dict[str, int]] = {}
-        key = bpfsys.map_next_key(self.map_fds["errnos"], None, _ERRNO_KEY.size)
+        key = bpfsys.map_get_next_key(self.map_fds["errnos"], None, _ERRNO_KEY.size)
         while key is not None:
             nr, err = _ERRNO_KEY.unpack(key)
             count = sum(_U64.unpack_from(v)[0] for v in self._percpu("errnos", key))
             if count:
                 errnos.setdefault(nr, {})[errno_label(err)] = count
-            key = bpfsys.map_next_key(self.map_fds["errnos"], key, _ERRNO_KEY.size)
+            key = bpfsys.map_get_next_key(self.map_fds["errnos"], key, _ERRNO_KEY.size)
         found: list[SyscallStat] = []
         for nr in range(MAX_SYSCALLS):
             per_cpu = [_STAT.unpack_from(v) for v in self._percpu("stats", _U32.pack(nr))]
