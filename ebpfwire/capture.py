@@ -10,6 +10,7 @@ below are its specification, and the struct-based hot path is tested equal to th
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import socket
@@ -246,6 +247,26 @@ class LostRecord:
 # --------------------------------------------------------------------------- writer
 
 
+class CaptureWriteError(OSError):
+    """A write to the capture failed: the file holds `records_written` whole records.
+
+    Raised once, by the write, flush or close that met the failure; the writer then writes
+    nothing more. `errno` and `strerror` are the OS error's; `str()` is one line.
+    """
+
+    def __init__(self, errno_: int | None, strerror: str, path: str | None,
+                 records_written: int, bytes_written: int):
+        super().__init__(errno_, strerror)
+        self.filename = path
+        self.records_written = records_written
+        self.bytes_written = bytes_written
+
+    def __str__(self) -> str:
+        where = f"{self.filename}: " if self.filename else ""
+        return (f"{where}wrote {self.records_written} records ({self.bytes_written} bytes) "
+                f"before: {self.strerror}")
+
+
 class CaptureWriter:
     """Writes a capture to a new file (mode 0600) or a binary file object.
 
@@ -256,6 +277,11 @@ class CaptureWriter:
     `buffer_size=0` every record is written at once by its own write. With `mode="a"` the
     existing header is kept and the header arguments are not used. Not thread-safe: share
     a writer between threads behind a lock.
+
+    No byte is written twice: a short write or EINTR continues where it stopped. A failed
+    write (ENOSPC, EIO...) raises CaptureWriteError once; a file this writer opened is first
+    cut back to its last whole record, and nothing more is written (close() only closes).
+    `records_written` and `bytes_written` count what reached the OS.
     """
 
     def __init__(
@@ -275,15 +301,26 @@ class CaptureWriter:
             raise ValueError(f"mode: expected 'w' or 'a', found {mode!r}")
         self.buffer_size = buffer_size
         self.flush_interval = flush_interval
+        self.records_written = 0
+        self.bytes_written = 0
         self._buf = bytearray()
+        self._buf_records = 0  # records in _buf
+        self._sent = 0  # bytes at the start of _buf already handed to the OS
+        self._counted = 0  # end of the whole records of _buf counted in records_written
+        self._counted_records = 0
+        self._failed: CaptureWriteError | None = None
         self._last_flush = time.monotonic()
         self._closed = False
         self._fd: int | None = None
         self._file: BinaryIO | None = None
+        self._start = 0  # file offset of _buf[0] (path-opened files)
+        self.name = (os.fspath(path_or_fileobj)
+                     if isinstance(path_or_fileobj, (str, os.PathLike)) else None)
         if mode == "a":
             self.header = _read_existing_header(path_or_fileobj)
             if isinstance(path_or_fileobj, (str, os.PathLike)):
                 self._fd = os.open(path_or_fileobj, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+                self._start = os.fstat(self._fd).st_size
             else:
                 self._file = path_or_fileobj
                 self._file.seek(0, os.SEEK_END)
@@ -308,7 +345,15 @@ class CaptureWriter:
             os.fchmod(self._fd, 0o600)  # a restrictive umask must not leave it 0400 either
         else:
             self._file = path_or_fileobj
-        self._write_out(encoded)
+        # The header goes out like a record that is not counted: a failure leaves no header.
+        self._buf += encoded
+        self._counted = len(encoded)
+        try:
+            self._drain()
+        except BaseException:
+            if self._fd is not None:
+                os.close(self._fd)
+            raise
 
     @classmethod
     def append(
@@ -322,6 +367,12 @@ class CaptureWriter:
         return cls(path_or_fileobj, mode="a", buffer_size=buffer_size,
                    flush_interval=flush_interval)
 
+    def _check_open(self, what: str) -> None:
+        if self._closed:
+            raise ValueError(f"{what}: the capture writer is closed")
+        if self._failed is not None:
+            raise self._failed
+
     def write_sample(self, cpu: int, data: bytes) -> None:
         """Record one raw perf sample exactly as received (perf padding included)."""
         length = len(data) + 4
@@ -333,12 +384,13 @@ class CaptureWriter:
             covered = _COVERED_SAMPLE.pack(length, _SAMPLE, 0, cpu)
         except struct.error:
             raise ValueError(f"cpu: expected 0..{2**32 - 1}, found {cpu!r}") from None
-        if self._closed:
-            raise ValueError("write_sample: the capture writer is closed")
+        if self._closed or self._failed is not None:
+            self._check_open("write_sample")
         buf = self._buf
         buf += _SYNC_CRC.pack(SYNC, zlib.crc32(data, zlib.crc32(covered)))
         buf += covered
         buf += data
+        self._buf_records += 1
         if len(buf) > self.buffer_size or (
             time.monotonic() - self._last_flush >= self.flush_interval
         ):
@@ -353,12 +405,12 @@ class CaptureWriter:
                 f"lost record: expected cpu 0..{2**32 - 1} and count 0..{2**64 - 1}, "
                 f"found cpu={cpu!r} count={count!r}"
             ) from None
-        if self._closed:
-            raise ValueError("write_lost: the capture writer is closed")
+        self._check_open("write_lost")
         covered = _CrcCovered.build({"length": len(payload), "type": _LOST, "reserved": 0})
         buf = self._buf
         buf += _SYNC_CRC.pack(SYNC, zlib.crc32(payload, zlib.crc32(covered)))
         buf += covered + payload
+        self._buf_records += 1
         if len(buf) > self.buffer_size or (
             time.monotonic() - self._last_flush >= self.flush_interval
         ):
@@ -366,33 +418,94 @@ class CaptureWriter:
 
     def flush(self) -> None:
         """Hand every buffered record to the OS (whole records only; not an fsync)."""
-        if self._closed:
-            raise ValueError("flush: the capture writer is closed")
+        self._check_open("flush")
         if self._buf:
-            self._write_out(self._buf)
-            self._buf = bytearray()
+            self._drain()
         if self._file is not None and hasattr(self._file, "flush"):
-            self._file.flush()
+            try:
+                self._file.flush()
+            except OSError as exc:
+                self._fail(exc)
         self._last_flush = time.monotonic()
 
-    def _write_out(self, data: bytes | bytearray) -> None:
-        view = memoryview(data)
-        while view:
+    def _drain(self) -> None:
+        """Write _buf[_sent:], continuing after short writes and EINTR, so that after any
+        exception _sent says exactly what reached the file and nothing is sent twice."""
+        buf = self._buf
+        total = len(buf)
+        try:
+            with memoryview(buf) as view:
+                while self._sent < total:
+                    try:
+                        if self._fd is not None:
+                            written = os.write(self._fd, view[self._sent:])
+                        else:
+                            assert self._file is not None
+                            written = self._file.write(view[self._sent:])
+                    except InterruptedError:
+                        continue
+                    if not written:  # None: a non-blocking stream that took nothing
+                        raise BlockingIOError(errno.EAGAIN, "the file accepted no bytes")
+                    self._sent += written
+                    self.bytes_written += written
+        except BaseException as exc:
+            # A signal handler's exception may land between the write and the count: ask
+            # the OS where the file ends (our own fd only).
             if self._fd is not None:
-                written = os.write(self._fd, view)
-            else:
-                assert self._file is not None
-                written = self._file.write(view)
-                if written is None:  # a non-blocking raw stream that accepted nothing
-                    written = 0
-            view = view[written:]
+                try:
+                    sent = os.lseek(self._fd, 0, os.SEEK_CUR) - self._start
+                except OSError:
+                    sent = self._sent
+                if 0 <= sent <= total and sent != self._sent:
+                    self.bytes_written += sent - self._sent
+                    self._sent = sent
+            self._count_sent()
+            if isinstance(exc, OSError):
+                self._fail(exc)
+            raise
+        # All of it: count without walking the records.
+        self.records_written += self._buf_records - self._counted_records
+        self._start += total
+        self._buf = bytearray()
+        self._buf_records = self._sent = self._counted = self._counted_records = 0
+
+    def _count_sent(self) -> None:
+        """Count the whole records among the bytes sent so far (only after an exception)."""
+        buf, end, sent = self._buf, self._counted, self._sent
+        while end + RECORD_HEADER_SIZE <= sent:
+            nxt = end + RECORD_HEADER_SIZE + _U32.unpack_from(buf, end + 8)[0]
+            if nxt > sent:
+                break
+            end = nxt
+            self._counted_records += 1
+            self.records_written += 1
+        self._counted = end
+
+    def _fail(self, exc: OSError) -> None:
+        """Stop writing for good: cut a partial record off a file we opened, keep the error."""
+        whole = self._counted if self._sent >= self._counted else 0
+        if self._fd is not None and self._sent > whole:
+            try:
+                os.ftruncate(self._fd, self._start + whole)
+                self.bytes_written -= self._sent - whole
+                self._sent = whole
+            except OSError:
+                pass  # the reader will report the partial record as a cut record
+        self._buf = bytearray()
+        self._buf_records = self._sent = self._counted = self._counted_records = 0
+        self._failed = CaptureWriteError(
+            exc.errno, exc.strerror or str(exc), self.name,
+            self.records_written, self.bytes_written)
+        raise self._failed from None
 
     def close(self) -> None:
-        """Flush and close; a file object passed in is flushed but left open."""
+        """Flush and close; a file object passed in is flushed but left open. After a
+        CaptureWriteError, close() writes nothing and raises nothing."""
         if self._closed:
             return
         try:
-            self.flush()
+            if self._failed is None:
+                self.flush()
         finally:
             self._closed = True
             if self._fd is not None:
