@@ -14,7 +14,9 @@ import errno
 import io
 import os
 import socket
+import stat
 import struct
+import tempfile
 import threading
 import time
 import zlib
@@ -62,6 +64,8 @@ MAX_PAYLOAD = 1 << 20
 corrupted length from making a reader buffer or wait for more than this."""
 
 ARCHES = ("x86_64", "arm64")
+WRITE_MODES = ("x", "replace", "a")
+"""CaptureWriter modes: create a new file, replace whatever is at the path, append."""
 
 
 class RecordType(IntEnum):
@@ -270,12 +274,19 @@ class CaptureWriteError(OSError):
 class CaptureWriter:
     """Writes a capture to a new file (mode 0600) or a binary file object.
 
+    The file is never opened through a symbolic link and nothing that existed is truncated
+    or chmod'ed. `mode="x"` (default) creates the path and refuses an existing one
+    (FileExistsError); `mode="replace"` writes a new file beside it and renames it over the
+    path once the header is written (a link there is replaced, its target untouched);
+    `mode="a"` appends to an existing capture after checking its header. The header is
+    written by the constructor, so a follower can open the file at once.
+
     Records are whole when they reach the file: they are collected in a buffer and handed to
     the OS in one write per flush, the buffer never holding a partial record. The buffer is
     flushed when it exceeds `buffer_size` bytes, when `flush_interval` seconds have passed
     since the last flush (checked on each write), on `flush()` and on `close()`. With
     `buffer_size=0` every record is written at once by its own write. With `mode="a"` the
-    existing header is kept and the header arguments are not used. Not thread-safe: share
+    header arguments are not used. Not thread-safe: share
     a writer between threads behind a lock.
 
     No byte is written twice: a short write or EINTR continues where it stopped. A failed
@@ -295,10 +306,11 @@ class CaptureWriter:
         start_time_ns: int | None = None,
         buffer_size: int = 64 * 1024,
         flush_interval: float = 1.0,
-        mode: str = "w",
+        mode: str = "x",
     ):
-        if mode not in ("w", "a"):
-            raise ValueError(f"mode: expected 'w' or 'a', found {mode!r}")
+        if mode not in WRITE_MODES:
+            raise ValueError(f"mode: expected one of {', '.join(map(repr, WRITE_MODES))}, "
+                             f"found {mode!r}")
         self.buffer_size = buffer_size
         self.flush_interval = flush_interval
         self.records_written = 0
@@ -314,14 +326,15 @@ class CaptureWriter:
         self._fd: int | None = None
         self._file: BinaryIO | None = None
         self._start = 0  # file offset of _buf[0] (path-opened files)
-        self.name = (os.fspath(path_or_fileobj)
-                     if isinstance(path_or_fileobj, (str, os.PathLike)) else None)
+        is_path = isinstance(path_or_fileobj, (str, os.PathLike))
+        self.name = os.fspath(path_or_fileobj) if is_path else None
         if mode == "a":
-            self.header = _read_existing_header(path_or_fileobj)
-            if isinstance(path_or_fileobj, (str, os.PathLike)):
-                self._fd = os.open(path_or_fileobj, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-                self._start = os.fstat(self._fd).st_size
+            if is_path:
+                self._fd, self.header = _open_for_append(self.name)
+                self._start = os.lseek(self._fd, 0, os.SEEK_END)
             else:
+                path_or_fileobj.seek(0)
+                self.header = CaptureReader(path_or_fileobj).header
                 self._file = path_or_fileobj
                 self._file.seek(0, os.SEEK_END)
             return
@@ -339,9 +352,15 @@ class CaptureWriter:
             start_time_ns=time.time_ns() if start_time_ns is None else start_time_ns,
         )
         encoded = _build_header(self.header)
-        if isinstance(path_or_fileobj, (str, os.PathLike)):
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-            self._fd = os.open(path_or_fileobj, flags, 0o600)
+        created: str | None = None  # the file this writer made, removed if the header fails
+        if is_path:
+            if mode == "x":
+                created = self.name
+                self._fd = _create_exclusive(self.name)
+            else:
+                self._fd, created = tempfile.mkstemp(
+                    dir=os.path.dirname(self.name) or ".",
+                    prefix=f".{os.path.basename(self.name)}.", suffix=".tmp")
             os.fchmod(self._fd, 0o600)  # a restrictive umask must not leave it 0400 either
         else:
             self._file = path_or_fileobj
@@ -350,8 +369,12 @@ class CaptureWriter:
         self._counted = len(encoded)
         try:
             self._drain()
+            if mode == "replace" and created is not None:
+                os.replace(created, self.name)  # a link at the target is replaced, not followed
         except BaseException:
             if self._fd is not None:
+                if created is not None:
+                    _remove_if_same(created, self._fd)
                 os.close(self._fd)
             raise
 
@@ -518,6 +541,48 @@ class CaptureWriter:
         self.close()
 
 
+def _create_exclusive(path: str) -> int:
+    """A new file, never one that existed and never through a symbolic link."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise FileExistsError(
+            errno.EEXIST, "already exists; refusing to overwrite it", path) from None
+
+
+def _open_for_append(path: str) -> tuple[int, CaptureHeader]:
+    """Open an existing capture (never through a symbolic link) and read its header."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "is a symbolic link; refusing to append through it",
+                          path) from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "is not a regular file; can only append to a capture "
+                          "file", path)
+        with open(os.dup(fd), "rb", buffering=0) as f:
+            reader = CaptureReader(f)
+            reader.name = path
+            return fd, reader.header
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _remove_if_same(path: str, fd: int) -> None:
+    """Unlink path if it is still the file open at fd (not something put there since)."""
+    try:
+        mine, there = os.fstat(fd), os.stat(path, follow_symlinks=False)
+        if (mine.st_dev, mine.st_ino) == (there.st_dev, there.st_ino):
+            os.unlink(path)
+    except OSError:
+        pass
+
+
 def _build_header(header: CaptureHeader) -> bytes:
     info = {
         "ncpus": header.ncpus,
@@ -532,14 +597,6 @@ def _build_header(header: CaptureHeader) -> bytes:
         if len(info[name].encode()) > 255:
             raise ValueError(f"{name}: expected at most 255 UTF-8 bytes, found {info[name]!r}")
     return FileHeader.build({"signed": {"value": {"version": header.version, "info": info}}})
-
-
-def _read_existing_header(path_or_fileobj: str | os.PathLike[str] | BinaryIO) -> CaptureHeader:
-    if isinstance(path_or_fileobj, (str, os.PathLike)):
-        with CaptureReader(path_or_fileobj) as reader:
-            return reader.header
-    path_or_fileobj.seek(0)
-    return CaptureReader(path_or_fileobj).header
 
 
 # --------------------------------------------------------------------------- reader

@@ -630,7 +630,8 @@ def test_follow_waits_for_the_header_of_a_new_file(tmp_path):
     t = threading.Thread(target=open_reader)
     t.start()
     time.sleep(0.05)
-    write_capture(path, [])
+    with open(path, "r+b") as f, new_writer(f):  # the file exists: write through it
+        pass
     t.join(timeout=30)
     assert result == ["cwd-tty-oid"]
 
