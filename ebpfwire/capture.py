@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import re
 import socket
 import stat
 import struct
@@ -52,13 +53,17 @@ from construct import (
 MAGIC = b"\x89EBWCAP\n"
 """File magic; the high first byte and the newline catch text-mode mangling (as PNG does)."""
 
-FORMAT_VERSION = 1
-"""Bumped only for changes an older reader cannot skip over (see docs, versioning)."""
+FORMAT_VERSION = 2
+"""The version writers write. Bumped only for changes an older reader cannot skip over
+(see docs, versioning); version 2 added the record header's own CRC32."""
+
+READABLE_VERSIONS = (1, 2)
 
 SYNC = b"\xf1\xe5\x7c\xa9"
 """First four bytes of every record: the word a reader scans for to resynchronise."""
 
-RECORD_HEADER_SIZE = 16
+RECORD_HEADER_SIZE = 20
+RECORD_HEADER_SIZE_V1 = 16
 MAX_PAYLOAD = 1 << 20
 """Largest payload a record may announce. A perf sample is under 64 KiB; the bound keeps a
 corrupted length from making a reader buffer or wait for more than this."""
@@ -108,7 +113,7 @@ def _record_crc(ctx: Any) -> int:
     return zlib.crc32(ctx.payload, zlib.crc32(covered))
 
 
-Record = Struct(
+RecordV1 = Struct(
     "sync" / Const(SYNC),
     "crc32" / Rebuild(Int32ul, _record_crc),
     "length" / Rebuild(Int32ul, lambda ctx: len(ctx.payload)),
@@ -118,7 +123,32 @@ Record = Struct(
     "payload" / Bytes(this.length),
     Check(lambda ctx: ctx.crc32 == _record_crc(ctx)),
 )
-"""One framed record. `reserved` is written 0 and ignored by readers."""
+"""One framed record of version 1. `reserved` is written 0 and ignored by readers."""
+
+_HeadCovered = Struct("length" / Int32ul, "type" / Int16ul, "flags" / Int16ul)
+
+
+def _head_crc(ctx: Any) -> int:
+    """CRC32 of the record header's length, type and flags (version 2)."""
+    return zlib.crc32(_HeadCovered.build(
+        {"length": ctx.length, "type": ctx.type, "flags": ctx.flags}))
+
+
+Record = Struct(
+    "sync" / Const(SYNC),
+    "length" / Rebuild(Int32ul, lambda ctx: len(ctx.payload)),
+    "type" / Int16ul,
+    "flags" / Default(Int16ul, 0),
+    "head_crc" / Rebuild(Int32ul, _head_crc),
+    Check(lambda ctx: ctx.head_crc == _head_crc(ctx)),
+    Check(this.length <= MAX_PAYLOAD),
+    "crc32" / Rebuild(Int32ul, lambda ctx: zlib.crc32(ctx.payload)),
+    "payload" / Bytes(this.length),
+    Check(lambda ctx: ctx.crc32 == zlib.crc32(ctx.payload)),
+)
+"""One framed record (version 2). The header checks itself before the payload is read, so a
+damaged or forged header costs O(1), and a record with a good header is skipped whole when
+its payload is damaged. `flags` is written 0 and ignored by readers."""
 
 SamplePayload = Struct("cpu" / Int32ul, "data" / GreedyBytes)
 """A perf sample's raw bytes exactly as the ring delivered them, perf padding included."""
@@ -131,12 +161,20 @@ RecordPayload = Switch(
 )
 """The payload of a record, by type; parse with `RecordPayload.parse(payload, type=t)`."""
 
+CaptureFileV1 = Struct("header" / FileHeader, "records" / GreedyRange(RecordV1))
+"""A whole undamaged version-1 capture."""
+
 CaptureFile = Struct("header" / FileHeader, "records" / GreedyRange(Record))
 """A whole undamaged capture (the reader adds resynchronisation on top of this)."""
 
 # The hot path: the same layouts as struct formats (tests hold them equal to the schemas).
-_RECORD_HEAD = struct.Struct("<4sIIHH")
-_SAMPLE_HEAD = struct.Struct("<IIIHHI")  # record header (sync as an integer) + cpu
+_RECORD_HEAD = struct.Struct("<4sIIHH")  # version 1
+_SAMPLE_HEAD = struct.Struct("<IIIHHI")  # version 1 record header (sync as an integer) + cpu
+_RECORD_HEAD_V2 = struct.Struct("<4sIHHII")
+_SAMPLE_HEAD_V2 = struct.Struct("<IIHHIII")  # version 2 record header + cpu
+_HEAD_COVERED = struct.Struct("<IHH")
+_HEAD_CHECK = struct.Struct("<I4xI")  # length, then the header CRC (type and flags skipped)
+_HEAD_CACHE_LIMIT = 1 << 14
 _COVERED_SAMPLE = struct.Struct("<IHHI")  # length, type, reserved, cpu
 _LOST_PAYLOAD = struct.Struct("<IQ")
 _SYNC_CRC = struct.Struct("<4sI")
@@ -145,6 +183,7 @@ _U32 = struct.Struct("<I")
 _SYNC_INT = _U32.unpack(SYNC)[0]
 _SAMPLE = int(RecordType.SAMPLE)
 _LOST = int(RecordType.LOST)
+_LOST_HEAD_CRC = zlib.crc32(_HEAD_COVERED.pack(_LOST_PAYLOAD.size, _LOST, 0))
 
 # --------------------------------------------------------------------------- API types
 
@@ -307,7 +346,10 @@ class CaptureWriter:
         buffer_size: int = 64 * 1024,
         flush_interval: float = 1.0,
         mode: str = "x",
+        version: int = FORMAT_VERSION,
     ):
+        if version not in READABLE_VERSIONS:
+            raise ValueError(f"version: expected one of {READABLE_VERSIONS}, found {version!r}")
         if mode not in WRITE_MODES:
             raise ValueError(f"mode: expected one of {', '.join(map(repr, WRITE_MODES))}, "
                              f"found {mode!r}")
@@ -320,6 +362,8 @@ class CaptureWriter:
         self._sent = 0  # bytes at the start of _buf already handed to the OS
         self._counted = 0  # end of the whole records of _buf counted in records_written
         self._counted_records = 0
+        self._head_crcs: dict[int, int] = {}  # version 2 SAMPLE header CRC by length
+        self._cpu_crcs: dict[int, int] = {}  # CRC32 of the 4 cpu bytes, by cpu
         self._failed: CaptureWriteError | None = None
         self._last_flush = time.monotonic()
         self._closed = False
@@ -330,19 +374,31 @@ class CaptureWriter:
         self.name = os.fspath(path_or_fileobj) if is_path else None
         if mode == "a":
             if is_path:
-                self._fd, self.header = _open_for_append(self.name)
+                self._fd, self.header, missing = _open_for_append(self.name)
                 self._start = os.lseek(self._fd, 0, os.SEEK_END)
             else:
                 path_or_fileobj.seek(0)
-                self.header = CaptureReader(path_or_fileobj).header
+                self.header, missing = _existing_capture(path_or_fileobj)
                 self._file = path_or_fileobj
                 self._file.seek(0, os.SEEK_END)
+            self._set_version(self.header.version)
+            if missing:
+                # The file ends inside a record whose header is good: complete it with zeros so
+                # that readers skip it whole (its CRC fails) and find the records added here.
+                self._buf += bytes(missing)
+                self._counted = missing
+                try:
+                    self._drain()
+                except BaseException:
+                    if self._fd is not None:
+                        os.close(self._fd)
+                    raise
             return
         if arch not in ARCHES:
             raise ValueError(f"arch: expected one of {', '.join(ARCHES)}, found {arch!r}")
         host = host or HostInfo.current()
         self.header = CaptureHeader(
-            version=FORMAT_VERSION,
+            version=version,
             layout=layout,
             arch=arch,
             kernel_release=host.kernel_release,
@@ -351,6 +407,7 @@ class CaptureWriter:
             boot_time_ns=current_boot_time_ns() if boot_time_ns is None else boot_time_ns,
             start_time_ns=time.time_ns() if start_time_ns is None else start_time_ns,
         )
+        self._set_version(version)
         encoded = _build_header(self.header)
         created: str | None = None  # the file this writer made, removed if the header fails
         if is_path:
@@ -396,6 +453,11 @@ class CaptureWriter:
         if self._failed is not None:
             raise self._failed
 
+    def _set_version(self, version: int) -> None:
+        self._v1 = version == 1
+        self._head_size = RECORD_HEADER_SIZE_V1 if self._v1 else RECORD_HEADER_SIZE
+        self._length_at = 8 if self._v1 else 4
+
     def write_sample(self, cpu: int, data: bytes) -> None:
         """Record one raw perf sample exactly as received (perf padding included)."""
         length = len(data) + 4
@@ -403,21 +465,39 @@ class CaptureWriter:
             raise ValueError(
                 f"sample: expected at most {MAX_PAYLOAD - 4} bytes, found {len(data)}"
             )
-        try:
-            covered = _COVERED_SAMPLE.pack(length, _SAMPLE, 0, cpu)
-        except struct.error:
-            raise ValueError(f"cpu: expected 0..{2**32 - 1}, found {cpu!r}") from None
+        cpu_crc = self._cpu_crcs.get(cpu)
+        if cpu_crc is None:
+            cpu_crc = self._cpu_crc(cpu)
         if self._closed or self._failed is not None:
             self._check_open("write_sample")
         buf = self._buf
-        buf += _SYNC_CRC.pack(SYNC, zlib.crc32(data, zlib.crc32(covered)))
-        buf += covered
+        if self._v1:
+            covered = _COVERED_SAMPLE.pack(length, _SAMPLE, 0, cpu)
+            buf += _SYNC_CRC.pack(SYNC, zlib.crc32(data, zlib.crc32(covered)))
+            buf += covered
+        else:
+            head = self._head_crcs.get(length)
+            if head is None:
+                head = zlib.crc32(_HEAD_COVERED.pack(length, _SAMPLE, 0))
+                if len(self._head_crcs) < _HEAD_CACHE_LIMIT:
+                    self._head_crcs[length] = head
+            buf += _SAMPLE_HEAD_V2.pack(
+                _SYNC_INT, length, _SAMPLE, 0, head, zlib.crc32(data, cpu_crc), cpu)
         buf += data
         self._buf_records += 1
         if len(buf) > self.buffer_size or (
             time.monotonic() - self._last_flush >= self.flush_interval
         ):
             self.flush()
+
+    def _cpu_crc(self, cpu: int) -> int:
+        try:
+            crc = zlib.crc32(_U32.pack(cpu))
+        except struct.error:
+            raise ValueError(f"cpu: expected 0..{2**32 - 1}, found {cpu!r}") from None
+        if len(self._cpu_crcs) < _HEAD_CACHE_LIMIT:
+            self._cpu_crcs[cpu] = crc
+        return crc
 
     def write_lost(self, cpu: int, count: int) -> None:
         """Record that the kernel dropped `count` samples on `cpu`."""
@@ -429,10 +509,20 @@ class CaptureWriter:
                 f"found cpu={cpu!r} count={count!r}"
             ) from None
         self._check_open("write_lost")
-        covered = _CrcCovered.build({"length": len(payload), "type": _LOST, "reserved": 0})
+        self._write_record(_LOST, payload)
+
+    def _write_record(self, rtype: int, payload: bytes) -> None:
+        """Frame one record of any type (the general, slower path)."""
         buf = self._buf
-        buf += _SYNC_CRC.pack(SYNC, zlib.crc32(payload, zlib.crc32(covered)))
-        buf += covered + payload
+        if self._v1:
+            covered = _CrcCovered.build({"length": len(payload), "type": rtype, "reserved": 0})
+            buf += _SYNC_CRC.pack(SYNC, zlib.crc32(payload, zlib.crc32(covered)))
+            buf += covered
+        else:
+            head = zlib.crc32(_HEAD_COVERED.pack(len(payload), rtype, 0))
+            buf += _RECORD_HEAD_V2.pack(SYNC, len(payload), rtype, 0, head,
+                                        zlib.crc32(payload))
+        buf += payload
         self._buf_records += 1
         if len(buf) > self.buffer_size or (
             time.monotonic() - self._last_flush >= self.flush_interval
@@ -495,8 +585,8 @@ class CaptureWriter:
     def _count_sent(self) -> None:
         """Count the whole records among the bytes sent so far (only after an exception)."""
         buf, end, sent = self._buf, self._counted, self._sent
-        while end + RECORD_HEADER_SIZE <= sent:
-            nxt = end + RECORD_HEADER_SIZE + _U32.unpack_from(buf, end + 8)[0]
+        while end + self._head_size <= sent:
+            nxt = end + self._head_size + _U32.unpack_from(buf, end + self._length_at)[0]
             if nxt > sent:
                 break
             end = nxt
@@ -551,8 +641,9 @@ def _create_exclusive(path: str) -> int:
             errno.EEXIST, "already exists; refusing to overwrite it", path) from None
 
 
-def _open_for_append(path: str) -> tuple[int, CaptureHeader]:
-    """Open an existing capture (never through a symbolic link) and read its header."""
+def _open_for_append(path: str) -> tuple[int, CaptureHeader, int]:
+    """Open an existing capture (never through a symbolic link); its header and how many
+    bytes its last record lacks."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
@@ -565,12 +656,21 @@ def _open_for_append(path: str) -> tuple[int, CaptureHeader]:
             raise OSError(errno.EINVAL, "is not a regular file; can only append to a capture "
                           "file", path)
         with open(os.dup(fd), "rb", buffering=0) as f:
-            reader = CaptureReader(f)
-            reader.name = path
-            return fd, reader.header
+            header, missing = _existing_capture(f, path)
+        return fd, header, missing
     except BaseException:
         os.close(fd)
         raise
+
+
+def _existing_capture(fileobj: BinaryIO, name: str | None = None) -> tuple[CaptureHeader, int]:
+    """Read a whole capture to append to it: its header, and the bytes its last record
+    lacks when the data ends inside a version-2 record whose header is good (else 0)."""
+    reader = CaptureReader(fileobj)
+    reader.name = name or reader.name
+    for _ in reader:
+        pass
+    return reader.header, reader.tail_missing
 
 
 def _remove_if_same(path: str, fd: int) -> None:
@@ -602,7 +702,7 @@ def _build_header(header: CaptureHeader) -> bytes:
 # --------------------------------------------------------------------------- reader
 
 
-def _scan_records(
+def _scan_v1(
     buf: bytes,
     pos: int,
     n: int,
@@ -611,8 +711,8 @@ def _scan_records(
     sample_record: type[SampleRecord] = SampleRecord,
     lost_record: type[LostRecord] = LostRecord,
 ) -> int:
-    """The hot path: append the good SAMPLE and LOST records in buf[pos:n] to out and
-    return where it stopped (the end, an incomplete record, or anything irregular)."""
+    """The hot path (version 1): append the good SAMPLE and LOST records in buf[pos:n] to
+    out and return where it stopped (the end, an incomplete record, or anything irregular)."""
     unpack = _SAMPLE_HEAD.unpack_from
     unpack_lost = _LOST_PAYLOAD.unpack_from
     crc32 = zlib.crc32
@@ -634,6 +734,80 @@ def _scan_records(
                 append(sample_record(cpu, region[12:], base + pos))
             elif rtype == lost and length == 12:
                 append(lost_record(*unpack_lost(region, 8), base + pos))
+            else:
+                return pos
+            pos = end
+    except struct.error:
+        return pos
+
+
+_HEAD_CANDIDATE = re.compile(re.escape(SYNC) + rb"(?=(?s:..)[\x00-\x10]\x00)")
+"""The sync word and a length that may be <= MAX_PAYLOAD: rejects most false candidates
+(a run of sync words, say) at the speed of the regular expression engine."""
+
+
+def _next_head_v2(buf: bytes, pos: int, n: int) -> int:
+    """The first offset >= pos of a version-2 record header that checks itself (sync word,
+    header CRC32, length bound), or -1. A resynchronising reader looks only there."""
+    unpack = _HEAD_CHECK.unpack_from
+    crc32 = zlib.crc32
+    # The sync word cannot overlap itself, so non-overlapping matches are all the matches.
+    for match in _HEAD_CANDIDATE.finditer(buf, pos, n):
+        p = match.start()
+        if p + 16 > n:
+            return -1
+        length, head = unpack(buf, p + 4)
+        if length <= MAX_PAYLOAD and crc32(buf[p + 4:p + 12]) == head:
+            return p
+    return -1
+
+
+def _scan_v2(
+    buf: bytes,
+    pos: int,
+    n: int,
+    base: int,
+    out: list[SampleRecord | LostRecord],
+    head_crcs: dict[int, int],
+    sample_record: type[SampleRecord] = SampleRecord,
+    lost_record: type[LostRecord] = LostRecord,
+) -> int:
+    """The hot path (version 2): as _scan_v1. The header CRC of a SAMPLE depends only on
+    its length, so it is looked up in head_crcs (computed once per length) before the
+    payload's CRC is computed: a forged header costs O(1)."""
+    unpack = _SAMPLE_HEAD_V2.unpack_from
+    unpack_lost = _LOST_PAYLOAD.unpack_from
+    crc32 = zlib.crc32
+    append = out.append
+    sync_word = _SYNC_INT
+    sample = _SAMPLE
+    lost = _LOST
+    lost_head = _LOST_HEAD_CRC
+    try:
+        while True:
+            sync, length, rtype, flags, head, crc, cpu = unpack(buf, pos)  # struct.error
+            end = pos + 20 + length
+            if sync != sync_word or end > n or flags:
+                return pos
+            if rtype == sample:
+                expected = head_crcs.get(length)
+                if expected is None:
+                    if length < 4 or length > MAX_PAYLOAD:
+                        return pos
+                    expected = crc32(_HEAD_COVERED.pack(length, sample, 0))
+                    if len(head_crcs) < _HEAD_CACHE_LIMIT:
+                        head_crcs[length] = expected
+                if head != expected:
+                    return pos
+                payload = buf[pos + 20:end]
+                if crc32(payload) != crc:
+                    return pos
+                append(sample_record(cpu, payload[4:], base + pos))
+            elif rtype == lost and head == lost_head and length == 12:
+                payload = buf[pos + 20:end]
+                if crc32(payload) != crc:
+                    return pos
+                append(lost_record(*unpack_lost(payload), base + pos))
             else:
                 return pos
             pos = end
@@ -684,6 +858,9 @@ class CaptureReader:
         self._read = getattr(self._file, "read1", None) or self._file.read
         self._pending = b""
         self._iterated = False
+        self.tail_missing = 0
+        """After reading: the bytes the last record lacks when the data ends inside a
+        version-2 record whose header is good (what an appending writer completes)."""
         try:
             self.header = self._read_header()
         except BaseException:
@@ -744,9 +921,9 @@ class CaptureReader:
                 f"the end of the data after {len(prefix)} bytes",
             )
         _, version, info_len = _HEADER_PREFIX.unpack(prefix)
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise self._error(
-                len(MAGIC), f"format version {FORMAT_VERSION}",
+                len(MAGIC), "format version 1 or 2",
                 f"version {version} (written by a different ebpfwire release?)",
             )
         rest = self._read_exact(info_len + 4)
@@ -804,12 +981,18 @@ class CaptureReader:
         eof = False
         bad_at: int | None = None  # file offset where the current damaged stretch began
         bad_why = ""
+        v1 = self.header.version == 1
+        judge = self._judge_v1 if v1 else self._judge_v2
+        head_crcs: dict[int, int] = {}
         while True:
             n = len(buf)
             while True:
                 batch: list[SampleRecord | LostRecord] = []
                 start = pos
-                pos = _scan_records(buf, pos, n, base, batch)
+                if v1:
+                    pos = _scan_v1(buf, pos, n, base, batch)
+                else:
+                    pos = _scan_v2(buf, pos, n, base, batch, head_crcs)
                 if batch:
                     if bad_at is not None:
                         self._report(bad_at, f"{bad_why}; skipped {base + start - bad_at} bytes"
@@ -817,48 +1000,37 @@ class CaptureReader:
                         bad_at = None
                     yield from batch
                 # pos is at the end of the data or at something the fast path does not take
-                avail = n - pos
-                if avail < RECORD_HEADER_SIZE and not (eof and avail):
+                if pos == n:
                     break
-                if avail < RECORD_HEADER_SIZE:
-                    why = (f"expected a {RECORD_HEADER_SIZE}-byte record header, found only "
-                           f"{avail} bytes before the end of the data (cut record)")
-                else:
-                    sync, crc, length, rtype, _ = _RECORD_HEAD.unpack_from(buf, pos)
-                    end = pos + RECORD_HEADER_SIZE + length
-                    computed = zlib.crc32(buf[pos + 8:end]) if end <= n else 0
-                    if sync != SYNC:
-                        why = f"expected record sync word {SYNC.hex()}, found {sync.hex()}"
-                    elif length > MAX_PAYLOAD:
-                        why = f"expected a record length <= {MAX_PAYLOAD}, found {length}"
-                    elif end > n:
-                        if not eof:
-                            break
-                        why = (f"expected a {RECORD_HEADER_SIZE + length}-byte record, found "
-                               f"only {avail} bytes before the end of the data (cut record)")
-                    elif computed != crc:
-                        why = (f"expected record CRC32 {crc:#010x}, found {computed:#010x} "
-                               f"over its {length}-byte payload and header")
-                    else:
-                        if bad_at is not None:
-                            self._report(bad_at, f"{bad_why}; skipped {base + pos - bad_at} "
-                                                 f"bytes to the next good record at offset "
-                                                 f"{base + pos}")
-                            bad_at = None
-                        self._skip_framed(base + pos, rtype, length)
-                        pos = end
-                        continue
+                verdict, why, end = judge(buf, pos, n, eof)
+                if verdict == "wait":
+                    break
+                if verdict == "good":
+                    if bad_at is not None:
+                        self._report(bad_at, f"{bad_why}; skipped {base + pos - bad_at} "
+                                             f"bytes to the next good record at offset "
+                                             f"{base + pos}")
+                        bad_at = None
+                    record = self._framed(base + pos, buf, pos, end, v1)
+                    pos = end
+                    if record is not None:
+                        yield record
+                    continue
                 # The bytes at pos are not a good record: start (or extend) a damaged
-                # stretch and look for the next sync word.
+                # stretch; resume after the record when its header is good (end >= 0),
+                # else at the next sync word.
                 if bad_at is None:
                     bad_at, bad_why = base + pos, why
-                nxt = buf.find(SYNC, pos + 1)
+                if end >= 0:
+                    pos = end
+                    continue
+                nxt = buf.find(SYNC, pos + 1) if v1 else _next_head_v2(buf, pos + 1, n)
                 if nxt >= 0:
                     pos = nxt
                 elif eof:
                     pos = n
-                else:
-                    pos = max(pos + 1, n - len(SYNC) + 1)  # keep a possible partial sync word
+                else:  # keep what may be the start of a header
+                    pos = max(pos + 1, n - (len(SYNC) if v1 else RECORD_HEADER_SIZE) + 1)
                     break
             if eof:
                 break
@@ -872,8 +1044,77 @@ class CaptureReader:
             self._report(bad_at, f"{bad_why}; skipped {base + len(buf) - bad_at} bytes "
                                  "to the end of the data")
 
-    def _skip_framed(self, offset: int, rtype: int, length: int) -> None:
-        """A record with a good frame that the fast path did not take."""
+    @staticmethod
+    def _judge_v1(buf: bytes, pos: int, n: int, eof: bool) -> tuple[str, str, int]:
+        """Is there a good version-1 record at pos? ("good", "", end), ("wait", "", -1) for
+        more data, or ("bad", why, -1): look for the next sync word."""
+        avail = n - pos
+        if avail < RECORD_HEADER_SIZE_V1:
+            if not eof:
+                return "wait", "", -1
+            return "bad", (f"expected a {RECORD_HEADER_SIZE_V1}-byte record header, found only "
+                           f"{avail} bytes before the end of the data (cut record)"), -1
+        sync, crc, length, _, _ = _RECORD_HEAD.unpack_from(buf, pos)
+        end = pos + RECORD_HEADER_SIZE_V1 + length
+        if sync != SYNC:
+            return "bad", f"expected record sync word {SYNC.hex()}, found {sync.hex()}", -1
+        if length > MAX_PAYLOAD:
+            return "bad", f"expected a record length <= {MAX_PAYLOAD}, found {length}", -1
+        if end > n:
+            if not eof:
+                return "wait", "", -1
+            return "bad", (f"expected a {RECORD_HEADER_SIZE_V1 + length}-byte record, found "
+                           f"only {avail} bytes before the end of the data (cut record)"), -1
+        computed = zlib.crc32(buf[pos + 8:end])
+        if computed != crc:
+            return "bad", (f"expected record CRC32 {crc:#010x}, found {computed:#010x} "
+                           f"over its {length}-byte payload and header"), -1
+        return "good", "", end
+
+    def _judge_v2(self, buf: bytes, pos: int, n: int, eof: bool) -> tuple[str, str, int]:
+        """As _judge_v1 for version 2; a "bad" verdict with end >= 0 means the header is
+        good and the reader resumes at end (the record's extent is trusted)."""
+        avail = n - pos
+        if avail < RECORD_HEADER_SIZE:
+            if not eof:
+                return "wait", "", -1
+            return "bad", (f"expected a {RECORD_HEADER_SIZE}-byte record header, found only "
+                           f"{avail} bytes before the end of the data (cut record)"), -1
+        sync, length, rtype, flags, head, crc = _RECORD_HEAD_V2.unpack_from(buf, pos)
+        if sync != SYNC:
+            return "bad", f"expected record sync word {SYNC.hex()}, found {sync.hex()}", -1
+        computed = zlib.crc32(buf[pos + 4:pos + 12])
+        if computed != head:
+            return "bad", (f"expected record header CRC32 {head:#010x}, found {computed:#010x} "
+                           f"over its length, type and flags"), -1
+        if length > MAX_PAYLOAD:
+            return "bad", f"expected a record length <= {MAX_PAYLOAD}, found {length}", -1
+        end = pos + RECORD_HEADER_SIZE + length
+        if end > n:
+            if not eof:
+                return "wait", "", -1
+            self.tail_missing = end - n
+            return "bad", (f"expected a {RECORD_HEADER_SIZE + length}-byte record, found "
+                           f"only {avail} bytes before the end of the data (cut record)"), n
+        computed = zlib.crc32(buf[pos + RECORD_HEADER_SIZE:end])
+        if computed != crc:
+            return "bad", (f"expected payload CRC32 {crc:#010x}, found {computed:#010x} over "
+                           f"its {length} bytes (record skipped whole: its header is good)"), end
+        return "good", "", end
+
+    def _framed(self, offset: int, buf: bytes, pos: int, end: int, v1: bool) -> Any:
+        """A good record the fast path did not take: a record, or None after a note or a
+        damage report."""
+        if v1:
+            _, _, length, rtype, _ = _RECORD_HEAD.unpack_from(buf, pos)
+            payload = buf[pos + RECORD_HEADER_SIZE_V1:end]
+        else:
+            _, length, rtype, _, _, _ = _RECORD_HEAD_V2.unpack_from(buf, pos)
+            payload = buf[pos + RECORD_HEADER_SIZE:end]
+        if rtype == _SAMPLE and length >= 4:
+            return SampleRecord(_U32.unpack_from(payload)[0], payload[4:], offset)
+        if rtype == _LOST and length == 12:
+            return LostRecord(*_LOST_PAYLOAD.unpack(payload), offset)
         if rtype in (_SAMPLE, _LOST):
             want = "at least 4" if rtype == _SAMPLE else "12"
             self._report(offset, f"expected a {RecordType(rtype).name} payload of {want} "
@@ -882,6 +1123,7 @@ class CaptureReader:
             self.notes.append(CaptureNote(offset, (
                 f"skipped a record of unknown type {rtype} ({length} bytes of payload); "
                 "written by a newer ebpfwire?")))
+        return None
 
     def events(
         self, strict: bool = True, layout: str | None = None, arch: str | None = None
