@@ -699,6 +699,32 @@ def _build_header(header: CaptureHeader) -> bytes:
     return FileHeader.build({"signed": {"value": {"version": header.version, "info": info}}})
 
 
+def split_ranges(
+    path: str | os.PathLike[str], parts: int | None = None, split_bytes: int | None = None
+) -> list[tuple[int, int]]:
+    """Byte ranges [start, end) covering a capture's records, for CaptureReader(path,
+    start=..., end=...) in parallel: `parts` ranges of equal size, or ranges of
+    `split_bytes` bytes (default: one part per CPU). Offsets are file offsets; the first
+    range starts after the file header, the last ends at the file's current size."""
+    if parts is not None and split_bytes is not None:
+        raise ValueError("split_ranges: expected parts or split_bytes, found both")
+    with CaptureReader(path) as reader:
+        first = reader.start
+    size = os.stat(path).st_size
+    total = max(size - first, 0)
+    if split_bytes is not None:
+        if split_bytes < 1:
+            raise ValueError(f"split_bytes: expected a positive size, found {split_bytes}")
+        parts = max(1, -(-total // split_bytes))
+    elif parts is None:
+        parts = os.cpu_count() or 1
+    elif parts < 1:
+        raise ValueError(f"parts: expected a positive count, found {parts}")
+    parts = max(1, min(parts, total))
+    bounds = [first + total * i // parts for i in range(parts)] + [first + total]
+    return list(zip(bounds, bounds[1:], strict=False))
+
+
 # --------------------------------------------------------------------------- reader
 
 
@@ -835,7 +861,11 @@ class CaptureReader:
         on_damage: Callable[[CaptureDamage], None] | None = None,
         poll_interval: float = 0.05,
         idle_timeout: float | None = None,
+        start: int | None = None,
+        end: int | None = None,
     ):
+        if follow and end is not None:
+            raise ValueError("follow: a reader of a byte range [start, end) does not follow")
         self.follow = follow
         self.on_damage = on_damage
         self.poll_interval = poll_interval
@@ -863,6 +893,10 @@ class CaptureReader:
         version-2 record whose header is good (what an appending writer completes)."""
         try:
             self.header = self._read_header()
+            self.start = max(start or 0, self._data_start)
+            self.end = end
+            if self.start > self._data_start:
+                self._skip_to(self.start)
         except BaseException:
             self.close()
             raise
@@ -904,6 +938,24 @@ class CaptureReader:
             self._pending += chunk
         data, self._pending = self._pending[:n], self._pending[n:]
         return data
+
+    def _skip_to(self, offset: int) -> None:
+        """Position the input at file offset `offset` (seek, or read and drop on a pipe)."""
+        have = self._data_start + len(self._pending)
+        if offset <= have:
+            self._pending = self._pending[offset - self._data_start:]
+            return
+        self._pending = b""
+        if getattr(self._file, "seekable", lambda: False)():
+            self._file.seek(offset)
+            return
+        while have < offset:
+            chunk = self._read_chunk()
+            if not chunk:
+                return
+            if have + len(chunk) > offset:
+                self._pending = chunk[offset - have:]
+            have += len(chunk)
 
     # -- header
 
@@ -976,11 +1028,15 @@ class CaptureReader:
     def _records(self) -> Iterator[SampleRecord | LostRecord]:
         buf = self._pending
         self._pending = b""
-        base = self._data_start  # file offset of buf[0]
+        base = self.start  # file offset of buf[0]
         pos = 0
         eof = False
         bad_at: int | None = None  # file offset where the current damaged stretch began
         bad_why = ""
+        # A range that starts after the data's start may start inside a record: it skips,
+        # without a report, to its first good record (the ranges before own what precedes).
+        synced = self.start == self._data_start
+        stop = 2**64 if self.end is None else self.end
         v1 = self.header.version == 1
         judge = self._judge_v1 if v1 else self._judge_v2
         head_crcs: dict[int, int] = {}
@@ -994,10 +1050,14 @@ class CaptureReader:
                 else:
                     pos = _scan_v2(buf, pos, n, base, batch, head_crcs)
                 if batch:
+                    synced = True
                     if bad_at is not None:
                         self._report(bad_at, f"{bad_why}; skipped {base + start - bad_at} bytes"
                                              f" to the next good record at offset {base + start}")
                         bad_at = None
+                    if batch[-1].offset >= stop:
+                        yield from (record for record in batch if record.offset < stop)
+                        return
                     yield from batch
                 # pos is at the end of the data or at something the fast path does not take
                 if pos == n:
@@ -1006,11 +1066,14 @@ class CaptureReader:
                 if verdict == "wait":
                     break
                 if verdict == "good":
+                    synced = True
                     if bad_at is not None:
                         self._report(bad_at, f"{bad_why}; skipped {base + pos - bad_at} "
                                              f"bytes to the next good record at offset "
                                              f"{base + pos}")
                         bad_at = None
+                    if base + pos >= stop:
+                        return
                     record = self._framed(base + pos, buf, pos, end, v1)
                     pos = end
                     if record is not None:
@@ -1019,7 +1082,10 @@ class CaptureReader:
                 # The bytes at pos are not a good record: start (or extend) a damaged
                 # stretch; resume after the record when its header is good (end >= 0),
                 # else at the next sync word.
-                if bad_at is None:
+                if not synced:
+                    if base + pos >= stop:
+                        return
+                elif bad_at is None:
                     bad_at, bad_why = base + pos, why
                 if end >= 0:
                     pos = end
