@@ -48,6 +48,8 @@ from construct import (
     this,
 )
 
+from ebpfwire.context import ContainerInfo, ContainerPayload, ProcessInfo, ProcessPayload
+
 # --------------------------------------------------------------------------- the spec
 
 MAGIC = b"\x89EBWCAP\n"
@@ -78,6 +80,8 @@ class RecordType(IntEnum):
 
     SAMPLE = 1
     LOST = 2
+    PROCESS = 3  # version 2 only
+    CONTAINER = 4  # version 2 only
 
 
 HeaderInfo = Struct(
@@ -156,9 +160,12 @@ SamplePayload = Struct("cpu" / Int32ul, "data" / GreedyBytes)
 LostPayload = Struct("cpu" / Int32ul, "count" / Int64ul)
 """The kernel dropped `count` samples on `cpu` (PERF_RECORD_LOST)."""
 
-RecordPayload = Switch(
-    this.type, {RecordType.SAMPLE: SamplePayload, RecordType.LOST: LostPayload}
-)
+RecordPayload = Switch(this.type, {
+    RecordType.SAMPLE: SamplePayload,
+    RecordType.LOST: LostPayload,
+    RecordType.PROCESS: ProcessPayload,
+    RecordType.CONTAINER: ContainerPayload,
+})
 """The payload of a record, by type; parse with `RecordPayload.parse(payload, type=t)`."""
 
 CaptureFileV1 = Struct("header" / FileHeader, "records" / GreedyRange(RecordV1))
@@ -285,6 +292,31 @@ class LostRecord:
     cpu: int
     count: int
     offset: int
+
+
+@dataclass(slots=True)
+class ProcessRecord:
+    """A process the recorder described (a snapshot entry); `offset` is its file offset."""
+
+    info: ProcessInfo
+    offset: int
+
+
+@dataclass(slots=True)
+class ContainerRecord:
+    """The container of a namespace pair, as the recorder resolved it."""
+
+    info: ContainerInfo
+    offset: int
+
+
+CaptureRecord = SampleRecord | LostRecord | ProcessRecord | ContainerRecord
+"""What a CaptureReader yields, in file order."""
+
+_CONTEXT: dict[int, tuple[str, Any, Callable[[bytes], Any]]] = {
+    RecordType.PROCESS: ("process", ProcessRecord, ProcessInfo.from_payload),
+    RecordType.CONTAINER: ("container", ContainerRecord, ContainerInfo.from_payload),
+}
 
 
 # --------------------------------------------------------------------------- writer
@@ -510,6 +542,24 @@ class CaptureWriter:
             ) from None
         self._check_open("write_lost")
         self._write_record(_LOST, payload)
+
+    def write_process(self, info: ProcessInfo) -> None:
+        """Record what is known about a process (format version 2)."""
+        self._write_context(RecordType.PROCESS, info.to_payload(), "write_process")
+
+    def write_container(self, info: ContainerInfo) -> None:
+        """Record the container of a (pid_ns, mnt_ns) pair (format version 2)."""
+        self._write_context(RecordType.CONTAINER, info.to_payload(), "write_container")
+
+    def _write_context(self, rtype: int, payload: bytes, what: str) -> None:
+        if len(payload) > MAX_PAYLOAD:
+            raise ValueError(f"{what}: expected a payload of at most {MAX_PAYLOAD} bytes, "
+                             f"found {len(payload)}")
+        self._check_open(what)
+        if self._v1:
+            raise ValueError(f"{what}: context records need format version 2, this capture "
+                             "is version 1")
+        self._write_record(int(rtype), payload)
 
     def _write_record(self, rtype: int, payload: bytes) -> None:
         """Frame one record of any type (the general, slower path)."""
@@ -888,6 +938,9 @@ class CaptureReader:
         self._read = getattr(self._file, "read1", None) or self._file.read
         self._pending = b""
         self._iterated = False
+        self.context_counts = {"process": 0, "container": 0}
+        """PROCESS and CONTAINER records read so far, malformed ones included: what a
+        capture's context is, known without an extra pass."""
         self.tail_missing = 0
         """After reading: the bytes the last record lacks when the data ends inside a
         version-2 record whose header is good (what an appending writer completes)."""
@@ -1018,14 +1071,14 @@ class CaptureReader:
         if self.on_damage is not None:
             self.on_damage(damage)
 
-    def __iter__(self) -> Iterator[SampleRecord | LostRecord]:
+    def __iter__(self) -> Iterator[CaptureRecord]:
         if self._iterated:
             raise RuntimeError("a CaptureReader reads its input once (it may be a pipe); "
                                "open a new reader to read the capture again")
         self._iterated = True
         return self._records()
 
-    def _records(self) -> Iterator[SampleRecord | LostRecord]:
+    def _records(self) -> Iterator[CaptureRecord]:
         buf = self._pending
         self._pending = b""
         base = self.start  # file offset of buf[0]
@@ -1181,6 +1234,15 @@ class CaptureReader:
             return SampleRecord(_U32.unpack_from(payload)[0], payload[4:], offset)
         if rtype == _LOST and length == 12:
             return LostRecord(*_LOST_PAYLOAD.unpack(payload), offset)
+        if not v1 and rtype in _CONTEXT:
+            name, kind, parse = _CONTEXT[rtype]
+            self.context_counts[name] += 1
+            try:
+                return kind(parse(payload), offset)
+            except ValueError as exc:
+                self._report(offset, f"expected a {RecordType(rtype).name} payload, found "
+                                     f"{length} bytes that do not parse ({exc}); record skipped")
+                return None
         if rtype in (_SAMPLE, _LOST):
             want = "at least 4" if rtype == _SAMPLE else "12"
             self._report(offset, f"expected a {RecordType(rtype).name} payload of {want} "
@@ -1193,7 +1255,7 @@ class CaptureReader:
 
     def events(
         self, strict: bool = True, layout: str | None = None, arch: str | None = None
-    ) -> Iterator[tuple[SampleRecord | LostRecord, Any]]:
+    ) -> Iterator[tuple[CaptureRecord, Any]]:
         """Decode each SAMPLE: yields (record, event) or (record, DecodeError); a bad sample
         does not stop the others. LOST records come through as (record, None) so a consumer
         sees losses where they happened. layout and arch default to the header's."""
@@ -1202,7 +1264,7 @@ class CaptureReader:
         layout = layout or self.header.layout
         arch = arch or self.header.arch
         for record in self:
-            if isinstance(record, LostRecord):
+            if type(record) is not SampleRecord:
                 yield record, None
                 continue
             try:
