@@ -970,7 +970,9 @@ def _scan_v2(
 class CaptureReader:
     """Reads a capture from a path or a binary file object, streaming, in constant memory.
 
-    Iterating yields SampleRecord and LostRecord in file order. Damaged stretches are skipped
+    Iterating yields SampleRecord, LostRecord, ProcessRecord and ContainerRecord in file
+    order. With `start`/`end` it yields the records whose first byte lies in [start, end)
+    (file offsets; see split_ranges). Damaged stretches are skipped
     and recorded in `damage` (and passed to `on_damage`); unknown record types are skipped
     and recorded in `notes`. With `follow=True` the reader waits for records still being
     written, polling every `poll_interval` seconds, until `close()` is called or no data has
@@ -1333,8 +1335,8 @@ class CaptureReader:
         self, strict: bool = True, layout: str | None = None, arch: str | None = None
     ) -> Iterator[tuple[CaptureRecord, Any]]:
         """Decode each SAMPLE: yields (record, event) or (record, DecodeError); a bad sample
-        does not stop the others. LOST records come through as (record, None) so a consumer
-        sees losses where they happened. layout and arch default to the header's."""
+        does not stop the others. LOST, PROCESS and CONTAINER records come through as
+        (record, None) where they are in the file. layout and arch default to the header's."""
         from ebpfwire import DecodeError, decode  # the decoder is written concurrently
 
         layout = layout or self.header.layout
