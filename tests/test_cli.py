@@ -20,10 +20,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ebpfwire import Arg, ArgType, DecodeError, Event, SockAddr, cli, decode, encode
+from ebpfwire import Arg, ArgType, DecodeError, Event, SockAddr, decode, encode
 from ebpfwire import strategies as wire
 from ebpfwire.capture import CaptureReader, CaptureWriter, HostInfo
-from ebpfwire.cli import main
+from ebpfwire.cli import common, main
 from ebpfwire.layouts import get_layout
 from ebpfwire.render import TableRenderer, event_json, sample_json
 
@@ -434,7 +434,7 @@ def test_info_from_stdin():
 def test_progress_only_on_a_terminal(tmp_path: Path, monkeypatch):
     path = tmp_path / "big.ewcap"
     write_capture(path, 5000)
-    monkeypatch.setattr(cli, "PROGRESS_EVERY", 0.0)
+    monkeypatch.setattr(common, "PROGRESS_EVERY", 0.0)
     status, out, err = run("decode", "--format", "jsonl", str(path), tty=True)
     assert status == 0 and len(out.splitlines()) == 5000
     assert re.search(r"\r[\d,]+ records, [\d,]+ events/s, \d+% of the file", err)
@@ -563,7 +563,7 @@ def test_record_captures_a_known_command_and_connect(tmp_path: Path):
     assert any(e["event"] == "tcp_connect" and e["args"][1]["value"]["port"] == port
                for e in mine)
     header = CaptureReader(path).header
-    assert header.layout == "classic" and header.arch == cli.machine_arch()
+    assert header.layout == "classic" and header.arch == common.machine_arch()
 
 
 def _spawn_true() -> int:
@@ -725,7 +725,7 @@ def test_lenient_short_sample_in_an_extended_layout_renders(tmp_path: Path):
 def test_trace_reorders_samples_across_cpus_by_ts():
     import struct as _struct
 
-    from ebpfwire.cli import _Reorder
+    from ebpfwire.cli.trace import _Reorder
     from ebpfwire.perf import Sample
 
     now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
