@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -244,7 +245,7 @@ def test_missing_file(tmp_path: Path):
 
 def test_ring_pages_must_be_a_power_of_two(tmp_path: Path):
     line = one_error_line(*run("record", "-o", str(tmp_path / "x"), "--ring-pages", "3")[::2])
-    assert "--ring-pages: expected a power of two, found 3" in line
+    assert "--ring-pages: expected a power of two from 1 to 65536, found 3" in line
     assert not (tmp_path / "x").exists()
 
 
@@ -516,15 +517,12 @@ def test_follow_takes_one_file():
 
 
 def _wait_for_capture(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
-    """The recorder creates its file once everything is attached."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and path.stat().st_size > 0:
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"recorder exited early: {proc.stderr.read()}")
-        time.sleep(0.05)
-    raise AssertionError("recorder did not start")
+    """The recorder says "recording to FILE" on stderr once everything is attached."""
+    got: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: got.put(proc.stderr.readline()), daemon=True).start()
+    line = got.get(timeout=timeout)
+    assert line.startswith(f"ebpfwire: recording to {path};"), line + proc.stderr.read()
+    assert path.stat().st_size > 0  # the header was written before the monitor loaded
 
 
 def _decoded(path: Path) -> list[dict]:
@@ -647,19 +645,22 @@ def test_trace_prints_live_events():
 
 
 @pytest.mark.live
-def test_record_without_root_is_one_clear_line(tmp_path: Path):
-    code = ("import os, sys, locale, gettext, platform, importlib.readers\n"
-            "from ebpfwire.cli import main\n"
-            "import ebpfwire.loader.monitor\n"  # the interpreter's files: unreadable by nobody
-            "os.setgid(65534); os.setuid(65534)\n"
-            f"sys.exit(main(['record', '-o', {str(tmp_path / 'x.ewcap')!r}, '--duration', '1',"
-            " '--events', 'close']))\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=ENV, timeout=60)
-    assert done.returncode == 2
-    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
-    assert "Operation not permitted" in done.stderr
-    assert not (tmp_path / "x.ewcap").exists()
+def test_record_without_root_is_one_clear_line():
+    with tempfile.TemporaryDirectory(dir="/tmp") as where:  # /tmp: nobody can reach it
+        os.chmod(where, 0o777)  # nobody can create the file; the monitor is what fails
+        path = Path(where) / "x.ewcap"
+        code = ("import os, sys, locale, gettext, platform, importlib.readers\n"
+                "from ebpfwire.cli import main\n"
+                "import ebpfwire.loader.monitor\n"  # the interpreter's files: unreadable by nobody
+                "os.setgid(65534); os.setuid(65534)\n"
+                f"sys.exit(main(['record', '-o', {str(path)!r}, '--duration', '1',"
+                " '--events', 'close']))\n")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env=ENV, timeout=60)
+        assert done.returncode == 2
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+        assert "Operation not permitted" in done.stderr
+        assert not path.exists()  # created first, removed when nothing could start
 
 
 def test_unknown_event_for_record_is_a_usage_error(tmp_path: Path):

@@ -11,10 +11,23 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import NoReturn
 
 from .. import __version__
 from ..layouts import LAYOUTS
-from .common import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PROG, UsageError, _say
+from .common import (
+    EXIT_INTERRUPTED,
+    EXIT_IO,
+    EXIT_OK,
+    EXIT_USAGE,
+    PROG,
+    OutputError,
+    UsageError,
+    _say,
+    duration_type,
+    pid_type,
+    ring_pages_type,
+)
 from .decode import bundled_sample, cmd_decode
 from .info import cmd_info
 from .record import cmd_record
@@ -42,8 +55,16 @@ def _add_decoding_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--utc", action="store_true", help="show wall-clock times in UTC")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one UsageError line (no usage block), like every other."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog.removeprefix(PROG).strip() or 'usage'}: {message} "
+                         f"(see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG, description="Decode, inspect and record KubeArmor-style eBPF syscall events.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
@@ -68,7 +89,7 @@ examples:
                    help="decode damaged samples as far as possible and show the damage")
     p.add_argument("--event", action="append", metavar="NAME",
                    help="only these events (repeat, or a comma list: openat,connect)")
-    p.add_argument("--pid", type=int, help="only this pid (namespace or host pid)")
+    p.add_argument("--pid", type=pid_type, help="only this pid (namespace or host pid)")
     p.add_argument("--comm", help="only this task name (exact)")
     p.add_argument("--follow", "-f", action="store_true",
                    help="keep reading a file that is being written, until Ctrl-C")
@@ -84,19 +105,26 @@ examples:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(run=cmd_info)
 
-    live = argparse.ArgumentParser(add_help=False)
+    live = _Parser(add_help=False)
     live.add_argument("--events", action="append", metavar="LIST",
                       help="event groups to attach (comma list; default: all)")
-    live.add_argument("--pid", type=int, help="only this process and its children")
-    live.add_argument("--ring-pages", type=int, metavar="N",
+    live.add_argument("--pid", type=pid_type, help="only this process and its children")
+    live.add_argument("--ring-pages", type=ring_pages_type, metavar="N",
                       help="perf ring data pages per CPU (a power of two)")
 
     p = sub.add_parser("record", parents=[live], formatter_class=raw,
                        help="record live events to a capture file (needs root)",
                        epilog="examples:\n  sudo ebpfwire record -o run.ewcap --duration 10\n"
-                              "  sudo ebpfwire record -o run.ewcap --events execve,connect\n")
-    p.add_argument("-o", "--output", required=True, metavar="FILE")
-    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+                              "  sudo ebpfwire record -o run.ewcap --events execve,connect\n"
+                              "  sudo ebpfwire record -o run.ewcap --force   replace run.ewcap\n")
+    p.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="the capture to create (never an existing path, never through a link)")
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument("--force", action="store_true",
+                          help="replace what is at FILE (a link is replaced, not followed)")
+    existing.add_argument("--append", action="store_true",
+                          help="add records to the existing capture FILE")
+    p.add_argument("--duration", type=duration_type, metavar="S", help="stop after S seconds")
     p.set_defaults(run=cmd_record)
 
     p = sub.add_parser("trace", parents=[live], formatter_class=raw,
@@ -124,12 +152,14 @@ def _quiet_stdout() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (the console script exits with it)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return EXIT_USAGE
     try:
-        return args.run(args)
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return EXIT_USAGE
+        status = args.run(args)
+        sys.stdout.flush()  # here, not at interpreter exit, where a failure is a traceback
+        return status
     except UsageError as exc:
         _say(str(exc))
         return EXIT_USAGE
@@ -138,4 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         _quiet_stdout()
         return EXIT_OK
-
+    except OutputError as exc:
+        _quiet_stdout()
+        _say(str(exc))
+        return EXIT_IO
+    except OSError as exc:  # last resort: stdout/stderr or a file failing where not expected
+        _quiet_stdout()
+        where = f"{exc.filename}: " if exc.filename else ""
+        _say(f"{where}{exc.strerror or exc}")
+        return EXIT_IO

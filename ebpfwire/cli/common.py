@@ -20,8 +20,15 @@ from ..layouts import LAYOUTS, Layout, get_layout
 from ..render import TableRenderer, event_json, event_label, lost_json
 
 PROG = "ebpfwire"
-EXIT_OK, EXIT_DAMAGED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: Exit statuses (docs/cli.md): done; done but something was damaged (--strict-exit);
+#: nothing could be done with the input or options; an output could not be written
+#: (EX_IOERR of sysexits.h: a full disk, an I/O error); Ctrl-C.
+EXIT_OK, EXIT_DAMAGED, EXIT_USAGE, EXIT_IO, EXIT_INTERRUPTED = 0, 1, 2, 74, 130
+PID_MAX = 4_194_304    # PID_MAX_LIMIT on 64-bit Linux: no pid is larger
+RING_PAGES_MAX = 1 << 16  # 256 MiB per CPU with 4 KiB pages
+DURATION_MAX = 1e9     # s (about 31 years): a bound that keeps the deadline arithmetic exact
 WRITE_BATCH = 2048     # output lines joined into one write
+FOLLOW_POLL = 0.05     # s between looks for a file --follow waits for
 PROGRESS_EVERY = 0.25  # s between progress updates on a terminal
 MACHINES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
 
@@ -30,9 +37,68 @@ class UsageError(Exception):
     """Input the command cannot work with: one line on stderr, exit status 2."""
 
 
+class OutputError(Exception):
+    """Standard output could not be written (not a closed pipe): one line, exit status 74."""
+
+    def __init__(self, exc: OSError):
+        super().__init__(f"cannot write standard output: {exc.strerror or exc}")
+
 
 def _say(message: str) -> None:
-    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+    try:
+        print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+    except OSError:  # stderr itself is gone: the exit status still tells
+        pass
+
+
+def write_stdout(stream: TextIO, text: str) -> None:
+    """Write and flush; a failure other than a closed pipe becomes an OutputError."""
+    try:
+        stream.write(text)
+        stream.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise OutputError(exc) from None
+
+
+# --------------------------------------------------------------------------- option types
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, found {text!r}") from None
+
+
+def pid_type(text: str) -> int:
+    """A process id: 1 to PID_MAX."""
+    value = _integer(text)
+    if not 1 <= value <= PID_MAX:
+        raise argparse.ArgumentTypeError(f"expected a pid from 1 to {PID_MAX}, found {text}")
+    return value
+
+
+def ring_pages_type(text: str) -> int:
+    """Perf ring data pages per CPU: a power of two, 1 to RING_PAGES_MAX."""
+    value = _integer(text)
+    if value < 1 or value & (value - 1) or value > RING_PAGES_MAX:
+        raise argparse.ArgumentTypeError(
+            f"expected a power of two from 1 to {RING_PAGES_MAX}, found {text}")
+    return value
+
+
+def duration_type(text: str) -> float:
+    """Seconds: a finite number above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, found {text!r}") from None
+    if not 0 < value <= DURATION_MAX:  # also false for nan
+        raise argparse.ArgumentTypeError(
+            f"expected seconds above 0 and at most {DURATION_MAX:.0e}, found {text}")
+    return value
 
 
 # --------------------------------------------------------------------------- output
@@ -76,14 +142,14 @@ class Output:
             else:
                 text = "\n".join(lines) + "\n"
             lines.clear()
-            self.stream.write(text)
-        self.stream.flush()
+            write_stdout(self.stream, text)
+        else:
+            write_stdout(self.stream, "")
 
     def close(self) -> None:
         self.flush()
         if self.fmt == "json":
-            self.stream.write("[]\n" if self._first else "\n]\n")
-            self.stream.flush()
+            write_stdout(self.stream, "[]\n" if self._first else "\n]\n")
 
 
 class Progress:
@@ -160,6 +226,10 @@ def _label(source: str) -> str:
 def open_capture(source: str, follow: bool = False) -> CaptureReader:
     """A reader for a path or ``-`` (standard input); unreadable input is a UsageError."""
     label = _label(source)
+    if follow and source != "-" and not os.path.lexists(source):
+        _say(f"{label}: waiting for the file to appear (Ctrl-C stops)")
+        while not os.path.lexists(source):
+            time.sleep(FOLLOW_POLL)
     try:
         if source == "-":
             return CaptureReader(sys.stdin.buffer, follow=follow)

@@ -17,6 +17,7 @@ from .common import (
     EXIT_OK,
     EXIT_USAGE,
     Output,
+    OutputError,
     Progress,
     UsageError,
     _label,
@@ -177,7 +178,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
                     raise  # nothing was printed: no empty table or JSON array either
                 _say(str(exc))
                 failed = True
-    except UsageError:
+    except (UsageError, OutputError):
         raise
     except BaseException:  # Ctrl-C, a closed pipe: still end a JSON array if possible
         out.close()

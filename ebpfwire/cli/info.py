@@ -13,7 +13,7 @@ from ..capture import CaptureHeader, CaptureReader, LostRecord
 from ..decoder import decode
 from ..layouts import Layout
 from ..render import event_label
-from .common import EXIT_OK, _label, layout_and_arch, open_capture
+from .common import EXIT_OK, _label, layout_and_arch, open_capture, write_stdout
 
 
 def _wall(ns: int, utc: bool) -> str:
@@ -101,9 +101,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         layout, arch = layout_and_arch(args, reader.header, label)
         info = {"file": label, **collect_info(reader, layout, arch)}
         if args.json:
-            sys.stdout.write(json.dumps(info, indent=2) + "\n")
+            write_stdout(sys.stdout, json.dumps(info, indent=2) + "\n")
         else:
-            sys.stdout.write(format_info(info, reader.header, args.utc))
+            write_stdout(sys.stdout, format_info(info, reader.header, args.utc))
     return EXIT_OK
 
 
