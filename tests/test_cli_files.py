@@ -245,3 +245,56 @@ def test_record_on_a_full_disk_says_what_the_file_holds(tmp_path: Path):
         assert info["damaged_samples"] == 0 and info["damaged_records"] <= 1  # a cut tail
     finally:
         subprocess.run(["umount", str(mount)], check=True)
+
+
+# --------------------------------------------------------------------------- terminal safety
+
+HOSTILE = "\x1b[2J\nforged line\r\x07\u202e"
+
+
+def _no_raw_controls(text: str, lines: int | None = None) -> None:
+    assert not any(c in text for c in "\x1b\r\x07\u202e"), repr(text)
+    if lines is not None:
+        assert text.count("\n") == lines, text
+
+
+def test_info_escapes_what_the_header_says(tmp_path: Path):
+    from ebpfwire.capture import HostInfo
+
+    path = tmp_path / "hostile.ewcap"
+    with CaptureWriter(path, host=HostInfo(HOSTILE, HOSTILE, 2), boot_time_ns=BOOT) as writer:
+        writer.write_sample(0, encode(event(1, 3, 9, "w", Arg(ArgType.INT_T, 1))))
+    status, out, err = run("info", str(path))
+    assert status == 0 and err == ""
+    _no_raw_controls(out)
+    host = next(line for line in out.splitlines() if line.startswith("host:"))
+    assert host == ("host:         \\x1b[2J\\nforged line\\r\\x07\\u202e (kernel "
+                    "\\x1b[2J\\nforged line\\r\\x07\\u202e, 2 cpus)")
+    assert not any(line.startswith("forged") for line in out.splitlines())
+    status, out, _ = run("info", "--json", str(path))
+    assert json.loads(out)["hostname"] == HOSTILE  # JSON stays lossless
+
+
+def test_table_escapes_comm_paths_and_argv(tmp_path: Path):
+    path = tmp_path / "hostile.ewcap"
+    execve = event(1, 59, 9, HOSTILE[:15], Arg(ArgType.STR_T, "/bin/" + HOSTILE),
+                   Arg(ArgType.STR_ARR_T, ["ls", HOSTILE]))
+    with CaptureWriter(path, host=HOST, boot_time_ns=BOOT) as writer:
+        writer.write_sample(0, encode(execve))
+    status, out, err = run("decode", "--utc", str(path))
+    assert status == 0 and err == ""
+    _no_raw_controls(out, lines=1)
+    assert '\\x1b[2J\\nforged lin 9 execve("/bin/\\x1b[2J\\nforged line\\r\\x07\\u202e", ' in out
+
+
+def test_error_lines_escape_file_names_and_capture_strings(tmp_path: Path):
+    path = tmp_path / f"odd{HOSTILE}.ewcap"
+    status, _, err = run("decode", str(path))
+    line = one_error_line(status, err)
+    _no_raw_controls(err, lines=1)
+    assert "odd\\x1b[2J\\nforged line" in line
+    with CaptureWriter(path, layout=HOSTILE, host=HOST, boot_time_ns=BOOT):
+        pass
+    status, _, err = run("decode", str(path))
+    one_error_line(status, err)
+    _no_raw_controls(err, lines=1)

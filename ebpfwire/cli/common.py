@@ -17,7 +17,7 @@ from ..capture import CaptureError, CaptureHeader, CaptureReader
 from ..catalogue import check_arch
 from ..events import Event
 from ..layouts import LAYOUTS, Layout, get_layout
-from ..render import TableRenderer, event_json, event_label, lost_json
+from ..render import TableRenderer, event_json, event_label, lost_json, printable
 
 PROG = "ebpfwire"
 #: Exit statuses (docs/cli.md): done; done but something was damaged (--strict-exit);
@@ -45,8 +45,9 @@ class OutputError(Exception):
 
 
 def _say(message: str) -> None:
+    """One line on stderr; control characters in it (from a file name, a capture) escaped."""
     try:
-        print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+        print(f"{PROG}: {printable(message)}", file=sys.stderr, flush=True)
     except OSError:  # stderr itself is gone: the exit status still tells
         pass
 

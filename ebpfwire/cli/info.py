@@ -12,7 +12,7 @@ from typing import Any
 from ..capture import CaptureHeader, CaptureReader, LostRecord
 from ..decoder import decode
 from ..layouts import Layout
-from ..render import event_label
+from ..render import event_label, printable
 from .common import EXIT_OK, _label, layout_and_arch, open_capture, write_stdout
 
 
@@ -64,6 +64,9 @@ def collect_info(reader: CaptureReader, layout: Layout, arch: str) -> dict[str, 
 
 
 def format_info(info: dict[str, Any], header: CaptureHeader, utc: bool) -> str:
+    """The summary for a terminal: every text from the header or a file name made printable."""
+    info = {key: printable(value) if isinstance(value, str) else value
+            for key, value in info.items()}
     lines = [
         f"file:         {info['file']}",
         f"format:       version {info['version']}",
@@ -90,7 +93,7 @@ def format_info(info: dict[str, Any], header: CaptureHeader, utc: bool) -> str:
         lines.append(f"skipped:      {info['skipped_unknown_records']} records of unknown type")
     lines.append("events:")
     width = max((len(name) for name in info["events"]), default=0)
-    lines += [f"  {name:<{width}}  {count}" for name, count in info["events"].items()]
+    lines += [f"  {printable(name):<{width}}  {count}" for name, count in info["events"].items()]
     return "\n".join(lines) + "\n"
 
 
