@@ -298,3 +298,63 @@ def test_error_lines_escape_file_names_and_capture_strings(tmp_path: Path):
     status, _, err = run("decode", str(path))
     one_error_line(status, err)
     _no_raw_controls(err, lines=1)
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def test_output_holds_at_most_write_limit_characters():
+    from ebpfwire.cli import common
+
+    class Sink:
+        writes: list[int] = []
+
+        def write(self, text: str) -> None:
+            self.writes.append(len(text))
+
+        def flush(self) -> None:
+            pass
+
+    sink = Sink()
+    out = common.Output("jsonl", sink)  # type: ignore[arg-type]
+    sizes = [10, 300_000, 5, 2_000_000, 1, 700_000, 700_000, 3] * 5
+    for size in sizes:
+        out.line("x" * size)
+        assert out.pending < common.WRITE_LIMIT
+    out.close()
+    assert sum(sink.writes) == sum(sizes) + len(sizes)  # every line and its newline
+    assert max(sink.writes) <= common.WRITE_LIMIT + 2_000_001
+
+
+def _big_sample(ts: int) -> bytes:
+    """A valid execve entry with a ~1 MiB argv (260 strings of 4,000 bytes)."""
+    import struct
+
+    from ebpfwire import Event
+    from ebpfwire.layouts import get_layout
+
+    header = encode(Event(ts, 0, 0, 1, 9, 1, 9, 0, 59, 1, 0, "big", []))
+    item = b"x" * 4000 + b"\0"
+    one = bytes([ArgType.STR_T]) + struct.pack("<i", len(item)) + item
+    return (header[:get_layout("classic").size] + bytes([ArgType.STR_ARR_T]) + one * 260
+            + bytes([ArgType.STR_ARR_T]))
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "table"])
+def test_decode_memory_stays_flat_with_1_mib_samples(tmp_path: Path, fmt: str):
+    from ebpfwire import decode
+    from ebpfwire.capture import MAX_PAYLOAD
+
+    path = tmp_path / "big.ewcap"
+    sample = _big_sample(1)
+    assert MAX_PAYLOAD - 8192 < len(sample) < MAX_PAYLOAD and decode(sample).argnum == 1
+    with CaptureWriter(path, host=HOST, boot_time_ns=BOOT) as writer:
+        for ts in range(200):
+            writer.write_sample(ts % 2, _big_sample(ts + 1))
+    proc = subprocess.Popen([*EBPFWIRE, "decode", "--format", fmt, str(path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
+    _, status, usage = os.wait4(proc.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, proc.stderr.read() if proc.stderr else ""
+    peak_mib = usage.ru_maxrss / 1024
+    print(f"decode --format {fmt}: 200 samples of ~1 MiB, peak RSS {peak_mib:.0f} MiB")
+    assert peak_mib < 120  # 626-715 MiB with the old 2,048-line buffer, 58 MiB bounded

@@ -27,7 +27,7 @@ EXIT_OK, EXIT_DAMAGED, EXIT_USAGE, EXIT_IO, EXIT_INTERRUPTED = 0, 1, 2, 74, 130
 PID_MAX = 4_194_304    # PID_MAX_LIMIT on 64-bit Linux: no pid is larger
 RING_PAGES_MAX = 1 << 16  # 256 MiB per CPU with 4 KiB pages
 DURATION_MAX = 1e9     # s (about 31 years): a bound that keeps the deadline arithmetic exact
-WRITE_BATCH = 2048     # output lines joined into one write
+WRITE_LIMIT = 1 << 20  # characters of output text held before one write (memory stays flat)
 FOLLOW_POLL = 0.05     # s between looks for a file --follow waits for
 PROGRESS_EVERY = 0.25  # s between progress updates on a terminal
 MACHINES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
@@ -106,7 +106,11 @@ def duration_type(text: str) -> float:
 
 
 class Output:
-    """Rendered events to stdout in batches, as table lines, JSON lines or one JSON array."""
+    """Rendered events to stdout in batches, as table lines, JSON lines or one JSON array.
+
+    Lines are joined into one write once WRITE_LIMIT characters are pending, so what is
+    held is bounded by size, not by a count of lines whatever their length (a 1 MiB argv).
+    """
 
     def __init__(self, fmt: str, stream: TextIO, boot_time_ns: int = 0, utc: bool = False,
                  flush_each: bool = False):
@@ -115,15 +119,16 @@ class Output:
         self.flush_each = flush_each
         self.table = TableRenderer(boot_time_ns, utc)
         self._lines: list[str] = []
+        self.pending = 0  # characters in _lines
         self._first = True  # json: the array is opened with its first element
 
     def set_boot_time(self, boot_time_ns: int) -> None:
         self.table.boot_time_ns = boot_time_ns
 
     def _add(self, line: str) -> None:
-        lines = self._lines
-        lines.append(line)
-        if self.flush_each or len(lines) >= WRITE_BATCH:
+        self._lines.append(line)
+        self.pending += len(line)
+        if self.flush_each or self.pending >= WRITE_LIMIT:
             self.flush()
 
     line = _add
@@ -143,6 +148,7 @@ class Output:
             else:
                 text = "\n".join(lines) + "\n"
             lines.clear()
+            self.pending = 0
             write_stdout(self.stream, text)
         else:
             write_stdout(self.stream, "")
