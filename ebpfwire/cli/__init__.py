@@ -93,6 +93,8 @@ examples:
     p.add_argument("--comm", help="only this task name (exact)")
     p.add_argument("--follow", "-f", action="store_true",
                    help="keep reading a file that is being written, until Ctrl-C")
+    p.add_argument("--no-sort", action="store_true",
+                   help="keep file order (default: time order across CPUs, 1 s window)")
     p.add_argument("--strict-exit", action="store_true",
                    help="exit with status 1 when anything was damaged")
     p.set_defaults(run=cmd_decode)

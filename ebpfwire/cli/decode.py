@@ -28,6 +28,7 @@ from .common import (
     make_filter,
     open_capture,
 )
+from .order import TimeOrder
 
 HOLD_LIMIT = 256       # samples held back while checking that the layout fits
 
@@ -81,6 +82,10 @@ class Decoding:
     def _decode(self, reader: CaptureReader, layout: Layout, arch: str, label: str,
                 progress: Progress) -> None:
         records = _held_until_fit(iter(reader), layout, arch, label)
+        order = None
+        if not (self.args.no_sort or self.args.follow):
+            order = TimeOrder()
+            records = order(records)
         out_event, out_lost, keep = self.out.event, self.out.lost, self.keep
         strict = self.strict
         # JSON without filters: raw samples straight to JSON lines (render.sample_json)
@@ -90,8 +95,10 @@ class Decoding:
         tick = progress.enabled
         for record in records:
             count += 1
-            if type(record) is LostRecord:
-                out_lost(record.cpu, record.count)
+            kind = type(record)
+            if kind is not SampleRecord:  # a newer format's record types: nothing to show
+                if kind is LostRecord:
+                    out_lost(record.cpu, record.count)
                 continue
             if fast:
                 line = sample_json(record.data, layout, arch)
@@ -115,6 +122,10 @@ class Decoding:
                 out_event(event)
             if tick and not count & 1023:
                 progress.update(count, events, record.offset)
+        if order is not None and order.late:
+            _say(f"{label}: note: {order.late} samples came more than "
+                 f"{order.window_ns / 1e9:g} s after later ones in the file and are shown out "
+                 "of time order (see --no-sort in docs/cli.md)")
 
 
 def _held_until_fit(records: Iterator[SampleRecord | LostRecord], layout: Layout, arch: str,
@@ -130,7 +141,7 @@ def _held_until_fit(records: Iterator[SampleRecord | LostRecord], layout: Layout
     samples: list[bytes] = []
     for record in records:
         held.append(record)
-        if type(record) is LostRecord:
+        if type(record) is not SampleRecord:
             continue
         if _clean(record.data, layout, arch):
             yield from held
