@@ -24,6 +24,7 @@ from .common import (
     OutputError,
     UsageError,
     _say,
+    comm_type,
     duration_type,
     pid_type,
     ring_pages_type,
@@ -90,7 +91,9 @@ examples:
     p.add_argument("--event", action="append", metavar="NAME",
                    help="only these events (repeat, or a comma list: openat,connect)")
     p.add_argument("--pid", type=pid_type, help="only this pid (namespace or host pid)")
-    p.add_argument("--comm", help="only this task name (exact)")
+    p.add_argument("--comm", type=comm_type, help="only this task name (exact)")
+    p.add_argument("--failed", action="store_true",
+                   help="only events that failed (a negative result: -1 EPERM...)")
     p.add_argument("--follow", "-f", action="store_true",
                    help="keep reading a file that is being written, until Ctrl-C")
     p.add_argument("--no-sort", action="store_true",
@@ -111,6 +114,8 @@ examples:
     live.add_argument("--events", action="append", metavar="LIST",
                       help="event groups to attach (comma list; default: all)")
     live.add_argument("--pid", type=pid_type, help="only this process and its children")
+    live.add_argument("--comm", type=comm_type, metavar="NAME",
+                      help="only tasks with this name (exact, as the kernel keeps it)")
     live.add_argument("--ring-pages", type=ring_pages_type, metavar="N",
                       help="perf ring data pages per CPU (a power of two)")
 
@@ -136,6 +141,8 @@ examples:
     p.add_argument("--format", choices=("table", "jsonl"), default="table")
     p.add_argument("--utc", action="store_true", help="show wall-clock times in UTC")
     p.add_argument("--lenient", action="store_true", help="decode damaged samples leniently")
+    p.add_argument("--failed", action="store_true",
+                   help="only events that failed (a negative result)")
     p.set_defaults(run=cmd_trace)
     return parser
 

@@ -4,17 +4,24 @@ opening captures and choosing their layout, and the pieces of the live commands.
 from __future__ import annotations
 
 import argparse
+import difflib
+import functools
+import inspect
 import os
 import platform
+import re
 import signal
 import stat
+import struct
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TextIO
 
-from ..capture import CaptureError, CaptureHeader, CaptureReader
-from ..catalogue import check_arch
+from ..capture import ARCHES, CaptureError, CaptureHeader, CaptureReader, LostRecord, SampleRecord
+from ..catalogue import SPECIAL_EVENTS, check_arch, event_name
+from ..decoder import decode
+from ..errors import DecodeError
 from ..events import Event
 from ..layouts import LAYOUTS, Layout, get_layout
 from ..render import TableRenderer, event_json, event_label, lost_json, printable
@@ -25,8 +32,11 @@ PROG = "ebpfwire"
 #: (EX_IOERR of sysexits.h: a full disk, an I/O error); Ctrl-C.
 EXIT_OK, EXIT_DAMAGED, EXIT_USAGE, EXIT_IO, EXIT_INTERRUPTED = 0, 1, 2, 74, 130
 PID_MAX = 4_194_304    # PID_MAX_LIMIT on 64-bit Linux: no pid is larger
+COMM_MAX = 15
 RING_PAGES_MAX = 1 << 16  # 256 MiB per CPU with 4 KiB pages
 DURATION_MAX = 1e9     # s (about 31 years): a bound that keeps the deadline arithmetic exact
+_EVENT_ID = re.compile(r"event_\d+")
+HOLD_LIMIT = 256       # samples held back while checking that the layout fits
 WRITE_LIMIT = 1 << 20  # characters of output text held before one write (memory stays flat)
 FOLLOW_POLL = 0.05     # s between looks for a file --follow waits for
 PROGRESS_EVERY = 0.25  # s between progress updates on a terminal
@@ -88,6 +98,15 @@ def ring_pages_type(text: str) -> int:
         raise argparse.ArgumentTypeError(
             f"expected a power of two from 1 to {RING_PAGES_MAX}, found {text}")
     return value
+
+
+def comm_type(text: str) -> str:
+    """A task name: at most 15 bytes, as the kernel keeps it (TASK_COMM_LEN 16)."""
+    if not text or len(text.encode("utf-8", "surrogateescape")) > COMM_MAX:
+        raise argparse.ArgumentTypeError(
+            f"expected a task name of 1 to {COMM_MAX} bytes (the kernel cuts longer names), "
+            f"found {text!r}")
+    return text
 
 
 def duration_type(text: str) -> float:
@@ -193,17 +212,42 @@ def _names_list(values: Iterable[str] | None) -> list[str]:
     return [name.strip() for value in values or () for name in value.split(",") if name.strip()]
 
 
-def make_filter(events: list[str], pid: int | None, comm: str | None
+@functools.cache
+def known_event_names() -> frozenset[str]:
+    """Every event name decode can show, on either architecture."""
+    known = set(SPECIAL_EVENTS.values())
+    for arch in ARCHES:
+        known.update(filter(None, (event_name(nr, arch) for nr in range(1024))))
+    return frozenset(known)
+
+
+def check_event_names(names: Iterable[str]) -> list[str]:
+    """The --event names, each a known event or ``event_<id>``; else a UsageError naming
+    the closest known names."""
+    names = list(names)
+    known = known_event_names()
+    for name in names:
+        if name in known or _EVENT_ID.fullmatch(name):
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=5, cutoff=0.0)
+        raise UsageError(f"--event: unknown event {name!r}; closest known: {', '.join(close)} "
+                         "(or event_<id> for a numbered event)")
+    return names
+
+
+def make_filter(events: list[str], pid: int | None, comm: str | None, failed: bool = False
                 ) -> Callable[[Event], bool] | None:
-    """The --event/--pid/--comm test, or None when nothing is filtered."""
+    """The --event/--pid/--comm/--failed test, or None when nothing is filtered."""
     wanted = frozenset(events)
-    if not wanted and pid is None and comm is None:
+    if not wanted and pid is None and comm is None and not failed:
         return None
 
     def keep(event: Event) -> bool:
         if wanted and event_label(event) not in wanted:
             return False
         if pid is not None and pid not in (event.pid, event.host_pid):
+            return False
+        if failed and not (event.retval is not None and event.retval < 0):
             return False
         return comm is None or event.comm == comm
 
@@ -267,6 +311,59 @@ def layout_and_arch(args: argparse.Namespace, header: CaptureHeader, label: str
                                  where)
 
 
+def _clean(data: bytes, layout: Layout, arch: str) -> bool:
+    try:
+        decode(data, layout=layout, arch=arch)
+    except DecodeError:
+        return False
+    return True
+
+
+def held_until_fit(records: Iterator[SampleRecord | LostRecord], layout: Layout, arch: str,
+                    label: str) -> Iterator[SampleRecord | LostRecord]:
+    """The records, unchanged, once one sample decodes cleanly with the layout.
+
+    Until then records are held back (up to HOLD_LIMIT samples). If none decodes with the
+    layout while another layout decodes some, or every sample is shorter than the layout's
+    header, the layout is wrong for this capture: one UsageError naming the layout tried
+    and the ones that fit, instead of an error line per sample.
+    """
+    held: list[SampleRecord | LostRecord] = []
+    samples: list[bytes] = []
+    for record in records:
+        held.append(record)
+        if type(record) is not SampleRecord:
+            continue
+        if _clean(record.data, layout, arch):
+            yield from held
+            yield from records
+            return
+        samples.append(record.data)
+        if len(samples) >= HOLD_LIMIT:
+            break
+    if samples:
+        fits = {name: sum(_clean(data, other, arch) for data in samples)
+                for name, other in LAYOUTS.items() if other is not layout}
+        fits = {name: count for name, count in fits.items() if count}
+        short = sum(len(data) < layout.size for data in samples)
+        if fits or short == len(samples):
+            lengths = sorted(len(data) for data in samples)
+            if fits:
+                hint = "; layouts that decode them: " + ", ".join(
+                    f"{name} ({count} of {len(samples)})"
+                    for name, count in sorted(fits.items(), key=lambda item: -item[1]))
+            else:
+                by_size = [name for name, other in LAYOUTS.items() if other.size <= lengths[0]]
+                hint = f"; layouts that fit by size: {', '.join(by_size) or 'none'}"
+            raise UsageError(
+                f"{label}: layout {layout.name!r} ({layout.size}-byte header) does not fit: "
+                f"none of the {'first ' if len(samples) >= HOLD_LIMIT else ''}{len(samples)} "
+                f"samples ({lengths[0]}..{lengths[-1]} bytes, {short} shorter than the "
+                f"header) decodes with it{hint} (choose with --layout)")
+    yield from held
+
+
+
 def _regular_size(source: str) -> int | None:
     if source == "-":
         return None
@@ -311,17 +408,44 @@ class _Stop:
             signal.signal(sig, old)
 
 
+def monitor_filters_comm() -> bool:
+    """Whether this tree's Monitor takes ``comm=`` (filtering in the kernel)."""
+    from ..loader.monitor import Monitor
+
+    return "comm" in inspect.signature(Monitor).parameters
+
+
 def _open_monitor(args: argparse.Namespace):
     from ..loader.errors import LoaderError
     from ..loader.monitor import Monitor
 
     events = _names_list(args.events) or None
+    options: dict[str, Any] = {}
+    if args.comm is not None and monitor_filters_comm():
+        options["comm"] = args.comm
     try:
-        return Monitor(events=events, pid=args.pid, page_count=args.ring_pages)
+        return Monitor(events=events, pid=args.pid, page_count=args.ring_pages, **options)
     except LoaderError as exc:
         raise UsageError(str(exc).splitlines()[0]) from None
     except (ValueError, OSError) as exc:
         raise UsageError(str(exc)) from None
+
+
+def raw_comm_test(comm: str | None, layout: Layout) -> Callable[[bytes], bool] | None:
+    """A test of a raw sample's task name against --comm, or None when not filtered here
+    (no --comm, or the monitor filters in the kernel)."""
+    if comm is None or monitor_filters_comm():
+        return None
+    wanted = comm.encode("utf-8", "surrogateescape")
+    unpack, field = layout.fmt.unpack_from, layout.field_names.index("comm")
+
+    def keep(data: bytes) -> bool:
+        try:
+            return unpack(data)[field].partition(b"\0")[0] == wanted
+        except struct.error:  # too short for a header: kept, decode reports it
+            return True
+
+    return keep
 
 
 class _Status:

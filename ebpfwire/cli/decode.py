@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator
 from importlib import resources
 
 from ..capture import CaptureDamage, CaptureReader, LostRecord, SampleRecord
 from ..decoder import decode
 from ..errors import DecodeError
-from ..layouts import LAYOUTS, Layout
+from ..layouts import Layout
 from ..render import sample_json
 from .common import (
     EXIT_DAMAGED,
@@ -24,27 +23,19 @@ from .common import (
     _names_list,
     _regular_size,
     _say,
+    check_event_names,
+    held_until_fit,
     layout_and_arch,
     make_filter,
     open_capture,
 )
 from .order import TimeOrder
 
-HOLD_LIMIT = 256       # samples held back while checking that the layout fits
-
 
 def bundled_sample() -> str:
     """The sample capture shipped with the package, decoded when no FILE is given."""
     return str(resources.files("ebpfwire") / "data" / "sample.ewcap")
 
-
-
-def _clean(data: bytes, layout: Layout, arch: str) -> bool:
-    try:
-        decode(data, layout=layout, arch=arch)
-    except DecodeError:
-        return False
-    return True
 
 
 class Decoding:
@@ -54,7 +45,8 @@ class Decoding:
         self.args = args
         self.out = out
         self.strict = not args.lenient
-        self.keep = make_filter(_names_list(args.event), args.pid, args.comm)
+        self.keep = make_filter(check_event_names(_names_list(args.event)), args.pid,
+                                args.comm, args.failed)
         self.damaged = 0
 
     def run(self, source: str) -> None:
@@ -81,7 +73,7 @@ class Decoding:
 
     def _decode(self, reader: CaptureReader, layout: Layout, arch: str, label: str,
                 progress: Progress) -> None:
-        records = _held_until_fit(iter(reader), layout, arch, label)
+        records = held_until_fit(iter(reader), layout, arch, label)
         order = None
         if not (self.args.no_sort or self.args.follow):
             order = TimeOrder()
@@ -126,51 +118,6 @@ class Decoding:
             _say(f"{label}: note: {order.late} samples came more than "
                  f"{order.window_ns / 1e9:g} s after later ones in the file and are shown out "
                  "of time order (see --no-sort in docs/cli.md)")
-
-
-def _held_until_fit(records: Iterator[SampleRecord | LostRecord], layout: Layout, arch: str,
-                    label: str) -> Iterator[SampleRecord | LostRecord]:
-    """The records, unchanged, once one sample decodes cleanly with the layout.
-
-    Until then records are held back (up to HOLD_LIMIT samples). If none decodes with the
-    layout while another layout decodes some, or every sample is shorter than the layout's
-    header, the layout is wrong for this capture: one UsageError naming the layout tried
-    and the ones that fit, instead of an error line per sample.
-    """
-    held: list[SampleRecord | LostRecord] = []
-    samples: list[bytes] = []
-    for record in records:
-        held.append(record)
-        if type(record) is not SampleRecord:
-            continue
-        if _clean(record.data, layout, arch):
-            yield from held
-            yield from records
-            return
-        samples.append(record.data)
-        if len(samples) >= HOLD_LIMIT:
-            break
-    if samples:
-        fits = {name: sum(_clean(data, other, arch) for data in samples)
-                for name, other in LAYOUTS.items() if other is not layout}
-        fits = {name: count for name, count in fits.items() if count}
-        short = sum(len(data) < layout.size for data in samples)
-        if fits or short == len(samples):
-            lengths = sorted(len(data) for data in samples)
-            if fits:
-                hint = "; layouts that decode them: " + ", ".join(
-                    f"{name} ({count} of {len(samples)})"
-                    for name, count in sorted(fits.items(), key=lambda item: -item[1]))
-            else:
-                by_size = [name for name, other in LAYOUTS.items() if other.size <= lengths[0]]
-                hint = f"; layouts that fit by size: {', '.join(by_size) or 'none'}"
-            raise UsageError(
-                f"{label}: layout {layout.name!r} ({layout.size}-byte header) does not fit: "
-                f"none of the {'first ' if len(samples) >= HOLD_LIMIT else ''}{len(samples)} "
-                f"samples ({lengths[0]}..{lengths[-1]} bytes, {short} shorter than the "
-                f"header) decodes with it{hint} (choose with --layout)")
-    yield from held
-
 
 
 def cmd_decode(args: argparse.Namespace) -> int:

@@ -9,11 +9,20 @@ import time
 from collections import Counter
 from typing import Any
 
-from ..capture import CaptureHeader, CaptureReader, LostRecord
+from ..capture import CaptureHeader, CaptureReader, LostRecord, SampleRecord
 from ..decoder import decode
 from ..layouts import Layout
 from ..render import event_label, printable
-from .common import EXIT_OK, _label, layout_and_arch, open_capture, write_stdout
+from .common import (
+    EXIT_OK,
+    _label,
+    held_until_fit,
+    layout_and_arch,
+    open_capture,
+    write_stdout,
+)
+
+DAMAGE_SHOWN = 10  # damaged stretches listed by offset in the text summary
 
 
 def _wall(ns: int, utc: bool) -> str:
@@ -26,20 +35,26 @@ def _wall(ns: int, utc: bool) -> str:
     return f"{stamp}.{rest // 1000:06d}{' UTC' if utc else time.strftime(' %Z')}"
 
 
-def collect_info(reader: CaptureReader, layout: Layout, arch: str) -> dict[str, Any]:
-    """Counts over a whole capture: records, events by name, loss, time span, CPUs, damage."""
+def collect_info(reader: CaptureReader, layout: Layout, arch: str, label: str
+                 ) -> dict[str, Any]:
+    """Counts over a whole capture: records, events by name, loss, time span, CPUs, damage.
+
+    The layout is checked as decode checks it (a UsageError when it does not fit)."""
     header = reader.header
     names: Counter[str] = Counter()
     samples: Counter[int] = Counter()
     lost: Counter[int] = Counter()
     records = lost_records = damaged_samples = 0
     first = last = None
-    for record in reader:
-        records += 1
-        if type(record) is LostRecord:
-            lost_records += 1
-            lost[record.cpu] += record.count
+    for record in held_until_fit(iter(reader), layout, arch, label):
+        kind = type(record)
+        if kind is not SampleRecord:
+            if kind is LostRecord:
+                records += 1
+                lost_records += 1
+                lost[record.cpu] += record.count
             continue
+        records += 1
         samples[record.cpu] += 1
         event = decode(record.data, layout=layout, arch=arch, strict=False)
         if event.errors:
@@ -50,6 +65,7 @@ def collect_info(reader: CaptureReader, layout: Layout, arch: str) -> dict[str, 
             last = event.ts if last is None else max(last, event.ts)
     return {
         "version": header.version, "layout": header.layout, "arch": header.arch,
+        "decoded_as": {"layout": layout.name, "arch": arch},
         "hostname": header.hostname, "kernel_release": header.kernel_release,
         "ncpus": header.ncpus, "boot_time_ns": header.boot_time_ns,
         "start_time_ns": header.start_time_ns,
@@ -59,8 +75,14 @@ def collect_info(reader: CaptureReader, layout: Layout, arch: str) -> dict[str, 
         "samples_by_cpu": {str(c): n for c, n in sorted(samples.items())},
         "first_ts": first, "last_ts": last,
         "damaged_records": len(reader.damage), "damaged_samples": damaged_samples,
+        "damage": [{"offset": d.offset, "message": d.message} for d in reader.damage],
         "skipped_unknown_records": len(reader.notes),
     }
+
+
+def _decoded_as(info: dict[str, Any], key: str) -> str:
+    used = info["decoded_as"][key]
+    return "" if used == info[key] else f" (decoded as {used}, from --{key})"
 
 
 def format_info(info: dict[str, Any], header: CaptureHeader, utc: bool) -> str:
@@ -70,8 +92,8 @@ def format_info(info: dict[str, Any], header: CaptureHeader, utc: bool) -> str:
     lines = [
         f"file:         {info['file']}",
         f"format:       version {info['version']}",
-        f"layout:       {info['layout']}",
-        f"arch:         {info['arch']}",
+        f"layout:       {info['layout']}{_decoded_as(info, 'layout')}",
+        f"arch:         {info['arch']}{_decoded_as(info, 'arch')}",
         f"host:         {info['hostname']} (kernel {info['kernel_release']}, "
         f"{info['ncpus']} cpus)",
         f"boot time:    {_wall(info['boot_time_ns'], utc)}",
@@ -89,6 +111,10 @@ def format_info(info: dict[str, Any], header: CaptureHeader, utc: bool) -> str:
     lines.append(f"per cpu:      {per_cpu or 'no samples'}")
     lines.append(f"damage:       {info['damaged_records']} damaged stretches of records, "
                  f"{info['damaged_samples']} samples that do not decode cleanly")
+    shown = info["damage"][:DAMAGE_SHOWN]
+    lines += [f"  at file offset {d['offset']}: {printable(d['message'])}" for d in shown]
+    if len(info["damage"]) > len(shown):
+        lines.append(f"  ... and {len(info['damage']) - len(shown)} more (--json lists all)")
     if info["skipped_unknown_records"]:
         lines.append(f"skipped:      {info['skipped_unknown_records']} records of unknown type")
     lines.append("events:")
@@ -102,7 +128,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     label = _label(source)
     with open_capture(source) as reader:
         layout, arch = layout_and_arch(args, reader.header, label)
-        info = {"file": label, **collect_info(reader, layout, arch)}
+        info = {"file": label, **collect_info(reader, layout, arch, label)}
         if args.json:
             write_stdout(sys.stdout, json.dumps(info, indent=2) + "\n")
         else:

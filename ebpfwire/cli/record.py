@@ -16,7 +16,18 @@ import time
 from dataclasses import dataclass, field
 
 from ..capture import CaptureError, CaptureWriter
-from .common import EXIT_IO, EXIT_OK, UsageError, _open_monitor, _say, _Status, _Stop, machine_arch
+from ..layouts import get_layout
+from .common import (
+    EXIT_IO,
+    EXIT_OK,
+    UsageError,
+    _open_monitor,
+    _say,
+    _Status,
+    _Stop,
+    machine_arch,
+    raw_comm_test,
+)
 
 _NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _EXISTING = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -176,6 +187,7 @@ def cmd_record(args: argparse.Namespace) -> int:
             raise
         _say(f"recording to {args.output}; Ctrl-C or SIGTERM stops")
         writer, pending = out.writer, tally.pending
+        keep = raw_comm_test(args.comm, get_layout("classic"))
         status = _Status()
         deadline = None if args.duration is None else time.monotonic() + args.duration
         try:
@@ -191,6 +203,8 @@ def cmd_record(args: argparse.Namespace) -> int:
                     try:
                         for record in batch:
                             if hasattr(record, "data"):
+                                if keep is not None and not keep(record.data):
+                                    continue
                                 writer.write_sample(record.cpu, record.data)
                                 pending.append((sample_extra + len(record.data), True))
                                 tally.events += 1

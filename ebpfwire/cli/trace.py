@@ -12,7 +12,16 @@ from typing import Any
 from ..capture import current_boot_time_ns
 from ..decoder import decode
 from ..errors import DecodeError
-from .common import EXIT_OK, Output, _open_monitor, _say, _Stop, machine_arch
+from .common import (
+    EXIT_OK,
+    Output,
+    _open_monitor,
+    _say,
+    _Stop,
+    machine_arch,
+    make_filter,
+    monitor_filters_comm,
+)
 
 
 class _Reorder:
@@ -46,6 +55,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     out = Output(args.format, sys.stdout, boot_time_ns=current_boot_time_ns(), utc=args.utc,
                  flush_each=True)
     pending = _Reorder()
+    keep = make_filter([], None, None if monitor_filters_comm() else args.comm, args.failed)
 
     def show(samples: Iterable[Any]) -> None:
         for record in samples:
@@ -54,7 +64,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
             except DecodeError as exc:
                 _say(f"a sample from cpu {record.cpu} does not decode: {exc}")
                 continue
-            out.event(event)
+            if keep is None or keep(event):
+                out.event(event)
 
     with _Stop() as stop:
         with _open_monitor(args) as monitor:
