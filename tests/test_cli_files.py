@@ -358,3 +358,33 @@ def test_decode_memory_stays_flat_with_1_mib_samples(tmp_path: Path, fmt: str):
     peak_mib = usage.ru_maxrss / 1024
     print(f"decode --format {fmt}: 200 samples of ~1 MiB, peak RSS {peak_mib:.0f} MiB")
     assert peak_mib < 120  # 626-715 MiB with the old 2,048-line buffer, 58 MiB bounded
+
+
+@pytest.mark.live
+def test_docs_example_record_and_follow_at_once(tmp_path: Path):
+    """`ebpfwire record -o run.ewcap & ebpfwire decode -f run.ewcap`, started together."""
+    path = tmp_path / "run.ewcap"
+    follower = subprocess.Popen([*EBPFWIRE, "decode", "-f", "--format", "jsonl", str(path)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=ENV)
+    recorder = subprocess.Popen([*EBPFWIRE, "record", "-o", str(path), "--events", "execve",
+                                 "--duration", "60"], stderr=subprocess.PIPE, text=True, env=ENV)
+    got: queue.Queue = queue.Queue()
+    threading.Thread(target=_lines, args=(follower.stdout, got), daemon=True).start()
+    try:
+        assert recorder.stderr is not None
+        assert recorder.stderr.readline().startswith("ebpfwire: recording to")
+        true = subprocess.Popen(["/bin/true"])
+        true.wait(timeout=30)
+        seen = None
+        while seen is None:
+            line = json.loads(got.get(timeout=30))
+            if line.get("host_pid") == true.pid and line["event"] == "execve":
+                seen = line
+    finally:
+        recorder.send_signal(signal.SIGINT)
+        recorder.wait(timeout=60)
+        follower.send_signal(signal.SIGINT)
+        follower.wait(timeout=60)
+    assert recorder.returncode == 0 and follower.returncode == 130
+    assert "Traceback" not in follower.stderr.read()
