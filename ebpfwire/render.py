@@ -356,6 +356,16 @@ def escape(value: str) -> str:
     return "".join(out)
 
 
+def printable(text: str) -> str:
+    """Text for a terminal as it is, except control and format characters (ESC, newline,
+    bidi overrides) and undecodable bytes, shown as escapes: nothing from a capture can move
+    the cursor or forge a line. Unlike :func:`escape`, quotes and backslashes stay as they are.
+    """
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else escape(char) for char in text)
+
+
 def quote(value: str) -> str:
     return '"' + escape(value) + '"'
 

@@ -1,0 +1,188 @@
+"""The ``ebpfwire`` command line: decode and inspect captures, record and trace live events.
+
+Errors a user can cause (a missing file, a file that is not a capture, a layout that does
+not fit) end in one line on stderr and exit status 2, never a traceback; damage inside a
+capture is reported line by line while everything intact is still decoded (docs/cli.md).
+One module per command; ``common`` holds what they share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import NoReturn
+
+from .. import __version__
+from ..layouts import LAYOUTS
+from .common import (
+    EXIT_INTERRUPTED,
+    EXIT_IO,
+    EXIT_OK,
+    EXIT_USAGE,
+    PROG,
+    OutputError,
+    UsageError,
+    _say,
+    comm_type,
+    duration_type,
+    pid_type,
+    ring_pages_type,
+)
+from .decode import bundled_sample, cmd_decode
+from .info import cmd_info
+from .record import cmd_record
+from .trace import cmd_trace
+
+__all__ = ["bundled_sample", "build_parser", "main"]
+
+
+EPILOG = """\
+examples:
+  ebpfwire decode                          decode the bundled sample capture
+  ebpfwire decode run.ewcap --event connect,tcp_connect --pid 4242
+  ebpfwire decode run.ewcap --format jsonl > run.jsonl
+  ebpfwire decode --follow run.ewcap       keep printing while `record` writes it
+  ebpfwire info run.ewcap
+  sudo ebpfwire record -o run.ewcap --duration 10
+  sudo ebpfwire trace --events execve,connect
+"""
+
+
+def _add_decoding_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--layout", help="context layout (default: the capture header's); "
+                                    f"one of {', '.join(LAYOUTS)}")
+    p.add_argument("--arch", help="architecture of the event ids (default: the header's)")
+    p.add_argument("--utc", action="store_true", help="show wall-clock times in UTC")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one UsageError line (no usage block), like every other."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog.removeprefix(PROG).strip() or 'usage'}: {message} "
+                         f"(see {self.prog} --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG, description="Decode, inspect and record KubeArmor-style eBPF syscall events.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    raw = argparse.RawDescriptionHelpFormatter
+
+    p = sub.add_parser("decode", help="decode captures to a table, JSON lines or JSON",
+                       formatter_class=raw, epilog="""\
+examples:
+  ebpfwire decode                              the bundled sample
+  ebpfwire decode run.ewcap --format jsonl     one JSON object per event
+  ebpfwire decode run.ewcap --event openat --comm curl
+  cat run.ewcap | ebpfwire decode -            a capture on standard input
+  ebpfwire decode --lenient damaged.ewcap      show what damaged samples still hold
+""")
+    p.add_argument("files", nargs="*", metavar="FILE",
+                   help="capture files, - for standard input (default: the bundled sample)")
+    p.add_argument("--format", choices=("table", "jsonl", "json"), default="table",
+                   help="strace-like table (default), JSON lines, or one JSON array")
+    _add_decoding_options(p)
+    p.add_argument("--lenient", action="store_true",
+                   help="decode damaged samples as far as possible and show the damage")
+    p.add_argument("--event", action="append", metavar="NAME",
+                   help="only these events (repeat, or a comma list: openat,connect)")
+    p.add_argument("--pid", type=pid_type, help="only this pid (namespace or host pid)")
+    p.add_argument("--comm", type=comm_type, help="only this task name (exact)")
+    p.add_argument("--failed", action="store_true",
+                   help="only events that failed (a negative result: -1 EPERM...)")
+    p.add_argument("--follow", "-f", action="store_true",
+                   help="keep reading a file that is being written, until Ctrl-C")
+    p.add_argument("--no-sort", action="store_true",
+                   help="keep file order (default: time order across CPUs, 1 s window)")
+    p.add_argument("--strict-exit", action="store_true",
+                   help="exit with status 1 when anything was damaged")
+    p.set_defaults(run=cmd_decode)
+
+    p = sub.add_parser("info", help="summarise a capture: header, counts, loss, time span",
+                       formatter_class=raw, epilog="examples:\n  ebpfwire info run.ewcap\n"
+                                                   "  ebpfwire info --json run.ewcap\n")
+    p.add_argument("file", metavar="FILE", help="capture file, - for standard input")
+    _add_decoding_options(p)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(run=cmd_info)
+
+    live = _Parser(add_help=False)
+    live.add_argument("--events", action="append", metavar="LIST",
+                      help="event groups to attach (comma list; default: all)")
+    live.add_argument("--pid", type=pid_type, help="only this process and its children")
+    live.add_argument("--comm", type=comm_type, metavar="NAME",
+                      help="only tasks with this name (exact, as the kernel keeps it)")
+    live.add_argument("--ring-pages", type=ring_pages_type, metavar="N",
+                      help="perf ring data pages per CPU (a power of two)")
+
+    p = sub.add_parser("record", parents=[live], formatter_class=raw,
+                       help="record live events to a capture file (needs root)",
+                       epilog="examples:\n  sudo ebpfwire record -o run.ewcap --duration 10\n"
+                              "  sudo ebpfwire record -o run.ewcap --events execve,connect\n"
+                              "  sudo ebpfwire record -o run.ewcap --force   replace run.ewcap\n")
+    p.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="the capture to create (never an existing path, never through a link)")
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument("--force", action="store_true",
+                          help="replace what is at FILE (a link is replaced, not followed)")
+    existing.add_argument("--append", action="store_true",
+                          help="add records to the existing capture FILE")
+    p.add_argument("--duration", type=duration_type, metavar="S", help="stop after S seconds")
+    p.set_defaults(run=cmd_record)
+
+    p = sub.add_parser("trace", parents=[live], formatter_class=raw,
+                       help="print live events as they happen (needs root)",
+                       epilog="examples:\n  sudo ebpfwire trace\n"
+                              "  sudo ebpfwire trace --events tcp --format jsonl\n")
+    p.add_argument("--format", choices=("table", "jsonl"), default="table")
+    p.add_argument("--utc", action="store_true", help="show wall-clock times in UTC")
+    p.add_argument("--lenient", action="store_true", help="decode damaged samples leniently")
+    p.add_argument("--failed", action="store_true",
+                   help="only events that failed (a negative result)")
+    p.set_defaults(run=cmd_trace)
+    return parser
+
+
+def _quiet_stdout() -> None:
+    """After a closed pipe: point stdout at /dev/null so the final flush cannot fail."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (the console script exits with it)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return EXIT_USAGE
+        status = args.run(args)
+        sys.stdout.flush()  # here, not at interpreter exit, where a failure is a traceback
+        return status
+    except UsageError as exc:
+        _say(str(exc))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _quiet_stdout()
+        return EXIT_OK
+    except OutputError as exc:
+        _quiet_stdout()
+        _say(str(exc))
+        return EXIT_IO
+    except OSError as exc:  # last resort: stdout/stderr or a file failing where not expected
+        _quiet_stdout()
+        where = f"{exc.filename}: " if exc.filename else ""
+        _say(f"{where}{exc.strerror or exc}")
+        return EXIT_IO

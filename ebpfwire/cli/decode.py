@@ -1,0 +1,149 @@
+"""``ebpfwire decode``: captures to an strace-like table, JSON lines or one JSON array."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import resources
+
+from ..capture import CaptureDamage, CaptureReader, LostRecord, SampleRecord
+from ..decoder import decode
+from ..errors import DecodeError
+from ..layouts import Layout
+from ..render import sample_json
+from .common import (
+    EXIT_DAMAGED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Output,
+    OutputError,
+    Progress,
+    UsageError,
+    _label,
+    _names_list,
+    _regular_size,
+    _say,
+    check_event_names,
+    held_until_fit,
+    layout_and_arch,
+    make_filter,
+    open_capture,
+)
+from .order import TimeOrder
+
+
+def bundled_sample() -> str:
+    """The sample capture shipped with the package, decoded when no FILE is given."""
+    return str(resources.files("ebpfwire") / "data" / "sample.ewcap")
+
+
+
+class Decoding:
+    """One capture decoded to an :class:`Output`, counting what was damaged on the way."""
+
+    def __init__(self, args: argparse.Namespace, out: Output):
+        self.args = args
+        self.out = out
+        self.strict = not args.lenient
+        self.keep = make_filter(check_event_names(_names_list(args.event)), args.pid,
+                                args.comm, args.failed)
+        self.damaged = 0
+
+    def run(self, source: str) -> None:
+        label = _label(source)
+        reader = open_capture(source, follow=self.args.follow)
+
+        def report(damage: CaptureDamage) -> None:
+            self.damaged += 1
+            _say(f"{label}: damaged record at file offset {damage.offset}: {damage.message}")
+
+        reader.on_damage = report
+        with reader:
+            layout, arch = layout_and_arch(self.args, reader.header, label)
+            self.out.set_boot_time(reader.header.boot_time_ns)
+            size = _regular_size(source)
+            progress = Progress(size)
+            try:
+                self._decode(reader, layout, arch, label, progress)
+            finally:
+                progress.done()
+                self.out.flush()
+            for note in reader.notes:
+                _say(f"{label}: note: {note}")
+
+    def _decode(self, reader: CaptureReader, layout: Layout, arch: str, label: str,
+                progress: Progress) -> None:
+        records = held_until_fit(iter(reader), layout, arch, label)
+        order = None
+        if not (self.args.no_sort or self.args.follow):
+            order = TimeOrder()
+            records = order(records)
+        out_event, out_lost, keep = self.out.event, self.out.lost, self.keep
+        strict = self.strict
+        # JSON without filters: raw samples straight to JSON lines (render.sample_json)
+        fast = strict and keep is None and self.out.fmt != "table"
+        out_line = self.out.line
+        count = events = 0
+        tick = progress.enabled
+        for record in records:
+            count += 1
+            kind = type(record)
+            if kind is not SampleRecord:  # a newer format's record types: nothing to show
+                if kind is LostRecord:
+                    out_lost(record.cpu, record.count)
+                continue
+            if fast:
+                line = sample_json(record.data, layout, arch)
+                if line is not None:
+                    events += 1
+                    out_line(line)
+                    if tick and not count & 1023:
+                        progress.update(count, events, record.offset)
+                    continue
+            try:
+                event = decode(record.data, layout=layout, arch=arch, strict=strict)
+            except DecodeError as exc:
+                self.damaged += 1
+                _say(f"{label}: sample at file offset {record.offset} does not decode: {exc} "
+                     "(--lenient shows what can be decoded)")
+                continue
+            if event.errors:
+                self.damaged += 1
+            if keep is None or keep(event):
+                events += 1
+                out_event(event)
+            if tick and not count & 1023:
+                progress.update(count, events, record.offset)
+        if order is not None and order.late:
+            _say(f"{label}: note: {order.late} samples came more than "
+                 f"{order.window_ns / 1e9:g} s after later ones in the file and are shown out "
+                 "of time order (see --no-sort in docs/cli.md)")
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    sources = args.files or [bundled_sample()]
+    if args.follow and len(sources) > 1:
+        raise UsageError("--follow reads one file; found " + str(len(sources)))
+    out = Output(args.format, sys.stdout, utc=args.utc, flush_each=args.follow)
+    decoding = Decoding(args, out)
+    failed = False
+    try:
+        for source in sources:
+            try:
+                decoding.run(source)
+            except UsageError as exc:
+                if len(sources) == 1:
+                    raise  # nothing was printed: no empty table or JSON array either
+                _say(str(exc))
+                failed = True
+    except (UsageError, OutputError):
+        raise
+    except BaseException:  # Ctrl-C, a closed pipe: still end a JSON array if possible
+        out.close()
+        raise
+    out.close()
+    if failed:
+        return EXIT_USAGE
+    return EXIT_DAMAGED if args.strict_exit and decoding.damaged else EXIT_OK
+
+

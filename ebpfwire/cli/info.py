@@ -1,0 +1,138 @@
+"""``ebpfwire info``: a capture's header, counts, loss, time span and damage."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+from ..capture import CaptureHeader, CaptureReader, LostRecord, SampleRecord
+from ..decoder import decode
+from ..layouts import Layout
+from ..render import event_label, printable
+from .common import (
+    EXIT_OK,
+    _label,
+    held_until_fit,
+    layout_and_arch,
+    open_capture,
+    write_stdout,
+)
+
+DAMAGE_SHOWN = 10  # damaged stretches listed by offset in the text summary
+
+
+def _wall(ns: int, utc: bool) -> str:
+    seconds, rest = divmod(ns, 1_000_000_000)
+    try:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", (time.gmtime if utc else time.localtime)(
+            seconds))
+    except (OverflowError, OSError, ValueError):
+        return f"{ns} ns since the epoch"
+    return f"{stamp}.{rest // 1000:06d}{' UTC' if utc else time.strftime(' %Z')}"
+
+
+def collect_info(reader: CaptureReader, layout: Layout, arch: str, label: str
+                 ) -> dict[str, Any]:
+    """Counts over a whole capture: records, events by name, loss, time span, CPUs, damage.
+
+    The layout is checked as decode checks it (a UsageError when it does not fit)."""
+    header = reader.header
+    names: Counter[str] = Counter()
+    samples: Counter[int] = Counter()
+    lost: Counter[int] = Counter()
+    records = lost_records = damaged_samples = 0
+    first = last = None
+    for record in held_until_fit(iter(reader), layout, arch, label):
+        kind = type(record)
+        if kind is not SampleRecord:
+            if kind is LostRecord:
+                records += 1
+                lost_records += 1
+                lost[record.cpu] += record.count
+            continue
+        records += 1
+        samples[record.cpu] += 1
+        event = decode(record.data, layout=layout, arch=arch, strict=False)
+        if event.errors:
+            damaged_samples += 1
+        names[event_label(event)] += 1
+        if event.ts is not None:
+            first = event.ts if first is None else min(first, event.ts)
+            last = event.ts if last is None else max(last, event.ts)
+    return {
+        "version": header.version, "layout": header.layout, "arch": header.arch,
+        "decoded_as": {"layout": layout.name, "arch": arch},
+        "hostname": header.hostname, "kernel_release": header.kernel_release,
+        "ncpus": header.ncpus, "boot_time_ns": header.boot_time_ns,
+        "start_time_ns": header.start_time_ns,
+        "records": records, "samples": sum(samples.values()), "lost_records": lost_records,
+        "events": dict(sorted(names.items(), key=lambda item: (-item[1], item[0]))),
+        "lost": sum(lost.values()), "lost_by_cpu": {str(c): n for c, n in sorted(lost.items())},
+        "samples_by_cpu": {str(c): n for c, n in sorted(samples.items())},
+        "first_ts": first, "last_ts": last,
+        "damaged_records": len(reader.damage), "damaged_samples": damaged_samples,
+        "damage": [{"offset": d.offset, "message": d.message} for d in reader.damage],
+        "skipped_unknown_records": len(reader.notes),
+    }
+
+
+def _decoded_as(info: dict[str, Any], key: str) -> str:
+    used = info["decoded_as"][key]
+    return "" if used == info[key] else f" (decoded as {used}, from --{key})"
+
+
+def format_info(info: dict[str, Any], header: CaptureHeader, utc: bool) -> str:
+    """The summary for a terminal: every text from the header or a file name made printable."""
+    info = {key: printable(value) if isinstance(value, str) else value
+            for key, value in info.items()}
+    lines = [
+        f"file:         {info['file']}",
+        f"format:       version {info['version']}",
+        f"layout:       {info['layout']}{_decoded_as(info, 'layout')}",
+        f"arch:         {info['arch']}{_decoded_as(info, 'arch')}",
+        f"host:         {info['hostname']} (kernel {info['kernel_release']}, "
+        f"{info['ncpus']} cpus)",
+        f"boot time:    {_wall(info['boot_time_ns'], utc)}",
+        f"start time:   {_wall(info['start_time_ns'], utc)}",
+        f"records:      {info['records']} ({info['samples']} samples, "
+        f"{info['lost_records']} lost records)",
+    ]
+    if info["first_ts"] is not None:
+        span = (info["last_ts"] - info["first_ts"]) / 1e9
+        lines.append(f"time span:    {_wall(header.wall_clock_ns(info['first_ts']), utc)} .. "
+                     f"{_wall(header.wall_clock_ns(info['last_ts']), utc)} ({span:.6f} s)")
+    lost_cpus = ", ".join(f"cpu {c}: {n}" for c, n in info["lost_by_cpu"].items())
+    lines.append(f"lost:         {info['lost']} samples" + (f" ({lost_cpus})" if lost_cpus else ""))
+    per_cpu = ", ".join(f"cpu {c}: {n}" for c, n in info["samples_by_cpu"].items())
+    lines.append(f"per cpu:      {per_cpu or 'no samples'}")
+    lines.append(f"damage:       {info['damaged_records']} damaged stretches of records, "
+                 f"{info['damaged_samples']} samples that do not decode cleanly")
+    shown = info["damage"][:DAMAGE_SHOWN]
+    lines += [f"  at file offset {d['offset']}: {printable(d['message'])}" for d in shown]
+    if len(info["damage"]) > len(shown):
+        lines.append(f"  ... and {len(info['damage']) - len(shown)} more (--json lists all)")
+    if info["skipped_unknown_records"]:
+        lines.append(f"skipped:      {info['skipped_unknown_records']} records of unknown type")
+    lines.append("events:")
+    width = max((len(name) for name in info["events"]), default=0)
+    lines += [f"  {printable(name):<{width}}  {count}" for name, count in info["events"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    source = args.file
+    label = _label(source)
+    with open_capture(source) as reader:
+        layout, arch = layout_and_arch(args, reader.header, label)
+        info = {"file": label, **collect_info(reader, layout, arch, label)}
+        if args.json:
+            write_stdout(sys.stdout, json.dumps(info, indent=2) + "\n")
+        else:
+            write_stdout(sys.stdout, format_info(info, reader.header, args.utc))
+    return EXIT_OK
+
+

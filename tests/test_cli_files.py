@@ -1,0 +1,390 @@
+"""The command line and files: output creation, full disks, stdout errors, option checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from test_cli import (
+    BOOT,
+    DAMAGED,
+    ENV,
+    HOST,
+    SAMPLE,
+    _lines,
+    event,
+    one_error_line,
+    run,
+)
+
+from ebpfwire import Arg, ArgType, encode
+from ebpfwire.capture import CaptureReader, CaptureWriter
+from ebpfwire.cli import record
+
+EBPFWIRE = [sys.executable, "-m", "ebpfwire"]
+
+
+def ebpfwire(*argv: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([*EBPFWIRE, *argv], capture_output=True, text=True, env=ENV,
+                          timeout=120, **kw)
+
+
+# --------------------------------------------------------------------------- stdout errors
+
+
+@pytest.mark.parametrize("argv", [
+    ("decode", str(SAMPLE)), ("decode", "--format", "jsonl", str(SAMPLE)),
+    ("decode", "--format", "json", str(SAMPLE)), ("decode", "--lenient", str(DAMAGED)),
+    ("info", str(SAMPLE)), ("info", "--json", str(SAMPLE)),
+])
+def test_a_full_stdout_is_one_line_and_status_74(argv):
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([*EBPFWIRE, *argv], stdout=full, stderr=subprocess.PIPE,
+                              text=True, env=ENV, timeout=120)
+    assert done.returncode == 74, done.stderr
+    assert "Traceback" not in done.stderr and "Exception" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if "does not decode" not in line
+             and "damaged record" not in line]
+    assert lines == ["ebpfwire: cannot write standard output: No space left on device"]
+
+
+# --------------------------------------------------------------------------- option checks
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (("record", "-o", "X", "--ring-pages", "4194304"),
+     "--ring-pages: expected a power of two from 1 to 65536, found 4194304"),
+    (("record", "-o", "X", "--ring-pages", "0"), "--ring-pages: expected a power of two"),
+    (("record", "-o", "X", "--pid", "-1"), "--pid: expected a pid from 1 to 4194304, found -1"),
+    (("trace", "--pid", "4294967296"), "--pid: expected a pid from 1 to 4194304"),
+    (("trace", "--pid", "12x"), "--pid: expected an integer, found '12x'"),
+    (("decode", "--pid", "0"), "--pid: expected a pid"),
+    (("record", "-o", "X", "--duration", "-1"), "--duration: expected seconds above 0"),
+    (("record", "-o", "X", "--duration", "0"), "--duration: expected seconds above 0"),
+    (("record", "-o", "X", "--duration", "inf"), "--duration: expected seconds above 0"),
+    (("record", "-o", "X", "--duration", "nan"), "--duration: expected seconds above 0"),
+    (("record", "-o", "X", "--force", "--append"), "not allowed with argument"),
+    (("decode", "--format", "xml"), "--format: invalid choice: 'xml'"),
+])
+def test_numeric_and_other_options_are_checked_before_anything_runs(tmp_path, argv, expected):
+    argv = tuple(str(tmp_path / "x.ewcap") if a == "X" else a for a in argv)
+    line = one_error_line(*run(*argv)[::2])
+    assert expected in line and "--help" in line
+    assert not (tmp_path / "x.ewcap").exists()
+
+
+def test_option_errors_in_a_subprocess_are_one_line():
+    done = ebpfwire("record", "-o", "/nonexistent/x", "--pid", "-1")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "Traceback" not in done.stderr and "usage:" not in done.stderr
+
+
+# --------------------------------------------------------------------------- output creation
+
+
+@pytest.fixture
+def no_monitor(monkeypatch):
+    """record must decide about its output before any monitor is loaded."""
+    def refuse(args):
+        raise AssertionError("the monitor was loaded before the output was checked")
+    monkeypatch.setattr(record, "_open_monitor", refuse)
+
+
+def test_record_refuses_a_symlink_and_leaves_its_target_alone(tmp_path: Path, no_monitor):
+    victim = tmp_path / "victim.conf"
+    victim.write_text("keep me\n")
+    (tmp_path / "trace.ewcap").symlink_to("victim.conf")
+    line = one_error_line(*run("record", "-o", str(tmp_path / "trace.ewcap"))[::2])
+    assert "is a symbolic link" in line and "--force" in line
+    dangling = tmp_path / "dangling.ewcap"
+    dangling.symlink_to(tmp_path / "not-yet")
+    assert "is a symbolic link" in one_error_line(*run("record", "-o", str(dangling))[::2])
+    assert not (tmp_path / "not-yet").exists()
+    line = one_error_line(*run("record", "-o", str(tmp_path / "trace.ewcap"), "--append")[::2])
+    assert "symbolic link" in line
+    assert victim.read_text() == "keep me\n" and oct(victim.stat().st_mode)[-3:] != "600"
+
+
+def test_record_refuses_an_existing_capture(tmp_path: Path, no_monitor):
+    path = tmp_path / "run.ewcap"
+    path.write_bytes(SAMPLE.read_bytes())
+    line = one_error_line(*run("record", "-o", str(path))[::2])
+    assert "already exists; --force replaces it, --append adds" in line
+    assert path.read_bytes() == SAMPLE.read_bytes()
+    assert "is a directory" in one_error_line(*run("record", "-o", str(tmp_path),
+                                                   "--force")[::2])
+
+
+def test_append_needs_a_capture_of_this_machine(tmp_path: Path, no_monitor):
+    assert "no such file" in one_error_line(
+        *run("record", "-o", str(tmp_path / "none"), "--append")[::2])
+    text = tmp_path / "notes.txt"
+    text.write_text("not a capture\n")
+    assert "not a capture to append to" in one_error_line(
+        *run("record", "-o", str(text), "--append")[::2])
+    hashed = tmp_path / "hash.ewcap"
+    CaptureWriter(hashed, layout="hash", host=HOST, boot_time_ns=BOOT).close()
+    assert "a hash capture" in one_error_line(*run("record", "-o", str(hashed), "--append")[::2])
+
+
+def test_monitor_failure_removes_only_the_file_this_run_created(tmp_path: Path, monkeypatch):
+    def fail(args):
+        raise record.UsageError("no BPF here")
+    monkeypatch.setattr(record, "_open_monitor", fail)
+    path = tmp_path / "new.ewcap"
+    assert "no BPF here" in one_error_line(*run("record", "-o", str(path))[::2])
+    assert not path.exists()
+    arch = record.machine_arch()
+    with CaptureWriter(tmp_path / "mine.ewcap", arch=arch, host=HOST, boot_time_ns=BOOT):
+        pass
+    assert one_error_line(*run("record", "-o", str(tmp_path / "mine.ewcap"), "--append")[::2])
+    assert (tmp_path / "mine.ewcap").exists()
+
+
+def test_create_output_makes_a_0600_capture_header_first(tmp_path: Path):
+    path = tmp_path / "x.ewcap"
+    out = record.create_output(str(path), force=False, append=False, arch="x86_64")
+    try:
+        assert (path.stat().st_mode & 0o777) == 0o600
+        assert CaptureReader(path).header.layout == "classic"  # readable before any record
+    finally:
+        out.file.close()
+
+
+def test_follow_waits_for_a_file_that_does_not_exist_yet(tmp_path: Path):
+    path = tmp_path / "later.ewcap"
+    proc = subprocess.Popen([*EBPFWIRE, "decode", "--follow", "--format", "jsonl", str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    got: queue.Queue = queue.Queue()
+    threading.Thread(target=_lines, args=(proc.stdout, got), daemon=True).start()
+    try:
+        note = proc.stderr.readline()
+        assert note == f"ebpfwire: {path}: waiting for the file to appear (Ctrl-C stops)\n"
+        with CaptureWriter(path, host=HOST, boot_time_ns=BOOT, buffer_size=0) as writer:
+            writer.write_sample(0, encode(event(1, 3, 9, "w", Arg(ArgType.INT_T, 42))))
+            seen = json.loads(got.get(timeout=60))
+    finally:
+        proc.send_signal(signal.SIGINT)
+        status = proc.wait(timeout=60)
+    assert seen["args"][0]["value"] == 42
+    assert status == 130 and "Traceback" not in proc.stderr.read()
+
+
+# --------------------------------------------------------------------------- live
+
+
+def _record_close_events(path: Path, *extra: str) -> subprocess.CompletedProcess:
+    return ebpfwire("record", "-o", str(path), "--events", "close", "--duration", "1", *extra)
+
+
+@pytest.mark.live
+def test_record_symlink_repro_force_and_append(tmp_path: Path):
+    """The issue's repro: nobody plants a link in a 0777 directory; root records there."""
+    where = Path(f"/tmp/ebpfwire-link-{os.getpid()}")
+    where.mkdir(mode=0o777)
+    where.chmod(0o777)
+    try:
+        victim = where / "victim.conf"
+        victim.write_text("keep me\n")
+        code = f"import os; os.setgid(65534); os.setuid(65534); os.symlink('victim.conf', " \
+               f"{str(where / 'trace.ewcap')!r})"
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+        target = where / "trace.ewcap"
+        done = _record_close_events(target)
+        assert done.returncode == 2 and "symbolic link" in done.stderr
+        assert done.stderr.count("\n") == 1  # refused before "recording to"
+        assert victim.read_text() == "keep me\n"
+        done = _record_close_events(target, "--force")
+        assert done.returncode == 0, done.stderr
+        assert not target.is_symlink() and victim.read_text() == "keep me\n"
+        assert (target.stat().st_mode & 0o777) == 0o600
+        first = json.loads(run("info", "--json", str(target))[1])["samples"]
+        done = _record_close_events(target)
+        assert done.returncode == 2 and "already exists" in done.stderr
+        done = _record_close_events(target, "--append")
+        assert done.returncode == 0, done.stderr
+        info = json.loads(run("info", "--json", str(target))[1])
+        assert info["samples"] > first and info["damaged_records"] == 0
+    finally:
+        for child in where.iterdir():
+            child.unlink()
+        where.rmdir()
+
+
+@pytest.mark.live
+def test_record_on_a_full_disk_says_what_the_file_holds(tmp_path: Path):
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], check=True)
+    try:
+        path = mount / "x.ewcap"
+        proc = subprocess.Popen([*EBPFWIRE, "record", "-o", str(path), "--events", "close",
+                                 "--duration", "60"], stderr=subprocess.PIPE, text=True, env=ENV)
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            for _ in range(200):  # close events of our own, until the disk is full
+                os.close(os.open("/dev/null", os.O_RDONLY))
+            time.sleep(0.01)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 74, err
+        assert "Traceback" not in err
+        last = err.splitlines()[-1]
+        assert "No space left on device: recording stopped; the file holds" in last
+        held = int(last.split("the file holds ")[1].split()[0])
+        status, out, _ = run("info", "--json", str(path))
+        info = json.loads(out)
+        assert status == 0 and info["samples"] == held > 0
+        assert info["damaged_samples"] == 0 and info["damaged_records"] <= 1  # a cut tail
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+# --------------------------------------------------------------------------- terminal safety
+
+HOSTILE = "\x1b[2J\nforged line\r\x07\u202e"
+
+
+def _no_raw_controls(text: str, lines: int | None = None) -> None:
+    assert not any(c in text for c in "\x1b\r\x07\u202e"), repr(text)
+    if lines is not None:
+        assert text.count("\n") == lines, text
+
+
+def test_info_escapes_what_the_header_says(tmp_path: Path):
+    from ebpfwire.capture import HostInfo
+
+    path = tmp_path / "hostile.ewcap"
+    with CaptureWriter(path, host=HostInfo(HOSTILE, HOSTILE, 2), boot_time_ns=BOOT) as writer:
+        writer.write_sample(0, encode(event(1, 3, 9, "w", Arg(ArgType.INT_T, 1))))
+    status, out, err = run("info", str(path))
+    assert status == 0 and err == ""
+    _no_raw_controls(out)
+    host = next(line for line in out.splitlines() if line.startswith("host:"))
+    assert host == ("host:         \\x1b[2J\\nforged line\\r\\x07\\u202e (kernel "
+                    "\\x1b[2J\\nforged line\\r\\x07\\u202e, 2 cpus)")
+    assert not any(line.startswith("forged") for line in out.splitlines())
+    status, out, _ = run("info", "--json", str(path))
+    assert json.loads(out)["hostname"] == HOSTILE  # JSON stays lossless
+
+
+def test_table_escapes_comm_paths_and_argv(tmp_path: Path):
+    path = tmp_path / "hostile.ewcap"
+    execve = event(1, 59, 9, HOSTILE[:15], Arg(ArgType.STR_T, "/bin/" + HOSTILE),
+                   Arg(ArgType.STR_ARR_T, ["ls", HOSTILE]))
+    with CaptureWriter(path, host=HOST, boot_time_ns=BOOT) as writer:
+        writer.write_sample(0, encode(execve))
+    status, out, err = run("decode", "--utc", str(path))
+    assert status == 0 and err == ""
+    _no_raw_controls(out, lines=1)
+    assert '\\x1b[2J\\nforged lin 9 execve("/bin/\\x1b[2J\\nforged line\\r\\x07\\u202e", ' in out
+
+
+def test_error_lines_escape_file_names_and_capture_strings(tmp_path: Path):
+    path = tmp_path / f"odd{HOSTILE}.ewcap"
+    status, _, err = run("decode", str(path))
+    line = one_error_line(status, err)
+    _no_raw_controls(err, lines=1)
+    assert "odd\\x1b[2J\\nforged line" in line
+    with CaptureWriter(path, layout=HOSTILE, host=HOST, boot_time_ns=BOOT):
+        pass
+    status, _, err = run("decode", str(path))
+    one_error_line(status, err)
+    _no_raw_controls(err, lines=1)
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def test_output_holds_at_most_write_limit_characters():
+    from ebpfwire.cli import common
+
+    class Sink:
+        writes: list[int] = []
+
+        def write(self, text: str) -> None:
+            self.writes.append(len(text))
+
+        def flush(self) -> None:
+            pass
+
+    sink = Sink()
+    out = common.Output("jsonl", sink)  # type: ignore[arg-type]
+    sizes = [10, 300_000, 5, 2_000_000, 1, 700_000, 700_000, 3] * 5
+    for size in sizes:
+        out.line("x" * size)
+        assert out.pending < common.WRITE_LIMIT
+    out.close()
+    assert sum(sink.writes) == sum(sizes) + len(sizes)  # every line and its newline
+    assert max(sink.writes) <= common.WRITE_LIMIT + 2_000_001
+
+
+def _big_sample(ts: int) -> bytes:
+    """A valid execve entry with a ~1 MiB argv (260 strings of 4,000 bytes)."""
+    import struct
+
+    from ebpfwire import Event
+    from ebpfwire.layouts import get_layout
+
+    header = encode(Event(ts, 0, 0, 1, 9, 1, 9, 0, 59, 1, 0, "big", []))
+    item = b"x" * 4000 + b"\0"
+    one = bytes([ArgType.STR_T]) + struct.pack("<i", len(item)) + item
+    return (header[:get_layout("classic").size] + bytes([ArgType.STR_ARR_T]) + one * 260
+            + bytes([ArgType.STR_ARR_T]))
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "table"])
+def test_decode_memory_stays_flat_with_1_mib_samples(tmp_path: Path, fmt: str):
+    from ebpfwire import decode
+    from ebpfwire.capture import MAX_PAYLOAD
+
+    path = tmp_path / "big.ewcap"
+    sample = _big_sample(1)
+    assert MAX_PAYLOAD - 8192 < len(sample) < MAX_PAYLOAD and decode(sample).argnum == 1
+    with CaptureWriter(path, host=HOST, boot_time_ns=BOOT) as writer:
+        for ts in range(200):
+            writer.write_sample(ts % 2, _big_sample(ts + 1))
+    proc = subprocess.Popen([*EBPFWIRE, "decode", "--format", fmt, str(path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
+    _, status, usage = os.wait4(proc.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, proc.stderr.read() if proc.stderr else ""
+    peak_mib = usage.ru_maxrss / 1024
+    print(f"decode --format {fmt}: 200 samples of ~1 MiB, peak RSS {peak_mib:.0f} MiB")
+    assert peak_mib < 120  # 626-715 MiB with the old 2,048-line buffer, 58 MiB bounded
+
+
+@pytest.mark.live
+def test_docs_example_record_and_follow_at_once(tmp_path: Path):
+    """`ebpfwire record -o run.ewcap & ebpfwire decode -f run.ewcap`, started together."""
+    path = tmp_path / "run.ewcap"
+    follower = subprocess.Popen([*EBPFWIRE, "decode", "-f", "--format", "jsonl", str(path)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=ENV)
+    recorder = subprocess.Popen([*EBPFWIRE, "record", "-o", str(path), "--events", "execve",
+                                 "--duration", "60"], stderr=subprocess.PIPE, text=True, env=ENV)
+    got: queue.Queue = queue.Queue()
+    threading.Thread(target=_lines, args=(follower.stdout, got), daemon=True).start()
+    try:
+        assert recorder.stderr is not None
+        assert recorder.stderr.readline().startswith("ebpfwire: recording to")
+        true = subprocess.Popen(["/bin/true"])
+        true.wait(timeout=30)
+        seen = None
+        while seen is None:
+            line = json.loads(got.get(timeout=30))
+            if line.get("host_pid") == true.pid and line["event"] == "execve":
+                seen = line
+    finally:
+        recorder.send_signal(signal.SIGINT)
+        recorder.wait(timeout=60)
+        follower.send_signal(signal.SIGINT)
+        follower.wait(timeout=60)
+    assert recorder.returncode == 0 and follower.returncode == 130
+    assert "Traceback" not in follower.stderr.read()
