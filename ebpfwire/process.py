@@ -93,7 +93,7 @@ class Process:
     exit_ns: int | None = None
     exit_status: int | None = None     # raw wait(2) status of do_exit
     events: int = 0
-    counts: dict[str, int] = field(default_factory=dict)  # event name -> count
+    counts: dict[int, int] = field(default_factory=dict)  # event id -> count
     from_snapshot: bool = False
     pending: ExecRequest | None = None
 
@@ -243,14 +243,13 @@ class ProcessTable:
         self._live[event.host_pid] = process
         return process
 
-    def _reused(self, process: Process, event: Event) -> bool:
-        """True when the event cannot be from this process: a pid used again."""
-        if process.exited:
-            return True
-        if event.host_ppid == process.host_ppid:
-            return False
-        # the parent of a process changes only when that parent exits (reparenting):
-        # a new parent while the recorded one lives means the exit of this pid was lost
+    def _reused(self, process: Process) -> bool:
+        """For an event naming another parent: True when it cannot be from this process.
+
+        The parent of a process changes only when that parent exits (reparenting): a new
+        parent while the recorded one lives means this pid's exit was lost, and it is
+        another process now.
+        """
         parent = self._live.get(process.host_ppid)
         return parent is not None and not parent.exited and process.host_ppid != 0
 
@@ -269,52 +268,53 @@ class ProcessTable:
         the program that called exec (it is still running), the exec's exit and the
         security_bprm_check event with the new program.
         """
-        ts = event.ts
+        # one unpack of the header instead of a property call per field: this runs for
+        # every event of an enriched decode
+        (ts, pid_id, mnt_id, host_ppid, host_pid, _, _, _, event_id, argnum, retval, comm,
+         extra, _, _) = event._header
         if self.retain_ns is not None and self._exited:
             self._drop_expired(ts)
-        host_pid = event.host_pid
-        process = self._live.get(host_pid)
+        live = self._live
+        process = live.get(host_pid)
         if process is None:
             process = self._new_process(event, ts)
-        elif self._reused(process, event):
-            if not process.exited and self.retain_ns is None:
+        elif process.exit_ns is not None or (host_ppid != process.host_ppid
+                                             and self._reused(process)):
+            if process.exit_ns is None and self.retain_ns is None:
                 self._replaced.append(process)   # its exit was lost; keep it for the tree
             process = self._new_process(event, ts)
         else:
-            if event.host_ppid != process.host_ppid:
-                process.host_ppid = event.host_ppid      # reparented
-            process.pid_ns, process.mnt_ns = event.pid_id, event.mnt_id
+            process.host_ppid = host_ppid        # the same, or reparented
+            process.pid_ns, process.mnt_ns = pid_id, mnt_id
         process.events += 1
-        name = event.name or f"event_{event.event_id}"
-        process.counts[name] = process.counts.get(name, 0) + 1
-        comm = event.comm
+        counts = process.counts
+        counts[event_id] = counts.get(event_id, 0) + 1
         if comm not in process.comms:
             process.comms[comm] = ts
-        cwd = _cwd_of(event)
+        cwd = extra.get("cwd") if extra else None
         if cwd:
             process.cwd = cwd
-        answer_program = process.program
+        answer_program = process.programs[-1]
         request = None
-        event_id = event.event_id
         if event_id in self._exec_ids:
-            if event.argnum:      # the entry: filename and argv (old program answers)
-                self._exec_entry(process, event, cwd or process.cwd)
-            else:                 # the exit: the result
+            if argnum:      # the entry: filename and argv (the calling program answers)
+                self._exec_entry(process, event, process.cwd)
+            else:           # the exit: the result
                 request = process.pending
                 self._exec_exit(process, event)
-                answer_program = process.program
+                answer_program = process.programs[-1]
         elif event_id == SECURITY_BPRM_CHECK:
-            self._bprm(process, event, cwd or process.cwd)
-            answer_program = process.program
+            self._bprm(process, event, process.cwd)
+            answer_program = process.programs[-1]
         elif event_id == DO_EXIT:
-            process.exit_ns, process.exit_status = ts, event.retval
+            process.exit_ns, process.exit_status = ts, retval
             process.pending = None
             self._exited.append(process)
-        parent = self._live.get(process.host_ppid)
+        parent = live.get(process.host_ppid)
         if parent is not None and parent.start_ns > process.start_ns:
             parent = None         # that pid is a younger process now, not the parent
-        parent_program = parent.program if parent is not None else None
-        container = self.containers.get((event.pid_id, event.mnt_id))
+        parent_program = parent.programs[-1] if parent is not None else None
+        container = self.containers.get((pid_id, mnt_id)) if self.containers else None
         return EventContext(process, answer_program, parent, parent_program, container, request)
 
     def _exec_entry(self, process: Process, event: Event, cwd: str) -> None:
