@@ -232,3 +232,14 @@ def test_real_namespaces_fixture_degrades_to_namespace_ids() -> None:
     event, answer = opened[-1]
     assert answer.exe == "/bin/cat" and event.pid_id != 0
     assert answer.container is None and answer.process.pid_ns == event.pid_id
+
+
+def test_snapshot_after_the_first_events_fills_in_what_they_lacked() -> None:
+    s, table = Stream(), ProcessTable()
+    table.update(s.openat(900, 1, "postgres"))
+    table.add_process(snap(900, 1, "/usr/lib/postgresql/bin/postgres", ("postgres", "-D", "/d"),
+                           "postgres", start_ns=5, cwd="/var/lib/postgresql"))
+    answer = table.update(s.openat(900, 1, "postgres"))
+    assert answer.exe == "/usr/lib/postgresql/bin/postgres"
+    assert answer.program.source == "snapshot" and answer.process.start_ns == 5
+    assert answer.process.cwd == "/var/lib/postgresql" and answer.process.events == 2
