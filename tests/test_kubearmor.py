@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
+from ebpfwire import decode
 from ebpfwire.capture import CaptureReader
 from ebpfwire.context import ContainerInfo
 from ebpfwire.events import SockAddr
 from ebpfwire.kubearmor import KubeArmorLogs, result_text, sockaddr_resource, updated_time
+from ebpfwire.loader import Monitor
+from ebpfwire.perf import Lost, Sample
 from ebpfwire.process import ProcessTable
+from ebpfwire.procfs import snapshot
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
@@ -155,3 +163,55 @@ def test_helpers() -> None:
     assert sockaddr_resource(SockAddr.inet6("::1", 443)) == (
         "sa_family=AF_INET6 sin_port=443 sin_addr=::1")
     assert sockaddr_resource(None) == ""
+
+
+@pytest.mark.live
+def test_live_bash_sh_cat(tmp_path: Path) -> None:
+    """bash (running before the recording, so named from the snapshot) starts sh, which
+    starts cat; the log of cat's open names cat and, as its parent, sh."""
+    target = tmp_path / "known.txt"
+    target.write_text("x\n")
+    bash = subprocess.Popen(["bash", "-c", f"read go; sh -c 'cat {target}; true'"],
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    try:
+        with Monitor(events=["openat", "execve", "security_bprm_check", "do_exit"],
+                     page_count=256) as monitor:
+            table = ProcessTable()
+            for info in snapshot():
+                table.add_process(info)
+            bash.stdin.write(b"go\n")
+            bash.stdin.flush()
+            ours, events, lost = {bash.pid}, [], 0
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                for record in monitor.reader.read_batch(timeout=0.2):
+                    if isinstance(record, Lost):
+                        lost += record.count
+                        continue
+                    if not isinstance(record, Sample):
+                        continue
+                    event = decode(record.data)
+                    if event.host_pid in ours or event.host_ppid in ours:
+                        ours.add(event.host_pid)
+                        events.append(event)
+                if any(e.name == "do_exit" and e.host_pid == bash.pid for e in events):
+                    break
+        assert bash.wait(timeout=10) == 0
+    finally:
+        if bash.poll() is None:
+            bash.kill()
+            bash.wait()
+    kubearmor = KubeArmorLogs(os.uname().nodename, 0)
+    opened = []
+    for event in sorted(events, key=lambda e: e.ts):
+        log = kubearmor.log(event, table.update(event))
+        if log and log["Resource"] == str(target):
+            opened.append(log)
+    assert len(opened) == 1, f"lost {lost}; events: {[(e.name, e.host_pid) for e in events]}"
+    log = opened[0]
+    assert os.path.samefile(log["ProcessName"], shutil.which("cat"))
+    assert os.path.samefile(log["ParentProcessName"], shutil.which("sh"))
+    assert (log["Operation"], log["Result"], log["Type"]) == ("File", "Passed", "HostLog")
+    assert log["Source"] == f"{log['ProcessName']} {target}"
+    assert table.get(bash.pid).programs[0].source == "snapshot"
+    assert os.path.samefile(table.get(bash.pid).programs[0].exe, shutil.which("bash"))
