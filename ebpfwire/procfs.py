@@ -13,6 +13,7 @@ import errno
 import os
 import re
 import struct
+import time
 from collections.abc import Iterator
 
 from .context import ContainerInfo, ProcessInfo
@@ -133,8 +134,21 @@ def _status_values(raw: bytes) -> dict[bytes, list[bytes]]:
     return out
 
 
-def read_process(host_pid: int, proc: str = "/proc") -> ProcessInfo | None:
-    """What /proc says about one process, or None when it is not there (any more)."""
+def suspended_ns() -> int:
+    """Time the machine spent suspended: CLOCK_BOOTTIME (which /proc's start times count)
+    minus CLOCK_MONOTONIC (which the events' ``ts`` counts)."""
+    return max(time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+               - time.clock_gettime_ns(time.CLOCK_MONOTONIC), 0)
+
+
+def read_process(host_pid: int, proc: str = "/proc",
+                 suspended: int | None = None) -> ProcessInfo | None:
+    """What /proc says about one process, or None when it is not there (any more).
+
+    ``start_ns`` is the kernel's start time (clock ticks since boot, 10 ms at CLK_TCK 100)
+    in ns on the events' clock: less the time spent suspended (``suspended``, measured
+    now when not given), so that it compares with an event's ``ts`` to a tick.
+    """
     base = f"{proc}/{host_pid}"
     try:
         comm, fields = _stat_fields(_read(f"{base}/stat"))
@@ -162,10 +176,12 @@ def read_process(host_pid: int, proc: str = "/proc") -> ProcessInfo | None:
     cgroup = optional(_read, f"{base}/cgroup", b"")
     if optional.missing and not _same_process(base, start_ticks):
         return None  # it exited while being read
+    if suspended is None:
+        suspended = suspended_ns()
     _, container_id = container_from_cgroup(_text(cgroup)) if cgroup else UNKNOWN
     return ProcessInfo(
         host_pid=host_pid, host_ppid=ppid, pid=pid, uid=uid,
-        pid_ns=pid_ns, mnt_ns=mnt_ns, start_ns=start_ticks * _NS_PER_TICK, comm=comm,
+        pid_ns=pid_ns, mnt_ns=mnt_ns, start_ns=start_ticks * _NS_PER_TICK - suspended, comm=comm,
         exe=exe, cwd=cwd, argv=argv, container_id=container_id,
     )
 
@@ -187,11 +203,10 @@ def _pids(proc: str) -> Iterator[int]:
 def snapshot(proc: str = "/proc") -> list[ProcessInfo]:
     """Every running process (thread groups, kernel threads included), by host pid.
 
-    ``start_ns`` is the kernel's start time in clock ticks (10 ms at CLK_TCK 100) turned to
-    ns since boot, comparable to an event's ``ts`` to that precision (boot time and the
-    monotonic clock differ only by time spent suspended).
+    Start times are on the events' clock, as :func:`read_process` says.
     """
-    found = (read_process(pid, proc) for pid in sorted(_pids(proc)))
+    suspended = suspended_ns()
+    found = (read_process(pid, proc, suspended) for pid in sorted(_pids(proc)))
     return [info for info in found if info is not None]
 
 
