@@ -18,9 +18,6 @@ from collections.abc import Iterator
 
 from .context import ContainerInfo, ProcessInfo
 
-RUNTIMES = ("docker", "containerd", "cri-o", "podman", "host", "unknown")
-"""Values of ``ContainerInfo.runtime``."""
-
 HOST = ("host", "")
 UNKNOWN = ("unknown", "")
 
@@ -147,7 +144,9 @@ def read_process(host_pid: int, proc: str = "/proc",
 
     ``start_ns`` is the kernel's start time (clock ticks since boot, 10 ms at CLK_TCK 100)
     in ns on the events' clock: less the time spent suspended (``suspended``, measured
-    now when not given), so that it compares with an event's ``ts`` to a tick.
+    now when not given), so that it compares with an event's ``ts`` to a tick. (Exact for
+    processes started after the machine's last resume; on a machine never suspended, for
+    all.)
     """
     base = f"{proc}/{host_pid}"
     try:
@@ -181,7 +180,8 @@ def read_process(host_pid: int, proc: str = "/proc",
     _, container_id = container_from_cgroup(_text(cgroup)) if cgroup else UNKNOWN
     return ProcessInfo(
         host_pid=host_pid, host_ppid=ppid, pid=pid, uid=uid,
-        pid_ns=pid_ns, mnt_ns=mnt_ns, start_ns=start_ticks * _NS_PER_TICK - suspended, comm=comm,
+        pid_ns=pid_ns, mnt_ns=mnt_ns, start_ns=max(start_ticks * _NS_PER_TICK - suspended, 0),
+        comm=comm,
         exe=exe, cwd=cwd, argv=argv, container_id=container_id,
     )
 
