@@ -10,10 +10,11 @@ only processes with matching events are shown, with their ancestors to place the
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .capture import CaptureReader, ContainerRecord, LostRecord, ProcessRecord, SampleRecord
 from .context import ContainerInfo, ProcessInfo
 from .events import Event
 from .process import Process, ProcessTable
@@ -219,7 +220,24 @@ class ProcessTree:
         return [build(root) for root in self.roots()]
 
 
-def build_tree(items: Iterable[Event | ProcessInfo | ContainerInfo | int],
+Item = Event | ProcessInfo | ContainerInfo | int
+
+
+def capture_items(reader: CaptureReader, strict: bool = True) -> Iterator[Item]:
+    """A capture's records as the tree (and a :class:`ProcessTable`) take them: events,
+    snapshot entries, container records and lost counts, in file order. Samples that do
+    not decode are left out (``strict=False`` keeps what can be decoded of them)."""
+    for record, event in reader.events(strict=strict):
+        if isinstance(record, SampleRecord):
+            if isinstance(event, Event):
+                yield event
+        elif isinstance(record, LostRecord):
+            yield record.count
+        elif isinstance(record, (ProcessRecord, ContainerRecord)):
+            yield record.info
+
+
+def build_tree(items: Iterable[Item],
                keep: EventFilter | None = None, arch: str = "x86_64",
                reorder_ns: int = REORDER_NS) -> ProcessTree:
     """The tree of a capture's content: events (in file order; put back in ``ts`` order

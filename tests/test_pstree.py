@@ -2,28 +2,27 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from test_process import Stream
 
-from ebpfwire.capture import CaptureReader, LostRecord
+from ebpfwire.capture import CaptureReader
 from ebpfwire.context import ContainerInfo, ProcessInfo
-from ebpfwire.decoder import decode
-from ebpfwire.pstree import build_tree
+from ebpfwire.events import Event
+from ebpfwire.pstree import build_tree, capture_items
+from ebpfwire.render import escape
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 
-def capture_items(name: str) -> list:
+def fixture_items(name: str) -> list:
     with CaptureReader(FIXTURES / name) as reader:
-        header = reader.header
-        return [record.count if isinstance(record, LostRecord)
-                else decode(record.data, layout=header.layout, arch=header.arch)
-                for record in reader]
+        return list(capture_items(reader))
 
 
 def test_real_workload_tree() -> None:
-    tree = build_tree(capture_items("real-workload.ewcap"))
+    tree = build_tree(fixture_items("real-workload.ewcap"))
     lines = tree.lines()
     assert lines[0].startswith("[sh]  (29675)  +0.000000s..")
     children = lines[1:]
@@ -42,7 +41,7 @@ def test_real_workload_tree() -> None:
 
 def test_parent_first_seen_after_its_child() -> None:
     # unshare's only event (its do_exit) comes after its child's: still its parent
-    tree = build_tree(capture_items("real-namespaces.ewcap"))
+    tree = build_tree(fixture_items("real-namespaces.ewcap"))
     [root] = tree.to_json()
     assert root["host_pid"] == 29682 and root["children"][0]["host_pid"] == 29683
     assert root["children"][0]["pid"] == 1
@@ -50,7 +49,7 @@ def test_parent_first_seen_after_its_child() -> None:
 
 
 def test_filter_keeps_matching_processes_and_their_ancestors() -> None:
-    items = capture_items("real-workload.ewcap")
+    items = fixture_items("real-workload.ewcap")
     tree = build_tree(items, keep=lambda event: event.name == "connect")
     [root] = tree.to_json()
     assert root["events"] == 0 and len(root["children"]) == 1
@@ -85,3 +84,47 @@ def test_snapshot_ancestors_containers_and_reordering() -> None:
     curl = tree.to_json()[0]["children"][0]["children"][0]["children"][0]
     assert [p["source"] for p in curl["programs"]] == ["fork", "exec"]
     assert curl["runtime"] == "docker" and curl["container_id"] == cid
+
+
+def test_round_trip_through_a_capture_with_context_records(tmp_path: Path) -> None:
+    """What `record` writes (this machine's snapshot, the resolver's container records,
+    samples) read back with capture_items: this test process is named from the snapshot."""
+    from ebpfwire import encode
+    from ebpfwire.capture import CaptureWriter, HostInfo
+    from ebpfwire.kubearmor import KubeArmorLogs
+    from ebpfwire.process import ProcessTable
+    from ebpfwire.procfs import ContainerResolver, snapshot
+
+    processes = snapshot()
+    me = next(info for info in processes if info.host_pid == os.getpid())
+    s = Stream()
+    s.ts = me.start_ns + 10**9
+    event = s.openat(me.host_pid, me.host_ppid, me.comm, "/etc/hostname")
+    path = tmp_path / "ctx.ewcap"
+    resolver = ContainerResolver()
+    with CaptureWriter(path, host=HostInfo("test-host", "6.18.0", 2), boot_time_ns=0) as writer:
+        for info in processes:
+            writer.write_process(info)
+        for info in resolver.seed(processes):
+            writer.write_container(info)
+        data = encode(event)
+        container = resolver.resolve_sample(data)
+        assert container is None                # (0, 0) came with the snapshot already
+        writer.write_sample(0, data)
+    with CaptureReader(path) as reader:
+        items = list(capture_items(reader))
+    assert sum(isinstance(item, ProcessInfo) for item in items) == len(processes)
+    assert ContainerInfo(0, 0, "", "host") in items
+    tree = build_tree(items)
+    [line] = [line for line in tree.lines() if f"({me.host_pid})" in line]
+    assert escape(" ".join((me.exe, *me.argv[1:]))) in line and "events 1 (1 openat)" in line
+    table = ProcessTable()
+    for item in items:
+        if isinstance(item, ProcessInfo):
+            table.add_process(item)
+        elif isinstance(item, ContainerInfo):
+            table.add_container(item)
+    [decoded] = [item for item in items if isinstance(item, Event)]
+    log = KubeArmorLogs("test-host", 0).log(decoded, table.update(decoded))
+    assert log["ProcessName"] == me.exe and log["Type"] == "HostLog"
+    assert log["Resource"] == "/etc/hostname"
