@@ -204,6 +204,19 @@ class ProcessTable:
         """A container record: the container of one (pid_id, mnt_id) pair of the events."""
         self.containers[(info.pid_ns, info.mnt_ns)] = info
 
+    def feed(self, item: Event | ProcessInfo | ContainerInfo | int) -> EventContext | None:
+        """Take one item of :func:`ebpfwire.pstree.capture_items` (an event, a snapshot
+        entry, a container record or a lost count); the answer for an event, else None."""
+        if isinstance(item, Event):
+            return self.update(item)
+        if isinstance(item, ProcessInfo):
+            self.add_process(item)
+        elif isinstance(item, ContainerInfo):
+            self.add_container(item)
+        else:
+            self.lost(item)
+        return None
+
     def lost(self, count: int) -> None:
         """Events were lost here: exec results may never come, so pending ones are dropped."""
         self.lost_events += count

@@ -75,16 +75,7 @@ class ProcessTree:
         self.first_ts: int | None = None
         self.last_ts: int | None = None
 
-    # -- input
-
-    def add_process(self, info: ProcessInfo) -> None:
-        self.table.add_process(info)
-
-    def add_container(self, info: ContainerInfo) -> None:
-        self.table.add_container(info)
-
-    def lost(self, count: int) -> None:
-        self.table.lost(count)
+    # -- input (snapshot entries, containers and losses go to ``table`` directly)
 
     def add_event(self, event: Event) -> None:
         answer = self.table.update(event)
@@ -237,26 +228,37 @@ def capture_items(reader: CaptureReader, strict: bool = True) -> Iterator[Item]:
             yield record.info
 
 
-def build_tree(items: Iterable[Item],
-               keep: EventFilter | None = None, arch: str = "x86_64",
-               reorder_ns: int = REORDER_NS) -> ProcessTree:
-    """The tree of a capture's content: events (in file order; put back in ``ts`` order
-    within ``reorder_ns``), snapshot entries, container records and lost counts (ints)."""
-    tree = ProcessTree(keep, arch)
-    held: list[tuple[int, int, Event]] = []
+def in_ts_order(items: Iterable[Item], reorder_ns: int = REORDER_NS) -> Iterator[Item]:
+    """The items with their events put back in ``ts`` order, as the process table needs
+    them: a capture holds each CPU's samples in order, the CPUs interleaved in batches.
+    An event is held until one ``reorder_ns`` newer has been seen; a lost count keeps its
+    place among them (at the newest ts read before it); snapshot entries and container
+    records pass at once (they describe what the events need)."""
+    held: list[tuple[int, int, Item]] = []
     newest = 0
     for seq, item in enumerate(items):
         if isinstance(item, Event):
-            heapq.heappush(held, (item.ts, seq, item))
             newest = max(newest, item.ts)
-            while held and held[0][0] < newest - reorder_ns:
-                tree.add_event(heapq.heappop(held)[2])
-        elif isinstance(item, ProcessInfo):
-            tree.add_process(item)
-        elif isinstance(item, ContainerInfo):
-            tree.add_container(item)
+            heapq.heappush(held, (item.ts, seq, item))
+        elif isinstance(item, int):
+            heapq.heappush(held, (newest, seq, item))
         else:
-            tree.lost(item)
+            yield item
+            continue
+        while held and held[0][0] < newest - reorder_ns:
+            yield heapq.heappop(held)[2]
     while held:
-        tree.add_event(heapq.heappop(held)[2])
+        yield heapq.heappop(held)[2]
+
+
+def build_tree(items: Iterable[Item], keep: EventFilter | None = None, arch: str = "x86_64",
+               reorder_ns: int = REORDER_NS) -> ProcessTree:
+    """The tree of a capture's content (:func:`capture_items`), its events taken in
+    ``ts`` order (:func:`in_ts_order`)."""
+    tree = ProcessTree(keep, arch)
+    for item in in_ts_order(items, reorder_ns):
+        if isinstance(item, Event):
+            tree.add_event(item)
+        else:
+            tree.table.feed(item)
     return tree

@@ -9,8 +9,7 @@ from test_process import Stream
 
 from ebpfwire.capture import CaptureReader
 from ebpfwire.context import ContainerInfo, ProcessInfo
-from ebpfwire.events import Event
-from ebpfwire.pstree import build_tree, capture_items
+from ebpfwire.pstree import build_tree, capture_items, in_ts_order
 from ebpfwire.render import escape
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -119,12 +118,19 @@ def test_round_trip_through_a_capture_with_context_records(tmp_path: Path) -> No
     [line] = [line for line in tree.lines() if f"({me.host_pid})" in line]
     assert escape(" ".join((me.exe, *me.argv[1:]))) in line and "events 1 (1 openat)" in line
     table = ProcessTable()
-    for item in items:
-        if isinstance(item, ProcessInfo):
-            table.add_process(item)
-        elif isinstance(item, ContainerInfo):
-            table.add_container(item)
-    [decoded] = [item for item in items if isinstance(item, Event)]
-    log = KubeArmorLogs("test-host", 0).log(decoded, table.update(decoded))
+    answers = [(item, table.feed(item)) for item in items]
+    [(decoded, answer)] = [(item, answer) for item, answer in answers if answer is not None]
+    log = KubeArmorLogs("test-host", 0).log(decoded, answer)
     assert log["ProcessName"] == me.exe and log["Type"] == "HostLog"
     assert log["Resource"] == "/etc/hostname"
+
+
+def test_in_ts_order() -> None:
+    s = Stream()
+    a, b, c, d = (s.openat(10, 1, "x") for _ in range(4))
+    info = ProcessInfo(10, 1, 10, 0, 5, 6, 0, "x", "/bin/x", "/", ("x",), "")
+    items = [b, a, 7, d, info, c]          # two CPUs' batches; a loss after b and a
+    ordered = list(in_ts_order(items, reorder_ns=10**9))
+    assert ordered == [info, a, b, 7, c, d]
+    # with no window, nothing waits: file order (for captures known to be in order)
+    assert list(in_ts_order([b, a], reorder_ns=-1)) == [b, a]
