@@ -690,7 +690,8 @@ def _definition(source: str, name: str) -> str:
 
 
 @pytest.mark.parametrize("name", ["HeaderInfo", "FileHeader", "_CrcCovered", "_record_crc",
-                                  "RecordV1", "_HeadCovered", "_head_crc", "Record",
+                                  "RecordV1", "CaptureFileV1", "_HeadCovered", "_head_crc",
+                                  "Record",
                                   "SamplePayload", "LostPayload", "RecordPayload",
                                   "CaptureFile", "MAGIC", "SYNC", "MAX_PAYLOAD"])
 def test_docs_quote_the_schemas_as_they_are(name):

@@ -7,6 +7,8 @@ import struct
 import zlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ebpfwire import capture
 from ebpfwire.capture import (
@@ -167,3 +169,61 @@ def test_append_completes_a_cut_record_so_the_new_records_are_found(tmp_path):
     got, reader = read(path.read_bytes())
     assert got == RECORDS[:2] + [("sample", 7, b"after")]
     assert len(reader.damage) == 1 and "payload CRC32" in reader.damage[0].message
+
+
+def _pure_next_head(buf: bytes, pos: int, n: int) -> int:
+    """The definition: first p >= pos with a sync word, a whole header before n, a length
+    within the bound and a matching header CRC32."""
+    for p in range(pos, n - 15):
+        if buf[p:p + 4] == SYNC:
+            length, head = struct.unpack_from("<I4xI", buf, p + 4)
+            if length <= MAX_PAYLOAD and zlib.crc32(buf[p + 4:p + 12]) == head:
+                return p
+    return -1
+
+
+pieces = st.one_of(
+    st.binary(max_size=30),
+    st.just(SYNC),
+    st.builds(lambda length, t, good: SYNC + struct.pack("<IHH", length, t, 0) + struct.pack(
+        "<I", zlib.crc32(struct.pack("<IHH", length, t, 0)) ^ (0 if good else 1)),
+        st.sampled_from([0, 5, MAX_PAYLOAD, MAX_PAYLOAD + 1, 2**32 - 1]),
+        st.integers(0, 5), st.booleans()),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(pieces, max_size=120), st.integers(0, 40), st.integers(0, 40))
+def test_resynchronisation_search_equals_its_definition(parts, pos, cut):
+    buf = b"".join(parts)
+    n = max(len(buf) - cut, 0)
+    pos = min(pos, n)
+    expected = _pure_next_head(buf, pos, n)
+    assert capture._next_head_v2(buf, pos, n) == expected
+    if capture._numpy() is not None:
+        assert capture._next_head_v2_windows(buf, pos, n) == expected
+
+
+def test_reading_without_numpy_gives_the_same_result(monkeypatch):
+    covered = struct.pack("<IHH", MAX_PAYLOAD, RecordType.SAMPLE, 0)
+    unit = SYNC + covered + struct.pack("<II", zlib.crc32(covered) ^ 1, 0)
+    data = build(2) + unit * 500 + build(2)[len(build(2, [])):]
+    with_numpy = read(data)
+    monkeypatch.setattr(capture, "_np", False)
+    without = read(data)
+    assert with_numpy[0] == without[0] == RECORDS * 2
+    assert with_numpy[1].damage == without[1].damage and len(without[1].damage) == 1
+
+
+@pytest.mark.parametrize("at", [0, 4095, 4096, 12_345, 40_000])
+def test_windowed_search_finds_a_header_far_away(at):
+    covered = struct.pack("<IHH", 7, 1, 0)
+    good = SYNC + covered + struct.pack("<I", zlib.crc32(covered))
+    bad = SYNC + covered + struct.pack("<I", zlib.crc32(covered) ^ 1)
+    filler = (bad * (at // len(bad) + 1))[:at]
+    buf = filler + good + bad * 3
+    assert _pure_next_head(buf, 0, len(buf)) == at
+    assert capture._next_head_v2(buf, 0, len(buf)) == at
+    if capture._numpy() is not None:
+        assert capture._next_head_v2_windows(buf, 0, len(buf)) == at
+        assert capture._next_head_v2_windows(buf, 0, at + 15) == -1  # header not whole

@@ -158,3 +158,15 @@ def test_context_records_need_version_2():
         w.write_process(SHELL)
     with pytest.raises(ValueError, match="need format version 2"):
         w.write_container(DOCKER)
+
+
+@pytest.mark.parametrize("name", ["Text", "ProcessPayload", "ContainerPayload"])
+def test_docs_quote_the_context_schemas_as_they_are(name):
+    from pathlib import Path
+
+    from test_capture import _definition
+
+    root = Path(__file__).parent.parent
+    source = (root / "ebpfwire" / "context.py").read_text()
+    doc = (root / "docs" / "capture-format.md").read_text()
+    assert _definition(source, name) in doc
