@@ -64,13 +64,13 @@ def sockaddr_resource(addr: SockAddr | None) -> str:
     return f"sa_family={family}"
 
 
-def _syscall(event: Event) -> str:
+def _syscall(event: Event, name: str | None) -> str:
     """Data's first word: ``syscall=SYS_OPENAT`` (the number for an id no table names)."""
-    return "syscall=SYS_" + (event.name or str(event.event_id)).upper()
+    return "syscall=SYS_" + (name or str(event.event_id)).upper()
 
 
-def _file(event: Event, args: list[Arg]) -> tuple[str, str, str]:
-    name, sys = event.name, _syscall(event)
+def _file(event: Event, args: list[Arg], name: str | None) -> tuple[str, str, str]:
+    sys = _syscall(event, name)
     if name == "open":
         return FILE, _str(args, 0), f"{sys} flags={_flags(args, 1)}"
     if name == "openat":
@@ -89,8 +89,8 @@ def _file(event: Event, args: list[Arg]) -> tuple[str, str, str]:
     return FILE, path, sys
 
 
-def _network(event: Event, args: list[Arg]) -> tuple[str, str, str]:
-    name, sys = event.name, _syscall(event)
+def _network(event: Event, args: list[Arg], name: str | None) -> tuple[str, str, str]:
+    sys = _syscall(event, name)
     if name == "socket":
         protocol = _value(args, 2)
         proto = _PROTOCOLS.get(protocol, str(protocol)) if isinstance(protocol, int) else ""
@@ -116,8 +116,8 @@ def _network(event: Event, args: list[Arg]) -> tuple[str, str, str]:
         f"{sys} fd={_num(args, 0)}")
 
 
-def _syscall_op(event: Event, args: list[Arg]) -> tuple[str, str, str]:
-    name, sys = event.name, _syscall(event)
+def _syscall_op(event: Event, args: list[Arg], name: str | None) -> tuple[str, str, str]:
+    sys = _syscall(event, name)
     if name in ("setuid", "setgid"):
         return SYSCALL, "", f"{sys} userid={_num(args, 0)}"
     if name == "mount":
@@ -129,9 +129,9 @@ def _syscall_op(event: Event, args: list[Arg]) -> tuple[str, str, str]:
     return SYSCALL, "", sys
 
 
-def _ptrace(event: Event, args: list[Arg]) -> tuple[str, str, str]:
+def _ptrace(event: Event, args: list[Arg], name: str | None) -> tuple[str, str, str]:
     target = _str(args, 2)
-    return PROCESS, target, (f"{_syscall(event)} request={_flags(args, 0)} "
+    return PROCESS, target, (f"{_syscall(event, name)} request={_flags(args, 0)} "
                              f"pid={_num(args, 1)} process={target}")
 
 
@@ -190,11 +190,11 @@ class KubeArmorLogs:
         if name in ("execve", "execveat"):
             if event.argnum:
                 return None
-            operation, resource, data, process_name = self._exec(event, context)
+            operation, resource, data, process_name = self._exec(event, context, name)
             source = parent_exe
         else:
             handler = _OPERATIONS.get(name or "", _syscall_op)
-            operation, resource, data = handler(event, args)
+            operation, resource, data = handler(event, args, name)
             process_name = context.exe if context is not None else event.comm
             source = context.program.command if context is not None else event.comm
         cwd = event.extra.get("cwd")
@@ -205,8 +205,9 @@ class KubeArmorLogs:
                           resource, data)
 
     @staticmethod
-    def _exec(event: Event, context: EventContext | None) -> tuple[str, str, str, str]:
-        data = _syscall(event)
+    def _exec(event: Event, context: EventContext | None,
+              name: str | None) -> tuple[str, str, str, str]:
+        data = _syscall(event, name)
         request = context.exec_request if context is not None else None
         if request is None:
             # its entry is not in the capture: what the table knows of the new program
