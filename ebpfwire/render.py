@@ -402,7 +402,7 @@ def event_label(event: Event) -> str:
 _DIRFD_CALLS = frozenset(("openat", "unlinkat", "fchownat", "execveat"))
 
 
-def _exit_status(status: int) -> str:
+def exit_status_text(status: int) -> str:
     """do_exit's retval is a wait(2) status: exit code << 8, or the fatal signal."""
     if status & 0x7F == 0:
         return f"exited with {(status >> 8) & 0xFF}"
@@ -452,7 +452,7 @@ class TableRenderer:
         if retval is None:
             return f"{name}({inner}) = ?"
         if name == "do_exit":
-            return f"{name}({inner}) = {_exit_status(retval)}"
+            return f"{name}({inner}) = {exit_status_text(retval)}"
         if name in ("execve", "execveat"):
             if event.args or announced:  # the entry event; its exit event carries the result
                 return f"{name}({inner}) <unfinished ...>"

@@ -1,0 +1,366 @@
+"""Who did it: the processes of a capture, followed through their events in ``ts`` order.
+
+An event names its process only by pid and comm. The table remembers, per process (keyed
+by host tgid, one entry per life of a pid), the programs it ran (from execve/execveat and
+security_bprm_check, or from the capture's snapshot for processes older than the
+recording), its parent, start, exit status, cwd (where the layout carries it), comms and
+container, so that any event can be answered with "which program, started by which".
+What is not known is not made up: a process never seen exec'ing is named by its comm and
+marked so; a capture without context records gives comm and namespace ids only.
+"""
+
+from __future__ import annotations
+
+import os
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from . import names
+from .context import ContainerInfo, ProcessInfo
+from .events import Event
+
+DO_EXIT = 351
+SECURITY_BPRM_CHECK = 352
+DEFAULT_RETAIN_NS = 30_000_000_000
+"""How long (in event time) an exited process stays answerable: events of its children
+and late events merged from other CPUs still find it. KubeArmor keeps 5 s."""
+
+#: Where a program's name comes from, best first.
+SOURCES = ("exec", "snapshot", "fork", "comm")
+
+
+@dataclass(slots=True)
+class Program:
+    """One program a process ran, from one exec to the next.
+
+    ``source`` says how it is known: ``exec`` (seen exec'ing; ``exe`` is the path the
+    kernel resolved where the capture has it, else the exec's filename), ``snapshot`` (the
+    process predates the recording), ``fork`` (never seen exec'ing, but it carries its
+    parent's comm: a forked copy of the parent's program) or ``comm`` (nothing known:
+    ``exe`` is empty and only the comm names it).
+    """
+
+    exe: str
+    argv: tuple[str, ...]
+    source: str
+    since: int
+    comm: str
+
+    @property
+    def known(self) -> bool:
+        return self.source != "comm"
+
+    @property
+    def name(self) -> str:
+        """The executable's path, or the comm when the path is not known."""
+        return self.exe or self.comm
+
+    @property
+    def command(self) -> str:
+        """The name and the arguments after argv[0], as KubeArmor's Source shows them."""
+        return " ".join((self.name, *self.argv[1:]))
+
+
+@dataclass(slots=True)
+class ExecRequest:
+    """An execve/execveat entry waiting for its result (the exit event)."""
+
+    filename: str
+    argv: tuple[str, ...]
+    ts: int
+    event_id: int
+    resolved: str = ""
+
+
+@dataclass(slots=True, eq=False)
+class Process:
+    """One life of a host pid: from its first sign (snapshot or event) to its do_exit."""
+
+    host_pid: int
+    host_ppid: int
+    pid: int
+    uid: int
+    pid_ns: int            # as the events carry it (0: the host's), or /proc's inode
+    mnt_ns: int
+    start_ns: int          # snapshot start time, else the first event's ts
+    programs: list[Program]
+    comms: dict[str, int] = field(default_factory=dict)   # comm -> first seen ts
+    cwd: str = ""
+    container_id: str | None = None    # None: not known
+    exit_ns: int | None = None
+    exit_status: int | None = None     # raw wait(2) status of do_exit
+    events: int = 0
+    counts: dict[int, int] = field(default_factory=dict)  # event id -> count
+    from_snapshot: bool = False
+    pending: ExecRequest | None = None
+
+    @property
+    def program(self) -> Program:
+        """The program it runs now (the last one)."""
+        return self.programs[-1]
+
+    def program_at(self, ts: int) -> Program:
+        """The program it ran at ``ts`` (its first one for a ts before all of them)."""
+        index = bisect_right([p.since for p in self.programs], ts) - 1
+        return self.programs[max(index, 0)]
+
+    @property
+    def exited(self) -> bool:
+        return self.exit_ns is not None
+
+
+class EventContext(NamedTuple):
+    """The answer for one event: its process and parent, and their programs, then."""
+
+    process: Process
+    program: Program
+    parent: Process | None
+    parent_program: Program | None
+    container: ContainerInfo | None
+    exec_request: ExecRequest | None   # on an execve/execveat exit: what was exec'd
+
+    @property
+    def exe(self) -> str:
+        return self.program.name
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        return self.program.argv
+
+    @property
+    def parent_exe(self) -> str:
+        return self.parent_program.name if self.parent_program is not None else ""
+
+    @property
+    def container_id(self) -> str | None:
+        """The container id ("" for the host), None when the capture does not say."""
+        if self.container is not None:
+            return self.container.container_id
+        return self.process.container_id
+
+
+def _absolute(path: str, cwd: str) -> str:
+    if not path or path.startswith("/") or not cwd.startswith("/"):
+        return path
+    return os.path.normpath(os.path.join(cwd, path))
+
+
+def _cwd_of(event: Event) -> str:
+    raw = event.extra.get("cwd")
+    return raw if isinstance(raw, str) else ""
+
+
+class ProcessTable:
+    """Process state built from a capture's records, consumed in ``ts`` order.
+
+    Feed it the snapshot (:meth:`add_process`), the container records
+    (:meth:`add_container`), every event (:meth:`update`, which answers for that event)
+    and the losses (:meth:`lost`). Exited processes are dropped ``retain_ns`` of event time
+    after their exit (None keeps them all, for a whole-capture tree).
+    """
+
+    def __init__(self, retain_ns: int | None = DEFAULT_RETAIN_NS, arch: str = "x86_64"):
+        self.retain_ns = retain_ns
+        self._live: dict[int, Process] = {}
+        self._exited: deque[Process] = deque()
+        self._replaced: list[Process] = []
+        self.containers: dict[tuple[int, int], ContainerInfo] = {}
+        self.lost_events = 0
+        self.dropped = 0
+        self._exec_ids = frozenset(
+            nr for nr in (names.syscall_number("execve", arch),
+                          names.syscall_number("execveat", arch)) if nr is not None)
+
+    # -- input
+
+    def add_process(self, info: ProcessInfo) -> Process:
+        """A snapshot entry: a process that was running when the recording started."""
+        old = self._live.get(info.host_pid)
+        if old is not None and not old.exited and not old.from_snapshot:
+            # already met through its events: keep what they said, fill in the rest
+            if not old.program.known and info.exe:
+                old.programs[0] = Program(info.exe, info.argv, "snapshot",
+                                          old.programs[0].since, info.comm)
+            old.start_ns = min(old.start_ns, info.start_ns)
+            old.cwd = old.cwd or info.cwd
+            if old.container_id is None:
+                old.container_id = info.container_id
+            old.from_snapshot = True
+            return old
+        if info.exe:
+            program = Program(info.exe, info.argv, "snapshot", info.start_ns, info.comm)
+        else:  # a kernel thread or zombie: named by its comm
+            program = Program("", info.argv, "comm", info.start_ns, info.comm)
+        process = Process(info.host_pid, info.host_ppid, info.pid, info.uid, info.pid_ns,
+                          info.mnt_ns, info.start_ns, [program], {info.comm: info.start_ns},
+                          info.cwd, info.container_id, from_snapshot=True)
+        self._live[info.host_pid] = process
+        return process
+
+    def add_container(self, info: ContainerInfo) -> None:
+        """A container record: the container of one (pid_id, mnt_id) pair of the events."""
+        self.containers[(info.pid_ns, info.mnt_ns)] = info
+
+    def feed(self, item: Event | ProcessInfo | ContainerInfo | int) -> EventContext | None:
+        """Take one item of :func:`ebpfwire.pstree.capture_items` (an event, a snapshot
+        entry, a container record or a lost count); the answer for an event, else None."""
+        if isinstance(item, Event):
+            return self.update(item)
+        if isinstance(item, ProcessInfo):
+            self.add_process(item)
+        elif isinstance(item, ContainerInfo):
+            self.add_container(item)
+        else:
+            self.lost(item)
+        return None
+
+    def lost(self, count: int) -> None:
+        """Events were lost here: exec results may never come, so pending ones are dropped."""
+        self.lost_events += count
+        for process in self._live.values():
+            process.pending = None
+
+    # -- lookups
+
+    def get(self, host_pid: int) -> Process | None:
+        """The latest life of a host pid still in the table."""
+        return self._live.get(host_pid)
+
+    def processes(self) -> Iterator[Process]:
+        """Every process still in the table (live ones, then those kept after exit)."""
+        yield from self._live.values()
+        live = self._live
+        for process in self._exited:
+            if live.get(process.host_pid) is not process:
+                yield process
+        yield from self._replaced
+
+    def container(self, pid_id: int, mnt_id: int) -> ContainerInfo | None:
+        return self.containers.get((pid_id, mnt_id))
+
+    # -- the event stream
+
+    def _new_process(self, event: Event, ts: int) -> Process:
+        comm = event.comm
+        parent = self._live.get(event.host_ppid)
+        program = Program("", (), "comm", ts, comm)
+        if parent is not None and not parent.exited:
+            inherited = parent.program
+            if inherited.known and comm == inherited.comm:
+                program = Program(inherited.exe, inherited.argv, "fork", ts, comm)
+        process = Process(event.host_pid, event.host_ppid, event.pid, event.uid, event.pid_id,
+                          event.mnt_id, ts, [program], {comm: ts}, _cwd_of(event))
+        self._live[event.host_pid] = process
+        return process
+
+    def _reused(self, process: Process) -> bool:
+        """For an event naming another parent: True when it cannot be from this process.
+
+        The parent of a process changes only when that parent exits (reparenting): a new
+        parent while the recorded one lives means this pid's exit was lost, and it is
+        another process now.
+        """
+        parent = self._live.get(process.host_ppid)
+        return parent is not None and not parent.exited and process.host_ppid != 0
+
+    def _drop_expired(self, now: int) -> None:
+        retain, exited, live = self.retain_ns, self._exited, self._live
+        while exited and exited[0].exit_ns + retain < now:  # type: ignore[operator]
+            process = exited.popleft()
+            if live.get(process.host_pid) is process:
+                del live[process.host_pid]
+            self.dropped += 1
+
+    def update(self, event: Event) -> EventContext:
+        """Apply one event (in ``ts`` order) and answer for it.
+
+        The answer is the state at the event: an execve/execveat entry is answered with
+        the program that called exec (it is still running), the exec's exit and the
+        security_bprm_check event with the new program.
+        """
+        # one unpack of the header instead of a property call per field: this runs for
+        # every event of an enriched decode
+        (ts, pid_id, mnt_id, host_ppid, host_pid, _, _, _, event_id, argnum, retval, comm,
+         extra, _, _) = event._header
+        if self.retain_ns is not None and self._exited:
+            self._drop_expired(ts)
+        live = self._live
+        process = live.get(host_pid)
+        if process is None:
+            process = self._new_process(event, ts)
+        elif process.exit_ns is not None or (host_ppid != process.host_ppid
+                                             and self._reused(process)):
+            if process.exit_ns is None and self.retain_ns is None:
+                self._replaced.append(process)   # its exit was lost; keep it for the tree
+            process = self._new_process(event, ts)
+        else:
+            process.host_ppid = host_ppid        # the same, or reparented
+            process.pid_ns, process.mnt_ns = pid_id, mnt_id
+        process.events += 1
+        counts = process.counts
+        counts[event_id] = counts.get(event_id, 0) + 1
+        if comm not in process.comms:
+            process.comms[comm] = ts
+        cwd = extra.get("cwd") if extra else None
+        if cwd:
+            process.cwd = cwd
+        answer_program = process.programs[-1]
+        request = None
+        if event_id in self._exec_ids:
+            if argnum:      # the entry: filename and argv (the calling program answers)
+                self._exec_entry(process, event, process.cwd)
+            else:           # the exit: the result
+                request = process.pending
+                self._exec_exit(process, event)
+                answer_program = process.programs[-1]
+        elif event_id == SECURITY_BPRM_CHECK:
+            self._bprm(process, event, process.cwd)
+            answer_program = process.programs[-1]
+        elif event_id == DO_EXIT:
+            process.exit_ns, process.exit_status = ts, retval
+            process.pending = None
+            self._exited.append(process)
+        parent = live.get(process.host_ppid)
+        if parent is not None and parent.start_ns > process.start_ns:
+            parent = None         # that pid is a younger process now, not the parent
+        parent_program = parent.programs[-1] if parent is not None else None
+        container = self.containers.get((pid_id, mnt_id)) if self.containers else None
+        return EventContext(process, answer_program, parent, parent_program, container, request)
+
+    def _exec_entry(self, process: Process, event: Event, cwd: str) -> None:
+        args = event.args
+        strings = [arg.value for arg in args if isinstance(arg.value, str)]
+        argvs = [arg.value for arg in args if isinstance(arg.value, list)]
+        filename = _absolute(strings[0], cwd) if strings else ""
+        argv = tuple(argvs[0]) if argvs else ()
+        process.pending = ExecRequest(filename, argv, event.ts, event.event_id)
+
+    def _bprm(self, process: Process, event: Event, cwd: str) -> None:
+        """The kernel is running the new program now: the exec succeeded."""
+        args = event.args
+        resolved = args[0].value if args and isinstance(args[0].value, str) else ""
+        resolved = _absolute(resolved, cwd)
+        request = process.pending
+        if request is not None:
+            request.resolved = resolved
+            exe, argv = resolved or request.filename, request.argv
+        else:     # its entry was not recorded (lost, or filtered out)
+            exe, argv = resolved, ()
+        self._start_program(process, Program(exe, argv, "exec", event.ts, event.comm))
+
+    def _exec_exit(self, process: Process, event: Event) -> None:
+        request, process.pending = process.pending, None
+        if event.retval != 0 or request is None:
+            return               # failed: the old program goes on (or nothing to say)
+        current = process.program
+        if current.source == "exec" and current.since >= request.ts:
+            return               # security_bprm_check already started it
+        self._start_program(process, Program(request.filename, request.argv, "exec",
+                                             event.ts, event.comm))
+
+    @staticmethod
+    def _start_program(process: Process, program: Program) -> None:
+        process.programs.append(program)

@@ -1,0 +1,136 @@
+"""The process tree of a capture (``ebpfwire ps``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from test_process import Stream
+
+from ebpfwire.capture import CaptureReader
+from ebpfwire.context import ContainerInfo, ProcessInfo
+from ebpfwire.pstree import build_tree, capture_items, in_ts_order
+from ebpfwire.render import escape
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+def fixture_items(name: str) -> list:
+    with CaptureReader(FIXTURES / name) as reader:
+        return list(capture_items(reader))
+
+
+def test_real_workload_tree() -> None:
+    tree = build_tree(fixture_items("real-workload.ewcap"))
+    lines = tree.lines()
+    assert lines[0].startswith("[sh]  (29675)  +0.000000s..")
+    children = lines[1:]
+    assert len(children) == 5 and children[-1].startswith("└─")
+    assert all(line.startswith(("├─[sh] → ", "└─[sh] → ")) for line in children)
+    cat = [line for line in children if "/bin/cat" in line][0]
+    assert "(29677)" in cat and "exited with 0" in cat and "events 36 (32 openat" in cat
+    assert "exited with 3" in children[-1] and "/bin/sh -c exit 3" in children[-1]
+    [root] = tree.to_json()
+    assert root["host_pid"] == 29675 and root["programs"][0]["source"] == "comm"
+    statuses = {child["programs"][-1]["exe"]: child["exit_status"]
+                for child in root["children"]}
+    assert statuses["/bin/sh"] == 768 and statuses["/bin/ls"] == 0
+    assert sum(child["events"] for child in root["children"]) + root["events"] == 147
+
+
+def test_parent_first_seen_after_its_child() -> None:
+    # unshare's only event (its do_exit) comes after its child's: still its parent
+    tree = build_tree(fixture_items("real-namespaces.ewcap"))
+    [root] = tree.to_json()
+    assert root["host_pid"] == 29682 and root["children"][0]["host_pid"] == 29683
+    assert root["children"][0]["pid"] == 1
+    assert tree.lines()[1].endswith("ns 4026532178/4026532177")
+
+
+def test_filter_keeps_matching_processes_and_their_ancestors() -> None:
+    items = fixture_items("real-workload.ewcap")
+    tree = build_tree(items, keep=lambda event: event.name == "connect")
+    [root] = tree.to_json()
+    assert root["events"] == 0 and len(root["children"]) == 1
+    python = root["children"][0]
+    assert python["programs"][-1]["exe"] == "/usr/bin/python3"
+    assert python["counts"] == {"connect": 2}
+
+
+def test_snapshot_ancestors_containers_and_reordering() -> None:
+    s = Stream()
+    cid = "d" * 64
+    events = [s.openat(300, 200, "nginx", pid_id=11, mnt_id=12),
+              *s.exec(400, 300, "nginx", "/usr/bin/curl", ["curl", "-s", "x"],
+                      pid_id=11, mnt_id=12),
+              s.exit(400, 300, "curl", status=9, pid_id=11, mnt_id=12)]
+    items = [ProcessInfo(1, 0, 1, 0, 5, 6, 0, "systemd", "/sbin/init", "/", ("/sbin/init",), ""),
+             ProcessInfo(200, 1, 200, 0, 5, 6, 10, "containerd-shim", "/usr/bin/containerd-shim",
+                         "/", ("containerd-shim",), ""),
+             ProcessInfo(300, 200, 1, 0, 7, 8, 20, "nginx", "/usr/sbin/nginx", "/",
+                         ("nginx", "-g", "daemon off;"), cid),
+             ContainerInfo(11, 12, cid, "docker"),
+             events[2], events[0], events[1], 3, events[3], events[4]]   # out of ts order
+    tree = build_tree(items)
+    lines = tree.lines()
+    assert lines[0].startswith("/sbin/init  (1)  before the capture..running")
+    assert lines[1].startswith("└─/usr/bin/containerd-shim  (200)")
+    assert lines[2].startswith("  └─/usr/sbin/nginx -g daemon off;  (300/1)")
+    assert lines[2].endswith(f"docker:{cid[:12]}")
+    assert lines[3].startswith("    └─/usr/sbin/nginx → /usr/bin/curl -s x  (400)")
+    assert "killed by SIGKILL" in lines[3]
+    assert tree.table.lost_events == 3
+    curl = tree.to_json()[0]["children"][0]["children"][0]["children"][0]
+    assert [p["source"] for p in curl["programs"]] == ["fork", "exec"]
+    assert curl["runtime"] == "docker" and curl["container_id"] == cid
+
+
+def test_round_trip_through_a_capture_with_context_records(tmp_path: Path) -> None:
+    """What `record` writes (this machine's snapshot, the resolver's container records,
+    samples) read back with capture_items: this test process is named from the snapshot."""
+    from ebpfwire import encode
+    from ebpfwire.capture import CaptureWriter, HostInfo
+    from ebpfwire.kubearmor import KubeArmorLogs
+    from ebpfwire.process import ProcessTable
+    from ebpfwire.procfs import ContainerResolver, snapshot
+
+    processes = snapshot()
+    me = next(info for info in processes if info.host_pid == os.getpid())
+    s = Stream()
+    s.ts = me.start_ns + 10**9
+    event = s.openat(me.host_pid, me.host_ppid, me.comm, "/etc/hostname")
+    path = tmp_path / "ctx.ewcap"
+    resolver = ContainerResolver()
+    with CaptureWriter(path, host=HostInfo("test-host", "6.18.0", 2), boot_time_ns=0) as writer:
+        for info in processes:
+            writer.write_process(info)
+        for info in resolver.seed(processes):
+            writer.write_container(info)
+        data = encode(event)
+        container = resolver.resolve_sample(data)
+        assert container is None                # (0, 0) came with the snapshot already
+        writer.write_sample(0, data)
+    with CaptureReader(path) as reader:
+        items = list(capture_items(reader))
+    assert sum(isinstance(item, ProcessInfo) for item in items) == len(processes)
+    assert ContainerInfo(0, 0, "", "host") in items
+    tree = build_tree(items)
+    [line] = [line for line in tree.lines() if f"({me.host_pid})" in line]
+    assert escape(" ".join((me.exe, *me.argv[1:]))) in line and "events 1 (1 openat)" in line
+    table = ProcessTable()
+    answers = [(item, table.feed(item)) for item in items]
+    [(decoded, answer)] = [(item, answer) for item, answer in answers if answer is not None]
+    log = KubeArmorLogs("test-host", 0).log(decoded, answer)
+    assert log["ProcessName"] == me.exe and log["Type"] == "HostLog"
+    assert log["Resource"] == "/etc/hostname"
+
+
+def test_in_ts_order() -> None:
+    s = Stream()
+    a, b, c, d = (s.openat(10, 1, "x") for _ in range(4))
+    info = ProcessInfo(10, 1, 10, 0, 5, 6, 0, "x", "/bin/x", "/", ("x",), "")
+    items = [b, a, 7, d, info, c]          # two CPUs' batches; a loss after b and a
+    ordered = list(in_ts_order(items, reorder_ns=10**9))
+    assert ordered == [info, a, b, 7, c, d]
+    # with no window, nothing waits: file order (for captures known to be in order)
+    assert list(in_ts_order([b, a], reorder_ns=-1)) == [b, a]
