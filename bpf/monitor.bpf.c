@@ -264,6 +264,20 @@ struct {
 	__type(value, struct exe_path);
 } exe_paths SEC(".maps");
 
+/* the process tree of the pid filter: host tgids whose events are kept. The
+ * loader seeds the traced process (and its living descendants); tree__fork adds
+ * each child forked by a traced process, tree__exit removes a process when its
+ * last thread exits. A full map stops the tree from growing (children are then
+ * missed), it never lets other processes in. */
+#define TRACED_MAX 65536
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TRACED_MAX);
+	__type(key, __u32);
+	__type(value, __u8);
+} traced SEC(".maps");
+
 /* ---- reading kernel memory through the config offsets ------------------ */
 
 static __always_inline __u64 read_u64(__u64 base, __u32 off)
@@ -292,22 +306,32 @@ static __always_inline struct monitor_config *get_config(void)
 	return cfg;
 }
 
-/* host tgid of the real parent of the current task */
-static __always_inline __u32 host_ppid_of(const struct monitor_config *cfg, __u64 task)
+/* the comm filter: the current task's comm equals config.comm (16 bytes) */
+static __always_inline int comm_matches(const struct monitor_config *cfg)
 {
-	return read_u32(read_u64(task, cfg->task_real_parent), cfg->task_tgid);
+	char comm[16] = {};
+	int same = 1;
+
+	bpf_get_current_comm(comm, sizeof(comm));
+#pragma unroll
+	for (int i = 0; i < 16; i++)
+		if (comm[i] != cfg->comm[i])
+			same = 0;
+	return same;
 }
 
-/* the pid filter of the config: 1 = trace, 0 = drop */
+/* the filters of the config: 1 = trace, 0 = drop */
 static __always_inline int wanted(const struct monitor_config *cfg)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 
 	if (cfg->ignore_tgid && cfg->ignore_tgid == tgid)
 		return 0;
-	if (!cfg->filter_tgid || cfg->filter_tgid == tgid)
-		return 1;
-	return cfg->filter_tgid == host_ppid_of(cfg, bpf_get_current_task());
+	if (cfg->filter_tgid && !bpf_map_lookup_elem(&traced, &tgid))
+		return 0;
+	if (cfg->filter_comm && !comm_matches(cfg))
+		return 0;
+	return 1;
 }
 
 /* ---- the event writer (wire-format.md sections 4 and 5) ---------------- */
@@ -630,6 +654,38 @@ static __always_inline int take_args(__u32 event_id, struct saved_args *out)
 	}									\
 	static __always_inline void event##_args_##tp(struct writer *w,	\
 						      const struct saved_args *a)
+
+/* ---- the process tree of the pid filter -----------------------------------
+ * Raw tracepoints: their arguments are the kernel's task pointers, so the
+ * child's tgid can be read (a new thread shares its parent's tgid and adds
+ * nothing). The loader attaches them only when a pid filter is set. */
+
+SEC("raw_tracepoint/sched_process_fork")
+int tree__fork(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct monitor_config *cfg = get_config();
+	__u32 parent = bpf_get_current_pid_tgid() >> 32; /* the forking task is current */
+	__u32 child;
+	__u8 one = 1;
+
+	if (!cfg || !cfg->filter_tgid || !bpf_map_lookup_elem(&traced, &parent))
+		return 0;
+	child = read_u32(ctx->args[1], cfg->task_tgid);
+	if (child && child != parent)
+		bpf_map_update_elem(&traced, &child, &one, BPF_ANY);
+	return 0;
+}
+
+/* sched_process_exit(struct task_struct *p, bool group_dead) */
+SEC("raw_tracepoint/sched_process_exit")
+int tree__exit(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+
+	if ((__u8)ctx->args[1])
+		bpf_map_delete_elem(&traced, &tgid);
+	return 0;
+}
 
 /* ---- file events -------------------------------------------------------- */
 

@@ -3,14 +3,15 @@
  * The loader fills element 0 of the ARRAY map `config` (key u32 0) with this
  * struct before attaching any program. Offsets come from the running kernel's
  * BTF (/sys/kernel/btf/vmlinux), so the program needs no CO-RE and no
- * kernel headers of the machine it runs on. All fields are u32, no padding.
+ * kernel headers of the machine it runs on. u32 fields then a char[16]: no padding.
  */
 #ifndef EBPFWIRE_MONITOR_CONFIG_H
 #define EBPFWIRE_MONITOR_CONFIG_H
 
 struct monitor_config {
 	__u32 ready;                /* 1 once the loader has filled the struct; 0 => programs emit nothing */
-	__u32 filter_tgid;          /* 0 = every process; else only events whose host tgid or host ppid equals it */
+	__u32 filter_tgid;          /* 0 = every process; else only the tgids in the `traced` map (that
+	                             * tgid, seeded by the loader, and every descendant forked since) */
 	__u32 ignore_tgid;          /* the reader's own tgid, never traced (0 = none) */
 	__u32 host_pidns_inum;      /* inode of /proc/1/ns/pid: tasks in it are host tasks (pid_id = 0) */
 	__u32 host_mntns_inum;      /* inode of /proc/1/ns/mnt: tasks in it get mnt_id = 0 */
@@ -33,6 +34,9 @@ struct monitor_config {
 	__u32 upid_size;            /* sizeof(struct upid) */
 	__u32 upid_nr;              /* offsetof(struct upid, nr), int */
 	__u32 upid_ns;              /* offsetof(struct upid, ns), struct pid_namespace * */
+	/* the comm filter */
+	__u32 filter_comm;          /* 0 = every task; 1 = only tasks whose current comm equals `comm` */
+	char comm[16];              /* NUL-padded, compared on all 16 bytes */
 };
 
 #endif

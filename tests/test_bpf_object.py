@@ -36,7 +36,7 @@ ALLOWED_MAP_TYPES = {
     BPF_MAP_TYPE_LRU_HASH,
 }
 MAX_BUFFER_SIZE = 32768
-CONFIG_FIELDS = 18  # u32 fields of struct monitor_config in bpf/monitor_config.h
+CONFIG_SIZE = 19 * 4 + 16  # struct monitor_config in bpf/monitor_config.h: 19 u32, char comm[16]
 
 # event group -> tracepoints its programs attach to
 EXPECTED_TRACEPOINTS = {
@@ -78,6 +78,7 @@ EXPECTED_TRACEPOINTS = {
         "signal/signal_deliver",
     },
     "tcp": {"sock/inet_sock_set_state"},
+    "tree": {"sched_process_fork", "sched_process_exit"},  # raw tracepoints of the pid filter
 }
 
 
@@ -168,7 +169,7 @@ def test_contract_maps(maps):
     assert (events.key_size, events.value_size, events.max_entries) == (4, 4, 0)
     config = maps["config"]
     assert config.type == BPF_MAP_TYPE_ARRAY
-    assert (config.key_size, config.value_size, config.max_entries) == (4, 4 * CONFIG_FIELDS, 1)
+    assert (config.key_size, config.value_size, config.max_entries) == (4, CONFIG_SIZE, 1)
 
 
 def test_scratch_buffer_and_pairing_maps(maps):

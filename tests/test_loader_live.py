@@ -31,7 +31,7 @@ def test_bundled_object_maps_and_programs():
     obj = read_object(OBJECT)
     assert obj.license == "GPL"
     assert obj.maps["events"].type == syscalls.BPF_MAP_TYPE_PERF_EVENT_ARRAY
-    assert obj.maps["config"].value_size == 18 * 4
+    assert obj.maps["config"].value_size == MonitorConfig.sizeof() == 19 * 4 + 16
     assert obj.maps["config"].max_entries == 1
     close = [p for p in obj.programs if p.event == "close"]
     assert close and all(p.section.startswith("tracepoint/syscalls/") for p in close)
@@ -56,7 +56,7 @@ def test_event_selection_and_aliases():
     obj = read_object(OBJECT)
     assert {p.event for p in select_programs(obj, ["close", "openat"])} == {"close", "openat"}
     assert {p.event for p in select_programs(obj, ["tcp_connect_v6"])} == {"tcp"}
-    assert len(select_programs(obj, None)) == len(obj.programs)
+    assert len(select_programs(obj, None)) == len([p for p in obj.programs if p.event != "tree"])
     with pytest.raises(ValueError, match=r"unknown event 'nope'; known events: .*tcp_accept"):
         select_programs(obj, ["nope"])
 
@@ -163,8 +163,11 @@ def _wait_gone(ids: set[int], listing) -> set[int]:
 def test_close_leaves_nothing_in_the_kernel():
     fds_before = set(os.listdir("/proc/self/fd"))
     mon = Monitor(events=["close", "tcp"], pid=4321)
-    config = MonitorConfig.parse(syscalls.map_lookup(mon.map_fds["config"], bytes(4), 72))
+    raw = syscalls.map_lookup(mon.map_fds["config"], bytes(4), MonitorConfig.sizeof())
+    config = MonitorConfig.parse(raw)
     assert (config.ready, config.filter_tgid, config.ignore_tgid) == (1, 4321, os.getpid())
+    assert (config.filter_comm, config.comm) == (0, bytes(16))
+    assert syscalls.map_lookup(mon.map_fds["traced"], (4321).to_bytes(4, "little"), 1) == b"\1"
     assert config.upid_size > 0 and config.task_tgid > 0
     prog_ids = {syscalls.object_id(fd, True) for fd in mon.prog_fds.values()}
     map_ids = {syscalls.object_id(fd, False) for fd in mon.map_fds.values()}
@@ -213,7 +216,7 @@ def test_config_schema_mirrors_the_c_header():
     header = Path(__file__).resolve().parent.parent / "bpf" / "monitor_config.h"
     if not header.exists():
         pytest.skip(f"{header} absent")
-    fields = re.findall(r"^\s*__u32\s+(\w+);", header.read_text(), re.M)
+    fields = re.findall(r"^\s*(?:__u32|char)\s+(\w+)(?:\[16\])?;", header.read_text(), re.M)
     assert [sc.name for sc in MonitorConfig.subcons] == fields
 
 
@@ -279,3 +282,88 @@ def test_page_count_must_be_a_power_of_two():
         PerfReader(-1, page_count=3)
     with pytest.raises(ValueError, match="wakeup_bytes"):
         PerfReader(-1, page_count=1, wakeup_bytes=4096)
+
+
+def _drain_until(mon: Monitor, done, timeout: float = 15) -> list[ebpfwire.Event]:
+    """Decode every sample until ``done(events)`` holds (or the deadline passes)."""
+    events: list[ebpfwire.Event] = []
+    deadline = time.monotonic() + timeout
+    while not done(events) and time.monotonic() < deadline:
+        for rec in mon.reader.read_batch(timeout=0.2):
+            if isinstance(rec, Sample):
+                events.append(ebpfwire.decode(rec.data))
+    return events
+
+
+# the traced root waits for a line, then forks; its child forks and execs `cat FILE`
+TREE_SCRIPT = """
+import os, subprocess, sys
+sys.stdin.readline()
+r, w = os.pipe()
+level2 = os.fork()
+if level2 == 0:
+    os.close(r)
+    cat = subprocess.Popen(["cat", sys.argv[1]], stdout=subprocess.DEVNULL)
+    os.write(w, b"%d %d" % (os.getpid(), cat.pid))
+    cat.wait()
+    os._exit(0)
+os.close(w)
+print(os.read(r, 64).decode(), flush=True)
+os.waitpid(level2, 0)
+"""
+
+
+@pytest.mark.live
+@needs_object
+def test_pid_filter_follows_the_whole_tree(tmp_path: Path):
+    target = tmp_path / "tree-target.txt"
+    target.write_text("leaf\n")
+    root = subprocess.Popen([sys.executable, "-c", TREE_SCRIPT, str(target)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        with Monitor(events=["openat", "execve", "do_exit"], pid=root.pid) as mon:
+            other = subprocess.Popen(["cat", str(target)], stdout=subprocess.DEVNULL)
+            root.stdin.write("go\n")
+            root.stdin.close()
+            level2, level3 = map(int, root.stdout.readline().split())
+            assert root.wait(timeout=15) == 0 and other.wait(timeout=15) == 0
+            tree = {root.pid, level2, level3}
+            events = _drain_until(mon, lambda evs: tree <= {
+                e.host_pid for e in evs if e.name == "do_exit"})
+    finally:
+        if root.poll() is None:
+            root.kill()
+            root.wait()
+    assert {e.host_pid for e in events} == tree  # nothing of `other`, nor of anyone else
+    assert other.pid not in {e.host_pid for e in events}
+    execs = [e for e in events if e.name == "execve" and e.host_pid == level3 and e.argnum == 2]
+    assert [str(a) for a in execs[0].args[1].value] == ["cat", str(target)]
+    opens = [e for e in events if e.name == "openat" and e.host_pid == level3
+             and e.args[1].value == str(target)]
+    assert len(opens) == 1 and opens[0].comm == "cat" and opens[0].retval >= 0
+    assert {e.host_pid for e in events if e.name == "do_exit"} == tree
+
+
+@pytest.mark.live
+@needs_object
+def test_comm_filter_keeps_only_that_task_name(tmp_path: Path):
+    target = tmp_path / "comm-target.txt"
+    target.write_text("x\n")
+    renamed = tmp_path / "ebwcomm-cat"
+    shutil.copy("/bin/cat", renamed)
+    with Monitor(events=["openat", "do_exit"], comm="ebwcomm-cat") as mon:
+        plain = subprocess.run(["cat", str(target)], capture_output=True)
+        mine = subprocess.Popen([str(renamed), str(target)], stdout=subprocess.DEVNULL)
+        assert mine.wait(timeout=15) == 0 and plain.returncode == 0
+        events = _drain_until(mon, lambda evs: any(
+            e.name == "do_exit" and e.host_pid == mine.pid for e in evs))
+    assert events and {e.comm for e in events} == {"ebwcomm-cat"}
+    opens = [e for e in events if e.name == "openat" and e.args[1].value == str(target)]
+    assert [e.host_pid for e in opens] == [mine.pid]
+
+
+def test_comm_and_pid_are_checked_before_touching_the_kernel():
+    with pytest.raises(ValueError, match="comm must be 1 to 15 bytes"):
+        Monitor(comm="a-name-of-16-byt")
+    with pytest.raises(ValueError, match="pid must be between 1 and 4294967295, got -1"):
+        Monitor(pid=-1)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from construct import Int32ul, Struct
+from construct import Bytes, Int32ul, Struct
 
 from ebpfwire.loader.btf import Btf
 from ebpfwire.loader.errors import BtfError, LoaderError
@@ -32,7 +32,10 @@ MonitorConfig = Struct(
     "upid_size" / Int32ul,
     "upid_nr" / Int32ul,
     "upid_ns" / Int32ul,
+    "filter_comm" / Int32ul,
+    "comm" / Bytes(16),
 )
+COMM_SIZE = 16  # TASK_COMM_LEN: a task name is at most 15 bytes and a NUL
 
 # config field -> (struct, member path) in the kernel's BTF
 _OFFSETS = {
@@ -84,15 +87,36 @@ def host_ns_inum(kind: str, proc: str = "/proc") -> int:
     )
 
 
+def comm_bytes(comm: str | bytes) -> bytes:
+    """``comm`` as the kernel stores a task name: at most 15 bytes, NUL-padded to 16."""
+    raw = comm.encode() if isinstance(comm, str) else bytes(comm)
+    if not raw or len(raw) >= COMM_SIZE or b"\0" in raw:
+        raise ValueError(
+            f"comm must be 1 to {COMM_SIZE - 1} bytes without NUL (a task name), got {comm!r} "
+            f"({len(raw)} bytes)"
+        )
+    return raw.ljust(COMM_SIZE, b"\0")
+
+
 def build_config(
-    btf: Btf, filter_tgid: int = 0, ignore_tgid: int = 0, proc: str = "/proc"
+    btf: Btf,
+    filter_tgid: int = 0,
+    ignore_tgid: int = 0,
+    proc: str = "/proc",
+    comm: str | bytes | None = None,
 ) -> bytes:
-    """The ``config`` value for this machine, with ``ready`` = 1."""
+    """The ``config`` value for this machine, with ``ready`` = 1.
+
+    ``filter_tgid`` non-zero switches the tree filter on (the ``traced`` map decides);
+    ``comm`` keeps only tasks of that name.
+    """
     return MonitorConfig.build(
         dict(
             ready=1,
             filter_tgid=filter_tgid,
             ignore_tgid=ignore_tgid,
+            filter_comm=int(comm is not None),
+            comm=comm_bytes(comm) if comm is not None else bytes(COMM_SIZE),
             host_pidns_inum=host_ns_inum("pid", proc),
             host_mntns_inum=host_ns_inum("mnt", proc),
             **kernel_offsets(btf),

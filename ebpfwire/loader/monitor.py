@@ -23,6 +23,9 @@ EVENT_ALIASES = {
     "tcp_connect_v6": "tcp",
     "tcp_accept_v6": "tcp",
 }
+# the programs that keep the `traced` map (the pid filter's process tree): not an event
+TREE_GROUP = "tree"
+PID_MAX = 0xFFFFFFFF
 VERIFIER_LOG_SIZE = 16 * 1024 * 1024
 VERIFIER_LOG_TAIL = 40  # lines shown in the error
 
@@ -40,8 +43,8 @@ def possible_cpus(path: str = "/sys/devices/system/cpu/possible") -> int:
 def select_programs(obj: BpfObject, events: Iterable[str] | None) -> list[ProgramSpec]:
     """The programs serving ``events`` (all when None); unknown names are a ValueError."""
     if events is None:
-        return list(obj.programs)
-    known = {p.event for p in obj.programs}
+        return [p for p in obj.programs if p.event != TREE_GROUP]
+    known = {p.event for p in obj.programs} - {TREE_GROUP}
     groups: set[str] = set()
     for name in events:
         group = EVENT_ALIASES.get(name, name)
@@ -78,11 +81,35 @@ def load_program(prog: ProgramSpec, map_fds: dict[str, int], license: str) -> in
     return fd  # the first failure was transient (EAGAIN...) and did not recur
 
 
+def descendants(pid: int, proc: str = "/proc") -> set[int]:
+    """``pid`` and every living process below it, from each process's ppid in /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir(proc):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"{entry.path}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:  # gone since the listing
+            continue
+        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = {pid}, [pid]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
 class Monitor:
     """The bundled system monitor, loaded and attached; events come out of ``reader``.
 
     ``events`` selects program groups (default: all), ``pid`` keeps only events of that
-    process or its children, ``ignore_self`` drops our own process's events,
+    process and all its descendants (like ``strace -f``: living ones and every process
+    forked below it while the monitor runs), ``comm`` only tasks whose current name
+    (``comm``, at most 15 bytes) equals it, ``ignore_self`` drops our own process's events,
     ``page_count`` sizes each CPU's ring (default ``perf.DEFAULT_PAGE_COUNT``).
     ``close()`` (or leaving the ``with`` block) removes everything from the kernel.
     """
@@ -94,9 +121,18 @@ class Monitor:
         ignore_self: bool = True,
         page_count: int | None = None,
         object_path: str | Path | None = None,
+        *,
+        comm: str | bytes | None = None,
     ) -> None:
+        if pid is not None and not 0 < pid <= PID_MAX:
+            raise ValueError(f"pid must be between 1 and {PID_MAX}, got {pid}")
         self.object = read_object(object_path or bundled_object())
         self.programs = select_programs(self.object, events)
+        if pid is not None:
+            # fork first (no child is missed), exit last: after do_exit__sched has
+            # written the process's exit event, which needs it in the tree
+            tree = {p.name: p for p in self.object.programs if p.event == TREE_GROUP}
+            self.programs = [tree["tree__fork"], *self.programs, tree["tree__exit"]]
         self.map_fds: dict[str, int] = {}
         self.prog_fds: dict[str, int] = {}
         self._attach_fds: list[int] = []
@@ -108,7 +144,11 @@ class Monitor:
                 Btf.vmlinux(),
                 filter_tgid=pid or 0,
                 ignore_tgid=os.getpid() if ignore_self else 0,
+                comm=comm,
             )
+            if pid is not None:
+                for tgid in descendants(pid):
+                    syscalls.map_update(self.map_fds["traced"], tgid.to_bytes(4, "little"), b"\1")
             syscalls.map_update(self.map_fds["config"], b"\0\0\0\0", config)
             for prog in self.programs:
                 self.prog_fds[prog.name] = self._load(prog)
