@@ -31,10 +31,10 @@ def test_bundled_object_maps_and_programs():
     obj = read_object(OBJECT)
     assert obj.license == "GPL"
     assert obj.maps["events"].type == syscalls.BPF_MAP_TYPE_PERF_EVENT_ARRAY
-    assert obj.maps["config"].value_size == MonitorConfig.sizeof() == 19 * 4 + 16
+    assert obj.maps["config"].value_size == MonitorConfig.sizeof() == 35 * 4 + 16
     assert obj.maps["config"].max_entries == 1
     close = [p for p in obj.programs if p.event == "close"]
-    assert close and all(p.section.startswith("tracepoint/syscalls/") for p in close)
+    assert {p.section for p in close} == {"raw_tracepoint/sys_enter", "raw_tracepoint/sys_exit"}
     for prog in obj.programs:
         assert len(prog.insns) % 8 == 0 and prog.insns
         for offset, map_name in prog.map_refs:
@@ -56,7 +56,8 @@ def test_event_selection_and_aliases():
     obj = read_object(OBJECT)
     assert {p.event for p in select_programs(obj, ["close", "openat"])} == {"close", "openat"}
     assert {p.event for p in select_programs(obj, ["tcp_connect_v6"])} == {"tcp"}
-    assert len(select_programs(obj, None)) == len([p for p in obj.programs if p.event != "tree"])
+    assert len(select_programs(obj, None)) == len(
+        [p for p in obj.programs if p.event != "tree"])
     with pytest.raises(ValueError, match=r"unknown event 'nope'; known events: .*tcp_accept"):
         select_programs(obj, ["nope"])
 
@@ -367,3 +368,78 @@ def test_comm_and_pid_are_checked_before_touching_the_kernel():
         Monitor(comm="a-name-of-16-byt")
     with pytest.raises(ValueError, match="pid must be between 1 and 4294967295, got -1"):
         Monitor(pid=-1)
+
+
+@pytest.fixture
+def created_ids(monkeypatch):
+    """Ids of the programs and maps created while the test runs (ours only, not those of
+    other monitors on the machine), recorded as each is created."""
+    made: dict[str, set[int]] = {"progs": set(), "maps": set()}
+    prog_load, map_create = syscalls.prog_load, syscalls.map_create
+
+    def recording_prog_load(*args, **kwargs):
+        fd, log = prog_load(*args, **kwargs)
+        made["progs"].add(syscalls.object_id(fd, True))
+        return fd, log
+
+    def recording_map_create(*args, **kwargs):
+        fd = map_create(*args, **kwargs)
+        made["maps"].add(syscalls.object_id(fd, False))
+        return fd
+
+    monkeypatch.setattr(syscalls, "prog_load", recording_prog_load)
+    monkeypatch.setattr(syscalls, "map_create", recording_map_create)
+    return made
+
+
+def _assert_nothing_left(made: dict[str, set[int]], fds_before: set[str]) -> None:
+    assert made["progs"] and made["maps"]
+    assert _wait_gone(made["progs"], syscalls.loaded_programs) == set()
+    assert _wait_gone(made["maps"], syscalls.loaded_maps) == set()
+    assert set(os.listdir("/proc/self/fd")) <= fds_before
+
+
+@pytest.mark.live
+@needs_object
+def test_keyboard_interrupt_while_programs_load_leaves_nothing(created_ids, monkeypatch):
+    fds_before = set(os.listdir("/proc/self/fd"))
+
+    def interrupted(self, *args):  # the loads run on worker threads meanwhile
+        deadline = time.monotonic() + 10
+        while not created_ids["progs"] and time.monotonic() < deadline:
+            time.sleep(0.001)  # until a program is in the kernel
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Monitor, "_build_config", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        Monitor()
+    _assert_nothing_left(created_ids, fds_before)
+
+
+@pytest.mark.live
+@needs_object
+def test_sigint_while_programs_load_leaves_nothing(created_ids, monkeypatch):
+    import signal
+    import threading
+
+    fds_before = set(os.listdir("/proc/self/fd"))
+    timers: list[threading.Timer] = []
+    prog_load = syscalls.prog_load
+
+    def first_load_sends_sigint(*args, **kwargs):
+        if not timers:  # a real Ctrl-C, 10 ms after the first program load began
+            timers.append(threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGINT)))
+            timers[0].start()
+        return prog_load(*args, **kwargs)
+
+    monkeypatch.setattr(syscalls, "prog_load", first_load_sends_sigint)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            mon = Monitor()
+            try:
+                time.sleep(5)  # only if loading was quicker: the interrupt lands here
+            finally:
+                mon.close()
+    finally:
+        timers[0].cancel()
+    _assert_nothing_left(created_ids, fds_before)

@@ -7,6 +7,7 @@ program needs no CO-RE: the offsets come from the running kernel's BTF at load t
 from __future__ import annotations
 
 import os
+import platform
 
 from construct import Bytes, Int32ul, Struct
 
@@ -32,6 +33,22 @@ MonitorConfig = Struct(
     "upid_size" / Int32ul,
     "upid_nr" / Int32ul,
     "upid_ns" / Int32ul,
+    "regs_arg0" / Int32ul,
+    "regs_arg1" / Int32ul,
+    "regs_arg2" / Int32ul,
+    "regs_arg3" / Int32ul,
+    "regs_arg4" / Int32ul,
+    "regs_arg5" / Int32ul,
+    "regs_nr" / Int32ul,
+    "task_ti_status" / Int32ul,
+    "binprm_filename" / Int32ul,
+    "ksig_handler" / Int32ul,
+    "sk_family" / Int32ul,
+    "sk_protocol" / Int32ul,
+    "sk_sport" / Int32ul,
+    "sk_dport" / Int32ul,
+    "sk_daddr" / Int32ul,
+    "sk_v6_daddr" / Int32ul,
     "filter_comm" / Int32ul,
     "comm" / Bytes(16),
 )
@@ -51,6 +68,19 @@ _OFFSETS = {
     "pid_numbers": ("pid", "numbers"),
     "upid_nr": ("upid", "nr"),
     "upid_ns": ("upid", "ns"),
+    "task_ti_status": ("task_struct", "thread_info.status"),
+    "binprm_filename": ("linux_binprm", "filename"),
+    "ksig_handler": ("k_sigaction", "sa.sa_handler"),
+    "sk_family": ("sock", "__sk_common.skc_family"),
+    "sk_protocol": ("sock", "sk_protocol"),
+    "sk_sport": ("inet_sock", "inet_sport"),
+    "sk_dport": ("sock", "__sk_common.skc_dport"),
+    "sk_daddr": ("sock", "__sk_common.skc_daddr"),
+    "sk_v6_daddr": ("sock", "__sk_common.skc_v6_daddr"),
+}
+# the syscall argument registers 0-5 and the syscall number in struct pt_regs, per machine
+_SYSCALL_REGS = {
+    "x86_64": ("di", "si", "dx", "r10", "r8", "r9", "orig_ax"),
 }
 
 
@@ -59,6 +89,12 @@ def kernel_offsets(btf: Btf) -> dict[str, int]:
     try:
         values = {field: btf.member_offset(*where) for field, where in _OFFSETS.items()}
         values["upid_size"] = btf.sizeof("upid")
+        regs = _SYSCALL_REGS.get(platform.machine())
+        if regs is None:
+            raise LoaderError(f"the bundled monitor is built for x86-64, not {platform.machine()}")
+        for field, reg in zip(("regs_arg0", "regs_arg1", "regs_arg2", "regs_arg3", "regs_arg4",
+                               "regs_arg5", "regs_nr"), regs, strict=True):
+            values[field] = btf.member_offset("pt_regs", reg)
     except BtfError as exc:
         raise LoaderError(f"kernel BTF lacks a type the monitor needs: {exc}") from exc
     return values

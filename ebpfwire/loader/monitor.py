@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 
@@ -25,6 +26,7 @@ EVENT_ALIASES = {
 }
 # the programs that keep the `traced` map (the pid filter's process tree): not an event
 TREE_GROUP = "tree"
+LOAD_THREADS = min(8, max(2, os.cpu_count() or 2))
 PID_MAX = 0xFFFFFFFF
 VERIFIER_LOG_SIZE = 16 * 1024 * 1024
 VERIFIER_LOG_TAIL = 40  # lines shown in the error
@@ -81,6 +83,17 @@ def load_program(prog: ProgramSpec, map_fds: dict[str, int], license: str) -> in
     return fd  # the first failure was transient (EAGAIN...) and did not recur
 
 
+def with_tree_programs(obj: BpfObject, programs: list[ProgramSpec]) -> list[ProgramSpec]:
+    """``programs`` with the process-tree programs of the pid filter, in attach order.
+
+    The fork program comes first (no child is missed), the exit program last: the
+    programs of a raw tracepoint run in attach order, and ``do_exit__sched`` must write
+    the exit event while the process is still in the tree.
+    """
+    tree = {p.name: p for p in obj.programs if p.event == TREE_GROUP}
+    return [tree["tree__fork"], *programs, tree["tree__exit"]]
+
+
 def descendants(pid: int, proc: str = "/proc") -> set[int]:
     """``pid`` and every living process below it, from each process's ppid in /proc."""
     children: dict[int, list[int]] = {}
@@ -129,10 +142,7 @@ class Monitor:
         self.object = read_object(object_path or bundled_object())
         self.programs = select_programs(self.object, events)
         if pid is not None:
-            # fork first (no child is missed), exit last: after do_exit__sched has
-            # written the process's exit event, which needs it in the tree
-            tree = {p.name: p for p in self.object.programs if p.event == TREE_GROUP}
-            self.programs = [tree["tree__fork"], *self.programs, tree["tree__exit"]]
+            self.programs = with_tree_programs(self.object, self.programs)
         self.map_fds: dict[str, int] = {}
         self.prog_fds: dict[str, int] = {}
         self._attach_fds: list[int] = []
@@ -140,22 +150,17 @@ class Monitor:
         self.closed = False
         try:
             self._create_maps()
-            config = build_config(
-                Btf.vmlinux(),
-                filter_tgid=pid or 0,
-                ignore_tgid=os.getpid() if ignore_self else 0,
-                comm=comm,
+            config = self._load_programs(
+                lambda: self._build_config(pid or 0, os.getpid() if ignore_self else 0, comm)
             )
             if pid is not None:
                 for tgid in descendants(pid):
                     syscalls.map_update(self.map_fds["traced"], tgid.to_bytes(4, "little"), b"\1")
             syscalls.map_update(self.map_fds["config"], b"\0\0\0\0", config)
-            for prog in self.programs:
-                self.prog_fds[prog.name] = self._load(prog)
-            self.reader = perf.PerfReader(self, page_count or perf.DEFAULT_PAGE_COUNT)
+            self.reader = self._open_reader(page_count)
             for prog in self.programs:
                 self._attach(prog)
-        except BaseException:
+        except BaseException:  # KeyboardInterrupt too: nothing may stay in the kernel
             self.close()
             raise
 
@@ -176,8 +181,31 @@ class Monitor:
                 spec.type, spec.key_size, spec.value_size, max_entries, spec.map_flags, spec.name
             )
 
-    def _load(self, prog: ProgramSpec) -> int:
-        return load_program(prog, self.map_fds, self.object.license)
+    def _open_reader(self, page_count: int | None) -> perf.PerfReader:
+        return perf.PerfReader(self, page_count or perf.DEFAULT_PAGE_COUNT)
+
+    def _build_config(self, filter_tgid: int, ignore_tgid: int, comm: str | bytes | None) -> bytes:
+        return build_config(Btf.vmlinux(), filter_tgid, ignore_tgid, comm=comm)
+
+    def _load_programs(self, make_config: Callable[[], bytes]) -> bytes:
+        """Load every program on worker threads while ``make_config()`` runs here; its value.
+
+        The verifier runs in the kernel with the GIL released, so the loads overlap each
+        other and the Python work of the config (reading the kernel's BTF). A
+        KeyboardInterrupt cancels the loads not started and waits only for those running.
+        """
+        pool = ThreadPoolExecutor(LOAD_THREADS, thread_name_prefix="ebpfwire-load")
+        try:
+            futures = [pool.submit(self._load, prog) for prog in self.programs]
+            config = make_config()
+            for future in futures:
+                future.result()
+            return config
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _load(self, prog: ProgramSpec) -> None:
+        self.prog_fds[prog.name] = load_program(prog, self.map_fds, self.object.license)
 
     def _attach(self, prog: ProgramSpec) -> None:
         prog_fd = self.prog_fds[prog.name]
@@ -201,14 +229,20 @@ class Monitor:
             ) from exc
         syscalls.perf_ioctl(fd, syscalls.PERF_EVENT_IOC_ENABLE)
 
+    def _detach(self) -> None:
+        for fd in self._attach_fds:
+            os.close(fd)
+        self._attach_fds.clear()
+
     def close(self) -> None:
         """Detach, then close the reader, programs and maps; idempotent."""
         if self.closed:
             return
         self.closed = True
-        for fd in self._attach_fds:
-            os.close(fd)
-        self._attach_fds.clear()
+        self._detach()
+        self._close_rest()
+
+    def _close_rest(self) -> None:
         if self.reader is not None:
             self.reader.close()
         for fds in (self.prog_fds, self.map_fds):
