@@ -52,6 +52,8 @@ class MapSpec:
     value_size: int
     max_entries: int
     map_flags: int = 0
+    key_type_id: int = 0  # BTF type of the key in the object's .BTF (0: not declared)
+    value_type_id: int = 0  # BTF type of the value (0: not declared)
 
 
 @dataclass
@@ -88,6 +90,7 @@ class BpfObject:
     license: str
     maps: dict[str, MapSpec]
     programs: list[ProgramSpec]
+    btf: Btf | None = None  # the object's .BTF: the types of map keys and values
 
 
 def _map_specs(btf: Btf, symbols: dict[int, str], path: str) -> dict[str, MapSpec]:
@@ -114,6 +117,7 @@ def _map_specs(btf: Btf, symbols: dict[int, str], path: str) -> dict[str, MapSpe
                     raise LoaderError(f"{path}: map {name!r} member {mname!r}: expected __uint")
                 values[mname] = btf.type(arr).detail.nelems
             elif mname in _TYPE_MEMBERS:
+                values[f"{mname}_type_id"] = target
                 try:
                     values[_TYPE_MEMBERS[mname]] = btf.sizeof(target)
                 except BtfError as exc:
@@ -129,6 +133,8 @@ def _map_specs(btf: Btf, symbols: dict[int, str], path: str) -> dict[str, MapSpe
             value_size=values.get("value_size", 4),
             max_entries=values.get("max_entries", 0),
             map_flags=values.get("map_flags", 0),
+            key_type_id=values.get("key_type_id", 0),
+            value_type_id=values.get("value_type_id", 0),
         )
     missing = set(symbols.values()) - set(maps)
     if missing:
@@ -184,7 +190,8 @@ def read_object(path: str | Path) -> BpfObject:
         for sym in symbols:
             if sym["st_info"]["type"] == "STT_FUNC" and sym["st_info"]["bind"] == "STB_GLOBAL":
                 funcs_by_section.setdefault(sym["st_shndx"], []).append(sym)
-        maps = _map_specs(Btf(btf_sec.data(), f"{path} .BTF"), map_symbols, path)
+        btf = Btf(btf_sec.data(), f"{path} .BTF")
+        maps = _map_specs(btf, map_symbols, path)
         lic_sec = elf.get_section_by_name("license")
         if lic_sec is None:
             raise LoaderError(f"{path}: no 'license' section (SEC(\"license\"))")
@@ -220,7 +227,7 @@ def read_object(path: str | Path) -> BpfObject:
                         map_refs=[(o - start, m) for o, m in refs if start <= o < start + size],
                     )
                 )
-    return BpfObject(path=path, license=license, maps=maps, programs=programs)
+    return BpfObject(path=path, license=license, maps=maps, programs=programs, btf=btf)
 
 
 def _map_refs(elf, symbols, relocs, sec_name, code, maps_idx, map_symbols, path):

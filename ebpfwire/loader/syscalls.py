@@ -13,6 +13,7 @@ import fcntl
 import os
 import platform
 import struct
+from dataclasses import dataclass
 
 from ebpfwire.loader.errors import LoaderError
 
@@ -26,6 +27,7 @@ BPF_MAP_CREATE = 0
 BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_UPDATE_ELEM = 2
 BPF_MAP_DELETE_ELEM = 3
+BPF_MAP_GET_NEXT_KEY = 4
 BPF_PROG_LOAD = 5
 BPF_PROG_GET_NEXT_ID = 11
 BPF_MAP_GET_NEXT_ID = 12
@@ -33,10 +35,22 @@ BPF_PROG_GET_FD_BY_ID = 13
 BPF_MAP_GET_FD_BY_ID = 14
 BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_RAW_TRACEPOINT_OPEN = 17
+BPF_MAP_LOOKUP_BATCH = 24
 
 BPF_PROG_TYPE_TRACEPOINT = 5
 BPF_PROG_TYPE_RAW_TRACEPOINT = 17
+BPF_MAP_TYPE_HASH = 1
+BPF_MAP_TYPE_ARRAY = 2
+BPF_MAP_TYPE_PROG_ARRAY = 3
 BPF_MAP_TYPE_PERF_EVENT_ARRAY = 4
+BPF_MAP_TYPE_PERCPU_HASH = 5
+BPF_MAP_TYPE_PERCPU_ARRAY = 6
+BPF_MAP_TYPE_LRU_HASH = 9
+BPF_MAP_TYPE_LRU_PERCPU_HASH = 10
+BPF_MAP_TYPE_RINGBUF = 27
+PERCPU_MAP_TYPES = frozenset(
+    {BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_LRU_PERCPU_HASH}
+)
 
 # perf_event_open(2)
 PERF_TYPE_SOFTWARE = 1
@@ -151,6 +165,78 @@ def map_lookup(map_fd: int, key: bytes, value_size: int) -> bytes | None:
             return None
         raise
     return v.raw
+
+
+def map_get_next_key(map_fd: int, key: bytes | None, key_size: int) -> bytes | None:
+    """``BPF_MAP_GET_NEXT_KEY``: the key after ``key`` (the first when None); None at the end."""
+    k = ctypes.create_string_buffer(key, len(key)) if key is not None else None
+    nxt = ctypes.create_string_buffer(key_size)
+    attr = _attr("<IIQQ", map_fd, 0, _addr(k), _addr(nxt))
+    try:
+        bpf(BPF_MAP_GET_NEXT_KEY, attr, f"walking the keys of map fd {map_fd}")
+    except BpfSyscallError as exc:
+        if exc.errno == errno_mod.ENOENT:
+            return None
+        raise
+    return nxt.raw
+
+
+def map_lookup_batch(
+    map_fd: int, token: bytes | None, key_size: int, value_size: int, count: int
+) -> tuple[bytes, bytes, int, bytes | None]:
+    """``BPF_MAP_LOOKUP_BATCH``: up to ``count`` entries after ``token`` (None: from the start).
+
+    Returns (keys, values, entries read, token for the next call or None when the map is
+    exhausted). ``value_size`` is the size of one entry's value as the kernel copies it
+    (all CPUs' values for a per-CPU map). Raises with errno EINVAL or ENOTSUPP (524) where
+    the kernel has no batch operation for the map type, ENOSPC when ``count`` cannot hold
+    one hash bucket.
+    """
+    token_size = max(key_size, 8)  # a bucket index for hashes, the last key for arrays
+    in_batch = ctypes.create_string_buffer(token, token_size) if token is not None else None
+    out_batch = ctypes.create_string_buffer(token_size)
+    keys = ctypes.create_string_buffer(key_size * count)
+    values = ctypes.create_string_buffer(value_size * count)
+    attr = _attr(
+        "<QQQQIIQQ", _addr(in_batch), _addr(out_batch), _addr(keys), _addr(values), count,
+        map_fd, 0, 0,
+    )
+    done = False
+    try:
+        bpf(BPF_MAP_LOOKUP_BATCH, attr, f"batch lookup in map fd {map_fd}")
+    except BpfSyscallError as exc:
+        if exc.errno != errno_mod.ENOENT:
+            raise
+        done = True  # the last batch: ``count`` says how many entries it still holds
+    got = struct.unpack_from("<I", attr, 32)[0]
+    return (
+        keys.raw[: key_size * got],
+        values.raw[: value_size * got],
+        got,
+        None if done else out_batch.raw,
+    )
+
+
+@dataclass(frozen=True)
+class MapInfo:
+    """What ``BPF_OBJ_GET_INFO_BY_FD`` says about a map (``struct bpf_map_info``)."""
+
+    type: int
+    id: int
+    key_size: int
+    value_size: int
+    max_entries: int
+    map_flags: int
+    name: str
+
+
+def map_info(map_fd: int) -> MapInfo:
+    """Type, sizes, flags and name of the map behind ``map_fd``."""
+    info = ctypes.create_string_buffer(96)
+    bpf(BPF_OBJ_GET_INFO_BY_FD, _attr("<IIQ", map_fd, len(info), _addr(info)),
+        f"info of map fd {map_fd}")
+    *nums, name = struct.unpack_from("<6I16s", info)
+    return MapInfo(*nums, name.split(b"\0", 1)[0].decode("utf-8", "replace"))
 
 
 def prog_load(
