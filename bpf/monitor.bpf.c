@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /* ebpfwire system monitor: syscall, process-exit and TCP events in the
  * classic KubeArmor wire layout (68-byte packed header + tagged arguments),
- * submitted with bpf_perf_event_output to the perf array `events`.
+ * submitted with bpf_perf_event_output to the perf array `events` (or, built
+ * with -DEBPFWIRE_RINGBUF, with bpf_ringbuf_output to the ring buffer `events`).
  *
  * Built for a loader without CO-RE and without global data: every kernel
  * structure offset comes from the `config` map (struct monitor_config), every
@@ -176,11 +177,27 @@ struct saved_args {
 	__u32 pad;
 };
 
+#ifdef EBPFWIRE_RINGBUF
+/* the ring buffer transport: one ring for all CPUs, sized by the loader
+ * (max_entries = ring bytes); a failed output is counted per CPU in
+ * ringbuf_drops (key 0), which the reader reports as lost records */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} ringbuf_drops SEC(".maps");
+#else
 struct {
 	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
 	__type(key, __u32);
 	__type(value, __u32);
 } events SEC(".maps");
+#endif
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -560,7 +577,9 @@ static __always_inline void put_user_sockaddr(struct writer *w, __u64 ptr)
 	w->off += size;
 }
 
-/* submits `offset & (MAX_BUFFER_SIZE - 1)` bytes, plus up to 7 zero bytes:
+/* submits `offset & (MAX_BUFFER_SIZE - 1)` bytes, plus up to 7 zero bytes
+ * (the ring buffer build submits the very same bytes, so both transports hand
+ * the reader identical samples):
  * the kernel rounds a raw sample (u32 size + data) up to 8 bytes but skips
  * the padding without clearing it, so stale ring bytes would follow the
  * event; writing the zeros here makes the padding the zeros the format
@@ -573,7 +592,17 @@ static __always_inline int submit(void *ctx, struct writer *w)
 		*(__u64 *)&w->b->data[off_within(w, 8)] = 0;
 		size = (((size + 4 + 7) & ~7u) - 4) & BUF_MASK;
 	}
+#ifdef EBPFWIRE_RINGBUF
+	if (bpf_ringbuf_output(&events, w->b->data, size, 0)) {
+		__u32 zero = 0;
+		__u64 *drops = bpf_map_lookup_elem(&ringbuf_drops, &zero);
+
+		if (drops)
+			*drops += 1; /* per-CPU value: no other writer */
+	}
+#else
 	bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, w->b->data, size);
+#endif
 	return 0;
 }
 

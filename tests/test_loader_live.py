@@ -443,3 +443,164 @@ def test_sigint_while_programs_load_leaves_nothing(created_ids, monkeypatch):
     finally:
         timers[0].cancel()
     _assert_nothing_left(created_ids, fds_before)
+
+
+# ---- the ring buffer transport --------------------------------------------------------
+
+RING_WORKLOAD = """
+import os, subprocess, sys
+sys.stdin.readline()
+for _ in range(3):
+    os.close(os.open(sys.argv[1], os.O_RDONLY))
+subprocess.run(["cat", sys.argv[1]], stdout=subprocess.DEVNULL, check=True)
+try:
+    os.close(-1)
+except OSError:
+    pass
+"""
+
+
+@pytest.mark.live
+@needs_object
+def test_ringbuf_gives_the_perf_events_in_one_order(tmp_path: Path):
+    target = tmp_path / "ring-target.txt"
+    target.write_text("ring\n")
+    child = subprocess.Popen([sys.executable, "-c", RING_WORKLOAD, str(target)],
+                             stdin=subprocess.PIPE, text=True)
+    events = ["openat", "close", "execve", "security_bprm_check", "do_exit"]
+    try:
+        with (Monitor(events=events, pid=child.pid, transport="perf") as perf_mon,
+              Monitor(events=events, pid=child.pid, transport="ringbuf") as ring_mon):
+            assert ring_mon.reader.ring_size == ring_mon.ring_bytes == 8 << 20
+            child.stdin.write("go\n")
+            child.stdin.close()
+            assert child.wait(timeout=15) == 0
+
+            def child_exited(mon):
+                return lambda evs: any(e.name == "do_exit" and e.host_pid == child.pid
+                                       for e in evs)
+
+            via_perf = _drain_until(perf_mon, child_exited(perf_mon))
+            ring_records = []
+            while not any(ebpfwire.decode(r.data).name == "do_exit"
+                          and ebpfwire.decode(r.data).host_pid == child.pid
+                          for r in ring_records):
+                batch = ring_mon.reader.read_batch(timeout=1)
+                assert batch, "the ring buffer gave nothing for 1 s"
+                ring_records.extend(batch)
+            assert ring_mon.reader.lost_total == 0 and perf_mon.reader.lost_total == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert all(isinstance(r, Sample) and r.cpu == 0xFFFFFFFF for r in ring_records)
+    via_ring = [ebpfwire.decode(r.data) for r in ring_records]
+    assert [e.ts for e in via_ring] == sorted(e.ts for e in via_ring)  # as they came
+    via_perf.sort(key=lambda e: e.ts)
+    assert len(via_ring) == len(via_perf) > 10
+
+    def without_ts(e: ebpfwire.Event) -> dict:  # each monitor's program reads the clock
+        d = e.to_dict()
+        d.pop("ts")
+        return d
+
+    assert [without_ts(e) for e in via_ring] == [without_ts(e) for e in via_perf]
+    names = {e.name for e in via_ring}
+    assert names == set(events) and any(e.name == "openat" and e.args[1].value == str(target)
+                                        for e in via_ring)
+
+
+@pytest.mark.live
+@needs_object
+def test_ringbuf_samples_are_the_perf_bytes():
+    bad_fd = 765_432
+    pid = os.getpid()
+    with (Monitor(events=["close"], pid=pid, ignore_self=False, page_count=4) as perf_mon,
+          Monitor(events=["close"], pid=pid, ignore_self=False, transport="ringbuf",
+                  ring_bytes=64 * 1024) as ring_mon):
+        for _ in range(3):
+            with pytest.raises(OSError):
+                os.close(bad_fd)
+        got = {}
+        for name, mon in (("perf", perf_mon), ("ring", ring_mon)):
+            recs: list = []
+            deadline = time.monotonic() + 10
+            while len(_close_events(recs, pid, bad_fd)) < 3 and time.monotonic() < deadline:
+                recs.extend(mon.reader.read_batch(timeout=0.5))
+            got[name] = [r.data for r in recs if _close_events([r], pid, bad_fd)]
+    assert len(got["perf"]) == len(got["ring"]) == 3
+    for perf_bytes, ring_bytes in zip(got["perf"], got["ring"], strict=True):
+        assert len(ring_bytes) == len(perf_bytes) and len(ring_bytes) % 8 == 4
+        assert ring_bytes[8:] == perf_bytes[8:]  # all but ts: padding zeros included
+
+
+@pytest.mark.live
+@needs_object
+def test_ringbuf_loss_accounting_is_exact():
+    flood = 20_000
+    go_r, go_w = os.pipe()
+    done_r, done_w = os.pipe()
+    with Monitor(events=["close"], pid=os.getpid(), transport="ringbuf",
+                 ring_bytes=4096) as mon:
+        child = os.fork()
+        if child == 0:  # pragma: no cover - child process
+            try:
+                os.read(go_r, 1)
+                for _ in range(flood):
+                    try:
+                        os.close(-1)
+                    except OSError:
+                        pass
+                os.write(done_w, b"1")
+            finally:
+                os._exit(0)
+        os.write(go_w, b"1")
+        assert os.read(done_r, 1) == b"1"  # flood over, nothing read during it
+        os.waitpid(child, 0)
+        records: list = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            more = mon.reader.read_batch(timeout=0.5)
+            records.extend(more)
+            if len(_close_events(records, child, -1)) + mon.reader.lost_total >= flood:
+                break
+        lost = sum(r.count for r in records if isinstance(r, Lost))
+        assert lost == mon.reader.lost_total
+    for fd in (go_r, go_w, done_r, done_w):
+        os.close(fd)
+    samples = _close_events(records, child, -1)
+    assert len(samples) == len([r for r in records if isinstance(r, Sample)])
+    assert lost > 0 and samples
+    assert len(samples) + lost == flood
+
+
+@pytest.mark.live
+@needs_object
+def test_ringbuf_close_and_interrupt_leave_nothing(created_ids, monkeypatch):
+    fds_before = set(os.listdir("/proc/self/fd"))
+    mon = Monitor(events=["close", "execve"], transport="ringbuf", ring_bytes=1 << 16)
+    assert syscalls.map_info(mon.events_map_fd).type == syscalls.BPF_MAP_TYPE_RINGBUF
+    mon.close()
+    _assert_nothing_left(created_ids, fds_before)
+
+    def interrupted(self, *args):
+        deadline = time.monotonic() + 10
+        while not created_ids["progs"] and time.monotonic() < deadline:
+            time.sleep(0.001)
+        raise KeyboardInterrupt
+
+    created_ids["progs"].clear()
+    created_ids["maps"].clear()
+    monkeypatch.setattr(Monitor, "_build_config", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        Monitor(transport="ringbuf")
+    _assert_nothing_left(created_ids, fds_before)
+
+
+def test_transport_and_ring_bytes_are_checked_before_touching_the_kernel():
+    with pytest.raises(ValueError, match="transport must be one of perf, ringbuf, got 'udp'"):
+        Monitor(transport="udp")
+    with pytest.raises(ValueError, match="ring_bytes must be between 1 and"):
+        Monitor(transport="ringbuf", ring_bytes=0)
+    with pytest.raises(ValueError, match="page_count or ring_bytes, not both"):
+        Monitor(page_count=8, ring_bytes=1 << 20)

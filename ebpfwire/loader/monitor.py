@@ -16,6 +16,7 @@ from ebpfwire.loader.config import build_config
 from ebpfwire.loader.elf import BpfObject, ProgramSpec, read_object
 from ebpfwire.loader.errors import LoaderError
 from ebpfwire.loader.syscalls import BpfSyscallError
+from ebpfwire.ringbuf import RingBufReader
 
 # user-facing event names served by one program group of the object
 EVENT_ALIASES = {
@@ -32,9 +33,23 @@ VERIFIER_LOG_SIZE = 16 * 1024 * 1024
 VERIFIER_LOG_TAIL = 40  # lines shown in the error
 
 
-def bundled_object() -> Path:
-    """Path of the pre-compiled ``monitor.bpf.o`` shipped with the package."""
-    return Path(str(resources.files("ebpfwire") / "data" / "monitor.bpf.o"))
+TRANSPORTS = ("perf", "ringbuf")
+DEFAULT_RINGBUF_BYTES = 8 * 1024 * 1024  # one ring for all CPUs: the perf default, 2 CPUs
+
+
+def bundled_object(transport: str = "perf") -> Path:
+    """Path of the pre-compiled object shipped with the package for ``transport``:
+    ``monitor.bpf.o`` (perf array) or ``monitor-ringbuf.bpf.o`` (ring buffer), built from
+    the same source."""
+    name = "monitor.bpf.o" if transport == "perf" else f"monitor-{transport}.bpf.o"
+    return Path(str(resources.files("ebpfwire") / "data" / name))
+
+
+def ring_size(ring_bytes: int) -> int:
+    """``ring_bytes`` rounded up to what a ring buffer map accepts: a power-of-two number
+    of pages."""
+    pages = max(1, -(-ring_bytes // perf.PAGE_SIZE))
+    return perf.PAGE_SIZE << (pages - 1).bit_length()
 
 
 def possible_cpus(path: str = "/sys/devices/system/cpu/possible") -> int:
@@ -123,7 +138,12 @@ class Monitor:
     process and all its descendants (like ``strace -f``: living ones and every process
     forked below it while the monitor runs), ``comm`` only tasks whose current name
     (``comm``, at most 15 bytes) equals it, ``ignore_self`` drops our own process's events,
-    ``page_count`` sizes each CPU's ring (default ``perf.DEFAULT_PAGE_COUNT``).
+    ``transport`` is "perf" (the perf array of KubeArmor, the default) or "ringbuf" (one
+    BPF ring buffer for all CPUs, events in one global order); both hand the reader the
+    same sample bytes. ``page_count`` sizes each CPU's perf ring (default
+    ``perf.DEFAULT_PAGE_COUNT``); ``ring_bytes`` sizes either transport in bytes (per CPU
+    for perf, the whole ring for ringbuf, default 8 MiB), rounded up to a power-of-two
+    number of pages.
     ``close()`` (or leaving the ``with`` block) removes everything from the kernel.
     """
 
@@ -136,17 +156,29 @@ class Monitor:
         object_path: str | Path | None = None,
         *,
         comm: str | bytes | None = None,
+        transport: str = "perf",
+        ring_bytes: int | None = None,
     ) -> None:
         if pid is not None and not 0 < pid <= PID_MAX:
             raise ValueError(f"pid must be between 1 and {PID_MAX}, got {pid}")
-        self.object = read_object(object_path or bundled_object())
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
+        if ring_bytes is not None and (ring_bytes <= 0 or ring_bytes > 1 << 30):
+            raise ValueError(f"ring_bytes must be between 1 and {1 << 30}, got {ring_bytes}")
+        if ring_bytes is not None and page_count is not None:
+            raise ValueError("give page_count or ring_bytes, not both")
+        self.transport = transport
+        self.ring_bytes = ring_size(ring_bytes or DEFAULT_RINGBUF_BYTES)
+        if transport == "perf" and ring_bytes is not None:
+            page_count = self.ring_bytes // perf.PAGE_SIZE
+        self.object = read_object(object_path or bundled_object(transport))
         self.programs = select_programs(self.object, events)
         if pid is not None:
             self.programs = with_tree_programs(self.object, self.programs)
         self.map_fds: dict[str, int] = {}
         self.prog_fds: dict[str, int] = {}
         self._attach_fds: list[int] = []
-        self.reader: perf.PerfReader | None = None
+        self.reader: perf.PerfReader | RingBufReader | None = None
         self.closed = False
         try:
             self._create_maps()
@@ -166,7 +198,8 @@ class Monitor:
 
     @property
     def events_map_fd(self) -> int:
-        """The PERF_EVENT_ARRAY the programs write to (what :class:`PerfReader` fills)."""
+        """The map the programs write to: the PERF_EVENT_ARRAY (what :class:`PerfReader`
+        fills) or the RINGBUF."""
         return self.map_fds["events"]
 
     def _create_maps(self) -> None:
@@ -174,14 +207,20 @@ class Monitor:
         if missing:
             raise LoaderError(f"{self.object.path}: expected maps {sorted(missing)} in .maps")
         for spec in self.object.maps.values():
-            max_entries = spec.max_entries
+            sizes, max_entries = (spec.key_size, spec.value_size), spec.max_entries
             if spec.type == syscalls.BPF_MAP_TYPE_PERF_EVENT_ARRAY:
                 max_entries = possible_cpus()
+            elif spec.type == syscalls.BPF_MAP_TYPE_RINGBUF:  # no keys or values: bytes
+                sizes, max_entries = (0, 0), self.ring_bytes
             self.map_fds[spec.name] = syscalls.map_create(
-                spec.type, spec.key_size, spec.value_size, max_entries, spec.map_flags, spec.name
+                spec.type, *sizes, max_entries, spec.map_flags, spec.name
             )
 
-    def _open_reader(self, page_count: int | None) -> perf.PerfReader:
+    def _open_reader(self, page_count: int | None) -> perf.PerfReader | RingBufReader:
+        if self.transport == "ringbuf":
+            return RingBufReader(
+                self.events_map_fd, self.ring_bytes, drops_map_fd=self.map_fds["ringbuf_drops"]
+            )
         return perf.PerfReader(self, page_count or perf.DEFAULT_PAGE_COUNT)
 
     def _build_config(self, filter_tgid: int, ignore_tgid: int, comm: str | bytes | None) -> bytes:
