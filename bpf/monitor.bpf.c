@@ -206,6 +206,15 @@ struct {
 	__type(value, struct monitor_config);
 } config SEC(".maps");
 
+/* the events the loader selected, by event id (1 = on): the syscall handlers
+ * share two programs, so their selection is data, not attachment */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 512);
+	__type(key, __u32);
+	__type(value, __u32);
+} events_on SEC(".maps");
+
 /* per-CPU scratch buffer the event is built in */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -658,10 +667,9 @@ static __always_inline int take_args(__u32 event_id, struct saved_args *out)
 }
 
 #define SYSCALL_ENTER(event, tp, nr, id, nargs)				\
-	SEC("raw_tracepoint/sys_enter")						\
-	int event##__enter_##tp(struct bpf_raw_tracepoint_args *ctx)		\
+	static __always_inline int event##__enter_##tp(struct bpf_raw_tracepoint_args *ctx) \
 	{									\
-		if (!entering(ctx, nr))						\
+		if (!event_on(id))						\
 			return 0;						\
 		return save_args(ctx, id, nargs);				\
 	}
@@ -671,13 +679,12 @@ static __always_inline int take_args(__u32 event_id, struct saved_args *out)
 #define SYSCALL_EXIT(event, tp, nr, id, mask)					\
 	static __always_inline void event##_args_##tp(struct writer *w,	\
 						      const struct saved_args *a); \
-	SEC("raw_tracepoint/sys_exit")						\
-	int event##__exit_##tp(struct bpf_raw_tracepoint_args *ctx)		\
+	static __always_inline int event##__exit_##tp(struct bpf_raw_tracepoint_args *ctx) \
 	{									\
 		struct saved_args a;						\
 		struct writer w;						\
 										\
-		if (!exiting(ctx, nr) || !take_args(id, &a) ||			\
+		if (!event_on(id) || !take_args(id, &a) ||			\
 		    !begin_event(&w, id, argnum_of(mask), (long)ctx->args[1]))	\
 			return 0;						\
 		event##_args_##tp(&w, &a);					\
@@ -693,22 +700,20 @@ static __always_inline int compat_syscall(const struct monitor_config *cfg)
 	return read_u32(bpf_get_current_task(), cfg->task_ti_status) & TS_COMPAT;
 }
 
-/* every syscall program runs on every syscall: it goes on only for its own */
-static __always_inline int entering(struct bpf_raw_tracepoint_args *ctx, long nr)
+/* the selected events (ids of the wire format), filled by the loader */
+static __always_inline int event_on(__u32 id)
 {
-	struct monitor_config *cfg;
+	__u32 *on = bpf_map_lookup_elem(&events_on, &id);
 
-	if ((long)ctx->args[1] != nr)
-		return 0;
-	cfg = get_config();
-	return cfg && !compat_syscall(cfg);
+	return on && *on;
 }
 
-static __always_inline int exiting(struct bpf_raw_tracepoint_args *ctx, long nr)
+/* a native (64-bit) syscall of a configured monitor */
+static __always_inline int native_syscall(void)
 {
 	struct monitor_config *cfg = get_config();
 
-	return cfg && (long)read_u64(ctx->args[0], cfg->regs_nr) == nr && !compat_syscall(cfg);
+	return cfg && !compat_syscall(cfg);
 }
 
 /* ---- the process tree of the pid filter -----------------------------------
@@ -953,14 +958,13 @@ SYSCALL_EXIT(listen, listen, 50, EV_LISTEN, MASK_LISTEN)
 
 /* the arguments are read from the registers before begin_event: the writer
  * then holds the scratch buffer and the config pointer is out of scope */
-SEC("raw_tracepoint/sys_enter")
-int execve__enter(struct bpf_raw_tracepoint_args *ctx)
+static __always_inline int execve__enter(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct monitor_config *cfg = get_config();
 	__u64 filename, argv;
 	struct writer w;
 
-	if (!cfg || !entering(ctx, 59))
+	if (!cfg || !event_on(EV_EXECVE))
 		return 0;
 	filename = syscall_arg(cfg, ctx, 0);
 	argv = syscall_arg(cfg, ctx, 1);
@@ -971,24 +975,22 @@ int execve__enter(struct bpf_raw_tracepoint_args *ctx)
 	return submit(ctx, &w);
 }
 
-SEC("raw_tracepoint/sys_exit")
-int execve__exit(struct bpf_raw_tracepoint_args *ctx)
+static __always_inline int execve__exit(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct writer w;
 
-	if (!exiting(ctx, 59) || !begin_event(&w, EV_EXECVE, argnum_of(MASK_NONE), (long)ctx->args[1]))
+	if (!event_on(EV_EXECVE) || !begin_event(&w, EV_EXECVE, argnum_of(MASK_NONE), (long)ctx->args[1]))
 		return 0;
 	return submit(ctx, &w);
 }
 
-SEC("raw_tracepoint/sys_enter")
-int execveat__enter(struct bpf_raw_tracepoint_args *ctx)
+static __always_inline int execveat__enter(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct monitor_config *cfg = get_config();
 	__u64 dirfd, path, argv, flags;
 	struct writer w;
 
-	if (!cfg || !entering(ctx, 322))
+	if (!cfg || !event_on(EV_EXECVEAT))
 		return 0;
 	dirfd = syscall_arg(cfg, ctx, 0);
 	path = syscall_arg(cfg, ctx, 1);
@@ -1003,12 +1005,11 @@ int execveat__enter(struct bpf_raw_tracepoint_args *ctx)
 	return submit(ctx, &w);
 }
 
-SEC("raw_tracepoint/sys_exit")
-int execveat__exit(struct bpf_raw_tracepoint_args *ctx)
+static __always_inline int execveat__exit(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct writer w;
 
-	if (!exiting(ctx, 322) || !begin_event(&w, EV_EXECVEAT, argnum_of(MASK_NONE), (long)ctx->args[1]))
+	if (!event_on(EV_EXECVEAT) || !begin_event(&w, EV_EXECVEAT, argnum_of(MASK_NONE), (long)ctx->args[1]))
 		return 0;
 	return submit(ctx, &w);
 }
@@ -1047,25 +1048,23 @@ static __always_inline int record_exit_status(__u32 status)
 	return 0;
 }
 
-static __always_inline int record_exit_code(struct bpf_raw_tracepoint_args *ctx, long nr)
+static __always_inline int record_exit_code(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct monitor_config *cfg = get_config();
 
-	if (!cfg || !entering(ctx, nr))
+	if (!cfg || !event_on(EV_DO_EXIT))
 		return 0;
 	return record_exit_status((syscall_arg(cfg, ctx, 0) & 0xff) << 8);
 }
 
-SEC("raw_tracepoint/sys_enter")
-int do_exit__exit_group(struct bpf_raw_tracepoint_args *ctx)
+static __always_inline int do_exit__exit_group(struct bpf_raw_tracepoint_args *ctx)
 {
-	return record_exit_code(ctx, 231);
+	return record_exit_code(ctx);
 }
 
-SEC("raw_tracepoint/sys_enter")
-int do_exit__exit(struct bpf_raw_tracepoint_args *ctx)
+static __always_inline int do_exit__exit(struct bpf_raw_tracepoint_args *ctx)
 {
-	return record_exit_code(ctx, 60);
+	return record_exit_code(ctx);
 }
 
 /* signals whose default action is to ignore or to stop do not end the process */
@@ -1207,6 +1206,121 @@ int tcp__state(struct bpf_raw_tracepoint_args *ctx)
 		w.off += 16;
 	}
 	return submit(ctx, &w);
+}
+
+/* ---- the syscall dispatchers --------------------------------------------
+ * One program on raw_syscalls sys_enter and one on sys_exit serve every
+ * syscall event: a syscall without a handler costs one program run and a few
+ * compares; the handlers check that their event is selected (events_on). */
+
+SEC("raw_tracepoint/sys_enter")
+int sys__enter(struct bpf_raw_tracepoint_args *ctx)
+{
+	switch ((long)ctx->args[1]) {
+	case 2:
+		return native_syscall() ? open__enter_open(ctx) : 0;
+	case 257:
+		return native_syscall() ? openat__enter_openat(ctx) : 0;
+	case 3:
+		return native_syscall() ? close__enter_close(ctx) : 0;
+	case 87:
+		return native_syscall() ? unlink__enter_unlink(ctx) : 0;
+	case 263:
+		return native_syscall() ? unlinkat__enter_unlinkat(ctx) : 0;
+	case 84:
+		return native_syscall() ? rmdir__enter_rmdir(ctx) : 0;
+	case 92:
+		return native_syscall() ? chown__enter_chown(ctx) : 0;
+	case 260:
+		return native_syscall() ? fchownat__enter_fchownat(ctx) : 0;
+	case 165:
+		return native_syscall() ? mount__enter_mount(ctx) : 0;
+	case 166:
+		return native_syscall() ? umount__enter_umount(ctx) : 0;
+	case 105:
+		return native_syscall() ? setuid__enter_setuid(ctx) : 0;
+	case 106:
+		return native_syscall() ? setgid__enter_setgid(ctx) : 0;
+	case 101:
+		return native_syscall() ? ptrace__enter_ptrace(ctx) : 0;
+	case 41:
+		return native_syscall() ? socket__enter_socket(ctx) : 0;
+	case 42:
+		return native_syscall() ? connect__enter_connect(ctx) : 0;
+	case 43:
+		return native_syscall() ? accept__enter_accept(ctx) : 0;
+	case 288:
+		return native_syscall() ? accept__enter_accept4(ctx) : 0;
+	case 49:
+		return native_syscall() ? bind__enter_bind(ctx) : 0;
+	case 50:
+		return native_syscall() ? listen__enter_listen(ctx) : 0;
+	case 59:
+		return native_syscall() ? execve__enter(ctx) : 0;
+	case 322:
+		return native_syscall() ? execveat__enter(ctx) : 0;
+	case 231:
+		return native_syscall() ? do_exit__exit_group(ctx) : 0;
+	case 60:
+		return native_syscall() ? do_exit__exit(ctx) : 0;
+	}
+	return 0;
+}
+
+/* the syscall number at exit: orig_ax of the registers (the number the
+ * syscalls/ tracepoints report) */
+SEC("raw_tracepoint/sys_exit")
+int sys__exit(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct monitor_config *cfg = get_config();
+
+	if (!cfg)
+		return 0;
+	switch ((long)read_u64(ctx->args[0], cfg->regs_nr)) {
+	case 2:
+		return native_syscall() ? open__exit_open(ctx) : 0;
+	case 257:
+		return native_syscall() ? openat__exit_openat(ctx) : 0;
+	case 3:
+		return native_syscall() ? close__exit_close(ctx) : 0;
+	case 87:
+		return native_syscall() ? unlink__exit_unlink(ctx) : 0;
+	case 263:
+		return native_syscall() ? unlinkat__exit_unlinkat(ctx) : 0;
+	case 84:
+		return native_syscall() ? rmdir__exit_rmdir(ctx) : 0;
+	case 92:
+		return native_syscall() ? chown__exit_chown(ctx) : 0;
+	case 260:
+		return native_syscall() ? fchownat__exit_fchownat(ctx) : 0;
+	case 165:
+		return native_syscall() ? mount__exit_mount(ctx) : 0;
+	case 166:
+		return native_syscall() ? umount__exit_umount(ctx) : 0;
+	case 105:
+		return native_syscall() ? setuid__exit_setuid(ctx) : 0;
+	case 106:
+		return native_syscall() ? setgid__exit_setgid(ctx) : 0;
+	case 101:
+		return native_syscall() ? ptrace__exit_ptrace(ctx) : 0;
+	case 41:
+		return native_syscall() ? socket__exit_socket(ctx) : 0;
+	case 42:
+		return native_syscall() ? connect__exit_connect(ctx) : 0;
+	case 43:
+		return native_syscall() ? accept__exit_accept(ctx) : 0;
+	case 288:
+		return native_syscall() ? accept__exit_accept4(ctx) : 0;
+	case 49:
+		return native_syscall() ? bind__exit_bind(ctx) : 0;
+	case 50:
+		return native_syscall() ? listen__exit_listen(ctx) : 0;
+	case 59:
+		return native_syscall() ? execve__exit(ctx) : 0;
+	case 322:
+		return native_syscall() ? execveat__exit(ctx) : 0;
+	}
+	return 0;
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -28,6 +28,7 @@ BPF_MAP_TYPE_ARRAY = 2
 BPF_MAP_TYPE_PERF_EVENT_ARRAY = 4
 BPF_MAP_TYPE_PERCPU_ARRAY = 6
 BPF_MAP_TYPE_LRU_HASH = 9
+BPF_MAP_TYPE_RINGBUF = 27
 ALLOWED_MAP_TYPES = {
     BPF_MAP_TYPE_HASH,
     BPF_MAP_TYPE_ARRAY,
@@ -38,30 +39,12 @@ ALLOWED_MAP_TYPES = {
 MAX_BUFFER_SIZE = 32768
 CONFIG_SIZE = 35 * 4 + 16  # struct monitor_config (bpf/monitor_config.h): 35 u32, char comm[16]
 
-# event group -> the raw tracepoints its programs attach to
+# program group -> the raw tracepoints its programs attach to
 EXPECTED_TRACEPOINTS = {
-    "open": {"sys_enter", "sys_exit"},
-    "openat": {"sys_enter", "sys_exit"},
-    "close": {"sys_enter", "sys_exit"},
-    "unlink": {"sys_enter", "sys_exit"},
-    "unlinkat": {"sys_enter", "sys_exit"},
-    "rmdir": {"sys_enter", "sys_exit"},
-    "chown": {"sys_enter", "sys_exit"},
-    "fchownat": {"sys_enter", "sys_exit"},
-    "setuid": {"sys_enter", "sys_exit"},
-    "setgid": {"sys_enter", "sys_exit"},
-    "ptrace": {"sys_enter", "sys_exit", "sched_process_exec", "sched_process_exit"},
-    "mount": {"sys_enter", "sys_exit"},
-    "umount": {"sys_enter", "sys_exit"},  # umount2(2)
-    "socket": {"sys_enter", "sys_exit"},
-    "connect": {"sys_enter", "sys_exit"},
-    "accept": {"sys_enter", "sys_exit"},  # accept and accept4
-    "bind": {"sys_enter", "sys_exit"},
-    "listen": {"sys_enter", "sys_exit"},
-    "execve": {"sys_enter", "sys_exit"},
-    "execveat": {"sys_enter", "sys_exit"},
+    "sys": {"sys_enter", "sys_exit"},  # the dispatchers: every syscall event's handler
+    "ptrace": {"sched_process_exec", "sched_process_exit"},
     "security_bprm_check": {"sched_process_exec"},
-    "do_exit": {"sched_process_exit", "sys_enter", "signal_deliver"},  # exit, exit_group
+    "do_exit": {"sched_process_exit", "signal_deliver"},
     "tcp": {"inet_sock_set_state"},
     "tree": {"sched_process_fork", "sched_process_exit"},  # the pid filter's process tree
 }
@@ -252,3 +235,17 @@ def test_live_events_have_the_classic_layout(tmp_path):
     assert proto.value == "TCP"
     assert (addr.value.family, addr.value.addr, addr.value.port) == (2, "127.0.0.1", port)
     assert time.monotonic_ns() > opened.ts  # bpf_ktime_get_ns: CLOCK_MONOTONIC
+
+
+def test_ringbuf_object_is_the_same_program_with_a_ring():
+    from ebpfwire.loader.elf import read_object
+    from ebpfwire.loader.monitor import bundled_object
+
+    perf_obj, ring_obj = read_object(OBJECT), read_object(bundled_object("ringbuf"))
+    assert [(p.name, p.section) for p in ring_obj.programs] == [
+        (p.name, p.section) for p in perf_obj.programs]
+    assert ring_obj.maps["events"].type == BPF_MAP_TYPE_RINGBUF
+    drops = ring_obj.maps["ringbuf_drops"]
+    assert (drops.type, drops.key_size, drops.value_size, drops.max_entries) == (
+        BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8, 1)
+    assert set(ring_obj.maps) - {"ringbuf_drops"} == set(perf_obj.maps)

@@ -17,7 +17,13 @@ import ebpfwire
 from ebpfwire.loader import LoaderError, Monitor, syscalls, tracefs
 from ebpfwire.loader.config import MonitorConfig
 from ebpfwire.loader.elf import ProgramSpec, read_object
-from ebpfwire.loader.monitor import bundled_object, load_program, select_programs
+from ebpfwire.loader.monitor import (
+    SYSCALL_EVENTS,
+    bundled_object,
+    load_program,
+    select_events,
+    select_programs,
+)
 from ebpfwire.perf import Lost, PerfReader, Sample
 
 EV_CLOSE = 3
@@ -33,8 +39,10 @@ def test_bundled_object_maps_and_programs():
     assert obj.maps["events"].type == syscalls.BPF_MAP_TYPE_PERF_EVENT_ARRAY
     assert obj.maps["config"].value_size == MonitorConfig.sizeof() == 35 * 4 + 16
     assert obj.maps["config"].max_entries == 1
-    close = [p for p in obj.programs if p.event == "close"]
-    assert {p.section for p in close} == {"raw_tracepoint/sys_enter", "raw_tracepoint/sys_exit"}
+    dispatchers = {p.name: p.section for p in obj.programs if p.event == "sys"}
+    assert dispatchers == {"sys__enter": "raw_tracepoint/sys_enter",
+                           "sys__exit": "raw_tracepoint/sys_exit"}
+    assert obj.maps["events_on"].max_entries > max(SYSCALL_EVENTS.values())
     for prog in obj.programs:
         assert len(prog.insns) % 8 == 0 and prog.insns
         for offset, map_name in prog.map_refs:
@@ -54,12 +62,19 @@ def test_map_fds_are_patched_into_ld_imm64():
 @needs_object
 def test_event_selection_and_aliases():
     obj = read_object(OBJECT)
-    assert {p.event for p in select_programs(obj, ["close", "openat"])} == {"close", "openat"}
-    assert {p.event for p in select_programs(obj, ["tcp_connect_v6"])} == {"tcp"}
-    assert len(select_programs(obj, None)) == len(
-        [p for p in obj.programs if p.event != "tree"])
+    assert select_events(obj, ["close", "openat"]) == {"close", "openat"}
+    assert [p.name for p in select_programs(obj, {"close", "openat"})] == [
+        "sys__enter", "sys__exit"]  # syscall events: the dispatchers' handlers
+    assert select_events(obj, ["tcp_connect_v6"]) == {"tcp"}
+    assert [p.name for p in select_programs(obj, {"tcp"})] == ["tcp__state"]
+    everything = select_events(obj, None)
+    assert everything >= set(SYSCALL_EVENTS) | {"tcp", "security_bprm_check"}
+    assert not everything & {"sys", "tree"}
+    progs = [p.name for p in select_programs(obj, {"close", "do_exit"}, tree=True)]
+    assert progs[0] == "tree__fork" and progs[-1] == "tree__exit"
+    assert progs.index("do_exit__sched") < progs.index("tree__exit")
     with pytest.raises(ValueError, match=r"unknown event 'nope'; known events: .*tcp_accept"):
-        select_programs(obj, ["nope"])
+        select_events(obj, ["nope"])
 
 
 @pytest.mark.live
@@ -174,7 +189,10 @@ def test_close_leaves_nothing_in_the_kernel():
     map_ids = {syscalls.object_id(fd, False) for fd in mon.map_fds.values()}
     assert len(prog_ids) == len(mon.programs) and len(map_ids) == len(mon.object.maps)
     names = syscalls.loaded_programs()
-    assert prog_ids <= set(names) and "close__exit_clo" in names.values()
+    assert prog_ids <= set(names) and {"sys__enter", "tcp__state"} <= set(names.values())
+    events_on = syscalls.map_lookup(mon.map_fds["events_on"], (3).to_bytes(4, "little"), 4)
+    assert events_on == b"\1\0\0\0"  # close (event 3) on, openat (257) off
+    assert syscalls.map_lookup(mon.map_fds["events_on"], (257).to_bytes(4, "little"), 4) == bytes(4)
     assert map_ids <= set(syscalls.loaded_maps())
     mon.close()
     mon.close()  # idempotent

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ebpfwire import perf
 from ebpfwire.loader import syscalls, tracefs
@@ -16,7 +17,9 @@ from ebpfwire.loader.config import build_config
 from ebpfwire.loader.elf import BpfObject, ProgramSpec, read_object
 from ebpfwire.loader.errors import LoaderError
 from ebpfwire.loader.syscalls import BpfSyscallError
-from ebpfwire.ringbuf import RingBufReader
+
+if TYPE_CHECKING:
+    from ebpfwire.ringbuf import RingBufReader
 
 # user-facing event names served by one program group of the object
 EVENT_ALIASES = {
@@ -27,6 +30,17 @@ EVENT_ALIASES = {
 }
 # the programs that keep the `traced` map (the pid filter's process tree): not an event
 TREE_GROUP = "tree"
+# the raw_syscalls dispatchers sys__enter / sys__exit: not an event either
+DISPATCH_GROUP = "sys"
+INTERNAL_GROUPS = {TREE_GROUP, DISPATCH_GROUP}
+# the events the dispatchers serve (their handlers), by the event id of the wire format;
+# selecting one sets its id in the object's `events_on` map
+SYSCALL_EVENTS = {
+    "open": 2, "close": 3, "socket": 41, "connect": 42, "accept": 43, "bind": 49,
+    "listen": 50, "execve": 59, "rmdir": 84, "unlink": 87, "chown": 92, "ptrace": 101,
+    "setuid": 105, "setgid": 106, "mount": 165, "umount": 166, "openat": 257,
+    "fchownat": 260, "unlinkat": 263, "execveat": 322, "do_exit": 351,
+}
 LOAD_THREADS = min(8, max(2, os.cpu_count() or 2))
 PID_MAX = 0xFFFFFFFF
 VERIFIER_LOG_SIZE = 16 * 1024 * 1024
@@ -57,11 +71,11 @@ def possible_cpus(path: str = "/sys/devices/system/cpu/possible") -> int:
     return max(perf.online_cpus(path)) + 1
 
 
-def select_programs(obj: BpfObject, events: Iterable[str] | None) -> list[ProgramSpec]:
-    """The programs serving ``events`` (all when None); unknown names are a ValueError."""
+def select_events(obj: BpfObject, events: Iterable[str] | None) -> set[str]:
+    """The event groups named by ``events`` (all when None); unknown names are a ValueError."""
+    known = ({p.event for p in obj.programs} | set(SYSCALL_EVENTS)) - INTERNAL_GROUPS
     if events is None:
-        return [p for p in obj.programs if p.event != TREE_GROUP]
-    known = {p.event for p in obj.programs} - {TREE_GROUP}
+        return known
     groups: set[str] = set()
     for name in events:
         group = EVENT_ALIASES.get(name, name)
@@ -69,7 +83,24 @@ def select_programs(obj: BpfObject, events: Iterable[str] | None) -> list[Progra
             names = ", ".join(sorted(known | set(EVENT_ALIASES)))
             raise ValueError(f"unknown event {name!r}; known events: {names}")
         groups.add(group)
-    return [p for p in obj.programs if p.event in groups]
+    return groups
+
+
+def select_programs(obj: BpfObject, groups: set[str], tree: bool = False) -> list[ProgramSpec]:
+    """The programs serving ``groups``, in attach order.
+
+    The dispatchers come when a syscall event is selected. With ``tree`` (a pid filter)
+    the process-tree programs come too: fork first (no child is missed), exit last: the
+    programs of a raw tracepoint run in attach order, and ``do_exit__sched`` must write
+    the exit event while the process is still in the tree.
+    """
+    programs = [p for p in obj.programs if p.event in groups]
+    internal = {p.name: p for p in obj.programs if p.event in INTERNAL_GROUPS}
+    if groups & set(SYSCALL_EVENTS):
+        programs = [internal["sys__enter"], internal["sys__exit"], *programs]
+    if tree:
+        programs = [internal["tree__fork"], *programs, internal["tree__exit"]]
+    return programs
 
 
 def load_program(prog: ProgramSpec, map_fds: dict[str, int], license: str) -> int:
@@ -96,17 +127,6 @@ def load_program(prog: ProgramSpec, map_fds: dict[str, int], license: str) -> in
             exc.errno,
         ) from exc
     return fd  # the first failure was transient (EAGAIN...) and did not recur
-
-
-def with_tree_programs(obj: BpfObject, programs: list[ProgramSpec]) -> list[ProgramSpec]:
-    """``programs`` with the process-tree programs of the pid filter, in attach order.
-
-    The fork program comes first (no child is missed), the exit program last: the
-    programs of a raw tracepoint run in attach order, and ``do_exit__sched`` must write
-    the exit event while the process is still in the tree.
-    """
-    tree = {p.name: p for p in obj.programs if p.event == TREE_GROUP}
-    return [tree["tree__fork"], *programs, tree["tree__exit"]]
 
 
 def descendants(pid: int, proc: str = "/proc") -> set[int]:
@@ -172,9 +192,8 @@ class Monitor:
         if transport == "perf" and ring_bytes is not None:
             page_count = self.ring_bytes // perf.PAGE_SIZE
         self.object = read_object(object_path or bundled_object(transport))
-        self.programs = select_programs(self.object, events)
-        if pid is not None:
-            self.programs = with_tree_programs(self.object, self.programs)
+        self.events = select_events(self.object, events)
+        self.programs = select_programs(self.object, self.events, tree=pid is not None)
         self.map_fds: dict[str, int] = {}
         self.prog_fds: dict[str, int] = {}
         self._attach_fds: list[int] = []
@@ -188,6 +207,11 @@ class Monitor:
             if pid is not None:
                 for tgid in descendants(pid):
                     syscalls.map_update(self.map_fds["traced"], tgid.to_bytes(4, "little"), b"\1")
+            for group in self.events & set(SYSCALL_EVENTS):
+                syscalls.map_update(
+                    self.map_fds["events_on"], SYSCALL_EVENTS[group].to_bytes(4, "little"),
+                    b"\1\0\0\0",
+                )
             syscalls.map_update(self.map_fds["config"], b"\0\0\0\0", config)
             self.reader = self._open_reader(page_count)
             for prog in self.programs:
@@ -218,6 +242,10 @@ class Monitor:
 
     def _open_reader(self, page_count: int | None) -> perf.PerfReader | RingBufReader:
         if self.transport == "ringbuf":
+            # imported here: ringbuf -> loader.maps -> perf -> loader would be a cycle
+            # when ebpfwire.perf is imported first
+            from ebpfwire.ringbuf import RingBufReader
+
             return RingBufReader(
                 self.events_map_fd, self.ring_bytes, drops_map_fd=self.map_fds["ringbuf_drops"]
             )
