@@ -204,21 +204,30 @@ class Monitor:
             config = self._load_programs(
                 lambda: self._build_config(pid or 0, os.getpid() if ignore_self else 0, comm)
             )
-            if pid is not None:
-                for tgid in descendants(pid):
-                    syscalls.map_update(self.map_fds["traced"], tgid.to_bytes(4, "little"), b"\1")
             for group in self.events & set(SYSCALL_EVENTS):
                 syscalls.map_update(
                     self.map_fds["events_on"], SYSCALL_EVENTS[group].to_bytes(4, "little"),
                     b"\1\0\0\0",
                 )
             syscalls.map_update(self.map_fds["config"], b"\0\0\0\0", config)
+            attached = 0
+            if pid is not None:
+                # the fork program runs before /proc is scanned: a process forked meanwhile
+                # by a process already in the map is added by the kernel
+                self._trace(pid)
+                self._attach(self.programs[0])  # tree__fork: first, by select_programs
+                attached = 1
+                for tgid in descendants(pid):
+                    self._trace(tgid)
             self.reader = self._open_reader(page_count)
-            for prog in self.programs:
+            for prog in self.programs[attached:]:
                 self._attach(prog)
         except BaseException:  # KeyboardInterrupt too: nothing may stay in the kernel
             self.close()
             raise
+
+    def _trace(self, tgid: int) -> None:
+        syscalls.map_update(self.map_fds["traced"], tgid.to_bytes(4, "little"), b"\1")
 
     @property
     def events_map_fd(self) -> int:
