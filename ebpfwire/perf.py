@@ -220,11 +220,92 @@ def online_cpus(path: str = "/sys/devices/system/cpu/online") -> list[int]:
     return cpus
 
 
+def possible_cpus(path: str = "/sys/devices/system/cpu/possible") -> int:
+    """CPU slots the kernel may use: the size of a PERF_EVENT_ARRAY, the values of a
+    per-CPU map."""
+    return max(online_cpus(path)) + 1
+
+
 class _HasEventsMap(Protocol):
     events_map_fd: int
 
 
-class PerfReader:
+class EpollReader:
+    """The ways to read kernel records, shared by the perf and ring buffer readers.
+
+    A subclass sets ``closed``, ``lost`` (per CPU), ``max_latency``, ``_pending`` (a deque),
+    ``_epoll`` (registered on its fds) and implements ``_drain()`` (every record available
+    now, without waiting) and ``close()``.
+    """
+
+    closed: bool
+    lost: dict[int, int]
+    max_latency: float
+    _pending: deque[Record]
+    _epoll: select.epoll
+
+    def _drain(self) -> list[Record]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def lost_total(self) -> int:
+        """Samples dropped on all CPUs so far."""
+        return sum(self.lost.values())
+
+    def read_batch(self, timeout: float | None = None) -> list[Record]:
+        """Every record available now, waiting up to ``timeout`` s (None: forever) for one.
+
+        While waiting, the source is also checked every ``max_latency`` s: the kernel does
+        not wake a reader for everything (a perf ring below its wakeup watermark, a ring
+        buffer's failed reservations), so this bounds the delay of a lone record.
+        """
+        if self.closed:
+            raise LoaderError(f"{type(self).__name__} is closed")
+        batch = list(self._pending)
+        self._pending.clear()
+        batch.extend(self._drain())
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not batch:
+            wait = self.max_latency
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
+                if wait <= 0:
+                    break
+            self._epoll.poll(wait)
+            batch = self._drain()
+        return batch
+
+    def read(self, timeout: float | None = None) -> Record | None:
+        """The next record, or None when ``timeout`` seconds pass without one."""
+        if not self._pending:
+            self._pending.extend(self.read_batch(timeout))
+        return self._pending.popleft() if self._pending else None
+
+    def poll(self, callback: Callable[[Record], object], timeout: float | None = None) -> int:
+        """Call ``callback`` on each available record (waiting up to ``timeout``); the count."""
+        batch = self.read_batch(timeout)
+        for rec in batch:
+            callback(rec)
+        return len(batch)
+
+    def __iter__(self) -> Iterator[Record]:
+        """Records forever (blocking), until the reader is closed."""
+        while not self.closed:
+            rec = self.read(None)
+            if rec is not None:
+                yield rec
+
+    def __enter__(self) -> EpollReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class PerfReader(EpollReader):
     """Per-CPU perf rings feeding a ``PERF_EVENT_ARRAY`` map, read through epoll.
 
     ``events`` is the map fd or an object with ``events_map_fd`` (a ``Monitor``).
@@ -295,11 +376,6 @@ class PerfReader:
         syscalls.map_update(self.map_fd, _U32.pack(cpu), _U32.pack(fd))
         self._epoll.register(fd, select.EPOLLIN)
 
-    @property
-    def lost_total(self) -> int:
-        """Samples dropped on all CPUs so far."""
-        return sum(self.lost.values())
-
     def _drain(self) -> list[Record]:
         records: list[Record] = []
         for ring in self._rings:
@@ -310,49 +386,6 @@ class PerfReader:
                         self.lost[rec.cpu] += rec.count
                 records.extend(got)
         return records
-
-    def read_batch(self, timeout: float | None = None) -> list[Record]:
-        """Every record available now, waiting up to ``timeout`` s (None: forever) for one.
-
-        While waiting, the rings are also checked every ``max_latency`` s: below the
-        wakeup watermark the kernel does not wake us, so this bounds the delay of a
-        lone event.
-        """
-        if self.closed:
-            raise LoaderError("PerfReader is closed")
-        batch = list(self._pending)
-        self._pending.clear()
-        batch.extend(self._drain())
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not batch:
-            wait = self.max_latency
-            if deadline is not None:
-                wait = min(wait, deadline - time.monotonic())
-                if wait <= 0:
-                    break
-            self._epoll.poll(wait)
-            batch = self._drain()
-        return batch
-
-    def read(self, timeout: float | None = None) -> Record | None:
-        """The next record, or None when ``timeout`` seconds pass without one."""
-        if not self._pending:
-            self._pending.extend(self.read_batch(timeout))
-        return self._pending.popleft() if self._pending else None
-
-    def poll(self, callback: Callable[[Record], object], timeout: float | None = None) -> int:
-        """Call ``callback`` on each available record (waiting up to ``timeout``); the count."""
-        batch = self.read_batch(timeout)
-        for rec in batch:
-            callback(rec)
-        return len(batch)
-
-    def __iter__(self) -> Iterator[Record]:
-        """Records forever (blocking), until the reader is closed."""
-        while not self.closed:
-            rec = self.read(None)
-            if rec is not None:
-                yield rec
 
     def close(self) -> None:
         """Detach from the map, unmap the rings and close the perf fds; idempotent."""
@@ -372,12 +405,6 @@ class PerfReader:
             os.close(fd)
         self._fds.clear()
         self._epoll.close()
-
-    def __enter__(self) -> PerfReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def merge_by_ts(records: Iterable[Record]) -> list[Sample]:

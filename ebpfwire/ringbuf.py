@@ -25,14 +25,12 @@ import select
 import struct
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
 
 from construct import Int32ul, Struct
 
 from ebpfwire.loader import syscalls
 from ebpfwire.loader.errors import LoaderError
-from ebpfwire.loader.maps import possible_cpus
-from ebpfwire.perf import PAGE_SIZE, Lost, Record, RingBuffer, Sample
+from ebpfwire.perf import PAGE_SIZE, EpollReader, Lost, Record, RingBuffer, Sample, possible_cpus
 
 RINGBUF_CPU = 0xFFFFFFFF  # the cpu of every Sample: ring records do not say who wrote them
 BPF_RINGBUF_BUSY_BIT = 1 << 31
@@ -149,7 +147,7 @@ class RingBufRing:
         return out
 
 
-class RingBufReader:
+class RingBufReader(EpollReader):
     """Records of one BPF ring buffer map, read through epoll; drops from a counter map.
 
     ``ring_size`` is the map's ``max_entries`` (data bytes: a power-of-two number of
@@ -208,11 +206,6 @@ class RingBufReader:
                 exc.errno,
             ) from exc
 
-    @property
-    def lost_total(self) -> int:
-        """Records the program reported dropped (all CPUs) since the reader opened."""
-        return sum(self.lost.values())
-
     def _drain(self) -> list[Record]:
         records = self._ring.read()
         # the drops map costs a syscall: read it when the ring is empty (so a final loss
@@ -223,48 +216,6 @@ class RingBufReader:
                 self.lost[rec.cpu] += rec.count
                 records.append(rec)
         return records
-
-    def read_batch(self, timeout: float | None = None) -> list[Record]:
-        """Every record available now, waiting up to ``timeout`` s (None: forever) for one.
-
-        While waiting, the drops map is read every ``max_latency`` s: a failed reservation
-        wakes nobody.
-        """
-        if self.closed:
-            raise LoaderError("RingBufReader is closed")
-        batch = list(self._pending)
-        self._pending.clear()
-        batch.extend(self._drain())
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not batch:
-            wait = self.max_latency
-            if deadline is not None:
-                wait = min(wait, deadline - time.monotonic())
-                if wait <= 0:
-                    break
-            self._epoll.poll(wait)
-            batch = self._drain()
-        return batch
-
-    def read(self, timeout: float | None = None) -> Record | None:
-        """The next record, or None when ``timeout`` seconds pass without one."""
-        if not self._pending:
-            self._pending.extend(self.read_batch(timeout))
-        return self._pending.popleft() if self._pending else None
-
-    def poll(self, callback: Callable[[Record], object], timeout: float | None = None) -> int:
-        """Call ``callback`` on each available record (waiting up to ``timeout``); the count."""
-        batch = self.read_batch(timeout)
-        for rec in batch:
-            callback(rec)
-        return len(batch)
-
-    def __iter__(self) -> Iterator[Record]:
-        """Records forever (blocking), until the reader is closed."""
-        while not self.closed:
-            rec = self.read(None)
-            if rec is not None:
-                yield rec
 
     def close(self) -> None:
         """Unmap the ring and close the epoll; the map fds stay with their owner. Idempotent."""
@@ -277,8 +228,3 @@ class RingBufReader:
         self._producer = self._consumer = None
         self._epoll.close()
 
-    def __enter__(self) -> RingBufReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

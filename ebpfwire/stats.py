@@ -25,7 +25,8 @@ from ebpfwire.loader import syscalls as bpfsys
 from ebpfwire.loader.attach import attach_program
 from ebpfwire.loader.elf import read_object
 from ebpfwire.loader.errors import LoaderError
-from ebpfwire.loader.monitor import load_program, possible_cpus
+from ebpfwire.loader.monitor import load_program
+from ebpfwire.perf import possible_cpus
 
 MAX_SYSCALLS = 1024  # as in bpf/stats.bpf.c: syscall numbers at or above are not counted
 SLOTS = 64

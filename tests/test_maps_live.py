@@ -11,8 +11,9 @@ import pytest
 from bpf_object import LoadedObject, compile_object
 
 from ebpfwire.loader import LoaderError, syscalls
-from ebpfwire.loader.maps import BPF_NOEXIST, Map, object_maps, possible_cpus
+from ebpfwire.loader.maps import BPF_NOEXIST, Map, object_maps
 from ebpfwire.loader.syscalls import BpfSyscallError
+from ebpfwire.perf import possible_cpus
 
 pytestmark = pytest.mark.live
 TYPED_LAYOUT = struct.Struct("<Qii3Hbxi4s")  # struct typed_value as clang lays it out

@@ -21,7 +21,7 @@ from ebpfwire.loader.btf import Btf, BtfKind
 from ebpfwire.loader.elf import BpfObject
 from ebpfwire.loader.errors import BtfError, LoaderError
 from ebpfwire.loader.syscalls import BpfSyscallError, MapInfo
-from ebpfwire.perf import online_cpus
+from ebpfwire.perf import possible_cpus
 
 BPF_ANY = 0  # update flags: create or replace
 BPF_NOEXIST = 1  # create only
@@ -33,11 +33,6 @@ BATCH_COUNT = 256  # entries asked for per BPF_MAP_LOOKUP_BATCH call
 # maps that hold no keys and values to read from user space
 NOT_KEY_VALUE = frozenset({syscalls.BPF_MAP_TYPE_PERF_EVENT_ARRAY, syscalls.BPF_MAP_TYPE_RINGBUF})
 _FLOATS = {2: "<e", 4: "<f", 8: "<d"}
-
-
-def possible_cpus(path: str = "/sys/devices/system/cpu/possible") -> int:
-    """CPU slots the kernel may use: how many values a per-CPU map holds per key."""
-    return max(online_cpus(path)) + 1
 
 
 class BtfCodec:

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ebpfwire import perf
-from ebpfwire.loader import syscalls, tracefs
+from ebpfwire.loader import syscalls
+from ebpfwire.loader.attach import attach_program
 from ebpfwire.loader.btf import Btf
 from ebpfwire.loader.config import build_config
 from ebpfwire.loader.elf import BpfObject, ProgramSpec, read_object
@@ -64,11 +65,6 @@ def ring_size(ring_bytes: int) -> int:
     of pages."""
     pages = max(1, -(-ring_bytes // perf.PAGE_SIZE))
     return perf.PAGE_SIZE << (pages - 1).bit_length()
-
-
-def possible_cpus(path: str = "/sys/devices/system/cpu/possible") -> int:
-    """How many CPU slots the kernel may use (the size of a PERF_EVENT_ARRAY)."""
-    return max(perf.online_cpus(path)) + 1
 
 
 def select_events(obj: BpfObject, events: Iterable[str] | None) -> set[str]:
@@ -242,7 +238,7 @@ class Monitor:
         for spec in self.object.maps.values():
             sizes, max_entries = (spec.key_size, spec.value_size), spec.max_entries
             if spec.type == syscalls.BPF_MAP_TYPE_PERF_EVENT_ARRAY:
-                max_entries = possible_cpus()
+                max_entries = perf.possible_cpus()
             elif spec.type == syscalls.BPF_MAP_TYPE_RINGBUF:  # no keys or values: bytes
                 sizes, max_entries = (0, 0), self.ring_bytes
             self.map_fds[spec.name] = syscalls.map_create(
@@ -284,26 +280,7 @@ class Monitor:
         self.prog_fds[prog.name] = load_program(prog, self.map_fds, self.object.license)
 
     def _attach(self, prog: ProgramSpec) -> None:
-        prog_fd = self.prog_fds[prog.name]
-        if prog.prog_type == syscalls.BPF_PROG_TYPE_RAW_TRACEPOINT:
-            self._attach_fds.append(syscalls.raw_tracepoint_open(prog.attach_to, prog_fd))
-            return
-        category, _, name = prog.attach_to.partition("/")
-        tp_id = tracefs.tracepoint_id(category, name)
-        fd = syscalls.perf_event_open(syscalls.PERF_TYPE_TRACEPOINT, tp_id, cpu=0)
-        self._attach_fds.append(fd)
-        try:
-            syscalls.perf_ioctl(fd, syscalls.PERF_EVENT_IOC_SET_BPF, prog_fd)
-        except BpfSyscallError as exc:
-            if exc.errno != errno.EACCES:
-                raise
-            raise LoaderError(
-                f"attaching program {prog.name!r} to tracepoint {prog.attach_to}: the program "
-                "reads past the end of the tracepoint's record (see its format file under "
-                "tracefs events/); the kernel refuses such a program with EACCES",
-                exc.errno,
-            ) from exc
-        syscalls.perf_ioctl(fd, syscalls.PERF_EVENT_IOC_ENABLE)
+        self._attach_fds.append(attach_program(prog, self.prog_fds[prog.name]))
 
     def _detach(self) -> None:
         for fd in self._attach_fds:
