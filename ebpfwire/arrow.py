@@ -140,9 +140,10 @@ class _Source:
     """One input: its layout, arch, boot time and records as (cpu, data|count, where)."""
 
     def __init__(self, layout: Layout, arch: str, boot_time_ns: int | None,
-                 records: Iterator[tuple[int | None, Any, str]]):
+                 records: Iterator[tuple[int | None, Any, int]], where: str):
         self.layout, self.arch, self.boot_time_ns = layout, arch, boot_time_ns
         self.records = records
+        self.where = where   # how an error names a record: format() of its third item
 
 
 def _reader_records(reader: CaptureReader) -> Iterator[tuple[Any, ...]]:
@@ -164,7 +165,9 @@ def _sources(source: Any, layout: str | Layout | None, arch: str | None) -> Iter
     if isinstance(source, CaptureReader):
         header = source.header
         yield _Source(get_layout(layout or header.layout), arch or header.arch,
-                      header.boot_time_ns or None, _reader_records(source))
+                      header.boot_time_ns or None, _reader_records(source),
+                      "the sample at file offset {}" + (f" of {source.name}" if source.name
+                                                         else ""))
         return
     if isinstance(source, list) and source and all(
             isinstance(item, (str, os.PathLike)) for item in source):
@@ -173,7 +176,8 @@ def _sources(source: Any, layout: str | Layout | None, arch: str | None) -> Iter
                 yield from _sources(reader, layout, arch)
         return
     samples = ((None, bytes(data), index) for index, data in enumerate(source))
-    yield _Source(get_layout(layout or "classic"), arch or "x86_64", None, samples)
+    yield _Source(get_layout(layout or "classic"), arch or "x86_64", None, samples,
+                  "sample {} of the input")
 
 
 # --------------------------------------------------------------------------- batches
@@ -256,6 +260,7 @@ class _BatchBuilder:
     def __init__(self, src: _Source, strict: bool):
         self.layout, self.arch, self.strict = src.layout, src.arch, strict
         self.boot_time_ns = src.boot_time_ns
+        self.where = src.where
         self.fields = _header_fields(self.layout)
         self.dtype = np.dtype({
             "names": [name for name, _, _ in self.fields],
@@ -313,12 +318,9 @@ class _BatchBuilder:
             offsets.append(len(flat) >> 1)
         return flat, offsets, errors
 
-    @staticmethod
-    def _raise(error: DecodeError, where: Any) -> None:
-        place = (f"the sample at file offset {where}" if isinstance(where, int) and where >= 0
-                 else f"sample {where}")
+    def _raise(self, error: DecodeError, where: int) -> None:
         raise DecodeError(error.kind, error.offset, error.expected,
-                          f"{error.found} (in {place})") from error
+                          f"{error.found} (in {self.where.format(where)})") from error
 
     # -- columns
 
