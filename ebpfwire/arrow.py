@@ -15,9 +15,13 @@ from collections.abc import Iterator
 from itertools import islice
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
+try:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+except ImportError as error:  # pragma: no cover - depends on the install
+    raise ImportError("ebpfwire.arrow needs pyarrow and numpy: pip install pyarrow numpy") \
+        from error
 
 from . import names
 from .argtypes import ArgType
