@@ -225,6 +225,7 @@ def test_synthetic_fast_paths_agree_with_the_schema():
     btf = _synthetic()
     assert (btf._starts[1:], btf._kinds[1:], list(btf._name_offs[1:])) == _reference_scan(btf)
     assert _ids_by_decoding(btf, {"outer", "u32"}) == {"outer": [5], "u32": [2]}
+    assert btf.struct_ids(["nope", "outer", "int", "outer"]) == {"outer": 5}
     for path in ("a", "b", "c", "arr"):
         assert btf.member_offset("outer", path) == _schema_member_offset(btf, 5, path)
 
@@ -249,6 +250,7 @@ def test_vmlinux_config_offsets_agree_with_the_schema(vmlinux: Btf):
         name: min(t for t in by_name[name] if vmlinux.kind(t) in (BtfKind.STRUCT, BtfKind.UNION))
         for name in structs
     }
+    assert vmlinux.struct_ids(structs) == first_struct
     fast = {where: vmlinux.member_offset(*where) for where in wanted}
     assert fast == {(name, path): _schema_member_offset(vmlinux, first_struct[name], path)
                     for name, path in wanted}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import array
 import enum
+import re
 import struct
 import sys
 from collections.abc import Iterable
@@ -254,41 +255,68 @@ class Btf:
         """The kind of ``type_id`` (void is ``UNKN``)."""
         return BtfKind(self._kinds[type_id])
 
+    def _string_offsets(self, names: Iterable[str]) -> dict[str, list[int]]:
+        """Where each name stands as a whole string: one regex pass over the section."""
+        alternatives = b"|".join(re.escape(name.encode()) for name in names)
+        found: dict[str, list[int]] = {}
+        for match in re.finditer(b"\\0(" + alternatives + b")(?=\\0)", self.strings):
+            found.setdefault(match[1].decode(), []).append(match.start() + 1)
+        return found
+
+    def _ids_at(self, name_off: int) -> list[int]:
+        """Type ids whose name starts at ``name_off`` (``bytes.find`` in the name offsets)."""
+        if self._name_off_bytes is None:
+            self._name_off_bytes = self._name_offs.tobytes()
+        target = array.array("I", [name_off]).tobytes()
+        ids: list[int] = []
+        hit = self._name_off_bytes.find(target)
+        while hit >= 0:
+            if hit % 4:  # straddles two entries
+                hit = self._name_off_bytes.find(target, hit + 1)
+                continue
+            ids.append(hit // 4)
+            hit = self._name_off_bytes.find(target, hit + 4)
+        return ids
+
     def ids_named(self, name: str, kinds: Iterable[BtfKind] | None = None) -> list[int]:
         """All type ids called ``name``, optionally only of the given kinds.
 
         The name is found in the string section first, then its offset among the types'
-        name offsets (both ``bytes.find``): no index of all names is built.
+        name offsets: no index of all the names is built.
         """
         wanted = set(kinds) if kinds is not None else None
-        needle = b"\0" + name.encode() + b"\0"
-        if self._name_off_bytes is None:
-            self._name_off_bytes = self._name_offs.tobytes()
-        found: list[int] = []
-        pos = self.strings.find(needle)
-        while pos >= 0:
-            target = array.array("I", [pos + 1]).tobytes()
-            hit = self._name_off_bytes.find(target)
-            while hit >= 0:
-                if hit % 4:  # straddles two entries
-                    hit = self._name_off_bytes.find(target, hit + 1)
-                    continue
-                tid = hit // 4
-                if wanted is None or self._kinds[tid] in wanted:
-                    found.append(tid)
-                hit = self._name_off_bytes.find(target, hit + 4)
-            pos = self.strings.find(needle, pos + 1)
-        return sorted(found)
+        ids = [
+            tid
+            for off in self._string_offsets([name]).get(name, ())
+            for tid in self._ids_at(off)
+            if wanted is None or self._kinds[tid] in wanted
+        ]
+        return sorted(ids)
+
+    def struct_ids(self, names: Iterable[str]) -> dict[str, int]:
+        """The complete struct or union of each name that has one, found in one pass.
+
+        What :meth:`struct_id` would give for each, remembered for it and
+        :meth:`member_offset`; names without a complete struct are left out.
+        """
+        wanted = [name for name in dict.fromkeys(names) if name not in self._struct_ids]
+        if wanted:
+            for name, offs in self._string_offsets(wanted).items():
+                ids = [
+                    tid
+                    for off in offs
+                    for tid in self._ids_at(off)
+                    if self._kinds[tid] in (BtfKind.STRUCT, BtfKind.UNION)
+                ]
+                if ids:
+                    self._struct_ids[name] = min(ids)
+        return {name: self._struct_ids[name] for name in names if name in self._struct_ids}
 
     def struct_id(self, name: str) -> int:
         """The id of the complete struct or union ``name``; a clear error if absent."""
-        tid = self._struct_ids.get(name)
-        if tid is not None:
-            return tid
-        ids = self.ids_named(name, (BtfKind.STRUCT, BtfKind.UNION))
-        if ids:
-            self._struct_ids[name] = ids[0]
-            return ids[0]
+        found = self.struct_ids([name])
+        if found:
+            return found[name]
         if self.ids_named(name, (BtfKind.FWD,)):
             raise BtfError(
                 f"{self.origin}: struct {name} is only a forward declaration, its layout "
