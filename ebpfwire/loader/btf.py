@@ -164,19 +164,19 @@ class Btf:
             raise BtfError(f"{origin}: type or string section runs past the blob ({len(data)})")
         self._types = memoryview(data)[types_start : types_start + self.header.type_len]
         self.strings = bytes(data[strs_start : strs_start + self.header.str_len])
-        # the type section as little-endian 32-bit words: every record is a whole number
+        # the type section as little-endian 32-bit words: every record is whole words long
         self._words = array.array("I")
         self._words.frombytes(self._types[: len(self._types) // 4 * 4])
         if sys.byteorder == "big":
             self._words.byteswap()
         self._starts: list[int] = [-1]  # word index of each record; type id 0 is void
         self._kinds: list[int] = [0]
-        self._name_offs = array.array("I", [0])  # searched as bytes by ids_named
+        self._name_offs = array.array("I", [0])
         self._scan()
+        self._name_off_bytes = self._name_offs.tobytes()  # searched by _ids_at
         self._cache: dict[int, Container] = {}
         self._members: dict[int, list[tuple[int, int, int]]] = {}
         self._struct_ids: dict[str, int] = {}
-        self._name_off_bytes: bytes | None = None
 
     @classmethod
     def from_file(cls, path: str | Path) -> Btf:
@@ -265,8 +265,6 @@ class Btf:
 
     def _ids_at(self, name_off: int) -> list[int]:
         """Type ids whose name starts at ``name_off`` (``bytes.find`` in the name offsets)."""
-        if self._name_off_bytes is None:
-            self._name_off_bytes = self._name_offs.tobytes()
         target = array.array("I", [name_off]).tobytes()
         ids: list[int] = []
         hit = self._name_off_bytes.find(target)
