@@ -8,8 +8,10 @@ programs load on worker threads while the config is built from the kernel's BTF,
 "loads+config" is the wall time of both. Needs root.
 With ``--interrupt-after S`` it sends itself SIGINT S seconds into each open instead and
 prints how long the KeyboardInterrupt took to come out with everything closed.
+With ``--btf`` it times only the config's BTF work (no root needed): reading
+/sys/kernel/btf/vmlinux, indexing its types, and looking up the config's offsets.
 Run: PYTHONPATH=. python bench/monitor_startup.py [--runs 3] [--events close,openat]
-[--transport perf|ringbuf] [--interrupt-after 0.1]
+[--transport perf|ringbuf] [--interrupt-after 0.1] [--btf]
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from ebpfwire.loader import Monitor
+from ebpfwire.loader.btf import VMLINUX_PATH, Btf
+from ebpfwire.loader.config import kernel_offsets
 
 PHASES = {  # Monitor method -> phase name
     "_create_maps": "maps",
@@ -53,7 +57,11 @@ def main() -> None:
     parser.add_argument("--events", help="comma-separated events (default: all)")
     parser.add_argument("--transport", default=None, help="perf or ringbuf (if supported)")
     parser.add_argument("--interrupt-after", type=float, default=None, metavar="S")
+    parser.add_argument("--btf", action="store_true", help="time only the kernel BTF work")
     args = parser.parse_args()
+    if args.btf:
+        btf_phases(args.runs)
+        return
     events = args.events.split(",") if args.events else None
     extra = {}
     if args.transport and "transport" in inspect.signature(Monitor).parameters:
@@ -82,6 +90,23 @@ def main() -> None:
         print(f"{run:>3} " + " ".join(f"{spent[p]:>13.3f}" for p in PHASES.values())
               + f" {opened - start:>7.3f} {closed - opened:>7.3f} {closed - start:>7.3f}"
               + f"  ({programs} programs)")
+
+
+def btf_phases(runs: int) -> None:
+    """The config's BTF work by step: read the blob, index its types, look up offsets."""
+    print(f"{'run':>3} {'read':>7} {'index':>7} {'offsets':>7} {'total':>7}  (seconds, load "
+          f"average {os.getloadavg()[0]:.2f})")
+    for run in range(1, runs + 1):
+        start, cpu = time.perf_counter(), time.process_time()
+        with open(VMLINUX_PATH, "rb") as f:
+            data = f.read()
+        read = time.perf_counter()
+        btf = Btf(data, VMLINUX_PATH)
+        indexed = time.perf_counter()
+        kernel_offsets(btf)
+        done = time.perf_counter()
+        print(f"{run:>3} {read - start:>7.3f} {indexed - read:>7.3f} {done - indexed:>7.3f} "
+              f"{done - start:>7.3f} {time.process_time() - cpu:>7.3f}  ({len(btf)} types)")
 
 
 def send_sigint(sent: list[float]) -> None:

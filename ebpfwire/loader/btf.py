@@ -2,15 +2,21 @@
 
 Used twice: on the object's ``.BTF`` section (map definitions in ``.maps``) and on the
 running kernel's ``/sys/kernel/btf/vmlinux`` (struct member offsets for the config map).
-The vmlinux blob holds ~100k types, far too many to run through construct at import
-time, so a quick ``struct`` scan records where each type starts and its schema parses
-only the records actually asked for. ``test_btf.py`` holds the scan equal to the schema.
+The vmlinux blob holds ~127k types, far too many to run through construct each time a
+monitor opens, so a tight scan over the type section as 32-bit words records where each
+type starts (a record's length follows from its kind and vlen alone, :func:`record_size`)
+and the schema parses only the records actually asked for; member lookups read the member
+array with ``struct`` directly. ``test_btf.py`` holds the scan and the lookups equal to
+the schema's.
 """
 
 from __future__ import annotations
 
+import array
 import enum
+import re
 import struct
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -123,11 +129,15 @@ _MODIFIERS = {
     BtfKind.TYPE_TAG,
 }
 _COMMON = struct.Struct("<III")
+_MAX_KIND = max(BtfKind)
+# the same rule in 32-bit words, indexed by kind; None for kinds 20-31 (unknown)
+_FIXED_WORDS = [3 + _FIXED_TAIL.get(k, 0) // 4 if k <= _MAX_KIND else None for k in range(32)]
+_VLEN_WORDS = [_VLEN_ENTRY.get(k, 0) // 4 for k in range(32)]
 
 
 def record_size(kind: int, vlen: int) -> int:
     """Size in bytes of one type record, from its kind and vlen (the fast scan's rule)."""
-    if kind > max(BtfKind):
+    if kind > _MAX_KIND:
         raise BtfError(f"unknown BTF kind {kind}")
     return 12 + _FIXED_TAIL.get(kind, 0) + _VLEN_ENTRY.get(kind, 0) * vlen
 
@@ -154,12 +164,19 @@ class Btf:
             raise BtfError(f"{origin}: type or string section runs past the blob ({len(data)})")
         self._types = memoryview(data)[types_start : types_start + self.header.type_len]
         self.strings = bytes(data[strs_start : strs_start + self.header.str_len])
-        self._offsets: list[int] = [-1]  # type id 0 is void
+        # the type section as little-endian 32-bit words: every record is whole words long
+        self._words = array.array("I")
+        self._words.frombytes(self._types[: len(self._types) // 4 * 4])
+        if sys.byteorder == "big":
+            self._words.byteswap()
+        self._starts: list[int] = [-1]  # word index of each record; type id 0 is void
         self._kinds: list[int] = [0]
-        self._name_offs: list[int] = [0]
+        self._name_offs = array.array("I", [0])
         self._scan()
-        self._by_name_off: dict[int, list[int]] | None = None
+        self._name_off_bytes = self._name_offs.tobytes()  # searched by _ids_at
         self._cache: dict[int, Container] = {}
+        self._members: dict[int, list[tuple[int, int, int]]] = {}
+        self._struct_ids: dict[str, int] = {}
 
     @classmethod
     def from_file(cls, path: str | Path) -> Btf:
@@ -176,22 +193,42 @@ class Btf:
         return cls.from_file(VMLINUX_PATH)
 
     def _scan(self) -> None:
-        types, pos, end = self._types, 0, len(self._types)
-        while pos < end:
-            if pos + 12 > end:
-                raise BtfError(f"{self.origin}: truncated type record at type offset {pos}")
-            name_off, info, _ = _COMMON.unpack_from(types, pos)
-            kind = (info >> 24) & 0x1F
-            self._offsets.append(pos)
-            self._kinds.append(kind)
-            self._name_offs.append(name_off)
-            pos += record_size(kind, info & 0xFFFF)
-        if pos != end:
-            raise BtfError(f"{self.origin}: last type record runs past the type section")
+        """Index every record: one pass of word reads, its length from size tables."""
+        words, pos, kind, end = self._words, 0, 0, len(self._words)
+        fixed, per = _FIXED_WORDS, _VLEN_WORDS
+        starts, kinds, name_offs = self._starts, self._kinds, self._name_offs
+        try:
+            while pos < end:
+                info = words[pos + 1]
+                kind = (info >> 24) & 0x1F
+                size = fixed[kind] + per[kind] * (info & 0xFFFF)
+                starts.append(pos)
+                kinds.append(kind)
+                name_offs.append(words[pos])
+                pos += size
+        except IndexError:  # fewer than 2 words left: not even a record's info
+            raise BtfError(
+                f"{self.origin}: truncated type record at type offset {pos * 4}"
+            ) from None
+        except TypeError:  # None in _FIXED_WORDS
+            raise BtfError(
+                f"{self.origin}: unknown BTF kind {kind} at type offset {pos * 4}"
+            ) from None
+        type_len = len(self._types)
+        if pos * 4 < type_len:  # 1-3 bytes after the last whole record
+            raise BtfError(f"{self.origin}: truncated type record at type offset {pos * 4}")
+        if pos * 4 > type_len:
+            last = starts[-1] * 4
+            if last + 12 > type_len:
+                raise BtfError(f"{self.origin}: truncated type record at type offset {last}")
+            raise BtfError(
+                f"{self.origin}: last type record (type offset {last}) runs past the type "
+                f"section ({type_len} bytes)"
+            )
 
     def __len__(self) -> int:
         """Number of type ids, void (id 0) included."""
-        return len(self._offsets)
+        return len(self._starts)
 
     def string(self, offset: int) -> str:
         """The NUL-terminated string at ``offset`` in the string section."""
@@ -202,11 +239,11 @@ class Btf:
 
     def type(self, type_id: int) -> Container:
         """The parsed record of ``type_id`` (schema :data:`BtfType`), with its ``name``."""
-        if not 0 < type_id < len(self._offsets):
+        if not 0 < type_id < len(self._starts):
             raise BtfError(f"{self.origin}: type id {type_id} out of range 1..{len(self) - 1}")
         rec = self._cache.get(type_id)
         if rec is None:
-            start = self._offsets[type_id]
+            start = self._starts[type_id] * 4
             _, info, _ = _COMMON.unpack_from(self._types, start)
             end = start + record_size((info >> 24) & 0x1F, info & 0xFFFF)
             rec = BtfType.parse(bytes(self._types[start:end]))
@@ -218,30 +255,66 @@ class Btf:
         """The kind of ``type_id`` (void is ``UNKN``)."""
         return BtfKind(self._kinds[type_id])
 
+    def _string_offsets(self, names: Iterable[str]) -> dict[str, list[int]]:
+        """Where each name stands as a whole string: one regex pass over the section."""
+        alternatives = b"|".join(re.escape(name.encode()) for name in names)
+        found: dict[str, list[int]] = {}
+        for match in re.finditer(b"\\0(" + alternatives + b")(?=\\0)", self.strings):
+            found.setdefault(match[1].decode(), []).append(match.start() + 1)
+        return found
+
+    def _ids_at(self, name_off: int) -> list[int]:
+        """Type ids whose name starts at ``name_off`` (``bytes.find`` in the name offsets)."""
+        target = array.array("I", [name_off]).tobytes()
+        ids: list[int] = []
+        hit = self._name_off_bytes.find(target)
+        while hit >= 0:
+            if hit % 4:  # straddles two entries
+                hit = self._name_off_bytes.find(target, hit + 1)
+                continue
+            ids.append(hit // 4)
+            hit = self._name_off_bytes.find(target, hit + 4)
+        return ids
+
     def ids_named(self, name: str, kinds: Iterable[BtfKind] | None = None) -> list[int]:
-        """All type ids called ``name``, optionally only of the given kinds."""
-        if self._by_name_off is None:
-            index: dict[int, list[int]] = {}
-            for tid, off in enumerate(self._name_offs):
-                if off:
-                    index.setdefault(off, []).append(tid)
-            self._by_name_off = index
+        """All type ids called ``name``, optionally only of the given kinds.
+
+        The name is found in the string section first, then its offset among the types'
+        name offsets: no index of all the names is built.
+        """
         wanted = set(kinds) if kinds is not None else None
-        needle = b"\0" + name.encode() + b"\0"
-        found: list[int] = []
-        pos = self.strings.find(needle)
-        while pos >= 0:
-            for tid in self._by_name_off.get(pos + 1, ()):
-                if wanted is None or self._kinds[tid] in wanted:
-                    found.append(tid)
-            pos = self.strings.find(needle, pos + 1)
-        return sorted(found)
+        ids = [
+            tid
+            for off in self._string_offsets([name]).get(name, ())
+            for tid in self._ids_at(off)
+            if wanted is None or self._kinds[tid] in wanted
+        ]
+        return sorted(ids)
+
+    def struct_ids(self, names: Iterable[str]) -> dict[str, int]:
+        """The complete struct or union of each name that has one, found in one pass.
+
+        What :meth:`struct_id` would give for each, remembered for it and
+        :meth:`member_offset`; names without a complete struct are left out.
+        """
+        wanted = [name for name in dict.fromkeys(names) if name not in self._struct_ids]
+        if wanted:
+            for name, offs in self._string_offsets(wanted).items():
+                ids = [
+                    tid
+                    for off in offs
+                    for tid in self._ids_at(off)
+                    if self._kinds[tid] in (BtfKind.STRUCT, BtfKind.UNION)
+                ]
+                if ids:
+                    self._struct_ids[name] = min(ids)
+        return {name: self._struct_ids[name] for name in names if name in self._struct_ids}
 
     def struct_id(self, name: str) -> int:
         """The id of the complete struct or union ``name``; a clear error if absent."""
-        ids = self.ids_named(name, (BtfKind.STRUCT, BtfKind.UNION))
-        if ids:
-            return ids[0]
+        found = self.struct_ids([name])
+        if found:
+            return found[name]
         if self.ids_named(name, (BtfKind.FWD,)):
             raise BtfError(
                 f"{self.origin}: struct {name} is only a forward declaration, its layout "
@@ -251,13 +324,15 @@ class Btf:
 
     def resolve(self, type_id: int) -> int:
         """Follow typedefs and qualifiers to the underlying type id."""
-        seen = 0
-        while type_id and self._kinds[type_id] in _MODIFIERS:
-            type_id = self.type(type_id).size_or_type
-            seen += 1
-            if seen > 64:
-                raise BtfError(f"{self.origin}: typedef/qualifier loop at type {type_id}")
-        return type_id
+        for _ in range(64):
+            if not 0 <= type_id < len(self._starts):
+                raise BtfError(
+                    f"{self.origin}: reference to type {type_id}, out of range 0..{len(self) - 1}"
+                )
+            if not type_id or self._kinds[type_id] not in _MODIFIERS:
+                return type_id
+            type_id = self._words[self._starts[type_id] + 2]
+        raise BtfError(f"{self.origin}: typedef/qualifier loop at type {type_id}")
 
     def sizeof(self, type_or_name: int | str) -> int:
         """Size in bytes of a type id, or of the struct/union with that name."""
@@ -282,18 +357,31 @@ class Btf:
         name = f" {rec.name!r}" if rec is not None else ""
         raise BtfError(f"{self.origin}: type {tid}{name} ({BtfKind(kind).name}) has no size")
 
-    def _find_member(self, struct_tid: int, member: str) -> tuple[int, int] | None:
-        """(bit offset, type id) of ``member``, looking into anonymous struct/union members."""
-        for m in self.type(struct_tid).detail:
-            bits = m.offset & 0xFFFFFF if self.type(struct_tid).kind_flag else m.offset
-            if m.name_off and self.string(m.name_off) == member:
-                return bits, m.type
-            if not m.name_off:
-                inner = self.resolve(m.type)
-                if self._kinds[inner] in (BtfKind.STRUCT, BtfKind.UNION):
-                    hit = self._find_member(inner, member)
-                    if hit is not None:
-                        return bits + hit[0], hit[1]
+    def _member_list(self, struct_tid: int) -> list[tuple[int, int, int]]:
+        """(name offset, type id, bit offset) of each member, read from the words."""
+        members = self._members.get(struct_tid)
+        if members is None:
+            start = self._starts[struct_tid]
+            info = self._words[start + 1]
+            raw = self._words[start + 3 : start + 3 + 3 * (info & 0xFFFF)]
+            mask = 0xFFFFFF if info >> 31 else 0xFFFFFFFF  # kind_flag: bitfield size on top
+            members = [(raw[i], raw[i + 1], raw[i + 2] & mask) for i in range(0, len(raw), 3)]
+            self._members[struct_tid] = members
+        return members
+
+    def _find_member(self, struct_tid: int, member: bytes) -> tuple[int, int] | None:
+        """(bit offset, type id) of ``member`` (its name and a NUL), looking into anonymous
+        struct/union members."""
+        for name_off, tid, bits in self._member_list(struct_tid):
+            if name_off:
+                if self.strings.startswith(member, name_off):
+                    return bits, tid
+                continue
+            inner = self.resolve(tid)
+            if self._kinds[inner] in (BtfKind.STRUCT, BtfKind.UNION):
+                hit = self._find_member(inner, member)
+                if hit is not None:
+                    return bits + hit[0], hit[1]
         return None
 
     def member_offset(self, struct_name: str, path: str) -> int:
@@ -301,18 +389,15 @@ class Btf:
         tid = self.struct_id(struct_name)
         total_bits = 0
         where = f"struct {struct_name}"
-        for part in path.split("."):
-            hit = self._find_member(tid, part)
+        parts = path.split(".")
+        for depth, part in enumerate(parts, 1):
+            hit = self._find_member(tid, part.encode() + b"\0")
             if hit is None:
                 raise BtfError(f"{self.origin}: {where} has no member {part!r}")
             total_bits += hit[0]
-            nxt = self.resolve(hit[1])
+            tid = self.resolve(hit[1])
             where = f"{where}.{part}"
-            tid = nxt
-            if part != path.split(".")[-1] and self._kinds[tid] not in (
-                BtfKind.STRUCT,
-                BtfKind.UNION,
-            ):
+            if depth < len(parts) and self._kinds[tid] not in (BtfKind.STRUCT, BtfKind.UNION):
                 raise BtfError(f"{self.origin}: {where} is not a struct, cannot look inside")
         if total_bits % 8:
             raise BtfError(f"{self.origin}: {struct_name}.{path} is a bitfield (bit {total_bits})")

@@ -86,6 +86,7 @@ _SYSCALL_REGS = {
 
 def kernel_offsets(btf: Btf) -> dict[str, int]:
     """The struct offsets the program needs, from the kernel's BTF; says which is missing."""
+    btf.struct_ids([name for name, _ in _OFFSETS.values()] + ["upid", "pt_regs"])  # one pass
     try:
         values = {field: btf.member_offset(*where) for field, where in _OFFSETS.items()}
         values["upid_size"] = btf.sizeof("upid")
