@@ -20,7 +20,7 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -228,7 +228,7 @@ def _ipc_task(split: Split, options: _Options) -> tuple[_Counts, pa.Buffer | Non
 def _part_task(split: Split, options: _Options, path: str) -> tuple[_Counts, None]:
     """Worker: one split written to its own part file."""
     counts = _Counts()
-    with _ParquetOut(path, options.row_group_rows) as out:
+    with _ParquetOut(path, options.row_group_rows, background=True) as out:
         for batch in _decode(split, options, counts):
             out.write(batch)
     return counts, None
@@ -236,14 +236,21 @@ def _part_task(split: Split, options: _Options, path: str) -> tuple[_Counts, Non
 
 class _ParquetOut:
     """A Parquet file created exclusively (never through a link), mode 0600: captures hold
-    command lines, paths and addresses. Opened on the first batch; empty if none came."""
+    command lines, paths and addresses. Opened on the first batch; empty if none came.
 
-    def __init__(self, path: str, row_group_rows: int, fd: int | None = None):
+    With `background`, row groups are encoded and compressed by a thread (Arrow releases the
+    GIL there) while the caller decodes the next rows; at most two writes wait for it.
+    """
+
+    def __init__(self, path: str, row_group_rows: int, fd: int | None = None,
+                 background: bool = False):
         self.path = path
         self.row_group_rows = row_group_rows
         fd = os.open(path, _OPEN_EXCL, 0o600) if fd is None else fd
         self.file = os.fdopen(fd, "wb")
         self.writer: pq.ParquetWriter | None = None
+        self.thread = ThreadPoolExecutor(1) if background else None
+        self.pending: deque[Future] = deque()
 
     def write(self, data: pa.RecordBatch | pa.Table) -> None:
         if self.writer is None:
@@ -252,14 +259,26 @@ class _ParquetOut:
             data = _conform(data, self.writer.schema)
         if isinstance(data, pa.RecordBatch):
             data = pa.Table.from_batches([data])
-        self.writer.write_table(data, row_group_size=self.row_group_rows)
+        if self.thread is None:
+            self.writer.write_table(data, row_group_size=self.row_group_rows)
+            return
+        while len(self.pending) >= 2:
+            self.pending.popleft().result()
+        self.pending.append(self.thread.submit(self.writer.write_table, data,
+                                               row_group_size=self.row_group_rows))
 
     def close(self, schema: pa.Schema | None = None) -> None:
-        if self.writer is None and schema is not None:
-            self.writer = pq.ParquetWriter(self.file, schema, compression=COMPRESSION)
-        if self.writer is not None:
-            self.writer.close()
-        self.file.close()
+        try:
+            while self.pending:
+                self.pending.popleft().result()
+        finally:
+            if self.thread is not None:
+                self.thread.shutdown(cancel_futures=True)
+            if self.writer is None and schema is not None:
+                self.writer = pq.ParquetWriter(self.file, schema, compression=COMPRESSION)
+            if self.writer is not None:
+                self.writer.close()
+            self.file.close()
 
     def __enter__(self) -> _ParquetOut:
         return self
@@ -398,7 +417,7 @@ def export_parquet(
     else:
         fd, tmp = tempfile.mkstemp(dir=parent, prefix=hidden, suffix=".tmp")
         try:
-            with _ParquetOut(tmp, row_group_rows, fd) as target:
+            with _ParquetOut(tmp, row_group_rows, fd, background=True) as target:
                 if jobs == 1:
                     for split in splits:
                         done = _Counts()
