@@ -17,13 +17,14 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
 from typing import Any
 
 import pyarrow as pa
@@ -296,6 +297,16 @@ def _conform(data: pa.RecordBatch | pa.Table, schema: pa.Schema) -> pa.Table:
         raise ExportError(f"rows whose columns differ from the first rows' ({exc})") from None
 
 
+def _start_method() -> str:
+    """How to start the workers: fork when this process runs a single thread (a worker is
+    ready in milliseconds, where a spawned one spends about a second importing pyarrow on a
+    busy machine); spawn otherwise, as forking a process whose other threads may hold locks
+    is unsafe. The tasks are module-level functions of picklable arguments, so both work."""
+    if "fork" in get_all_start_methods() and threading.active_count() == 1:
+        return "fork"
+    return "spawn"
+
+
 def _quiet_worker() -> None:
     """Ctrl-C is the parent's to handle: a worker just stops when the pool is shut down."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -444,14 +455,14 @@ def export_parquet(
 
 def _run(tasks: list[tuple[Any, ...]], jobs: int) -> Iterator[tuple[_Counts, Any]]:
     """Results of `tasks` ((function, *args)) in order; in this process when jobs is 1, else
-    in `jobs` spawned processes with at most two tasks per worker in flight (bounded memory).
+    in `jobs` worker processes with at most two tasks per worker in flight (bounded memory).
     """
     if jobs == 1 or len(tasks) == 1:
         for function, *args in tasks:
             yield function(*args)
         return
     workers = min(jobs, len(tasks))
-    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
+    pool = ProcessPoolExecutor(workers, mp_context=get_context(_start_method()),
                                initializer=_quiet_worker)
     pending: deque[Future] = deque()
     queue = iter(tasks)

@@ -177,3 +177,14 @@ def test_progress_reaches_the_total(tmp_path, big):
                    progress=lambda done, total, events: seen.append((done, total, events)))
     assert seen[-1] == (os.path.getsize(big), os.path.getsize(big), 40 * 147)
     assert [s[0] for s in seen] == sorted(s[0] for s in seen)
+
+
+@pytest.mark.parametrize("parts", [False, True])
+def test_spawned_workers_give_the_same_rows(tmp_path, big, monkeypatch, parts):
+    """The start method is fork only in a single-threaded caller; spawn must work as well."""
+    from ebpfwire import export
+
+    monkeypatch.setattr(export, "_start_method", lambda: "spawn")
+    out = tmp_path / "out.parquet"
+    export_parquet([big, *DAMAGED], out, jobs=2, parts=parts, split_bytes=64 << 10)
+    assert_same_rows(read_back(out, parts), arrow.to_table([big, *DAMAGED]))
