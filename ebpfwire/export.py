@@ -202,7 +202,8 @@ def _decode(split: Split, options: _Options, counts: _Counts) -> Iterator[pa.Rec
                 lost = batch.column("lost")
                 counts.lost += pc.sum(lost).as_py() or 0
                 counts.events += batch.num_rows - (len(lost) - lost.null_count)
-                yield batch
+                if batch.num_rows:
+                    yield batch
             counts.damaged += len(reader.damage)
     except DecodeError as exc:
         raise ExportError(f"{split.path}: {exc} (in the records at file offsets "
@@ -226,13 +227,15 @@ def _ipc_task(split: Split, options: _Options) -> tuple[_Counts, pa.Buffer | Non
     return counts, sink.getvalue()
 
 
-def _part_task(split: Split, options: _Options, path: str) -> tuple[_Counts, None]:
-    """Worker: one split written to its own part file."""
+def _part_task(split: Split, options: _Options, path: str) -> tuple[_Counts, bool]:
+    """Worker: one split written to its own part file; none when no row is left."""
     counts = _Counts()
     with _ParquetOut(path, options.row_group_rows, background=True) as out:
         for batch in _decode(split, options, counts):
             out.write(batch)
-    return counts, None
+    if out.writer is None:
+        os.unlink(path)
+    return counts, out.writer is not None
 
 
 class _ParquetOut:
@@ -268,15 +271,13 @@ class _ParquetOut:
         self.pending.append(self.thread.submit(self.writer.write_table, data,
                                                row_group_size=self.row_group_rows))
 
-    def close(self, schema: pa.Schema | None = None) -> None:
+    def close(self) -> None:
         try:
             while self.pending:
                 self.pending.popleft().result()
         finally:
             if self.thread is not None:
                 self.thread.shutdown(cancel_futures=True)
-            if self.writer is None and schema is not None:
-                self.writer = pq.ParquetWriter(self.file, schema, compression=COMPRESSION)
             if self.writer is not None:
                 self.writer.close()
             self.file.close()
@@ -418,13 +419,19 @@ def export_parquet(
         try:
             tasks = [(_part_task, split, options, os.path.join(tmp, name))
                      for split, name in zip(splits, names, strict=True)]
-            for done, _ in _run(tasks, jobs):
+            written = []
+            for name, (done, wrote) in zip(names, _run(tasks, jobs), strict=True):
                 tick(done)
+                if wrote:
+                    written.append(name)
+            if not written:  # no rows at all: one empty part still gives readers the schema
+                written = names[:1]
+                _empty(os.path.join(tmp, written[0]), layout_name, arch)
             _publish_dir(tmp, out, force)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        files = tuple(os.path.join(out, name) for name in names)
+        files = tuple(os.path.join(out, name) for name in written)
     else:
         fd, tmp = tempfile.mkstemp(dir=parent, prefix=hidden, suffix=".tmp")
         try:
@@ -441,8 +448,8 @@ def export_parquet(
                         if buffer is not None:
                             target.write(pa.ipc.open_stream(buffer).read_all())
                         tick(done)
-                if target.writer is None:  # no rows at all: still a valid, empty file
-                    target.close(arrow.to_table([], layout=layout_name, arch=arch).schema)
+            if target.writer is None:  # no rows at all: still a valid, empty file
+                _empty(tmp, layout_name, arch, replace=True)
             _publish_file(tmp, out, force)
         except BaseException:
             if os.path.lexists(tmp):
@@ -451,6 +458,14 @@ def export_parquet(
         files = (out,)
     return ExportSummary(counts.events, counts.lost, counts.damaged,
                          time.monotonic() - started, files)
+
+
+def _empty(path: str, layout: str, arch: str | None, replace: bool = False) -> None:
+    """An empty Parquet file with the columns of `layout`."""
+    if replace:
+        os.unlink(path)
+    with _ParquetOut(path, 1) as out:
+        out.write(arrow.to_table([], layout=layout, arch=arch))
 
 
 def _run(tasks: list[tuple[Any, ...]], jobs: int) -> Iterator[tuple[_Counts, Any]]:
