@@ -20,7 +20,7 @@ from ebpfwire.capture import CaptureReader, CaptureWriter, HostInfo
 
 def write(path: str, payloads: list[bytes], count: int) -> float:
     start = time.perf_counter()
-    with CaptureWriter(path, host=HostInfo("bench", "bench", 2)) as writer:
+    with CaptureWriter(path, host=HostInfo("bench", "bench", 2), mode="replace") as writer:
         write_sample = writer.write_sample
         for i in range(count):
             write_sample(i & 1, payloads[i & 255])

@@ -7,6 +7,7 @@
 
 from .argtypes import MAX_ARGS, ArgType, arg_types, argnum, dec_arg_type, enc_arg_type, make_mask
 from .catalogue import event_name
+from .context import ContainerInfo, ProcessInfo
 from .decoder import decode, decode_many
 from .encoder import encode
 from .errors import DecodeError
@@ -16,7 +17,8 @@ from .layouts import LAYOUTS, Layout, get_layout, register_layout
 __version__ = "0.1.0"
 
 __all__ = [
-    "LAYOUTS", "MAX_ARGS", "Arg", "ArgType", "Argv", "DecodeError", "Event", "Layout",
-    "SockAddr", "arg_types", "argnum", "dec_arg_type", "decode", "decode_many", "enc_arg_type",
-    "encode", "event_name", "get_layout", "make_mask", "register_layout",
+    "LAYOUTS", "MAX_ARGS", "Arg", "ArgType", "Argv", "ContainerInfo", "DecodeError", "Event",
+    "Layout", "ProcessInfo", "SockAddr", "arg_types", "argnum", "dec_arg_type", "decode",
+    "decode_many", "enc_arg_type", "encode", "event_name", "get_layout", "make_mask",
+    "register_layout",
 ]
