@@ -88,6 +88,6 @@ def read_captures(
         raise ExportError(f"expected split_bytes >= 1, found {split_bytes}")
     paths, layout_name = check_captures(expand(paths_or_glob), layout, arch)
     splits = plan_splits([os.path.abspath(path) for path in paths], split_bytes)
-    meta = _frame(arrow.to_table([], layout=layout_name, arch=arch).schema.empty_table())
+    meta = _frame(arrow.schema(layout_name).empty_table())
     return dd.from_map(read_split, splits, args=(_Decoding(layout, arch, strict),),
                        meta=meta, label="ebpfwire-captures", enforce_metadata=False)

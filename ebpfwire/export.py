@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import arrow
-from .capture import CaptureError, CaptureReader
+from .capture import CaptureError, CaptureReader, split_ranges
 from .catalogue import check_arch
 from .errors import DecodeError
 from .layouts import get_layout
@@ -92,8 +92,6 @@ class Split:
     end: int
 
     def open(self) -> CaptureReader:
-        if _split_ranges is None:
-            return CaptureReader(self.path)
         return CaptureReader(self.path, start=self.start, end=self.end)
 
 
@@ -173,18 +171,10 @@ def check_captures(paths: Iterable[str | os.PathLike[str]], layout: str | None =
     return checked, layouts[checked[0]]
 
 
-try:
-    from .capture import split_ranges as _split_ranges
-except ImportError:  # TEMPORARY until branch cap's byte ranges are merged: one split a file
-    _split_ranges = None
-
-
 def plan_splits(paths: Iterable[str], split_bytes: int) -> list[Split]:
     """The byte ranges of every capture, in file order, each about `split_bytes` long."""
-    if _split_ranges is None:
-        return [Split(path, 0, os.path.getsize(path)) for path in paths]
     return [Split(path, start, end) for path in paths
-            for start, end in _split_ranges(path, split_bytes=split_bytes)]
+            for start, end in split_ranges(path, split_bytes=split_bytes)]
 
 
 # --------------------------------------------------------------------------- decoding
@@ -386,7 +376,8 @@ def export_parquet(
     order, less what `keep` filters out. `out` is one file, or with `parts=True` a directory
     of ``part-NNNNN.parquet`` files in capture order. `jobs` worker processes (default: the
     CPU count; 1 decodes in this process) decode byte ranges of about `split_bytes`.
-    `progress(bytes_done, bytes_total, events)` is called as ranges complete. In lenient
+    `progress(bytes_done, bytes_total, events)` is called as ranges complete (bytes of
+    records, file headers not counted). In lenient
     mode (the default) damaged samples are rows with ``errors``; with `strict` the first
     one raises. Bad input or output raises :class:`ExportError`.
     """
@@ -400,9 +391,10 @@ def export_parquet(
                           f"{jobs}, {row_group_rows}, {split_bytes}")
     _claim(out, force)
     checked, layout_name = check_captures(sources, layout, arch)
-    total = sum(os.path.getsize(path) for path in checked)
+    size = sum(os.path.getsize(path) for path in checked)
     # enough ranges to keep every worker busy, none bigger than split_bytes
-    splits = plan_splits(checked, max(1 << 16, min(split_bytes, total // (4 * jobs) + 1)))
+    splits = plan_splits(checked, max(1 << 16, min(split_bytes, size // (4 * jobs) + 1)))
+    total = sum(split.end - split.start for split in splits)  # the records' bytes
     options = _Options(layout, arch, strict, keep, row_group_rows)
     parent = os.path.dirname(os.path.abspath(out))
     hidden = f".{os.path.basename(out)}."
@@ -426,7 +418,7 @@ def export_parquet(
                     written.append(name)
             if not written:  # no rows at all: one empty part still gives readers the schema
                 written = names[:1]
-                _empty(os.path.join(tmp, written[0]), layout_name, arch)
+                _empty(os.path.join(tmp, written[0]), layout_name)
             _publish_dir(tmp, out, force)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -449,7 +441,7 @@ def export_parquet(
                             target.write(pa.ipc.open_stream(buffer).read_all())
                         tick(done)
             if target.writer is None:  # no rows at all: still a valid, empty file
-                _empty(tmp, layout_name, arch, replace=True)
+                _empty(tmp, layout_name, replace=True)
             _publish_file(tmp, out, force)
         except BaseException:
             if os.path.lexists(tmp):
@@ -460,12 +452,12 @@ def export_parquet(
                          time.monotonic() - started, files)
 
 
-def _empty(path: str, layout: str, arch: str | None, replace: bool = False) -> None:
+def _empty(path: str, layout: str, replace: bool = False) -> None:
     """An empty Parquet file with the columns of `layout`."""
     if replace:
         os.unlink(path)
     with _ParquetOut(path, 1) as out:
-        out.write(arrow.to_table([], layout=layout, arch=arch))
+        out.write(arrow.schema(layout).empty_table())
 
 
 def _run(tasks: list[tuple[Any, ...]], jobs: int) -> Iterator[tuple[_Counts, Any]]:

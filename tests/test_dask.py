@@ -18,8 +18,8 @@ ebpfwire_dask = pytest.importorskip("ebpfwire.dask")
 @pytest.fixture(scope="module")
 def client():
     with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                                  host="127.0.0.1", dashboard_address=None,
-                                  worker_dashboard_address=None) as cluster, \
+                                  host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                                  worker_dashboard_address="127.0.0.1:0") as cluster, \
             distributed.Client(cluster) as client:
         yield client
 
@@ -44,8 +44,10 @@ def test_read_captures_on_a_local_cluster_equals_to_table(client, tmp_path):
     assert got.to_pylist() == want.to_pylist()
     assert len(client.scheduler_info()["workers"]) == 2
 
-    frame.to_parquet(tmp_path / "out")
-    back = pq.read_table(tmp_path / "out", columns=want.column_names)
+    frame.to_parquet(tmp_path / "out")  # part.0.parquet, part.1.parquet, ... part.10...
+    files = sorted((tmp_path / "out").glob("part.*.parquet"), key=lambda f: int(f.name[5:-8]))
+    assert len(files) == frame.npartitions
+    back = pa.concat_tables(pq.read_table(f, columns=want.column_names) for f in files)
     assert back.to_pylist() == want.to_pylist()
 
 
