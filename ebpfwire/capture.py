@@ -179,6 +179,7 @@ _RECORD_HEAD = struct.Struct("<4sIIHH")  # version 1
 _SAMPLE_HEAD = struct.Struct("<IIIHHI")  # version 1 record header (sync as an integer) + cpu
 _RECORD_HEAD_V2 = struct.Struct("<4sIHHII")
 _SAMPLE_HEAD_V2 = struct.Struct("<IIHHIII")  # version 2 record header + cpu
+_SCAN_HEAD_V2 = struct.Struct("<IIIIII")  # the same, type and flags read as one u32
 _HEAD_COVERED = struct.Struct("<IHH")
 _HEAD_CHECK = struct.Struct("<I4xI")  # length, then the header CRC (type and flags skipped)
 _HEAD_CACHE_LIMIT = 1 << 14
@@ -923,7 +924,7 @@ def _scan_v2(
     """The hot path (version 2): as _scan_v1. The header CRC of a SAMPLE depends only on
     its length, so it is looked up in head_crcs (computed once per length) before the
     payload's CRC is computed: a forged header costs O(1)."""
-    unpack = _SAMPLE_HEAD_V2.unpack_from
+    unpack = _SCAN_HEAD_V2.unpack_from
     unpack_lost = _LOST_PAYLOAD.unpack_from
     crc32 = zlib.crc32
     append = out.append
@@ -933,25 +934,28 @@ def _scan_v2(
     lost_head = _LOST_HEAD_CRC
     try:
         while True:
-            sync, length, rtype, flags, head, crc, cpu = unpack(buf, pos)  # struct.error
+            # type and flags read as one u32: equal to SAMPLE means flags 0
+            sync, length, kind, head, crc, cpu = unpack(buf, pos)  # struct.error near the end
             end = pos + 20 + length
-            if sync != sync_word or end > n or flags:
+            if sync != sync_word or end > n:
                 return pos
-            if rtype == sample:
-                expected = head_crcs.get(length)
-                if expected is None:
+            if kind == sample:
+                try:
+                    if head != head_crcs[length]:
+                        return pos
+                except KeyError:
                     if length < 4 or length > MAX_PAYLOAD:
                         return pos
                     expected = crc32(_HEAD_COVERED.pack(length, sample, 0))
                     if len(head_crcs) < _HEAD_CACHE_LIMIT:
                         head_crcs[length] = expected
-                if head != expected:
-                    return pos
+                    if head != expected:
+                        return pos
                 payload = buf[pos + 20:end]
                 if crc32(payload) != crc:
                     return pos
                 append(sample_record(cpu, payload[4:], base + pos))
-            elif rtype == lost and head == lost_head and length == 12:
+            elif kind == lost and head == lost_head and length == 12:
                 payload = buf[pos + 20:end]
                 if crc32(payload) != crc:
                     return pos
@@ -966,7 +970,9 @@ def _scan_v2(
 class CaptureReader:
     """Reads a capture from a path or a binary file object, streaming, in constant memory.
 
-    Iterating yields SampleRecord and LostRecord in file order. Damaged stretches are skipped
+    Iterating yields SampleRecord, LostRecord, ProcessRecord and ContainerRecord in file
+    order. With `start`/`end` it yields the records whose first byte lies in [start, end)
+    (file offsets; see split_ranges). Damaged stretches are skipped
     and recorded in `damage` (and passed to `on_damage`); unknown record types are skipped
     and recorded in `notes`. With `follow=True` the reader waits for records still being
     written, polling every `poll_interval` seconds, until `close()` is called or no data has
@@ -1329,8 +1335,8 @@ class CaptureReader:
         self, strict: bool = True, layout: str | None = None, arch: str | None = None
     ) -> Iterator[tuple[CaptureRecord, Any]]:
         """Decode each SAMPLE: yields (record, event) or (record, DecodeError); a bad sample
-        does not stop the others. LOST records come through as (record, None) so a consumer
-        sees losses where they happened. layout and arch default to the header's."""
+        does not stop the others. LOST, PROCESS and CONTAINER records come through as
+        (record, None) where they are in the file. layout and arch default to the header's."""
         from ebpfwire import DecodeError, decode  # the decoder is written concurrently
 
         layout = layout or self.header.layout

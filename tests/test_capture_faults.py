@@ -6,6 +6,8 @@ import errno
 import io
 import os
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -219,3 +221,55 @@ def test_real_enospc_keeps_every_whole_record_once(small_tmpfs: Path):
     w.close()
     got_after, reader = read_back(path)
     assert got_after == got and reader.damage == []
+
+
+# ---------------------------------------------------------------- damaged samples, live
+
+# A child that waits for a byte on stdin, then execs /bin/true with argv[0] in a page of a
+# file mapping it never touched: the kernel copies the string (it may fault the page in),
+# the BPF program's probe read at sys_enter cannot, and leaves an orphan tag.
+UNTOUCHED_ARGV = r"""
+import ctypes, mmap, os, sys, tempfile
+with tempfile.TemporaryFile() as f:
+    f.write(bytes(4096) + b"argv-in-an-untouched-page\0".ljust(4096, b"\0"))
+    f.flush()
+    m = mmap.mmap(f.fileno(), 8192, flags=mmap.MAP_PRIVATE)
+    address = ctypes.addressof(ctypes.c_char.from_buffer(m, 4096))
+    argv = (ctypes.c_char_p * 2)(ctypes.cast(address, ctypes.c_char_p), None)
+    sys.stdin.buffer.read(1)
+    ctypes.CDLL(None, use_errno=True).execve(b"/bin/true", argv, None)
+"""
+
+
+@pytest.mark.live
+def test_damaged_samples_in_a_whole_machine_recording_come_from_the_kernel(tmp_path):
+    """Why `test_record_ctrl_c_leaves_a_complete_file_and_nothing_in_the_kernel` flaked
+    ("14 damaged samples", no damaged record): a process anywhere on the machine that execs
+    with argv in pages not yet faulted in gives an execve sample with an orphan tag. The
+    capture keeps it intact (CRC good, no damage report); it is the sample that is damaged,
+    by the kernel side, before the writer sees it."""
+    from ebpfwire import decode
+    from ebpfwire.loader.monitor import Monitor
+
+    child = subprocess.Popen([sys.executable, "-c", UNTOUCHED_ARGV], stdin=subprocess.PIPE)
+    path = tmp_path / "live.ewcap"
+    try:
+        with Monitor(events=["execve"], pid=child.pid) as monitor, \
+                CaptureWriter(path, layout="classic") as writer:
+            child.stdin.write(b"x")
+            child.stdin.close()
+            assert child.wait(timeout=60) == 0
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                for record in monitor.reader.read_batch(timeout=0.2):
+                    if hasattr(record, "data"):
+                        writer.write_sample(record.cpu, record.data)
+    finally:
+        child.kill()
+        child.wait()
+    with CaptureReader(path) as reader:
+        events = [decode(r.data, layout="classic", strict=False) for r in reader]
+    assert reader.damage == []  # the capture itself is whole
+    entries = [e for e in events if e.host_pid == child.pid and e.argnum == 2]
+    assert entries, "no execve entry event of the child"
+    assert any(err.kind == "orphan-tag" for e in entries for err in e.errors)
