@@ -156,7 +156,7 @@ def test_create_output_makes_a_0600_capture_header_first(tmp_path: Path):
         assert (path.stat().st_mode & 0o777) == 0o600
         assert CaptureReader(path).header.layout == "classic"  # readable before any record
     finally:
-        out.file.close()
+        out.writer.close()
 
 
 def test_follow_waits_for_a_file_that_does_not_exist_yet(tmp_path: Path):
