@@ -9,7 +9,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from ..capture import CaptureHeader, CaptureReader, LostRecord, SampleRecord
+from ..capture import CaptureHeader, CaptureReader, ContainerRecord, LostRecord, SampleRecord
 from ..decoder import decode
 from ..layouts import Layout
 from ..render import event_label, printable
@@ -37,13 +37,15 @@ def _wall(ns: int, utc: bool) -> str:
 
 def collect_info(reader: CaptureReader, layout: Layout, arch: str, label: str
                  ) -> dict[str, Any]:
-    """Counts over a whole capture: records, events by name, loss, time span, CPUs, damage.
+    """Counts over a whole capture: records, events by name, loss, time span, CPUs, damage,
+    and the context it carries (process snapshot, containers by runtime).
 
     The layout is checked as decode checks it (a UsageError when it does not fit)."""
     header = reader.header
     names: Counter[str] = Counter()
     samples: Counter[int] = Counter()
     lost: Counter[int] = Counter()
+    runtimes: Counter[str] = Counter()
     records = lost_records = damaged_samples = 0
     first = last = None
     for record in held_until_fit(iter(reader), layout, arch, label):
@@ -53,6 +55,8 @@ def collect_info(reader: CaptureReader, layout: Layout, arch: str, label: str
                 records += 1
                 lost_records += 1
                 lost[record.cpu] += record.count
+            elif kind is ContainerRecord:
+                runtimes[record.info.runtime] += 1
             continue
         records += 1
         samples[record.cpu] += 1
@@ -77,12 +81,26 @@ def collect_info(reader: CaptureReader, layout: Layout, arch: str, label: str
         "damaged_records": len(reader.damage), "damaged_samples": damaged_samples,
         "damage": [{"offset": d.offset, "message": d.message} for d in reader.damage],
         "skipped_unknown_records": len(reader.notes),
+        "context": {"processes": reader.context_counts["process"],
+                    "containers": reader.context_counts["container"],
+                    "containers_by_runtime": dict(sorted(runtimes.items()))},
     }
 
 
 def _decoded_as(info: dict[str, Any], key: str) -> str:
     used = info["decoded_as"][key]
     return "" if used == info[key] else f" (decoded as {used}, from --{key})"
+
+
+def _context(info: dict[str, Any]) -> str:
+    context = info["context"]
+    if not context["processes"] and not context["containers"]:
+        why = "version 1 has no context records" if info["version"] == 1 else "none recorded"
+        return f"none ({why}; events name processes by comm only)"
+    runtimes = ", ".join(f"{name} {count}" for name, count
+                         in context["containers_by_runtime"].items())
+    return (f"{context['processes']} processes in the snapshot, {context['containers']} "
+            f"namespace pairs named" + (f" ({runtimes})" if runtimes else ""))
 
 
 def format_info(info: dict[str, Any], header: CaptureHeader, utc: bool) -> str:
@@ -115,6 +133,7 @@ def format_info(info: dict[str, Any], header: CaptureHeader, utc: bool) -> str:
     lines += [f"  at file offset {d['offset']}: {printable(d['message'])}" for d in shown]
     if len(info["damage"]) > len(shown):
         lines.append(f"  ... and {len(info['damage']) - len(shown)} more (--json lists all)")
+    lines.append(f"context:      {_context(info)}")
     if info["skipped_unknown_records"]:
         lines.append(f"skipped:      {info['skipped_unknown_records']} records of unknown type")
     lines.append("events:")
