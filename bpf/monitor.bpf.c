@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /* ebpfwire system monitor: syscall, process-exit and TCP events in the
  * classic KubeArmor wire layout (68-byte packed header + tagged arguments),
- * submitted with bpf_perf_event_output to the perf array `events`.
+ * submitted with bpf_perf_event_output to the perf array `events` (or, built
+ * with -DEBPFWIRE_RINGBUF, with bpf_ringbuf_output to the ring buffer `events`).
  *
  * Built for a loader without CO-RE and without global data: every kernel
  * structure offset comes from the `config` map (struct monitor_config), every
@@ -145,59 +146,22 @@ struct event_header {
 
 _Static_assert(sizeof(struct event_header) == 68, "classic header is 68 bytes");
 
-/* ---- tracepoint contexts (from /sys/kernel/tracing/events/.../format) --- */
+/* ---- raw tracepoints ----------------------------------------------------
+ * Every program is a raw tracepoint program: its context is the tracepoint's
+ * arguments as u64s (struct bpf_raw_tracepoint_args), kernel pointers read
+ * with bpf_probe_read_kernel at offsets from the config. Detaching a raw
+ * tracepoint does not wait for an RCU grace period as closing a perf
+ * tracepoint event does, which is what made stopping the monitor slow.
+ *
+ *   sys_enter(struct pt_regs *regs, long id)      sys_exit(struct pt_regs *regs, long ret)
+ *   sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+ *   sched_process_exit(struct task_struct *p, bool group_dead)
+ *   sched_process_fork(struct task_struct *parent, struct task_struct *child)
+ *   signal_deliver(int sig, struct kernel_siginfo *info, struct k_sigaction *ka)
+ *   inet_sock_set_state(const struct sock *sk, int oldstate, int newstate)
+ */
 
-struct sys_enter_ctx {
-	__u64 common;
-	long syscall_nr;
-	unsigned long args[6];
-};
-
-struct sys_exit_ctx {
-	__u64 common;
-	long syscall_nr;
-	long ret;
-};
-
-struct sched_process_exit_ctx {
-	__u64 common;
-	char comm[16];
-	int pid;
-	int prio;
-	__u8 group_dead;
-};
-
-struct sched_process_exec_ctx {
-	__u64 common;
-	__u32 filename_loc; /* __data_loc: low 16 bits offset, high 16 bits length */
-	int pid;
-	int old_pid;
-};
-
-struct signal_deliver_ctx {
-	__u64 common;
-	int sig;
-	int err;
-	int code;
-	int pad;
-	unsigned long sa_handler;
-	unsigned long sa_flags;
-};
-
-struct inet_sock_set_state_ctx {
-	__u64 common;
-	__u64 skaddr;
-	int oldstate;
-	int newstate;
-	__u16 sport; /* host order */
-	__u16 dport; /* host order */
-	__u16 family;
-	__u16 protocol;
-	__u32 saddr; /* network order */
-	__u32 daddr; /* network order */
-	__u64 saddr_v6[2];
-	__u64 daddr_v6[2];
-};
+#define TS_COMPAT 0x0002 /* thread_info.status: the task is in a 32-bit syscall */
 
 /* ---- maps --------------------------------------------------------------- */
 
@@ -213,11 +177,27 @@ struct saved_args {
 	__u32 pad;
 };
 
+#ifdef EBPFWIRE_RINGBUF
+/* the ring buffer transport: one ring for all CPUs, sized by the loader
+ * (max_entries = ring bytes); a failed output is counted per CPU in
+ * ringbuf_drops (key 0), which the reader reports as lost records */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} ringbuf_drops SEC(".maps");
+#else
 struct {
 	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
 	__type(key, __u32);
 	__type(value, __u32);
 } events SEC(".maps");
+#endif
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -225,6 +205,15 @@ struct {
 	__type(key, __u32);
 	__type(value, struct monitor_config);
 } config SEC(".maps");
+
+/* the events the loader selected, by event id (1 = on): the syscall handlers
+ * share two programs, so their selection is data, not attachment */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 512);
+	__type(key, __u32);
+	__type(value, __u32);
+} events_on SEC(".maps");
 
 /* per-CPU scratch buffer the event is built in */
 struct {
@@ -264,11 +253,33 @@ struct {
 	__type(value, struct exe_path);
 } exe_paths SEC(".maps");
 
+/* the process tree of the pid filter: host tgids whose events are kept. The
+ * loader seeds the traced process (and its living descendants); tree__fork adds
+ * each child forked by a traced process, tree__exit removes a process when its
+ * last thread exits. A full map stops the tree from growing (children are then
+ * missed), it never lets other processes in. */
+#define TRACED_MAX 65536
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TRACED_MAX);
+	__type(key, __u32);
+	__type(value, __u8);
+} traced SEC(".maps");
+
 /* ---- reading kernel memory through the config offsets ------------------ */
 
 static __always_inline __u64 read_u64(__u64 base, __u32 off)
 {
 	__u64 v = 0;
+
+	bpf_probe_read_kernel(&v, sizeof(v), (const void *)(base + off));
+	return v;
+}
+
+static __always_inline __u16 read_u16(__u64 base, __u32 off)
+{
+	__u16 v = 0;
 
 	bpf_probe_read_kernel(&v, sizeof(v), (const void *)(base + off));
 	return v;
@@ -292,22 +303,32 @@ static __always_inline struct monitor_config *get_config(void)
 	return cfg;
 }
 
-/* host tgid of the real parent of the current task */
-static __always_inline __u32 host_ppid_of(const struct monitor_config *cfg, __u64 task)
+/* the comm filter: the current task's comm equals config.comm (16 bytes) */
+static __always_inline int comm_matches(const struct monitor_config *cfg)
 {
-	return read_u32(read_u64(task, cfg->task_real_parent), cfg->task_tgid);
+	char comm[16] = {};
+	int same = 1;
+
+	bpf_get_current_comm(comm, sizeof(comm));
+#pragma unroll
+	for (int i = 0; i < 16; i++)
+		if (comm[i] != cfg->comm[i])
+			same = 0;
+	return same;
 }
 
-/* the pid filter of the config: 1 = trace, 0 = drop */
+/* the filters of the config: 1 = trace, 0 = drop */
 static __always_inline int wanted(const struct monitor_config *cfg)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 
 	if (cfg->ignore_tgid && cfg->ignore_tgid == tgid)
 		return 0;
-	if (!cfg->filter_tgid || cfg->filter_tgid == tgid)
-		return 1;
-	return cfg->filter_tgid == host_ppid_of(cfg, bpf_get_current_task());
+	if (cfg->filter_tgid && !bpf_map_lookup_elem(&traced, &tgid))
+		return 0;
+	if (cfg->filter_comm && !comm_matches(cfg))
+		return 0;
+	return 1;
 }
 
 /* ---- the event writer (wire-format.md sections 4 and 5) ---------------- */
@@ -396,6 +417,13 @@ static __always_inline __u64 off_within(const struct writer *w, __u32 room)
 	if (o > MAX_BUFFER_SIZE - room)
 		o = MAX_BUFFER_SIZE - room;
 	return o;
+}
+
+/* the same value, unknown to the verifier */
+static __always_inline __u32 opaque(__u32 v)
+{
+	asm volatile("" : "+r"(v));
+	return v;
 }
 
 static __always_inline void put_tag(struct writer *w, __u8 tag)
@@ -498,6 +526,11 @@ static __always_inline void put_user_str_arr(struct writer *w, __u64 argv)
 
 #pragma unroll
 	for (int i = 0; i < MAX_STR_ARR_ELEM; i++) {
+		/* forget what the verifier knows of the offset (each earlier element
+		 * left a different one), so that the states of the paths through
+		 * the elements before meet here and are pruned: verifying the
+		 * unrolled loop then costs thousands of steps, not 300,000 */
+		w->off = opaque(w->off);
 		p = 0;
 		if (bpf_probe_read_user(&p, sizeof(p), (const void *)(argv + i * sizeof(p))) || !p)
 			goto close;
@@ -553,7 +586,9 @@ static __always_inline void put_user_sockaddr(struct writer *w, __u64 ptr)
 	w->off += size;
 }
 
-/* submits `offset & (MAX_BUFFER_SIZE - 1)` bytes, plus up to 7 zero bytes:
+/* submits `offset & (MAX_BUFFER_SIZE - 1)` bytes, plus up to 7 zero bytes
+ * (the ring buffer build submits the very same bytes, so both transports hand
+ * the reader identical samples):
  * the kernel rounds a raw sample (u32 size + data) up to 8 bytes but skips
  * the padding without clearing it, so stale ring bytes would follow the
  * event; writing the zeros here makes the padding the zeros the format
@@ -566,16 +601,42 @@ static __always_inline int submit(void *ctx, struct writer *w)
 		*(__u64 *)&w->b->data[off_within(w, 8)] = 0;
 		size = (((size + 4 + 7) & ~7u) - 4) & BUF_MASK;
 	}
+#ifdef EBPFWIRE_RINGBUF
+	if (bpf_ringbuf_output(&events, w->b->data, size, 0)) {
+		__u32 zero = 0;
+		__u64 *drops = bpf_map_lookup_elem(&ringbuf_drops, &zero);
+
+		if (drops)
+			*drops += 1; /* per-CPU value: no other writer */
+	}
+#else
 	bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, w->b->data, size);
+#endif
 	return 0;
 }
 
 /* ---- syscall entry/exit pairing ---------------------------------------- */
 
-/* copies the first `nargs` arguments only: reading the context past the
- * tracepoint's record (a syscall with fewer arguments) makes the kernel refuse
- * to attach the program (EACCES) */
-static __always_inline int save_args(struct sys_enter_ctx *ctx, __u32 event_id, int nargs)
+/* syscall argument i from the registers sys_enter hands over */
+static __always_inline __u64 syscall_arg(const struct monitor_config *cfg,
+					 const struct bpf_raw_tracepoint_args *ctx, int i)
+{
+	__u32 off;
+
+	switch (i) {
+	case 0: off = cfg->regs_arg0; break;
+	case 1: off = cfg->regs_arg1; break;
+	case 2: off = cfg->regs_arg2; break;
+	case 3: off = cfg->regs_arg3; break;
+	case 4: off = cfg->regs_arg4; break;
+	default: off = cfg->regs_arg5; break;
+	}
+	return read_u64(ctx->args[0], off);
+}
+
+/* copies the first `nargs` arguments (the ones the syscall has) */
+static __always_inline int save_args(struct bpf_raw_tracepoint_args *ctx, __u32 event_id,
+				     int nargs)
 {
 	struct monitor_config *cfg = get_config();
 	__u64 key = bpf_get_current_pid_tgid();
@@ -587,7 +648,7 @@ static __always_inline int save_args(struct sys_enter_ctx *ctx, __u32 event_id, 
 #pragma unroll
 	for (int i = 0; i < 6; i++)
 		if (i < nargs)
-			a.args[i] = ctx->args[i];
+			a.args[i] = syscall_arg(cfg, ctx, i);
 	bpf_map_update_elem(&args_map, &key, &a, BPF_ANY);
 	return 0;
 }
@@ -605,25 +666,26 @@ static __always_inline int take_args(__u32 event_id, struct saved_args *out)
 	return out->event_id == event_id;
 }
 
-#define SYSCALL_ENTER(event, tp, id, nargs)					\
-	SEC("tracepoint/syscalls/sys_enter_" #tp)				\
-	int event##__enter_##tp(struct sys_enter_ctx *ctx)			\
+#define SYSCALL_ENTER(event, tp, nr, id, nargs)				\
+	static __always_inline int event##__enter_##tp(struct bpf_raw_tracepoint_args *ctx) \
 	{									\
+		if (!event_on(id))						\
+			return 0;						\
 		return save_args(ctx, id, nargs);				\
 	}
 
 /* defines the exit program of a paired syscall; the body writes the
  * arguments from `a` (struct saved_args) with the writer `w` */
-#define SYSCALL_EXIT(event, tp, id, mask)					\
+#define SYSCALL_EXIT(event, tp, nr, id, mask)					\
 	static __always_inline void event##_args_##tp(struct writer *w,	\
 						      const struct saved_args *a); \
-	SEC("tracepoint/syscalls/sys_exit_" #tp)				\
-	int event##__exit_##tp(struct sys_exit_ctx *ctx)			\
+	static __always_inline int event##__exit_##tp(struct bpf_raw_tracepoint_args *ctx) \
 	{									\
 		struct saved_args a;						\
 		struct writer w;						\
 										\
-		if (!take_args(id, &a) || !begin_event(&w, id, argnum_of(mask), ctx->ret)) \
+		if (!event_on(id) || !take_args(id, &a) ||			\
+		    !begin_event(&w, id, argnum_of(mask), (long)ctx->args[1]))	\
 			return 0;						\
 		event##_args_##tp(&w, &a);					\
 		return submit(ctx, &w);						\
@@ -631,61 +693,116 @@ static __always_inline int take_args(__u32 event_id, struct saved_args *out)
 	static __always_inline void event##_args_##tp(struct writer *w,	\
 						      const struct saved_args *a)
 
+/* true while the current task makes a 32-bit (ia32) syscall: its numbers are
+ * not the x86-64 ones, and the syscalls/ tracepoints skip it too */
+static __always_inline int compat_syscall(const struct monitor_config *cfg)
+{
+	return read_u32(bpf_get_current_task(), cfg->task_ti_status) & TS_COMPAT;
+}
+
+/* the selected events (ids of the wire format), filled by the loader */
+static __always_inline int event_on(__u32 id)
+{
+	__u32 *on = bpf_map_lookup_elem(&events_on, &id);
+
+	return on && *on;
+}
+
+/* a native (64-bit) syscall of a configured monitor */
+static __always_inline int native_syscall(void)
+{
+	struct monitor_config *cfg = get_config();
+
+	return cfg && !compat_syscall(cfg);
+}
+
+/* ---- the process tree of the pid filter -----------------------------------
+ * Raw tracepoints: their arguments are the kernel's task pointers, so the
+ * child's tgid can be read (a new thread shares its parent's tgid and adds
+ * nothing). The loader attaches them only when a pid filter is set. */
+
+SEC("raw_tracepoint/sched_process_fork")
+int tree__fork(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct monitor_config *cfg = get_config();
+	__u32 parent = bpf_get_current_pid_tgid() >> 32; /* the forking task is current */
+	__u32 child;
+	__u8 one = 1;
+
+	if (!cfg || !cfg->filter_tgid || !bpf_map_lookup_elem(&traced, &parent))
+		return 0;
+	child = read_u32(ctx->args[1], cfg->task_tgid);
+	if (child && child != parent)
+		bpf_map_update_elem(&traced, &child, &one, BPF_ANY);
+	return 0;
+}
+
+/* sched_process_exit(struct task_struct *p, bool group_dead) */
+SEC("raw_tracepoint/sched_process_exit")
+int tree__exit(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+
+	if ((__u8)ctx->args[1])
+		bpf_map_delete_elem(&traced, &tgid);
+	return 0;
+}
+
 /* ---- file events -------------------------------------------------------- */
 
-SYSCALL_ENTER(open, open, EV_OPEN, 2)
-SYSCALL_EXIT(open, open, EV_OPEN, MASK_OPEN)
+SYSCALL_ENTER(open, open, 2, EV_OPEN, 2)
+SYSCALL_EXIT(open, open, 2, EV_OPEN, MASK_OPEN)
 {
 	put_user_str(w, a->args[0]);
 	put_u32(w, OPEN_FLAGS_T, a->args[1]);
 }
 
-SYSCALL_ENTER(openat, openat, EV_OPENAT, 3)
-SYSCALL_EXIT(openat, openat, EV_OPENAT, MASK_OPENAT)
+SYSCALL_ENTER(openat, openat, 257, EV_OPENAT, 3)
+SYSCALL_EXIT(openat, openat, 257, EV_OPENAT, MASK_OPENAT)
 {
 	put_int(w, a->args[0]);
 	put_user_str(w, a->args[1]);
 	put_u32(w, OPEN_FLAGS_T, a->args[2]);
 }
 
-SYSCALL_ENTER(close, close, EV_CLOSE, 1)
-SYSCALL_EXIT(close, close, EV_CLOSE, MASK_CLOSE)
+SYSCALL_ENTER(close, close, 3, EV_CLOSE, 1)
+SYSCALL_EXIT(close, close, 3, EV_CLOSE, MASK_CLOSE)
 {
 	put_int(w, a->args[0]);
 }
 
 /* unlink(path) has no dirfd: slot 0 carries AT_FDCWD, as unlinkat would */
-SYSCALL_ENTER(unlink, unlink, EV_UNLINK, 1)
-SYSCALL_EXIT(unlink, unlink, EV_UNLINK, MASK_UNLINK)
+SYSCALL_ENTER(unlink, unlink, 87, EV_UNLINK, 1)
+SYSCALL_EXIT(unlink, unlink, 87, EV_UNLINK, MASK_UNLINK)
 {
 	put_int(w, (__u32)AT_FDCWD);
 	put_user_str(w, a->args[0]);
 }
 
-SYSCALL_ENTER(unlinkat, unlinkat, EV_UNLINKAT, 3)
-SYSCALL_EXIT(unlinkat, unlinkat, EV_UNLINKAT, MASK_UNLINKAT)
+SYSCALL_ENTER(unlinkat, unlinkat, 263, EV_UNLINKAT, 3)
+SYSCALL_EXIT(unlinkat, unlinkat, 263, EV_UNLINKAT, MASK_UNLINKAT)
 {
 	put_int(w, a->args[0]);
 	put_user_str(w, a->args[1]);
 	put_u32(w, UNLINKAT_FLAG_T, a->args[2]);
 }
 
-SYSCALL_ENTER(rmdir, rmdir, EV_RMDIR, 1)
-SYSCALL_EXIT(rmdir, rmdir, EV_RMDIR, MASK_RMDIR)
+SYSCALL_ENTER(rmdir, rmdir, 84, EV_RMDIR, 1)
+SYSCALL_EXIT(rmdir, rmdir, 84, EV_RMDIR, MASK_RMDIR)
 {
 	put_user_str(w, a->args[0]);
 }
 
-SYSCALL_ENTER(chown, chown, EV_CHOWN, 3)
-SYSCALL_EXIT(chown, chown, EV_CHOWN, MASK_CHOWN)
+SYSCALL_ENTER(chown, chown, 92, EV_CHOWN, 3)
+SYSCALL_EXIT(chown, chown, 92, EV_CHOWN, MASK_CHOWN)
 {
 	put_user_str(w, a->args[0]);
 	put_int(w, a->args[1]);
 	put_int(w, a->args[2]);
 }
 
-SYSCALL_ENTER(fchownat, fchownat, EV_FCHOWNAT, 5)
-SYSCALL_EXIT(fchownat, fchownat, EV_FCHOWNAT, MASK_FCHOWNAT)
+SYSCALL_ENTER(fchownat, fchownat, 260, EV_FCHOWNAT, 5)
+SYSCALL_EXIT(fchownat, fchownat, 260, EV_FCHOWNAT, MASK_FCHOWNAT)
 {
 	put_int(w, a->args[0]);
 	put_user_str(w, a->args[1]);
@@ -694,8 +811,8 @@ SYSCALL_EXIT(fchownat, fchownat, EV_FCHOWNAT, MASK_FCHOWNAT)
 	put_int(w, a->args[4]);
 }
 
-SYSCALL_ENTER(mount, mount, EV_MOUNT, 5)
-SYSCALL_EXIT(mount, mount, EV_MOUNT, MASK_MOUNT)
+SYSCALL_ENTER(mount, mount, 165, EV_MOUNT, 5)
+SYSCALL_EXIT(mount, mount, 165, EV_MOUNT, MASK_MOUNT)
 {
 	put_user_str(w, a->args[0]);
 	put_user_str(w, a->args[1]);
@@ -705,8 +822,8 @@ SYSCALL_EXIT(mount, mount, EV_MOUNT, MASK_MOUNT)
 }
 
 /* umount2(2) is SYSCALL_DEFINE2(umount, ...): tracepoint sys_*_umount */
-SYSCALL_ENTER(umount, umount, EV_UMOUNT, 2)
-SYSCALL_EXIT(umount, umount, EV_UMOUNT, MASK_UMOUNT)
+SYSCALL_ENTER(umount, umount, 166, EV_UMOUNT, 2)
+SYSCALL_EXIT(umount, umount, 166, EV_UMOUNT, MASK_UMOUNT)
 {
 	put_user_str(w, a->args[0]);
 	put_u32(w, UMOUNT_FLAG_T, a->args[1]);
@@ -714,14 +831,14 @@ SYSCALL_EXIT(umount, umount, EV_UMOUNT, MASK_UMOUNT)
 
 /* ---- credentials and ptrace --------------------------------------------- */
 
-SYSCALL_ENTER(setuid, setuid, EV_SETUID, 1)
-SYSCALL_EXIT(setuid, setuid, EV_SETUID, MASK_SETID)
+SYSCALL_ENTER(setuid, setuid, 105, EV_SETUID, 1)
+SYSCALL_EXIT(setuid, setuid, 105, EV_SETUID, MASK_SETID)
 {
 	put_int(w, a->args[0]);
 }
 
-SYSCALL_ENTER(setgid, setgid, EV_SETGID, 1)
-SYSCALL_EXIT(setgid, setgid, EV_SETGID, MASK_SETID)
+SYSCALL_ENTER(setgid, setgid, 106, EV_SETGID, 1)
+SYSCALL_EXIT(setgid, setgid, 106, EV_SETGID, MASK_SETID)
 {
 	put_int(w, a->args[0]);
 }
@@ -736,8 +853,8 @@ SYSCALL_EXIT(setgid, setgid, EV_SETGID, MASK_SETID)
  * the parent. */
 #define PTRACE_TRACEME 0
 
-SYSCALL_ENTER(ptrace, ptrace, EV_PTRACE, 2)
-SYSCALL_EXIT(ptrace, ptrace, EV_PTRACE, MASK_PTRACE)
+SYSCALL_ENTER(ptrace, ptrace, 101, EV_PTRACE, 2)
+SYSCALL_EXIT(ptrace, ptrace, 101, EV_PTRACE, MASK_PTRACE)
 {
 	const struct event_header *h = (const struct event_header *)w->b->data;
 	__u32 target = a->args[0] == PTRACE_TRACEME ? h->host_ppid : (__u32)a->args[1];
@@ -754,13 +871,14 @@ SYSCALL_EXIT(ptrace, ptrace, EV_PTRACE, MASK_PTRACE)
 }
 
 /* the filename of sched_process_exec (bprm->filename) */
-static __always_inline const void *exec_filename(struct sched_process_exec_ctx *ctx)
+static __always_inline const void *exec_filename(const struct monitor_config *cfg,
+						 struct bpf_raw_tracepoint_args *ctx)
 {
-	return (const void *)ctx + (ctx->filename_loc & 0xffff);
+	return (const void *)read_u64(ctx->args[2], cfg->binprm_filename);
 }
 
-SEC("tracepoint/sched/sched_process_exec")
-int ptrace__exec(struct sched_process_exec_ctx *ctx)
+SEC("raw_tracepoint/sched_process_exec")
+int ptrace__exec(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct monitor_config *cfg = get_config();
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
@@ -773,34 +891,34 @@ int ptrace__exec(struct sched_process_exec_ctx *ctx)
 	if (!b)
 		return 0;
 	/* staged in the scratch buffer: a 4 KiB value does not fit the stack */
-	if (bpf_probe_read_kernel_str(b->data, MAX_STRING_SIZE, exec_filename(ctx)) <= 0)
+	if (bpf_probe_read_kernel_str(b->data, MAX_STRING_SIZE, exec_filename(cfg, ctx)) <= 0)
 		return 0;
 	bpf_map_update_elem(&exe_paths, &tgid, b->data, BPF_ANY);
 	return 0;
 }
 
-SEC("tracepoint/sched/sched_process_exit")
-int ptrace__exit_task(struct sched_process_exit_ctx *ctx)
+SEC("raw_tracepoint/sched_process_exit")
+int ptrace__exit_task(struct bpf_raw_tracepoint_args *ctx)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 
-	if (ctx->group_dead)
+	if ((__u8)ctx->args[1]) /* group_dead */
 		bpf_map_delete_elem(&exe_paths, &tgid);
 	return 0;
 }
 
 /* ---- sockets ------------------------------------------------------------ */
 
-SYSCALL_ENTER(socket, socket, EV_SOCKET, 3)
-SYSCALL_EXIT(socket, socket, EV_SOCKET, MASK_SOCKET)
+SYSCALL_ENTER(socket, socket, 41, EV_SOCKET, 3)
+SYSCALL_EXIT(socket, socket, 41, EV_SOCKET, MASK_SOCKET)
 {
 	put_u32(w, SOCK_DOM_T, a->args[0]);
 	put_u32(w, SOCK_TYPE_T, a->args[1]);
 	put_int(w, a->args[2]);
 }
 
-SYSCALL_ENTER(connect, connect, EV_CONNECT, 2)
-SYSCALL_EXIT(connect, connect, EV_CONNECT, MASK_SOCKADDR)
+SYSCALL_ENTER(connect, connect, 42, EV_CONNECT, 2)
+SYSCALL_EXIT(connect, connect, 42, EV_CONNECT, MASK_SOCKADDR)
 {
 	put_int(w, a->args[0]);
 	put_user_sockaddr(w, a->args[1]);
@@ -808,29 +926,29 @@ SYSCALL_EXIT(connect, connect, EV_CONNECT, MASK_SOCKADDR)
 
 /* accept and accept4 are both event 43; the sockaddr is the peer address
  * the kernel wrote into the caller's buffer */
-SYSCALL_ENTER(accept, accept, EV_ACCEPT, 2)
-SYSCALL_EXIT(accept, accept, EV_ACCEPT, MASK_SOCKADDR)
+SYSCALL_ENTER(accept, accept, 43, EV_ACCEPT, 2)
+SYSCALL_EXIT(accept, accept, 43, EV_ACCEPT, MASK_SOCKADDR)
 {
 	put_int(w, a->args[0]);
 	put_user_sockaddr(w, a->args[1]);
 }
 
-SYSCALL_ENTER(accept, accept4, EV_ACCEPT, 2)
-SYSCALL_EXIT(accept, accept4, EV_ACCEPT, MASK_SOCKADDR)
+SYSCALL_ENTER(accept, accept4, 288, EV_ACCEPT, 2)
+SYSCALL_EXIT(accept, accept4, 288, EV_ACCEPT, MASK_SOCKADDR)
 {
 	put_int(w, a->args[0]);
 	put_user_sockaddr(w, a->args[1]);
 }
 
-SYSCALL_ENTER(bind, bind, EV_BIND, 2)
-SYSCALL_EXIT(bind, bind, EV_BIND, MASK_SOCKADDR)
+SYSCALL_ENTER(bind, bind, 49, EV_BIND, 2)
+SYSCALL_EXIT(bind, bind, 49, EV_BIND, MASK_SOCKADDR)
 {
 	put_int(w, a->args[0]);
 	put_user_sockaddr(w, a->args[1]);
 }
 
-SYSCALL_ENTER(listen, listen, EV_LISTEN, 2)
-SYSCALL_EXIT(listen, listen, EV_LISTEN, MASK_LISTEN)
+SYSCALL_ENTER(listen, listen, 50, EV_LISTEN, 2)
+SYSCALL_EXIT(listen, listen, 50, EV_LISTEN, MASK_LISTEN)
 {
 	put_int(w, a->args[0]);
 	put_int(w, a->args[1]);
@@ -838,61 +956,78 @@ SYSCALL_EXIT(listen, listen, EV_LISTEN, MASK_LISTEN)
 
 /* ---- exec: an entry event with the arguments, an exit event with the result */
 
-SEC("tracepoint/syscalls/sys_enter_execve")
-int execve__enter(struct sys_enter_ctx *ctx)
+/* the arguments are read from the registers before begin_event: the writer
+ * then holds the scratch buffer and the config pointer is out of scope */
+static __always_inline int execve__enter(struct bpf_raw_tracepoint_args *ctx)
 {
+	struct monitor_config *cfg = get_config();
+	__u64 filename, argv;
 	struct writer w;
 
+	if (!cfg || !event_on(EV_EXECVE))
+		return 0;
+	filename = syscall_arg(cfg, ctx, 0);
+	argv = syscall_arg(cfg, ctx, 1);
 	if (!begin_event(&w, EV_EXECVE, argnum_of(MASK_EXECVE), 0))
 		return 0;
-	put_user_str(&w, ctx->args[0]);
-	put_user_str_arr(&w, ctx->args[1]);
+	put_user_str(&w, filename);
+	put_user_str_arr(&w, argv);
 	return submit(ctx, &w);
 }
 
-SEC("tracepoint/syscalls/sys_exit_execve")
-int execve__exit(struct sys_exit_ctx *ctx)
+static __always_inline int execve__exit(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct writer w;
 
-	if (!begin_event(&w, EV_EXECVE, argnum_of(MASK_NONE), ctx->ret))
+	if (!event_on(EV_EXECVE) || !begin_event(&w, EV_EXECVE, argnum_of(MASK_NONE), (long)ctx->args[1]))
 		return 0;
 	return submit(ctx, &w);
 }
 
-SEC("tracepoint/syscalls/sys_enter_execveat")
-int execveat__enter(struct sys_enter_ctx *ctx)
+static __always_inline int execveat__enter(struct bpf_raw_tracepoint_args *ctx)
 {
+	struct monitor_config *cfg = get_config();
+	__u64 dirfd, path, argv, flags;
 	struct writer w;
 
+	if (!cfg || !event_on(EV_EXECVEAT))
+		return 0;
+	dirfd = syscall_arg(cfg, ctx, 0);
+	path = syscall_arg(cfg, ctx, 1);
+	argv = syscall_arg(cfg, ctx, 2);
+	flags = syscall_arg(cfg, ctx, 4);
 	if (!begin_event(&w, EV_EXECVEAT, argnum_of(MASK_EXECVEAT), 0))
 		return 0;
-	put_int(&w, ctx->args[0]);
-	put_user_str(&w, ctx->args[1]);
-	put_user_str_arr(&w, ctx->args[2]);
-	put_u32(&w, EXEC_FLAGS_T, ctx->args[4]);
+	put_int(&w, dirfd);
+	put_user_str(&w, path);
+	put_user_str_arr(&w, argv);
+	put_u32(&w, EXEC_FLAGS_T, flags);
 	return submit(ctx, &w);
 }
 
-SEC("tracepoint/syscalls/sys_exit_execveat")
-int execveat__exit(struct sys_exit_ctx *ctx)
+static __always_inline int execveat__exit(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct writer w;
 
-	if (!begin_event(&w, EV_EXECVEAT, argnum_of(MASK_NONE), ctx->ret))
+	if (!event_on(EV_EXECVEAT) || !begin_event(&w, EV_EXECVEAT, argnum_of(MASK_NONE), (long)ctx->args[1]))
 		return 0;
 	return submit(ctx, &w);
 }
 
 /* the path the kernel resolved for the new program (security_bprm_check) */
-SEC("tracepoint/sched/sched_process_exec")
-int security_bprm_check__exec(struct sched_process_exec_ctx *ctx)
+SEC("raw_tracepoint/sched_process_exec")
+int security_bprm_check__exec(struct bpf_raw_tracepoint_args *ctx)
 {
+	struct monitor_config *cfg = get_config();
+	const void *filename;
 	struct writer w;
 
+	if (!cfg)
+		return 0;
+	filename = exec_filename(cfg, ctx);
 	if (!begin_event(&w, EV_BPRM, argnum_of(MASK_BPRM), 0))
 		return 0;
-	put_kernel_str(&w, exec_filename(ctx));
+	put_kernel_str(&w, filename);
 	return submit(ctx, &w);
 }
 
@@ -913,16 +1048,23 @@ static __always_inline int record_exit_status(__u32 status)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_exit_group")
-int do_exit__exit_group(struct sys_enter_ctx *ctx)
+static __always_inline int record_exit_code(struct bpf_raw_tracepoint_args *ctx)
 {
-	return record_exit_status((ctx->args[0] & 0xff) << 8);
+	struct monitor_config *cfg = get_config();
+
+	if (!cfg || !event_on(EV_DO_EXIT))
+		return 0;
+	return record_exit_status((syscall_arg(cfg, ctx, 0) & 0xff) << 8);
 }
 
-SEC("tracepoint/syscalls/sys_enter_exit")
-int do_exit__exit(struct sys_enter_ctx *ctx)
+static __always_inline int do_exit__exit_group(struct bpf_raw_tracepoint_args *ctx)
 {
-	return record_exit_status((ctx->args[0] & 0xff) << 8);
+	return record_exit_code(ctx);
+}
+
+static __always_inline int do_exit__exit(struct bpf_raw_tracepoint_args *ctx)
+{
+	return record_exit_code(ctx);
 }
 
 /* signals whose default action is to ignore or to stop do not end the process */
@@ -942,25 +1084,28 @@ static __always_inline int fatal_by_default(int sig)
 	return sig > 0 && sig <= 64;
 }
 
-SEC("tracepoint/signal/signal_deliver")
-int do_exit__signal(struct signal_deliver_ctx *ctx)
+SEC("raw_tracepoint/signal_deliver")
+int do_exit__signal(struct bpf_raw_tracepoint_args *ctx)
 {
-	int sig = ctx->sig;
+	struct monitor_config *cfg = get_config();
+	int sig = (int)ctx->args[0];
 
-	if (sig != 9 && (ctx->sa_handler != 0 || !fatal_by_default(sig)))
+	if (!cfg)
+		return 0;
+	if (sig != 9 && (read_u64(ctx->args[2], cfg->ksig_handler) != 0 || !fatal_by_default(sig)))
 		return 0;
 	return record_exit_status(sig & 0x7f);
 }
 
-SEC("tracepoint/sched/sched_process_exit")
-int do_exit__sched(struct sched_process_exit_ctx *ctx)
+SEC("raw_tracepoint/sched_process_exit")
+int do_exit__sched(struct bpf_raw_tracepoint_args *ctx)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	__u32 *status;
 	__s64 code = 0;
 	struct writer w;
 
-	if (!ctx->group_dead)
+	if (!(__u8)ctx->args[1]) /* group_dead */
 		return 0;
 	status = bpf_map_lookup_elem(&exit_status, &tgid);
 	if (status) {
@@ -1000,37 +1145,45 @@ static __always_inline void put_proto_name(struct writer *w, int v6)
 
 /* connect: the remote address and port; accept: the remote (peer) address
  * with the local (listening) port, as KubeArmor reported it */
-SEC("tracepoint/sock/inet_sock_set_state")
-int tcp__state(struct inet_sock_set_state_ctx *ctx)
+SEC("raw_tracepoint/inet_sock_set_state")
+int tcp__state(struct bpf_raw_tracepoint_args *ctx)
 {
+	struct monitor_config *cfg = get_config();
+	__u64 sk = ctx->args[0], daddr_v6[2] = {};
+	int oldstate = (int)ctx->args[1], newstate = (int)ctx->args[2];
 	int connect, v6;
-	__u16 port, sport, dport;
+	__u16 port, family, protocol;
+	__u32 daddr;
 	__u64 o;
 	__u32 id;
 	struct writer w;
 
-	if (ctx->protocol != IPPROTO_TCP)
+	if (!cfg)
 		return 0;
-	if (ctx->newstate == TCP_SYN_SENT)
+	protocol = read_u16(sk, cfg->sk_protocol);
+	if (protocol != IPPROTO_TCP)
+		return 0;
+	if (newstate == TCP_SYN_SENT)
 		connect = 1;
-	else if (ctx->oldstate == TCP_SYN_RECV && ctx->newstate == TCP_ESTABLISHED)
+	else if (oldstate == TCP_SYN_RECV && newstate == TCP_ESTABLISHED)
 		connect = 0;
 	else
 		return 0;
-	if (ctx->family == AF_INET)
+	family = read_u16(sk, cfg->sk_family);
+	if (family == AF_INET)
 		v6 = 0;
-	else if (ctx->family == AF_INET6)
+	else if (family == AF_INET6)
 		v6 = 1;
 	else
 		return 0;
 	id = v6 ? (connect ? EV_TCP_CONNECT6 : EV_TCP_ACCEPT6)
 		: (connect ? EV_TCP_CONNECT : EV_TCP_ACCEPT);
-	/* both loads happen before the choice: a ctx pointer may not be offset
-	 * by a variable */
-	sport = ctx->sport;
-	dport = ctx->dport;
-	asm volatile("" : "+r"(sport), "+r"(dport));
-	port = bpf_htons(connect ? dport : sport);
+	/* the socket keeps ports in network order, as the wire wants them */
+	port = read_u16(sk, connect ? cfg->sk_dport : cfg->sk_sport);
+	daddr = read_u32(sk, cfg->sk_daddr);
+	if (v6)
+		bpf_probe_read_kernel(daddr_v6, sizeof(daddr_v6),
+				      (const void *)(sk + cfg->sk_v6_daddr));
 
 	if (!begin_event(&w, id, argnum_of(MASK_TCP), 0))
 		return 0;
@@ -1043,16 +1196,131 @@ int tcp__state(struct inet_sock_set_state_ctx *ctx)
 	*(__u16 *)&w.b->data[o + 2] = port;
 	if (v6) {
 		*(__u32 *)&w.b->data[o + 4] = 0; /* flowinfo */
-		*(__u64 *)&w.b->data[o + 8] = ctx->daddr_v6[0];
-		*(__u64 *)&w.b->data[o + 16] = ctx->daddr_v6[1];
+		*(__u64 *)&w.b->data[o + 8] = daddr_v6[0];
+		*(__u64 *)&w.b->data[o + 16] = daddr_v6[1];
 		*(__u32 *)&w.b->data[o + 24] = 0; /* scope_id */
 		w.off += 28;
 	} else {
-		*(__u32 *)&w.b->data[o + 4] = ctx->daddr;
+		*(__u32 *)&w.b->data[o + 4] = daddr;
 		*(__u64 *)&w.b->data[o + 8] = 0; /* sin_zero */
 		w.off += 16;
 	}
 	return submit(ctx, &w);
+}
+
+/* ---- the syscall dispatchers --------------------------------------------
+ * One program on raw_syscalls sys_enter and one on sys_exit serve every
+ * syscall event: a syscall without a handler costs one program run and a few
+ * compares; the handlers check that their event is selected (events_on). */
+
+SEC("raw_tracepoint/sys_enter")
+int sys__enter(struct bpf_raw_tracepoint_args *ctx)
+{
+	switch ((long)ctx->args[1]) {
+	case 2:
+		return native_syscall() ? open__enter_open(ctx) : 0;
+	case 257:
+		return native_syscall() ? openat__enter_openat(ctx) : 0;
+	case 3:
+		return native_syscall() ? close__enter_close(ctx) : 0;
+	case 87:
+		return native_syscall() ? unlink__enter_unlink(ctx) : 0;
+	case 263:
+		return native_syscall() ? unlinkat__enter_unlinkat(ctx) : 0;
+	case 84:
+		return native_syscall() ? rmdir__enter_rmdir(ctx) : 0;
+	case 92:
+		return native_syscall() ? chown__enter_chown(ctx) : 0;
+	case 260:
+		return native_syscall() ? fchownat__enter_fchownat(ctx) : 0;
+	case 165:
+		return native_syscall() ? mount__enter_mount(ctx) : 0;
+	case 166:
+		return native_syscall() ? umount__enter_umount(ctx) : 0;
+	case 105:
+		return native_syscall() ? setuid__enter_setuid(ctx) : 0;
+	case 106:
+		return native_syscall() ? setgid__enter_setgid(ctx) : 0;
+	case 101:
+		return native_syscall() ? ptrace__enter_ptrace(ctx) : 0;
+	case 41:
+		return native_syscall() ? socket__enter_socket(ctx) : 0;
+	case 42:
+		return native_syscall() ? connect__enter_connect(ctx) : 0;
+	case 43:
+		return native_syscall() ? accept__enter_accept(ctx) : 0;
+	case 288:
+		return native_syscall() ? accept__enter_accept4(ctx) : 0;
+	case 49:
+		return native_syscall() ? bind__enter_bind(ctx) : 0;
+	case 50:
+		return native_syscall() ? listen__enter_listen(ctx) : 0;
+	case 59:
+		return native_syscall() ? execve__enter(ctx) : 0;
+	case 322:
+		return native_syscall() ? execveat__enter(ctx) : 0;
+	case 231:
+		return native_syscall() ? do_exit__exit_group(ctx) : 0;
+	case 60:
+		return native_syscall() ? do_exit__exit(ctx) : 0;
+	}
+	return 0;
+}
+
+/* the syscall number at exit: orig_ax of the registers (the number the
+ * syscalls/ tracepoints report) */
+SEC("raw_tracepoint/sys_exit")
+int sys__exit(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct monitor_config *cfg = get_config();
+
+	if (!cfg)
+		return 0;
+	switch ((long)read_u64(ctx->args[0], cfg->regs_nr)) {
+	case 2:
+		return native_syscall() ? open__exit_open(ctx) : 0;
+	case 257:
+		return native_syscall() ? openat__exit_openat(ctx) : 0;
+	case 3:
+		return native_syscall() ? close__exit_close(ctx) : 0;
+	case 87:
+		return native_syscall() ? unlink__exit_unlink(ctx) : 0;
+	case 263:
+		return native_syscall() ? unlinkat__exit_unlinkat(ctx) : 0;
+	case 84:
+		return native_syscall() ? rmdir__exit_rmdir(ctx) : 0;
+	case 92:
+		return native_syscall() ? chown__exit_chown(ctx) : 0;
+	case 260:
+		return native_syscall() ? fchownat__exit_fchownat(ctx) : 0;
+	case 165:
+		return native_syscall() ? mount__exit_mount(ctx) : 0;
+	case 166:
+		return native_syscall() ? umount__exit_umount(ctx) : 0;
+	case 105:
+		return native_syscall() ? setuid__exit_setuid(ctx) : 0;
+	case 106:
+		return native_syscall() ? setgid__exit_setgid(ctx) : 0;
+	case 101:
+		return native_syscall() ? ptrace__exit_ptrace(ctx) : 0;
+	case 41:
+		return native_syscall() ? socket__exit_socket(ctx) : 0;
+	case 42:
+		return native_syscall() ? connect__exit_connect(ctx) : 0;
+	case 43:
+		return native_syscall() ? accept__exit_accept(ctx) : 0;
+	case 288:
+		return native_syscall() ? accept__exit_accept4(ctx) : 0;
+	case 49:
+		return native_syscall() ? bind__exit_bind(ctx) : 0;
+	case 50:
+		return native_syscall() ? listen__exit_listen(ctx) : 0;
+	case 59:
+		return native_syscall() ? execve__exit(ctx) : 0;
+	case 322:
+		return native_syscall() ? execveat__exit(ctx) : 0;
+	}
+	return 0;
 }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -3,14 +3,15 @@
  * The loader fills element 0 of the ARRAY map `config` (key u32 0) with this
  * struct before attaching any program. Offsets come from the running kernel's
  * BTF (/sys/kernel/btf/vmlinux), so the program needs no CO-RE and no
- * kernel headers of the machine it runs on. All fields are u32, no padding.
+ * kernel headers of the machine it runs on. u32 fields then a char[16]: no padding.
  */
 #ifndef EBPFWIRE_MONITOR_CONFIG_H
 #define EBPFWIRE_MONITOR_CONFIG_H
 
 struct monitor_config {
 	__u32 ready;                /* 1 once the loader has filled the struct; 0 => programs emit nothing */
-	__u32 filter_tgid;          /* 0 = every process; else only events whose host tgid or host ppid equals it */
+	__u32 filter_tgid;          /* 0 = every process; else only the tgids in the `traced` map (that
+	                             * tgid, seeded by the loader, and every descendant forked since) */
 	__u32 ignore_tgid;          /* the reader's own tgid, never traced (0 = none) */
 	__u32 host_pidns_inum;      /* inode of /proc/1/ns/pid: tasks in it are host tasks (pid_id = 0) */
 	__u32 host_mntns_inum;      /* inode of /proc/1/ns/mnt: tasks in it get mnt_id = 0 */
@@ -33,6 +34,27 @@ struct monitor_config {
 	__u32 upid_size;            /* sizeof(struct upid) */
 	__u32 upid_nr;              /* offsetof(struct upid, nr), int */
 	__u32 upid_ns;              /* offsetof(struct upid, ns), struct pid_namespace * */
+	/* struct pt_regs (raw_syscalls sys_enter/sys_exit hand the program the registers) */
+	__u32 regs_arg0;            /* offset of the register holding syscall argument 0 (x86-64: di) */
+	__u32 regs_arg1;            /* si */
+	__u32 regs_arg2;            /* dx */
+	__u32 regs_arg3;            /* r10 */
+	__u32 regs_arg4;            /* r8 */
+	__u32 regs_arg5;            /* r9 */
+	__u32 regs_nr;              /* orig_ax: the syscall number, kept until the exit */
+	__u32 task_ti_status;       /* offsetof(struct task_struct, thread_info.status): TS_COMPAT 0x2 */
+	/* raw tracepoint arguments */
+	__u32 binprm_filename;      /* offsetof(struct linux_binprm, filename), const char * */
+	__u32 ksig_handler;         /* offsetof(struct k_sigaction, sa.sa_handler) */
+	__u32 sk_family;            /* offsetof(struct sock, __sk_common.skc_family), u16 */
+	__u32 sk_protocol;          /* offsetof(struct sock, sk_protocol), u16 */
+	__u32 sk_sport;             /* offsetof(struct inet_sock, inet_sport), __be16 */
+	__u32 sk_dport;             /* offsetof(struct sock, __sk_common.skc_dport), __be16 */
+	__u32 sk_daddr;             /* offsetof(struct sock, __sk_common.skc_daddr), __be32 */
+	__u32 sk_v6_daddr;          /* offsetof(struct sock, __sk_common.skc_v6_daddr), 16 bytes */
+	/* the comm filter */
+	__u32 filter_comm;          /* 0 = every task; 1 = only tasks whose current comm equals `comm` */
+	char comm[16];              /* NUL-padded, compared on all 16 bytes */
 };
 
 #endif

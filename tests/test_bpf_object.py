@@ -28,6 +28,7 @@ BPF_MAP_TYPE_ARRAY = 2
 BPF_MAP_TYPE_PERF_EVENT_ARRAY = 4
 BPF_MAP_TYPE_PERCPU_ARRAY = 6
 BPF_MAP_TYPE_LRU_HASH = 9
+BPF_MAP_TYPE_RINGBUF = 27
 ALLOWED_MAP_TYPES = {
     BPF_MAP_TYPE_HASH,
     BPF_MAP_TYPE_ARRAY,
@@ -36,48 +37,16 @@ ALLOWED_MAP_TYPES = {
     BPF_MAP_TYPE_LRU_HASH,
 }
 MAX_BUFFER_SIZE = 32768
-CONFIG_FIELDS = 18  # u32 fields of struct monitor_config in bpf/monitor_config.h
+CONFIG_SIZE = 35 * 4 + 16  # struct monitor_config (bpf/monitor_config.h): 35 u32, char comm[16]
 
-# event group -> tracepoints its programs attach to
+# program group -> the raw tracepoints its programs attach to
 EXPECTED_TRACEPOINTS = {
-    "open": {"syscalls/sys_enter_open", "syscalls/sys_exit_open"},
-    "openat": {"syscalls/sys_enter_openat", "syscalls/sys_exit_openat"},
-    "close": {"syscalls/sys_enter_close", "syscalls/sys_exit_close"},
-    "unlink": {"syscalls/sys_enter_unlink", "syscalls/sys_exit_unlink"},
-    "unlinkat": {"syscalls/sys_enter_unlinkat", "syscalls/sys_exit_unlinkat"},
-    "rmdir": {"syscalls/sys_enter_rmdir", "syscalls/sys_exit_rmdir"},
-    "chown": {"syscalls/sys_enter_chown", "syscalls/sys_exit_chown"},
-    "fchownat": {"syscalls/sys_enter_fchownat", "syscalls/sys_exit_fchownat"},
-    "setuid": {"syscalls/sys_enter_setuid", "syscalls/sys_exit_setuid"},
-    "setgid": {"syscalls/sys_enter_setgid", "syscalls/sys_exit_setgid"},
-    "ptrace": {
-        "syscalls/sys_enter_ptrace",
-        "syscalls/sys_exit_ptrace",
-        "sched/sched_process_exec",
-        "sched/sched_process_exit",
-    },
-    "mount": {"syscalls/sys_enter_mount", "syscalls/sys_exit_mount"},
-    "umount": {"syscalls/sys_enter_umount", "syscalls/sys_exit_umount"},
-    "socket": {"syscalls/sys_enter_socket", "syscalls/sys_exit_socket"},
-    "connect": {"syscalls/sys_enter_connect", "syscalls/sys_exit_connect"},
-    "accept": {
-        "syscalls/sys_enter_accept",
-        "syscalls/sys_exit_accept",
-        "syscalls/sys_enter_accept4",
-        "syscalls/sys_exit_accept4",
-    },
-    "bind": {"syscalls/sys_enter_bind", "syscalls/sys_exit_bind"},
-    "listen": {"syscalls/sys_enter_listen", "syscalls/sys_exit_listen"},
-    "execve": {"syscalls/sys_enter_execve", "syscalls/sys_exit_execve"},
-    "execveat": {"syscalls/sys_enter_execveat", "syscalls/sys_exit_execveat"},
-    "security_bprm_check": {"sched/sched_process_exec"},
-    "do_exit": {
-        "sched/sched_process_exit",
-        "syscalls/sys_enter_exit_group",
-        "syscalls/sys_enter_exit",
-        "signal/signal_deliver",
-    },
-    "tcp": {"sock/inet_sock_set_state"},
+    "sys": {"sys_enter", "sys_exit"},  # the dispatchers: every syscall event's handler
+    "ptrace": {"sched_process_exec", "sched_process_exit"},
+    "security_bprm_check": {"sched_process_exec"},
+    "do_exit": {"sched_process_exit", "signal_deliver"},
+    "tcp": {"inet_sock_set_state"},
+    "tree": {"sched_process_fork", "sched_process_exit"},  # the pid filter's process tree
 }
 
 
@@ -141,7 +110,7 @@ def test_programs_are_tracepoints_named_event_phase(elf):
     groups: dict[str, set[str]] = {}
     for name, section in progs.items():
         kind, _, attach = section.partition("/")
-        assert kind in ("tracepoint", "raw_tracepoint"), f"{name}: section {section}"
+        assert kind == "raw_tracepoint", f"{name}: section {section}"
         event, sep, phase = name.partition("__")
         assert sep and event and phase, f"{name}: expected <event>__<phase>"
         groups.setdefault(event, set()).add(attach)
@@ -168,7 +137,7 @@ def test_contract_maps(maps):
     assert (events.key_size, events.value_size, events.max_entries) == (4, 4, 0)
     config = maps["config"]
     assert config.type == BPF_MAP_TYPE_ARRAY
-    assert (config.key_size, config.value_size, config.max_entries) == (4, 4 * CONFIG_FIELDS, 1)
+    assert (config.key_size, config.value_size, config.max_entries) == (4, CONFIG_SIZE, 1)
 
 
 def test_scratch_buffer_and_pairing_maps(maps):
@@ -266,3 +235,17 @@ def test_live_events_have_the_classic_layout(tmp_path):
     assert proto.value == "TCP"
     assert (addr.value.family, addr.value.addr, addr.value.port) == (2, "127.0.0.1", port)
     assert time.monotonic_ns() > opened.ts  # bpf_ktime_get_ns: CLOCK_MONOTONIC
+
+
+def test_ringbuf_object_is_the_same_program_with_a_ring():
+    from ebpfwire.loader.elf import read_object
+    from ebpfwire.loader.monitor import bundled_object
+
+    perf_obj, ring_obj = read_object(OBJECT), read_object(bundled_object("ringbuf"))
+    assert [(p.name, p.section) for p in ring_obj.programs] == [
+        (p.name, p.section) for p in perf_obj.programs]
+    assert ring_obj.maps["events"].type == BPF_MAP_TYPE_RINGBUF
+    drops = ring_obj.maps["ringbuf_drops"]
+    assert (drops.type, drops.key_size, drops.value_size, drops.max_entries) == (
+        BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8, 1)
+    assert set(ring_obj.maps) - {"ringbuf_drops"} == set(perf_obj.maps)

@@ -17,7 +17,13 @@ import ebpfwire
 from ebpfwire.loader import LoaderError, Monitor, syscalls, tracefs
 from ebpfwire.loader.config import MonitorConfig
 from ebpfwire.loader.elf import ProgramSpec, read_object
-from ebpfwire.loader.monitor import bundled_object, load_program, select_programs
+from ebpfwire.loader.monitor import (
+    SYSCALL_EVENTS,
+    bundled_object,
+    load_program,
+    select_events,
+    select_programs,
+)
 from ebpfwire.perf import Lost, PerfReader, Sample
 
 EV_CLOSE = 3
@@ -31,10 +37,12 @@ def test_bundled_object_maps_and_programs():
     obj = read_object(OBJECT)
     assert obj.license == "GPL"
     assert obj.maps["events"].type == syscalls.BPF_MAP_TYPE_PERF_EVENT_ARRAY
-    assert obj.maps["config"].value_size == 18 * 4
+    assert obj.maps["config"].value_size == MonitorConfig.sizeof() == 35 * 4 + 16
     assert obj.maps["config"].max_entries == 1
-    close = [p for p in obj.programs if p.event == "close"]
-    assert close and all(p.section.startswith("tracepoint/syscalls/") for p in close)
+    dispatchers = {p.name: p.section for p in obj.programs if p.event == "sys"}
+    assert dispatchers == {"sys__enter": "raw_tracepoint/sys_enter",
+                           "sys__exit": "raw_tracepoint/sys_exit"}
+    assert obj.maps["events_on"].max_entries > max(SYSCALL_EVENTS.values())
     for prog in obj.programs:
         assert len(prog.insns) % 8 == 0 and prog.insns
         for offset, map_name in prog.map_refs:
@@ -54,11 +62,19 @@ def test_map_fds_are_patched_into_ld_imm64():
 @needs_object
 def test_event_selection_and_aliases():
     obj = read_object(OBJECT)
-    assert {p.event for p in select_programs(obj, ["close", "openat"])} == {"close", "openat"}
-    assert {p.event for p in select_programs(obj, ["tcp_connect_v6"])} == {"tcp"}
-    assert len(select_programs(obj, None)) == len(obj.programs)
+    assert select_events(obj, ["close", "openat"]) == {"close", "openat"}
+    assert [p.name for p in select_programs(obj, {"close", "openat"})] == [
+        "sys__enter", "sys__exit"]  # syscall events: the dispatchers' handlers
+    assert select_events(obj, ["tcp_connect_v6"]) == {"tcp"}
+    assert [p.name for p in select_programs(obj, {"tcp"})] == ["tcp__state"]
+    everything = select_events(obj, None)
+    assert everything >= set(SYSCALL_EVENTS) | {"tcp", "security_bprm_check"}
+    assert not everything & {"sys", "tree"}
+    progs = [p.name for p in select_programs(obj, {"close", "do_exit"}, tree=True)]
+    assert progs[0] == "tree__fork" and progs[-1] == "tree__exit"
+    assert progs.index("do_exit__sched") < progs.index("tree__exit")
     with pytest.raises(ValueError, match=r"unknown event 'nope'; known events: .*tcp_accept"):
-        select_programs(obj, ["nope"])
+        select_events(obj, ["nope"])
 
 
 @pytest.mark.live
@@ -163,14 +179,20 @@ def _wait_gone(ids: set[int], listing) -> set[int]:
 def test_close_leaves_nothing_in_the_kernel():
     fds_before = set(os.listdir("/proc/self/fd"))
     mon = Monitor(events=["close", "tcp"], pid=4321)
-    config = MonitorConfig.parse(syscalls.map_lookup(mon.map_fds["config"], bytes(4), 72))
+    raw = syscalls.map_lookup(mon.map_fds["config"], bytes(4), MonitorConfig.sizeof())
+    config = MonitorConfig.parse(raw)
     assert (config.ready, config.filter_tgid, config.ignore_tgid) == (1, 4321, os.getpid())
+    assert (config.filter_comm, config.comm) == (0, bytes(16))
+    assert syscalls.map_lookup(mon.map_fds["traced"], (4321).to_bytes(4, "little"), 1) == b"\1"
     assert config.upid_size > 0 and config.task_tgid > 0
     prog_ids = {syscalls.object_id(fd, True) for fd in mon.prog_fds.values()}
     map_ids = {syscalls.object_id(fd, False) for fd in mon.map_fds.values()}
     assert len(prog_ids) == len(mon.programs) and len(map_ids) == len(mon.object.maps)
     names = syscalls.loaded_programs()
-    assert prog_ids <= set(names) and "close__exit_clo" in names.values()
+    assert prog_ids <= set(names) and {"sys__enter", "tcp__state"} <= set(names.values())
+    events_on = syscalls.map_lookup(mon.map_fds["events_on"], (3).to_bytes(4, "little"), 4)
+    assert events_on == b"\1\0\0\0"  # close (event 3) on, openat (257) off
+    assert syscalls.map_lookup(mon.map_fds["events_on"], (257).to_bytes(4, "little"), 4) == bytes(4)
     assert map_ids <= set(syscalls.loaded_maps())
     mon.close()
     mon.close()  # idempotent
@@ -213,7 +235,7 @@ def test_config_schema_mirrors_the_c_header():
     header = Path(__file__).resolve().parent.parent / "bpf" / "monitor_config.h"
     if not header.exists():
         pytest.skip(f"{header} absent")
-    fields = re.findall(r"^\s*__u32\s+(\w+);", header.read_text(), re.M)
+    fields = re.findall(r"^\s*(?:__u32|char)\s+(\w+)(?:\[16\])?;", header.read_text(), re.M)
     assert [sc.name for sc in MonitorConfig.subcons] == fields
 
 
@@ -279,3 +301,324 @@ def test_page_count_must_be_a_power_of_two():
         PerfReader(-1, page_count=3)
     with pytest.raises(ValueError, match="wakeup_bytes"):
         PerfReader(-1, page_count=1, wakeup_bytes=4096)
+
+
+def _drain_until(mon: Monitor, done, timeout: float = 15) -> list[ebpfwire.Event]:
+    """Decode every sample until ``done(events)`` holds (or the deadline passes)."""
+    events: list[ebpfwire.Event] = []
+    deadline = time.monotonic() + timeout
+    while not done(events) and time.monotonic() < deadline:
+        for rec in mon.reader.read_batch(timeout=0.2):
+            if isinstance(rec, Sample):
+                events.append(ebpfwire.decode(rec.data))
+    return events
+
+
+# the traced root waits for a line, then forks; its child forks and execs `cat FILE`
+TREE_SCRIPT = """
+import os, subprocess, sys
+sys.stdin.readline()
+r, w = os.pipe()
+level2 = os.fork()
+if level2 == 0:
+    os.close(r)
+    cat = subprocess.Popen(["cat", sys.argv[1]], stdout=subprocess.DEVNULL)
+    os.write(w, b"%d %d" % (os.getpid(), cat.pid))
+    cat.wait()
+    os._exit(0)
+os.close(w)
+print(os.read(r, 64).decode(), flush=True)
+os.waitpid(level2, 0)
+"""
+
+
+@pytest.mark.live
+@needs_object
+def test_pid_filter_follows_the_whole_tree(tmp_path: Path):
+    target = tmp_path / "tree-target.txt"
+    target.write_text("leaf\n")
+    root = subprocess.Popen([sys.executable, "-c", TREE_SCRIPT, str(target)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        with Monitor(events=["openat", "execve", "do_exit"], pid=root.pid) as mon:
+            other = subprocess.Popen(["cat", str(target)], stdout=subprocess.DEVNULL)
+            root.stdin.write("go\n")
+            root.stdin.close()
+            level2, level3 = map(int, root.stdout.readline().split())
+            assert root.wait(timeout=15) == 0 and other.wait(timeout=15) == 0
+            tree = {root.pid, level2, level3}
+            events = _drain_until(mon, lambda evs: tree <= {
+                e.host_pid for e in evs if e.name == "do_exit"})
+    finally:
+        if root.poll() is None:
+            root.kill()
+            root.wait()
+    assert {e.host_pid for e in events} == tree  # nothing of `other`, nor of anyone else
+    assert other.pid not in {e.host_pid for e in events}
+    execs = [e for e in events if e.name == "execve" and e.host_pid == level3 and e.argnum == 2]
+    assert [str(a) for a in execs[0].args[1].value] == ["cat", str(target)]
+    opens = [e for e in events if e.name == "openat" and e.host_pid == level3
+             and e.args[1].value == str(target)]
+    assert len(opens) == 1 and opens[0].comm == "cat" and opens[0].retval >= 0
+    assert {e.host_pid for e in events if e.name == "do_exit"} == tree
+
+
+@pytest.mark.live
+@needs_object
+def test_comm_filter_keeps_only_that_task_name(tmp_path: Path):
+    target = tmp_path / "comm-target.txt"
+    target.write_text("x\n")
+    renamed = tmp_path / "ebwcomm-cat"
+    shutil.copy("/bin/cat", renamed)
+    with Monitor(events=["openat", "do_exit"], comm="ebwcomm-cat") as mon:
+        plain = subprocess.run(["cat", str(target)], capture_output=True)
+        mine = subprocess.Popen([str(renamed), str(target)], stdout=subprocess.DEVNULL)
+        assert mine.wait(timeout=15) == 0 and plain.returncode == 0
+        events = _drain_until(mon, lambda evs: any(
+            e.name == "do_exit" and e.host_pid == mine.pid for e in evs))
+    assert events and {e.comm for e in events} == {"ebwcomm-cat"}
+    opens = [e for e in events if e.name == "openat" and e.args[1].value == str(target)]
+    assert [e.host_pid for e in opens] == [mine.pid]
+
+
+def test_comm_and_pid_are_checked_before_touching_the_kernel():
+    with pytest.raises(ValueError, match="comm must be 1 to 15 bytes"):
+        Monitor(comm="a-name-of-16-byt")
+    with pytest.raises(ValueError, match="pid must be between 1 and 4294967295, got -1"):
+        Monitor(pid=-1)
+
+
+@pytest.fixture
+def created_ids(monkeypatch):
+    """Ids of the programs and maps created while the test runs (ours only, not those of
+    other monitors on the machine), recorded as each is created."""
+    made: dict[str, set[int]] = {"progs": set(), "maps": set()}
+    prog_load, map_create = syscalls.prog_load, syscalls.map_create
+
+    def recording_prog_load(*args, **kwargs):
+        fd, log = prog_load(*args, **kwargs)
+        made["progs"].add(syscalls.object_id(fd, True))
+        return fd, log
+
+    def recording_map_create(*args, **kwargs):
+        fd = map_create(*args, **kwargs)
+        made["maps"].add(syscalls.object_id(fd, False))
+        return fd
+
+    monkeypatch.setattr(syscalls, "prog_load", recording_prog_load)
+    monkeypatch.setattr(syscalls, "map_create", recording_map_create)
+    return made
+
+
+def _assert_nothing_left(made: dict[str, set[int]], fds_before: set[str]) -> None:
+    assert made["progs"] and made["maps"]
+    assert _wait_gone(made["progs"], syscalls.loaded_programs) == set()
+    assert _wait_gone(made["maps"], syscalls.loaded_maps) == set()
+    assert set(os.listdir("/proc/self/fd")) <= fds_before
+
+
+@pytest.mark.live
+@needs_object
+def test_keyboard_interrupt_while_programs_load_leaves_nothing(created_ids, monkeypatch):
+    fds_before = set(os.listdir("/proc/self/fd"))
+
+    def interrupted(self, *args):  # the loads run on worker threads meanwhile
+        deadline = time.monotonic() + 10
+        while not created_ids["progs"] and time.monotonic() < deadline:
+            time.sleep(0.001)  # until a program is in the kernel
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Monitor, "_build_config", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        Monitor()
+    _assert_nothing_left(created_ids, fds_before)
+
+
+@pytest.mark.live
+@needs_object
+def test_sigint_while_programs_load_leaves_nothing(created_ids, monkeypatch):
+    import signal
+    import threading
+
+    fds_before = set(os.listdir("/proc/self/fd"))
+    timers: list[threading.Timer] = []
+    prog_load = syscalls.prog_load
+
+    def first_load_sends_sigint(*args, **kwargs):
+        if not timers:  # a real Ctrl-C, 10 ms after the first program load began
+            timers.append(threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGINT)))
+            timers[0].start()
+        return prog_load(*args, **kwargs)
+
+    monkeypatch.setattr(syscalls, "prog_load", first_load_sends_sigint)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            mon = Monitor()
+            try:
+                time.sleep(5)  # only if loading was quicker: the interrupt lands here
+            finally:
+                mon.close()
+    finally:
+        timers[0].cancel()
+    _assert_nothing_left(created_ids, fds_before)
+
+
+# ---- the ring buffer transport --------------------------------------------------------
+
+RING_WORKLOAD = """
+import os, subprocess, sys
+sys.stdin.readline()
+for _ in range(3):
+    os.close(os.open(sys.argv[1], os.O_RDONLY))
+subprocess.run(["cat", sys.argv[1]], stdout=subprocess.DEVNULL, check=True)
+try:
+    os.close(-1)
+except OSError:
+    pass
+"""
+
+
+@pytest.mark.live
+@needs_object
+def test_ringbuf_gives_the_perf_events_in_one_order(tmp_path: Path):
+    target = tmp_path / "ring-target.txt"
+    target.write_text("ring\n")
+    child = subprocess.Popen([sys.executable, "-c", RING_WORKLOAD, str(target)],
+                             stdin=subprocess.PIPE, text=True)
+    events = ["openat", "close", "execve", "security_bprm_check", "do_exit"]
+    try:
+        with (Monitor(events=events, pid=child.pid, transport="perf") as perf_mon,
+              Monitor(events=events, pid=child.pid, transport="ringbuf") as ring_mon):
+            assert ring_mon.reader.ring_size == ring_mon.ring_bytes == 8 << 20
+            child.stdin.write("go\n")
+            child.stdin.close()
+            assert child.wait(timeout=15) == 0
+
+            def child_exited(mon):
+                return lambda evs: any(e.name == "do_exit" and e.host_pid == child.pid
+                                       for e in evs)
+
+            via_perf = _drain_until(perf_mon, child_exited(perf_mon))
+            ring_records = []
+            while not any(ebpfwire.decode(r.data).name == "do_exit"
+                          and ebpfwire.decode(r.data).host_pid == child.pid
+                          for r in ring_records):
+                batch = ring_mon.reader.read_batch(timeout=1)
+                assert batch, "the ring buffer gave nothing for 1 s"
+                ring_records.extend(batch)
+            assert ring_mon.reader.lost_total == 0 and perf_mon.reader.lost_total == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert all(isinstance(r, Sample) and r.cpu == 0xFFFFFFFF for r in ring_records)
+    via_ring = [ebpfwire.decode(r.data) for r in ring_records]
+    assert [e.ts for e in via_ring] == sorted(e.ts for e in via_ring)  # as they came
+    via_perf.sort(key=lambda e: e.ts)
+    assert len(via_ring) == len(via_perf) > 10
+
+    def without_ts(e: ebpfwire.Event) -> dict:  # each monitor's program reads the clock
+        d = e.to_dict()
+        d.pop("ts")
+        return d
+
+    assert [without_ts(e) for e in via_ring] == [without_ts(e) for e in via_perf]
+    names = {e.name for e in via_ring}
+    assert names == set(events) and any(e.name == "openat" and e.args[1].value == str(target)
+                                        for e in via_ring)
+
+
+@pytest.mark.live
+@needs_object
+def test_ringbuf_samples_are_the_perf_bytes():
+    bad_fd = 765_432
+    pid = os.getpid()
+    with (Monitor(events=["close"], pid=pid, ignore_self=False, page_count=4) as perf_mon,
+          Monitor(events=["close"], pid=pid, ignore_self=False, transport="ringbuf",
+                  ring_bytes=64 * 1024) as ring_mon):
+        for _ in range(3):
+            with pytest.raises(OSError):
+                os.close(bad_fd)
+        got = {}
+        for name, mon in (("perf", perf_mon), ("ring", ring_mon)):
+            recs: list = []
+            deadline = time.monotonic() + 10
+            while len(_close_events(recs, pid, bad_fd)) < 3 and time.monotonic() < deadline:
+                recs.extend(mon.reader.read_batch(timeout=0.5))
+            got[name] = [r.data for r in recs if _close_events([r], pid, bad_fd)]
+    assert len(got["perf"]) == len(got["ring"]) == 3
+    for perf_bytes, ring_bytes in zip(got["perf"], got["ring"], strict=True):
+        assert len(ring_bytes) == len(perf_bytes) and len(ring_bytes) % 8 == 4
+        assert ring_bytes[8:] == perf_bytes[8:]  # all but ts: padding zeros included
+
+
+@pytest.mark.live
+@needs_object
+def test_ringbuf_loss_accounting_is_exact():
+    flood = 20_000
+    go_r, go_w = os.pipe()
+    done_r, done_w = os.pipe()
+    with Monitor(events=["close"], pid=os.getpid(), transport="ringbuf",
+                 ring_bytes=4096) as mon:
+        child = os.fork()
+        if child == 0:  # pragma: no cover - child process
+            try:
+                os.read(go_r, 1)
+                for _ in range(flood):
+                    try:
+                        os.close(-1)
+                    except OSError:
+                        pass
+                os.write(done_w, b"1")
+            finally:
+                os._exit(0)
+        os.write(go_w, b"1")
+        assert os.read(done_r, 1) == b"1"  # flood over, nothing read during it
+        os.waitpid(child, 0)
+        records: list = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            more = mon.reader.read_batch(timeout=0.5)
+            records.extend(more)
+            if len(_close_events(records, child, -1)) + mon.reader.lost_total >= flood:
+                break
+        lost = sum(r.count for r in records if isinstance(r, Lost))
+        assert lost == mon.reader.lost_total
+    for fd in (go_r, go_w, done_r, done_w):
+        os.close(fd)
+    samples = _close_events(records, child, -1)
+    assert len(samples) == len([r for r in records if isinstance(r, Sample)])
+    assert lost > 0 and samples
+    assert len(samples) + lost == flood
+
+
+@pytest.mark.live
+@needs_object
+def test_ringbuf_close_and_interrupt_leave_nothing(created_ids, monkeypatch):
+    fds_before = set(os.listdir("/proc/self/fd"))
+    mon = Monitor(events=["close", "execve"], transport="ringbuf", ring_bytes=1 << 16)
+    assert syscalls.map_info(mon.events_map_fd).type == syscalls.BPF_MAP_TYPE_RINGBUF
+    mon.close()
+    _assert_nothing_left(created_ids, fds_before)
+
+    def interrupted(self, *args):
+        deadline = time.monotonic() + 10
+        while not created_ids["progs"] and time.monotonic() < deadline:
+            time.sleep(0.001)
+        raise KeyboardInterrupt
+
+    created_ids["progs"].clear()
+    created_ids["maps"].clear()
+    monkeypatch.setattr(Monitor, "_build_config", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        Monitor(transport="ringbuf")
+    _assert_nothing_left(created_ids, fds_before)
+
+
+def test_transport_and_ring_bytes_are_checked_before_touching_the_kernel():
+    with pytest.raises(ValueError, match="transport must be one of perf, ringbuf, got 'udp'"):
+        Monitor(transport="udp")
+    with pytest.raises(ValueError, match="ring_bytes must be between 1 and"):
+        Monitor(transport="ringbuf", ring_bytes=0)
+    with pytest.raises(ValueError, match="page_count or ring_bytes, not both"):
+        Monitor(page_count=8, ring_bytes=1 << 20)

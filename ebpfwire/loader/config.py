@@ -7,8 +7,9 @@ program needs no CO-RE: the offsets come from the running kernel's BTF at load t
 from __future__ import annotations
 
 import os
+import platform
 
-from construct import Int32ul, Struct
+from construct import Bytes, Int32ul, Struct
 
 from ebpfwire.loader.btf import Btf
 from ebpfwire.loader.errors import BtfError, LoaderError
@@ -32,7 +33,26 @@ MonitorConfig = Struct(
     "upid_size" / Int32ul,
     "upid_nr" / Int32ul,
     "upid_ns" / Int32ul,
+    "regs_arg0" / Int32ul,
+    "regs_arg1" / Int32ul,
+    "regs_arg2" / Int32ul,
+    "regs_arg3" / Int32ul,
+    "regs_arg4" / Int32ul,
+    "regs_arg5" / Int32ul,
+    "regs_nr" / Int32ul,
+    "task_ti_status" / Int32ul,
+    "binprm_filename" / Int32ul,
+    "ksig_handler" / Int32ul,
+    "sk_family" / Int32ul,
+    "sk_protocol" / Int32ul,
+    "sk_sport" / Int32ul,
+    "sk_dport" / Int32ul,
+    "sk_daddr" / Int32ul,
+    "sk_v6_daddr" / Int32ul,
+    "filter_comm" / Int32ul,
+    "comm" / Bytes(16),
 )
+COMM_SIZE = 16  # TASK_COMM_LEN: a task name is at most 15 bytes and a NUL
 
 # config field -> (struct, member path) in the kernel's BTF
 _OFFSETS = {
@@ -48,6 +68,19 @@ _OFFSETS = {
     "pid_numbers": ("pid", "numbers"),
     "upid_nr": ("upid", "nr"),
     "upid_ns": ("upid", "ns"),
+    "task_ti_status": ("task_struct", "thread_info.status"),
+    "binprm_filename": ("linux_binprm", "filename"),
+    "ksig_handler": ("k_sigaction", "sa.sa_handler"),
+    "sk_family": ("sock", "__sk_common.skc_family"),
+    "sk_protocol": ("sock", "sk_protocol"),
+    "sk_sport": ("inet_sock", "inet_sport"),
+    "sk_dport": ("sock", "__sk_common.skc_dport"),
+    "sk_daddr": ("sock", "__sk_common.skc_daddr"),
+    "sk_v6_daddr": ("sock", "__sk_common.skc_v6_daddr"),
+}
+# the syscall argument registers 0-5 and the syscall number in struct pt_regs, per machine
+_SYSCALL_REGS = {
+    "x86_64": ("di", "si", "dx", "r10", "r8", "r9", "orig_ax"),
 }
 
 
@@ -56,6 +89,12 @@ def kernel_offsets(btf: Btf) -> dict[str, int]:
     try:
         values = {field: btf.member_offset(*where) for field, where in _OFFSETS.items()}
         values["upid_size"] = btf.sizeof("upid")
+        regs = _SYSCALL_REGS.get(platform.machine())
+        if regs is None:
+            raise LoaderError(f"the bundled monitor is built for x86-64, not {platform.machine()}")
+        for field, reg in zip(("regs_arg0", "regs_arg1", "regs_arg2", "regs_arg3", "regs_arg4",
+                               "regs_arg5", "regs_nr"), regs, strict=True):
+            values[field] = btf.member_offset("pt_regs", reg)
     except BtfError as exc:
         raise LoaderError(f"kernel BTF lacks a type the monitor needs: {exc}") from exc
     return values
@@ -84,15 +123,36 @@ def host_ns_inum(kind: str, proc: str = "/proc") -> int:
     )
 
 
+def comm_bytes(comm: str | bytes) -> bytes:
+    """``comm`` as the kernel stores a task name: at most 15 bytes, NUL-padded to 16."""
+    raw = comm.encode() if isinstance(comm, str) else bytes(comm)
+    if not raw or len(raw) >= COMM_SIZE or b"\0" in raw:
+        raise ValueError(
+            f"comm must be 1 to {COMM_SIZE - 1} bytes without NUL (a task name), got {comm!r} "
+            f"({len(raw)} bytes)"
+        )
+    return raw.ljust(COMM_SIZE, b"\0")
+
+
 def build_config(
-    btf: Btf, filter_tgid: int = 0, ignore_tgid: int = 0, proc: str = "/proc"
+    btf: Btf,
+    filter_tgid: int = 0,
+    ignore_tgid: int = 0,
+    proc: str = "/proc",
+    comm: str | bytes | None = None,
 ) -> bytes:
-    """The ``config`` value for this machine, with ``ready`` = 1."""
+    """The ``config`` value for this machine, with ``ready`` = 1.
+
+    ``filter_tgid`` non-zero switches the tree filter on (the ``traced`` map decides);
+    ``comm`` keeps only tasks of that name.
+    """
     return MonitorConfig.build(
         dict(
             ready=1,
             filter_tgid=filter_tgid,
             ignore_tgid=ignore_tgid,
+            filter_comm=int(comm is not None),
+            comm=comm_bytes(comm) if comm is not None else bytes(COMM_SIZE),
             host_pidns_inum=host_ns_inum("pid", proc),
             host_mntns_inum=host_ns_inum("mnt", proc),
             **kernel_offsets(btf),

@@ -1,0 +1,114 @@
+"""Monitor start and stop: how long opening and closing the bundled monitor takes, by phase.
+
+Opens ``Monitor()`` with every event (or ``--events``), closes it, and prints the time
+spent creating maps, loading (verifying) programs, opening the perf reader, attaching,
+detaching and closing the rest, then the totals; ``--runs`` repeats it. Phases are timed
+by wrapping the Monitor's own steps, so the figures are what a user waits for: the
+programs load on worker threads while the config is built from the kernel's BTF, so
+"loads+config" is the wall time of both. Needs root.
+With ``--interrupt-after S`` it sends itself SIGINT S seconds into each open instead and
+prints how long the KeyboardInterrupt took to come out with everything closed.
+Run: PYTHONPATH=. python bench/monitor_startup.py [--runs 3] [--events close,openat]
+[--transport perf|ringbuf] [--interrupt-after 0.1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+import signal
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+from ebpfwire.loader import Monitor
+
+PHASES = {  # Monitor method -> phase name
+    "_create_maps": "maps",
+    "_build_config": "config(BTF)",
+    "_load_programs": "loads+config",
+    "_open_reader": "reader",
+    "_attach": "attach",
+    "_detach": "detach",
+    "_close_rest": "close rest",
+}
+
+
+def timed(spent: dict[str, float], name: str, func: Callable) -> Callable:
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            spent[name] += time.perf_counter() - start
+
+    return wrapper
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--events", help="comma-separated events (default: all)")
+    parser.add_argument("--transport", default=None, help="perf or ringbuf (if supported)")
+    parser.add_argument("--interrupt-after", type=float, default=None, metavar="S")
+    args = parser.parse_args()
+    events = args.events.split(",") if args.events else None
+    extra = {}
+    if args.transport and "transport" in inspect.signature(Monitor).parameters:
+        extra["transport"] = args.transport
+    if args.interrupt_after is not None:
+        interrupt(args.runs, args.interrupt_after, events, extra)
+        return
+    print(f"{'run':>3} " + " ".join(f"{p:>13}" for p in PHASES.values())
+          + f" {'open':>7} {'close':>7} {'total':>7}  (seconds)")
+    for run in range(1, args.runs + 1):
+        spent: dict[str, float] = defaultdict(float)
+        originals = {m: getattr(Monitor, m) for m in PHASES if hasattr(Monitor, m)}
+        for method, phase in PHASES.items():
+            if method in originals:
+                setattr(Monitor, method, timed(spent, phase, originals[method]))
+        try:
+            start = time.perf_counter()
+            mon = Monitor(events=events, **extra)
+            opened = time.perf_counter()
+            programs = len(mon.programs)
+            mon.close()
+            closed = time.perf_counter()
+        finally:
+            for method, func in originals.items():
+                setattr(Monitor, method, func)
+        print(f"{run:>3} " + " ".join(f"{spent[p]:>13.3f}" for p in PHASES.values())
+              + f" {opened - start:>7.3f} {closed - opened:>7.3f} {closed - start:>7.3f}"
+              + f"  ({programs} programs)")
+
+
+def send_sigint(sent: list[float]) -> None:
+    sent.append(time.perf_counter())
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def interrupt(runs: int, after: float, events: list[str] | None, extra: dict) -> None:
+    """SIGINT ``after`` s into each open: the time from the signal to the interrupt's end."""
+    for run in range(1, runs + 1):
+        sent: list[float] = []
+
+        timer = threading.Timer(after, send_sigint, (sent,))
+        timer.start()
+        try:
+            mon = Monitor(events=events, **extra)
+            try:
+                time.sleep(after + 5)
+            finally:
+                mon.close()
+        except KeyboardInterrupt:
+            done = time.perf_counter()
+            print(f"run {run}: SIGINT {after:.3f} s into the open; KeyboardInterrupt out, "
+                  f"everything closed, {done - sent[0]:.3f} s after the signal")
+        finally:
+            timer.cancel()
+
+
+if __name__ == "__main__":
+    main()
