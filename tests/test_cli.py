@@ -663,7 +663,7 @@ def test_record_without_root_is_one_clear_line():
                               env=ENV, timeout=60)
         assert done.returncode == 2
         assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
-        assert "Operation not permitted" in done.stderr
+        assert "needs root" in done.stderr  # to read the namespaces of the process context
         assert not path.exists()  # created first, removed when nothing could start
 
 

@@ -16,6 +16,7 @@ from ..render import event_label, printable
 from .common import (
     EXIT_OK,
     _label,
+    cpu_label,
     held_until_fit,
     layout_and_arch,
     open_capture,
@@ -75,8 +76,9 @@ def collect_info(reader: CaptureReader, layout: Layout, arch: str, label: str
         "start_time_ns": header.start_time_ns,
         "records": records, "samples": sum(samples.values()), "lost_records": lost_records,
         "events": dict(sorted(names.items(), key=lambda item: (-item[1], item[0]))),
-        "lost": sum(lost.values()), "lost_by_cpu": {str(c): n for c, n in sorted(lost.items())},
-        "samples_by_cpu": {str(c): n for c, n in sorted(samples.items())},
+        "lost": sum(lost.values()),
+        "lost_by_cpu": {cpu_label(c): n for c, n in sorted(lost.items())},
+        "samples_by_cpu": {cpu_label(c): n for c, n in sorted(samples.items())},
         "first_ts": first, "last_ts": last,
         "damaged_records": len(reader.damage), "damaged_samples": damaged_samples,
         "damage": [{"offset": d.offset, "message": d.message} for d in reader.damage],
@@ -90,6 +92,10 @@ def collect_info(reader: CaptureReader, layout: Layout, arch: str, label: str
 def _decoded_as(info: dict[str, Any], key: str) -> str:
     used = info["decoded_as"][key]
     return "" if used == info[key] else f" (decoded as {used}, from --{key})"
+
+
+def _cpu(label: str) -> str:
+    return label if label == "ringbuf" else f"cpu {label}"
 
 
 def _context(info: dict[str, Any]) -> str:
@@ -123,9 +129,9 @@ def format_info(info: dict[str, Any], header: CaptureHeader, utc: bool) -> str:
         span = (info["last_ts"] - info["first_ts"]) / 1e9
         lines.append(f"time span:    {_wall(header.wall_clock_ns(info['first_ts']), utc)} .. "
                      f"{_wall(header.wall_clock_ns(info['last_ts']), utc)} ({span:.6f} s)")
-    lost_cpus = ", ".join(f"cpu {c}: {n}" for c, n in info["lost_by_cpu"].items())
+    lost_cpus = ", ".join(f"{_cpu(c)}: {n}" for c, n in info["lost_by_cpu"].items())
     lines.append(f"lost:         {info['lost']} samples" + (f" ({lost_cpus})" if lost_cpus else ""))
-    per_cpu = ", ".join(f"cpu {c}: {n}" for c, n in info["samples_by_cpu"].items())
+    per_cpu = ", ".join(f"{_cpu(c)}: {n}" for c, n in info["samples_by_cpu"].items())
     lines.append(f"per cpu:      {per_cpu or 'no samples'}")
     lines.append(f"damage:       {info['damaged_records']} damaged stretches of records, "
                  f"{info['damaged_samples']} samples that do not decode cleanly")

@@ -18,7 +18,6 @@ import time
 from dataclasses import dataclass
 
 from ..capture import CaptureError, CaptureReader, CaptureWriteError, CaptureWriter
-from ..layouts import get_layout
 from ..procfs import ContainerResolver, snapshot
 from .common import (
     EXIT_IO,
@@ -29,7 +28,6 @@ from .common import (
     _Status,
     _Stop,
     machine_arch,
-    raw_comm_test,
 )
 
 
@@ -136,12 +134,17 @@ def write_context(writer: CaptureWriter) -> ContainerResolver | None:
     """The running processes and their containers, into the capture; the resolver that
     names the containers of later samples. None for a version-1 capture (appended to),
     which has no context records."""
+    from ..loader.errors import LoaderError  # the loader only when recording
+
     if writer.header.version == 1:
         _say(f"{writer.name}: a version-1 capture holds no process or container records; "
              "appending events only")
         return None
+    try:
+        resolver = ContainerResolver()
+    except LoaderError as exc:  # the host's namespaces are hidden: not root
+        raise UsageError(f"cannot read the host's namespaces: {exc}") from None
     processes = snapshot()
-    resolver = ContainerResolver()
     for process in processes:
         writer.write_process(process)
     for container in resolver.seed(processes):
@@ -168,7 +171,6 @@ def cmd_record(args: argparse.Namespace) -> int:
                 raise
             _say(f"recording to {args.output}; Ctrl-C or SIGTERM stops")
             resolve = None if resolver is None else resolver.resolve_sample
-            keep = raw_comm_test(args.comm, get_layout("classic"))
             deadline = None if args.duration is None else time.monotonic() + args.duration
             with monitor:
                 reader = monitor.reader
@@ -183,8 +185,6 @@ def cmd_record(args: argparse.Namespace) -> int:
                         if data is None:
                             lost += record.count
                             writer.write_lost(record.cpu, record.count)
-                            continue
-                        if keep is not None and not keep(data):
                             continue
                         if resolve is not None:
                             container = resolve(data)  # a set lookup for a pair seen before
