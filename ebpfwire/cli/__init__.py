@@ -126,7 +126,7 @@ examples:
                       help="perf ring data pages per CPU (a power of two)")
     size.add_argument("--ring-bytes", type=ring_bytes_type, metavar="N",
                       help="ring size in bytes, a power of two (per CPU for perf, the whole "
-                           "ring for ringbuf; default 8 MiB)")
+                           "ring for ringbuf; default 4 MiB per CPU, 8 MiB)")
 
     p = sub.add_parser("record", parents=[live], formatter_class=raw,
                        help="record live events to a capture file (needs root)",
