@@ -622,9 +622,10 @@ def test_record_sigterm_ends_cleanly(tmp_path: Path):
 
 
 @pytest.mark.live
-def test_trace_prints_live_events():
+@pytest.mark.parametrize("transport", ["perf", "ringbuf"])
+def test_trace_prints_live_events(transport):
     proc = subprocess.Popen([sys.executable, "-m", "ebpfwire", "trace", "--events", "execve",
-                             "--format", "jsonl"],
+                             "--format", "jsonl", "--transport", transport],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     got: queue.Queue = queue.Queue()
     threading.Thread(target=_lines, args=(proc.stdout, got), daemon=True).start()
