@@ -189,6 +189,7 @@ _SYNC_CRC = struct.Struct("<4sI")
 _HEADER_PREFIX = struct.Struct("<8sHH")
 _U32 = struct.Struct("<I")
 _SYNC_INT = _U32.unpack(SYNC)[0]
+_RTYPE = struct.Struct("<H")  # a record's type, after its length (both versions)
 _SAMPLE = int(RecordType.SAMPLE)
 _LOST = int(RecordType.LOST)
 _LOST_HEAD_CRC = zlib.crc32(_HEAD_COVERED.pack(_LOST_PAYLOAD.size, _LOST, 0))
@@ -364,7 +365,8 @@ class CaptureWriter:
     No byte is written twice: a short write or EINTR continues where it stopped. A failed
     write (ENOSPC, EIO...) raises CaptureWriteError once; a file this writer opened is first
     cut back to its last whole record, and nothing more is written (close() only closes).
-    `records_written` and `bytes_written` count what reached the OS.
+    `records_written`, `samples_written` (the SAMPLE records among them) and `bytes_written`
+    count what reached the OS, also after a failure.
     """
 
     def __init__(
@@ -389,12 +391,15 @@ class CaptureWriter:
         self.buffer_size = buffer_size
         self.flush_interval = flush_interval
         self.records_written = 0
+        self.samples_written = 0
         self.bytes_written = 0
         self._buf = bytearray()
         self._buf_records = 0  # records in _buf
+        self._buf_samples = 0  # SAMPLE records in _buf
         self._sent = 0  # bytes at the start of _buf already handed to the OS
         self._counted = 0  # end of the whole records of _buf counted in records_written
         self._counted_records = 0
+        self._counted_samples = 0
         self._head_crcs: dict[int, int] = {}  # version 2 SAMPLE header CRC by length
         self._cpu_crcs: dict[int, int] = {}  # CRC32 of the 4 cpu bytes, by cpu
         self._failed: CaptureWriteError | None = None
@@ -518,6 +523,7 @@ class CaptureWriter:
                 _SYNC_INT, length, _SAMPLE, 0, head, zlib.crc32(data, cpu_crc), cpu)
         buf += data
         self._buf_records += 1
+        self._buf_samples += 1
         if len(buf) > self.buffer_size or (
             time.monotonic() - self._last_flush >= self.flush_interval
         ):
@@ -629,9 +635,11 @@ class CaptureWriter:
             raise
         # All of it: count without walking the records.
         self.records_written += self._buf_records - self._counted_records
+        self.samples_written += self._buf_samples - self._counted_samples
         self._start += total
         self._buf = bytearray()
         self._buf_records = self._sent = self._counted = self._counted_records = 0
+        self._buf_samples = self._counted_samples = 0
 
     def _count_sent(self) -> None:
         """Count the whole records among the bytes sent so far (only after an exception)."""
@@ -640,6 +648,9 @@ class CaptureWriter:
             nxt = end + self._head_size + _U32.unpack_from(buf, end + self._length_at)[0]
             if nxt > sent:
                 break
+            if _RTYPE.unpack_from(buf, end + self._length_at + 4)[0] == _SAMPLE:
+                self._counted_samples += 1
+                self.samples_written += 1
             end = nxt
             self._counted_records += 1
             self.records_written += 1
@@ -657,6 +668,7 @@ class CaptureWriter:
                 pass  # the reader will report the partial record as a cut record
         self._buf = bytearray()
         self._buf_records = self._sent = self._counted = self._counted_records = 0
+        self._buf_samples = self._counted_samples = 0
         self._failed = CaptureWriteError(
             exc.errno, exc.strerror or str(exc), self.name,
             self.records_written, self.bytes_written)

@@ -113,6 +113,7 @@ def test_no_record_twice_and_every_whole_record_kept(records, script, buffer_siz
         assert failure is not None and failure.records_written == 0
         return
     got, reader = read_back(io.BytesIO(bytes(target.data)))
+    assert writer.samples_written == sum(kind == "sample" for kind, _, _ in got)
     if failure is None:
         assert got == records and reader.damage == []
         assert writer.records_written == len(records)

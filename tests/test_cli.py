@@ -584,8 +584,7 @@ def test_record_ctrl_c_leaves_a_complete_file_and_nothing_in_the_kernel(tmp_path
     ours = set(syscalls.loaded_programs()) - before
     our_maps = set(syscalls.loaded_maps()) - maps_before
     assert ours and our_maps, "the recorder's programs and maps should be loaded"
-    for _ in range(3):
-        _spawn_true()
+    pids = {_spawn_true() for _ in range(3)}
     time.sleep(1.5)  # at least one flush
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
@@ -593,8 +592,14 @@ def test_record_ctrl_c_leaves_a_complete_file_and_nothing_in_the_kernel(tmp_path
     assert "Traceback" not in err
     status, out, err = run("info", "--json", str(path))
     info = json.loads(out)
-    assert status == 0 and info["damaged_records"] == 0 and info["damaged_samples"] == 0
-    assert info["samples"] > 0
+    assert status == 0 and info["damaged_records"] == 0  # the capture itself is whole
+    # Samples of other processes may be damaged by the kernel side (an argv in pages not
+    # faulted in yields an orphan tag, docs/bpf-program.md): only ours must decode cleanly.
+    with CaptureReader(path) as reader:
+        ours_seen = [event for _, event in reader.events(strict=False)
+                     if isinstance(event, Event) and event.host_pid in pids]
+    assert {event.host_pid for event in ours_seen} == pids
+    assert [event for event in ours_seen if event.errors] == []
     deadline = time.monotonic() + 10
     while (ours & set(syscalls.loaded_programs()) or our_maps & set(syscalls.loaded_maps())
            ) and time.monotonic() < deadline:
@@ -617,9 +622,10 @@ def test_record_sigterm_ends_cleanly(tmp_path: Path):
 
 
 @pytest.mark.live
-def test_trace_prints_live_events():
+@pytest.mark.parametrize("transport", ["perf", "ringbuf"])
+def test_trace_prints_live_events(transport):
     proc = subprocess.Popen([sys.executable, "-m", "ebpfwire", "trace", "--events", "execve",
-                             "--format", "jsonl"],
+                             "--format", "jsonl", "--transport", transport],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     got: queue.Queue = queue.Queue()
     threading.Thread(target=_lines, args=(proc.stdout, got), daemon=True).start()
@@ -658,7 +664,7 @@ def test_record_without_root_is_one_clear_line():
                               env=ENV, timeout=60)
         assert done.returncode == 2
         assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
-        assert "Operation not permitted" in done.stderr
+        assert "needs root" in done.stderr  # to read the namespaces of the process context
         assert not path.exists()  # created first, removed when nothing could start
 
 

@@ -72,6 +72,12 @@ def test_a_full_stdout_is_one_line_and_status_74(argv):
     (("record", "-o", "X", "--duration", "inf"), "--duration: expected seconds above 0"),
     (("record", "-o", "X", "--duration", "nan"), "--duration: expected seconds above 0"),
     (("record", "-o", "X", "--force", "--append"), "not allowed with argument"),
+    (("record", "-o", "X", "--ring-bytes", "1000"),
+     "--ring-bytes: expected a power of two from 4096 (one page) to 1073741824, found 1000"),
+    (("record", "-o", "X", "--ring-bytes", "12288"), "--ring-bytes: expected a power of two"),
+    (("trace", "--ring-bytes", str(1 << 31)), "--ring-bytes: expected a power of two"),
+    (("trace", "--ring-bytes", "4096", "--ring-pages", "1"), "not allowed with argument"),
+    (("record", "-o", "X", "--transport", "xdp"), "--transport: invalid choice: 'xdp'"),
     (("decode", "--format", "xml"), "--format: invalid choice: 'xml'"),
 ])
 def test_numeric_and_other_options_are_checked_before_anything_runs(tmp_path, argv, expected):
@@ -156,7 +162,7 @@ def test_create_output_makes_a_0600_capture_header_first(tmp_path: Path):
         assert (path.stat().st_mode & 0o777) == 0o600
         assert CaptureReader(path).header.layout == "classic"  # readable before any record
     finally:
-        out.file.close()
+        out.writer.close()
 
 
 def test_follow_waits_for_a_file_that_does_not_exist_yet(tmp_path: Path):

@@ -27,6 +27,7 @@ from .common import (
     comm_type,
     duration_type,
     pid_type,
+    ring_bytes_type,
     ring_pages_type,
 )
 from .decode import bundled_sample, cmd_decode
@@ -113,11 +114,19 @@ examples:
     live = _Parser(add_help=False)
     live.add_argument("--events", action="append", metavar="LIST",
                       help="event groups to attach (comma list; default: all)")
-    live.add_argument("--pid", type=pid_type, help="only this process and its children")
+    live.add_argument("--pid", type=pid_type,
+                      help="only this process and all its descendants (like strace -f)")
     live.add_argument("--comm", type=comm_type, metavar="NAME",
                       help="only tasks with this name (exact, as the kernel keeps it)")
-    live.add_argument("--ring-pages", type=ring_pages_type, metavar="N",
+    live.add_argument("--transport", choices=("perf", "ringbuf"), default="perf",
+                      help="perf: per-CPU perf rings, as KubeArmor (default); ringbuf: one "
+                           "BPF ring buffer for all CPUs")
+    size = live.add_mutually_exclusive_group()
+    size.add_argument("--ring-pages", type=ring_pages_type, metavar="N",
                       help="perf ring data pages per CPU (a power of two)")
+    size.add_argument("--ring-bytes", type=ring_bytes_type, metavar="N",
+                      help="ring size in bytes, a power of two (per CPU for perf, the whole "
+                           "ring for ringbuf; default 4 MiB per CPU, 8 MiB)")
 
     p = sub.add_parser("record", parents=[live], formatter_class=raw,
                        help="record live events to a capture file (needs root)",

@@ -6,13 +6,12 @@ from __future__ import annotations
 import argparse
 import difflib
 import functools
-import inspect
+import mmap
 import os
 import platform
 import re
 import signal
 import stat
-import struct
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -34,6 +33,10 @@ EXIT_OK, EXIT_DAMAGED, EXIT_USAGE, EXIT_IO, EXIT_INTERRUPTED = 0, 1, 2, 74, 130
 PID_MAX = 4_194_304    # PID_MAX_LIMIT on 64-bit Linux: no pid is larger
 COMM_MAX = 15
 RING_PAGES_MAX = 1 << 16  # 256 MiB per CPU with 4 KiB pages
+RING_BYTES_MAX = 1 << 30  # the monitor's bound, for either transport
+#: The cpu of every ring buffer sample (ebpfwire.ringbuf.RINGBUF_CPU; not imported from
+#: there, as that loads the whole loader).
+RINGBUF_CPU = 0xFFFFFFFF
 DURATION_MAX = 1e9     # s (about 31 years): a bound that keeps the deadline arithmetic exact
 _EVENT_ID = re.compile(r"event_\d+")
 HOLD_LIMIT = 256       # samples held back while checking that the layout fits
@@ -97,6 +100,16 @@ def ring_pages_type(text: str) -> int:
     if value < 1 or value & (value - 1) or value > RING_PAGES_MAX:
         raise argparse.ArgumentTypeError(
             f"expected a power of two from 1 to {RING_PAGES_MAX}, found {text}")
+    return value
+
+
+def ring_bytes_type(text: str) -> int:
+    """Ring size in bytes: a power of two, whole pages, at most RING_BYTES_MAX."""
+    value = _integer(text)
+    page = mmap.PAGESIZE
+    if value < page or value & (value - 1) or value > RING_BYTES_MAX:
+        raise argparse.ArgumentTypeError(
+            f"expected a power of two from {page} (one page) to {RING_BYTES_MAX}, found {text}")
     return value
 
 
@@ -408,44 +421,29 @@ class _Stop:
             signal.signal(sig, old)
 
 
-def monitor_filters_comm() -> bool:
-    """Whether this tree's Monitor takes ``comm=`` (filtering in the kernel)."""
-    from ..loader.monitor import Monitor
-
-    return "comm" in inspect.signature(Monitor).parameters
-
-
 def _open_monitor(args: argparse.Namespace):
+    """The bundled monitor as the live options ask: --events, --pid (the whole tree),
+    --comm (both filtered in the kernel), --transport and its size."""
     from ..loader.errors import LoaderError
     from ..loader.monitor import Monitor
 
+    if args.ring_pages is not None and args.transport != "perf":
+        raise UsageError("--ring-pages sizes the per-CPU perf rings; give --ring-bytes with "
+                         f"--transport {args.transport}")
     events = _names_list(args.events) or None
-    options: dict[str, Any] = {}
-    if args.comm is not None and monitor_filters_comm():
-        options["comm"] = args.comm
     try:
-        return Monitor(events=events, pid=args.pid, page_count=args.ring_pages, **options)
+        return Monitor(events=events, pid=args.pid, page_count=args.ring_pages,
+                       comm=args.comm, transport=args.transport, ring_bytes=args.ring_bytes)
     except LoaderError as exc:
         raise UsageError(str(exc).splitlines()[0]) from None
     except (ValueError, OSError) as exc:
         raise UsageError(str(exc)) from None
 
 
-def raw_comm_test(comm: str | None, layout: Layout) -> Callable[[bytes], bool] | None:
-    """A test of a raw sample's task name against --comm, or None when not filtered here
-    (no --comm, or the monitor filters in the kernel)."""
-    if comm is None or monitor_filters_comm():
-        return None
-    wanted = comm.encode("utf-8", "surrogateescape")
-    unpack, field = layout.fmt.unpack_from, layout.field_names.index("comm")
-
-    def keep(data: bytes) -> bool:
-        try:
-            return unpack(data)[field].partition(b"\0")[0] == wanted
-        except struct.error:  # too short for a header: kept, decode reports it
-            return True
-
-    return keep
+def cpu_label(cpu: int) -> str:
+    """How a record's cpu is shown: its number, or "ringbuf" for ring buffer samples,
+    which do not say which CPU wrote them."""
+    return "ringbuf" if cpu == RINGBUF_CPU else str(cpu)
 
 
 class _Status:

@@ -9,13 +9,14 @@ import time
 from collections import Counter
 from typing import Any
 
-from ..capture import CaptureHeader, CaptureReader, LostRecord, SampleRecord
+from ..capture import CaptureHeader, CaptureReader, ContainerRecord, LostRecord, SampleRecord
 from ..decoder import decode
 from ..layouts import Layout
 from ..render import event_label, printable
 from .common import (
     EXIT_OK,
     _label,
+    cpu_label,
     held_until_fit,
     layout_and_arch,
     open_capture,
@@ -37,13 +38,15 @@ def _wall(ns: int, utc: bool) -> str:
 
 def collect_info(reader: CaptureReader, layout: Layout, arch: str, label: str
                  ) -> dict[str, Any]:
-    """Counts over a whole capture: records, events by name, loss, time span, CPUs, damage.
+    """Counts over a whole capture: records, events by name, loss, time span, CPUs, damage,
+    and the context it carries (process snapshot, containers by runtime).
 
     The layout is checked as decode checks it (a UsageError when it does not fit)."""
     header = reader.header
     names: Counter[str] = Counter()
     samples: Counter[int] = Counter()
     lost: Counter[int] = Counter()
+    runtimes: Counter[str] = Counter()
     records = lost_records = damaged_samples = 0
     first = last = None
     for record in held_until_fit(iter(reader), layout, arch, label):
@@ -53,6 +56,8 @@ def collect_info(reader: CaptureReader, layout: Layout, arch: str, label: str
                 records += 1
                 lost_records += 1
                 lost[record.cpu] += record.count
+            elif kind is ContainerRecord:
+                runtimes[record.info.runtime] += 1
             continue
         records += 1
         samples[record.cpu] += 1
@@ -71,18 +76,37 @@ def collect_info(reader: CaptureReader, layout: Layout, arch: str, label: str
         "start_time_ns": header.start_time_ns,
         "records": records, "samples": sum(samples.values()), "lost_records": lost_records,
         "events": dict(sorted(names.items(), key=lambda item: (-item[1], item[0]))),
-        "lost": sum(lost.values()), "lost_by_cpu": {str(c): n for c, n in sorted(lost.items())},
-        "samples_by_cpu": {str(c): n for c, n in sorted(samples.items())},
+        "lost": sum(lost.values()),
+        "lost_by_cpu": {cpu_label(c): n for c, n in sorted(lost.items())},
+        "samples_by_cpu": {cpu_label(c): n for c, n in sorted(samples.items())},
         "first_ts": first, "last_ts": last,
         "damaged_records": len(reader.damage), "damaged_samples": damaged_samples,
         "damage": [{"offset": d.offset, "message": d.message} for d in reader.damage],
         "skipped_unknown_records": len(reader.notes),
+        "context": {"processes": reader.context_counts["process"],
+                    "containers": reader.context_counts["container"],
+                    "containers_by_runtime": dict(sorted(runtimes.items()))},
     }
 
 
 def _decoded_as(info: dict[str, Any], key: str) -> str:
     used = info["decoded_as"][key]
     return "" if used == info[key] else f" (decoded as {used}, from --{key})"
+
+
+def _cpu(label: str) -> str:
+    return label if label == "ringbuf" else f"cpu {label}"
+
+
+def _context(info: dict[str, Any]) -> str:
+    context = info["context"]
+    if not context["processes"] and not context["containers"]:
+        why = "version 1 has no context records" if info["version"] == 1 else "none recorded"
+        return f"none ({why}; events name processes by comm only)"
+    runtimes = ", ".join(f"{name} {count}" for name, count
+                         in context["containers_by_runtime"].items())
+    return (f"{context['processes']} processes in the snapshot, {context['containers']} "
+            f"namespace pairs named" + (f" ({runtimes})" if runtimes else ""))
 
 
 def format_info(info: dict[str, Any], header: CaptureHeader, utc: bool) -> str:
@@ -105,9 +129,9 @@ def format_info(info: dict[str, Any], header: CaptureHeader, utc: bool) -> str:
         span = (info["last_ts"] - info["first_ts"]) / 1e9
         lines.append(f"time span:    {_wall(header.wall_clock_ns(info['first_ts']), utc)} .. "
                      f"{_wall(header.wall_clock_ns(info['last_ts']), utc)} ({span:.6f} s)")
-    lost_cpus = ", ".join(f"cpu {c}: {n}" for c, n in info["lost_by_cpu"].items())
+    lost_cpus = ", ".join(f"{_cpu(c)}: {n}" for c, n in info["lost_by_cpu"].items())
     lines.append(f"lost:         {info['lost']} samples" + (f" ({lost_cpus})" if lost_cpus else ""))
-    per_cpu = ", ".join(f"cpu {c}: {n}" for c, n in info["samples_by_cpu"].items())
+    per_cpu = ", ".join(f"{_cpu(c)}: {n}" for c, n in info["samples_by_cpu"].items())
     lines.append(f"per cpu:      {per_cpu or 'no samples'}")
     lines.append(f"damage:       {info['damaged_records']} damaged stretches of records, "
                  f"{info['damaged_samples']} samples that do not decode cleanly")
@@ -115,6 +139,7 @@ def format_info(info: dict[str, Any], header: CaptureHeader, utc: bool) -> str:
     lines += [f"  at file offset {d['offset']}: {printable(d['message'])}" for d in shown]
     if len(info["damage"]) > len(shown):
         lines.append(f"  ... and {len(info['damage']) - len(shown)} more (--json lists all)")
+    lines.append(f"context:      {_context(info)}")
     if info["skipped_unknown_records"]:
         lines.append(f"skipped:      {info['skipped_unknown_records']} records of unknown type")
     lines.append("events:")

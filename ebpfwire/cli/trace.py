@@ -18,9 +18,9 @@ from .common import (
     _open_monitor,
     _say,
     _Stop,
+    cpu_label,
     machine_arch,
     make_filter,
-    monitor_filters_comm,
 )
 
 
@@ -55,14 +55,14 @@ def cmd_trace(args: argparse.Namespace) -> int:
     out = Output(args.format, sys.stdout, boot_time_ns=current_boot_time_ns(), utc=args.utc,
                  flush_each=True)
     pending = _Reorder()
-    keep = make_filter([], None, None if monitor_filters_comm() else args.comm, args.failed)
+    keep = make_filter([], None, None, args.failed)  # --pid and --comm: in the kernel
 
     def show(samples: Iterable[Any]) -> None:
         for record in samples:
             try:
                 event = decode(record.data, arch=arch, strict=not args.lenient)
             except DecodeError as exc:
-                _say(f"a sample from cpu {record.cpu} does not decode: {exc}")
+                _say(f"a sample from cpu {cpu_label(record.cpu)} does not decode: {exc}")
                 continue
             if keep is None or keep(event):
                 out.event(event)
