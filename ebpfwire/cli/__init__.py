@@ -32,6 +32,7 @@ from .common import (
 from .decode import bundled_sample, cmd_decode
 from .info import cmd_info
 from .record import cmd_record
+from .stats import register as register_stats
 from .trace import cmd_trace
 
 __all__ = ["bundled_sample", "build_parser", "main"]
@@ -144,6 +145,10 @@ examples:
     p.add_argument("--failed", action="store_true",
                    help="only events that failed (a negative result)")
     p.set_defaults(run=cmd_trace)
+
+    # commands that add their own parsers: stats, summary, export
+    for register in (register_stats,):
+        register(sub)
     return parser
 
 
