@@ -33,6 +33,7 @@ from .decode import bundled_sample, cmd_decode
 from .info import cmd_info
 from .record import cmd_record
 from .stats import register as register_stats
+from .summary import register as register_summary
 from .trace import cmd_trace
 
 __all__ = ["bundled_sample", "build_parser", "main"]
@@ -147,7 +148,7 @@ examples:
     p.set_defaults(run=cmd_trace)
 
     # commands that add their own parsers: stats, summary, export
-    for register in (register_stats,):
+    for register in (register_stats, register_summary):
         register(sub)
     return parser
 
