@@ -30,6 +30,7 @@ from .common import (
     ring_pages_type,
 )
 from .decode import bundled_sample, cmd_decode
+from .export import register as register_export
 from .info import cmd_info
 from .record import cmd_record
 from .stats import register as register_stats
@@ -148,7 +149,7 @@ examples:
     p.set_defaults(run=cmd_trace)
 
     # commands that add their own parsers: stats, summary, export
-    for register in (register_stats, register_summary):
+    for register in (register_stats, register_summary, register_export):
         register(sub)
     return parser
 
