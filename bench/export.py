@@ -41,9 +41,8 @@ JQ = ("{python} -m ebpfwire decode --format jsonl {capture} | jq -c 'select(.eve
 # time and the peak RSS of its largest process
 WRAP = ("import json, resource, subprocess, sys, time; cmd = json.loads(sys.argv[1]); "
         "t = time.perf_counter(); subprocess.run(cmd, shell=isinstance(cmd, str), check=True, "
-        "stdout=subprocess.DEVNULL); "
-        "print(time.perf_counter() - t, "
-        "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+        "stdout=subprocess.DEVNULL); u = resource.getrusage(resource.RUSAGE_CHILDREN); "
+        "print(time.perf_counter() - t, u.ru_maxrss, u.ru_utime + u.ru_stime)")
 
 
 def build(target: Path, events: int) -> Path:
@@ -58,14 +57,24 @@ def build(target: Path, events: int) -> Path:
     return target
 
 
+CPU: dict[str, float] = {}  # least CPU seconds (user + system, all processes) by command
+
+
 def measure(command: list[str] | str, repeat: int) -> tuple[float, int]:
-    """Best wall-clock seconds of `command` (argument list or shell line), peak RSS in KiB."""
-    best, rss = float("inf"), 0
+    """Best wall-clock seconds of `command` (argument list or shell line), peak RSS in KiB;
+    its least CPU time goes to CPU."""
+    best, rss, cpu = float("inf"), 0, float("inf")
     for _ in range(repeat):
         out = subprocess.run([sys.executable, "-c", WRAP, json.dumps(command)], check=True,
                              cwd=ROOT, capture_output=True, text=True).stdout.split()
         best, rss = min(best, float(out[0])), max(rss, int(out[1]))
+        cpu = min(cpu, float(out[2]))
+    CPU[json.dumps(command)] = cpu
     return best, rss
+
+
+def cpu_of(command: list[str] | str) -> float:
+    return CPU[json.dumps(command)]
 
 
 def export_command(capture: Path, out: Path, jobs: int) -> list[str]:
@@ -95,16 +104,22 @@ def run(args: argparse.Namespace, work: Path) -> None:
           f"{5 * n:,} events ({big.stat().st_size / 2**20:.0f} MiB); "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
 
-    jsonl, _ = measure([sys.executable, "-m", "ebpfwire", "decode", "--format", "jsonl",
-                        str(small)], args.repeat)
+    decode = [sys.executable, "-m", "ebpfwire", "decode", "--format", "jsonl", str(small)]
+    jsonl, _ = measure(decode, args.repeat)
     one, rss_small = measure(export_command(small, out, 1), args.repeat)
     two, rss_two = measure(export_command(small, out, 2), args.repeat)
     _, rss_big = measure(export_command(big, out_big, 1), 1)
-    print(f"decode --format jsonl > /dev/null : {jsonl:6.2f} s  {n / jsonl:>10,.0f} events/s")
+    cpus = [cpu_of(decode), cpu_of(export_command(small, out, 1)),
+            cpu_of(export_command(small, out, 2))]
+    print("wall-clock seconds; CPU seconds (user + system of every process of the run)")
+    print(f"decode --format jsonl > /dev/null : {jsonl:6.2f} s  {n / jsonl:>10,.0f} events/s  "
+          f"CPU {cpus[0]:6.2f} s")
     print(f"export --jobs 1                   : {one:6.2f} s  {n / one:>10,.0f} events/s  "
-          f"{jsonl / one:.2f}x jsonl (target >= 2.0x)")
+          f"CPU {cpus[1]:6.2f} s  {jsonl / one:.2f}x jsonl (target >= 2.0x), "
+          f"{cpus[0] / cpus[1]:.2f}x in CPU time")
     print(f"export --jobs 2                   : {two:6.2f} s  {n / two:>10,.0f} events/s  "
-          f"{one / two:.2f}x --jobs 1 (target >= 1.6x)")
+          f"CPU {cpus[2]:6.2f} s  {one / two:.2f}x --jobs 1 (target >= 1.6x); on 2 idle "
+          f"CPUs at most {2 * cpus[1] / cpus[2]:.2f}x (CPU time of --jobs 1 x 2 / --jobs 2)")
     print(f"peak RSS export --jobs 1: {n:,} events {rss_small / 1024:.0f} MiB, {5 * n:,} "
           f"events {rss_big / 1024:.0f} MiB: {rss_big / rss_small:.2f}x (target <= 1.2x); "
           f"--jobs 2 at {n:,}: {rss_two / 1024:.0f} MiB (largest process)")
