@@ -7,6 +7,7 @@ import io
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -177,3 +178,14 @@ def test_stats_and_record_at_once_both_see_the_workload(tmp_path: Path):
               and e.event_id == 3]
     assert len(closes) + lost == 2_000 and lost == 0
     assert all(e.retval == -9 for e in closes)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="drops root's capabilities with setpriv")
+def test_without_bpf_privileges_one_line_and_exit_2():
+    proc = subprocess.run(["setpriv", "--bounding-set=-all", "--inh-caps=-all",
+                           sys.executable, "-m", "ebpfwire", "stats", "--duration", "1"],
+                          env=ENV, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("ebpfwire: ") and proc.stderr.count("\n") == 1
+    assert "Operation not permitted (needs root, or CAP_BPF + CAP_PERFMON)" in proc.stderr
