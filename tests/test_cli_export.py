@@ -7,6 +7,10 @@ import contextlib
 import io
 import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -189,3 +193,22 @@ def test_progress_on_a_terminal_is_cleared_before_the_summary(tmp_path: Path, bi
     progress, _, summary = text.rpartition("\r\x1b[K")
     assert re.search(r"\r100% of the records, 8,820 events, [\d,]+ events/s\x1b\[K$", progress)
     assert SUMMARY.fullmatch(summary)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_midway_leaves_nothing(tmp_path: Path, stop):
+    capture = repeated(FIXTURES / "real-workload.ewcap", tmp_path / "in.ewcap", 1500)
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "ebpfwire", "export", str(capture), "-o",
+                             str(outdir / "run.parquet"), "--jobs", "1"],
+                            env={**os.environ, "PYTHONPATH": str(FIXTURES.parent)},
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not leftovers(outdir):  # the hidden temporary output: the export is under way
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.01)
+    proc.send_signal(stop)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err == ""
+    assert os.listdir(outdir) == []

@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import signal
 import sys
 import time
+from typing import TYPE_CHECKING
 
-from ..export import ExportError, ExportSummary, Keep, export_parquet
 from .common import (
     EXIT_IO,
     EXIT_OK,
@@ -29,6 +30,9 @@ from .common import (
     layout_and_arch,
     open_capture,
 )
+
+if TYPE_CHECKING:
+    from ..export import ExportSummary
 
 JOBS_MAX = 256
 #: errors of creating the output (nothing was done: exit 2); any other is an I/O error (74)
@@ -115,6 +119,10 @@ class _Progress:
             sys.stderr.flush()
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM cleans up as Ctrl-C does: nothing is left behind
+
+
 def summary_line(summary: ExportSummary, output: str) -> str:
     """The line printed at the end: events, lost, damaged, seconds, where."""
     files = len(summary.files)
@@ -125,6 +133,8 @@ def summary_line(summary: ExportSummary, output: str) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from ..export import ExportError, Keep, export_parquet  # pyarrow: only for this command
+
     names = check_event_names(_names_list(args.event))
     check_output(args.output, args.force)
     check_inputs(args)
@@ -132,6 +142,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if names or args.pid is not None or args.comm is not None or args.failed:
         keep = Keep(frozenset(names), args.pid, args.comm, args.failed)
     progress = _Progress()
+    old_term = signal.signal(signal.SIGTERM, _terminated)
     try:
         summary = export_parquet(args.files, args.output, jobs=args.jobs, layout=args.layout,
                                  arch=args.arch, strict=not args.lenient, keep=keep,
@@ -144,6 +155,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         _say(f"{args.output}: {exc.strerror or exc}: export stopped; nothing was written")
         return EXIT_IO
     finally:
+        signal.signal(signal.SIGTERM, old_term)
         progress.done()
     _say(summary_line(summary, args.output))
     return EXIT_OK
