@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from itertools import islice
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
+try:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+except ImportError as error:  # pragma: no cover - depends on the install
+    raise ImportError("ebpfwire.arrow needs pyarrow and numpy: pip install pyarrow numpy") \
+        from error
 
 from . import names
 from .argtypes import ArgType
@@ -25,7 +30,7 @@ from .catalogue import SPECIAL_EVENTS, check_arch, event_name, expected_tags
 from .errors import DecodeError
 from .events import Arg, SockAddr
 from .layouts import Layout, get_layout
-from .walker import walk, walk_lenient, walk_strict
+from .walker import STRING_TAGS, WIDTHS, walk, walk_lenient, walk_strict
 
 __all__ = ["FLAT_COLUMNS", "batches", "schema", "to_table"]
 
@@ -90,6 +95,10 @@ _TYPE_NAMES = pa.array([ArgType(t).name if t in ArgType._value2member_map_ else 
 _STR_TAGS = (int(ArgType.STR_T), int(ArgType.UDP_MSG))
 _TEXT_TAGS = frozenset(int(t) for t in ArgType if Arg(t, 0).text is not None)
 _TYPES = {int(t): ArgType(t) for t in ArgType}
+#: By tag byte: an integer payload, a string payload, an integer with a symbolic text.
+_IS_INT = np.array([bool(WIDTHS[t]) for t in range(256)])
+_IS_STR = np.array([t in STRING_TAGS for t in range(256)])
+_HAS_TEXT = np.array([t in _TEXT_TAGS for t in range(256)])
 
 
 def _header_fields(layout: Layout) -> list[tuple[str, str, int]]:
@@ -137,24 +146,13 @@ def schema(layout: str | Layout = "classic") -> pa.Schema:
 
 
 class _Source:
-    """One input: its layout, arch, boot time and records as (cpu, data|count, where)."""
+    """One input: its layout, arch, boot time and records (capture records or raw bytes)."""
 
     def __init__(self, layout: Layout, arch: str, boot_time_ns: int | None,
-                 records: Iterator[tuple[int | None, Any, int]], where: str):
+                 records: Iterator[Any], name: str | None):
         self.layout, self.arch, self.boot_time_ns = layout, arch, boot_time_ns
         self.records = records
-        self.where = where   # how an error names a record: format() of its third item
-
-
-def _reader_records(reader: CaptureReader) -> Iterator[tuple[Any, ...]]:
-    """(cpu, sample bytes or lost count, file offset) of the records that become rows."""
-    for record in reader:
-        kind = type(record)
-        if kind is SampleRecord:
-            yield record.cpu, record.data, record.offset
-        elif kind is LostRecord:
-            yield record.cpu, record.count, record.offset
-        # other record types (process, container...) are not rows
+        self.name = name     # the capture's name, None for raw samples
 
 
 def _sources(source: Any, layout: str | Layout | None, arch: str | None) -> Iterator[_Source]:
@@ -165,9 +163,7 @@ def _sources(source: Any, layout: str | Layout | None, arch: str | None) -> Iter
     if isinstance(source, CaptureReader):
         header = source.header
         yield _Source(get_layout(layout or header.layout), arch or header.arch,
-                      header.boot_time_ns or None, _reader_records(source),
-                      "the sample at file offset {}" + (f" of {source.name}" if source.name
-                                                         else ""))
+                      header.boot_time_ns or None, iter(source), source.name or "a capture")
         return
     if isinstance(source, list) and source and all(
             isinstance(item, (str, os.PathLike)) for item in source):
@@ -175,9 +171,8 @@ def _sources(source: Any, layout: str | Layout | None, arch: str | None) -> Iter
             with CaptureReader(path) as reader:
                 yield from _sources(reader, layout, arch)
         return
-    samples = ((None, bytes(data), index) for index, data in enumerate(source))
-    yield _Source(get_layout(layout or "classic"), arch or "x86_64", None, samples,
-                  "sample {} of the input")
+    samples = (data if type(data) is bytes else bytes(data) for data in source)
+    yield _Source(get_layout(layout or "classic"), arch or "x86_64", None, samples, None)
 
 
 # --------------------------------------------------------------------------- batches
@@ -204,14 +199,14 @@ def batches(source: Any, *, layout: str | Layout | None = None, arch: str | None
             raise ValueError(f"captures of one table must share a context layout: expected "
                              f"{first.name}, found {src.layout.name}")
         builder = _BatchBuilder(src, strict)
-        rows: list = []
-        for row in src.records:
-            rows.append(row)
-            if len(rows) >= max_rows:
-                yield builder.build(rows)
-                rows = []
-        if rows:
-            yield builder.build(rows)
+        records = src.records
+        while True:
+            chunk = list(islice(records, max_rows))
+            if not chunk:
+                break
+            batch = builder.build(chunk)
+            if batch is not None:
+                yield batch
 
 
 def to_table(source: Any, *, layout: str | Layout | None = None, arch: str | None = None,
@@ -239,6 +234,12 @@ def _safe_text(value: str) -> tuple[str, bool]:
         return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace"), False
 
 
+def _spread(values: pa.Array, where: np.ndarray) -> pa.Array:
+    """``values`` placed at the True positions of ``where``, null elsewhere."""
+    index = np.cumsum(where) - 1
+    return values.take(pa.array(np.maximum(index, 0), mask=~where))
+
+
 def _strings(values: list, bad_rows: set, rows_of: Any) -> pa.Array:
     """A string array; items that were not UTF-8 get U+FFFD and mark their row in bad_rows."""
     try:
@@ -260,7 +261,8 @@ class _BatchBuilder:
     def __init__(self, src: _Source, strict: bool):
         self.layout, self.arch, self.strict = src.layout, src.arch, strict
         self.boot_time_ns = src.boot_time_ns
-        self.where = src.where
+        self.name = src.name
+        self.seen = 0        # samples in the batches before this one
         self.fields = _header_fields(self.layout)
         self.dtype = np.dtype({
             "names": [name for name, _, _ in self.fields],
@@ -283,52 +285,64 @@ class _BatchBuilder:
 
     # -- the walk: the only per-sample Python work
 
-    def _walk(self, datas: list[bytes], argnums: list[int], event_ids: list[int],
-              wheres: list) -> tuple[list, list[int], list]:
+    def _walk(self, datas: list[bytes], lengths: list[int], argnums: list[int],
+              event_ids: list[int], records: list) -> tuple[list, list[int], list]:
+        """The batch's arguments as one flat list, each sample's end in it, and the damage."""
         size = self.layout.size
         flat: list = []
-        offsets = [0]
+        ends = [0]
+        end = ends.append
         errors: list = []
-        strict, arch = self.strict, self.arch
-        for index, data in enumerate(datas):
-            n = len(data)
-            mark = len(flat)
-            if n < size:
-                if strict:
-                    self._raise(DecodeError(
-                        "short-header", 0, f"a {size}-byte {self.layout.name} context header",
-                        f"{n} bytes"), wheres[index])
-                errors.append((index, [DecodeError(
-                    "short-header", 0, f"a {size}-byte {self.layout.name} context header",
-                    f"{n} bytes")]))
-            elif not walk(data, size, n, argnums[index], flat):
-                del flat[mark:]
-                damage: list[DecodeError] = []
-                try:
-                    walk_strict(data, size, n, argnums[index], flat)
-                except DecodeError as error:
-                    if strict:
-                        self._raise(error, wheres[index])
-                    del flat[mark:]
-                    walk_lenient(data, size, n, argnums[index],
-                                 expected_tags(event_ids[index], arch, argnums[index]),
-                                 flat, damage)
+        for index, (data, n, argc) in enumerate(zip(datas, lengths, argnums, strict=True)):
+            if not walk(data, size, n, argc, flat):
+                del flat[ends[-1]:]
+                damage = self._careful(data, argc, event_ids[index], flat, records, index)
                 if damage:
                     errors.append((index, damage))
-            offsets.append(len(flat) >> 1)
-        return flat, offsets, errors
+            end(len(flat))
+        return flat, ends, errors
 
-    def _raise(self, error: DecodeError, where: int) -> None:
-        raise DecodeError(error.kind, error.offset, error.expected,
-                          f"{error.found} (in {self.where.format(where)})") from error
+    def _careful(self, data: bytes, argc: int, event_id: int, flat: list, records: list,
+                 index: int) -> list[DecodeError]:
+        """A sample the fast walk did not take: strict, else (or raise) lenient."""
+        size, mark = self.layout.size, len(flat)
+        try:
+            if len(data) < size:
+                raise DecodeError("short-header", 0,
+                                  f"a {size}-byte {self.layout.name} context header",
+                                  f"{len(data)} bytes")
+            walk_strict(data, size, len(data), argc, flat)
+            return []
+        except DecodeError as error:
+            if self.strict:
+                where = (f"sample {self.seen + index} of the input" if self.name is None
+                         else f"the sample at file offset {records[index].offset} of "
+                              f"{self.name}")
+                raise DecodeError(error.kind, error.offset, error.expected,
+                                  f"{error.found} (in {where})") from error
+            del flat[mark:]
+            if error.kind == "short-header":
+                return [error]
+            damage: list[DecodeError] = []
+            walk_lenient(data, size, len(data), argc, expected_tags(event_id, self.arch, argc),
+                         flat, damage)
+            return damage
 
     # -- columns
 
-    def build(self, rows: list) -> pa.RecordBatch:
-        sample_rows = [i for i, row in enumerate(rows) if type(row[1]) is bytes]
-        lost_rows = len(sample_rows) != len(rows)
-        datas = [rows[i][1] for i in sample_rows] if lost_rows else [row[1] for row in rows]
-        wheres = [rows[i][2] for i in sample_rows] if lost_rows else [row[2] for row in rows]
+    def build(self, chunk: list) -> pa.RecordBatch | None:
+        """One batch from a chunk of records (or raw samples); None if none is a row."""
+        if self.name is None:
+            records, rows, datas, cpu = chunk, chunk, chunk, None
+        else:
+            records = [r for r in chunk if type(r) is SampleRecord]
+            rows = records if len(records) == len(chunk) else [
+                r for r in chunk if type(r) is SampleRecord or type(r) is LostRecord]
+            if not rows:
+                return None
+            datas = [r.data for r in records]
+            cpu = pa.array([r.cpu for r in records], pa.uint32())
+        lost_rows = len(records) != len(rows)
         count = len(datas)
         size = self.layout.size
         lengths = np.fromiter(map(len, datas), np.int64, count)
@@ -343,9 +357,10 @@ class _BatchBuilder:
         header = {name: np.ascontiguousarray(header[name]) for name, _, _ in self.fields}
         argnums = header["argnum"].tolist()
         event_ids = header["event_id"].tolist()
-        flat, offsets, damage = self._walk(datas, argnums, event_ids, wheres)
+        flat, ends, damage = self._walk(datas, lengths.tolist(), argnums, event_ids, records)
+        self.seen += count
         bad_rows: set[int] = {index for index, _ in damage}
-        offsets_np = np.asarray(offsets, np.int64)
+        offsets_np = np.asarray(ends, np.int64) >> 1
 
         def row_of(arg_index: int) -> int:
             return int(np.searchsorted(offsets_np, arg_index, "right") - 1)
@@ -388,12 +403,11 @@ class _BatchBuilder:
                                       pa.binary())
         else:
             columns["raw"] = pa.nulls(count, pa.binary())
-        cpu = [rows[i][0] for i in sample_rows] if lost_rows else [row[0] for row in rows]
-        columns["cpu"] = pa.array(cpu, pa.uint32())
+        columns["cpu"] = pa.nulls(count, pa.uint32()) if cpu is None else cpu
         batch = pa.RecordBatch.from_arrays([columns[field.name] for field in self.schema],
                                            schema=self.schema)
         if lost_rows:
-            batch = self._with_lost(batch, rows, sample_rows)
+            batch = self._with_lost(batch, rows)
         return batch
 
     def _text_column(self, values: np.ndarray, null: np.ndarray | None,
@@ -437,13 +451,25 @@ class _BatchBuilder:
         return texts.take(pa.array(inverse.reshape(-1)))
 
     def _args(self, tags: np.ndarray, values: list, bad_rows: set, row_of: Any) -> pa.Array:
-        """The struct array of every argument of the batch, from the walker's flat values."""
+        """The struct array of every argument of the batch, from the walker's flat values.
+
+        Values are sorted into columns by their tags with numpy masks; Python touches
+        only the rarer argv and sockaddr values one by one.
+        """
         n = len(values)
-        ints = [v if type(v) is int else None for v in values]
-        texts = [v if type(v) is str else None for v in values]
-        column_type = _TYPE_NAMES.take(pa.array(tags))
-        fields = {"type": column_type, "value": pa.array(ints, pa.int64()),
-                  "text": _strings(texts, bad_rows, row_of)}
+        held = np.empty(n, object)
+        held[:] = values
+        present = np.not_equal(held, None)
+        is_int = _IS_INT[tags] & present
+        is_str = _IS_STR[tags] & present
+        ints = np.zeros(n, np.int64)
+        ints[is_int] = held[is_int].astype(np.int64)
+        where_str = np.flatnonzero(is_str)
+        texts = _strings(held[is_str].tolist(), bad_rows,
+                         lambda index: row_of(int(where_str[index])))
+        fields = {"type": _TYPE_NAMES.take(pa.array(tags)),
+                  "value": pa.array(ints, mask=~is_int),
+                  "text": _spread(texts, is_str)}
         argvs = np.flatnonzero(tags == ArgType.STR_ARR_T)
         if len(argvs):
             lists: list = [None] * n
@@ -477,29 +503,23 @@ class _BatchBuilder:
         fields["path"] = _strings(sock["path"], bad_rows, row_of)
         fields["flowinfo"] = pa.array(sock["flowinfo"], pa.uint32())
         fields["scope_id"] = pa.array(sock["scope_id"], pa.uint32())
-        fields["flags"] = self._flags(tags, ints)
+        fields["flags"] = self._flags(tags, ints, is_int)
         return pa.StructArray.from_arrays([fields[f.name] for f in _ARG_TYPE],
                                           fields=list(_ARG_TYPE))
 
     @staticmethod
-    def _flags(tags: np.ndarray, ints: list) -> pa.Array:
+    def _flags(tags: np.ndarray, ints: np.ndarray, is_int: np.ndarray) -> pa.Array:
         """Symbolic text of flag and enum values, made once per distinct (tag, value)."""
-        has_text = np.isin(tags, np.asarray(sorted(_TEXT_TAGS), np.uint8))
+        has_text = _HAS_TEXT[tags] & is_int
         if not has_text.any():
             return pa.nulls(len(ints), pa.string())
-        cache: dict[tuple[int, int], str | None] = {}
-        out: list = [None] * len(ints)
-        tag_list = tags.tolist()
-        for index in np.flatnonzero(has_text).tolist():
-            value = ints[index]
-            if value is None:
-                continue
-            key = (tag_list[index], value)
-            text = cache.get(key)
-            if text is None:
-                text = cache[key] = Arg(_TYPES[key[0]], value).text
-            out[index] = text
-        return pa.array(out, pa.string())
+        values = ints[has_text]
+        keys = (tags[has_text].astype(np.int64) << 32) | (values & 0xFFFFFFFF)
+        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        texts = pa.array([Arg(_TYPES[tag], value).text for tag, value in
+                          zip(tags[has_text][first].tolist(), values[first].tolist(),
+                              strict=True)], pa.string())
+        return _spread(texts.take(pa.array(inverse.reshape(-1))), has_text)
 
     def _flat_columns(self, columns: dict, event_ids: np.ndarray, offsets: np.ndarray,
                       tags: np.ndarray, args: pa.StructArray, null: np.ndarray | None) -> None:
@@ -543,16 +563,16 @@ class _BatchBuilder:
                           for e in errors]
         return pa.array(out, pa.list_(_ERROR_TYPE))
 
-    def _with_lost(self, batch: pa.RecordBatch, rows: list,
-                   sample_rows: list[int]) -> pa.RecordBatch:
+    @staticmethod
+    def _with_lost(batch: pa.RecordBatch, rows: list) -> pa.RecordBatch:
         """Spread the sample rows over the whole batch; lost records fill the gaps."""
-        take = np.full(len(rows), -1, np.int64)
-        take[sample_rows] = np.arange(len(sample_rows))
-        index = pa.array(np.maximum(take, 0), mask=take < 0)
+        is_sample = np.fromiter((type(r) is SampleRecord for r in rows), bool, len(rows))
+        take = np.cumsum(is_sample) - 1
+        index = pa.array(np.maximum(take, 0), mask=~is_sample)
         columns = [column.take(index) if len(batch) else pa.nulls(len(rows), column.type)
                    for column in batch.columns]
         names_ = batch.schema.names
-        lost = [row[1] if type(row[1]) is not bytes else None for row in rows]
+        lost = [None if type(r) is SampleRecord else r.count for r in rows]
         columns[names_.index("lost")] = pa.array(lost, pa.uint64())
-        columns[names_.index("cpu")] = pa.array([row[0] for row in rows], pa.uint32())
+        columns[names_.index("cpu")] = pa.array([r.cpu for r in rows], pa.uint32())
         return pa.RecordBatch.from_arrays(columns, schema=batch.schema)

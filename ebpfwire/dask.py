@@ -45,9 +45,8 @@ def read_split(split: Split, decoding: _Decoding) -> pd.DataFrame:
         with split.open() as reader:
             table = arrow.to_table(reader, layout=decoding.layout, arch=decoding.arch,
                                    strict=decoding.strict)
-    except DecodeError as exc:
-        raise ExportError(f"{split.path}: {exc} (in the records at file offsets "
-                          f"{split.start}..{split.end})") from None
+    except DecodeError as exc:  # its message names the file and the sample's offset
+        raise ExportError(str(exc)) from None
     return _frame(table)
 
 

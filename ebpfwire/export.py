@@ -195,10 +195,9 @@ def _decode(split: Split, options: _Options, counts: _Counts) -> Iterator[pa.Rec
                 if batch.num_rows:
                     yield batch
             counts.damaged += len(reader.damage)
-    except DecodeError as exc:
-        raise ExportError(f"{split.path}: {exc} (in the records at file offsets "
-                          f"{split.start}..{split.end}; a lenient export keeps damaged "
-                          "samples as rows with errors)") from None
+    except DecodeError as exc:  # its message names the file and the sample's offset
+        raise ExportError(f"{exc}; a lenient export keeps damaged samples as rows with "
+                          "errors") from None
     counts.bytes += split.end - split.start
 
 

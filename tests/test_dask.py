@@ -64,3 +64,9 @@ def test_bad_input_is_refused_before_any_work(tmp_path):
     with pytest.raises(ExportError, match="one context layout"):
         ebpfwire_dask.read_captures([FIXTURES / "layout-classic.ewcap",
                                      FIXTURES / "layout-hash.ewcap"])
+
+
+def test_strict_stops_at_a_damaged_sample_and_says_where(client):
+    frame = ebpfwire_dask.read_captures(FIXTURES / "damaged.ewcap", strict=True)
+    with pytest.raises(ExportError, match="file offset 203 of .*damaged.ewcap"):
+        frame.compute()
