@@ -254,14 +254,13 @@ def make_filter(events: list[str], pid: int | None, comm: str | None, failed: bo
     return keep
 
 
-def add_capture_filters(p: argparse.ArgumentParser) -> None:
+def add_capture_filters(p: argparse.ArgumentParser, lenient_help: str) -> None:
     """--layout/--arch/--lenient and the --event/--pid/--comm/--failed filters, as decode has
     them, for the commands that read whole captures (summary, export)."""
     p.add_argument("--layout", help="context layout (default: the capture header's); "
                                     f"one of {', '.join(LAYOUTS)}")
     p.add_argument("--arch", help="architecture of the event ids (default: the header's)")
-    p.add_argument("--lenient", action="store_true",
-                   help="decode damaged samples as far as possible instead of skipping them")
+    p.add_argument("--lenient", action="store_true", help=lenient_help)
     p.add_argument("--event", action="append", metavar="NAME",
                    help="only these events (repeat, or a comma list: openat,connect)")
     p.add_argument("--pid", type=pid_type, help="only this pid (namespace or host pid)")

@@ -65,7 +65,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="write OUT as a directory of part-NNNNN.parquet files")
     p.add_argument("--force", action="store_true",
                    help="replace what is at OUT (a link itself, never its target)")
-    add_capture_filters(p)
+    add_capture_filters(p, "damaged samples become rows with errors (default: the first "
+                        "one stops the export)")
     p.set_defaults(run=cmd_export)
 
 

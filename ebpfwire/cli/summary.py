@@ -47,7 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--by", choices=("comm", "pid"),
                    help="one table per task name or per host pid (default: one table)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    add_capture_filters(p)
+    add_capture_filters(p, "count damaged samples under their name as far as they decode "
+                        "(default: count them as undecodable)")
     p.set_defaults(run=cmd_summary)
 
 
