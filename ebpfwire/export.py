@@ -239,8 +239,8 @@ class _ParquetOut:
                  background: bool = False):
         self.path = path
         self.row_group_rows = row_group_rows
-        fd = os.open(path, _OPEN_EXCL, 0o600) if fd is None else fd
-        self.file = os.fdopen(fd, "wb")
+        self.fd = os.open(path, _OPEN_EXCL, 0o600) if fd is None else fd
+        self.file = _native_file(self.fd)
         self.writer: pq.ParquetWriter | None = None
         self.thread = ThreadPoolExecutor(1) if background else None
         self.pending: deque[Future] = deque()
@@ -270,12 +270,26 @@ class _ParquetOut:
             if self.writer is not None:
                 self.writer.close()
             self.file.close()
+            if self.fd >= 0:
+                os.close(self.fd)
+                self.fd = -1
 
     def __enter__(self) -> _ParquetOut:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _native_file(fd: int) -> Any:
+    """A file writing to `fd` that Arrow writes to without the GIL: /proc/self/fd/N opens
+    the very file `fd` is open on (no path is looked up again, no link followed). Through
+    a Python file object each write of the encoder would wait for the GIL, held by the
+    thread decoding the next rows. Elsewhere than Linux, a Python file on a copy of `fd`."""
+    proc = f"/proc/self/fd/{fd}"
+    if os.path.exists(proc):
+        return pa.OSFile(proc, "wb")
+    return os.fdopen(os.dup(fd), "wb")
 
 
 def _conform(data: pa.RecordBatch | pa.Table, schema: pa.Schema) -> pa.Table:
