@@ -3,7 +3,8 @@
 Builds captures of N and 5N events from fixtures/real-workload.ewcap (real kernel samples,
 repeated), then measures, each in its own process started from a fresh wrapper:
 
-- ``export_parquet(..., jobs=1)`` and ``jobs=2`` (wall-clock seconds, events/s, peak RSS);
+- ``python3 -m ebpfwire export FILE -o OUT --jobs 1`` and ``--jobs 2`` (wall-clock seconds,
+  events/s, peak RSS);
 - ``python3 -m ebpfwire decode --format jsonl FILE > /dev/null``;
 - peak RSS of the export at N and 5N events (the largest process of the run);
 - "failing connects by process" on the N-event capture: export + a DuckDB query, against
@@ -31,8 +32,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "fixtures" / "real-workload.ewcap"
 SAMPLES = 147  # records in the source capture
 
-EXPORT = ("import sys; from ebpfwire.export import export_parquet; "
-          "export_parquet([sys.argv[1]], sys.argv[2], jobs=int(sys.argv[3]), force=True)")
 QUERY = ("import duckdb, sys; print(duckdb.execute(\"SELECT comm, host_pid, errno, count(*) "
          "FROM read_parquet($1) WHERE event = 'connect' AND retval < 0 GROUP BY ALL "
          "ORDER BY 4 DESC\", [sys.argv[1]]).fetchall())")
@@ -79,7 +78,8 @@ def cpu_of(command: list[str] | str) -> float:
 
 
 def export_command(capture: Path, out: Path, jobs: int) -> list[str]:
-    return [sys.executable, "-c", EXPORT, str(capture), str(out), str(jobs)]
+    return [sys.executable, "-m", "ebpfwire", "export", str(capture), "-o", str(out),
+            "--jobs", str(jobs), "--force"]
 
 
 def main() -> None:

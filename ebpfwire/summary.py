@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ebpfwire.capture import LostRecord
 from ebpfwire.catalogue import is_syscall_event
 from ebpfwire.events import Event
 from ebpfwire.render import escape, event_label
@@ -134,14 +135,16 @@ def summarise_capture(
     decoded: Iterable[tuple[Any, Any]], by: str | None = None
 ) -> Summary:
     """Summarise the pairs of ``CaptureReader.events()``: events counted, LOST records
-    (``(record, None)``) summed as lost, decode errors counted as undecodable."""
+    (``(record, None)``) summed as lost, decode errors counted as undecodable; process and
+    container records (also ``(record, None)``) carry no event and are passed over."""
     lost = undecodable = 0
 
     def only_events() -> Iterable[Event]:
         nonlocal lost, undecodable
         for record, item in decoded:
             if item is None:
-                lost += record.count
+                if isinstance(record, LostRecord):
+                    lost += record.count
             elif isinstance(item, Event):
                 yield item
             else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shlex
 from collections import Counter
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ebpfwire.capture import CaptureReader
+from ebpfwire.capture import CaptureReader, CaptureWriter, HostInfo
+from ebpfwire.context import ProcessInfo
 from ebpfwire.events import Event
 from ebpfwire.summary import render_summary, summarise, summarise_capture, summary_json
 
@@ -132,3 +134,22 @@ def test_empty_input_and_bad_grouping():
     assert render_summary(summarise([])).endswith("\nno events\n")
     with pytest.raises(ValueError, match="by: expected None, 'comm' or 'pid', found 'uid'"):
         summarise(EVENTS, by="uid")
+
+
+def test_context_records_are_passed_over_and_lost_records_summed():
+    sample = FIXTURES / "all-types.ewcap"
+    with CaptureReader(sample) as reader:
+        data = next(r.data for r in reader if hasattr(r, "data"))
+    buf = io.BytesIO()
+    shell = ProcessInfo(host_pid=4158, host_ppid=4100, pid=12, uid=0, pid_ns=1, mnt_ns=2,
+                        start_ns=3, comm="sh", exe="/bin/sh", cwd="/", argv=("sh",),
+                        container_id="")
+    with CaptureWriter(buf, host=HostInfo("6.18.0-test", "t", 2)) as w:
+        w.write_process(shell)
+        w.write_sample(0, data)
+        w.write_lost(1, 5)
+        w.write_process(shell)
+    buf.seek(0)
+    with CaptureReader(buf) as reader:
+        summary = summarise_capture(reader.events())
+    assert (summary.calls, summary.lost, summary.undecodable) == (1, 5, 0)

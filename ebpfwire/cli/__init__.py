@@ -31,8 +31,11 @@ from .common import (
     ring_pages_type,
 )
 from .decode import bundled_sample, cmd_decode
+from .export import register as register_export
 from .info import cmd_info
 from .record import cmd_record
+from .stats import register as register_stats
+from .summary import register as register_summary
 from .trace import cmd_trace
 
 __all__ = ["bundled_sample", "build_parser", "main"]
@@ -153,6 +156,10 @@ examples:
     p.add_argument("--failed", action="store_true",
                    help="only events that failed (a negative result)")
     p.set_defaults(run=cmd_trace)
+
+    # commands that add their own parsers: stats, summary, export
+    for register in (register_stats, register_summary, register_export):
+        register(sub)
     return parser
 
 

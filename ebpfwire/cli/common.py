@@ -267,6 +267,21 @@ def make_filter(events: list[str], pid: int | None, comm: str | None, failed: bo
     return keep
 
 
+def add_capture_filters(p: argparse.ArgumentParser, lenient_help: str) -> None:
+    """--layout/--arch/--lenient and the --event/--pid/--comm/--failed filters, as decode has
+    them, for the commands that read whole captures (summary, export)."""
+    p.add_argument("--layout", help="context layout (default: the capture header's); "
+                                    f"one of {', '.join(LAYOUTS)}")
+    p.add_argument("--arch", help="architecture of the event ids (default: the header's)")
+    p.add_argument("--lenient", action="store_true", help=lenient_help)
+    p.add_argument("--event", action="append", metavar="NAME",
+                   help="only these events (repeat, or a comma list: openat,connect)")
+    p.add_argument("--pid", type=pid_type, help="only this pid (namespace or host pid)")
+    p.add_argument("--comm", type=comm_type, help="only this task name (exact)")
+    p.add_argument("--failed", action="store_true",
+                   help="only events that failed (a negative result: -1 EPERM...)")
+
+
 def _resolve_layout(name: str, origin: str, where: str) -> Layout:
     try:
         return get_layout(name)

@@ -1,0 +1,162 @@
+"""``ebpfwire export``: captures to Parquet, decoded by worker processes (ebpfwire.export).
+
+Every capture is opened and its layout checked as ``decode`` does before any work starts,
+so bad input is one line and exit status 2, as is an output that exists (without
+``--force``) or cannot be created. The output appears only when complete; a failure or
+Ctrl-C leaves nothing behind. One line at the end says what was written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import signal
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from .common import (
+    EXIT_IO,
+    EXIT_OK,
+    PROGRESS_EVERY,
+    UsageError,
+    _integer,
+    _names_list,
+    _say,
+    add_capture_filters,
+    check_event_names,
+    held_until_fit,
+    layout_and_arch,
+    open_capture,
+)
+
+if TYPE_CHECKING:
+    from ..export import ExportSummary
+
+JOBS_MAX = 256
+#: errors of creating the output (nothing was done: exit 2); any other is an I/O error (74)
+_CREATE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR,
+                  errno.EISDIR, errno.EEXIST}
+
+
+def jobs_type(text: str) -> int:
+    """Worker processes: 1 to JOBS_MAX."""
+    value = _integer(text)
+    if not 1 <= value <= JOBS_MAX:
+        raise argparse.ArgumentTypeError(f"expected 1 to {JOBS_MAX} workers, found {text}")
+    return value
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``export`` command to the parser's subcommands."""
+    p = sub.add_parser(
+        "export", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="decode captures to Parquet in parallel (the columns of docs/arrow.md)",
+        epilog="examples:\n  ebpfwire export run.ewcap -o run.parquet\n"
+               "  ebpfwire export node-*.ewcap -o fleet --parts --jobs 8\n"
+               "  ebpfwire export --lenient damaged.ewcap -o d.parquet   damage as rows\n")
+    p.add_argument("files", nargs="+", metavar="FILE", help="capture files (one layout)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="the Parquet file to create (a directory of parts with --parts)")
+    p.add_argument("--jobs", "-j", type=jobs_type, metavar="N",
+                   help="worker processes (default: the CPU count; 1: no workers)")
+    p.add_argument("--parts", action="store_true",
+                   help="write OUT as a directory of part-NNNNN.parquet files")
+    p.add_argument("--force", action="store_true",
+                   help="replace what is at OUT (a link itself, never its target)")
+    add_capture_filters(p, "damaged samples become rows with errors (default: the first "
+                        "one stops the export)")
+    p.set_defaults(run=cmd_export)
+
+
+def check_output(path: str, force: bool) -> None:
+    """Refuse an existing OUT (a link, dangling or not, included) unless --force."""
+    if force or not os.path.lexists(path):
+        return
+    if os.path.islink(path):
+        raise UsageError(f"{path}: is a symbolic link; Parquet is never written through one "
+                         "(--force replaces the link itself)")
+    raise UsageError(f"{path}: already exists; --force replaces it")
+
+
+def check_inputs(args: argparse.Namespace) -> None:
+    """Each capture readable, its layout and arch known and fitting (decode's checks), and
+    none of them the output."""
+    for source in args.files:
+        if source == "-":
+            raise UsageError("export reads capture files (split between workers), not "
+                             "standard input; save it to a file first")
+        with open_capture(source) as reader:
+            layout, arch = layout_and_arch(args, reader.header, source)
+            next(held_until_fit(iter(reader), layout, arch, source), None)
+        if os.path.exists(args.output) and os.path.samefile(source, args.output):
+            raise UsageError(f"{args.output}: is the input {source}; choose another output")
+
+
+class _Progress:
+    """Percent of the records' bytes, events and events/s on a terminal's stderr."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+        self.started = self.last = time.monotonic()
+        self.shown = False
+
+    def __call__(self, done: int, total: int, events: int) -> None:
+        now = time.monotonic()
+        if not self.enabled or now - self.last < PROGRESS_EVERY:
+            return
+        self.last = now
+        rate = events / max(now - self.started, 1e-9)
+        share = 100 * done / total if total else 100
+        sys.stderr.write(f"\r{share:.0f}% of the records, {events:,} events, "
+                         f"{rate:,.0f} events/s\x1b[K")
+        sys.stderr.flush()
+        self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM cleans up as Ctrl-C does: nothing is left behind
+
+
+def summary_line(summary: ExportSummary, output: str) -> str:
+    """The line printed at the end: events, lost, damaged, seconds, where."""
+    files = len(summary.files)
+    where = output if files == 1 and summary.files[0] == output else (
+        f"{output} ({files} part{'s' if files != 1 else ''})")
+    return (f"exported {summary.events:,} events ({summary.lost:,} lost, {summary.damaged:,} "
+            f"damaged) in {summary.seconds:.2f} s to {where}")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..export import ExportError, Keep, export_parquet  # pyarrow: only for this command
+
+    names = check_event_names(_names_list(args.event))
+    check_output(args.output, args.force)
+    check_inputs(args)
+    keep = None
+    if names or args.pid is not None or args.comm is not None or args.failed:
+        keep = Keep(frozenset(names), args.pid, args.comm, args.failed)
+    progress = _Progress()
+    old_term = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        summary = export_parquet(args.files, args.output, jobs=args.jobs, layout=args.layout,
+                                 arch=args.arch, strict=not args.lenient, keep=keep,
+                                 parts=args.parts, force=args.force, progress=progress)
+    except ExportError as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        if exc.errno in _CREATE_ERRNOS:
+            raise UsageError(f"{args.output}: cannot create: {exc.strerror}") from None
+        _say(f"{args.output}: {exc.strerror or exc}: export stopped; nothing was written")
+        return EXIT_IO
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        progress.done()
+    _say(summary_line(summary, args.output))
+    return EXIT_OK

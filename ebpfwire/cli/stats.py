@@ -1,0 +1,121 @@
+"""``ebpfwire stats``: per-syscall calls, errors and log2 latency histograms kept in the kernel.
+
+Loads :class:`ebpfwire.stats.SyscallStats` (its own object and maps, so it runs beside
+``record``/``trace``), waits for ``--duration``, Ctrl-C or SIGTERM, then prints what was
+counted: BCC-style histograms, or JSON. Ctrl-C is the usual way to stop, so it prints the
+counts and exits 0, as ``record`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import sys
+import time
+
+from ..names import syscall_name
+from ..stats import MAX_SYSCALLS, StatsSnapshot, SyscallStats, render_stats, stats_json
+from .common import (
+    EXIT_OK,
+    UsageError,
+    _names_list,
+    _say,
+    _Stop,
+    duration_type,
+    machine_arch,
+    pid_type,
+    write_stdout,
+)
+
+POLL = 0.1  # s between looks at the stop flag and the clock
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``stats`` command to the parser's subcommands."""
+    p = sub.add_parser(
+        "stats", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="per-syscall calls, errors and latency histograms, counted in the kernel "
+             "(needs root)",
+        epilog="examples:\n  sudo ebpfwire stats --duration 5\n"
+               "  sudo ebpfwire stats --pid 4242 --events openat,read,close\n"
+               "  sudo ebpfwire stats --json --interval 1    one JSON object per second\n")
+    p.add_argument("--duration", type=duration_type, metavar="S",
+                   help="stop after S seconds (default: at Ctrl-C or SIGTERM)")
+    p.add_argument("--events", action="append", metavar="LIST",
+                   help="only these syscalls (names or numbers, comma list; default: all)")
+    p.add_argument("--pid", type=pid_type,
+                   help="only this process and the children it forks from now on")
+    p.add_argument("--interval", type=duration_type, metavar="S",
+                   help="also print the counts so far every S seconds")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per report (docs/stats.md) instead of histograms")
+    p.set_defaults(run=cmd_stats)
+
+
+def syscall_selection(values: list[str] | None, arch: str) -> list[str | int] | None:
+    """The --events syscalls (names or numbers), checked; None when not given.
+
+    An unknown name is a UsageError naming the closest known syscalls."""
+    items = _names_list(values)
+    if not items:
+        return None
+    known = {name for nr in range(MAX_SYSCALLS) if (name := syscall_name(nr, arch))}
+    selection: list[str | int] = []
+    for item in items:
+        if item.isdigit():
+            nr = int(item)
+            if nr >= MAX_SYSCALLS:
+                raise UsageError(f"--events: syscall number {nr}: expected 0 to "
+                                 f"{MAX_SYSCALLS - 1}")
+            selection.append(nr)
+        elif item in known:
+            selection.append(item)
+        else:
+            close = difflib.get_close_matches(item, sorted(known), n=5, cutoff=0.0)
+            raise UsageError(f"--events: unknown syscall {item!r} on {arch}; closest known: "
+                             f"{', '.join(close)}")
+    return selection
+
+
+def _report(snap: StatsSnapshot, seconds: float, as_json: bool) -> str:
+    if as_json:
+        return json.dumps({"seconds": round(seconds, 6), **stats_json(snap)}) + "\n"
+    return f"syscalls counted over {seconds:.1f} s:\n\n" + render_stats(snap)
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from ..loader.errors import LoaderError
+
+    arch = machine_arch()
+    syscalls = syscall_selection(args.events, arch)
+    with _Stop() as stop:
+        try:
+            stats = SyscallStats(syscalls=syscalls, pid=args.pid)
+        except LoaderError as exc:
+            raise UsageError(str(exc).splitlines()[0]) from None
+        except (ValueError, OSError) as exc:
+            raise UsageError(str(exc)) from None
+        with stats:
+            started = time.monotonic()
+            deadline = None if args.duration is None else started + args.duration
+            what = "every syscall" if syscalls is None else "syscalls " + ", ".join(
+                item if isinstance(item, str) else syscall_name(item, arch) or f"syscall_{item}"
+                for item in syscalls)
+            who = "" if args.pid is None else f" of pid {args.pid} and its new children"
+            _say(f"counting {what}{who}; Ctrl-C or SIGTERM stops")
+            next_report = None if args.interval is None else started + args.interval
+            while not stop.requested:
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    break
+                if next_report is not None and now >= next_report:
+                    write_stdout(sys.stdout, _report(stats.snapshot(), now - started,
+                                                     args.json) + ("" if args.json else "\n"))
+                    next_report += args.interval
+                wake = min(t for t in (now + POLL, deadline, next_report) if t is not None)
+                time.sleep(max(0.0, wake - now))
+            snap = stats.snapshot()
+            seconds = time.monotonic() - started
+    write_stdout(sys.stdout, _report(snap, seconds, args.json))
+    return EXIT_OK

@@ -1,0 +1,114 @@
+"""``ebpfwire summary``: an ``strace -c`` style table (calls, errors by errno, share) from
+captures, per event and optionally per comm or pid, or the same as JSON (ebpfwire.summary).
+
+Captures are opened and their layout checked as ``decode`` does; with several files the
+counts are summed over all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from ..capture import CaptureDamage, LostRecord, SampleRecord
+from ..decoder import decode
+from ..errors import DecodeError
+from ..summary import render_summary, summarise_capture, summary_json
+from .common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    _label,
+    _names_list,
+    _say,
+    add_capture_filters,
+    check_event_names,
+    held_until_fit,
+    layout_and_arch,
+    make_filter,
+    open_capture,
+    write_stdout,
+)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``summary`` command to the parser's subcommands."""
+    p = sub.add_parser(
+        "summary", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="strace -c style table of captures: calls, errors by errno, share",
+        epilog="examples:\n  ebpfwire summary run.ewcap\n"
+               "  ebpfwire summary run.ewcap --by comm --failed\n"
+               "  ebpfwire summary --json a.ewcap b.ewcap\n")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="capture files, - for standard input; counts are summed over all")
+    p.add_argument("--by", choices=("comm", "pid"),
+                   help="one table per task name or per host pid (default: one table)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    add_capture_filters(p, "count damaged samples under their name as far as they decode "
+                        "(default: count them as undecodable)")
+    p.set_defaults(run=cmd_summary)
+
+
+class _Pairs:
+    """The (record, event | DecodeError | None) pairs of every capture, as
+    ``summarise_capture`` takes them, filtered; damage reported on stderr as decode does.
+
+    A capture that cannot be read (or whose layout does not fit) is a UsageError when it
+    is the only one; among several it is reported, skipped and remembered in ``failed``."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.keep = make_filter(check_event_names(_names_list(args.event)), args.pid,
+                                args.comm, args.failed)
+        self.failed = False
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        sources = self.args.files
+        for source in sources:
+            try:
+                yield from self._capture(source)
+            except UsageError as exc:
+                if len(sources) == 1:
+                    raise
+                _say(str(exc))
+                self.failed = True
+
+    def _capture(self, source: str) -> Iterator[tuple[Any, Any]]:
+        label = _label(source)
+        strict, keep = not self.args.lenient, self.keep
+        reader = open_capture(source)
+
+        def report(damage: CaptureDamage) -> None:
+            _say(f"{label}: damaged record at file offset {damage.offset}: {damage.message}")
+
+        reader.on_damage = report
+        with reader:
+            layout, arch = layout_and_arch(self.args, reader.header, label)
+            for record in held_until_fit(iter(reader), layout, arch, label):
+                kind = type(record)
+                if kind is LostRecord:
+                    yield record, None
+                if kind is not SampleRecord:
+                    continue
+                try:
+                    event = decode(record.data, layout=layout, arch=arch, strict=strict)
+                except DecodeError as exc:
+                    _say(f"{label}: sample at file offset {record.offset} does not decode: "
+                         f"{exc} (--lenient counts what can be decoded)")
+                    yield record, exc
+                    continue
+                if keep is None or keep(event):
+                    yield record, event
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    pairs = _Pairs(args)
+    summary = summarise_capture(pairs, by=args.by)
+    if args.json:
+        write_stdout(sys.stdout, json.dumps(summary_json(summary), indent=2) + "\n")
+    else:
+        write_stdout(sys.stdout, render_summary(summary))
+    return EXIT_USAGE if pairs.failed else EXIT_OK
