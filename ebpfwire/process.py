@@ -323,12 +323,39 @@ class ProcessTable:
             process.exit_ns, process.exit_status = ts, retval
             process.pending = None
             self._exited.append(process)
-        parent = live.get(process.host_ppid)
-        if parent is not None and parent.start_ns > process.start_ns:
-            parent = None         # that pid is a younger process now, not the parent
+        parent = self.parent(process)
         parent_program = parent.programs[-1] if parent is not None else None
         container = self.containers.get((pid_id, mnt_id)) if self.containers else None
         return EventContext(process, answer_program, parent, parent_program, container, request)
+
+    def touch(self, ts: int, pid_id: int, mnt_id: int, host_ppid: int, host_pid: int,
+              event_id: int, comm: str, cwd: str) -> Process | None:
+        """:meth:`update` for an event that changes no process state, from its header
+        fields alone (no :class:`Event` to build): the process, or None when the event
+        must go through :meth:`update` (a process not in the table or exited, another
+        parent). Never give it exec, security_bprm_check or do_exit events."""
+        if self._exited and self.retain_ns is not None:
+            self._drop_expired(ts)
+        process = self._live.get(host_pid)
+        if (process is None or process.exit_ns is not None
+                or host_ppid != process.host_ppid):
+            return None
+        process.pid_ns, process.mnt_ns = pid_id, mnt_id
+        process.events += 1
+        counts = process.counts
+        counts[event_id] = counts.get(event_id, 0) + 1
+        if comm not in process.comms:
+            process.comms[comm] = ts
+        if cwd:
+            process.cwd = cwd
+        return process
+
+    def parent(self, process: Process) -> Process | None:
+        """The parent of a process in the table, as :meth:`update` answers it."""
+        parent = self._live.get(process.host_ppid)
+        if parent is not None and parent.start_ns > process.start_ns:
+            return None           # that pid is a younger process now, not the parent
+        return parent
 
     def _exec_entry(self, process: Process, event: Event, cwd: str) -> None:
         args = event.args

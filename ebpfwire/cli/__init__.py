@@ -77,14 +77,19 @@ def build_parser() -> argparse.ArgumentParser:
 examples:
   ebpfwire decode                              the bundled sample
   ebpfwire decode run.ewcap --format jsonl     one JSON object per event
+  ebpfwire decode run.ewcap --format kubearmor KubeArmor's log format
   ebpfwire decode run.ewcap --event openat --comm curl
   cat run.ewcap | ebpfwire decode -            a capture on standard input
   ebpfwire decode --lenient damaged.ewcap      show what damaged samples still hold
 """)
     p.add_argument("files", nargs="*", metavar="FILE",
                    help="capture files, - for standard input (default: the bundled sample)")
-    p.add_argument("--format", choices=("table", "jsonl", "json"), default="table",
-                   help="strace-like table (default), JSON lines, or one JSON array")
+    p.add_argument("--format", choices=("table", "jsonl", "json", "kubearmor"),
+                   default="table", help="strace-like table (default), JSON lines, one JSON "
+                                         "array, or KubeArmor logs (one JSON object a line)")
+    p.add_argument("--raw", action="store_true",
+                   help="without the process context (executable, parent, container): "
+                        "the events as the capture holds them")
     _add_decoding_options(p)
     p.add_argument("--lenient", action="store_true",
                    help="decode damaged samples as far as possible and show the damage")
