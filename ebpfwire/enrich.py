@@ -15,6 +15,7 @@ import json
 import struct
 from typing import Any
 
+from .argtypes import ArgType
 from .context import ContainerInfo
 from .events import Event
 from .layouts import Layout
@@ -29,7 +30,10 @@ from .process import (
 )
 from .render import printable
 
-_CACHE_LIMIT = 1 << 16   # raw comm and cwd texts kept; cleared when full
+_CACHE_LIMIT = 1 << 16   # entries per cache (texts, programs, fragments); cleared when full
+_IDS = struct.Struct("<IIII").unpack   # pid_id, mnt_id, host_ppid, host_pid
+_S32 = struct.Struct("<i").unpack_from
+_STR = int(ArgType.STR_T)
 
 
 def program_json(program: Program | None) -> dict[str, Any] | None:
@@ -59,21 +63,28 @@ def _container_id(process: Process, container: ContainerInfo | None) -> str | No
 
 
 class Enricher:
-    """The process context of one capture's events, in the form each output needs."""
+    """The process context of one capture's events, in the form each output needs.
+
+    :meth:`sample_fields` keeps, per (pid_id, mnt_id, host_ppid, host_pid) as the header
+    has them, the fragment it gave last with what it was made of, and gives it again while
+    the comm (and cwd) are the same, the table's generation has not moved and neither the
+    process nor its parent has run another program since; the table is then not touched,
+    so its per-process event counts leave those events out (decode does not show them).
+    """
 
     def __init__(self, layout: Layout, arch: str, retain_ns: int | None = DEFAULT_RETAIN_NS):
         self.table = ProcessTable(retain_ns, arch)
         self._stateful = self.table._exec_ids | {SECURITY_BPRM_CHECK, DO_EXIT}
         has_cwd = "cwd" in layout.extra_names
-        # ts, pid_id, mnt_id, host_ppid, host_pid, event_id, comm[, cwd]: the fields the
-        # table reads, at the same offsets in every layout
-        self._head = struct.Struct("<QIIII12xI12x16s" + ("80s" if has_cwd else "")).unpack_from
+        # ts, the four ids as bytes (a cache key), event_id, argnum, retval, and comm with
+        # cwd after it where the layout has one: at the same offsets in every layout
+        self._head = struct.Struct(f"<Q16s12xIIq{96 if has_cwd else 16}s").unpack_from
         self._size = layout.size
-        self._has_cwd = has_cwd
         self._texts: dict[bytes, str] = {}
-        # host pid -> (process, program, parent's program, container, fragment)
-        self._fragments: dict[int, tuple[Process, Program, Program | None,
-                                         ContainerInfo | None, str]] = {}
+        self._programs: dict[int, tuple[Program, str]] = {}   # id(program) -> its JSON
+        # the four ids -> (generation, comm and cwd, process, program, parent, parent's
+        # program, fragment)
+        self._fragments: dict[bytes, tuple] = {}
 
     def _text(self, raw: bytes) -> str:
         texts = self._texts
@@ -82,34 +93,86 @@ class Enricher:
         text = texts[raw] = raw.partition(b"\0")[0].decode("utf-8", "surrogateescape")
         return text
 
+    def _program(self, program: Program | None) -> str:
+        if program is None:
+            return "null"
+        cached = self._programs.get(id(program))
+        if cached is not None and cached[0] is program:
+            return cached[1]
+        if len(self._programs) >= _CACHE_LIMIT:
+            self._programs.clear()
+        text = json.dumps(program_json(program))
+        self._programs[id(program)] = (program, text)
+        return text
+
+    def fields(self, program: Program | None, parent: Program | None,
+               container_id: str | None) -> str:
+        """:func:`context_fields`, with each program's JSON made once."""
+        return (', "process": ' + self._program(program) + ', "parent_process": '
+                + self._program(parent) + ', "container_id": '
+                + ("null" if container_id is None else json.dumps(container_id)))
+
     def sample_fields(self, data: bytes) -> str | None:
-        """The context fields of a raw sample that changes no process state, read from its
-        header; None when the sample must be decoded and given to :meth:`event_fields`
-        (an exec, security_bprm_check or do_exit event, a process not met before)."""
-        if len(data) < self._size:
+        """The context fields of a raw sample, from its header (and, for
+        security_bprm_check, its path); None when the sample must be decoded and given to
+        :meth:`event_fields` (an exec's entry, a process not met before, another parent)."""
+        try:
+            ts, ids, event_id, argnum, retval, names = self._head(data)
+        except struct.error:
             return None
-        values = self._head(data)
-        if values[5] in self._stateful:
-            return None
-        texts = self._texts
-        comm = texts.get(values[6]) or self._text(values[6])
-        cwd = (texts.get(values[7]) or self._text(values[7])) if self._has_cwd else ""
         table = self.table
-        process = table.touch(values[0], values[1], values[2], values[3], values[4],
-                              values[5], comm, cwd)
+        stateful = event_id in self._stateful
+        if not stateful:
+            kept = self._fragments.get(ids)
+            if kept is not None and kept[0] == table.generation and kept[1] == names:
+                process, parent = kept[2], kept[4]
+                if (process.exit_ns is None and process.programs[-1] is kept[3]
+                        and (parent is None or parent.programs[-1] is kept[5])):
+                    return kept[6]
+        elif event_id == SECURITY_BPRM_CHECK:
+            path = self._first_string(data) if argnum else None
+            if path is None:
+                return None
+        elif event_id != DO_EXIT and argnum:
+            return None            # an exec's entry: its filename and argv are needed
+        texts = self._texts
+        comm_raw, cwd_raw = names[:16], names[16:]
+        comm = texts.get(comm_raw) or self._text(comm_raw)
+        cwd = (texts.get(cwd_raw) or self._text(cwd_raw)) if cwd_raw else ""
+        pid_id, mnt_id, host_ppid, host_pid = _IDS(ids)
+        process = table.touch(ts, pid_id, mnt_id, host_ppid, host_pid, event_id, comm, cwd)
         if process is None:
             return None
+        if stateful:
+            if event_id == DO_EXIT:
+                table.exit(process, ts, retval)
+            elif event_id == SECURITY_BPRM_CHECK:
+                table.bprm_check(process, ts, path, comm)
+            else:
+                table.exec_result(process, ts, retval, comm)
         parent = table.parent(process)
         program = process.programs[-1]
         parent_program = parent.programs[-1] if parent is not None else None
-        container = table.containers.get((values[1], values[2])) if table.containers else None
-        cached = self._fragments.get(values[4])
-        if (cached is not None and cached[0] is process and cached[1] is program
-                and cached[2] is parent_program and cached[3] is container):
-            return cached[4]
-        fragment = context_fields(program, parent_program, _container_id(process, container))
-        self._fragments[values[4]] = (process, program, parent_program, container, fragment)
+        container = table.containers.get((pid_id, mnt_id)) if table.containers else None
+        fragment = self.fields(program, parent_program, _container_id(process, container))
+        if not stateful:
+            fragments = self._fragments
+            if len(fragments) >= _CACHE_LIMIT:
+                fragments.clear()
+            fragments[ids] = (table.generation, names, process, program, parent,
+                              parent_program, fragment)
         return fragment
+
+    def _first_string(self, data: bytes) -> str | None:
+        """The first argument when it is a well-formed string, else None."""
+        at = self._size
+        if len(data) < at + 5 or data[at] != _STR:
+            return None
+        length = _S32(data, at + 1)[0]
+        end = at + 5 + length
+        if length <= 0 or end > len(data) or data[end - 1]:
+            return None
+        return data[at + 5:end - 1].decode("utf-8", "surrogateescape")
 
     def event(self, event: Event) -> EventContext | None:
         """Apply one decoded event to the table: its context, or None for an event whose
@@ -117,14 +180,14 @@ class Enricher:
         header = event._header
         if None in header[:12]:
             return None
-        answer = self.table.update(event)
-        if header[8] == DO_EXIT:
-            self._fragments.pop(header[4], None)
-        return answer
+        return self.table.update(event)
 
     def event_fields(self, event: Event) -> str:
         """Apply one decoded event to the table: the context fields of its JSON line."""
-        return answer_fields(self.event(event))
+        answer = self.event(event)
+        if answer is None:
+            return NO_CONTEXT
+        return self.fields(answer.program, answer.parent_program, answer.container_id)
 
     def lost(self, count: int) -> None:
         """Events were lost: the table drops what it waited for (exec results)."""

@@ -170,6 +170,9 @@ class ProcessTable:
         self.containers: dict[tuple[int, int], ContainerInfo] = {}
         self.lost_events = 0
         self.dropped = 0
+        #: Changes whenever a process enters or leaves the table or a container record
+        #: arrives: an answer kept from an older generation may name another parent.
+        self.generation = 0
         self._exec_ids = frozenset(
             nr for nr in (names.syscall_number("execve", arch),
                           names.syscall_number("execveat", arch)) if nr is not None)
@@ -198,11 +201,13 @@ class ProcessTable:
                           info.mnt_ns, info.start_ns, [program], {info.comm: info.start_ns},
                           info.cwd, info.container_id, from_snapshot=True)
         self._live[info.host_pid] = process
+        self.generation += 1
         return process
 
     def add_container(self, info: ContainerInfo) -> None:
         """A container record: the container of one (pid_id, mnt_id) pair of the events."""
         self.containers[(info.pid_ns, info.mnt_ns)] = info
+        self.generation += 1
 
     def feed(self, item: Event | ProcessInfo | ContainerInfo | int) -> EventContext | None:
         """Take one item of :func:`ebpfwire.pstree.capture_items` (an event, a snapshot
@@ -254,6 +259,7 @@ class ProcessTable:
         process = Process(event.host_pid, event.host_ppid, event.pid, event.uid, event.pid_id,
                           event.mnt_id, ts, [program], {comm: ts}, _cwd_of(event))
         self._live[event.host_pid] = process
+        self.generation += 1
         return process
 
     def _reused(self, process: Process) -> bool:
@@ -273,6 +279,7 @@ class ProcessTable:
             if live.get(process.host_pid) is process:
                 del live[process.host_pid]
             self.dropped += 1
+            self.generation += 1
 
     def update(self, event: Event) -> EventContext:
         """Apply one event (in ``ts`` order) and answer for it.
@@ -314,15 +321,15 @@ class ProcessTable:
                 self._exec_entry(process, event, process.cwd)
             else:           # the exit: the result
                 request = process.pending
-                self._exec_exit(process, event)
+                self.exec_result(process, ts, retval, comm)
                 answer_program = process.programs[-1]
         elif event_id == SECURITY_BPRM_CHECK:
-            self._bprm(process, event, process.cwd)
+            args = event.args
+            path = args[0].value if args and isinstance(args[0].value, str) else ""
+            self.bprm_check(process, ts, path, comm)
             answer_program = process.programs[-1]
         elif event_id == DO_EXIT:
-            process.exit_ns, process.exit_status = ts, retval
-            process.pending = None
-            self._exited.append(process)
+            self.exit(process, ts, retval)
         parent = self.parent(process)
         parent_program = parent.programs[-1] if parent is not None else None
         container = self.containers.get((pid_id, mnt_id)) if self.containers else None
@@ -333,8 +340,11 @@ class ProcessTable:
         """:meth:`update` for an event that changes no process state, from its header
         fields alone (no :class:`Event` to build): the process, or None when the event
         must go through :meth:`update` (a process not in the table or exited, another
-        parent). Never give it exec, security_bprm_check or do_exit events."""
-        if self._exited and self.retain_ns is not None:
+        parent). For an exec result, security_bprm_check or do_exit event, call
+        :meth:`exec_result`, :meth:`bprm_check` or :meth:`exit` next; an exec entry needs
+        its arguments: give it to :meth:`update`."""
+        exited = self._exited
+        if exited and self.retain_ns is not None and exited[0].exit_ns + self.retain_ns < ts:
             self._drop_expired(ts)
         process = self._live.get(host_pid)
         if (process is None or process.exit_ns is not None
@@ -365,28 +375,34 @@ class ProcessTable:
         argv = tuple(argvs[0]) if argvs else ()
         process.pending = ExecRequest(filename, argv, event.ts, event.event_id)
 
-    def _bprm(self, process: Process, event: Event, cwd: str) -> None:
-        """The kernel is running the new program now: the exec succeeded."""
-        args = event.args
-        resolved = args[0].value if args and isinstance(args[0].value, str) else ""
-        resolved = _absolute(resolved, cwd)
+    def bprm_check(self, process: Process, ts: int, path: str, comm: str) -> None:
+        """security_bprm_check of ``path``: the kernel is running the new program now, the
+        exec succeeded (the state part of :meth:`update`, for a caller without an Event)."""
+        resolved = _absolute(path, process.cwd)
         request = process.pending
         if request is not None:
             request.resolved = resolved
             exe, argv = resolved or request.filename, request.argv
         else:     # its entry was not recorded (lost, or filtered out)
             exe, argv = resolved, ()
-        self._start_program(process, Program(exe, argv, "exec", event.ts, event.comm))
+        self._start_program(process, Program(exe, argv, "exec", ts, comm))
 
-    def _exec_exit(self, process: Process, event: Event) -> None:
+    def exec_result(self, process: Process, ts: int, retval: int, comm: str) -> None:
+        """An execve/execveat exit (the state part of :meth:`update`)."""
         request, process.pending = process.pending, None
-        if event.retval != 0 or request is None:
+        if retval != 0 or request is None:
             return               # failed: the old program goes on (or nothing to say)
         current = process.program
         if current.source == "exec" and current.since >= request.ts:
             return               # security_bprm_check already started it
         self._start_program(process, Program(request.filename, request.argv, "exec",
-                                             event.ts, event.comm))
+                                             ts, comm))
+
+    def exit(self, process: Process, ts: int, status: int) -> None:
+        """do_exit with its wait(2) status (the state part of :meth:`update`)."""
+        process.exit_ns, process.exit_status = ts, status
+        process.pending = None
+        self._exited.append(process)
 
     @staticmethod
     def _start_program(process: Process, program: Program) -> None:
