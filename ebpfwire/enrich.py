@@ -16,7 +16,7 @@ import struct
 from typing import Any
 
 from .argtypes import ArgType
-from .context import ContainerInfo
+from .context import ContainerInfo, ProcessInfo
 from .events import Event
 from .layouts import Layout
 from .process import (
@@ -36,19 +36,23 @@ _S32 = struct.Struct("<i").unpack_from
 _STR = int(ArgType.STR_T)
 
 
-def program_json(program: Program | None) -> dict[str, Any] | None:
-    """A program as the JSON lines show it: exe (null when only the comm names it), argv,
-    and how it is known (``exec``, ``snapshot``, ``fork``, ``comm``)."""
+def program_json(program: Program | None, argv: bool = True) -> dict[str, Any] | None:
+    """A program as the JSON lines show it: exe (null when only the comm names it), argv
+    (the process's own; a parent's is left out, as KubeArmor's ParentProcessName does, to
+    keep lines short) and how it is known (``exec``, ``snapshot``, ``fork``, ``comm``)."""
     if program is None:
         return None
-    return {"exe": program.exe or None, "argv": list(program.argv), "source": program.source}
+    if argv:
+        return {"exe": program.exe or None, "argv": list(program.argv),
+                "source": program.source}
+    return {"exe": program.exe or None, "source": program.source}
 
 
 def context_fields(program: Program | None, parent: Program | None,
                    container_id: str | None) -> str:
     """The fields an enriched JSON line ends with, as ``, "process": ...`` text."""
     return (', "process": ' + json.dumps(program_json(program))
-            + ', "parent_process": ' + json.dumps(program_json(parent))
+            + ', "parent_process": ' + json.dumps(program_json(parent, argv=False))
             + ', "container_id": ' + json.dumps(container_id))
 
 
@@ -67,9 +71,10 @@ class Enricher:
 
     :meth:`sample_fields` keeps, per (pid_id, mnt_id, host_ppid, host_pid) as the header
     has them, the fragment it gave last with what it was made of, and gives it again while
-    the comm (and cwd) are the same, the table's generation has not moved and neither the
-    process nor its parent has run another program since; the table is then not touched,
-    so its per-process event counts leave those events out (decode does not show them).
+    the comm (and cwd) are the same, the table holds the same process and parent for those
+    pids, neither has run another program since and no container record came (give the
+    capture's context records to :meth:`feed`); the table is then not touched, so its
+    per-process event counts leave those events out (decode does not show them).
     """
 
     def __init__(self, layout: Layout, arch: str, retain_ns: int | None = DEFAULT_RETAIN_NS):
@@ -81,10 +86,19 @@ class Enricher:
         self._head = struct.Struct(f"<Q16s12xIIq{96 if has_cwd else 16}s").unpack_from
         self._size = layout.size
         self._texts: dict[bytes, str] = {}
-        self._programs: dict[int, tuple[Program, str]] = {}   # id(program) -> its JSON
-        # the four ids -> (generation, comm and cwd, process, program, parent, parent's
-        # program, fragment)
+        # id(program) -> (program, its JSON with argv, without)
+        self._programs: dict[int, tuple[Program, str, str]] = {}
+        # the four ids -> (containers seen, comm and cwd, host pid, host ppid, process,
+        # program, the table's entry for host ppid, parent, parent's program, fragment)
         self._fragments: dict[bytes, tuple] = {}
+        self._containers = 0
+        self._live_get = self.table._live.get
+
+    def feed(self, item: ProcessInfo | ContainerInfo) -> None:
+        """A snapshot entry or container record of the capture."""
+        if isinstance(item, ContainerInfo):
+            self._containers += 1
+        self.table.feed(item)
 
     def _text(self, raw: bytes) -> str:
         texts = self._texts
@@ -93,23 +107,23 @@ class Enricher:
         text = texts[raw] = raw.partition(b"\0")[0].decode("utf-8", "surrogateescape")
         return text
 
-    def _program(self, program: Program | None) -> str:
+    def _program(self, program: Program | None, argv: bool) -> str:
         if program is None:
             return "null"
         cached = self._programs.get(id(program))
-        if cached is not None and cached[0] is program:
-            return cached[1]
-        if len(self._programs) >= _CACHE_LIMIT:
-            self._programs.clear()
-        text = json.dumps(program_json(program))
-        self._programs[id(program)] = (program, text)
-        return text
+        if cached is None or cached[0] is not program:
+            if len(self._programs) >= _CACHE_LIMIT:
+                self._programs.clear()
+            cached = self._programs[id(program)] = (
+                program, json.dumps(program_json(program)),
+                json.dumps(program_json(program, argv=False)))
+        return cached[1] if argv else cached[2]
 
     def fields(self, program: Program | None, parent: Program | None,
                container_id: str | None) -> str:
         """:func:`context_fields`, with each program's JSON made once."""
-        return (', "process": ' + self._program(program) + ', "parent_process": '
-                + self._program(parent) + ', "container_id": '
+        return (', "process": ' + self._program(program, True) + ', "parent_process": '
+                + self._program(parent, False) + ', "container_id": '
                 + ("null" if container_id is None else json.dumps(container_id)))
 
     def sample_fields(self, data: bytes) -> str | None:
@@ -124,11 +138,12 @@ class Enricher:
         stateful = event_id in self._stateful
         if not stateful:
             kept = self._fragments.get(ids)
-            if kept is not None and kept[0] == table.generation and kept[1] == names:
-                process, parent = kept[2], kept[4]
-                if (process.exit_ns is None and process.programs[-1] is kept[3]
-                        and (parent is None or parent.programs[-1] is kept[5])):
-                    return kept[6]
+            if kept is not None and kept[0] == self._containers and kept[1] == names:
+                process, parent, get = kept[4], kept[7], self._live_get
+                if (process.exit_ns is None and process.programs[-1] is kept[5]
+                        and get(kept[2]) is process and get(kept[3]) is kept[6]
+                        and (parent is None or parent.programs[-1] is kept[8])):
+                    return kept[9]
         elif event_id == SECURITY_BPRM_CHECK:
             path = self._first_string(data) if argnum else None
             if path is None:
@@ -159,8 +174,9 @@ class Enricher:
             fragments = self._fragments
             if len(fragments) >= _CACHE_LIMIT:
                 fragments.clear()
-            fragments[ids] = (table.generation, names, process, program, parent,
-                              parent_program, fragment)
+            fragments[ids] = (self._containers, names, host_pid, host_ppid, process,
+                              program, self._live_get(host_ppid), parent, parent_program,
+                              fragment)
         return fragment
 
     def _first_string(self, data: bytes) -> str | None:

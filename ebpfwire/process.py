@@ -170,9 +170,6 @@ class ProcessTable:
         self.containers: dict[tuple[int, int], ContainerInfo] = {}
         self.lost_events = 0
         self.dropped = 0
-        #: Changes whenever a process enters or leaves the table or a container record
-        #: arrives: an answer kept from an older generation may name another parent.
-        self.generation = 0
         self._exec_ids = frozenset(
             nr for nr in (names.syscall_number("execve", arch),
                           names.syscall_number("execveat", arch)) if nr is not None)
@@ -201,13 +198,11 @@ class ProcessTable:
                           info.mnt_ns, info.start_ns, [program], {info.comm: info.start_ns},
                           info.cwd, info.container_id, from_snapshot=True)
         self._live[info.host_pid] = process
-        self.generation += 1
         return process
 
     def add_container(self, info: ContainerInfo) -> None:
         """A container record: the container of one (pid_id, mnt_id) pair of the events."""
         self.containers[(info.pid_ns, info.mnt_ns)] = info
-        self.generation += 1
 
     def feed(self, item: Event | ProcessInfo | ContainerInfo | int) -> EventContext | None:
         """Take one item of :func:`ebpfwire.pstree.capture_items` (an event, a snapshot
@@ -259,7 +254,6 @@ class ProcessTable:
         process = Process(event.host_pid, event.host_ppid, event.pid, event.uid, event.pid_id,
                           event.mnt_id, ts, [program], {comm: ts}, _cwd_of(event))
         self._live[event.host_pid] = process
-        self.generation += 1
         return process
 
     def _reused(self, process: Process) -> bool:
@@ -279,7 +273,6 @@ class ProcessTable:
             if live.get(process.host_pid) is process:
                 del live[process.host_pid]
             self.dropped += 1
-            self.generation += 1
 
     def update(self, event: Event) -> EventContext:
         """Apply one event (in ``ts`` order) and answer for it.

@@ -192,9 +192,7 @@ def test_context_capture_table_and_jsonl(tmp_path: Path) -> None:
     [shadow] = [row for row in rows if row.get("retval") == -13]
     assert shadow["process"] == {"exe": "/bin/cat", "argv": ["cat", "/etc/shadow"],
                                  "source": "exec"}
-    assert shadow["parent_process"] == {"exe": "/bin/sh",
-                                        "argv": ["sh", "-c", "cat /etc/shadow"],
-                                        "source": "exec"}
+    assert shadow["parent_process"] == {"exe": "/bin/sh", "source": "exec"}
     assert shadow["container_id"] == CID
     status, out, _ = run("decode", "--raw", "--utc", capture)
     assert "[" not in out.splitlines()[0].split(" execve")[0]

@@ -52,7 +52,7 @@ def bundled_sample() -> str:
 def _context_to(enricher: Enricher, records: Iterator) -> Iterator:
     """The records, with the capture's process and container records taken out into the
     process table as they are read (ahead of the events they describe)."""
-    feed = enricher.table.feed
+    feed = enricher.feed
     for record in records:
         kind = type(record)
         if kind is ProcessRecord or kind is ContainerRecord:
