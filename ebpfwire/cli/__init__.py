@@ -31,6 +31,7 @@ from .common import (
 )
 from .decode import bundled_sample, cmd_decode
 from .info import cmd_info
+from .ps import cmd_ps
 from .record import cmd_record
 from .trace import cmd_trace
 
@@ -44,6 +45,7 @@ examples:
   ebpfwire decode run.ewcap --format jsonl > run.jsonl
   ebpfwire decode --follow run.ewcap       keep printing while `record` writes it
   ebpfwire info run.ewcap
+  ebpfwire ps run.ewcap                    the process tree
   sudo ebpfwire record -o run.ewcap --duration 10
   sudo ebpfwire trace --events execve,connect
 """
@@ -106,6 +108,27 @@ examples:
     p.add_argument("--strict-exit", action="store_true",
                    help="exit with status 1 when anything was damaged")
     p.set_defaults(run=cmd_decode)
+
+    p = sub.add_parser("ps", help="the process tree of a capture, like pstree -a",
+                       formatter_class=raw, epilog="""\
+examples:
+  ebpfwire ps run.ewcap                  every process: program, argv, pid, lifetime, exit
+  ebpfwire ps run.ewcap --event connect  the processes that connected, and their ancestors
+  ebpfwire ps --json run.ewcap
+""")
+    p.add_argument("file", metavar="FILE", help="capture file, - for standard input")
+    _add_decoding_options(p)
+    p.add_argument("--lenient", action="store_true",
+                   help="decode damaged samples as far as possible")
+    p.add_argument("--event", action="append", metavar="NAME",
+                   help="count only these events and show only processes with them")
+    p.add_argument("--pid", type=pid_type, help="only this pid (namespace or host pid)")
+    p.add_argument("--comm", type=comm_type, help="only events of this task name (exact)")
+    p.add_argument("--failed", action="store_true", help="only events that failed")
+    p.add_argument("--json", action="store_true", help="the tree as nested JSON objects")
+    p.add_argument("--strict-exit", action="store_true",
+                   help="exit with status 1 when anything was damaged")
+    p.set_defaults(run=cmd_ps)
 
     p = sub.add_parser("info", help="summarise a capture: header, counts, loss, time span",
                        formatter_class=raw, epilog="examples:\n  ebpfwire info run.ewcap\n"
