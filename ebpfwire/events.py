@@ -188,11 +188,29 @@ EVENT_FIELDS = HEADER_FIELDS + ("args", "extra", "arch", "errors")
 _new_object = object.__new__
 
 
-def wire_event(header: tuple, args: list[Arg] | tuple) -> Event:
-    """The decoder's constructor: ``header`` as ``Event._header``, ``args`` maybe pending."""
+_new_arg = tuple.__new__
+#: ArgType by tag byte (None for a byte that is no type).
+_TYPES: list = [None] * 256
+for _t in ArgType:
+    _TYPES[_t] = ArgType(_t)
+
+
+def args_of(flat: list) -> list[Arg]:
+    """The Event sink of the walker: its flat (tag, value) list as :class:`Arg` objects."""
+    pairs = iter(flat)
+    return [_new_arg(Arg, (_TYPES[tag], value)) for tag, value in zip(pairs, pairs, strict=False)]
+
+
+def flat_of(args: list[Arg]) -> list:
+    """The walker's flat (tag, value) list of built arguments (the inverse of args_of)."""
+    return [item for arg in args for item in (int(arg.type), arg.value)]
+
+
+def wire_event(header: tuple, flat: list) -> Event:
+    """The decoder's constructor: ``header`` as ``Event._header``, the walker's flat list."""
     event = _new_object(Event)
     event._header = header
-    event._args = args
+    event._args = flat
     return event
 
 
@@ -206,13 +224,14 @@ class Event:
 
     ``extra`` holds the fields of the extended layouts (cwd, tty, oid, exec_id, hash);
     ``errors`` is None in strict mode and the list of damage found in lenient mode.
-    The strict decoder checks the whole sample at once but builds the :class:`Arg`
-    objects only when ``args`` is first read, so code that filters on the header
-    never pays for arguments it does not look at.
+    The decoder walks the whole sample at once (:mod:`ebpfwire.walker`) but wraps the
+    values in :class:`Arg` objects only when ``args`` is first read, so code that filters
+    on the header, or a sink that reads :attr:`flat`, never pays for them.
     """
 
     # _header: the eleven integer fields, then comm, extra, arch and errors (one tuple is
-    # the cheapest thing to make); _args: the arguments, or a pending (builder, *inputs)
+    # the cheapest thing to make); _args: the walker's flat list (its first item is an int
+    # tag) until the Arg list is built on first use, then the Arg list
     __slots__ = ("_header", "_args")
 
     def __init__(self, ts: int, pid_id: int, mnt_id: int, host_ppid: int, host_pid: int,
@@ -242,9 +261,15 @@ class Event:
     @property
     def args(self) -> list[Arg]:
         args = self._args
-        if type(args) is tuple:           # checked by the decoder, built on first use
-            args = self._args = args[0](*args[1:])
+        if args and type(args[0]) is int:     # walked by the decoder, wrapped on first use
+            args = self._args = args_of(args)
         return args
+
+    @property
+    def flat(self) -> list:
+        """The arguments as the walker's flat list: tag, value, tag, value... (read-only)."""
+        args = self._args
+        return args if not args or type(args[0]) is int else flat_of(args)
 
     def _key(self) -> tuple:
         return (self._header, self.args)

@@ -6,23 +6,23 @@ serialiser that gives exactly ``json.dumps(event.to_dict())`` (a property test h
 equal) at a fraction of the cost, because decode-to-JSONL is the command line's hot path:
 key fragments are pre-encoded, strings go through the C-accelerated JSON string encoder,
 and the fragments that repeat (event names, flag texts, addresses, task names) are cached.
-:func:`sample_json` goes one step further for the command line: a raw sample that is
-certainly valid becomes its JSON line without an Event being built at all.
+Both read the arguments as the walker's flat list (:mod:`ebpfwire.walker`), so
+:func:`sample_json` turns a raw sample that is certainly valid into its JSON line without
+an Event being built at all.
 """
 
 from __future__ import annotations
 
 import json
 import signal
-import socket
-import struct
 import time
 
 from . import names
 from .argtypes import ArgType
 from .catalogue import event_name, is_syscall_event
-from .events import AF_INET, AF_INET6, AF_UNIX, ARGV_LIMIT, ARGV_MORE, Arg, Event, SockAddr
+from .events import AF_INET, AF_INET6, AF_UNIX, Arg, Argv, Event, SockAddr
 from .layouts import Layout
+from .walker import STRING_TAGS, WIDTHS, walk
 
 try:  # the C encoder; the pure-Python one gives the same text, slower
     from json.encoder import c_encode_basestring_ascii as _enc  # type: ignore[attr-defined]
@@ -35,23 +35,22 @@ _dumps = json.dumps
 _CACHE_LIMIT = 1 << 16  # entries per fragment cache; cleared when full, so memory stays flat
 
 # --------------------------------------------------------------------------- JSON lines
+# The JSON sink of the argument walker: fragments from its flat (tag, value) list.
 
-
-def _arg_prefix(arg_type: ArgType) -> str:
-    return '{"type": "' + arg_type.name + '", "value": '
-
-
-_PREFIX = {t: _arg_prefix(t) for t in ArgType}
-_STR_TYPES = frozenset((ArgType.STR_T, ArgType.UDP_MSG))
-#: Types whose values have a symbolic text (flags, enums, syscall numbers).
-_TEXT_TYPES = frozenset(t for t in ArgType if Arg(t, 0).text is not None)
-_PLAIN_INT_TYPES = frozenset(t for t in ArgType if t not in _TEXT_TYPES) - _STR_TYPES - {
-    ArgType.STR_ARR_T, ArgType.SOCKADDR_T}
+#: '{"type": "NAME", "value": ' by tag byte
+_PREFIX = {int(t): '{"type": "' + t.name + '", "value": ' for t in ArgType}
+_TYPES = {int(t): ArgType(t) for t in ArgType}
+#: Tags whose values have a symbolic text (flags, enums, syscall numbers).
+_TEXT_TAGS = frozenset(int(t) for t in ArgType if Arg(t, 0).text is not None)
+_PLAIN_INT_TAGS = frozenset(t for t in range(256) if WIDTHS[t] and t not in _TEXT_TAGS)
+_ARR, _SOCKADDR = int(ArgType.STR_ARR_T), int(ArgType.SOCKADDR_T)
 
 _names: dict[tuple[int, str], str] = {}
 _comms: dict[str, str] = {}
 _texts: dict[tuple[int, int], str] = {}
 _addrs: dict[SockAddr, str] = {}
+_raw_comms: dict[bytes, str] = {}
+_errnos: dict[tuple[int, int], str] = {}
 
 
 def _name_fragment(event_id: int, arch: str) -> str:
@@ -68,44 +67,59 @@ def _comm_fragment(comm: str) -> str:
     return fragment
 
 
-def _text_arg(arg: Arg) -> str:
-    """A flag or enum argument, with its symbolic text (cached by type and value)."""
-    key = (arg.type, arg.value)
+def _raw_comm(raw: bytes) -> str:
+    if len(_raw_comms) >= _CACHE_LIMIT:
+        _raw_comms.clear()
+    fragment = _raw_comms[raw] = _enc(raw.partition(b"\0")[0].decode("utf-8", "surrogateescape"))
+    return fragment
+
+
+def _errno_fragment(event_id: int, retval: int) -> str:
+    name = names.errno_name(-retval) if is_syscall_event(event_id) else None
+    if len(_errnos) >= _CACHE_LIMIT:
+        _errnos.clear()
+    fragment = _errnos[(event_id, retval)] = "null" if name is None else '"' + name + '"'
+    return fragment
+
+
+def _text_arg(tag: int, value: int) -> str:
+    """A flag or enum argument, with its symbolic text (cached by tag and value)."""
     if len(_texts) >= _CACHE_LIMIT:
         _texts.clear()
-    fragment = _texts[key] = _dumps(arg.to_dict())
+    fragment = _texts[(tag, value)] = _dumps(Arg(_TYPES[tag], value).to_dict())
     return fragment
 
 
 def _addr_arg(value: SockAddr) -> str:
     if len(_addrs) >= _CACHE_LIMIT:
         _addrs.clear()
-    fragment = _addrs[value] = _PREFIX[ArgType.SOCKADDR_T] + _dumps(value.to_dict()) + "}"
+    fragment = _addrs[value] = _PREFIX[_SOCKADDR] + _dumps(value.to_dict()) + "}"
     return fragment
 
 
-def _args_json(args: list[Arg]) -> str:
+def _args_json(flat: list) -> str:
+    """The ``args`` array of the JSON form from the walker's flat (tag, value) list."""
     parts = []
     append = parts.append
-    prefix = _PREFIX
-    for arg in args:
-        arg_type, value = arg
+    prefix, texts, addrs = _PREFIX, _texts, _addrs
+    pairs = iter(flat)
+    for tag, value in zip(pairs, pairs, strict=False):
         kind = type(value)
-        if kind is str and arg_type in _STR_TYPES:
-            append(prefix[arg_type] + _enc(value) + "}")
-        elif kind is int and arg_type in _PLAIN_INT_TYPES:
-            append(prefix[arg_type] + str(value) + "}")
-        elif kind is int and arg_type in _TEXT_TYPES:
-            append(_texts.get((arg_type, value)) or _text_arg(arg))
-        elif kind is SockAddr:
-            append(_addrs.get(value) or _addr_arg(value))
-        elif value is None:
-            append(prefix[arg_type] + "null}")
-        elif arg_type is ArgType.STR_ARR_T and all(type(item) is str for item in value):
-            append(prefix[arg_type] + "[" + ", ".join(map(_enc, value)) + "], \"truncated\": "
+        if kind is str and tag in STRING_TAGS:
+            append(prefix[tag] + _enc(value) + "}")
+        elif kind is int and tag in _TEXT_TAGS:
+            append(texts.get((tag, value)) or _text_arg(tag, value))
+        elif kind is int and tag in _PLAIN_INT_TAGS:
+            append(prefix[tag] + str(value) + "}")
+        elif kind is SockAddr and tag == _SOCKADDR:
+            append(addrs.get(value) or _addr_arg(value))
+        elif value is None and tag in prefix:
+            append(prefix[tag] + "null}")
+        elif tag == _ARR and isinstance(value, Argv) and all(type(i) is str for i in value):
+            append(prefix[tag] + "[" + ", ".join(map(_enc, value)) + "], \"truncated\": "
                    + ("true}" if value.truncated else "false}"))
         else:
-            append(_dumps(arg.to_dict()))
+            append(_dumps(Arg(ArgType(tag), value).to_dict()))
     return "[" + ", ".join(parts) + "]"
 
 
@@ -128,7 +142,7 @@ def event_json(event: Event) -> str:
         f'"pid_id": {pid_id}, "mnt_id": {mnt_id}, "host_ppid": {host_ppid}, '
         f'"host_pid": {host_pid}, "ppid": {ppid}, "pid": {pid}, "uid": {uid}, '
         f'"comm": {_comms.get(comm) or _comm_fragment(comm)}, "retval": {retval}, '
-        f'"errno": {errno_json}, "argnum": {argnum}, "args": {_args_json(event.args)}'
+        f'"errno": {errno_json}, "argnum": {argnum}, "args": {_args_json(event.flat)}'
     )
     extra = event.extra
     if extra:
@@ -141,171 +155,24 @@ def event_json(event: Event) -> str:
     return line + "}"
 
 
-# ----------------------------------------------------------- raw sample straight to JSON
-
-_S32 = struct.Struct("<i").unpack_from
-_U32 = struct.Struct("<I").unpack_from
-_U16 = struct.Struct("<H").unpack_from
-_U16BE = struct.Struct(">H").unpack_from
-_INET6 = struct.Struct(">HI16s").unpack_from
-_STR, _ARR, _SOCKADDR = int(ArgType.STR_T), int(ArgType.STR_ARR_T), int(ArgType.SOCKADDR_T)
-_MAX_STRING, _MAX_PADDING = 4096, 7
-_SOCKADDR_BODY = {AF_INET: 14, AF_INET6: 26, AF_UNIX: 108}
-#: Fixed-size payloads by tag: (width, unpacker, has a symbolic text).
-_FIXED: list = [None] * 256
-for _t in ArgType:
-    if _t in (ArgType.INT_T, ArgType.CAP_T, ArgType.SYSCALL_T):
-        _FIXED[_t] = (4, _S32, _t in _TEXT_TYPES)
-    elif _t == ArgType.QTYPE:
-        _FIXED[_t] = (2, _U16BE, _t in _TEXT_TYPES)
-    elif _t not in (ArgType.NONE_T, ArgType.STR_T, ArgType.UDP_MSG, ArgType.STR_ARR_T,
-                    ArgType.SOCKADDR_T):
-        _FIXED[_t] = (4, _U32, _t in _TEXT_TYPES)
-_STRING_TAGS = frozenset(int(t) for t in _STR_TYPES)
-_PREFIX_BY_TAG = {int(t): prefix for t, prefix in _PREFIX.items()}
-_raw_comms: dict[bytes, str] = {}
-_raw_addrs: dict[bytes, str] = {}
-_errnos: dict[tuple[int, int], str] = {}
-
-
-def _wire_str(raw: bytes) -> str:
-    return raw.decode("utf-8", "surrogateescape")
-
-
-def _raw_comm(raw: bytes) -> str:
-    if len(_raw_comms) >= _CACHE_LIMIT:
-        _raw_comms.clear()
-    fragment = _raw_comms[raw] = _enc(_wire_str(raw.partition(b"\0")[0]))
-    return fragment
-
-
-def _raw_addr(raw: bytes) -> str:
-    """A sockaddr argument from its wire bytes (family first), as Arg.to_dict() gives it."""
-    family = _U16(raw)[0]
-    if family == AF_INET:
-        value = SockAddr(family, _U16BE(raw, 2)[0], socket.inet_ntop(socket.AF_INET, raw[4:8]))
-    elif family == AF_INET6:
-        port, flowinfo, addr = _INET6(raw, 2)
-        value = SockAddr(family, port, socket.inet_ntop(socket.AF_INET6, addr), None, flowinfo,
-                         _U32(raw, 24)[0])
-    elif family == AF_UNIX:
-        path = raw[2:]
-        if path[0]:
-            shown = _wire_str(path.partition(b"\0")[0])
-        elif any(path):
-            shown = "@" + _wire_str(path[1:].rstrip(b"\0"))
-        else:
-            shown = ""
-        value = SockAddr(family, path=shown)
-    else:
-        value = SockAddr(family)
-    if len(_raw_addrs) >= _CACHE_LIMIT:
-        _raw_addrs.clear()
-    fragment = _raw_addrs[raw] = _addr_arg(value)
-    return fragment
-
-
-def _errno_fragment(event_id: int, retval: int) -> str:
-    name = names.errno_name(-retval) if is_syscall_event(event_id) else None
-    if len(_errnos) >= _CACHE_LIMIT:
-        _errnos.clear()
-    fragment = _errnos[(event_id, retval)] = "null" if name is None else '"' + name + '"'
-    return fragment
-
-
-def _string_at(data: bytes, p: int, n: int) -> tuple[str, int] | None:
-    """A well-formed STR_T payload at ``p`` (its size field): (text, end), else None."""
-    if p + 4 > n:
-        return None
-    size = _S32(data, p)[0]
-    end = p + 4 + size
-    if size == 0:
-        return "", end
-    if 0 < size <= _MAX_STRING and end <= n and not data[end - 1]:
-        return _wire_str(data[p + 4:end - 1]), end
-    return None
-
-
 def sample_json(data: bytes, layout: Layout, arch: str) -> str | None:
     """The JSON line of a raw sample, without building an Event: the hot path of
     ``decode --format jsonl``.
 
-    It returns a line only for a sample it is sure decodes cleanly in strict mode, and
-    then exactly ``json.dumps(decode(data, ...).to_dict())`` (a property test holds it to
-    that); anything else (damage, unusual padding) gives None and the caller decodes the
-    sample the ordinary way, which raises the precise DecodeError or renders it.
+    It returns a line only when the walker's fast path finds the sample certainly valid,
+    and then exactly ``json.dumps(decode(data, ...).to_dict())`` (a property test holds
+    it to that); anything else (damage, unusual padding) gives None and the caller decodes
+    the sample the ordinary way, which raises the precise DecodeError or renders it.
     """
     n = len(data)
     size = layout.size
     if n < size:
         return None
     values = layout.fmt.unpack_from(data)
-    event_id, argnum, retval = values[8], values[9], values[10]
-    parts = []
-    append = parts.append
-    p = size
-    fixed_table, prefixes, texts, addrs = _FIXED, _PREFIX_BY_TAG, _texts, _raw_addrs
-    s32, enc = _S32, _enc
-    for _ in range(argnum):
-        if p >= n:
-            return None
-        tag = data[p]
-        fixed = fixed_table[tag]
-        if fixed is not None:
-            width, unpack, has_text = fixed
-            q = p + 1 + width
-            if q > n:
-                return None
-            value = unpack(data, p + 1)[0]
-            if has_text:
-                append(texts.get((tag, value)) or _text_arg(Arg(ArgType(tag), value)))
-            else:
-                append(prefixes[tag] + str(value) + "}")
-            p = q
-        elif tag in _STRING_TAGS:  # inline _string_at: the most common payload
-            q = p + 5
-            if q > n:
-                return None
-            length = s32(data, p + 1)[0]
-            end = q + length
-            if 0 < length <= _MAX_STRING and end <= n and not data[end - 1]:
-                append(prefixes[tag] + enc(data[q:end - 1].decode("utf-8", "surrogateescape"))
-                       + "}")
-            elif length == 0:
-                append(prefixes[tag] + '""}')
-            else:
-                return None
-            p = end
-        elif tag == _SOCKADDR:
-            if p + 3 > n:
-                return None
-            q = p + 3 + _SOCKADDR_BODY.get(_U16(data, p + 1)[0], 0)
-            if q > n:
-                return None
-            raw = data[p + 1:q]
-            append(addrs.get(raw) or _raw_addr(raw))
-            p = q
-        elif tag == _ARR:
-            p += 1
-            items = []
-            while p < n and data[p] == _STR:
-                got = _string_at(data, p + 1, n)
-                if got is None:
-                    return None
-                items.append(got[0])
-                p = got[1]
-            if p >= n or data[p] != _ARR:
-                return None
-            p += 1
-            cut = len(items) == ARGV_LIMIT + 1 and items[-1] == ARGV_MORE
-            append(prefixes[tag] + "[" + ", ".join(map(_enc, items)) + "], \"truncated\": "
-                   + ("true}" if cut else "false}"))
-        else:
-            return None
-    tail = n - p
-    if tail and (tail > _MAX_PADDING or data.count(0, p, n) != tail):
+    flat: list = []
+    if not walk(data, size, n, values[9], flat):
         return None
-    comm = values[11]
+    event_id, retval, comm = values[8], values[10], values[11]
     errno_json = "null" if retval >= 0 else (_errnos.get((event_id, retval))
                                             or _errno_fragment(event_id, retval))
     name = _names.get((event_id, arch)) or _name_fragment(event_id, arch)
@@ -314,14 +181,14 @@ def sample_json(data: bytes, layout: Layout, arch: str) -> str | None:
         f'"pid_id": {values[1]}, "mnt_id": {values[2]}, "host_ppid": {values[3]}, '
         f'"host_pid": {values[4]}, "ppid": {values[5]}, "pid": {values[6]}, '
         f'"uid": {values[7]}, "comm": {_raw_comms.get(comm) or _raw_comm(comm)}, '
-        f'"retval": {retval}, "errno": {errno_json}, "argnum": {argnum}, '
-        f'"args": [{", ".join(parts)}]'
+        f'"retval": {retval}, "errno": {errno_json}, "argnum": {values[9]}, '
+        f'"args": {_args_json(flat)}'
     )
     if layout.extra_names:
         text_fields = layout.text_fields
         for key, value in zip(layout.extra_names, values[12:], strict=False):
-            shown = (_enc(_wire_str(value.partition(b"\0")[0])) if key in text_fields
-                     else str(value))
+            shown = (_enc(value.partition(b"\0")[0].decode("utf-8", "surrogateescape"))
+                     if key in text_fields else str(value))
             line += ", " + _enc(key) + ": " + shown
     return line + "}"
 

@@ -268,9 +268,11 @@ def test_stale_perf_padding_of_the_exact_size_is_accepted():
         assert pytest.raises(DecodeError, parse_event, CONNECT + tail).value.offset == 90
 
 
-def test_lazy_arguments_are_checked_before_decode_returns():
+def test_arguments_are_walked_before_decode_returns_and_wrapped_on_first_use():
     event = decode(EXECVE)
-    assert type(event._args) is tuple          # not built yet...
+    assert type(event._args[0]) is int         # no Arg objects yet...
+    assert event.flat == [10, "/bin/echo", 11, ["echo", "hi"]]
     assert event.args[1].value == ["echo", "hi"]
     assert type(event._args) is list           # ...built once, on first use
+    assert event.flat == [10, "/bin/echo", 11, ["echo", "hi"]]
     assert event == parse_event(EXECVE)

@@ -1,4 +1,5 @@
-"""Property tests: round trips, the fast decoder equal to the schemas, lenient never raising."""
+"""Property tests: round trips, every sink of the walker equal to the schemas, lenient
+never raising."""
 
 import json
 
@@ -8,7 +9,10 @@ from hypothesis import strategies as st
 
 import ebpfwire
 from ebpfwire import DecodeError, decode, encode, strategies
+from ebpfwire.layouts import get_layout
+from ebpfwire.render import event_json, sample_json
 from ebpfwire.schema import parse_event
+from ebpfwire.walker import walk, walk_lenient, walk_strict
 
 LAYOUTS = list(ebpfwire.LAYOUTS)
 
@@ -87,3 +91,55 @@ def test_lenient_recovers_every_argument_around_one_orphan_tag(data):
         # Payload bytes that happen to read as the next tag can make another reading
         # just as consistent (an orphan elsewhere); the damage is still reported.
         assert result.errors
+
+
+def sinks(sample, layout="classic"):
+    """What every strict sink of the walker makes of ``sample``, as comparable values:
+    the Event, its JSON line, the raw-sample JSON line and the walker's own flat lists;
+    or the (kind, offset) of the DecodeError each raises."""
+    resolved = get_layout(layout)
+    event = outcome(decode, sample, layout=layout)
+    if isinstance(event, tuple):
+        return event
+    flat, careful = [], []
+    fast = walk(sample, resolved.size, len(sample), event.argnum, flat)
+    walk_strict(sample, resolved.size, len(sample), event.argnum, careful)
+    line = sample_json(sample, resolved, "x86_64")
+    assert line is None or line == event_json(event)
+    return (event, event_json(event), flat if fast else careful, careful)
+
+
+def schema_sinks(sample, layout="classic"):
+    """The same, from the construct schemas alone."""
+    event = outcome(parse_event, sample, layout=layout)
+    if isinstance(event, tuple):
+        return event
+    flat = [x for arg in event.args for x in (int(arg.type), arg.value)]
+    return (event, json.dumps(event.to_dict()), flat, flat)
+
+
+@pytest.mark.parametrize("layout", ["classic", "hash"])
+@given(data=st.data())
+def test_every_sink_equals_the_schema_on_valid_events(layout, data):
+    sample = data.draw(strategies.event_bytes(layout))
+    assert sinks(sample, layout) == schema_sinks(sample, layout)
+    assert sample_json(sample, get_layout(layout), "x86_64") == json.dumps(
+        parse_event(sample, layout=layout).to_dict())
+
+
+@given(st.one_of(strategies.damaged_event_bytes(), st.binary(max_size=300)))
+def test_every_sink_equals_the_schema_on_damaged_events(sample):
+    assert sinks(sample) == schema_sinks(sample)
+
+
+@given(st.one_of(strategies.damaged_event_bytes(), strategies.event_bytes()))
+def test_lenient_walk_is_the_lenient_decoder_and_its_json(sample):
+    event = decode(sample, strict=False)
+    if len(sample) < 68:
+        return   # a short header: no arguments to walk
+    flat, errors = [], []
+    expected = ebpfwire.catalogue.expected_tags(event.event_id, "x86_64", event.argnum)
+    walk_lenient(sample, 68, len(sample), event.argnum, expected, flat, errors)
+    assert flat == event.flat
+    assert [(e.kind, e.offset) for e in errors] == [(e.kind, e.offset) for e in event.errors]
+    assert event_json(event) == json.dumps(event.to_dict())

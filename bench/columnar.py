@@ -1,0 +1,133 @@
+"""Columnar decoding on a corpus of real kernel events: ``to_table`` against the per-event path.
+
+Builds a temporary capture of at least ``--events`` samples by repeating the samples of
+fixtures/real-workload.ewcap (real events recorded on this project's VM), then prints, in
+one run: ``to_table`` events/s, per-event ``decode()`` + reading every argument events/s
+(both reading the same capture with the same CaptureReader), and their ratio; and the
+same two paths over the samples already in memory, which leaves out the capture reading.
+
+More measurements (export, JSON lines, DuckDB) are meant to be added as functions taking
+the corpus ``Corpus`` and returning ``Figure`` rows, listed in ``MEASUREMENTS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ebpfwire import decode
+from ebpfwire.arrow import to_table
+from ebpfwire.capture import CaptureReader, CaptureWriter, SampleRecord
+
+FIXTURE = os.path.join(os.path.dirname(__file__), os.pardir, "fixtures", "real-workload.ewcap")
+
+
+@dataclass
+class Corpus:
+    """The temporary capture and its samples (also kept in memory)."""
+
+    path: str
+    samples: list[bytes]
+    layout: str
+    arch: str
+
+
+@dataclass
+class Figure:
+    label: str
+    events: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds
+
+
+def best_of(repeats: int, run: Callable[[], int]) -> tuple[int, float]:
+    """(events, fastest wall-clock seconds) of ``repeats`` runs."""
+    times, events = [], 0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        events = run()
+        times.append(time.perf_counter() - start)
+    return events, min(times)
+
+
+def build_corpus(directory: str, events: int) -> Corpus:
+    with CaptureReader(FIXTURE) as reader:
+        header = reader.header
+        records = [r for r in reader if isinstance(r, SampleRecord)]
+    path = os.path.join(directory, "corpus.ewcap")
+    samples = []
+    with CaptureWriter(path, layout=header.layout, arch=header.arch,
+                       boot_time_ns=header.boot_time_ns) as writer:
+        while len(samples) < events:
+            for record in records:
+                writer.write_sample(record.cpu, record.data)
+                samples.append(record.data)
+    return Corpus(path, samples, header.layout, header.arch)
+
+
+def per_event_capture(corpus: Corpus) -> int:
+    layout, arch = corpus.layout, corpus.arch
+    with CaptureReader(corpus.path) as reader:
+        deque((decode(r.data, layout=layout, arch=arch).args for r in reader
+               if type(r) is SampleRecord), maxlen=0)
+    return len(corpus.samples)
+
+
+def per_event_memory(corpus: Corpus) -> int:
+    layout, arch = corpus.layout, corpus.arch
+    deque((decode(s, layout=layout, arch=arch).args for s in corpus.samples), maxlen=0)
+    return len(corpus.samples)
+
+
+def measure_to_table(corpus: Corpus, repeats: int) -> list[Figure]:
+    capture_events, capture = best_of(repeats, lambda: to_table(corpus.path).num_rows)
+    per_event, per_event_s = best_of(repeats, lambda: per_event_capture(corpus))
+    memory_events, memory = best_of(repeats, lambda: to_table(
+        corpus.samples, layout=corpus.layout, arch=corpus.arch).num_rows)
+    per_memory, per_memory_s = best_of(repeats, lambda: per_event_memory(corpus))
+    return [
+        Figure("to_table(capture path)", capture_events, capture),
+        Figure("per event: CaptureReader + decode() + .args", per_event, per_event_s),
+        Figure("to_table(samples in memory)", memory_events, memory),
+        Figure("per event: decode() + .args, in memory", per_memory, per_memory_s),
+    ]
+
+
+#: Each entry measures something on the corpus; append new ones here.
+MEASUREMENTS: list[Callable[[Corpus, int], list[Figure]]] = [measure_to_table]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    options = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="ebpfwire-bench-") as directory:
+        corpus = build_corpus(directory, options.events)
+        size = os.path.getsize(corpus.path)
+        print(f"corpus: {len(corpus.samples):,} real-workload samples, {size / 2**20:.1f} MiB "
+              f"capture; best of {options.repeats}")
+        figures: list[Figure] = []
+        for measure in MEASUREMENTS:
+            for figure in measure(corpus, options.repeats):
+                figures.append(figure)
+                print(f"{figure.label:<48} {figure.rate:>12,.0f} events/s  "
+                      f"({figure.seconds:.2f} s)")
+        by_label = {figure.label: figure.rate for figure in figures}
+        print(f"to_table / per-event, from the capture:  "
+              f"{by_label['to_table(capture path)'] / by_label[figures[1].label]:.2f}x "
+              f"(target >= 2.0x)")
+        print(f"to_table / per-event, from memory:       "
+              f"{by_label['to_table(samples in memory)'] / by_label[figures[3].label]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

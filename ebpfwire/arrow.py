@@ -1,0 +1,578 @@
+"""Captures as Arrow tables: the columnar sink of the argument walker.
+
+``to_table`` and ``batches`` turn captures (or raw samples) into ``pyarrow`` data, one row
+per sample and one per lost-sample record. The fixed-size context headers of a batch are
+decoded at once as a numpy structured array over their joined bytes; the arguments are
+walked by :mod:`ebpfwire.walker` into one flat list per batch and turned into columns
+there. No Python object is made per event for the header fields, and only the walker's
+flat values for the arguments. docs/arrow.md lists the columns and their types.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from itertools import islice
+from typing import Any
+
+try:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+except ImportError as error:  # pragma: no cover - depends on the install
+    raise ImportError("ebpfwire.arrow needs pyarrow and numpy: pip install pyarrow numpy") \
+        from error
+
+from . import names
+from .argtypes import ArgType
+from .capture import CaptureReader, LostRecord, SampleRecord
+from .catalogue import SPECIAL_EVENTS, check_arch, event_name, expected_tags
+from .errors import DecodeError
+from .events import Arg, SockAddr
+from .layouts import Layout, get_layout
+from .walker import STRING_TAGS, WIDTHS, walk, walk_lenient, walk_strict
+
+__all__ = ["FLAT_COLUMNS", "batches", "schema", "to_table"]
+
+_ARG_TYPE = pa.struct([
+    ("type", pa.string()),
+    ("value", pa.int64()),
+    ("text", pa.string()),
+    ("strings", pa.list_(pa.string())),
+    ("family", pa.string()),
+    ("addr", pa.string()),
+    ("port", pa.uint16()),
+    ("path", pa.string()),
+    ("flowinfo", pa.uint32()),
+    ("scope_id", pa.uint32()),
+    ("flags", pa.string()),
+])
+_ERROR_TYPE = pa.struct([("kind", pa.string()), ("offset", pa.int64()),
+                         ("message", pa.string())])
+_INT_TYPES = {"Q": pa.uint64(), "L": pa.uint32(), "I": pa.uint32(), "H": pa.uint16(),
+              "B": pa.uint8(), "q": pa.int64(), "l": pa.int32(), "i": pa.int32(),
+              "h": pa.int16(), "b": pa.int8()}
+_NP_CODES = {"Q": "<u8", "L": "<u4", "I": "<u4", "H": "<u2", "B": "u1", "q": "<i8",
+             "l": "<i4", "i": "<i4", "h": "<i2", "b": "i1"}
+
+#: Flat columns: which argument feeds each, by event name: (argument index, tag it must
+#: have). A row whose event is not listed, or whose argument is missing or of another
+#: type, has null there.
+T = ArgType
+FLAT_COLUMNS: dict[str, dict[str, tuple[int, int]]] = {
+    "path": {  # a file path (STR_T); for socket-address events the AF_UNIX socket path
+        "open": (0, T.STR_T), "openat": (1, T.STR_T), "execve": (0, T.STR_T),
+        "execveat": (1, T.STR_T), "unlink": (1, T.STR_T), "unlinkat": (1, T.STR_T),
+        "rmdir": (0, T.STR_T), "chown": (0, T.STR_T), "fchownat": (1, T.STR_T),
+        "ptrace": (2, T.STR_T), "mount": (1, T.STR_T), "umount2": (0, T.STR_T),
+        "security_bprm_check": (0, T.STR_T),
+        "connect": (1, T.SOCKADDR_T), "accept": (1, T.SOCKADDR_T),
+        "accept4": (1, T.SOCKADDR_T), "bind": (1, T.SOCKADDR_T),
+    },
+    "fd": {  # the file descriptor the call acts on (INT_T)
+        "close": (0, T.INT_T), "connect": (0, T.INT_T), "accept": (0, T.INT_T),
+        "accept4": (0, T.INT_T), "bind": (0, T.INT_T), "listen": (0, T.INT_T),
+    },
+    "argv": {"execve": (1, T.STR_ARR_T), "execveat": (2, T.STR_ARR_T)},
+    "sockaddr": {  # feeds family, addr and port
+        "connect": (1, T.SOCKADDR_T), "accept": (1, T.SOCKADDR_T),
+        "accept4": (1, T.SOCKADDR_T), "bind": (1, T.SOCKADDR_T),
+        "tcp_connect": (1, T.SOCKADDR_T), "tcp_accept": (1, T.SOCKADDR_T),
+        "tcp_connect_v6": (1, T.SOCKADDR_T), "tcp_accept_v6": (1, T.SOCKADDR_T),
+    },
+    "domain": {"socket": (0, T.SOCK_DOM_T)},  # socket(2)'s domain also feeds family
+    "flags": {  # the symbolic text of the call's flags word
+        "open": (1, T.OPEN_FLAGS_T), "openat": (2, T.OPEN_FLAGS_T),
+        "execveat": (3, T.EXEC_FLAGS_T), "unlinkat": (2, T.UNLINKAT_FLAG_T),
+        "mount": (3, T.MOUNT_FLAG_T), "umount2": (1, T.UMOUNT_FLAG_T),
+        "socket": (1, T.SOCK_TYPE_T),
+    },
+}
+del T
+
+_TYPE_NAMES = pa.array([ArgType(t).name if t in ArgType._value2member_map_ else f"tag_{t}"
+                        for t in range(256)])
+_STR_TAGS = (int(ArgType.STR_T), int(ArgType.UDP_MSG))
+_TEXT_TAGS = frozenset(int(t) for t in ArgType if Arg(t, 0).text is not None)
+_TYPES = {int(t): ArgType(t) for t in ArgType}
+#: By tag byte: an integer payload, a string payload, an integer with a symbolic text.
+_IS_INT = np.array([bool(WIDTHS[t]) for t in range(256)])
+_IS_STR = np.array([t in STRING_TAGS for t in range(256)])
+_HAS_TEXT = np.array([t in _TEXT_TAGS for t in range(256)])
+
+
+def _header_fields(layout: Layout) -> list[tuple[str, str, int]]:
+    """(name, struct code, offset) of each header field, from the layout's format."""
+    fields, offset = [], 0
+    codes = []
+    fmt = layout.fmt.format.lstrip("<")
+    count = ""
+    for char in fmt:
+        if char.isdigit():
+            count += char
+        else:
+            codes.append((char, int(count or 1)))
+            count = ""
+    for name, (code, count) in zip(layout.field_names, codes, strict=True):
+        width = count if code == "s" else np.dtype(_NP_CODES[code]).itemsize
+        fields.append((name, code if code != "s" else f"{count}s", offset))
+        offset += width
+    return fields
+
+
+def schema(layout: str | Layout = "classic") -> pa.Schema:
+    """The columns of ``to_table`` for a context layout (docs/arrow.md)."""
+    layout = get_layout(layout)
+    columns: list[tuple[str, pa.DataType]] = [
+        ("ts", pa.uint64()), ("time", pa.timestamp("ns", tz="UTC")), ("cpu", pa.uint32()),
+        ("event_id", pa.uint32()), ("event", pa.dictionary(pa.int32(), pa.string())),
+    ]
+    for name, code, _ in _header_fields(layout):
+        if name in ("ts", "event_id", "argnum", "retval"):
+            continue
+        columns.append((name, pa.string() if code.endswith("s") else _INT_TYPES[code]))
+    columns += [
+        ("retval", pa.int64()), ("errno", pa.string()), ("argnum", pa.uint32()),
+        ("args", pa.list_(_ARG_TYPE)),
+        ("path", pa.string()), ("fd", pa.int32()), ("argv", pa.list_(pa.string())),
+        ("family", pa.string()), ("addr", pa.string()), ("port", pa.uint16()),
+        ("flags", pa.string()),
+        ("lost", pa.uint64()), ("errors", pa.list_(_ERROR_TYPE)), ("raw", pa.binary()),
+    ]
+    return pa.schema(columns)
+
+
+# --------------------------------------------------------------------------- sources
+
+
+class _Source:
+    """One input: its layout, arch, boot time and records (capture records or raw bytes)."""
+
+    def __init__(self, layout: Layout, arch: str, boot_time_ns: int | None,
+                 records: Iterator[Any], name: str | None):
+        self.layout, self.arch, self.boot_time_ns = layout, arch, boot_time_ns
+        self.records = records
+        self.name = name     # the capture's name, None for raw samples
+
+
+def _sources(source: Any, layout: str | Layout | None, arch: str | None) -> Iterator[_Source]:
+    if arch is not None:
+        check_arch(arch)
+    if isinstance(source, (str, os.PathLike)):
+        source = [source]
+    if isinstance(source, CaptureReader):
+        header = source.header
+        yield _Source(get_layout(layout or header.layout), arch or header.arch,
+                      header.boot_time_ns or None, iter(source), source.name or "a capture")
+        return
+    if isinstance(source, list) and source and all(
+            isinstance(item, (str, os.PathLike)) for item in source):
+        for path in source:
+            with CaptureReader(path) as reader:
+                yield from _sources(reader, layout, arch)
+        return
+    samples = (data if type(data) is bytes else bytes(data) for data in source)
+    yield _Source(get_layout(layout or "classic"), arch or "x86_64", None, samples, None)
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def batches(source: Any, *, layout: str | Layout | None = None, arch: str | None = None,
+            strict: bool = False, max_rows: int = 65536) -> Iterator[pa.RecordBatch]:
+    """Record batches of at most ``max_rows`` rows, streaming through ``source``.
+
+    ``source`` is a capture path, a list of paths, a :class:`CaptureReader`, or an
+    iterable of raw sample bytes (then layout and arch default to classic and x86_64;
+    for captures to the header's). Lenient (the default): a damaged sample becomes a
+    row with ``errors``; strict: the first sample that does not decode raises
+    :class:`DecodeError` saying where. All batches of one call share one schema, so
+    several captures must share a layout.
+    """
+    if max_rows < 1:
+        raise ValueError(f"max_rows must be at least 1, found {max_rows}")
+    first: Layout | None = None
+    for src in _sources(source, layout, arch):
+        if first is None:
+            first = src.layout
+        elif src.layout is not first:
+            raise ValueError(f"captures of one table must share a context layout: expected "
+                             f"{first.name}, found {src.layout.name}")
+        builder = _BatchBuilder(src, strict)
+        records = src.records
+        while True:
+            chunk = list(islice(records, max_rows))
+            if not chunk:
+                break
+            batch = builder.build(chunk)
+            if batch is not None:
+                yield batch
+
+
+def to_table(source: Any, *, layout: str | Layout | None = None, arch: str | None = None,
+             strict: bool = False) -> pa.Table:
+    """The whole of ``source`` as one table (see :func:`batches` for the arguments)."""
+    parts = list(batches(source, layout=layout, arch=arch, strict=strict))
+    if not parts:
+        return schema(layout or "classic").empty_table()
+    return pa.Table.from_batches(parts)
+
+
+# --------------------------------------------------------------------------- one batch
+
+
+def _label_of(event_id: int, arch: str) -> str:
+    return event_name(event_id, arch) or f"event_{event_id}"
+
+
+def _safe_text(value: str) -> tuple[str, bool]:
+    """(valid UTF-8 text, True) or, for bytes that were not UTF-8, (text with U+FFFD, False)."""
+    try:
+        value.encode("utf-8")
+        return value, True
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace"), False
+
+
+def _spread(values: pa.Array, where: np.ndarray) -> pa.Array:
+    """``values`` placed at the True positions of ``where``, null elsewhere."""
+    index = np.cumsum(where) - 1
+    return values.take(pa.array(np.maximum(index, 0), mask=~where))
+
+
+def _strings(values: list, bad_rows: set, rows_of: Any) -> pa.Array:
+    """A string array; items that were not UTF-8 get U+FFFD and mark their row in bad_rows."""
+    try:
+        return pa.array(values, pa.string())
+    except (UnicodeEncodeError, pa.ArrowInvalid):
+        cleaned = []
+        for index, value in enumerate(values):
+            if value is not None:
+                value, ok = _safe_text(value)
+                if not ok:
+                    bad_rows.add(rows_of(index))
+            cleaned.append(value)
+        return pa.array(cleaned, pa.string())
+
+
+class _BatchBuilder:
+    """Builds record batches for one source (its layout, arch, boot time)."""
+
+    def __init__(self, src: _Source, strict: bool):
+        self.layout, self.arch, self.strict = src.layout, src.arch, strict
+        self.boot_time_ns = src.boot_time_ns
+        self.name = src.name
+        self.seen = 0        # samples in the batches before this one
+        self.fields = _header_fields(self.layout)
+        self.dtype = np.dtype({
+            "names": [name for name, _, _ in self.fields],
+            "formats": [f"S{code[:-1]}" if code.endswith("s") else _NP_CODES[code]
+                        for _, code, _ in self.fields],
+            "offsets": [offset for _, _, offset in self.fields],
+            "itemsize": self.layout.size,
+        })
+        self.schema = schema(self.layout)
+        self.flat_lut = {column: self._lut(table) for column, table in FLAT_COLUMNS.items()}
+
+    def _lut(self, table: dict[str, tuple[int, int]]) -> dict[int, tuple[int, int]]:
+        """event id -> (argument index, tag) on this arch."""
+        out = {}
+        for event_id in list(range(1024)) + list(SPECIAL_EVENTS):
+            name = event_name(event_id, self.arch)
+            if name in table:
+                out[event_id] = table[name]
+        return out
+
+    # -- the walk: the only per-sample Python work
+
+    def _walk(self, datas: list[bytes], lengths: list[int], argnums: list[int],
+              event_ids: list[int], records: list) -> tuple[list, list[int], list]:
+        """The batch's arguments as one flat list, each sample's end in it, and the damage."""
+        size = self.layout.size
+        flat: list = []
+        ends = [0]
+        end = ends.append
+        errors: list = []
+        for index, (data, n, argc) in enumerate(zip(datas, lengths, argnums, strict=True)):
+            if not walk(data, size, n, argc, flat):
+                del flat[ends[-1]:]
+                damage = self._careful(data, argc, event_ids[index], flat, records, index)
+                if damage:
+                    errors.append((index, damage))
+            end(len(flat))
+        return flat, ends, errors
+
+    def _careful(self, data: bytes, argc: int, event_id: int, flat: list, records: list,
+                 index: int) -> list[DecodeError]:
+        """A sample the fast walk did not take: strict, else (or raise) lenient."""
+        size, mark = self.layout.size, len(flat)
+        try:
+            if len(data) < size:
+                raise DecodeError("short-header", 0,
+                                  f"a {size}-byte {self.layout.name} context header",
+                                  f"{len(data)} bytes")
+            walk_strict(data, size, len(data), argc, flat)
+            return []
+        except DecodeError as error:
+            if self.strict:
+                where = (f"sample {self.seen + index} of the input" if self.name is None
+                         else f"the sample at file offset {records[index].offset} of "
+                              f"{self.name}")
+                raise DecodeError(error.kind, error.offset, error.expected,
+                                  f"{error.found} (in {where})") from error
+            del flat[mark:]
+            if error.kind == "short-header":
+                return [error]
+            damage: list[DecodeError] = []
+            walk_lenient(data, size, len(data), argc, expected_tags(event_id, self.arch, argc),
+                         flat, damage)
+            return damage
+
+    # -- columns
+
+    def build(self, chunk: list) -> pa.RecordBatch | None:
+        """One batch from a chunk of records (or raw samples); None if none is a row."""
+        if self.name is None:
+            records, rows, datas, cpu = chunk, chunk, chunk, None
+        else:
+            records = [r for r in chunk if type(r) is SampleRecord]
+            rows = records if len(records) == len(chunk) else [
+                r for r in chunk if type(r) is SampleRecord or type(r) is LostRecord]
+            if not rows:
+                return None
+            datas = [r.data for r in records]
+            cpu = pa.array([r.cpu for r in records], pa.uint32())
+        lost_rows = len(records) != len(rows)
+        count = len(datas)
+        size = self.layout.size
+        lengths = np.fromiter(map(len, datas), np.int64, count)
+        short = lengths < size
+        if short.any():
+            joined = b"".join(d[:size] if len(d) >= size else d + bytes(size - len(d))
+                              for d in datas)
+        else:
+            heads = pc.binary_slice(pa.array(datas, pa.binary()), 0, size)
+            joined = heads.buffers()[2]
+        header = np.frombuffer(joined, self.dtype, count) if count else np.zeros(0, self.dtype)
+        header = {name: np.ascontiguousarray(header[name]) for name, _, _ in self.fields}
+        argnums = header["argnum"].tolist()
+        event_ids = header["event_id"].tolist()
+        flat, ends, damage = self._walk(datas, lengths.tolist(), argnums, event_ids, records)
+        self.seen += count
+        bad_rows: set[int] = {index for index, _ in damage}
+        offsets_np = np.asarray(ends, np.int64) >> 1
+
+        def row_of(arg_index: int) -> int:
+            return int(np.searchsorted(offsets_np, arg_index, "right") - 1)
+
+        columns: dict[str, pa.Array] = {}
+        valid_field = {name: lengths >= offset + (int(code[:-1]) if code.endswith("s")
+                                                  else np.dtype(_NP_CODES[code]).itemsize)
+                       for name, code, offset in self.fields} if short.any() else {}
+
+        def mask(name: str) -> np.ndarray | None:
+            return ~valid_field[name] if name in valid_field else None
+
+        for name, code, _ in self.fields:
+            values = header[name]
+            if code.endswith("s"):
+                columns[name] = self._text_column(values, mask(name), bad_rows)
+            else:
+                columns[name] = pa.array(values, _INT_TYPES[code], mask=mask(name))
+        ts = header["ts"]
+        if self.boot_time_ns is None:
+            columns["time"] = pa.nulls(count, pa.timestamp("ns", tz="UTC"))
+        else:
+            wall = ts.astype(np.int64) + np.int64(self.boot_time_ns)
+            columns["time"] = pa.array(wall, pa.timestamp("ns", tz="UTC"), mask=mask("ts"))
+        columns["event"] = self._events(header["event_id"], mask("event_id"))
+        columns["errno"] = self._errnos(header["event_id"], header["retval"], mask("retval"))
+        tags = np.asarray(flat[0::2], np.uint8)
+        values = flat[1::2]
+        args = self._args(tags, values, bad_rows, row_of)
+        columns["args"] = pa.ListArray.from_arrays(pa.array(offsets_np.astype(np.int32)),
+                                                   args)
+        self._flat_columns(columns, header["event_id"], offsets_np, tags, args, mask("event_id"))
+        columns["errors"] = self._errors(damage, count)
+        columns["lost"] = pa.nulls(count, pa.uint64())
+        if bad_rows:
+            keep = np.zeros(count, bool)
+            keep[list(bad_rows)] = True
+            columns["raw"] = pa.array([d if k else None for d, k in zip(datas, keep.tolist(),
+                                                                         strict=True)],
+                                      pa.binary())
+        else:
+            columns["raw"] = pa.nulls(count, pa.binary())
+        columns["cpu"] = pa.nulls(count, pa.uint32()) if cpu is None else cpu
+        batch = pa.RecordBatch.from_arrays([columns[field.name] for field in self.schema],
+                                           schema=self.schema)
+        if lost_rows:
+            batch = self._with_lost(batch, rows)
+        return batch
+
+    def _text_column(self, values: np.ndarray, null: np.ndarray | None,
+                     bad_rows: set[int]) -> pa.Array:
+        """A fixed char[] header field: text before the first NUL, decoded once per value."""
+        if not len(values):
+            return pa.array([], pa.string())
+        unique, inverse = np.unique(values, return_inverse=True)
+        texts, bad = [], []
+        for raw in unique.tolist():
+            text, ok = _safe_text(raw.partition(b"\0")[0].decode("utf-8", "surrogateescape"))
+            texts.append(text)
+            bad.append(not ok)
+        if any(bad):
+            bad_rows.update(np.flatnonzero(np.asarray(bad)[inverse]).tolist())
+        column = pa.array(texts, pa.string()).take(pa.array(inverse.reshape(-1)))
+        if null is not None:
+            column = pc.if_else(pa.array(null), pa.scalar(None, pa.string()), column)
+        return column
+
+    def _events(self, event_ids: np.ndarray, null: np.ndarray | None) -> pa.Array:
+        """Event names as ``render.event_label`` gives them ("?" when the id was cut off)."""
+        unique, inverse = np.unique(event_ids, return_inverse=True)
+        labels = [_label_of(e, self.arch) for e in unique.tolist()] + ["?"]
+        indices = inverse.reshape(-1).astype(np.int32)
+        if null is not None:
+            indices[null] = len(labels) - 1
+        return pa.DictionaryArray.from_arrays(pa.array(indices), pa.array(labels, pa.string()))
+
+    def _errnos(self, event_ids: np.ndarray, retvals: np.ndarray,
+                null: np.ndarray | None) -> pa.Array:
+        special = np.isin(event_ids, np.asarray(list(SPECIAL_EVENTS), event_ids.dtype))
+        failed = (retvals < 0) & ~special
+        if null is not None:
+            failed &= ~null
+        if not failed.any():
+            return pa.nulls(len(retvals), pa.string())
+        unique, inverse = np.unique(np.where(failed, retvals, 0), return_inverse=True)
+        texts = pa.array([names.errno_name(-int(r)) if r < 0 else None for r in unique.tolist()],
+                         pa.string())
+        return texts.take(pa.array(inverse.reshape(-1)))
+
+    def _args(self, tags: np.ndarray, values: list, bad_rows: set, row_of: Any) -> pa.Array:
+        """The struct array of every argument of the batch, from the walker's flat values.
+
+        Values are sorted into columns by their tags with numpy masks; Python touches
+        only the rarer argv and sockaddr values one by one.
+        """
+        n = len(values)
+        held = np.empty(n, object)
+        held[:] = values
+        present = np.not_equal(held, None)
+        is_int = _IS_INT[tags] & present
+        is_str = _IS_STR[tags] & present
+        ints = np.zeros(n, np.int64)
+        ints[is_int] = held[is_int].astype(np.int64)
+        where_str = np.flatnonzero(is_str)
+        texts = _strings(held[is_str].tolist(), bad_rows,
+                         lambda index: row_of(int(where_str[index])))
+        fields = {"type": _TYPE_NAMES.take(pa.array(tags)),
+                  "value": pa.array(ints, mask=~is_int),
+                  "text": _spread(texts, is_str)}
+        argvs = np.flatnonzero(tags == ArgType.STR_ARR_T)
+        if len(argvs):
+            lists: list = [None] * n
+            for index in argvs.tolist():
+                items = values[index]
+                if items is not None:
+                    if not all(item.isascii() for item in items):
+                        items = [_safe_text(item)[0] for item in items]
+                        if items != list(values[index]):
+                            bad_rows.add(row_of(index))
+                    lists[index] = items
+            fields["strings"] = pa.array(lists, pa.list_(pa.string()))
+        else:
+            fields["strings"] = pa.nulls(n, pa.list_(pa.string()))
+        addrs = np.flatnonzero(tags == ArgType.SOCKADDR_T)
+        sock: dict[str, list] = {key: [None] * n for key in
+                                 ("family", "addr", "port", "path", "flowinfo", "scope_id")}
+        for index in addrs.tolist():
+            value = values[index]
+            if type(value) is SockAddr:
+                sock["family"][index] = (names.sock_family_name(value.family)
+                                         or str(value.family))
+                sock["addr"][index] = value.addr
+                sock["port"][index] = value.port
+                sock["path"][index] = value.path
+                sock["flowinfo"][index] = value.flowinfo
+                sock["scope_id"][index] = value.scope_id
+        fields["family"] = pa.array(sock["family"], pa.string())
+        fields["addr"] = pa.array(sock["addr"], pa.string())
+        fields["port"] = pa.array(sock["port"], pa.uint16())
+        fields["path"] = _strings(sock["path"], bad_rows, row_of)
+        fields["flowinfo"] = pa.array(sock["flowinfo"], pa.uint32())
+        fields["scope_id"] = pa.array(sock["scope_id"], pa.uint32())
+        fields["flags"] = self._flags(tags, ints, is_int)
+        return pa.StructArray.from_arrays([fields[f.name] for f in _ARG_TYPE],
+                                          fields=list(_ARG_TYPE))
+
+    @staticmethod
+    def _flags(tags: np.ndarray, ints: np.ndarray, is_int: np.ndarray) -> pa.Array:
+        """Symbolic text of flag and enum values, made once per distinct (tag, value)."""
+        has_text = _HAS_TEXT[tags] & is_int
+        if not has_text.any():
+            return pa.nulls(len(ints), pa.string())
+        values = ints[has_text]
+        keys = (tags[has_text].astype(np.int64) << 32) | (values & 0xFFFFFFFF)
+        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        texts = pa.array([Arg(_TYPES[tag], value).text for tag, value in
+                          zip(tags[has_text][first].tolist(), values[first].tolist(),
+                              strict=True)], pa.string())
+        return _spread(texts.take(pa.array(inverse.reshape(-1))), has_text)
+
+    def _flat_columns(self, columns: dict, event_ids: np.ndarray, offsets: np.ndarray,
+                      tags: np.ndarray, args: pa.StructArray, null: np.ndarray | None) -> None:
+        counts = np.diff(offsets)
+        ids = event_ids.tolist()
+
+        def pick(column: str) -> pa.Array:
+            """Indices into the batch's arguments of the argument feeding ``column``."""
+            lut = self.flat_lut[column]
+            index = np.full(len(ids), -1, np.int64)
+            want = np.zeros(len(ids), np.int64)
+            for event_id in set(ids) & lut.keys():
+                rows = event_ids == event_id
+                index[rows], want[rows] = lut[event_id]
+            ok = (index >= 0) & (index < counts)
+            if null is not None:
+                ok &= ~null
+            position = np.where(ok, offsets[:-1] + index, 0)
+            if len(tags):
+                ok &= tags[np.minimum(position, len(tags) - 1)] == want
+            return pa.array(position, pa.int64(), mask=~ok)
+
+        sockaddr = pick("sockaddr")
+        columns["path"] = pc.coalesce(args.field("text").take(pick("path")),
+                                      args.field("path").take(pick("path")))
+        columns["fd"] = args.field("value").take(pick("fd")).cast(pa.int32())
+        columns["argv"] = args.field("strings").take(pick("argv"))
+        columns["family"] = pc.coalesce(args.field("family").take(sockaddr),
+                                        args.field("flags").take(pick("domain")))
+        columns["addr"] = args.field("addr").take(sockaddr)
+        columns["port"] = args.field("port").take(sockaddr)
+        columns["flags"] = args.field("flags").take(pick("flags"))
+
+    @staticmethod
+    def _errors(damage: list, count: int) -> pa.Array:
+        if not damage:
+            return pa.nulls(count, pa.list_(_ERROR_TYPE))
+        out: list = [None] * count
+        for index, errors in damage:
+            out[index] = [{"kind": e.kind, "offset": e.offset, "message": str(e)}
+                          for e in errors]
+        return pa.array(out, pa.list_(_ERROR_TYPE))
+
+    @staticmethod
+    def _with_lost(batch: pa.RecordBatch, rows: list) -> pa.RecordBatch:
+        """Spread the sample rows over the whole batch; lost records fill the gaps."""
+        is_sample = np.fromiter((type(r) is SampleRecord for r in rows), bool, len(rows))
+        take = np.cumsum(is_sample) - 1
+        index = pa.array(np.maximum(take, 0), mask=~is_sample)
+        columns = [column.take(index) if len(batch) else pa.nulls(len(rows), column.type)
+                   for column in batch.columns]
+        names_ = batch.schema.names
+        lost = [None if type(r) is SampleRecord else r.count for r in rows]
+        columns[names_.index("lost")] = pa.array(lost, pa.uint64())
+        columns[names_.index("cpu")] = pa.array([r.cpu for r in rows], pa.uint32())
+        return pa.RecordBatch.from_arrays(columns, schema=batch.schema)

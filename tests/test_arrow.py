@@ -1,0 +1,314 @@
+"""ebpfwire.arrow: tables equal to per-event decoding, lost rows, batch bounds, exact bytes."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ebpfwire
+from ebpfwire import DecodeError, decode, names, strategies
+from ebpfwire.arrow import batches, schema, to_table
+from ebpfwire.capture import CaptureReader, CaptureWriter, LostRecord
+from ebpfwire.events import Argv, SockAddr
+from ebpfwire.layouts import get_layout
+from ebpfwire.render import event_label
+
+FIXTURES = os.path.join(os.path.dirname(__file__), os.pardir, "fixtures")
+CAPTURES = sorted(glob.glob(os.path.join(FIXTURES, "*.ewcap")))
+
+
+def clean(text: str | None) -> str | None:
+    """What a string column holds for a wire string: valid UTF-8, U+FFFD for bad bytes."""
+    if text is None:
+        return None
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def reference(data: bytes, layout: str, arch: str) -> ebpfwire.Event:
+    """Per-event decoding as to_table documents it: strict when it succeeds, else lenient."""
+    try:
+        return decode(data, layout=layout, arch=arch)
+    except DecodeError:
+        return decode(data, layout=layout, arch=arch, strict=False)
+
+
+def expected_arg(arg: ebpfwire.Arg) -> dict:
+    value = arg.value
+    out = dict.fromkeys(("value", "text", "strings", "family", "addr", "port", "path",
+                         "flowinfo", "scope_id", "flags"))
+    out["type"] = arg.type.name
+    if type(value) is int:
+        out["value"] = value
+        out["flags"] = arg.text
+    elif type(value) is str:
+        out["text"] = clean(value)
+    elif type(value) is Argv:
+        out["strings"] = [clean(item) for item in value]
+    elif type(value) is SockAddr:
+        out.update(family=names.sock_family_name(value.family) or str(value.family),
+                   addr=value.addr, port=value.port, path=clean(value.path),
+                   flowinfo=value.flowinfo, scope_id=value.scope_id)
+    return out
+
+
+def expected_row(event: ebpfwire.Event, data: bytes, cpu: int | None,
+                 layout: str, boot_time_ns: int | None) -> dict:
+    row = {name: getattr(event, name) for name in (
+        "ts", "event_id", "pid_id", "mnt_id", "host_ppid", "host_pid", "ppid", "pid", "uid",
+        "retval", "errno", "argnum")}
+    row["comm"] = clean(event.comm)
+    for name, value in event.extra.items():
+        row[name] = clean(value) if isinstance(value, str) else value
+    row["cpu"] = cpu
+    row["event"] = event_label(event)
+    row["args"] = [expected_arg(arg) for arg in event.args]
+    row["errors"] = ([{"kind": e.kind, "offset": e.offset, "message": str(e)}
+                      for e in event.errors] or None) if event.errors is not None else None
+    row["lost"] = None
+    strings = [event.comm, *(v for v in event.extra.values() if isinstance(v, str))]
+    for arg in event.args:
+        if isinstance(arg.value, str):
+            strings.append(arg.value)
+        elif isinstance(arg.value, list):
+            strings.extend(arg.value)
+        elif isinstance(arg.value, SockAddr) and arg.value.path is not None:
+            strings.append(arg.value.path)
+    not_utf8 = any(s is not None and clean(s) != s for s in strings)
+    row["raw"] = data if not_utf8 or event.errors else None
+    row["time_ns"] = (boot_time_ns + event.ts if boot_time_ns is not None
+                      and event.ts is not None else None)
+    return row
+
+
+def actual_rows(table: pa.Table) -> list[dict]:
+    rows = table.to_pylist()
+    times = table.column("time").cast(pa.int64()).to_pylist()
+    for row, time_ns in zip(rows, times, strict=True):
+        row["time_ns"] = time_ns
+        del row["time"]
+    return rows
+
+
+FLAT = ("path", "fd", "argv", "family", "addr", "port", "flags")
+
+
+@pytest.mark.parametrize("path", CAPTURES, ids=os.path.basename)
+def test_to_table_equals_per_event_decode_on_every_fixture(path):
+    table = to_table(path)
+    with CaptureReader(path) as reader:
+        header = reader.header
+        records = list(reader)
+    assert table.schema == schema(header.layout)
+    rows = actual_rows(table)
+    assert len(rows) == len(records)
+    for row, record in zip(rows, records, strict=True):
+        if isinstance(record, LostRecord):
+            assert row["lost"] == record.count and row["cpu"] == record.cpu
+            assert row["event"] is None and row["ts"] is None and row["args"] is None
+            continue
+        event = reference(record.data, header.layout, header.arch)
+        want = expected_row(event, record.data, record.cpu, header.layout, header.boot_time_ns)
+        got = {key: row[key] for key in want}
+        assert got == want
+
+
+def table_of_samples(samples: list[bytes], **kwargs) -> list[dict]:
+    return actual_rows(to_table(samples, **kwargs))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(strategies.event_bytes(), strategies.damaged_event_bytes(),
+                          st.binary(max_size=120)), min_size=1, max_size=12))
+def test_to_table_equals_per_event_decode_on_generated_samples(samples):
+    rows = table_of_samples(samples)
+    for row, data in zip(rows, samples, strict=True):
+        want = expected_row(reference(data, "classic", "x86_64"), data, None, "classic", None)
+        assert {key: row[key] for key in want} == want
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(strategies.event_bytes("hash"), min_size=1, max_size=6))
+def test_to_table_equals_per_event_decode_in_the_hash_layout(samples):
+    rows = table_of_samples(samples, layout="hash")
+    for row, data in zip(rows, samples, strict=True):
+        want = expected_row(decode(data, layout="hash"), data, None, "hash", None)
+        assert {key: row[key] for key in want} == want
+
+
+@given(st.lists(strategies.damaged_event_bytes(), min_size=1, max_size=6))
+def test_strict_raises_at_the_first_sample_that_does_not_decode(samples):
+    failures = []
+    for index, data in enumerate(samples):
+        try:
+            decode(data)
+        except DecodeError as error:
+            failures.append((index, error))
+    if not failures:
+        assert to_table(samples, strict=True).num_rows == len(samples)
+        return
+    index, first = failures[0]
+    with pytest.raises(DecodeError) as info:
+        to_table(samples, strict=True)
+    assert (info.value.kind, info.value.offset) == (first.kind, first.offset)
+    assert f"sample {index}" in str(info.value)
+
+
+def test_strict_error_names_the_file_offset(tmp_path):
+    path = tmp_path / "bad.ewcap"
+    good = ebpfwire.encode(ebpfwire.Event(1, 0, 0, 1, 2, 1, 2, 0, 3, 1, 0, "sh",
+                                          [ebpfwire.Arg(ebpfwire.ArgType.INT_T, 3)]))
+    with CaptureWriter(path) as writer:
+        writer.write_sample(0, good)
+        writer.write_sample(1, good[:-2])
+    with CaptureReader(path) as reader:
+        offsets = [record.offset for record in reader]
+    with pytest.raises(DecodeError, match=f"file offset {offsets[1]}"):
+        to_table(str(path), strict=True)
+    table = to_table(str(path))
+    assert table.column("errors").to_pylist()[1][0]["kind"] == "truncated"
+    assert table.column("raw").to_pylist()[1] == good[:-2]
+
+
+def write_capture(path, samples, lost_every: int = 0) -> list:
+    with CaptureWriter(path, boot_time_ns=1_000_000_000) as writer:
+        for index, data in enumerate(samples):
+            writer.write_sample(index % 2, data)
+            if lost_every and index % lost_every == lost_every - 1:
+                writer.write_lost(1, index + 1000)
+    with CaptureReader(path) as reader:
+        return list(reader)
+
+
+def real_samples() -> list[bytes]:
+    with CaptureReader(os.path.join(FIXTURES, "real-workload.ewcap")) as reader:
+        return [record.data for record in reader]
+
+
+def test_lost_records_become_rows_and_batches_are_bounded(tmp_path):
+    samples = real_samples()
+    path = tmp_path / "lost.ewcap"
+    records = write_capture(path, samples, lost_every=10)
+    parts = list(batches(str(path), max_rows=16))
+    assert all(0 < len(batch) <= 16 for batch in parts)
+    assert sum(len(batch) for batch in parts) == len(records)
+    table = pa.Table.from_batches(parts)
+    assert table.to_pylist() == to_table(str(path)).to_pylist()
+    lost = [(row["cpu"], row["lost"]) for row in table.to_pylist() if row["lost"] is not None]
+    assert lost == [(r.cpu, r.count) for r in records if isinstance(r, LostRecord)]
+    assert len(lost) == len(samples) // 10
+    for row in table.to_pylist():
+        assert (row["event"] is None) == (row["lost"] is not None)
+    wall = table.column("time").cast(pa.int64()).to_pylist()
+    ts = table.column("ts").to_pylist()
+    assert all(w == t + 1_000_000_000 for w, t in zip(wall, ts, strict=True) if t is not None)
+    with pytest.raises(ValueError, match="max_rows"):
+        next(batches(str(path), max_rows=0))
+
+
+def test_raw_samples_and_readers_and_several_paths(tmp_path):
+    samples = real_samples()[:20]
+    from_bytes = to_table(samples)
+    assert from_bytes.column("time").null_count == len(samples)
+    assert from_bytes.column("cpu").null_count == len(samples)
+    one, two = tmp_path / "a.ewcap", tmp_path / "b.ewcap"
+    write_capture(one, samples[:10])
+    write_capture(two, samples[10:])
+    both = to_table([str(one), str(two)])
+    assert both.drop(["time", "cpu"]).to_pylist() == from_bytes.drop(["time", "cpu"]).to_pylist()
+    with CaptureReader(str(one)) as reader:
+        assert to_table(reader).num_rows == 10
+    assert to_table([]).num_rows == 0
+    hashed = tmp_path / "h.ewcap"
+    with CaptureWriter(hashed, layout="hash") as writer:
+        writer.write_sample(0, samples[0][:68] + bytes(157) + samples[0][68:])
+    with pytest.raises(ValueError, match="layout"):
+        to_table([str(one), str(hashed)])
+
+
+def test_non_utf8_bytes_stay_reachable_exactly():
+    name = b"/tmp/\xff\xfe-caf\xc3\xa9"
+    event = ebpfwire.Event(5, 0, 0, 1, 77, 1, 77, 0, 257, 3, 3, "c\xffat".encode(
+        "latin-1").decode("utf-8", "surrogateescape"),
+        [ebpfwire.Arg(ebpfwire.ArgType.INT_T, -100),
+         ebpfwire.Arg(ebpfwire.ArgType.STR_T, name.decode("utf-8", "surrogateescape")),
+         ebpfwire.Arg(ebpfwire.ArgType.OPEN_FLAGS_T, 0)])
+    clean_event = event.replace(comm="cat", args=[event.args[0], event.args[0]._replace(
+        type=ebpfwire.ArgType.STR_T, value="/etc/hosts"), event.args[2]])
+    samples = [ebpfwire.encode(event), ebpfwire.encode(clean_event)]
+    table = to_table(samples)
+    path = table.column("path").to_pylist()
+    assert path[0] == "/tmp/\ufffd\ufffd-café" and path[1] == "/etc/hosts"
+    assert table.column("comm").to_pylist()[0] == "c\ufffdat"
+    raw = table.column("raw").to_pylist()
+    assert raw == [samples[0], None]
+    again = decode(raw[0])
+    assert again.args[1].raw == name and again == event
+
+
+def sample(event_id: int, *args, retval: int = 0) -> bytes:
+    return ebpfwire.encode(ebpfwire.Event(
+        9, 0, 0, 1, 50, 1, 50, 0, event_id, len(args), retval, "t",
+        [ebpfwire.Arg(*arg) for arg in args]))
+
+
+def test_flat_columns_on_known_events():
+    T = ebpfwire.ArgType
+    samples = [
+        sample(42, (T.INT_T, 3), (T.SOCKADDR_T, SockAddr.inet("10.1.2.3", 443)), retval=-111),
+        sample(257, (T.INT_T, -100), (T.STR_T, "/etc/shadow"), (T.OPEN_FLAGS_T, 0o2000000)),
+        sample(59, (T.STR_T, "/bin/ls"), (T.STR_ARR_T, Argv(["ls", "-l"]))),
+        sample(41, (T.SOCK_DOM_T, 10), (T.SOCK_TYPE_T, 1), (T.INT_T, 0)),
+        sample(49, (T.INT_T, 4), (T.SOCKADDR_T, SockAddr.unix("/run/x.sock"))),
+        sample(402, (T.STR_T, "TCPv6"), (T.SOCKADDR_T, SockAddr.inet6("::1", 8080))),
+        sample(3, (T.INT_T, 7)),
+        sample(42, (T.STR_T, "not an fd"), (T.INT_T, 1)),   # wrong types: no flat values
+        sample(351),
+    ]
+    table = to_table(samples)
+    flat = {name: table.column(name).to_pylist() for name in FLAT}
+    assert flat["path"] == [None, "/etc/shadow", "/bin/ls", None, "/run/x.sock", None, None,
+                            None, None]
+    assert flat["fd"] == [3, None, None, None, 4, None, 7, None, None]
+    assert flat["argv"] == [None, None, ["ls", "-l"], None, None, None, None, None, None]
+    assert flat["family"] == ["AF_INET", None, None, "AF_INET6", "AF_UNIX", "AF_INET6", None,
+                              None, None]
+    assert flat["addr"] == ["10.1.2.3", None, None, None, None, "::1", None, None, None]
+    assert flat["port"] == [443, None, None, None, None, 8080, None, None, None]
+    assert flat["flags"] == [None, "O_RDONLY|O_CLOEXEC", None, "SOCK_STREAM", None, None,
+                             None, None, None]
+    assert table.column("errno").to_pylist()[0] == "ECONNREFUSED"
+    assert table.column("event").to_pylist()[-1] == "do_exit"
+
+
+def test_flat_columns_on_the_real_fixture_events():
+    table = to_table(os.path.join(FIXTURES, "real-workload.ewcap"))
+    rows = table.to_pylist()
+    by_event: dict[str, list[dict]] = {}
+    for row in rows:
+        by_event.setdefault(row["event"], []).append(row)
+    for row in by_event["openat"]:
+        assert row["path"] == row["args"][1]["text"]
+        assert row["flags"] == row["args"][2]["flags"]
+    for row in by_event["connect"]:
+        assert row["fd"] == row["args"][0]["value"]
+        assert (row["family"], row["addr"], row["port"]) == (
+            row["args"][1]["family"], row["args"][1]["addr"], row["args"][1]["port"])
+    execs = [row for row in by_event["execve"] if row["argnum"] == 2]
+    assert execs and all(row["argv"] == row["args"][1]["strings"] for row in execs)
+    assert all(row["argv"] is None for row in by_event["execve"] if row["argnum"] == 0)
+
+
+def test_short_headers_keep_the_fields_that_are_there():
+    data = sample(3, (ebpfwire.ArgType.INT_T, 7))[:30]
+    row = to_table([data]).to_pylist()[0]
+    assert row["ts"] == 9 and row["host_pid"] == 50 and row["pid"] is None
+    assert row["event"] == "?" and row["errors"][0]["kind"] == "short-header"
+    assert row["raw"] == data and row["args"] == []
+    assert get_layout("classic").size > len(data)
+    with pytest.raises(DecodeError, match="short-header"):
+        to_table([data], strict=True)
