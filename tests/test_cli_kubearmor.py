@@ -197,3 +197,12 @@ def test_context_capture_table_and_jsonl(tmp_path: Path) -> None:
     assert shadow["container_id"] == CID
     status, out, _ = run("decode", "--raw", "--utc", capture)
     assert "[" not in out.splitlines()[0].split(" execve")[0]
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/cli.md"])
+def test_the_documented_kubearmor_line_is_what_decode_prints(doc: str) -> None:
+    text = (FIXTURES.parent / doc).read_text()
+    [line] = [line for line in text.splitlines() if line.startswith('{"Timestamp"')]
+    _, out, _ = run("decode", "--format", "kubearmor", "--event", "openat", "--comm", "cat",
+                    str(FIXTURES / "real-workload.ewcap"))
+    assert line in out.splitlines()
