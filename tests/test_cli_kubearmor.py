@@ -206,3 +206,43 @@ def test_the_documented_kubearmor_line_is_what_decode_prints(doc: str) -> None:
     _, out, _ = run("decode", "--format", "kubearmor", "--event", "openat", "--comm", "cat",
                     str(FIXTURES / "real-workload.ewcap"))
     assert line in out.splitlines()
+
+
+def test_header_path_follows_state_changes_of_parents_and_pids() -> None:
+    """The fragments kept per process are not given again once the parent runs another
+    program, exits and is dropped, the pid is reused, or a container record arrives."""
+    from ebpfwire.decoder import decode
+    from ebpfwire.enrich import Enricher
+    from ebpfwire.layouts import get_layout
+
+    s = Stream()
+    stream = [
+        s.openat(200, 100, "sh"), s.openat(300, 200, "sh"), s.openat(300, 200, "sh"),
+        *s.exec(200, 100, "sh", "/usr/bin/bash", ["bash"]),      # the parent execs
+        s.openat(300, 200, "sh"),
+        s.exit(300, 200, "sh"), s.openat(300, 200, "sh"),         # pid 300 reused
+        s.openat(300, 1, "sh"),                                   # reparented to init
+        ContainerInfo(0, 0, "", "host"),                          # a container record
+        s.openat(300, 1, "sh"), s.openat(200, 100, "bash"),
+    ]
+    layout = get_layout("classic")
+    fast, slow = Enricher(layout, "x86_64"), Enricher(layout, "x86_64")
+    got, expected = [], []
+    for item in stream:
+        if isinstance(item, ContainerInfo):
+            fast.feed(item)
+            slow.feed(item)
+            continue
+        data = encode(item)
+        fields = fast.sample_fields(data)
+        if fields is None:
+            fields = fast.event_fields(decode(data))
+        got.append(fields)
+        expected.append(slow.event_fields(decode(data)))
+    assert got == expected
+    rows = [json.loads("{" + text[2:] + "}") for text in got]
+    assert rows[2]["parent_process"] == {"exe": None, "source": "comm"}   # sh, by its comm
+    assert rows[6]["parent_process"] == {"exe": "/usr/bin/bash", "source": "exec"}
+    assert rows[8]["process"]["source"] == "comm"       # the new life of 300
+    assert rows[9]["parent_process"] is None            # pid 1 is not in the table
+    assert rows[9]["container_id"] is None and rows[10]["container_id"] == ""
