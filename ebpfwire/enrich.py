@@ -86,8 +86,8 @@ class Enricher:
         self._head = struct.Struct(f"<Q16s12xIIq{96 if has_cwd else 16}s").unpack_from
         self._size = layout.size
         self._texts: dict[bytes, str] = {}
-        # id(program) -> (program, its JSON with argv, without)
-        self._programs: dict[int, tuple[Program, str, str]] = {}
+        # (exe, id(argv), source) -> (argv, the program's JSON with argv, without)
+        self._programs: dict[tuple, tuple[tuple[str, ...], str, str]] = {}
         # the four ids -> (containers seen, comm and cwd, host pid, host ppid, process,
         # program, the table's entry for host ppid, parent, parent's program, fragment)
         self._fragments: dict[bytes, tuple] = {}
@@ -110,12 +110,14 @@ class Enricher:
     def _program(self, program: Program | None, argv: bool) -> str:
         if program is None:
             return "null"
-        cached = self._programs.get(id(program))
-        if cached is None or cached[0] is not program:
+        # forks share their parent's argv tuple: one entry serves them all
+        key = (program.exe, id(program.argv), program.source)
+        cached = self._programs.get(key)
+        if cached is None or cached[0] is not program.argv:
             if len(self._programs) >= _CACHE_LIMIT:
                 self._programs.clear()
-            cached = self._programs[id(program)] = (
-                program, json.dumps(program_json(program)),
+            cached = self._programs[key] = (
+                program.argv, json.dumps(program_json(program)),
                 json.dumps(program_json(program, argv=False)))
         return cached[1] if argv else cached[2]
 
