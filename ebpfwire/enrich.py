@@ -79,7 +79,7 @@ class Enricher:
 
     def __init__(self, layout: Layout, arch: str, retain_ns: int | None = DEFAULT_RETAIN_NS):
         self.table = ProcessTable(retain_ns, arch)
-        self._stateful = self.table._exec_ids | {SECURITY_BPRM_CHECK, DO_EXIT}
+        self._stateful = self.table.state_event_ids
         has_cwd = "cwd" in layout.extra_names
         # ts, the four ids as bytes (a cache key), event_id, argnum, retval, and comm with
         # cwd after it where the layout has one: at the same offsets in every layout
@@ -92,7 +92,7 @@ class Enricher:
         # program, the table's entry for host ppid, parent, parent's program, fragment)
         self._fragments: dict[bytes, tuple] = {}
         self._containers = 0
-        self._live_get = self.table._live.get
+        self._live_get = self.table._live.get   # table.get() without a call per event
 
     def feed(self, item: ProcessInfo | ContainerInfo) -> None:
         """A snapshot entry or container record of the capture."""

@@ -223,6 +223,12 @@ class ProcessTable:
         for process in self._live.values():
             process.pending = None
 
+    @property
+    def state_event_ids(self) -> frozenset[int]:
+        """The event ids that change a process's state: execve/execveat (entry and result),
+        security_bprm_check and do_exit."""
+        return self._exec_ids | {SECURITY_BPRM_CHECK, DO_EXIT}
+
     # -- lookups
 
     def get(self, host_pid: int) -> Process | None:
