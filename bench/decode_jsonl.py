@@ -1,7 +1,7 @@
 """Decode-to-JSONL speed of the command line, and that its memory does not grow with the file.
 
 Builds captures of 200,000 and 1,000,000 events (the bundled sample's events, cycled, each
-with its own timestamp), then runs ``ebpfwire decode --format jsonl FILE > /dev/null`` in a
+with its own timestamp), then runs ``ebpfwire decode --format jsonl --raw FILE > /dev/null`` in a
 fresh process per run and prints events/s (best of N) and the process's peak RSS
 (``resource.getrusage``). Equal peak RSS at both sizes shows memory does not grow with the
 file. The load average is printed too: other work on the machine slows the figures.
@@ -50,7 +50,7 @@ def child(path: str) -> None:
     """One run: decode to /dev/null; print seconds and peak RSS (KiB) for the parent."""
     with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
         started = time.perf_counter()
-        status = main(["decode", "--format", "jsonl", path])
+        status = main(["decode", "--format", "jsonl", "--raw", path])
         elapsed = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(f"{elapsed} {peak} {status}")
@@ -78,7 +78,7 @@ def main_bench() -> None:
     if args.child:
         child(args.child)
         return
-    print(f"ebpfwire decode --format jsonl > /dev/null, best of {args.runs}, "
+    print(f"ebpfwire decode --format jsonl --raw > /dev/null, best of {args.runs}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
     for size in args.sizes:
         path = args.dir / f"ebpfwire-bench-{size}.ewcap"

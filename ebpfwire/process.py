@@ -223,6 +223,12 @@ class ProcessTable:
         for process in self._live.values():
             process.pending = None
 
+    @property
+    def state_event_ids(self) -> frozenset[int]:
+        """The event ids that change a process's state: execve/execveat (entry and result),
+        security_bprm_check and do_exit."""
+        return self._exec_ids | {SECURITY_BPRM_CHECK, DO_EXIT}
+
     # -- lookups
 
     def get(self, host_pid: int) -> Process | None:
@@ -314,21 +320,51 @@ class ProcessTable:
                 self._exec_entry(process, event, process.cwd)
             else:           # the exit: the result
                 request = process.pending
-                self._exec_exit(process, event)
+                self.exec_result(process, ts, retval, comm)
                 answer_program = process.programs[-1]
         elif event_id == SECURITY_BPRM_CHECK:
-            self._bprm(process, event, process.cwd)
+            args = event.args
+            path = args[0].value if args and isinstance(args[0].value, str) else ""
+            self.bprm_check(process, ts, path, comm)
             answer_program = process.programs[-1]
         elif event_id == DO_EXIT:
-            process.exit_ns, process.exit_status = ts, retval
-            process.pending = None
-            self._exited.append(process)
-        parent = live.get(process.host_ppid)
-        if parent is not None and parent.start_ns > process.start_ns:
-            parent = None         # that pid is a younger process now, not the parent
+            self.exit(process, ts, retval)
+        parent = self.parent(process)
         parent_program = parent.programs[-1] if parent is not None else None
         container = self.containers.get((pid_id, mnt_id)) if self.containers else None
         return EventContext(process, answer_program, parent, parent_program, container, request)
+
+    def touch(self, ts: int, pid_id: int, mnt_id: int, host_ppid: int, host_pid: int,
+              event_id: int, comm: str, cwd: str) -> Process | None:
+        """:meth:`update` for an event that changes no process state, from its header
+        fields alone (no :class:`Event` to build): the process, or None when the event
+        must go through :meth:`update` (a process not in the table or exited, another
+        parent). For an exec result, security_bprm_check or do_exit event, call
+        :meth:`exec_result`, :meth:`bprm_check` or :meth:`exit` next; an exec entry needs
+        its arguments: give it to :meth:`update`."""
+        exited = self._exited
+        if exited and self.retain_ns is not None and exited[0].exit_ns + self.retain_ns < ts:
+            self._drop_expired(ts)
+        process = self._live.get(host_pid)
+        if (process is None or process.exit_ns is not None
+                or host_ppid != process.host_ppid):
+            return None
+        process.pid_ns, process.mnt_ns = pid_id, mnt_id
+        process.events += 1
+        counts = process.counts
+        counts[event_id] = counts.get(event_id, 0) + 1
+        if comm not in process.comms:
+            process.comms[comm] = ts
+        if cwd:
+            process.cwd = cwd
+        return process
+
+    def parent(self, process: Process) -> Process | None:
+        """The parent of a process in the table, as :meth:`update` answers it."""
+        parent = self._live.get(process.host_ppid)
+        if parent is not None and parent.start_ns > process.start_ns:
+            return None           # that pid is a younger process now, not the parent
+        return parent
 
     def _exec_entry(self, process: Process, event: Event, cwd: str) -> None:
         args = event.args
@@ -338,28 +374,34 @@ class ProcessTable:
         argv = tuple(argvs[0]) if argvs else ()
         process.pending = ExecRequest(filename, argv, event.ts, event.event_id)
 
-    def _bprm(self, process: Process, event: Event, cwd: str) -> None:
-        """The kernel is running the new program now: the exec succeeded."""
-        args = event.args
-        resolved = args[0].value if args and isinstance(args[0].value, str) else ""
-        resolved = _absolute(resolved, cwd)
+    def bprm_check(self, process: Process, ts: int, path: str, comm: str) -> None:
+        """security_bprm_check of ``path``: the kernel is running the new program now, the
+        exec succeeded (the state part of :meth:`update`, for a caller without an Event)."""
+        resolved = _absolute(path, process.cwd)
         request = process.pending
         if request is not None:
             request.resolved = resolved
             exe, argv = resolved or request.filename, request.argv
         else:     # its entry was not recorded (lost, or filtered out)
             exe, argv = resolved, ()
-        self._start_program(process, Program(exe, argv, "exec", event.ts, event.comm))
+        self._start_program(process, Program(exe, argv, "exec", ts, comm))
 
-    def _exec_exit(self, process: Process, event: Event) -> None:
+    def exec_result(self, process: Process, ts: int, retval: int, comm: str) -> None:
+        """An execve/execveat exit (the state part of :meth:`update`)."""
         request, process.pending = process.pending, None
-        if event.retval != 0 or request is None:
+        if retval != 0 or request is None:
             return               # failed: the old program goes on (or nothing to say)
         current = process.program
         if current.source == "exec" and current.since >= request.ts:
             return               # security_bprm_check already started it
         self._start_program(process, Program(request.filename, request.argv, "exec",
-                                             event.ts, event.comm))
+                                             ts, comm))
+
+    def exit(self, process: Process, ts: int, status: int) -> None:
+        """do_exit with its wait(2) status (the state part of :meth:`update`)."""
+        process.exit_ns, process.exit_status = ts, status
+        process.pending = None
+        self._exited.append(process)
 
     @staticmethod
     def _start_program(process: Process, program: Program) -> None:

@@ -166,7 +166,7 @@ class ProcessTree:
             parts.append(f"events {node.events} ({shown}{more})")
         container = _container_text(process, self._containers.get(id(process)))
         if container:
-            parts.append(container)
+            parts.append(escape(container))
         return "  ".join(parts)
 
     def lines(self) -> list[str]:

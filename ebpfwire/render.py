@@ -329,11 +329,14 @@ class TableRenderer:
         errno = event.errno
         return f"{result} {errno}" if errno else result
 
-    def event(self, event: Event) -> str:
+    def event(self, event: Event, context: str = "") -> str:
+        """One line; ``context`` (the process's program and container, already made
+        printable) goes between the pid and the call."""
         pid = event.host_pid
         shown_pid = f"{pid}/{event.pid}" if event.pid != pid else f"{pid}"
         comm = escape(event.comm) if event.comm is not None else "?"
-        line = f"{self.clock(event.ts)} {comm or '?'} {shown_pid} {self.call(event)}"
+        who = f"{shown_pid} {context}" if context else shown_pid
+        line = f"{self.clock(event.ts)} {comm or '?'} {who} {self.call(event)}"
         if event.errors:
             line += " <damaged: " + ", ".join(
                 f"{error.kind} at {error.offset}" for error in event.errors) + ">"

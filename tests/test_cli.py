@@ -36,7 +36,7 @@ SAMPLE = ROOT / "ebpfwire" / "data" / "sample.ewcap"
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 HOST = HostInfo("6.18.0-test", "test-host", 2)
 BOOT = 1_700_000_000_000_000_000
-TABLE_LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d{6} \S+ \d+(/\d+)? [\w<]")
+TABLE_LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d{6} \S+ \d+(/\d+)?( \[[^]]+\])? [\w<]")
 
 
 def run(*argv: str, stdin: bytes | None = None, tty: bool = False) -> tuple[int, str, str]:

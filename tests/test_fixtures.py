@@ -33,7 +33,7 @@ def _args(capture: Path) -> list[str]:
 def _decode(capture: Path) -> tuple[int, str]:
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-        status = main(["decode", "--format", "jsonl", *_args(capture), str(capture)])
+        status = main(["decode", "--format", "jsonl", "--raw", *_args(capture), str(capture)])
     return status, out.getvalue()
 
 
@@ -78,7 +78,7 @@ def test_console_entry_point_in_a_subprocess():
     capture = FIXTURES / "all-types.ewcap"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
-        [sys.executable, "-m", "ebpfwire", "decode", "--format", "jsonl", str(capture)],
+        [sys.executable, "-m", "ebpfwire", "decode", "--format", "jsonl", "--raw", str(capture)],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout == capture.with_suffix(".jsonl").read_text()

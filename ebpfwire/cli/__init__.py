@@ -33,6 +33,7 @@ from .common import (
 from .decode import bundled_sample, cmd_decode
 from .export import register as register_export
 from .info import cmd_info
+from .ps import cmd_ps
 from .record import cmd_record
 from .stats import register as register_stats
 from .summary import register as register_summary
@@ -48,6 +49,7 @@ examples:
   ebpfwire decode run.ewcap --format jsonl > run.jsonl
   ebpfwire decode --follow run.ewcap       keep printing while `record` writes it
   ebpfwire info run.ewcap
+  ebpfwire ps run.ewcap                    the process tree
   sudo ebpfwire record -o run.ewcap --duration 10
   sudo ebpfwire trace --events execve,connect
 """
@@ -81,14 +83,19 @@ def build_parser() -> argparse.ArgumentParser:
 examples:
   ebpfwire decode                              the bundled sample
   ebpfwire decode run.ewcap --format jsonl     one JSON object per event
+  ebpfwire decode run.ewcap --format kubearmor KubeArmor's log format
   ebpfwire decode run.ewcap --event openat --comm curl
   cat run.ewcap | ebpfwire decode -            a capture on standard input
   ebpfwire decode --lenient damaged.ewcap      show what damaged samples still hold
 """)
     p.add_argument("files", nargs="*", metavar="FILE",
                    help="capture files, - for standard input (default: the bundled sample)")
-    p.add_argument("--format", choices=("table", "jsonl", "json"), default="table",
-                   help="strace-like table (default), JSON lines, or one JSON array")
+    p.add_argument("--format", choices=("table", "jsonl", "json", "kubearmor"),
+                   default="table", help="strace-like table (default), JSON lines, one JSON "
+                                         "array, or KubeArmor logs (one JSON object a line)")
+    p.add_argument("--raw", action="store_true",
+                   help="without the process context (executable, parent, container): "
+                        "the events as the capture holds them")
     _add_decoding_options(p)
     p.add_argument("--lenient", action="store_true",
                    help="decode damaged samples as far as possible and show the damage")
@@ -105,6 +112,27 @@ examples:
     p.add_argument("--strict-exit", action="store_true",
                    help="exit with status 1 when anything was damaged")
     p.set_defaults(run=cmd_decode)
+
+    p = sub.add_parser("ps", help="the process tree of a capture, like pstree -a",
+                       formatter_class=raw, epilog="""\
+examples:
+  ebpfwire ps run.ewcap                  every process: program, argv, pid, lifetime, exit
+  ebpfwire ps run.ewcap --event connect  the processes that connected, and their ancestors
+  ebpfwire ps --json run.ewcap
+""")
+    p.add_argument("file", metavar="FILE", help="capture file, - for standard input")
+    _add_decoding_options(p)
+    p.add_argument("--lenient", action="store_true",
+                   help="decode damaged samples as far as possible")
+    p.add_argument("--event", action="append", metavar="NAME",
+                   help="count only these events and show only processes with them")
+    p.add_argument("--pid", type=pid_type, help="only this pid (namespace or host pid)")
+    p.add_argument("--comm", type=comm_type, help="only events of this task name (exact)")
+    p.add_argument("--failed", action="store_true", help="only events that failed")
+    p.add_argument("--json", action="store_true", help="the tree as nested JSON objects")
+    p.add_argument("--strict-exit", action="store_true",
+                   help="exit with status 1 when anything was damaged")
+    p.set_defaults(run=cmd_ps)
 
     p = sub.add_parser("info", help="summarise a capture: header, counts, loss, time span",
                        formatter_class=raw, epilog="examples:\n  ebpfwire info run.ewcap\n"

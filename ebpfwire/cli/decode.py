@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from collections.abc import Iterator
 from importlib import resources
 
-from ..capture import CaptureDamage, CaptureReader, LostRecord, SampleRecord
+from ..capture import (
+    CaptureDamage,
+    CaptureHeader,
+    CaptureReader,
+    ContainerRecord,
+    LostRecord,
+    ProcessRecord,
+    SampleRecord,
+)
 from ..decoder import decode
+from ..enrich import Enricher, answer_fields, table_context
 from ..errors import DecodeError
+from ..kubearmor import KubeArmorLogs
 from ..layouts import Layout
-from ..render import sample_json
+from ..render import event_json, sample_json
 from .common import (
     EXIT_DAMAGED,
     EXIT_OK,
@@ -36,6 +48,17 @@ def bundled_sample() -> str:
     """The sample capture shipped with the package, decoded when no FILE is given."""
     return str(resources.files("ebpfwire") / "data" / "sample.ewcap")
 
+
+def _context_to(enricher: Enricher, records: Iterator) -> Iterator:
+    """The records, with the capture's process and container records taken out into the
+    process table as they are read (ahead of the events they describe)."""
+    feed = enricher.feed
+    for record in records:
+        kind = type(record)
+        if kind is ProcessRecord or kind is ContainerRecord:
+            feed(record.info)
+        else:
+            yield record
 
 
 class Decoding:
@@ -64,7 +87,7 @@ class Decoding:
             size = _regular_size(source)
             progress = Progress(size)
             try:
-                self._decode(reader, layout, arch, label, progress)
+                self._decode(reader, layout, arch, label, progress, reader.header)
             finally:
                 progress.done()
                 self.out.flush()
@@ -72,8 +95,14 @@ class Decoding:
                 _say(f"{label}: note: {note}")
 
     def _decode(self, reader: CaptureReader, layout: Layout, arch: str, label: str,
-                progress: Progress) -> None:
-        records = held_until_fit(iter(reader), layout, arch, label)
+                progress: Progress, header: CaptureHeader) -> None:
+        fmt = self.out.fmt
+        kubearmor = fmt == "kubearmor"
+        enricher = None if self.args.raw and not kubearmor else Enricher(layout, arch)
+        records: Iterator = iter(reader)
+        if enricher is not None:
+            records = _context_to(enricher, records)
+        records = held_until_fit(records, layout, arch, label)
         order = None
         if not (self.args.no_sort or self.args.follow):
             order = TimeOrder()
@@ -81,8 +110,11 @@ class Decoding:
         out_event, out_lost, keep = self.out.event, self.out.lost, self.keep
         strict = self.strict
         # JSON without filters: raw samples straight to JSON lines (render.sample_json)
-        fast = strict and keep is None and self.out.fmt != "table"
+        fast = strict and keep is None and fmt in ("jsonl", "json")
         out_line = self.out.line
+        logs = KubeArmorLogs(header.hostname, header.boot_time_ns) if kubearmor else None
+        sample_fields = enricher.sample_fields if enricher is not None else None
+        table = self.out.table if fmt == "table" else None
         count = events = 0
         tick = progress.enabled
         for record in records:
@@ -90,11 +122,21 @@ class Decoding:
             kind = type(record)
             if kind is not SampleRecord:  # a newer format's record types: nothing to show
                 if kind is LostRecord:
-                    out_lost(record.cpu, record.count)
+                    if enricher is not None:
+                        enricher.lost(record.count)
+                    if not kubearmor:  # KubeArmor's logs have no line for a loss
+                        out_lost(record.cpu, record.count)
                 continue
             if fast:
-                line = sample_json(record.data, layout, arch)
+                data = record.data
+                line = sample_json(data, layout, arch)
                 if line is not None:
+                    if sample_fields is not None:
+                        fields = sample_fields(data)
+                        if fields is None:  # it changes process state: the table reads it
+                            fields = enricher.event_fields(  # type: ignore[union-attr]
+                                decode(data, layout=layout, arch=arch))
+                        line = line[:-1] + fields + "}"
                     events += 1
                     out_line(line)
                     if tick and not count & 1023:
@@ -109,9 +151,21 @@ class Decoding:
                 continue
             if event.errors:
                 self.damaged += 1
+            # the table sees every event; the filters choose what is printed
+            answer = enricher.event(event) if enricher is not None else None
             if keep is None or keep(event):
-                events += 1
-                out_event(event)
+                if logs is not None:
+                    log = logs.log(event, answer) if answer is not None else None
+                    if log is not None:
+                        events += 1
+                        out_line(json.dumps(log))
+                elif enricher is None:
+                    events += 1
+                    out_event(event)
+                else:
+                    events += 1
+                    out_line(table.event(event, table_context(answer)) if table is not None
+                             else event_json(event)[:-1] + answer_fields(answer) + "}")
             if tick and not count & 1023:
                 progress.update(count, events, record.offset)
         if order is not None and order.late:
@@ -124,6 +178,9 @@ def cmd_decode(args: argparse.Namespace) -> int:
     sources = args.files or [bundled_sample()]
     if args.follow and len(sources) > 1:
         raise UsageError("--follow reads one file; found " + str(len(sources)))
+    if args.raw and args.format == "kubearmor":
+        raise UsageError("--raw: KubeArmor logs are made of the process context; "
+                         "use --format jsonl --raw for the raw events")
     out = Output(args.format, sys.stdout, utc=args.utc, flush_each=args.follow)
     decoding = Decoding(args, out)
     failed = False
