@@ -30,7 +30,15 @@ from .catalogue import SPECIAL_EVENTS, check_arch, event_name, expected_tags
 from .errors import DecodeError
 from .events import Arg, SockAddr
 from .layouts import Layout, get_layout
-from .walker import STRING_TAGS, WIDTHS, walk, walk_lenient, walk_strict
+from .walker import (
+    COLUMN_TAGS,
+    STRING_TAGS,
+    WIDTHS,
+    walk,
+    walk_columns,
+    walk_lenient,
+    walk_strict,
+)
 
 __all__ = ["FLAT_COLUMNS", "batches", "schema", "to_table"]
 
@@ -255,6 +263,26 @@ def _strings(values: list, bad_rows: set, rows_of: Any) -> pa.Array:
         return pa.array(cleaned, pa.string())
 
 
+def _gather_texts(joined: bytes, buf: np.ndarray, begins: np.ndarray, stops: np.ndarray,
+                  bad_rows: set, rows_of: Any) -> pa.Array:
+    """The strings at ``joined[begins[i]:stops[i]]``, gathered by numpy into one array."""
+    lengths = stops - begins
+    offsets = np.zeros(len(lengths) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    if offsets[-1] < 2**31:
+        index = np.repeat(begins - offsets[:-1], lengths) + np.arange(offsets[-1])
+        texts = pa.StringArray.from_buffers(len(lengths), pa.py_buffer(offsets.astype(np.int32)),
+                                            pa.py_buffer(buf[index]))
+        try:
+            texts.validate(full=True)
+            return texts
+        except pa.ArrowInvalid:
+            pass     # bytes that are not UTF-8: the careful way below
+    return _strings([joined[begin:stop].decode("utf-8", "surrogateescape")
+                     for begin, stop in zip(begins.tolist(), stops.tolist(), strict=True)],
+                    bad_rows, rows_of)
+
+
 class _BatchBuilder:
     """Builds record batches for one source (its layout, arch, boot time)."""
 
@@ -283,24 +311,43 @@ class _BatchBuilder:
                 out[event_id] = table[name]
         return out
 
-    # -- the walk: the only per-sample Python work
+    # -- the walk
 
-    def _walk(self, datas: list[bytes], lengths: list[int], argnums: list[int],
+    def _templates(self, event_ids: np.ndarray, argnums: np.ndarray,
+                   ok: np.ndarray) -> list[tuple[tuple[int, ...], np.ndarray]]:
+        """Groups of rows whose expected tags :func:`walk_columns` reads: (tags, rows)."""
+        keys = (event_ids.astype(np.int64) << 32) | argnums
+        unique, inverse = np.unique(np.where(ok, keys, -1), return_inverse=True)
+        groups = []
+        for number, key in enumerate(unique.tolist()):
+            if key < 0:
+                continue
+            event_id, argc = key >> 32, key & 0xFFFFFFFF
+            tags = expected_tags(event_id, self.arch, argc) if argc else ()
+            if tags is not None and all(tag in COLUMN_TAGS for tag in tags):
+                groups.append((tags, np.flatnonzero(inverse.reshape(-1) == number)))
+        return groups
+
+    def _walk(self, datas: list[bytes], rows: list[int], argnums: list[int],
               event_ids: list[int], records: list) -> tuple[list, list[int], list]:
-        """The batch's arguments as one flat list, each sample's end in it, and the damage."""
+        """The given rows' arguments as one flat list, each row's count, and the damage."""
         size = self.layout.size
         flat: list = []
-        ends = [0]
-        end = ends.append
+        counts = []
+        count = counts.append
         errors: list = []
-        for index, (data, n, argc) in enumerate(zip(datas, lengths, argnums, strict=True)):
-            if not walk(data, size, n, argc, flat):
-                del flat[ends[-1]:]
-                damage = self._careful(data, argc, event_ids[index], flat, records, index)
+        mark = 0
+        for index in rows:
+            data = datas[index]
+            if not walk(data, size, len(data), argnums[index], flat):
+                del flat[mark:]
+                damage = self._careful(data, argnums[index], event_ids[index], flat, records,
+                                       index)
                 if damage:
                     errors.append((index, damage))
-            end(len(flat))
-        return flat, ends, errors
+            count((len(flat) - mark) >> 1)
+            mark = len(flat)
+        return flat, counts, errors
 
     def _careful(self, data: bytes, argc: int, event_id: int, flat: list, records: list,
                  index: int) -> list[DecodeError]:
@@ -355,16 +402,10 @@ class _BatchBuilder:
             joined = heads.buffers()[2]
         header = np.frombuffer(joined, self.dtype, count) if count else np.zeros(0, self.dtype)
         header = {name: np.ascontiguousarray(header[name]) for name, _, _ in self.fields}
-        argnums = header["argnum"].tolist()
-        event_ids = header["event_id"].tolist()
-        flat, ends, damage = self._walk(datas, lengths.tolist(), argnums, event_ids, records)
+        bad_rows: set[int] = set()
+        args, offsets, tags, damage = self._arguments(datas, lengths, header, short, records,
+                                                      bad_rows)
         self.seen += count
-        bad_rows: set[int] = {index for index, _ in damage}
-        offsets_np = np.asarray(ends, np.int64) >> 1
-
-        def row_of(arg_index: int) -> int:
-            return int(np.searchsorted(offsets_np, arg_index, "right") - 1)
-
         columns: dict[str, pa.Array] = {}
         valid_field = {name: lengths >= offset + (int(code[:-1]) if code.endswith("s")
                                                   else np.dtype(_NP_CODES[code]).itemsize)
@@ -387,12 +428,8 @@ class _BatchBuilder:
             columns["time"] = pa.array(wall, pa.timestamp("ns", tz="UTC"), mask=mask("ts"))
         columns["event"] = self._events(header["event_id"], mask("event_id"))
         columns["errno"] = self._errnos(header["event_id"], header["retval"], mask("retval"))
-        tags = np.asarray(flat[0::2], np.uint8)
-        values = flat[1::2]
-        args = self._args(tags, values, bad_rows, row_of)
-        columns["args"] = pa.ListArray.from_arrays(pa.array(offsets_np.astype(np.int32)),
-                                                   args)
-        self._flat_columns(columns, header["event_id"], offsets_np, tags, args, mask("event_id"))
+        columns["args"] = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), args)
+        self._flat_columns(columns, header["event_id"], offsets, tags, args, mask("event_id"))
         columns["errors"] = self._errors(damage, count)
         columns["lost"] = pa.nulls(count, pa.uint64())
         if bad_rows:
@@ -409,6 +446,96 @@ class _BatchBuilder:
         if lost_rows:
             batch = self._with_lost(batch, rows)
         return batch
+
+    def _arguments(self, datas: list[bytes], lengths: np.ndarray, header: dict,
+                   short: np.ndarray, records: list, bad_rows: set[int]) -> tuple:
+        """The batch's arguments as a struct array, with each row's offset into it, their
+        tags and the damage found.
+
+        Rows whose expected tags are fixed-size payloads and strings are walked a group at
+        a time by :func:`walk_columns`; the others, and those it does not take, one by one
+        by the walker.
+        """
+        size, count = self.layout.size, len(datas)
+        joined = b"".join(datas)
+        buf = np.frombuffer(joined, np.uint8)
+        ends = np.cumsum(lengths)
+        starts = ends - lengths
+        counts = np.zeros(count, np.int64)
+        fast = np.zeros(count, bool)
+        groups = []
+        for template, rows in self._templates(header["event_id"], header["argnum"], ~short):
+            ok, values = walk_columns(buf, starts[rows], ends[rows], starts[rows] + size,
+                                      template)
+            if not ok.all():
+                rows = rows[ok]
+                values = [(v[0][ok], v[1][ok]) if type(v) is tuple else v[ok] for v in values]
+            fast[rows] = True
+            counts[rows] = len(template)
+            groups.append((template, rows, values))
+        slow_rows = np.flatnonzero(~fast)
+        flat, slow_counts, damage = self._walk(datas, slow_rows.tolist(),
+                                               header["argnum"].tolist(),
+                                               header["event_id"].tolist(), records)
+        bad_rows.update(index for index, _ in damage)
+        counts[slow_rows] = slow_counts
+        offsets = np.zeros(count + 1, np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        total = int(offsets[-1])
+
+        def row_of(position: int) -> int:
+            return int(np.searchsorted(offsets, position, "right") - 1)
+
+        tags = np.zeros(total, np.uint8)
+        ints = np.zeros(total, np.int64)
+        is_int = np.zeros(total, bool)
+        text_at, begins, stops = [], [], []
+        for template, rows, values in groups:
+            base = offsets[rows]
+            for index, (tag, value) in enumerate(zip(template, values, strict=True)):
+                at = base + index
+                tags[at] = tag
+                if WIDTHS[tag]:
+                    ints[at] = value
+                    is_int[at] = True
+                else:
+                    text_at.append(at)
+                    begins.append(value[0])
+                    stops.append(value[1])
+        slow_count = len(flat) >> 1
+        slow_offsets = np.zeros(len(slow_rows) + 1, np.int64)
+        np.cumsum(slow_counts, out=slow_offsets[1:])
+        slow_at = np.repeat(offsets[slow_rows] - slow_offsets[:-1],
+                            slow_counts) + np.arange(slow_count)
+        slow_tags = np.asarray(flat[0::2], np.uint8)
+        tags[slow_at] = slow_tags
+        slow = self._args(slow_tags, flat[1::2], bad_rows,
+                          lambda index: row_of(int(slow_at[index])))
+        ints[slow_at] = slow.pop("ints")
+        is_int[slow_at] = slow.pop("is_int")
+        text_at = np.concatenate(text_at) if text_at else np.zeros(0, np.int64)
+        texts = _gather_texts(joined, buf, np.concatenate(begins) if begins else text_at,
+                              np.concatenate(stops) if stops else text_at, bad_rows,
+                              lambda index: row_of(int(text_at[index])))
+        source = np.full(total, -1, np.int64)    # where each argument's text comes from
+        source[text_at] = np.arange(len(text_at))
+        source[slow_at] = len(text_at) + np.arange(slow_count)
+        fields = {"type": _TYPE_NAMES.take(pa.array(tags)),
+                  "value": pa.array(ints, mask=~is_int),
+                  "text": pa.concat_arrays([texts, slow.pop("text")]).take(
+                      pa.array(source, mask=source < 0)),
+                  "flags": self._flags(tags, ints, is_int)}
+        in_slow = np.full(total, -1, np.int64)
+        in_slow[slow_at] = np.arange(slow_count)
+        in_slow = pa.array(in_slow, mask=in_slow < 0)
+        for field in _ARG_TYPE:
+            if field.name not in fields:
+                column = slow[field.name]
+                fields[field.name] = (pa.nulls(total, field.type) if column.null_count ==
+                                      len(column) else column.take(in_slow))
+        args = pa.StructArray.from_arrays([fields[f.name] for f in _ARG_TYPE],
+                                          fields=list(_ARG_TYPE))
+        return args, offsets, tags, damage
 
     def _text_column(self, values: np.ndarray, null: np.ndarray | None,
                      bad_rows: set[int]) -> pa.Array:
@@ -450,8 +577,9 @@ class _BatchBuilder:
                          pa.string())
         return texts.take(pa.array(inverse.reshape(-1)))
 
-    def _args(self, tags: np.ndarray, values: list, bad_rows: set, row_of: Any) -> pa.Array:
-        """The struct array of every argument of the batch, from the walker's flat values.
+    def _args(self, tags: np.ndarray, values: list, bad_rows: set, row_of: Any) -> dict:
+        """The fields of the arguments the walker took one by one, from its flat values
+        (``ints`` and ``is_int`` as numpy, the others as arrays).
 
         Values are sorted into columns by their tags with numpy masks; Python touches
         only the rarer argv and sockaddr values one by one.
@@ -467,9 +595,7 @@ class _BatchBuilder:
         where_str = np.flatnonzero(is_str)
         texts = _strings(held[is_str].tolist(), bad_rows,
                          lambda index: row_of(int(where_str[index])))
-        fields = {"type": _TYPE_NAMES.take(pa.array(tags)),
-                  "value": pa.array(ints, mask=~is_int),
-                  "text": _spread(texts, is_str)}
+        fields = {"ints": ints, "is_int": is_int, "text": _spread(texts, is_str)}
         argvs = np.flatnonzero(tags == ArgType.STR_ARR_T)
         if len(argvs):
             lists: list = [None] * n
@@ -503,9 +629,7 @@ class _BatchBuilder:
         fields["path"] = _strings(sock["path"], bad_rows, row_of)
         fields["flowinfo"] = pa.array(sock["flowinfo"], pa.uint32())
         fields["scope_id"] = pa.array(sock["scope_id"], pa.uint32())
-        fields["flags"] = self._flags(tags, ints, is_int)
-        return pa.StructArray.from_arrays([fields[f.name] for f in _ARG_TYPE],
-                                          fields=list(_ARG_TYPE))
+        return fields
 
     @staticmethod
     def _flags(tags: np.ndarray, ints: np.ndarray, is_int: np.ndarray) -> pa.Array:
