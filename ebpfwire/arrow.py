@@ -263,24 +263,29 @@ def _strings(values: list, bad_rows: set, rows_of: Any) -> pa.Array:
         return pa.array(cleaned, pa.string())
 
 
-def _gather_texts(joined: bytes, buf: np.ndarray, begins: np.ndarray, stops: np.ndarray,
-                  bad_rows: set, rows_of: Any) -> pa.Array:
-    """The strings at ``joined[begins[i]:stops[i]]``, gathered by numpy into one array."""
-    lengths = stops - begins
-    offsets = np.zeros(len(lengths) + 1, np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    if offsets[-1] < 2**31:
-        index = np.repeat(begins - offsets[:-1], lengths) + np.arange(offsets[-1])
-        texts = pa.StringArray.from_buffers(len(lengths), pa.py_buffer(offsets.astype(np.int32)),
-                                            pa.py_buffer(buf[index]))
-        try:
-            texts.validate(full=True)
-            return texts
-        except pa.ArrowInvalid:
-            pass     # bytes that are not UTF-8: the careful way below
-    return _strings([joined[begin:stop].decode("utf-8", "surrogateescape")
-                     for begin, stop in zip(begins.tolist(), stops.tolist(), strict=True)],
-                    bad_rows, rows_of)
+def _gather_texts(joined: bytes, spans: list[tuple[np.ndarray, np.ndarray]], bad_rows: set,
+                  rows_of: Any) -> pa.Array:
+    """The strings at ``joined[begin:stop]`` for each (begins, stops) of ``spans``, copied
+    by Arrow: spans of one argument of one group follow each other in ``joined``, so they
+    and the gaps between them are the items of one binary array over it, and a take of
+    every other item copies out the strings."""
+    pieces = []
+    whole = pa.py_buffer(joined)
+    for begins, stops in spans:
+        if len(begins):
+            bounds = np.empty(2 * len(begins) + 1, np.int32)
+            bounds[0:-1:2] = begins
+            bounds[1::2] = stops
+            bounds[-1] = stops[-1]
+            items = pa.BinaryArray.from_buffers(pa.binary(), len(bounds) - 1,
+                                                [None, pa.py_buffer(bounds), whole])
+            pieces.append(items.take(pa.array(np.arange(0, len(bounds) - 1, 2))))
+    texts = pa.concat_arrays(pieces) if pieces else pa.array([], pa.binary())
+    try:
+        return texts.cast(pa.string())
+    except pa.ArrowInvalid:   # bytes that are not UTF-8: the careful way
+        return _strings([item.decode("utf-8", "surrogateescape")
+                         for item in texts.to_pylist()], bad_rows, rows_of)
 
 
 class _BatchBuilder:
@@ -489,7 +494,7 @@ class _BatchBuilder:
         tags = np.zeros(total, np.uint8)
         ints = np.zeros(total, np.int64)
         is_int = np.zeros(total, bool)
-        text_at, begins, stops = [], [], []
+        text_at, spans = [], []
         for template, rows, values in groups:
             base = offsets[rows]
             for index, (tag, value) in enumerate(zip(template, values, strict=True)):
@@ -500,8 +505,7 @@ class _BatchBuilder:
                     is_int[at] = True
                 else:
                     text_at.append(at)
-                    begins.append(value[0])
-                    stops.append(value[1])
+                    spans.append(value)
         slow_count = len(flat) >> 1
         slow_offsets = np.zeros(len(slow_rows) + 1, np.int64)
         np.cumsum(slow_counts, out=slow_offsets[1:])
@@ -514,8 +518,7 @@ class _BatchBuilder:
         ints[slow_at] = slow.pop("ints")
         is_int[slow_at] = slow.pop("is_int")
         text_at = np.concatenate(text_at) if text_at else np.zeros(0, np.int64)
-        texts = _gather_texts(joined, buf, np.concatenate(begins) if begins else text_at,
-                              np.concatenate(stops) if stops else text_at, bad_rows,
+        texts = _gather_texts(joined, spans, bad_rows,
                               lambda index: row_of(int(text_at[index])))
         source = np.full(total, -1, np.int64)    # where each argument's text comes from
         source[text_at] = np.arange(len(text_at))
