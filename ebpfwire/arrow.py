@@ -179,7 +179,7 @@ def _sources(source: Any, layout: str | Layout | None, arch: str | None) -> Iter
             with CaptureReader(path) as reader:
                 yield from _sources(reader, layout, arch)
         return
-    samples = (data if type(data) is bytes else bytes(data) for data in source)
+    samples = iter(source)     # bytes-like; build() makes bytes of what is not
     yield _Source(get_layout(layout or "classic"), arch or "x86_64", None, samples, None)
 
 
@@ -240,6 +240,19 @@ def _safe_text(value: str) -> tuple[str, bool]:
         return value, True
     except UnicodeEncodeError:
         return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace"), False
+
+
+def _distinct(values: np.ndarray) -> tuple[list, np.ndarray]:
+    """The distinct values (as Python values, first seen first) and each item's index among
+    them: Arrow's hash table, cheaper than numpy's sort for a batch of a few distinct values."""
+    if values.dtype.kind == "S":
+        width = values.dtype.itemsize
+        array = pa.Array.from_buffers(pa.binary(width), len(values),
+                                      [None, pa.py_buffer(np.ascontiguousarray(values))])
+    else:
+        array = pa.array(values)
+    encoded = pc.dictionary_encode(array)
+    return encoded.dictionary.to_pylist(), encoded.indices.to_numpy()
 
 
 def _spread(values: pa.Array, where: np.ndarray) -> pa.Array:
@@ -322,15 +335,15 @@ class _BatchBuilder:
                    ok: np.ndarray) -> list[tuple[tuple[int, ...], np.ndarray]]:
         """Groups of rows whose expected tags :func:`walk_columns` reads: (tags, rows)."""
         keys = (event_ids.astype(np.int64) << 32) | argnums
-        unique, inverse = np.unique(np.where(ok, keys, -1), return_inverse=True)
+        unique, inverse = _distinct(np.where(ok, keys, -1))
         groups = []
-        for number, key in enumerate(unique.tolist()):
+        for number, key in enumerate(unique):
             if key < 0:
                 continue
             event_id, argc = key >> 32, key & 0xFFFFFFFF
             tags = expected_tags(event_id, self.arch, argc) if argc else ()
             if tags is not None and all(tag in COLUMN_TAGS for tag in tags):
-                groups.append((tags, np.flatnonzero(inverse.reshape(-1) == number)))
+                groups.append((tags, np.flatnonzero(inverse == number)))
         return groups
 
     def _walk(self, datas: list[bytes], rows: list[int], argnums: list[int],
@@ -385,6 +398,8 @@ class _BatchBuilder:
     def build(self, chunk: list) -> pa.RecordBatch | None:
         """One batch from a chunk of records (or raw samples); None if none is a row."""
         if self.name is None:
+            if not set(map(type, chunk)) <= {bytes}:
+                chunk = [data if type(data) is bytes else bytes(data) for data in chunk]
             records, rows, datas, cpu = chunk, chunk, chunk, None
         else:
             records = [r for r in chunk if type(r) is SampleRecord]
@@ -545,24 +560,24 @@ class _BatchBuilder:
         """A fixed char[] header field: text before the first NUL, decoded once per value."""
         if not len(values):
             return pa.array([], pa.string())
-        unique, inverse = np.unique(values, return_inverse=True)
+        unique, inverse = _distinct(values)
         texts, bad = [], []
-        for raw in unique.tolist():
+        for raw in unique:
             text, ok = _safe_text(raw.partition(b"\0")[0].decode("utf-8", "surrogateescape"))
             texts.append(text)
             bad.append(not ok)
         if any(bad):
             bad_rows.update(np.flatnonzero(np.asarray(bad)[inverse]).tolist())
-        column = pa.array(texts, pa.string()).take(pa.array(inverse.reshape(-1)))
+        column = pa.array(texts, pa.string()).take(pa.array(inverse))
         if null is not None:
             column = pc.if_else(pa.array(null), pa.scalar(None, pa.string()), column)
         return column
 
     def _events(self, event_ids: np.ndarray, null: np.ndarray | None) -> pa.Array:
         """Event names as ``render.event_label`` gives them ("?" when the id was cut off)."""
-        unique, inverse = np.unique(event_ids, return_inverse=True)
-        labels = [_label_of(e, self.arch) for e in unique.tolist()] + ["?"]
-        indices = inverse.reshape(-1).astype(np.int32)
+        unique, inverse = _distinct(event_ids)
+        labels = [_label_of(e, self.arch) for e in unique] + ["?"]
+        indices = inverse.astype(np.int32)
         if null is not None:
             indices[null] = len(labels) - 1
         return pa.DictionaryArray.from_arrays(pa.array(indices), pa.array(labels, pa.string()))
@@ -575,10 +590,9 @@ class _BatchBuilder:
             failed &= ~null
         if not failed.any():
             return pa.nulls(len(retvals), pa.string())
-        unique, inverse = np.unique(np.where(failed, retvals, 0), return_inverse=True)
-        texts = pa.array([names.errno_name(-int(r)) if r < 0 else None for r in unique.tolist()],
-                         pa.string())
-        return texts.take(pa.array(inverse.reshape(-1)))
+        unique, inverse = _distinct(np.where(failed, retvals, 0))
+        texts = pa.array([names.errno_name(-r) if r < 0 else None for r in unique], pa.string())
+        return texts.take(pa.array(inverse))
 
     def _args(self, tags: np.ndarray, values: list, bad_rows: set, row_of: Any) -> dict:
         """The fields of the arguments the walker took one by one, from its flat values
@@ -642,25 +656,25 @@ class _BatchBuilder:
             return pa.nulls(len(ints), pa.string())
         values = ints[has_text]
         keys = (tags[has_text].astype(np.int64) << 32) | (values & 0xFFFFFFFF)
-        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        unique, inverse = _distinct(keys)
+        first = np.zeros(len(unique), np.int64)
+        first[inverse[::-1]] = np.arange(len(inverse))[::-1]    # each key's first row
         texts = pa.array([Arg(_TYPES[tag], value).text for tag, value in
                           zip(tags[has_text][first].tolist(), values[first].tolist(),
                               strict=True)], pa.string())
-        return _spread(texts.take(pa.array(inverse.reshape(-1))), has_text)
+        return _spread(texts.take(pa.array(inverse)), has_text)
 
     def _flat_columns(self, columns: dict, event_ids: np.ndarray, offsets: np.ndarray,
                       tags: np.ndarray, args: pa.StructArray, null: np.ndarray | None) -> None:
         counts = np.diff(offsets)
-        ids = event_ids.tolist()
+        unique, inverse = _distinct(event_ids)
 
         def pick(column: str) -> pa.Array:
             """Indices into the batch's arguments of the argument feeding ``column``."""
             lut = self.flat_lut[column]
-            index = np.full(len(ids), -1, np.int64)
-            want = np.zeros(len(ids), np.int64)
-            for event_id in set(ids) & lut.keys():
-                rows = event_ids == event_id
-                index[rows], want[rows] = lut[event_id]
+            found = [lut.get(event_id, (-1, 0)) for event_id in unique]
+            index = np.array([i for i, _ in found] or [0], np.int64)[inverse]
+            want = np.array([t for _, t in found] or [0], np.int64)[inverse]
             ok = (index >= 0) & (index < counts)
             if null is not None:
                 ok &= ~null
