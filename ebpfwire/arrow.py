@@ -34,6 +34,7 @@ from .walker import (
     COLUMN_TAGS,
     STRING_TAGS,
     WIDTHS,
+    sockaddr,
     walk,
     walk_columns,
     walk_lenient,
@@ -301,6 +302,29 @@ def _gather_texts(joined: bytes, spans: list[tuple[np.ndarray, np.ndarray]], bad
                          for item in texts.to_pylist()], bad_rows, rows_of)
 
 
+def _sockaddr_fields(joined: bytes, spans: list[tuple[np.ndarray, np.ndarray]],
+                     bad_rows: set, rows_of: Any) -> dict[str, pa.Array]:
+    """The argument fields of the sockaddrs at ``joined[begin:stop]``, parsed once per
+    distinct address by the walker's :func:`~ebpfwire.walker.sockaddr`."""
+    values = [sockaddr(joined[begin:stop]) for begins, stops in spans
+              for begin, stop in zip(begins.tolist(), stops.tolist(), strict=True)]
+    return _sockaddr_columns(values, bad_rows, rows_of)
+
+
+def _sockaddr_columns(values: list, bad_rows: set, rows_of: Any) -> dict[str, pa.Array]:
+    """The argument fields of sockaddr values (None: not a sockaddr)."""
+    family_name = names.sock_family_name
+    return {
+        "family": pa.array([None if v is None else family_name(v.family) or str(v.family)
+                            for v in values], pa.string()),
+        "addr": pa.array([None if v is None else v.addr for v in values], pa.string()),
+        "port": pa.array([None if v is None else v.port for v in values], pa.uint16()),
+        "path": _strings([None if v is None else v.path for v in values], bad_rows, rows_of),
+        "flowinfo": pa.array([None if v is None else v.flowinfo for v in values], pa.uint32()),
+        "scope_id": pa.array([None if v is None else v.scope_id for v in values], pa.uint32()),
+    }
+
+
 class _BatchBuilder:
     """Builds record batches for one source (its layout, arch, boot time)."""
 
@@ -509,7 +533,7 @@ class _BatchBuilder:
         tags = np.zeros(total, np.uint8)
         ints = np.zeros(total, np.int64)
         is_int = np.zeros(total, bool)
-        text_at, spans = [], []
+        text_at, spans, sock_at, sock_spans = [], [], [], []
         for template, rows, values in groups:
             base = offsets[rows]
             for index, (tag, value) in enumerate(zip(template, values, strict=True)):
@@ -518,6 +542,9 @@ class _BatchBuilder:
                 if WIDTHS[tag]:
                     ints[at] = value
                     is_int[at] = True
+                elif tag == ArgType.SOCKADDR_T:
+                    sock_at.append(at)
+                    sock_spans.append(value)
                 else:
                     text_at.append(at)
                     spans.append(value)
@@ -543,14 +570,20 @@ class _BatchBuilder:
                   "text": pa.concat_arrays([texts, slow.pop("text")]).take(
                       pa.array(source, mask=source < 0)),
                   "flags": self._flags(tags, ints, is_int)}
-        in_slow = np.full(total, -1, np.int64)
-        in_slow[slow_at] = np.arange(slow_count)
-        in_slow = pa.array(in_slow, mask=in_slow < 0)
+        sock_at = np.concatenate(sock_at) if sock_at else np.zeros(0, np.int64)
+        sock = _sockaddr_fields(joined, sock_spans, bad_rows,
+                                lambda index: row_of(int(sock_at[index])))
+        source = np.full(total, -1, np.int64)    # where each argument's other fields come from
+        source[sock_at] = np.arange(len(sock_at))
+        source[slow_at] = len(sock_at) + np.arange(slow_count)
+        source = pa.array(source, mask=source < 0)
         for field in _ARG_TYPE:
             if field.name not in fields:
-                column = slow[field.name]
+                column = pa.concat_arrays([sock[field.name] if field.name in sock else
+                                           pa.nulls(len(sock_at), field.type),
+                                           slow[field.name]])
                 fields[field.name] = (pa.nulls(total, field.type) if column.null_count ==
-                                      len(column) else column.take(in_slow))
+                                      len(column) else column.take(source))
         args = pa.StructArray.from_arrays([fields[f.name] for f in _ARG_TYPE],
                                           fields=list(_ARG_TYPE))
         return args, offsets, tags, damage
@@ -627,25 +660,8 @@ class _BatchBuilder:
             fields["strings"] = pa.array(lists, pa.list_(pa.string()))
         else:
             fields["strings"] = pa.nulls(n, pa.list_(pa.string()))
-        addrs = np.flatnonzero(tags == ArgType.SOCKADDR_T)
-        sock: dict[str, list] = {key: [None] * n for key in
-                                 ("family", "addr", "port", "path", "flowinfo", "scope_id")}
-        for index in addrs.tolist():
-            value = values[index]
-            if type(value) is SockAddr:
-                sock["family"][index] = (names.sock_family_name(value.family)
-                                         or str(value.family))
-                sock["addr"][index] = value.addr
-                sock["port"][index] = value.port
-                sock["path"][index] = value.path
-                sock["flowinfo"][index] = value.flowinfo
-                sock["scope_id"][index] = value.scope_id
-        fields["family"] = pa.array(sock["family"], pa.string())
-        fields["addr"] = pa.array(sock["addr"], pa.string())
-        fields["port"] = pa.array(sock["port"], pa.uint16())
-        fields["path"] = _strings(sock["path"], bad_rows, row_of)
-        fields["flowinfo"] = pa.array(sock["flowinfo"], pa.uint32())
-        fields["scope_id"] = pa.array(sock["scope_id"], pa.uint32())
+        fields.update(_sockaddr_columns([value if type(value) is SockAddr else None
+                                         for value in values], bad_rows, row_of))
         return fields
 
     @staticmethod

@@ -367,8 +367,9 @@ def walk_lenient(data: bytes, p: int, n: int, argc: int, expected: tuple[int, ..
 # --------------------------------------------------------------------------- by columns
 
 
-#: Tags :func:`walk_columns` reads: the fixed-size payloads and the strings.
-COLUMN_TAGS = frozenset(t for t in range(256) if WIDTHS[t] or t in STRING_TAGS)
+#: Tags :func:`walk_columns` reads: the fixed-size payloads, the strings, the sockaddrs.
+COLUMN_TAGS = frozenset(t for t in range(256) if WIDTHS[t] or t in STRING_TAGS
+                        or t == _SOCKADDR)
 
 
 def walk_columns(buf, starts, ends, p, tags: tuple[int, ...]):
@@ -379,12 +380,15 @@ def walk_columns(buf, starts, ends, p, tags: tuple[int, ...]):
     ``starts[i]:ends[i]``, its arguments from ``p[i]``. Returns ``(ok, values)``: ``ok``
     is True exactly where :func:`walk` would say True with these tags; ``values`` has one
     entry per tag: an int64 array for a fixed-size payload, or the (begin, end) arrays of
-    the text's bytes in ``buf`` for a string. Values of rows not ``ok`` are meaningless;
-    those rows take :func:`walk`.
+    the text's bytes in ``buf`` for a string, of the wire bytes for a sockaddr. Values of
+    rows not ``ok`` are meaningless; those rows take :func:`walk`.
     """
     import numpy as np
 
     last = len(buf) - 1
+    bodies = np.zeros(1 << 16, np.int64)
+    for family, body in SOCKADDR_BODY.items():
+        bodies[family] = body
     ok = np.ones(len(starts), bool)
     p = np.asarray(p, np.int64)
     values: list = []
@@ -402,6 +406,11 @@ def walk_columns(buf, starts, ends, p, tags: tuple[int, ...]):
             ok &= p + 5 <= ends
             values.append(value)
             p = p + 5
+        elif tag == _SOCKADDR:
+            stop = p + 3 + bodies[byte(p + 1) | byte(p + 2) << 8]
+            ok &= stop <= ends
+            values.append((p + 1, stop))
+            p = stop
         elif width == 2:    # QTYPE, network order
             ok &= p + 3 <= ends
             values.append(byte(p + 1) << 8 | byte(p + 2))
