@@ -208,14 +208,43 @@ def batches(source: Any, *, layout: str | Layout | None = None, arch: str | None
             raise ValueError(f"captures of one table must share a context layout: expected "
                              f"{first.name}, found {src.layout.name}")
         builder = _BatchBuilder(src, strict)
-        records = src.records
         while True:
-            chunk = list(islice(records, max_rows))
-            if not chunk:
+            chunk = _chunk(src, max_rows)
+            if chunk is None:
                 break
-            batch = builder.build(chunk)
+            batch = builder.build(*chunk)
             if batch is not None:
                 yield batch
+
+
+def _chunk(src: _Source, max_rows: int) -> tuple | None:
+    """The next rows of ``src`` as (sample bytes, their cpus, their file offsets, lost
+    records as (row, cpu, count)); None at the end. Record objects are dropped at once:
+    a batch of them kept alive makes the garbage collector walk them again and again."""
+    if src.name is None:
+        datas = list(islice(src.records, max_rows))
+        if not datas:
+            return None
+        if not set(map(type, datas)) <= {bytes}:
+            datas = [data if type(data) is bytes else bytes(data) for data in datas]
+        return datas, None, None, []
+    datas, cpus, offsets, lost = [], [], [], []
+    data, cpu, offset = datas.append, cpus.append, offsets.append
+    seen = False
+    for record in src.records:
+        seen = True
+        kind = type(record)
+        if kind is SampleRecord:
+            data(record.data)
+            cpu(record.cpu)
+            offset(record.offset)
+        elif kind is LostRecord:
+            lost.append((len(datas) + len(lost), record.cpu, record.count))
+        else:
+            continue
+        if len(datas) + len(lost) == max_rows:
+            break
+    return (datas, cpus, offsets, lost) if seen else None
 
 
 def to_table(source: Any, *, layout: str | Layout | None = None, arch: str | None = None,
@@ -371,7 +400,7 @@ class _BatchBuilder:
         return groups
 
     def _walk(self, datas: list[bytes], rows: list[int], argnums: list[int],
-              event_ids: list[int], records: list) -> tuple[list, list[int], list]:
+              event_ids: list[int], file_offsets: list | None) -> tuple[list, list[int], list]:
         """The given rows' arguments as one flat list, each row's count, and the damage."""
         size = self.layout.size
         flat: list = []
@@ -383,7 +412,7 @@ class _BatchBuilder:
             data = datas[index]
             if not walk(data, size, len(data), argnums[index], flat):
                 del flat[mark:]
-                damage = self._careful(data, argnums[index], event_ids[index], flat, records,
+                damage = self._careful(data, argnums[index], event_ids[index], flat, file_offsets,
                                        index)
                 if damage:
                     errors.append((index, damage))
@@ -391,7 +420,7 @@ class _BatchBuilder:
             mark = len(flat)
         return flat, counts, errors
 
-    def _careful(self, data: bytes, argc: int, event_id: int, flat: list, records: list,
+    def _careful(self, data: bytes, argc: int, event_id: int, flat: list, file_offsets: Any,
                  index: int) -> list[DecodeError]:
         """A sample the fast walk did not take: strict, else (or raise) lenient."""
         size, mark = self.layout.size, len(flat)
@@ -405,7 +434,7 @@ class _BatchBuilder:
         except DecodeError as error:
             if self.strict:
                 where = (f"sample {self.seen + index} of the input" if self.name is None
-                         else f"the sample at file offset {records[index].offset} of "
+                         else f"the sample at file offset {file_offsets[index]} of "
                               f"{self.name}")
                 raise DecodeError(error.kind, error.offset, error.expected,
                                   f"{error.found} (in {where})") from error
@@ -419,21 +448,12 @@ class _BatchBuilder:
 
     # -- columns
 
-    def build(self, chunk: list) -> pa.RecordBatch | None:
-        """One batch from a chunk of records (or raw samples); None if none is a row."""
-        if self.name is None:
-            if not set(map(type, chunk)) <= {bytes}:
-                chunk = [data if type(data) is bytes else bytes(data) for data in chunk]
-            records, rows, datas, cpu = chunk, chunk, chunk, None
-        else:
-            records = [r for r in chunk if type(r) is SampleRecord]
-            rows = records if len(records) == len(chunk) else [
-                r for r in chunk if type(r) is SampleRecord or type(r) is LostRecord]
-            if not rows:
-                return None
-            datas = [r.data for r in records]
-            cpu = pa.array([r.cpu for r in records], pa.uint32())
-        lost_rows = len(records) != len(rows)
+    def build(self, datas: list[bytes], cpus: list[int] | None, file_offsets: list[int] | None,
+              lost: list[tuple[int, int, int]]) -> pa.RecordBatch | None:
+        """One batch from a chunk (see :func:`_chunk`); None if none is a row."""
+        if not datas and not lost:
+            return None
+        cpu = None if cpus is None else pa.array(cpus, pa.uint32())
         count = len(datas)
         size = self.layout.size
         lengths = np.fromiter(map(len, datas), np.int64, count)
@@ -447,7 +467,7 @@ class _BatchBuilder:
         header = np.frombuffer(joined, self.dtype, count) if count else np.zeros(0, self.dtype)
         header = {name: np.ascontiguousarray(header[name]) for name, _, _ in self.fields}
         bad_rows: set[int] = set()
-        args, offsets, tags, damage = self._arguments(datas, lengths, header, short, records,
+        args, offsets, tags, damage = self._arguments(datas, lengths, header, short, file_offsets,
                                                       bad_rows)
         self.seen += count
         columns: dict[str, pa.Array] = {}
@@ -487,12 +507,12 @@ class _BatchBuilder:
         columns["cpu"] = pa.nulls(count, pa.uint32()) if cpu is None else cpu
         batch = pa.RecordBatch.from_arrays([columns[field.name] for field in self.schema],
                                            schema=self.schema)
-        if lost_rows:
-            batch = self._with_lost(batch, rows)
+        if lost:
+            batch = self._with_lost(batch, lost)
         return batch
 
     def _arguments(self, datas: list[bytes], lengths: np.ndarray, header: dict,
-                   short: np.ndarray, records: list, bad_rows: set[int]) -> tuple:
+                   short: np.ndarray, file_offsets: Any, bad_rows: set[int]) -> tuple:
         """The batch's arguments as a struct array, with each row's offset into it, their
         tags and the damage found.
 
@@ -520,7 +540,7 @@ class _BatchBuilder:
         slow_rows = np.flatnonzero(~fast)
         flat, slow_counts, damage = self._walk(datas, slow_rows.tolist(),
                                                header["argnum"].tolist(),
-                                               header["event_id"].tolist(), records)
+                                               header["event_id"].tolist(), file_offsets)
         bad_rows.update(index for index, _ in damage)
         counts[slow_rows] = slow_counts
         offsets = np.zeros(count + 1, np.int64)
@@ -721,15 +741,21 @@ class _BatchBuilder:
         return pa.array(out, pa.list_(_ERROR_TYPE))
 
     @staticmethod
-    def _with_lost(batch: pa.RecordBatch, rows: list) -> pa.RecordBatch:
-        """Spread the sample rows over the whole batch; lost records fill the gaps."""
-        is_sample = np.fromiter((type(r) is SampleRecord for r in rows), bool, len(rows))
-        take = np.cumsum(is_sample) - 1
-        index = pa.array(np.maximum(take, 0), mask=~is_sample)
-        columns = [column.take(index) if len(batch) else pa.nulls(len(rows), column.type)
+    def _with_lost(batch: pa.RecordBatch, lost: list[tuple[int, int, int]]) -> pa.RecordBatch:
+        """Spread the sample rows over the whole batch; lost records fill their rows."""
+        total = len(batch) + len(lost)
+        at = np.array([row for row, _, _ in lost], np.int64)
+        is_sample = np.ones(total, bool)
+        is_sample[at] = False
+        index = pa.array(np.maximum(np.cumsum(is_sample) - 1, 0), mask=~is_sample)
+        columns = [column.take(index) if len(batch) else pa.nulls(total, column.type)
                    for column in batch.columns]
         names_ = batch.schema.names
-        lost = [None if type(r) is SampleRecord else r.count for r in rows]
-        columns[names_.index("lost")] = pa.array(lost, pa.uint64())
-        columns[names_.index("cpu")] = pa.array([r.cpu for r in rows], pa.uint32())
+        counts = np.zeros(total, np.uint64)
+        counts[at] = [count for _, _, count in lost]
+        columns[names_.index("lost")] = pa.array(counts, mask=is_sample)
+        cpus = np.zeros(total, np.uint32)
+        cpus[is_sample] = batch.column(names_.index("cpu")).to_numpy(zero_copy_only=False)
+        cpus[at] = [cpu for _, cpu, _ in lost]
+        columns[names_.index("cpu")] = pa.array(cpus)
         return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
