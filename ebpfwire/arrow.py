@@ -231,7 +231,7 @@ def _chunk(src: _Source, max_rows: int) -> tuple | None:
     datas, cpus, offsets, lost = [], [], [], []
     data, cpu, offset = datas.append, cpus.append, offsets.append
     seen = False
-    for record in src.records:
+    for record in islice(src.records, max_rows):   # at most max_rows rows
         seen = True
         kind = type(record)
         if kind is SampleRecord:
@@ -240,10 +240,6 @@ def _chunk(src: _Source, max_rows: int) -> tuple | None:
             offset(record.offset)
         elif kind is LostRecord:
             lost.append((len(datas) + len(lost), record.cpu, record.count))
-        else:
-            continue
-        if len(datas) + len(lost) == max_rows:
-            break
     return (datas, cpus, offsets, lost) if seen else None
 
 
