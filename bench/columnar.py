@@ -42,20 +42,27 @@ class Figure:
     label: str
     events: int
     seconds: float
+    cpu_seconds: float
 
     @property
     def rate(self) -> float:
         return self.events / self.seconds
 
+    @property
+    def cpu_rate(self) -> float:
+        """Events per CPU second of this process: steadier than wall clock on a shared box."""
+        return self.events / self.cpu_seconds
 
-def best_of(repeats: int, run: Callable[[], int]) -> tuple[int, float]:
-    """(events, fastest wall-clock seconds) of ``repeats`` runs."""
-    times, events = [], 0
+
+def best_of(repeats: int, run: Callable[[], int]) -> tuple[int, float, float]:
+    """(events, fastest wall-clock seconds, fewest CPU seconds) of ``repeats`` runs."""
+    times, cpu_times, events = [], [], 0
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         events = run()
         times.append(time.perf_counter() - start)
-    return events, min(times)
+        cpu_times.append(time.process_time() - start_cpu)
+    return events, min(times), min(cpu_times)
 
 
 def build_corpus(directory: str, events: int) -> Corpus:
@@ -88,16 +95,16 @@ def per_event_memory(corpus: Corpus) -> int:
 
 
 def measure_to_table(corpus: Corpus, repeats: int) -> list[Figure]:
-    capture_events, capture = best_of(repeats, lambda: to_table(corpus.path).num_rows)
-    per_event, per_event_s = best_of(repeats, lambda: per_event_capture(corpus))
-    memory_events, memory = best_of(repeats, lambda: to_table(
-        corpus.samples, layout=corpus.layout, arch=corpus.arch).num_rows)
-    per_memory, per_memory_s = best_of(repeats, lambda: per_event_memory(corpus))
     return [
-        Figure("to_table(capture path)", capture_events, capture),
-        Figure("per event: CaptureReader + decode() + .args", per_event, per_event_s),
-        Figure("to_table(samples in memory)", memory_events, memory),
-        Figure("per event: decode() + .args, in memory", per_memory, per_memory_s),
+        Figure("to_table(capture path)",
+               *best_of(repeats, lambda: to_table(corpus.path).num_rows)),
+        Figure("per event: CaptureReader + decode() + .args",
+               *best_of(repeats, lambda: per_event_capture(corpus))),
+        Figure("to_table(samples in memory)",
+               *best_of(repeats, lambda: to_table(corpus.samples, layout=corpus.layout,
+                                                  arch=corpus.arch).num_rows)),
+        Figure("per event: decode() + .args, in memory",
+               *best_of(repeats, lambda: per_event_memory(corpus))),
     ]
 
 
@@ -114,19 +121,20 @@ def main() -> None:
         corpus = build_corpus(directory, options.events)
         size = os.path.getsize(corpus.path)
         print(f"corpus: {len(corpus.samples):,} real-workload samples, {size / 2**20:.1f} MiB "
-              f"capture; best of {options.repeats}")
+              f"capture; best of {options.repeats}; load average before: "
+              f"{os.getloadavg()[0]:.2f}")
         figures: list[Figure] = []
         for measure in MEASUREMENTS:
             for figure in measure(corpus, options.repeats):
                 figures.append(figure)
                 print(f"{figure.label:<48} {figure.rate:>12,.0f} events/s  "
-                      f"({figure.seconds:.2f} s)")
-        by_label = {figure.label: figure.rate for figure in figures}
-        print(f"to_table / per-event, from the capture:  "
-              f"{by_label['to_table(capture path)'] / by_label[figures[1].label]:.2f}x "
-              f"(target >= 2.0x)")
-        print(f"to_table / per-event, from memory:       "
-              f"{by_label['to_table(samples in memory)'] / by_label[figures[3].label]:.2f}x")
+                      f"({figure.seconds:.2f} s; {figure.cpu_rate:,.0f} per CPU second)")
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
+        for label, (table, per_event) in {"from the capture": figures[0:2],
+                                          "from memory": figures[2:4]}.items():
+            print(f"to_table / per-event, {label + ':':<17} "
+                  f"{table.rate / per_event.rate:.2f}x wall clock, "
+                  f"{table.cpu_rate / per_event.cpu_rate:.2f}x CPU time (target >= 2.0x)")
 
 
 if __name__ == "__main__":

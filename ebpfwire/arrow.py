@@ -30,7 +30,16 @@ from .catalogue import SPECIAL_EVENTS, check_arch, event_name, expected_tags
 from .errors import DecodeError
 from .events import Arg, SockAddr
 from .layouts import Layout, get_layout
-from .walker import STRING_TAGS, WIDTHS, walk, walk_lenient, walk_strict
+from .walker import (
+    COLUMN_TAGS,
+    STRING_TAGS,
+    WIDTHS,
+    sockaddr,
+    walk,
+    walk_columns,
+    walk_lenient,
+    walk_strict,
+)
 
 __all__ = ["FLAT_COLUMNS", "batches", "schema", "to_table"]
 
@@ -171,7 +180,7 @@ def _sources(source: Any, layout: str | Layout | None, arch: str | None) -> Iter
             with CaptureReader(path) as reader:
                 yield from _sources(reader, layout, arch)
         return
-    samples = (data if type(data) is bytes else bytes(data) for data in source)
+    samples = iter(source)     # bytes-like; build() makes bytes of what is not
     yield _Source(get_layout(layout or "classic"), arch or "x86_64", None, samples, None)
 
 
@@ -199,14 +208,39 @@ def batches(source: Any, *, layout: str | Layout | None = None, arch: str | None
             raise ValueError(f"captures of one table must share a context layout: expected "
                              f"{first.name}, found {src.layout.name}")
         builder = _BatchBuilder(src, strict)
-        records = src.records
         while True:
-            chunk = list(islice(records, max_rows))
-            if not chunk:
+            chunk = _chunk(src, max_rows)
+            if chunk is None:
                 break
-            batch = builder.build(chunk)
+            batch = builder.build(*chunk)
             if batch is not None:
                 yield batch
+
+
+def _chunk(src: _Source, max_rows: int) -> tuple | None:
+    """The next rows of ``src`` as (sample bytes, their cpus, their file offsets, lost
+    records as (row, cpu, count)); None at the end. Record objects are dropped at once:
+    a batch of them kept alive makes the garbage collector walk them again and again."""
+    if src.name is None:
+        datas = list(islice(src.records, max_rows))
+        if not datas:
+            return None
+        if not set(map(type, datas)) <= {bytes}:
+            datas = [data if type(data) is bytes else bytes(data) for data in datas]
+        return datas, None, None, []
+    datas, cpus, offsets, lost = [], [], [], []
+    data, cpu, offset = datas.append, cpus.append, offsets.append
+    seen = False
+    for record in islice(src.records, max_rows):   # at most max_rows rows
+        seen = True
+        kind = type(record)
+        if kind is SampleRecord:
+            data(record.data)
+            cpu(record.cpu)
+            offset(record.offset)
+        elif kind is LostRecord:
+            lost.append((len(datas) + len(lost), record.cpu, record.count))
+    return (datas, cpus, offsets, lost) if seen else None
 
 
 def to_table(source: Any, *, layout: str | Layout | None = None, arch: str | None = None,
@@ -234,6 +268,19 @@ def _safe_text(value: str) -> tuple[str, bool]:
         return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace"), False
 
 
+def _distinct(values: np.ndarray) -> tuple[list, np.ndarray]:
+    """The distinct values (as Python values, first seen first) and each item's index among
+    them: Arrow's hash table, cheaper than numpy's sort for a batch of a few distinct values."""
+    if values.dtype.kind == "S":
+        width = values.dtype.itemsize
+        array = pa.Array.from_buffers(pa.binary(width), len(values),
+                                      [None, pa.py_buffer(np.ascontiguousarray(values))])
+    else:
+        array = pa.array(values)
+    encoded = pc.dictionary_encode(array)
+    return encoded.dictionary.to_pylist(), encoded.indices.to_numpy()
+
+
 def _spread(values: pa.Array, where: np.ndarray) -> pa.Array:
     """``values`` placed at the True positions of ``where``, null elsewhere."""
     index = np.cumsum(where) - 1
@@ -253,6 +300,54 @@ def _strings(values: list, bad_rows: set, rows_of: Any) -> pa.Array:
                     bad_rows.add(rows_of(index))
             cleaned.append(value)
         return pa.array(cleaned, pa.string())
+
+
+def _gather_texts(joined: bytes, spans: list[tuple[np.ndarray, np.ndarray]], bad_rows: set,
+                  rows_of: Any) -> pa.Array:
+    """The strings at ``joined[begin:stop]`` for each (begins, stops) of ``spans``, copied
+    by Arrow: spans of one argument of one group follow each other in ``joined``, so they
+    and the gaps between them are the items of one binary array over it, and a take of
+    every other item copies out the strings."""
+    pieces = []
+    whole = pa.py_buffer(joined)
+    for begins, stops in spans:
+        if len(begins):
+            bounds = np.empty(2 * len(begins) + 1, np.int32)
+            bounds[0:-1:2] = begins
+            bounds[1::2] = stops
+            bounds[-1] = stops[-1]
+            items = pa.BinaryArray.from_buffers(pa.binary(), len(bounds) - 1,
+                                                [None, pa.py_buffer(bounds), whole])
+            pieces.append(items.take(pa.array(np.arange(0, len(bounds) - 1, 2))))
+    texts = pa.concat_arrays(pieces) if pieces else pa.array([], pa.binary())
+    try:
+        return texts.cast(pa.string())
+    except pa.ArrowInvalid:   # bytes that are not UTF-8: the careful way
+        return _strings([item.decode("utf-8", "surrogateescape")
+                         for item in texts.to_pylist()], bad_rows, rows_of)
+
+
+def _sockaddr_fields(joined: bytes, spans: list[tuple[np.ndarray, np.ndarray]],
+                     bad_rows: set, rows_of: Any) -> dict[str, pa.Array]:
+    """The argument fields of the sockaddrs at ``joined[begin:stop]``, parsed once per
+    distinct address by the walker's :func:`~ebpfwire.walker.sockaddr`."""
+    values = [sockaddr(joined[begin:stop]) for begins, stops in spans
+              for begin, stop in zip(begins.tolist(), stops.tolist(), strict=True)]
+    return _sockaddr_columns(values, bad_rows, rows_of)
+
+
+def _sockaddr_columns(values: list, bad_rows: set, rows_of: Any) -> dict[str, pa.Array]:
+    """The argument fields of sockaddr values (None: not a sockaddr)."""
+    family_name = names.sock_family_name
+    return {
+        "family": pa.array([None if v is None else family_name(v.family) or str(v.family)
+                            for v in values], pa.string()),
+        "addr": pa.array([None if v is None else v.addr for v in values], pa.string()),
+        "port": pa.array([None if v is None else v.port for v in values], pa.uint16()),
+        "path": _strings([None if v is None else v.path for v in values], bad_rows, rows_of),
+        "flowinfo": pa.array([None if v is None else v.flowinfo for v in values], pa.uint32()),
+        "scope_id": pa.array([None if v is None else v.scope_id for v in values], pa.uint32()),
+    }
 
 
 class _BatchBuilder:
@@ -283,26 +378,45 @@ class _BatchBuilder:
                 out[event_id] = table[name]
         return out
 
-    # -- the walk: the only per-sample Python work
+    # -- the walk
 
-    def _walk(self, datas: list[bytes], lengths: list[int], argnums: list[int],
-              event_ids: list[int], records: list) -> tuple[list, list[int], list]:
-        """The batch's arguments as one flat list, each sample's end in it, and the damage."""
+    def _templates(self, event_ids: np.ndarray, argnums: np.ndarray,
+                   ok: np.ndarray) -> list[tuple[tuple[int, ...], np.ndarray]]:
+        """Groups of rows whose expected tags :func:`walk_columns` reads: (tags, rows)."""
+        keys = (event_ids.astype(np.int64) << 32) | argnums
+        unique, inverse = _distinct(np.where(ok, keys, -1))
+        groups = []
+        for number, key in enumerate(unique):
+            if key < 0:
+                continue
+            event_id, argc = key >> 32, key & 0xFFFFFFFF
+            tags = expected_tags(event_id, self.arch, argc) if argc else ()
+            if tags is not None and all(tag in COLUMN_TAGS for tag in tags):
+                groups.append((tags, np.flatnonzero(inverse == number)))
+        return groups
+
+    def _walk(self, datas: list[bytes], rows: list[int], argnums: list[int],
+              event_ids: list[int], file_offsets: list | None) -> tuple[list, list[int], list]:
+        """The given rows' arguments as one flat list, each row's count, and the damage."""
         size = self.layout.size
         flat: list = []
-        ends = [0]
-        end = ends.append
+        counts = []
+        count = counts.append
         errors: list = []
-        for index, (data, n, argc) in enumerate(zip(datas, lengths, argnums, strict=True)):
-            if not walk(data, size, n, argc, flat):
-                del flat[ends[-1]:]
-                damage = self._careful(data, argc, event_ids[index], flat, records, index)
+        mark = 0
+        for index in rows:
+            data = datas[index]
+            if not walk(data, size, len(data), argnums[index], flat):
+                del flat[mark:]
+                damage = self._careful(data, argnums[index], event_ids[index], flat, file_offsets,
+                                       index)
                 if damage:
                     errors.append((index, damage))
-            end(len(flat))
-        return flat, ends, errors
+            count((len(flat) - mark) >> 1)
+            mark = len(flat)
+        return flat, counts, errors
 
-    def _careful(self, data: bytes, argc: int, event_id: int, flat: list, records: list,
+    def _careful(self, data: bytes, argc: int, event_id: int, flat: list, file_offsets: Any,
                  index: int) -> list[DecodeError]:
         """A sample the fast walk did not take: strict, else (or raise) lenient."""
         size, mark = self.layout.size, len(flat)
@@ -316,7 +430,7 @@ class _BatchBuilder:
         except DecodeError as error:
             if self.strict:
                 where = (f"sample {self.seen + index} of the input" if self.name is None
-                         else f"the sample at file offset {records[index].offset} of "
+                         else f"the sample at file offset {file_offsets[index]} of "
                               f"{self.name}")
                 raise DecodeError(error.kind, error.offset, error.expected,
                                   f"{error.found} (in {where})") from error
@@ -330,19 +444,12 @@ class _BatchBuilder:
 
     # -- columns
 
-    def build(self, chunk: list) -> pa.RecordBatch | None:
-        """One batch from a chunk of records (or raw samples); None if none is a row."""
-        if self.name is None:
-            records, rows, datas, cpu = chunk, chunk, chunk, None
-        else:
-            records = [r for r in chunk if type(r) is SampleRecord]
-            rows = records if len(records) == len(chunk) else [
-                r for r in chunk if type(r) is SampleRecord or type(r) is LostRecord]
-            if not rows:
-                return None
-            datas = [r.data for r in records]
-            cpu = pa.array([r.cpu for r in records], pa.uint32())
-        lost_rows = len(records) != len(rows)
+    def build(self, datas: list[bytes], cpus: list[int] | None, file_offsets: list[int] | None,
+              lost: list[tuple[int, int, int]]) -> pa.RecordBatch | None:
+        """One batch from a chunk (see :func:`_chunk`); None if none is a row."""
+        if not datas and not lost:
+            return None
+        cpu = None if cpus is None else pa.array(cpus, pa.uint32())
         count = len(datas)
         size = self.layout.size
         lengths = np.fromiter(map(len, datas), np.int64, count)
@@ -355,16 +462,10 @@ class _BatchBuilder:
             joined = heads.buffers()[2]
         header = np.frombuffer(joined, self.dtype, count) if count else np.zeros(0, self.dtype)
         header = {name: np.ascontiguousarray(header[name]) for name, _, _ in self.fields}
-        argnums = header["argnum"].tolist()
-        event_ids = header["event_id"].tolist()
-        flat, ends, damage = self._walk(datas, lengths.tolist(), argnums, event_ids, records)
+        bad_rows: set[int] = set()
+        args, offsets, tags, damage = self._arguments(datas, lengths, header, short, file_offsets,
+                                                      bad_rows)
         self.seen += count
-        bad_rows: set[int] = {index for index, _ in damage}
-        offsets_np = np.asarray(ends, np.int64) >> 1
-
-        def row_of(arg_index: int) -> int:
-            return int(np.searchsorted(offsets_np, arg_index, "right") - 1)
-
         columns: dict[str, pa.Array] = {}
         valid_field = {name: lengths >= offset + (int(code[:-1]) if code.endswith("s")
                                                   else np.dtype(_NP_CODES[code]).itemsize)
@@ -387,12 +488,8 @@ class _BatchBuilder:
             columns["time"] = pa.array(wall, pa.timestamp("ns", tz="UTC"), mask=mask("ts"))
         columns["event"] = self._events(header["event_id"], mask("event_id"))
         columns["errno"] = self._errnos(header["event_id"], header["retval"], mask("retval"))
-        tags = np.asarray(flat[0::2], np.uint8)
-        values = flat[1::2]
-        args = self._args(tags, values, bad_rows, row_of)
-        columns["args"] = pa.ListArray.from_arrays(pa.array(offsets_np.astype(np.int32)),
-                                                   args)
-        self._flat_columns(columns, header["event_id"], offsets_np, tags, args, mask("event_id"))
+        columns["args"] = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), args)
+        self._flat_columns(columns, header["event_id"], offsets, tags, args, mask("event_id"))
         columns["errors"] = self._errors(damage, count)
         columns["lost"] = pa.nulls(count, pa.uint64())
         if bad_rows:
@@ -406,33 +503,130 @@ class _BatchBuilder:
         columns["cpu"] = pa.nulls(count, pa.uint32()) if cpu is None else cpu
         batch = pa.RecordBatch.from_arrays([columns[field.name] for field in self.schema],
                                            schema=self.schema)
-        if lost_rows:
-            batch = self._with_lost(batch, rows)
+        if lost:
+            batch = self._with_lost(batch, lost)
         return batch
+
+    def _arguments(self, datas: list[bytes], lengths: np.ndarray, header: dict,
+                   short: np.ndarray, file_offsets: Any, bad_rows: set[int]) -> tuple:
+        """The batch's arguments as a struct array, with each row's offset into it, their
+        tags and the damage found.
+
+        Rows whose expected tags are fixed-size payloads and strings are walked a group at
+        a time by :func:`walk_columns`; the others, and those it does not take, one by one
+        by the walker.
+        """
+        size, count = self.layout.size, len(datas)
+        joined = b"".join(datas)
+        buf = np.frombuffer(joined, np.uint8)
+        ends = np.cumsum(lengths)
+        starts = ends - lengths
+        counts = np.zeros(count, np.int64)
+        fast = np.zeros(count, bool)
+        groups = []
+        for template, rows in self._templates(header["event_id"], header["argnum"], ~short):
+            ok, values = walk_columns(buf, starts[rows], ends[rows], starts[rows] + size,
+                                      template)
+            if not ok.all():
+                rows = rows[ok]
+                values = [(v[0][ok], v[1][ok]) if type(v) is tuple else v[ok] for v in values]
+            fast[rows] = True
+            counts[rows] = len(template)
+            groups.append((template, rows, values))
+        slow_rows = np.flatnonzero(~fast)
+        flat, slow_counts, damage = self._walk(datas, slow_rows.tolist(),
+                                               header["argnum"].tolist(),
+                                               header["event_id"].tolist(), file_offsets)
+        bad_rows.update(index for index, _ in damage)
+        counts[slow_rows] = slow_counts
+        offsets = np.zeros(count + 1, np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        total = int(offsets[-1])
+
+        def row_of(position: int) -> int:
+            return int(np.searchsorted(offsets, position, "right") - 1)
+
+        tags = np.zeros(total, np.uint8)
+        ints = np.zeros(total, np.int64)
+        is_int = np.zeros(total, bool)
+        text_at, spans, sock_at, sock_spans = [], [], [], []
+        for template, rows, values in groups:
+            base = offsets[rows]
+            for index, (tag, value) in enumerate(zip(template, values, strict=True)):
+                at = base + index
+                tags[at] = tag
+                if WIDTHS[tag]:
+                    ints[at] = value
+                    is_int[at] = True
+                elif tag == ArgType.SOCKADDR_T:
+                    sock_at.append(at)
+                    sock_spans.append(value)
+                else:
+                    text_at.append(at)
+                    spans.append(value)
+        slow_count = len(flat) >> 1
+        slow_offsets = np.zeros(len(slow_rows) + 1, np.int64)
+        np.cumsum(slow_counts, out=slow_offsets[1:])
+        slow_at = np.repeat(offsets[slow_rows] - slow_offsets[:-1],
+                            slow_counts) + np.arange(slow_count)
+        slow_tags = np.asarray(flat[0::2], np.uint8)
+        tags[slow_at] = slow_tags
+        slow = self._args(slow_tags, flat[1::2], bad_rows,
+                          lambda index: row_of(int(slow_at[index])))
+        ints[slow_at] = slow.pop("ints")
+        is_int[slow_at] = slow.pop("is_int")
+        text_at = np.concatenate(text_at) if text_at else np.zeros(0, np.int64)
+        texts = _gather_texts(joined, spans, bad_rows,
+                              lambda index: row_of(int(text_at[index])))
+        source = np.full(total, -1, np.int64)    # where each argument's text comes from
+        source[text_at] = np.arange(len(text_at))
+        source[slow_at] = len(text_at) + np.arange(slow_count)
+        fields = {"type": _TYPE_NAMES.take(pa.array(tags)),
+                  "value": pa.array(ints, mask=~is_int),
+                  "text": pa.concat_arrays([texts, slow.pop("text")]).take(
+                      pa.array(source, mask=source < 0)),
+                  "flags": self._flags(tags, ints, is_int)}
+        sock_at = np.concatenate(sock_at) if sock_at else np.zeros(0, np.int64)
+        sock = _sockaddr_fields(joined, sock_spans, bad_rows,
+                                lambda index: row_of(int(sock_at[index])))
+        source = np.full(total, -1, np.int64)    # where each argument's other fields come from
+        source[sock_at] = np.arange(len(sock_at))
+        source[slow_at] = len(sock_at) + np.arange(slow_count)
+        source = pa.array(source, mask=source < 0)
+        for field in _ARG_TYPE:
+            if field.name not in fields:
+                column = pa.concat_arrays([sock[field.name] if field.name in sock else
+                                           pa.nulls(len(sock_at), field.type),
+                                           slow[field.name]])
+                fields[field.name] = (pa.nulls(total, field.type) if column.null_count ==
+                                      len(column) else column.take(source))
+        args = pa.StructArray.from_arrays([fields[f.name] for f in _ARG_TYPE],
+                                          fields=list(_ARG_TYPE))
+        return args, offsets, tags, damage
 
     def _text_column(self, values: np.ndarray, null: np.ndarray | None,
                      bad_rows: set[int]) -> pa.Array:
         """A fixed char[] header field: text before the first NUL, decoded once per value."""
         if not len(values):
             return pa.array([], pa.string())
-        unique, inverse = np.unique(values, return_inverse=True)
+        unique, inverse = _distinct(values)
         texts, bad = [], []
-        for raw in unique.tolist():
+        for raw in unique:
             text, ok = _safe_text(raw.partition(b"\0")[0].decode("utf-8", "surrogateescape"))
             texts.append(text)
             bad.append(not ok)
         if any(bad):
             bad_rows.update(np.flatnonzero(np.asarray(bad)[inverse]).tolist())
-        column = pa.array(texts, pa.string()).take(pa.array(inverse.reshape(-1)))
+        column = pa.array(texts, pa.string()).take(pa.array(inverse))
         if null is not None:
             column = pc.if_else(pa.array(null), pa.scalar(None, pa.string()), column)
         return column
 
     def _events(self, event_ids: np.ndarray, null: np.ndarray | None) -> pa.Array:
         """Event names as ``render.event_label`` gives them ("?" when the id was cut off)."""
-        unique, inverse = np.unique(event_ids, return_inverse=True)
-        labels = [_label_of(e, self.arch) for e in unique.tolist()] + ["?"]
-        indices = inverse.reshape(-1).astype(np.int32)
+        unique, inverse = _distinct(event_ids)
+        labels = [_label_of(e, self.arch) for e in unique] + ["?"]
+        indices = inverse.astype(np.int32)
         if null is not None:
             indices[null] = len(labels) - 1
         return pa.DictionaryArray.from_arrays(pa.array(indices), pa.array(labels, pa.string()))
@@ -445,13 +639,13 @@ class _BatchBuilder:
             failed &= ~null
         if not failed.any():
             return pa.nulls(len(retvals), pa.string())
-        unique, inverse = np.unique(np.where(failed, retvals, 0), return_inverse=True)
-        texts = pa.array([names.errno_name(-int(r)) if r < 0 else None for r in unique.tolist()],
-                         pa.string())
-        return texts.take(pa.array(inverse.reshape(-1)))
+        unique, inverse = _distinct(np.where(failed, retvals, 0))
+        texts = pa.array([names.errno_name(-r) if r < 0 else None for r in unique], pa.string())
+        return texts.take(pa.array(inverse))
 
-    def _args(self, tags: np.ndarray, values: list, bad_rows: set, row_of: Any) -> pa.Array:
-        """The struct array of every argument of the batch, from the walker's flat values.
+    def _args(self, tags: np.ndarray, values: list, bad_rows: set, row_of: Any) -> dict:
+        """The fields of the arguments the walker took one by one, from its flat values
+        (``ints`` and ``is_int`` as numpy, the others as arrays).
 
         Values are sorted into columns by their tags with numpy masks; Python touches
         only the rarer argv and sockaddr values one by one.
@@ -467,9 +661,7 @@ class _BatchBuilder:
         where_str = np.flatnonzero(is_str)
         texts = _strings(held[is_str].tolist(), bad_rows,
                          lambda index: row_of(int(where_str[index])))
-        fields = {"type": _TYPE_NAMES.take(pa.array(tags)),
-                  "value": pa.array(ints, mask=~is_int),
-                  "text": _spread(texts, is_str)}
+        fields = {"ints": ints, "is_int": is_int, "text": _spread(texts, is_str)}
         argvs = np.flatnonzero(tags == ArgType.STR_ARR_T)
         if len(argvs):
             lists: list = [None] * n
@@ -484,28 +676,9 @@ class _BatchBuilder:
             fields["strings"] = pa.array(lists, pa.list_(pa.string()))
         else:
             fields["strings"] = pa.nulls(n, pa.list_(pa.string()))
-        addrs = np.flatnonzero(tags == ArgType.SOCKADDR_T)
-        sock: dict[str, list] = {key: [None] * n for key in
-                                 ("family", "addr", "port", "path", "flowinfo", "scope_id")}
-        for index in addrs.tolist():
-            value = values[index]
-            if type(value) is SockAddr:
-                sock["family"][index] = (names.sock_family_name(value.family)
-                                         or str(value.family))
-                sock["addr"][index] = value.addr
-                sock["port"][index] = value.port
-                sock["path"][index] = value.path
-                sock["flowinfo"][index] = value.flowinfo
-                sock["scope_id"][index] = value.scope_id
-        fields["family"] = pa.array(sock["family"], pa.string())
-        fields["addr"] = pa.array(sock["addr"], pa.string())
-        fields["port"] = pa.array(sock["port"], pa.uint16())
-        fields["path"] = _strings(sock["path"], bad_rows, row_of)
-        fields["flowinfo"] = pa.array(sock["flowinfo"], pa.uint32())
-        fields["scope_id"] = pa.array(sock["scope_id"], pa.uint32())
-        fields["flags"] = self._flags(tags, ints, is_int)
-        return pa.StructArray.from_arrays([fields[f.name] for f in _ARG_TYPE],
-                                          fields=list(_ARG_TYPE))
+        fields.update(_sockaddr_columns([value if type(value) is SockAddr else None
+                                         for value in values], bad_rows, row_of))
+        return fields
 
     @staticmethod
     def _flags(tags: np.ndarray, ints: np.ndarray, is_int: np.ndarray) -> pa.Array:
@@ -515,25 +688,25 @@ class _BatchBuilder:
             return pa.nulls(len(ints), pa.string())
         values = ints[has_text]
         keys = (tags[has_text].astype(np.int64) << 32) | (values & 0xFFFFFFFF)
-        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        unique, inverse = _distinct(keys)
+        first = np.zeros(len(unique), np.int64)
+        first[inverse[::-1]] = np.arange(len(inverse))[::-1]    # each key's first row
         texts = pa.array([Arg(_TYPES[tag], value).text for tag, value in
                           zip(tags[has_text][first].tolist(), values[first].tolist(),
                               strict=True)], pa.string())
-        return _spread(texts.take(pa.array(inverse.reshape(-1))), has_text)
+        return _spread(texts.take(pa.array(inverse)), has_text)
 
     def _flat_columns(self, columns: dict, event_ids: np.ndarray, offsets: np.ndarray,
                       tags: np.ndarray, args: pa.StructArray, null: np.ndarray | None) -> None:
         counts = np.diff(offsets)
-        ids = event_ids.tolist()
+        unique, inverse = _distinct(event_ids)
 
         def pick(column: str) -> pa.Array:
             """Indices into the batch's arguments of the argument feeding ``column``."""
             lut = self.flat_lut[column]
-            index = np.full(len(ids), -1, np.int64)
-            want = np.zeros(len(ids), np.int64)
-            for event_id in set(ids) & lut.keys():
-                rows = event_ids == event_id
-                index[rows], want[rows] = lut[event_id]
+            found = [lut.get(event_id, (-1, 0)) for event_id in unique]
+            index = np.array([i for i, _ in found] or [0], np.int64)[inverse]
+            want = np.array([t for _, t in found] or [0], np.int64)[inverse]
             ok = (index >= 0) & (index < counts)
             if null is not None:
                 ok &= ~null
@@ -564,15 +737,21 @@ class _BatchBuilder:
         return pa.array(out, pa.list_(_ERROR_TYPE))
 
     @staticmethod
-    def _with_lost(batch: pa.RecordBatch, rows: list) -> pa.RecordBatch:
-        """Spread the sample rows over the whole batch; lost records fill the gaps."""
-        is_sample = np.fromiter((type(r) is SampleRecord for r in rows), bool, len(rows))
-        take = np.cumsum(is_sample) - 1
-        index = pa.array(np.maximum(take, 0), mask=~is_sample)
-        columns = [column.take(index) if len(batch) else pa.nulls(len(rows), column.type)
+    def _with_lost(batch: pa.RecordBatch, lost: list[tuple[int, int, int]]) -> pa.RecordBatch:
+        """Spread the sample rows over the whole batch; lost records fill their rows."""
+        total = len(batch) + len(lost)
+        at = np.array([row for row, _, _ in lost], np.int64)
+        is_sample = np.ones(total, bool)
+        is_sample[at] = False
+        index = pa.array(np.maximum(np.cumsum(is_sample) - 1, 0), mask=~is_sample)
+        columns = [column.take(index) if len(batch) else pa.nulls(total, column.type)
                    for column in batch.columns]
         names_ = batch.schema.names
-        lost = [None if type(r) is SampleRecord else r.count for r in rows]
-        columns[names_.index("lost")] = pa.array(lost, pa.uint64())
-        columns[names_.index("cpu")] = pa.array([r.cpu for r in rows], pa.uint32())
+        counts = np.zeros(total, np.uint64)
+        counts[at] = [count for _, _, count in lost]
+        columns[names_.index("lost")] = pa.array(counts, mask=is_sample)
+        cpus = np.zeros(total, np.uint32)
+        cpus[is_sample] = batch.column(names_.index("cpu")).to_numpy(zero_copy_only=False)
+        cpus[at] = [cpu for _, cpu, _ in lost]
+        columns[names_.index("cpu")] = pa.array(cpus)
         return pa.RecordBatch.from_arrays(columns, schema=batch.schema)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import glob
 import os
 
+import numpy as np
 import pyarrow as pa
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import ebpfwire
@@ -17,6 +18,7 @@ from ebpfwire.capture import CaptureReader, CaptureWriter, LostRecord
 from ebpfwire.events import Argv, SockAddr
 from ebpfwire.layouts import get_layout
 from ebpfwire.render import event_label
+from ebpfwire.walker import COLUMN_TAGS, STRING_TAGS, sockaddr, walk, walk_columns
 
 FIXTURES = os.path.join(os.path.dirname(__file__), os.pardir, "fixtures")
 CAPTURES = sorted(glob.glob(os.path.join(FIXTURES, "*.ewcap")))
@@ -312,3 +314,80 @@ def test_short_headers_keep_the_fields_that_are_there():
     assert get_layout("classic").size > len(data)
     with pytest.raises(DecodeError, match="short-header"):
         to_table([data], strict=True)
+
+
+def column_walk(samples: list[bytes], tags: tuple[int, ...]) -> list:
+    """walk_columns over ``samples`` with ``tags``: per sample its flat list, or None."""
+    size = get_layout("classic").size
+    joined = b"".join(samples)
+    lengths = np.array([len(data) for data in samples], np.int64)
+    ends = np.cumsum(lengths)
+    ok, values = walk_columns(np.frombuffer(joined, np.uint8), ends - lengths, ends,
+                              ends - lengths + size, tags)
+    out = []
+    for row in range(len(samples)):
+        if not ok[row]:
+            out.append(None)
+            continue
+        flat = []
+        for tag, value in zip(tags, values, strict=True):
+            if tag == ebpfwire.ArgType.SOCKADDR_T:
+                value = sockaddr(joined[value[0][row]:value[1][row]])
+            elif tag in STRING_TAGS:
+                value = joined[value[0][row]:value[1][row]].decode("utf-8", "surrogateescape")
+            else:
+                value = int(value[row])
+            flat += [tag, value]
+        out.append(flat)
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(strategies.event_bytes(), st.integers(1, 255))
+def test_the_column_walk_takes_exactly_what_the_walker_takes(valid, delta):
+    """For a valid sample's tags and every sample one change away from it (a byte changed,
+    the end cut, bytes added), the column walk takes exactly the samples the fast walker
+    takes with those tags, with the same values."""
+    size = get_layout("classic").size
+    flat: list = []
+    walk(valid, size, len(valid), decode(valid).argnum, flat)
+    tags = tuple(flat[0::2])
+    assume(all(tag in COLUMN_TAGS for tag in tags))
+    samples = [valid, *(valid[:at] + bytes([(valid[at] + delta) % 256]) + valid[at + 1:]
+                        for at in range(size, len(valid))),
+               *(valid[:end] for end in range(size, len(valid))),
+               *(valid + bytes(extra) for extra in range(1, 10)), valid + b"\1"]
+    for data, got in zip(samples, column_walk(samples, tags), strict=True):
+        flat = []
+        taken = walk(data, size, len(data), len(tags), flat) and tuple(flat[0::2]) == tags
+        assert got == (flat if taken else None)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(strategies.event_bytes(), strategies.damaged_event_bytes()),
+                min_size=1, max_size=4), st.randoms())
+def test_groups_mixing_column_walked_and_careful_rows_equal_per_event_decode(pairs, rnd):
+    """Valid and damaged samples of the same events in one batch: the column walk takes
+    some rows of a group and the careful walk the others, in their places."""
+    samples = [data for pair in pairs for data in pair] * 3
+    rnd.shuffle(samples)
+    rows = table_of_samples(samples)
+    for row, data in zip(rows, samples, strict=True):
+        want = expected_row(reference(data, "classic", "x86_64"), data, None, "classic", None)
+        assert {key: row[key] for key in want} == want
+
+
+def test_column_walked_strings_that_are_not_utf8_stay_reachable():
+    T = ebpfwire.ArgType
+    bad_path = "/tmp/\udcff-x"       # the byte 0xff, kept by surrogateescape
+    bad_unix = SockAddr(1, None, None, "/run/\udcfe.sock", None, None)
+    samples = [sample(257, (T.INT_T, -100), (T.STR_T, bad_path), (T.OPEN_FLAGS_T, 0)),
+               sample(257, (T.INT_T, -100), (T.STR_T, "/etc/hosts"), (T.OPEN_FLAGS_T, 0)),
+               sample(42, (T.INT_T, 3), (T.SOCKADDR_T, bad_unix)),
+               sample(42, (T.INT_T, 3), (T.SOCKADDR_T, bad_unix._replace(path="/run/ok")))]
+    table = to_table(samples)
+    assert table.column("path").to_pylist() == ["/tmp/\ufffd-x", "/etc/hosts",
+                                                 "/run/\ufffd.sock", "/run/ok"]
+    assert table.column("raw").to_pylist() == [samples[0], None, samples[2], None]
+    assert decode(samples[0]).args[1].value == bad_path
+    assert decode(samples[2]).args[1].value == bad_unix
