@@ -1,15 +1,17 @@
-"""Perf ring throughput: how many events/s the PerfReader takes in without loss.
+"""Kernel-to-user throughput: how many events/s the monitor's reader takes in without loss.
 
 A child process calls close(-1) in a tight loop for a few seconds (each call is one
 traced `close` event, EBADF); the parent reads the per-CPU rings at the same time and
-prints what the child sent, what arrived, and what the kernel reported lost. Needs
-root. Run: python bench/perf_throughput.py [--seconds 3] [--page-count N]
+prints what the child sent, what arrived, what was reported lost, the reader's CPU and its
+memory. Both transports run the same workload, one after the other, in one run. Needs root.
+Run: python bench/perf_throughput.py [--seconds 3] [--transport perf|ringbuf|both]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import struct
 import time
 
@@ -32,21 +34,18 @@ def flood(seconds: float, report_fd: int) -> None:
     os.write(report_fd, struct.pack("<Q", calls))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--page-count", type=int, default=DEFAULT_PAGE_COUNT)
-    args = parser.parse_args()
-
+def measure(transport: str, seconds: float) -> None:
+    """One run of the flood through ``transport`` at its default ring size; prints a row."""
     report_r, report_w = os.pipe()
-    with Monitor(events=["close"], pid=os.getpid(), page_count=args.page_count) as mon:
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with Monitor(events=["close"], pid=os.getpid(), transport=transport) as mon:
         reader = mon.reader
         received = 0
         start, cpu_start = time.monotonic(), time.process_time()
         child = os.fork()
         if child == 0:
             try:
-                flood(args.seconds, report_w)
+                flood(seconds, report_w)
             finally:
                 os._exit(0)
         while True:
@@ -56,23 +55,33 @@ def main() -> None:
             pid, _ = os.waitpid(child, os.WNOHANG)
             if pid:
                 break
-        for rec in reader.read_batch(timeout=0.2):  # what is left after the child ended
-            if type(rec) is Sample and HOST_PID.unpack_from(rec.data, 20)[0] == child:
-                received += 1
+        while batch := reader.read_batch(timeout=0.2):  # what is left after the child ended
+            received += sum(type(rec) is Sample and HOST_PID.unpack_from(rec.data, 20)[0]
+                            == child for rec in batch)
         elapsed = time.monotonic() - start
         reader_cpu = time.process_time() - cpu_start
         sent = struct.unpack("<Q", os.read(report_r, 8))[0]
         lost = reader.lost_total
-    ring_kib = args.page_count * PAGE_SIZE // 1024
-    print(f"ring: {args.page_count} pages ({ring_kib} KiB) per CPU, {len(reader.cpus)} CPUs")
-    print(f"sent:     {sent:>10,} close(-1) calls in {args.seconds:.1f} s "
-          f"({sent / args.seconds:,.0f}/s)")
-    print(f"received: {received:>10,} samples ({received / elapsed:,.0f} events/s)")
-    print(f"lost:     {lost:>10,} (kernel LOST records; a trailing loss shows only on the next "
-          "write to that ring)")
-    print(f"missing:  {sent - received - lost:>10,}")
-    print(f"reader:   {reader_cpu:.2f} s CPU in {elapsed:.2f} s "
-          f"({received / max(reader_cpu, 1e-9):,.0f} events per CPU-second)")
+        ring_mib = (mon.ring_bytes if transport == "ringbuf"
+                    else DEFAULT_PAGE_COUNT * PAGE_SIZE) / 2**20
+    rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    ring = f"{ring_mib:g} MiB" + (" per CPU" if transport == "perf" else " shared")
+    print(f"{transport:8} {ring:>16} {sent:>10,} {received:>10,} {lost:>8,} "
+          f"{sent - received - lost:>8,} {received / elapsed:>12,.0f} "
+          f"{1e6 * reader_cpu / max(received, 1):>10.2f} {rss_mib:>8.0f} "
+          f"(+{(rss_mib - rss_before / 1024):.0f})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--transport", choices=("perf", "ringbuf", "both"), default="both")
+    args = parser.parse_args()
+    print(f"load average {os.getloadavg()[0]:.2f}; close(-1) flood for {args.seconds:g} s")
+    print(f"{'transport':8} {'ring':>16} {'sent':>10} {'received':>10} {'lost':>8} "
+          f"{'missing':>8} {'events/s':>12} {'us CPU/ev':>10} {'RSS MiB':>8}")
+    for transport in ("perf", "ringbuf") if args.transport == "both" else (args.transport,):
+        measure(transport, args.seconds)
 
 
 if __name__ == "__main__":
