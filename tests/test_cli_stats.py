@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ebpfwire.capture import CaptureReader
+from ebpfwire.capture import CaptureReader, LostRecord
 from ebpfwire.cli import main
 from ebpfwire.stats import bundled_stats_object
 
@@ -173,7 +173,7 @@ def test_stats_and_record_at_once_both_see_the_workload(tmp_path: Path):
     assert (close["calls"], close["errnos"]) == (2_000, {"EBADF": 2_000})
     with CaptureReader(capture) as reader:
         pairs = list(reader.events())
-    lost = sum(record.count for record, item in pairs if item is None)
+    lost = sum(record.count for record, _ in pairs if isinstance(record, LostRecord))
     closes = [e for _, e in pairs if e is not None and e.host_pid == child.pid
               and e.event_id == 3]
     assert len(closes) + lost == 2_000 and lost == 0
