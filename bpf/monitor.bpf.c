@@ -602,7 +602,14 @@ static __always_inline int submit(void *ctx, struct writer *w)
 		size = (((size + 4 + 7) & ~7u) - 4) & BUF_MASK;
 	}
 #ifdef EBPFWIRE_RINGBUF
-	if (bpf_ringbuf_output(&events, w->b->data, size, 0)) {
+	/* like the perf rings' watermark: wake the reader only once a quarter of
+	 * the ring is waiting (it also polls every 0.1 s, which bounds the delay of
+	 * a lone event); a wakeup per event costs the reader several times more */
+	__u64 waiting = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) + size;
+	__u64 wakeup = waiting >= bpf_ringbuf_query(&events, BPF_RB_RING_SIZE) / 4 ?
+		BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+
+	if (bpf_ringbuf_output(&events, w->b->data, size, wakeup)) {
 		__u32 zero = 0;
 		__u64 *drops = bpf_map_lookup_elem(&ringbuf_drops, &zero);
 
