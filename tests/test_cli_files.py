@@ -187,8 +187,19 @@ def test_follow_waits_for_a_file_that_does_not_exist_yet(tmp_path: Path):
 # --------------------------------------------------------------------------- live
 
 
+# Closes made while a recording runs, so that it never depends on what else the machine does.
+CLOSER = ("import os, time\nend = time.monotonic() + 4\nwhile time.monotonic() < end:\n"
+          "    try:\n        os.close(-1)\n    except OSError:\n        time.sleep(0.001)\n")
+
+
 def _record_close_events(path: Path, *extra: str) -> subprocess.CompletedProcess:
-    return ebpfwire("record", "-o", str(path), "--events", "close", "--duration", "1", *extra)
+    closer = subprocess.Popen([sys.executable, "-c", CLOSER])
+    try:
+        return ebpfwire("record", "-o", str(path), "--events", "close", "--duration", "1",
+                        *extra)
+    finally:
+        closer.kill()
+        closer.wait()
 
 
 @pytest.mark.live
@@ -213,6 +224,7 @@ def test_record_symlink_repro_force_and_append(tmp_path: Path):
         assert not target.is_symlink() and victim.read_text() == "keep me\n"
         assert (target.stat().st_mode & 0o777) == 0o600
         first = json.loads(run("info", "--json", str(target))[1])["samples"]
+        assert first > 0
         done = _record_close_events(target)
         assert done.returncode == 2 and "already exists" in done.stderr
         done = _record_close_events(target, "--append")
