@@ -225,9 +225,13 @@ def test_a_tiny_ring_buffer_loses_and_the_capture_counts_it(tmp_path: Path):
                                 env=ENV)
         _wait_for_capture(path, proc)
         assert burst.stdin is not None
-        burst.stdin.write("go\n")
-        burst.stdin.close()
-        assert burst.wait(timeout=120) == 0
+        proc.send_signal(signal.SIGSTOP)  # the recorder reads nothing while the burst runs:
+        try:                              # the 4 KiB ring must overflow, whatever the load
+            burst.stdin.write("go\n")
+            burst.stdin.close()
+            assert burst.wait(timeout=120) == 0
+        finally:
+            proc.send_signal(signal.SIGCONT)
         time.sleep(1)  # the drop counter is read at least every 0.1 s
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
