@@ -209,6 +209,21 @@ class CaptureError(ValueError):
         super().__init__(f"{where}offset {offset}: expected {expected}, found {found}")
 
 
+def unreadable_capture(label: str, exc: OSError | CaptureError) -> str:
+    """The one line for a capture that cannot be opened, as the command line and export
+    print it."""
+    if isinstance(exc, CaptureError):
+        return (f"{label}: not a readable capture: offset {exc.offset}: expected "
+                f"{exc.expected}, found {exc.found}")
+    if isinstance(exc, FileNotFoundError):
+        return f"{label}: no such file"
+    if isinstance(exc, IsADirectoryError):
+        return f"{label}: is a directory, expected a capture file"
+    if isinstance(exc, PermissionError):
+        return f"{label}: permission denied"
+    return f"{label}: {exc.strerror or exc}"
+
+
 @dataclass(frozen=True)
 class CaptureDamage:
     """Bytes a reader had to skip: where they start and what was expected versus found."""

@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import arrow
-from .capture import CaptureError, CaptureReader, split_ranges
+from .capture import CaptureError, CaptureReader, split_ranges, unreadable_capture
 from .catalogue import check_arch
 from .errors import DecodeError
 from .layouts import get_layout
@@ -145,15 +145,8 @@ def check_captures(paths: Iterable[str | os.PathLike[str]], layout: str | None =
         try:
             with CaptureReader(path) as reader:
                 header = reader.header
-        except FileNotFoundError:
-            raise ExportError(f"{path}: no such file") from None
-        except IsADirectoryError:
-            raise ExportError(f"{path}: is a directory, expected a capture file") from None
-        except PermissionError:
-            raise ExportError(f"{path}: permission denied") from None
-        except CaptureError as exc:
-            raise ExportError(f"{path}: not a readable capture: offset {exc.offset}: expected "
-                              f"{exc.expected}, found {exc.found}") from None
+        except (FileNotFoundError, IsADirectoryError, PermissionError, CaptureError) as exc:
+            raise ExportError(unreadable_capture(path, exc)) from None
         name = layout or header.layout
         origin = "given" if layout else "from the capture header"
         try:

@@ -17,7 +17,15 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TextIO
 
-from ..capture import ARCHES, CaptureError, CaptureHeader, CaptureReader, LostRecord, SampleRecord
+from ..capture import (
+    ARCHES,
+    CaptureError,
+    CaptureHeader,
+    CaptureReader,
+    LostRecord,
+    SampleRecord,
+    unreadable_capture,
+)
 from ..catalogue import SPECIAL_EVENTS, check_arch, event_name
 from ..decoder import decode
 from ..errors import DecodeError
@@ -313,15 +321,8 @@ def open_capture(source: str, follow: bool = False) -> CaptureReader:
         if source == "-":
             return CaptureReader(sys.stdin.buffer, follow=follow)
         return CaptureReader(source, follow=follow)
-    except FileNotFoundError:
-        raise UsageError(f"{label}: no such file") from None
-    except IsADirectoryError:
-        raise UsageError(f"{label}: is a directory, expected a capture file") from None
-    except PermissionError:
-        raise UsageError(f"{label}: permission denied") from None
-    except CaptureError as exc:
-        raise UsageError(f"{label}: not a readable capture: offset {exc.offset}: expected "
-                         f"{exc.expected}, found {exc.found}") from None
+    except (FileNotFoundError, IsADirectoryError, PermissionError, CaptureError) as exc:
+        raise UsageError(unreadable_capture(label, exc)) from None
 
 
 def layout_and_arch(args: argparse.Namespace, header: CaptureHeader, label: str
