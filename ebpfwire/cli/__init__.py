@@ -14,7 +14,6 @@ import sys
 from typing import NoReturn
 
 from .. import __version__
-from ..layouts import LAYOUTS
 from .common import (
     EXIT_INTERRUPTED,
     EXIT_IO,
@@ -24,6 +23,8 @@ from .common import (
     OutputError,
     UsageError,
     _say,
+    add_capture_filters,
+    add_decoding_options,
     comm_type,
     duration_type,
     pid_type,
@@ -53,13 +54,6 @@ examples:
   sudo ebpfwire record -o run.ewcap --duration 10
   sudo ebpfwire trace --events execve,connect
 """
-
-
-def _add_decoding_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--layout", help="context layout (default: the capture header's); "
-                                    f"one of {', '.join(LAYOUTS)}")
-    p.add_argument("--arch", help="architecture of the event ids (default: the header's)")
-    p.add_argument("--utc", action="store_true", help="show wall-clock times in UTC")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -96,15 +90,8 @@ examples:
     p.add_argument("--raw", action="store_true",
                    help="without the process context (executable, parent, container): "
                         "the events as the capture holds them")
-    _add_decoding_options(p)
-    p.add_argument("--lenient", action="store_true",
-                   help="decode damaged samples as far as possible and show the damage")
-    p.add_argument("--event", action="append", metavar="NAME",
-                   help="only these events (repeat, or a comma list: openat,connect)")
-    p.add_argument("--pid", type=pid_type, help="only this pid (namespace or host pid)")
-    p.add_argument("--comm", type=comm_type, help="only this task name (exact)")
-    p.add_argument("--failed", action="store_true",
-                   help="only events that failed (a negative result: -1 EPERM...)")
+    add_capture_filters(p, "decode damaged samples as far as possible and show the damage",
+                        utc=True)
     p.add_argument("--follow", "-f", action="store_true",
                    help="keep reading a file that is being written, until Ctrl-C")
     p.add_argument("--no-sort", action="store_true",
@@ -121,14 +108,7 @@ examples:
   ebpfwire ps --json run.ewcap
 """)
     p.add_argument("file", metavar="FILE", help="capture file, - for standard input")
-    _add_decoding_options(p)
-    p.add_argument("--lenient", action="store_true",
-                   help="decode damaged samples as far as possible")
-    p.add_argument("--event", action="append", metavar="NAME",
-                   help="count only these events and show only processes with them")
-    p.add_argument("--pid", type=pid_type, help="only this pid (namespace or host pid)")
-    p.add_argument("--comm", type=comm_type, help="only events of this task name (exact)")
-    p.add_argument("--failed", action="store_true", help="only events that failed")
+    add_capture_filters(p, "decode damaged samples as far as possible", utc=True)
     p.add_argument("--json", action="store_true", help="the tree as nested JSON objects")
     p.add_argument("--strict-exit", action="store_true",
                    help="exit with status 1 when anything was damaged")
@@ -138,7 +118,7 @@ examples:
                        formatter_class=raw, epilog="examples:\n  ebpfwire info run.ewcap\n"
                                                    "  ebpfwire info --json run.ewcap\n")
     p.add_argument("file", metavar="FILE", help="capture file, - for standard input")
-    _add_decoding_options(p)
+    add_decoding_options(p)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(run=cmd_info)
 

@@ -275,12 +275,20 @@ def make_filter(events: list[str], pid: int | None, comm: str | None, failed: bo
     return keep
 
 
-def add_capture_filters(p: argparse.ArgumentParser, lenient_help: str) -> None:
-    """--layout/--arch/--lenient and the --event/--pid/--comm/--failed filters, as decode has
-    them, for the commands that read whole captures (summary, export)."""
+def add_decoding_options(p: argparse.ArgumentParser, utc: bool = True) -> None:
+    """--layout/--arch (and --utc for commands that show wall-clock times)."""
     p.add_argument("--layout", help="context layout (default: the capture header's); "
                                     f"one of {', '.join(LAYOUTS)}")
     p.add_argument("--arch", help="architecture of the event ids (default: the header's)")
+    if utc:
+        p.add_argument("--utc", action="store_true", help="show wall-clock times in UTC")
+
+
+def add_capture_filters(p: argparse.ArgumentParser, lenient_help: str, utc: bool = False
+                        ) -> None:
+    """The decoding options, --lenient and the --event/--pid/--comm/--failed filters, for
+    every command that reads whole captures (decode, ps, summary, export)."""
+    add_decoding_options(p, utc)
     p.add_argument("--lenient", action="store_true", help=lenient_help)
     p.add_argument("--event", action="append", metavar="NAME",
                    help="only these events (repeat, or a comma list: openat,connect)")
