@@ -1,39 +1,34 @@
 """Who did it, on every line of ``decode``: the process's executable, its parent's and the
 container, from a :class:`~ebpfwire.process.ProcessTable` fed the whole capture.
 
-The table sees every event (filters only choose what is printed). Most events change no
-process state, so they are read from their raw header (:meth:`Enricher.sample_fields`, no
-:class:`~ebpfwire.events.Event` built) and get a JSON fragment cached per process; exec,
-security_bprm_check and do_exit events, and a process's first event, go through
-:meth:`Enricher.event` with their decoded Event. The JSON fields are added after the raw
-event's own (docs/cli.md, "Process context"), so the raw shape is untouched.
+The table sees every event (filters only choose what is printed). Events are read from
+their raw header (:meth:`Enricher.sample`, no :class:`~ebpfwire.events.Event` built; an
+exec's arguments only where the table needs them), and most get an answer kept per
+process; damaged samples go through :meth:`Enricher.event` with their decoded Event. The
+JSON fields are added after the raw event's own (docs/cli.md, "Process context"), so the
+raw shape is untouched.
 """
 
 from __future__ import annotations
 
 import json
 import struct
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
-from .argtypes import ArgType
 from .context import ContainerInfo, ProcessInfo
 from .events import Event
 from .layouts import Layout
-from .process import (
-    DEFAULT_RETAIN_NS,
-    DO_EXIT,
-    SECURITY_BPRM_CHECK,
-    EventContext,
-    Process,
-    ProcessTable,
-    Program,
-)
+from .process import DEFAULT_RETAIN_NS, DO_EXIT, EventContext, ProcessTable, Program
 from .render import printable
+from .walker import walk, walk_lenient
 
-_CACHE_LIMIT = 1 << 16   # entries per cache (texts, programs, fragments); cleared when full
-_IDS = struct.Struct("<IIII").unpack   # pid_id, mnt_id, host_ppid, host_pid
-_S32 = struct.Struct("<i").unpack_from
-_STR = int(ArgType.STR_T)
+_CACHE_LIMIT = 1 << 16   # entries per cache (texts, programs, answers); cleared when full
+_COMM_AT = 52            # the comm's offset in every layout's header (the cwd follows it)
+_EVENT_ID = slice(36, 40)
+_IDS = slice(8, 24)      # pid_id, mnt_id, host_ppid, host_pid: the key of a kept answer
+_U32 = struct.Struct("<I").pack
+T = TypeVar("T")
 
 
 def program_json(program: Program | None, argv: bool = True) -> dict[str, Any] | None:
@@ -60,45 +55,63 @@ NO_CONTEXT = context_fields(None, None, None)
 """The fields of an event the table cannot place (a damaged header)."""
 
 
-def _container_id(process: Process, container: ContainerInfo | None) -> str | None:
-    if container is not None:
-        return container.container_id
-    return process.container_id
+class Enricher(Generic[T]):
+    """The process context of one capture's events, made into what an output needs.
 
+    ``make(program, parent_program, container_id)`` turns an answer of the table into
+    the output's form: by default the JSON lines' fields (:meth:`fields`). :meth:`sample`
+    answers a raw sample; :meth:`event` a decoded :class:`Event` (damaged or filtered
+    samples). Both feed one :class:`ProcessTable`, so they may be mixed in one stream.
 
-class Enricher:
-    """The process context of one capture's events, in the form each output needs.
-
-    :meth:`sample_fields` keeps, per (pid_id, mnt_id, host_ppid, host_pid) as the header
-    has them, the fragment it gave last with what it was made of, and gives it again while
-    the comm (and cwd) are the same, the table holds the same process and parent for those
-    pids, neither has run another program since and no container record came (give the
-    capture's context records to :meth:`feed`); the table is then not touched, so its
-    per-process event counts leave those events out (decode does not show them).
+    Most events change no process state, and a process's answer stays the same until
+    its process or parent runs another program, exits or is replaced, or a container
+    record comes: :meth:`sample` keeps the answer per (pid_id, mnt_id, host_ppid,
+    host_pid) as the header has them, checked against the comm (and cwd) bytes, and the
+    table tells (``on_change``) which to forget. An event given a kept answer does not
+    reach the table, so its per-process event counts leave those events out (decode
+    does not show them; ``ps`` uses the table directly).
     """
 
-    def __init__(self, layout: Layout, arch: str, retain_ns: int | None = DEFAULT_RETAIN_NS):
+    def __init__(self, layout: Layout, arch: str, retain_ns: int | None = DEFAULT_RETAIN_NS,
+                 make: Callable[[Program | None, Program | None, str | None], T] | None = None):
         self.table = ProcessTable(retain_ns, arch)
-        self._stateful = self.table.state_event_ids
-        has_cwd = "cwd" in layout.extra_names
-        # ts, the four ids as bytes (a cache key), event_id, argnum, retval, and comm with
-        # cwd after it where the layout has one: at the same offsets in every layout
-        self._head = struct.Struct(f"<Q16s12xIIq{96 if has_cwd else 16}s").unpack_from
+        self.table.on_change = self._forget
+        self._make: Callable[[Program | None, Program | None, str | None], T] = (
+            make or self.fields)  # type: ignore[assignment]
+        self._layout = layout
+        self._unpack = layout.fmt.unpack_from
         self._size = layout.size
+        self._cwd_at = 12 + layout.extra_names.index("cwd") if "cwd" in layout.extra_names \
+            else None
+        self._names = slice(_COMM_AT, _COMM_AT + 16 + (80 if self._cwd_at else 0))
+        stateful = self.table.state_event_ids
+        self._stateful = stateful
+        self._stateful_raw = frozenset(_U32(event_id) for event_id in stateful)
+        self._with_args = stateful - {DO_EXIT}    # exec entries and bprm_check read args
         self._texts: dict[bytes, str] = {}
         # (exe, id(argv), source) -> (argv, the program's JSON with argv, without)
         self._programs: dict[tuple, tuple[tuple[str, ...], str, str]] = {}
-        # the four ids -> (containers seen, comm and cwd, host pid, host ppid, process,
-        # program, the table's entry for host ppid, parent, parent's program, fragment)
-        self._fragments: dict[bytes, tuple] = {}
-        self._containers = 0
-        self._live_get = self.table._live.get   # table.get() without a call per event
+        self._kept: dict[bytes, tuple[bytes, T]] = {}     # ids -> (comm and cwd, answer)
+        self._keys_of: dict[int, set[bytes]] = {}        # host pid -> ids that name it
+        self._made: dict[tuple, T] = {}     # (program, parent's, container id) -> answer
+        self._unplaced: T | None = None
 
     def feed(self, item: ProcessInfo | ContainerInfo) -> None:
         """A snapshot entry or container record of the capture."""
-        if isinstance(item, ContainerInfo):
-            self._containers += 1
         self.table.feed(item)
+
+    def lost(self, count: int) -> None:
+        """Events were lost: the table drops what it waited for (exec results)."""
+        self.table.lost(count)
+
+    def _forget(self, host_pid: int | None) -> None:
+        if host_pid is None:
+            self._kept.clear()
+            self._keys_of.clear()
+            return
+        kept = self._kept
+        for key in self._keys_of.pop(host_pid, ()):
+            kept.pop(key, None)
 
     def _text(self, raw: bytes) -> str:
         texts = self._texts
@@ -106,6 +119,88 @@ class Enricher:
             texts.clear()
         text = texts[raw] = raw.partition(b"\0")[0].decode("utf-8", "surrogateescape")
         return text
+
+    def sample(self, data: bytes, values: tuple | None = None, flat: list | None = None) -> T:
+        """The answer for a raw sample, from its header (and, for an exec's entry or
+        security_bprm_check, its arguments). ``values`` (the layout's ``fmt`` unpacked) and
+        ``flat`` (the walker's list) are used when the caller has them already."""
+        kept = self._kept.get(data[_IDS])
+        if (kept is not None and data[self._names] == kept[0]
+                and data[_EVENT_ID] not in self._stateful_raw):
+            return kept[1]
+        if values is None:
+            if len(data) < self._size:
+                return self.unplaced()
+            values = self._unpack(data)
+        (ts, pid_id, mnt_id, host_ppid, host_pid, _, pid, uid, event_id, argnum, retval,
+         comm_raw) = values[:12]
+        texts = self._texts
+        comm = texts.get(comm_raw) or self._text(comm_raw)
+        cwd = ""
+        if self._cwd_at is not None:
+            cwd_raw = values[self._cwd_at]
+            cwd = texts.get(cwd_raw) or self._text(cwd_raw)
+        if flat is None:
+            flat = self._args(data, argnum) if argnum and event_id in self._with_args else []
+        answer = self.table.observe(ts, pid_id, mnt_id, host_ppid, host_pid, pid, uid,
+                                    event_id, argnum, retval, comm, cwd, flat)
+        result = self.answer_of(answer)
+        parent = answer.parent
+        if (event_id not in self._stateful and answer.process.exit_ns is None
+                and (parent is None or parent.exit_ns is None)):
+            self._keep(data, host_pid, host_ppid, result)
+        return result
+
+    def _keep(self, data: bytes, host_pid: int, host_ppid: int, result: T) -> None:
+        kept, keys_of = self._kept, self._keys_of
+        if len(kept) >= _CACHE_LIMIT:
+            kept.clear()
+            keys_of.clear()
+        key = data[_IDS]
+        kept[key] = (data[self._names], result)
+        for pid in (host_pid, host_ppid):
+            keys = keys_of.get(pid)
+            if keys is None:
+                keys_of[pid] = {key}
+            else:
+                keys.add(key)
+
+    def _args(self, data: bytes, argnum: int) -> list:
+        """The walker's flat list of a sample's arguments: what can be decoded of them."""
+        flat: list = []
+        if not walk(data, self._size, len(data), argnum, flat):
+            flat.clear()
+            walk_lenient(data, self._size, len(data), argnum, None, flat, [])
+        return flat
+
+    def unplaced(self) -> T:
+        """The answer for an event the table cannot place (its header is cut)."""
+        if self._unplaced is None:
+            self._unplaced = self._make(None, None, None)
+        return self._unplaced
+
+    def event(self, event: Event) -> EventContext | None:
+        """Apply one decoded event to the table: its context, or None for an event whose
+        header was cut (lenient decoding), which the table cannot place."""
+        header = event._header
+        if None in header[:12]:
+            return None
+        return self.table.update(event)
+
+    def answer_of(self, answer: EventContext | None) -> T:
+        """What ``make`` makes of an answer of :meth:`event` (made once per programs and
+        container: many events share them)."""
+        if answer is None:
+            return self.unplaced()
+        key = (answer.program, answer.parent_program, answer.container_id)
+        made = self._made.get(key)
+        if made is None:
+            if len(self._made) >= _CACHE_LIMIT:
+                self._made.clear()
+            made = self._made[key] = self._make(*key)
+        return made
+
+    # -- the JSON lines' fields, the default ``make``
 
     def _program(self, program: Program | None, argv: bool) -> str:
         if program is None:
@@ -127,96 +222,6 @@ class Enricher:
         return (', "process": ' + self._program(program, True) + ', "parent_process": '
                 + self._program(parent, False) + ', "container_id": '
                 + ("null" if container_id is None else json.dumps(container_id)))
-
-    def sample_fields(self, data: bytes) -> str | None:
-        """The context fields of a raw sample, from its header (and, for
-        security_bprm_check, its path); None when the sample must be decoded and given to
-        :meth:`event_fields` (an exec's entry, a process not met before, another parent)."""
-        try:
-            ts, ids, event_id, argnum, retval, names = self._head(data)
-        except struct.error:
-            return None
-        table = self.table
-        stateful = event_id in self._stateful
-        if not stateful:
-            kept = self._fragments.get(ids)
-            if kept is not None and kept[0] == self._containers and kept[1] == names:
-                process, parent, get = kept[4], kept[7], self._live_get
-                if (process.exit_ns is None and process.programs[-1] is kept[5]
-                        and get(kept[2]) is process and get(kept[3]) is kept[6]
-                        and (parent is None or parent.programs[-1] is kept[8])):
-                    return kept[9]
-        elif event_id == SECURITY_BPRM_CHECK:
-            path = self._first_string(data) if argnum else None
-            if path is None:
-                return None
-        elif event_id != DO_EXIT and argnum:
-            return None            # an exec's entry: its filename and argv are needed
-        texts = self._texts
-        comm_raw, cwd_raw = names[:16], names[16:]
-        comm = texts.get(comm_raw) or self._text(comm_raw)
-        cwd = (texts.get(cwd_raw) or self._text(cwd_raw)) if cwd_raw else ""
-        pid_id, mnt_id, host_ppid, host_pid = _IDS(ids)
-        process = table.touch(ts, pid_id, mnt_id, host_ppid, host_pid, event_id, comm, cwd)
-        if process is None:
-            return None
-        if stateful:
-            if event_id == DO_EXIT:
-                table.exit(process, ts, retval)
-            elif event_id == SECURITY_BPRM_CHECK:
-                table.bprm_check(process, ts, path, comm)
-            else:
-                table.exec_result(process, ts, retval, comm)
-        parent = table.parent(process)
-        program = process.programs[-1]
-        parent_program = parent.programs[-1] if parent is not None else None
-        container = table.containers.get((pid_id, mnt_id)) if table.containers else None
-        fragment = self.fields(program, parent_program, _container_id(process, container))
-        if not stateful:
-            fragments = self._fragments
-            if len(fragments) >= _CACHE_LIMIT:
-                fragments.clear()
-            fragments[ids] = (self._containers, names, host_pid, host_ppid, process,
-                              program, self._live_get(host_ppid), parent, parent_program,
-                              fragment)
-        return fragment
-
-    def _first_string(self, data: bytes) -> str | None:
-        """The first argument when it is a well-formed string, else None."""
-        at = self._size
-        if len(data) < at + 5 or data[at] != _STR:
-            return None
-        length = _S32(data, at + 1)[0]
-        end = at + 5 + length
-        if length <= 0 or end > len(data) or data[end - 1]:
-            return None
-        return data[at + 5:end - 1].decode("utf-8", "surrogateescape")
-
-    def event(self, event: Event) -> EventContext | None:
-        """Apply one decoded event to the table: its context, or None for an event whose
-        header was cut (lenient decoding), which the table cannot place."""
-        header = event._header
-        if None in header[:12]:
-            return None
-        return self.table.update(event)
-
-    def event_fields(self, event: Event) -> str:
-        """Apply one decoded event to the table: the context fields of its JSON line."""
-        answer = self.event(event)
-        if answer is None:
-            return NO_CONTEXT
-        return self.fields(answer.program, answer.parent_program, answer.container_id)
-
-    def lost(self, count: int) -> None:
-        """Events were lost: the table drops what it waited for (exec results)."""
-        self.table.lost(count)
-
-
-def answer_fields(answer: EventContext | None) -> str:
-    """The context fields of a JSON line for the table's answer about its event."""
-    if answer is None:
-        return NO_CONTEXT
-    return context_fields(answer.program, answer.parent_program, answer.container_id)
 
 
 def table_context(answer: EventContext | None) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -32,7 +32,7 @@ and late events merged from other CPUs still find it. KubeArmor keeps 5 s."""
 SOURCES = ("exec", "snapshot", "fork", "comm")
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Program:
     """One program a process ran, from one exec to the next.
 
@@ -48,6 +48,8 @@ class Program:
     source: str
     since: int
     comm: str
+    # compared and hashed by identity: a program is one run of one process (and a key of
+    # the answers kept by enrich.Enricher)
 
     @property
     def known(self) -> bool:
@@ -148,11 +150,6 @@ def _absolute(path: str, cwd: str) -> str:
     return os.path.normpath(os.path.join(cwd, path))
 
 
-def _cwd_of(event: Event) -> str:
-    raw = event.extra.get("cwd")
-    return raw if isinstance(raw, str) else ""
-
-
 class ProcessTable:
     """Process state built from a capture's records, consumed in ``ts`` order.
 
@@ -170,6 +167,9 @@ class ProcessTable:
         self.containers: dict[tuple[int, int], ContainerInfo] = {}
         self.lost_events = 0
         self.dropped = 0
+        #: Called with a host pid whose answers changed (its life, program, exit), or
+        #: None when every answer may have (a container record): for caches of answers.
+        self.on_change: Callable[[int | None], None] | None = None
         self._exec_ids = frozenset(
             nr for nr in (names.syscall_number("execve", arch),
                           names.syscall_number("execveat", arch)) if nr is not None)
@@ -189,6 +189,7 @@ class ProcessTable:
             if old.container_id is None:
                 old.container_id = info.container_id
             old.from_snapshot = True
+            self._changed(old.host_pid)
             return old
         if info.exe:
             program = Program(info.exe, info.argv, "snapshot", info.start_ns, info.comm)
@@ -198,11 +199,13 @@ class ProcessTable:
                           info.mnt_ns, info.start_ns, [program], {info.comm: info.start_ns},
                           info.cwd, info.container_id, from_snapshot=True)
         self._live[info.host_pid] = process
+        self._changed(info.host_pid)
         return process
 
     def add_container(self, info: ContainerInfo) -> None:
         """A container record: the container of one (pid_id, mnt_id) pair of the events."""
         self.containers[(info.pid_ns, info.mnt_ns)] = info
+        self._changed(None)
 
     def feed(self, item: Event | ProcessInfo | ContainerInfo | int) -> EventContext | None:
         """Take one item of :func:`ebpfwire.pstree.capture_items` (an event, a snapshot
@@ -249,17 +252,23 @@ class ProcessTable:
 
     # -- the event stream
 
-    def _new_process(self, event: Event, ts: int) -> Process:
-        comm = event.comm
-        parent = self._live.get(event.host_ppid)
+    def _changed(self, host_pid: int | None) -> None:
+        """What the table answers for ``host_pid`` (None: for every process) changed."""
+        if self.on_change is not None:
+            self.on_change(host_pid)
+
+    def _new_process(self, ts: int, pid_id: int, mnt_id: int, host_ppid: int, host_pid: int,
+                     pid: int, uid: int, comm: str, cwd: str) -> Process:
+        parent = self._live.get(host_ppid)
         program = Program("", (), "comm", ts, comm)
         if parent is not None and not parent.exited:
             inherited = parent.program
             if inherited.known and comm == inherited.comm:
                 program = Program(inherited.exe, inherited.argv, "fork", ts, comm)
-        process = Process(event.host_pid, event.host_ppid, event.pid, event.uid, event.pid_id,
-                          event.mnt_id, ts, [program], {comm: ts}, _cwd_of(event))
-        self._live[event.host_pid] = process
+        process = Process(host_pid, host_ppid, pid, uid, pid_id, mnt_id, ts, [program],
+                          {comm: ts}, cwd)
+        self._live[host_pid] = process
+        self._changed(host_pid)
         return process
 
     def _reused(self, process: Process) -> bool:
@@ -278,30 +287,40 @@ class ProcessTable:
             process = exited.popleft()
             if live.get(process.host_pid) is process:
                 del live[process.host_pid]
+                self._changed(process.host_pid)
             self.dropped += 1
 
     def update(self, event: Event) -> EventContext:
-        """Apply one event (in ``ts`` order) and answer for it.
+        """Apply one decoded event (in ``ts`` order) and answer for it (:meth:`observe`)."""
+        (ts, pid_id, mnt_id, host_ppid, host_pid, _, pid, uid, event_id, argnum, retval, comm,
+         extra, _, _) = event._header
+        cwd = extra.get("cwd") if extra else None
+        return self.observe(ts, pid_id, mnt_id, host_ppid, host_pid, pid, uid, event_id,
+                            argnum, retval, comm, cwd if type(cwd) is str else "", event.flat)
+
+    def observe(self, ts: int, pid_id: int, mnt_id: int, host_ppid: int, host_pid: int,
+                pid: int, uid: int, event_id: int, argnum: int, retval: int, comm: str,
+                cwd: str, flat: list) -> EventContext:
+        """Apply one event, given as its header fields and the walker's flat list of its
+        arguments (read only for an exec's entry and security_bprm_check), and answer for it.
 
         The answer is the state at the event: an execve/execveat entry is answered with
         the program that called exec (it is still running), the exec's exit and the
         security_bprm_check event with the new program.
         """
-        # one unpack of the header instead of a property call per field: this runs for
-        # every event of an enriched decode
-        (ts, pid_id, mnt_id, host_ppid, host_pid, _, _, _, event_id, argnum, retval, comm,
-         extra, _, _) = event._header
-        if self.retain_ns is not None and self._exited:
+        exited = self._exited
+        if exited and self.retain_ns is not None and exited[0].exit_ns + self.retain_ns < ts:
             self._drop_expired(ts)
-        live = self._live
-        process = live.get(host_pid)
+        process = self._live.get(host_pid)
         if process is None:
-            process = self._new_process(event, ts)
+            process = self._new_process(ts, pid_id, mnt_id, host_ppid, host_pid, pid, uid,
+                                        comm, cwd)
         elif process.exit_ns is not None or (host_ppid != process.host_ppid
                                              and self._reused(process)):
             if process.exit_ns is None and self.retain_ns is None:
                 self._replaced.append(process)   # its exit was lost; keep it for the tree
-            process = self._new_process(event, ts)
+            process = self._new_process(ts, pid_id, mnt_id, host_ppid, host_pid, pid, uid,
+                                        comm, cwd)
         else:
             process.host_ppid = host_ppid        # the same, or reparented
             process.pid_ns, process.mnt_ns = pid_id, mnt_id
@@ -310,21 +329,19 @@ class ProcessTable:
         counts[event_id] = counts.get(event_id, 0) + 1
         if comm not in process.comms:
             process.comms[comm] = ts
-        cwd = extra.get("cwd") if extra else None
         if cwd:
             process.cwd = cwd
         answer_program = process.programs[-1]
         request = None
         if event_id in self._exec_ids:
             if argnum:      # the entry: filename and argv (the calling program answers)
-                self._exec_entry(process, event, process.cwd)
+                self._exec_entry(process, ts, event_id, flat)
             else:           # the exit: the result
                 request = process.pending
                 self.exec_result(process, ts, retval, comm)
                 answer_program = process.programs[-1]
         elif event_id == SECURITY_BPRM_CHECK:
-            args = event.args
-            path = args[0].value if args and isinstance(args[0].value, str) else ""
+            path = flat[1] if len(flat) > 1 and type(flat[1]) is str else ""
             self.bprm_check(process, ts, path, comm)
             answer_program = process.programs[-1]
         elif event_id == DO_EXIT:
@@ -334,31 +351,6 @@ class ProcessTable:
         container = self.containers.get((pid_id, mnt_id)) if self.containers else None
         return EventContext(process, answer_program, parent, parent_program, container, request)
 
-    def touch(self, ts: int, pid_id: int, mnt_id: int, host_ppid: int, host_pid: int,
-              event_id: int, comm: str, cwd: str) -> Process | None:
-        """:meth:`update` for an event that changes no process state, from its header
-        fields alone (no :class:`Event` to build): the process, or None when the event
-        must go through :meth:`update` (a process not in the table or exited, another
-        parent). For an exec result, security_bprm_check or do_exit event, call
-        :meth:`exec_result`, :meth:`bprm_check` or :meth:`exit` next; an exec entry needs
-        its arguments: give it to :meth:`update`."""
-        exited = self._exited
-        if exited and self.retain_ns is not None and exited[0].exit_ns + self.retain_ns < ts:
-            self._drop_expired(ts)
-        process = self._live.get(host_pid)
-        if (process is None or process.exit_ns is not None
-                or host_ppid != process.host_ppid):
-            return None
-        process.pid_ns, process.mnt_ns = pid_id, mnt_id
-        process.events += 1
-        counts = process.counts
-        counts[event_id] = counts.get(event_id, 0) + 1
-        if comm not in process.comms:
-            process.comms[comm] = ts
-        if cwd:
-            process.cwd = cwd
-        return process
-
     def parent(self, process: Process) -> Process | None:
         """The parent of a process in the table, as :meth:`update` answers it."""
         parent = self._live.get(process.host_ppid)
@@ -366,13 +358,12 @@ class ProcessTable:
             return None           # that pid is a younger process now, not the parent
         return parent
 
-    def _exec_entry(self, process: Process, event: Event, cwd: str) -> None:
-        args = event.args
-        strings = [arg.value for arg in args if isinstance(arg.value, str)]
-        argvs = [arg.value for arg in args if isinstance(arg.value, list)]
-        filename = _absolute(strings[0], cwd) if strings else ""
-        argv = tuple(argvs[0]) if argvs else ()
-        process.pending = ExecRequest(filename, argv, event.ts, event.event_id)
+    def _exec_entry(self, process: Process, ts: int, event_id: int, flat: list) -> None:
+        values = flat[1::2]
+        filename = next((value for value in values if type(value) is str), "")
+        argv = next((value for value in values if isinstance(value, list)), ())
+        process.pending = ExecRequest(_absolute(filename, process.cwd), tuple(argv), ts,
+                                      event_id)
 
     def bprm_check(self, process: Process, ts: int, path: str, comm: str) -> None:
         """security_bprm_check of ``path``: the kernel is running the new program now, the
@@ -402,7 +393,8 @@ class ProcessTable:
         process.exit_ns, process.exit_status = ts, status
         process.pending = None
         self._exited.append(process)
+        self._changed(process.host_pid)
 
-    @staticmethod
-    def _start_program(process: Process, program: Program) -> None:
+    def _start_program(self, process: Process, program: Program) -> None:
         process.programs.append(program)
+        self._changed(process.host_pid)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from collections.abc import Callable
 
 from . import names
 from .argtypes import ArgType
@@ -155,9 +156,11 @@ def event_json(event: Event) -> str:
     return line + "}"
 
 
-def sample_json(data: bytes, layout: Layout, arch: str) -> str | None:
+def sample_json(data: bytes, layout: Layout, arch: str,
+                context: Callable[[bytes, tuple, list], str] | None = None) -> str | None:
     """The JSON line of a raw sample, without building an Event: the hot path of
-    ``decode --format jsonl``.
+    ``decode --format jsonl``. ``context(data, header values, flat arguments)`` gives
+    fields to end the line with (the process context: ``enrich.Enricher.sample``).
 
     It returns a line only when the walker's fast path finds the sample certainly valid,
     and then exactly ``json.dumps(decode(data, ...).to_dict())`` (a property test holds
@@ -190,6 +193,8 @@ def sample_json(data: bytes, layout: Layout, arch: str) -> str | None:
             shown = (_enc(value.partition(b"\0")[0].decode("utf-8", "surrogateescape"))
                      if key in text_fields else str(value))
             line += ", " + _enc(key) + ": " + shown
+    if context is not None:
+        return f"{line}{context(data, values, flat)}}}"
     return line + "}"
 
 

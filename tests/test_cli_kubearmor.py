@@ -234,11 +234,8 @@ def test_header_path_follows_state_changes_of_parents_and_pids() -> None:
             slow.feed(item)
             continue
         data = encode(item)
-        fields = fast.sample_fields(data)
-        if fields is None:
-            fields = fast.event_fields(decode(data))
-        got.append(fields)
-        expected.append(slow.event_fields(decode(data)))
+        got.append(fast.sample(data))
+        expected.append(slow.answer_of(slow.event(decode(data))))
     assert got == expected
     rows = [json.loads("{" + text[2:] + "}") for text in got]
     assert rows[2]["parent_process"] == {"exe": None, "source": "comm"}   # sh, by its comm

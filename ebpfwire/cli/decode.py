@@ -18,7 +18,7 @@ from ..capture import (
     SampleRecord,
 )
 from ..decoder import decode
-from ..enrich import Enricher, answer_fields, table_context
+from ..enrich import Enricher, table_context
 from ..errors import DecodeError
 from ..kubearmor import KubeArmorLogs
 from ..layouts import Layout
@@ -113,7 +113,7 @@ class Decoding:
         fast = strict and keep is None and fmt in ("jsonl", "json")
         out_line = self.out.line
         logs = KubeArmorLogs(header.hostname, header.boot_time_ns) if kubearmor else None
-        sample_fields = enricher.sample_fields if enricher is not None else None
+        context = enricher.sample if enricher is not None else None
         table = self.out.table if fmt == "table" else None
         count = events = 0
         tick = progress.enabled
@@ -128,15 +128,8 @@ class Decoding:
                         out_lost(record.cpu, record.count)
                 continue
             if fast:
-                data = record.data
-                line = sample_json(data, layout, arch)
+                line = sample_json(record.data, layout, arch, context)
                 if line is not None:
-                    if sample_fields is not None:
-                        fields = sample_fields(data)
-                        if fields is None:  # it changes process state: the table reads it
-                            fields = enricher.event_fields(  # type: ignore[union-attr]
-                                decode(data, layout=layout, arch=arch))
-                        line = line[:-1] + fields + "}"
                     events += 1
                     out_line(line)
                     if tick and not count & 1023:
@@ -165,7 +158,7 @@ class Decoding:
                 else:
                     events += 1
                     out_line(table.event(event, table_context(answer)) if table is not None
-                             else event_json(event)[:-1] + answer_fields(answer) + "}")
+                             else event_json(event)[:-1] + enricher.answer_of(answer) + "}")
             if tick and not count & 1023:
                 progress.update(count, events, record.offset)
         if order is not None and order.late:
