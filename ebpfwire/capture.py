@@ -328,6 +328,7 @@ class ContainerRecord:
 
 
 CaptureRecord = SampleRecord | LostRecord | ProcessRecord | ContainerRecord
+_CONTEXT_RECORDS = (ProcessRecord, ContainerRecord)
 """What a CaptureReader yields, in file order."""
 
 _CONTEXT: dict[int, tuple[str, Any, Callable[[bytes], Any]]] = {
@@ -1001,7 +1002,10 @@ class CaptureReader:
     order. With `start`/`end` it yields the records whose first byte lies in [start, end)
     (file offsets; see split_ranges). Damaged stretches are skipped
     and recorded in `damage` (and passed to `on_damage`); unknown record types are skipped
-    and recorded in `notes`. With `follow=True` the reader waits for records still being
+    and recorded in `notes`. With `on_context` set, the context records (PROCESS, CONTAINER)
+    are given to it, as their ``info``, when they are read, instead of being yielded: a
+    process table fed so is ahead of the events, whatever reordering follows. With
+    `follow=True` the reader waits for records still being
     written, polling every `poll_interval` seconds, until `close()` is called or no data has
     arrived for `idle_timeout` seconds (None: forever).
     """
@@ -1014,6 +1018,7 @@ class CaptureReader:
         *,
         follow: bool = False,
         on_damage: Callable[[CaptureDamage], None] | None = None,
+        on_context: Callable[[ProcessInfo | ContainerInfo], None] | None = None,
         poll_interval: float = 0.05,
         idle_timeout: float | None = None,
         start: int | None = None,
@@ -1023,6 +1028,7 @@ class CaptureReader:
             raise ValueError("follow: a reader of a byte range [start, end) does not follow")
         self.follow = follow
         self.on_damage = on_damage
+        self.on_context = on_context
         self.poll_interval = poll_interval
         self.idle_timeout = idle_timeout
         self.damage: list[CaptureDamage] = []
@@ -1234,7 +1240,11 @@ class CaptureReader:
                         return
                     record = self._framed(base + pos, buf, pos, end, v1)
                     pos = end
-                    if record is not None:
+                    if record is None:
+                        continue
+                    if self.on_context is not None and type(record) in _CONTEXT_RECORDS:
+                        self.on_context(record.info)
+                    else:
                         yield record
                     continue
                 # The bytes at pos are not a good record: start (or extend) a damaged

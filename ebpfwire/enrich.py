@@ -12,7 +12,6 @@ raw shape is untouched.
 from __future__ import annotations
 
 import json
-import struct
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -24,10 +23,6 @@ from .render import printable
 from .walker import walk, walk_lenient
 
 _CACHE_LIMIT = 1 << 16   # entries per cache (texts, programs, answers); cleared when full
-_COMM_AT = 52            # the comm's offset in every layout's header (the cwd follows it)
-_EVENT_ID = slice(36, 40)
-_IDS = slice(8, 24)      # pid_id, mnt_id, host_ppid, host_pid: the key of a kept answer
-_U32 = struct.Struct("<I").pack
 T = TypeVar("T")
 
 
@@ -83,16 +78,17 @@ class Enricher(Generic[T]):
         self._size = layout.size
         self._cwd_at = 12 + layout.extra_names.index("cwd") if "cwd" in layout.extra_names \
             else None
-        self._names = slice(_COMM_AT, _COMM_AT + 16 + (80 if self._cwd_at else 0))
         stateful = self.table.state_event_ids
         self._stateful = stateful
-        self._stateful_raw = frozenset(_U32(event_id) for event_id in stateful)
         self._with_args = stateful - {DO_EXIT}    # exec entries and bprm_check read args
         self._texts: dict[bytes, str] = {}
-        # (exe, id(argv), source) -> (argv, the program's JSON with argv, without)
-        self._programs: dict[tuple, tuple[tuple[str, ...], str, str]] = {}
-        self._kept: dict[bytes, tuple[bytes, T]] = {}     # ids -> (comm and cwd, answer)
-        self._keys_of: dict[int, set[bytes]] = {}        # host pid -> ids that name it
+        # (exe, argv, source) -> (the program's JSON with argv, without): the same
+        # command run again and again is made into JSON once
+        self._programs: dict[tuple, tuple[str, str]] = {}
+        # host pid -> (host ppid, comm, pid_id, mnt_id, cwd or None, answer), the header
+        # fields as the layout's struct gives them
+        self._kept: dict[int, tuple] = {}
+        self._children: dict[int, set[int]] = {}   # host pid -> kept pids it is parent of
         self._made: dict[tuple, T] = {}     # (program, parent's, container id) -> answer
         self._unplaced: T | None = None
 
@@ -107,11 +103,12 @@ class Enricher(Generic[T]):
     def _forget(self, host_pid: int | None) -> None:
         if host_pid is None:
             self._kept.clear()
-            self._keys_of.clear()
+            self._children.clear()
             return
         kept = self._kept
-        for key in self._keys_of.pop(host_pid, ()):
-            kept.pop(key, None)
+        kept.pop(host_pid, None)
+        for child in self._children.pop(host_pid, ()):
+            kept.pop(child, None)
 
     def _text(self, raw: bytes) -> str:
         texts = self._texts
@@ -124,19 +121,21 @@ class Enricher(Generic[T]):
         """The answer for a raw sample, from its header (and, for an exec's entry or
         security_bprm_check, its arguments). ``values`` (the layout's ``fmt`` unpacked) and
         ``flat`` (the walker's list) are used when the caller has them already."""
-        kept = self._kept.get(data[_IDS])
-        if (kept is not None and data[self._names] == kept[0]
-                and data[_EVENT_ID] not in self._stateful_raw):
-            return kept[1]
         if values is None:
             if len(data) < self._size:
                 return self.unplaced()
             values = self._unpack(data)
+        kept = self._kept.get(values[4])
+        if (kept is not None and kept[0] == values[3] and kept[1] == values[11]
+                and values[8] not in self._stateful and kept[2] == values[1]
+                and kept[3] == values[2]
+                and (kept[4] is None or kept[4] == values[self._cwd_at])):
+            return kept[5]
         (ts, pid_id, mnt_id, host_ppid, host_pid, _, pid, uid, event_id, argnum, retval,
          comm_raw) = values[:12]
         texts = self._texts
         comm = texts.get(comm_raw) or self._text(comm_raw)
-        cwd = ""
+        cwd, cwd_raw = "", None
         if self._cwd_at is not None:
             cwd_raw = values[self._cwd_at]
             cwd = texts.get(cwd_raw) or self._text(cwd_raw)
@@ -148,22 +147,17 @@ class Enricher(Generic[T]):
         parent = answer.parent
         if (event_id not in self._stateful and answer.process.exit_ns is None
                 and (parent is None or parent.exit_ns is None)):
-            self._keep(data, host_pid, host_ppid, result)
-        return result
-
-    def _keep(self, data: bytes, host_pid: int, host_ppid: int, result: T) -> None:
-        kept, keys_of = self._kept, self._keys_of
-        if len(kept) >= _CACHE_LIMIT:
-            kept.clear()
-            keys_of.clear()
-        key = data[_IDS]
-        kept[key] = (data[self._names], result)
-        for pid in (host_pid, host_ppid):
-            keys = keys_of.get(pid)
-            if keys is None:
-                keys_of[pid] = {key}
+            kept, children = self._kept, self._children
+            if len(kept) >= _CACHE_LIMIT:
+                kept.clear()
+                children.clear()
+            kept[host_pid] = (host_ppid, comm_raw, pid_id, mnt_id, cwd_raw, result)
+            siblings = children.get(host_ppid)
+            if siblings is None:
+                children[host_ppid] = {host_pid}
             else:
-                keys.add(key)
+                siblings.add(host_pid)
+        return result
 
     def _args(self, data: bytes, argnum: int) -> list:
         """The walker's flat list of a sample's arguments: what can be decoded of them."""
@@ -205,16 +199,14 @@ class Enricher(Generic[T]):
     def _program(self, program: Program | None, argv: bool) -> str:
         if program is None:
             return "null"
-        # forks share their parent's argv tuple: one entry serves them all
-        key = (program.exe, id(program.argv), program.source)
+        key = (program.exe, program.argv, program.source)
         cached = self._programs.get(key)
-        if cached is None or cached[0] is not program.argv:
+        if cached is None:
             if len(self._programs) >= _CACHE_LIMIT:
                 self._programs.clear()
-            cached = self._programs[key] = (
-                program.argv, json.dumps(program_json(program)),
-                json.dumps(program_json(program, argv=False)))
-        return cached[1] if argv else cached[2]
+            cached = self._programs[key] = (json.dumps(program_json(program)),
+                                            json.dumps(program_json(program, argv=False)))
+        return cached[0] if argv else cached[1]
 
     def fields(self, program: Program | None, parent: Program | None,
                container_id: str | None) -> str:

@@ -359,9 +359,12 @@ class ProcessTable:
         return parent
 
     def _exec_entry(self, process: Process, ts: int, event_id: int, flat: list) -> None:
-        values = flat[1::2]
-        filename = next((value for value in values if type(value) is str), "")
-        argv = next((value for value in values if isinstance(value, list)), ())
+        filename, argv = "", ()
+        for value in flat[1::2]:     # the first string is the path, the first list argv
+            if type(value) is str:
+                filename = filename or value
+            elif isinstance(value, list) and not argv:
+                argv = value
         process.pending = ExecRequest(_absolute(filename, process.cwd), tuple(argv), ts,
                                       event_id)
 

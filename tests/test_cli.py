@@ -743,3 +743,12 @@ def test_trace_reorders_samples_across_cpus_by_ts():
     assert [s.cpu for s in pending.ready()] == [0, 0, 1, 1]   # ts 10, 20, 30, 40
     assert list(pending.ready()) == []                       # the fresh one is held
     assert list(pending.ready(everything=True)) == [fresh]
+
+
+def test_main_restores_the_garbage_collector_settings():
+    import gc
+
+    before = gc.get_threshold()
+    assert main(["info", str(SAMPLE)]) == 0
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0

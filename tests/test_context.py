@@ -131,6 +131,22 @@ def test_reader_yields_context_records_in_file_order():
     assert reader.damage == [] and reader.notes == []
 
 
+def test_on_context_takes_the_context_records_as_they_are_read():
+    seen: list = []
+
+    def record_then_count(info) -> None:
+        seen.append((info, len(taken)))
+
+    taken: list = []
+    with CaptureReader(io.BytesIO(capture_with_context()), on_context=record_then_count) as reader:
+        for record in reader:
+            taken.append(record)
+    assert [type(r) for r in taken] == [SampleRecord, LostRecord]
+    # each given before the records that follow it in the file are yielded
+    assert seen == [(SHELL, 0), (DOCKER, 1), (SHELL, 2)]
+    assert reader.context_counts == {"process": 2, "container": 1}
+
+
 def test_events_passes_context_records_through(monkeypatch):
     monkeypatch.setattr(ebpfwire, "decode", lambda data, **kw: ("event", data))
     with CaptureReader(io.BytesIO(capture_with_context())) as reader:

@@ -48,7 +48,9 @@ RINGBUF_CPU = 0xFFFFFFFF
 DURATION_MAX = 1e9     # s (about 31 years): a bound that keeps the deadline arithmetic exact
 _EVENT_ID = re.compile(r"event_\d+")
 HOLD_LIMIT = 256       # samples held back while checking that the layout fits
-WRITE_LIMIT = 1 << 20  # characters of output text held before one write (memory stays flat)
+# characters of output text held before one write: memory stays flat, and the joined text
+# stays small enough to be made and encoded in the CPU's cache
+WRITE_LIMIT = 1 << 18
 FOLLOW_POLL = 0.05     # s between looks for a file --follow waits for
 PROGRESS_EVERY = 0.25  # s between progress updates on a terminal
 MACHINES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
@@ -186,7 +188,8 @@ class Output:
                 text = ("[\n" if self._first else ",\n") + ",\n".join(lines)
                 self._first = False
             else:
-                text = "\n".join(lines) + "\n"
+                lines.append("")    # the last line's newline, without a copy of the text
+                text = "\n".join(lines)
             lines.clear()
             self.pending = 0
             write_stdout(self.stream, text)
