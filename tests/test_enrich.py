@@ -1,0 +1,79 @@
+"""The Enricher's header path and kept answers give what the table gives event by event."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_process import Stream
+
+from ebpfwire import decode, encode
+from ebpfwire.context import ContainerInfo
+from ebpfwire.enrich import Enricher
+from ebpfwire.layouts import get_layout
+from ebpfwire.render import sample_json
+
+PIDS = (100, 101, 102)
+COMMS = ("sh", "cat", "bash")
+PATHS = ("/bin/cat", "bin/sh", "/usr/bin/bash")
+
+step = st.one_of(
+    st.tuples(st.just("openat"), st.sampled_from(PIDS), st.sampled_from(PIDS),
+              st.sampled_from(COMMS), st.sampled_from(("/", "/tmp", "/srv"))),
+    st.tuples(st.just("exec"), st.sampled_from(PIDS), st.sampled_from(PIDS),
+              st.sampled_from(COMMS), st.sampled_from(PATHS), st.integers(-2, 0),
+              st.booleans()),
+    st.tuples(st.just("exit"), st.sampled_from(PIDS), st.sampled_from(PIDS),
+              st.sampled_from(COMMS)),
+    st.tuples(st.just("unshare"), st.sampled_from(PIDS), st.sampled_from(PIDS),
+              st.sampled_from(COMMS)),
+    st.tuples(st.just("container")),
+    st.tuples(st.just("lost")),
+    st.tuples(st.just("later")),    # event time jumps past the retention of exited ones
+)
+
+
+def _items(steps: list[tuple], cwd_layout: bool) -> list:
+    """Events (with a cwd where the layout has one), container records and losses."""
+    s, out = Stream(), []
+    for kind, *rest in steps:
+        if kind == "container":
+            out.append(ContainerInfo(7, 8, "0123456789abcdef" * 4, "docker"))
+        elif kind == "lost":
+            out.append(3)
+        elif kind == "later":
+            s.ts += 10_000_000
+        elif kind == "openat":
+            pid, ppid, comm, cwd = rest
+            out.append(s.openat(pid, ppid, comm,
+                                extra={"cwd": cwd} if cwd_layout else None))
+        elif kind == "exec":
+            pid, ppid, comm, path, retval, bprm = rest
+            out.extend(s.exec(pid, ppid, comm, path, [path, "-x"], retval=retval, bprm=bprm))
+        elif kind == "exit":
+            out.append(s.exit(*rest))
+        else:   # the same process, now in other namespaces
+            pid, ppid, comm = rest
+            out.append(s.openat(pid, ppid, comm, pid_id=7, mnt_id=8))
+    return out
+
+
+@settings(max_examples=1000, deadline=None)
+@given(steps=st.lists(step, max_size=40), cwd_layout=st.booleans())
+def test_kept_answers_are_the_tables_answers(steps: list[tuple], cwd_layout: bool) -> None:
+    layout = get_layout("cwd" if cwd_layout else "classic")
+    retain = 5_000_000        # 5 ms of event time: "later" steps make drops happen
+    by_sample, by_line, by_event = (Enricher(layout, "x86_64", retain) for _ in range(3))
+    for item in _items(steps, cwd_layout):
+        if isinstance(item, ContainerInfo):
+            for enricher in (by_sample, by_line, by_event):
+                enricher.feed(item)
+            continue
+        if isinstance(item, int):
+            for enricher in (by_sample, by_line, by_event):
+                enricher.lost(item)
+            continue
+        data = encode(item, layout)
+        expected = by_event.answer_of(by_event.event(decode(data, layout=layout)))
+        assert by_sample.sample(data) == expected
+        line = sample_json(data, layout, "x86_64", by_line.sample)
+        assert line is not None and line.endswith(expected + "}")
