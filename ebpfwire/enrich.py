@@ -216,15 +216,14 @@ class Enricher(Generic[T]):
                 + ("null" if container_id is None else json.dumps(container_id)))
 
 
-def table_context(answer: EventContext | None) -> str:
-    """What a table line shows after the pid: ``[exe]`` when the program is known, and the
-    container's short id when the process is not on the host; "" when neither."""
-    if answer is None:
-        return ""
+def table_context(program: Program | None, parent: Program | None,
+                  container_id: str | None) -> str:
+    """What a table line shows after the pid (a ``make`` of :class:`Enricher`): ``[exe]``
+    when the program is known, and the container's short id when the process is not on
+    the host; "" when neither."""
     parts = []
-    if answer.program.known:
-        parts.append(printable(answer.program.exe))
-    container_id = answer.container_id
+    if program is not None and program.known:
+        parts.append(printable(program.exe))
     if container_id:
         parts.append("container " + printable(container_id[:12]))
     return "[" + " ".join(parts) + "]" if parts else ""

@@ -84,7 +84,11 @@ class Decoding:
                 progress: Progress, header: CaptureHeader) -> None:
         fmt = self.out.fmt
         kubearmor = fmt == "kubearmor"
-        enricher = None if self.args.raw and not kubearmor else Enricher(layout, arch)
+        table = self.out.table if fmt == "table" else None
+        enricher = None
+        if kubearmor or not self.args.raw:
+            enricher = Enricher(layout, arch,
+                                make=table_context if table is not None else None)
         if enricher is not None:
             reader.on_context = enricher.feed    # ahead of the events they describe
         records: Iterator = iter(reader)
@@ -100,7 +104,6 @@ class Decoding:
         out_line = self.out.line
         logs = KubeArmorLogs(header.hostname, header.boot_time_ns) if kubearmor else None
         context = enricher.sample if enricher is not None else None
-        table = self.out.table if fmt == "table" else None
         count = events = 0
         tick = progress.enabled
         for record in records:
@@ -131,20 +134,23 @@ class Decoding:
             if event.errors:
                 self.damaged += 1
             # the table sees every event; the filters choose what is printed
-            answer = enricher.event(event) if enricher is not None else None
+            if logs is not None:
+                answer = enricher.event(event)  # type: ignore[union-attr]
+            elif context is not None:
+                shown = context(record.data)
             if keep is None or keep(event):
                 if logs is not None:
                     log = logs.log(event, answer) if answer is not None else None
                     if log is not None:
                         events += 1
                         out_line(json.dumps(log))
-                elif enricher is None:
+                elif context is None:
                     events += 1
                     out_event(event)
                 else:
                     events += 1
-                    out_line(table.event(event, table_context(answer)) if table is not None
-                             else event_json(event)[:-1] + enricher.answer_of(answer) + "}")
+                    out_line(table.event(event, shown) if table is not None
+                             else event_json(event)[:-1] + shown + "}")
             if tick and not count & 1023:
                 progress.update(count, events, record.offset)
         if order is not None and order.late:
