@@ -41,7 +41,7 @@ from .common import (
     make_filter,
     open_capture,
 )
-from .order import TimeOrder
+from ..order import TimeOrder
 
 
 def bundled_sample() -> str:
