@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
+from .capture import ContainerRecord, ProcessRecord
 from .context import ContainerInfo, ProcessInfo
 from .events import Event
 from .layouts import Layout
@@ -222,6 +223,19 @@ class Enricher(Generic[T]):
         return (', "process": ' + self._program(program, True) + ', "parent_process": '
                 + self._program(parent, False) + ', "container_id": '
                 + ("null" if container_id is None else json.dumps(container_id)))
+
+
+def context_taken(enricher: Enricher, records: Iterable) -> Iterator:
+    """The records, with the capture's process and container records taken out into the
+    enricher's table as they are read (ahead of the events they describe, which a reorder
+    window may hold back)."""
+    feed = enricher.feed
+    for record in records:
+        kind = type(record)
+        if kind is ProcessRecord or kind is ContainerRecord:
+            feed(record.info)
+        else:
+            yield record
 
 
 def table_context(answer: EventContext | None) -> str:

@@ -12,13 +12,11 @@ from ..capture import (
     CaptureDamage,
     CaptureHeader,
     CaptureReader,
-    ContainerRecord,
     LostRecord,
-    ProcessRecord,
     SampleRecord,
 )
 from ..decoder import decode
-from ..enrich import Enricher, table_context
+from ..enrich import Enricher, context_taken, table_context
 from ..errors import DecodeError
 from ..kubearmor import KubeArmorLogs
 from ..layouts import Layout
@@ -47,18 +45,6 @@ from .common import (
 def bundled_sample() -> str:
     """The sample capture shipped with the package, decoded when no FILE is given."""
     return str(resources.files("ebpfwire") / "data" / "sample.ewcap")
-
-
-def _context_to(enricher: Enricher, records: Iterator) -> Iterator:
-    """The records, with the capture's process and container records taken out into the
-    process table as they are read (ahead of the events they describe)."""
-    feed = enricher.feed
-    for record in records:
-        kind = type(record)
-        if kind is ProcessRecord or kind is ContainerRecord:
-            feed(record.info)
-        else:
-            yield record
 
 
 class Decoding:
@@ -101,7 +87,7 @@ class Decoding:
         enricher = None if self.args.raw and not kubearmor else Enricher(layout, arch)
         records: Iterator = iter(reader)
         if enricher is not None:
-            records = _context_to(enricher, records)
+            records = context_taken(enricher, records)
         records = held_until_fit(records, layout, arch, label)
         order = None
         if not (self.args.no_sort or self.args.follow):
