@@ -6,6 +6,10 @@ one run: ``to_table`` events/s, per-event ``decode()`` + reading every argument 
 (both reading the same capture with the same CaptureReader), and their ratio; and the
 same two paths over the samples already in memory, which leaves out the capture reading.
 
+``context``: the cost of the process context columns: ``to_table`` and an in-process
+``export_parquet(jobs=1)`` with them (the default) and without (``context=False``, what
+``export --raw`` does). ``--measure context`` runs only that.
+
 More measurements (export, JSON lines, DuckDB) are meant to be added as functions taking
 the corpus ``Corpus`` and returning ``Figure`` rows, listed in ``MEASUREMENTS``.
 """
@@ -23,6 +27,7 @@ from dataclasses import dataclass
 from ebpfwire import decode
 from ebpfwire.arrow import to_table
 from ebpfwire.capture import CaptureReader, CaptureWriter, SampleRecord
+from ebpfwire.export import export_parquet
 
 FIXTURE = os.path.join(os.path.dirname(__file__), os.pardir, "fixtures", "real-workload.ewcap")
 
@@ -108,14 +113,37 @@ def measure_to_table(corpus: Corpus, repeats: int) -> list[Figure]:
     ]
 
 
+def export_once(corpus: Corpus, context: bool) -> int:
+    out = corpus.path + ".parquet"
+    summary = export_parquet(corpus.path, out, jobs=1, context=context, force=True)
+    os.unlink(out)
+    return summary.events
+
+
+def measure_context(corpus: Corpus, repeats: int) -> list[Figure]:
+    return [
+        Figure("to_table(capture path), context",
+               *best_of(repeats, lambda: to_table(corpus.path).num_rows)),
+        Figure("to_table(capture path), context=False",
+               *best_of(repeats, lambda: to_table(corpus.path, context=False).num_rows)),
+        Figure("export_parquet(jobs=1), context",
+               *best_of(repeats, lambda: export_once(corpus, True))),
+        Figure("export_parquet(jobs=1), context=False",
+               *best_of(repeats, lambda: export_once(corpus, False))),
+    ]
+
+
 #: Each entry measures something on the corpus; append new ones here.
-MEASUREMENTS: list[Callable[[Corpus, int], list[Figure]]] = [measure_to_table]
+MEASUREMENTS: dict[str, Callable[[Corpus, int], list[Figure]]] = {
+    "to_table": measure_to_table, "context": measure_context}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--measure", choices=sorted(MEASUREMENTS), action="append",
+                        help="only these measurements (repeat the option); default: all")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ebpfwire-bench-") as directory:
         corpus = build_corpus(directory, options.events)
@@ -123,18 +151,25 @@ def main() -> None:
         print(f"corpus: {len(corpus.samples):,} real-workload samples, {size / 2**20:.1f} MiB "
               f"capture; best of {options.repeats}; load average before: "
               f"{os.getloadavg()[0]:.2f}")
-        figures: list[Figure] = []
-        for measure in MEASUREMENTS:
-            for figure in measure(corpus, options.repeats):
-                figures.append(figure)
+        figures: dict[str, list[Figure]] = {}
+        for name in options.measure or MEASUREMENTS:
+            for figure in MEASUREMENTS[name](corpus, options.repeats):
+                figures.setdefault(name, []).append(figure)
                 print(f"{figure.label:<48} {figure.rate:>12,.0f} events/s  "
                       f"({figure.seconds:.2f} s; {figure.cpu_rate:,.0f} per CPU second)")
         print(f"load average after: {os.getloadavg()[0]:.2f}")
-        for label, (table, per_event) in {"from the capture": figures[0:2],
-                                          "from memory": figures[2:4]}.items():
-            print(f"to_table / per-event, {label + ':':<17} "
-                  f"{table.rate / per_event.rate:.2f}x wall clock, "
-                  f"{table.cpu_rate / per_event.cpu_rate:.2f}x CPU time (target >= 2.0x)")
+        if "to_table" in figures:
+            found = figures["to_table"]
+            for label, (table, per_event) in {"from the capture": found[0:2],
+                                              "from memory": found[2:4]}.items():
+                print(f"to_table / per-event, {label + ':':<17} "
+                      f"{table.rate / per_event.rate:.2f}x wall clock, "
+                      f"{table.cpu_rate / per_event.cpu_rate:.2f}x CPU time (target >= 2.0x)")
+        if "context" in figures:
+            found = figures["context"]
+            for label, (rich, raw) in {"to_table": found[0:2], "export": found[2:4]}.items():
+                print(f"context cost, {label + ':':<10} {rich.seconds / raw.seconds - 1:+.0%} "
+                      f"wall clock, {rich.cpu_seconds / raw.cpu_seconds - 1:+.0%} CPU time")
 
 
 if __name__ == "__main__":
