@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .capture import CaptureReader, LostRecord, SampleRecord
+from .capture import CaptureReader, ContainerRecord, LostRecord, ProcessRecord, SampleRecord
 from .enrich import Enricher, context_taken
 from .layouts import Layout
 from .order import TimeOrder
@@ -116,43 +116,57 @@ class StreamContext:
         self.enricher: Enricher[int] = Enricher(layout, arch, make=self.answers.make)
         self._read: deque = deque()        # records in file order, not yet taken
         self._ids: dict[int, int] = {}     # file offset -> answer of samples not yet taken
-        self._released: Iterator | None = None
+        self._released: Iterator = iter(())
         if records is not None:
-            self._released = TimeOrder()(self._kept(context_taken(self.enricher, records)))
+            self._released = TimeOrder()(self._kept(records))
 
     def _kept(self, records: Iterable[Any]) -> Iterator[Any]:
-        keep = self._read.append
+        """The records for the time order: context records go to the table as they are
+        read (as ``enrich.context_taken`` does), the others are kept for the batches too."""
+        keep, feed = self._read.append, self.enricher.feed
         for record in records:
-            keep(record)
-            yield record
+            kind = type(record)
+            if kind is ProcessRecord or kind is ContainerRecord:
+                feed(record.info)
+            else:
+                keep(record)
+                yield record
 
-    def _pull(self) -> bool:
-        """Answer the next record in time order; False at the end of the capture."""
-        record = next(self._released, None)  # type: ignore[arg-type]
-        if record is None:
-            return False
-        if type(record) is SampleRecord:
-            self._ids[record.offset] = self.enricher.sample(record.data)
-        elif type(record) is LostRecord:
-            self.enricher.lost(record.count)
-        return True
+    def _advance(self, need: set[int] | None, rows: int = 0) -> None:
+        """Answer records in time order until every sample at a file offset of ``need`` is
+        answered, or (``need`` None) ``rows`` records are kept; or the capture ends."""
+        ids, read = self._ids, self._read
+        sample, lost = self.enricher.sample, self.enricher.lost
+        if need is None and len(read) >= rows:
+            return
+        for record in self._released:
+            kind = type(record)
+            if kind is SampleRecord:
+                offset = record.offset
+                ids[offset] = sample(record.data)
+                if need is not None:
+                    need.discard(offset)
+                    if not need:
+                        return
+            elif kind is LostRecord:
+                lost(record.count)
+            if need is None and len(read) >= rows:
+                return
 
     def take(self, max_rows: int) -> list:
         """The next records (at most ``max_rows``) in file order."""
-        read, pull = self._read, self._pull
-        while len(read) < max_rows and pull():
-            pass
+        self._advance(None, max_rows)
+        read = self._read
         return [read.popleft() for _ in range(min(max_rows, len(read)))]
 
     def ids_at(self, offsets: Sequence[int]) -> np.ndarray:
         """The answers of the samples at these file offsets (taken: each is given once)."""
-        ids, pull = self._ids, self._pull
-        out = np.empty(len(offsets), np.int32)
-        for row, offset in enumerate(offsets):
-            while offset not in ids and pull():
-                pass
-            out[row] = ids.pop(offset, -1)
-        return out
+        ids = self._ids
+        need = set(offsets).difference(ids)
+        if need:
+            self._advance(need)
+        pop = ids.pop
+        return np.fromiter((pop(offset, -1) for offset in offsets), np.int32, len(offsets))
 
     def answer(self, datas: Sequence[bytes]) -> np.ndarray:
         """The answers of raw samples, in the order given."""
@@ -160,11 +174,11 @@ class StreamContext:
         return np.fromiter(map(sample, datas), np.int32, len(datas))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ContextIndex:
     """The answers of a capture's samples by file offset: ``offsets`` (uint64, sorted),
     ``ids`` (int32, an index into ``values``). 12 bytes per sample, plus the distinct
-    values."""
+    values. Compared and hashed by identity (it holds arrays)."""
 
     offsets: np.ndarray
     ids: np.ndarray
