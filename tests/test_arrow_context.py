@@ -219,7 +219,13 @@ def test_raw_samples_are_answered_in_the_order_given(small: Path) -> None:
     assert [cut[name][0].as_py() for name in CONTEXT] == [None, None, None]
 
 
+OLD_CLASSIC = ["ts", "time", "cpu", "event_id", "event", "pid_id", "mnt_id", "host_ppid",
+               "host_pid", "ppid", "pid", "uid", "comm", "retval", "errno", "argnum", "args",
+               "path", "fd", "argv", "family", "addr", "port", "flags", "lost", "errors", "raw"]
+
+
 def test_context_false_gives_the_old_columns(busy: Path) -> None:
+    assert schema("classic", context=False).names == OLD_CLASSIC
     for layout in ("classic", "hash"):
         with_context, without = schema(layout), schema(layout, context=False)
         assert with_context.names == without.names + CONTEXT
