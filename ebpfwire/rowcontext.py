@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .capture import CaptureReader, ContainerRecord, LostRecord, ProcessRecord, SampleRecord
+from .capture import CaptureReader, LostRecord, SampleRecord
 from .enrich import Enricher, context_taken
 from .layouts import Layout
 from .order import TimeOrder
@@ -118,19 +118,14 @@ class StreamContext:
         self._ids: dict[int, int] = {}     # file offset -> answer of samples not yet taken
         self._released: Iterator = iter(())
         if records is not None:
-            self._released = TimeOrder()(self._kept(records))
+            self._released = TimeOrder()(self._kept(context_taken(self.enricher, records)))
 
     def _kept(self, records: Iterable[Any]) -> Iterator[Any]:
-        """The records for the time order: context records go to the table as they are
-        read (as ``enrich.context_taken`` does), the others are kept for the batches too."""
-        keep, feed = self._read.append, self.enricher.feed
+        """The records for the time order, kept for the batches too."""
+        keep = self._read.append
         for record in records:
-            kind = type(record)
-            if kind is ProcessRecord or kind is ContainerRecord:
-                feed(record.info)
-            else:
-                keep(record)
-                yield record
+            keep(record)
+            yield record
 
     def _advance(self, need: set[int] | None, rows: int = 0) -> None:
         """Answer records in time order until every sample at a file offset of ``need`` is
