@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from . import arrow
 from .errors import DecodeError
-from .export import ExportError, Split, check_captures, plan_splits
+from .export import ExportError, Split, check_captures, index_captures, plan_splits
 
 SPLIT_BYTES = 64 << 20
 """Default bytes of capture per partition (about 450,000 events of a typical workload)."""
@@ -91,8 +91,9 @@ def read_captures(
     if split_bytes < 1:
         raise ExportError(f"expected split_bytes >= 1, found {split_bytes}")
     paths, layout_name = check_captures(expand(paths_or_glob), layout, arch)
-    splits = plan_splits([os.path.abspath(path) for path in paths], split_bytes, context,
-                         layout, arch)
+    paths = [os.path.abspath(path) for path in paths]
+    splits = plan_splits(paths, split_bytes,
+                         index_captures(paths, layout, arch) if context else None)
     meta = _frame(arrow.schema(layout_name, context).empty_table())
     return dd.from_map(read_split, splits, args=(_Decoding(layout, arch, strict),),
                        meta=meta, label="ebpfwire-captures", enforce_metadata=False)

@@ -168,25 +168,31 @@ def check_captures(paths: Iterable[str | os.PathLike[str]], layout: str | None =
     return checked, layouts[checked[0]]
 
 
-def plan_splits(paths: Iterable[str], split_bytes: int, context: bool = False,
-                layout: str | None = None, arch: str | None = None) -> list[Split]:
-    """The byte ranges of every capture, in file order, each about `split_bytes` long.
+def plan_splits(paths: Iterable[str], split_bytes: int,
+                indexes: Iterable[ContextIndex] | None = None) -> list[Split]:
+    """The byte ranges of every capture, in file order, each about `split_bytes` long; with
+    the captures' context `indexes` (:func:`index_captures`), each range gets the slice of
+    its capture's index it needs: a range read on its own cannot know the processes
+    started before it."""
+    paths = list(paths)
+    cut = list(indexes) if indexes is not None else [None] * len(paths)
+    return [Split(path, start, end, None if index is None else index.within(start, end))
+            for path, index in zip(paths, cut, strict=True)
+            for start, end in split_ranges(path, split_bytes=split_bytes)]
 
-    With `context`, each capture is first read whole, in time order, to index its samples'
-    process context (:func:`ebpfwire.rowcontext.index_capture`: one sequential pass, 12
-    bytes per sample), and each range gets the slice of the index it needs: a range read
-    on its own cannot know the processes started before it."""
-    splits = []
-    for path in paths:
-        index = None
-        if context:
-            with CaptureReader(path) as reader:
-                header = reader.header
-            index = index_capture(path, get_layout(layout or header.layout), arch or header.arch)
-        for start, end in split_ranges(path, split_bytes=split_bytes):
-            splits.append(Split(path, start, end, None if index is None
-                                else index.within(start, end)))
-    return splits
+
+def index_captures(paths: Iterable[str], layout: str | None = None, arch: str | None = None,
+                   jobs: int = 1) -> list[ContextIndex]:
+    """Each capture's process context index (:func:`ebpfwire.rowcontext.index_capture`:
+    the whole capture read once, in time order; 12 bytes per sample), `jobs` captures at a
+    time in worker processes (one capture is one sequential pass)."""
+    return [index for _, index in _run([(_index_task, path, layout, arch) for path in paths],
+                                       jobs)]
+
+
+def _index_task(path: str, layout: str | None, arch: str | None) -> tuple[None, ContextIndex]:
+    """Worker: one capture's context index."""
+    return None, index_capture(path, layout, arch)
 
 
 # --------------------------------------------------------------------------- decoding
@@ -408,8 +414,8 @@ def export_parquet(
     mode (the default) damaged samples are rows with ``errors``; with `strict` the first
     one raises. Bad input or output raises :class:`ExportError`. With `context` (the
     default) the rows end with the process context columns, as ``to_table`` gives them:
-    each capture is read once, in time order, before the ranges are decoded
-    (:func:`plan_splits`).
+    each capture is read once, in time order, before its ranges are decoded
+    (:func:`index_captures`, `jobs` captures at a time).
     """
     started = time.monotonic()
     sources = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
@@ -423,8 +429,9 @@ def export_parquet(
     checked, layout_name = check_captures(sources, layout, arch)
     size = sum(os.path.getsize(path) for path in checked)
     # enough ranges to keep every worker busy, none bigger than split_bytes
+    indexes = index_captures(checked, layout, arch, jobs) if context else None
     splits = plan_splits(checked, max(1 << 16, min(split_bytes, size // (4 * jobs) + 1)),
-                         context, layout, arch)
+                         indexes)
     total = sum(split.end - split.start for split in splits)  # the records' bytes
     options = _Options(layout, arch, strict, keep, row_group_rows, context)
     parent = os.path.dirname(os.path.abspath(out))

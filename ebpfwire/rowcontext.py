@@ -21,6 +21,7 @@ Two ways to get the answers:
 
 from __future__ import annotations
 
+import os
 from array import array
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -32,7 +33,7 @@ import pyarrow as pa
 
 from .capture import CaptureReader, LostRecord, SampleRecord
 from .enrich import Enricher, context_taken
-from .layouts import Layout
+from .layouts import Layout, get_layout
 from .order import TimeOrder
 from .process import Program
 
@@ -198,13 +199,16 @@ class ContextIndex:
         return np.where(self.offsets[at] == wanted, self.ids[at], -1).astype(np.int32)
 
 
-def index_capture(path: str, layout: Layout, arch: str) -> ContextIndex:
-    """Read a whole capture once, in time order, and index its samples' answers."""
-    stream = StreamContext(layout, arch)
+def index_capture(path: str | os.PathLike[str], layout: str | Layout | None = None,
+                  arch: str | None = None) -> ContextIndex:
+    """Read a whole capture once, in time order, and index its samples' answers (layout
+    and arch: the header's unless given)."""
     offsets, ids = array("Q"), array("i")
     add_offset, add_id = offsets.append, ids.append
-    sample, lost = stream.enricher.sample, stream.enricher.lost
     with CaptureReader(path) as reader:
+        header = reader.header
+        stream = StreamContext(get_layout(layout or header.layout), arch or header.arch)
+        sample, lost = stream.enricher.sample, stream.enricher.lost
         for record in TimeOrder()(context_taken(stream.enricher, reader)):
             kind = type(record)
             if kind is SampleRecord:

@@ -184,7 +184,7 @@ def test_batches_of_any_size_give_the_same_columns(busy: Path) -> None:
 
 
 def test_the_index_answers_as_the_stream_and_cuts_into_ranges(busy: Path) -> None:
-    index = index_capture(str(busy), get_layout("classic"), "x86_64")
+    index = index_capture(busy)
     with CaptureReader(busy) as reader:
         records = [r for r in reader if type(r) in (SampleRecord, LostRecord)]
         assert not any(type(r) in (ProcessRecord, ContainerRecord) for r in records)
