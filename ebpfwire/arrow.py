@@ -23,13 +23,14 @@ except ImportError as error:  # pragma: no cover - depends on the install
     raise ImportError("ebpfwire.arrow needs pyarrow and numpy: pip install pyarrow numpy") \
         from error
 
-from . import names
+from . import names, rowcontext
 from .argtypes import ArgType
 from .capture import CaptureReader, LostRecord, SampleRecord
 from .catalogue import SPECIAL_EVENTS, check_arch, event_name, expected_tags
 from .errors import DecodeError
 from .events import Arg, SockAddr
 from .layouts import Layout, get_layout
+from .rowcontext import ContextIndex, StreamContext
 from .walker import (
     COLUMN_TAGS,
     STRING_TAGS,
@@ -129,8 +130,9 @@ def _header_fields(layout: Layout) -> list[tuple[str, str, int]]:
     return fields
 
 
-def schema(layout: str | Layout = "classic") -> pa.Schema:
-    """The columns of ``to_table`` for a context layout (docs/arrow.md)."""
+def schema(layout: str | Layout = "classic", context: bool = True) -> pa.Schema:
+    """The columns of ``to_table`` for a context layout (docs/arrow.md); with ``context``,
+    ending with the process context columns."""
     layout = get_layout(layout)
     columns: list[tuple[str, pa.DataType]] = [
         ("ts", pa.uint64()), ("time", pa.timestamp("ns", tz="UTC")), ("cpu", pa.uint32()),
@@ -148,6 +150,8 @@ def schema(layout: str | Layout = "classic") -> pa.Schema:
         ("flags", pa.string()),
         ("lost", pa.uint64()), ("errors", pa.list_(_ERROR_TYPE)), ("raw", pa.binary()),
     ]
+    if context:
+        columns += rowcontext.FIELDS
     return pa.schema(columns)
 
 
@@ -155,16 +159,28 @@ def schema(layout: str | Layout = "classic") -> pa.Schema:
 
 
 class _Source:
-    """One input: its layout, arch, boot time and records (capture records or raw bytes)."""
+    """One input: its layout, arch, boot time and records (capture records or raw bytes),
+    and where its process context comes from (None: no context columns)."""
 
     def __init__(self, layout: Layout, arch: str, boot_time_ns: int | None,
-                 records: Iterator[Any], name: str | None):
+                 records: Iterator[Any], name: str | None,
+                 context: bool | ContextIndex, reader: CaptureReader | None = None):
         self.layout, self.arch, self.boot_time_ns = layout, arch, boot_time_ns
         self.records = records
         self.name = name     # the capture's name, None for raw samples
+        self.context: StreamContext | ContextIndex | None = None
+        if isinstance(context, ContextIndex):
+            if name is None:
+                raise ValueError("a context index answers a capture's samples by file "
+                                 "offset: expected a capture, found raw samples")
+            self.context = context
+        elif context:
+            self.context = StreamContext(layout, arch, records if name is not None else None,
+                                         reader)
 
 
-def _sources(source: Any, layout: str | Layout | None, arch: str | None) -> Iterator[_Source]:
+def _sources(source: Any, layout: str | Layout | None, arch: str | None,
+             context: bool | ContextIndex) -> Iterator[_Source]:
     if arch is not None:
         check_arch(arch)
     if isinstance(source, (str, os.PathLike)):
@@ -172,23 +188,28 @@ def _sources(source: Any, layout: str | Layout | None, arch: str | None) -> Iter
     if isinstance(source, CaptureReader):
         header = source.header
         yield _Source(get_layout(layout or header.layout), arch or header.arch,
-                      header.boot_time_ns or None, iter(source), source.name or "a capture")
+                      header.boot_time_ns or None, iter(source), source.name or "a capture",
+                      context, source)
         return
     if isinstance(source, list) and source and all(
             isinstance(item, (str, os.PathLike)) for item in source):
+        if isinstance(context, ContextIndex) and len(source) > 1:
+            raise ValueError(f"a context index is of one capture, found {len(source)}")
         for path in source:
             with CaptureReader(path) as reader:
-                yield from _sources(reader, layout, arch)
+                yield from _sources(reader, layout, arch, context)
         return
     samples = iter(source)     # bytes-like; build() makes bytes of what is not
-    yield _Source(get_layout(layout or "classic"), arch or "x86_64", None, samples, None)
+    yield _Source(get_layout(layout or "classic"), arch or "x86_64", None, samples, None,
+                  context)
 
 
 # --------------------------------------------------------------------------- batches
 
 
 def batches(source: Any, *, layout: str | Layout | None = None, arch: str | None = None,
-            strict: bool = False, max_rows: int = 65536) -> Iterator[pa.RecordBatch]:
+            strict: bool = False, max_rows: int = 65536,
+            context: bool | ContextIndex = True) -> Iterator[pa.RecordBatch]:
     """Record batches of at most ``max_rows`` rows, streaming through ``source``.
 
     ``source`` is a capture path, a list of paths, a :class:`CaptureReader`, or an
@@ -197,11 +218,16 @@ def batches(source: Any, *, layout: str | Layout | None = None, arch: str | None
     row with ``errors``; strict: the first sample that does not decode raises
     :class:`DecodeError` saying where. All batches of one call share one schema, so
     several captures must share a layout.
+
+    ``context`` (the default): the process context columns, answered as ``decode`` does
+    (captures in time order; raw samples in the order given); False leaves them out. A
+    :class:`~ebpfwire.rowcontext.ContextIndex` of the capture (or its slice for a byte
+    range, :meth:`~ebpfwire.rowcontext.ContextIndex.within`) gives them from the index.
     """
     if max_rows < 1:
         raise ValueError(f"max_rows must be at least 1, found {max_rows}")
     first: Layout | None = None
-    for src in _sources(source, layout, arch):
+    for src in _sources(source, layout, arch, context):
         if first is None:
             first = src.layout
         elif src.layout is not first:
@@ -219,19 +245,24 @@ def batches(source: Any, *, layout: str | Layout | None = None, arch: str | None
 
 def _chunk(src: _Source, max_rows: int) -> tuple | None:
     """The next rows of ``src`` as (sample bytes, their cpus, their file offsets, lost
-    records as (row, cpu, count)); None at the end. Record objects are dropped at once:
-    a batch of them kept alive makes the garbage collector walk them again and again."""
+    records as (row, cpu, count), the samples' context answers or None); None at the end.
+    Record objects are dropped at once: a batch of them kept alive makes the garbage
+    collector walk them again and again."""
+    context = src.context
     if src.name is None:
         datas = list(islice(src.records, max_rows))
         if not datas:
             return None
         if not set(map(type, datas)) <= {bytes}:
             datas = [data if type(data) is bytes else bytes(data) for data in datas]
-        return datas, None, None, []
+        ids = None if context is None else context.answer(datas)  # type: ignore[union-attr]
+        return datas, None, None, [], ids
     datas, cpus, offsets, lost = [], [], [], []
     data, cpu, offset = datas.append, cpus.append, offsets.append
     seen = False
-    for record in islice(src.records, max_rows):   # at most max_rows rows
+    records = (context.take(max_rows) if isinstance(context, StreamContext)
+               else islice(src.records, max_rows))
+    for record in records:   # at most max_rows rows
         seen = True
         kind = type(record)
         if kind is SampleRecord:
@@ -240,15 +271,17 @@ def _chunk(src: _Source, max_rows: int) -> tuple | None:
             offset(record.offset)
         elif kind is LostRecord:
             lost.append((len(datas) + len(lost), record.cpu, record.count))
-    return (datas, cpus, offsets, lost) if seen else None
+    if not seen:
+        return None
+    return datas, cpus, offsets, lost, None if context is None else context.ids_at(offsets)
 
 
 def to_table(source: Any, *, layout: str | Layout | None = None, arch: str | None = None,
-             strict: bool = False) -> pa.Table:
+             strict: bool = False, context: bool | ContextIndex = True) -> pa.Table:
     """The whole of ``source`` as one table (see :func:`batches` for the arguments)."""
-    parts = list(batches(source, layout=layout, arch=arch, strict=strict))
+    parts = list(batches(source, layout=layout, arch=arch, strict=strict, context=context))
     if not parts:
-        return schema(layout or "classic").empty_table()
+        return schema(layout or "classic", context is not False).empty_table()
     return pa.Table.from_batches(parts)
 
 
@@ -366,7 +399,8 @@ class _BatchBuilder:
             "offsets": [offset for _, _, offset in self.fields],
             "itemsize": self.layout.size,
         })
-        self.schema = schema(self.layout)
+        self.values = None if src.context is None else src.context.values
+        self.schema = schema(self.layout, self.values is not None)
         self.flat_lut = {column: self._lut(table) for column, table in FLAT_COLUMNS.items()}
 
     def _lut(self, table: dict[str, tuple[int, int]]) -> dict[int, tuple[int, int]]:
@@ -445,7 +479,7 @@ class _BatchBuilder:
     # -- columns
 
     def build(self, datas: list[bytes], cpus: list[int] | None, file_offsets: list[int] | None,
-              lost: list[tuple[int, int, int]]) -> pa.RecordBatch | None:
+              lost: list[tuple[int, int, int]], ids: np.ndarray | None) -> pa.RecordBatch | None:
         """One batch from a chunk (see :func:`_chunk`); None if none is a row."""
         if not datas and not lost:
             return None
@@ -501,6 +535,10 @@ class _BatchBuilder:
         else:
             columns["raw"] = pa.nulls(count, pa.binary())
         columns["cpu"] = pa.nulls(count, pa.uint32()) if cpu is None else cpu
+        if self.values is not None and ids is not None:
+            for (name, _), column in zip(rowcontext.FIELDS, rowcontext.columns(self.values, ids),
+                                         strict=True):
+                columns[name] = column
         batch = pa.RecordBatch.from_arrays([columns[field.name] for field in self.schema],
                                            schema=self.schema)
         if lost:

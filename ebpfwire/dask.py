@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from . import arrow
 from .errors import DecodeError
-from .export import ExportError, Split, check_captures, plan_splits
+from .export import ExportError, Split, check_captures, index_captures, plan_splits
 
 SPLIT_BYTES = 64 << 20
 """Default bytes of capture per partition (about 450,000 events of a typical workload)."""
@@ -40,11 +40,11 @@ def _frame(table: pa.Table) -> pd.DataFrame:
 
 def read_split(split: Split, decoding: _Decoding) -> pd.DataFrame:
     """One partition: the rows of the records of `split`, as :func:`ebpfwire.arrow.to_table`
-    gives them."""
+    gives them (the process context from the split's slice of the capture's index)."""
     try:
         with split.open() as reader:
             table = arrow.to_table(reader, layout=decoding.layout, arch=decoding.arch,
-                                   strict=decoding.strict)
+                                   strict=decoding.strict, context=split.context or False)
     except DecodeError as exc:  # its message names the file and the sample's offset
         raise ExportError(str(exc)) from None
     return _frame(table)
@@ -74,6 +74,7 @@ def read_captures(
     layout: str | None = None,
     arch: str | None = None,
     strict: bool = False,
+    context: bool = True,
 ) -> dd.DataFrame:
     """A lazy DataFrame of the captures' rows (the columns of :mod:`ebpfwire.arrow`), one
     partition per byte range of about `split_bytes`, in file order.
@@ -82,11 +83,17 @@ def read_captures(
     them: on a cluster they must be at the same path on every machine (shared storage).
     All must share one context layout. Bad input raises
     :class:`ebpfwire.export.ExportError`.
+
+    With `context` (the default) the rows end with the process context columns: each
+    capture is read once, in time order, here (one sequential pass), and each partition
+    carries its slice of the index (12 bytes per sample of its range) in the task graph.
     """
     if split_bytes < 1:
         raise ExportError(f"expected split_bytes >= 1, found {split_bytes}")
     paths, layout_name = check_captures(expand(paths_or_glob), layout, arch)
-    splits = plan_splits([os.path.abspath(path) for path in paths], split_bytes)
-    meta = _frame(arrow.schema(layout_name).empty_table())
+    paths = [os.path.abspath(path) for path in paths]
+    splits = plan_splits(paths, split_bytes,
+                         index_captures(paths, layout, arch) if context else None)
+    meta = _frame(arrow.schema(layout_name, context).empty_table())
     return dd.from_map(read_split, splits, args=(_Decoding(layout, arch, strict),),
                        meta=meta, label="ebpfwire-captures", enforce_metadata=False)

@@ -36,6 +36,7 @@ from .capture import CaptureError, CaptureReader, split_ranges, unreadable_captu
 from .catalogue import check_arch
 from .errors import DecodeError
 from .layouts import get_layout
+from .rowcontext import ContextIndex, index_capture
 
 ROW_GROUP_ROWS = 1 << 17
 """Default upper bound of the rows in one Parquet row group."""
@@ -85,11 +86,13 @@ class Keep:
 
 @dataclass(frozen=True)
 class Split:
-    """Records of one capture whose first byte lies in [start, end)."""
+    """Records of one capture whose first byte lies in [start, end), with the process
+    context of its samples (the capture's index cut to the range) or None for none."""
 
     path: str
     start: int
     end: int
+    context: ContextIndex | None = None
 
     def open(self) -> CaptureReader:
         return CaptureReader(self.path, start=self.start, end=self.end)
@@ -114,6 +117,7 @@ class _Options:
     strict: bool
     keep: Keep | None
     row_group_rows: int
+    context: bool
 
 
 @dataclass
@@ -164,10 +168,31 @@ def check_captures(paths: Iterable[str | os.PathLike[str]], layout: str | None =
     return checked, layouts[checked[0]]
 
 
-def plan_splits(paths: Iterable[str], split_bytes: int) -> list[Split]:
-    """The byte ranges of every capture, in file order, each about `split_bytes` long."""
-    return [Split(path, start, end) for path in paths
+def plan_splits(paths: Iterable[str], split_bytes: int,
+                indexes: Iterable[ContextIndex] | None = None) -> list[Split]:
+    """The byte ranges of every capture, in file order, each about `split_bytes` long; with
+    the captures' context `indexes` (:func:`index_captures`), each range gets the slice of
+    its capture's index it needs: a range read on its own cannot know the processes
+    started before it."""
+    paths = list(paths)
+    cut = list(indexes) if indexes is not None else [None] * len(paths)
+    return [Split(path, start, end, None if index is None else index.within(start, end))
+            for path, index in zip(paths, cut, strict=True)
             for start, end in split_ranges(path, split_bytes=split_bytes)]
+
+
+def index_captures(paths: Iterable[str], layout: str | None = None, arch: str | None = None,
+                   jobs: int = 1) -> list[ContextIndex]:
+    """Each capture's process context index (:func:`ebpfwire.rowcontext.index_capture`:
+    the whole capture read once, in time order; 12 bytes per sample), `jobs` captures at a
+    time in worker processes (one capture is one sequential pass)."""
+    return [index for _, index in _run([(_index_task, path, layout, arch) for path in paths],
+                                       jobs)]
+
+
+def _index_task(path: str, layout: str | None, arch: str | None) -> tuple[None, ContextIndex]:
+    """Worker: one capture's context index."""
+    return None, index_capture(path, layout, arch)
 
 
 # --------------------------------------------------------------------------- decoding
@@ -178,7 +203,8 @@ def _decode(split: Split, options: _Options, counts: _Counts) -> Iterator[pa.Rec
     try:
         with split.open() as reader:
             for batch in arrow.batches(reader, layout=options.layout, arch=options.arch,
-                                       strict=options.strict, max_rows=options.row_group_rows):
+                                       strict=options.strict, max_rows=options.row_group_rows,
+                                       context=split.context or False):
                 counts.damaged += batch.num_rows - batch.column("errors").null_count
                 if options.keep is not None:
                     batch = batch.filter(options.keep.mask(batch))
@@ -375,6 +401,7 @@ def export_parquet(
     split_bytes: int = SPLIT_BYTES,
     force: bool = False,
     progress: Callable[[int, int, int], None] | None = None,
+    context: bool = True,
 ) -> ExportSummary:
     """Decode captures to Parquet (zstd, row groups of at most `row_group_rows` rows).
 
@@ -385,7 +412,10 @@ def export_parquet(
     `progress(bytes_done, bytes_total, events)` is called as ranges complete (bytes of
     records, file headers not counted). In lenient
     mode (the default) damaged samples are rows with ``errors``; with `strict` the first
-    one raises. Bad input or output raises :class:`ExportError`.
+    one raises. Bad input or output raises :class:`ExportError`. With `context` (the
+    default) the rows end with the process context columns, as ``to_table`` gives them:
+    each capture is read once, in time order, before its ranges are decoded
+    (:func:`index_captures`, `jobs` captures at a time).
     """
     started = time.monotonic()
     sources = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
@@ -399,9 +429,11 @@ def export_parquet(
     checked, layout_name = check_captures(sources, layout, arch)
     size = sum(os.path.getsize(path) for path in checked)
     # enough ranges to keep every worker busy, none bigger than split_bytes
-    splits = plan_splits(checked, max(1 << 16, min(split_bytes, size // (4 * jobs) + 1)))
+    indexes = index_captures(checked, layout, arch, jobs) if context else None
+    splits = plan_splits(checked, max(1 << 16, min(split_bytes, size // (4 * jobs) + 1)),
+                         indexes)
     total = sum(split.end - split.start for split in splits)  # the records' bytes
-    options = _Options(layout, arch, strict, keep, row_group_rows)
+    options = _Options(layout, arch, strict, keep, row_group_rows, context)
     parent = os.path.dirname(os.path.abspath(out))
     hidden = f".{os.path.basename(out)}."
     counts = _Counts()
@@ -424,7 +456,7 @@ def export_parquet(
                     written.append(name)
             if not written:  # no rows at all: one empty part still gives readers the schema
                 written = names[:1]
-                _empty(os.path.join(tmp, written[0]), layout_name)
+                _empty(os.path.join(tmp, written[0]), layout_name, context)
             _publish_dir(tmp, out, force)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -447,7 +479,7 @@ def export_parquet(
                             target.write(pa.ipc.open_stream(buffer).read_all())
                         tick(done)
             if target.writer is None:  # no rows at all: still a valid, empty file
-                _empty(tmp, layout_name, replace=True)
+                _empty(tmp, layout_name, context, replace=True)
             _publish_file(tmp, out, force)
         except BaseException:
             if os.path.lexists(tmp):
@@ -458,12 +490,12 @@ def export_parquet(
                          time.monotonic() - started, files)
 
 
-def _empty(path: str, layout: str, replace: bool = False) -> None:
-    """An empty Parquet file with the columns of `layout`."""
+def _empty(path: str, layout: str, context: bool, replace: bool = False) -> None:
+    """An empty Parquet file with the columns of `layout` (and the context's)."""
     if replace:
         os.unlink(path)
     with _ParquetOut(path, 1) as out:
-        out.write(arrow.schema(layout).empty_table())
+        out.write(arrow.schema(layout, context).empty_table())
 
 
 def _run(tasks: list[tuple[Any, ...]], jobs: int) -> Iterator[tuple[_Counts, Any]]:

@@ -20,6 +20,7 @@ from ..enrich import Enricher, table_context
 from ..errors import DecodeError
 from ..kubearmor import KubeArmorLogs
 from ..layouts import Layout
+from ..order import TimeOrder
 from ..render import event_json, sample_json
 from .common import (
     EXIT_DAMAGED,
@@ -39,7 +40,6 @@ from .common import (
     make_filter,
     open_capture,
 )
-from .order import TimeOrder
 
 
 def bundled_sample() -> str:

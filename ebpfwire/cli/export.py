@@ -55,6 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="decode captures to Parquet in parallel (the columns of docs/arrow.md)",
         epilog="examples:\n  ebpfwire export run.ewcap -o run.parquet\n"
                "  ebpfwire export node-*.ewcap -o fleet --parts --jobs 8\n"
+               "  ebpfwire export --raw run.ewcap -o raw.parquet   no process context\n"
                "  ebpfwire export --lenient damaged.ewcap -o d.parquet   damage as rows\n")
     p.add_argument("files", nargs="+", metavar="FILE", help="capture files (one layout)")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
@@ -65,6 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="write OUT as a directory of part-NNNNN.parquet files")
     p.add_argument("--force", action="store_true",
                    help="replace what is at OUT (a link itself, never its target)")
+    p.add_argument("--raw", action="store_true",
+                   help="without the process context columns (process, parent_process, "
+                        "container_id), which cost one more pass over each capture")
     add_capture_filters(p, "damaged samples become rows with errors (default: the first "
                         "one stops the export)")
     p.set_defaults(run=cmd_export)
@@ -147,7 +151,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         summary = export_parquet(args.files, args.output, jobs=args.jobs, layout=args.layout,
                                  arch=args.arch, strict=not args.lenient, keep=keep,
-                                 parts=args.parts, force=args.force, progress=progress)
+                                 parts=args.parts, force=args.force, progress=progress,
+                                 context=not args.raw)
     except ExportError as exc:
         raise UsageError(str(exc)) from None
     except OSError as exc:

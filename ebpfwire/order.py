@@ -27,7 +27,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ..capture import LostRecord, SampleRecord
+from .capture import LostRecord, SampleRecord
 
 #: 1 s: ten times the largest skew seen in a real recording (103 ms), five times the
 #: recorder's flush period (0.2 s), while holding only about one second of events.
