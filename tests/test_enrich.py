@@ -77,3 +77,20 @@ def test_kept_answers_are_the_tables_answers(steps: list[tuple], cwd_layout: boo
         assert by_sample.sample(data) == expected
         line = sample_json(data, layout, "x86_64", by_line.sample)
         assert line is not None and line.endswith(expected + "}")
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), layout_name=st.sampled_from(("classic", "cwd", "hash", "cwd-tty-oid")))
+def test_any_bytes_get_an_answer_never_an_exception(data, layout_name: str) -> None:
+    """Damaged samples (and bare random bytes) of an exec, bprm_check or do_exit go down
+    the argument walk too: the answer is made, nothing raises."""
+    from ebpfwire import strategies as wire
+
+    layout = get_layout(layout_name)
+    enricher = Enricher(layout, "x86_64")
+    samples = data.draw(st.lists(st.one_of(wire.damaged_event_bytes(layout),
+                                           wire.event_bytes(layout), st.binary(max_size=300)),
+                                 max_size=8))
+    for sample in samples:
+        answer = enricher.sample(sample)
+        assert answer.startswith(', "process": ')
