@@ -415,7 +415,8 @@ def export_parquet(
     one raises. Bad input or output raises :class:`ExportError`. With `context` (the
     default) the rows end with the process context columns, as ``to_table`` gives them:
     each capture is read once, in time order, before its ranges are decoded
-    (:func:`index_captures`, `jobs` captures at a time).
+    (:func:`index_captures`, `jobs` captures at a time); a single capture is then
+    decoded in this process, whatever `jobs` says.
     """
     started = time.monotonic()
     sources = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
@@ -428,6 +429,11 @@ def export_parquet(
     _claim(out, force)
     checked, layout_name = check_captures(sources, layout, arch)
     size = sum(os.path.getsize(path) for path in checked)
+    if context and len(checked) == 1:
+        # its index is one sequential pass, and rows with the context's columns cost more
+        # to send from workers than they gain: 9.1 s with 2 workers against 6.7 s here
+        # for a capture of 1M samples (docs/benchmarks.md)
+        jobs = 1
     # enough ranges to keep every worker busy, none bigger than split_bytes
     indexes = index_captures(checked, layout, arch, jobs) if context else None
     splits = plan_splits(checked, max(1 << 16, min(split_bytes, size // (4 * jobs) + 1)),
