@@ -27,6 +27,7 @@ from . import names, rowcontext
 from .argtypes import ArgType
 from .capture import CaptureReader, LostRecord, SampleRecord
 from .catalogue import SPECIAL_EVENTS, check_arch, event_name, expected_tags
+from .collect import fewer_collections
 from .errors import DecodeError
 from .events import Arg, SockAddr
 from .layouts import Layout, get_layout
@@ -278,8 +279,11 @@ def _chunk(src: _Source, max_rows: int) -> tuple | None:
 
 def to_table(source: Any, *, layout: str | Layout | None = None, arch: str | None = None,
              strict: bool = False, context: bool | ContextIndex = True) -> pa.Table:
-    """The whole of ``source`` as one table (see :func:`batches` for the arguments)."""
-    parts = list(batches(source, layout=layout, arch=arch, strict=strict, context=context))
+    """The whole of ``source`` as one table (see :func:`batches` for the arguments).
+    Garbage collection is tuned while it runs (:func:`ebpfwire.collect.fewer_collections`)."""
+    with fewer_collections():
+        parts = list(batches(source, layout=layout, arch=arch, strict=strict,
+                             context=context))
     if not parts:
         return schema(layout or "classic", context is not False).empty_table()
     return pa.Table.from_batches(parts)

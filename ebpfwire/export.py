@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from . import arrow
 from .capture import CaptureError, CaptureReader, split_ranges, unreadable_capture
 from .catalogue import check_arch
+from .collect import fewer_collections
 from .errors import DecodeError
 from .layouts import get_layout
 from .rowcontext import ContextIndex, index_capture
@@ -220,6 +221,7 @@ def _decode(split: Split, options: _Options, counts: _Counts) -> Iterator[pa.Rec
     counts.bytes += split.end - split.start
 
 
+@fewer_collections()
 def _ipc_task(split: Split, options: _Options) -> tuple[_Counts, pa.Buffer | None]:
     """Worker: one split as an Arrow IPC stream for the parent to write."""
     counts = _Counts()
@@ -235,6 +237,7 @@ def _ipc_task(split: Split, options: _Options) -> tuple[_Counts, pa.Buffer | Non
     return counts, sink.getvalue()
 
 
+@fewer_collections()
 def _part_task(split: Split, options: _Options, path: str) -> tuple[_Counts, bool]:
     """Worker: one split written to its own part file; none when no row is left."""
     counts = _Counts()
@@ -387,6 +390,7 @@ def _publish_dir(tmp: str, out: str, force: bool) -> None:
 # --------------------------------------------------------------------------- export
 
 
+@fewer_collections()
 def export_parquet(
     paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
     out: str | os.PathLike[str],

@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from .capture import CaptureReader, LostRecord, SampleRecord
+from .collect import fewer_collections
 from .enrich import Enricher
 from .layouts import Layout, get_layout
 from .order import TimeOrder
@@ -202,6 +203,7 @@ class ContextIndex:
         return np.where(self.offsets[at] == wanted, self.ids[at], -1).astype(np.int32)
 
 
+@fewer_collections()
 def index_capture(path: str | os.PathLike[str], layout: str | Layout | None = None,
                   arch: str | None = None) -> ContextIndex:
     """Read a whole capture once, in time order, and index its samples' answers (layout

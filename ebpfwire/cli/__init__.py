@@ -9,14 +9,12 @@ One module per command; ``common`` holds what they share.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import gc
 import os
 import sys
-from collections.abc import Iterator
 from typing import NoReturn
 
 from .. import __version__
+from ..collect import fewer_collections
 from .common import (
     EXIT_INTERRUPTED,
     EXIT_IO,
@@ -183,22 +181,6 @@ def _quiet_stdout() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, fd)
     os.close(devnull)
-
-
-@contextlib.contextmanager
-def fewer_collections() -> Iterator[None]:
-    """Decoding makes many short-lived tuples and lists and almost no cycles: the objects
-    loaded before it are left out of collections (``gc.freeze``) and a collection runs per
-    10,000 new objects instead of 700. GC then takes under 1 % of a decode instead of
-    4-10 % (docs/benchmarks.md, "Enrichment"). Both are undone at the end."""
-    threshold = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*threshold)
-        gc.unfreeze()
 
 
 def main(argv: list[str] | None = None) -> int:
