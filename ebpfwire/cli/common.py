@@ -203,29 +203,55 @@ class Output:
 
 
 class Progress:
-    """Records, events/s and percent of the file on a terminal's stderr, a few times a second."""
+    """A status line on a terminal's stderr, a few times a second: records, events/s and
+    percent of the file (decode), percent of the records' bytes, events and events/s
+    (export), or events, losses and events/s (record)."""
 
-    def __init__(self, size: int | None):
+    def __init__(self, size: int | None = None):
         self.enabled = sys.stderr.isatty()
         self.size = size
         self.started = time.monotonic()
         self.last = self.started
         self.shown = False
 
-    def update(self, records: int, events: int, offset: int) -> None:
+    def _due(self, force: bool = False) -> float | None:
+        """Seconds since the start when a new line is due (or forced), else None."""
         now = time.monotonic()
-        if now - self.last < PROGRESS_EVERY:
-            return
+        if not self.enabled or (not force and now - self.last < PROGRESS_EVERY):
+            return None
         self.last = now
-        rate = events / max(now - self.started, 1e-9)
-        where = f", {100 * offset / self.size:.0f}% of the file" if self.size else ""
-        sys.stderr.write(f"\r{records:,} records, {rate:,.0f} events/s{where}\x1b[K")
+        return max(now - self.started, 1e-9)
+
+    def _show(self, text: str) -> None:
+        sys.stderr.write(f"\r{text}\x1b[K")
         sys.stderr.flush()
         self.shown = True
 
-    def done(self) -> None:
+    def update(self, records: int, events: int, offset: int) -> None:
+        """Decode's line: records read, events/s, where in the file."""
+        elapsed = self._due()
+        if elapsed is not None:
+            where = f", {100 * offset / self.size:.0f}% of the file" if self.size else ""
+            self._show(f"{records:,} records, {events / elapsed:,.0f} events/s{where}")
+
+    def of_bytes(self, done: int, total: int, events: int) -> None:
+        """Export's line (its ``progress`` callback): share of the records' bytes done."""
+        elapsed = self._due()
+        if elapsed is not None:
+            share = 100 * done / total if total else 100
+            self._show(f"{share:.0f}% of the records, {events:,} events, "
+                       f"{events / elapsed:,.0f} events/s")
+
+    def recording(self, events: int, lost: int, force: bool = False) -> None:
+        """Record's line: events and losses so far (``force``: now, the last one)."""
+        elapsed = self._due(force)
+        if elapsed is not None:
+            self._show(f"{events:,} events, {lost:,} lost, {events / elapsed:,.0f} events/s")
+
+    def done(self, keep: bool = False) -> None:
+        """Erase the line, or end it (``keep``) so that it stays on the terminal."""
         if self.shown:
-            sys.stderr.write("\r\x1b[K")
+            sys.stderr.write("\n" if keep else "\r\x1b[K")
             sys.stderr.flush()
 
 
@@ -471,27 +497,5 @@ def cpu_label(cpu: int) -> str:
     """How a record's cpu is shown: its number, or "ringbuf" for ring buffer samples,
     which do not say which CPU wrote them."""
     return "ringbuf" if cpu == RINGBUF_CPU else str(cpu)
-
-
-class _Status:
-    """A live status line on a terminal's stderr: events, lost, rate."""
-
-    def __init__(self) -> None:
-        self.enabled = sys.stderr.isatty()
-        self.started = self.last = time.monotonic()
-
-    def update(self, events: int, lost: int, force: bool = False) -> None:
-        now = time.monotonic()
-        if not self.enabled or (not force and now - self.last < PROGRESS_EVERY):
-            return
-        self.last = now
-        rate = events / max(now - self.started, 1e-9)
-        sys.stderr.write(f"\r{events:,} events, {lost:,} lost, {rate:,.0f} events/s\x1b[K")
-        sys.stderr.flush()
-
-    def done(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
 
 

@@ -12,14 +12,12 @@ import argparse
 import errno
 import os
 import signal
-import sys
-import time
 from typing import TYPE_CHECKING
 
 from .common import (
     EXIT_IO,
     EXIT_OK,
-    PROGRESS_EVERY,
+    Progress,
     UsageError,
     _integer,
     _names_list,
@@ -98,32 +96,6 @@ def check_inputs(args: argparse.Namespace) -> None:
             raise UsageError(f"{args.output}: is the input {source}; choose another output")
 
 
-class _Progress:
-    """Percent of the records' bytes, events and events/s on a terminal's stderr."""
-
-    def __init__(self) -> None:
-        self.enabled = sys.stderr.isatty()
-        self.started = self.last = time.monotonic()
-        self.shown = False
-
-    def __call__(self, done: int, total: int, events: int) -> None:
-        now = time.monotonic()
-        if not self.enabled or now - self.last < PROGRESS_EVERY:
-            return
-        self.last = now
-        rate = events / max(now - self.started, 1e-9)
-        share = 100 * done / total if total else 100
-        sys.stderr.write(f"\r{share:.0f}% of the records, {events:,} events, "
-                         f"{rate:,.0f} events/s\x1b[K")
-        sys.stderr.flush()
-        self.shown = True
-
-    def done(self) -> None:
-        if self.shown:
-            sys.stderr.write("\r\x1b[K")
-            sys.stderr.flush()
-
-
 def _terminated(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM cleans up as Ctrl-C does: nothing is left behind
 
@@ -146,12 +118,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     keep = None
     if names or args.pid is not None or args.comm is not None or args.failed:
         keep = Keep(frozenset(names), args.pid, args.comm, args.failed)
-    progress = _Progress()
+    progress = Progress()
     old_term = signal.signal(signal.SIGTERM, _terminated)
     try:
         summary = export_parquet(args.files, args.output, jobs=args.jobs, layout=args.layout,
                                  arch=args.arch, strict=not args.lenient, keep=keep,
-                                 parts=args.parts, force=args.force, progress=progress,
+                                 parts=args.parts, force=args.force,
+                                 progress=progress.of_bytes,
                                  context=not args.raw)
     except ExportError as exc:
         raise UsageError(str(exc)) from None

@@ -22,10 +22,10 @@ from ..procfs import ContainerResolver, snapshot
 from .common import (
     EXIT_IO,
     EXIT_OK,
+    Progress,
     UsageError,
     _open_monitor,
     _say,
-    _Status,
     _Stop,
     machine_arch,
 )
@@ -159,7 +159,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     writer = out.writer
     events = lost = 0
     with _Stop() as stop:
-        status = _Status()
+        status = Progress()
         try:
             try:
                 resolver = write_context(writer)
@@ -193,7 +193,7 @@ def cmd_record(args: argparse.Namespace) -> int:
                         events += 1
                         writer.write_sample(record.cpu, data)
                     writer.flush()  # whole records, at least once per loop (<= 0.2 s)
-                    status.update(events, lost)
+                    status.recording(events, lost)
             writer.close()
         except CaptureWriteError as exc:
             # the writer wrote nothing twice and cut any partial record: what it counted is
@@ -204,7 +204,7 @@ def cmd_record(args: argparse.Namespace) -> int:
             return EXIT_IO
         finally:
             writer.close()
-            status.update(events, lost, force=True)
-            status.done()
+            status.recording(events, lost, force=True)
+            status.done(keep=True)
     _say(f"recorded {events} events ({lost} lost) to {args.output}")
     return EXIT_OK
