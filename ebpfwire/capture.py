@@ -328,8 +328,8 @@ class ContainerRecord:
 
 
 CaptureRecord = SampleRecord | LostRecord | ProcessRecord | ContainerRecord
-_CONTEXT_RECORDS = (ProcessRecord, ContainerRecord)
 """What a CaptureReader yields, in file order."""
+_CONTEXT_RECORDS = (ProcessRecord, ContainerRecord)
 
 _CONTEXT: dict[int, tuple[str, Any, Callable[[bytes], Any]]] = {
     RecordType.PROCESS: ("process", ProcessRecord, ProcessInfo.from_payload),

@@ -38,18 +38,6 @@ def program_json(program: Program | None, argv: bool = True) -> dict[str, Any] |
     return {"exe": program.exe or None, "source": program.source}
 
 
-def context_fields(program: Program | None, parent: Program | None,
-                   container_id: str | None) -> str:
-    """The fields an enriched JSON line ends with, as ``, "process": ...`` text."""
-    return (', "process": ' + json.dumps(program_json(program))
-            + ', "parent_process": ' + json.dumps(program_json(parent, argv=False))
-            + ', "container_id": ' + json.dumps(container_id))
-
-
-NO_CONTEXT = context_fields(None, None, None)
-"""The fields of an event the table cannot place (a damaged header)."""
-
-
 class Enricher(Generic[T]):
     """The process context of one capture's events, made into what an output needs.
 
@@ -210,7 +198,8 @@ class Enricher(Generic[T]):
 
     def fields(self, program: Program | None, parent: Program | None,
                container_id: str | None) -> str:
-        """:func:`context_fields`, with each program's JSON made once."""
+        """The fields an enriched JSON line ends with (``, "process": ...``), each program's
+        JSON made once."""
         return (', "process": ' + self._program(program, True) + ', "parent_process": '
                 + self._program(parent, False) + ', "container_id": '
                 + ("null" if container_id is None else json.dumps(container_id)))

@@ -118,7 +118,6 @@ class _Options:
     strict: bool
     keep: Keep | None
     row_group_rows: int
-    context: bool
 
 
 @dataclass
@@ -443,7 +442,7 @@ def export_parquet(
     splits = plan_splits(checked, max(1 << 16, min(split_bytes, size // (4 * jobs) + 1)),
                          indexes)
     total = sum(split.end - split.start for split in splits)  # the records' bytes
-    options = _Options(layout, arch, strict, keep, row_group_rows, context)
+    options = _Options(layout, arch, strict, keep, row_group_rows)
     parent = os.path.dirname(os.path.abspath(out))
     hidden = f".{os.path.basename(out)}."
     counts = _Counts()
