@@ -167,7 +167,7 @@ class ProcessTable:
         self.containers: dict[tuple[int, int], ContainerInfo] = {}
         self.lost_events = 0
         self.dropped = 0
-        #: Called with a host pid whose answers changed (its life, program, exit), or
+        #: Called with a host pid whose answers changed (its life, parent, program, exit), or
         #: None when every answer may have (a container record): for caches of answers.
         self.on_change: Callable[[int | None], None] | None = None
         self._exec_ids = frozenset(
@@ -322,7 +322,9 @@ class ProcessTable:
             process = self._new_process(ts, pid_id, mnt_id, host_ppid, host_pid, pid, uid,
                                         comm, cwd)
         else:
-            process.host_ppid = host_ppid        # the same, or reparented
+            if host_ppid != process.host_ppid:   # reparented: another parent answers now
+                process.host_ppid = host_ppid
+                self._changed(host_pid)
             process.pid_ns, process.mnt_ns = pid_id, mnt_id
         process.events += 1
         counts = process.counts

@@ -60,6 +60,12 @@ def _items(steps: list[tuple], cwd_layout: bool) -> list:
 @settings(max_examples=1000, deadline=None)
 @given(steps=st.lists(step, max_size=40), cwd_layout=st.booleans())
 def test_kept_answers_are_the_tables_answers(steps: list[tuple], cwd_layout: bool) -> None:
+    _same_answers(steps, cwd_layout)
+
+
+def _same_answers(steps: list[tuple], cwd_layout: bool) -> None:
+    """The Enricher's answers (header path and sample_json's) are the table's, event by
+    event."""
     layout = get_layout("cwd" if cwd_layout else "classic")
     retain = 5_000_000        # 5 ms of event time: "later" steps make drops happen
     by_sample, by_line, by_event = (Enricher(layout, "x86_64", retain) for _ in range(3))
@@ -77,6 +83,15 @@ def test_kept_answers_are_the_tables_answers(steps: list[tuple], cwd_layout: boo
         assert by_sample.sample(data) == expected
         line = sample_json(data, layout, "x86_64", by_line.sample)
         assert line is not None and line.endswith(expected + "}")
+
+
+def test_a_reparenting_event_forgets_the_kept_answer() -> None:
+    """Found by the property test above: an exec entry naming another parent reparents the
+    process in the table; the answer kept for the old parent must not be given again, or
+    the table misses the next event's pid reuse and names a younger process as parent."""
+    _same_answers([("openat", 101, 100, "sh", "/"), ("exec", 101, 101, "sh", "/bin/cat", -1, False),
+                   ("openat", 101, 100, "sh", "/"), ("openat", 100, 100, "sh", "/"),
+                   ("openat", 101, 100, "sh", "/")], cwd_layout=False)
 
 
 @settings(max_examples=300, deadline=None)
