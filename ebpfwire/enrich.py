@@ -15,7 +15,9 @@ import json
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from .catalogue import expected_tags
 from .context import ContainerInfo, ProcessInfo
+from .decoder import decode
 from .events import Event
 from .layouts import Layout
 from .process import DEFAULT_RETAIN_NS, DO_EXIT, EventContext, ProcessTable, Program
@@ -58,6 +60,7 @@ class Enricher(Generic[T]):
     def __init__(self, layout: Layout, arch: str, retain_ns: int | None = DEFAULT_RETAIN_NS,
                  make: Callable[[Program | None, Program | None, str | None], T] | None = None):
         self.table = ProcessTable(retain_ns, arch)
+        self._arch = arch
         self.table.on_change = self._forget
         self._make: Callable[[Program | None, Program | None, str | None], T] = (
             make or self.fields)  # type: ignore[assignment]
@@ -110,8 +113,9 @@ class Enricher(Generic[T]):
         security_bprm_check, its arguments). ``values`` (the layout's ``fmt`` unpacked) and
         ``flat`` (the walker's list) are used when the caller has them already."""
         if values is None:
-            if len(data) < self._size:
-                return self.unplaced()
+            if len(data) < self._size:   # a cut header: what lenient decode makes of it
+                return self.answer_of(self.event(
+                    decode(data, layout=self._layout, arch=self._arch, strict=False)))
             values = self._unpack(data)
         kept = self._kept.get(values[4])
         if (kept is not None and kept[0] == values[3] and kept[1] == values[11]
@@ -128,7 +132,8 @@ class Enricher(Generic[T]):
             cwd_raw = values[self._cwd_at]
             cwd = texts.get(cwd_raw) or self._text(cwd_raw)
         if flat is None:
-            flat = self._args(data, argnum) if argnum and event_id in self._with_args else []
+            flat = (self._args(data, event_id, argnum)
+                    if argnum and event_id in self._with_args else [])
         answer = self.table.observe(ts, pid_id, mnt_id, host_ppid, host_pid, pid, uid,
                                     event_id, argnum, retval, comm, cwd, flat)
         result = self.answer_of(answer)
@@ -147,12 +152,14 @@ class Enricher(Generic[T]):
                 siblings.add(host_pid)
         return result
 
-    def _args(self, data: bytes, argnum: int) -> list:
-        """The walker's flat list of a sample's arguments: what can be decoded of them."""
+    def _args(self, data: bytes, event_id: int, argnum: int) -> list:
+        """The walker's flat list of a sample's arguments: what can be decoded of them, as
+        lenient ``decode`` walks them (the catalogue's tags guide it past damage)."""
         flat: list = []
         if not walk(data, self._size, len(data), argnum, flat):
             flat.clear()
-            walk_lenient(data, self._size, len(data), argnum, None, flat, [])
+            walk_lenient(data, self._size, len(data), argnum,
+                         expected_tags(event_id, self._arch, argnum), flat, [])
         return flat
 
     def unplaced(self) -> T:
