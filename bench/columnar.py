@@ -30,9 +30,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ebpfwire import decode
-from ebpfwire.arrow import to_table
 from ebpfwire.capture import CaptureReader, CaptureWriter, SampleRecord
-from ebpfwire.export import export_parquet
+from ebpfwire.columnar.arrow import to_table
+from ebpfwire.columnar.export import export_parquet
 
 FIXTURE = os.path.join(os.path.dirname(__file__), os.pardir, "fixtures", "real-workload.ewcap")
 

@@ -13,8 +13,8 @@ from collections import deque
 
 import ebpfwire
 from ebpfwire import Arg, ArgType, Argv, Event, SockAddr, decode, decode_many, encode
-from ebpfwire.layouts import get_layout
-from ebpfwire.schema import event_schema
+from ebpfwire.wire.layouts import get_layout
+from ebpfwire.wire.schema import event_schema
 
 
 def corpus(size: int) -> list[bytes]:

@@ -25,9 +25,9 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 
-from ebpfwire.loader import Monitor
-from ebpfwire.loader.btf import VMLINUX_PATH, Btf
-from ebpfwire.loader.config import kernel_offsets
+from ebpfwire.kernel.btf import VMLINUX_PATH, Btf
+from ebpfwire.kernel.config import kernel_offsets
+from ebpfwire.kernel.monitor import Monitor
 
 PHASES = {  # Monitor method -> phase name
     "_create_maps": "maps",

@@ -13,7 +13,7 @@ import os
 import threading
 import time
 
-from ebpfwire.loader import Monitor
+from ebpfwire.kernel.monitor import Monitor
 
 
 def ns_per_call(func, calls: int) -> float:

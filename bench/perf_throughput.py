@@ -15,8 +15,8 @@ import resource
 import struct
 import time
 
-from ebpfwire.loader import Monitor
-from ebpfwire.perf import DEFAULT_PAGE_COUNT, PAGE_SIZE, Sample
+from ebpfwire.kernel.monitor import Monitor
+from ebpfwire.kernel.perf import DEFAULT_PAGE_COUNT, PAGE_SIZE, Sample
 
 HOST_PID = struct.Struct("<I")  # classic header: host_pid at byte 20
 

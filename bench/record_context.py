@@ -14,8 +14,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ebpfwire import encode  # noqa: E402
-from ebpfwire.events import Event  # noqa: E402
-from ebpfwire.procfs import ContainerResolver, snapshot  # noqa: E402
+from ebpfwire.process.procfs import ContainerResolver, snapshot  # noqa: E402
+from ebpfwire.wire.events import Event  # noqa: E402
 
 
 def main() -> None:

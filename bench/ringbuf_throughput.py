@@ -23,9 +23,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from bpf_object import LoadedObject, compile_object  # noqa: E402
 
-from ebpfwire.loader import syscalls  # noqa: E402
-from ebpfwire.perf import Sample  # noqa: E402
-from ebpfwire.ringbuf import RingBufReader  # noqa: E402
+from ebpfwire.kernel import syscalls  # noqa: E402
+from ebpfwire.kernel.perf import Sample  # noqa: E402
+from ebpfwire.kernel.ringbuf import RingBufReader  # noqa: E402
 
 DEFAULT_RING_SIZE = 4 << 20
 SEQ = struct.Struct("<I")

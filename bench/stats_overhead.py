@@ -24,9 +24,9 @@ import time
 from collections.abc import Callable
 
 from ebpfwire.capture import CaptureWriter
-from ebpfwire.loader import Monitor
-from ebpfwire.perf import Sample
-from ebpfwire.stats import SyscallStats
+from ebpfwire.kernel.monitor import Monitor
+from ebpfwire.kernel.perf import Sample
+from ebpfwire.kernel.stats import SyscallStats
 
 _NS = struct.Struct("<Q")
 

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /* ebpfwire syscall statistics: per syscall, calls, errors by errno and a log2
  * histogram of entry-to-exit time in microseconds, kept in per-CPU maps.
- * Nothing is sent to user space: the loader reads the maps (ebpfwire/stats.py).
+ * Nothing is sent to user space: the loader reads the maps (ebpfwire/kernel/stats.py).
  *
  * Like the monitor, the object has no global data and no CO-RE: the filters
  * come from the `config` map. It has its own maps, so it runs beside the

@@ -5,14 +5,22 @@
     >>> event.name, event.args[0].value, event.to_dict()  # doctest: +SKIP
 """
 
-from .argtypes import MAX_ARGS, ArgType, arg_types, argnum, dec_arg_type, enc_arg_type, make_mask
-from .catalogue import event_name
-from .context import ContainerInfo, ProcessInfo
-from .decoder import decode, decode_many
-from .encoder import encode
-from .errors import DecodeError
-from .events import Arg, Argv, Event, SockAddr
-from .layouts import LAYOUTS, Layout, get_layout, register_layout
+from ebpfwire.capture.snapshot import ContainerInfo, ProcessInfo
+from ebpfwire.wire.argtypes import (
+    MAX_ARGS,
+    ArgType,
+    arg_types,
+    argnum,
+    dec_arg_type,
+    enc_arg_type,
+    make_mask,
+)
+from ebpfwire.wire.catalogue import event_name
+from ebpfwire.wire.decoder import decode, decode_many
+from ebpfwire.wire.encoder import encode
+from ebpfwire.wire.errors import DecodeError
+from ebpfwire.wire.events import Arg, Argv, Event, SockAddr
+from ebpfwire.wire.layouts import LAYOUTS, Layout, get_layout, register_layout
 
 __version__ = "0.1.0"
 

@@ -12,9 +12,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from ebpfwire.loader import syscalls, tracefs
-from ebpfwire.loader.elf import BpfObject, read_object
-from ebpfwire.loader.monitor import load_program
+from ebpfwire.kernel import syscalls, tracefs
+from ebpfwire.kernel.elf import BpfObject, read_object
+from ebpfwire.kernel.monitor import load_program
 
 TEST_BPF = Path(__file__).resolve().parent / "bpf"
 

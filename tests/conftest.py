@@ -24,8 +24,8 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 @functools.cache
 def live_skip_reason() -> str | None:
     """Why live BPF tests cannot run here, or None when they can."""
-    from ebpfwire.loader import syscalls, tracefs
-    from ebpfwire.loader.errors import LoaderError
+    from ebpfwire.kernel import syscalls, tracefs
+    from ebpfwire.kernel.errors import LoaderError
 
     if os.geteuid() != 0:
         return f"live BPF test: needs root (running as uid {os.geteuid()})"

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import ebpfwire
-from ebpfwire.loader import Monitor
-from ebpfwire.perf import Lost, Sample
+from ebpfwire.kernel.monitor import Monitor
+from ebpfwire.kernel.perf import Lost, Sample
 
 HOST_PID = struct.Struct("<I")  # classic header: host_pid at offset 20
 HOST_PID_OFFSET = 20

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from corpus import FIXTURES
 
-from ebpfwire.export import export_parquet
+from ebpfwire.columnar.export import export_parquet
 
 duckdb = pytest.importorskip("duckdb")
 pd = pytest.importorskip("pandas")

@@ -1,4 +1,4 @@
-"""ebpfwire.arrow: tables equal to per-event decoding, lost rows, batch bounds, exact bytes."""
+"""ebpfwire.columnar.arrow: tables equal to per-event decoding, lost rows, batch bounds, bytes."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import ebpfwire
-from ebpfwire import DecodeError, decode, names, strategies
-from ebpfwire.arrow import batches, schema, to_table
+from ebpfwire import DecodeError, decode
 from ebpfwire.capture import CaptureReader, CaptureWriter, LostRecord
-from ebpfwire.events import Argv, SockAddr
-from ebpfwire.layouts import get_layout
-from ebpfwire.render import event_label
-from ebpfwire.walker import COLUMN_TAGS, STRING_TAGS, sockaddr, walk, walk_columns
+from ebpfwire.columnar.arrow import batches, schema, to_table
+from ebpfwire.output.render import event_label
+from ebpfwire.wire import names, strategies
+from ebpfwire.wire.events import Argv, SockAddr
+from ebpfwire.wire.layouts import get_layout
+from ebpfwire.wire.walker import COLUMN_TAGS, STRING_TAGS, sockaddr, walk, walk_columns
 
 FIXTURES = os.path.join(os.path.dirname(__file__), os.pardir, "fixtures")
 CAPTURES = sorted(glob.glob(os.path.join(FIXTURES, "*.ewcap")))

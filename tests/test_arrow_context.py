@@ -19,7 +19,6 @@ from test_cli_kubearmor import CID, context_capture
 from test_process import Stream
 
 from ebpfwire import encode
-from ebpfwire.arrow import batches, schema, to_table
 from ebpfwire.capture import (
     CaptureReader,
     CaptureWriter,
@@ -29,13 +28,14 @@ from ebpfwire.capture import (
     ProcessRecord,
     SampleRecord,
 )
+from ebpfwire.capture.order import TimeOrder
+from ebpfwire.capture.snapshot import ContainerInfo, ProcessInfo
 from ebpfwire.cli import main
-from ebpfwire.context import ContainerInfo, ProcessInfo
-from ebpfwire.enrich import Enricher
-from ebpfwire.export import export_parquet
-from ebpfwire.layouts import get_layout
-from ebpfwire.order import TimeOrder
-from ebpfwire.rowcontext import FIELDS, index_capture
+from ebpfwire.columnar.arrow import batches, schema, to_table
+from ebpfwire.columnar.export import export_parquet
+from ebpfwire.columnar.rowcontext import FIELDS, index_capture
+from ebpfwire.process.enrich import Enricher
+from ebpfwire.wire.layouts import get_layout
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 CONTEXT = [name for name, _ in FIELDS]
@@ -277,7 +277,7 @@ def test_duckdb_counts_per_program_are_decodes(tmp_path: Path, busy: Path) -> No
 
 
 def test_dask_partitions_give_the_columns_of_to_table(busy: Path) -> None:
-    from ebpfwire.dask import read_captures
+    from ebpfwire.columnar.dask import read_captures
 
     frame = read_captures(busy, split_bytes=64 << 10)
     assert frame.npartitions > 4

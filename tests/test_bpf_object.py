@@ -126,7 +126,7 @@ def test_program_names_are_unique_per_section(elf):
 @pytest.fixture(scope="module")
 def maps():
     """The map definitions as the pure-Python loader reads them from .maps BTF."""
-    from ebpfwire.loader.elf import read_object
+    from ebpfwire.kernel.elf import read_object
 
     return read_object(OBJECT).maps
 
@@ -179,8 +179,8 @@ WORKLOAD = textwrap.dedent(
 @pytest.mark.live
 def test_live_events_have_the_classic_layout(tmp_path):
     import ebpfwire
-    from ebpfwire import perf
-    from ebpfwire.loader.monitor import Monitor
+    from ebpfwire.kernel import perf
+    from ebpfwire.kernel.monitor import Monitor
 
     target = tmp_path / "bpf-object-test-file"
     server = socket.socket()
@@ -238,8 +238,8 @@ def test_live_events_have_the_classic_layout(tmp_path):
 
 
 def test_ringbuf_object_is_the_same_program_with_a_ring():
-    from ebpfwire.loader.elf import read_object
-    from ebpfwire.loader.monitor import bundled_object
+    from ebpfwire.kernel.elf import read_object
+    from ebpfwire.kernel.monitor import bundled_object
 
     perf_obj, ring_obj = read_object(OBJECT), read_object(bundled_object("ringbuf"))
     assert [(p.name, p.section) for p in ring_obj.programs] == [

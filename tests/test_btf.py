@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from construct import Container
 
-from ebpfwire.loader.btf import (
+from ebpfwire.kernel.btf import (
     VMLINUX_PATH,
     Btf,
     BtfError,
@@ -19,7 +19,7 @@ from ebpfwire.loader.btf import (
     BtfType,
     record_size,
 )
-from ebpfwire.loader.config import _OFFSETS, _SYSCALL_REGS
+from ebpfwire.kernel.config import _OFFSETS, _SYSCALL_REGS
 
 OBJECT = Path(__file__).resolve().parent.parent / "ebpfwire" / "data" / "monitor.bpf.o"
 

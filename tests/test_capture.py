@@ -696,7 +696,7 @@ def _definition(source: str, name: str) -> str:
                                   "CaptureFile", "MAGIC", "SYNC", "MAX_PAYLOAD"])
 def test_docs_quote_the_schemas_as_they_are(name):
     root = Path(__file__).parent.parent
-    source = (root / "ebpfwire" / "capture.py").read_text()
+    source = (root / "ebpfwire" / "capture" / "__init__.py").read_text()
     doc = (root / "docs" / "capture-format.md").read_text()
     assert _definition(source, name) in doc
 
@@ -708,7 +708,7 @@ def test_docs_quote_the_schemas_as_they_are(name):
 @given(st.data())
 def test_events_with_the_real_decoder(data):
     from ebpfwire import DecodeError, decode, encode
-    from ebpfwire.strategies import events
+    from ebpfwire.wire.strategies import events
 
     layout = data.draw(st.sampled_from(["classic", "cwd-tty-oid", "hash"]))
     originals = data.draw(st.lists(events(layout=layout), min_size=1, max_size=4))

@@ -250,7 +250,7 @@ def test_damaged_samples_in_a_whole_machine_recording_come_from_the_kernel(tmp_p
     capture keeps it intact (CRC good, no damage report); it is the sample that is damaged,
     by the kernel side, before the writer sees it."""
     from ebpfwire import decode
-    from ebpfwire.loader.monitor import Monitor
+    from ebpfwire.kernel.monitor import Monitor
 
     child = subprocess.Popen([sys.executable, "-c", UNTOUCHED_ARGV], stdin=subprocess.PIPE)
     path = tmp_path / "live.ewcap"

@@ -22,11 +22,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ebpfwire import Arg, ArgType, DecodeError, Event, SockAddr, decode, encode
-from ebpfwire import strategies as wire
 from ebpfwire.capture import CaptureReader, CaptureWriter, HostInfo
 from ebpfwire.cli import common, main
-from ebpfwire.layouts import get_layout
-from ebpfwire.render import TableRenderer, event_json, sample_json
+from ebpfwire.output.render import TableRenderer, event_json, sample_json
+from ebpfwire.wire import strategies as wire
+from ebpfwire.wire.layouts import get_layout
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
@@ -572,7 +572,7 @@ def _spawn_true() -> int:
 
 @pytest.mark.live
 def test_record_ctrl_c_leaves_a_complete_file_and_nothing_in_the_kernel(tmp_path: Path):
-    from ebpfwire.loader import syscalls
+    from ebpfwire.kernel import syscalls
 
     before = set(syscalls.loaded_programs())
     maps_before = set(syscalls.loaded_maps())
@@ -656,7 +656,7 @@ def test_record_without_root_is_one_clear_line():
         path = Path(where) / "x.ewcap"
         code = ("import os, sys, locale, gettext, platform, importlib.readers\n"
                 "from ebpfwire.cli import main\n"
-                "import ebpfwire.loader.monitor\n"  # the interpreter's files: unreadable by nobody
+                "import ebpfwire.kernel.monitor\n"  # the interpreter's files: unreadable by nobody
                 "os.setgid(65534); os.setuid(65534)\n"
                 f"sys.exit(main(['record', '-o', {str(path)!r}, '--duration', '1',"
                 " '--events', 'close']))\n")
@@ -732,7 +732,7 @@ def test_trace_reorders_samples_across_cpus_by_ts():
     import struct as _struct
 
     from ebpfwire.cli.trace import _Reorder
-    from ebpfwire.perf import Sample
+    from ebpfwire.kernel.perf import Sample
 
     now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
     old = [Sample(cpu, _struct.pack("<Q", now - 10**9 + ts)) for cpu, ts in

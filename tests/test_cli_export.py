@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 from corpus import FIXTURES, repeated
 
-from ebpfwire import arrow
 from ebpfwire.cli import main
+from ebpfwire.columnar import arrow
 
 CLEAN = [FIXTURES / "real-workload.ewcap", FIXTURES / "real-namespaces.ewcap"]
 DAMAGED = FIXTURES / "damaged.ewcap"

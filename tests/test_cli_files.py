@@ -349,7 +349,7 @@ def _big_sample(ts: int) -> bytes:
     import struct
 
     from ebpfwire import Event
-    from ebpfwire.layouts import get_layout
+    from ebpfwire.wire.layouts import get_layout
 
     header = encode(Event(ts, 0, 0, 1, 9, 1, 9, 0, 59, 1, 0, "big", []))
     item = b"x" * 4000 + b"\0"

@@ -14,8 +14,8 @@ from test_process import Stream
 
 from ebpfwire import encode
 from ebpfwire.capture import CaptureWriter, HostInfo
+from ebpfwire.capture.snapshot import ContainerInfo, ProcessInfo
 from ebpfwire.cli import main
-from ebpfwire.context import ContainerInfo, ProcessInfo
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 REAL = ["real-workload", "real-namespaces"]
@@ -211,9 +211,9 @@ def test_the_documented_kubearmor_line_is_what_decode_prints(doc: str) -> None:
 def test_header_path_follows_state_changes_of_parents_and_pids() -> None:
     """The fragments kept per process are not given again once the parent runs another
     program, exits and is dropped, the pid is reused, or a container record arrives."""
-    from ebpfwire.decoder import decode
-    from ebpfwire.enrich import Enricher
-    from ebpfwire.layouts import get_layout
+    from ebpfwire.process.enrich import Enricher
+    from ebpfwire.wire.decoder import decode
+    from ebpfwire.wire.layouts import get_layout
 
     s = Stream()
     stream = [

@@ -12,7 +12,7 @@ from test_cli import BOOT, FIXTURES, HOST, event, jsonl, run
 
 from ebpfwire import Arg, ArgType, encode
 from ebpfwire.capture import CaptureWriter, LostRecord, SampleRecord
-from ebpfwire.order import WINDOW_NS, TimeOrder
+from ebpfwire.capture.order import WINDOW_NS, TimeOrder
 
 W = 1000  # a small window keeps the numbers readable
 

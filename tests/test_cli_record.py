@@ -32,8 +32,8 @@ from ebpfwire.capture import (
     ProcessRecord,
     SampleRecord,
 )
+from ebpfwire.capture.snapshot import ContainerInfo, ProcessInfo
 from ebpfwire.cli import common, record
-from ebpfwire.context import ContainerInfo, ProcessInfo
 
 EBPFWIRE = [sys.executable, "-m", "ebpfwire"]
 DOCKER_ID = "ab" * 32
@@ -124,7 +124,7 @@ def test_ring_pages_are_for_perf_rings_only(tmp_path: Path):
 
 
 def test_the_cli_knows_the_ring_buffer_cpu():
-    from ebpfwire.ringbuf import RINGBUF_CPU
+    from ebpfwire.kernel.ringbuf import RINGBUF_CPU
 
     assert common.RINGBUF_CPU == RINGBUF_CPU
     assert common.cpu_label(RINGBUF_CPU) == "ringbuf" and common.cpu_label(1) == "1"

@@ -18,7 +18,7 @@ import pytest
 
 from ebpfwire.capture import CaptureReader, LostRecord
 from ebpfwire.cli import main
-from ebpfwire.stats import bundled_stats_object
+from ebpfwire.kernel.stats import bundled_stats_object
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}

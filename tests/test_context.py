@@ -22,7 +22,7 @@ from ebpfwire.capture import (
     RecordType,
     SampleRecord,
 )
-from ebpfwire.context import (
+from ebpfwire.capture.snapshot import (
     RUNTIMES,
     ContainerInfo,
     ContainerPayload,
@@ -183,6 +183,6 @@ def test_docs_quote_the_context_schemas_as_they_are(name):
     from test_capture import _definition
 
     root = Path(__file__).parent.parent
-    source = (root / "ebpfwire" / "context.py").read_text()
+    source = (root / "ebpfwire" / "capture" / "snapshot.py").read_text()
     doc = (root / "docs" / "capture-format.md").read_text()
     assert _definition(source, name) in doc

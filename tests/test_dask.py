@@ -8,11 +8,11 @@ import pyarrow.parquet as pq
 import pytest
 from corpus import FIXTURES, repeated
 
-from ebpfwire import arrow
-from ebpfwire.export import ExportError
+from ebpfwire.columnar import arrow
+from ebpfwire.columnar.export import ExportError
 
 distributed = pytest.importorskip("distributed")
-ebpfwire_dask = pytest.importorskip("ebpfwire.dask")
+ebpfwire_dask = pytest.importorskip("ebpfwire.columnar.dask")
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def test_the_real_dask_package_is_not_shadowed():
     import dask.dataframe
 
     assert ebpfwire_dask.dd is dask.dataframe
-    assert ebpfwire_dask.__name__ == "ebpfwire.dask"
+    assert ebpfwire_dask.__name__ == "ebpfwire.columnar.dask"
 
 
 def test_read_captures_on_a_local_cluster_equals_to_table(client, tmp_path):

@@ -7,7 +7,7 @@ import pytest
 
 import ebpfwire
 from ebpfwire import ArgType, DecodeError, decode, decode_many
-from ebpfwire.schema import parse_event
+from ebpfwire.wire.schema import parse_event
 
 
 def h(text: str) -> bytes:

@@ -7,10 +7,10 @@ from hypothesis import strategies as st
 from test_process import Stream
 
 from ebpfwire import decode, encode
-from ebpfwire.context import ContainerInfo
-from ebpfwire.enrich import Enricher
-from ebpfwire.layouts import get_layout
-from ebpfwire.render import sample_json
+from ebpfwire.capture.snapshot import ContainerInfo
+from ebpfwire.output.render import sample_json
+from ebpfwire.process.enrich import Enricher
+from ebpfwire.wire.layouts import get_layout
 
 PIDS = (100, 101, 102)
 COMMS = ("sh", "cat", "bash")
@@ -100,7 +100,7 @@ def test_any_bytes_get_an_answer_never_an_exception(data, layout_name: str) -> N
     """Damaged samples (and bare random bytes) of an exec, bprm_check or do_exit go down
     the argument walk too: the answer is made, nothing raises, and it is the answer of
     the lenient decode."""
-    from ebpfwire import strategies as wire
+    from ebpfwire.wire import strategies as wire
 
     layout = get_layout(layout_name)
     enricher, by_event = Enricher(layout, "x86_64"), Enricher(layout, "x86_64")

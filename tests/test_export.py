@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 from corpus import FIXTURES, repeated
 
-from ebpfwire import arrow
 from ebpfwire.capture import CaptureReader
-from ebpfwire.export import ExportError, Keep, export_parquet
+from ebpfwire.columnar import arrow
+from ebpfwire.columnar.export import ExportError, Keep, export_parquet
 
 CLEAN = [FIXTURES / "real-workload.ewcap", FIXTURES / "real-namespaces.ewcap"]
 DAMAGED = [FIXTURES / "damaged.ewcap", *CLEAN]
@@ -185,7 +185,7 @@ def test_progress_reaches_the_total(tmp_path, big):
 @pytest.mark.parametrize("parts", [False, True])
 def test_spawned_workers_give_the_same_rows(tmp_path, big, monkeypatch, parts):
     """The start method is fork only in a single-threaded caller; spawn must work as well."""
-    from ebpfwire import export
+    from ebpfwire.columnar import export
 
     monkeypatch.setattr(export, "_start_method", lambda: "spawn")
     out = tmp_path / "out.parquet"

@@ -13,13 +13,13 @@ import pytest
 
 from ebpfwire import decode
 from ebpfwire.capture import CaptureReader
-from ebpfwire.context import ContainerInfo
-from ebpfwire.events import SockAddr
-from ebpfwire.kubearmor import KubeArmorLogs, result_text, sockaddr_resource, updated_time
-from ebpfwire.loader import Monitor
-from ebpfwire.perf import Lost, Sample
-from ebpfwire.process import ProcessTable
-from ebpfwire.procfs import snapshot
+from ebpfwire.capture.snapshot import ContainerInfo
+from ebpfwire.kernel.monitor import Monitor
+from ebpfwire.kernel.perf import Lost, Sample
+from ebpfwire.output.kubearmor import KubeArmorLogs, result_text, sockaddr_resource, updated_time
+from ebpfwire.process.procfs import snapshot
+from ebpfwire.process.table import ProcessTable
+from ebpfwire.wire.events import SockAddr
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 

@@ -31,8 +31,9 @@ from live_workload import (
 
 import ebpfwire
 from ebpfwire.capture import CaptureReader
-from ebpfwire.events import AF_INET
-from ebpfwire.loader import Monitor, syscalls
+from ebpfwire.kernel import syscalls
+from ebpfwire.kernel.monitor import Monitor
+from ebpfwire.wire.events import AF_INET
 
 EVENTS = ["openat", "socket", "bind", "listen", "connect", "accept", "execve", "do_exit", "tcp"]
 

@@ -14,17 +14,19 @@ from pathlib import Path
 import pytest
 
 import ebpfwire
-from ebpfwire.loader import LoaderError, Monitor, syscalls, tracefs
-from ebpfwire.loader.config import MonitorConfig
-from ebpfwire.loader.elf import ProgramSpec, read_object
-from ebpfwire.loader.monitor import (
+from ebpfwire.kernel import syscalls, tracefs
+from ebpfwire.kernel.config import MonitorConfig
+from ebpfwire.kernel.elf import ProgramSpec, read_object
+from ebpfwire.kernel.errors import LoaderError
+from ebpfwire.kernel.monitor import (
     SYSCALL_EVENTS,
+    Monitor,
     bundled_object,
     load_program,
     select_events,
     select_programs,
 )
-from ebpfwire.perf import Lost, PerfReader, Sample
+from ebpfwire.kernel.perf import Lost, PerfReader, Sample
 
 EV_CLOSE = 3
 EBADF = 9

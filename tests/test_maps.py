@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from bpf_object import compile_object
 
-from ebpfwire.loader.elf import BpfObject, read_object
-from ebpfwire.loader.errors import LoaderError
-from ebpfwire.loader.maps import BtfCodec
+from ebpfwire.kernel.elf import BpfObject, read_object
+from ebpfwire.kernel.errors import LoaderError
+from ebpfwire.kernel.maps import BtfCodec
 
 # struct shapes: u32 low:3, high:5; _Bool flag (byte 1); union {u32 word; u8 bytes[4]};
 # float ratio; s64 big (at 16)

@@ -1,12 +1,12 @@
-"""Spot checks of ebpfwire.names against values fixed by the kernel ABI."""
+"""Spot checks of ebpfwire.wire.names against values fixed by the kernel ABI."""
 
 import re
 from pathlib import Path
 
 import pytest
 
-from ebpfwire import names
-from ebpfwire.names import syscalls_arm64, syscalls_x86_64
+from ebpfwire.wire import names
+from ebpfwire.wire.names import syscalls_arm64, syscalls_x86_64
 
 X86_HEADER = Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")
 

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from ebpfwire.loader.errors import LoaderError
-from ebpfwire.perf import (
+from ebpfwire.kernel.errors import LoaderError
+from ebpfwire.kernel.perf import (
     DATA_TAIL_AT,
     PAGE_SIZE,
     PERF_RECORD_LOST,
@@ -156,6 +156,8 @@ def test_merge_by_ts_orders_across_cpus():
     assert merged[0].data == b"xx"
 
 
-@pytest.mark.parametrize("module", ["ebpfwire.perf", "ebpfwire.loader", "ebpfwire.loader.monitor"])
+@pytest.mark.parametrize(
+    "module", ["ebpfwire.kernel.perf", "ebpfwire.kernel", "ebpfwire.kernel.monitor"]
+)
 def test_modules_import_first_without_cycles(module: str):
     subprocess.run([sys.executable, "-c", f"import {module}"], check=True)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ebpfwire.argtypes import ArgType
 from ebpfwire.capture import CaptureReader
-from ebpfwire.context import ContainerInfo, ProcessInfo
-from ebpfwire.events import Arg, Argv, Event
-from ebpfwire.process import DO_EXIT, SECURITY_BPRM_CHECK, ProcessTable
+from ebpfwire.capture.snapshot import ContainerInfo, ProcessInfo
+from ebpfwire.process.table import DO_EXIT, SECURITY_BPRM_CHECK, ProcessTable
+from ebpfwire.wire.argtypes import ArgType
+from ebpfwire.wire.events import Arg, Argv, Event
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 EXECVE, OPENAT = 59, 257

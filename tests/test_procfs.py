@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ebpfwire.context import ContainerInfo
-from ebpfwire.procfs import (
+from ebpfwire.capture.snapshot import ContainerInfo
+from ebpfwire.process.procfs import (
     ContainerResolver,
     container_from_cgroup,
     host_namespaces,

@@ -8,11 +8,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import ebpfwire
-from ebpfwire import DecodeError, decode, encode, strategies
-from ebpfwire.layouts import get_layout
-from ebpfwire.render import event_json, sample_json
-from ebpfwire.schema import parse_event
-from ebpfwire.walker import walk, walk_lenient, walk_strict
+from ebpfwire import DecodeError, decode, encode
+from ebpfwire.output.render import event_json, sample_json
+from ebpfwire.wire import strategies
+from ebpfwire.wire.layouts import get_layout
+from ebpfwire.wire.schema import parse_event
+from ebpfwire.wire.walker import walk, walk_lenient, walk_strict
 
 LAYOUTS = list(ebpfwire.LAYOUTS)
 
@@ -75,7 +76,7 @@ def test_json_round_trip_is_lossless(event):
 def test_lenient_recovers_every_argument_around_one_orphan_tag(data):
     """A failed payload read leaves a bare tag; lenient mode decodes the arguments after it."""
     event = data.draw(strategies.events())
-    known = ebpfwire.catalogue.expected_tags(event.event_id, event.arch, event.argnum)
+    known = ebpfwire.wire.catalogue.expected_tags(event.event_id, event.arch, event.argnum)
     if not event.args or known is None:
         return
     index = data.draw(st.integers(0, len(event.args) - 1))
@@ -138,7 +139,7 @@ def test_lenient_walk_is_the_lenient_decoder_and_its_json(sample):
     if len(sample) < 68:
         return   # a short header: no arguments to walk
     flat, errors = [], []
-    expected = ebpfwire.catalogue.expected_tags(event.event_id, "x86_64", event.argnum)
+    expected = ebpfwire.wire.catalogue.expected_tags(event.event_id, "x86_64", event.argnum)
     walk_lenient(sample, 68, len(sample), event.argnum, expected, flat, errors)
     assert flat == event.flat
     assert [(e.kind, e.offset) for e in errors] == [(e.kind, e.offset) for e in event.errors]

@@ -8,9 +8,9 @@ from pathlib import Path
 from test_process import Stream
 
 from ebpfwire.capture import CaptureReader
-from ebpfwire.context import ContainerInfo, ProcessInfo
-from ebpfwire.pstree import build_tree, capture_items, in_ts_order
-from ebpfwire.render import escape
+from ebpfwire.capture.snapshot import ContainerInfo, ProcessInfo
+from ebpfwire.output.render import escape
+from ebpfwire.process.tree import build_tree, capture_items, in_ts_order
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
@@ -90,9 +90,9 @@ def test_round_trip_through_a_capture_with_context_records(tmp_path: Path) -> No
     samples) read back with capture_items: this test process is named from the snapshot."""
     from ebpfwire import encode
     from ebpfwire.capture import CaptureWriter, HostInfo
-    from ebpfwire.kubearmor import KubeArmorLogs
-    from ebpfwire.process import ProcessTable
-    from ebpfwire.procfs import ContainerResolver, snapshot
+    from ebpfwire.output.kubearmor import KubeArmorLogs
+    from ebpfwire.process.procfs import ContainerResolver, snapshot
+    from ebpfwire.process.table import ProcessTable
 
     processes = snapshot()
     me = next(info for info in processes if info.host_pid == os.getpid())

@@ -6,9 +6,9 @@ import struct
 
 import pytest
 
-from ebpfwire.loader.errors import LoaderError
-from ebpfwire.perf import PAGE_SIZE, Sample
-from ebpfwire.ringbuf import (
+from ebpfwire.kernel.errors import LoaderError
+from ebpfwire.kernel.perf import PAGE_SIZE, Sample
+from ebpfwire.kernel.ringbuf import (
     BPF_RINGBUF_BUSY_BIT,
     BPF_RINGBUF_DISCARD_BIT,
     BPF_RINGBUF_HDR_SZ,

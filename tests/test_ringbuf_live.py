@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 from bpf_object import LoadedObject, compile_object
 
-from ebpfwire.loader import LoaderError, syscalls
-from ebpfwire.loader.maps import Map
-from ebpfwire.perf import PAGE_SIZE, Lost, Sample
-from ebpfwire.ringbuf import (
+from ebpfwire.kernel import syscalls
+from ebpfwire.kernel.errors import LoaderError
+from ebpfwire.kernel.maps import Map
+from ebpfwire.kernel.perf import PAGE_SIZE, Lost, Sample
+from ebpfwire.kernel.ringbuf import (
     BPF_RINGBUF_HDR_SZ,
     RINGBUF_CPU,
     RingBufReader,

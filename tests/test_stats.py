@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from ebpfwire.loader.elf import read_object
-from ebpfwire.stats import (
+from ebpfwire.kernel.elf import read_object
+from ebpfwire.kernel.stats import (
     MAX_SYSCALLS,
     SLOTS,
     Bucket,

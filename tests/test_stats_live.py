@@ -8,9 +8,10 @@ from collections.abc import Callable
 
 import pytest
 
-from ebpfwire.loader import Monitor, syscalls
-from ebpfwire.perf import Sample
-from ebpfwire.stats import SyscallStats, bundled_stats_object
+from ebpfwire.kernel import syscalls
+from ebpfwire.kernel.monitor import Monitor
+from ebpfwire.kernel.perf import Sample
+from ebpfwire.kernel.stats import SyscallStats, bundled_stats_object
 
 pytestmark = [
     pytest.mark.live,

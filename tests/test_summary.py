@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from ebpfwire.capture import CaptureReader, CaptureWriter, HostInfo
-from ebpfwire.context import ProcessInfo
-from ebpfwire.events import Event
-from ebpfwire.summary import render_summary, summarise, summarise_capture, summary_json
+from ebpfwire.capture.snapshot import ProcessInfo
+from ebpfwire.output.summary import render_summary, summarise, summarise_capture, summary_json
+from ebpfwire.wire.events import Event
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 GOLDEN = sorted(p.with_suffix("") for p in FIXTURES.glob("*.jsonl"))

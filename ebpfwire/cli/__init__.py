@@ -13,9 +13,8 @@ import os
 import sys
 from typing import NoReturn
 
-from .. import __version__
-from ..collect import fewer_collections
-from .common import (
+from ebpfwire import __version__
+from ebpfwire.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_IO,
     EXIT_OK,
@@ -32,14 +31,15 @@ from .common import (
     ring_bytes_type,
     ring_pages_type,
 )
-from .decode import bundled_sample, cmd_decode
-from .export import register as register_export
-from .info import cmd_info
-from .ps import cmd_ps
-from .record import cmd_record
-from .stats import register as register_stats
-from .summary import register as register_summary
-from .trace import cmd_trace
+from ebpfwire.cli.decode import bundled_sample, cmd_decode
+from ebpfwire.cli.export import register as register_export
+from ebpfwire.cli.info import cmd_info
+from ebpfwire.cli.ps import cmd_ps
+from ebpfwire.cli.record import cmd_record
+from ebpfwire.cli.stats import register as register_stats
+from ebpfwire.cli.summary import register as register_summary
+from ebpfwire.cli.trace import cmd_trace
+from ebpfwire.collect import fewer_collections
 
 __all__ = ["bundled_sample", "build_parser", "main"]
 

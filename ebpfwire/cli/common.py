@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TextIO
 
-from ..capture import (
+from ebpfwire.capture import (
     ARCHES,
     CaptureError,
     CaptureHeader,
@@ -26,12 +26,12 @@ from ..capture import (
     SampleRecord,
     unreadable_capture,
 )
-from ..catalogue import SPECIAL_EVENTS, check_arch, event_name
-from ..decoder import decode
-from ..errors import DecodeError
-from ..events import Event
-from ..layouts import LAYOUTS, Layout, get_layout
-from ..render import TableRenderer, event_json, event_label, lost_json, printable
+from ebpfwire.output.render import TableRenderer, event_json, event_label, lost_json, printable
+from ebpfwire.wire.catalogue import SPECIAL_EVENTS, check_arch, event_name
+from ebpfwire.wire.decoder import decode
+from ebpfwire.wire.errors import DecodeError
+from ebpfwire.wire.events import Event
+from ebpfwire.wire.layouts import LAYOUTS, Layout, get_layout
 
 PROG = "ebpfwire"
 #: Exit statuses (docs/cli.md): done; done but something was damaged (--strict-exit);
@@ -42,7 +42,7 @@ PID_MAX = 4_194_304    # PID_MAX_LIMIT on 64-bit Linux: no pid is larger
 COMM_MAX = 15
 RING_PAGES_MAX = 1 << 16  # 256 MiB per CPU with 4 KiB pages
 RING_BYTES_MAX = 1 << 30  # the monitor's bound, for either transport
-#: The cpu of every ring buffer sample (ebpfwire.ringbuf.RINGBUF_CPU; not imported from
+#: The cpu of every ring buffer sample (ebpfwire.kernel.ringbuf.RINGBUF_CPU; not imported from
 #: there, as that loads the whole loader).
 RINGBUF_CPU = 0xFFFFFFFF
 DURATION_MAX = 1e9     # s (about 31 years): a bound that keeps the deadline arithmetic exact
@@ -477,8 +477,8 @@ class _Stop:
 def _open_monitor(args: argparse.Namespace):
     """The bundled monitor as the live options ask: --events, --pid (the whole tree),
     --comm (both filtered in the kernel), --transport and its size."""
-    from ..loader.errors import LoaderError
-    from ..loader.monitor import Monitor
+    from ebpfwire.kernel.errors import LoaderError
+    from ebpfwire.kernel.monitor import Monitor
 
     if args.ring_pages is not None and args.transport != "perf":
         raise UsageError("--ring-pages sizes the per-CPU perf rings; give --ring-bytes with "

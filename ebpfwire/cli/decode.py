@@ -8,21 +8,15 @@ import sys
 from collections.abc import Iterator
 from importlib import resources
 
-from ..capture import (
+from ebpfwire.capture import (
     CaptureDamage,
     CaptureHeader,
     CaptureReader,
     LostRecord,
     SampleRecord,
 )
-from ..decoder import decode
-from ..enrich import Enricher, table_context
-from ..errors import DecodeError
-from ..kubearmor import KubeArmorLogs
-from ..layouts import Layout
-from ..order import TimeOrder
-from ..render import event_json, sample_json
-from .common import (
+from ebpfwire.capture.order import TimeOrder
+from ebpfwire.cli.common import (
     EXIT_DAMAGED,
     EXIT_OK,
     EXIT_USAGE,
@@ -40,6 +34,12 @@ from .common import (
     make_filter,
     open_capture,
 )
+from ebpfwire.output.kubearmor import KubeArmorLogs
+from ebpfwire.output.render import event_json, sample_json
+from ebpfwire.process.enrich import Enricher, table_context
+from ebpfwire.wire.decoder import decode
+from ebpfwire.wire.errors import DecodeError
+from ebpfwire.wire.layouts import Layout
 
 
 def bundled_sample() -> str:

@@ -1,4 +1,4 @@
-"""``ebpfwire export``: captures to Parquet, decoded by worker processes (ebpfwire.export).
+"""``ebpfwire export``: captures to Parquet, decoded by worker processes (ebpfwire.columnar.export).
 
 Every capture is opened and its layout checked as ``decode`` does before any work starts,
 so bad input is one line and exit status 2, as is an output that exists (without
@@ -14,7 +14,7 @@ import os
 import signal
 from typing import TYPE_CHECKING
 
-from .common import (
+from ebpfwire.cli.common import (
     EXIT_IO,
     EXIT_OK,
     Progress,
@@ -30,7 +30,7 @@ from .common import (
 )
 
 if TYPE_CHECKING:
-    from ..export import ExportSummary
+    from ebpfwire.columnar.export import ExportSummary
 
 JOBS_MAX = 256
 #: errors of creating the output (nothing was done: exit 2); any other is an I/O error (74)
@@ -110,7 +110,11 @@ def summary_line(summary: ExportSummary, output: str) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ..export import ExportError, Keep, export_parquet  # pyarrow: only for this command
+    from ebpfwire.columnar.export import (  # pyarrow: only for this command
+        ExportError,
+        Keep,
+        export_parquet,
+    )
 
     names = check_event_names(_names_list(args.event))
     check_output(args.output, args.force)

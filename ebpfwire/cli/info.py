@@ -9,11 +9,8 @@ import time
 from collections import Counter
 from typing import Any
 
-from ..capture import CaptureHeader, CaptureReader, ContainerRecord, LostRecord, SampleRecord
-from ..decoder import decode
-from ..layouts import Layout
-from ..render import event_label, printable
-from .common import (
+from ebpfwire.capture import CaptureHeader, CaptureReader, ContainerRecord, LostRecord, SampleRecord
+from ebpfwire.cli.common import (
     EXIT_OK,
     _label,
     cpu_label,
@@ -22,6 +19,9 @@ from .common import (
     open_capture,
     write_stdout,
 )
+from ebpfwire.output.render import event_label, printable
+from ebpfwire.wire.decoder import decode
+from ebpfwire.wire.layouts import Layout
 
 DAMAGE_SHOWN = 10  # damaged stretches listed by offset in the text summary
 

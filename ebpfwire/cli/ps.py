@@ -1,4 +1,4 @@
-"""``ebpfwire ps``: the process tree of a capture, like ``pstree -a`` (ebpfwire.pstree)."""
+"""``ebpfwire ps``: the process tree of a capture, like ``pstree -a`` (ebpfwire.process.tree)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,8 @@ import json
 import sys
 from collections.abc import Iterator
 
-from ..capture import CaptureDamage, ContainerRecord, LostRecord, ProcessRecord, SampleRecord
-from ..decoder import decode
-from ..errors import DecodeError
-from ..layouts import Layout
-from ..pstree import Item, build_tree
-from .common import (
+from ebpfwire.capture import CaptureDamage, ContainerRecord, LostRecord, ProcessRecord, SampleRecord
+from ebpfwire.cli.common import (
     EXIT_DAMAGED,
     EXIT_OK,
     _label,
@@ -25,6 +21,10 @@ from .common import (
     open_capture,
     write_stdout,
 )
+from ebpfwire.process.tree import Item, build_tree
+from ebpfwire.wire.decoder import decode
+from ebpfwire.wire.errors import DecodeError
+from ebpfwire.wire.layouts import Layout
 
 
 class _Items:

@@ -17,9 +17,8 @@ import stat
 import time
 from dataclasses import dataclass
 
-from ..capture import CaptureError, CaptureReader, CaptureWriteError, CaptureWriter
-from ..procfs import ContainerResolver, snapshot
-from .common import (
+from ebpfwire.capture import CaptureError, CaptureReader, CaptureWriteError, CaptureWriter
+from ebpfwire.cli.common import (
     EXIT_IO,
     EXIT_OK,
     Progress,
@@ -29,6 +28,7 @@ from .common import (
     _Stop,
     machine_arch,
 )
+from ebpfwire.process.procfs import ContainerResolver, snapshot
 
 
 @dataclass
@@ -134,7 +134,7 @@ def write_context(writer: CaptureWriter) -> ContainerResolver | None:
     """The running processes and their containers, into the capture; the resolver that
     names the containers of later samples. None for a version-1 capture (appended to),
     which has no context records."""
-    from ..loader.errors import LoaderError  # the loader only when recording
+    from ebpfwire.kernel.errors import LoaderError  # the loader only when recording
 
     if writer.header.version == 1:
         _say(f"{writer.name}: a version-1 capture holds no process or container records; "

@@ -1,6 +1,6 @@
 """``ebpfwire stats``: per-syscall calls, errors and log2 latency histograms kept in the kernel.
 
-Loads :class:`ebpfwire.stats.SyscallStats` (its own object and maps, so it runs beside
+Loads :class:`ebpfwire.kernel.stats.SyscallStats` (its own object and maps, so it runs beside
 ``record``/``trace``), waits for ``--duration``, Ctrl-C or SIGTERM, then prints what was
 counted: BCC-style histograms, or JSON. Ctrl-C is the usual way to stop, so it prints the
 counts and exits 0, as ``record`` does.
@@ -14,9 +14,7 @@ import json
 import sys
 import time
 
-from ..names import syscall_name
-from ..stats import MAX_SYSCALLS, StatsSnapshot, SyscallStats, render_stats, stats_json
-from .common import (
+from ebpfwire.cli.common import (
     EXIT_OK,
     UsageError,
     _names_list,
@@ -27,6 +25,14 @@ from .common import (
     pid_type,
     write_stdout,
 )
+from ebpfwire.kernel.stats import (
+    MAX_SYSCALLS,
+    StatsSnapshot,
+    SyscallStats,
+    render_stats,
+    stats_json,
+)
+from ebpfwire.wire.names import syscall_name
 
 POLL = 0.1  # s between looks at the stop flag and the clock
 
@@ -85,7 +91,7 @@ def _report(snap: StatsSnapshot, seconds: float, as_json: bool) -> str:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from ..loader.errors import LoaderError
+    from ebpfwire.kernel.errors import LoaderError
 
     arch = machine_arch()
     syscalls = syscall_selection(args.events, arch)

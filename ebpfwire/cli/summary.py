@@ -1,5 +1,5 @@
 """``ebpfwire summary``: an ``strace -c`` style table (calls, errors by errno, share) from
-captures, per event and optionally per comm or pid, or the same as JSON (ebpfwire.summary).
+captures, per event and optionally per comm or pid, or the same as JSON (ebpfwire.output.summary).
 
 Captures are opened and their layout checked as ``decode`` does; with several files the
 counts are summed over all of them.
@@ -13,11 +13,8 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from ..capture import CaptureDamage, LostRecord, SampleRecord
-from ..decoder import decode
-from ..errors import DecodeError
-from ..summary import render_summary, summarise_capture, summary_json
-from .common import (
+from ebpfwire.capture import CaptureDamage, LostRecord, SampleRecord
+from ebpfwire.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
     UsageError,
@@ -32,6 +29,9 @@ from .common import (
     open_capture,
     write_stdout,
 )
+from ebpfwire.output.summary import render_summary, summarise_capture, summary_json
+from ebpfwire.wire.decoder import decode
+from ebpfwire.wire.errors import DecodeError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

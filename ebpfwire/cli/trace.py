@@ -9,10 +9,8 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ..capture import current_boot_time_ns
-from ..decoder import decode
-from ..errors import DecodeError
-from .common import (
+from ebpfwire.capture import current_boot_time_ns
+from ebpfwire.cli.common import (
     EXIT_OK,
     Output,
     _open_monitor,
@@ -22,6 +20,8 @@ from .common import (
     machine_arch,
     make_filter,
 )
+from ebpfwire.wire.decoder import decode
+from ebpfwire.wire.errors import DecodeError
 
 
 class _Reorder:
@@ -49,7 +49,7 @@ class _Reorder:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    from ..perf import Lost
+    from ebpfwire.kernel.perf import Lost
 
     arch = machine_arch()
     out = Output(args.format, sys.stdout, boot_time_ns=current_boot_time_ns(), utc=args.utc,

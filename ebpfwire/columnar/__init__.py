@@ -1,0 +1,1 @@
+"""Captures as columns: Arrow tables, Parquet export with worker processes, Dask."""

@@ -1,0 +1,404 @@
+"""BTF (BPF Type Format): construct schemas and a lazy type index.
+
+Used twice: on the object's ``.BTF`` section (map definitions in ``.maps``) and on the
+running kernel's ``/sys/kernel/btf/vmlinux`` (struct member offsets for the config map).
+The vmlinux blob holds ~127k types, far too many to run through construct each time a
+monitor opens, so a tight scan over the type section as 32-bit words records where each
+type starts (a record's length follows from its kind and vlen alone, :func:`record_size`)
+and the schema parses only the records actually asked for; member lookups read the member
+array with ``struct`` directly. ``test_btf.py`` holds the scan and the lookups equal to
+the schema's.
+"""
+
+from __future__ import annotations
+
+import array
+import enum
+import re
+import struct
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+from construct import (
+    Array,
+    Computed,
+    Const,
+    Container,
+    Int8ul,
+    Int16ul,
+    Int32sl,
+    Int32ul,
+    Pass,
+    Struct,
+    Switch,
+    this,
+)
+
+from ebpfwire.kernel.errors import BtfError
+
+VMLINUX_PATH = "/sys/kernel/btf/vmlinux"
+BTF_MAGIC = 0xEB9F
+
+
+class BtfKind(enum.IntEnum):
+    """Type kinds (``BTF_KIND_*``)."""
+
+    UNKN = 0
+    INT = 1
+    PTR = 2
+    ARRAY = 3
+    STRUCT = 4
+    UNION = 5
+    ENUM = 6
+    FWD = 7
+    TYPEDEF = 8
+    VOLATILE = 9
+    CONST = 10
+    RESTRICT = 11
+    FUNC = 12
+    FUNC_PROTO = 13
+    VAR = 14
+    DATASEC = 15
+    FLOAT = 16
+    DECL_TAG = 17
+    TYPE_TAG = 18
+    ENUM64 = 19
+
+
+BtfHeader = Struct(
+    "magic" / Const(BTF_MAGIC, Int16ul),
+    "version" / Int8ul,
+    "flags" / Int8ul,
+    "hdr_len" / Int32ul,
+    "type_off" / Int32ul,  # relative to the end of the header
+    "type_len" / Int32ul,
+    "str_off" / Int32ul,  # relative to the end of the header
+    "str_len" / Int32ul,
+)
+
+BtfMember = Struct("name_off" / Int32ul, "type" / Int32ul, "offset" / Int32ul)
+BtfEnumValue = Struct("name_off" / Int32ul, "val" / Int32sl)
+BtfEnum64Value = Struct("name_off" / Int32ul, "val_lo32" / Int32ul, "val_hi32" / Int32ul)
+BtfParam = Struct("name_off" / Int32ul, "type" / Int32ul)
+BtfVarSecInfo = Struct("type" / Int32ul, "offset" / Int32ul, "size" / Int32ul)
+BtfArray = Struct("type" / Int32ul, "index_type" / Int32ul, "nelems" / Int32ul)
+
+# One type record: ``struct btf_type`` then the kind-specific tail.
+BtfType = Struct(
+    "name_off" / Int32ul,
+    "info" / Int32ul,
+    "kind" / Computed((this.info >> 24) & 0x1F),
+    "vlen" / Computed(this.info & 0xFFFF),
+    "kind_flag" / Computed(this.info >> 31),
+    "size_or_type" / Int32ul,  # size for INT/ENUM/STRUCT/UNION/DATASEC/FLOAT, else a type id
+    "detail"
+    / Switch(
+        this.kind,
+        {
+            BtfKind.INT: Int32ul,  # encoding, bit offset, bit count
+            BtfKind.ARRAY: BtfArray,
+            BtfKind.STRUCT: Array(this.vlen, BtfMember),
+            BtfKind.UNION: Array(this.vlen, BtfMember),
+            BtfKind.ENUM: Array(this.vlen, BtfEnumValue),
+            BtfKind.FUNC_PROTO: Array(this.vlen, BtfParam),
+            BtfKind.VAR: Int32ul,  # linkage
+            BtfKind.DATASEC: Array(this.vlen, BtfVarSecInfo),
+            BtfKind.DECL_TAG: Int32sl,  # component index
+            BtfKind.ENUM64: Array(this.vlen, BtfEnum64Value),
+        },
+        default=Pass,
+    ),
+)
+
+# Bytes after the 12-byte common part: fixed per kind, plus per-vlen entry size.
+_FIXED_TAIL = {BtfKind.INT: 4, BtfKind.ARRAY: 12, BtfKind.VAR: 4, BtfKind.DECL_TAG: 4}
+_VLEN_ENTRY = {
+    BtfKind.STRUCT: 12,
+    BtfKind.UNION: 12,
+    BtfKind.ENUM: 8,
+    BtfKind.FUNC_PROTO: 8,
+    BtfKind.DATASEC: 12,
+    BtfKind.ENUM64: 12,
+}
+_MODIFIERS = {
+    BtfKind.TYPEDEF,
+    BtfKind.VOLATILE,
+    BtfKind.CONST,
+    BtfKind.RESTRICT,
+    BtfKind.TYPE_TAG,
+}
+_COMMON = struct.Struct("<III")
+_MAX_KIND = max(BtfKind)
+# the same rule in 32-bit words, indexed by kind; None for kinds 20-31 (unknown)
+_FIXED_WORDS = [3 + _FIXED_TAIL.get(k, 0) // 4 if k <= _MAX_KIND else None for k in range(32)]
+_VLEN_WORDS = [_VLEN_ENTRY.get(k, 0) // 4 for k in range(32)]
+
+
+def record_size(kind: int, vlen: int) -> int:
+    """Size in bytes of one type record, from its kind and vlen (the fast scan's rule)."""
+    if kind > _MAX_KIND:
+        raise BtfError(f"unknown BTF kind {kind}")
+    return 12 + _FIXED_TAIL.get(kind, 0) + _VLEN_ENTRY.get(kind, 0) * vlen
+
+
+class Btf:
+    """A parsed BTF blob: type ids, names, sizes and struct member offsets."""
+
+    def __init__(self, data: bytes, origin: str = "<bytes>") -> None:
+        self.origin = origin
+        if len(data) < BtfHeader.sizeof():
+            raise BtfError(f"{origin}: {len(data)} bytes, too short for a BTF header (24)")
+        if struct.unpack_from("<H", data)[0] != BTF_MAGIC:
+            raise BtfError(
+                f"{origin}: expected BTF magic 0x{BTF_MAGIC:x} (little-endian), "
+                f"found 0x{struct.unpack_from('<H', data)[0]:x}"
+            )
+        self.header = BtfHeader.parse(data)
+        base = self.header.hdr_len
+        types_start = base + self.header.type_off
+        strs_start = base + self.header.str_off
+        if types_start + self.header.type_len > len(data) or (
+            strs_start + self.header.str_len > len(data)
+        ):
+            raise BtfError(f"{origin}: type or string section runs past the blob ({len(data)})")
+        self._types = memoryview(data)[types_start : types_start + self.header.type_len]
+        self.strings = bytes(data[strs_start : strs_start + self.header.str_len])
+        # the type section as little-endian 32-bit words: every record is whole words long
+        self._words = array.array("I")
+        self._words.frombytes(self._types[: len(self._types) // 4 * 4])
+        if sys.byteorder == "big":
+            self._words.byteswap()
+        self._starts: list[int] = [-1]  # word index of each record; type id 0 is void
+        self._kinds: list[int] = [0]
+        self._name_offs = array.array("I", [0])
+        self._scan()
+        self._name_off_bytes = self._name_offs.tobytes()  # searched by _ids_at
+        self._cache: dict[int, Container] = {}
+        self._members: dict[int, list[tuple[int, int, int]]] = {}
+        self._struct_ids: dict[str, int] = {}
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Btf:
+        """Parse a raw BTF file such as ``/sys/kernel/btf/vmlinux``."""
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise BtfError(f"cannot read BTF from {path}: {exc.strerror}", exc.errno) from exc
+        return cls(data, str(path))
+
+    @classmethod
+    def vmlinux(cls) -> Btf:
+        """The running kernel's BTF (needs CONFIG_DEBUG_INFO_BTF)."""
+        return cls.from_file(VMLINUX_PATH)
+
+    def _scan(self) -> None:
+        """Index every record: one pass of word reads, its length from size tables."""
+        words, pos, kind, end = self._words, 0, 0, len(self._words)
+        fixed, per = _FIXED_WORDS, _VLEN_WORDS
+        starts, kinds, name_offs = self._starts, self._kinds, self._name_offs
+        try:
+            while pos < end:
+                info = words[pos + 1]
+                kind = (info >> 24) & 0x1F
+                size = fixed[kind] + per[kind] * (info & 0xFFFF)
+                starts.append(pos)
+                kinds.append(kind)
+                name_offs.append(words[pos])
+                pos += size
+        except IndexError:  # fewer than 2 words left: not even a record's info
+            raise BtfError(
+                f"{self.origin}: truncated type record at type offset {pos * 4}"
+            ) from None
+        except TypeError:  # None in _FIXED_WORDS
+            raise BtfError(
+                f"{self.origin}: unknown BTF kind {kind} at type offset {pos * 4}"
+            ) from None
+        type_len = len(self._types)
+        if pos * 4 < type_len:  # 1-3 bytes after the last whole record
+            raise BtfError(f"{self.origin}: truncated type record at type offset {pos * 4}")
+        if pos * 4 > type_len:
+            last = starts[-1] * 4
+            if last + 12 > type_len:
+                raise BtfError(f"{self.origin}: truncated type record at type offset {last}")
+            raise BtfError(
+                f"{self.origin}: last type record (type offset {last}) runs past the type "
+                f"section ({type_len} bytes)"
+            )
+
+    def __len__(self) -> int:
+        """Number of type ids, void (id 0) included."""
+        return len(self._starts)
+
+    def string(self, offset: int) -> str:
+        """The NUL-terminated string at ``offset`` in the string section."""
+        if not 0 <= offset < len(self.strings):
+            raise BtfError(f"{self.origin}: string offset {offset} outside the string section")
+        end = self.strings.find(b"\0", offset)
+        return self.strings[offset : end if end >= 0 else None].decode("utf-8", "replace")
+
+    def type(self, type_id: int) -> Container:
+        """The parsed record of ``type_id`` (schema :data:`BtfType`), with its ``name``."""
+        if not 0 < type_id < len(self._starts):
+            raise BtfError(f"{self.origin}: type id {type_id} out of range 1..{len(self) - 1}")
+        rec = self._cache.get(type_id)
+        if rec is None:
+            start = self._starts[type_id] * 4
+            _, info, _ = _COMMON.unpack_from(self._types, start)
+            end = start + record_size((info >> 24) & 0x1F, info & 0xFFFF)
+            rec = BtfType.parse(bytes(self._types[start:end]))
+            rec.name = self.string(rec.name_off)
+            self._cache[type_id] = rec
+        return rec
+
+    def kind(self, type_id: int) -> BtfKind:
+        """The kind of ``type_id`` (void is ``UNKN``)."""
+        return BtfKind(self._kinds[type_id])
+
+    def _string_offsets(self, names: Iterable[str]) -> dict[str, list[int]]:
+        """Where each name stands as a whole string: one regex pass over the section."""
+        alternatives = b"|".join(re.escape(name.encode()) for name in names)
+        found: dict[str, list[int]] = {}
+        for match in re.finditer(b"\\0(" + alternatives + b")(?=\\0)", self.strings):
+            found.setdefault(match[1].decode(), []).append(match.start() + 1)
+        return found
+
+    def _ids_at(self, name_off: int) -> list[int]:
+        """Type ids whose name starts at ``name_off`` (``bytes.find`` in the name offsets)."""
+        target = array.array("I", [name_off]).tobytes()
+        ids: list[int] = []
+        hit = self._name_off_bytes.find(target)
+        while hit >= 0:
+            if hit % 4:  # straddles two entries
+                hit = self._name_off_bytes.find(target, hit + 1)
+                continue
+            ids.append(hit // 4)
+            hit = self._name_off_bytes.find(target, hit + 4)
+        return ids
+
+    def ids_named(self, name: str, kinds: Iterable[BtfKind] | None = None) -> list[int]:
+        """All type ids called ``name``, optionally only of the given kinds.
+
+        The name is found in the string section first, then its offset among the types'
+        name offsets: no index of all the names is built.
+        """
+        wanted = set(kinds) if kinds is not None else None
+        ids = [
+            tid
+            for off in self._string_offsets([name]).get(name, ())
+            for tid in self._ids_at(off)
+            if wanted is None or self._kinds[tid] in wanted
+        ]
+        return sorted(ids)
+
+    def struct_ids(self, names: Iterable[str]) -> dict[str, int]:
+        """The complete struct or union of each name that has one, found in one pass.
+
+        What :meth:`struct_id` would give for each, remembered for it and
+        :meth:`member_offset`; names without a complete struct are left out.
+        """
+        wanted = [name for name in dict.fromkeys(names) if name not in self._struct_ids]
+        if wanted:
+            for name, offs in self._string_offsets(wanted).items():
+                ids = [
+                    tid
+                    for off in offs
+                    for tid in self._ids_at(off)
+                    if self._kinds[tid] in (BtfKind.STRUCT, BtfKind.UNION)
+                ]
+                if ids:
+                    self._struct_ids[name] = min(ids)
+        return {name: self._struct_ids[name] for name in names if name in self._struct_ids}
+
+    def struct_id(self, name: str) -> int:
+        """The id of the complete struct or union ``name``; a clear error if absent."""
+        found = self.struct_ids([name])
+        if found:
+            return found[name]
+        if self.ids_named(name, (BtfKind.FWD,)):
+            raise BtfError(
+                f"{self.origin}: struct {name} is only a forward declaration, its layout "
+                "is not described"
+            )
+        raise BtfError(f"{self.origin}: no struct or union named {name!r}")
+
+    def resolve(self, type_id: int) -> int:
+        """Follow typedefs and qualifiers to the underlying type id."""
+        for _ in range(64):
+            if not 0 <= type_id < len(self._starts):
+                raise BtfError(
+                    f"{self.origin}: reference to type {type_id}, out of range 0..{len(self) - 1}"
+                )
+            if not type_id or self._kinds[type_id] not in _MODIFIERS:
+                return type_id
+            type_id = self._words[self._starts[type_id] + 2]
+        raise BtfError(f"{self.origin}: typedef/qualifier loop at type {type_id}")
+
+    def sizeof(self, type_or_name: int | str) -> int:
+        """Size in bytes of a type id, or of the struct/union with that name."""
+        tid = self.struct_id(type_or_name) if isinstance(type_or_name, str) else type_or_name
+        tid = self.resolve(tid)
+        kind = self._kinds[tid]
+        rec = self.type(tid) if tid else None
+        if kind in (
+            BtfKind.INT,
+            BtfKind.STRUCT,
+            BtfKind.UNION,
+            BtfKind.ENUM,
+            BtfKind.ENUM64,
+            BtfKind.DATASEC,
+            BtfKind.FLOAT,
+        ):
+            return rec.size_or_type
+        if kind == BtfKind.PTR:
+            return 8
+        if kind == BtfKind.ARRAY:
+            return rec.detail.nelems * self.sizeof(rec.detail.type)
+        name = f" {rec.name!r}" if rec is not None else ""
+        raise BtfError(f"{self.origin}: type {tid}{name} ({BtfKind(kind).name}) has no size")
+
+    def _member_list(self, struct_tid: int) -> list[tuple[int, int, int]]:
+        """(name offset, type id, bit offset) of each member, read from the words."""
+        members = self._members.get(struct_tid)
+        if members is None:
+            start = self._starts[struct_tid]
+            info = self._words[start + 1]
+            raw = self._words[start + 3 : start + 3 + 3 * (info & 0xFFFF)]
+            mask = 0xFFFFFF if info >> 31 else 0xFFFFFFFF  # kind_flag: bitfield size on top
+            members = [(raw[i], raw[i + 1], raw[i + 2] & mask) for i in range(0, len(raw), 3)]
+            self._members[struct_tid] = members
+        return members
+
+    def _find_member(self, struct_tid: int, member: bytes) -> tuple[int, int] | None:
+        """(bit offset, type id) of ``member`` (its name and a NUL), looking into anonymous
+        struct/union members."""
+        for name_off, tid, bits in self._member_list(struct_tid):
+            if name_off:
+                if self.strings.startswith(member, name_off):
+                    return bits, tid
+                continue
+            inner = self.resolve(tid)
+            if self._kinds[inner] in (BtfKind.STRUCT, BtfKind.UNION):
+                hit = self._find_member(inner, member)
+                if hit is not None:
+                    return bits + hit[0], hit[1]
+        return None
+
+    def member_offset(self, struct_name: str, path: str) -> int:
+        """Byte offset of ``path`` (``"member"`` or ``"a.b.c"`` through embedded structs)."""
+        tid = self.struct_id(struct_name)
+        total_bits = 0
+        where = f"struct {struct_name}"
+        parts = path.split(".")
+        for depth, part in enumerate(parts, 1):
+            hit = self._find_member(tid, part.encode() + b"\0")
+            if hit is None:
+                raise BtfError(f"{self.origin}: {where} has no member {part!r}")
+            total_bits += hit[0]
+            tid = self.resolve(hit[1])
+            where = f"{where}.{part}"
+            if depth < len(parts) and self._kinds[tid] not in (BtfKind.STRUCT, BtfKind.UNION):
+                raise BtfError(f"{self.origin}: {where} is not a struct, cannot look inside")
+        if total_bits % 8:
+            raise BtfError(f"{self.origin}: {struct_name}.{path} is a bitfield (bit {total_bits})")
+        return total_bits // 8

@@ -1,0 +1,161 @@
+"""The ``config`` map's value (``struct monitor_config`` of ``bpf/monitor_config.h``).
+
+The kernel side reads task and namespace fields at offsets it gets from here, so the
+program needs no CO-RE: the offsets come from the running kernel's BTF at load time.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+
+from construct import Bytes, Int32ul, Struct
+
+from ebpfwire.kernel.btf import Btf
+from ebpfwire.kernel.errors import BtfError, LoaderError
+
+MonitorConfig = Struct(
+    "ready" / Int32ul,
+    "filter_tgid" / Int32ul,
+    "ignore_tgid" / Int32ul,
+    "host_pidns_inum" / Int32ul,
+    "host_mntns_inum" / Int32ul,
+    "task_real_parent" / Int32ul,
+    "task_tgid" / Int32ul,
+    "task_group_leader" / Int32ul,
+    "task_nsproxy" / Int32ul,
+    "task_thread_pid" / Int32ul,
+    "nsproxy_mnt_ns" / Int32ul,
+    "mnt_ns_inum" / Int32ul,
+    "pid_ns_inum" / Int32ul,
+    "pid_level" / Int32ul,
+    "pid_numbers" / Int32ul,
+    "upid_size" / Int32ul,
+    "upid_nr" / Int32ul,
+    "upid_ns" / Int32ul,
+    "regs_arg0" / Int32ul,
+    "regs_arg1" / Int32ul,
+    "regs_arg2" / Int32ul,
+    "regs_arg3" / Int32ul,
+    "regs_arg4" / Int32ul,
+    "regs_arg5" / Int32ul,
+    "regs_nr" / Int32ul,
+    "task_ti_status" / Int32ul,
+    "binprm_filename" / Int32ul,
+    "ksig_handler" / Int32ul,
+    "sk_family" / Int32ul,
+    "sk_protocol" / Int32ul,
+    "sk_sport" / Int32ul,
+    "sk_dport" / Int32ul,
+    "sk_daddr" / Int32ul,
+    "sk_v6_daddr" / Int32ul,
+    "filter_comm" / Int32ul,
+    "comm" / Bytes(16),
+)
+COMM_SIZE = 16  # TASK_COMM_LEN: a task name is at most 15 bytes and a NUL
+
+# config field -> (struct, member path) in the kernel's BTF
+_OFFSETS = {
+    "task_real_parent": ("task_struct", "real_parent"),
+    "task_tgid": ("task_struct", "tgid"),
+    "task_group_leader": ("task_struct", "group_leader"),
+    "task_nsproxy": ("task_struct", "nsproxy"),
+    "task_thread_pid": ("task_struct", "thread_pid"),
+    "nsproxy_mnt_ns": ("nsproxy", "mnt_ns"),
+    "mnt_ns_inum": ("mnt_namespace", "ns.inum"),
+    "pid_ns_inum": ("pid_namespace", "ns.inum"),
+    "pid_level": ("pid", "level"),
+    "pid_numbers": ("pid", "numbers"),
+    "upid_nr": ("upid", "nr"),
+    "upid_ns": ("upid", "ns"),
+    "task_ti_status": ("task_struct", "thread_info.status"),
+    "binprm_filename": ("linux_binprm", "filename"),
+    "ksig_handler": ("k_sigaction", "sa.sa_handler"),
+    "sk_family": ("sock", "__sk_common.skc_family"),
+    "sk_protocol": ("sock", "sk_protocol"),
+    "sk_sport": ("inet_sock", "inet_sport"),
+    "sk_dport": ("sock", "__sk_common.skc_dport"),
+    "sk_daddr": ("sock", "__sk_common.skc_daddr"),
+    "sk_v6_daddr": ("sock", "__sk_common.skc_v6_daddr"),
+}
+# the syscall argument registers 0-5 and the syscall number in struct pt_regs, per machine
+_SYSCALL_REGS = {
+    "x86_64": ("di", "si", "dx", "r10", "r8", "r9", "orig_ax"),
+}
+
+
+def kernel_offsets(btf: Btf) -> dict[str, int]:
+    """The struct offsets the program needs, from the kernel's BTF; says which is missing."""
+    btf.struct_ids([name for name, _ in _OFFSETS.values()] + ["upid", "pt_regs"])  # one pass
+    try:
+        values = {field: btf.member_offset(*where) for field, where in _OFFSETS.items()}
+        values["upid_size"] = btf.sizeof("upid")
+        regs = _SYSCALL_REGS.get(platform.machine())
+        if regs is None:
+            raise LoaderError(f"the bundled monitor is built for x86-64, not {platform.machine()}")
+        for field, reg in zip(("regs_arg0", "regs_arg1", "regs_arg2", "regs_arg3", "regs_arg4",
+                               "regs_arg5", "regs_nr"), regs, strict=True):
+            values[field] = btf.member_offset("pt_regs", reg)
+    except BtfError as exc:
+        raise LoaderError(f"kernel BTF lacks a type the monitor needs: {exc}") from exc
+    return values
+
+
+def host_ns_inum(kind: str, proc: str = "/proc") -> int:
+    """Inode of the host's ``kind`` namespace ("pid" or "mnt").
+
+    Read from pid 1; where pid 1 hides its namespaces (a non-dumpable init), from pid 2
+    when it is ``kthreadd``: kernel threads always live in the initial namespaces.
+    """
+    try:
+        return os.stat(f"{proc}/1/ns/{kind}").st_ino
+    except OSError as exc:
+        first = exc
+    try:
+        with open(f"{proc}/2/status") as f:
+            if f.readline().split() == ["Name:", "kthreadd"]:
+                return os.stat(f"{proc}/2/ns/{kind}").st_ino
+    except OSError:
+        pass
+    raise LoaderError(
+        f"cannot stat {first.filename} (needs root to see pid 1's namespaces) and pid 2 is "
+        f"not a readable kthreadd: {first.strerror}",
+        first.errno,
+    )
+
+
+def comm_bytes(comm: str | bytes) -> bytes:
+    """``comm`` as the kernel stores a task name: at most 15 bytes, NUL-padded to 16."""
+    raw = comm.encode() if isinstance(comm, str) else bytes(comm)
+    if not raw or len(raw) >= COMM_SIZE or b"\0" in raw:
+        raise ValueError(
+            f"comm must be 1 to {COMM_SIZE - 1} bytes without NUL (a task name), got {comm!r} "
+            f"({len(raw)} bytes)"
+        )
+    return raw.ljust(COMM_SIZE, b"\0")
+
+
+def build_config(
+    btf: Btf,
+    filter_tgid: int = 0,
+    ignore_tgid: int = 0,
+    proc: str = "/proc",
+    comm: str | bytes | None = None,
+) -> bytes:
+    """The ``config`` value for this machine, with ``ready`` = 1.
+
+    ``filter_tgid`` non-zero switches the tree filter on (the ``traced`` map decides);
+    ``comm`` keeps only tasks of that name.
+    """
+    return MonitorConfig.build(
+        dict(
+            ready=1,
+            filter_tgid=filter_tgid,
+            ignore_tgid=ignore_tgid,
+            filter_comm=int(comm is not None),
+            comm=comm_bytes(comm) if comm is not None else bytes(COMM_SIZE),
+            host_pidns_inum=host_ns_inum("pid", proc),
+            host_mntns_inum=host_ns_inum("mnt", proc),
+            **kernel_offsets(btf),
+        )
+    )

@@ -1,0 +1,309 @@
+"""The high-level :class:`Monitor`: load the bundled object, attach, read events."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ebpfwire.kernel import perf, syscalls
+from ebpfwire.kernel.attach import attach_program
+from ebpfwire.kernel.btf import Btf
+from ebpfwire.kernel.config import build_config
+from ebpfwire.kernel.elf import BpfObject, ProgramSpec, read_object
+from ebpfwire.kernel.errors import LoaderError
+from ebpfwire.kernel.syscalls import BpfSyscallError
+
+if TYPE_CHECKING:
+    from ebpfwire.kernel.ringbuf import RingBufReader
+
+# user-facing event names served by one program group of the object
+EVENT_ALIASES = {
+    "tcp_connect": "tcp",
+    "tcp_accept": "tcp",
+    "tcp_connect_v6": "tcp",
+    "tcp_accept_v6": "tcp",
+}
+# the programs that keep the `traced` map (the pid filter's process tree): not an event
+TREE_GROUP = "tree"
+# the raw_syscalls dispatchers sys__enter / sys__exit: not an event either
+DISPATCH_GROUP = "sys"
+INTERNAL_GROUPS = {TREE_GROUP, DISPATCH_GROUP}
+# the events the dispatchers serve (their handlers), by the event id of the wire format;
+# selecting one sets its id in the object's `events_on` map
+SYSCALL_EVENTS = {
+    "open": 2, "close": 3, "socket": 41, "connect": 42, "accept": 43, "bind": 49,
+    "listen": 50, "execve": 59, "rmdir": 84, "unlink": 87, "chown": 92, "ptrace": 101,
+    "setuid": 105, "setgid": 106, "mount": 165, "umount": 166, "openat": 257,
+    "fchownat": 260, "unlinkat": 263, "execveat": 322, "do_exit": 351,
+}
+LOAD_THREADS = min(8, max(2, os.cpu_count() or 2))
+PID_MAX = 0xFFFFFFFF
+VERIFIER_LOG_SIZE = 16 * 1024 * 1024
+VERIFIER_LOG_TAIL = 40  # lines shown in the error
+
+
+TRANSPORTS = ("perf", "ringbuf")
+DEFAULT_RINGBUF_BYTES = 8 * 1024 * 1024  # one ring for all CPUs: the perf default, 2 CPUs
+
+
+def bundled_object(transport: str = "perf") -> Path:
+    """Path of the pre-compiled object shipped with the package for ``transport``:
+    ``monitor.bpf.o`` (perf array) or ``monitor-ringbuf.bpf.o`` (ring buffer), built from
+    the same source."""
+    name = "monitor.bpf.o" if transport == "perf" else f"monitor-{transport}.bpf.o"
+    return Path(str(resources.files("ebpfwire") / "data" / name))
+
+
+def ring_size(ring_bytes: int) -> int:
+    """``ring_bytes`` rounded up to what a ring buffer map accepts: a power-of-two number
+    of pages."""
+    pages = max(1, -(-ring_bytes // perf.PAGE_SIZE))
+    return perf.PAGE_SIZE << (pages - 1).bit_length()
+
+
+def select_events(obj: BpfObject, events: Iterable[str] | None) -> set[str]:
+    """The event groups named by ``events`` (all when None); unknown names are a ValueError."""
+    known = ({p.event for p in obj.programs} | set(SYSCALL_EVENTS)) - INTERNAL_GROUPS
+    if events is None:
+        return known
+    groups: set[str] = set()
+    for name in events:
+        group = EVENT_ALIASES.get(name, name)
+        if group not in known:
+            names = ", ".join(sorted(known | set(EVENT_ALIASES)))
+            raise ValueError(f"unknown event {name!r}; known events: {names}")
+        groups.add(group)
+    return groups
+
+
+def select_programs(obj: BpfObject, groups: set[str], tree: bool = False) -> list[ProgramSpec]:
+    """The programs serving ``groups``, in attach order.
+
+    The dispatchers come when a syscall event is selected. With ``tree`` (a pid filter)
+    the process-tree programs come too: fork first (no child is missed), exit last: the
+    programs of a raw tracepoint run in attach order, and ``do_exit__sched`` must write
+    the exit event while the process is still in the tree.
+    """
+    programs = [p for p in obj.programs if p.event in groups]
+    internal = {p.name: p for p in obj.programs if p.event in INTERNAL_GROUPS}
+    if groups & set(SYSCALL_EVENTS):
+        programs = [internal["sys__enter"], internal["sys__exit"], *programs]
+    if tree:
+        programs = [internal["tree__fork"], *programs, internal["tree__exit"]]
+    return programs
+
+
+def load_program(prog: ProgramSpec, map_fds: dict[str, int], license: str) -> int:
+    """Load one program with its map fds patched in; the fd.
+
+    The first attempt runs without a verifier log (fast); on failure the load is
+    retried with log level 1 so the error can show the tail of the verifier's reasoning.
+    """
+    insns = prog.with_map_fds(map_fds)
+    try:
+        return syscalls.prog_load(prog.prog_type, insns, license, prog.name)[0]
+    except BpfSyscallError as exc:
+        if exc.errno in (errno.EPERM, errno.ENOSYS):
+            raise
+    try:
+        fd, _ = syscalls.prog_load(
+            prog.prog_type, insns, license, prog.name, 1, VERIFIER_LOG_SIZE
+        )
+    except BpfSyscallError as exc:
+        tail = "\n".join(exc.log.rstrip().splitlines()[-VERIFIER_LOG_TAIL:])
+        raise LoaderError(
+            f"the kernel rejected program {prog.name!r} (section {prog.section!r}): "
+            f"{os.strerror(exc.errno or 0)}\nverifier log (tail):\n{tail}",
+            exc.errno,
+        ) from exc
+    return fd  # the first failure was transient (EAGAIN...) and did not recur
+
+
+def descendants(pid: int, proc: str = "/proc") -> set[int]:
+    """``pid`` and every living process below it, from each process's ppid in /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir(proc):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"{entry.path}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:  # gone since the listing
+            continue
+        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = {pid}, [pid]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+class Monitor:
+    """The bundled system monitor, loaded and attached; events come out of ``reader``.
+
+    ``events`` selects program groups (default: all), ``pid`` keeps only events of that
+    process and all its descendants (like ``strace -f``: living ones and every process
+    forked below it while the monitor runs), ``comm`` only tasks whose current name
+    (``comm``, at most 15 bytes) equals it, ``ignore_self`` drops our own process's events,
+    ``transport`` is "perf" (the perf array of KubeArmor, the default) or "ringbuf" (one
+    BPF ring buffer for all CPUs, events in one global order); both hand the reader the
+    same sample bytes. ``page_count`` sizes each CPU's perf ring (default
+    ``perf.DEFAULT_PAGE_COUNT``); ``ring_bytes`` sizes either transport in bytes (per CPU
+    for perf, the whole ring for ringbuf, default 8 MiB), rounded up to a power-of-two
+    number of pages.
+    ``close()`` (or leaving the ``with`` block) removes everything from the kernel.
+    """
+
+    def __init__(
+        self,
+        events: Iterable[str] | None = None,
+        pid: int | None = None,
+        ignore_self: bool = True,
+        page_count: int | None = None,
+        object_path: str | Path | None = None,
+        *,
+        comm: str | bytes | None = None,
+        transport: str = "perf",
+        ring_bytes: int | None = None,
+    ) -> None:
+        if pid is not None and not 0 < pid <= PID_MAX:
+            raise ValueError(f"pid must be between 1 and {PID_MAX}, got {pid}")
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
+        if ring_bytes is not None and (ring_bytes <= 0 or ring_bytes > 1 << 30):
+            raise ValueError(f"ring_bytes must be between 1 and {1 << 30}, got {ring_bytes}")
+        if ring_bytes is not None and page_count is not None:
+            raise ValueError("give page_count or ring_bytes, not both")
+        self.transport = transport
+        self.ring_bytes = ring_size(ring_bytes or DEFAULT_RINGBUF_BYTES)
+        if transport == "perf" and ring_bytes is not None:
+            page_count = self.ring_bytes // perf.PAGE_SIZE
+        self.object = read_object(object_path or bundled_object(transport))
+        self.events = select_events(self.object, events)
+        self.programs = select_programs(self.object, self.events, tree=pid is not None)
+        self.map_fds: dict[str, int] = {}
+        self.prog_fds: dict[str, int] = {}
+        self._attach_fds: list[int] = []
+        self.reader: perf.PerfReader | RingBufReader | None = None
+        self.closed = False
+        try:
+            self._create_maps()
+            config = self._load_programs(
+                lambda: self._build_config(pid or 0, os.getpid() if ignore_self else 0, comm)
+            )
+            for group in self.events & set(SYSCALL_EVENTS):
+                syscalls.map_update(
+                    self.map_fds["events_on"], SYSCALL_EVENTS[group].to_bytes(4, "little"),
+                    b"\1\0\0\0",
+                )
+            syscalls.map_update(self.map_fds["config"], b"\0\0\0\0", config)
+            attached = 0
+            if pid is not None:
+                # the fork program runs before /proc is scanned: a process forked meanwhile
+                # by a process already in the map is added by the kernel
+                self._trace(pid)
+                self._attach(self.programs[0])  # tree__fork: first, by select_programs
+                attached = 1
+                for tgid in descendants(pid):
+                    self._trace(tgid)
+            self.reader = self._open_reader(page_count)
+            for prog in self.programs[attached:]:
+                self._attach(prog)
+        except BaseException:  # KeyboardInterrupt too: nothing may stay in the kernel
+            self.close()
+            raise
+
+    def _trace(self, tgid: int) -> None:
+        syscalls.map_update(self.map_fds["traced"], tgid.to_bytes(4, "little"), b"\1")
+
+    @property
+    def events_map_fd(self) -> int:
+        """The map the programs write to: the PERF_EVENT_ARRAY (what :class:`PerfReader`
+        fills) or the RINGBUF."""
+        return self.map_fds["events"]
+
+    def _create_maps(self) -> None:
+        missing = {"events", "config"} - set(self.object.maps)
+        if missing:
+            raise LoaderError(f"{self.object.path}: expected maps {sorted(missing)} in .maps")
+        for spec in self.object.maps.values():
+            sizes, max_entries = (spec.key_size, spec.value_size), spec.max_entries
+            if spec.type == syscalls.BPF_MAP_TYPE_PERF_EVENT_ARRAY:
+                max_entries = perf.possible_cpus()
+            elif spec.type == syscalls.BPF_MAP_TYPE_RINGBUF:  # no keys or values: bytes
+                sizes, max_entries = (0, 0), self.ring_bytes
+            self.map_fds[spec.name] = syscalls.map_create(
+                spec.type, *sizes, max_entries, spec.map_flags, spec.name
+            )
+
+    def _open_reader(self, page_count: int | None) -> perf.PerfReader | RingBufReader:
+        if self.transport == "ringbuf":
+            # imported here: ringbuf -> loader.maps -> perf -> loader would be a cycle
+            # when ebpfwire.kernel.perf is imported first
+            from ebpfwire.kernel.ringbuf import RingBufReader
+
+            return RingBufReader(
+                self.events_map_fd, self.ring_bytes, drops_map_fd=self.map_fds["ringbuf_drops"]
+            )
+        return perf.PerfReader(self, page_count or perf.DEFAULT_PAGE_COUNT)
+
+    def _build_config(self, filter_tgid: int, ignore_tgid: int, comm: str | bytes | None) -> bytes:
+        return build_config(Btf.vmlinux(), filter_tgid, ignore_tgid, comm=comm)
+
+    def _load_programs(self, make_config: Callable[[], bytes]) -> bytes:
+        """Load every program on worker threads while ``make_config()`` runs here; its value.
+
+        The verifier runs in the kernel with the GIL released, so the loads overlap each
+        other and the Python work of the config (reading the kernel's BTF). A
+        KeyboardInterrupt cancels the loads not started and waits only for those running.
+        """
+        pool = ThreadPoolExecutor(LOAD_THREADS, thread_name_prefix="ebpfwire-load")
+        try:
+            futures = [pool.submit(self._load, prog) for prog in self.programs]
+            config = make_config()
+            for future in futures:
+                future.result()
+            return config
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _load(self, prog: ProgramSpec) -> None:
+        self.prog_fds[prog.name] = load_program(prog, self.map_fds, self.object.license)
+
+    def _attach(self, prog: ProgramSpec) -> None:
+        self._attach_fds.append(attach_program(prog, self.prog_fds[prog.name]))
+
+    def _detach(self) -> None:
+        for fd in self._attach_fds:
+            os.close(fd)
+        self._attach_fds.clear()
+
+    def close(self) -> None:
+        """Detach, then close the reader, programs and maps; idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        self._detach()
+        self._close_rest()
+
+    def _close_rest(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+        for fds in (self.prog_fds, self.map_fds):
+            for fd in fds.values():
+                os.close(fd)
+            fds.clear()
+
+    def __enter__(self) -> Monitor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

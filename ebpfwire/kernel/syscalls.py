@@ -1,0 +1,365 @@
+"""Thin ctypes wrappers for ``bpf(2)`` and ``perf_event_open(2)``.
+
+Each wrapper packs the kernel's attribute union with ``struct``, calls ``syscall(2)``
+through libc and turns a failure into :class:`BpfSyscallError`, which keeps the errno
+so callers can say what is needed (EPERM => root or CAP_BPF, and so on).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno as errno_mod
+import fcntl
+import os
+import platform
+import struct
+from dataclasses import dataclass
+
+from ebpfwire.kernel.errors import LoaderError
+
+_NR = {
+    "x86_64": {"bpf": 321, "perf_event_open": 298},
+    "aarch64": {"bpf": 280, "perf_event_open": 241},
+}
+
+# bpf(2) commands
+BPF_MAP_CREATE = 0
+BPF_MAP_LOOKUP_ELEM = 1
+BPF_MAP_UPDATE_ELEM = 2
+BPF_MAP_DELETE_ELEM = 3
+BPF_MAP_GET_NEXT_KEY = 4
+BPF_PROG_LOAD = 5
+BPF_PROG_GET_NEXT_ID = 11
+BPF_MAP_GET_NEXT_ID = 12
+BPF_PROG_GET_FD_BY_ID = 13
+BPF_MAP_GET_FD_BY_ID = 14
+BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_RAW_TRACEPOINT_OPEN = 17
+BPF_MAP_LOOKUP_BATCH = 24
+
+BPF_PROG_TYPE_TRACEPOINT = 5
+BPF_PROG_TYPE_RAW_TRACEPOINT = 17
+BPF_MAP_TYPE_HASH = 1
+BPF_MAP_TYPE_ARRAY = 2
+BPF_MAP_TYPE_PROG_ARRAY = 3
+BPF_MAP_TYPE_PERF_EVENT_ARRAY = 4
+BPF_MAP_TYPE_PERCPU_HASH = 5
+BPF_MAP_TYPE_PERCPU_ARRAY = 6
+BPF_MAP_TYPE_LRU_HASH = 9
+BPF_MAP_TYPE_LRU_PERCPU_HASH = 10
+BPF_MAP_TYPE_RINGBUF = 27
+PERCPU_MAP_TYPES = frozenset(
+    {BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_LRU_PERCPU_HASH}
+)
+
+# perf_event_open(2)
+PERF_TYPE_SOFTWARE = 1
+PERF_TYPE_TRACEPOINT = 2
+PERF_COUNT_SW_BPF_OUTPUT = 10
+PERF_SAMPLE_RAW = 1 << 10
+PERF_FLAG_FD_CLOEXEC = 1 << 3
+PERF_ATTR_FLAG_WATERMARK = 1 << 14
+PERF_EVENT_IOC_ENABLE = 0x2400
+PERF_EVENT_IOC_SET_BPF = 0x40042408
+
+_ATTR_SIZE = 144  # larger than any attr we fill; the kernel wants the tail zeroed
+_PERF_ATTR_SIZE = 112  # PERF_ATTR_SIZE_VER5
+_OBJ_NAME_LEN = 16
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+class BpfSyscallError(LoaderError):
+    """A bpf() or perf_event_open() call failed; ``errno`` says why.
+
+    ``log`` holds the verifier log when a program load was retried with logging.
+    """
+
+    log: str = ""
+
+
+def _nr(name: str) -> int:
+    machine = platform.machine()
+    try:
+        return _NR[machine][name]
+    except KeyError:
+        raise LoaderError(f"{name}(2): unsupported architecture {machine!r}") from None
+
+
+def _hint(err: int) -> str:
+    if err == errno_mod.EPERM:
+        return " (needs root, or CAP_BPF + CAP_PERFMON)"
+    if err == errno_mod.ENOSYS:
+        return " (this kernel has no bpf() syscall: CONFIG_BPF_SYSCALL is off)"
+    return ""
+
+
+def bpf(cmd: int, attr: ctypes.Array, what: str) -> int:
+    """Call ``bpf(cmd, attr, sizeof attr)``; raise :class:`BpfSyscallError` naming ``what``."""
+    ret = _libc.syscall(_nr("bpf"), cmd, ctypes.byref(attr), ctypes.sizeof(attr))
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise BpfSyscallError(f"{what}: {os.strerror(err)}{_hint(err)}", err)
+    return ret
+
+
+def _attr(fmt: str, *values: object) -> ctypes.Array:
+    buf = ctypes.create_string_buffer(_ATTR_SIZE)
+    struct.pack_into(fmt, buf, 0, *values)
+    return buf
+
+
+def _addr(buf: ctypes.Array | None) -> int:
+    return ctypes.addressof(buf) if buf is not None else 0
+
+
+def _name(name: str) -> bytes:
+    return name.encode()[: _OBJ_NAME_LEN - 1]
+
+
+def map_create(
+    map_type: int,
+    key_size: int,
+    value_size: int,
+    max_entries: int,
+    flags: int = 0,
+    name: str = "",
+) -> int:
+    """``BPF_MAP_CREATE``; returns the map fd."""
+    attr = _attr(
+        "<IIIIIII16s", map_type, key_size, value_size, max_entries, flags, 0, 0, _name(name)
+    )
+    return bpf(BPF_MAP_CREATE, attr, f"creating map {name!r} (type {map_type})")
+
+
+def map_update(map_fd: int, key: bytes, value: bytes, flags: int = 0) -> None:
+    """``BPF_MAP_UPDATE_ELEM``: set ``key`` to ``value`` (BPF_ANY by default)."""
+    k = ctypes.create_string_buffer(key, len(key))
+    v = ctypes.create_string_buffer(value, len(value))
+    attr = _attr("<IIQQQ", map_fd, 0, _addr(k), _addr(v), flags)
+    bpf(BPF_MAP_UPDATE_ELEM, attr, f"updating map fd {map_fd}")
+
+
+def map_delete(map_fd: int, key: bytes) -> bool:
+    """``BPF_MAP_DELETE_ELEM``: remove ``key``; False if it was absent."""
+    k = ctypes.create_string_buffer(key, len(key))
+    try:
+        bpf(BPF_MAP_DELETE_ELEM, _attr("<IIQ", map_fd, 0, _addr(k)), f"deleting from map {map_fd}")
+    except BpfSyscallError as exc:
+        if exc.errno == errno_mod.ENOENT:
+            return False
+        raise
+    return True
+
+
+def map_lookup(map_fd: int, key: bytes, value_size: int) -> bytes | None:
+    """``BPF_MAP_LOOKUP_ELEM``: the value of ``key``, or None if absent."""
+    k = ctypes.create_string_buffer(key, len(key))
+    v = ctypes.create_string_buffer(value_size)
+    attr = _attr("<IIQQQ", map_fd, 0, _addr(k), _addr(v), 0)
+    try:
+        bpf(BPF_MAP_LOOKUP_ELEM, attr, f"looking up map fd {map_fd}")
+    except BpfSyscallError as exc:
+        if exc.errno == errno_mod.ENOENT:
+            return None
+        raise
+    return v.raw
+
+
+def map_get_next_key(map_fd: int, key: bytes | None, key_size: int) -> bytes | None:
+    """``BPF_MAP_GET_NEXT_KEY``: the key after ``key`` (the first when None); None at the end."""
+    k = ctypes.create_string_buffer(key, len(key)) if key is not None else None
+    nxt = ctypes.create_string_buffer(key_size)
+    attr = _attr("<IIQQ", map_fd, 0, _addr(k), _addr(nxt))
+    try:
+        bpf(BPF_MAP_GET_NEXT_KEY, attr, f"walking the keys of map fd {map_fd}")
+    except BpfSyscallError as exc:
+        if exc.errno == errno_mod.ENOENT:
+            return None
+        raise
+    return nxt.raw
+
+
+def map_lookup_batch(
+    map_fd: int, token: bytes | None, key_size: int, value_size: int, count: int
+) -> tuple[bytes, bytes, int, bytes | None]:
+    """``BPF_MAP_LOOKUP_BATCH``: up to ``count`` entries after ``token`` (None: from the start).
+
+    Returns (keys, values, entries read, token for the next call or None when the map is
+    exhausted). ``value_size`` is the size of one entry's value as the kernel copies it
+    (all CPUs' values for a per-CPU map). Raises with errno EINVAL or ENOTSUPP (524) where
+    the kernel has no batch operation for the map type, ENOSPC when ``count`` cannot hold
+    one hash bucket.
+    """
+    token_size = max(key_size, 8)  # a bucket index for hashes, the last key for arrays
+    in_batch = ctypes.create_string_buffer(token, token_size) if token is not None else None
+    out_batch = ctypes.create_string_buffer(token_size)
+    keys = ctypes.create_string_buffer(key_size * count)
+    values = ctypes.create_string_buffer(value_size * count)
+    attr = _attr(
+        "<QQQQIIQQ", _addr(in_batch), _addr(out_batch), _addr(keys), _addr(values), count,
+        map_fd, 0, 0,
+    )
+    done = False
+    try:
+        bpf(BPF_MAP_LOOKUP_BATCH, attr, f"batch lookup in map fd {map_fd}")
+    except BpfSyscallError as exc:
+        if exc.errno != errno_mod.ENOENT:
+            raise
+        done = True  # the last batch: ``count`` says how many entries it still holds
+    got = struct.unpack_from("<I", attr, 32)[0]
+    return (
+        keys.raw[: key_size * got],
+        values.raw[: value_size * got],
+        got,
+        None if done else out_batch.raw,
+    )
+
+
+@dataclass(frozen=True)
+class MapInfo:
+    """What ``BPF_OBJ_GET_INFO_BY_FD`` says about a map (``struct bpf_map_info``)."""
+
+    type: int
+    id: int
+    key_size: int
+    value_size: int
+    max_entries: int
+    map_flags: int
+    name: str
+
+
+def map_info(map_fd: int) -> MapInfo:
+    """Type, sizes, flags and name of the map behind ``map_fd``."""
+    info = ctypes.create_string_buffer(96)
+    bpf(BPF_OBJ_GET_INFO_BY_FD, _attr("<IIQ", map_fd, len(info), _addr(info)),
+        f"info of map fd {map_fd}")
+    *nums, name = struct.unpack_from("<6I16s", info)
+    return MapInfo(*nums, name.split(b"\0", 1)[0].decode("utf-8", "replace"))
+
+
+def prog_load(
+    prog_type: int,
+    insns: bytes,
+    license: str,
+    name: str,
+    log_level: int = 0,
+    log_size: int = 0,
+) -> tuple[int, str]:
+    """``BPF_PROG_LOAD``; returns (prog fd, verifier log). Raises with the log attached."""
+    code = ctypes.create_string_buffer(insns, len(insns))
+    lic = ctypes.create_string_buffer(license.encode())
+    log = ctypes.create_string_buffer(log_size) if log_size else None
+    attr = _attr(
+        "<IIQQIIQII16s",
+        prog_type,
+        len(insns) // 8,
+        _addr(code),
+        _addr(lic),
+        log_level,
+        log_size,
+        _addr(log),
+        0,  # kern_version
+        0,  # prog_flags
+        _name(name),
+    )
+    try:
+        fd = bpf(BPF_PROG_LOAD, attr, f"loading program {name!r}")
+    except BpfSyscallError as exc:
+        exc.log = log.value.decode("utf-8", "replace") if log is not None else ""
+        raise
+    return fd, log.value.decode("utf-8", "replace") if log is not None else ""
+
+
+def raw_tracepoint_open(name: str, prog_fd: int) -> int:
+    """``BPF_RAW_TRACEPOINT_OPEN``: attach ``prog_fd`` to raw tracepoint ``name``."""
+    tp = ctypes.create_string_buffer(name.encode())
+    attr = _attr("<QI", _addr(tp), prog_fd)
+    return bpf(BPF_RAW_TRACEPOINT_OPEN, attr, f"attaching raw tracepoint {name!r}")
+
+
+def _next_id(cmd: int, start: int) -> int | None:
+    attr = _attr("<II", start, 0)
+    try:
+        bpf(cmd, attr, "listing BPF object ids")
+    except BpfSyscallError as exc:
+        if exc.errno == errno_mod.ENOENT:
+            return None
+        raise
+    return struct.unpack_from("<I", attr, 4)[0]
+
+
+def _object_names(next_cmd: int, fd_cmd: int, info_size: int, name_at: int) -> dict[int, str]:
+    names: dict[int, str] = {}
+    obj_id = _next_id(next_cmd, 0)
+    while obj_id is not None:
+        try:
+            fd = bpf(fd_cmd, _attr("<I", obj_id), f"opening BPF object id {obj_id}")
+        except BpfSyscallError as exc:
+            if exc.errno != errno_mod.ENOENT:  # freed between the two calls
+                raise
+        else:
+            try:
+                info = ctypes.create_string_buffer(info_size)
+                bpf(BPF_OBJ_GET_INFO_BY_FD, _attr("<IIQ", fd, info_size, _addr(info)), "info")
+                raw = info.raw[name_at : name_at + _OBJ_NAME_LEN]
+                names[obj_id] = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+            finally:
+                os.close(fd)
+        obj_id = _next_id(next_cmd, obj_id)
+    return names
+
+
+def loaded_programs() -> dict[int, str]:
+    """id -> name of every BPF program in the kernel (for leak checks)."""
+    return _object_names(BPF_PROG_GET_NEXT_ID, BPF_PROG_GET_FD_BY_ID, 256, 64)
+
+
+def loaded_maps() -> dict[int, str]:
+    """id -> name of every BPF map in the kernel (for leak checks)."""
+    return _object_names(BPF_MAP_GET_NEXT_ID, BPF_MAP_GET_FD_BY_ID, 96, 24)
+
+
+def object_id(fd: int, is_prog: bool) -> int:
+    """The kernel id of a program or map fd."""
+    info = ctypes.create_string_buffer(256 if is_prog else 96)
+    bpf(BPF_OBJ_GET_INFO_BY_FD, _attr("<IIQ", fd, len(info), _addr(info)), f"info of fd {fd}")
+    return struct.unpack_from("<I", info, 4)[0]
+
+
+def perf_event_open(
+    type_: int,
+    config: int,
+    cpu: int,
+    pid: int = -1,
+    sample_type: int = 0,
+    wakeup: int = 1,
+    watermark: bool = False,
+) -> int:
+    """``perf_event_open(attr, pid, cpu, -1, FD_CLOEXEC)``; returns the event fd.
+
+    ``wakeup`` is ``wakeup_events`` (records) or, with ``watermark``, bytes.
+    """
+    flags = PERF_ATTR_FLAG_WATERMARK if watermark else 0
+    attr = ctypes.create_string_buffer(_PERF_ATTR_SIZE)
+    struct.pack_into(
+        "<IIQQQQQI", attr, 0, type_, _PERF_ATTR_SIZE, config, 1, sample_type, 0, flags, wakeup
+    )
+    ret = _libc.syscall(_nr("perf_event_open"), attr, pid, cpu, -1, PERF_FLAG_FD_CLOEXEC)
+    if ret < 0:
+        err = ctypes.get_errno()
+        what = f"perf_event_open(type={type_}, config={config}, cpu={cpu})"
+        hint = " (needs root or CAP_PERFMON)" if err in (errno_mod.EPERM, errno_mod.EACCES) else ""
+        raise BpfSyscallError(f"{what}: {os.strerror(err)}{hint}", err)
+    return ret
+
+
+def perf_ioctl(fd: int, request: int, arg: int = 0) -> None:
+    """``ioctl`` on a perf event fd (enable, disable, set BPF program)."""
+    try:
+        fcntl.ioctl(fd, request, arg)
+    except OSError as exc:
+        raise BpfSyscallError(
+            f"ioctl(perf fd {fd}, 0x{request:x}): {exc.strerror}", exc.errno
+        ) from exc

@@ -1,0 +1,1 @@
+"""What people read: strace-like table lines, JSON lines, KubeArmor logs, summaries."""

@@ -1,0 +1,353 @@
+"""Events as text: strace-like table lines and fast JSON lines.
+
+The table is for people (wall-clock time, task, pid, the call with symbolic arguments and
+its result); JSON is for programs and must be lossless. :func:`event_json` is a hand-built
+serialiser that gives exactly ``json.dumps(event.to_dict())`` (a property test holds the two
+equal) at a fraction of the cost, because decode-to-JSONL is the command line's hot path:
+key fragments are pre-encoded, strings go through the C-accelerated JSON string encoder,
+and the fragments that repeat (event names, flag texts, addresses, task names) are cached.
+Both read the arguments as the walker's flat list (:mod:`ebpfwire.wire.walker`), so
+:func:`sample_json` turns a raw sample that is certainly valid into its JSON line without
+an Event being built at all.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Callable
+
+from ebpfwire.wire import names
+from ebpfwire.wire.argtypes import ArgType
+from ebpfwire.wire.catalogue import event_name, is_syscall_event
+from ebpfwire.wire.events import AF_INET, AF_INET6, AF_UNIX, Arg, Argv, Event, SockAddr
+from ebpfwire.wire.layouts import Layout
+from ebpfwire.wire.walker import STRING_TAGS, WIDTHS, walk
+
+try:  # the C encoder; the pure-Python one gives the same text, slower
+    from json.encoder import c_encode_basestring_ascii as _enc  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - CPython always has it
+    from json.encoder import py_encode_basestring_ascii as _enc
+if _enc is None:  # pragma: no cover - built without the _json accelerator
+    from json.encoder import py_encode_basestring_ascii as _enc
+
+_dumps = json.dumps
+_CACHE_LIMIT = 1 << 16  # entries per fragment cache; cleared when full, so memory stays flat
+
+# --------------------------------------------------------------------------- JSON lines
+# The JSON sink of the argument walker: fragments from its flat (tag, value) list.
+
+#: '{"type": "NAME", "value": ' by tag byte
+_PREFIX = {int(t): '{"type": "' + t.name + '", "value": ' for t in ArgType}
+_TYPES = {int(t): ArgType(t) for t in ArgType}
+#: Tags whose values have a symbolic text (flags, enums, syscall numbers).
+_TEXT_TAGS = frozenset(int(t) for t in ArgType if Arg(t, 0).text is not None)
+_PLAIN_INT_TAGS = frozenset(t for t in range(256) if WIDTHS[t] and t not in _TEXT_TAGS)
+_ARR, _SOCKADDR = int(ArgType.STR_ARR_T), int(ArgType.SOCKADDR_T)
+
+_names: dict[tuple[int, str], str] = {}
+_comms: dict[str, str] = {}
+_texts: dict[tuple[int, int], str] = {}
+_addrs: dict[SockAddr, str] = {}
+_raw_comms: dict[bytes, str] = {}
+_errnos: dict[tuple[int, int], str] = {}
+
+
+def _name_fragment(event_id: int, arch: str) -> str:
+    if len(_names) >= _CACHE_LIMIT:
+        _names.clear()
+    fragment = _names[(event_id, arch)] = _dumps(event_name(event_id, arch))
+    return fragment
+
+
+def _comm_fragment(comm: str) -> str:
+    if len(_comms) >= _CACHE_LIMIT:
+        _comms.clear()
+    fragment = _comms[comm] = _enc(comm)
+    return fragment
+
+
+def _raw_comm(raw: bytes) -> str:
+    if len(_raw_comms) >= _CACHE_LIMIT:
+        _raw_comms.clear()
+    fragment = _raw_comms[raw] = _enc(raw.partition(b"\0")[0].decode("utf-8", "surrogateescape"))
+    return fragment
+
+
+def _errno_fragment(event_id: int, retval: int) -> str:
+    name = names.errno_name(-retval) if is_syscall_event(event_id) else None
+    if len(_errnos) >= _CACHE_LIMIT:
+        _errnos.clear()
+    fragment = _errnos[(event_id, retval)] = "null" if name is None else '"' + name + '"'
+    return fragment
+
+
+def _text_arg(tag: int, value: int) -> str:
+    """A flag or enum argument, with its symbolic text (cached by tag and value)."""
+    if len(_texts) >= _CACHE_LIMIT:
+        _texts.clear()
+    fragment = _texts[(tag, value)] = _dumps(Arg(_TYPES[tag], value).to_dict())
+    return fragment
+
+
+def _addr_arg(value: SockAddr) -> str:
+    if len(_addrs) >= _CACHE_LIMIT:
+        _addrs.clear()
+    fragment = _addrs[value] = _PREFIX[_SOCKADDR] + _dumps(value.to_dict()) + "}"
+    return fragment
+
+
+def _args_json(flat: list) -> str:
+    """The ``args`` array of the JSON form from the walker's flat (tag, value) list."""
+    parts = []
+    append = parts.append
+    prefix, texts, addrs = _PREFIX, _texts, _addrs
+    pairs = iter(flat)
+    for tag, value in zip(pairs, pairs, strict=False):
+        kind = type(value)
+        if kind is str and tag in STRING_TAGS:
+            append(prefix[tag] + _enc(value) + "}")
+        elif kind is int and tag in _TEXT_TAGS:
+            append(texts.get((tag, value)) or _text_arg(tag, value))
+        elif kind is int and tag in _PLAIN_INT_TAGS:
+            append(prefix[tag] + str(value) + "}")
+        elif kind is SockAddr and tag == _SOCKADDR:
+            append(addrs.get(value) or _addr_arg(value))
+        elif value is None and tag in prefix:
+            append(prefix[tag] + "null}")
+        elif tag == _ARR and isinstance(value, Argv) and all(type(i) is str for i in value):
+            append(prefix[tag] + "[" + ", ".join(map(_enc, value)) + "], \"truncated\": "
+                   + ("true}" if value.truncated else "false}"))
+        else:
+            append(_dumps(Arg(ArgType(tag), value).to_dict()))
+    return "[" + ", ".join(parts) + "]"
+
+
+def event_json(event: Event) -> str:
+    """``json.dumps(event.to_dict())``, only faster (lossless: surrogates stay escaped)."""
+    ts, pid_id, mnt_id, host_ppid, host_pid, ppid, pid, uid, event_id, argnum, retval = (
+        event.ts, event.pid_id, event.mnt_id, event.host_ppid, event.host_pid, event.ppid,
+        event.pid, event.uid, event.event_id, event.argnum, event.retval)
+    comm = event.comm
+    if retval is None or comm is None:  # a lenient short header: fields may be missing
+        return _dumps(event.to_dict())
+    if retval < 0:
+        errno = event.errno
+        errno_json = "null" if errno is None else '"' + errno + '"'
+    else:
+        errno_json = "null"
+    line = (
+        f'{{"ts": {ts}, "event_id": {event_id}, "event": '
+        f'{_names.get((event_id, event.arch)) or _name_fragment(event_id, event.arch)}, '
+        f'"pid_id": {pid_id}, "mnt_id": {mnt_id}, "host_ppid": {host_ppid}, '
+        f'"host_pid": {host_pid}, "ppid": {ppid}, "pid": {pid}, "uid": {uid}, '
+        f'"comm": {_comms.get(comm) or _comm_fragment(comm)}, "retval": {retval}, '
+        f'"errno": {errno_json}, "argnum": {argnum}, "args": {_args_json(event.flat)}'
+    )
+    extra = event.extra
+    if extra:
+        line += "".join(
+            ", " + _enc(key) + ": " + (_enc(value) if type(value) is str else _dumps(value))
+            for key, value in extra.items())
+    errors = event.errors
+    if errors is not None:
+        line += ', "errors": ' + _dumps([error.to_dict() for error in errors])
+    return line + "}"
+
+
+def sample_json(data: bytes, layout: Layout, arch: str,
+                context: Callable[[bytes, tuple, list], str] | None = None) -> str | None:
+    """The JSON line of a raw sample, without building an Event: the hot path of
+    ``decode --format jsonl``. ``context(data, header values, flat arguments)`` gives
+    fields to end the line with (the process context: ``enrich.Enricher.sample``).
+
+    It returns a line only when the walker's fast path finds the sample certainly valid,
+    and then exactly ``json.dumps(decode(data, ...).to_dict())`` (a property test holds
+    it to that); anything else (damage, unusual padding) gives None and the caller decodes
+    the sample the ordinary way, which raises the precise DecodeError or renders it.
+    """
+    n = len(data)
+    size = layout.size
+    if n < size:
+        return None
+    values = layout.fmt.unpack_from(data)
+    flat: list = []
+    if not walk(data, size, n, values[9], flat):
+        return None
+    event_id, retval, comm = values[8], values[10], values[11]
+    errno_json = "null" if retval >= 0 else (_errnos.get((event_id, retval))
+                                            or _errno_fragment(event_id, retval))
+    name = _names.get((event_id, arch)) or _name_fragment(event_id, arch)
+    line = (
+        f'{{"ts": {values[0]}, "event_id": {event_id}, "event": {name}, '
+        f'"pid_id": {values[1]}, "mnt_id": {values[2]}, "host_ppid": {values[3]}, '
+        f'"host_pid": {values[4]}, "ppid": {values[5]}, "pid": {values[6]}, '
+        f'"uid": {values[7]}, "comm": {_raw_comms.get(comm) or _raw_comm(comm)}, '
+        f'"retval": {retval}, "errno": {errno_json}, "argnum": {values[9]}, '
+        f'"args": {_args_json(flat)}'
+    )
+    if layout.extra_names:
+        text_fields = layout.text_fields
+        for key, value in zip(layout.extra_names, values[12:], strict=False):
+            shown = (_enc(value.partition(b"\0")[0].decode("utf-8", "surrogateescape"))
+                     if key in text_fields else str(value))
+            line += ", " + _enc(key) + ": " + shown
+    if context is not None:
+        return f"{line}{context(data, values, flat)}}}"
+    return line + "}"
+
+
+def lost_json(cpu: int, count: int) -> str:
+    """A LOST record in the JSON stream."""
+    return f'{{"lost": {count}, "cpu": {cpu}}}'
+
+
+# --------------------------------------------------------------------------- table
+
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def escape(value: str) -> str:
+    """A wire string for a terminal: non-UTF-8 bytes and control characters as escapes."""
+    if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
+        return value
+    out = []
+    for char in value:
+        code = ord(char)
+        if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte kept by surrogateescape
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif char.isprintable():
+            out.append(char)
+        elif code < 0x100:
+            out.append(f"\\x{code:02x}")
+        else:
+            out.append(f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return "".join(out)
+
+
+def printable(text: str) -> str:
+    """Text for a terminal as it is, except control and format characters (ESC, newline,
+    bidi overrides) and undecodable bytes, shown as escapes: nothing from a capture can move
+    the cursor or forge a line. Unlike :func:`escape`, quotes and backslashes stay as they are.
+    """
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else escape(char) for char in text)
+
+
+def quote(value: str) -> str:
+    return '"' + escape(value) + '"'
+
+
+def arg_text(arg: Arg) -> str:
+    """One argument as strace would show it; ``?`` when the writer left the payload out."""
+    value = arg.value
+    if value is None:
+        return "?"
+    if isinstance(value, str):
+        return quote(value)
+    if isinstance(value, list):
+        items = [quote(item) for item in value]
+        if getattr(value, "truncated", False):
+            items[-1] = "..."
+        return "[" + ", ".join(items) + "]"
+    if isinstance(value, SockAddr):
+        if value.family == AF_UNIX:
+            return quote(value.path or "")
+        if value.family in (AF_INET, AF_INET6):
+            return str(value)
+        return "{" + str(value) + "}"
+    shown = arg.text
+    return shown if shown is not None else str(value)
+
+
+def event_label(event: Event) -> str:
+    """The event's name, ``event_<id>`` for an id no table knows, ``?`` when cut off."""
+    if event.event_id is None:
+        return "?"
+    return event.name or f"event_{event.event_id}"
+
+
+_DIRFD_CALLS = frozenset(("openat", "unlinkat", "fchownat", "execveat"))
+
+
+def exit_status_text(status: int) -> str:
+    """do_exit's retval is a wait(2) status: exit code << 8, or the fatal signal."""
+    if status & 0x7F == 0:
+        return f"exited with {(status >> 8) & 0xFF}"
+    number = status & 0x7F
+    try:
+        return f"killed by {signal.Signals(number).name}"
+    except ValueError:
+        return f"killed by signal {number}"
+
+
+class TableRenderer:
+    """strace-like lines: ``12:00:01.123456 curl 4242 connect(3, 127.0.0.1:8080) = -111 ...``.
+
+    ``boot_time_ns`` turns the events' monotonic ``ts`` into wall-clock time, shown in
+    local time or UTC with microseconds.
+    """
+
+    def __init__(self, boot_time_ns: int, utc: bool = False):
+        self.boot_time_ns = boot_time_ns
+        self._convert = time.gmtime if utc else time.localtime
+        self._second = -1
+        self._clock = ""
+
+    def clock(self, ts: int | None) -> str:
+        if ts is None:
+            return "??:??:??.??????"
+        seconds, ns = divmod(self.boot_time_ns + ts, 1_000_000_000)
+        if seconds != self._second:
+            self._second = seconds
+            try:
+                self._clock = time.strftime("%H:%M:%S", self._convert(seconds))
+            except (OverflowError, OSError, ValueError):  # a ts far outside the calendar
+                self._clock = f"+{seconds}s"
+        return f"{self._clock}.{ns // 1000:06d}"
+
+    def call(self, event: Event) -> str:
+        """The call with its arguments and result, the part after comm and pid."""
+        name = event_label(event)
+        args = [arg_text(arg) for arg in event.args]
+        if args and args[0] == "-100" and name in _DIRFD_CALLS:
+            args[0] = "AT_FDCWD"
+        announced = event.argnum
+        if announced is not None and len(args) < announced and event.errors:
+            args += ["?"] * (min(announced, 6) - len(args))  # announced but missing
+        inner = ", ".join(args)
+        retval = event.retval
+        if retval is None:
+            return f"{name}({inner}) = ?"
+        if name == "do_exit":
+            return f"{name}({inner}) = {exit_status_text(retval)}"
+        if name in ("execve", "execveat"):
+            if event.args or announced:  # the entry event; its exit event carries the result
+                return f"{name}({inner}) <unfinished ...>"
+            result = f"<... {name} resumed> = {retval}"
+        else:
+            result = f"{name}({inner}) = {retval}"
+        errno = event.errno
+        return f"{result} {errno}" if errno else result
+
+    def event(self, event: Event, context: str = "") -> str:
+        """One line; ``context`` (the process's program and container, already made
+        printable) goes between the pid and the call."""
+        pid = event.host_pid
+        shown_pid = f"{pid}/{event.pid}" if event.pid != pid else f"{pid}"
+        comm = escape(event.comm) if event.comm is not None else "?"
+        who = f"{shown_pid} {context}" if context else shown_pid
+        line = f"{self.clock(event.ts)} {comm or '?'} {who} {self.call(event)}"
+        if event.errors:
+            line += " <damaged: " + ", ".join(
+                f"{error.kind} at {error.offset}" for error in event.errors) + ">"
+        return line
+
+    @staticmethod
+    def lost(cpu: int, count: int) -> str:
+        return f"-- lost {count} samples on cpu {cpu} --"
+

@@ -1,0 +1,224 @@
+"""An ``strace -c`` style summary of decoded events: calls, errors by errno, share.
+
+A capture holds no syscall durations (one event per call, with its return value), so the
+share column is each event's percentage of the calls, not of the time as in strace.
+Pure functions over iterables, so any command or notebook can feed them events.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ebpfwire.capture import LostRecord
+from ebpfwire.output.render import escape, event_label
+from ebpfwire.wire.catalogue import is_syscall_event
+from ebpfwire.wire.events import Event
+
+GROUPINGS = (None, "comm", "pid")
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """One event name's figures in a group; ``share`` is its percentage of the group's calls."""
+
+    event: str
+    calls: int
+    errors: int
+    errnos: dict[str, int] = field(default_factory=dict)  # errno name -> calls, most first
+    share: float = 0.0
+
+
+@dataclass(frozen=True)
+class SummaryGroup:
+    """The rows of one comm or one host pid (``key`` None when not grouped), most calls first.
+
+    ``comms`` lists the task names a pid had, in the order first seen (exec renames).
+    """
+
+    key: str | int | None
+    rows: list[SummaryRow]
+    calls: int
+    errors: int
+    comms: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The groups (largest first), and what the counts miss: lost and undecodable samples."""
+
+    by: str | None
+    groups: list[SummaryGroup]
+    lost: int = 0
+    undecodable: int = 0
+
+    @property
+    def calls(self) -> int:
+        return sum(g.calls for g in self.groups)
+
+    @property
+    def errors(self) -> int:
+        return sum(g.errors for g in self.groups)
+
+
+def error_name(event: Event) -> str | None:
+    """The errno name of a failed syscall event (``errno_N`` if unnamed), else None."""
+    retval = event.retval
+    if retval is None or retval >= 0 or event.event_id is None:
+        return None
+    if not is_syscall_event(event.event_id):
+        return None
+    return event.errno or f"errno_{-retval}"
+
+
+class _Tally:
+    __slots__ = ("calls", "errnos", "comms")
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.errnos: dict[str, Counter[str]] = {}
+        self.comms: dict[str, None] = {}
+
+
+def _group_key(event: Event, by: str | None) -> str | int | None:
+    if by == "comm":
+        return event.comm
+    if by == "pid":
+        return event.host_pid
+    return None
+
+
+def _group(key: str | int | None, tally: _Tally) -> SummaryGroup:
+    total = sum(tally.calls.values())
+    rows = []
+    for name, calls in tally.calls.items():
+        errnos = tally.errnos.get(name, Counter())
+        by_errno = sorted(errnos.items(), key=lambda kv: (-kv[1], kv[0]))
+        rows.append(SummaryRow(name, calls, sum(errnos.values()), dict(by_errno),
+                               100.0 * calls / total))
+    rows.sort(key=lambda r: (-r.calls, -r.errors, r.event))
+    errors = sum(r.errors for r in rows)
+    return SummaryGroup(key, rows, total, errors, list(tally.comms))
+
+
+def summarise(
+    events: Iterable[Event], lost: int = 0, by: str | None = None, undecodable: int = 0
+) -> Summary:
+    """Count ``events`` per event name (and per comm or host pid with ``by``).
+
+    ``lost`` and ``undecodable`` are carried into the summary so that it can say what
+    its counts miss; :func:`summarise_capture` finds them in a capture.
+    """
+    if by not in GROUPINGS:
+        raise ValueError(f"by: expected None, 'comm' or 'pid', found {by!r}")
+    tallies: dict[str | int | None, _Tally] = {}
+    for event in events:
+        key = _group_key(event, by)
+        tally = tallies.get(key)
+        if tally is None:
+            tally = tallies[key] = _Tally()
+        name = event_label(event)
+        tally.calls[name] += 1
+        err = error_name(event)
+        if err is not None:
+            tally.errnos.setdefault(name, Counter())[err] += 1
+        if by == "pid":
+            tally.comms[event.comm] = None
+    groups = [_group(key, tally) for key, tally in tallies.items()]
+    groups.sort(key=lambda g: (-g.calls, str(g.key)))
+    return Summary(by, groups, lost, undecodable)
+
+
+def summarise_capture(
+    decoded: Iterable[tuple[Any, Any]], by: str | None = None
+) -> Summary:
+    """Summarise the pairs of ``CaptureReader.events()``: events counted, LOST records
+    (``(record, None)``) summed as lost, decode errors counted as undecodable; process and
+    container records (also ``(record, None)``) carry no event and are passed over."""
+    lost = undecodable = 0
+
+    def only_events() -> Iterable[Event]:
+        nonlocal lost, undecodable
+        for record, item in decoded:
+            if item is None:
+                if isinstance(record, LostRecord):
+                    lost += record.count
+            elif isinstance(item, Event):
+                yield item
+            else:
+                undecodable += 1
+
+    summary = summarise(only_events(), by=by)
+    return Summary(summary.by, summary.groups, lost, undecodable)
+
+
+# --------------------------------------------------------------------------- rendering
+
+_HEAD = f"{'% calls':>8} {'calls':>10} {'errors':>9} {'event':<22} errors by errno"
+_RULE = f"{'-' * 8} {'-' * 10} {'-' * 9} {'-' * 22} {'-' * 15}"
+
+
+def _errnos_text(errnos: dict[str, int]) -> str:
+    return ", ".join(f"{name} {count}" for name, count in errnos.items())
+
+
+def _row(share: float, calls: int, errors: int, name: str, errnos: str) -> str:
+    errors_text = str(errors) if errors else ""
+    return f"{share:>8.2f} {calls:>10} {errors_text:>9} {name:<22} {errnos}".rstrip()
+
+
+def _group_title(summary: Summary, group: SummaryGroup) -> str:
+    if summary.by == "comm":
+        return f"comm {escape(str(group.key))}"
+    comms = ", ".join(escape(c) for c in group.comms)
+    return f"pid {group.key} ({comms})"
+
+
+def render_summary(summary: Summary) -> str:
+    """The table: one block per group, each with its rows, a rule and a total row."""
+    lines = ["% calls: each event's share of the calls (a capture has no syscall durations)"]
+    for group in summary.groups:
+        lines.append("")
+        if summary.by is not None:
+            lines.append(_group_title(summary, group))
+        lines += [_HEAD, _RULE]
+        for r in group.rows:
+            lines.append(_row(r.share, r.calls, r.errors, r.event, _errnos_text(r.errnos)))
+        lines.append(_RULE)
+        lines.append(_row(100.0, group.calls, group.errors, "total", ""))
+    if not summary.groups:
+        lines += ["", "no events"]
+    if summary.by is not None and len(summary.groups) > 1:
+        lines += ["", f"all groups: {summary.calls} calls, {summary.errors} errors"]
+    if summary.lost or summary.undecodable:
+        lines += ["", f"not counted: {summary.lost} samples lost by the kernel, "
+                      f"{summary.undecodable} samples that did not decode"]
+    return "\n".join(lines) + "\n"
+
+
+def summary_json(summary: Summary) -> dict[str, Any]:
+    """The stable JSON form (docs/stats.md): only JSON types, every key always present."""
+    return {
+        "by": summary.by,
+        "share_of": "calls",
+        "calls": summary.calls,
+        "errors": summary.errors,
+        "lost": summary.lost,
+        "undecodable": summary.undecodable,
+        "groups": [
+            {
+                "key": g.key,
+                "comms": g.comms,
+                "calls": g.calls,
+                "errors": g.errors,
+                "events": [
+                    {"event": r.event, "calls": r.calls, "errors": r.errors,
+                     "errnos": dict(r.errnos), "share": round(r.share, 4)}
+                    for r in g.rows
+                ],
+            }
+            for g in summary.groups
+        ],
+    }

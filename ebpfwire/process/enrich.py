@@ -1,0 +1,225 @@
+"""Who did it, on every line of ``decode``: the process's executable, its parent's and the
+container, from a :class:`~ebpfwire.process.table.ProcessTable` fed the whole capture.
+
+The table sees every event (filters only choose what is printed). Events are read from
+their raw header (:meth:`Enricher.sample`, no :class:`~ebpfwire.wire.events.Event` built; an
+exec's arguments only where the table needs them), and most get an answer kept per
+process; damaged samples go through :meth:`Enricher.event` with their decoded Event. The
+JSON fields are added after the raw event's own (docs/cli.md, "Process context"), so the
+raw shape is untouched.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from ebpfwire.capture.snapshot import ContainerInfo, ProcessInfo
+from ebpfwire.output.render import printable
+from ebpfwire.process.table import DEFAULT_RETAIN_NS, DO_EXIT, EventContext, ProcessTable, Program
+from ebpfwire.wire.catalogue import expected_tags
+from ebpfwire.wire.decoder import decode
+from ebpfwire.wire.events import Event
+from ebpfwire.wire.layouts import Layout
+from ebpfwire.wire.walker import walk, walk_lenient
+
+_CACHE_LIMIT = 1 << 16   # entries per cache (texts, programs, answers); cleared when full
+T = TypeVar("T")
+
+
+def program_json(program: Program | None, argv: bool = True) -> dict[str, Any] | None:
+    """A program as the JSON lines show it: exe (null when only the comm names it), argv
+    (the process's own; a parent's is left out, as KubeArmor's ParentProcessName does, to
+    keep lines short) and how it is known (``exec``, ``snapshot``, ``fork``, ``comm``)."""
+    if program is None:
+        return None
+    if argv:
+        return {"exe": program.exe or None, "argv": list(program.argv),
+                "source": program.source}
+    return {"exe": program.exe or None, "source": program.source}
+
+
+class Enricher(Generic[T]):
+    """The process context of one capture's events, made into what an output needs.
+
+    ``make(program, parent_program, container_id)`` turns an answer of the table into
+    the output's form: by default the JSON lines' fields (:meth:`fields`). :meth:`sample`
+    answers a raw sample; :meth:`event` a decoded :class:`Event` (damaged or filtered
+    samples). Both feed one :class:`ProcessTable`, so they may be mixed in one stream.
+
+    Most events change no process state, and a process's answer stays the same until
+    its process or parent runs another program, exits or is replaced, or a container
+    record comes: :meth:`sample` keeps the answer per (pid_id, mnt_id, host_ppid,
+    host_pid) as the header has them, checked against the comm (and cwd) bytes, and the
+    table tells (``on_change``) which to forget. An event given a kept answer does not
+    reach the table, so its per-process event counts leave those events out (decode
+    does not show them; ``ps`` uses the table directly).
+    """
+
+    def __init__(self, layout: Layout, arch: str, retain_ns: int | None = DEFAULT_RETAIN_NS,
+                 make: Callable[[Program | None, Program | None, str | None], T] | None = None):
+        self.table = ProcessTable(retain_ns, arch)
+        self._arch = arch
+        self.table.on_change = self._forget
+        self._make: Callable[[Program | None, Program | None, str | None], T] = (
+            make or self.fields)  # type: ignore[assignment]
+        self._layout = layout
+        self._unpack = layout.fmt.unpack_from
+        self._size = layout.size
+        self._cwd_at = 12 + layout.extra_names.index("cwd") if "cwd" in layout.extra_names \
+            else None
+        stateful = self.table.state_event_ids
+        self._stateful = stateful
+        self._with_args = stateful - {DO_EXIT}    # exec entries and bprm_check read args
+        self._texts: dict[bytes, str] = {}
+        # (exe, argv, source) -> (the program's JSON with argv, without): the same
+        # command run again and again is made into JSON once
+        self._programs: dict[tuple, tuple[str, str]] = {}
+        # host pid -> (host ppid, comm, pid_id, mnt_id, cwd or None, answer), the header
+        # fields as the layout's struct gives them
+        self._kept: dict[int, tuple] = {}
+        self._children: dict[int, set[int]] = {}   # host pid -> kept pids it is parent of
+        self._made: dict[tuple, T] = {}     # (program, parent's, container id) -> answer
+        self._unplaced: T | None = None
+
+    def feed(self, item: ProcessInfo | ContainerInfo) -> None:
+        """A snapshot entry or container record of the capture."""
+        self.table.feed(item)
+
+    def lost(self, count: int) -> None:
+        """Events were lost: the table drops what it waited for (exec results)."""
+        self.table.lost(count)
+
+    def _forget(self, host_pid: int | None) -> None:
+        if host_pid is None:
+            self._kept.clear()
+            self._children.clear()
+            return
+        kept = self._kept
+        kept.pop(host_pid, None)
+        for child in self._children.pop(host_pid, ()):
+            kept.pop(child, None)
+
+    def _text(self, raw: bytes) -> str:
+        texts = self._texts
+        if len(texts) >= _CACHE_LIMIT:
+            texts.clear()
+        text = texts[raw] = raw.partition(b"\0")[0].decode("utf-8", "surrogateescape")
+        return text
+
+    def sample(self, data: bytes, values: tuple | None = None, flat: list | None = None) -> T:
+        """The answer for a raw sample, from its header (and, for an exec's entry or
+        security_bprm_check, its arguments). ``values`` (the layout's ``fmt`` unpacked) and
+        ``flat`` (the walker's list) are used when the caller has them already."""
+        if values is None:
+            if len(data) < self._size:   # a cut header: what lenient decode makes of it
+                return self.answer_of(self.event(
+                    decode(data, layout=self._layout, arch=self._arch, strict=False)))
+            values = self._unpack(data)
+        kept = self._kept.get(values[4])
+        if (kept is not None and kept[0] == values[3] and kept[1] == values[11]
+                and values[8] not in self._stateful and kept[2] == values[1]
+                and kept[3] == values[2]
+                and (kept[4] is None or kept[4] == values[self._cwd_at])):
+            return kept[5]
+        (ts, pid_id, mnt_id, host_ppid, host_pid, _, pid, uid, event_id, argnum, retval,
+         comm_raw) = values[:12]
+        texts = self._texts
+        comm = texts.get(comm_raw) or self._text(comm_raw)
+        cwd, cwd_raw = "", None
+        if self._cwd_at is not None:
+            cwd_raw = values[self._cwd_at]
+            cwd = texts.get(cwd_raw) or self._text(cwd_raw)
+        if flat is None:
+            flat = (self._args(data, event_id, argnum)
+                    if argnum and event_id in self._with_args else [])
+        answer = self.table.observe(ts, pid_id, mnt_id, host_ppid, host_pid, pid, uid,
+                                    event_id, argnum, retval, comm, cwd, flat)
+        result = self.answer_of(answer)
+        parent = answer.parent
+        if (event_id not in self._stateful and answer.process.exit_ns is None
+                and (parent is None or parent.exit_ns is None)):
+            kept, children = self._kept, self._children
+            if len(kept) >= _CACHE_LIMIT:
+                kept.clear()
+                children.clear()
+            kept[host_pid] = (host_ppid, comm_raw, pid_id, mnt_id, cwd_raw, result)
+            siblings = children.get(host_ppid)
+            if siblings is None:
+                children[host_ppid] = {host_pid}
+            else:
+                siblings.add(host_pid)
+        return result
+
+    def _args(self, data: bytes, event_id: int, argnum: int) -> list:
+        """The walker's flat list of a sample's arguments: what can be decoded of them, as
+        lenient ``decode`` walks them (the catalogue's tags guide it past damage)."""
+        flat: list = []
+        if not walk(data, self._size, len(data), argnum, flat):
+            flat.clear()
+            walk_lenient(data, self._size, len(data), argnum,
+                         expected_tags(event_id, self._arch, argnum), flat, [])
+        return flat
+
+    def unplaced(self) -> T:
+        """The answer for an event the table cannot place (its header is cut)."""
+        if self._unplaced is None:
+            self._unplaced = self._make(None, None, None)
+        return self._unplaced
+
+    def event(self, event: Event) -> EventContext | None:
+        """Apply one decoded event to the table: its context, or None for an event whose
+        header was cut (lenient decoding), which the table cannot place."""
+        header = event._header
+        if None in header[:12]:
+            return None
+        return self.table.update(event)
+
+    def answer_of(self, answer: EventContext | None) -> T:
+        """What ``make`` makes of an answer of :meth:`event` (made once per programs and
+        container: many events share them)."""
+        if answer is None:
+            return self.unplaced()
+        key = (answer.program, answer.parent_program, answer.container_id)
+        made = self._made.get(key)
+        if made is None:
+            if len(self._made) >= _CACHE_LIMIT:
+                self._made.clear()
+            made = self._made[key] = self._make(*key)
+        return made
+
+    # -- the JSON lines' fields, the default ``make``
+
+    def _program(self, program: Program | None, argv: bool) -> str:
+        if program is None:
+            return "null"
+        key = (program.exe, program.argv, program.source)
+        cached = self._programs.get(key)
+        if cached is None:
+            if len(self._programs) >= _CACHE_LIMIT:
+                self._programs.clear()
+            cached = self._programs[key] = (json.dumps(program_json(program)),
+                                            json.dumps(program_json(program, argv=False)))
+        return cached[0] if argv else cached[1]
+
+    def fields(self, program: Program | None, parent: Program | None,
+               container_id: str | None) -> str:
+        """The fields an enriched JSON line ends with (``, "process": ...``), each program's
+        JSON made once."""
+        return (', "process": ' + self._program(program, True) + ', "parent_process": '
+                + self._program(parent, False) + ', "container_id": '
+                + ("null" if container_id is None else json.dumps(container_id)))
+
+
+def table_context(program: Program | None, parent: Program | None,
+                  container_id: str | None) -> str:
+    """What a table line shows after the pid (a ``make`` of :class:`Enricher`): ``[exe]``
+    when the program is known, and the container's short id when the process is not on
+    the host; "" when neither."""
+    parts = []
+    if program is not None and program.known:
+        parts.append(printable(program.exe))
+    if container_id:
+        parts.append("container " + printable(container_id[:12]))
+    return "[" + " ".join(parts) + "]" if parts else ""

@@ -1,0 +1,405 @@
+"""Who did it: the processes of a capture, followed through their events in ``ts`` order.
+
+An event names its process only by pid and comm. The table remembers, per process (keyed
+by host tgid, one entry per life of a pid), the programs it ran (from execve/execveat and
+security_bprm_check, or from the capture's snapshot for processes older than the
+recording), its parent, start, exit status, cwd (where the layout carries it), comms and
+container, so that any event can be answered with "which program, started by which".
+What is not known is not made up: a process never seen exec'ing is named by its comm and
+marked so; a capture without context records gives comm and namespace ids only.
+"""
+
+from __future__ import annotations
+
+import os
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from ebpfwire.capture.snapshot import ContainerInfo, ProcessInfo
+from ebpfwire.wire import names
+from ebpfwire.wire.events import Event
+
+DO_EXIT = 351
+SECURITY_BPRM_CHECK = 352
+DEFAULT_RETAIN_NS = 30_000_000_000
+"""How long (in event time) an exited process stays answerable: events of its children
+and late events merged from other CPUs still find it. KubeArmor keeps 5 s."""
+
+#: Where a program's name comes from, best first.
+SOURCES = ("exec", "snapshot", "fork", "comm")
+
+
+@dataclass(slots=True, eq=False)
+class Program:
+    """One program a process ran, from one exec to the next.
+
+    ``source`` says how it is known: ``exec`` (seen exec'ing; ``exe`` is the path the
+    kernel resolved where the capture has it, else the exec's filename), ``snapshot`` (the
+    process predates the recording), ``fork`` (never seen exec'ing, but it carries its
+    parent's comm: a forked copy of the parent's program) or ``comm`` (nothing known:
+    ``exe`` is empty and only the comm names it).
+    """
+
+    exe: str
+    argv: tuple[str, ...]
+    source: str
+    since: int
+    comm: str
+    # compared and hashed by identity: a program is one run of one process (and a key of
+    # the answers kept by enrich.Enricher)
+
+    @property
+    def known(self) -> bool:
+        return self.source != "comm"
+
+    @property
+    def name(self) -> str:
+        """The executable's path, or the comm when the path is not known."""
+        return self.exe or self.comm
+
+    @property
+    def command(self) -> str:
+        """The name and the arguments after argv[0], as KubeArmor's Source shows them."""
+        return " ".join((self.name, *self.argv[1:]))
+
+
+@dataclass(slots=True)
+class ExecRequest:
+    """An execve/execveat entry waiting for its result (the exit event)."""
+
+    filename: str
+    argv: tuple[str, ...]
+    ts: int
+    event_id: int
+    resolved: str = ""
+
+
+@dataclass(slots=True, eq=False)
+class Process:
+    """One life of a host pid: from its first sign (snapshot or event) to its do_exit."""
+
+    host_pid: int
+    host_ppid: int
+    pid: int
+    uid: int
+    pid_ns: int            # as the events carry it (0: the host's), or /proc's inode
+    mnt_ns: int
+    start_ns: int          # snapshot start time, else the first event's ts
+    programs: list[Program]
+    comms: dict[str, int] = field(default_factory=dict)   # comm -> first seen ts
+    cwd: str = ""
+    container_id: str | None = None    # None: not known
+    exit_ns: int | None = None
+    exit_status: int | None = None     # raw wait(2) status of do_exit
+    events: int = 0
+    counts: dict[int, int] = field(default_factory=dict)  # event id -> count
+    from_snapshot: bool = False
+    pending: ExecRequest | None = None
+
+    @property
+    def program(self) -> Program:
+        """The program it runs now (the last one)."""
+        return self.programs[-1]
+
+    def program_at(self, ts: int) -> Program:
+        """The program it ran at ``ts`` (its first one for a ts before all of them)."""
+        index = bisect_right([p.since for p in self.programs], ts) - 1
+        return self.programs[max(index, 0)]
+
+    @property
+    def exited(self) -> bool:
+        return self.exit_ns is not None
+
+
+class EventContext(NamedTuple):
+    """The answer for one event: its process and parent, and their programs, then."""
+
+    process: Process
+    program: Program
+    parent: Process | None
+    parent_program: Program | None
+    container: ContainerInfo | None
+    exec_request: ExecRequest | None   # on an execve/execveat exit: what was exec'd
+
+    @property
+    def exe(self) -> str:
+        return self.program.name
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        return self.program.argv
+
+    @property
+    def parent_exe(self) -> str:
+        return self.parent_program.name if self.parent_program is not None else ""
+
+    @property
+    def container_id(self) -> str | None:
+        """The container id ("" for the host), None when the capture does not say."""
+        if self.container is not None:
+            return self.container.container_id
+        return self.process.container_id
+
+
+def _absolute(path: str, cwd: str) -> str:
+    if not path or path.startswith("/") or not cwd.startswith("/"):
+        return path
+    return os.path.normpath(os.path.join(cwd, path))
+
+
+class ProcessTable:
+    """Process state built from a capture's records, consumed in ``ts`` order.
+
+    Feed it the snapshot (:meth:`add_process`), the container records
+    (:meth:`add_container`), every event (:meth:`update`, which answers for that event)
+    and the losses (:meth:`lost`). Exited processes are dropped ``retain_ns`` of event time
+    after their exit (None keeps them all, for a whole-capture tree).
+    """
+
+    def __init__(self, retain_ns: int | None = DEFAULT_RETAIN_NS, arch: str = "x86_64"):
+        self.retain_ns = retain_ns
+        self._live: dict[int, Process] = {}
+        self._exited: deque[Process] = deque()
+        self._replaced: list[Process] = []
+        self.containers: dict[tuple[int, int], ContainerInfo] = {}
+        self.lost_events = 0
+        self.dropped = 0
+        #: Called with a host pid whose answers changed (its life, parent, program, exit), or
+        #: None when every answer may have (a container record): for caches of answers.
+        self.on_change: Callable[[int | None], None] | None = None
+        self._exec_ids = frozenset(
+            nr for nr in (names.syscall_number("execve", arch),
+                          names.syscall_number("execveat", arch)) if nr is not None)
+
+    # -- input
+
+    def add_process(self, info: ProcessInfo) -> Process:
+        """A snapshot entry: a process that was running when the recording started."""
+        old = self._live.get(info.host_pid)
+        if old is not None and not old.exited and not old.from_snapshot:
+            # already met through its events: keep what they said, fill in the rest
+            if not old.program.known and info.exe:
+                old.programs[0] = Program(info.exe, info.argv, "snapshot",
+                                          old.programs[0].since, info.comm)
+            old.start_ns = min(old.start_ns, info.start_ns)
+            old.cwd = old.cwd or info.cwd
+            if old.container_id is None:
+                old.container_id = info.container_id
+            old.from_snapshot = True
+            self._changed(old.host_pid)
+            return old
+        if info.exe:
+            program = Program(info.exe, info.argv, "snapshot", info.start_ns, info.comm)
+        else:  # a kernel thread or zombie: named by its comm
+            program = Program("", info.argv, "comm", info.start_ns, info.comm)
+        process = Process(info.host_pid, info.host_ppid, info.pid, info.uid, info.pid_ns,
+                          info.mnt_ns, info.start_ns, [program], {info.comm: info.start_ns},
+                          info.cwd, info.container_id, from_snapshot=True)
+        self._live[info.host_pid] = process
+        self._changed(info.host_pid)
+        return process
+
+    def add_container(self, info: ContainerInfo) -> None:
+        """A container record: the container of one (pid_id, mnt_id) pair of the events."""
+        self.containers[(info.pid_ns, info.mnt_ns)] = info
+        self._changed(None)
+
+    def feed(self, item: Event | ProcessInfo | ContainerInfo | int) -> EventContext | None:
+        """Take one item of :func:`ebpfwire.process.tree.capture_items` (an event, a snapshot
+        entry, a container record or a lost count); the answer for an event, else None."""
+        if isinstance(item, Event):
+            return self.update(item)
+        if isinstance(item, ProcessInfo):
+            self.add_process(item)
+        elif isinstance(item, ContainerInfo):
+            self.add_container(item)
+        else:
+            self.lost(item)
+        return None
+
+    def lost(self, count: int) -> None:
+        """Events were lost here: exec results may never come, so pending ones are dropped."""
+        self.lost_events += count
+        for process in self._live.values():
+            process.pending = None
+
+    @property
+    def state_event_ids(self) -> frozenset[int]:
+        """The event ids that change a process's state: execve/execveat (entry and result),
+        security_bprm_check and do_exit."""
+        return self._exec_ids | {SECURITY_BPRM_CHECK, DO_EXIT}
+
+    # -- lookups
+
+    def get(self, host_pid: int) -> Process | None:
+        """The latest life of a host pid still in the table."""
+        return self._live.get(host_pid)
+
+    def processes(self) -> Iterator[Process]:
+        """Every process still in the table (live ones, then those kept after exit)."""
+        yield from self._live.values()
+        live = self._live
+        for process in self._exited:
+            if live.get(process.host_pid) is not process:
+                yield process
+        yield from self._replaced
+
+    def container(self, pid_id: int, mnt_id: int) -> ContainerInfo | None:
+        return self.containers.get((pid_id, mnt_id))
+
+    # -- the event stream
+
+    def _changed(self, host_pid: int | None) -> None:
+        """What the table answers for ``host_pid`` (None: for every process) changed."""
+        if self.on_change is not None:
+            self.on_change(host_pid)
+
+    def _new_process(self, ts: int, pid_id: int, mnt_id: int, host_ppid: int, host_pid: int,
+                     pid: int, uid: int, comm: str, cwd: str) -> Process:
+        parent = self._live.get(host_ppid)
+        program = Program("", (), "comm", ts, comm)
+        if parent is not None and not parent.exited:
+            inherited = parent.program
+            if inherited.known and comm == inherited.comm:
+                program = Program(inherited.exe, inherited.argv, "fork", ts, comm)
+        process = Process(host_pid, host_ppid, pid, uid, pid_id, mnt_id, ts, [program],
+                          {comm: ts}, cwd)
+        self._live[host_pid] = process
+        self._changed(host_pid)
+        return process
+
+    def _reused(self, process: Process) -> bool:
+        """For an event naming another parent: True when it cannot be from this process.
+
+        The parent of a process changes only when that parent exits (reparenting): a new
+        parent while the recorded one lives means this pid's exit was lost, and it is
+        another process now.
+        """
+        parent = self._live.get(process.host_ppid)
+        return parent is not None and not parent.exited and process.host_ppid != 0
+
+    def _drop_expired(self, now: int) -> None:
+        retain, exited, live = self.retain_ns, self._exited, self._live
+        while exited and exited[0].exit_ns + retain < now:  # type: ignore[operator]
+            process = exited.popleft()
+            if live.get(process.host_pid) is process:
+                del live[process.host_pid]
+                self._changed(process.host_pid)
+            self.dropped += 1
+
+    def update(self, event: Event) -> EventContext:
+        """Apply one decoded event (in ``ts`` order) and answer for it (:meth:`observe`)."""
+        (ts, pid_id, mnt_id, host_ppid, host_pid, _, pid, uid, event_id, argnum, retval, comm,
+         extra, _, _) = event._header
+        cwd = extra.get("cwd") if extra else None
+        return self.observe(ts, pid_id, mnt_id, host_ppid, host_pid, pid, uid, event_id,
+                            argnum, retval, comm, cwd if type(cwd) is str else "", event.flat)
+
+    def observe(self, ts: int, pid_id: int, mnt_id: int, host_ppid: int, host_pid: int,
+                pid: int, uid: int, event_id: int, argnum: int, retval: int, comm: str,
+                cwd: str, flat: list) -> EventContext:
+        """Apply one event, given as its header fields and the walker's flat list of its
+        arguments (read only for an exec's entry and security_bprm_check), and answer for it.
+
+        The answer is the state at the event: an execve/execveat entry is answered with
+        the program that called exec (it is still running), the exec's exit and the
+        security_bprm_check event with the new program.
+        """
+        exited = self._exited
+        if exited and self.retain_ns is not None and exited[0].exit_ns + self.retain_ns < ts:
+            self._drop_expired(ts)
+        process = self._live.get(host_pid)
+        if process is None:
+            process = self._new_process(ts, pid_id, mnt_id, host_ppid, host_pid, pid, uid,
+                                        comm, cwd)
+        elif process.exit_ns is not None or (host_ppid != process.host_ppid
+                                             and self._reused(process)):
+            if process.exit_ns is None and self.retain_ns is None:
+                self._replaced.append(process)   # its exit was lost; keep it for the tree
+            process = self._new_process(ts, pid_id, mnt_id, host_ppid, host_pid, pid, uid,
+                                        comm, cwd)
+        else:
+            if host_ppid != process.host_ppid:   # reparented: another parent answers now
+                process.host_ppid = host_ppid
+                self._changed(host_pid)
+            process.pid_ns, process.mnt_ns = pid_id, mnt_id
+        process.events += 1
+        counts = process.counts
+        counts[event_id] = counts.get(event_id, 0) + 1
+        if comm not in process.comms:
+            process.comms[comm] = ts
+        if cwd:
+            process.cwd = cwd
+        answer_program = process.programs[-1]
+        request = None
+        if event_id in self._exec_ids:
+            if argnum:      # the entry: filename and argv (the calling program answers)
+                self._exec_entry(process, ts, event_id, flat)
+            else:           # the exit: the result
+                request = process.pending
+                self.exec_result(process, ts, retval, comm)
+                answer_program = process.programs[-1]
+        elif event_id == SECURITY_BPRM_CHECK:
+            path = flat[1] if len(flat) > 1 and type(flat[1]) is str else ""
+            self.bprm_check(process, ts, path, comm)
+            answer_program = process.programs[-1]
+        elif event_id == DO_EXIT:
+            self.exit(process, ts, retval)
+        parent = self.parent(process)
+        parent_program = parent.programs[-1] if parent is not None else None
+        container = self.containers.get((pid_id, mnt_id)) if self.containers else None
+        return EventContext(process, answer_program, parent, parent_program, container, request)
+
+    def parent(self, process: Process) -> Process | None:
+        """The parent of a process in the table, as :meth:`update` answers it."""
+        parent = self._live.get(process.host_ppid)
+        if parent is not None and parent.start_ns > process.start_ns:
+            return None           # that pid is a younger process now, not the parent
+        return parent
+
+    def _exec_entry(self, process: Process, ts: int, event_id: int, flat: list) -> None:
+        filename, argv = "", ()
+        for value in flat[1::2]:     # the first string is the path, the first list argv
+            if type(value) is str:
+                filename = filename or value
+            elif isinstance(value, list) and not argv:
+                argv = value
+        process.pending = ExecRequest(_absolute(filename, process.cwd), tuple(argv), ts,
+                                      event_id)
+
+    def bprm_check(self, process: Process, ts: int, path: str, comm: str) -> None:
+        """security_bprm_check of ``path``: the kernel is running the new program now, the
+        exec succeeded (the state part of :meth:`update`, for a caller without an Event)."""
+        resolved = _absolute(path, process.cwd)
+        request = process.pending
+        if request is not None:
+            request.resolved = resolved
+            exe, argv = resolved or request.filename, request.argv
+        else:     # its entry was not recorded (lost, or filtered out)
+            exe, argv = resolved, ()
+        self._start_program(process, Program(exe, argv, "exec", ts, comm))
+
+    def exec_result(self, process: Process, ts: int, retval: int, comm: str) -> None:
+        """An execve/execveat exit (the state part of :meth:`update`)."""
+        request, process.pending = process.pending, None
+        if retval != 0 or request is None:
+            return               # failed: the old program goes on (or nothing to say)
+        current = process.program
+        if current.source == "exec" and current.since >= request.ts:
+            return               # security_bprm_check already started it
+        self._start_program(process, Program(request.filename, request.argv, "exec",
+                                             ts, comm))
+
+    def exit(self, process: Process, ts: int, status: int) -> None:
+        """do_exit with its wait(2) status (the state part of :meth:`update`)."""
+        process.exit_ns, process.exit_status = ts, status
+        process.pending = None
+        self._exited.append(process)
+        self._changed(process.host_pid)
+
+    def _start_program(self, process: Process, program: Program) -> None:
+        process.programs.append(program)
+        self._changed(process.host_pid)

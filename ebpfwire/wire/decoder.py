@@ -1,0 +1,121 @@
+"""The fast decoder: samples to :class:`Event`, the Event sink of the argument walker.
+
+The header is one ``struct`` unpack; the arguments are walked once by
+:mod:`ebpfwire.wire.walker` into its flat list, which the Event keeps until ``event.args`` is
+first read. The result must be exactly what the construct schemas
+(``schema.parse_event``) give, or the same error kind at the same offset; a property test
+holds it to that. Strict mode raises :class:`DecodeError`; lenient mode never raises,
+keeps everything it could decode and lists the damage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from types import MappingProxyType
+
+from ebpfwire.wire.catalogue import check_arch, expected_tags
+from ebpfwire.wire.errors import DecodeError
+from ebpfwire.wire.events import Event, wire_event
+from ebpfwire.wire.layouts import LAYOUTS, Layout, get_layout
+from ebpfwire.wire.names import ARCHES
+from ebpfwire.wire.walker import walk, walk_lenient, walk_strict
+
+_error = DecodeError
+_new_event = object.__new__
+
+def _short_header(data: bytes, layout: Layout, arch: str) -> Event:
+    """Lenient: the header fields that are wholly present; the others are None."""
+    values: list = []
+    offset = 0
+    for field in layout.schema.subcons:
+        width = field.sizeof()
+        if offset + width <= len(data):
+            values.append(field.parse(data[offset:offset + width]))
+        else:
+            values.append(None)
+        offset += width
+    named = dict(zip(layout.field_names, values, strict=False))
+    comm = named["comm"]
+    header = [named[name] for name in layout.field_names[:11]]
+    extra = {name: (_text_field(named[name]) if name in layout.text_fields else named[name])
+             for name in layout.extra_names}
+    error = _error("short-header", 0, f"a {layout.size}-byte {layout.name} context header",
+                   f"{len(data)} bytes")
+    return wire_event((*header, _text_field(comm), extra, arch, [error]), [])
+
+
+def _text_field(raw: bytes | None) -> str | None:
+    if raw is None:
+        return None
+    return raw.partition(b"\0")[0].decode("utf-8", "surrogateescape")
+
+
+_COMMS: dict[bytes, str] = {}
+
+
+def _remember_comm(raw: bytes) -> str:
+    """Task names repeat endlessly: decode each once (the cache is bounded)."""
+    if len(_COMMS) >= 4096:
+        _COMMS.clear()
+    comm = _COMMS[raw] = raw.partition(b"\0")[0].decode("utf-8", "surrogateescape")
+    return comm
+
+
+_NO_EXTRA = MappingProxyType({})  # classic events share one read-only empty ``extra``
+
+
+def _resolve(layout: str | Layout, arch: str) -> Layout:
+    if arch not in ARCHES:
+        check_arch(arch)
+    return get_layout(layout)
+
+
+def decode(data: bytes | bytearray | memoryview, *, layout: str | Layout = "classic",
+           arch: str = "x86_64", strict: bool = True) -> Event:
+    """Decode one sample (perf padding included or not) into an :class:`Event`.
+
+    Strict mode raises :class:`DecodeError` at the first damage; lenient mode never
+    raises and returns what it could decode, with ``event.errors`` listing the damage.
+    """
+    if type(data) is not bytes:
+        data = bytes(data)
+    resolved = layout if type(layout) is Layout else LAYOUTS.get(layout)
+    if resolved is None or arch not in ARCHES:
+        resolved = _resolve(layout, arch)
+    n = len(data)
+    size = resolved.size
+    if n < size:
+        if strict:
+            raise _error("short-header", 0, f"a {size}-byte {resolved.name} context header",
+                         f"{n} bytes")
+        return _short_header(data, resolved, arch)
+    values = resolved.fmt.unpack_from(data)
+    flat: list = []
+    if strict:
+        errors = None
+        if not walk(data, size, n, values[9], flat):
+            flat = []
+            walk_strict(data, size, n, values[9], flat)
+    else:
+        errors = []
+        walk_lenient(data, size, n, values[9], expected_tags(values[8], arch, values[9]),
+                     flat, errors)
+    comm = _COMMS.get(values[11]) or _remember_comm(values[11])
+    if resolved.extra_names:
+        extra = {name: (_text_field(value) if name in resolved.text_fields else value)
+                 for name, value in zip(resolved.extra_names, values[12:], strict=False)}
+    else:
+        extra = _NO_EXTRA
+    event = _new_event(Event)       # wire_event(), inlined: this is the hot path
+    event._header = values[:11] + (comm, extra, arch, errors)
+    event._args = flat
+    return event
+
+
+def decode_many(samples: Iterable[bytes | bytearray | memoryview], *,
+                layout: str | Layout = "classic", arch: str = "x86_64",
+                strict: bool = True) -> Iterator[Event]:
+    """Decode a sequence or stream of samples lazily, one :class:`Event` per sample."""
+    resolved = _resolve(layout, arch)
+    for data in samples:
+        yield decode(data, layout=resolved, arch=arch, strict=strict)

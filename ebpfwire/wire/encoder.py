@@ -1,0 +1,137 @@
+"""Events to bytes, the way the kernel-side writer would write them, limits included.
+
+Strings are cut to 4095 bytes plus the NUL, argv to 20 elements plus "...", a sockaddr
+is sized by its family, and an argument the 32 KiB scratch buffer has no room for is
+dropped (``argnum`` still announces it), exactly as the monitor's writer does.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+from ebpfwire.wire.argtypes import ArgType
+from ebpfwire.wire.events import (
+    AF_INET,
+    AF_INET6,
+    AF_UNIX,
+    ARGV_LIMIT,
+    ARGV_MORE,
+    Arg,
+    Argv,
+    Event,
+    SockAddr,
+    raw,
+)
+from ebpfwire.wire.layouts import Layout, get_layout
+
+MAX_BUFFER_SIZE = 32768
+MAX_STRING_SIZE = 4096
+MAX_ELEMENT_SIZE = 110  # sizeof(struct sockaddr_un), the biggest fixed-size argument
+_STRING_ROOM = MAX_BUFFER_SIZE - MAX_STRING_SIZE - 4  # the last offset a string may start at
+
+_S32 = struct.Struct("<i").pack
+_U32 = struct.Struct("<I").pack
+_U16 = struct.Struct("<H").pack
+_U16BE = struct.Struct(">H").pack
+
+_S32_TYPES = {ArgType.INT_T, ArgType.CAP_T, ArgType.SYSCALL_T}
+_U32_TYPES = {ArgType.OPEN_FLAGS_T, ArgType.EXEC_FLAGS_T, ArgType.SOCK_DOM_T,
+              ArgType.SOCK_TYPE_T, ArgType.UNLINKAT_FLAG_T, ArgType.PTRACE_REQ_T,
+              ArgType.MOUNT_FLAG_T, ArgType.UMOUNT_FLAG_T}
+
+
+def encode_string(value: str) -> bytes:
+    """A STR_T payload: s32 size (NUL included), the bytes cut to 4095, then the NUL."""
+    data = raw(value)[:MAX_STRING_SIZE - 1] + b"\0"
+    return _S32(len(data)) + data
+
+
+def encode_sockaddr(addr: SockAddr) -> bytes:
+    """The struct sockaddr_* bytes the writer copies for ``addr.family``."""
+    family = _U16(addr.family)
+    if addr.family == AF_INET:
+        return (family + _U16BE(addr.port or 0) + socket.inet_pton(socket.AF_INET, addr.addr)
+                + bytes(8))
+    if addr.family == AF_INET6:
+        return (family + _U16BE(addr.port or 0) + struct.pack(">I", addr.flowinfo or 0)
+                + socket.inet_pton(socket.AF_INET6, addr.addr) + _U32(addr.scope_id or 0))
+    if addr.family == AF_UNIX:
+        path = addr.path or ""
+        name = b"\0" + raw(path[1:]) if path.startswith("@") else raw(path)
+        return family + name[:108].ljust(108, b"\0")
+    return family
+
+
+def _payload(arg: Arg, offset: int) -> bytes:
+    """The bytes after the tag of an argument whose tag goes at ``offset``."""
+    arg_type, value = arg.type, arg.value
+    if value is None:          # the writer's read failed: the tag stays, nothing follows
+        return b""
+    if arg_type in _S32_TYPES:
+        return _S32(value)
+    if arg_type in _U32_TYPES:
+        return _U32(value)
+    if arg_type in (ArgType.STR_T, ArgType.UDP_MSG):
+        return encode_string(value)
+    if arg_type == ArgType.STR_ARR_T:
+        return _argv_payload(value, offset)
+    if arg_type == ArgType.SOCKADDR_T:
+        return encode_sockaddr(value)
+    if arg_type == ArgType.QTYPE:
+        return _U16BE(value)
+    raise ValueError(f"{arg_type!r} has no payload on the wire")
+
+
+def _fits(arg: Arg, offset: int) -> bool:
+    """The writer's room check before an argument (section 5 of the wire-format page)."""
+    if arg.type in (ArgType.STR_T, ArgType.UDP_MSG, ArgType.STR_ARR_T):
+        return offset <= _STRING_ROOM
+    return offset <= MAX_BUFFER_SIZE - MAX_ELEMENT_SIZE
+
+
+def _argv_payload(value: list[str], offset: int) -> bytes:
+    """argv elements after the opening tag at ``offset``, each room-checked, then the close.
+
+    More than 20 elements are cut to 20 plus "..." (unless already cut so); the writer
+    stops adding elements when the buffer has no room for another string.
+    """
+    items = list(value)
+    if len(items) > ARGV_LIMIT and not Argv(items).truncated:
+        items = items[:ARGV_LIMIT] + [ARGV_MORE]
+    out = bytearray()
+    for item in items:
+        if offset + 1 + len(out) > _STRING_ROOM:
+            break
+        out += bytes([ArgType.STR_T]) + encode_string(item)
+    return bytes(out) + bytes([ArgType.STR_ARR_T])
+
+
+def encode_header(event: Event, layout: str | Layout = "classic") -> bytes:
+    """The context header of ``event`` in ``layout`` (missing extra fields are zero)."""
+    layout = get_layout(layout)
+    values = [event.ts, event.pid_id, event.mnt_id, event.host_ppid, event.host_pid,
+              event.ppid, event.pid, event.uid, event.event_id, event.argnum, event.retval,
+              raw(event.comm)]
+    for name in layout.extra_names:
+        value = event.extra.get(name, b"" if name in layout.text_fields else 0)
+        values.append(raw(value) if isinstance(value, str) else value)
+    return layout.fmt.pack(*values)
+
+
+def encode(event: Event, layout: str | Layout = "classic", *, perf_padding: bool = False) -> bytes:
+    """The bytes the kernel writer submits for ``event``.
+
+    With ``perf_padding`` the zeros the perf ring adds (raw size rounded so that
+    4 + size is a multiple of 8) are appended, as a reader receives them.
+    """
+    out = bytearray(encode_header(event, layout))
+    for arg in event.args:
+        if not _fits(arg, len(out)):
+            continue
+        out += bytes([arg.type]) + _payload(arg, len(out))
+    # the writer submits offset & (MAX_BUFFER_SIZE - 1) bytes
+    data = bytes(out[:len(out) & (MAX_BUFFER_SIZE - 1)] if len(out) >= MAX_BUFFER_SIZE else out)
+    if perf_padding:
+        data += bytes(-(4 + len(data)) % 8)
+    return data

@@ -1,0 +1,336 @@
+"""Typed events: what one decoded sample is, and its stable JSON form.
+
+The classes are deliberately small (tuples with names) because the decoder makes
+hundreds of thousands of them a second. Strings are the bytes the process passed,
+decoded as UTF-8 with ``surrogateescape``: undecodable bytes survive as lone
+surrogates, so ``Arg.raw`` and a JSON round trip give back the exact bytes.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any, NamedTuple
+
+from ebpfwire.wire import names
+from ebpfwire.wire.argtypes import ArgType
+from ebpfwire.wire.catalogue import event_name, is_syscall_event
+from ebpfwire.wire.errors import DecodeError
+
+AF_UNIX, AF_INET, AF_INET6 = 1, 2, 10
+ARGV_LIMIT = 20          # MAX_STR_ARR_ELEM: argv elements the writer copies
+ARGV_MORE = "..."        # the element the writer adds when argv had more
+
+
+def text(raw: bytes) -> str:
+    """Bytes from the wire as str, losslessly (UTF-8, undecodable bytes as surrogates)."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def raw(value: str) -> bytes:
+    """The exact wire bytes of a string that :func:`text` produced."""
+    return value.encode("utf-8", "surrogateescape")
+
+
+class SockAddr(NamedTuple):
+    """A socket address as the writer copied it; fields absent for a family are None."""
+
+    family: int
+    port: int | None = None
+    addr: str | None = None
+    path: str | None = None         # AF_UNIX: a leading "@" marks an abstract name
+    flowinfo: int | None = None
+    scope_id: int | None = None
+
+    def __str__(self) -> str:
+        if self.family == AF_INET:
+            return f"{self.addr}:{self.port}"
+        if self.family == AF_INET6:
+            scope = f"%{self.scope_id}" if self.scope_id else ""
+            return f"[{self.addr}{scope}]:{self.port}"
+        if self.family == AF_UNIX:
+            return self.path or '""'
+        return names.sock_family_name(self.family) or f"family {self.family}"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"family": names.sock_family_name(self.family) or self.family}
+        for key in ("port", "addr", "path", "flowinfo", "scope_id"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SockAddr:
+        family = data["family"]
+        if isinstance(family, str):
+            family = _FAMILY_NUMBERS[family]
+        return cls(family, data.get("port"), data.get("addr"), data.get("path"),
+                   data.get("flowinfo"), data.get("scope_id"))
+
+    @classmethod
+    def inet(cls, addr: str, port: int) -> SockAddr:
+        """An AF_INET address, e.g. ``SockAddr.inet("127.0.0.1", 8080)``."""
+        return cls(AF_INET, port, addr)
+
+    @classmethod
+    def inet6(cls, addr: str, port: int, flowinfo: int = 0, scope_id: int = 0) -> SockAddr:
+        return cls(AF_INET6, port, socket.inet_ntop(socket.AF_INET6,
+                                                    socket.inet_pton(socket.AF_INET6, addr)),
+                   None, flowinfo, scope_id)
+
+    @classmethod
+    def unix(cls, path: str) -> SockAddr:
+        """An AF_UNIX address; start ``path`` with "@" for an abstract name."""
+        return cls(AF_UNIX, path=path)
+
+
+_FAMILY_NUMBERS = {names.sock_family_name(n): n for n in range(64) if names.sock_family_name(n)}
+
+
+class Argv(list):
+    """argv as the writer copied it; ``truncated`` when it had more than 20 elements."""
+
+    __slots__ = ()
+
+    @property
+    def truncated(self) -> bool:
+        return len(self) == ARGV_LIMIT + 1 and self[-1] == ARGV_MORE
+
+
+_RENDER = {
+    ArgType.OPEN_FLAGS_T: names.open_flags_text,
+    ArgType.EXEC_FLAGS_T: names.exec_flags_text,
+    ArgType.SOCK_DOM_T: names.sock_domain_text,
+    ArgType.SOCK_TYPE_T: names.sock_type_text,
+    ArgType.CAP_T: names.capability_text,
+    ArgType.UNLINKAT_FLAG_T: names.unlinkat_flags_text,
+    ArgType.PTRACE_REQ_T: names.ptrace_request_text,
+    ArgType.MOUNT_FLAG_T: names.mount_flags_text,
+    ArgType.UMOUNT_FLAG_T: names.umount_flags_text,
+}
+
+
+def _syscall_text(value: int, arch: str = "x86_64") -> str:
+    return names.syscall_name(value, arch) or str(value)
+
+
+class Arg(NamedTuple):
+    """One argument: its wire type and value (None when the writer left the payload out)."""
+
+    type: ArgType
+    value: Any
+
+    @property
+    def text(self) -> str | None:
+        """The symbolic form of a flag or enum value (O_RDONLY|O_CLOEXEC), else None."""
+        if self.value is None:
+            return None
+        if self.type == ArgType.SYSCALL_T:
+            return _syscall_text(self.value)
+        render = _RENDER.get(self.type)
+        return render(self.value) if render else None
+
+    @property
+    def raw(self) -> bytes | list[bytes] | None:
+        """The exact bytes of a string (or of each argv element) as the process passed them."""
+        if isinstance(self.value, list):
+            return [raw(item) for item in self.value]
+        if isinstance(self.value, str):
+            return raw(self.value)
+        return None
+
+    def __str__(self) -> str:
+        if self.value is None:
+            return "?"
+        if isinstance(self.value, list):
+            inner = ", ".join(_quote(v) for v in self.value)
+            return f"[{inner}]"
+        if isinstance(self.value, str):
+            return _quote(self.value)
+        shown = self.text
+        return shown if shown is not None else str(self.value)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.type.name}
+        value = self.value
+        if isinstance(value, SockAddr):
+            out["value"] = value.to_dict()
+        elif isinstance(value, list):
+            out["value"] = list(value)
+            out["truncated"] = value.truncated
+        else:
+            out["value"] = value
+            shown = self.text
+            if shown is not None:
+                out["text"] = shown
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Arg:
+        arg_type = ArgType[data["type"]]
+        value = data["value"]
+        if arg_type == ArgType.SOCKADDR_T and value is not None:
+            value = SockAddr.from_dict(value)
+        elif arg_type == ArgType.STR_ARR_T and value is not None:
+            value = Argv(value)
+        return cls(arg_type, value)
+
+
+def _quote(value: str) -> str:
+    shown = value.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+    return '"' + shown.replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+#: Header fields in wire order, as they appear on :class:`Event` and in its JSON form.
+HEADER_FIELDS = ("ts", "pid_id", "mnt_id", "host_ppid", "host_pid", "ppid", "pid", "uid",
+                 "event_id", "argnum", "retval", "comm")
+EVENT_FIELDS = HEADER_FIELDS + ("args", "extra", "arch", "errors")
+_new_object = object.__new__
+
+
+_new_arg = tuple.__new__
+#: ArgType by tag byte (None for a byte that is no type).
+_TYPES: list = [None] * 256
+for _t in ArgType:
+    _TYPES[_t] = ArgType(_t)
+
+
+def args_of(flat: list) -> list[Arg]:
+    """The Event sink of the walker: its flat (tag, value) list as :class:`Arg` objects."""
+    pairs = iter(flat)
+    return [_new_arg(Arg, (_TYPES[tag], value)) for tag, value in zip(pairs, pairs, strict=False)]
+
+
+def flat_of(args: list[Arg]) -> list:
+    """The walker's flat (tag, value) list of built arguments (the inverse of args_of)."""
+    return [item for arg in args for item in (int(arg.type), arg.value)]
+
+
+def wire_event(header: tuple, flat: list) -> Event:
+    """The decoder's constructor: ``header`` as ``Event._header``, the walker's flat list."""
+    event = _new_object(Event)
+    event._header = header
+    event._args = flat
+    return event
+
+
+def _header_field(index: int):
+    """Read one header field of an :class:`Event` (kept as one tuple: cheap to make)."""
+    return lambda event: event._header[index]
+
+
+class Event:
+    """One decoded sample: the context header, the arguments and what went wrong.
+
+    ``extra`` holds the fields of the extended layouts (cwd, tty, oid, exec_id, hash);
+    ``errors`` is None in strict mode and the list of damage found in lenient mode.
+    The decoder walks the whole sample at once (:mod:`ebpfwire.wire.walker`) but wraps the
+    values in :class:`Arg` objects only when ``args`` is first read, so code that filters
+    on the header, or a sink that reads :attr:`flat`, never pays for them.
+    """
+
+    # _header: the eleven integer fields, then comm, extra, arch and errors (one tuple is
+    # the cheapest thing to make); _args: the walker's flat list (its first item is an int
+    # tag) until the Arg list is built on first use, then the Arg list
+    __slots__ = ("_header", "_args")
+
+    def __init__(self, ts: int, pid_id: int, mnt_id: int, host_ppid: int, host_pid: int,
+                 ppid: int, pid: int, uid: int, event_id: int, argnum: int, retval: int,
+                 comm: str, args: list[Arg], extra: dict[str, Any] | None = None,
+                 arch: str = "x86_64", errors: list[DecodeError] | None = None):
+        self._header = (ts, pid_id, mnt_id, host_ppid, host_pid, ppid, pid, uid, event_id,
+                        argnum, retval, comm, {} if extra is None else extra, arch, errors)
+        self._args = args
+
+    ts = property(_header_field(0), doc="bpf_ktime_get_ns(): monotonic ns since boot")
+    pid_id = property(_header_field(1), doc="PID namespace inode, 0 for the host")
+    mnt_id = property(_header_field(2), doc="mount namespace inode, 0 for the host")
+    host_ppid = property(_header_field(3), doc="parent's tgid as the host sees it")
+    host_pid = property(_header_field(4), doc="tgid as the host sees it")
+    ppid = property(_header_field(5), doc="parent's tgid in the task's PID namespace")
+    pid = property(_header_field(6), doc="tgid in the task's PID namespace")
+    uid = property(_header_field(7))
+    event_id = property(_header_field(8))
+    argnum = property(_header_field(9), doc="arguments the writer announced")
+    retval = property(_header_field(10))
+    comm = property(_header_field(11), doc="task name (the bytes before the first NUL)")
+    extra = property(_header_field(12), doc="fields of the extended layouts (cwd, tty...)")
+    arch = property(_header_field(13), doc="architecture the event id was read for")
+    errors = property(_header_field(14), doc="None (strict) or the damage found (lenient)")
+
+    @property
+    def args(self) -> list[Arg]:
+        args = self._args
+        if args and type(args[0]) is int:     # walked by the decoder, wrapped on first use
+            args = self._args = args_of(args)
+        return args
+
+    @property
+    def flat(self) -> list:
+        """The arguments as the walker's flat list: tag, value, tag, value... (read-only)."""
+        args = self._args
+        return args if not args or type(args[0]) is int else flat_of(args)
+
+    def _key(self) -> tuple:
+        return (self._header, self.args)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Event):
+            return NotImplemented
+        return self._key() == other._key()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in HEADER_FIELDS)
+        return (f"Event({fields}, args={self.args!r}, extra={self.extra!r}, "
+                f"arch={self.arch!r}, errors={self.errors!r})")
+
+    def replace(self, **changes: Any) -> Event:
+        """A copy with some fields changed (like ``dataclasses.replace``)."""
+        values = {name: getattr(self, name) for name in EVENT_FIELDS}
+        unknown = set(changes) - set(values)
+        if unknown:
+            raise TypeError(f"Event has no field(s) {sorted(unknown)}")
+        values.update(changes)
+        return Event(**values)
+
+    @property
+    def name(self) -> str | None:
+        """The event's name on its architecture (``openat``, ``tcp_connect``...)."""
+        return event_name(self.event_id, self.arch)
+
+    @property
+    def errno(self) -> str | None:
+        """The errno name of a negative syscall return value (``ECONNREFUSED``)."""
+        if self.retval is not None and self.retval < 0 and is_syscall_event(self.event_id):
+            return names.errno_name(-self.retval)
+        return None
+
+    @property
+    def complete(self) -> bool:
+        """False when lenient decoding found damage or missing arguments."""
+        return not self.errors
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stable JSON shape (docs/format.md)."""
+        out: dict[str, Any] = {
+            "ts": self.ts, "event_id": self.event_id, "event": self.name,
+            "pid_id": self.pid_id, "mnt_id": self.mnt_id, "host_ppid": self.host_ppid,
+            "host_pid": self.host_pid, "ppid": self.ppid, "pid": self.pid, "uid": self.uid,
+            "comm": self.comm, "retval": self.retval, "errno": self.errno,
+            "argnum": self.argnum, "args": [arg.to_dict() for arg in self.args],
+        }
+        out.update(self.extra)
+        if self.errors is not None:
+            out["errors"] = [error.to_dict() for error in self.errors]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], arch: str = "x86_64") -> Event:
+        """Rebuild an event from :meth:`to_dict` output (errors are not rebuilt)."""
+        known = set(HEADER_FIELDS) | {"event", "errno", "args", "errors"}
+        extra = {key: value for key, value in data.items() if key not in known}
+        header = [data[key] for key in HEADER_FIELDS]
+        args = [Arg.from_dict(arg) for arg in data["args"]]
+        return cls(*header, args, extra, arch)

@@ -1,0 +1,181 @@
+"""Hypothesis strategies for valid and damaged events: fuzz your consumer of the format.
+
+    from hypothesis import given
+    from ebpfwire.wire import strategies as wire
+
+    @given(wire.damaged_event_bytes())
+    def test_my_consumer_survives(data): my_consumer(data)
+
+Valid events round-trip: ``decode(encode(e), layout=...) == e``. Damaged byte strings
+apply the writer's failure modes (section 5 of the wire-format page) and plain
+corruption to valid events.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+try:
+    from hypothesis import strategies as st
+except ImportError as error:  # pragma: no cover - depends on the install
+    raise ImportError("ebpfwire.wire.strategies needs hypothesis: pip install 'ebpfwire[fuzz]'") \
+        from error
+
+from ebpfwire.wire.argtypes import ArgType, arg_types
+from ebpfwire.wire.catalogue import MASKS, event_name
+from ebpfwire.wire.encoder import encode, encode_header
+from ebpfwire.wire.events import (
+    AF_INET,
+    AF_INET6,
+    AF_UNIX,
+    ARGV_LIMIT,
+    ARGV_MORE,
+    Arg,
+    Argv,
+    Event,
+    SockAddr,
+)
+from ebpfwire.wire.layouts import Layout, get_layout
+
+T = ArgType
+U32 = st.integers(0, 2**32 - 1)
+S32 = st.integers(-(2**31), 2**31 - 1)
+
+
+def wire_text(max_size: int = 64) -> st.SearchStrategy[str]:
+    """Strings as the writer reads them: any bytes but NUL, UTF-8 or not."""
+    raw = st.binary(max_size=max_size).map(lambda b: b.replace(b"\0", b"\x01"))
+    return raw.map(lambda b: b.decode("utf-8", "surrogateescape"))
+
+
+def sockaddrs() -> st.SearchStrategy[SockAddr]:
+    """Addresses of every family the writer sizes, and of unknown families."""
+    inet = st.builds(lambda a, p: SockAddr(AF_INET, p, socket.inet_ntop(socket.AF_INET, a)),
+                     st.binary(min_size=4, max_size=4), st.integers(0, 65535))
+    inet6 = st.builds(
+        lambda a, p, f, s: SockAddr(AF_INET6, p, socket.inet_ntop(socket.AF_INET6, a), None, f, s),
+        st.binary(min_size=16, max_size=16), st.integers(0, 65535), U32, U32)
+    path = wire_text(107).filter(lambda s: not s.startswith("@"))
+    abstract = wire_text(106).filter(bool).map(lambda s: "@" + s)
+    unix = st.one_of(path, abstract).map(SockAddr.unix)
+    other = st.integers(0, 65535).filter(lambda f: f not in (AF_UNIX, AF_INET, AF_INET6))
+    return st.one_of(inet, inet6, unix, other.map(SockAddr))
+
+
+def argvs() -> st.SearchStrategy[Argv]:
+    """argv lists, sometimes cut by the writer (20 elements plus "...")."""
+    short = st.lists(wire_text(40), max_size=ARGV_LIMIT)
+    cut = st.lists(wire_text(16), min_size=ARGV_LIMIT, max_size=ARGV_LIMIT).map(
+        lambda items: items + [ARGV_MORE])
+    return st.one_of(short, cut).map(Argv)
+
+
+_VALUES = {
+    T.INT_T: S32, T.CAP_T: S32, T.SYSCALL_T: S32, T.QTYPE: st.integers(0, 65535),
+    T.STR_T: st.one_of(wire_text(), wire_text(4095)), T.UDP_MSG: wire_text(),
+    T.STR_ARR_T: argvs(), T.SOCKADDR_T: sockaddrs(),
+}
+
+
+def args_of(arg_type: ArgType) -> st.SearchStrategy[Arg]:
+    """One argument of ``arg_type`` with a value the writer could have written."""
+    return _VALUES.get(arg_type, U32).map(lambda value: Arg(arg_type, value))
+
+
+_WIRE_TYPES = [t for t in ArgType if t not in (T.NONE_T,)]
+
+
+def _catalogue_args(draw, arch: str) -> tuple[int, list[Arg]]:
+    known = [(eid, name) for eid in list(range(0, 460)) + [351, 352, 400, 401, 402, 403]
+             if (name := event_name(eid, arch)) in MASKS]
+    event_id, name = draw(st.sampled_from(known))
+    types = [t for t in arg_types(MASKS[name]) if t != T.NONE_T]
+    return event_id, [draw(args_of(t)) for t in types]
+
+
+def _extra(layout: Layout) -> st.SearchStrategy[dict]:
+    fields = {}
+    for sub in layout.schema.subcons[12:]:
+        if sub.name in layout.text_fields:
+            fields[sub.name] = wire_text(sub.sizeof())
+        else:
+            fields[sub.name] = st.integers(0, 2 ** (8 * sub.sizeof()) - 1)
+    return st.fixed_dictionaries(fields)
+
+
+@st.composite
+def events(draw, layout: str | Layout = "classic", arch: str = "x86_64") -> Event:
+    """Valid events: catalogue events with their own argument types, or any mix of types."""
+    layout = get_layout(layout)
+    if draw(st.booleans()):
+        event_id, args = _catalogue_args(draw, arch)
+    else:
+        event_id = draw(U32)
+        types = draw(st.lists(st.sampled_from(_WIRE_TYPES), max_size=6))
+        args = [draw(args_of(t)) for t in types]
+    return Event(
+        draw(st.integers(0, 2**64 - 1)), draw(U32), draw(U32), draw(U32), draw(U32), draw(U32),
+        draw(U32), draw(U32), event_id, len(args), draw(st.integers(-(2**63), 2**63 - 1)),
+        draw(wire_text(16)), args, draw(_extra(layout)), arch)
+
+
+def event_bytes(layout: str | Layout = "classic", arch: str = "x86_64") -> st.SearchStrategy[bytes]:
+    """Encoded valid events, with or without the perf ring's zero padding."""
+    return st.tuples(events(layout, arch), st.booleans()).map(
+        lambda pair: encode(pair[0], layout, perf_padding=pair[1]))
+
+
+def _pieces(event: Event, layout) -> tuple[bytes, list[bytes]]:
+    header = encode_header(event, layout)
+    body = encode(event, layout)[len(header):]
+    pieces, offset = [], 0
+    for arg in event.args:
+        size = len(encode(event.replace(args=[arg]), layout)) - len(header)
+        pieces.append(body[offset:offset + size])
+        offset += size
+    return header, pieces
+
+
+@st.composite
+def damaged_event_bytes(draw, layout: str | Layout = "classic",
+                        arch: str = "x86_64") -> bytes:
+    """Valid events damaged the ways samples really break, and some ways they should not."""
+    event = draw(events(layout, arch))
+    header, pieces = _pieces(event, layout)
+    damage = draw(st.sampled_from(["truncate", "orphan", "drop-last", "bad-size", "flip",
+                                   "trailing", "argnum", "unclosed-argv", "garbage"]))
+    if damage == "orphan" and pieces:
+        index = draw(st.integers(0, len(pieces) - 1))
+        pieces[index] = pieces[index][:1]
+    elif damage == "drop-last" and pieces:
+        pieces.pop()
+    elif damage == "bad-size":
+        strings = [i for i, p in enumerate(pieces) if p[0] in (T.STR_T, T.UDP_MSG)]
+        if strings:
+            index = draw(st.sampled_from(strings))
+            size = draw(st.one_of(st.integers(-(2**31), -1), st.integers(4097, 2**31 - 1),
+                                  st.integers(len(pieces[index]), 8192)))
+            pieces[index] = pieces[index][:1] + struct.pack("<i", size) + pieces[index][5:]
+    elif damage == "unclosed-argv":
+        arrays = [i for i, p in enumerate(pieces) if p[0] == T.STR_ARR_T]
+        if arrays:
+            index = draw(st.sampled_from(arrays))
+            pieces[index] = pieces[index][:-1]
+    elif damage == "argnum":
+        count = draw(st.integers(0, 2**32 - 1))
+        header = header[:40] + struct.pack("<I", count) + header[44:]
+    data = header + b"".join(pieces)
+    if damage == "truncate":
+        data = data[:draw(st.integers(0, max(len(data) - 1, 0)))]
+    elif damage == "flip" and data:
+        position = draw(st.integers(0, len(data) - 1))
+        data = data[:position] + bytes([data[position] ^ draw(st.integers(1, 255))]) \
+            + data[position + 1:]
+    elif damage == "trailing":
+        data += draw(st.binary(min_size=1, max_size=16))
+    elif damage == "garbage":
+        data = draw(st.binary(max_size=400))
+    if draw(st.booleans()):
+        data += bytes(-(4 + len(data)) % 8)
+    return data

@@ -1,0 +1,436 @@
+"""The argument walker: the one parser of the argument stream, shared by every sink.
+
+A sample's arguments are walked once into a *flat list*, two items per argument: the tag
+byte (an int) and the value as a plain Python primitive:
+
+- ``int`` for every fixed-size payload (INT_T, the flag and enum words, QTYPE);
+- ``str`` for STR_T and UDP_MSG (UTF-8 with ``surrogateescape``: lossless);
+- :class:`Argv` (a list of ``str``) for STR_ARR_T;
+- :class:`SockAddr` (a tuple of primitives, cached by its wire bytes) for SOCKADDR_T;
+- ``None`` for an orphan tag whose payload the writer never wrote (lenient only).
+
+Sinks read that list and nothing else: ``decoder`` wraps the pairs in :class:`Arg`
+objects when ``event.args`` is first read, ``render`` turns them into JSON fragments and
+``arrow`` into columns. A new output is a new sink over the flat list, never a new parser.
+
+Three walks share the payload readers below and give the same flat list on every input
+the construct schemas accept (property tests hold all of them equal to the schemas):
+
+- :func:`walk` is the fast path: it returns False at the first thing it does not like,
+  and True only when the strict walk would succeed with the same values;
+- :func:`walk_strict` raises :class:`DecodeError` at the first damage, with its offset;
+- :func:`walk_lenient` never raises: it records the damage, resynchronises after orphan
+  tags and keeps everything decodable.
+
+Every loop consumes at least one byte per turn; nothing is allocated beyond the input.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+from ebpfwire.wire.argtypes import ArgType
+from ebpfwire.wire.errors import DecodeError
+from ebpfwire.wire.events import AF_INET, AF_INET6, AF_UNIX, Argv, SockAddr
+from ebpfwire.wire.schema import MAX_PADDING, MAX_STRING_SIZE, perf_pad
+
+_S32 = struct.Struct("<i").unpack_from
+_U32 = struct.Struct("<I").unpack_from
+_U16 = struct.Struct("<H").unpack_from
+_U16BE = struct.Struct(">H").unpack_from
+_INET6_TAIL = struct.Struct(">HI16s").unpack_from  # port, flowinfo (network order), addr
+_inet_ntop = socket.inet_ntop
+_new_tuple = tuple.__new__
+_STR, _ARR, _SOCKADDR = int(ArgType.STR_T), int(ArgType.STR_ARR_T), int(ArgType.SOCKADDR_T)
+#: Sockaddr bytes after the family, by family; any other family has none.
+SOCKADDR_BODY = {AF_UNIX: 108, AF_INET: 14, AF_INET6: 26}
+_PADDING_EXPECTED = "the perf ring's {} bytes of padding or at most 7 zero bytes"
+_ARGV_EXPECTED = "an argv element tag (10) or the closing tag (11)"
+_error = DecodeError
+
+#: Fixed-size payloads by tag byte: their width and unpacker (0 / None for the others).
+WIDTHS: list[int] = [0] * 256
+UNPACK: list = [None] * 256
+for _types, _unpack, _width in (
+    ((ArgType.INT_T, ArgType.CAP_T, ArgType.SYSCALL_T), _S32, 4),
+    ((ArgType.OPEN_FLAGS_T, ArgType.EXEC_FLAGS_T, ArgType.SOCK_DOM_T, ArgType.SOCK_TYPE_T,
+      ArgType.UNLINKAT_FLAG_T, ArgType.PTRACE_REQ_T, ArgType.MOUNT_FLAG_T,
+      ArgType.UMOUNT_FLAG_T), _U32, 4),
+    ((ArgType.QTYPE,), _U16BE, 2),
+):
+    for _t in _types:
+        WIDTHS[_t] = _width
+        UNPACK[_t] = _unpack
+STRING_TAGS = frozenset((int(ArgType.STR_T), int(ArgType.UDP_MSG)))
+#: Every tag byte the wire carries.
+KNOWN = [bool(WIDTHS[t]) or t in STRING_TAGS or t in (_ARR, _SOCKADDR) for t in range(256)]
+_KNOWN_TAGS = ", ".join(str(t) for t in range(256) if KNOWN[t])
+_TYPE_NAMES = {int(t): t.name for t in ArgType}
+
+
+# --------------------------------------------------------------------------- payloads
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+_SOCKADDRS: dict[bytes, SockAddr] = {}
+
+
+def sockaddr(raw: bytes) -> SockAddr:
+    """A sockaddr from its wire bytes (family first, body as long as the family says).
+
+    Addresses repeat (a server's peers, a resolver's port 53): each distinct byte string
+    is parsed once; the cache is bounded.
+    """
+    value = _SOCKADDRS.get(raw)
+    if value is not None:
+        return value
+    family = _U16(raw)[0]
+    if family == AF_INET:
+        fields = (family, _U16BE(raw, 2)[0], _inet_ntop(socket.AF_INET, raw[4:8]),
+                  None, None, None)
+    elif family == AF_INET6:
+        port, flowinfo, addr = _INET6_TAIL(raw, 2)
+        fields = (family, port, _inet_ntop(socket.AF_INET6, addr), None, flowinfo,
+                  _U32(raw, 24)[0])
+    elif family == AF_UNIX:
+        path = raw[2:]
+        if path[0]:
+            shown = _text(path.partition(b"\0")[0])
+        elif any(path):
+            shown = "@" + _text(path[1:].rstrip(b"\0"))
+        else:
+            shown = ""
+        fields = (family, None, None, shown, None, None)
+    else:
+        fields = (family, None, None, None, None, None)
+    if len(_SOCKADDRS) >= 4096:
+        _SOCKADDRS.clear()
+    value = _SOCKADDRS[raw] = _new_tuple(SockAddr, fields)
+    return value
+
+
+def _string(data: bytes, p: int, n: int) -> tuple[str, int]:
+    """A STR_T payload at ``p`` (the size field): the text and the next offset, or raise."""
+    if p + 4 > n:
+        raise _error("truncated", p, "a 4-byte string size", f"{n - p} bytes")
+    size = _S32(data, p)[0]
+    if not 0 <= size <= MAX_STRING_SIZE:
+        raise _error("bad-size", p, f"a string size in 0..{MAX_STRING_SIZE}", str(size))
+    q = p + 4
+    end = q + size
+    if end > n:
+        raise _error("truncated", q, f"{size} string bytes", f"{n - q} bytes")
+    if size and data[end - 1]:
+        raise _error("unterminated-string", q, "a NUL as the string's last byte",
+                     f"byte 0x{data[end - 1]:02x}")
+    return _text(data[q:end - 1]), end
+
+
+def _argv(data: bytes, p: int, n: int, errors: list | None) -> tuple[Argv, int]:
+    """STR_ARR_T elements after the opening tag, up to and including the closing tag."""
+    items = Argv()
+    while True:
+        if p >= n:
+            error = _error("unterminated-array", p, _ARGV_EXPECTED, "end of data")
+            if errors is None:
+                raise error
+            errors.append(error)
+            return items, p
+        tag = data[p]
+        if tag == _ARR:
+            return items, p + 1
+        if tag != _STR:
+            error = _error("bad-tag", p, _ARGV_EXPECTED, f"tag {tag}")
+            if errors is None:
+                raise error
+            errors.append(error)
+            return items, p
+        if errors is None:
+            value, p = _string(data, p + 1, n)
+            items.append(value)
+            continue
+        try:
+            value, q = _string(data, p + 1, n)
+        except DecodeError as error:
+            value, q, failure = None, p + 1, error
+        if value is not None and (q >= n or data[q] in (_STR, _ARR)):
+            items.append(value)
+            p = q
+        elif p + 1 < n and data[p + 1] in (_STR, _ARR):
+            errors.append(_error("orphan-tag", p, "a string payload after the element tag",
+                                 f"tag {data[p + 1]} (the writer's string read failed)"))
+            p += 1
+        elif value is not None:
+            items.append(value)
+            p = q
+        else:
+            errors.append(failure)
+            return items, p
+
+
+def _sockaddr(data: bytes, p: int, n: int) -> tuple[SockAddr, int]:
+    if p + 2 > n:
+        raise _error("truncated", p, "a 2-byte address family", f"{n - p} bytes")
+    body = SOCKADDR_BODY.get(_U16(data, p)[0], 0)
+    q = p + 2
+    if q + body > n:
+        kind = {14: "sockaddr_in", 26: "sockaddr_in6", 108: "sockaddr_un"}[body]
+        raise _error("truncated", q, f"{body} bytes of {kind}", f"{n - q} bytes")
+    return sockaddr(data[p:q + body]), q + body
+
+
+def _payload(data: bytes, p: int, n: int, errors: list | None) -> tuple[object, int]:
+    """The argument at ``p`` (its tag): its value and the next offset, or raise."""
+    tag = data[p]
+    width = WIDTHS[tag]
+    if width:
+        if p + 1 + width > n:
+            raise _error("truncated", p + 1, f"a {width}-byte payload", f"{n - p - 1} bytes")
+        return UNPACK[tag](data, p + 1)[0], p + 1 + width
+    if tag in STRING_TAGS:
+        return _string(data, p + 1, n)
+    if tag == _ARR:
+        return _argv(data, p + 1, n, errors)
+    if tag == _SOCKADDR:
+        return _sockaddr(data, p + 1, n)
+    raise _error("bad-tag", p, f"an argument tag ({_KNOWN_TAGS})", f"tag {tag}")
+
+
+def is_padding(data: bytes, p: int, n: int) -> bool:
+    """Do the bytes from ``p`` look like the perf ring's padding after an event that ends there?
+
+    The ring rounds ``4 + size`` up to 8 bytes; the kernel skips the pad rather than
+    zeroing it, so exactly that many bytes of any value are padding, and so are up to 7
+    zero bytes (the padding the wire-format page describes).
+    """
+    tail = n - p
+    # -(4 + p) % 8 is perf_pad(p), inlined: this runs for nearly every sample
+    return tail <= MAX_PADDING and (tail == -(4 + p) % 8 or data.count(0, p, n) == tail)
+
+
+# --------------------------------------------------------------------------- the walks
+
+
+def walk(data: bytes, p: int, n: int, argc: int, out: list) -> bool:
+    """The fast path: append ``argc`` (tag, value) pairs to ``out`` and say True, only when
+    the sample from ``p`` to ``n`` is certainly valid (padding included).
+
+    False means "take the careful walk" (which raises the precise error, or rarely
+    succeeds); ``out`` may then hold a partial walk, which the caller discards.
+    """
+    append = out.append
+    for _ in range(argc):
+        if p >= n:
+            return False
+        tag = data[p]
+        width = WIDTHS[tag]
+        if width:
+            q = p + 1 + width
+            if q > n:
+                return False
+            append(tag)
+            append(UNPACK[tag](data, p + 1)[0])
+            p = q
+        elif tag == _STR:
+            q = p + 5
+            if q > n:
+                return False
+            size = _S32(data, p + 1)[0]
+            end = q + size
+            if 0 < size <= MAX_STRING_SIZE and end <= n and not data[end - 1]:
+                append(tag)
+                append(data[q:end - 1].decode("utf-8", "surrogateescape"))
+            elif size == 0:
+                append(tag)
+                append("")
+            else:
+                return False
+            p = end
+        elif tag == _SOCKADDR:
+            if p + 3 > n:
+                return False
+            q = p + 3 + SOCKADDR_BODY.get(_U16(data, p + 1)[0], 0)
+            if q > n:
+                return False
+            raw = data[p + 1:q]
+            append(tag)
+            append(_SOCKADDRS.get(raw) or sockaddr(raw))
+            p = q
+        elif tag == _ARR:
+            p += 1
+            items = Argv()
+            while p < n and data[p] == _STR:
+                q = p + 5
+                if q > n:
+                    return False
+                size = _S32(data, p + 1)[0]
+                end = q + size
+                if 0 < size <= MAX_STRING_SIZE and end <= n and not data[end - 1]:
+                    items.append(data[q:end - 1].decode("utf-8", "surrogateescape"))
+                elif size == 0:
+                    items.append("")
+                else:
+                    return False
+                p = end
+            if p >= n or data[p] != _ARR:
+                return False
+            append(tag)
+            append(items)
+            p += 1
+        elif tag in STRING_TAGS:
+            try:
+                value, p = _string(data, p + 1, n)
+            except DecodeError:
+                return False
+            append(tag)
+            append(value)
+        else:
+            return False
+    tail = n - p      # inline is_padding: this runs once per event
+    return tail == 0 or (0 < tail <= MAX_PADDING
+                         and (tail == -(4 + p) % 8 or data.count(0, p, n) == tail))
+
+
+def walk_strict(data: bytes, p: int, n: int, argc: int, out: list) -> None:
+    """Append ``argc`` (tag, value) pairs to ``out``, or raise at the first damage."""
+    append = out.append
+    for index in range(argc):
+        if p >= n:
+            raise _error("missing-argument", p,
+                         f"argument {index + 1} of the {argc} argnum announces", "end of data")
+        tag = data[p]
+        value, p = _payload(data, p, n, None)
+        append(tag)
+        append(value)
+    if p < n and not is_padding(data, p, n):
+        raise _error("trailing-bytes", p, _PADDING_EXPECTED.format(perf_pad(p)),
+                     f"{n - p} more bytes")
+
+
+def _plausible_next(data: bytes, q: int, n: int, index: int, argc: int,
+                    expected: tuple[int, ...] | None) -> bool:
+    """Does what follows ``q`` look like argument ``index`` (or the end after the last)?"""
+    if index >= argc:
+        return q >= n or is_padding(data, q, n)
+    if q >= n or not KNOWN[data[q]]:
+        return False
+    return expected is None or data[q] == expected[index]
+
+
+def walk_lenient(data: bytes, p: int, n: int, argc: int, expected: tuple[int, ...] | None,
+                 out: list, errors: list[DecodeError]) -> None:
+    """Append what can be decoded to ``out`` and the damage to ``errors``; never raise.
+
+    An orphan tag (the writer wrote the tag, then failed to read the payload) is told
+    from damage by what follows it: the next expected tag, or the end of the sample.
+    """
+    append = out.append
+    for index in range(argc):
+        if p >= n:
+            errors.append(_error("missing-argument", p,
+                                 f"argument {index + 1} of the {argc} argnum announces",
+                                 "end of data"))
+            return
+        tag = data[p]
+        try:
+            value, q = _payload(data, p, n, errors)
+            failure = None
+        except DecodeError as error:
+            value, q, failure = None, p, error
+        if failure is None and _plausible_next(data, q, n, index + 1, argc, expected):
+            p = q
+        elif KNOWN[tag] and _plausible_next(data, p + 1, n, index + 1, argc, expected):
+            errors.append(_error("orphan-tag", p, f"a {_TYPE_NAMES[tag]} payload after the tag",
+                                 "the next argument's tag (the writer's read failed)"))
+            value = None
+            p += 1
+        elif failure is None:
+            p = q
+        else:
+            if is_padding(data, p, n):
+                failure = _error("missing-argument", p,
+                                 f"argument {index + 1} of the {argc} argnum announces",
+                                 "perf padding")
+            errors.append(failure)
+            return
+        append(tag)
+        append(value)
+    if p < n and not is_padding(data, p, n):
+        errors.append(_error("trailing-bytes", p, _PADDING_EXPECTED.format(perf_pad(p)),
+                             f"{n - p} more bytes"))
+
+
+# --------------------------------------------------------------------------- by columns
+
+
+#: Tags :func:`walk_columns` reads: the fixed-size payloads, the strings, the sockaddrs.
+COLUMN_TAGS = frozenset(t for t in range(256) if WIDTHS[t] or t in STRING_TAGS
+                        or t == _SOCKADDR)
+
+
+def walk_columns(buf, starts, ends, p, tags: tuple[int, ...]):
+    """:func:`walk` over many samples at once, for samples whose tags should be ``tags``
+    (only tags of :data:`COLUMN_TAGS`): numpy arrays in, numpy arrays out.
+
+    ``buf`` is a uint8 array of the joined samples, sample ``i`` spanning
+    ``starts[i]:ends[i]``, its arguments from ``p[i]``. Returns ``(ok, values)``: ``ok``
+    is True exactly where :func:`walk` would say True with these tags; ``values`` has one
+    entry per tag: an int64 array for a fixed-size payload, or the (begin, end) arrays of
+    the text's bytes in ``buf`` for a string, of the wire bytes for a sockaddr. Values of
+    rows not ``ok`` are meaningless; those rows take :func:`walk`.
+    """
+    import numpy as np
+
+    last = len(buf) - 1
+    bodies = np.zeros(1 << 16, np.int64)
+    for family, body in SOCKADDR_BODY.items():
+        bodies[family] = body
+    ok = np.ones(len(starts), bool)
+    p = np.asarray(p, np.int64)
+    values: list = []
+
+    def byte(at):
+        return buf[np.clip(at, 0, last)].astype(np.int64)
+
+    for tag in tags:
+        ok &= (p < ends) & (byte(p) == tag)
+        width = WIDTHS[tag]
+        if width == 4:
+            value = byte(p + 1) | byte(p + 2) << 8 | byte(p + 3) << 16 | byte(p + 4) << 24
+            if UNPACK[tag] is _S32:
+                value -= (value >> 31) << 32
+            ok &= p + 5 <= ends
+            values.append(value)
+            p = p + 5
+        elif tag == _SOCKADDR:
+            stop = p + 3 + bodies[byte(p + 1) | byte(p + 2) << 8]
+            ok &= stop <= ends
+            values.append((p + 1, stop))
+            p = stop
+        elif width == 2:    # QTYPE, network order
+            ok &= p + 3 <= ends
+            values.append(byte(p + 1) << 8 | byte(p + 2))
+            p = p + 3
+        else:               # a string: size, bytes, NUL
+            size = byte(p + 1) | byte(p + 2) << 8 | byte(p + 3) << 16 | byte(p + 4) << 24
+            size -= (size >> 31) << 32
+            begin = p + 5
+            stop = begin + size
+            ok &= (begin <= ends) & (size >= 0) & (size <= MAX_STRING_SIZE) & (stop <= ends)
+            ok &= (size == 0) | (byte(stop - 1) == 0)
+            values.append((begin, np.maximum(stop - 1, begin)))
+            p = np.maximum(stop, begin)
+    tail = ends - p
+    padding = (tail > 0) & (tail <= MAX_PADDING)
+    zeros = padding & (tail == -(4 + p - starts) % 8)
+    if (padding & ~zeros).any():   # not the ring's pad: then up to 7 zero bytes
+        all_zero = np.ones(len(p), bool)
+        for k in range(MAX_PADDING):
+            all_zero &= (k >= tail) | (byte(p + k) == 0)
+        zeros |= padding & all_zero
+    ok &= (tail == 0) | zeros
+    return ok, values
