@@ -656,8 +656,8 @@ def test_events_decodes_samples_and_yields_errors(five, monkeypatch):
             raise FakeDecodeError("empty sample")
         return ("event", data)
 
-    monkeypatch.setattr(ebpfwire, "decode", fake_decode, raising=False)
-    monkeypatch.setattr(ebpfwire, "DecodeError", FakeDecodeError, raising=False)
+    monkeypatch.setattr(ebpfwire.capture, "decode", fake_decode)
+    monkeypatch.setattr(ebpfwire.capture, "DecodeError", FakeDecodeError)
     with CaptureReader(path) as reader:
         out = list(reader.events(strict=False, arch="arm64"))
     assert [type(r).__name__ for r, _ in out] == [

@@ -9,8 +9,8 @@ from test_process import Stream
 
 from ebpfwire.capture import CaptureReader
 from ebpfwire.capture.snapshot import ContainerInfo, ProcessInfo
-from ebpfwire.output.render import escape
 from ebpfwire.process.tree import build_tree, capture_items, in_ts_order
+from ebpfwire.wire.text import escape
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 

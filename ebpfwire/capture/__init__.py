@@ -50,6 +50,8 @@ from construct import (
 
 from ebpfwire.capture.snapshot import ContainerInfo, ContainerPayload, ProcessInfo, ProcessPayload
 from ebpfwire.errors import EbpfwireError
+from ebpfwire.wire.decoder import decode
+from ebpfwire.wire.errors import DecodeError
 
 # --------------------------------------------------------------------------- the spec
 
@@ -1375,7 +1377,6 @@ class CaptureReader:
         """Decode each SAMPLE: yields (record, event) or (record, DecodeError); a bad sample
         does not stop the others. LOST, PROCESS and CONTAINER records come through as
         (record, None) where they are in the file. layout and arch default to the header's."""
-        from ebpfwire import DecodeError, decode  # the decoder is written concurrently
 
         layout = layout or self.header.layout
         arch = arch or self.header.arch

@@ -26,12 +26,13 @@ from ebpfwire.capture import (
     SampleRecord,
     unreadable_capture,
 )
-from ebpfwire.output.render import TableRenderer, event_json, event_label, lost_json, printable
+from ebpfwire.output.render import TableRenderer, event_json, event_label, lost_json
 from ebpfwire.wire.catalogue import SPECIAL_EVENTS, check_arch, event_name
 from ebpfwire.wire.decoder import decode
 from ebpfwire.wire.errors import DecodeError
 from ebpfwire.wire.events import Event
 from ebpfwire.wire.layouts import LAYOUTS, Layout, get_layout
+from ebpfwire.wire.text import printable
 
 PROG = "ebpfwire"
 #: Exit statuses (docs/cli.md): done; done but something was damaged (--strict-exit);

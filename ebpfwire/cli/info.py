@@ -19,9 +19,10 @@ from ebpfwire.cli.common import (
     open_capture,
     write_stdout,
 )
-from ebpfwire.output.render import event_label, printable
+from ebpfwire.output.render import event_label
 from ebpfwire.wire.decoder import decode
 from ebpfwire.wire.layouts import Layout
+from ebpfwire.wire.text import printable
 
 DAMAGE_SHOWN = 10  # damaged stretches listed by offset in the text summary
 

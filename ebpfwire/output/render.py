@@ -14,7 +14,6 @@ an Event being built at all.
 from __future__ import annotations
 
 import json
-import signal
 import time
 from collections.abc import Callable
 
@@ -23,6 +22,7 @@ from ebpfwire.wire.argtypes import ArgType
 from ebpfwire.wire.catalogue import event_name, is_syscall_event
 from ebpfwire.wire.events import AF_INET, AF_INET6, AF_UNIX, Arg, Argv, Event, SockAddr
 from ebpfwire.wire.layouts import Layout
+from ebpfwire.wire.text import escape, exit_status_text, quote
 from ebpfwire.wire.walker import STRING_TAGS, WIDTHS, walk
 
 try:  # the C encoder; the pure-Python one gives the same text, slower
@@ -205,43 +205,6 @@ def lost_json(cpu: int, count: int) -> str:
 
 # --------------------------------------------------------------------------- table
 
-_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
-
-
-def escape(value: str) -> str:
-    """A wire string for a terminal: non-UTF-8 bytes and control characters as escapes."""
-    if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
-        return value
-    out = []
-    for char in value:
-        code = ord(char)
-        if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte kept by surrogateescape
-            out.append(f"\\x{code - 0xDC00:02x}")
-        elif char in _ESCAPES:
-            out.append(_ESCAPES[char])
-        elif char.isprintable():
-            out.append(char)
-        elif code < 0x100:
-            out.append(f"\\x{code:02x}")
-        else:
-            out.append(f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
-    return "".join(out)
-
-
-def printable(text: str) -> str:
-    """Text for a terminal as it is, except control and format characters (ESC, newline,
-    bidi overrides) and undecodable bytes, shown as escapes: nothing from a capture can move
-    the cursor or forge a line. Unlike :func:`escape`, quotes and backslashes stay as they are.
-    """
-    if text.isprintable():
-        return text
-    return "".join(char if char.isprintable() else escape(char) for char in text)
-
-
-def quote(value: str) -> str:
-    return '"' + escape(value) + '"'
-
-
 def arg_text(arg: Arg) -> str:
     """One argument as strace would show it; ``?`` when the writer left the payload out."""
     value = arg.value
@@ -272,17 +235,6 @@ def event_label(event: Event) -> str:
 
 
 _DIRFD_CALLS = frozenset(("openat", "unlinkat", "fchownat", "execveat"))
-
-
-def exit_status_text(status: int) -> str:
-    """do_exit's retval is a wait(2) status: exit code << 8, or the fatal signal."""
-    if status & 0x7F == 0:
-        return f"exited with {(status >> 8) & 0xFF}"
-    number = status & 0x7F
-    try:
-        return f"killed by {signal.Signals(number).name}"
-    except ValueError:
-        return f"killed by signal {number}"
 
 
 class TableRenderer:

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ebpfwire.capture import LostRecord
-from ebpfwire.output.render import escape, event_label
+from ebpfwire.output.render import event_label
 from ebpfwire.wire.catalogue import is_syscall_event
 from ebpfwire.wire.events import Event
+from ebpfwire.wire.text import escape
 
 GROUPINGS = (None, "comm", "pid")
 

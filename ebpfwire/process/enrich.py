@@ -16,12 +16,12 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from ebpfwire.capture.snapshot import ContainerInfo, ProcessInfo
-from ebpfwire.output.render import printable
 from ebpfwire.process.table import DEFAULT_RETAIN_NS, DO_EXIT, EventContext, ProcessTable, Program
 from ebpfwire.wire.catalogue import expected_tags
 from ebpfwire.wire.decoder import decode
 from ebpfwire.wire.events import Event
 from ebpfwire.wire.layouts import Layout
+from ebpfwire.wire.text import printable
 from ebpfwire.wire.walker import walk, walk_lenient
 
 _CACHE_LIMIT = 1 << 16   # entries per cache (texts, programs, answers); cleared when full

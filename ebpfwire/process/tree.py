@@ -16,9 +16,9 @@ from typing import Any
 
 from ebpfwire.capture import CaptureReader, ContainerRecord, LostRecord, ProcessRecord, SampleRecord
 from ebpfwire.capture.snapshot import ContainerInfo, ProcessInfo
-from ebpfwire.output.render import escape, exit_status_text
 from ebpfwire.process.table import Process, ProcessTable
 from ebpfwire.wire.events import Event
+from ebpfwire.wire.text import escape, exit_status_text
 
 EventFilter = Callable[[Event], bool]
 REORDER_NS = 1_000_000_000

@@ -21,9 +21,9 @@ from ebpfwire.wire.events import (
     Argv,
     Event,
     SockAddr,
-    raw,
 )
 from ebpfwire.wire.layouts import Layout, get_layout
+from ebpfwire.wire.text import raw
 
 MAX_BUFFER_SIZE = 32768
 MAX_STRING_SIZE = 4096

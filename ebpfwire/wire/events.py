@@ -15,20 +15,11 @@ from ebpfwire.wire import names
 from ebpfwire.wire.argtypes import ArgType
 from ebpfwire.wire.catalogue import event_name, is_syscall_event
 from ebpfwire.wire.errors import DecodeError
+from ebpfwire.wire.text import raw
 
 AF_UNIX, AF_INET, AF_INET6 = 1, 2, 10
 ARGV_LIMIT = 20          # MAX_STR_ARR_ELEM: argv elements the writer copies
 ARGV_MORE = "..."        # the element the writer adds when argv had more
-
-
-def text(raw: bytes) -> str:
-    """Bytes from the wire as str, losslessly (UTF-8, undecodable bytes as surrogates)."""
-    return raw.decode("utf-8", "surrogateescape")
-
-
-def raw(value: str) -> bytes:
-    """The exact wire bytes of a string that :func:`text` produced."""
-    return value.encode("utf-8", "surrogateescape")
 
 
 class SockAddr(NamedTuple):

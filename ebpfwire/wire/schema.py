@@ -43,8 +43,9 @@ from construct import (
 from ebpfwire.wire.argtypes import ArgType
 from ebpfwire.wire.catalogue import check_arch
 from ebpfwire.wire.errors import DecodeError
-from ebpfwire.wire.events import AF_INET, AF_INET6, AF_UNIX, Arg, Argv, Event, SockAddr, text
+from ebpfwire.wire.events import AF_INET, AF_INET6, AF_UNIX, Arg, Argv, Event, SockAddr
 from ebpfwire.wire.layouts import Layout, get_layout
+from ebpfwire.wire.text import text
 
 MAX_STRING_SIZE = 4096
 MAX_PADDING = 7
