@@ -3,30 +3,45 @@
     >>> import ebpfwire
     >>> event = ebpfwire.decode(sample_bytes)          # doctest: +SKIP
     >>> event.name, event.args[0].value, event.to_dict()  # doctest: +SKIP
+
+The names below are loaded on first use, so importing one layer (``ebpfwire.kernel.perf``
+for a recorder, say) does not load the decoder.
 """
 
-from ebpfwire.capture.snapshot import ContainerInfo, ProcessInfo
-from ebpfwire.wire.argtypes import (
-    MAX_ARGS,
-    ArgType,
-    arg_types,
-    argnum,
-    dec_arg_type,
-    enc_arg_type,
-    make_mask,
-)
-from ebpfwire.wire.catalogue import event_name
-from ebpfwire.wire.decoder import decode, decode_many
-from ebpfwire.wire.encoder import encode
-from ebpfwire.wire.errors import DecodeError
-from ebpfwire.wire.events import Arg, Argv, Event, SockAddr
-from ebpfwire.wire.layouts import LAYOUTS, Layout, get_layout, register_layout
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "LAYOUTS", "MAX_ARGS", "Arg", "ArgType", "Argv", "ContainerInfo", "DecodeError", "Event",
-    "Layout", "ProcessInfo", "SockAddr", "arg_types", "argnum", "dec_arg_type", "decode",
-    "decode_many", "enc_arg_type", "encode", "event_name", "get_layout", "make_mask",
-    "register_layout",
-]
+#: Public name -> the module that defines it.
+_HOMES = {
+    "ContainerInfo": "ebpfwire.capture.snapshot", "ProcessInfo": "ebpfwire.capture.snapshot",
+    "MAX_ARGS": "ebpfwire.wire.argtypes", "ArgType": "ebpfwire.wire.argtypes",
+    "arg_types": "ebpfwire.wire.argtypes", "argnum": "ebpfwire.wire.argtypes",
+    "dec_arg_type": "ebpfwire.wire.argtypes", "enc_arg_type": "ebpfwire.wire.argtypes",
+    "make_mask": "ebpfwire.wire.argtypes",
+    "event_name": "ebpfwire.wire.catalogue",
+    "decode": "ebpfwire.wire.decoder", "decode_many": "ebpfwire.wire.decoder",
+    "encode": "ebpfwire.wire.encoder",
+    "EbpfwireError": "ebpfwire.errors", "DecodeError": "ebpfwire.wire.errors",
+    "Arg": "ebpfwire.wire.events", "Argv": "ebpfwire.wire.events",
+    "Event": "ebpfwire.wire.events", "SockAddr": "ebpfwire.wire.events",
+    "LAYOUTS": "ebpfwire.wire.layouts", "Layout": "ebpfwire.wire.layouts",
+    "get_layout": "ebpfwire.wire.layouts", "register_layout": "ebpfwire.wire.layouts",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> object:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'ebpfwire' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOMES))

@@ -146,3 +146,13 @@ def test_each_module_imports_alone(chunk):
     with ThreadPoolExecutor(4) as pool:
         failed = {name: err for name, err in pool.map(run, names) if err}
     assert failed == {}
+
+
+def test_the_facade_gives_every_public_name_and_imports_nothing_first():
+    code = ("import sys, ebpfwire\n"
+            "assert not [m for m in sys.modules if m.startswith('ebpfwire.')], sys.modules\n"
+            "from ebpfwire import *\n"
+            "missing = [n for n in ebpfwire.__all__ if n not in globals()]\n"
+            "assert not missing, missing\n"
+            "assert issubclass(ebpfwire.DecodeError, ebpfwire.EbpfwireError)\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

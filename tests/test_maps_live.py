@@ -13,8 +13,8 @@ from bpf_object import LoadedObject, compile_object
 from ebpfwire.kernel import syscalls
 from ebpfwire.kernel.errors import LoaderError
 from ebpfwire.kernel.maps import BPF_NOEXIST, Map, object_maps
-from ebpfwire.kernel.perf import possible_cpus
 from ebpfwire.kernel.syscalls import BpfSyscallError
+from ebpfwire.machine import possible_cpus
 
 pytestmark = pytest.mark.live
 TYPED_LAYOUT = struct.Struct("<Qii3Hbxi4s")  # struct typed_value as clang lays it out

@@ -48,6 +48,7 @@ from construct import (
     this,
 )
 
+from ebpfwire import machine
 from ebpfwire.capture.snapshot import ContainerInfo, ContainerPayload, ProcessInfo, ProcessPayload
 from ebpfwire.errors import EbpfwireError
 from ebpfwire.wire.decoder import decode
@@ -260,22 +261,7 @@ class HostInfo:
     @classmethod
     def current(cls) -> HostInfo:
         """This machine; ncpus counts possible CPUs, the size of a per-CPU perf map."""
-        return cls(os.uname().release, socket.gethostname(), _possible_cpus())
-
-
-def _possible_cpus() -> int:
-    try:
-        with open("/sys/devices/system/cpu/possible") as f:
-            spec = f.read().strip()
-        return max(int(part.rsplit("-", 1)[-1]) for part in spec.split(",")) + 1
-    except (OSError, ValueError):
-        return os.cpu_count() or 1
-
-
-def current_boot_time_ns() -> int:
-    """Wall-clock ns of boot: add a bpf_ktime_get_ns() value (CLOCK_MONOTONIC) to show it
-    as wall-clock time."""
-    return time.time_ns() - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        return cls(os.uname().release, socket.gethostname(), machine.possible_cpus())
 
 
 @dataclass(frozen=True)
@@ -461,7 +447,7 @@ class CaptureWriter:
             kernel_release=host.kernel_release,
             hostname=host.hostname,
             ncpus=host.ncpus,
-            boot_time_ns=current_boot_time_ns() if boot_time_ns is None else boot_time_ns,
+            boot_time_ns=machine.boot_time_ns() if boot_time_ns is None else boot_time_ns,
             start_time_ns=time.time_ns() if start_time_ns is None else start_time_ns,
         )
         self._set_version(version)

@@ -8,7 +8,6 @@ import difflib
 import functools
 import mmap
 import os
-import platform
 import re
 import signal
 import stat
@@ -17,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TextIO
 
+from ebpfwire import machine
 from ebpfwire.capture import (
     ARCHES,
     CaptureError,
@@ -26,6 +26,7 @@ from ebpfwire.capture import (
     SampleRecord,
     unreadable_capture,
 )
+from ebpfwire.kernel.ringbuf import RINGBUF_CPU
 from ebpfwire.output.render import TableRenderer, event_json, event_label, lost_json
 from ebpfwire.wire.catalogue import SPECIAL_EVENTS, check_arch, event_name
 from ebpfwire.wire.decoder import decode
@@ -43,9 +44,6 @@ PID_MAX = 4_194_304    # PID_MAX_LIMIT on 64-bit Linux: no pid is larger
 COMM_MAX = 15
 RING_PAGES_MAX = 1 << 16  # 256 MiB per CPU with 4 KiB pages
 RING_BYTES_MAX = 1 << 30  # the monitor's bound, for either transport
-#: The cpu of every ring buffer sample (ebpfwire.kernel.ringbuf.RINGBUF_CPU; not imported from
-#: there, as that loads the whole loader).
-RINGBUF_CPU = 0xFFFFFFFF
 DURATION_MAX = 1e9     # s (about 31 years): a bound that keeps the deadline arithmetic exact
 _EVENT_ID = re.compile(r"event_\d+")
 HOLD_LIMIT = 256       # samples held back while checking that the layout fits
@@ -54,7 +52,6 @@ HOLD_LIMIT = 256       # samples held back while checking that the layout fits
 WRITE_LIMIT = 1 << 18
 FOLLOW_POLL = 0.05     # s between looks for a file --follow waits for
 PROGRESS_EVERY = 0.25  # s between progress updates on a terminal
-MACHINES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
 
 
 class UsageError(Exception):
@@ -447,12 +444,10 @@ def _regular_size(source: str) -> int | None:
 
 def machine_arch() -> str:
     """This machine's architecture as captures name it (x86_64 or arm64)."""
-    machine = platform.machine()
     try:
-        return MACHINES[machine]
-    except KeyError:
-        raise UsageError(f"unsupported machine {machine!r}: the bundled monitor is built for "
-                         "x86_64 and arm64") from None
+        return machine.arch()
+    except machine.UnsupportedMachine as exc:
+        raise UsageError(str(exc)) from None
 
 
 class _Stop:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ebpfwire.capture import current_boot_time_ns
+from ebpfwire import machine
 from ebpfwire.cli.common import (
     EXIT_OK,
     Output,
@@ -52,7 +52,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     from ebpfwire.kernel.perf import Lost
 
     arch = machine_arch()
-    out = Output(args.format, sys.stdout, boot_time_ns=current_boot_time_ns(), utc=args.utc,
+    out = Output(args.format, sys.stdout, boot_time_ns=machine.boot_time_ns(), utc=args.utc,
                  flush_each=True)
     pending = _Reorder()
     keep = make_filter([], None, None, args.failed)  # --pid and --comm: in the kernel

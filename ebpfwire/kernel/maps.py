@@ -16,11 +16,11 @@ import struct
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from ebpfwire import machine
 from ebpfwire.kernel import syscalls
 from ebpfwire.kernel.btf import Btf, BtfKind
 from ebpfwire.kernel.elf import BpfObject
 from ebpfwire.kernel.errors import BtfError, LoaderError
-from ebpfwire.kernel.perf import possible_cpus
 from ebpfwire.kernel.syscalls import BpfSyscallError, MapInfo
 
 BPF_ANY = 0  # update flags: create or replace
@@ -215,7 +215,7 @@ class Map:
         self.name = info.name
         self.id = info.id
         self.percpu = info.type in syscalls.PERCPU_MAP_TYPES
-        self.ncpus = possible_cpus() if self.percpu else 1
+        self.ncpus = machine.possible_cpus() if self.percpu else 1
         self._stride = (self.value_size + 7) & ~7 if self.percpu else self.value_size
         self._key = self._codec(btf, key_type_id, self.key_size, "key")
         self._value = self._codec(btf, value_type_id, self.value_size, "value")

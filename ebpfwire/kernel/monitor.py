@@ -8,18 +8,16 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from ebpfwire import machine
 from ebpfwire.kernel import perf, syscalls
 from ebpfwire.kernel.attach import attach_program
 from ebpfwire.kernel.btf import Btf
 from ebpfwire.kernel.config import build_config
 from ebpfwire.kernel.elf import BpfObject, ProgramSpec, read_object
 from ebpfwire.kernel.errors import LoaderError
+from ebpfwire.kernel.ringbuf import RingBufReader
 from ebpfwire.kernel.syscalls import BpfSyscallError
-
-if TYPE_CHECKING:
-    from ebpfwire.kernel.ringbuf import RingBufReader
 
 # user-facing event names served by one program group of the object
 EVENT_ALIASES = {
@@ -237,7 +235,7 @@ class Monitor:
         for spec in self.object.maps.values():
             sizes, max_entries = (spec.key_size, spec.value_size), spec.max_entries
             if spec.type == syscalls.BPF_MAP_TYPE_PERF_EVENT_ARRAY:
-                max_entries = perf.possible_cpus()
+                max_entries = machine.possible_cpus()
             elif spec.type == syscalls.BPF_MAP_TYPE_RINGBUF:  # no keys or values: bytes
                 sizes, max_entries = (0, 0), self.ring_bytes
             self.map_fds[spec.name] = syscalls.map_create(
@@ -246,10 +244,6 @@ class Monitor:
 
     def _open_reader(self, page_count: int | None) -> perf.PerfReader | RingBufReader:
         if self.transport == "ringbuf":
-            # imported here: ringbuf -> loader.maps -> perf -> loader would be a cycle
-            # when ebpfwire.kernel.perf is imported first
-            from ebpfwire.kernel.ringbuf import RingBufReader
-
             return RingBufReader(
                 self.events_map_fd, self.ring_bytes, drops_map_fd=self.map_fds["ringbuf_drops"]
             )

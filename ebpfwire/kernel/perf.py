@@ -41,6 +41,7 @@ from construct import (
     this,
 )
 
+from ebpfwire import machine
 from ebpfwire.kernel import syscalls
 from ebpfwire.kernel.errors import LoaderError
 
@@ -209,23 +210,6 @@ class PerfRing:
         return records
 
 
-def online_cpus(path: str = "/sys/devices/system/cpu/online") -> list[int]:
-    """CPU numbers from a sysfs list such as ``0-3,6``."""
-    with open(path) as f:
-        text = f.read().strip()
-    cpus: list[int] = []
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        cpus.extend(range(int(lo), int(hi or lo) + 1))
-    return cpus
-
-
-def possible_cpus(path: str = "/sys/devices/system/cpu/possible") -> int:
-    """CPU slots the kernel may use: the size of a PERF_EVENT_ARRAY, the values of a
-    per-CPU map."""
-    return max(online_cpus(path)) + 1
-
-
 class _HasEventsMap(Protocol):
     events_map_fd: int
 
@@ -332,7 +316,7 @@ class PerfReader(EpollReader):
         self.max_latency = max_latency
         self.map_fd = events if isinstance(events, int) else events.events_map_fd
         self.page_count = page_count
-        self.cpus = list(cpus) if cpus is not None else online_cpus()
+        self.cpus = list(cpus) if cpus is not None else machine.online_cpus()
         self.lost: dict[int, int] = dict.fromkeys(self.cpus, 0)
         self._rings: list[PerfRing] = []
         self._fds: list[int] = []

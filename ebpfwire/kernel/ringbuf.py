@@ -28,6 +28,7 @@ from collections import deque
 
 from construct import Int32ul, Struct
 
+from ebpfwire import machine
 from ebpfwire.kernel import syscalls
 from ebpfwire.kernel.errors import LoaderError
 from ebpfwire.kernel.perf import (
@@ -37,7 +38,6 @@ from ebpfwire.kernel.perf import (
     Record,
     RingBuffer,
     Sample,
-    possible_cpus,
 )
 
 RINGBUF_CPU = 0xFFFFFFFF  # the cpu of every Sample: ring records do not say who wrote them
@@ -63,7 +63,7 @@ class DropCounter:
     def __init__(self, map_fd: int) -> None:
         info = syscalls.map_info(map_fd)
         self.map_fd = map_fd
-        self.ncpus = possible_cpus()
+        self.ncpus = machine.possible_cpus()
         if info.value_size != 8:
             raise LoaderError(
                 f"drops map {info.name!r}: expected u64 values (value_size 8), found "

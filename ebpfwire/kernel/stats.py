@@ -10,7 +10,6 @@ print BCC's ``print_log2_hist`` text and a stable JSON form (docs/stats.md).
 from __future__ import annotations
 
 import os
-import platform
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -20,18 +19,17 @@ from typing import Any, NamedTuple
 
 from construct import Int32ul, Struct
 
+from ebpfwire import machine
 from ebpfwire.kernel import syscalls as bpfsys
 from ebpfwire.kernel.attach import attach_program
 from ebpfwire.kernel.elf import read_object
 from ebpfwire.kernel.errors import LoaderError
 from ebpfwire.kernel.monitor import load_program
-from ebpfwire.kernel.perf import possible_cpus
 from ebpfwire.wire import names
 
 MAX_SYSCALLS = 1024  # as in bpf/stats.bpf.c: syscall numbers at or above are not counted
 SLOTS = 64
 STAR_WIDTH = 40
-MACHINES = {"x86_64": "x86_64", "aarch64": "arm64"}
 
 # `struct stats_config` of bpf/stats.bpf.c
 StatsConfig = Struct(
@@ -59,14 +57,6 @@ RESTART_ERRNOS = {
 def bundled_stats_object() -> Path:
     """Path of the pre-compiled ``stats.bpf.o`` shipped with the package."""
     return Path(str(resources.files("ebpfwire") / "data" / "stats.bpf.o"))
-
-
-def host_arch() -> str:
-    """This machine's architecture as :mod:`ebpfwire.wire.names` spells it."""
-    machine = platform.machine()
-    if machine not in MACHINES:
-        raise LoaderError(f"syscall statistics: unsupported architecture {machine!r}")
-    return MACHINES[machine]
 
 
 def errno_label(code: int) -> str:
@@ -157,7 +147,10 @@ class SyscallStats:
         ignore_self: bool = True,
         object_path: str | Path | None = None,
     ) -> None:
-        self.arch = host_arch()
+        try:
+            self.arch = machine.arch()
+        except machine.UnsupportedMachine as exc:
+            raise LoaderError(f"syscall statistics: {exc}") from None
         wanted = None if syscalls is None else _syscall_numbers(syscalls, self.arch)
         if pid is not None:
             try:
@@ -168,7 +161,7 @@ class SyscallStats:
         self.programs = [
             p for p in self.object.programs if pid is not None or p.name != "stats__fork"
         ]
-        self.ncpus = possible_cpus()
+        self.ncpus = machine.possible_cpus()
         self.map_fds: dict[str, int] = {}
         self.prog_fds: dict[str, int] = {}
         self._attach_fds: list[int] = []
