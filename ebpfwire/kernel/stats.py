@@ -21,10 +21,9 @@ from construct import Int32ul, Struct
 
 from ebpfwire import machine
 from ebpfwire.kernel import syscalls as bpfsys
-from ebpfwire.kernel.attach import attach_program
+from ebpfwire.kernel.collection import ProgramCollection
 from ebpfwire.kernel.elf import read_object
 from ebpfwire.kernel.errors import LoaderError
-from ebpfwire.kernel.monitor import load_program
 from ebpfwire.wire import names
 
 MAX_SYSCALLS = 1024  # as in bpf/stats.bpf.c: syscall numbers at or above are not counted
@@ -162,12 +161,15 @@ class SyscallStats:
             p for p in self.object.programs if pid is not None or p.name != "stats__fork"
         ]
         self.ncpus = machine.possible_cpus()
-        self.map_fds: dict[str, int] = {}
-        self.prog_fds: dict[str, int] = {}
-        self._attach_fds: list[int] = []
+        self.collection = ProgramCollection(
+            self.object,
+            self.programs,
+            required_maps=("config", "syscall_set", "traced", "stats", "errnos", "dropped"),
+        )
+        self.map_fds, self.prog_fds = self.collection.map_fds, self.collection.prog_fds
         self.closed = False
         try:
-            self._create_maps()
+            self.collection.load()
             if pid is not None:
                 bpfsys.map_update(self.map_fds["traced"], _U32.pack(pid), _U32.pack(1))
             for nr in wanted or ():
@@ -179,25 +181,10 @@ class SyscallStats:
                 filter_syscalls=int(wanted is not None),
             ))
             bpfsys.map_update(self.map_fds["config"], bytes(4), config)
-            for prog in self.programs:
-                self.prog_fds[prog.name] = load_program(prog, self.map_fds, self.object.license)
-            for prog in self.programs:
-                self._attach_fds.append(attach_program(prog, self.prog_fds[prog.name]))
+            self.collection.attach(self.programs)
         except BaseException:
             self.close()
             raise
-
-    def _create_maps(self) -> None:
-        missing = {"config", "syscall_set", "traced", "stats", "errnos", "dropped"} - set(
-            self.object.maps
-        )
-        if missing:
-            raise LoaderError(f"{self.object.path}: expected maps {sorted(missing)} in .maps")
-        for spec in self.object.maps.values():
-            self.map_fds[spec.name] = bpfsys.map_create(
-                spec.type, spec.key_size, spec.value_size, spec.max_entries, spec.map_flags,
-                spec.name,
-            )
 
     def _percpu(self, name: str, key: bytes) -> list[bytes]:
         """One value per possible CPU of a per-CPU map (each padded to 8 bytes)."""
@@ -242,16 +229,8 @@ class SyscallStats:
 
     def close(self) -> None:
         """Detach, then close programs and maps; idempotent."""
-        if self.closed:
-            return
         self.closed = True
-        for fd in self._attach_fds:
-            os.close(fd)
-        self._attach_fds.clear()
-        for fds in (self.prog_fds, self.map_fds):
-            for fd in fds.values():
-                os.close(fd)
-            fds.clear()
+        self.collection.close()
 
     def __enter__(self) -> SyscallStats:
         return self
