@@ -33,11 +33,8 @@ from ebpfwire.cli.info import cmd_info
 from ebpfwire.cli.options import (
     add_capture_filters,
     add_decoding_options,
-    comm_type,
     duration_type,
-    pid_type,
-    ring_bytes_type,
-    ring_pages_type,
+    live_options,
 )
 from ebpfwire.cli.ps import cmd_ps
 from ebpfwire.cli.record import cmd_record
@@ -128,23 +125,7 @@ examples:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(run=cmd_info)
 
-    live = _Parser(add_help=False)
-    live.add_argument("--events", action="append", metavar="LIST",
-                      help="event groups to attach (comma list; default: all)")
-    live.add_argument("--pid", type=pid_type,
-                      help="only this process and all its descendants (like strace -f)")
-    live.add_argument("--comm", type=comm_type, metavar="NAME",
-                      help="only tasks with this name (exact, as the kernel keeps it)")
-    live.add_argument("--transport", choices=("perf", "ringbuf"), default="perf",
-                      help="perf: per-CPU perf rings, as KubeArmor (default); ringbuf: one "
-                           "BPF ring buffer for all CPUs")
-    size = live.add_mutually_exclusive_group()
-    size.add_argument("--ring-pages", type=ring_pages_type, metavar="N",
-                      help="perf ring data pages per CPU (a power of two)")
-    size.add_argument("--ring-bytes", type=ring_bytes_type, metavar="N",
-                      help="ring size in bytes, a power of two (per CPU for perf, the whole "
-                           "ring for ringbuf; default 4 MiB per CPU, 8 MiB)")
-
+    live = live_options()
     p = sub.add_parser("record", parents=[live], formatter_class=raw,
                        help="record live events to a capture file (needs root)",
                        epilog="examples:\n  sudo ebpfwire record -o run.ewcap --duration 10\n"

@@ -97,3 +97,25 @@ def add_capture_filters(p: argparse.ArgumentParser, lenient_help: str, utc: bool
     p.add_argument("--comm", type=comm_type, help="only this task name (exact)")
     p.add_argument("--failed", action="store_true",
                    help="only events that failed (a negative result: -1 EPERM...)")
+
+
+def live_options() -> argparse.ArgumentParser:
+    """The options of the live commands (record, trace), as a parent parser: what to attach,
+    the kernel-side filters, the transport and its size."""
+    live = argparse.ArgumentParser(add_help=False)
+    live.add_argument("--events", action="append", metavar="LIST",
+                      help="event groups to attach (comma list; default: all)")
+    live.add_argument("--pid", type=pid_type,
+                      help="only this process and all its descendants (like strace -f)")
+    live.add_argument("--comm", type=comm_type, metavar="NAME",
+                      help="only tasks with this name (exact, as the kernel keeps it)")
+    live.add_argument("--transport", choices=("perf", "ringbuf"), default="perf",
+                      help="perf: per-CPU perf rings, as KubeArmor (default); ringbuf: one "
+                           "BPF ring buffer for all CPUs")
+    size = live.add_mutually_exclusive_group()
+    size.add_argument("--ring-pages", type=ring_pages_type, metavar="N",
+                      help="perf ring data pages per CPU (a power of two)")
+    size.add_argument("--ring-bytes", type=ring_bytes_type, metavar="N",
+                      help="ring size in bytes, a power of two (per CPU for perf, the whole "
+                           "ring for ringbuf; default 4 MiB per CPU, 8 MiB)")
+    return live

@@ -49,13 +49,6 @@ def bundled_object(transport: str = "perf") -> Path:
     return Path(str(resources.files("ebpfwire") / "data" / name))
 
 
-def ring_size(ring_bytes: int) -> int:
-    """``ring_bytes`` rounded up to what a ring buffer map accepts: a power-of-two number
-    of pages."""
-    pages = max(1, -(-ring_bytes // perf.PAGE_SIZE))
-    return perf.PAGE_SIZE << (pages - 1).bit_length()
-
-
 def select_events(obj: BpfObject, events: Iterable[str] | None) -> set[str]:
     """The event groups named by ``events`` (all when None); unknown names are a ValueError."""
     known = ({p.event for p in obj.programs} | set(SYSCALL_EVENTS)) - INTERNAL_GROUPS
@@ -147,7 +140,7 @@ class Monitor:
         if ring_bytes is not None and page_count is not None:
             raise ValueError("give page_count or ring_bytes, not both")
         self.transport = transport
-        self.ring_bytes = ring_size(ring_bytes or DEFAULT_RINGBUF_BYTES)
+        self.ring_bytes = perf.PAGE_SIZE * perf.ring_pages(ring_bytes or DEFAULT_RINGBUF_BYTES)
         if transport == "perf" and ring_bytes is not None:
             page_count = self.ring_bytes // perf.PAGE_SIZE
         self.object = read_object(object_path or bundled_object(transport))

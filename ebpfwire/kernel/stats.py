@@ -24,6 +24,7 @@ from ebpfwire.kernel import syscalls as bpfsys
 from ebpfwire.kernel.collection import ProgramCollection
 from ebpfwire.kernel.elf import read_object
 from ebpfwire.kernel.errors import LoaderError
+from ebpfwire.kernel.maps import Map
 from ebpfwire.wire import names
 
 MAX_SYSCALLS = 1024  # as in bpf/stats.bpf.c: syscall numbers at or above are not counted
@@ -160,7 +161,6 @@ class SyscallStats:
         self.programs = [
             p for p in self.object.programs if pid is not None or p.name != "stats__fork"
         ]
-        self.ncpus = machine.possible_cpus()
         self.collection = ProgramCollection(
             self.object,
             self.programs,
@@ -170,6 +170,9 @@ class SyscallStats:
         self.closed = False
         try:
             self.collection.load()
+            self._counters = {  # what snapshot() reads
+                name: Map.from_fd(self.map_fds[name]) for name in ("stats", "errnos", "dropped")
+            }
             if pid is not None:
                 bpfsys.map_update(self.map_fds["traced"], _U32.pack(pid), _U32.pack(1))
             for nr in wanted or ():
@@ -187,23 +190,19 @@ class SyscallStats:
             raise
 
     def _percpu(self, name: str, key: bytes) -> list[bytes]:
-        """One value per possible CPU of a per-CPU map (each padded to 8 bytes)."""
-        size = (self.object.maps[name].value_size + 7) // 8 * 8
-        raw = bpfsys.map_lookup(self.map_fds[name], key, size * self.ncpus) or b""
-        return [raw[i : i + size] for i in range(0, len(raw), size)]
+        """One value per possible CPU of a per-CPU map; none for an absent key."""
+        return self._counters[name].lookup(key) or []
 
     def snapshot(self) -> StatsSnapshot:
         """The counts so far, summed over the CPUs; counting goes on."""
         if self.closed:
             raise ValueError("snapshot of closed SyscallStats")
         errnos: dict[int, dict[str, int]] = {}
-        key = bpfsys.map_get_next_key(self.map_fds["errnos"], None, _ERRNO_KEY.size)
-        while key is not None:
+        for key in self._counters["errnos"].raw_keys():
             nr, err = _ERRNO_KEY.unpack(key)
             count = sum(_U64.unpack_from(v)[0] for v in self._percpu("errnos", key))
             if count:
                 errnos.setdefault(nr, {})[errno_label(err)] = count
-            key = bpfsys.map_get_next_key(self.map_fds["errnos"], key, _ERRNO_KEY.size)
         found: list[SyscallStat] = []
         for nr in range(MAX_SYSCALLS):
             per_cpu = [_STAT.unpack_from(v) for v in self._percpu("stats", _U32.pack(nr))]
