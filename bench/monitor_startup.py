@@ -3,9 +3,9 @@
 Opens ``Monitor()`` with every event (or ``--events``), closes it, and prints the time
 spent creating maps, loading (verifying) programs, opening the perf reader, attaching,
 detaching and closing the rest, then the totals; ``--runs`` repeats it. Phases are timed
-by wrapping the Monitor's own steps, so the figures are what a user waits for: the
-programs load on worker threads while the config is built from the kernel's BTF, so
-"loads+config" is the wall time of both. Needs root.
+by wrapping the steps of the Monitor and its ProgramCollection, so the figures are what a
+user waits for: the programs load on worker threads while the config is built from the
+kernel's BTF, so "loads+config" is the wall time of both. Needs root.
 With ``--interrupt-after S`` it sends itself SIGINT S seconds into each open instead and
 prints how long the KeyboardInterrupt took to come out with everything closed.
 With ``--btf`` it times only the config's BTF work (no root needed): reading
@@ -26,17 +26,18 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from ebpfwire.kernel.btf import VMLINUX_PATH, Btf
+from ebpfwire.kernel.collection import ProgramCollection
 from ebpfwire.kernel.config import kernel_offsets
 from ebpfwire.kernel.monitor import Monitor
 
-PHASES = {  # Monitor method -> phase name
-    "_create_maps": "maps",
-    "_build_config": "config(BTF)",
-    "_load_programs": "loads+config",
-    "_open_reader": "reader",
-    "_attach": "attach",
-    "_detach": "detach",
-    "_close_rest": "close rest",
+PHASES = {  # (class, method) -> phase name
+    (ProgramCollection, "_create_maps"): "maps",
+    (Monitor, "_build_config"): "config(BTF)",
+    (ProgramCollection, "_load_programs"): "loads+config",
+    (Monitor, "_open_reader"): "reader",
+    (ProgramCollection, "attach"): "attach",
+    (ProgramCollection, "detach"): "detach",
+    (ProgramCollection, "close"): "close rest",
 }
 
 
@@ -73,10 +74,9 @@ def main() -> None:
           + f" {'open':>7} {'close':>7} {'total':>7}  (seconds)")
     for run in range(1, args.runs + 1):
         spent: dict[str, float] = defaultdict(float)
-        originals = {m: getattr(Monitor, m) for m in PHASES if hasattr(Monitor, m)}
-        for method, phase in PHASES.items():
-            if method in originals:
-                setattr(Monitor, method, timed(spent, phase, originals[method]))
+        originals = {key: getattr(*key) for key in PHASES}
+        for (owner, method), phase in PHASES.items():
+            setattr(owner, method, timed(spent, phase, originals[owner, method]))
         try:
             start = time.perf_counter()
             mon = Monitor(events=events, **extra)
@@ -85,8 +85,8 @@ def main() -> None:
             mon.close()
             closed = time.perf_counter()
         finally:
-            for method, func in originals.items():
-                setattr(Monitor, method, func)
+            for (owner, method), func in originals.items():
+                setattr(owner, method, func)
         print(f"{run:>3} " + " ".join(f"{spent[p]:>13.3f}" for p in PHASES.values())
               + f" {opened - start:>7.3f} {closed - opened:>7.3f} {closed - start:>7.3f}"
               + f"  ({programs} programs)")

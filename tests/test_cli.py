@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from ebpfwire import Arg, ArgType, DecodeError, Event, SockAddr, decode, encode
 from ebpfwire.capture import CaptureReader, CaptureWriter, HostInfo
-from ebpfwire.cli import common, main
+from ebpfwire.cli import live, main, output
 from ebpfwire.output.render import TableRenderer, event_json, sample_json
 from ebpfwire.wire import strategies as wire
 from ebpfwire.wire.layouts import get_layout
@@ -434,7 +434,7 @@ def test_info_from_stdin():
 def test_progress_only_on_a_terminal(tmp_path: Path, monkeypatch):
     path = tmp_path / "big.ewcap"
     write_capture(path, 5000)
-    monkeypatch.setattr(common, "PROGRESS_EVERY", 0.0)
+    monkeypatch.setattr(output, "PROGRESS_EVERY", 0.0)
     status, out, err = run("decode", "--format", "jsonl", str(path), tty=True)
     assert status == 0 and len(out.splitlines()) == 5000
     assert re.search(r"\r[\d,]+ records, [\d,]+ events/s, \d+% of the file", err)
@@ -560,7 +560,7 @@ def test_record_captures_a_known_command_and_connect(tmp_path: Path):
     assert any(e["event"] == "tcp_connect" and e["args"][1]["value"]["port"] == port
                for e in mine)
     header = CaptureReader(path).header
-    assert header.layout == "classic" and header.arch == common.machine_arch()
+    assert header.layout == "classic" and header.arch == live.machine_arch()
 
 
 def _spawn_true() -> int:

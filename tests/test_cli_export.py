@@ -184,7 +184,7 @@ class _Terminal(io.StringIO):
 
 def test_progress_on_a_terminal_is_cleared_before_the_summary(tmp_path: Path, big: Path,
                                                               monkeypatch):
-    monkeypatch.setattr("ebpfwire.cli.common.PROGRESS_EVERY", 0)
+    monkeypatch.setattr("ebpfwire.cli.output.PROGRESS_EVERY", 0)
     err = _Terminal()
     with contextlib.redirect_stderr(err):
         status = main(["export", str(big), "-o", str(tmp_path / "p.parquet"), "--jobs", "1"])

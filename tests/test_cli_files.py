@@ -101,7 +101,7 @@ def no_monitor(monkeypatch):
     """record must decide about its output before any monitor is loaded."""
     def refuse(args):
         raise AssertionError("the monitor was loaded before the output was checked")
-    monkeypatch.setattr(record, "_open_monitor", refuse)
+    monkeypatch.setattr(record, "open_monitor", refuse)
 
 
 def test_record_refuses_a_symlink_and_leaves_its_target_alone(tmp_path: Path, no_monitor):
@@ -144,7 +144,7 @@ def test_append_needs_a_capture_of_this_machine(tmp_path: Path, no_monitor):
 def test_monitor_failure_removes_only_the_file_this_run_created(tmp_path: Path, monkeypatch):
     def fail(args):
         raise record.UsageError("no BPF here")
-    monkeypatch.setattr(record, "_open_monitor", fail)
+    monkeypatch.setattr(record, "open_monitor", fail)
     path = tmp_path / "new.ewcap"
     assert "no BPF here" in one_error_line(*run("record", "-o", str(path))[::2])
     assert not path.exists()
@@ -322,7 +322,7 @@ def test_error_lines_escape_file_names_and_capture_strings(tmp_path: Path):
 
 
 def test_output_holds_at_most_write_limit_characters():
-    from ebpfwire.cli import common
+    from ebpfwire.cli import output
 
     class Sink:
         writes: list[int] = []
@@ -334,14 +334,14 @@ def test_output_holds_at_most_write_limit_characters():
             pass
 
     sink = Sink()
-    out = common.Output("jsonl", sink)  # type: ignore[arg-type]
+    out = output.Output("jsonl", sink)  # type: ignore[arg-type]
     sizes = [10, 300_000, 5, 2_000_000, 1, 700_000, 700_000, 3] * 5
     for size in sizes:
         out.line("x" * size)
-        assert out.pending < common.WRITE_LIMIT
+        assert out.pending < output.WRITE_LIMIT
     out.close()
     assert sum(sink.writes) == sum(sizes) + len(sizes)  # every line and its newline
-    assert max(sink.writes) <= common.WRITE_LIMIT + 2_000_001
+    assert max(sink.writes) <= output.WRITE_LIMIT + 2_000_001
 
 
 def _big_sample(ts: int) -> bytes:

@@ -33,7 +33,7 @@ from ebpfwire.capture import (
     SampleRecord,
 )
 from ebpfwire.capture.snapshot import ContainerInfo, ProcessInfo
-from ebpfwire.cli import common, record
+from ebpfwire.cli import output, record
 
 EBPFWIRE = [sys.executable, "-m", "ebpfwire"]
 DOCKER_ID = "ab" * 32
@@ -126,8 +126,8 @@ def test_ring_pages_are_for_perf_rings_only(tmp_path: Path):
 def test_the_cli_knows_the_ring_buffer_cpu():
     from ebpfwire.kernel.ringbuf import RINGBUF_CPU
 
-    assert common.RINGBUF_CPU == RINGBUF_CPU
-    assert common.cpu_label(RINGBUF_CPU) == "ringbuf" and common.cpu_label(1) == "1"
+    assert output.RINGBUF_CPU == RINGBUF_CPU
+    assert output.cpu_label(RINGBUF_CPU) == "ringbuf" and output.cpu_label(1) == "1"
 
 
 def test_ring_buffer_samples_in_info_decode_and_table(tmp_path: Path):
@@ -135,7 +135,7 @@ def test_ring_buffer_samples_in_info_decode_and_table(tmp_path: Path):
     path = tmp_path / "ring.ewcap"
     with CaptureWriter(path, host=HOST, boot_time_ns=BOOT) as writer:
         for ts in (30, 10, 20):  # time order is restored across the window
-            writer.write_sample(common.RINGBUF_CPU, encode(event(ts, 3, 9, "w")))
+            writer.write_sample(output.RINGBUF_CPU, encode(event(ts, 3, 9, "w")))
         writer.write_lost(1, 5)
     info = json.loads(run("info", "--json", str(path))[1])
     assert info["samples_by_cpu"] == {"ringbuf": 3} and info["lost_by_cpu"] == {"1": 5}
@@ -203,7 +203,7 @@ def test_pid_follows_the_tree_and_ringbuf_records_what_perf_records(tmp_path: Pa
     assert _without_identity(ring) == _without_identity(perf)
     with CaptureReader(tmp_path / "ring.ewcap") as reader:
         cpus = {r.cpu for r in reader if type(r) is SampleRecord}
-    assert cpus == {common.RINGBUF_CPU}
+    assert cpus == {output.RINGBUF_CPU}
     info = json.loads(run("info", "--json", str(tmp_path / "ring.ewcap"))[1])
     assert info["samples_by_cpu"] == {"ringbuf": len(ring)} and info["lost"] == 0
 

@@ -15,6 +15,7 @@ import pytest
 
 import ebpfwire
 from ebpfwire.kernel import syscalls, tracefs
+from ebpfwire.kernel.collection import load_program
 from ebpfwire.kernel.config import MonitorConfig
 from ebpfwire.kernel.elf import ProgramSpec, read_object
 from ebpfwire.kernel.errors import LoaderError
@@ -22,7 +23,6 @@ from ebpfwire.kernel.monitor import (
     SYSCALL_EVENTS,
     Monitor,
     bundled_object,
-    load_program,
     select_events,
     select_programs,
 )

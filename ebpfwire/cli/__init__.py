@@ -3,7 +3,10 @@
 Errors a user can cause (a missing file, a file that is not a capture, a layout that does
 not fit) end in one line on stderr and exit status 2, never a traceback; damage inside a
 capture is reported line by line while everything intact is still decoded (docs/cli.md).
-One module per command; ``common`` holds what they share.
+One module per command; what they share is in small modules of one job each: ``errors``
+(exit statuses, one-line errors), ``output`` (stdout, batched events, progress),
+``options`` (argument types, shared option groups), ``filters`` (the event filter),
+``captures`` (opening captures, choosing the layout) and ``live`` (the monitor, signals).
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ import sys
 from typing import NoReturn
 
 from ebpfwire import __version__
-from ebpfwire.cli.common import (
+from ebpfwire.cli.decode import bundled_sample, cmd_decode
+from ebpfwire.cli.errors import (
     EXIT_INTERRUPTED,
     EXIT_IO,
     EXIT_OK,
@@ -22,18 +26,16 @@ from ebpfwire.cli.common import (
     PROG,
     OutputError,
     UsageError,
-    _say,
-    add_capture_filters,
-    add_decoding_options,
-    comm_type,
-    duration_type,
-    pid_type,
-    ring_bytes_type,
-    ring_pages_type,
+    say,
 )
-from ebpfwire.cli.decode import bundled_sample, cmd_decode
 from ebpfwire.cli.export import register as register_export
 from ebpfwire.cli.info import cmd_info
+from ebpfwire.cli.options import (
+    add_capture_filters,
+    add_decoding_options,
+    duration_type,
+    live_options,
+)
 from ebpfwire.cli.ps import cmd_ps
 from ebpfwire.cli.record import cmd_record
 from ebpfwire.cli.stats import register as register_stats
@@ -123,23 +125,7 @@ examples:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(run=cmd_info)
 
-    live = _Parser(add_help=False)
-    live.add_argument("--events", action="append", metavar="LIST",
-                      help="event groups to attach (comma list; default: all)")
-    live.add_argument("--pid", type=pid_type,
-                      help="only this process and all its descendants (like strace -f)")
-    live.add_argument("--comm", type=comm_type, metavar="NAME",
-                      help="only tasks with this name (exact, as the kernel keeps it)")
-    live.add_argument("--transport", choices=("perf", "ringbuf"), default="perf",
-                      help="perf: per-CPU perf rings, as KubeArmor (default); ringbuf: one "
-                           "BPF ring buffer for all CPUs")
-    size = live.add_mutually_exclusive_group()
-    size.add_argument("--ring-pages", type=ring_pages_type, metavar="N",
-                      help="perf ring data pages per CPU (a power of two)")
-    size.add_argument("--ring-bytes", type=ring_bytes_type, metavar="N",
-                      help="ring size in bytes, a power of two (per CPU for perf, the whole "
-                           "ring for ringbuf; default 4 MiB per CPU, 8 MiB)")
-
+    live = live_options()
     p = sub.add_parser("record", parents=[live], formatter_class=raw,
                        help="record live events to a capture file (needs root)",
                        epilog="examples:\n  sudo ebpfwire record -o run.ewcap --duration 10\n"
@@ -196,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # here, not at interpreter exit, where a failure is a traceback
         return status
     except UsageError as exc:
-        _say(str(exc))
+        say(str(exc))
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
@@ -205,10 +191,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     except OutputError as exc:
         _quiet_stdout()
-        _say(str(exc))
+        say(str(exc))
         return EXIT_IO
     except OSError as exc:  # last resort: stdout/stderr or a file failing where not expected
         _quiet_stdout()
         where = f"{exc.filename}: " if exc.filename else ""
-        _say(f"{where}{exc.strerror or exc}")
+        say(f"{where}{exc.strerror or exc}")
         return EXIT_IO

@@ -16,24 +16,14 @@ from ebpfwire.capture import (
     SampleRecord,
 )
 from ebpfwire.capture.order import TimeOrder
-from ebpfwire.cli.common import (
-    EXIT_DAMAGED,
-    EXIT_OK,
-    EXIT_USAGE,
-    Output,
-    OutputError,
-    Progress,
-    UsageError,
-    _label,
-    _names_list,
-    _regular_size,
-    _say,
-    check_event_names,
-    held_until_fit,
-    layout_and_arch,
-    make_filter,
-    open_capture,
-)
+from ebpfwire.cli.captures import held_until_fit, layout_and_arch, open_capture
+from ebpfwire.cli.captures import regular_size as _regular_size
+from ebpfwire.cli.captures import source_label as _label
+from ebpfwire.cli.errors import EXIT_DAMAGED, EXIT_OK, EXIT_USAGE, OutputError, UsageError
+from ebpfwire.cli.errors import say as _say
+from ebpfwire.cli.filters import check_event_names, make_filter
+from ebpfwire.cli.options import names_list as _names_list
+from ebpfwire.cli.output import Output, Progress
 from ebpfwire.output.kubearmor import KubeArmorLogs
 from ebpfwire.output.render import event_json, sample_json
 from ebpfwire.process.enrich import Enricher, table_context

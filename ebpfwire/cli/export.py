@@ -14,20 +14,14 @@ import os
 import signal
 from typing import TYPE_CHECKING
 
-from ebpfwire.cli.common import (
-    EXIT_IO,
-    EXIT_OK,
-    Progress,
-    UsageError,
-    _integer,
-    _names_list,
-    _say,
-    add_capture_filters,
-    check_event_names,
-    held_until_fit,
-    layout_and_arch,
-    open_capture,
-)
+from ebpfwire.cli.captures import held_until_fit, layout_and_arch, open_capture
+from ebpfwire.cli.errors import EXIT_IO, EXIT_OK, UsageError
+from ebpfwire.cli.errors import say as _say
+from ebpfwire.cli.filters import check_event_names
+from ebpfwire.cli.options import add_capture_filters
+from ebpfwire.cli.options import integer as _integer
+from ebpfwire.cli.options import names_list as _names_list
+from ebpfwire.cli.output import Progress
 
 if TYPE_CHECKING:
     from ebpfwire.columnar.export import ExportSummary

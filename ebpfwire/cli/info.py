@@ -10,15 +10,10 @@ from collections import Counter
 from typing import Any
 
 from ebpfwire.capture import CaptureHeader, CaptureReader, ContainerRecord, LostRecord, SampleRecord
-from ebpfwire.cli.common import (
-    EXIT_OK,
-    _label,
-    cpu_label,
-    held_until_fit,
-    layout_and_arch,
-    open_capture,
-    write_stdout,
-)
+from ebpfwire.cli.captures import held_until_fit, layout_and_arch, open_capture
+from ebpfwire.cli.captures import source_label as _label
+from ebpfwire.cli.errors import EXIT_OK
+from ebpfwire.cli.output import cpu_label, write_stdout
 from ebpfwire.output.render import event_label
 from ebpfwire.wire.decoder import decode
 from ebpfwire.wire.layouts import Layout

@@ -8,19 +8,13 @@ import sys
 from collections.abc import Iterator
 
 from ebpfwire.capture import CaptureDamage, ContainerRecord, LostRecord, ProcessRecord, SampleRecord
-from ebpfwire.cli.common import (
-    EXIT_DAMAGED,
-    EXIT_OK,
-    _label,
-    _names_list,
-    _say,
-    check_event_names,
-    held_until_fit,
-    layout_and_arch,
-    make_filter,
-    open_capture,
-    write_stdout,
-)
+from ebpfwire.cli.captures import held_until_fit, layout_and_arch, open_capture
+from ebpfwire.cli.captures import source_label as _label
+from ebpfwire.cli.errors import EXIT_DAMAGED, EXIT_OK
+from ebpfwire.cli.errors import say as _say
+from ebpfwire.cli.filters import check_event_names, make_filter
+from ebpfwire.cli.options import names_list as _names_list
+from ebpfwire.cli.output import write_stdout
 from ebpfwire.process.tree import Item, build_tree
 from ebpfwire.wire.decoder import decode
 from ebpfwire.wire.errors import DecodeError

@@ -18,16 +18,9 @@ import time
 from dataclasses import dataclass
 
 from ebpfwire.capture import CaptureError, CaptureReader, CaptureWriteError, CaptureWriter
-from ebpfwire.cli.common import (
-    EXIT_IO,
-    EXIT_OK,
-    Progress,
-    UsageError,
-    _open_monitor,
-    _say,
-    _Stop,
-    machine_arch,
-)
+from ebpfwire.cli.errors import EXIT_IO, EXIT_OK, UsageError, say
+from ebpfwire.cli.live import StopSignals, machine_arch, open_monitor
+from ebpfwire.cli.output import Progress
 from ebpfwire.process.procfs import ContainerResolver, snapshot
 
 
@@ -137,8 +130,8 @@ def write_context(writer: CaptureWriter) -> ContainerResolver | None:
     from ebpfwire.kernel.errors import LoaderError  # the loader only when recording
 
     if writer.header.version == 1:
-        _say(f"{writer.name}: a version-1 capture holds no process or container records; "
-             "appending events only")
+        say(f"{writer.name}: a version-1 capture holds no process or container records; "
+            "appending events only")
         return None
     try:
         resolver = ContainerResolver()
@@ -158,18 +151,18 @@ def cmd_record(args: argparse.Namespace) -> int:
     out = create_output(args.output, args.force, args.append, arch)
     writer = out.writer
     events = lost = 0
-    with _Stop() as stop:
+    with StopSignals() as stop:
         status = Progress()
         try:
             try:
                 resolver = write_context(writer)
-                monitor = _open_monitor(args)
+                monitor = open_monitor(args)
             except CaptureWriteError:
                 raise
             except BaseException:
                 out.discard()
                 raise
-            _say(f"recording to {args.output}; Ctrl-C or SIGTERM stops")
+            say(f"recording to {args.output}; Ctrl-C or SIGTERM stops")
             resolve = None if resolver is None else resolver.resolve_sample
             deadline = None if args.duration is None else time.monotonic() + args.duration
             with monitor:
@@ -198,13 +191,13 @@ def cmd_record(args: argparse.Namespace) -> int:
         except CaptureWriteError as exc:
             # the writer wrote nothing twice and cut any partial record: what it counted is
             # what the file holds
-            _say(f"{args.output}: {exc.strerror}: recording stopped; the file holds "
-                 f"{writer.samples_written} of the {events} events recorded"
-                 f"{' in this run' if args.append else ''} and stays readable")
+            say(f"{args.output}: {exc.strerror}: recording stopped; the file holds "
+                f"{writer.samples_written} of the {events} events recorded"
+                f"{' in this run' if args.append else ''} and stays readable")
             return EXIT_IO
         finally:
             writer.close()
             status.recording(events, lost, force=True)
             status.done(keep=True)
-    _say(f"recorded {events} events ({lost} lost) to {args.output}")
+    say(f"recorded {events} events ({lost} lost) to {args.output}")
     return EXIT_OK

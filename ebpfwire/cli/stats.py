@@ -14,17 +14,10 @@ import json
 import sys
 import time
 
-from ebpfwire.cli.common import (
-    EXIT_OK,
-    UsageError,
-    _names_list,
-    _say,
-    _Stop,
-    duration_type,
-    machine_arch,
-    pid_type,
-    write_stdout,
-)
+from ebpfwire.cli.errors import EXIT_OK, UsageError, say
+from ebpfwire.cli.live import StopSignals, machine_arch
+from ebpfwire.cli.options import duration_type, names_list, pid_type
+from ebpfwire.cli.output import write_stdout
 from ebpfwire.kernel.stats import (
     MAX_SYSCALLS,
     StatsSnapshot,
@@ -63,7 +56,7 @@ def syscall_selection(values: list[str] | None, arch: str) -> list[str | int] | 
     """The --events syscalls (names or numbers), checked; None when not given.
 
     An unknown name is a UsageError naming the closest known syscalls."""
-    items = _names_list(values)
+    items = names_list(values)
     if not items:
         return None
     known = {name for nr in range(MAX_SYSCALLS) if (name := syscall_name(nr, arch))}
@@ -95,7 +88,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
     arch = machine_arch()
     syscalls = syscall_selection(args.events, arch)
-    with _Stop() as stop:
+    with StopSignals() as stop:
         try:
             stats = SyscallStats(syscalls=syscalls, pid=args.pid)
         except LoaderError as exc:
@@ -109,7 +102,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
                 item if isinstance(item, str) else syscall_name(item, arch) or f"syscall_{item}"
                 for item in syscalls)
             who = "" if args.pid is None else f" of pid {args.pid} and its new children"
-            _say(f"counting {what}{who}; Ctrl-C or SIGTERM stops")
+            say(f"counting {what}{who}; Ctrl-C or SIGTERM stops")
             next_report = None if args.interval is None else started + args.interval
             while not stop.requested:
                 now = time.monotonic()

@@ -14,21 +14,14 @@ from collections.abc import Iterator
 from typing import Any
 
 from ebpfwire.capture import CaptureDamage, LostRecord, SampleRecord
-from ebpfwire.cli.common import (
-    EXIT_OK,
-    EXIT_USAGE,
-    UsageError,
-    _label,
-    _names_list,
-    _say,
-    add_capture_filters,
-    check_event_names,
-    held_until_fit,
-    layout_and_arch,
-    make_filter,
-    open_capture,
-    write_stdout,
-)
+from ebpfwire.cli.captures import held_until_fit, layout_and_arch, open_capture
+from ebpfwire.cli.captures import source_label as _label
+from ebpfwire.cli.errors import EXIT_OK, EXIT_USAGE, UsageError
+from ebpfwire.cli.errors import say as _say
+from ebpfwire.cli.filters import check_event_names, make_filter
+from ebpfwire.cli.options import add_capture_filters
+from ebpfwire.cli.options import names_list as _names_list
+from ebpfwire.cli.output import write_stdout
 from ebpfwire.output.summary import render_summary, summarise_capture, summary_json
 from ebpfwire.wire.decoder import decode
 from ebpfwire.wire.errors import DecodeError

@@ -10,16 +10,13 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ebpfwire import machine
-from ebpfwire.cli.common import (
-    EXIT_OK,
-    Output,
-    _open_monitor,
-    _say,
-    _Stop,
-    cpu_label,
-    machine_arch,
-    make_filter,
-)
+from ebpfwire.cli.errors import EXIT_OK
+from ebpfwire.cli.errors import say as _say
+from ebpfwire.cli.filters import make_filter
+from ebpfwire.cli.live import StopSignals as _Stop
+from ebpfwire.cli.live import machine_arch
+from ebpfwire.cli.live import open_monitor as _open_monitor
+from ebpfwire.cli.output import Output, cpu_label
 from ebpfwire.wire.decoder import decode
 from ebpfwire.wire.errors import DecodeError
 

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import errno
 import os
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 
-from ebpfwire import machine
 from ebpfwire.kernel import perf, syscalls
-from ebpfwire.kernel.attach import attach_program
 from ebpfwire.kernel.btf import Btf
+from ebpfwire.kernel.collection import ProgramCollection
 from ebpfwire.kernel.config import build_config
 from ebpfwire.kernel.elf import BpfObject, ProgramSpec, read_object
-from ebpfwire.kernel.errors import LoaderError
 from ebpfwire.kernel.ringbuf import RingBufReader
-from ebpfwire.kernel.syscalls import BpfSyscallError
 
 # user-facing event names served by one program group of the object
 EVENT_ALIASES = {
@@ -39,10 +34,7 @@ SYSCALL_EVENTS = {
     "setuid": 105, "setgid": 106, "mount": 165, "umount": 166, "openat": 257,
     "fchownat": 260, "unlinkat": 263, "execveat": 322, "do_exit": 351,
 }
-LOAD_THREADS = min(8, max(2, os.cpu_count() or 2))
 PID_MAX = 0xFFFFFFFF
-VERIFIER_LOG_SIZE = 16 * 1024 * 1024
-VERIFIER_LOG_TAIL = 40  # lines shown in the error
 
 
 TRANSPORTS = ("perf", "ringbuf")
@@ -55,13 +47,6 @@ def bundled_object(transport: str = "perf") -> Path:
     the same source."""
     name = "monitor.bpf.o" if transport == "perf" else f"monitor-{transport}.bpf.o"
     return Path(str(resources.files("ebpfwire") / "data" / name))
-
-
-def ring_size(ring_bytes: int) -> int:
-    """``ring_bytes`` rounded up to what a ring buffer map accepts: a power-of-two number
-    of pages."""
-    pages = max(1, -(-ring_bytes // perf.PAGE_SIZE))
-    return perf.PAGE_SIZE << (pages - 1).bit_length()
 
 
 def select_events(obj: BpfObject, events: Iterable[str] | None) -> set[str]:
@@ -94,32 +79,6 @@ def select_programs(obj: BpfObject, groups: set[str], tree: bool = False) -> lis
     if tree:
         programs = [internal["tree__fork"], *programs, internal["tree__exit"]]
     return programs
-
-
-def load_program(prog: ProgramSpec, map_fds: dict[str, int], license: str) -> int:
-    """Load one program with its map fds patched in; the fd.
-
-    The first attempt runs without a verifier log (fast); on failure the load is
-    retried with log level 1 so the error can show the tail of the verifier's reasoning.
-    """
-    insns = prog.with_map_fds(map_fds)
-    try:
-        return syscalls.prog_load(prog.prog_type, insns, license, prog.name)[0]
-    except BpfSyscallError as exc:
-        if exc.errno in (errno.EPERM, errno.ENOSYS):
-            raise
-    try:
-        fd, _ = syscalls.prog_load(
-            prog.prog_type, insns, license, prog.name, 1, VERIFIER_LOG_SIZE
-        )
-    except BpfSyscallError as exc:
-        tail = "\n".join(exc.log.rstrip().splitlines()[-VERIFIER_LOG_TAIL:])
-        raise LoaderError(
-            f"the kernel rejected program {prog.name!r} (section {prog.section!r}): "
-            f"{os.strerror(exc.errno or 0)}\nverifier log (tail):\n{tail}",
-            exc.errno,
-        ) from exc
-    return fd  # the first failure was transient (EAGAIN...) and did not recur
 
 
 def descendants(pid: int, proc: str = "/proc") -> set[int]:
@@ -181,21 +140,23 @@ class Monitor:
         if ring_bytes is not None and page_count is not None:
             raise ValueError("give page_count or ring_bytes, not both")
         self.transport = transport
-        self.ring_bytes = ring_size(ring_bytes or DEFAULT_RINGBUF_BYTES)
+        self.ring_bytes = perf.PAGE_SIZE * perf.ring_pages(ring_bytes or DEFAULT_RINGBUF_BYTES)
         if transport == "perf" and ring_bytes is not None:
             page_count = self.ring_bytes // perf.PAGE_SIZE
         self.object = read_object(object_path or bundled_object(transport))
         self.events = select_events(self.object, events)
         self.programs = select_programs(self.object, self.events, tree=pid is not None)
-        self.map_fds: dict[str, int] = {}
-        self.prog_fds: dict[str, int] = {}
-        self._attach_fds: list[int] = []
+        self.collection = ProgramCollection(
+            self.object, self.programs, required_maps=("events", "config")
+        )
+        self.map_fds, self.prog_fds = self.collection.map_fds, self.collection.prog_fds
         self.reader: perf.PerfReader | RingBufReader | None = None
         self.closed = False
         try:
-            self._create_maps()
-            config = self._load_programs(
-                lambda: self._build_config(pid or 0, os.getpid() if ignore_self else 0, comm)
+            config = self.collection.load(
+                {m.name: self.ring_bytes for m in self.object.maps.values()
+                 if m.type == syscalls.BPF_MAP_TYPE_RINGBUF},
+                lambda: self._build_config(pid or 0, os.getpid() if ignore_self else 0, comm),
             )
             for group in self.events & set(SYSCALL_EVENTS):
                 syscalls.map_update(
@@ -208,13 +169,12 @@ class Monitor:
                 # the fork program runs before /proc is scanned: a process forked meanwhile
                 # by a process already in the map is added by the kernel
                 self._trace(pid)
-                self._attach(self.programs[0])  # tree__fork: first, by select_programs
+                self.collection.attach(self.programs[:1])  # tree__fork, by select_programs
                 attached = 1
                 for tgid in descendants(pid):
                     self._trace(tgid)
             self.reader = self._open_reader(page_count)
-            for prog in self.programs[attached:]:
-                self._attach(prog)
+            self.collection.attach(self.programs[attached:])
         except BaseException:  # KeyboardInterrupt too: nothing may stay in the kernel
             self.close()
             raise
@@ -228,20 +188,6 @@ class Monitor:
         fills) or the RINGBUF."""
         return self.map_fds["events"]
 
-    def _create_maps(self) -> None:
-        missing = {"events", "config"} - set(self.object.maps)
-        if missing:
-            raise LoaderError(f"{self.object.path}: expected maps {sorted(missing)} in .maps")
-        for spec in self.object.maps.values():
-            sizes, max_entries = (spec.key_size, spec.value_size), spec.max_entries
-            if spec.type == syscalls.BPF_MAP_TYPE_PERF_EVENT_ARRAY:
-                max_entries = machine.possible_cpus()
-            elif spec.type == syscalls.BPF_MAP_TYPE_RINGBUF:  # no keys or values: bytes
-                sizes, max_entries = (0, 0), self.ring_bytes
-            self.map_fds[spec.name] = syscalls.map_create(
-                spec.type, *sizes, max_entries, spec.map_flags, spec.name
-            )
-
     def _open_reader(self, page_count: int | None) -> perf.PerfReader | RingBufReader:
         if self.transport == "ringbuf":
             return RingBufReader(
@@ -252,49 +198,15 @@ class Monitor:
     def _build_config(self, filter_tgid: int, ignore_tgid: int, comm: str | bytes | None) -> bytes:
         return build_config(Btf.vmlinux(), filter_tgid, ignore_tgid, comm=comm)
 
-    def _load_programs(self, make_config: Callable[[], bytes]) -> bytes:
-        """Load every program on worker threads while ``make_config()`` runs here; its value.
-
-        The verifier runs in the kernel with the GIL released, so the loads overlap each
-        other and the Python work of the config (reading the kernel's BTF). A
-        KeyboardInterrupt cancels the loads not started and waits only for those running.
-        """
-        pool = ThreadPoolExecutor(LOAD_THREADS, thread_name_prefix="ebpfwire-load")
-        try:
-            futures = [pool.submit(self._load, prog) for prog in self.programs]
-            config = make_config()
-            for future in futures:
-                future.result()
-            return config
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-
-    def _load(self, prog: ProgramSpec) -> None:
-        self.prog_fds[prog.name] = load_program(prog, self.map_fds, self.object.license)
-
-    def _attach(self, prog: ProgramSpec) -> None:
-        self._attach_fds.append(attach_program(prog, self.prog_fds[prog.name]))
-
-    def _detach(self) -> None:
-        for fd in self._attach_fds:
-            os.close(fd)
-        self._attach_fds.clear()
-
     def close(self) -> None:
         """Detach, then close the reader, programs and maps; idempotent."""
         if self.closed:
             return
         self.closed = True
-        self._detach()
-        self._close_rest()
-
-    def _close_rest(self) -> None:
+        self.collection.detach()
         if self.reader is not None:
             self.reader.close()
-        for fds in (self.prog_fds, self.map_fds):
-            for fd in fds.values():
-                os.close(fd)
-            fds.clear()
+        self.collection.close()
 
     def __enter__(self) -> Monitor:
         return self

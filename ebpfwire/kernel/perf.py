@@ -47,7 +47,9 @@ from ebpfwire.kernel.errors import LoaderError
 
 PAGE_SIZE = mmap.PAGESIZE
 DEFAULT_PAGE_COUNT = 1024  # data pages per CPU: 4 MiB with 4 KiB pages (see docs/loader.md)
-DEFAULT_MAX_LATENCY = 0.1  # s: longest a record below the wakeup watermark waits
+# s: how often a waiting reader looks anyway (the perf and ring buffer readers): the longest
+# a record below the wakeup watermark waits, how late a ring buffer's drops are seen
+DEFAULT_MAX_LATENCY = 0.1
 PERF_RECORD_LOST = 2
 PERF_RECORD_SAMPLE = 9
 
@@ -150,6 +152,13 @@ def parse_records_with_schema(chunk: bytes, cpu: int) -> list[Record]:
     return out
 
 
+def ring_pages(ring_bytes: int) -> int:
+    """Pages that hold ``ring_bytes``, rounded up to a power of two: what a perf ring's data
+    area and a ring buffer map accept."""
+    pages = max(1, -(-ring_bytes // PAGE_SIZE))
+    return 1 << (pages - 1).bit_length()
+
+
 class RingBuffer(Protocol):
     """What a ring needs from its memory: an ``mmap`` or, in tests, a ``bytearray``."""
 
@@ -219,7 +228,7 @@ class EpollReader:
 
     A subclass sets ``closed``, ``lost`` (per CPU), ``max_latency``, ``_pending`` (a deque),
     ``_epoll`` (registered on its fds) and implements ``_drain()`` (every record available
-    now, without waiting) and ``close()``.
+    now, without waiting) and ``_release()`` (what it holds besides the epoll).
     """
 
     closed: bool
@@ -231,8 +240,16 @@ class EpollReader:
     def _drain(self) -> list[Record]:
         raise NotImplementedError
 
-    def close(self) -> None:
+    def _release(self) -> None:
         raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the reader holds, then the epoll; idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        self._release()
+        self._epoll.close()
 
     @property
     def lost_total(self) -> int:
@@ -334,8 +351,7 @@ class PerfReader(EpollReader):
     @classmethod
     def with_ring_bytes(cls, events: int | _HasEventsMap, ring_bytes: int, **kw) -> PerfReader:
         """Like the constructor, sizing each CPU's data area in bytes (rounded up)."""
-        pages = max(1, -(-ring_bytes // PAGE_SIZE))
-        return cls(events, page_count=1 << (pages - 1).bit_length(), **kw)
+        return cls(events, page_count=ring_pages(ring_bytes), **kw)
 
     def _open_cpu(self, cpu: int) -> None:
         fd = syscalls.perf_event_open(
@@ -371,11 +387,8 @@ class PerfReader(EpollReader):
                 records.extend(got)
         return records
 
-    def close(self) -> None:
-        """Detach from the map, unmap the rings and close the perf fds; idempotent."""
-        if self.closed:
-            return
-        self.closed = True
+    def _release(self) -> None:
+        """Detach from the map, unmap the rings and close the perf fds."""
         for ring in self._rings:
             try:
                 syscalls.map_delete(self.map_fd, _U32.pack(ring.cpu))
@@ -388,7 +401,6 @@ class PerfReader(EpollReader):
         for fd in self._fds:
             os.close(fd)
         self._fds.clear()
-        self._epoll.close()
 
 
 def merge_by_ts(records: Iterable[Record]) -> list[Sample]:

@@ -32,6 +32,7 @@ from ebpfwire import machine
 from ebpfwire.kernel import syscalls
 from ebpfwire.kernel.errors import LoaderError
 from ebpfwire.kernel.perf import (
+    DEFAULT_MAX_LATENCY,
     PAGE_SIZE,
     EpollReader,
     Lost,
@@ -44,7 +45,6 @@ RINGBUF_CPU = 0xFFFFFFFF  # the cpu of every Sample: ring records do not say who
 BPF_RINGBUF_BUSY_BIT = 1 << 31
 BPF_RINGBUF_DISCARD_BIT = 1 << 30
 BPF_RINGBUF_HDR_SZ = 8
-DEFAULT_MAX_LATENCY = 0.1  # s: how often a waiting reader looks at the drops map
 
 # ``struct bpf_ringbuf_hdr``: the header in front of every record.
 RingBufRecordHeader = Struct(
@@ -225,14 +225,10 @@ class RingBufReader(EpollReader):
                 records.append(rec)
         return records
 
-    def close(self) -> None:
-        """Unmap the ring and close the epoll; the map fds stay with their owner. Idempotent."""
-        if self.closed:
-            return
-        self.closed = True
+    def _release(self) -> None:
+        """Unmap the ring; the map fds stay with their owner."""
         for mm in (self._producer, self._consumer):
             if mm is not None:
                 mm.close()
         self._producer = self._consumer = None
-        self._epoll.close()
 

@@ -21,10 +21,10 @@ from construct import Int32ul, Struct
 
 from ebpfwire import machine
 from ebpfwire.kernel import syscalls as bpfsys
-from ebpfwire.kernel.attach import attach_program
+from ebpfwire.kernel.collection import ProgramCollection
 from ebpfwire.kernel.elf import read_object
 from ebpfwire.kernel.errors import LoaderError
-from ebpfwire.kernel.monitor import load_program
+from ebpfwire.kernel.maps import Map
 from ebpfwire.wire import names
 
 MAX_SYSCALLS = 1024  # as in bpf/stats.bpf.c: syscall numbers at or above are not counted
@@ -161,13 +161,18 @@ class SyscallStats:
         self.programs = [
             p for p in self.object.programs if pid is not None or p.name != "stats__fork"
         ]
-        self.ncpus = machine.possible_cpus()
-        self.map_fds: dict[str, int] = {}
-        self.prog_fds: dict[str, int] = {}
-        self._attach_fds: list[int] = []
+        self.collection = ProgramCollection(
+            self.object,
+            self.programs,
+            required_maps=("config", "syscall_set", "traced", "stats", "errnos", "dropped"),
+        )
+        self.map_fds, self.prog_fds = self.collection.map_fds, self.collection.prog_fds
         self.closed = False
         try:
-            self._create_maps()
+            self.collection.load()
+            self._counters = {  # what snapshot() reads
+                name: Map.from_fd(self.map_fds[name]) for name in ("stats", "errnos", "dropped")
+            }
             if pid is not None:
                 bpfsys.map_update(self.map_fds["traced"], _U32.pack(pid), _U32.pack(1))
             for nr in wanted or ():
@@ -179,44 +184,25 @@ class SyscallStats:
                 filter_syscalls=int(wanted is not None),
             ))
             bpfsys.map_update(self.map_fds["config"], bytes(4), config)
-            for prog in self.programs:
-                self.prog_fds[prog.name] = load_program(prog, self.map_fds, self.object.license)
-            for prog in self.programs:
-                self._attach_fds.append(attach_program(prog, self.prog_fds[prog.name]))
+            self.collection.attach(self.programs)
         except BaseException:
             self.close()
             raise
 
-    def _create_maps(self) -> None:
-        missing = {"config", "syscall_set", "traced", "stats", "errnos", "dropped"} - set(
-            self.object.maps
-        )
-        if missing:
-            raise LoaderError(f"{self.object.path}: expected maps {sorted(missing)} in .maps")
-        for spec in self.object.maps.values():
-            self.map_fds[spec.name] = bpfsys.map_create(
-                spec.type, spec.key_size, spec.value_size, spec.max_entries, spec.map_flags,
-                spec.name,
-            )
-
     def _percpu(self, name: str, key: bytes) -> list[bytes]:
-        """One value per possible CPU of a per-CPU map (each padded to 8 bytes)."""
-        size = (self.object.maps[name].value_size + 7) // 8 * 8
-        raw = bpfsys.map_lookup(self.map_fds[name], key, size * self.ncpus) or b""
-        return [raw[i : i + size] for i in range(0, len(raw), size)]
+        """One value per possible CPU of a per-CPU map; none for an absent key."""
+        return self._counters[name].lookup(key) or []
 
     def snapshot(self) -> StatsSnapshot:
         """The counts so far, summed over the CPUs; counting goes on."""
         if self.closed:
             raise ValueError("snapshot of closed SyscallStats")
         errnos: dict[int, dict[str, int]] = {}
-        key = bpfsys.map_get_next_key(self.map_fds["errnos"], None, _ERRNO_KEY.size)
-        while key is not None:
+        for key in self._counters["errnos"].raw_keys():
             nr, err = _ERRNO_KEY.unpack(key)
             count = sum(_U64.unpack_from(v)[0] for v in self._percpu("errnos", key))
             if count:
                 errnos.setdefault(nr, {})[errno_label(err)] = count
-            key = bpfsys.map_get_next_key(self.map_fds["errnos"], key, _ERRNO_KEY.size)
         found: list[SyscallStat] = []
         for nr in range(MAX_SYSCALLS):
             per_cpu = [_STAT.unpack_from(v) for v in self._percpu("stats", _U32.pack(nr))]
@@ -242,16 +228,8 @@ class SyscallStats:
 
     def close(self) -> None:
         """Detach, then close programs and maps; idempotent."""
-        if self.closed:
-            return
         self.closed = True
-        for fd in self._attach_fds:
-            os.close(fd)
-        self._attach_fds.clear()
-        for fds in (self.prog_fds, self.map_fds):
-            for fd in fds.values():
-                os.close(fd)
-            fds.clear()
+        self.collection.close()
 
     def __enter__(self) -> SyscallStats:
         return self

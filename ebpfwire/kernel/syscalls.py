@@ -141,11 +141,11 @@ def map_update(map_fd: int, key: bytes, value: bytes, flags: int = 0) -> None:
     bpf(BPF_MAP_UPDATE_ELEM, attr, f"updating map fd {map_fd}")
 
 
-def map_delete(map_fd: int, key: bytes) -> bool:
-    """``BPF_MAP_DELETE_ELEM``: remove ``key``; False if it was absent."""
-    k = ctypes.create_string_buffer(key, len(key))
+def _found(cmd: int, attr: ctypes.Array, what: str) -> bool:
+    """``bpf()`` where ENOENT means "nothing there" (no such key, no next key or id, the last
+    batch): False then."""
     try:
-        bpf(BPF_MAP_DELETE_ELEM, _attr("<IIQ", map_fd, 0, _addr(k)), f"deleting from map {map_fd}")
+        bpf(cmd, attr, what)
     except BpfSyscallError as exc:
         if exc.errno == errno_mod.ENOENT:
             return False
@@ -153,18 +153,19 @@ def map_delete(map_fd: int, key: bytes) -> bool:
     return True
 
 
+def map_delete(map_fd: int, key: bytes) -> bool:
+    """``BPF_MAP_DELETE_ELEM``: remove ``key``; False if it was absent."""
+    k = ctypes.create_string_buffer(key, len(key))
+    attr = _attr("<IIQ", map_fd, 0, _addr(k))
+    return _found(BPF_MAP_DELETE_ELEM, attr, f"deleting from map {map_fd}")
+
+
 def map_lookup(map_fd: int, key: bytes, value_size: int) -> bytes | None:
     """``BPF_MAP_LOOKUP_ELEM``: the value of ``key``, or None if absent."""
     k = ctypes.create_string_buffer(key, len(key))
     v = ctypes.create_string_buffer(value_size)
     attr = _attr("<IIQQQ", map_fd, 0, _addr(k), _addr(v), 0)
-    try:
-        bpf(BPF_MAP_LOOKUP_ELEM, attr, f"looking up map fd {map_fd}")
-    except BpfSyscallError as exc:
-        if exc.errno == errno_mod.ENOENT:
-            return None
-        raise
-    return v.raw
+    return v.raw if _found(BPF_MAP_LOOKUP_ELEM, attr, f"looking up map fd {map_fd}") else None
 
 
 def map_get_next_key(map_fd: int, key: bytes | None, key_size: int) -> bytes | None:
@@ -172,13 +173,8 @@ def map_get_next_key(map_fd: int, key: bytes | None, key_size: int) -> bytes | N
     k = ctypes.create_string_buffer(key, len(key)) if key is not None else None
     nxt = ctypes.create_string_buffer(key_size)
     attr = _attr("<IIQQ", map_fd, 0, _addr(k), _addr(nxt))
-    try:
-        bpf(BPF_MAP_GET_NEXT_KEY, attr, f"walking the keys of map fd {map_fd}")
-    except BpfSyscallError as exc:
-        if exc.errno == errno_mod.ENOENT:
-            return None
-        raise
-    return nxt.raw
+    found = _found(BPF_MAP_GET_NEXT_KEY, attr, f"walking the keys of map fd {map_fd}")
+    return nxt.raw if found else None
 
 
 def map_lookup_batch(
@@ -201,13 +197,8 @@ def map_lookup_batch(
         "<QQQQIIQQ", _addr(in_batch), _addr(out_batch), _addr(keys), _addr(values), count,
         map_fd, 0, 0,
     )
-    done = False
-    try:
-        bpf(BPF_MAP_LOOKUP_BATCH, attr, f"batch lookup in map fd {map_fd}")
-    except BpfSyscallError as exc:
-        if exc.errno != errno_mod.ENOENT:
-            raise
-        done = True  # the last batch: ``count`` says how many entries it still holds
+    # on the last batch (ENOENT) ``count`` still says how many entries it holds
+    done = not _found(BPF_MAP_LOOKUP_BATCH, attr, f"batch lookup in map fd {map_fd}")
     got = struct.unpack_from("<I", attr, 32)[0]
     return (
         keys.raw[: key_size * got],
@@ -281,12 +272,8 @@ def raw_tracepoint_open(name: str, prog_fd: int) -> int:
 
 def _next_id(cmd: int, start: int) -> int | None:
     attr = _attr("<II", start, 0)
-    try:
-        bpf(cmd, attr, "listing BPF object ids")
-    except BpfSyscallError as exc:
-        if exc.errno == errno_mod.ENOENT:
-            return None
-        raise
+    if not _found(cmd, attr, "listing BPF object ids"):
+        return None
     return struct.unpack_from("<I", attr, 4)[0]
 
 

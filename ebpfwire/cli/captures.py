@@ -1,0 +1,142 @@
+"""Opening captures (a path, standard input, a file still being written) and choosing
+their layout and architecture."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import stat
+import sys
+import time
+from collections.abc import Iterator
+
+from ebpfwire.capture import (
+    CaptureError,
+    CaptureHeader,
+    CaptureReader,
+    LostRecord,
+    SampleRecord,
+    unreadable_capture,
+)
+from ebpfwire.cli.errors import UsageError, say
+from ebpfwire.wire.catalogue import check_arch
+from ebpfwire.wire.decoder import decode
+from ebpfwire.wire.errors import DecodeError
+from ebpfwire.wire.layouts import LAYOUTS, Layout, get_layout
+
+HOLD_LIMIT = 256       # samples held back while checking that the layout fits
+FOLLOW_POLL = 0.05     # s between looks for a file --follow waits for
+
+
+def _resolve_layout(name: str, origin: str, where: str) -> Layout:
+    try:
+        return get_layout(name)
+    except ValueError:
+        known = ", ".join(LAYOUTS)
+        raise UsageError(f"{where}unknown layout {name!r} ({origin}); known layouts: {known}"
+                         ) from None
+
+
+def _resolve_arch(name: str, origin: str, where: str) -> str:
+    try:
+        return check_arch(name)
+    except ValueError as exc:
+        raise UsageError(f"{where}{exc} ({origin})") from None
+
+
+def source_label(source: str) -> str:
+    """How a source is named in messages: its path, or <stdin> for ``-``."""
+    return "<stdin>" if source == "-" else source
+
+
+def open_capture(source: str, follow: bool = False) -> CaptureReader:
+    """A reader for a path or ``-`` (standard input); unreadable input is a UsageError."""
+    label = source_label(source)
+    if follow and source != "-" and not os.path.lexists(source):
+        say(f"{label}: waiting for the file to appear (Ctrl-C stops)")
+        while not os.path.lexists(source):
+            time.sleep(FOLLOW_POLL)
+    try:
+        if source == "-":
+            return CaptureReader(sys.stdin.buffer, follow=follow)
+        return CaptureReader(source, follow=follow)
+    except (FileNotFoundError, IsADirectoryError, PermissionError, CaptureError) as exc:
+        raise UsageError(unreadable_capture(label, exc)) from None
+
+
+def layout_and_arch(args: argparse.Namespace, header: CaptureHeader, label: str
+                    ) -> tuple[Layout, str]:
+    """--layout/--arch when given, else what the capture header says; checked."""
+    where = f"{label}: "
+    if args.layout:
+        layout = _resolve_layout(args.layout, "from --layout", where)
+    else:
+        layout = _resolve_layout(header.layout, "from the capture header; choose one with "
+                                                "--layout", where)
+    if args.arch:
+        return layout, _resolve_arch(args.arch, "from --arch", where)
+    return layout, _resolve_arch(header.arch, "from the capture header; choose one with --arch",
+                                 where)
+
+
+def _clean(data: bytes, layout: Layout, arch: str) -> bool:
+    try:
+        decode(data, layout=layout, arch=arch)
+    except DecodeError:
+        return False
+    return True
+
+
+def held_until_fit(records: Iterator[SampleRecord | LostRecord], layout: Layout, arch: str,
+                    label: str) -> Iterator[SampleRecord | LostRecord]:
+    """The records, unchanged, once one sample decodes cleanly with the layout.
+
+    Until then records are held back (up to HOLD_LIMIT samples). If none decodes with the
+    layout while another layout decodes some, or every sample is shorter than the layout's
+    header, the layout is wrong for this capture: one UsageError naming the layout tried
+    and the ones that fit, instead of an error line per sample.
+    """
+    held: list[SampleRecord | LostRecord] = []
+    samples: list[bytes] = []
+    for record in records:
+        held.append(record)
+        if type(record) is not SampleRecord:
+            continue
+        if _clean(record.data, layout, arch):
+            yield from held
+            yield from records
+            return
+        samples.append(record.data)
+        if len(samples) >= HOLD_LIMIT:
+            break
+    if samples:
+        fits = {name: sum(_clean(data, other, arch) for data in samples)
+                for name, other in LAYOUTS.items() if other is not layout}
+        fits = {name: count for name, count in fits.items() if count}
+        short = sum(len(data) < layout.size for data in samples)
+        if fits or short == len(samples):
+            lengths = sorted(len(data) for data in samples)
+            if fits:
+                hint = "; layouts that decode them: " + ", ".join(
+                    f"{name} ({count} of {len(samples)})"
+                    for name, count in sorted(fits.items(), key=lambda item: -item[1]))
+            else:
+                by_size = [name for name, other in LAYOUTS.items() if other.size <= lengths[0]]
+                hint = f"; layouts that fit by size: {', '.join(by_size) or 'none'}"
+            raise UsageError(
+                f"{label}: layout {layout.name!r} ({layout.size}-byte header) does not fit: "
+                f"none of the {'first ' if len(samples) >= HOLD_LIMIT else ''}{len(samples)} "
+                f"samples ({lengths[0]}..{lengths[-1]} bytes, {short} shorter than the "
+                f"header) decodes with it{hint} (choose with --layout)")
+    yield from held
+
+
+def regular_size(source: str) -> int | None:
+    """The size of a regular file (what a progress percentage is of), else None."""
+    if source == "-":
+        return None
+    try:
+        info = os.stat(source)
+    except OSError:
+        return None
+    return info.st_size if stat.S_ISREG(info.st_mode) else None

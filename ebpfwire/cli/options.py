@@ -1,0 +1,121 @@
+"""Argument types and the option groups several commands share."""
+
+from __future__ import annotations
+
+import argparse
+import mmap
+from collections.abc import Iterable
+
+from ebpfwire.wire.layouts import LAYOUTS
+
+PID_MAX = 4_194_304    # PID_MAX_LIMIT on 64-bit Linux: no pid is larger
+COMM_MAX = 15
+RING_PAGES_MAX = 1 << 16  # 256 MiB per CPU with 4 KiB pages
+RING_BYTES_MAX = 1 << 30  # the monitor's bound, for either transport
+DURATION_MAX = 1e9     # s (about 31 years): a bound that keeps the deadline arithmetic exact
+
+
+def integer(text: str) -> int:
+    """An integer as Python writes it (42, 0x2a, 0o52): the argument type of sizes and ids."""
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, found {text!r}") from None
+
+
+def pid_type(text: str) -> int:
+    """A process id: 1 to PID_MAX."""
+    value = integer(text)
+    if not 1 <= value <= PID_MAX:
+        raise argparse.ArgumentTypeError(f"expected a pid from 1 to {PID_MAX}, found {text}")
+    return value
+
+
+def ring_pages_type(text: str) -> int:
+    """Perf ring data pages per CPU: a power of two, 1 to RING_PAGES_MAX."""
+    value = integer(text)
+    if value < 1 or value & (value - 1) or value > RING_PAGES_MAX:
+        raise argparse.ArgumentTypeError(
+            f"expected a power of two from 1 to {RING_PAGES_MAX}, found {text}")
+    return value
+
+
+def ring_bytes_type(text: str) -> int:
+    """Ring size in bytes: a power of two, whole pages, at most RING_BYTES_MAX."""
+    value = integer(text)
+    page = mmap.PAGESIZE
+    if value < page or value & (value - 1) or value > RING_BYTES_MAX:
+        raise argparse.ArgumentTypeError(
+            f"expected a power of two from {page} (one page) to {RING_BYTES_MAX}, found {text}")
+    return value
+
+
+def comm_type(text: str) -> str:
+    """A task name: at most 15 bytes, as the kernel keeps it (TASK_COMM_LEN 16)."""
+    if not text or len(text.encode("utf-8", "surrogateescape")) > COMM_MAX:
+        raise argparse.ArgumentTypeError(
+            f"expected a task name of 1 to {COMM_MAX} bytes (the kernel cuts longer names), "
+            f"found {text!r}")
+    return text
+
+
+def duration_type(text: str) -> float:
+    """Seconds: a finite number above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, found {text!r}") from None
+    if not 0 < value <= DURATION_MAX:  # also false for nan
+        raise argparse.ArgumentTypeError(
+            f"expected seconds above 0 and at most {DURATION_MAX:.0e}, found {text}")
+    return value
+
+
+def names_list(values: Iterable[str] | None) -> list[str]:
+    """The names of a repeatable comma-list option (--events a,b --events c), blanks dropped."""
+    return [name.strip() for value in values or () for name in value.split(",") if name.strip()]
+
+
+def add_decoding_options(p: argparse.ArgumentParser, utc: bool = True) -> None:
+    """--layout/--arch (and --utc for commands that show wall-clock times)."""
+    p.add_argument("--layout", help="context layout (default: the capture header's); "
+                                    f"one of {', '.join(LAYOUTS)}")
+    p.add_argument("--arch", help="architecture of the event ids (default: the header's)")
+    if utc:
+        p.add_argument("--utc", action="store_true", help="show wall-clock times in UTC")
+
+
+def add_capture_filters(p: argparse.ArgumentParser, lenient_help: str, utc: bool = False
+                        ) -> None:
+    """The decoding options, --lenient and the --event/--pid/--comm/--failed filters, for
+    every command that reads whole captures (decode, ps, summary, export)."""
+    add_decoding_options(p, utc)
+    p.add_argument("--lenient", action="store_true", help=lenient_help)
+    p.add_argument("--event", action="append", metavar="NAME",
+                   help="only these events (repeat, or a comma list: openat,connect)")
+    p.add_argument("--pid", type=pid_type, help="only this pid (namespace or host pid)")
+    p.add_argument("--comm", type=comm_type, help="only this task name (exact)")
+    p.add_argument("--failed", action="store_true",
+                   help="only events that failed (a negative result: -1 EPERM...)")
+
+
+def live_options() -> argparse.ArgumentParser:
+    """The options of the live commands (record, trace), as a parent parser: what to attach,
+    the kernel-side filters, the transport and its size."""
+    live = argparse.ArgumentParser(add_help=False)
+    live.add_argument("--events", action="append", metavar="LIST",
+                      help="event groups to attach (comma list; default: all)")
+    live.add_argument("--pid", type=pid_type,
+                      help="only this process and all its descendants (like strace -f)")
+    live.add_argument("--comm", type=comm_type, metavar="NAME",
+                      help="only tasks with this name (exact, as the kernel keeps it)")
+    live.add_argument("--transport", choices=("perf", "ringbuf"), default="perf",
+                      help="perf: per-CPU perf rings, as KubeArmor (default); ringbuf: one "
+                           "BPF ring buffer for all CPUs")
+    size = live.add_mutually_exclusive_group()
+    size.add_argument("--ring-pages", type=ring_pages_type, metavar="N",
+                      help="perf ring data pages per CPU (a power of two)")
+    size.add_argument("--ring-bytes", type=ring_bytes_type, metavar="N",
+                      help="ring size in bytes, a power of two (per CPU for perf, the whole "
+                           "ring for ringbuf; default 4 MiB per CPU, 8 MiB)")
+    return live

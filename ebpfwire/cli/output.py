@@ -1,0 +1,143 @@
+"""Output plumbing: stdout writes that fail as one line, rendered events in batches, and
+the progress line on a terminal."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+from ebpfwire.cli.errors import OutputError
+from ebpfwire.kernel.ringbuf import RINGBUF_CPU
+from ebpfwire.output.render import TableRenderer, event_json, lost_json
+from ebpfwire.wire.events import Event
+
+# characters of output text held before one write: memory stays flat, and the joined text
+# stays small enough to be made and encoded in the CPU's cache
+WRITE_LIMIT = 1 << 18
+PROGRESS_EVERY = 0.25  # s between progress updates on a terminal
+
+
+def write_stdout(stream: TextIO, text: str) -> None:
+    """Write and flush; a failure other than a closed pipe becomes an OutputError."""
+    try:
+        stream.write(text)
+        stream.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise OutputError(exc) from None
+
+
+class Output:
+    """Rendered events to stdout in batches, as table lines, JSON lines or one JSON array.
+
+    Lines are joined into one write once WRITE_LIMIT characters are pending, so what is
+    held is bounded by size, not by a count of lines whatever their length (a 1 MiB argv).
+    """
+
+    def __init__(self, fmt: str, stream: TextIO, boot_time_ns: int = 0, utc: bool = False,
+                 flush_each: bool = False):
+        self.fmt = fmt
+        self.stream = stream
+        self.flush_each = flush_each
+        self.table = TableRenderer(boot_time_ns, utc)
+        self._lines: list[str] = []
+        self.pending = 0  # characters in _lines
+        self._first = True  # json: the array is opened with its first element
+
+    def set_boot_time(self, boot_time_ns: int) -> None:
+        self.table.boot_time_ns = boot_time_ns
+
+    def _add(self, line: str) -> None:
+        self._lines.append(line)
+        self.pending += len(line)
+        if self.flush_each or self.pending >= WRITE_LIMIT:
+            self.flush()
+
+    line = _add
+
+    def event(self, event: Event) -> None:
+        self._add(self.table.event(event) if self.fmt == "table" else event_json(event))
+
+    def lost(self, cpu: int, count: int) -> None:
+        self._add(self.table.lost(cpu, count) if self.fmt == "table" else lost_json(cpu, count))
+
+    def flush(self) -> None:
+        lines = self._lines
+        if lines:
+            if self.fmt == "json":
+                text = ("[\n" if self._first else ",\n") + ",\n".join(lines)
+                self._first = False
+            else:
+                lines.append("")    # the last line's newline, without a copy of the text
+                text = "\n".join(lines)
+            lines.clear()
+            self.pending = 0
+            write_stdout(self.stream, text)
+        else:
+            write_stdout(self.stream, "")
+
+    def close(self) -> None:
+        self.flush()
+        if self.fmt == "json":
+            write_stdout(self.stream, "[]\n" if self._first else "\n]\n")
+
+
+class Progress:
+    """A status line on a terminal's stderr, a few times a second: records, events/s and
+    percent of the file (decode), percent of the records' bytes, events and events/s
+    (export), or events, losses and events/s (record)."""
+
+    def __init__(self, size: int | None = None):
+        self.enabled = sys.stderr.isatty()
+        self.size = size
+        self.started = time.monotonic()
+        self.last = self.started
+        self.shown = False
+
+    def _due(self, force: bool = False) -> float | None:
+        """Seconds since the start when a new line is due (or forced), else None."""
+        now = time.monotonic()
+        if not self.enabled or (not force and now - self.last < PROGRESS_EVERY):
+            return None
+        self.last = now
+        return max(now - self.started, 1e-9)
+
+    def _show(self, text: str) -> None:
+        sys.stderr.write(f"\r{text}\x1b[K")
+        sys.stderr.flush()
+        self.shown = True
+
+    def update(self, records: int, events: int, offset: int) -> None:
+        """Decode's line: records read, events/s, where in the file."""
+        elapsed = self._due()
+        if elapsed is not None:
+            where = f", {100 * offset / self.size:.0f}% of the file" if self.size else ""
+            self._show(f"{records:,} records, {events / elapsed:,.0f} events/s{where}")
+
+    def of_bytes(self, done: int, total: int, events: int) -> None:
+        """Export's line (its ``progress`` callback): share of the records' bytes done."""
+        elapsed = self._due()
+        if elapsed is not None:
+            share = 100 * done / total if total else 100
+            self._show(f"{share:.0f}% of the records, {events:,} events, "
+                       f"{events / elapsed:,.0f} events/s")
+
+    def recording(self, events: int, lost: int, force: bool = False) -> None:
+        """Record's line: events and losses so far (``force``: now, the last one)."""
+        elapsed = self._due(force)
+        if elapsed is not None:
+            self._show(f"{events:,} events, {lost:,} lost, {events / elapsed:,.0f} events/s")
+
+    def done(self, keep: bool = False) -> None:
+        """Erase the line, or end it (``keep``) so that it stays on the terminal."""
+        if self.shown:
+            sys.stderr.write("\n" if keep else "\r\x1b[K")
+            sys.stderr.flush()
+
+
+def cpu_label(cpu: int) -> str:
+    """How a record's cpu is shown: its number, or "ringbuf" for ring buffer samples,
+    which do not say which CPU wrote them."""
+    return "ringbuf" if cpu == RINGBUF_CPU else str(cpu)
