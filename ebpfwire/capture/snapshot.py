@@ -21,13 +21,14 @@ from construct import (
     GreedyBytes,
     Int32ul,
     Int64ul,
+    Optional,
     Prefixed,
     PrefixedArray,
     Struct,
 )
 
-__all__ = ["RUNTIMES", "ContainerInfo", "ContainerPayload", "ProcessInfo", "ProcessPayload",
-           "Text"]
+__all__ = ["FLAG_CUT", "RUNTIMES", "ContainerInfo", "ContainerPayload", "ProcessInfo",
+           "ProcessPayload", "Text"]
 
 RUNTIMES = ("docker", "containerd", "cri-o", "podman", "host", "unknown")
 """The container runtimes a ContainerInfo names; 'host' for the host's namespaces."""
@@ -52,8 +53,14 @@ ProcessPayload = Struct(
     "cwd" / Text,
     "argv" / PrefixedArray(Int32ul, Text),
     "container_id" / Text,
+    "flags" / Optional(Int32ul),
 )
-"""A PROCESS record's payload. Bytes after it are ignored (room for appended fields)."""
+"""A PROCESS record's payload. ``flags`` (bit 0: a field was cut to the recorder's bound)
+was added later: a payload without it has no flag set. Bytes after it are ignored (room for
+appended fields)."""
+
+#: ProcessPayload.flags: a field (in practice argv) was longer than the recorder keeps.
+FLAG_CUT = 1
 
 ContainerPayload = Struct(
     "pid_ns" / Int32ul,
@@ -71,7 +78,8 @@ class ProcessInfo:
     host_pid/host_ppid are as the host sees them, pid inside the process's own PID
     namespace; pid_ns and mnt_ns are namespace inode numbers as /proc/PID/ns shows them;
     start_ns is the process start in ns since boot (comparable to an event's ts);
-    container_id is '' for a host process.
+    container_id is '' for a host process; cut says argv (or another field) was longer than
+    the recorder keeps and holds only its start.
     """
 
     host_pid: int
@@ -86,6 +94,7 @@ class ProcessInfo:
     cwd: str
     argv: tuple[str, ...]
     container_id: str
+    cut: bool = False
 
     def to_payload(self) -> bytes:
         """The PROCESS record payload (ProcessPayload)."""
@@ -94,6 +103,7 @@ class ProcessInfo:
             "uid": self.uid, "pid_ns": self.pid_ns, "mnt_ns": self.mnt_ns,
             "start_ns": self.start_ns, "comm": self.comm, "exe": self.exe, "cwd": self.cwd,
             "argv": list(self.argv), "container_id": self.container_id,
+            "flags": FLAG_CUT if self.cut else 0,
         })
 
     @classmethod
@@ -101,7 +111,8 @@ class ProcessInfo:
         """Parse a PROCESS payload; ValueError says what was wrong and where."""
         p = _parse(ProcessPayload, "process", data)
         return cls(p.host_pid, p.host_ppid, p.pid, p.uid, p.pid_ns, p.mnt_ns, p.start_ns,
-                   p.comm, p.exe, p.cwd, tuple(p.argv), p.container_id)
+                   p.comm, p.exe, p.cwd, tuple(p.argv), p.container_id,
+                   bool((p.flags or 0) & FLAG_CUT))
 
 
 @dataclass(frozen=True, slots=True)

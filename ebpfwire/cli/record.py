@@ -21,7 +21,8 @@ from ebpfwire.capture import CaptureError, CaptureReader, CaptureWriteError, Cap
 from ebpfwire.cli.errors import EXIT_IO, EXIT_OK, UsageError, say
 from ebpfwire.cli.live import StopSignals, machine_arch, open_monitor
 from ebpfwire.cli.output import Progress
-from ebpfwire.process.procfs import ContainerResolver, snapshot
+from ebpfwire.process.procfs import ContainerResolver, asked_for, snapshot
+from ebpfwire.wire.text import printable
 
 
 @dataclass
@@ -123,10 +124,12 @@ def create_output(path: str, force: bool, append: bool, arch: str) -> RecordOutp
     return RecordOutput(writer, path, made=(made.st_dev, made.st_ino))
 
 
-def write_context(writer: CaptureWriter) -> ContainerResolver | None:
-    """The running processes and their containers, into the capture; the resolver that
-    names the containers of later samples. None for a version-1 capture (appended to),
-    which has no context records."""
+def write_context(writer: CaptureWriter, pid: int | None = None,
+                  comm: str | None = None) -> ContainerResolver | None:
+    """The running processes (those ``pid`` and ``comm`` ask for, and their ancestors) and
+    their containers, into the capture; the resolver that names the containers of later
+    samples. None for a version-1 capture (appended to), which has no context records.
+    A process whose record cannot be written is left out and counted, never fatal."""
     from ebpfwire.kernel.errors import LoaderError  # the loader only when recording
 
     if writer.header.version == 1:
@@ -137,9 +140,16 @@ def write_context(writer: CaptureWriter) -> ContainerResolver | None:
         resolver = ContainerResolver()
     except LoaderError as exc:  # the host's namespaces are hidden: not root
         raise UsageError(f"cannot read the host's namespaces: {exc}") from None
-    processes = snapshot()
+    processes = asked_for(snapshot(), pid, comm)
+    left_out = []
     for process in processes:
-        writer.write_process(process)
+        try:
+            writer.write_process(process)
+        except ValueError as exc:
+            left_out.append(f"{process.host_pid}: {exc}")
+    if left_out:
+        say(f"{len(left_out)} of {len(processes)} running processes left out of the "
+             f"snapshot (first: {printable(left_out[0])[:200]})")
     for container in resolver.seed(processes):
         writer.write_container(container)
     writer.flush()  # a follower sees the context at once
@@ -155,7 +165,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         status = Progress()
         try:
             try:
-                resolver = write_context(writer)
+                resolver = write_context(writer, args.pid, args.comm)
                 monitor = open_monitor(args)
             except CaptureWriteError:
                 raise

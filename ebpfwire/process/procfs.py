@@ -21,6 +21,10 @@ from ebpfwire.capture.snapshot import ContainerInfo, ProcessInfo
 HOST = ("host", "")
 UNKNOWN = ("unknown", "")
 
+#: The bytes of a command line the snapshot keeps: any user can run a program with megabytes
+#: of arguments, and the snapshot must neither fail on it nor copy it into every answer.
+ARGV_BYTES_MAX = 32 * 1024
+
 _GONE = (errno.ENOENT, errno.ESRCH)
 _PF_KTHREAD = 0x00200000      # task flag of kernel threads (stat field 9)
 _NS_PER_TICK = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
@@ -84,9 +88,19 @@ def container_from_cgroup(text: str) -> tuple[str, str]:
 # --------------------------------------------------------------------------- reading /proc
 
 
-def _read(path: str) -> bytes:
+def _read(path: str, limit: int = -1) -> bytes:
     with open(path, "rb") as f:
-        return f.read()
+        return f.read(limit)
+
+
+def _command_line(path: str) -> tuple[tuple[str, ...], bool]:
+    """argv from /proc/PID/cmdline, at most ARGV_BYTES_MAX bytes of it, and whether it was
+    cut there (the last element kept is then a prefix)."""
+    raw = _read(path, ARGV_BYTES_MAX + 1)
+    cut = len(raw) > ARGV_BYTES_MAX
+    if cut:
+        raw = raw[:ARGV_BYTES_MAX] + b"\0"
+    return tuple(_text(arg) for arg in raw.split(b"\0")[:-1]), cut
 
 
 class _Reader:
@@ -165,11 +179,11 @@ def read_process(host_pid: int, proc: str = "/proc",
     if flags & _PF_KTHREAD:
         exe = cwd = ""
         argv: tuple[str, ...] = ()
+        cut = False
     else:
         exe = optional(_readlink, f"{base}/exe", "")
         cwd = optional(_readlink, f"{base}/cwd", "")
-        cmdline = optional(_read, f"{base}/cmdline", b"")
-        argv = tuple(_text(arg) for arg in cmdline.split(b"\0")[:-1]) if cmdline else ()
+        argv, cut = optional(_command_line, f"{base}/cmdline", ((), False))
     pid_ns = optional(_ns_inode, f"{base}/ns/pid", 0)
     mnt_ns = optional(_ns_inode, f"{base}/ns/mnt", 0)
     cgroup = optional(_read, f"{base}/cgroup", b"")
@@ -182,7 +196,7 @@ def read_process(host_pid: int, proc: str = "/proc",
         host_pid=host_pid, host_ppid=ppid, pid=pid, uid=uid,
         pid_ns=pid_ns, mnt_ns=mnt_ns, start_ns=max(start_ticks * _NS_PER_TICK - suspended, 0),
         comm=comm,
-        exe=exe, cwd=cwd, argv=argv, container_id=container_id,
+        exe=exe, cwd=cwd, argv=argv, container_id=container_id, cut=cut,
     )
 
 
@@ -208,6 +222,35 @@ def snapshot(proc: str = "/proc") -> list[ProcessInfo]:
     suspended = suspended_ns()
     found = (read_process(pid, proc, suspended) for pid in sorted(_pids(proc)))
     return [info for info in found if info is not None]
+
+
+def asked_for(processes: list[ProcessInfo], pid: int | None = None,
+              comm: str | None = None) -> list[ProcessInfo]:
+    """The processes a filtered recording is about, and their ancestors (the tree needs
+    them): with ``pid``, that process and its descendants; with ``comm``, the processes of
+    that name; with neither, all. Nothing else of the machine goes into the capture."""
+    if pid is None and comm is None:
+        return processes
+    by_pid = {info.host_pid: info for info in processes}
+    children: dict[int, list[int]] = {}
+    for info in processes:
+        children.setdefault(info.host_ppid, []).append(info.host_pid)
+    wanted: set[int] = set()
+    if pid is not None and pid in by_pid:
+        todo = [pid]
+        while todo:   # a loop, not recursion: the tree's depth is any user's to choose
+            current = todo.pop()
+            if current not in wanted:
+                wanted.add(current)
+                todo.extend(children.get(current, ()))
+    if comm is not None:
+        wanted.update(info.host_pid for info in processes if info.comm == comm)
+    for start in list(wanted):
+        parent = by_pid[start].host_ppid
+        while parent in by_pid and parent not in wanted:
+            wanted.add(parent)
+            parent = by_pid[parent].host_ppid
+    return [info for info in processes if info.host_pid in wanted]
 
 
 # --------------------------------------------------------------------------- containers
