@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ebpfwire import capture
+from ebpfwire.capture import writer
 from ebpfwire.capture import (
     CaptureReader,
     CaptureWriteError,
@@ -171,7 +171,7 @@ def test_a_signal_handler_exception_after_the_write_does_not_resend(tmp_path, mo
             raise KeyboardInterrupt
         return n
 
-    monkeypatch.setattr(capture.os, "write", write_then_interrupt)
+    monkeypatch.setattr(writer.os, "write", write_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         w.flush()
     w.close()  # continues from where the write stopped
