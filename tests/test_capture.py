@@ -656,8 +656,8 @@ def test_events_decodes_samples_and_yields_errors(five, monkeypatch):
             raise FakeDecodeError("empty sample")
         return ("event", data)
 
-    monkeypatch.setattr(ebpfwire.capture.reader, "decode", fake_decode)
-    monkeypatch.setattr(ebpfwire.capture.reader, "DecodeError", FakeDecodeError)
+    monkeypatch.setattr(ebpfwire.capture.stream, "decode", fake_decode)
+    monkeypatch.setattr(ebpfwire.capture.stream, "DecodeError", FakeDecodeError)
     with CaptureReader(path) as reader:
         out = list(reader.events(strict=False, arch="arm64"))
     assert [type(r).__name__ for r, _ in out] == [

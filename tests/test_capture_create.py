@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ebpfwire.capture import writer
-from ebpfwire.capture import CaptureReader, CaptureWriteError, CaptureWriter, HostInfo
+from ebpfwire.capture import CaptureReader, CaptureWriteError, CaptureWriter, HostInfo, writer
 
 HOST = HostInfo(kernel_release="6.18.0-test", hostname="create", ncpus=2)
 VICTIM = b"root:x:0:0:precious configuration\n"

@@ -14,13 +14,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ebpfwire.capture import writer
 from ebpfwire.capture import (
     CaptureReader,
     CaptureWriteError,
     CaptureWriter,
     HostInfo,
     SampleRecord,
+    writer,
 )
 
 HOST = HostInfo(kernel_release="6.18.0-test", hostname="faults", ncpus=2)

@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ebpfwire.capture import scan
 from ebpfwire.capture import (
     FORMAT_VERSION,
     MAX_PAYLOAD,
@@ -24,6 +23,7 @@ from ebpfwire.capture import (
     RecordPayload,
     RecordType,
     RecordV1,
+    scan,
 )
 
 HOST = HostInfo(kernel_release="6.18.0-test", hostname="versions", ncpus=2)

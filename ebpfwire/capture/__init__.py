@@ -2,8 +2,9 @@
 
 One module per job: ``format`` (the specification and the values exchanged), ``writer``,
 ``scan`` (the reader's hot path), ``reader`` and ``stream`` (one capture read as every
-command reads it); ``order`` is the reorder window, ``snapshot`` the context records'
-payloads. The names below are the package's public ones (docs/capture-format.md).
+command reads it, through the one reorder window of ``ebpfwire.wire.order``);
+``snapshot`` holds the context records' payloads. The names below are the package's
+public ones (docs/capture-format.md).
 """
 
 from ebpfwire.capture.format import (
@@ -38,14 +39,15 @@ from ebpfwire.capture.format import (
     unreadable_capture,
 )
 from ebpfwire.capture.reader import CaptureReader, split_ranges
+from ebpfwire.capture.stream import CaptureStream
 from ebpfwire.capture.writer import CaptureWriteError, CaptureWriter
 
 __all__ = [
     "ARCHES", "FORMAT_VERSION", "MAGIC", "MAX_PAYLOAD", "READABLE_VERSIONS",
     "RECORD_HEADER_SIZE", "RECORD_HEADER_SIZE_V1", "SYNC", "WRITE_MODES", "CaptureDamage",
     "CaptureError", "CaptureFile", "CaptureFileV1", "CaptureHeader", "CaptureReader",
-    "CaptureRecord", "CaptureWriteError", "CaptureWriter", "ContainerRecord", "FileHeader",
-    "HeaderInfo", "HostInfo", "LostPayload", "LostRecord", "ProcessRecord", "Record",
-    "RecordPayload", "RecordType", "RecordV1", "SamplePayload", "SampleRecord", "split_ranges",
-    "unreadable_capture",
+    "CaptureRecord", "CaptureStream", "CaptureWriteError", "CaptureWriter", "ContainerRecord",
+    "FileHeader", "HeaderInfo", "HostInfo", "LostPayload", "LostRecord", "ProcessRecord",
+    "Record", "RecordPayload", "RecordType", "RecordV1", "SamplePayload", "SampleRecord",
+    "split_ranges", "unreadable_capture",
 ]

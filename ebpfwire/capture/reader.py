@@ -38,8 +38,7 @@ from ebpfwire.capture.format import (
 )
 from ebpfwire.capture.scan import _next_head_v2, _scan_v1, _scan_v2
 from ebpfwire.capture.snapshot import ContainerInfo, ProcessInfo
-from ebpfwire.wire.decoder import decode
-from ebpfwire.wire.errors import DecodeError
+from ebpfwire.capture.stream import CaptureStream
 
 
 class CaptureReader:
@@ -420,18 +419,10 @@ class CaptureReader:
     ) -> Iterator[tuple[CaptureRecord, Any]]:
         """Decode each SAMPLE: yields (record, event) or (record, DecodeError); a bad sample
         does not stop the others. LOST, PROCESS and CONTAINER records come through as
-        (record, None) where they are in the file. layout and arch default to the header's."""
-
-        layout = layout or self.header.layout
-        arch = arch or self.header.arch
-        for record in self:
-            if type(record) is not SampleRecord:
-                yield record, None
-                continue
-            try:
-                yield record, decode(record.data, layout=layout, arch=arch, strict=strict)
-            except DecodeError as error:
-                yield record, error
+        (record, None) where they are in the file. layout and arch default to the header's.
+        (A :class:`~ebpfwire.capture.stream.CaptureStream` in file order.)"""
+        return iter(CaptureStream(self, layout=layout, arch=arch, strict=strict,
+                                  time_order=False))
 
     def close(self) -> None:
         """Stop following and close the file if this reader opened it."""

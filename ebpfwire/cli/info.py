@@ -9,7 +9,14 @@ import time
 from collections import Counter
 from typing import Any
 
-from ebpfwire.capture import CaptureHeader, CaptureReader, ContainerRecord, LostRecord, SampleRecord
+from ebpfwire.capture import (
+    CaptureHeader,
+    CaptureReader,
+    CaptureStream,
+    ContainerRecord,
+    LostRecord,
+    SampleRecord,
+)
 from ebpfwire.cli.common import (
     EXIT_OK,
     _label,
@@ -20,7 +27,6 @@ from ebpfwire.cli.common import (
     write_stdout,
 )
 from ebpfwire.output.render import event_label
-from ebpfwire.wire.decoder import decode
 from ebpfwire.wire.layouts import Layout
 from ebpfwire.wire.text import printable
 
@@ -50,7 +56,9 @@ def collect_info(reader: CaptureReader, layout: Layout, arch: str, label: str
     runtimes: Counter[str] = Counter()
     records = lost_records = damaged_samples = 0
     first = last = None
-    for record in held_until_fit(iter(reader), layout, arch, label):
+    stream = CaptureStream(reader, records=held_until_fit(iter(reader), layout, arch, label),
+                           layout=layout, arch=arch, strict=False, time_order=False)
+    for record, event in stream:
         kind = type(record)
         if kind is not SampleRecord:
             if kind is LostRecord:
@@ -62,7 +70,6 @@ def collect_info(reader: CaptureReader, layout: Layout, arch: str, label: str
             continue
         records += 1
         samples[record.cpu] += 1
-        event = decode(record.data, layout=layout, arch=arch, strict=False)
         if event.errors:
             damaged_samples += 1
         names[event_label(event)] += 1

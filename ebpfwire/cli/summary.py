@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from ebpfwire.capture import CaptureDamage, LostRecord, SampleRecord
+from ebpfwire.capture import CaptureDamage, CaptureStream, LostRecord
 from ebpfwire.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
@@ -30,7 +30,6 @@ from ebpfwire.cli.common import (
     write_stdout,
 )
 from ebpfwire.output.summary import render_summary, summarise_capture, summary_json
-from ebpfwire.wire.decoder import decode
 from ebpfwire.wire.errors import DecodeError
 
 
@@ -78,30 +77,27 @@ class _Pairs:
 
     def _capture(self, source: str) -> Iterator[tuple[Any, Any]]:
         label = _label(source)
-        strict, keep = not self.args.lenient, self.keep
-        reader = open_capture(source)
+        keep = self.keep
 
         def report(damage: CaptureDamage) -> None:
             _say(f"{label}: damaged record at file offset {damage.offset}: {damage.message}")
 
-        reader.on_damage = report
-        with reader:
+        with open_capture(source) as reader:
             layout, arch = layout_and_arch(self.args, reader.header, label)
-            for record in held_until_fit(iter(reader), layout, arch, label):
-                kind = type(record)
-                if kind is LostRecord:
-                    yield record, None
-                if kind is not SampleRecord:
-                    continue
-                try:
-                    event = decode(record.data, layout=layout, arch=arch, strict=strict)
-                except DecodeError as exc:
+            stream = CaptureStream(
+                reader, records=held_until_fit(iter(reader), layout, arch, label),
+                layout=layout, arch=arch, strict=not self.args.lenient, time_order=False,
+                on_damage=report)
+            for record, decoded in stream:
+                if decoded is None:
+                    if type(record) is LostRecord:
+                        yield record, None
+                elif isinstance(decoded, DecodeError):
                     _say(f"{label}: sample at file offset {record.offset} does not decode: "
-                         f"{exc} (--lenient counts what can be decoded)")
-                    yield record, exc
-                    continue
-                if keep is None or keep(event):
-                    yield record, event
+                         f"{decoded} (--lenient counts what can be decoded)")
+                    yield record, decoded
+                elif keep is None or keep(decoded):
+                    yield record, decoded
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
