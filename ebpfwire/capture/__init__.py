@@ -4,7 +4,7 @@ One module per job: ``format`` (the specification and the values exchanged), ``w
 ``scan`` (the reader's hot path), ``reader`` and ``stream`` (one capture read as every
 command reads it, through the one reorder window of ``ebpfwire.wire.order``);
 ``snapshot`` holds the context records' payloads. The names below are the package's
-public ones (docs/capture-format.md).
+public ones (docs/capture-format.md); the rest are in their modules.
 """
 
 from ebpfwire.capture.format import (
@@ -12,17 +12,13 @@ from ebpfwire.capture.format import (
     FORMAT_VERSION,
     MAGIC,
     MAX_PAYLOAD,
-    READABLE_VERSIONS,
     RECORD_HEADER_SIZE,
-    RECORD_HEADER_SIZE_V1,
     SYNC,
-    WRITE_MODES,
     CaptureDamage,
     CaptureError,
     CaptureFile,
     CaptureFileV1,
     CaptureHeader,
-    CaptureRecord,
     ContainerRecord,
     FileHeader,
     HeaderInfo,
@@ -43,10 +39,9 @@ from ebpfwire.capture.stream import CaptureStream
 from ebpfwire.capture.writer import CaptureWriteError, CaptureWriter
 
 __all__ = [
-    "ARCHES", "FORMAT_VERSION", "MAGIC", "MAX_PAYLOAD", "READABLE_VERSIONS",
-    "RECORD_HEADER_SIZE", "RECORD_HEADER_SIZE_V1", "SYNC", "WRITE_MODES", "CaptureDamage",
-    "CaptureError", "CaptureFile", "CaptureFileV1", "CaptureHeader", "CaptureReader",
-    "CaptureRecord", "CaptureStream", "CaptureWriteError", "CaptureWriter", "ContainerRecord",
+    "ARCHES", "FORMAT_VERSION", "MAGIC", "MAX_PAYLOAD", "RECORD_HEADER_SIZE", "SYNC",
+    "CaptureDamage", "CaptureError", "CaptureFile", "CaptureFileV1", "CaptureHeader",
+    "CaptureReader", "CaptureStream", "CaptureWriteError", "CaptureWriter", "ContainerRecord",
     "FileHeader", "HeaderInfo", "HostInfo", "LostPayload", "LostRecord", "ProcessRecord",
     "Record", "RecordPayload", "RecordType", "RecordV1", "SamplePayload", "SampleRecord",
     "split_ranges", "unreadable_capture",
