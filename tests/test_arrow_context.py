@@ -28,7 +28,6 @@ from ebpfwire.capture import (
     ProcessRecord,
     SampleRecord,
 )
-from ebpfwire.capture.order import TimeOrder
 from ebpfwire.capture.snapshot import ContainerInfo, ProcessInfo
 from ebpfwire.cli import main
 from ebpfwire.columnar.arrow import batches, schema, to_table
@@ -36,6 +35,7 @@ from ebpfwire.columnar.export import export_parquet
 from ebpfwire.columnar.rowcontext import FIELDS, index_capture
 from ebpfwire.process.enrich import Enricher
 from ebpfwire.wire.layouts import get_layout
+from ebpfwire.wire.order import TimeOrder
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 CONTEXT = [name for name, _ in FIELDS]
@@ -66,7 +66,7 @@ def in_time_order(table: pa.Table, path: Path) -> list[tuple]:
     row_of = {record.offset: row for row, record in enumerate(records)}
     rows = table.select(CONTEXT).to_pylist()
     return [tuple(rows[row_of[record.offset]][name] for name in CONTEXT)
-            for record in TimeOrder()(records)]
+            for record in TimeOrder(SampleRecord, LostRecord)(records)]
 
 
 def busy_capture(path: Path, rounds: int = 700) -> Path:

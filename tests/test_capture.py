@@ -656,8 +656,8 @@ def test_events_decodes_samples_and_yields_errors(five, monkeypatch):
             raise FakeDecodeError("empty sample")
         return ("event", data)
 
-    monkeypatch.setattr(ebpfwire.capture, "decode", fake_decode)
-    monkeypatch.setattr(ebpfwire.capture, "DecodeError", FakeDecodeError)
+    monkeypatch.setattr(ebpfwire.capture.stream, "decode", fake_decode)
+    monkeypatch.setattr(ebpfwire.capture.stream, "DecodeError", FakeDecodeError)
     with CaptureReader(path) as reader:
         out = list(reader.events(strict=False, arch="arm64"))
     assert [type(r).__name__ for r, _ in out] == [
@@ -696,7 +696,7 @@ def _definition(source: str, name: str) -> str:
                                   "CaptureFile", "MAGIC", "SYNC", "MAX_PAYLOAD"])
 def test_docs_quote_the_schemas_as_they_are(name):
     root = Path(__file__).parent.parent
-    source = (root / "ebpfwire" / "capture" / "__init__.py").read_text()
+    source = (root / "ebpfwire" / "capture" / "format.py").read_text()
     doc = (root / "docs" / "capture-format.md").read_text()
     assert _definition(source, name) in doc
 

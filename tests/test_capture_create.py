@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ebpfwire import capture
-from ebpfwire.capture import CaptureReader, CaptureWriteError, CaptureWriter, HostInfo
+from ebpfwire.capture import CaptureReader, CaptureWriteError, CaptureWriter, HostInfo, writer
 
 HOST = HostInfo(kernel_release="6.18.0-test", hostname="create", ncpus=2)
 VICTIM = b"root:x:0:0:precious configuration\n"
@@ -109,7 +108,7 @@ def test_header_write_failure_leaves_nothing_behind(tmp_path, monkeypatch):
     path = tmp_path / "x.ewcap"
     old = tmp_path / "old.ewcap"
     old.write_bytes(b"previous")
-    monkeypatch.setattr(capture.os, "write", full)
+    monkeypatch.setattr(writer.os, "write", full)
     with pytest.raises(CaptureWriteError, match="wrote 0 records"):
         new_writer(path)
     with pytest.raises(CaptureWriteError):

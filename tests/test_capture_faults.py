@@ -14,13 +14,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ebpfwire import capture
 from ebpfwire.capture import (
     CaptureReader,
     CaptureWriteError,
     CaptureWriter,
     HostInfo,
     SampleRecord,
+    writer,
 )
 
 HOST = HostInfo(kernel_release="6.18.0-test", hostname="faults", ncpus=2)
@@ -171,7 +171,7 @@ def test_a_signal_handler_exception_after_the_write_does_not_resend(tmp_path, mo
             raise KeyboardInterrupt
         return n
 
-    monkeypatch.setattr(capture.os, "write", write_then_interrupt)
+    monkeypatch.setattr(writer.os, "write", write_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         w.flush()
     w.close()  # continues from where the write stopped

@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ebpfwire import capture
 from ebpfwire.capture import (
     FORMAT_VERSION,
     MAX_PAYLOAD,
@@ -24,6 +23,7 @@ from ebpfwire.capture import (
     RecordPayload,
     RecordType,
     RecordV1,
+    scan,
 )
 
 HOST = HostInfo(kernel_release="6.18.0-test", hostname="versions", ncpus=2)
@@ -138,7 +138,7 @@ def test_forged_headers_cost_linear_work(monkeypatch, claim_valid_head):
     unit = SYNC + covered + struct.pack("<II", head, 0)
     data = build(2, []) + unit * ((3 << 20) // len(unit))
     counter = CountingCrc()
-    monkeypatch.setattr(capture.zlib, "crc32", counter)
+    monkeypatch.setattr(scan.zlib, "crc32", counter)
     got, reader = read(data)
     assert got == [] and len(reader.damage) >= 1
     assert counter.bytes <= 2 * len(data)
@@ -150,7 +150,7 @@ def test_version_1_forged_headers_still_read(monkeypatch):
     unit = SYNC + struct.pack("<IIHH", 0, 1000, RecordType.SAMPLE, 0)
     data = build(1, []) + unit * 200
     counter = CountingCrc()
-    monkeypatch.setattr(capture.zlib, "crc32", counter)
+    monkeypatch.setattr(scan.zlib, "crc32", counter)
     got, reader = read(data)
     assert got == [] and len(reader.damage) == 1
     assert counter.bytes <= 2 * 200 * (1000 + 8)  # the fast path and the careful path
@@ -199,9 +199,9 @@ def test_resynchronisation_search_equals_its_definition(parts, pos, cut):
     n = max(len(buf) - cut, 0)
     pos = min(pos, n)
     expected = _pure_next_head(buf, pos, n)
-    assert capture._next_head_v2(buf, pos, n) == expected
-    if capture._numpy() is not None:
-        assert capture._next_head_v2_windows(buf, pos, n) == expected
+    assert scan._next_head_v2(buf, pos, n) == expected
+    if scan._numpy() is not None:
+        assert scan._next_head_v2_windows(buf, pos, n) == expected
 
 
 def test_reading_without_numpy_gives_the_same_result(monkeypatch):
@@ -209,7 +209,7 @@ def test_reading_without_numpy_gives_the_same_result(monkeypatch):
     unit = SYNC + covered + struct.pack("<II", zlib.crc32(covered) ^ 1, 0)
     data = build(2) + unit * 500 + build(2)[len(build(2, [])):]
     with_numpy = read(data)
-    monkeypatch.setattr(capture, "_np", False)
+    monkeypatch.setattr(scan, "_np", False)
     without = read(data)
     assert with_numpy[0] == without[0] == RECORDS * 2
     assert with_numpy[1].damage == without[1].damage and len(without[1].damage) == 1
@@ -223,7 +223,7 @@ def test_windowed_search_finds_a_header_far_away(at):
     filler = (bad * (at // len(bad) + 1))[:at]
     buf = filler + good + bad * 3
     assert _pure_next_head(buf, 0, len(buf)) == at
-    assert capture._next_head_v2(buf, 0, len(buf)) == at
-    if capture._numpy() is not None:
-        assert capture._next_head_v2_windows(buf, 0, len(buf)) == at
-        assert capture._next_head_v2_windows(buf, 0, at + 15) == -1  # header not whole
+    assert scan._next_head_v2(buf, 0, len(buf)) == at
+    if scan._numpy() is not None:
+        assert scan._next_head_v2_windows(buf, 0, len(buf)) == at
+        assert scan._next_head_v2_windows(buf, 0, at + 15) == -1  # header not whole

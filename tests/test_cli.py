@@ -731,18 +731,26 @@ def test_lenient_short_sample_in_an_extended_layout_renders(tmp_path: Path):
 def test_trace_reorders_samples_across_cpus_by_ts():
     import struct as _struct
 
-    from ebpfwire.cli.trace import _Reorder
-    from ebpfwire.kernel.perf import Sample
+    from ebpfwire.cli.trace import HOLD_NS
+    from ebpfwire.kernel.perf import Lost, Sample
+    from ebpfwire.wire.order import Clock, TimeOrder
 
     now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
     old = [Sample(cpu, _struct.pack("<Q", now - 10**9 + ts)) for cpu, ts in
            ((1, 30), (0, 10), (1, 40), (0, 20))]
     fresh = Sample(0, _struct.pack("<Q", now + 10**9))
-    pending = _Reorder(delay=0.3)
-    pending.push(old + [fresh])
-    assert [s.cpu for s in pending.ready()] == [0, 0, 1, 1]   # ts 10, 20, 30, 40
-    assert list(pending.ready()) == []                       # the fresh one is held
-    assert list(pending.ready(everything=True)) == [fresh]
+    out: list = []
+
+    def arrivals():
+        yield from old + [fresh]
+        yield Clock(now)
+        assert [s.cpu for s in out] == [0, 0, 1, 1]   # ts 10, 20, 30, 40
+        yield Clock(now)
+        assert fresh not in out                       # the fresh one is held
+
+    for record in TimeOrder(Sample, Lost, window_ns=HOLD_NS)(arrivals()):
+        out.append(record)
+    assert out[-1] is fresh                           # released when the input ends
 
 
 def test_main_restores_the_garbage_collector_settings():

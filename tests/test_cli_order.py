@@ -12,7 +12,7 @@ from test_cli import BOOT, FIXTURES, HOST, event, jsonl, run
 
 from ebpfwire import Arg, ArgType, encode
 from ebpfwire.capture import CaptureWriter, LostRecord, SampleRecord
-from ebpfwire.capture.order import WINDOW_NS, TimeOrder
+from ebpfwire.wire.order import WINDOW_NS, TimeOrder
 
 W = 1000  # a small window keeps the numbers readable
 
@@ -52,7 +52,7 @@ def _same_records(out: list, stream: list) -> bool:
 
 @given(recordings(max_delay=W))
 def test_skew_within_the_window_gives_time_order(stream):
-    order = TimeOrder(window_ns=W)
+    order = TimeOrder(SampleRecord, LostRecord, window_ns=W)
     out = list(order(stream))
     assert _same_records(out, stream) and order.late == 0
     stamps = [_ts(r) for r in out if type(r) is SampleRecord]
@@ -67,7 +67,7 @@ def test_skew_within_the_window_gives_time_order(stream):
 
 @given(recordings(max_delay=4 * W), st.integers(1, 40))
 def test_beyond_the_window_late_samples_come_at_once_and_are_counted(stream, max_records):
-    order = TimeOrder(window_ns=W, max_records=max_records)
+    order = TimeOrder(SampleRecord, LostRecord, window_ns=W, max_records=max_records)
     out = list(order(stream))
     assert _same_records(out, stream)
     newest = -1
@@ -100,7 +100,7 @@ def test_at_most_max_records_are_held():
             consumed += 1
             yield record
 
-    order = TimeOrder(window_ns=WINDOW_NS, max_records=7)
+    order = TimeOrder(SampleRecord, LostRecord, window_ns=WINDOW_NS, max_records=7)
     out = []
     for record in order(reading()):
         out.append(record)
@@ -109,10 +109,13 @@ def test_at_most_max_records_are_held():
     assert len(out) == 100 and order.late == 100 - 8
 
 
-def test_unknown_record_types_are_skipped():
-    order = TimeOrder()
+def test_other_record_types_pass_at_once():
+    """Process and container records (anything not a sample or a loss) are not held: what
+    they describe is needed before the held events."""
+    order = TimeOrder(SampleRecord, LostRecord)
     sample = SampleRecord(0, struct.pack("<Q", 5), 0)
-    assert list(order([object(), sample, "x"])) == [sample] and order.skipped == 2
+    other = object()
+    assert list(order([other, sample, "x"])) == [other, "x", sample] and order.late == 0
 
 
 def _write(path: Path, stamps: list[tuple[int, int]]) -> None:

@@ -150,7 +150,7 @@ def test_on_context_takes_the_context_records_as_they_are_read():
 
 
 def test_events_passes_context_records_through(monkeypatch):
-    monkeypatch.setattr(ebpfwire.capture, "decode", lambda data, **kw: ("event", data))
+    monkeypatch.setattr(ebpfwire.capture.stream, "decode", lambda data, **kw: ("event", data))
     with CaptureReader(io.BytesIO(capture_with_context())) as reader:
         out = list(reader.events())
     assert [(type(r).__name__, e) for r, e in out] == [

@@ -9,7 +9,7 @@ from test_process import Stream
 
 from ebpfwire.capture import CaptureReader
 from ebpfwire.capture.snapshot import ContainerInfo, ProcessInfo
-from ebpfwire.process.tree import build_tree, capture_items, in_ts_order
+from ebpfwire.process.tree import build_tree, capture_items
 from ebpfwire.wire.text import escape
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -57,20 +57,43 @@ def test_filter_keeps_matching_processes_and_their_ancestors() -> None:
     assert python["counts"] == {"connect": 2}
 
 
-def test_snapshot_ancestors_containers_and_reordering() -> None:
+def _capture_of(path: Path, items: list) -> list:
+    """The items written to a capture (each (cpu, event) a sample, (cpu, n) a loss) and
+    read back with capture_items."""
+    from ebpfwire import encode
+    from ebpfwire.capture import CaptureWriter, HostInfo
+
+    with CaptureWriter(path, host=HostInfo("6.18.0", "test-host", 2), boot_time_ns=0) as writer:
+        for item in items:
+            if isinstance(item, ProcessInfo):
+                writer.write_process(item)
+            elif isinstance(item, ContainerInfo):
+                writer.write_container(item)
+            elif isinstance(item[1], int):
+                writer.write_lost(*item)
+            else:
+                writer.write_sample(item[0], encode(item[1]))
+    with CaptureReader(path) as reader:
+        return list(capture_items(reader))
+
+
+def test_snapshot_ancestors_containers_and_reordering(tmp_path: Path) -> None:
     s = Stream()
     cid = "d" * 64
     events = [s.openat(300, 200, "nginx", pid_id=11, mnt_id=12),
               *s.exec(400, 300, "nginx", "/usr/bin/curl", ["curl", "-s", "x"],
                       pid_id=11, mnt_id=12),
               s.exit(400, 300, "curl", status=9, pid_id=11, mnt_id=12)]
-    items = [ProcessInfo(1, 0, 1, 0, 5, 6, 0, "systemd", "/sbin/init", "/", ("/sbin/init",), ""),
-             ProcessInfo(200, 1, 200, 0, 5, 6, 10, "containerd-shim", "/usr/bin/containerd-shim",
-                         "/", ("containerd-shim",), ""),
-             ProcessInfo(300, 200, 1, 0, 7, 8, 20, "nginx", "/usr/sbin/nginx", "/",
-                         ("nginx", "-g", "daemon off;"), cid),
-             ContainerInfo(11, 12, cid, "docker"),
-             events[2], events[0], events[1], 3, events[3], events[4]]   # out of ts order
+    items = _capture_of(tmp_path / "tree.ewcap", [
+        ProcessInfo(1, 0, 1, 0, 5, 6, 0, "systemd", "/sbin/init", "/", ("/sbin/init",), ""),
+        ProcessInfo(200, 1, 200, 0, 5, 6, 10, "containerd-shim", "/usr/bin/containerd-shim",
+                    "/", ("containerd-shim",), ""),
+        ProcessInfo(300, 200, 1, 0, 7, 8, 20, "nginx", "/usr/sbin/nginx", "/",
+                    ("nginx", "-g", "daemon off;"), cid),
+        ContainerInfo(11, 12, cid, "docker"),
+        (0, events[2]), (1, events[0]), (1, events[1]), (0, 3), (0, events[3]),
+        (0, events[4])])   # two CPUs' batches, out of ts order; a loss on cpu 0
+    assert items[4:] == [events[0], events[1], events[2], 3, events[3], events[4]]
     tree = build_tree(items)
     lines = tree.lines()
     assert lines[0].startswith("/sbin/init  (1)  before the capture..running")
@@ -125,12 +148,18 @@ def test_round_trip_through_a_capture_with_context_records(tmp_path: Path) -> No
     assert log["Resource"] == "/etc/hostname"
 
 
-def test_in_ts_order() -> None:
+def test_a_loss_follows_its_cpus_last_sample_in_ps_as_in_decode(tmp_path: Path) -> None:
+    """ps (capture_items, the tree's input) and decode place a LOST record alike: after
+    the last sample of its CPU read before it, not after the newest sample of any CPU."""
+    import json
+
+    from test_cli import run
+
     s = Stream()
-    a, b, c, d = (s.openat(10, 1, "x") for _ in range(4))
-    info = ProcessInfo(10, 1, 10, 0, 5, 6, 0, "x", "/bin/x", "/", ("x",), "")
-    items = [b, a, 7, d, info, c]          # two CPUs' batches; a loss after b and a
-    ordered = list(in_ts_order(items, reorder_ns=10**9))
-    assert ordered == [info, a, b, 7, c, d]
-    # with no window, nothing waits: file order (for captures known to be in order)
-    assert list(in_ts_order([b, a], reorder_ns=-1)) == [b, a]
+    a, b, c = (s.openat(10, 1, "x") for _ in range(3))
+    items = _capture_of(tmp_path / "lost.ewcap", [(0, a), (1, c), (0, 7), (0, b)])
+    assert items == [a, 7, b, c]
+    status, out, _ = run("decode", "--format", "jsonl", "--raw", str(tmp_path / "lost.ewcap"))
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert status == 0
+    assert [line.get("ts", line.get("lost")) for line in lines] == [a.ts, 7, b.ts, c.ts]

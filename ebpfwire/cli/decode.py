@@ -5,31 +5,24 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator
 from importlib import resources
 
-from ebpfwire.capture import (
-    CaptureDamage,
-    CaptureHeader,
-    CaptureReader,
-    LostRecord,
-    SampleRecord,
+from ebpfwire.capture import CaptureDamage, CaptureStream, LostRecord, SampleRecord
+from ebpfwire.cli.captures import (
+    held_until_fit,
+    layout_and_arch,
+    open_capture,
+    regular_size,
+    source_label,
 )
-from ebpfwire.capture.order import TimeOrder
-from ebpfwire.cli.captures import held_until_fit, layout_and_arch, open_capture
-from ebpfwire.cli.captures import regular_size as _regular_size
-from ebpfwire.cli.captures import source_label as _label
-from ebpfwire.cli.errors import EXIT_DAMAGED, EXIT_OK, EXIT_USAGE, OutputError, UsageError
-from ebpfwire.cli.errors import say as _say
+from ebpfwire.cli.errors import EXIT_DAMAGED, EXIT_OK, EXIT_USAGE, OutputError, UsageError, say
 from ebpfwire.cli.filters import check_event_names, make_filter
-from ebpfwire.cli.options import names_list as _names_list
+from ebpfwire.cli.options import names_list
 from ebpfwire.cli.output import Output, Progress
 from ebpfwire.output.kubearmor import KubeArmorLogs
 from ebpfwire.output.render import event_json, sample_json
 from ebpfwire.process.enrich import Enricher, table_context
-from ebpfwire.wire.decoder import decode
 from ebpfwire.wire.errors import DecodeError
-from ebpfwire.wire.layouts import Layout
 
 
 def bundled_sample() -> str:
@@ -44,59 +37,54 @@ class Decoding:
         self.args = args
         self.out = out
         self.strict = not args.lenient
-        self.keep = make_filter(check_event_names(_names_list(args.event)), args.pid,
+        self.keep = make_filter(check_event_names(names_list(args.event)), args.pid,
                                 args.comm, args.failed)
         self.damaged = 0
 
     def run(self, source: str) -> None:
-        label = _label(source)
+        label = source_label(source)
         reader = open_capture(source, follow=self.args.follow)
 
         def report(damage: CaptureDamage) -> None:
             self.damaged += 1
-            _say(f"{label}: damaged record at file offset {damage.offset}: {damage.message}")
+            say(f"{label}: damaged record at file offset {damage.offset}: {damage.message}")
 
-        reader.on_damage = report
         with reader:
             layout, arch = layout_and_arch(self.args, reader.header, label)
             self.out.set_boot_time(reader.header.boot_time_ns)
-            size = _regular_size(source)
-            progress = Progress(size)
+            enricher = None
+            if self.out.fmt == "kubearmor" or not self.args.raw:
+                enricher = Enricher(layout, arch,
+                                    make=table_context if self.out.fmt == "table" else None)
+            stream = CaptureStream(
+                reader, records=held_until_fit(iter(reader), layout, arch, label),
+                layout=layout, arch=arch, strict=self.strict,
+                time_order=not (self.args.no_sort or self.args.follow), on_damage=report,
+                on_context=enricher.feed if enricher is not None else None)  # ahead of events
+            progress = Progress(regular_size(source))
             try:
-                self._decode(reader, layout, arch, label, progress, reader.header)
+                self._decode(stream, enricher, label, progress)
             finally:
                 progress.done()
                 self.out.flush()
             for note in reader.notes:
-                _say(f"{label}: note: {note}")
+                say(f"{label}: note: {note}")
 
-    def _decode(self, reader: CaptureReader, layout: Layout, arch: str, label: str,
-                progress: Progress, header: CaptureHeader) -> None:
+    def _decode(self, stream: CaptureStream, enricher: Enricher | None, label: str,
+                progress: Progress) -> None:
         fmt = self.out.fmt
         kubearmor = fmt == "kubearmor"
         table = self.out.table if fmt == "table" else None
-        enricher = None
-        if kubearmor or not self.args.raw:
-            enricher = Enricher(layout, arch,
-                                make=table_context if table is not None else None)
-        if enricher is not None:
-            reader.on_context = enricher.feed    # ahead of the events they describe
-        records: Iterator = iter(reader)
-        records = held_until_fit(records, layout, arch, label)
-        order = None
-        if not (self.args.no_sort or self.args.follow):
-            order = TimeOrder()
-            records = order(records)
+        layout, arch, header = stream.layout, stream.arch, stream.header
         out_event, out_lost, keep = self.out.event, self.out.lost, self.keep
-        strict = self.strict
         # JSON without filters: raw samples straight to JSON lines (render.sample_json)
-        fast = strict and keep is None and fmt in ("jsonl", "json")
+        fast = self.strict and keep is None and fmt in ("jsonl", "json")
         out_line = self.out.line
         logs = KubeArmorLogs(header.hostname, header.boot_time_ns) if kubearmor else None
         context = enricher.sample if enricher is not None else None
         count = events = 0
         tick = progress.enabled
-        for record in records:
+        for record in stream.records():
             count += 1
             kind = type(record)
             if kind is not SampleRecord:  # a newer format's record types: nothing to show
@@ -114,12 +102,11 @@ class Decoding:
                     if tick and not count & 1023:
                         progress.update(count, events, record.offset)
                     continue
-            try:
-                event = decode(record.data, layout=layout, arch=arch, strict=strict)
-            except DecodeError as exc:
+            event = stream.decode(record)
+            if isinstance(event, DecodeError):
                 self.damaged += 1
-                _say(f"{label}: sample at file offset {record.offset} does not decode: {exc} "
-                     "(--lenient shows what can be decoded)")
+                say(f"{label}: sample at file offset {record.offset} does not decode: "
+                     f"{event} (--lenient shows what can be decoded)")
                 continue
             if event.errors:
                 self.damaged += 1
@@ -143,10 +130,10 @@ class Decoding:
                              else event_json(event)[:-1] + shown + "}")
             if tick and not count & 1023:
                 progress.update(count, events, record.offset)
-        if order is not None and order.late:
-            _say(f"{label}: note: {order.late} samples came more than "
-                 f"{order.window_ns / 1e9:g} s after later ones in the file and are shown out "
-                 "of time order (see --no-sort in docs/cli.md)")
+        if stream.late:
+            say(f"{label}: note: {stream.late} samples came more than "
+                 f"{stream.order.window_ns / 1e9:g} s after later ones in the file and are "
+                 "shown out of time order (see --no-sort in docs/cli.md)")
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
@@ -166,7 +153,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
             except UsageError as exc:
                 if len(sources) == 1:
                     raise  # nothing was printed: no empty table or JSON array either
-                _say(str(exc))
+                say(str(exc))
                 failed = True
     except (UsageError, OutputError):
         raise

@@ -15,12 +15,9 @@ import signal
 from typing import TYPE_CHECKING
 
 from ebpfwire.cli.captures import held_until_fit, layout_and_arch, open_capture
-from ebpfwire.cli.errors import EXIT_IO, EXIT_OK, UsageError
-from ebpfwire.cli.errors import say as _say
+from ebpfwire.cli.errors import EXIT_IO, EXIT_OK, UsageError, say
 from ebpfwire.cli.filters import check_event_names
-from ebpfwire.cli.options import add_capture_filters
-from ebpfwire.cli.options import integer as _integer
-from ebpfwire.cli.options import names_list as _names_list
+from ebpfwire.cli.options import add_capture_filters, integer, names_list
 from ebpfwire.cli.output import Progress
 
 if TYPE_CHECKING:
@@ -34,7 +31,7 @@ _CREATE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.EN
 
 def jobs_type(text: str) -> int:
     """Worker processes: 1 to JOBS_MAX."""
-    value = _integer(text)
+    value = integer(text)
     if not 1 <= value <= JOBS_MAX:
         raise argparse.ArgumentTypeError(f"expected 1 to {JOBS_MAX} workers, found {text}")
     return value
@@ -110,7 +107,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         export_parquet,
     )
 
-    names = check_event_names(_names_list(args.event))
+    names = check_event_names(names_list(args.event))
     check_output(args.output, args.force)
     check_inputs(args)
     keep = None
@@ -129,10 +126,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     except OSError as exc:
         if exc.errno in _CREATE_ERRNOS:
             raise UsageError(f"{args.output}: cannot create: {exc.strerror}") from None
-        _say(f"{args.output}: {exc.strerror or exc}: export stopped; nothing was written")
+        say(f"{args.output}: {exc.strerror or exc}: export stopped; nothing was written")
         return EXIT_IO
     finally:
         signal.signal(signal.SIGTERM, old_term)
         progress.done()
-    _say(summary_line(summary, args.output))
+    say(summary_line(summary, args.output))
     return EXIT_OK

@@ -9,13 +9,18 @@ import time
 from collections import Counter
 from typing import Any
 
-from ebpfwire.capture import CaptureHeader, CaptureReader, ContainerRecord, LostRecord, SampleRecord
-from ebpfwire.cli.captures import held_until_fit, layout_and_arch, open_capture
-from ebpfwire.cli.captures import source_label as _label
+from ebpfwire.capture import (
+    CaptureHeader,
+    CaptureReader,
+    CaptureStream,
+    ContainerRecord,
+    LostRecord,
+    SampleRecord,
+)
+from ebpfwire.cli.captures import held_until_fit, layout_and_arch, open_capture, source_label
 from ebpfwire.cli.errors import EXIT_OK
 from ebpfwire.cli.output import cpu_label, write_stdout
 from ebpfwire.output.render import event_label
-from ebpfwire.wire.decoder import decode
 from ebpfwire.wire.layouts import Layout
 from ebpfwire.wire.text import printable
 
@@ -45,7 +50,9 @@ def collect_info(reader: CaptureReader, layout: Layout, arch: str, label: str
     runtimes: Counter[str] = Counter()
     records = lost_records = damaged_samples = 0
     first = last = None
-    for record in held_until_fit(iter(reader), layout, arch, label):
+    stream = CaptureStream(reader, records=held_until_fit(iter(reader), layout, arch, label),
+                           layout=layout, arch=arch, strict=False, time_order=False)
+    for record, event in stream:
         kind = type(record)
         if kind is not SampleRecord:
             if kind is LostRecord:
@@ -57,7 +64,6 @@ def collect_info(reader: CaptureReader, layout: Layout, arch: str, label: str
             continue
         records += 1
         samples[record.cpu] += 1
-        event = decode(record.data, layout=layout, arch=arch, strict=False)
         if event.errors:
             damaged_samples += 1
         names[event_label(event)] += 1
@@ -146,7 +152,7 @@ def format_info(info: dict[str, Any], header: CaptureHeader, utc: bool) -> str:
 
 def cmd_info(args: argparse.Namespace) -> int:
     source = args.file
-    label = _label(source)
+    label = source_label(source)
     with open_capture(source) as reader:
         layout, arch = layout_and_arch(args, reader.header, label)
         info = {"file": label, **collect_info(reader, layout, arch, label)}

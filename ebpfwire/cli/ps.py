@@ -5,73 +5,53 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator
 
-from ebpfwire.capture import CaptureDamage, ContainerRecord, LostRecord, ProcessRecord, SampleRecord
-from ebpfwire.cli.captures import held_until_fit, layout_and_arch, open_capture
-from ebpfwire.cli.captures import source_label as _label
-from ebpfwire.cli.errors import EXIT_DAMAGED, EXIT_OK
-from ebpfwire.cli.errors import say as _say
+from ebpfwire.capture import CaptureDamage, CaptureStream, SampleRecord
+from ebpfwire.cli.captures import held_until_fit, layout_and_arch, open_capture, source_label
+from ebpfwire.cli.errors import EXIT_DAMAGED, EXIT_OK, say
 from ebpfwire.cli.filters import check_event_names, make_filter
-from ebpfwire.cli.options import names_list as _names_list
+from ebpfwire.cli.options import names_list
 from ebpfwire.cli.output import write_stdout
-from ebpfwire.process.tree import Item, build_tree
-from ebpfwire.wire.decoder import decode
+from ebpfwire.process.tree import build_tree, capture_items
 from ebpfwire.wire.errors import DecodeError
-from ebpfwire.wire.layouts import Layout
+from ebpfwire.wire.events import Event
 
 
-class _Items:
-    """A capture's records as the tree takes them, reporting what does not decode."""
+class _Damage:
+    """What of a capture is damaged, reported on stderr and counted (--strict-exit)."""
 
-    def __init__(self, label: str, strict: bool):
+    def __init__(self, label: str):
         self.label = label
-        self.strict = strict
-        self.damaged = 0
+        self.count = 0
 
-    def report(self, damage: CaptureDamage) -> None:
-        self.damaged += 1
-        _say(f"{self.label}: damaged record at file offset {damage.offset}: {damage.message}")
+    def record(self, damage: CaptureDamage) -> None:
+        self.count += 1
+        say(f"{self.label}: damaged record at file offset {damage.offset}: {damage.message}")
 
-    def __call__(self, records: Iterator, layout: Layout, arch: str) -> Iterator[Item]:
-        for record in records:
-            kind = type(record)
-            if kind is SampleRecord:
-                try:
-                    event = decode(record.data, layout=layout, arch=arch, strict=self.strict)
-                except DecodeError as exc:
-                    self.damaged += 1
-                    _say(f"{self.label}: sample at file offset {record.offset} does not "
-                         f"decode: {exc} (--lenient shows what can be decoded)")
-                    continue
-                if event.errors:
-                    self.damaged += 1
-                    if None in (event.ts, event.host_pid, event.host_ppid, event.event_id):
-                        continue      # a header cut short: nobody to place it on
-                yield event
-            elif kind is LostRecord:
-                yield record.count
-            elif kind is ProcessRecord or kind is ContainerRecord:
-                yield record.info
+    def sample(self, record: SampleRecord, decoded: Event | DecodeError) -> None:
+        self.count += 1
+        if isinstance(decoded, DecodeError):
+            say(f"{self.label}: sample at file offset {record.offset} does not decode: "
+                 f"{decoded} (--lenient shows what can be decoded)")
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
-    keep = make_filter(check_event_names(_names_list(args.event)), args.pid, args.comm,
+    keep = make_filter(check_event_names(names_list(args.event)), args.pid, args.comm,
                        args.failed)
-    label = _label(args.file)
-    items = _Items(label, strict=not args.lenient)
-    reader = open_capture(args.file)
-    reader.on_damage = items.report
-    with reader:
+    label = source_label(args.file)
+    damage = _Damage(label)
+    with open_capture(args.file) as reader:
         layout, arch = layout_and_arch(args, reader.header, label)
-        tree = build_tree(items(held_until_fit(iter(reader), layout, arch, label), layout,
-                                arch), keep, arch)
+        stream = CaptureStream(reader, records=held_until_fit(iter(reader), layout, arch, label),
+                               layout=layout, arch=arch, strict=not args.lenient,
+                               on_damage=damage.record)
+        tree = build_tree(capture_items(stream, on_damaged=damage.sample), keep, arch)
         for note in reader.notes:
-            _say(f"{label}: note: {note}")
+            say(f"{label}: note: {note}")
     if args.json:
         text = json.dumps(tree.to_json(), indent=2) + "\n"
     else:
         lines = tree.lines()
         text = "".join(line + "\n" for line in lines)
     write_stdout(sys.stdout, text)
-    return EXIT_DAMAGED if args.strict_exit and items.damaged else EXIT_OK
+    return EXIT_DAMAGED if args.strict_exit and damage.count else EXIT_OK

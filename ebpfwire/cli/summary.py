@@ -13,17 +13,13 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from ebpfwire.capture import CaptureDamage, LostRecord, SampleRecord
-from ebpfwire.cli.captures import held_until_fit, layout_and_arch, open_capture
-from ebpfwire.cli.captures import source_label as _label
-from ebpfwire.cli.errors import EXIT_OK, EXIT_USAGE, UsageError
-from ebpfwire.cli.errors import say as _say
+from ebpfwire.capture import CaptureDamage, CaptureStream, LostRecord
+from ebpfwire.cli.captures import held_until_fit, layout_and_arch, open_capture, source_label
+from ebpfwire.cli.errors import EXIT_OK, EXIT_USAGE, UsageError, say
 from ebpfwire.cli.filters import check_event_names, make_filter
-from ebpfwire.cli.options import add_capture_filters
-from ebpfwire.cli.options import names_list as _names_list
+from ebpfwire.cli.options import add_capture_filters, names_list
 from ebpfwire.cli.output import write_stdout
 from ebpfwire.output.summary import render_summary, summarise_capture, summary_json
-from ebpfwire.wire.decoder import decode
 from ebpfwire.wire.errors import DecodeError
 
 
@@ -54,7 +50,7 @@ class _Pairs:
 
     def __init__(self, args: argparse.Namespace):
         self.args = args
-        self.keep = make_filter(check_event_names(_names_list(args.event)), args.pid,
+        self.keep = make_filter(check_event_names(names_list(args.event)), args.pid,
                                 args.comm, args.failed)
         self.failed = False
 
@@ -66,35 +62,32 @@ class _Pairs:
             except UsageError as exc:
                 if len(sources) == 1:
                     raise
-                _say(str(exc))
+                say(str(exc))
                 self.failed = True
 
     def _capture(self, source: str) -> Iterator[tuple[Any, Any]]:
-        label = _label(source)
-        strict, keep = not self.args.lenient, self.keep
-        reader = open_capture(source)
+        label = source_label(source)
+        keep = self.keep
 
         def report(damage: CaptureDamage) -> None:
-            _say(f"{label}: damaged record at file offset {damage.offset}: {damage.message}")
+            say(f"{label}: damaged record at file offset {damage.offset}: {damage.message}")
 
-        reader.on_damage = report
-        with reader:
+        with open_capture(source) as reader:
             layout, arch = layout_and_arch(self.args, reader.header, label)
-            for record in held_until_fit(iter(reader), layout, arch, label):
-                kind = type(record)
-                if kind is LostRecord:
-                    yield record, None
-                if kind is not SampleRecord:
-                    continue
-                try:
-                    event = decode(record.data, layout=layout, arch=arch, strict=strict)
-                except DecodeError as exc:
-                    _say(f"{label}: sample at file offset {record.offset} does not decode: "
-                         f"{exc} (--lenient counts what can be decoded)")
-                    yield record, exc
-                    continue
-                if keep is None or keep(event):
-                    yield record, event
+            stream = CaptureStream(
+                reader, records=held_until_fit(iter(reader), layout, arch, label),
+                layout=layout, arch=arch, strict=not self.args.lenient, time_order=False,
+                on_damage=report)
+            for record, decoded in stream:
+                if decoded is None:
+                    if type(record) is LostRecord:
+                        yield record, None
+                elif isinstance(decoded, DecodeError):
+                    say(f"{label}: sample at file offset {record.offset} does not decode: "
+                         f"{decoded} (--lenient counts what can be decoded)")
+                    yield record, decoded
+                elif keep is None or keep(decoded):
+                    yield record, decoded
 
 
 def cmd_summary(args: argparse.Namespace) -> int:

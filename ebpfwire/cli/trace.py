@@ -3,79 +3,54 @@
 from __future__ import annotations
 
 import argparse
-import heapq
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from ebpfwire import machine
-from ebpfwire.cli.errors import EXIT_OK
-from ebpfwire.cli.errors import say as _say
+from ebpfwire.cli.errors import EXIT_OK, say
 from ebpfwire.cli.filters import make_filter
-from ebpfwire.cli.live import StopSignals as _Stop
-from ebpfwire.cli.live import machine_arch
-from ebpfwire.cli.live import open_monitor as _open_monitor
+from ebpfwire.cli.live import StopSignals, machine_arch, open_monitor
 from ebpfwire.cli.output import Output, cpu_label
 from ebpfwire.wire.decoder import decode
 from ebpfwire.wire.errors import DecodeError
+from ebpfwire.wire.order import Clock, TimeOrder
+
+HOLD_NS = 300_000_000
+"""How long a live sample is held for the other CPUs: a quiet ring is read up to ~0.1 s
+late (the reader's wake-up watermark), so 0.3 s lets every CPU's samples of a moment in."""
 
 
-class _Reorder:
-    """Hold live samples briefly so that events from all CPUs come out in ``ts`` order.
-
-    The kernel keeps order within one CPU's ring only, and a quiet ring is read up to
-    ~0.1 s late (the reader's wake-up watermark), so a sample is released once it is
-    ``delay`` older than the monotonic clock its ``ts`` comes from.
-    """
-
-    def __init__(self, delay: float = 0.3):
-        self.delay_ns = int(delay * 1e9)
-        self.heap: list[tuple[int, int, Any]] = []
-        self.count = 0
-
-    def push(self, samples: Iterable[Any]) -> None:
-        for sample in samples:
-            heapq.heappush(self.heap, (sample.ts, self.count, sample))
-            self.count += 1
-
-    def ready(self, everything: bool = False) -> Iterator[Any]:
-        horizon = time.clock_gettime_ns(time.CLOCK_MONOTONIC) - self.delay_ns
-        while self.heap and (everything or self.heap[0][0] <= horizon):
-            yield heapq.heappop(self.heap)[2]
+def _arrivals(reader: Any, stop: StopSignals) -> Iterator[Any]:
+    """The live records as they are read, each batch followed by the clock their ``ts``
+    comes from, so the reorder window releases what is old enough on a quiet machine too."""
+    while not stop.requested:
+        yield from reader.read_batch(timeout=0.1)
+        yield Clock(time.clock_gettime_ns(time.CLOCK_MONOTONIC))
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    from ebpfwire.kernel.perf import Lost
+    from ebpfwire.kernel.perf import Lost, Sample
 
     arch = machine_arch()
     out = Output(args.format, sys.stdout, boot_time_ns=machine.boot_time_ns(), utc=args.utc,
                  flush_each=True)
-    pending = _Reorder()
+    order = TimeOrder(Sample, Lost, window_ns=HOLD_NS)
     keep = make_filter([], None, None, args.failed)  # --pid and --comm: in the kernel
-
-    def show(samples: Iterable[Any]) -> None:
-        for record in samples:
-            try:
-                event = decode(record.data, arch=arch, strict=not args.lenient)
-            except DecodeError as exc:
-                _say(f"a sample from cpu {cpu_label(record.cpu)} does not decode: {exc}")
-                continue
-            if keep is None or keep(event):
-                out.event(event)
-
-    with _Stop() as stop:
-        with _open_monitor(args) as monitor:
-            reader = monitor.reader
-            while not stop.requested:
-                batch = reader.read_batch(timeout=0.1)
-                for record in batch:
-                    if isinstance(record, Lost):
-                        out.lost(record.cpu, record.count)
-                pending.push(r for r in batch if not isinstance(r, Lost))
-                show(pending.ready())
-            show(pending.ready(everything=True))
+    strict = not args.lenient
+    with StopSignals() as stop:
+        with open_monitor(args) as monitor:
+            for record in order(_arrivals(monitor.reader, stop)):
+                if type(record) is Lost:
+                    out.lost(record.cpu, record.count)
+                    continue
+                try:
+                    event = decode(record.data, arch=arch, strict=strict)
+                except DecodeError as exc:
+                    say(f"a sample from cpu {cpu_label(record.cpu)} does not decode: {exc}")
+                    continue
+                if keep is None or keep(event):
+                    out.event(event)
     out.close()
     return EXIT_OK
-
-

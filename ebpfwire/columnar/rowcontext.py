@@ -4,7 +4,7 @@
 
 One :class:`~ebpfwire.process.enrich.Enricher` sees the capture as decode does: its process and
 container records as they are read, its samples and losses in ``ts`` order through
-decode's reorder window (:class:`~ebpfwire.capture.order.TimeOrder`). Rows stay in file order, so
+decode's stream (:class:`~ebpfwire.capture.CaptureStream`). Rows stay in file order, so
 each sample's answer is matched to its row by the sample's file offset. An answer is the
 id of a distinct (process, parent, container) value; columns are made by one ``take`` of a
 small array of the distinct values a batch uses (no Python object per row).
@@ -31,8 +31,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ebpfwire.capture import CaptureReader, LostRecord, SampleRecord
-from ebpfwire.capture.order import TimeOrder
+from ebpfwire.capture import CaptureReader, CaptureStream, LostRecord, SampleRecord
 from ebpfwire.collect import fewer_collections
 from ebpfwire.process.enrich import Enricher
 from ebpfwire.process.table import Program
@@ -105,11 +104,12 @@ class StreamContext:
     """Answers for one capture read once: :meth:`take` gives the records in file order, and
     :meth:`ids_at` the answers of their samples once the time order has reached them.
 
-    The reader's records go through the enricher (context records), then are kept in file
-    order for the batch builder while :class:`TimeOrder` holds them; a sample is answered
-    when the time order releases it. Held: the records of one reorder window (at most
-    TimeOrder's bounds) plus the batch being built, and the answers not yet taken.
-    Raw samples (no capture) are answered in the order given, by :meth:`answer`.
+    A capture's ``records`` (as its ``reader`` yields them) go through the enricher
+    (context records), then are kept in file order for the batch builder while the capture
+    stream's reorder window holds them; a sample is answered when the window releases it.
+    Held: the records of one reorder window (at most its bounds) plus the batch being
+    built, and the answers not yet taken. Raw samples (no capture) are answered in the
+    order given, by :meth:`answer`.
     """
 
     def __init__(self, layout: Layout, arch: str, records: Iterable[Any] | None = None,
@@ -120,10 +120,9 @@ class StreamContext:
         self._read: deque = deque()        # records in file order, not yet taken
         self._ids: dict[int, int] = {}     # file offset -> answer of samples not yet taken
         self._released: Iterator = iter(())
-        if reader is not None:   # its context records reach the table as they are read
-            reader.on_context = self.enricher.feed
-        if records is not None:
-            self._released = TimeOrder()(self._kept(records))
+        if records is not None:   # its context records reach the table as they are read
+            self._released = CaptureStream(reader, records=self._kept(records),
+                                           on_context=self.enricher.feed).records()
 
     def _kept(self, records: Iterable[Any]) -> Iterator[Any]:
         """The records for the time order, kept for the batches too."""
@@ -214,8 +213,7 @@ def index_capture(path: str | os.PathLike[str], layout: str | Layout | None = No
         header = reader.header
         stream = StreamContext(get_layout(layout or header.layout), arch or header.arch)
         sample, lost = stream.enricher.sample, stream.enricher.lost
-        reader.on_context = stream.enricher.feed
-        for record in TimeOrder()(reader):
+        for record in CaptureStream(reader, on_context=stream.enricher.feed).records():
             kind = type(record)
             if kind is SampleRecord:
                 add_offset(record.offset)

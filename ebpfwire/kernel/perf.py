@@ -21,6 +21,7 @@ import mmap
 import os
 import select
 import struct
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -44,6 +45,7 @@ from construct import (
 from ebpfwire import machine
 from ebpfwire.kernel import syscalls
 from ebpfwire.kernel.errors import LoaderError
+from ebpfwire.wire.order import TimeOrder
 
 PAGE_SIZE = mmap.PAGESIZE
 DEFAULT_PAGE_COUNT = 1024  # data pages per CPU: 4 MiB with 4 KiB pages (see docs/loader.md)
@@ -404,11 +406,13 @@ class PerfReader(EpollReader):
 
 
 def merge_by_ts(records: Iterable[Record]) -> list[Sample]:
-    """The samples of a batch in global order, by their leading u64 ``ts`` (stable).
+    """The samples of a batch in global order, through the package's one reorder window
+    (:class:`ebpfwire.wire.order.TimeOrder`, unbounded: a batch is ordered whole).
 
-    Order is only kept per CPU by the kernel; sorting on the event's timestamp restores
-    the global order. Lost records carry no time and are left out; a sample shorter than
-    8 bytes sorts first.
+    Order is only kept per CPU by the kernel; the event's leading ``ts`` restores the
+    global order. Lost records are left out; a sample shorter than 8 bytes keeps its place
+    after its CPU's previous sample, as the window places it.
     """
-    samples = [r for r in records if type(r) is Sample]
-    return sorted(samples, key=lambda s: s.ts)
+    order = TimeOrder(Sample, Lost, window_ns=1 << 64, max_records=sys.maxsize,
+                      max_bytes=sys.maxsize)
+    return [record for record in order(records) if type(record) is Sample]

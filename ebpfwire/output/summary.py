@@ -135,7 +135,8 @@ def summarise(
 def summarise_capture(
     decoded: Iterable[tuple[Any, Any]], by: str | None = None
 ) -> Summary:
-    """Summarise the pairs of ``CaptureReader.events()``: events counted, LOST records
+    """Summarise the pairs of a :class:`~ebpfwire.capture.CaptureStream` (such as
+    ``CaptureReader.events()``, one in file order): events counted, LOST records
     (``(record, None)``) summed as lost, decode errors counted as undecodable; process and
     container records (also ``(record, None)``) carry no event and are passed over."""
     lost = undecodable = 0

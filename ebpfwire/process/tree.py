@@ -9,20 +9,18 @@ only processes with matching events are shown, with their ancestors to place the
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ebpfwire.capture import CaptureReader, ContainerRecord, LostRecord, ProcessRecord, SampleRecord
+from ebpfwire.capture import CaptureReader, CaptureStream, LostRecord, SampleRecord
 from ebpfwire.capture.snapshot import ContainerInfo, ProcessInfo
 from ebpfwire.process.table import Process, ProcessTable
+from ebpfwire.wire.errors import DecodeError
 from ebpfwire.wire.events import Event
 from ebpfwire.wire.text import escape, exit_status_text
 
 EventFilter = Callable[[Event], bool]
-REORDER_NS = 1_000_000_000
-"""How far (in ts) samples of different CPUs may come out of order in a capture file."""
 
 
 @dataclass(eq=False)
@@ -214,49 +212,45 @@ class ProcessTree:
 Item = Event | ProcessInfo | ContainerInfo | int
 
 
-def capture_items(reader: CaptureReader, strict: bool = True) -> Iterator[Item]:
-    """A capture's records as the tree (and a :class:`ProcessTable`) take them: events,
-    snapshot entries, container records and lost counts, in file order. Samples that do
-    not decode are left out (``strict=False`` keeps what can be decoded of them)."""
-    for record, event in reader.events(strict=strict):
-        if isinstance(record, SampleRecord):
-            if isinstance(event, Event):
-                yield event
-        elif isinstance(record, LostRecord):
+def capture_items(source: CaptureReader | CaptureStream, strict: bool = True,
+                  on_damaged: Callable[[SampleRecord, Event | DecodeError], None] | None = None
+                  ) -> Iterator[Item]:
+    """A capture's content as the tree (and a :class:`ProcessTable`) take it: events,
+    snapshot entries, container records and lost counts, in ``ts`` order (the capture
+    stream's reorder window: a loss after its CPU's last sample, snapshot entries and
+    container records at once, as the events need them). ``source``: a reader (decoded
+    ``strict`` or not), or a stream set up by the caller.
+
+    Samples that do not decode, and events decoded with errors, are given to ``on_damaged``;
+    the former are left out, as are events whose header is cut short (nobody to place
+    them on)."""
+    stream = source if isinstance(source, CaptureStream) else CaptureStream(source,
+                                                                            strict=strict)
+    for record, decoded in stream:
+        kind = type(record)
+        if kind is SampleRecord:
+            if isinstance(decoded, Event):
+                if decoded.errors:
+                    if on_damaged is not None:
+                        on_damaged(record, decoded)
+                    if None in (decoded.ts, decoded.host_pid, decoded.host_ppid,
+                                decoded.event_id):
+                        continue
+                yield decoded
+            elif on_damaged is not None:
+                on_damaged(record, decoded)  # type: ignore[arg-type]
+        elif kind is LostRecord:
             yield record.count
-        elif isinstance(record, (ProcessRecord, ContainerRecord)):
+        else:
             yield record.info
 
 
-def in_ts_order(items: Iterable[Item], reorder_ns: int = REORDER_NS) -> Iterator[Item]:
-    """The items with their events put back in ``ts`` order, as the process table needs
-    them: a capture holds each CPU's samples in order, the CPUs interleaved in batches.
-    An event is held until one ``reorder_ns`` newer has been seen; a lost count keeps its
-    place among them (at the newest ts read before it); snapshot entries and container
-    records pass at once (they describe what the events need)."""
-    held: list[tuple[int, int, Item]] = []
-    newest = 0
-    for seq, item in enumerate(items):
-        if isinstance(item, Event):
-            newest = max(newest, item.ts)
-            heapq.heappush(held, (item.ts, seq, item))
-        elif isinstance(item, int):
-            heapq.heappush(held, (newest, seq, item))
-        else:
-            yield item
-            continue
-        while held and held[0][0] < newest - reorder_ns:
-            yield heapq.heappop(held)[2]
-    while held:
-        yield heapq.heappop(held)[2]
-
-
-def build_tree(items: Iterable[Item], keep: EventFilter | None = None, arch: str = "x86_64",
-               reorder_ns: int = REORDER_NS) -> ProcessTree:
-    """The tree of a capture's content (:func:`capture_items`), its events taken in
-    ``ts`` order (:func:`in_ts_order`)."""
+def build_tree(items: Iterable[Item], keep: EventFilter | None = None, arch: str = "x86_64"
+               ) -> ProcessTree:
+    """The tree of a capture's content, taken in ``ts`` order as :func:`capture_items`
+    gives it."""
     tree = ProcessTree(keep, arch)
-    for item in in_ts_order(items, reorder_ns):
+    for item in items:
         if isinstance(item, Event):
             tree.add_event(item)
         else:

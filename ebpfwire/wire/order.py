@@ -1,10 +1,15 @@
-"""Capture records in time order across CPUs, through a bounded reorder window.
+"""Samples in time order across CPUs, through a bounded reorder window: the one window of
+the package (captures, ``ps``, ``decode``, the columnar outputs, ``trace`` and the perf
+reader's ``merge_by_ts`` all order through it, so they place records alike).
 
 The kernel orders samples within one CPU's ring only, and ``record`` writes the rings
 batch by batch, so a capture interleaves CPUs with a skew of up to a batch (one recording
 went back in time by 103 ms). :class:`TimeOrder` holds records and releases them in
 ``ts`` order once the newest ``ts`` seen is more than the window ahead of them, or
 earlier when more than ``max_records`` records or ``max_bytes`` bytes of samples are held.
+It lives in the wire layer because it needs only what every sample is on the wire (its
+``ts`` first) and so that the capture and kernel sides, peers, can both use it; each
+names its own record classes (anything with ``cpu`` and ``data``, resp. ``cpu``).
 
 Rules (docs/cli.md, "Time order"):
 
@@ -16,8 +21,10 @@ Rules (docs/cli.md, "Time order"):
   sample of that CPU read before it (file order breaks ties); before any sample of its
   CPU, where the file has it: as the newest sample of any CPU read before it. A sample
   too short to hold a ``ts`` is placed the same way.
-- Records of any other type are not ordered here: they are skipped (counted in
-  ``skipped``), as the decoder has nothing to show for them.
+- A :class:`Clock` (a live reader's "now") moves the newest ``ts`` on without records, so
+  that a quiet machine's last events are released too; it is not yielded.
+- Records of any other type (a capture's process and container records) pass at once:
+  they describe what the events held need.
 """
 
 from __future__ import annotations
@@ -25,9 +32,8 @@ from __future__ import annotations
 import struct
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
-
-from ebpfwire.capture import LostRecord, SampleRecord
 
 #: 1 s: ten times the largest skew seen in a real recording (103 ms), five times the
 #: recorder's flush period (0.2 s), while holding only about one second of events.
@@ -37,38 +43,47 @@ MAX_BYTES = 64 << 20
 
 _TS = struct.Struct("<Q").unpack_from
 
-Record = SampleRecord | LostRecord
+
+@dataclass(frozen=True, slots=True)
+class Clock:
+    """The time now, on the clock of the samples' ``ts`` (CLOCK_MONOTONIC)."""
+
+    ts: int
 
 
 class TimeOrder:
     """Iterate records in ``ts`` order within a bounded window (see the module's rules).
 
-    Records are collected in a list that is sorted (timsort: the per-CPU batches are
-    already sorted runs, so a sort costs little more than a merge) each time the newest
-    ``ts`` has moved half a window on, or a bound is reached; what is then more than a
-    window older than the newest ``ts`` is released. A record is thus held between one and
-    one and a half windows (of ``ts``), or less when a bound forces it out.
+    ``sample`` and ``lost`` are the record classes to order (matched by exact type, the
+    cheapest test on this hot path). Records are collected in a list that is sorted
+    (timsort: the per-CPU batches are already sorted runs, so a sort costs little more
+    than a merge) each time the newest ``ts`` has moved half a window on, a :class:`Clock`
+    arrives, or a bound is reached; what is then more than a window older than the newest
+    ``ts`` is released. A record is thus held between one and one and a half windows (of
+    ``ts``), or less when a bound forces it out or a clock sweeps.
     """
 
-    def __init__(self, window_ns: int = WINDOW_NS, max_records: int = MAX_RECORDS,
-                 max_bytes: int = MAX_BYTES):
+    def __init__(self, sample: type, lost: type, window_ns: int = WINDOW_NS,
+                 max_records: int = MAX_RECORDS, max_bytes: int = MAX_BYTES):
+        self.sample = sample
+        self.lost = lost
         self.window_ns = window_ns
         self.max_records = max_records
         self.max_bytes = max_bytes
         self.late = 0
-        self.skipped = 0
 
-    def __call__(self, records: Iterable[Any]) -> Iterator[Record]:
-        held: list[tuple[int, int, Record]] = []
+    def __call__(self, records: Iterable[Any]) -> Iterator[Any]:
+        held: list[tuple[int, int, Any]] = []
         append = held.append
         cpu_ts: dict[int, int] = {}   # the ts of each CPU's last sample read
         newest = released = -1
         held_bytes = 0
         window, max_records, max_bytes = self.window_ns, self.max_records, self.max_bytes
+        sample, lost = self.sample, self.lost
         sweep_at = None  # the newest ts at which the next sweep is due
         for seq, record in enumerate(records):
             kind = type(record)
-            if kind is SampleRecord:
+            if kind is sample:
                 data = record.data
                 size = len(data)
                 if size >= 8:
@@ -80,18 +95,25 @@ class TimeOrder:
                         continue
                 else:
                     ts = max(cpu_ts.get(record.cpu, newest), released)
-            elif kind is LostRecord:
+            elif kind is lost:
                 size = 0
                 ts = max(cpu_ts.get(record.cpu, newest), released)
+            elif kind is Clock:
+                newest = max(newest, record.ts)
+                if not held:
+                    continue
+                sweep_at = newest  # sweep now
+                ts = size = -1
             else:
-                self.skipped += 1
+                yield record
                 continue
-            append((ts, seq, record))
-            held_bytes += size
-            if ts > newest:
-                newest = ts
-                if sweep_at is None:
-                    sweep_at = ts + window + window // 2
+            if size >= 0:
+                append((ts, seq, record))
+                held_bytes += size
+                if ts > newest:
+                    newest = ts
+                    if sweep_at is None:
+                        sweep_at = ts + window + window // 2
             full = len(held) > max_records or held_bytes > max_bytes
             if not full and (sweep_at is None or newest < sweep_at):
                 continue
@@ -102,12 +124,12 @@ class TimeOrder:
                 while cut < room and (room - cut > max_records // 2
                                       or keep_bytes > max_bytes // 2):
                     item = held[cut][2]
-                    if type(item) is SampleRecord:
+                    if type(item) is sample:
                         keep_bytes -= len(item.data)
                     cut += 1
             if cut:
                 for _, _, out in held[:cut]:
-                    if type(out) is SampleRecord:
+                    if type(out) is sample:
                         held_bytes -= len(out.data)
                     yield out
                 released = held[cut - 1][0]
