@@ -27,7 +27,8 @@ RANKS = {
     "ebpfwire.columnar": 5,
     "ebpfwire": 2.5,  # the facade: decode, encode, Event, ... (wire and the snapshot records)
     "ebpfwire.cli": 6,
-    "ebpfwire.__main__": 7, "ebpfwire.arrow": 7, "ebpfwire.dask": 7, "ebpfwire.loader": 7,
+    "ebpfwire.__main__": 7, "ebpfwire.arrow": 7, "ebpfwire.dask": 7, "ebpfwire.export": 7,
+    "ebpfwire.loader": 7,
 }
 
 
