@@ -17,7 +17,7 @@ from ebpfwire.cli.captures import (
 )
 from ebpfwire.cli.errors import EXIT_DAMAGED, EXIT_OK, EXIT_USAGE, OutputError, UsageError, say
 from ebpfwire.cli.filters import check_event_names, make_filter
-from ebpfwire.cli.options import names_list
+from ebpfwire.cli.options import add_capture_filters, names_list
 from ebpfwire.cli.output import Output, Progress
 from ebpfwire.output.kubearmor import KubeArmorLogs
 from ebpfwire.output.render import event_json, sample_json
@@ -166,3 +166,32 @@ def cmd_decode(args: argparse.Namespace) -> int:
     return EXIT_DAMAGED if args.strict_exit and decoding.damaged else EXIT_OK
 
 
+def register(sub: argparse._SubParsersAction) -> None:
+    """The ``decode`` command's parser."""
+    p = sub.add_parser("decode", help="decode captures to a table, JSON lines or JSON",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog="""\
+examples:
+  ebpfwire decode                              the bundled sample
+  ebpfwire decode run.ewcap --format jsonl     one JSON object per event
+  ebpfwire decode run.ewcap --format kubearmor KubeArmor's log format
+  ebpfwire decode run.ewcap --event openat --comm curl
+  cat run.ewcap | ebpfwire decode -            a capture on standard input
+  ebpfwire decode --lenient damaged.ewcap      show what damaged samples still hold
+""")
+    p.add_argument("files", nargs="*", metavar="FILE",
+                   help="capture files, - for standard input (default: the bundled sample)")
+    p.add_argument("--format", choices=("table", "jsonl", "json", "kubearmor"),
+                   default="table", help="strace-like table (default), JSON lines, one JSON "
+                                         "array, or KubeArmor logs (one JSON object a line)")
+    p.add_argument("--raw", action="store_true",
+                   help="without the process context (executable, parent, container): "
+                        "the events as the capture holds them")
+    add_capture_filters(p, "decode damaged samples as far as possible and show the damage",
+                        utc=True)
+    p.add_argument("--follow", "-f", action="store_true",
+                   help="keep reading a file that is being written, until Ctrl-C")
+    p.add_argument("--no-sort", action="store_true",
+                   help="keep file order (default: time order across CPUs, 1 s window)")
+    p.add_argument("--strict-exit", action="store_true",
+                   help="exit with status 1 when anything was damaged")
+    p.set_defaults(run=cmd_decode)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from ebpfwire.capture import CaptureError, CaptureReader, CaptureWriteError, CaptureWriter
 from ebpfwire.cli.errors import EXIT_IO, EXIT_OK, UsageError, say
 from ebpfwire.cli.live import StopSignals, machine_arch, open_monitor
+from ebpfwire.cli.options import duration_type, live_options
 from ebpfwire.cli.output import Progress
 from ebpfwire.process.procfs import ContainerResolver, asked_for, snapshot
 from ebpfwire.wire.text import printable
@@ -211,3 +212,22 @@ def cmd_record(args: argparse.Namespace) -> int:
             status.done(keep=True)
     say(f"recorded {events} events ({lost} lost) to {args.output}")
     return EXIT_OK
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """The ``record`` command's parser."""
+    p = sub.add_parser("record", parents=[live_options()],
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       help="record live events to a capture file (needs root)",
+                       epilog="examples:\n  sudo ebpfwire record -o run.ewcap --duration 10\n"
+                              "  sudo ebpfwire record -o run.ewcap --events execve,connect\n"
+                              "  sudo ebpfwire record -o run.ewcap --force   replace run.ewcap\n")
+    p.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="the capture to create (never an existing path, never through a link)")
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument("--force", action="store_true",
+                          help="replace what is at FILE (a link is replaced, not followed)")
+    existing.add_argument("--append", action="store_true",
+                          help="add records to the existing capture FILE")
+    p.add_argument("--duration", type=duration_type, metavar="S", help="stop after S seconds")
+    p.set_defaults(run=cmd_record)
