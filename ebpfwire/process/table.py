@@ -16,14 +16,34 @@ from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import NamedTuple
 
 from ebpfwire.capture.snapshot import ContainerInfo, ProcessInfo
 from ebpfwire.wire import names
+from ebpfwire.wire.catalogue import DO_EXIT, SECURITY_BPRM_CHECK, arg_index
 from ebpfwire.wire.events import Event
+from ebpfwire.wire.layouts import (
+    ARGNUM,
+    COMM,
+    EVENT_ID,
+    EXTRA,
+    HOST_PID,
+    HOST_PPID,
+    MNT_ID,
+    PID,
+    PID_ID,
+    RETVAL,
+    TS,
+    UID,
+)
 
-DO_EXIT = 351
-SECURITY_BPRM_CHECK = 352
+#: Where security_bprm_check's path is in the walker's flat (tag, value) list.
+_BPRM_PATH = 2 * arg_index("security_bprm_check", "path") + 1
+#: The header fields :meth:`ProcessTable.observe` takes first, in its order, from a layout's
+#: unpacked ``fmt`` tuple or ``Event._header``.
+OBSERVED_FIELDS = itemgetter(TS, PID_ID, MNT_ID, HOST_PPID, HOST_PID, PID, UID, EVENT_ID,
+                             ARGNUM, RETVAL, COMM)
 DEFAULT_RETAIN_NS = 30_000_000_000
 """How long (in event time) an exited process stays answerable: events of its children
 and late events merged from other CPUs still find it. KubeArmor keeps 5 s."""
@@ -292,11 +312,11 @@ class ProcessTable:
 
     def update(self, event: Event) -> EventContext:
         """Apply one decoded event (in ``ts`` order) and answer for it (:meth:`observe`)."""
-        (ts, pid_id, mnt_id, host_ppid, host_pid, _, pid, uid, event_id, argnum, retval, comm,
-         extra, _, _) = event._header
+        header = event._header
+        extra = header[EXTRA]
         cwd = extra.get("cwd") if extra else None
-        return self.observe(ts, pid_id, mnt_id, host_ppid, host_pid, pid, uid, event_id,
-                            argnum, retval, comm, cwd if type(cwd) is str else "", event.flat)
+        return self.observe(*OBSERVED_FIELDS(header), cwd if type(cwd) is str else "",
+                            event.flat)
 
     def observe(self, ts: int, pid_id: int, mnt_id: int, host_ppid: int, host_pid: int,
                 pid: int, uid: int, event_id: int, argnum: int, retval: int, comm: str,
@@ -343,8 +363,8 @@ class ProcessTable:
                 self.exec_result(process, ts, retval, comm)
                 answer_program = process.programs[-1]
         elif event_id == SECURITY_BPRM_CHECK:
-            path = flat[1] if len(flat) > 1 and type(flat[1]) is str else ""
-            self.bprm_check(process, ts, path, comm)
+            path = flat[_BPRM_PATH] if len(flat) > _BPRM_PATH else None
+            self.bprm_check(process, ts, path if type(path) is str else "", comm)
             answer_program = process.programs[-1]
         elif event_id == DO_EXIT:
             self.exit(process, ts, retval)
