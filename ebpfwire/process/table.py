@@ -20,30 +20,17 @@ from operator import itemgetter
 from typing import NamedTuple
 
 from ebpfwire.capture.snapshot import ContainerInfo, ProcessInfo
-from ebpfwire.wire import names
+from ebpfwire.wire import layouts, names
 from ebpfwire.wire.catalogue import DO_EXIT, SECURITY_BPRM_CHECK, arg_index
 from ebpfwire.wire.events import Event
-from ebpfwire.wire.layouts import (
-    ARGNUM,
-    COMM,
-    EVENT_ID,
-    EXTRA,
-    HOST_PID,
-    HOST_PPID,
-    MNT_ID,
-    PID,
-    PID_ID,
-    RETVAL,
-    TS,
-    UID,
-)
 
 #: Where security_bprm_check's path is in the walker's flat (tag, value) list.
 _BPRM_PATH = 2 * arg_index("security_bprm_check", "path") + 1
 #: The header fields :meth:`ProcessTable.observe` takes first, in its order, from a layout's
 #: unpacked ``fmt`` tuple or ``Event._header``.
-OBSERVED_FIELDS = itemgetter(TS, PID_ID, MNT_ID, HOST_PPID, HOST_PID, PID, UID, EVENT_ID,
-                             ARGNUM, RETVAL, COMM)
+OBSERVED_FIELDS = itemgetter(layouts.TS, layouts.PID_ID, layouts.MNT_ID, layouts.HOST_PPID,
+                             layouts.HOST_PID, layouts.PID, layouts.UID, layouts.EVENT_ID,
+                             layouts.ARGNUM, layouts.RETVAL, layouts.COMM)
 DEFAULT_RETAIN_NS = 30_000_000_000
 """How long (in event time) an exited process stays answerable: events of its children
 and late events merged from other CPUs still find it. KubeArmor keeps 5 s."""
@@ -313,7 +300,7 @@ class ProcessTable:
     def update(self, event: Event) -> EventContext:
         """Apply one decoded event (in ``ts`` order) and answer for it (:meth:`observe`)."""
         header = event._header
-        extra = header[EXTRA]
+        extra = header[layouts.EXTRA]
         cwd = extra.get("cwd") if extra else None
         return self.observe(*OBSERVED_FIELDS(header), cwd if type(cwd) is str else "",
                             event.flat)

@@ -11,26 +11,10 @@ from __future__ import annotations
 import socket
 from typing import Any, NamedTuple
 
-from ebpfwire.wire import names
+from ebpfwire.wire import layouts, names
 from ebpfwire.wire.argtypes import ArgType
 from ebpfwire.wire.catalogue import event_name, is_syscall_event
 from ebpfwire.wire.errors import DecodeError
-from ebpfwire.wire.layouts import (
-    ARGNUM,
-    CLASSIC_NAMES,
-    COMM,
-    EVENT_ID,
-    EXTRA,
-    HOST_PID,
-    HOST_PPID,
-    MNT_ID,
-    PID,
-    PID_ID,
-    PPID,
-    RETVAL,
-    TS,
-    UID,
-)
 from ebpfwire.wire.text import raw
 
 AF_UNIX, AF_INET, AF_INET6 = 1, 2, 10
@@ -189,7 +173,7 @@ def _quote(value: str) -> str:
 
 
 #: Header fields in wire order, as they appear on :class:`Event` and in its JSON form.
-HEADER_FIELDS = CLASSIC_NAMES
+HEADER_FIELDS = layouts.CLASSIC_NAMES
 EVENT_FIELDS = HEADER_FIELDS + ("args", "extra", "arch", "errors")
 _new_object = object.__new__
 
@@ -221,8 +205,8 @@ def wire_event(header: tuple, flat: list) -> Event:
 
 
 # Event._header: the classic fields at their positions in the layouts (comm as text), then
-# the dict of the appended fields (at EXTRA), the arch and the errors
-_ARCH, _ERRORS = EXTRA + 1, EXTRA + 2
+# the dict of the appended fields (at layouts.EXTRA), the arch and the errors
+_ARCH, _ERRORS = layouts.EXTRA + 1, layouts.EXTRA + 2
 
 
 def _header_field(index: int):
@@ -253,19 +237,20 @@ class Event:
                         argnum, retval, comm, {} if extra is None else extra, arch, errors)
         self._args = args
 
-    ts = property(_header_field(TS), doc="bpf_ktime_get_ns(): monotonic ns since boot")
-    pid_id = property(_header_field(PID_ID), doc="PID namespace inode, 0 for the host")
-    mnt_id = property(_header_field(MNT_ID), doc="mount namespace inode, 0 for the host")
-    host_ppid = property(_header_field(HOST_PPID), doc="parent's tgid as the host sees it")
-    host_pid = property(_header_field(HOST_PID), doc="tgid as the host sees it")
-    ppid = property(_header_field(PPID), doc="parent's tgid in the task's PID namespace")
-    pid = property(_header_field(PID), doc="tgid in the task's PID namespace")
-    uid = property(_header_field(UID))
-    event_id = property(_header_field(EVENT_ID))
-    argnum = property(_header_field(ARGNUM), doc="arguments the writer announced")
-    retval = property(_header_field(RETVAL))
-    comm = property(_header_field(COMM), doc="task name (the bytes before the first NUL)")
-    extra = property(_header_field(EXTRA), doc="fields of the extended layouts (cwd, tty...)")
+    ts = property(_header_field(layouts.TS), doc="bpf_ktime_get_ns(): monotonic ns since boot")
+    pid_id = property(_header_field(layouts.PID_ID), doc="PID namespace inode, 0 for the host")
+    mnt_id = property(_header_field(layouts.MNT_ID), doc="mount namespace inode, 0 for the host")
+    host_ppid = property(_header_field(layouts.HOST_PPID), doc="parent's tgid as the host sees it")
+    host_pid = property(_header_field(layouts.HOST_PID), doc="tgid as the host sees it")
+    ppid = property(_header_field(layouts.PPID), doc="parent's tgid in the task's PID namespace")
+    pid = property(_header_field(layouts.PID), doc="tgid in the task's PID namespace")
+    uid = property(_header_field(layouts.UID))
+    event_id = property(_header_field(layouts.EVENT_ID))
+    argnum = property(_header_field(layouts.ARGNUM), doc="arguments the writer announced")
+    retval = property(_header_field(layouts.RETVAL))
+    comm = property(_header_field(layouts.COMM), doc="task name (the bytes before the first NUL)")
+    extra = property(_header_field(layouts.EXTRA),
+                     doc="fields of the extended layouts (cwd, tty...)")
     arch = property(_header_field(_ARCH), doc="architecture the event id was read for")
     errors = property(_header_field(_ERRORS), doc="None (strict) or the damage found (lenient)")
 
