@@ -39,3 +39,10 @@ def test_header_reader_reads_fields_at_their_offsets():
 def test_every_event_names_each_role_once():
     for name in EVENT_ARGS:
         assert len(set(roles(name))) == len(roles(name)), name
+
+
+def test_the_order_the_hot_paths_unpack():
+    """Enricher.sample and ProcessTable.update unpack the header in this order (faster
+    than picking the fields by position); a reordered field list must change them too."""
+    assert layouts.CLASSIC_NAMES == ("ts", "pid_id", "mnt_id", "host_ppid", "host_pid", "ppid",
+                                     "pid", "uid", "event_id", "argnum", "retval", "comm")

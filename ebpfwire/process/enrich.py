@@ -18,7 +18,6 @@ from typing import Any, Generic, TypeVar
 from ebpfwire.capture.snapshot import ContainerInfo, ProcessInfo
 from ebpfwire.process.table import (
     DEFAULT_RETAIN_NS,
-    OBSERVED_FIELDS,
     EventContext,
     ProcessTable,
     Program,
@@ -128,8 +127,10 @@ class Enricher(Generic[T]):
                 and kept[3] == values[MNT_ID]
                 and (kept[4] is None or kept[4] == values[self._cwd_at])):
             return kept[5]
-        (ts, pid_id, mnt_id, host_ppid, host_pid, pid, uid, event_id, argnum, retval,
-         comm_raw) = OBSERVED_FIELDS(values)
+        # unpacked in the order of layouts.CLASSIC_NAMES (tests/test_header_fields.py holds
+        # it): faster than picking each field by its named position
+        (ts, pid_id, mnt_id, host_ppid, host_pid, _, pid, uid, event_id, argnum, retval,
+         comm_raw) = values[:EXTRA]
         texts = self._texts
         comm = texts.get(comm_raw) or self._text(comm_raw)
         cwd, cwd_raw = "", None

@@ -16,21 +16,15 @@ from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from operator import itemgetter
 from typing import NamedTuple
 
 from ebpfwire.capture.snapshot import ContainerInfo, ProcessInfo
-from ebpfwire.wire import layouts, names
+from ebpfwire.wire import names
 from ebpfwire.wire.catalogue import DO_EXIT, SECURITY_BPRM_CHECK, arg_index
 from ebpfwire.wire.events import Event
 
 #: Where security_bprm_check's path is in the walker's flat (tag, value) list.
 _BPRM_PATH = 2 * arg_index("security_bprm_check", "path") + 1
-#: The header fields :meth:`ProcessTable.observe` takes first, in its order, from a layout's
-#: unpacked ``fmt`` tuple or ``Event._header``.
-OBSERVED_FIELDS = itemgetter(layouts.TS, layouts.PID_ID, layouts.MNT_ID, layouts.HOST_PPID,
-                             layouts.HOST_PID, layouts.PID, layouts.UID, layouts.EVENT_ID,
-                             layouts.ARGNUM, layouts.RETVAL, layouts.COMM)
 DEFAULT_RETAIN_NS = 30_000_000_000
 """How long (in event time) an exited process stays answerable: events of its children
 and late events merged from other CPUs still find it. KubeArmor keeps 5 s."""
@@ -299,11 +293,13 @@ class ProcessTable:
 
     def update(self, event: Event) -> EventContext:
         """Apply one decoded event (in ``ts`` order) and answer for it (:meth:`observe`)."""
-        header = event._header
-        extra = header[layouts.EXTRA]
+        # unpacked in the order of layouts.CLASSIC_NAMES, which tests/test_header_fields.py
+        # holds: one unpack costs a third of picking the fields by their named positions
+        (ts, pid_id, mnt_id, host_ppid, host_pid, _, pid, uid, event_id, argnum, retval, comm,
+         extra, _, _) = event._header
         cwd = extra.get("cwd") if extra else None
-        return self.observe(*OBSERVED_FIELDS(header), cwd if type(cwd) is str else "",
-                            event.flat)
+        return self.observe(ts, pid_id, mnt_id, host_ppid, host_pid, pid, uid, event_id,
+                            argnum, retval, comm, cwd if type(cwd) is str else "", event.flat)
 
     def observe(self, ts: int, pid_id: int, mnt_id: int, host_ppid: int, host_pid: int,
                 pid: int, uid: int, event_id: int, argnum: int, retval: int, comm: str,
