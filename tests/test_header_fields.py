@@ -42,7 +42,7 @@ def test_every_event_names_each_role_once():
 
 
 def test_the_order_the_hot_paths_unpack():
-    """Enricher.sample and ProcessTable.update unpack the header in this order (faster
-    than picking the fields by position); a reordered field list must change them too."""
+    """render.sample_json, Enricher.sample and ProcessTable.update unpack the header in this
+    order (faster than picking the fields by position); a reordered list must change them."""
     assert layouts.CLASSIC_NAMES == ("ts", "pid_id", "mnt_id", "host_ppid", "host_pid", "ppid",
                                      "pid", "uid", "event_id", "argnum", "retval", "comm")
