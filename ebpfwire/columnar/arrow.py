@@ -29,7 +29,14 @@ from ebpfwire.columnar import rowcontext
 from ebpfwire.columnar.rowcontext import ContextIndex, StreamContext
 from ebpfwire.wire import names
 from ebpfwire.wire.argtypes import ArgType
-from ebpfwire.wire.catalogue import SPECIAL_EVENTS, check_arch, event_name, expected_tags
+from ebpfwire.wire.catalogue import (
+    EVENT_ARGS,
+    SPECIAL_EVENTS,
+    check_arch,
+    event_name,
+    expected_tags,
+    find_arg,
+)
 from ebpfwire.wire.errors import DecodeError
 from ebpfwire.wire.events import Arg, SockAddr
 from ebpfwire.wire.layouts import Layout, get_layout
@@ -67,45 +74,37 @@ _INT_TYPES = {"Q": pa.uint64(), "L": pa.uint32(), "I": pa.uint32(), "H": pa.uint
 _NP_CODES = {"Q": "<u8", "L": "<u4", "I": "<u4", "H": "<u2", "B": "u1", "q": "<i8",
              "l": "<i4", "i": "<i4", "h": "<i2", "b": "i1"}
 
+_TEXT_TAGS = frozenset(int(t) for t in ArgType if Arg(t, 0).text is not None)
+
+
+def _fed_by(*roles: str, text: bool = False) -> dict[str, tuple[int, int]]:
+    """Event name -> (argument index, tag) of its first argument with one of ``roles``
+    (the catalogue's); with ``text``, only arguments whose tag has a symbolic text."""
+    table = {}
+    for name in EVENT_ARGS:
+        found = next(filter(None, (find_arg(name, role) for role in roles)), None)
+        if found is not None and (not text or found[1] in _TEXT_TAGS):
+            table[name] = found
+    return table
+
+
 #: Flat columns: which argument feeds each, by event name: (argument index, tag it must
-#: have). A row whose event is not listed, or whose argument is missing or of another
-#: type, has null there.
-T = ArgType
+#: have), derived from the catalogue's roles. A row whose event is not listed, or whose
+#: argument is missing or of another type, has null there.
 FLAT_COLUMNS: dict[str, dict[str, tuple[int, int]]] = {
-    "path": {  # a file path (STR_T); for socket-address events the AF_UNIX socket path
-        "open": (0, T.STR_T), "openat": (1, T.STR_T), "execve": (0, T.STR_T),
-        "execveat": (1, T.STR_T), "unlink": (1, T.STR_T), "unlinkat": (1, T.STR_T),
-        "rmdir": (0, T.STR_T), "chown": (0, T.STR_T), "fchownat": (1, T.STR_T),
-        "ptrace": (2, T.STR_T), "mount": (1, T.STR_T), "umount2": (0, T.STR_T),
-        "security_bprm_check": (0, T.STR_T),
-        "connect": (1, T.SOCKADDR_T), "accept": (1, T.SOCKADDR_T),
-        "accept4": (1, T.SOCKADDR_T), "bind": (1, T.SOCKADDR_T),
-    },
-    "fd": {  # the file descriptor the call acts on (INT_T)
-        "close": (0, T.INT_T), "connect": (0, T.INT_T), "accept": (0, T.INT_T),
-        "accept4": (0, T.INT_T), "bind": (0, T.INT_T), "listen": (0, T.INT_T),
-    },
-    "argv": {"execve": (1, T.STR_ARR_T), "execveat": (2, T.STR_ARR_T)},
-    "sockaddr": {  # feeds family, addr and port
-        "connect": (1, T.SOCKADDR_T), "accept": (1, T.SOCKADDR_T),
-        "accept4": (1, T.SOCKADDR_T), "bind": (1, T.SOCKADDR_T),
-        "tcp_connect": (1, T.SOCKADDR_T), "tcp_accept": (1, T.SOCKADDR_T),
-        "tcp_connect_v6": (1, T.SOCKADDR_T), "tcp_accept_v6": (1, T.SOCKADDR_T),
-    },
-    "domain": {"socket": (0, T.SOCK_DOM_T)},  # socket(2)'s domain also feeds family
-    "flags": {  # the symbolic text of the call's flags word
-        "open": (1, T.OPEN_FLAGS_T), "openat": (2, T.OPEN_FLAGS_T),
-        "execveat": (3, T.EXEC_FLAGS_T), "unlinkat": (2, T.UNLINKAT_FLAG_T),
-        "mount": (3, T.MOUNT_FLAG_T), "umount2": (1, T.UMOUNT_FLAG_T),
-        "socket": (1, T.SOCK_TYPE_T),
-    },
+    # a file path; for socket-address calls the AF_UNIX socket path
+    "path": _fed_by("path", "mount_target", "address"),
+    "fd": _fed_by("fd"),   # the file descriptor the call acts on
+    "argv": _fed_by("argv"),
+    "sockaddr": _fed_by("address", "remote"),   # feeds family, addr and port
+    "domain": _fed_by("domain"),   # socket(2)'s domain also feeds family
+    # the symbolic text of the call's flags word (fchownat's is a plain INT_T: none)
+    "flags": _fed_by("flags", "type", text=True),
 }
-del T
 
 _TYPE_NAMES = pa.array([ArgType(t).name if t in ArgType._value2member_map_ else f"tag_{t}"
                         for t in range(256)])
 _STR_TAGS = (int(ArgType.STR_T), int(ArgType.UDP_MSG))
-_TEXT_TAGS = frozenset(int(t) for t in ArgType if Arg(t, 0).text is not None)
 _TYPES = {int(t): ArgType(t) for t in ArgType}
 #: By tag byte: an integer payload, a string payload, an integer with a symbolic text.
 _IS_INT = np.array([bool(WIDTHS[t]) for t in range(256)])

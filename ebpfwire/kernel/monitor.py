@@ -13,6 +13,8 @@ from ebpfwire.kernel.collection import ProgramCollection
 from ebpfwire.kernel.config import build_config
 from ebpfwire.kernel.elf import BpfObject, ProgramSpec, read_object
 from ebpfwire.kernel.ringbuf import RingBufReader
+from ebpfwire.wire.catalogue import DO_EXIT
+from ebpfwire.wire.names import syscall_number
 
 # user-facing event names served by one program group of the object
 EVENT_ALIASES = {
@@ -26,13 +28,16 @@ TREE_GROUP = "tree"
 # the raw_syscalls dispatchers sys__enter / sys__exit: not an event either
 DISPATCH_GROUP = "sys"
 INTERNAL_GROUPS = {TREE_GROUP, DISPATCH_GROUP}
-# the events the dispatchers serve (their handlers), by the event id of the wire format;
-# selecting one sets its id in the object's `events_on` map
+# the events the dispatchers serve (their handlers), by the event id of the wire format
+# (x86-64 syscall numbers: the bundled object traces x86-64 only); selecting one sets its
+# id in the object's `events_on` map. The "umount" handlers serve umount2(2), which the
+# kernel defines as SYSCALL_DEFINE2(umount, ...).
 SYSCALL_EVENTS = {
-    "open": 2, "close": 3, "socket": 41, "connect": 42, "accept": 43, "bind": 49,
-    "listen": 50, "execve": 59, "rmdir": 84, "unlink": 87, "chown": 92, "ptrace": 101,
-    "setuid": 105, "setgid": 106, "mount": 165, "umount": 166, "openat": 257,
-    "fchownat": 260, "unlinkat": 263, "execveat": 322, "do_exit": 351,
+    **{group: syscall_number("umount2" if group == "umount" else group, "x86_64")
+       for group in ("open", "close", "socket", "connect", "accept", "bind", "listen",
+                     "execve", "rmdir", "unlink", "chown", "ptrace", "setuid", "setgid",
+                     "mount", "umount", "openat", "fchownat", "unlinkat", "execveat")},
+    "do_exit": DO_EXIT,
 }
 PID_MAX = 0xFFFFFFFF
 

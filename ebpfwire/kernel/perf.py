@@ -45,6 +45,7 @@ from construct import (
 from ebpfwire import machine
 from ebpfwire.kernel import syscalls
 from ebpfwire.kernel.errors import LoaderError
+from ebpfwire.wire.layouts import header_reader
 from ebpfwire.wire.order import TimeOrder
 
 PAGE_SIZE = mmap.PAGESIZE
@@ -90,6 +91,7 @@ PerfRecords = GreedyRange(PerfRecord)
 _HEADER = struct.Struct("<IHH")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
+_TS = header_reader("ts")
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +104,7 @@ class Sample:
     @property
     def ts(self) -> int:
         """The event's leading u64 ``bpf_ktime_get_ns()``; -1 for a sample shorter than 8."""
-        return _U64.unpack_from(self.data)[0] if len(self.data) >= 8 else -1
+        return _TS.unpack_from(self.data)[0] if len(self.data) >= _TS.size else -1
 
 
 @dataclass(frozen=True, slots=True)

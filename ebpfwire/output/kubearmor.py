@@ -17,8 +17,17 @@ import socket
 import time
 from typing import Any
 
-from ebpfwire.process.table import DO_EXIT, SECURITY_BPRM_CHECK, EventContext
+from ebpfwire.process.table import EventContext
 from ebpfwire.wire import names
+from ebpfwire.wire.catalogue import (
+    DO_EXIT,
+    SECURITY_BPRM_CHECK,
+    TCP_ACCEPT,
+    TCP_ACCEPT_V6,
+    TCP_CONNECT,
+    TCP_CONNECT_V6,
+    arg_index,
+)
 from ebpfwire.wire.events import AF_INET, AF_INET6, AF_UNIX, Arg, Event, SockAddr
 
 #: IP protocol numbers by name, as socket(2)'s third argument gives them (0: the default).
@@ -26,27 +35,31 @@ _PROTOCOLS = {value: key[len("IPPROTO_"):] for key, value in vars(socket).items(
               if key.startswith("IPPROTO_") and isinstance(value, int)}
 _PROTOCOLS[0] = "0"
 _QTYPES = {1: "A", 28: "AAAA"}
-_TCP = {400: "tcp_connect", 401: "tcp_accept", 402: "tcp_connect", 403: "tcp_accept"}
+_TCP = {TCP_CONNECT: "tcp_connect", TCP_ACCEPT: "tcp_accept", TCP_CONNECT_V6: "tcp_connect",
+        TCP_ACCEPT_V6: "tcp_accept"}
 
 FILE, PROCESS, NETWORK, SYSCALL = "File", "Process", "Network", "Syscall"
 
 
-def _value(args: list[Arg], index: int) -> Any:
-    return args[index].value if index < len(args) else None
+def _value(args: list[Arg], name: str, role: str) -> Any:
+    """The value of the event's argument with ``role`` (the catalogue's), None if absent."""
+    index = arg_index(name, role)
+    return args[index].value if index is not None and index < len(args) else None
 
 
-def _str(args: list[Arg], index: int) -> str:
-    value = _value(args, index)
+def _str(args: list[Arg], name: str, role: str) -> str:
+    value = _value(args, name, role)
     return value if isinstance(value, str) else ""
 
 
-def _num(args: list[Arg], index: int) -> str:
-    value = _value(args, index)
+def _num(args: list[Arg], name: str, role: str) -> str:
+    value = _value(args, name, role)
     return "" if value is None else str(value)
 
 
-def _flags(args: list[Arg], index: int) -> str:
-    if index >= len(args) or args[index].value is None:
+def _flags(args: list[Arg], name: str, role: str) -> str:
+    index = arg_index(name, role)
+    if index is None or index >= len(args) or args[index].value is None:
         return ""
     text = args[index].text
     return text if text is not None else str(args[index].value)
@@ -69,70 +82,76 @@ def _syscall(event: Event, name: str | None) -> str:
     return "syscall=SYS_" + (name or str(event.event_id)).upper()
 
 
-def _file(event: Event, args: list[Arg], name: str | None) -> tuple[str, str, str]:
+def _file(event: Event, args: list[Arg], name: str) -> tuple[str, str, str]:
     sys = _syscall(event, name)
+    path = _str(args, name, "path")
     if name == "open":
-        return FILE, _str(args, 0), f"{sys} flags={_flags(args, 1)}"
+        return FILE, path, f"{sys} flags={_flags(args, name, 'flags')}"
     if name == "openat":
-        return FILE, _str(args, 1), f"{sys} fd={_num(args, 0)} flags={_flags(args, 2)}"
+        return FILE, path, (f"{sys} fd={_num(args, name, 'dirfd')} "
+                            f"flags={_flags(args, name, 'flags')}")
     if name == "unlinkat":
-        return FILE, _str(args, 1), f"{sys} flags={_flags(args, 2)}"
+        return FILE, path, f"{sys} flags={_flags(args, name, 'flags')}"
     if name == "chown":
-        return FILE, _str(args, 0), f"{sys} userid={_num(args, 1)} group={_num(args, 2)}"
+        return FILE, path, (f"{sys} userid={_num(args, name, 'uid')} "
+                            f"group={_num(args, name, 'gid')}")
     if name == "fchownat":
-        return FILE, _str(args, 1), (f"{sys} userid={_num(args, 2)} group={_num(args, 3)} "
-                                     f"mode={_num(args, 4)}")
+        return FILE, path, (f"{sys} userid={_num(args, name, 'uid')} "
+                            f"group={_num(args, name, 'gid')} mode={_num(args, name, 'flags')}")
     if name == "close":
-        return FILE, "", f"{sys} fd={_num(args, 0)}"
-    # unlink (INT, path) and rmdir (path in slot 1, the only one written)
-    path = _str(args, 1) or _str(args, 0)
-    return FILE, path, sys
+        return FILE, "", f"{sys} fd={_num(args, name, 'fd')}"
+    return FILE, path, sys   # unlink, rmdir
 
 
-def _network(event: Event, args: list[Arg], name: str | None) -> tuple[str, str, str]:
+def _network(event: Event, args: list[Arg], name: str) -> tuple[str, str, str]:
     sys = _syscall(event, name)
     if name == "socket":
-        protocol = _value(args, 2)
+        protocol = _value(args, name, "protocol")
         proto = _PROTOCOLS.get(protocol, str(protocol)) if isinstance(protocol, int) else ""
-        return NETWORK, (f"domain={_flags(args, 0)} type={_flags(args, 1)} "
-                         f"protocol={proto}"), sys
+        return NETWORK, (f"domain={_flags(args, name, 'domain')} "
+                         f"type={_flags(args, name, 'type')} protocol={proto}"), sys
     if name == "listen":
-        return NETWORK, "", f"{sys} fd={_num(args, 0)}"
+        return NETWORK, "", f"{sys} fd={_num(args, name, 'fd')}"
     if event.event_id in _TCP:
-        addr = _value(args, 1)
+        addr = _value(args, name, "remote")
         family = names.sock_family_name(addr.family) if isinstance(addr, SockAddr) else ""
         port = addr.port if isinstance(addr, SockAddr) else ""
         ip = addr.addr if isinstance(addr, SockAddr) else ""
-        return NETWORK, f"remoteip={ip} port={port} protocol={_str(args, 0)}", (
+        return NETWORK, f"remoteip={ip} port={port} protocol={_str(args, name, 'protocol')}", (
             f"kprobe={_TCP[event.event_id]} domain={family}")
     if name in ("udp_sendmsg", "udp_send_skb"):
-        qtype = _value(args, 1)
+        qtype = _value(args, name, "qtype")
         shown = _QTYPES.get(qtype, str(qtype)) if isinstance(qtype, int) else ""
-        return NETWORK, "", (f"kfunc={name.upper()},domain={_str(args, 0).rstrip('.')},"
-                             f"qtype={shown}")
+        return NETWORK, "", (f"kfunc={name.upper()},"
+                             f"domain={_str(args, name, 'qname').rstrip('.')},qtype={shown}")
     # connect, accept, bind: fd and a socket address
-    addr = _value(args, 1)
+    addr = _value(args, name, "address")
     return NETWORK, sockaddr_resource(addr if isinstance(addr, SockAddr) else None), (
-        f"{sys} fd={_num(args, 0)}")
+        f"{sys} fd={_num(args, name, 'fd')}")
 
 
 def _syscall_op(event: Event, args: list[Arg], name: str | None) -> tuple[str, str, str]:
     sys = _syscall(event, name)
-    if name in ("setuid", "setgid"):
-        return SYSCALL, "", f"{sys} userid={_num(args, 0)}"
+    if name == "setuid":
+        return SYSCALL, "", f"{sys} userid={_num(args, name, 'uid')}"
+    if name == "setgid":
+        return SYSCALL, "", f"{sys} userid={_num(args, name, 'gid')}"
     if name == "mount":
-        return SYSCALL, "", (f"{sys} source={_str(args, 0)} target={_str(args, 1)} "
-                             f"filesystem={_str(args, 2)} mountflag={_num(args, 3)} "
-                             f"data={_str(args, 4)}")
+        return SYSCALL, "", (f"{sys} source={_str(args, name, 'mount_source')} "
+                             f"target={_str(args, name, 'mount_target')} "
+                             f"filesystem={_str(args, name, 'fstype')} "
+                             f"mountflag={_num(args, name, 'flags')} "
+                             f"data={_str(args, name, 'data')}")
     if name == "umount2":
-        return SYSCALL, "", f"{sys} target={_str(args, 0)} flag={_num(args, 1)}"
+        return SYSCALL, "", (f"{sys} target={_str(args, name, 'mount_target')} "
+                             f"flag={_num(args, name, 'flags')}")
     return SYSCALL, "", sys
 
 
-def _ptrace(event: Event, args: list[Arg], name: str | None) -> tuple[str, str, str]:
-    target = _str(args, 2)
-    return PROCESS, target, (f"{_syscall(event, name)} request={_flags(args, 0)} "
-                             f"pid={_num(args, 1)} process={target}")
+def _ptrace(event: Event, args: list[Arg], name: str) -> tuple[str, str, str]:
+    target = _str(args, name, "path")
+    return PROCESS, target, (f"{_syscall(event, name)} request={_flags(args, name, 'request')} "
+                             f"pid={_num(args, name, 'pid')} process={target}")
 
 
 _OPERATIONS = {

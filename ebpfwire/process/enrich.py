@@ -16,11 +16,16 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from ebpfwire.capture.snapshot import ContainerInfo, ProcessInfo
-from ebpfwire.process.table import DEFAULT_RETAIN_NS, DO_EXIT, EventContext, ProcessTable, Program
-from ebpfwire.wire.catalogue import expected_tags
+from ebpfwire.process.table import (
+    DEFAULT_RETAIN_NS,
+    EventContext,
+    ProcessTable,
+    Program,
+)
+from ebpfwire.wire.catalogue import DO_EXIT, expected_tags
 from ebpfwire.wire.decoder import decode
 from ebpfwire.wire.events import Event
-from ebpfwire.wire.layouts import Layout
+from ebpfwire.wire.layouts import COMM, EVENT_ID, EXTRA, HOST_PID, HOST_PPID, MNT_ID, PID_ID, Layout
 from ebpfwire.wire.text import printable
 from ebpfwire.wire.walker import walk, walk_lenient
 
@@ -67,8 +72,7 @@ class Enricher(Generic[T]):
         self._layout = layout
         self._unpack = layout.fmt.unpack_from
         self._size = layout.size
-        self._cwd_at = 12 + layout.extra_names.index("cwd") if "cwd" in layout.extra_names \
-            else None
+        self._cwd_at = layout.field_names.index("cwd") if "cwd" in layout.extra_names else None
         stateful = self.table.state_event_ids
         self._stateful = stateful
         self._with_args = stateful - {DO_EXIT}    # exec entries and bprm_check read args
@@ -117,14 +121,16 @@ class Enricher(Generic[T]):
                 return self.answer_of(self.event(
                     decode(data, layout=self._layout, arch=self._arch, strict=False)))
             values = self._unpack(data)
-        kept = self._kept.get(values[4])
-        if (kept is not None and kept[0] == values[3] and kept[1] == values[11]
-                and values[8] not in self._stateful and kept[2] == values[1]
-                and kept[3] == values[2]
+        kept = self._kept.get(values[HOST_PID])
+        if (kept is not None and kept[0] == values[HOST_PPID] and kept[1] == values[COMM]
+                and values[EVENT_ID] not in self._stateful and kept[2] == values[PID_ID]
+                and kept[3] == values[MNT_ID]
                 and (kept[4] is None or kept[4] == values[self._cwd_at])):
             return kept[5]
+        # unpacked in the order of layouts.CLASSIC_NAMES (tests/test_header_fields.py holds
+        # it): faster than picking each field by its named position
         (ts, pid_id, mnt_id, host_ppid, host_pid, _, pid, uid, event_id, argnum, retval,
-         comm_raw) = values[:12]
+         comm_raw) = values[:EXTRA]
         texts = self._texts
         comm = texts.get(comm_raw) or self._text(comm_raw)
         cwd, cwd_raw = "", None
@@ -172,7 +178,7 @@ class Enricher(Generic[T]):
         """Apply one decoded event to the table: its context, or None for an event whose
         header was cut (lenient decoding), which the table cannot place."""
         header = event._header
-        if None in header[:12]:
+        if None in header[:EXTRA]:
             return None
         return self.table.update(event)
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import errno
 import os
 import re
-import struct
 import time
 from collections.abc import Iterator
 
 from ebpfwire.capture.snapshot import ContainerInfo, ProcessInfo
+from ebpfwire.wire.layouts import header_reader
 
 HOST = ("host", "")
 UNKNOWN = ("unknown", "")
@@ -263,7 +263,7 @@ def host_namespaces(proc: str = "/proc") -> tuple[int, int]:
     return host_ns_inum("pid", proc), host_ns_inum("mnt", proc)
 
 
-_NS_IDS = struct.Struct("<II4xI")   # pid_id, mnt_id, (host_ppid), host_pid at offset 8
+_NS_IDS = header_reader("pid_id", "mnt_id", "host_pid")
 
 
 class ContainerResolver:
@@ -337,9 +337,9 @@ class ContainerResolver:
 
         None for a pair seen already and for a sample too short to hold a header.
         """
-        if len(data) < 24:
+        if len(data) < _NS_IDS.size:
             return None
-        pid_id, mnt_id, host_pid = _NS_IDS.unpack_from(data, 8)
+        pid_id, mnt_id, host_pid = _NS_IDS.unpack_from(data)
         if (pid_id, mnt_id) in self._seen:
             return None
         return self.resolve(pid_id, mnt_id, host_pid)

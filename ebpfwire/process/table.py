@@ -20,10 +20,11 @@ from typing import NamedTuple
 
 from ebpfwire.capture.snapshot import ContainerInfo, ProcessInfo
 from ebpfwire.wire import names
+from ebpfwire.wire.catalogue import DO_EXIT, SECURITY_BPRM_CHECK, arg_index
 from ebpfwire.wire.events import Event
 
-DO_EXIT = 351
-SECURITY_BPRM_CHECK = 352
+#: Where security_bprm_check's path is in the walker's flat (tag, value) list.
+_BPRM_PATH = 2 * arg_index("security_bprm_check", "path") + 1
 DEFAULT_RETAIN_NS = 30_000_000_000
 """How long (in event time) an exited process stays answerable: events of its children
 and late events merged from other CPUs still find it. KubeArmor keeps 5 s."""
@@ -292,6 +293,8 @@ class ProcessTable:
 
     def update(self, event: Event) -> EventContext:
         """Apply one decoded event (in ``ts`` order) and answer for it (:meth:`observe`)."""
+        # unpacked in the order of layouts.CLASSIC_NAMES, which tests/test_header_fields.py
+        # holds: one unpack costs a third of picking the fields by their named positions
         (ts, pid_id, mnt_id, host_ppid, host_pid, _, pid, uid, event_id, argnum, retval, comm,
          extra, _, _) = event._header
         cwd = extra.get("cwd") if extra else None
@@ -343,8 +346,8 @@ class ProcessTable:
                 self.exec_result(process, ts, retval, comm)
                 answer_program = process.programs[-1]
         elif event_id == SECURITY_BPRM_CHECK:
-            path = flat[1] if len(flat) > 1 and type(flat[1]) is str else ""
-            self.bprm_check(process, ts, path, comm)
+            path = flat[_BPRM_PATH] if len(flat) > _BPRM_PATH else None
+            self.bprm_check(process, ts, path if type(path) is str else "", comm)
             answer_program = process.programs[-1]
         elif event_id == DO_EXIT:
             self.exit(process, ts, retval)

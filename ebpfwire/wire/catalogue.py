@@ -1,63 +1,130 @@
-"""Which event an id is, and which arguments the system monitor writes for it.
+"""Which event an id is, which arguments the system monitor writes for it, and what each means.
 
 Syscall events carry the syscall number of the traced architecture as their id; a few
 special ids (process exit, exec check, TCP and UDP hooks) are the same on every
-architecture. The masks are the monitor's ENC_ARG_TYPE masks, with file paths written
-as STR_T as they appear on the wire.
+architecture. Each event's arguments are listed by mask slot with their role (what the
+argument is: the path, the fd, the flags...) and tag; the ENC_ARG_TYPE masks are derived
+from that list, with file paths as STR_T as they appear on the wire. Consumers find an
+argument by its role (:func:`arg_index`), never by a slot number of their own.
+tests/test_catalogue_bpf.py holds all of this equal to what bpf/monitor.bpf.c writes.
 """
 
 from __future__ import annotations
 
 from functools import cache
+from typing import NamedTuple
 
 from ebpfwire.wire import names
 from ebpfwire.wire.argtypes import ArgType, arg_types, argnum, make_mask
 
 T = ArgType
 
+DO_EXIT = 351
+SECURITY_BPRM_CHECK = 352
+TCP_CONNECT = 400
+TCP_ACCEPT = 401
+TCP_CONNECT_V6 = 402
+TCP_ACCEPT_V6 = 403
+UDP_SENDMSG = 10000
+UDP_SEND_SKB = 10001
+
 SPECIAL_EVENTS: dict[int, str] = {
-    351: "do_exit",
-    352: "security_bprm_check",
-    400: "tcp_connect",
-    401: "tcp_accept",
-    402: "tcp_connect_v6",
-    403: "tcp_accept_v6",
-    10000: "udp_sendmsg",
-    10001: "udp_send_skb",
+    DO_EXIT: "do_exit",
+    SECURITY_BPRM_CHECK: "security_bprm_check",
+    TCP_CONNECT: "tcp_connect",
+    TCP_ACCEPT: "tcp_accept",
+    TCP_CONNECT_V6: "tcp_connect_v6",
+    TCP_ACCEPT_V6: "tcp_accept_v6",
+    UDP_SENDMSG: "udp_sendmsg",
+    UDP_SEND_SKB: "udp_send_skb",
+}
+
+
+class ArgSpec(NamedTuple):
+    """One argument the monitor writes: what it is (its role) and its tag on the wire."""
+
+    role: str
+    tag: ArgType
+
+
+def _args(*specs: tuple[str, ArgType] | None) -> tuple[ArgSpec | None, ...]:
+    return tuple(None if spec is None else ArgSpec(*spec) for spec in specs)
+
+
+_SOCKADDR_CALL = _args(("fd", T.INT_T), ("address", T.SOCKADDR_T))
+# the tcp hooks build their sockaddr from the socket: the remote address, with the local
+# port on accept; "protocol" is the text "TCP" or "TCPv6"
+_TCP = _args(("protocol", T.STR_T), ("remote", T.SOCKADDR_T))
+_UDP = _args(("qname", T.UDP_MSG), ("qtype", T.QTYPE))
+
+#: Event name -> its arguments by mask slot (None: a slot left empty, as rmdir's slot 0).
+EVENT_ARGS: dict[str, tuple[ArgSpec | None, ...]] = {
+    "open": _args(("path", T.STR_T), ("flags", T.OPEN_FLAGS_T)),
+    "close": _args(("fd", T.INT_T)),
+    "socket": _args(("domain", T.SOCK_DOM_T), ("type", T.SOCK_TYPE_T), ("protocol", T.INT_T)),
+    "connect": _SOCKADDR_CALL,
+    "accept": _SOCKADDR_CALL,
+    "accept4": _SOCKADDR_CALL,
+    "bind": _SOCKADDR_CALL,
+    "listen": _args(("fd", T.INT_T), ("backlog", T.INT_T)),
+    "execve": _args(("path", T.STR_T), ("argv", T.STR_ARR_T)),
+    "unlink": _args(("dirfd", T.INT_T), ("path", T.STR_T)),   # dirfd: always AT_FDCWD
+    "chown": _args(("path", T.STR_T), ("uid", T.INT_T), ("gid", T.INT_T)),
+    # path: the target's executable, as the monitor last saw it exec
+    "ptrace": _args(("request", T.PTRACE_REQ_T), ("pid", T.INT_T), ("path", T.STR_T)),
+    "setuid": _args(("uid", T.INT_T)),
+    "setgid": _args(("gid", T.INT_T)),
+    "mount": _args(("mount_source", T.STR_T), ("mount_target", T.STR_T), ("fstype", T.STR_T),
+                   ("flags", T.MOUNT_FLAG_T), ("data", T.STR_T)),
+    "umount2": _args(("mount_target", T.STR_T), ("flags", T.UMOUNT_FLAG_T)),
+    "openat": _args(("dirfd", T.INT_T), ("path", T.STR_T), ("flags", T.OPEN_FLAGS_T)),
+    "fchownat": _args(("dirfd", T.INT_T), ("path", T.STR_T), ("uid", T.INT_T), ("gid", T.INT_T),
+                      ("flags", T.INT_T)),
+    "unlinkat": _args(("dirfd", T.INT_T), ("path", T.STR_T), ("flags", T.UNLINKAT_FLAG_T)),
+    "execveat": _args(("dirfd", T.INT_T), ("path", T.STR_T), ("argv", T.STR_ARR_T),
+                      ("flags", T.EXEC_FLAGS_T)),
+    "rmdir": _args(None, ("path", T.STR_T)),
+    "do_exit": (),
+    "security_bprm_check": _args(("path", T.STR_T)),
+    "tcp_connect": _TCP,
+    "tcp_accept": _TCP,
+    "tcp_connect_v6": _TCP,
+    "tcp_accept_v6": _TCP,
+    "udp_sendmsg": _UDP,
+    "udp_send_skb": _UDP,
 }
 
 #: Event name -> the mask of the arguments it carries (FILE_TYPE_T already as STR_T).
 MASKS: dict[str, int] = {
-    "open": make_mask(T.STR_T, T.OPEN_FLAGS_T),
-    "close": make_mask(T.INT_T),
-    "socket": make_mask(T.SOCK_DOM_T, T.SOCK_TYPE_T, T.INT_T),
-    "connect": make_mask(T.INT_T, T.SOCKADDR_T),
-    "accept": make_mask(T.INT_T, T.SOCKADDR_T),
-    "accept4": make_mask(T.INT_T, T.SOCKADDR_T),
-    "bind": make_mask(T.INT_T, T.SOCKADDR_T),
-    "listen": make_mask(T.INT_T, T.INT_T),
-    "execve": make_mask(T.STR_T, T.STR_ARR_T),
-    "unlink": make_mask(T.INT_T, T.STR_T),
-    "chown": make_mask(T.STR_T, T.INT_T, T.INT_T),
-    "ptrace": make_mask(T.PTRACE_REQ_T, T.INT_T, T.STR_T),
-    "setuid": make_mask(T.INT_T),
-    "setgid": make_mask(T.INT_T),
-    "mount": make_mask(T.STR_T, T.STR_T, T.STR_T, T.MOUNT_FLAG_T, T.STR_T),
-    "umount2": make_mask(T.STR_T, T.UMOUNT_FLAG_T),
-    "openat": make_mask(T.INT_T, T.STR_T, T.OPEN_FLAGS_T),
-    "fchownat": make_mask(T.INT_T, T.STR_T, T.INT_T, T.INT_T, T.INT_T),
-    "unlinkat": make_mask(T.INT_T, T.STR_T, T.UNLINKAT_FLAG_T),
-    "execveat": make_mask(T.INT_T, T.STR_T, T.STR_ARR_T, T.EXEC_FLAGS_T),
-    "rmdir": make_mask(T.NONE_T, T.STR_T),
-    "do_exit": 0,
-    "security_bprm_check": make_mask(T.STR_T),
-    "tcp_connect": make_mask(T.STR_T, T.SOCKADDR_T),
-    "tcp_accept": make_mask(T.STR_T, T.SOCKADDR_T),
-    "tcp_connect_v6": make_mask(T.STR_T, T.SOCKADDR_T),
-    "tcp_accept_v6": make_mask(T.STR_T, T.SOCKADDR_T),
-    "udp_sendmsg": make_mask(T.UDP_MSG, T.QTYPE),
-    "udp_send_skb": make_mask(T.UDP_MSG, T.QTYPE),
+    name: make_mask(*(T.NONE_T if spec is None else spec.tag for spec in specs))
+    for name, specs in EVENT_ARGS.items()
 }
+
+#: Event name -> role -> (the argument's index in the event's arguments as decoded, its
+#: tag); the empty mask slots are never written, so rmdir's path is its argument 0.
+_FOUND: dict[str, dict[str, tuple[int, ArgType]]] = {
+    name: {spec.role: (index, spec.tag)
+           for index, spec in enumerate(spec for spec in specs if spec is not None)}
+    for name, specs in EVENT_ARGS.items()
+}
+
+
+def roles(name: str) -> tuple[str, ...]:
+    """The roles of an event's arguments in the order they arrive; () for an unknown event."""
+    return tuple(_FOUND.get(name, ()))
+
+
+def find_arg(name: str, role: str) -> tuple[int, ArgType] | None:
+    """Where the argument with ``role`` is in ``event.args`` of event ``name``, and its tag;
+    None when the event has no such argument."""
+    return _FOUND.get(name, {}).get(role)
+
+
+def arg_index(name: str, role: str) -> int | None:
+    """Where the argument with ``role`` is in ``event.args`` of event ``name`` (None when
+    the event has no such argument)."""
+    found = _FOUND.get(name, {}).get(role)
+    return None if found is None else found[0]
 
 
 def is_syscall_event(event_id: int) -> bool:

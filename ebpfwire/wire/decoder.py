@@ -16,7 +16,7 @@ from types import MappingProxyType
 from ebpfwire.wire.catalogue import check_arch, expected_tags
 from ebpfwire.wire.errors import DecodeError
 from ebpfwire.wire.events import Event, wire_event
-from ebpfwire.wire.layouts import LAYOUTS, Layout, get_layout
+from ebpfwire.wire.layouts import ARGNUM, COMM, EVENT_ID, EXTRA, LAYOUTS, Layout, get_layout
 from ebpfwire.wire.names import ARCHES
 from ebpfwire.wire.walker import walk, walk_lenient, walk_strict
 
@@ -36,7 +36,7 @@ def _short_header(data: bytes, layout: Layout, arch: str) -> Event:
         offset += width
     named = dict(zip(layout.field_names, values, strict=False))
     comm = named["comm"]
-    header = [named[name] for name in layout.field_names[:11]]
+    header = [named[name] for name in layout.field_names[:COMM]]
     extra = {name: (_text_field(named[name]) if name in layout.text_fields else named[name])
              for name in layout.extra_names}
     error = _error("short-header", 0, f"a {layout.size}-byte {layout.name} context header",
@@ -93,21 +93,21 @@ def decode(data: bytes | bytearray | memoryview, *, layout: str | Layout = "clas
     flat: list = []
     if strict:
         errors = None
-        if not walk(data, size, n, values[9], flat):
+        if not walk(data, size, n, values[ARGNUM], flat):
             flat = []
-            walk_strict(data, size, n, values[9], flat)
+            walk_strict(data, size, n, values[ARGNUM], flat)
     else:
         errors = []
-        walk_lenient(data, size, n, values[9], expected_tags(values[8], arch, values[9]),
-                     flat, errors)
-    comm = _COMMS.get(values[11]) or _remember_comm(values[11])
+        walk_lenient(data, size, n, values[ARGNUM],
+                     expected_tags(values[EVENT_ID], arch, values[ARGNUM]), flat, errors)
+    comm = _COMMS.get(values[COMM]) or _remember_comm(values[COMM])
     if resolved.extra_names:
         extra = {name: (_text_field(value) if name in resolved.text_fields else value)
-                 for name, value in zip(resolved.extra_names, values[12:], strict=False)}
+                 for name, value in zip(resolved.extra_names, values[EXTRA:], strict=False)}
     else:
         extra = _NO_EXTRA
     event = _new_event(Event)       # wire_event(), inlined: this is the hot path
-    event._header = values[:11] + (comm, extra, arch, errors)
+    event._header = values[:COMM] + (comm, extra, arch, errors)
     event._args = flat
     return event
 

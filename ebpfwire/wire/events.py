@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 from typing import Any, NamedTuple
 
-from ebpfwire.wire import names
+from ebpfwire.wire import layouts, names
 from ebpfwire.wire.argtypes import ArgType
 from ebpfwire.wire.catalogue import event_name, is_syscall_event
 from ebpfwire.wire.errors import DecodeError
@@ -173,8 +173,7 @@ def _quote(value: str) -> str:
 
 
 #: Header fields in wire order, as they appear on :class:`Event` and in its JSON form.
-HEADER_FIELDS = ("ts", "pid_id", "mnt_id", "host_ppid", "host_pid", "ppid", "pid", "uid",
-                 "event_id", "argnum", "retval", "comm")
+HEADER_FIELDS = layouts.CLASSIC_NAMES
 EVENT_FIELDS = HEADER_FIELDS + ("args", "extra", "arch", "errors")
 _new_object = object.__new__
 
@@ -205,6 +204,11 @@ def wire_event(header: tuple, flat: list) -> Event:
     return event
 
 
+# Event._header: the classic fields at their positions in the layouts (comm as text), then
+# the dict of the appended fields (at layouts.EXTRA), the arch and the errors
+_ARCH, _ERRORS = layouts.EXTRA + 1, layouts.EXTRA + 2
+
+
 def _header_field(index: int):
     """Read one header field of an :class:`Event` (kept as one tuple: cheap to make)."""
     return lambda event: event._header[index]
@@ -233,21 +237,22 @@ class Event:
                         argnum, retval, comm, {} if extra is None else extra, arch, errors)
         self._args = args
 
-    ts = property(_header_field(0), doc="bpf_ktime_get_ns(): monotonic ns since boot")
-    pid_id = property(_header_field(1), doc="PID namespace inode, 0 for the host")
-    mnt_id = property(_header_field(2), doc="mount namespace inode, 0 for the host")
-    host_ppid = property(_header_field(3), doc="parent's tgid as the host sees it")
-    host_pid = property(_header_field(4), doc="tgid as the host sees it")
-    ppid = property(_header_field(5), doc="parent's tgid in the task's PID namespace")
-    pid = property(_header_field(6), doc="tgid in the task's PID namespace")
-    uid = property(_header_field(7))
-    event_id = property(_header_field(8))
-    argnum = property(_header_field(9), doc="arguments the writer announced")
-    retval = property(_header_field(10))
-    comm = property(_header_field(11), doc="task name (the bytes before the first NUL)")
-    extra = property(_header_field(12), doc="fields of the extended layouts (cwd, tty...)")
-    arch = property(_header_field(13), doc="architecture the event id was read for")
-    errors = property(_header_field(14), doc="None (strict) or the damage found (lenient)")
+    ts = property(_header_field(layouts.TS), doc="bpf_ktime_get_ns(): monotonic ns since boot")
+    pid_id = property(_header_field(layouts.PID_ID), doc="PID namespace inode, 0 for the host")
+    mnt_id = property(_header_field(layouts.MNT_ID), doc="mount namespace inode, 0 for the host")
+    host_ppid = property(_header_field(layouts.HOST_PPID), doc="parent's tgid as the host sees it")
+    host_pid = property(_header_field(layouts.HOST_PID), doc="tgid as the host sees it")
+    ppid = property(_header_field(layouts.PPID), doc="parent's tgid in the task's PID namespace")
+    pid = property(_header_field(layouts.PID), doc="tgid in the task's PID namespace")
+    uid = property(_header_field(layouts.UID))
+    event_id = property(_header_field(layouts.EVENT_ID))
+    argnum = property(_header_field(layouts.ARGNUM), doc="arguments the writer announced")
+    retval = property(_header_field(layouts.RETVAL))
+    comm = property(_header_field(layouts.COMM), doc="task name (the bytes before the first NUL)")
+    extra = property(_header_field(layouts.EXTRA),
+                     doc="fields of the extended layouts (cwd, tty...)")
+    arch = property(_header_field(_ARCH), doc="architecture the event id was read for")
+    errors = property(_header_field(_ERRORS), doc="None (strict) or the damage found (lenient)")
 
     @property
     def args(self) -> list[Arg]:

@@ -56,6 +56,44 @@ def _fmt_code(field: Renamed) -> str:
     )
 
 
+# Positions of the classic fields in a layout's unpacked ``fmt`` tuple and in
+# ``Event._header``, found by name so that they follow the field list; the fields a later
+# layout appends start at EXTRA. Hot paths read them as module constants.
+(TS, PID_ID, MNT_ID, HOST_PPID, HOST_PID, PPID, PID, UID, EVENT_ID, ARGNUM, RETVAL,
+ COMM) = (CLASSIC_NAMES.index(name) for name in (
+    "ts", "pid_id", "mnt_id", "host_ppid", "host_pid", "ppid", "pid", "uid", "event_id",
+    "argnum", "retval", "comm"))
+EXTRA = len(CLASSIC_NAMES)
+
+
+def _offsets() -> dict[str, int]:
+    offsets, at = {}, 0
+    for field in CLASSIC_FIELDS:
+        offsets[field.name] = at
+        at += field.subcon.sizeof()
+    return offsets
+
+
+#: Byte offset of each classic field in a raw sample (the same in every layout).
+OFFSETS: dict[str, int] = _offsets()
+
+
+def header_reader(*names: str) -> struct.Struct:
+    """A ``struct`` that reads the named classic fields (in wire order) from the start of a
+    raw sample of any layout, skipping the bytes before and between them: for code that
+    needs a few header fields of samples it does not decode (its ``size`` is the bytes a
+    sample must have)."""
+    fields = {field.name: field for field in CLASSIC_FIELDS}
+    fmt, at = "<", 0
+    for name in names:
+        offset = OFFSETS[name]
+        if offset < at:
+            raise ValueError(f"header fields must be named in wire order: {names}")
+        fmt += (f"{offset - at}x" if offset > at else "") + _fmt_code(fields[name])
+        at = offset + fields[name].subcon.sizeof()
+    return struct.Struct(fmt)
+
+
 def make_layout(name: str, extra_fields: tuple[Renamed, ...] = ()) -> Layout:
     """Build a layout from the classic fields plus ``extra_fields`` appended after comm."""
     fields = CLASSIC_FIELDS + tuple(extra_fields)

@@ -29,11 +29,12 @@ Rules (docs/cli.md, "Time order"):
 
 from __future__ import annotations
 
-import struct
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
+
+from ebpfwire.wire.layouts import header_reader
 
 #: 1 s: ten times the largest skew seen in a real recording (103 ms), five times the
 #: recorder's flush period (0.2 s), while holding only about one second of events.
@@ -41,7 +42,8 @@ WINDOW_NS = 1_000_000_000
 MAX_RECORDS = 100_000  # about 1 s of a busy machine; ~40 MB of records at most
 MAX_BYTES = 64 << 20
 
-_TS = struct.Struct("<Q").unpack_from
+_TS_FIELD = header_reader("ts")   # the first bytes of a sample in every layout
+_TS, _TS_SIZE = _TS_FIELD.unpack_from, _TS_FIELD.size
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +88,7 @@ class TimeOrder:
             if kind is sample:
                 data = record.data
                 size = len(data)
-                if size >= 8:
+                if size >= _TS_SIZE:
                     ts = _TS(data)[0]
                     cpu_ts[record.cpu] = ts
                     if ts < released:

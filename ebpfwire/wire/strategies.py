@@ -23,7 +23,16 @@ except ImportError as error:  # pragma: no cover - depends on the install
         from error
 
 from ebpfwire.wire.argtypes import ArgType, arg_types
-from ebpfwire.wire.catalogue import MASKS, event_name
+from ebpfwire.wire.catalogue import (
+    DO_EXIT,
+    MASKS,
+    SECURITY_BPRM_CHECK,
+    TCP_ACCEPT,
+    TCP_ACCEPT_V6,
+    TCP_CONNECT,
+    TCP_CONNECT_V6,
+    event_name,
+)
 from ebpfwire.wire.encoder import encode, encode_header
 from ebpfwire.wire.events import (
     AF_INET,
@@ -36,7 +45,7 @@ from ebpfwire.wire.events import (
     Event,
     SockAddr,
 )
-from ebpfwire.wire.layouts import Layout, get_layout
+from ebpfwire.wire.layouts import EXTRA, OFFSETS, Layout, get_layout
 
 T = ArgType
 U32 = st.integers(0, 2**32 - 1)
@@ -87,7 +96,9 @@ _WIRE_TYPES = [t for t in ArgType if t not in (T.NONE_T,)]
 
 
 def _catalogue_args(draw, arch: str) -> tuple[int, list[Arg]]:
-    known = [(eid, name) for eid in list(range(0, 460)) + [351, 352, 400, 401, 402, 403]
+    special = [DO_EXIT, SECURITY_BPRM_CHECK, TCP_CONNECT, TCP_ACCEPT, TCP_CONNECT_V6,
+               TCP_ACCEPT_V6]
+    known = [(eid, name) for eid in list(range(0, 460)) + special
              if (name := event_name(eid, arch)) in MASKS]
     event_id, name = draw(st.sampled_from(known))
     types = [t for t in arg_types(MASKS[name]) if t != T.NONE_T]
@@ -96,7 +107,7 @@ def _catalogue_args(draw, arch: str) -> tuple[int, list[Arg]]:
 
 def _extra(layout: Layout) -> st.SearchStrategy[dict]:
     fields = {}
-    for sub in layout.schema.subcons[12:]:
+    for sub in layout.schema.subcons[EXTRA:]:
         if sub.name in layout.text_fields:
             fields[sub.name] = wire_text(sub.sizeof())
         else:
@@ -164,7 +175,8 @@ def damaged_event_bytes(draw, layout: str | Layout = "classic",
             pieces[index] = pieces[index][:-1]
     elif damage == "argnum":
         count = draw(st.integers(0, 2**32 - 1))
-        header = header[:40] + struct.pack("<I", count) + header[44:]
+        at = OFFSETS["argnum"]
+        header = header[:at] + struct.pack("<I", count) + header[at + 4:]
     data = header + b"".join(pieces)
     if damage == "truncate":
         data = data[:draw(st.integers(0, max(len(data) - 1, 0)))]
