@@ -17,7 +17,7 @@ from ebpfwire.cli.captures import (
 )
 from ebpfwire.cli.errors import EXIT_DAMAGED, EXIT_OK, EXIT_USAGE, OutputError, UsageError, say
 from ebpfwire.cli.filters import check_event_names, make_filter
-from ebpfwire.cli.options import add_capture_filters, names_list
+from ebpfwire.cli.options import add_capture_filters, add_command, names_list
 from ebpfwire.cli.output import Output, Progress
 from ebpfwire.output.kubearmor import KubeArmorLogs
 from ebpfwire.output.render import event_json, sample_json
@@ -168,16 +168,16 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """The ``decode`` command's parser."""
-    p = sub.add_parser("decode", help="decode captures to a table, JSON lines or JSON",
-                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog="""\
-examples:
-  ebpfwire decode                              the bundled sample
-  ebpfwire decode run.ewcap --format jsonl     one JSON object per event
-  ebpfwire decode run.ewcap --format kubearmor KubeArmor's log format
-  ebpfwire decode run.ewcap --event openat --comm curl
-  cat run.ewcap | ebpfwire decode -            a capture on standard input
-  ebpfwire decode --lenient damaged.ewcap      show what damaged samples still hold
-""")
+    p = add_command(
+        sub, "decode", "decode captures to a table, JSON lines or JSON",
+        examples=(
+            "ebpfwire decode                              the bundled sample",
+            "ebpfwire decode run.ewcap --format jsonl     one JSON object per event",
+            "ebpfwire decode run.ewcap --format kubearmor KubeArmor's log format",
+            "ebpfwire decode run.ewcap --event openat --comm curl",
+            "cat run.ewcap | ebpfwire decode -            a capture on standard input",
+            "ebpfwire decode --lenient damaged.ewcap      show what damaged samples still hold",
+        ))
     p.add_argument("files", nargs="*", metavar="FILE",
                    help="capture files, - for standard input (default: the bundled sample)")
     p.add_argument("--format", choices=("table", "jsonl", "json", "kubearmor"),

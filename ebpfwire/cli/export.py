@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from ebpfwire.cli.captures import held_until_fit, layout_and_arch, open_capture
 from ebpfwire.cli.errors import EXIT_IO, EXIT_OK, UsageError, say
 from ebpfwire.cli.filters import check_event_names
-from ebpfwire.cli.options import add_capture_filters, integer, names_list
+from ebpfwire.cli.options import add_capture_filters, add_command, integer, names_list
 from ebpfwire.cli.output import Progress
 
 if TYPE_CHECKING:
@@ -39,13 +39,14 @@ def jobs_type(text: str) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``export`` command to the parser's subcommands."""
-    p = sub.add_parser(
-        "export", formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="decode captures to Parquet in parallel (the columns of docs/arrow.md)",
-        epilog="examples:\n  ebpfwire export run.ewcap -o run.parquet\n"
-               "  ebpfwire export node-*.ewcap -o fleet --parts --jobs 8\n"
-               "  ebpfwire export --raw run.ewcap -o raw.parquet   no process context\n"
-               "  ebpfwire export --lenient damaged.ewcap -o d.parquet   damage as rows\n")
+    p = add_command(
+        sub, "export", "decode captures to Parquet in parallel (the columns of docs/arrow.md)",
+        examples=(
+            "ebpfwire export run.ewcap -o run.parquet",
+            "ebpfwire export node-*.ewcap -o fleet --parts --jobs 8",
+            "ebpfwire export --raw run.ewcap -o raw.parquet   no process context",
+            "ebpfwire export --lenient damaged.ewcap -o d.parquet   damage as rows",
+        ))
     p.add_argument("files", nargs="+", metavar="FILE", help="capture files (one layout)")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="the Parquet file to create (a directory of parts with --parts)")

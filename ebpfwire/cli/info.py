@@ -19,7 +19,7 @@ from ebpfwire.capture import (
 )
 from ebpfwire.cli.captures import held_until_fit, layout_and_arch, open_capture, source_label
 from ebpfwire.cli.errors import EXIT_OK
-from ebpfwire.cli.options import add_decoding_options
+from ebpfwire.cli.options import add_command, add_decoding_options
 from ebpfwire.cli.output import cpu_label, write_stdout
 from ebpfwire.output.render import event_label
 from ebpfwire.wire.layouts import Layout
@@ -166,10 +166,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """The ``info`` command's parser."""
-    p = sub.add_parser("info", help="summarise a capture: header, counts, loss, time span",
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="examples:\n  ebpfwire info run.ewcap\n"
-                              "  ebpfwire info --json run.ewcap\n")
+    p = add_command(
+        sub, "info", "summarise a capture: header, counts, loss, time span",
+        examples=(
+            "ebpfwire info run.ewcap",
+            "ebpfwire info --json run.ewcap",
+        ))
     p.add_argument("file", metavar="FILE", help="capture file, - for standard input")
     add_decoding_options(p)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")

@@ -119,3 +119,13 @@ def live_options() -> argparse.ArgumentParser:
                       help="ring size in bytes, a power of two (per CPU for perf, the whole "
                            "ring for ringbuf; default 4 MiB per CPU, 8 MiB)")
     return live
+
+
+def add_command(sub: argparse._SubParsersAction, name: str, help: str,
+                examples: tuple[str, ...], parents: list[argparse.ArgumentParser] = ()
+                ) -> argparse.ArgumentParser:
+    """A command's parser: its one-line help, and its examples shown after the options as
+    written (one a line)."""
+    return sub.add_parser(name, help=help, parents=list(parents),
+                          formatter_class=argparse.RawDescriptionHelpFormatter,
+                          epilog="examples:\n" + "".join(f"  {line}\n" for line in examples))

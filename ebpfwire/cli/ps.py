@@ -10,7 +10,7 @@ from ebpfwire.capture import CaptureDamage, CaptureStream, SampleRecord
 from ebpfwire.cli.captures import held_until_fit, layout_and_arch, open_capture, source_label
 from ebpfwire.cli.errors import EXIT_DAMAGED, EXIT_OK, say
 from ebpfwire.cli.filters import check_event_names, make_filter
-from ebpfwire.cli.options import add_capture_filters, names_list
+from ebpfwire.cli.options import add_capture_filters, add_command, names_list
 from ebpfwire.cli.output import write_stdout
 from ebpfwire.process.tree import build_tree, capture_items
 from ebpfwire.wire.errors import DecodeError
@@ -59,13 +59,15 @@ def cmd_ps(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """The ``ps`` command's parser."""
-    p = sub.add_parser("ps", help="the process tree of a capture, like pstree -a",
-                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog="""\
-examples:
-  ebpfwire ps run.ewcap                  every process: program, argv, pid, lifetime, exit
-  ebpfwire ps run.ewcap --event connect  the processes that connected, and their ancestors
-  ebpfwire ps --json run.ewcap
-""")
+    p = add_command(
+        sub, "ps", "the process tree of a capture, like pstree -a",
+        examples=(
+            "ebpfwire ps run.ewcap                  every process: program, argv, pid, "
+            "lifetime, exit",
+            "ebpfwire ps run.ewcap --event connect  the processes that connected, and their "
+            "ancestors",
+            "ebpfwire ps --json run.ewcap",
+        ))
     p.add_argument("file", metavar="FILE", help="capture file, - for standard input")
     add_capture_filters(p, "decode damaged samples as far as possible", utc=True)
     p.add_argument("--json", action="store_true", help="the tree as nested JSON objects")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from ebpfwire.capture import CaptureError, CaptureReader, CaptureWriteError, CaptureWriter
 from ebpfwire.cli.errors import EXIT_IO, EXIT_OK, UsageError, say
 from ebpfwire.cli.live import StopSignals, machine_arch, open_monitor
-from ebpfwire.cli.options import duration_type, live_options
+from ebpfwire.cli.options import add_command, duration_type, live_options
 from ebpfwire.cli.output import Progress
 from ebpfwire.process.procfs import ContainerResolver, asked_for, snapshot
 from ebpfwire.wire.text import printable
@@ -216,12 +216,13 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """The ``record`` command's parser."""
-    p = sub.add_parser("record", parents=[live_options()],
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       help="record live events to a capture file (needs root)",
-                       epilog="examples:\n  sudo ebpfwire record -o run.ewcap --duration 10\n"
-                              "  sudo ebpfwire record -o run.ewcap --events execve,connect\n"
-                              "  sudo ebpfwire record -o run.ewcap --force   replace run.ewcap\n")
+    p = add_command(
+        sub, "record", "record live events to a capture file (needs root)",
+        parents=[live_options()], examples=(
+            "sudo ebpfwire record -o run.ewcap --duration 10",
+            "sudo ebpfwire record -o run.ewcap --events execve,connect",
+            "sudo ebpfwire record -o run.ewcap --force   replace run.ewcap",
+        ))
     p.add_argument("-o", "--output", required=True, metavar="FILE",
                    help="the capture to create (never an existing path, never through a link)")
     existing = p.add_mutually_exclusive_group()

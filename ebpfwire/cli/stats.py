@@ -16,7 +16,7 @@ import time
 
 from ebpfwire.cli.errors import EXIT_OK, UsageError, say
 from ebpfwire.cli.live import StopSignals, machine_arch
-from ebpfwire.cli.options import duration_type, names_list, pid_type
+from ebpfwire.cli.options import add_command, duration_type, names_list, pid_type
 from ebpfwire.cli.output import write_stdout
 from ebpfwire.kernel.stats import (
     MAX_SYSCALLS,
@@ -32,13 +32,14 @@ POLL = 0.1  # s between looks at the stop flag and the clock
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``stats`` command to the parser's subcommands."""
-    p = sub.add_parser(
-        "stats", formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="per-syscall calls, errors and latency histograms, counted in the kernel "
-             "(needs root)",
-        epilog="examples:\n  sudo ebpfwire stats --duration 5\n"
-               "  sudo ebpfwire stats --pid 4242 --events openat,read,close\n"
-               "  sudo ebpfwire stats --json --interval 1    one JSON object per second\n")
+    p = add_command(
+        sub, "stats", "per-syscall calls, errors and latency histograms, counted in the kernel "
+        "(needs root)",
+        examples=(
+            "sudo ebpfwire stats --duration 5",
+            "sudo ebpfwire stats --pid 4242 --events openat,read,close",
+            "sudo ebpfwire stats --json --interval 1    one JSON object per second",
+        ))
     p.add_argument("--duration", type=duration_type, metavar="S",
                    help="stop after S seconds (default: at Ctrl-C or SIGTERM)")
     p.add_argument("--events", action="append", metavar="LIST",

@@ -17,7 +17,7 @@ from ebpfwire.capture import CaptureDamage, CaptureStream, LostRecord
 from ebpfwire.cli.captures import held_until_fit, layout_and_arch, open_capture, source_label
 from ebpfwire.cli.errors import EXIT_OK, EXIT_USAGE, UsageError, say
 from ebpfwire.cli.filters import check_event_names, make_filter
-from ebpfwire.cli.options import add_capture_filters, names_list
+from ebpfwire.cli.options import add_capture_filters, add_command, names_list
 from ebpfwire.cli.output import write_stdout
 from ebpfwire.output.summary import render_summary, summarise_capture, summary_json
 from ebpfwire.wire.errors import DecodeError
@@ -25,12 +25,13 @@ from ebpfwire.wire.errors import DecodeError
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``summary`` command to the parser's subcommands."""
-    p = sub.add_parser(
-        "summary", formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="strace -c style table of captures: calls, errors by errno, share",
-        epilog="examples:\n  ebpfwire summary run.ewcap\n"
-               "  ebpfwire summary run.ewcap --by comm --failed\n"
-               "  ebpfwire summary --json a.ewcap b.ewcap\n")
+    p = add_command(
+        sub, "summary", "strace -c style table of captures: calls, errors by errno, share",
+        examples=(
+            "ebpfwire summary run.ewcap",
+            "ebpfwire summary run.ewcap --by comm --failed",
+            "ebpfwire summary --json a.ewcap b.ewcap",
+        ))
     p.add_argument("files", nargs="+", metavar="FILE",
                    help="capture files, - for standard input; counts are summed over all")
     p.add_argument("--by", choices=("comm", "pid"),

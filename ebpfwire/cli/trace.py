@@ -12,7 +12,7 @@ from ebpfwire import machine
 from ebpfwire.cli.errors import EXIT_OK, say
 from ebpfwire.cli.filters import make_filter
 from ebpfwire.cli.live import StopSignals, machine_arch, open_monitor
-from ebpfwire.cli.options import live_options
+from ebpfwire.cli.options import add_command, live_options
 from ebpfwire.cli.output import Output, cpu_label
 from ebpfwire.wire.decoder import decode
 from ebpfwire.wire.errors import DecodeError
@@ -59,11 +59,12 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """The ``trace`` command's parser."""
-    p = sub.add_parser("trace", parents=[live_options()],
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       help="print live events as they happen (needs root)",
-                       epilog="examples:\n  sudo ebpfwire trace\n"
-                              "  sudo ebpfwire trace --events tcp --format jsonl\n")
+    p = add_command(
+        sub, "trace", "print live events as they happen (needs root)",
+        parents=[live_options()], examples=(
+            "sudo ebpfwire trace",
+            "sudo ebpfwire trace --events tcp --format jsonl",
+        ))
     p.add_argument("--format", choices=("table", "jsonl"), default="table")
     p.add_argument("--utc", action="store_true", help="show wall-clock times in UTC")
     p.add_argument("--lenient", action="store_true", help="decode damaged samples leniently")
