@@ -30,6 +30,7 @@ from ebpfwire.columnar.rowcontext import ContextIndex, StreamContext
 from ebpfwire.wire import names
 from ebpfwire.wire.argtypes import ArgType
 from ebpfwire.wire.catalogue import SPECIAL_EVENTS, check_arch, event_name, expected_tags
+from ebpfwire.wire.decoder import short_header, walk_args
 from ebpfwire.wire.errors import DecodeError
 from ebpfwire.wire.events import Arg, SockAddr
 from ebpfwire.wire.layouts import Layout, get_layout
@@ -38,10 +39,7 @@ from ebpfwire.wire.walker import (
     STRING_TAGS,
     WIDTHS,
     sockaddr,
-    walk,
     walk_columns,
-    walk_lenient,
-    walk_strict,
 )
 
 __all__ = ["FLAT_COLUMNS", "batches", "schema", "to_table"]
@@ -437,49 +435,37 @@ class _BatchBuilder:
     def _walk(self, datas: list[bytes], rows: list[int], argnums: list[int],
               event_ids: list[int], file_offsets: list | None) -> tuple[list, list[int], list]:
         """The given rows' arguments as one flat list, each row's count, and the damage."""
-        size = self.layout.size
         flat: list = []
         counts = []
         count = counts.append
         errors: list = []
         mark = 0
         for index in rows:
-            data = datas[index]
-            if not walk(data, size, len(data), argnums[index], flat):
-                del flat[mark:]
-                damage = self._careful(data, argnums[index], event_ids[index], flat, file_offsets,
-                                       index)
-                if damage:
-                    errors.append((index, damage))
+            damage = self._row_args(datas[index], argnums[index], event_ids[index], flat,
+                                    file_offsets, index)
+            if damage:
+                errors.append((index, damage))
             count((len(flat) - mark) >> 1)
             mark = len(flat)
         return flat, counts, errors
 
-    def _careful(self, data: bytes, argc: int, event_id: int, flat: list, file_offsets: Any,
-                 index: int) -> list[DecodeError]:
-        """A sample the fast walk did not take: strict, else (or raise) lenient."""
-        size, mark = self.layout.size, len(flat)
+    def _row_args(self, data: bytes, argc: int, event_id: int, flat: list, file_offsets: Any,
+                  index: int) -> list[DecodeError] | None:
+        """A sample walk_columns did not take, by the decoder's rule (walk_args): its
+        damage; strict raises, saying which sample."""
+        damage = None if self.strict else []
         try:
-            if len(data) < size:
-                raise DecodeError("short-header", 0,
-                                  f"a {size}-byte {self.layout.name} context header",
-                                  f"{len(data)} bytes")
-            walk_strict(data, size, len(data), argc, flat)
-            return []
+            if len(data) < self.layout.size:
+                raise short_header(self.layout, len(data))
+            walk_args(data, self.layout.size, argc, event_id, self.arch, flat, damage)
         except DecodeError as error:
-            if self.strict:
-                where = (f"sample {self.seen + index} of the input" if self.name is None
-                         else f"the sample at file offset {file_offsets[index]} of "
-                              f"{self.name}")
-                raise DecodeError(error.kind, error.offset, error.expected,
-                                  f"{error.found} (in {where})") from error
-            del flat[mark:]
-            if error.kind == "short-header":
+            if damage is not None:   # lenient: only a short header raises
                 return [error]
-            damage: list[DecodeError] = []
-            walk_lenient(data, size, len(data), argc, expected_tags(event_id, self.arch, argc),
-                         flat, damage)
-            return damage
+            where = (f"sample {self.seen + index} of the input" if self.name is None
+                     else f"the sample at file offset {file_offsets[index]} of {self.name}")
+            raise DecodeError(error.kind, error.offset, error.expected,
+                              f"{error.found} (in {where})") from error
+        return damage
 
     # -- columns
 
