@@ -167,6 +167,13 @@ class Arg(NamedTuple):
         return cls(arg_type, value)
 
 
+def errno_of(event_id: int | None, retval: int | None) -> str | None:
+    """The errno name of a syscall event's negative return value, else None."""
+    if retval is not None and retval < 0 and is_syscall_event(event_id):
+        return names.errno_name(-retval)
+    return None
+
+
 def _quote(value: str) -> str:
     shown = value.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
     return '"' + shown.replace('"', '\\"').replace("\n", "\\n") + '"'
@@ -176,6 +183,7 @@ def _quote(value: str) -> str:
 HEADER_FIELDS = ("ts", "pid_id", "mnt_id", "host_ppid", "host_pid", "ppid", "pid", "uid",
                  "event_id", "argnum", "retval", "comm")
 EVENT_FIELDS = HEADER_FIELDS + ("args", "extra", "arch", "errors")
+
 _new_object = object.__new__
 
 
@@ -294,9 +302,7 @@ class Event:
     @property
     def errno(self) -> str | None:
         """The errno name of a negative syscall return value (``ECONNREFUSED``)."""
-        if self.retval is not None and self.retval < 0 and is_syscall_event(self.event_id):
-            return names.errno_name(-self.retval)
-        return None
+        return errno_of(self.event_id, self.retval)
 
     @property
     def complete(self) -> bool:
@@ -304,7 +310,8 @@ class Event:
         return not self.errors
 
     def to_dict(self) -> dict[str, Any]:
-        """The stable JSON shape (docs/format.md)."""
+        """The stable JSON shape (docs/format.md), the one definition of it: the JSON
+        lines (``output.render``) are built from it at import."""
         out: dict[str, Any] = {
             "ts": self.ts, "event_id": self.event_id, "event": self.name,
             "pid_id": self.pid_id, "mnt_id": self.mnt_id, "host_ppid": self.host_ppid,
@@ -320,8 +327,14 @@ class Event:
     @classmethod
     def from_dict(cls, data: dict[str, Any], arch: str = "x86_64") -> Event:
         """Rebuild an event from :meth:`to_dict` output (errors are not rebuilt)."""
-        known = set(HEADER_FIELDS) | {"event", "errno", "args", "errors"}
+        known = {*JSON_KEYS, "errors"}
         extra = {key: value for key, value in data.items() if key not in known}
         header = [data[key] for key in HEADER_FIELDS]
         args = [Arg.from_dict(arg) for arg in data["args"]]
         return cls(*header, args, extra, arch)
+
+
+#: The keys of an event's JSON form up to its arguments, in order, as :meth:`Event.to_dict`
+#: makes them (read off a prototype); the layout's extra fields follow, then "errors" in
+#: lenient mode.
+JSON_KEYS = tuple(Event(*range(11), "", []).to_dict())
