@@ -4,11 +4,8 @@ opening captures and choosing their layout, and the pieces of the live commands.
 from __future__ import annotations
 
 import argparse
-import difflib
-import functools
 import mmap
 import os
-import re
 import signal
 import stat
 import sys
@@ -18,7 +15,6 @@ from typing import Any, TextIO
 
 from ebpfwire import machine
 from ebpfwire.capture import (
-    ARCHES,
     CaptureError,
     CaptureHeader,
     CaptureReader,
@@ -27,11 +23,13 @@ from ebpfwire.capture import (
     unreadable_capture,
 )
 from ebpfwire.kernel.ringbuf import RINGBUF_CPU
-from ebpfwire.output.render import TableRenderer, event_json, event_label, lost_json
-from ebpfwire.wire.catalogue import SPECIAL_EVENTS, check_arch, event_name
+from ebpfwire.output.render import TableRenderer, event_json, lost_json
+from ebpfwire.wire.catalogue import check_arch
 from ebpfwire.wire.decoder import decode
 from ebpfwire.wire.errors import DecodeError
 from ebpfwire.wire.events import Event
+from ebpfwire.wire.filter import EventFilter
+from ebpfwire.wire.filter import check_event_names as check_names
 from ebpfwire.wire.layouts import LAYOUTS, Layout, get_layout
 from ebpfwire.wire.text import printable
 
@@ -45,7 +43,6 @@ COMM_MAX = 15
 RING_PAGES_MAX = 1 << 16  # 256 MiB per CPU with 4 KiB pages
 RING_BYTES_MAX = 1 << 30  # the monitor's bound, for either transport
 DURATION_MAX = 1e9     # s (about 31 years): a bound that keeps the deadline arithmetic exact
-_EVENT_ID = re.compile(r"event_\d+")
 HOLD_LIMIT = 256       # samples held back while checking that the layout fits
 # characters of output text held before one write: memory stays flat, and the joined text
 # stays small enough to be made and encoded in the CPU's cache
@@ -260,46 +257,25 @@ def _names_list(values: Iterable[str] | None) -> list[str]:
     return [name.strip() for value in values or () for name in value.split(",") if name.strip()]
 
 
-@functools.cache
-def known_event_names() -> frozenset[str]:
-    """Every event name decode can show, on either architecture."""
-    known = set(SPECIAL_EVENTS.values())
-    for arch in ARCHES:
-        known.update(filter(None, (event_name(nr, arch) for nr in range(1024))))
-    return frozenset(known)
-
-
 def check_event_names(names: Iterable[str]) -> list[str]:
     """The --event names, each a known event or ``event_<id>``; else a UsageError naming
     the closest known names."""
     names = list(names)
-    known = known_event_names()
-    for name in names:
-        if name in known or _EVENT_ID.fullmatch(name):
-            continue
-        close = difflib.get_close_matches(name, sorted(known), n=5, cutoff=0.0)
-        raise UsageError(f"--event: unknown event {name!r}; closest known: {', '.join(close)} "
-                         "(or event_<id> for a numbered event)")
+    try:
+        check_names(names)
+    except ValueError as exc:
+        raise UsageError(f"--event: {exc}") from None
     return names
 
 
 def make_filter(events: list[str], pid: int | None, comm: str | None, failed: bool = False
                 ) -> Callable[[Event], bool] | None:
     """The --event/--pid/--comm/--failed test, or None when nothing is filtered."""
-    wanted = frozenset(events)
-    if not wanted and pid is None and comm is None and not failed:
-        return None
-
-    def keep(event: Event) -> bool:
-        if wanted and event_label(event) not in wanted:
-            return False
-        if pid is not None and pid not in (event.pid, event.host_pid):
-            return False
-        if failed and not (event.retval is not None and event.retval < 0):
-            return False
-        return comm is None or event.comm == comm
-
-    return keep
+    try:
+        keep = EventFilter(frozenset(events), pid, comm, failed)
+    except ValueError as exc:
+        raise UsageError(f"--event: {exc}") from None
+    return keep.matches if keep else None
 
 
 def add_decoding_options(p: argparse.ArgumentParser, utc: bool = True) -> None:

@@ -28,6 +28,7 @@ from ebpfwire.cli.common import (
     layout_and_arch,
     open_capture,
 )
+from ebpfwire.wire.filter import EventFilter
 
 if TYPE_CHECKING:
     from ebpfwire.columnar.export import ExportSummary
@@ -112,16 +113,13 @@ def summary_line(summary: ExportSummary, output: str) -> str:
 def cmd_export(args: argparse.Namespace) -> int:
     from ebpfwire.columnar.export import (  # pyarrow: only for this command
         ExportError,
-        Keep,
         export_parquet,
     )
 
     names = check_event_names(_names_list(args.event))
     check_output(args.output, args.force)
     check_inputs(args)
-    keep = None
-    if names or args.pid is not None or args.comm is not None or args.failed:
-        keep = Keep(frozenset(names), args.pid, args.comm, args.failed)
+    keep = EventFilter(frozenset(names), args.pid, args.comm, args.failed) or None
     progress = Progress()
     old_term = signal.signal(signal.SIGTERM, _terminated)
     try:

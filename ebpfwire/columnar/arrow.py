@@ -32,7 +32,7 @@ from ebpfwire.wire.argtypes import ArgType
 from ebpfwire.wire.catalogue import SPECIAL_EVENTS, check_arch, event_name, expected_tags
 from ebpfwire.wire.decoder import short_header, walk_args
 from ebpfwire.wire.errors import DecodeError
-from ebpfwire.wire.events import Arg, SockAddr
+from ebpfwire.wire.events import Arg, SockAddr, label_of
 from ebpfwire.wire.layouts import Layout, get_layout
 from ebpfwire.wire.walker import (
     COLUMN_TAGS,
@@ -289,10 +289,6 @@ def to_table(source: Any, *, layout: str | Layout | None = None, arch: str | Non
 
 
 # --------------------------------------------------------------------------- one batch
-
-
-def _label_of(event_id: int, arch: str) -> str:
-    return event_name(event_id, arch) or f"event_{event_id}"
 
 
 def _safe_text(value: str) -> tuple[str, bool]:
@@ -654,7 +650,7 @@ class _BatchBuilder:
     def _events(self, event_ids: np.ndarray, null: np.ndarray | None) -> pa.Array:
         """Event names as ``render.event_label`` gives them ("?" when the id was cut off)."""
         unique, inverse = _distinct(event_ids)
-        labels = [_label_of(e, self.arch) for e in unique] + ["?"]
+        labels = [label_of(e, self.arch) for e in unique] + [label_of(None, self.arch)]
         indices = inverse.astype(np.int32)
         if null is not None:
             indices[null] = len(labels) - 1

@@ -259,9 +259,7 @@ def arg_text(arg: Arg) -> str:
 
 def event_label(event: Event) -> str:
     """The event's name, ``event_<id>`` for an id no table knows, ``?`` when cut off."""
-    if event.event_id is None:
-        return "?"
-    return event.name or f"event_{event.event_id}"
+    return event.label
 
 
 _DIRFD_CALLS = frozenset(("openat", "unlinkat", "fchownat", "execveat"))

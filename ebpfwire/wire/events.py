@@ -167,6 +167,13 @@ class Arg(NamedTuple):
         return cls(arg_type, value)
 
 
+def label_of(event_id: int | None, arch: str) -> str:
+    """An event's name, ``event_<id>`` for an id no table knows, ``?`` when cut off."""
+    if event_id is None:
+        return "?"
+    return event_name(event_id, arch) or f"event_{event_id}"
+
+
 def errno_of(event_id: int | None, retval: int | None) -> str | None:
     """The errno name of a syscall event's negative return value, else None."""
     if retval is not None and retval < 0 and is_syscall_event(event_id):
@@ -298,6 +305,11 @@ class Event:
     def name(self) -> str | None:
         """The event's name on its architecture (``openat``, ``tcp_connect``...)."""
         return event_name(self.event_id, self.arch)
+
+    @property
+    def label(self) -> str:
+        """The name commands show and filter on (:func:`label_of`)."""
+        return label_of(self.event_id, self.arch)
 
     @property
     def errno(self) -> str | None:
