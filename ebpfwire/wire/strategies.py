@@ -25,18 +25,9 @@ except ImportError as error:  # pragma: no cover - depends on the install
 from ebpfwire.wire.argtypes import MAX_STRING_SIZE, PAYLOADS, ArgType, arg_types, tags_of
 from ebpfwire.wire.catalogue import MASKS, event_name
 from ebpfwire.wire.encoder import encode, encode_header
-from ebpfwire.wire.events import (
-    AF_INET,
-    AF_INET6,
-    AF_UNIX,
-    ARGV_LIMIT,
-    ARGV_MORE,
-    Arg,
-    Argv,
-    Event,
-    SockAddr,
-)
+from ebpfwire.wire.events import ARGV_LIMIT, ARGV_MORE, Arg, Argv, Event, SockAddr
 from ebpfwire.wire.layouts import Layout, get_layout
+from ebpfwire.wire.walker import SOCKADDR_BODY
 
 U32 = st.integers(0, 2**32 - 1)
 
@@ -49,15 +40,15 @@ def wire_text(max_size: int = 64) -> st.SearchStrategy[str]:
 
 def sockaddrs() -> st.SearchStrategy[SockAddr]:
     """Addresses of every family the writer sizes, and of unknown families."""
-    inet = st.builds(lambda a, p: SockAddr(AF_INET, p, socket.inet_ntop(socket.AF_INET, a)),
+    inet = st.builds(lambda a, p: SockAddr.inet(socket.inet_ntop(socket.AF_INET, a), p),
                      st.binary(min_size=4, max_size=4), st.integers(0, 65535))
     inet6 = st.builds(
-        lambda a, p, f, s: SockAddr(AF_INET6, p, socket.inet_ntop(socket.AF_INET6, a), None, f, s),
+        lambda a, p, f, s: SockAddr.inet6(socket.inet_ntop(socket.AF_INET6, a), p, f, s),
         st.binary(min_size=16, max_size=16), st.integers(0, 65535), U32, U32)
     path = wire_text(107).filter(lambda s: not s.startswith("@"))
     abstract = wire_text(106).filter(bool).map(lambda s: "@" + s)
     unix = st.one_of(path, abstract).map(SockAddr.unix)
-    other = st.integers(0, 65535).filter(lambda f: f not in (AF_UNIX, AF_INET, AF_INET6))
+    other = st.integers(0, 65535).filter(lambda f: f not in SOCKADDR_BODY)
     return st.one_of(inet, inet6, unix, other.map(SockAddr))
 
 

@@ -233,7 +233,7 @@ def walk(data: bytes, p: int, n: int, argc: int, out: list) -> bool:
             append(tag)
             append(UNPACK[tag](data, p + 1)[0])
             p = q
-        elif tag == _STR:
+        elif tag == _STR:    # _string inlined here and for argv elements: the hot path
             q = p + 5
             if q > n:
                 return False
