@@ -32,7 +32,7 @@ from ebpfwire.wire.argtypes import ArgType
 from ebpfwire.wire.catalogue import SPECIAL_EVENTS, check_arch, event_name, expected_tags
 from ebpfwire.wire.decoder import short_header, walk_args
 from ebpfwire.wire.errors import DecodeError
-from ebpfwire.wire.events import Arg, SockAddr, label_of
+from ebpfwire.wire.events import TEXT_TAGS, Arg, SockAddr, label_of
 from ebpfwire.wire.layouts import Layout, get_layout
 from ebpfwire.wire.walker import (
     COLUMN_TAGS,
@@ -102,13 +102,11 @@ del T
 
 _TYPE_NAMES = pa.array([ArgType(t).name if t in ArgType._value2member_map_ else f"tag_{t}"
                         for t in range(256)])
-_STR_TAGS = (int(ArgType.STR_T), int(ArgType.UDP_MSG))
-_TEXT_TAGS = frozenset(int(t) for t in ArgType if Arg(t, 0).text is not None)
 _TYPES = {int(t): ArgType(t) for t in ArgType}
 #: By tag byte: an integer payload, a string payload, an integer with a symbolic text.
 _IS_INT = np.array([bool(WIDTHS[t]) for t in range(256)])
 _IS_STR = np.array([t in STRING_TAGS for t in range(256)])
-_HAS_TEXT = np.array([t in _TEXT_TAGS for t in range(256)])
+_HAS_TEXT = np.array([t in TEXT_TAGS for t in range(256)])
 
 
 def _header_fields(layout: Layout) -> list[tuple[str, str, int]]:

@@ -26,6 +26,7 @@ from ebpfwire.wire.events import (
     ARGV_LIMIT,
     ARGV_MORE,
     JSON_KEYS,
+    TEXT_TAGS,
     Arg,
     Argv,
     Event,
@@ -73,9 +74,7 @@ _ARGV_END = {flag: _around(Arg(ArgType.STR_ARR_T, argv), _dumps(argv))[1]
 #: lines equal to json.dumps(event.to_dict())).
 _HEAD = "{" + ", ".join(_enc(key) + ": %s" for key in JSON_KEYS)
 _TYPES = {int(t): ArgType(t) for t in ArgType}
-#: Tags whose values have a symbolic text (flags, enums, syscall numbers).
-_TEXT_TAGS = frozenset(int(t) for t in ArgType if Arg(t, 0).text is not None)
-_PLAIN_INT_TAGS = frozenset(t for t in range(256) if WIDTHS[t] and t not in _TEXT_TAGS)
+_PLAIN_INT_TAGS = frozenset(t for t in range(256) if WIDTHS[t] and t not in TEXT_TAGS)
 _ARR, _SOCKADDR = int(ArgType.STR_ARR_T), int(ArgType.SOCKADDR_T)
 
 _names: dict[tuple[int, str], str] = {}
@@ -140,7 +139,7 @@ def _args_json(flat: list) -> str:
         kind = type(value)
         if kind is str and tag in STRING_TAGS:
             append(prefix[tag] + _enc(value) + end)
-        elif kind is int and tag in _TEXT_TAGS:
+        elif kind is int and tag in TEXT_TAGS:
             append(texts.get((tag, value)) or _text_arg(tag, value))
         elif kind is int and tag in _PLAIN_INT_TAGS:
             append(prefix[tag] + str(value) + end)

@@ -181,6 +181,10 @@ def errno_of(event_id: int | None, retval: int | None) -> str | None:
     return None
 
 
+#: Tags whose values have a symbolic text (flags, enums, syscall numbers): :attr:`Arg.text`.
+TEXT_TAGS = frozenset(int(t) for t in ArgType if Arg(t, 0).text is not None)
+
+
 def _quote(value: str) -> str:
     shown = value.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
     return '"' + shown.replace('"', '\\"').replace("\n", "\\n") + '"'
