@@ -152,6 +152,18 @@ def test_lenient_resynchronises_after_an_orphan_tag():
     assert event.to_dict()["errors"][0]["kind"] == "orphan-tag"
 
 
+def test_lenient_gives_a_valid_sample_its_strict_arguments():
+    """An openat whose arguments are not the catalogue's (INT 10, INT 5, INT 7): the
+    payload byte 10 reads as the STR_T the catalogue expects next, which once made lenient
+    mode see an orphan tag in a sample strict mode decodes; the arrow and enrichment paths
+    gave the strict reading. One rule (walk_args) now: strict when it succeeds."""
+    args = [ebpfwire.Arg(ArgType.INT_T, value) for value in (10, 5, 7)]
+    sample = ebpfwire.encode(ebpfwire.Event(1, 0, 0, 1, 2, 1, 2, 0, 257, 3, 0, "x", args))
+    strict = decode(sample)
+    assert strict.args == args
+    assert decode(sample, strict=False) == strict.replace(errors=[])
+
+
 def test_lenient_reports_fewer_arguments_than_argnum_and_keeps_the_rest():
     event = decode(CONNECT[:73], strict=False)
     assert event.args == [(ArgType.INT_T, 3)]

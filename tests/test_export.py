@@ -16,7 +16,8 @@ from corpus import FIXTURES, repeated
 
 from ebpfwire.capture import CaptureReader
 from ebpfwire.columnar import arrow
-from ebpfwire.columnar.export import ExportError, Keep, export_parquet
+from ebpfwire.columnar.export import ExportError, export_parquet
+from ebpfwire.wire.filter import EventFilter
 
 CLEAN = [FIXTURES / "real-workload.ewcap", FIXTURES / "real-namespaces.ewcap"]
 DAMAGED = [FIXTURES / "damaged.ewcap", *CLEAN]
@@ -86,12 +87,12 @@ def expected_filtered(table: pa.Table, keep) -> list[dict]:
 
 
 @pytest.mark.parametrize(("keep", "test", "jobs"), [
-    (Keep(events=frozenset({"openat", "connect"})),
+    (EventFilter(events=frozenset({"openat", "connect"})),
      lambda r: r["event"] in ("openat", "connect"), 1),
-    (Keep(failed=True), lambda r: r["retval"] is not None and r["retval"] < 0, 1),
-    (Keep(comm="cat"), lambda r: r["comm"] == "cat", 1),
-    (Keep(pid=1), lambda r: 1 in (r["pid"], r["host_pid"]), 1),
-    (Keep(events=frozenset({"openat"}), failed=True, comm="python3"),
+    (EventFilter(failed=True), lambda r: r["retval"] is not None and r["retval"] < 0, 1),
+    (EventFilter(comm="cat"), lambda r: r["comm"] == "cat", 1),
+    (EventFilter(pid=1), lambda r: 1 in (r["pid"], r["host_pid"]), 1),
+    (EventFilter(events=frozenset({"openat"}), failed=True, comm="python3"),
      lambda r: r["event"] == "openat" and r["retval"] < 0 and r["comm"] == "python3", 2),
 ])
 def test_filters_keep_the_rows_they_name_and_every_lost_row(tmp_path, keep, test, jobs):
@@ -198,7 +199,7 @@ def test_spawned_workers_give_the_same_rows(tmp_path, big, monkeypatch, parts):
 def test_nothing_kept_still_gives_valid_parquet_with_the_columns(tmp_path, big, jobs, parts):
     out = tmp_path / "out.parquet"
     summary = export_parquet([big, *CLEAN], out, jobs=jobs, parts=parts,
-                             split_bytes=64 << 10, keep=Keep(comm="no-such-task"))
+                             split_bytes=64 << 10, keep=EventFilter(comm="no-such-task"))
     table = read_back(out, parts)
     assert table.num_rows == 0 and summary.events == 0
     assert {"event", "comm", "errors", "lost"} <= set(table.column_names)

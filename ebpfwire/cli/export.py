@@ -19,6 +19,7 @@ from ebpfwire.cli.errors import EXIT_IO, EXIT_OK, UsageError, say
 from ebpfwire.cli.filters import check_event_names
 from ebpfwire.cli.options import add_capture_filters, add_command, integer, names_list
 from ebpfwire.cli.output import Progress
+from ebpfwire.wire.filter import EventFilter
 
 if TYPE_CHECKING:
     from ebpfwire.columnar.export import ExportSummary
@@ -104,16 +105,13 @@ def summary_line(summary: ExportSummary, output: str) -> str:
 def cmd_export(args: argparse.Namespace) -> int:
     from ebpfwire.columnar.export import (  # pyarrow: only for this command
         ExportError,
-        Keep,
         export_parquet,
     )
 
     names = check_event_names(names_list(args.event))
     check_output(args.output, args.force)
     check_inputs(args)
-    keep = None
-    if names or args.pid is not None or args.comm is not None or args.failed:
-        keep = Keep(frozenset(names), args.pid, args.comm, args.failed)
+    keep = EventFilter(frozenset(names), args.pid, args.comm, args.failed) or None
     progress = Progress()
     old_term = signal.signal(signal.SIGTERM, _terminated)
     try:

@@ -37,18 +37,16 @@ from ebpfwire.wire.catalogue import (
     expected_tags,
     find_arg,
 )
+from ebpfwire.wire.decoder import short_header, walk_args
 from ebpfwire.wire.errors import DecodeError
-from ebpfwire.wire.events import Arg, SockAddr
+from ebpfwire.wire.events import TEXT_TAGS, Arg, SockAddr, label_of
 from ebpfwire.wire.layouts import Layout, get_layout
 from ebpfwire.wire.walker import (
     COLUMN_TAGS,
     STRING_TAGS,
     WIDTHS,
     sockaddr,
-    walk,
     walk_columns,
-    walk_lenient,
-    walk_strict,
 )
 
 __all__ = ["FLAT_COLUMNS", "batches", "schema", "to_table"]
@@ -104,12 +102,11 @@ FLAT_COLUMNS: dict[str, dict[str, tuple[int, int]]] = {
 
 _TYPE_NAMES = pa.array([ArgType(t).name if t in ArgType._value2member_map_ else f"tag_{t}"
                         for t in range(256)])
-_STR_TAGS = (int(ArgType.STR_T), int(ArgType.UDP_MSG))
 _TYPES = {int(t): ArgType(t) for t in ArgType}
 #: By tag byte: an integer payload, a string payload, an integer with a symbolic text.
 _IS_INT = np.array([bool(WIDTHS[t]) for t in range(256)])
 _IS_STR = np.array([t in STRING_TAGS for t in range(256)])
-_HAS_TEXT = np.array([t in _TEXT_TAGS for t in range(256)])
+_HAS_TEXT = np.array([t in TEXT_TAGS for t in range(256)])
 
 
 def _header_fields(layout: Layout) -> list[tuple[str, str, int]]:
@@ -292,10 +289,6 @@ def to_table(source: Any, *, layout: str | Layout | None = None, arch: str | Non
 # --------------------------------------------------------------------------- one batch
 
 
-def _label_of(event_id: int, arch: str) -> str:
-    return event_name(event_id, arch) or f"event_{event_id}"
-
-
 def _safe_text(value: str) -> tuple[str, bool]:
     """(valid UTF-8 text, True) or, for bytes that were not UTF-8, (text with U+FFFD, False)."""
     try:
@@ -436,49 +429,37 @@ class _BatchBuilder:
     def _walk(self, datas: list[bytes], rows: list[int], argnums: list[int],
               event_ids: list[int], file_offsets: list | None) -> tuple[list, list[int], list]:
         """The given rows' arguments as one flat list, each row's count, and the damage."""
-        size = self.layout.size
         flat: list = []
         counts = []
         count = counts.append
         errors: list = []
         mark = 0
         for index in rows:
-            data = datas[index]
-            if not walk(data, size, len(data), argnums[index], flat):
-                del flat[mark:]
-                damage = self._careful(data, argnums[index], event_ids[index], flat, file_offsets,
-                                       index)
-                if damage:
-                    errors.append((index, damage))
+            damage = self._row_args(datas[index], argnums[index], event_ids[index], flat,
+                                    file_offsets, index)
+            if damage:
+                errors.append((index, damage))
             count((len(flat) - mark) >> 1)
             mark = len(flat)
         return flat, counts, errors
 
-    def _careful(self, data: bytes, argc: int, event_id: int, flat: list, file_offsets: Any,
-                 index: int) -> list[DecodeError]:
-        """A sample the fast walk did not take: strict, else (or raise) lenient."""
-        size, mark = self.layout.size, len(flat)
+    def _row_args(self, data: bytes, argc: int, event_id: int, flat: list, file_offsets: Any,
+                  index: int) -> list[DecodeError] | None:
+        """A sample walk_columns did not take, by the decoder's rule (walk_args): its
+        damage; strict raises, saying which sample."""
+        damage = None if self.strict else []
         try:
-            if len(data) < size:
-                raise DecodeError("short-header", 0,
-                                  f"a {size}-byte {self.layout.name} context header",
-                                  f"{len(data)} bytes")
-            walk_strict(data, size, len(data), argc, flat)
-            return []
+            if len(data) < self.layout.size:
+                raise short_header(self.layout, len(data))
+            walk_args(data, self.layout.size, argc, event_id, self.arch, flat, damage)
         except DecodeError as error:
-            if self.strict:
-                where = (f"sample {self.seen + index} of the input" if self.name is None
-                         else f"the sample at file offset {file_offsets[index]} of "
-                              f"{self.name}")
-                raise DecodeError(error.kind, error.offset, error.expected,
-                                  f"{error.found} (in {where})") from error
-            del flat[mark:]
-            if error.kind == "short-header":
+            if damage is not None:   # lenient: only a short header raises
                 return [error]
-            damage: list[DecodeError] = []
-            walk_lenient(data, size, len(data), argc, expected_tags(event_id, self.arch, argc),
-                         flat, damage)
-            return damage
+            where = (f"sample {self.seen + index} of the input" if self.name is None
+                     else f"the sample at file offset {file_offsets[index]} of {self.name}")
+            raise DecodeError(error.kind, error.offset, error.expected,
+                              f"{error.found} (in {where})") from error
+        return damage
 
     # -- columns
 
@@ -667,7 +648,7 @@ class _BatchBuilder:
     def _events(self, event_ids: np.ndarray, null: np.ndarray | None) -> pa.Array:
         """Event names as ``render.event_label`` gives them ("?" when the id was cut off)."""
         unique, inverse = _distinct(event_ids)
-        labels = [_label_of(e, self.arch) for e in unique] + ["?"]
+        labels = [label_of(e, self.arch) for e in unique] + [label_of(None, self.arch)]
         indices = inverse.astype(np.int32)
         if null is not None:
             indices[null] = len(labels) - 1

@@ -38,6 +38,7 @@ from ebpfwire.columnar.rowcontext import ContextIndex, index_capture
 from ebpfwire.errors import EbpfwireError
 from ebpfwire.wire.catalogue import check_arch
 from ebpfwire.wire.errors import DecodeError
+from ebpfwire.wire.filter import EventFilter
 from ebpfwire.wire.layouts import get_layout
 
 ROW_GROUP_ROWS = 1 << 17
@@ -54,36 +55,6 @@ _OPEN_EXCL = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 class ExportError(EbpfwireError, ValueError):
     """Input or output the export cannot use; the message is one line saying which and why."""
-
-
-@dataclass(frozen=True)
-class Keep:
-    """Which event rows to keep; rows of lost samples are always kept so losses stay visible.
-
-    ``events``: event names; ``pid``: the namespace or the host pid; ``comm``: the exact task
-    name; ``failed``: only events whose return value is negative. Unset means any.
-    """
-
-    events: frozenset[str] = frozenset()
-    pid: int | None = None
-    comm: str | None = None
-    failed: bool = False
-
-    def mask(self, batch: pa.RecordBatch) -> pa.ChunkedArray | pa.Array:
-        """True for the rows of `batch` to keep."""
-        keep = pc.is_valid(batch.column("lost"))  # a lost-samples row
-        test: Any = True
-        if self.events:
-            test = pc.is_in(pc.cast(batch.column("event"), pa.string()),
-                            pa.array(sorted(self.events), pa.string()))
-        if self.pid is not None:
-            test = pc.and_(test, pc.or_(pc.equal(batch.column("pid"), self.pid),
-                                        pc.equal(batch.column("host_pid"), self.pid)))
-        if self.comm is not None:
-            test = pc.and_(test, pc.equal(batch.column("comm"), self.comm))
-        if self.failed:
-            test = pc.and_(test, pc.less(batch.column("retval"), 0))
-        return pc.or_(keep, pc.fill_null(test, False))
 
 
 @dataclass(frozen=True)
@@ -117,7 +88,7 @@ class _Options:
     layout: str | None
     arch: str | None
     strict: bool
-    keep: Keep | None
+    keep: EventFilter | None
     row_group_rows: int
 
 
@@ -399,7 +370,7 @@ def export_parquet(
     layout: str | None = None,
     arch: str | None = None,
     strict: bool = False,
-    keep: Keep | None = None,
+    keep: EventFilter | None = None,
     parts: bool = False,
     row_group_rows: int = ROW_GROUP_ROWS,
     split_bytes: int = SPLIT_BYTES,

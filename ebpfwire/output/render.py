@@ -17,10 +17,22 @@ import json
 import time
 from collections.abc import Callable
 
-from ebpfwire.wire import names
 from ebpfwire.wire.argtypes import ArgType
-from ebpfwire.wire.catalogue import arg_index, event_name, is_syscall_event
-from ebpfwire.wire.events import AF_INET, AF_INET6, AF_UNIX, Arg, Argv, Event, SockAddr
+from ebpfwire.wire.catalogue import arg_index, event_name
+from ebpfwire.wire.events import (
+    AF_INET,
+    AF_INET6,
+    AF_UNIX,
+    ARGV_LIMIT,
+    ARGV_MORE,
+    JSON_KEYS,
+    TEXT_TAGS,
+    Arg,
+    Argv,
+    Event,
+    SockAddr,
+    errno_of,
+)
 from ebpfwire.wire.layouts import EXTRA, Layout
 from ebpfwire.wire.text import escape, exit_status_text, quote
 from ebpfwire.wire.walker import STRING_TAGS, WIDTHS, walk
@@ -38,12 +50,31 @@ _CACHE_LIMIT = 1 << 16  # entries per fragment cache; cleared when full, so memo
 # --------------------------------------------------------------------------- JSON lines
 # The JSON sink of the argument walker: fragments from its flat (tag, value) list.
 
-#: '{"type": "NAME", "value": ' by tag byte
-_PREFIX = {int(t): '{"type": "' + t.name + '", "value": ' for t in ArgType}
+# The fragments below are cut at import from what Event.to_dict and Arg.to_dict make of
+# prototypes, so the shape (key names, order, what a value becomes) is theirs alone.
+
+
+def _around(arg: Arg, value_json: str) -> tuple[str, str]:
+    """The JSON of ``arg.to_dict()`` before and after its value, whose JSON is ``value_json``."""
+    before, found, after = _dumps(arg.to_dict()).partition(value_json)
+    assert found, f"{value_json} is not in the JSON of {arg!r}"
+    return before, after
+
+
+#: '{"type": "NAME", "value": ' by tag byte, and what closes an argument with no text
+_PREFIX = {int(t): _around(Arg(t, None), "null")[0] for t in ArgType}
+_END = _around(Arg(ArgType.INT_T, None), "null")[1]
+#: an argument whose payload the writer left out, by tag byte
+_MISSING = {int(t): _dumps(Arg(t, None).to_dict()) for t in ArgType}
+#: what follows an argv's list, by its ``truncated``
+_ARGV_END = {flag: _around(Arg(ArgType.STR_ARR_T, argv), _dumps(argv))[1]
+             for flag, argv in ((False, Argv()), (True, Argv([""] * ARGV_LIMIT + [ARGV_MORE])))}
+#: The line up to its arguments as a %-template of JSON fragments, keys and order from
+#: events.JSON_KEYS; :func:`_head` fills it in that order (a property test holds the
+#: lines equal to json.dumps(event.to_dict())).
+_HEAD = "{" + ", ".join(_enc(key) + ": %s" for key in JSON_KEYS)
 _TYPES = {int(t): ArgType(t) for t in ArgType}
-#: Tags whose values have a symbolic text (flags, enums, syscall numbers).
-_TEXT_TAGS = frozenset(int(t) for t in ArgType if Arg(t, 0).text is not None)
-_PLAIN_INT_TAGS = frozenset(t for t in range(256) if WIDTHS[t] and t not in _TEXT_TAGS)
+_PLAIN_INT_TAGS = frozenset(t for t in range(256) if WIDTHS[t] and t not in TEXT_TAGS)
 _ARR, _SOCKADDR = int(ArgType.STR_ARR_T), int(ArgType.SOCKADDR_T)
 
 _names: dict[tuple[int, str], str] = {}
@@ -76,7 +107,7 @@ def _raw_comm(raw: bytes) -> str:
 
 
 def _errno_fragment(event_id: int, retval: int) -> str:
-    name = names.errno_name(-retval) if is_syscall_event(event_id) else None
+    name = errno_of(event_id, retval)
     if len(_errnos) >= _CACHE_LIMIT:
         _errnos.clear()
     fragment = _errnos[(event_id, retval)] = "null" if name is None else '"' + name + '"'
@@ -94,7 +125,7 @@ def _text_arg(tag: int, value: int) -> str:
 def _addr_arg(value: SockAddr) -> str:
     if len(_addrs) >= _CACHE_LIMIT:
         _addrs.clear()
-    fragment = _addrs[value] = _PREFIX[_SOCKADDR] + _dumps(value.to_dict()) + "}"
+    fragment = _addrs[value] = _dumps(Arg(ArgType.SOCKADDR_T, value).to_dict())
     return fragment
 
 
@@ -102,34 +133,41 @@ def _args_json(flat: list) -> str:
     """The ``args`` array of the JSON form from the walker's flat (tag, value) list."""
     parts = []
     append = parts.append
-    prefix, texts, addrs = _PREFIX, _texts, _addrs
+    prefix, texts, addrs, end = _PREFIX, _texts, _addrs, _END
     pairs = iter(flat)
     for tag, value in zip(pairs, pairs, strict=False):
         kind = type(value)
         if kind is str and tag in STRING_TAGS:
-            append(prefix[tag] + _enc(value) + "}")
-        elif kind is int and tag in _TEXT_TAGS:
+            append(prefix[tag] + _enc(value) + end)
+        elif kind is int and tag in TEXT_TAGS:
             append(texts.get((tag, value)) or _text_arg(tag, value))
         elif kind is int and tag in _PLAIN_INT_TAGS:
-            append(prefix[tag] + str(value) + "}")
+            append(prefix[tag] + str(value) + end)
         elif kind is SockAddr and tag == _SOCKADDR:
             append(addrs.get(value) or _addr_arg(value))
-        elif value is None and tag in prefix:
-            append(prefix[tag] + "null}")
+        elif value is None and tag in _MISSING:
+            append(_MISSING[tag])
         elif tag == _ARR and isinstance(value, Argv) and all(type(i) is str for i in value):
-            append(prefix[tag] + "[" + ", ".join(map(_enc, value)) + "], \"truncated\": "
-                   + ("true}" if value.truncated else "false}"))
+            append(prefix[tag] + "[" + ", ".join(map(_enc, value)) + "]"
+                   + _ARGV_END[value.truncated])
         else:
             append(_dumps(Arg(ArgType(tag), value).to_dict()))
     return "[" + ", ".join(parts) + "]"
 
 
+def _head(header: tuple, name: str, comm: str, errno: str, args: str) -> str:
+    """The line up to its arguments: the integers of ``header`` (the wire order of
+    ``Event._header`` and of a layout's unpacked values) and the JSON fragments of the
+    other fields, put in :data:`_HEAD` in JSON_KEYS order."""
+    ts, pid_id, mnt_id, host_ppid, host_pid, ppid, pid, uid, event_id, argnum, retval = (
+        header[:11])
+    return _HEAD % (ts, event_id, name, pid_id, mnt_id, host_ppid, host_pid, ppid, pid, uid,
+                    comm, retval, errno, argnum, args)
+
+
 def event_json(event: Event) -> str:
     """``json.dumps(event.to_dict())``, only faster (lossless: surrogates stay escaped)."""
-    ts, pid_id, mnt_id, host_ppid, host_pid, ppid, pid, uid, event_id, argnum, retval = (
-        event.ts, event.pid_id, event.mnt_id, event.host_ppid, event.host_pid, event.ppid,
-        event.pid, event.uid, event.event_id, event.argnum, event.retval)
-    comm = event.comm
+    event_id, retval, comm = event.event_id, event.retval, event.comm
     if retval is None or comm is None:  # a lenient short header: fields may be missing
         return _dumps(event.to_dict())
     if retval < 0:
@@ -137,14 +175,9 @@ def event_json(event: Event) -> str:
         errno_json = "null" if errno is None else '"' + errno + '"'
     else:
         errno_json = "null"
-    line = (
-        f'{{"ts": {ts}, "event_id": {event_id}, "event": '
-        f'{_names.get((event_id, event.arch)) or _name_fragment(event_id, event.arch)}, '
-        f'"pid_id": {pid_id}, "mnt_id": {mnt_id}, "host_ppid": {host_ppid}, '
-        f'"host_pid": {host_pid}, "ppid": {ppid}, "pid": {pid}, "uid": {uid}, '
-        f'"comm": {_comms.get(comm) or _comm_fragment(comm)}, "retval": {retval}, '
-        f'"errno": {errno_json}, "argnum": {argnum}, "args": {_args_json(event.flat)}'
-    )
+    line = _head(event._header,  # the header fields in wire order, read at once
+                 _names.get((event_id, event.arch)) or _name_fragment(event_id, event.arch),
+                 _comms.get(comm) or _comm_fragment(comm), errno_json, _args_json(event.flat))
     extra = event.extra
     if extra:
         line += "".join(
@@ -182,14 +215,10 @@ def sample_json(data: bytes, layout: Layout, arch: str,
     errno_json = "null" if retval >= 0 else (_errnos.get((event_id, retval))
                                             or _errno_fragment(event_id, retval))
     name = _names.get((event_id, arch)) or _name_fragment(event_id, arch)
-    line = (
-        f'{{"ts": {ts}, "event_id": {event_id}, "event": {name}, '
-        f'"pid_id": {pid_id}, "mnt_id": {mnt_id}, "host_ppid": {host_ppid}, '
-        f'"host_pid": {host_pid}, "ppid": {ppid}, "pid": {pid}, "uid": {uid}, '
-        f'"comm": {_raw_comms.get(comm) or _raw_comm(comm)}, "retval": {retval}, '
-        f'"errno": {errno_json}, "argnum": {argnum}, '
-        f'"args": {_args_json(flat)}'
-    )
+    # _head inlined (the call costs 5 % of the line here); the tests hold the two equal
+    line = _HEAD % (ts, event_id, name, pid_id, mnt_id, host_ppid, host_pid, ppid, pid, uid,
+                    _raw_comms.get(comm) or _raw_comm(comm), retval, errno_json, argnum,
+                    _args_json(flat))
     if layout.extra_names:
         text_fields = layout.text_fields
         for key, value in zip(layout.extra_names, values[EXTRA:], strict=False):
@@ -232,9 +261,7 @@ def arg_text(arg: Arg) -> str:
 
 def event_label(event: Event) -> str:
     """The event's name, ``event_<id>`` for an id no table knows, ``?`` when cut off."""
-    if event.event_id is None:
-        return "?"
-    return event.name or f"event_{event.event_id}"
+    return event.label
 
 
 #: Where the *at calls have their directory fd, shown as AT_FDCWD when it is -100.

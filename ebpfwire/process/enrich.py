@@ -22,12 +22,11 @@ from ebpfwire.process.table import (
     ProcessTable,
     Program,
 )
-from ebpfwire.wire.catalogue import DO_EXIT, expected_tags
-from ebpfwire.wire.decoder import decode
+from ebpfwire.wire.catalogue import DO_EXIT
+from ebpfwire.wire.decoder import decode, walk_args
 from ebpfwire.wire.events import Event
 from ebpfwire.wire.layouts import COMM, EVENT_ID, EXTRA, HOST_PID, HOST_PPID, MNT_ID, PID_ID, Layout
 from ebpfwire.wire.text import printable
-from ebpfwire.wire.walker import walk, walk_lenient
 
 _CACHE_LIMIT = 1 << 16   # entries per cache (texts, programs, answers); cleared when full
 T = TypeVar("T")
@@ -162,10 +161,7 @@ class Enricher(Generic[T]):
         """The walker's flat list of a sample's arguments: what can be decoded of them, as
         lenient ``decode`` walks them (the catalogue's tags guide it past damage)."""
         flat: list = []
-        if not walk(data, self._size, len(data), argnum, flat):
-            flat.clear()
-            walk_lenient(data, self._size, len(data), argnum,
-                         expected_tags(event_id, self._arch, argnum), flat, [])
+        walk_args(data, self._size, argnum, event_id, self._arch, flat, [])
         return flat
 
     def unplaced(self) -> T:

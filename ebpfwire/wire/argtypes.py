@@ -1,13 +1,17 @@
-"""Argument type codes and the 64-bit ENC_ARG_TYPE mask that packs six of them.
+"""Argument type codes, their payloads, and the 64-bit ENC_ARG_TYPE mask that packs six.
 
 The kernel side describes an event's arguments with a mask holding one type byte per
 slot (slot n in bits 8n..8n+7); only the tag bytes and ``argnum`` reach the wire.
-These helpers mirror ENC_ARG_TYPE, DEC_ARG_TYPE and get_arg_num.
+These helpers mirror ENC_ARG_TYPE, DEC_ARG_TYPE and get_arg_num. :data:`PAYLOADS` says
+what follows each tag: the schemas, the walker, the encoder and the strategies all
+derive their per-tag choices from it, so a new tag is one line here.
 """
 
 from __future__ import annotations
 
+import struct
 from enum import IntEnum
+from typing import NamedTuple
 
 MAX_ARGS = 6
 
@@ -35,6 +39,62 @@ class ArgType(IntEnum):
     # Tag 17 in the system monitor's masks: the kernel resolves the path and writes STR_T,
     # so FILE_TYPE_T never appears on the wire; on the wire 17 means CAP_T.
     FILE_TYPE_T = 17
+
+
+class Payload(NamedTuple):
+    """What follows a tag byte: ``kind`` is "int", "string", "argv" or "sockaddr"; an
+    "int" payload is one ``struct`` field, ``code`` its byte order and format letter in
+    standard sizes ("<l" is a little-endian s32), as both ``struct`` and construct's
+    ``FormatField`` spell it."""
+
+    kind: str
+    code: str = ""
+
+    @property
+    def width(self) -> int:
+        """Bytes of a fixed-width payload; 0 for the others (their size is on the wire)."""
+        return struct.calcsize(self.code) if self.code else 0
+
+    @property
+    def bounds(self) -> tuple[int, int]:
+        """The smallest and largest value of a fixed-width payload."""
+        bits = 8 * self.width
+        if self.code[-1].islower():
+            return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+        return 0, (1 << bits) - 1
+
+
+S32, U32, U16_NETWORK = Payload("int", "<l"), Payload("int", "<L"), Payload("int", ">H")
+STRING = Payload("string")      # s32 size (the NUL counted), the bytes, the NUL
+MAX_STRING_SIZE = 4096          # the writer reads at most this many bytes, the NUL included
+ARGV = Payload("argv")          # STR_T elements up to a closing STR_ARR_T tag
+SOCKADDR = Payload("sockaddr")  # u16 family, then as many bytes as the family says
+
+#: The payload of every tag the wire carries (section 4 of the wire-format page); NONE_T
+#: is never written, FILE_TYPE_T is CAP_T on the wire.
+PAYLOADS: dict[ArgType, Payload] = {
+    ArgType.INT_T: S32,
+    ArgType.STR_T: STRING,
+    ArgType.STR_ARR_T: ARGV,
+    ArgType.SOCKADDR_T: SOCKADDR,
+    ArgType.OPEN_FLAGS_T: U32,
+    ArgType.EXEC_FLAGS_T: U32,
+    ArgType.SOCK_DOM_T: U32,
+    ArgType.SOCK_TYPE_T: U32,
+    ArgType.CAP_T: S32,
+    ArgType.SYSCALL_T: S32,
+    ArgType.UNLINKAT_FLAG_T: U32,
+    ArgType.PTRACE_REQ_T: U32,
+    ArgType.MOUNT_FLAG_T: U32,
+    ArgType.UMOUNT_FLAG_T: U32,
+    ArgType.UDP_MSG: STRING,
+    ArgType.QTYPE: U16_NETWORK,
+}
+
+
+def tags_of(kind: str) -> frozenset[int]:
+    """The tag bytes whose payload is of ``kind``."""
+    return frozenset(int(tag) for tag, payload in PAYLOADS.items() if payload.kind == kind)
 
 
 def _check_slot(slot: int) -> None:

@@ -23,6 +23,40 @@ from ebpfwire.wire.walker import walk, walk_lenient, walk_strict
 _error = DecodeError
 _new_event = object.__new__
 
+
+def walk_args(data: bytes, start: int, argc: int, event_id: int, arch: str, out: list,
+              errors: list[DecodeError] | None) -> None:
+    """Append the arguments of a sample (from ``start``) to ``out`` as the walker's flat
+    list: the one strict -> lenient rule of every sink.
+
+    The fast walk first; where it declines, strict (``errors`` None) raises the precise
+    :class:`DecodeError`, lenient appends the damage to ``errors`` and keeps what decodes,
+    the catalogue's tags for ``event_id`` guiding it past orphan tags. The fast walk
+    succeeds exactly where the strict one would (a property test holds that), so a sample
+    gets its strict arguments whenever it has them, in either mode.
+    """
+    mark = len(out)
+    if not walk(data, start, len(data), argc, out):
+        del out[mark:]
+        _careful(data, start, argc, event_id, arch, out, errors)
+
+
+def _careful(data: bytes, start: int, argc: int, event_id: int, arch: str, out: list,
+             errors: list[DecodeError] | None) -> None:
+    """:func:`walk_args` after the fast walk declined."""
+    n = len(data)
+    if errors is None:
+        walk_strict(data, start, n, argc, out)
+    else:
+        walk_lenient(data, start, n, argc, expected_tags(event_id, arch, argc), out, errors)
+
+
+def short_header(layout: Layout, size: int) -> DecodeError:
+    """The error of a sample of ``size`` bytes, too short for ``layout``'s header."""
+    return _error("short-header", 0, f"a {layout.size}-byte {layout.name} context header",
+                  f"{size} bytes")
+
+
 def _short_header(data: bytes, layout: Layout, arch: str) -> Event:
     """Lenient: the header fields that are wholly present; the others are None."""
     values: list = []
@@ -39,9 +73,8 @@ def _short_header(data: bytes, layout: Layout, arch: str) -> Event:
     header = [named[name] for name in layout.field_names[:COMM]]
     extra = {name: (_text_field(named[name]) if name in layout.text_fields else named[name])
              for name in layout.extra_names}
-    error = _error("short-header", 0, f"a {layout.size}-byte {layout.name} context header",
-                   f"{len(data)} bytes")
-    return wire_event((*header, _text_field(comm), extra, arch, [error]), [])
+    return wire_event((*header, _text_field(comm), extra, arch, [short_header(layout, len(data))]),
+                      [])
 
 
 def _text_field(raw: bytes | None) -> str | None:
@@ -86,20 +119,14 @@ def decode(data: bytes | bytearray | memoryview, *, layout: str | Layout = "clas
     size = resolved.size
     if n < size:
         if strict:
-            raise _error("short-header", 0, f"a {size}-byte {resolved.name} context header",
-                         f"{n} bytes")
+            raise short_header(resolved, n)
         return _short_header(data, resolved, arch)
     values = resolved.fmt.unpack_from(data)
     flat: list = []
-    if strict:
-        errors = None
-        if not walk(data, size, n, values[ARGNUM], flat):
-            flat = []
-            walk_strict(data, size, n, values[ARGNUM], flat)
-    else:
-        errors = []
-        walk_lenient(data, size, n, values[ARGNUM],
-                     expected_tags(values[EVENT_ID], arch, values[ARGNUM]), flat, errors)
+    errors = None if strict else []
+    if not walk(data, size, n, values[ARGNUM], flat):  # walk_args, inlined: the hot path
+        flat = []
+        _careful(data, size, values[ARGNUM], values[EVENT_ID], arch, flat, errors)
     comm = _COMMS.get(values[COMM]) or _remember_comm(values[COMM])
     if resolved.extra_names:
         extra = {name: (_text_field(value) if name in resolved.text_fields else value)

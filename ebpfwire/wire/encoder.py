@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import struct
 
-from ebpfwire.wire.argtypes import ArgType
+from ebpfwire.wire.argtypes import MAX_STRING_SIZE, PAYLOADS, ArgType
 from ebpfwire.wire.events import (
     AF_INET,
     AF_INET6,
@@ -26,7 +26,6 @@ from ebpfwire.wire.layouts import Layout, get_layout
 from ebpfwire.wire.text import raw
 
 MAX_BUFFER_SIZE = 32768
-MAX_STRING_SIZE = 4096
 MAX_ELEMENT_SIZE = 110  # sizeof(struct sockaddr_un), the biggest fixed-size argument
 _STRING_ROOM = MAX_BUFFER_SIZE - MAX_STRING_SIZE - 4  # the last offset a string may start at
 
@@ -35,10 +34,9 @@ _U32 = struct.Struct("<I").pack
 _U16 = struct.Struct("<H").pack
 _U16BE = struct.Struct(">H").pack
 
-_S32_TYPES = {ArgType.INT_T, ArgType.CAP_T, ArgType.SYSCALL_T}
-_U32_TYPES = {ArgType.OPEN_FLAGS_T, ArgType.EXEC_FLAGS_T, ArgType.SOCK_DOM_T,
-              ArgType.SOCK_TYPE_T, ArgType.UNLINKAT_FLAG_T, ArgType.PTRACE_REQ_T,
-              ArgType.MOUNT_FLAG_T, ArgType.UMOUNT_FLAG_T}
+#: The packer of every fixed-width payload, by type (from argtypes.PAYLOADS).
+_PACK = {tag: struct.Struct(payload.code).pack for tag, payload in PAYLOADS.items()
+         if payload.kind == "int"}
 
 
 def encode_string(value: str) -> bytes:
@@ -68,24 +66,23 @@ def _payload(arg: Arg, offset: int) -> bytes:
     arg_type, value = arg.type, arg.value
     if value is None:          # the writer's read failed: the tag stays, nothing follows
         return b""
-    if arg_type in _S32_TYPES:
-        return _S32(value)
-    if arg_type in _U32_TYPES:
-        return _U32(value)
-    if arg_type in (ArgType.STR_T, ArgType.UDP_MSG):
+    payload = PAYLOADS.get(arg_type)
+    kind = payload.kind if payload is not None else None
+    if kind == "int":
+        return _PACK[arg_type](value)
+    if kind == "string":
         return encode_string(value)
-    if arg_type == ArgType.STR_ARR_T:
+    if kind == "argv":
         return _argv_payload(value, offset)
-    if arg_type == ArgType.SOCKADDR_T:
+    if kind == "sockaddr":
         return encode_sockaddr(value)
-    if arg_type == ArgType.QTYPE:
-        return _U16BE(value)
     raise ValueError(f"{arg_type!r} has no payload on the wire")
 
 
 def _fits(arg: Arg, offset: int) -> bool:
     """The writer's room check before an argument (section 5 of the wire-format page)."""
-    if arg.type in (ArgType.STR_T, ArgType.UDP_MSG, ArgType.STR_ARR_T):
+    payload = PAYLOADS.get(arg.type)
+    if payload is not None and payload.kind in ("string", "argv"):
         return offset <= _STRING_ROOM
     return offset <= MAX_BUFFER_SIZE - MAX_ELEMENT_SIZE
 

@@ -167,6 +167,24 @@ class Arg(NamedTuple):
         return cls(arg_type, value)
 
 
+def label_of(event_id: int | None, arch: str) -> str:
+    """An event's name, ``event_<id>`` for an id no table knows, ``?`` when cut off."""
+    if event_id is None:
+        return "?"
+    return event_name(event_id, arch) or f"event_{event_id}"
+
+
+def errno_of(event_id: int | None, retval: int | None) -> str | None:
+    """The errno name of a syscall event's negative return value, else None."""
+    if retval is not None and retval < 0 and is_syscall_event(event_id):
+        return names.errno_name(-retval)
+    return None
+
+
+#: Tags whose values have a symbolic text (flags, enums, syscall numbers): :attr:`Arg.text`.
+TEXT_TAGS = frozenset(int(t) for t in ArgType if Arg(t, 0).text is not None)
+
+
 def _quote(value: str) -> str:
     shown = value.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
     return '"' + shown.replace('"', '\\"').replace("\n", "\\n") + '"'
@@ -175,6 +193,7 @@ def _quote(value: str) -> str:
 #: Header fields in wire order, as they appear on :class:`Event` and in its JSON form.
 HEADER_FIELDS = layouts.CLASSIC_NAMES
 EVENT_FIELDS = HEADER_FIELDS + ("args", "extra", "arch", "errors")
+
 _new_object = object.__new__
 
 
@@ -297,11 +316,14 @@ class Event:
         return event_name(self.event_id, self.arch)
 
     @property
+    def label(self) -> str:
+        """The name commands show and filter on (:func:`label_of`)."""
+        return label_of(self.event_id, self.arch)
+
+    @property
     def errno(self) -> str | None:
         """The errno name of a negative syscall return value (``ECONNREFUSED``)."""
-        if self.retval is not None and self.retval < 0 and is_syscall_event(self.event_id):
-            return names.errno_name(-self.retval)
-        return None
+        return errno_of(self.event_id, self.retval)
 
     @property
     def complete(self) -> bool:
@@ -309,7 +331,8 @@ class Event:
         return not self.errors
 
     def to_dict(self) -> dict[str, Any]:
-        """The stable JSON shape (docs/format.md)."""
+        """The stable JSON shape (docs/format.md), the one definition of it: the JSON
+        lines (``output.render``) are built from it at import."""
         out: dict[str, Any] = {
             "ts": self.ts, "event_id": self.event_id, "event": self.name,
             "pid_id": self.pid_id, "mnt_id": self.mnt_id, "host_ppid": self.host_ppid,
@@ -325,8 +348,14 @@ class Event:
     @classmethod
     def from_dict(cls, data: dict[str, Any], arch: str = "x86_64") -> Event:
         """Rebuild an event from :meth:`to_dict` output (errors are not rebuilt)."""
-        known = set(HEADER_FIELDS) | {"event", "errno", "args", "errors"}
+        known = {*JSON_KEYS, "errors"}
         extra = {key: value for key, value in data.items() if key not in known}
         header = [data[key] for key in HEADER_FIELDS]
         args = [Arg.from_dict(arg) for arg in data["args"]]
         return cls(*header, args, extra, arch)
+
+
+#: The keys of an event's JSON form up to its arguments, in order, as :meth:`Event.to_dict`
+#: makes them (read off a prototype); the layout's extra fields follow, then "errors" in
+#: lenient mode.
+JSON_KEYS = tuple(Event(*range(11), "", []).to_dict())

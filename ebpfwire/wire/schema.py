@@ -17,6 +17,7 @@ from construct import (
     Check,
     ConstructError,
     ExprValidator,
+    FormatField,
     GreedyBytes,
     If,
     Int8ul,
@@ -40,14 +41,13 @@ from construct import (
     this,
 )
 
-from ebpfwire.wire.argtypes import ArgType
+from ebpfwire.wire.argtypes import MAX_STRING_SIZE, PAYLOADS, ArgType
 from ebpfwire.wire.catalogue import check_arch
 from ebpfwire.wire.errors import DecodeError
 from ebpfwire.wire.events import AF_INET, AF_INET6, AF_UNIX, Arg, Argv, Event, SockAddr
 from ebpfwire.wire.layouts import Layout, get_layout
 from ebpfwire.wire.text import text
 
-MAX_STRING_SIZE = 4096
 MAX_PADDING = 7
 
 
@@ -119,24 +119,19 @@ SockAddrSchema = Struct(
     }, default=Pass),
 )
 
-_U32_TYPES = (ArgType.OPEN_FLAGS_T, ArgType.EXEC_FLAGS_T, ArgType.SOCK_DOM_T,
-              ArgType.SOCK_TYPE_T, ArgType.UNLINKAT_FLAG_T, ArgType.PTRACE_REQ_T,
-              ArgType.MOUNT_FLAG_T, ArgType.UMOUNT_FLAG_T)
-_S32_TYPES = (ArgType.INT_T, ArgType.CAP_T, ArgType.SYSCALL_T)
+_KIND_SCHEMAS = {"string": StrPayload, "argv": StrArray, "sockaddr": SockAddrSchema}
 
-PAYLOADS = {
-    **{int(t): _fixed(Int32sl) for t in _S32_TYPES},
-    **{int(t): _fixed(Int32ul) for t in _U32_TYPES},
-    int(ArgType.QTYPE): _fixed(Int16ub),
-    int(ArgType.STR_T): StrPayload,
-    int(ArgType.UDP_MSG): StrPayload,
-    int(ArgType.STR_ARR_T): StrArray,
-    int(ArgType.SOCKADDR_T): SockAddrSchema,
+#: The payload schema of every tag, from :data:`ebpfwire.wire.argtypes.PAYLOADS`.
+PAYLOAD_SCHEMAS = {
+    int(tag): _fixed(FormatField(*payload.code)) if payload.kind == "int"
+    else _KIND_SCHEMAS[payload.kind]
+    for tag, payload in PAYLOADS.items()
 }
 
 ArgSchema = Struct(
-    "tag" / Located("bad-tag", OneOf(Int8ul, sorted(PAYLOADS)), at_end="missing-argument"),
-    "value" / Switch(this.tag, PAYLOADS),
+    "tag" / Located("bad-tag", OneOf(Int8ul, sorted(PAYLOAD_SCHEMAS)),
+                    at_end="missing-argument"),
+    "value" / Switch(this.tag, PAYLOAD_SCHEMAS),
 )
 
 
@@ -176,12 +171,13 @@ def _sockaddr(value) -> SockAddr:
 
 def _arg(item) -> Arg:
     tag = ArgType(item.tag)
+    kind = PAYLOADS[tag].kind
     value = item.value
-    if tag in (ArgType.STR_T, ArgType.UDP_MSG):
+    if kind == "string":
         value = _string(value)
-    elif tag == ArgType.STR_ARR_T:
+    elif kind == "argv":
         value = Argv(_string(e.string) for e in value if e.tag == ArgType.STR_T)
-    elif tag == ArgType.SOCKADDR_T:
+    elif kind == "sockaddr":
         value = _sockaddr(value)
     return Arg(tag, value)
 

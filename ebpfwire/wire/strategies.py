@@ -22,7 +22,7 @@ except ImportError as error:  # pragma: no cover - depends on the install
     raise ImportError("ebpfwire.wire.strategies needs hypothesis: pip install 'ebpfwire[fuzz]'") \
         from error
 
-from ebpfwire.wire.argtypes import ArgType, arg_types
+from ebpfwire.wire.argtypes import MAX_STRING_SIZE, PAYLOADS, ArgType, arg_types, tags_of
 from ebpfwire.wire.catalogue import (
     DO_EXIT,
     MASKS,
@@ -35,9 +35,6 @@ from ebpfwire.wire.catalogue import (
 )
 from ebpfwire.wire.encoder import encode, encode_header
 from ebpfwire.wire.events import (
-    AF_INET,
-    AF_INET6,
-    AF_UNIX,
     ARGV_LIMIT,
     ARGV_MORE,
     Arg,
@@ -46,10 +43,9 @@ from ebpfwire.wire.events import (
     SockAddr,
 )
 from ebpfwire.wire.layouts import EXTRA, OFFSETS, Layout, get_layout
+from ebpfwire.wire.walker import SOCKADDR_BODY
 
-T = ArgType
 U32 = st.integers(0, 2**32 - 1)
-S32 = st.integers(-(2**31), 2**31 - 1)
 
 
 def wire_text(max_size: int = 64) -> st.SearchStrategy[str]:
@@ -60,15 +56,15 @@ def wire_text(max_size: int = 64) -> st.SearchStrategy[str]:
 
 def sockaddrs() -> st.SearchStrategy[SockAddr]:
     """Addresses of every family the writer sizes, and of unknown families."""
-    inet = st.builds(lambda a, p: SockAddr(AF_INET, p, socket.inet_ntop(socket.AF_INET, a)),
+    inet = st.builds(lambda a, p: SockAddr.inet(socket.inet_ntop(socket.AF_INET, a), p),
                      st.binary(min_size=4, max_size=4), st.integers(0, 65535))
     inet6 = st.builds(
-        lambda a, p, f, s: SockAddr(AF_INET6, p, socket.inet_ntop(socket.AF_INET6, a), None, f, s),
+        lambda a, p, f, s: SockAddr.inet6(socket.inet_ntop(socket.AF_INET6, a), p, f, s),
         st.binary(min_size=16, max_size=16), st.integers(0, 65535), U32, U32)
     path = wire_text(107).filter(lambda s: not s.startswith("@"))
     abstract = wire_text(106).filter(bool).map(lambda s: "@" + s)
     unix = st.one_of(path, abstract).map(SockAddr.unix)
-    other = st.integers(0, 65535).filter(lambda f: f not in (AF_UNIX, AF_INET, AF_INET6))
+    other = st.integers(0, 65535).filter(lambda f: f not in SOCKADDR_BODY)
     return st.one_of(inet, inet6, unix, other.map(SockAddr))
 
 
@@ -80,19 +76,25 @@ def argvs() -> st.SearchStrategy[Argv]:
     return st.one_of(short, cut).map(Argv)
 
 
+_KIND_VALUES = {
+    "string": st.one_of(wire_text(), wire_text(MAX_STRING_SIZE - 1)),
+    "argv": argvs(),
+    "sockaddr": sockaddrs(),
+}
+#: Values by type, from argtypes.PAYLOADS: an integer payload's whole range, or its kind's.
 _VALUES = {
-    T.INT_T: S32, T.CAP_T: S32, T.SYSCALL_T: S32, T.QTYPE: st.integers(0, 65535),
-    T.STR_T: st.one_of(wire_text(), wire_text(4095)), T.UDP_MSG: wire_text(),
-    T.STR_ARR_T: argvs(), T.SOCKADDR_T: sockaddrs(),
+    tag: st.integers(*payload.bounds) if payload.kind == "int" else _KIND_VALUES[payload.kind]
+    for tag, payload in PAYLOADS.items()
 }
 
 
 def args_of(arg_type: ArgType) -> st.SearchStrategy[Arg]:
     """One argument of ``arg_type`` with a value the writer could have written."""
-    return _VALUES.get(arg_type, U32).map(lambda value: Arg(arg_type, value))
+    return _VALUES[arg_type].map(lambda value: Arg(arg_type, value))
 
 
-_WIRE_TYPES = [t for t in ArgType if t not in (T.NONE_T,)]
+_WIRE_TYPES = [t for t in ArgType if t in PAYLOADS]
+_STRING_TAGS, _ARGV_TAGS = tags_of("string"), tags_of("argv")
 
 
 def _catalogue_args(draw, arch: str) -> tuple[int, list[Arg]]:
@@ -101,7 +103,7 @@ def _catalogue_args(draw, arch: str) -> tuple[int, list[Arg]]:
     known = [(eid, name) for eid in list(range(0, 460)) + special
              if (name := event_name(eid, arch)) in MASKS]
     event_id, name = draw(st.sampled_from(known))
-    types = [t for t in arg_types(MASKS[name]) if t != T.NONE_T]
+    types = [t for t in arg_types(MASKS[name]) if t != ArgType.NONE_T]
     return event_id, [draw(args_of(t)) for t in types]
 
 
@@ -162,14 +164,14 @@ def damaged_event_bytes(draw, layout: str | Layout = "classic",
     elif damage == "drop-last" and pieces:
         pieces.pop()
     elif damage == "bad-size":
-        strings = [i for i, p in enumerate(pieces) if p[0] in (T.STR_T, T.UDP_MSG)]
+        strings = [i for i, p in enumerate(pieces) if p[0] in _STRING_TAGS]
         if strings:
             index = draw(st.sampled_from(strings))
             size = draw(st.one_of(st.integers(-(2**31), -1), st.integers(4097, 2**31 - 1),
                                   st.integers(len(pieces[index]), 8192)))
             pieces[index] = pieces[index][:1] + struct.pack("<i", size) + pieces[index][5:]
     elif damage == "unclosed-argv":
-        arrays = [i for i, p in enumerate(pieces) if p[0] == T.STR_ARR_T]
+        arrays = [i for i, p in enumerate(pieces) if p[0] in _ARGV_TAGS]
         if arrays:
             index = draw(st.sampled_from(arrays))
             pieces[index] = pieces[index][:-1]

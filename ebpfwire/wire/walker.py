@@ -30,10 +30,10 @@ from __future__ import annotations
 import socket
 import struct
 
-from ebpfwire.wire.argtypes import ArgType
+from ebpfwire.wire.argtypes import MAX_STRING_SIZE, PAYLOADS, S32, ArgType, Payload, tags_of
 from ebpfwire.wire.errors import DecodeError
 from ebpfwire.wire.events import AF_INET, AF_INET6, AF_UNIX, Argv, SockAddr
-from ebpfwire.wire.schema import MAX_PADDING, MAX_STRING_SIZE, perf_pad
+from ebpfwire.wire.schema import MAX_PADDING, perf_pad
 
 _S32 = struct.Struct("<i").unpack_from
 _U32 = struct.Struct("<I").unpack_from
@@ -42,29 +42,27 @@ _U16BE = struct.Struct(">H").unpack_from
 _INET6_TAIL = struct.Struct(">HI16s").unpack_from  # port, flowinfo (network order), addr
 _inet_ntop = socket.inet_ntop
 _new_tuple = tuple.__new__
-_STR, _ARR, _SOCKADDR = int(ArgType.STR_T), int(ArgType.STR_ARR_T), int(ArgType.SOCKADDR_T)
+_STR = int(ArgType.STR_T)      # the tag of each argv element
+(_ARR,) = tags_of("argv")
+(_SOCKADDR,) = tags_of("sockaddr")
 #: Sockaddr bytes after the family, by family; any other family has none.
 SOCKADDR_BODY = {AF_UNIX: 108, AF_INET: 14, AF_INET6: 26}
 _PADDING_EXPECTED = "the perf ring's {} bytes of padding or at most 7 zero bytes"
 _ARGV_EXPECTED = "an argv element tag (10) or the closing tag (11)"
 _error = DecodeError
 
+# The walk's per-tag tables, derived at import from argtypes.PAYLOADS: plain lists indexed
+# by the tag byte, so the walk pays nothing per argument for having one definition.
 #: Fixed-size payloads by tag byte: their width and unpacker (0 / None for the others).
 WIDTHS: list[int] = [0] * 256
 UNPACK: list = [None] * 256
-for _types, _unpack, _width in (
-    ((ArgType.INT_T, ArgType.CAP_T, ArgType.SYSCALL_T), _S32, 4),
-    ((ArgType.OPEN_FLAGS_T, ArgType.EXEC_FLAGS_T, ArgType.SOCK_DOM_T, ArgType.SOCK_TYPE_T,
-      ArgType.UNLINKAT_FLAG_T, ArgType.PTRACE_REQ_T, ArgType.MOUNT_FLAG_T,
-      ArgType.UMOUNT_FLAG_T), _U32, 4),
-    ((ArgType.QTYPE,), _U16BE, 2),
-):
-    for _t in _types:
-        WIDTHS[_t] = _width
-        UNPACK[_t] = _unpack
-STRING_TAGS = frozenset((int(ArgType.STR_T), int(ArgType.UDP_MSG)))
+for _tag, _payload in PAYLOADS.items():
+    if _payload.kind == "int":
+        WIDTHS[_tag] = _payload.width
+        UNPACK[_tag] = struct.Struct(_payload.code).unpack_from
+STRING_TAGS = tags_of("string")
 #: Every tag byte the wire carries.
-KNOWN = [bool(WIDTHS[t]) or t in STRING_TAGS or t in (_ARR, _SOCKADDR) for t in range(256)]
+KNOWN = [t in PAYLOADS for t in range(256)]
 _KNOWN_TAGS = ", ".join(str(t) for t in range(256) if KNOWN[t])
 _TYPE_NAMES = {int(t): t.name for t in ArgType}
 
@@ -235,7 +233,7 @@ def walk(data: bytes, p: int, n: int, argc: int, out: list) -> bool:
             append(tag)
             append(UNPACK[tag](data, p + 1)[0])
             p = q
-        elif tag == _STR:
+        elif tag == _STR:    # _string inlined here and for argv elements: the hot path
             q = p + 5
             if q > n:
                 return False
@@ -372,6 +370,20 @@ COLUMN_TAGS = frozenset(t for t in range(256) if WIDTHS[t] or t in STRING_TAGS
                         or t == _SOCKADDR)
 
 
+def _int_column(byte, at, payload: Payload):
+    """The fixed-width integer ``payload`` at offsets ``at``, as its code says: its bytes
+    in either order, sign-extended when signed."""
+    width = payload.width
+    little = payload.code[0] == "<"
+    value = 0
+    for k in range(width):
+        value = value | byte(at + (k if little else width - 1 - k)) << (8 * k)
+    if payload.bounds[0] < 0:
+        bits = 8 * width
+        value -= (value >> (bits - 1)) << bits
+    return value
+
+
 def walk_columns(buf, starts, ends, p, tags: tuple[int, ...]):
     """:func:`walk` over many samples at once, for samples whose tags should be ``tags``
     (only tags of :data:`COLUMN_TAGS`): numpy arrays in, numpy arrays out.
@@ -399,25 +411,17 @@ def walk_columns(buf, starts, ends, p, tags: tuple[int, ...]):
     for tag in tags:
         ok &= (p < ends) & (byte(p) == tag)
         width = WIDTHS[tag]
-        if width == 4:
-            value = byte(p + 1) | byte(p + 2) << 8 | byte(p + 3) << 16 | byte(p + 4) << 24
-            if UNPACK[tag] is _S32:
-                value -= (value >> 31) << 32
-            ok &= p + 5 <= ends
-            values.append(value)
-            p = p + 5
+        if width:
+            ok &= p + 1 + width <= ends
+            values.append(_int_column(byte, p + 1, PAYLOADS[tag]))
+            p = p + 1 + width
         elif tag == _SOCKADDR:
             stop = p + 3 + bodies[byte(p + 1) | byte(p + 2) << 8]
             ok &= stop <= ends
             values.append((p + 1, stop))
             p = stop
-        elif width == 2:    # QTYPE, network order
-            ok &= p + 3 <= ends
-            values.append(byte(p + 1) << 8 | byte(p + 2))
-            p = p + 3
         else:               # a string: size, bytes, NUL
-            size = byte(p + 1) | byte(p + 2) << 8 | byte(p + 3) << 16 | byte(p + 4) << 24
-            size -= (size >> 31) << 32
+            size = _int_column(byte, p + 1, S32)
             begin = p + 5
             stop = begin + size
             ok &= (begin <= ends) & (size >= 0) & (size <= MAX_STRING_SIZE) & (stop <= ends)
