@@ -15,7 +15,6 @@ import ebpfwire
 from ebpfwire import DecodeError, decode
 from ebpfwire.capture import CaptureReader, CaptureWriter, LostRecord
 from ebpfwire.columnar.arrow import batches, schema, to_table
-from ebpfwire.output.render import event_label
 from ebpfwire.wire import names, strategies
 from ebpfwire.wire.events import Argv, SockAddr
 from ebpfwire.wire.layouts import get_layout
@@ -68,7 +67,7 @@ def expected_row(event: ebpfwire.Event, data: bytes, cpu: int | None,
     for name, value in event.extra.items():
         row[name] = clean(value) if isinstance(value, str) else value
     row["cpu"] = cpu
-    row["event"] = event_label(event)
+    row["event"] = event.label
     row["args"] = [expected_arg(arg) for arg in event.args]
     row["errors"] = ([{"kind": e.kind, "offset": e.offset, "message": str(e)}
                       for e in event.errors] or None) if event.errors is not None else None

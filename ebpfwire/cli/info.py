@@ -21,7 +21,6 @@ from ebpfwire.cli.captures import held_until_fit, layout_and_arch, open_capture,
 from ebpfwire.cli.errors import EXIT_OK
 from ebpfwire.cli.options import add_command, add_decoding_options
 from ebpfwire.cli.output import cpu_label, write_stdout
-from ebpfwire.output.render import event_label
 from ebpfwire.wire.layouts import Layout
 from ebpfwire.wire.text import printable
 
@@ -67,7 +66,7 @@ def collect_info(reader: CaptureReader, layout: Layout, arch: str, label: str
         samples[record.cpu] += 1
         if event.errors:
             damaged_samples += 1
-        names[event_label(event)] += 1
+        names[event.label] += 1
         if event.ts is not None:
             first = event.ts if first is None else min(first, event.ts)
             last = event.ts if last is None else max(last, event.ts)

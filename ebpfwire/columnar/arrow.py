@@ -646,7 +646,7 @@ class _BatchBuilder:
         return column
 
     def _events(self, event_ids: np.ndarray, null: np.ndarray | None) -> pa.Array:
-        """Event names as ``render.event_label`` gives them ("?" when the id was cut off)."""
+        """Event names as ``Event.label`` gives them ("?" when the id was cut off)."""
         unique, inverse = _distinct(event_ids)
         labels = [label_of(e, self.arch) for e in unique] + [label_of(None, self.arch)]
         indices = inverse.astype(np.int32)

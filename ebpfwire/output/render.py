@@ -259,11 +259,6 @@ def arg_text(arg: Arg) -> str:
     return shown if shown is not None else str(value)
 
 
-def event_label(event: Event) -> str:
-    """The event's name, ``event_<id>`` for an id no table knows, ``?`` when cut off."""
-    return event.label
-
-
 #: Where the *at calls have their directory fd, shown as AT_FDCWD when it is -100.
 _DIRFD_AT = {name: arg_index(name, "dirfd") for name in ("openat", "unlinkat", "fchownat",
                                                          "execveat")}
@@ -296,7 +291,7 @@ class TableRenderer:
 
     def call(self, event: Event) -> str:
         """The call with its arguments and result, the part after comm and pid."""
-        name = event_label(event)
+        name = event.label
         args = [arg_text(arg) for arg in event.args]
         dirfd = _DIRFD_AT.get(name)
         if dirfd is not None and dirfd < len(args) and args[dirfd] == "-100":

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ebpfwire.capture import LostRecord
-from ebpfwire.output.render import event_label
 from ebpfwire.wire.catalogue import is_syscall_event
 from ebpfwire.wire.events import Event
 from ebpfwire.wire.text import escape
@@ -120,7 +119,7 @@ def summarise(
         tally = tallies.get(key)
         if tally is None:
             tally = tallies[key] = _Tally()
-        name = event_label(event)
+        name = event.label
         tally.calls[name] += 1
         err = error_name(event)
         if err is not None:
