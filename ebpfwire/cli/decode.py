@@ -127,7 +127,7 @@ class Decoding:
                 else:
                     events += 1
                     out_line(table.event(event, shown) if table is not None
-                             else event_json(event)[:-1] + shown + "}")
+                             else event_json(event, shown))
             if tick and not count & 1023:
                 progress.update(count, events, record.offset)
         if stream.late:

@@ -165,11 +165,12 @@ def _head(header: tuple, name: str, comm: str, errno: str, args: str) -> str:
                     comm, retval, errno, argnum, args)
 
 
-def event_json(event: Event) -> str:
-    """``json.dumps(event.to_dict())``, only faster (lossless: surrogates stay escaped)."""
+def event_json(event: Event, context: str = "") -> str:
+    """``json.dumps(event.to_dict())``, only faster (lossless: surrogates stay escaped);
+    ``context`` (``", key": value`` fragments, the process context) ends the object."""
     event_id, retval, comm = event.event_id, event.retval, event.comm
     if retval is None or comm is None:  # a lenient short header: fields may be missing
-        return _dumps(event.to_dict())
+        return _dumps(event.to_dict())[:-1] + context + "}"
     if retval < 0:
         errno = event.errno
         errno_json = "null" if errno is None else '"' + errno + '"'
@@ -186,7 +187,7 @@ def event_json(event: Event) -> str:
     errors = event.errors
     if errors is not None:
         line += ', "errors": ' + _dumps([error.to_dict() for error in errors])
-    return line + "}"
+    return line + context + "}"
 
 
 def sample_json(data: bytes, layout: Layout, arch: str,
