@@ -82,15 +82,15 @@ class CaptureStream:
 
     def decode(self, record: SampleRecord) -> Event | DecodeError:
         """One sample decoded with the stream's layout, arch and strictness. A sample found
-        by scanning after damage (``record.resync``) is never clean: strict, it is its
-        :func:`~ebpfwire.capture.format.resync_error`; lenient, its event lists that error."""
+        by scanning after damage (``record.resync``) is never clean: its event lists its
+        :func:`~ebpfwire.capture.format.resync_error`, in strict mode too."""
         try:
             event = decode(record.data, layout=self.layout, arch=self.arch, strict=self.strict)
         except DecodeError as error:
             return error
         if record.resync is not None:
-            if event.errors is None:
-                return resync_error(record)
+            if event.errors is None:  # strict, and whole: the lenient event has the list
+                event = decode(record.data, layout=self.layout, arch=self.arch, strict=False)
             event.errors.append(resync_error(record))
         return event
 

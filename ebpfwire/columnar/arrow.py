@@ -776,12 +776,10 @@ class _BatchBuilder:
         columns["port"] = args.field("port").take(sockaddr)
         columns["flags"] = args.field("flags").take(pick("flags"))
 
-    def _marked(self, batch: pa.RecordBatch, marks: list) -> pa.RecordBatch:
-        """The batch with each resynchronised record's error in its row (strict: raised)."""
-        if self.strict:
-            error = marks[0][1]
-            raise DecodeError(error.kind, error.offset, error.expected,
-                              f"{error.found} (in {self.name})")
+    @staticmethod
+    def _marked(batch: pa.RecordBatch, marks: list) -> pa.RecordBatch:
+        """The batch with each resynchronised record's error in its row (strict too, as
+        ``decode`` shows such an event with its error)."""
         at = batch.schema.get_field_index("errors")
         errors = batch.column(at).to_pylist()
         for row, error in marks:
