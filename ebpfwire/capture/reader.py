@@ -326,7 +326,8 @@ class CaptureReader:
                             pos = end
                             continue
                         credit = (have - cost, base + pos)
-                    nxt = _next_head_v2(buf, pos + (1 if end < 0 else RECORD_HEADER_SIZE), n)
+                    nxt = _next_head_v2(buf, pos + (1 if end < 0 else RECORD_HEADER_SIZE), n,
+                                        n if eof else 2**64)
                 if nxt >= 0:
                     pos = nxt
                 elif eof:
