@@ -90,9 +90,11 @@ def test_appending_keeps_the_file_version(tmp_path):
         assert got == RECORDS + [("sample", 3, b"appended")] and reader.damage == []
 
 
-def test_a_damaged_payload_costs_its_record_only_even_if_it_holds_a_record():
-    """Version 2 trusts a header that checks itself: a record whose payload is damaged is
-    skipped whole, so a valid-looking record inside its payload is never yielded."""
+def test_a_record_inside_a_damaged_payload_is_found_but_marked_resynchronised():
+    """A record whose payload is damaged is looked into from just after its header (it may
+    be a cut record followed by intact ones): a valid-looking record inside its payload is
+    found, but only ever as resynchronised, never as a clean record, and so is what follows
+    it within reach of the damaged record (the rest of the outer payload is damage again)."""
     inner = Record.build({"type": RecordType.SAMPLE,
                           "payload": RecordPayload.build({"cpu": 9, "data": b"forged"},
                                                          type=RecordType.SAMPLE)})
@@ -100,10 +102,14 @@ def test_a_damaged_payload_costs_its_record_only_even_if_it_holds_a_record():
                                ("sample", 0, b"b")]))
     second = data.index(b"<") - 4 - RECORD_HEADER_SIZE
     data[data.index(b"<")] ^= 0xFF  # damage the outer payload, not the inner record
-    got, reader = read(bytes(data))
-    assert got == [("sample", 0, b"a"), ("sample", 0, b"b")]
-    assert [d.offset for d in reader.damage] == [second]
+    with CaptureReader(io.BytesIO(bytes(data))) as reader:
+        records = list(reader)
+    assert [(r.cpu, r.data, r.resync) for r in records[:2]] == [
+        (0, b"a", None), (9, b"forged", second)]
+    assert records[2].data == b"b" and records[2].resync is not None
+    assert reader.damage[0].offset == second
     assert "payload CRC32" in reader.damage[0].message
+    assert "marked resynchronised" in reader.damage[0].message
 
 
 def test_a_damaged_header_resynchronises_on_the_next_header():

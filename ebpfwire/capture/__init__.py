@@ -32,6 +32,7 @@ from ebpfwire.capture.format import (
     RecordV1,
     SamplePayload,
     SampleRecord,
+    resync_error,
     unreadable_capture,
 )
 from ebpfwire.capture.reader import CaptureReader, split_ranges
@@ -44,5 +45,5 @@ __all__ = [
     "CaptureReader", "CaptureStream", "CaptureWriteError", "CaptureWriter", "ContainerRecord",
     "FileHeader", "HeaderInfo", "HostInfo", "LostPayload", "LostRecord", "ProcessRecord",
     "Record", "RecordPayload", "RecordType", "RecordV1", "SamplePayload", "SampleRecord",
-    "split_ranges", "unreadable_capture",
+    "resync_error", "split_ranges", "unreadable_capture",
 ]

@@ -17,7 +17,7 @@ import socket
 import struct
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
@@ -46,6 +46,7 @@ from construct import (
 from ebpfwire import machine
 from ebpfwire.capture.snapshot import ContainerInfo, ContainerPayload, ProcessInfo, ProcessPayload
 from ebpfwire.errors import EbpfwireError
+from ebpfwire.wire.errors import DecodeError
 
 MAGIC = b"\x89EBWCAP\n"
 """File magic; the high first byte and the newline catch text-mode mangling (as PNG does)."""
@@ -265,20 +266,36 @@ class CaptureHeader:
 
 @dataclass(slots=True)
 class SampleRecord:
-    """A raw perf sample; `offset` is the record's position in the file."""
+    """A raw perf sample; `offset` is the record's position in the file. `resync` is None
+    for a record reached through the chain of record headers; after damage, for a record
+    found by scanning (its bytes may lie inside another record's payload), the file offset
+    of that damage (see :func:`resync_error`)."""
 
     cpu: int
     data: bytes
     offset: int
+    resync: int | None = field(default=None, compare=False)
+
+
+def resync_error(record: SampleRecord | LostRecord) -> DecodeError:
+    """What every output says of a resynchronised record (``record.resync`` set): it may be
+    bytes a traced process wrote into another record's payload, so it never passes as clean.
+    (Not part of a record's value: records compare equal however they were reached.)"""
+    return DecodeError(
+        "resynchronised", 0, "a record reached through the chain of record headers",
+        f"the record at file offset {record.offset}, found by scanning after the damage at "
+        f"file offset {record.resync} (it may lie inside another record's payload)")
 
 
 @dataclass(slots=True)
 class LostRecord:
-    """`count` samples the kernel dropped on `cpu`; `offset` is the record's file offset."""
+    """`count` samples the kernel dropped on `cpu`; `offset` is the record's file offset;
+    `resync` as for a SampleRecord."""
 
     cpu: int
     count: int
     offset: int
+    resync: int | None = field(default=None, compare=False)
 
 
 @dataclass(slots=True)

@@ -8,7 +8,8 @@ import os
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from bisect import bisect_left
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, BinaryIO
 
 from ebpfwire.capture.format import (
@@ -40,13 +41,23 @@ from ebpfwire.capture.scan import _next_head_v2, _scan_v1, _scan_v2
 from ebpfwire.capture.snapshot import ContainerInfo, ProcessInfo
 from ebpfwire.capture.stream import CaptureStream
 
+SCAN_CREDIT = 1 << 17
+"""Bytes of payload CRC32 a version-2 reader may spend on records whose payload CRC fails
+before it looks inside them for the next good record (a cut record followed by more data
+holds intact records); the credit refills with the bytes read, up to this bound. A real
+record is under 64 KiB (a perf sample), so a cut one is always searched; a crafted file of
+headers claiming 1 MiB exhausts the credit and each such record is then skipped whole: the
+CRC work stays within twice the file's size plus this bound."""
+
 
 class CaptureReader:
     """Reads a capture from a path or a binary file object, streaming, in constant memory.
 
     Iterating yields SampleRecord, LostRecord, ProcessRecord and ContainerRecord in file
     order. With `start`/`end` it yields the records whose first byte lies in [start, end)
-    (file offsets; see split_ranges). Damaged stretches are skipped
+    (file offsets): `start` must be a range start that split_ranges gave (a record the
+    whole-file reader reaches through the chain of record headers), as the reader takes
+    it for one. Damaged stretches are skipped
     and recorded in `damage` (and passed to `on_damage`); unknown record types are skipped
     and recorded in `notes`. With `on_context` set, the context records (PROCESS, CONTAINER)
     are given to it, as their ``info``, when they are read, instead of being yielded: a
@@ -101,6 +112,10 @@ class CaptureReader:
         self.tail_missing = 0
         """After reading: the bytes the last record lacks when the data ends inside a
         version-2 record whose header is good (what an appending writer completes)."""
+        self.unanchored: list[tuple[int, int]] = []
+        """File offset spans [from, to) in which no byte range may start (see split_ranges):
+        one per damaged stretch, from its start to MAX_PAYLOAD bytes after the good record
+        that ended it, where every reader state is again that of a fresh reader."""
         try:
             self.header = self._read_header()
             self.start = max(start or 0, self._data_start)
@@ -243,13 +258,13 @@ class CaptureReader:
         eof = False
         bad_at: int | None = None  # file offset where the current damaged stretch began
         bad_why = ""
-        # A range that starts after the data's start may start inside a record: it skips,
-        # without a report, to its first good record (the ranges before own what precedes).
-        synced = self.start == self._data_start
+        bad_next = -1  # where the stretch's first record header said the next one starts
+        marked = (-1, 0)  # (until, damage offset): records before `until` are resynchronised
         stop = 2**64 if self.end is None else self.end
         v1 = self.header.version == 1
         judge = self._judge_v1 if v1 else self._judge_v2
         head_crcs: dict[int, int] = {}
+        credit = (SCAN_CREDIT, self.start)  # (bytes, at file offset): see SCAN_CREDIT
         while True:
             n = len(buf)
             while True:
@@ -260,31 +275,33 @@ class CaptureReader:
                 else:
                     pos = _scan_v2(buf, pos, n, base, batch, head_crcs)
                 if batch:
-                    synced = True
                     if bad_at is not None:
-                        self._report(bad_at, f"{bad_why}; skipped {base + start - bad_at} bytes"
-                                             f" to the next good record at offset {base + start}")
+                        marked = self._resynced(bad_at, bad_why, bad_next, base + start)
                         bad_at = None
-                    if batch[-1].offset >= stop:
-                        yield from (record for record in batch if record.offset < stop)
-                        return
+                    over = batch[-1].offset >= stop
+                    if over:
+                        batch = [record for record in batch if record.offset < stop]
+                    if batch and batch[0].offset < marked[0]:
+                        batch = [record for record in batch
+                                 if self._mark(record, *marked) is not None]
                     yield from batch
+                    if over:
+                        return
                 # pos is at the end of the data or at something the fast path does not take
                 if pos == n:
                     break
-                verdict, why, end = judge(buf, pos, n, eof)
+                verdict, why, end, cost = judge(buf, pos, n, eof)
                 if verdict == "wait":
                     break
                 if verdict == "good":
-                    synced = True
                     if bad_at is not None:
-                        self._report(bad_at, f"{bad_why}; skipped {base + pos - bad_at} "
-                                             f"bytes to the next good record at offset "
-                                             f"{base + pos}")
+                        marked = self._resynced(bad_at, bad_why, bad_next, base + pos)
                         bad_at = None
                     if base + pos >= stop:
                         return
                     record = self._framed(base + pos, buf, pos, end, v1)
+                    if record is not None and base + pos < marked[0]:
+                        record = self._mark(record, *marked)
                     pos = end
                     if record is None:
                         continue
@@ -294,17 +311,23 @@ class CaptureReader:
                         yield record
                     continue
                 # The bytes at pos are not a good record: start (or extend) a damaged
-                # stretch; resume after the record when its header is good (end >= 0),
-                # else at the next sync word.
-                if not synced:
-                    if base + pos >= stop:
-                        return
-                elif bad_at is None:
-                    bad_at, bad_why = base + pos, why
-                if end >= 0:
-                    pos = end
-                    continue
-                nxt = buf.find(SYNC, pos + 1) if v1 else _next_head_v2(buf, pos + 1, n)
+                # stretch and look for the next good record, from just after a header that
+                # checks itself (version 2), else from the next byte. A payload CRC that
+                # failed is paid from the credit; without enough, the record's extent is
+                # skipped whole, so that the work stays linear in the file's size.
+                if bad_at is None:
+                    bad_at, bad_why, bad_next = base + pos, why, (-1 if end < 0 else base + end)
+                if v1:
+                    nxt = buf.find(SYNC, pos + 1)
+                else:
+                    if cost:
+                        have = min(SCAN_CREDIT, credit[0] + base + pos - credit[1])
+                        if cost > have:
+                            pos = end
+                            continue
+                        credit = (have - cost, base + pos)
+                    nxt = _next_head_v2(buf, pos + (1 if end < 0 else RECORD_HEADER_SIZE), n,
+                                        n if eof else 2**64)
                 if nxt >= 0:
                     pos = nxt
                 elif eof:
@@ -321,66 +344,99 @@ class CaptureReader:
             base += pos
             pos = 0
         if bad_at is not None:
+            self.unanchored.append((bad_at, 2**64))
             self._report(bad_at, f"{bad_why}; skipped {base + len(buf) - bad_at} bytes "
                                  "to the end of the data")
 
+    def _resynced(self, bad_at: int, why: str, bad_next: int, found: int) -> tuple[int, int]:
+        """End a damaged stretch at the good record at `found`: report it, and return the
+        records to mark, (until, bad_at): none when the stretch's first header announced
+        `found` (the chain of headers is unbroken), else those that start before
+        found + MAX_PAYLOAD (a record whose payload could hold `found` ends there)."""
+        self.tail_missing = 0
+        self.unanchored.append((bad_at, found + MAX_PAYLOAD))
+        message = f"{why}; skipped {found - bad_at} bytes to the next good record at offset {found}"
+        if found == bad_next:
+            self._report(bad_at, message)
+            return -1, 0
+        until = found + MAX_PAYLOAD
+        self._report(bad_at, f"{message}, found by scanning: the records from there up to "
+                             f"offset {until} are marked resynchronised")
+        return until, bad_at
+
+    def _mark(self, record: Any, until: int, bad_at: int) -> Any:
+        """A record after a resynchronisation: a sample or a loss marked (see
+        SampleRecord.resync); a context record, which no output could show marked, reported
+        as damage and dropped (it would describe processes)."""
+        if record.offset >= until:
+            return record
+        if type(record) in (SampleRecord, LostRecord):
+            record.resync = bad_at
+            return record
+        self._report(record.offset, f"a {type(record).__name__[:-6].upper()} record found by "
+                                    f"scanning after the damage at offset {bad_at} is not "
+                                    "trusted (it may lie inside another record's payload); "
+                                    "record skipped")
+        return None
+
     @staticmethod
-    def _judge_v1(buf: bytes, pos: int, n: int, eof: bool) -> tuple[str, str, int]:
-        """Is there a good version-1 record at pos? ("good", "", end), ("wait", "", -1) for
-        more data, or ("bad", why, -1): look for the next sync word."""
+    def _judge_v1(buf: bytes, pos: int, n: int, eof: bool) -> tuple[str, str, int, int]:
+        """Is there a good version-1 record at pos? ("good", "", end, 0), ("wait", "", -1,
+        0) for more data, or ("bad", why, end, 0): end is where the header says the next
+        record starts (-1 when it cannot say), and the reader looks for the next sync word."""
         avail = n - pos
         if avail < RECORD_HEADER_SIZE_V1:
             if not eof:
-                return "wait", "", -1
+                return "wait", "", -1, 0
             return "bad", (f"expected a {RECORD_HEADER_SIZE_V1}-byte record header, found only "
-                           f"{avail} bytes before the end of the data (cut record)"), -1
+                           f"{avail} bytes before the end of the data (cut record)"), -1, 0
         sync, crc, length, _, _ = _RECORD_HEAD.unpack_from(buf, pos)
         end = pos + RECORD_HEADER_SIZE_V1 + length
         if sync != SYNC:
-            return "bad", f"expected record sync word {SYNC.hex()}, found {sync.hex()}", -1
+            return "bad", f"expected record sync word {SYNC.hex()}, found {sync.hex()}", -1, 0
         if length > MAX_PAYLOAD:
-            return "bad", f"expected a record length <= {MAX_PAYLOAD}, found {length}", -1
+            return "bad", f"expected a record length <= {MAX_PAYLOAD}, found {length}", -1, 0
         if end > n:
             if not eof:
-                return "wait", "", -1
+                return "wait", "", -1, 0
             return "bad", (f"expected a {RECORD_HEADER_SIZE_V1 + length}-byte record, found "
-                           f"only {avail} bytes before the end of the data (cut record)"), -1
+                           f"only {avail} bytes before the end of the data (cut record)"), -1, 0
         computed = zlib.crc32(buf[pos + 8:end])
         if computed != crc:
             return "bad", (f"expected record CRC32 {crc:#010x}, found {computed:#010x} "
-                           f"over its {length}-byte payload and header"), -1
-        return "good", "", end
+                           f"over its {length}-byte payload and header"), end, 0
+        return "good", "", end, 0
 
-    def _judge_v2(self, buf: bytes, pos: int, n: int, eof: bool) -> tuple[str, str, int]:
-        """As _judge_v1 for version 2; a "bad" verdict with end >= 0 means the header is
-        good and the reader resumes at end (the record's extent is trusted)."""
+    def _judge_v2(self, buf: bytes, pos: int, n: int, eof: bool) -> tuple[str, str, int, int]:
+        """As _judge_v1 for version 2. A "bad" verdict with end >= 0 is a record whose header
+        checks itself (end: where it ends); `cost` is the payload bytes whose CRC failed."""
         avail = n - pos
         if avail < RECORD_HEADER_SIZE:
             if not eof:
-                return "wait", "", -1
+                return "wait", "", -1, 0
             return "bad", (f"expected a {RECORD_HEADER_SIZE}-byte record header, found only "
-                           f"{avail} bytes before the end of the data (cut record)"), -1
+                           f"{avail} bytes before the end of the data (cut record)"), -1, 0
         sync, length, rtype, flags, head, crc = _RECORD_HEAD_V2.unpack_from(buf, pos)
         if sync != SYNC:
-            return "bad", f"expected record sync word {SYNC.hex()}, found {sync.hex()}", -1
+            return "bad", f"expected record sync word {SYNC.hex()}, found {sync.hex()}", -1, 0
         computed = zlib.crc32(buf[pos + 4:pos + 12])
         if computed != head:
             return "bad", (f"expected record header CRC32 {head:#010x}, found {computed:#010x} "
-                           f"over its length, type and flags"), -1
+                           f"over its length, type and flags"), -1, 0
         if length > MAX_PAYLOAD:
-            return "bad", f"expected a record length <= {MAX_PAYLOAD}, found {length}", -1
+            return "bad", f"expected a record length <= {MAX_PAYLOAD}, found {length}", -1, 0
         end = pos + RECORD_HEADER_SIZE + length
         if end > n:
             if not eof:
-                return "wait", "", -1
+                return "wait", "", -1, 0
             self.tail_missing = end - n
             return "bad", (f"expected a {RECORD_HEADER_SIZE + length}-byte record, found "
-                           f"only {avail} bytes before the end of the data (cut record)"), n
+                           f"only {avail} bytes before the end of the data (cut record)"), end, 0
         computed = zlib.crc32(buf[pos + RECORD_HEADER_SIZE:end])
         if computed != crc:
             return "bad", (f"expected payload CRC32 {crc:#010x}, found {computed:#010x} over "
-                           f"its {length} bytes (record skipped whole: its header is good)"), end
-        return "good", "", end
+                           f"its {length} bytes"), end, length
+        return "good", "", end, 0
 
     def _framed(self, offset: int, buf: bytes, pos: int, end: int, v1: bool) -> Any:
         """A good record the fast path did not take: a record, or None after a note or a
@@ -438,12 +494,18 @@ class CaptureReader:
 
 
 def split_ranges(
-    path: str | os.PathLike[str], parts: int | None = None, split_bytes: int | None = None
+    path: str | os.PathLike[str], parts: int | None = None, split_bytes: int | None = None,
+    *, starts: Sequence[int] | None = None,
 ) -> list[tuple[int, int]]:
     """Byte ranges [start, end) covering a capture's records, for CaptureReader(path,
-    start=..., end=...) in parallel: `parts` ranges of equal size, or ranges of
-    `split_bytes` bytes (default: one part per CPU). Offsets are file offsets; the first
-    range starts after the file header, the last ends at the file's current size."""
+    start=..., end=...) in parallel: `parts` ranges of about equal size, or ranges of about
+    `split_bytes` bytes (default: one part per CPU). The first range starts after the file
+    header, the last ends at the file's current size; every other range starts at the first
+    record at or after its share's start that the whole-file reader reaches through the
+    chain of record headers, outside the spans of its ``unanchored`` (never at bytes inside
+    another record's payload, whatever they hold). Finding them is one pass over the
+    capture, unless `starts` (sorted offsets of such records, e.g. a context index's
+    samples) is given."""
     if parts is not None and split_bytes is not None:
         raise ValueError("split_ranges: expected parts or split_bytes, found both")
     with CaptureReader(path) as reader:
@@ -459,5 +521,32 @@ def split_ranges(
     elif parts < 1:
         raise ValueError(f"parts: expected a positive count, found {parts}")
     parts = max(1, min(parts, total))
-    bounds = [first + total * i // parts for i in range(parts)] + [first + total]
+    targets = [first + total * i // parts for i in range(1, parts)]
+    if starts is None:
+        found = _walk_starts(path, targets)
+    else:
+        found = [int(starts[at]) for at in (bisect_left(starts, target) for target in targets)
+                 if at < len(starts)]
+    bounds = [first] + sorted({start for start in found if first < start < size}) + [size]
     return list(zip(bounds, bounds[1:], strict=False))
+
+
+def _walk_starts(path: str | os.PathLike[str], targets: list[int]) -> list[int]:
+    """For each target offset, the first record at or after it where a range may start
+    (split_ranges), found by reading the capture once."""
+    found: list[int] = []
+    if not targets:
+        return found
+    at = 0
+    with CaptureReader(path) as reader:
+        spans = reader.unanchored
+        for record in reader:
+            offset = record.offset
+            if offset < targets[at] or (spans and offset < spans[-1][1]):
+                continue
+            found.append(offset)
+            while at < len(targets) and targets[at] <= offset:
+                at += 1
+            if at == len(targets):
+                break
+    return found

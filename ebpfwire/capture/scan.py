@@ -70,9 +70,11 @@ _HEAD_CANDIDATE = re.compile(re.escape(SYNC) + rb"(?=(?s:..)[\x00-\x10]\x00)")
 (a run of sync words, say) at the speed of the regular expression engine."""
 
 
-def _next_head_v2(buf: bytes, pos: int, n: int) -> int:
+def _next_head_v2(buf: bytes, pos: int, n: int, limit: int = 2**64) -> int:
     """The first offset >= pos of a version-2 record header that checks itself (sync word,
-    header CRC32, length bound), or -1. A resynchronising reader looks only there.
+    header CRC32, length bound) and whose record ends by `limit` (the end of the data, once
+    it is known: a record cut there is no place to resume), or -1. A resynchronising reader
+    looks only there.
 
     Candidates are checked one by one; after many failures in a row (a hostile file packs
     one every 12 bytes) the rest are checked a window at a time with numpy when it is
@@ -86,11 +88,12 @@ def _next_head_v2(buf: bytes, pos: int, n: int) -> int:
         if p + 16 > n:
             return -1
         length, head = unpack(buf, p + 4)
-        if length <= MAX_PAYLOAD and crc32(buf[p + 4:p + 12]) == head:
+        if length <= MAX_PAYLOAD and p + 20 + length <= limit \
+                and crc32(buf[p + 4:p + 12]) == head:
             return p
         failed += 1
         if failed == 16 and _numpy() is not None:
-            return _next_head_v2_windows(buf, p + 1, n)
+            return _next_head_v2_windows(buf, p + 1, n, limit)
     return -1
 
 
@@ -110,7 +113,7 @@ def _numpy() -> Any:
     return _np or None
 
 
-def _next_head_v2_windows(buf: bytes, pos: int, n: int) -> int:
+def _next_head_v2_windows(buf: bytes, pos: int, n: int, limit: int = 2**64) -> int:
     """_next_head_v2 vectorised over windows that double in size (so the work stays
     proportional to the distance to the header found)."""
     np = _numpy()
@@ -133,7 +136,8 @@ def _next_head_v2_windows(buf: bytes, pos: int, n: int) -> int:
             crc ^= np.uint32(0xFFFFFFFF)
             length = fields[:, 0] | fields[:, 1] << 8 | fields[:, 2] << 16 | fields[:, 3] << 24
             head = fields[:, 8] | fields[:, 9] << 8 | fields[:, 10] << 16 | fields[:, 11] << 24
-            good = np.flatnonzero((crc == head) & (length <= MAX_PAYLOAD))
+            fits = starts.astype(np.int64) + 20 + length <= min(limit, 2**62)
+            good = np.flatnonzero((crc == head) & (length <= MAX_PAYLOAD) & fits)
             if good.size:
                 return int(starts[good[0]])
         pos = hi

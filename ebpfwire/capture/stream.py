@@ -13,7 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from ebpfwire.capture.format import CaptureDamage, CaptureRecord, LostRecord, SampleRecord
+from ebpfwire.capture.format import (
+    CaptureDamage,
+    CaptureRecord,
+    LostRecord,
+    SampleRecord,
+    resync_error,
+)
 from ebpfwire.capture.snapshot import ContainerInfo, ProcessInfo
 from ebpfwire.wire.decoder import decode
 from ebpfwire.wire.errors import DecodeError
@@ -75,11 +81,18 @@ class CaptureStream:
         return records if self.order is None else self.order(records)
 
     def decode(self, record: SampleRecord) -> Event | DecodeError:
-        """One sample decoded with the stream's layout, arch and strictness."""
+        """One sample decoded with the stream's layout, arch and strictness. A sample found
+        by scanning after damage (``record.resync``) is never clean: its event lists its
+        :func:`~ebpfwire.capture.format.resync_error`, in strict mode too."""
         try:
-            return decode(record.data, layout=self.layout, arch=self.arch, strict=self.strict)
+            event = decode(record.data, layout=self.layout, arch=self.arch, strict=self.strict)
         except DecodeError as error:
             return error
+        if record.resync is not None:
+            if event.errors is None:  # strict, and whole: the lenient event has the list
+                event = decode(record.data, layout=self.layout, arch=self.arch, strict=False)
+            event.errors.append(resync_error(record))
+        return event
 
     def __iter__(self) -> Iterator[tuple[CaptureRecord, Decoded]]:
         decoded = self.decode

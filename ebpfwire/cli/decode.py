@@ -94,7 +94,7 @@ class Decoding:
                     if not kubearmor:  # KubeArmor's logs have no line for a loss
                         out_lost(record.cpu, record.count)
                 continue
-            if fast:
+            if fast and record.resync is None:  # a resynchronised one is never clean
                 line = sample_json(record.data, layout, arch, context)
                 if line is not None:
                     events += 1

@@ -23,7 +23,7 @@ except ImportError as error:  # pragma: no cover - depends on the install
     raise ImportError("ebpfwire.arrow needs pyarrow and numpy: pip install pyarrow numpy") \
         from error
 
-from ebpfwire.capture import CaptureReader, LostRecord, SampleRecord
+from ebpfwire.capture import CaptureReader, LostRecord, SampleRecord, resync_error
 from ebpfwire.collect import fewer_collections
 from ebpfwire.columnar import rowcontext
 from ebpfwire.columnar.rowcontext import ContextIndex, StreamContext
@@ -243,7 +243,8 @@ def batches(source: Any, *, layout: str | Layout | None = None, arch: str | None
 
 def _chunk(src: _Source, max_rows: int) -> tuple | None:
     """The next rows of ``src`` as (sample bytes, their cpus, their file offsets, lost
-    records as (row, cpu, count), the samples' context answers or None); None at the end.
+    records as (row, cpu, count), the samples' context answers or None, the resynchronised
+    records as (row, error)); None at the end.
     Record objects are dropped at once: a batch of them kept alive makes the garbage
     collector walk them again and again."""
     context = src.context
@@ -254,8 +255,8 @@ def _chunk(src: _Source, max_rows: int) -> tuple | None:
         if not set(map(type, datas)) <= {bytes}:
             datas = [data if type(data) is bytes else bytes(data) for data in datas]
         ids = None if context is None else context.answer(datas)  # type: ignore[union-attr]
-        return datas, None, None, [], ids
-    datas, cpus, offsets, lost = [], [], [], []
+        return datas, None, None, [], ids, []
+    datas, cpus, offsets, lost, marks = [], [], [], [], []
     data, cpu, offset = datas.append, cpus.append, offsets.append
     seen = False
     records = (context.take(max_rows) if isinstance(context, StreamContext)
@@ -267,11 +268,16 @@ def _chunk(src: _Source, max_rows: int) -> tuple | None:
             data(record.data)
             cpu(record.cpu)
             offset(record.offset)
+            if record.resync is not None:  # found by scanning after damage: never clean
+                marks.append((len(datas) + len(lost) - 1, resync_error(record)))
         elif kind is LostRecord:
             lost.append((len(datas) + len(lost), record.cpu, record.count))
+            if record.resync is not None:
+                marks.append((len(datas) + len(lost) - 1, resync_error(record)))
     if not seen:
         return None
-    return datas, cpus, offsets, lost, None if context is None else context.ids_at(offsets)
+    return (datas, cpus, offsets, lost, None if context is None else context.ids_at(offsets),
+            marks)
 
 
 def to_table(source: Any, *, layout: str | Layout | None = None, arch: str | None = None,
@@ -464,7 +470,8 @@ class _BatchBuilder:
     # -- columns
 
     def build(self, datas: list[bytes], cpus: list[int] | None, file_offsets: list[int] | None,
-              lost: list[tuple[int, int, int]], ids: np.ndarray | None) -> pa.RecordBatch | None:
+              lost: list[tuple[int, int, int]], ids: np.ndarray | None,
+              marks: list[tuple[int, DecodeError]]) -> pa.RecordBatch | None:
         """One batch from a chunk (see :func:`_chunk`); None if none is a row."""
         if not datas and not lost:
             return None
@@ -528,7 +535,7 @@ class _BatchBuilder:
                                            schema=self.schema)
         if lost:
             batch = self._with_lost(batch, lost)
-        return batch
+        return self._marked(batch, marks) if marks else batch
 
     def _arguments(self, datas: list[bytes], lengths: np.ndarray, header: dict,
                    short: np.ndarray, file_offsets: Any, bad_rows: set[int]) -> tuple:
@@ -748,6 +755,17 @@ class _BatchBuilder:
         columns["addr"] = args.field("addr").take(sockaddr)
         columns["port"] = args.field("port").take(sockaddr)
         columns["flags"] = args.field("flags").take(pick("flags"))
+
+    @staticmethod
+    def _marked(batch: pa.RecordBatch, marks: list) -> pa.RecordBatch:
+        """The batch with each resynchronised record's error in its row (strict too, as
+        ``decode`` shows such an event with its error)."""
+        at = batch.schema.get_field_index("errors")
+        errors = batch.column(at).to_pylist()
+        for row, error in marks:
+            errors[row] = [*(errors[row] or ()), error.to_dict()]
+        field = batch.schema.field(at)
+        return batch.set_column(at, field, pa.array(errors, field.type))
 
     @staticmethod
     def _errors(damage: list, count: int) -> pa.Array:

@@ -142,15 +142,17 @@ def check_captures(paths: Iterable[str | os.PathLike[str]], layout: str | None =
 
 def plan_splits(paths: Iterable[str], split_bytes: int,
                 indexes: Iterable[ContextIndex] | None = None) -> list[Split]:
-    """The byte ranges of every capture, in file order, each about `split_bytes` long; with
-    the captures' context `indexes` (:func:`index_captures`), each range gets the slice of
-    its capture's index it needs: a range read on its own cannot know the processes
-    started before it."""
+    """The byte ranges of every capture, in file order, each about `split_bytes` long and
+    starting at a record the chain of record headers reaches (:func:`split_ranges`). With
+    the captures' context `indexes` (:func:`index_captures`), the range starts come from
+    that pass, and each range gets the slice of its capture's index it needs: a range read
+    on its own cannot know the processes started before it."""
     paths = list(paths)
     cut = list(indexes) if indexes is not None else [None] * len(paths)
     return [Split(path, start, end, None if index is None else index.within(start, end))
             for path, index in zip(paths, cut, strict=True)
-            for start, end in split_ranges(path, split_bytes=split_bytes)]
+            for start, end in split_ranges(path, split_bytes=split_bytes,
+                                           starts=None if index is None else index.starts())]
 
 
 def index_captures(paths: Iterable[str], layout: str | None = None, arch: str | None = None,

@@ -177,11 +177,25 @@ class StreamContext:
 class ContextIndex:
     """The answers of a capture's samples by file offset: ``offsets`` (uint64, sorted),
     ``ids`` (int32, an index into ``values``). 12 bytes per sample, plus the distinct
-    values. Compared and hashed by identity (it holds arrays)."""
+    values, and the reader's ``unanchored`` spans (where no byte range may start; one per
+    damaged stretch). Compared and hashed by identity (it holds arrays)."""
 
     offsets: np.ndarray
     ids: np.ndarray
     values: tuple[Value, ...]
+    unanchored: tuple[tuple[int, int], ...] = ()
+
+    def starts(self) -> np.ndarray:
+        """The samples' offsets where a byte range may start (``split_ranges(starts=...)``):
+        what the planner gets from this pass instead of another."""
+        offsets = self.offsets
+        if not self.unanchored:
+            return offsets
+        keep = np.ones(len(offsets), bool)
+        for low, high in self.unanchored:
+            keep[np.searchsorted(offsets, low):np.searchsorted(offsets, min(high, 2**64 - 1))] \
+                = False
+        return offsets[keep]
 
     def within(self, start: int, end: int | None) -> ContextIndex:
         """The samples whose file offset lies in [start, end), with only the values they use
@@ -222,4 +236,5 @@ def index_capture(path: str | os.PathLike[str], layout: str | Layout | None = No
                 lost(record.count)
     order = np.argsort(np.frombuffer(offsets, np.uint64), kind="stable")
     return ContextIndex(np.frombuffer(offsets, np.uint64)[order],
-                        np.frombuffer(ids, np.int32)[order], tuple(stream.values))
+                        np.frombuffer(ids, np.int32)[order], tuple(stream.values),
+                        tuple(reader.unanchored))
