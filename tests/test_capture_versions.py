@@ -205,7 +205,7 @@ def test_resynchronisation_search_equals_its_definition(parts, pos, cut):
     n = max(len(buf) - cut, 0)
     pos = min(pos, n)
     expected = _pure_next_head(buf, pos, n)
-    assert scan._next_head_v2(buf, pos, n) == expected
+    assert scan.next_head_v2(buf, pos, n) == expected
     if scan._numpy() is not None:
         assert scan._next_head_v2_windows(buf, pos, n) == expected
 
@@ -229,7 +229,7 @@ def test_windowed_search_finds_a_header_far_away(at):
     filler = (bad * (at // len(bad) + 1))[:at]
     buf = filler + good + bad * 3
     assert _pure_next_head(buf, 0, len(buf)) == at
-    assert scan._next_head_v2(buf, 0, len(buf)) == at
+    assert scan.next_head_v2(buf, 0, len(buf)) == at
     if scan._numpy() is not None:
         assert scan._next_head_v2_windows(buf, 0, len(buf)) == at
         assert scan._next_head_v2_windows(buf, 0, at + 15) == -1  # header not whole

@@ -37,7 +37,7 @@ from ebpfwire.capture.format import (
     RecordType,
     SampleRecord,
 )
-from ebpfwire.capture.scan import _next_head_v2, _scan_v1, _scan_v2
+from ebpfwire.capture.scan import next_head_v2, scan_v1, scan_v2
 from ebpfwire.capture.snapshot import ContainerInfo, ProcessInfo
 from ebpfwire.capture.stream import CaptureStream
 
@@ -271,9 +271,9 @@ class CaptureReader:
                 batch: list[SampleRecord | LostRecord] = []
                 start = pos
                 if v1:
-                    pos = _scan_v1(buf, pos, n, base, batch)
+                    pos = scan_v1(buf, pos, n, base, batch)
                 else:
-                    pos = _scan_v2(buf, pos, n, base, batch, head_crcs)
+                    pos = scan_v2(buf, pos, n, base, batch, head_crcs)
                 if batch:
                     if bad_at is not None:
                         marked = self._resynced(bad_at, bad_why, bad_next, base + start)
@@ -326,7 +326,7 @@ class CaptureReader:
                             pos = end
                             continue
                         credit = (have - cost, base + pos)
-                    nxt = _next_head_v2(buf, pos + (1 if end < 0 else RECORD_HEADER_SIZE), n,
+                    nxt = next_head_v2(buf, pos + (1 if end < 0 else RECORD_HEADER_SIZE), n,
                                         n if eof else 2**64)
                 if nxt >= 0:
                     pos = nxt

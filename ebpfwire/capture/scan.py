@@ -26,7 +26,7 @@ from ebpfwire.capture.format import (
 )
 
 
-def _scan_v1(
+def scan_v1(
     buf: bytes,
     pos: int,
     n: int,
@@ -70,7 +70,7 @@ _HEAD_CANDIDATE = re.compile(re.escape(SYNC) + rb"(?=(?s:..)[\x00-\x10]\x00)")
 (a run of sync words, say) at the speed of the regular expression engine."""
 
 
-def _next_head_v2(buf: bytes, pos: int, n: int, limit: int = 2**64) -> int:
+def next_head_v2(buf: bytes, pos: int, n: int, limit: int = 2**64) -> int:
     """The first offset >= pos of a version-2 record header that checks itself (sync word,
     header CRC32, length bound) and whose record ends by `limit` (the end of the data, once
     it is known: a record cut there is no place to resume), or -1. A resynchronising reader
@@ -114,7 +114,7 @@ def _numpy() -> Any:
 
 
 def _next_head_v2_windows(buf: bytes, pos: int, n: int, limit: int = 2**64) -> int:
-    """_next_head_v2 vectorised over windows that double in size (so the work stays
+    """next_head_v2 vectorised over windows that double in size (so the work stays
     proportional to the distance to the header found)."""
     np = _numpy()
     table = _crc_table(np)
@@ -162,7 +162,7 @@ def _crc_table(np: Any) -> Any:
     return _CRC_TABLE
 
 
-def _scan_v2(
+def scan_v2(
     buf: bytes,
     pos: int,
     n: int,
@@ -172,7 +172,7 @@ def _scan_v2(
     sample_record: type[SampleRecord] = SampleRecord,
     lost_record: type[LostRecord] = LostRecord,
 ) -> int:
-    """The hot path (version 2): as _scan_v1. The header CRC of a SAMPLE depends only on
+    """The hot path (version 2): as scan_v1. The header CRC of a SAMPLE depends only on
     its length, so it is looked up in head_crcs (computed once per length) before the
     payload's CRC is computed: a forged header costs O(1)."""
     unpack = _SCAN_HEAD_V2.unpack_from
