@@ -23,6 +23,7 @@ from ebpfwire.wire.events import (
     SockAddr,
 )
 from ebpfwire.wire.layouts import Layout, get_layout
+from ebpfwire.wire.schema import SOCKADDR_BODIES
 from ebpfwire.wire.text import raw
 
 MAX_BUFFER_SIZE = 32768
@@ -48,16 +49,19 @@ def encode_string(value: str) -> bytes:
 def encode_sockaddr(addr: SockAddr) -> bytes:
     """The struct sockaddr_* bytes the writer copies for ``addr.family``."""
     family = _U16(addr.family)
+    body = SOCKADDR_BODIES.get(addr.family)
     if addr.family == AF_INET:
-        return (family + _U16BE(addr.port or 0) + socket.inet_pton(socket.AF_INET, addr.addr)
-                + bytes(8))
+        return family + body.build({"port": addr.port or 0, "zero": bytes(8),
+                                    "addr": socket.inet_pton(socket.AF_INET, addr.addr)})
     if addr.family == AF_INET6:
-        return (family + _U16BE(addr.port or 0) + struct.pack(">I", addr.flowinfo or 0)
-                + socket.inet_pton(socket.AF_INET6, addr.addr) + _U32(addr.scope_id or 0))
+        return family + body.build({"port": addr.port or 0, "flowinfo": addr.flowinfo or 0,
+                                    "addr": socket.inet_pton(socket.AF_INET6, addr.addr),
+                                    "scope_id": addr.scope_id or 0})
     if addr.family == AF_UNIX:
         path = addr.path or ""
         name = b"\0" + raw(path[1:]) if path.startswith("@") else raw(path)
-        return family + name[:108].ljust(108, b"\0")
+        size = body.sizeof()
+        return family + body.build({"path": name[:size].ljust(size, b"\0")})
     return family
 
 

@@ -109,14 +109,19 @@ ArgvElement = Struct(
 #: opening tag 11 (read as the argument's tag), elements, closing tag 11
 StrArray = RepeatUntil(obj_.tag == int(ArgType.STR_ARR_T), ArgvElement)
 
+#: The struct sockaddr_* body after the family word, per family the writer copies whole; the
+#: walker's sizes and the encoder's bytes come from these.
+SOCKADDR_BODIES = {
+    AF_UNIX: Struct("path" / Bytes(108)),
+    AF_INET: Struct("port" / Int16ub, "addr" / Bytes(4), "zero" / Bytes(8)),
+    AF_INET6: Struct("port" / Int16ub, "flowinfo" / Int32ub, "addr" / Bytes(16),
+                     "scope_id" / Int32ul),
+}
+
 SockAddrSchema = Struct(
     "family" / _fixed(Int16ul),
-    "body" / Switch(this.family, {
-        AF_UNIX: _fixed(Struct("path" / Bytes(108))),
-        AF_INET: _fixed(Struct("port" / Int16ub, "addr" / Bytes(4), "zero" / Bytes(8))),
-        AF_INET6: _fixed(Struct("port" / Int16ub, "flowinfo" / Int32ub, "addr" / Bytes(16),
-                                "scope_id" / Int32ul)),
-    }, default=Pass),
+    "body" / Switch(this.family, {family: _fixed(body) for family, body in SOCKADDR_BODIES.items()},
+                    default=Pass),
 )
 
 _KIND_SCHEMAS = {"string": StrPayload, "argv": StrArray, "sockaddr": SockAddrSchema}

@@ -33,7 +33,7 @@ import struct
 from ebpfwire.wire.argtypes import MAX_STRING_SIZE, PAYLOADS, S32, ArgType, Payload, tags_of
 from ebpfwire.wire.errors import DecodeError
 from ebpfwire.wire.events import AF_INET, AF_INET6, AF_UNIX, Argv, SockAddr
-from ebpfwire.wire.schema import MAX_PADDING, perf_pad
+from ebpfwire.wire.schema import MAX_PADDING, SOCKADDR_BODIES, perf_pad
 
 _S32 = struct.Struct("<i").unpack_from
 _U32 = struct.Struct("<I").unpack_from
@@ -46,7 +46,7 @@ _STR = int(ArgType.STR_T)      # the tag of each argv element
 (_ARR,) = tags_of("argv")
 (_SOCKADDR,) = tags_of("sockaddr")
 #: Sockaddr bytes after the family, by family; any other family has none.
-SOCKADDR_BODY = {AF_UNIX: 108, AF_INET: 14, AF_INET6: 26}
+SOCKADDR_BODY = {family: body.sizeof() for family, body in SOCKADDR_BODIES.items()}
 _PADDING_EXPECTED = "the perf ring's {} bytes of padding or at most 7 zero bytes"
 _ARGV_EXPECTED = "an argv element tag (10) or the closing tag (11)"
 _error = DecodeError
@@ -173,10 +173,11 @@ def _argv(data: bytes, p: int, n: int, errors: list | None) -> tuple[Argv, int]:
 def _sockaddr(data: bytes, p: int, n: int) -> tuple[SockAddr, int]:
     if p + 2 > n:
         raise _error("truncated", p, "a 2-byte address family", f"{n - p} bytes")
-    body = SOCKADDR_BODY.get(_U16(data, p)[0], 0)
+    family = _U16(data, p)[0]
+    body = SOCKADDR_BODY.get(family, 0)
     q = p + 2
     if q + body > n:
-        kind = {14: "sockaddr_in", 26: "sockaddr_in6", 108: "sockaddr_un"}[body]
+        kind = {AF_INET: "sockaddr_in", AF_INET6: "sockaddr_in6", AF_UNIX: "sockaddr_un"}[family]
         raise _error("truncated", q, f"{body} bytes of {kind}", f"{n - q} bytes")
     return sockaddr(data[p:q + body]), q + body
 
