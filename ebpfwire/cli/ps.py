@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from ebpfwire.capture import CaptureDamage, CaptureStream, SampleRecord
@@ -12,7 +11,7 @@ from ebpfwire.cli.errors import EXIT_DAMAGED, EXIT_OK, say
 from ebpfwire.cli.filters import check_event_names, make_filter
 from ebpfwire.cli.options import add_capture_filters, names_list
 from ebpfwire.cli.output import write_stdout
-from ebpfwire.process.tree import build_tree, capture_items
+from ebpfwire.process.tree import build_tree, capture_items, json_text
 from ebpfwire.wire.errors import DecodeError
 from ebpfwire.wire.events import Event
 
@@ -49,7 +48,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
         for note in reader.notes:
             say(f"{label}: note: {note}")
     if args.json:
-        text = json.dumps(tree.to_json(), indent=2) + "\n"
+        text = json_text(tree.to_json()) + "\n"
     else:
         lines = tree.lines()
         text = "".join(line + "\n" for line in lines)

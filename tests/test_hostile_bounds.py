@@ -1,0 +1,104 @@
+"""Captures crafted to exhaust a reader: no recursion that their depth controls, no work per
+record that grows with the processes alive, no memory that grows with the file in streaming
+commands (issue: hostile hosts, 3 to 6)."""
+
+from __future__ import annotations
+
+import json
+import struct
+import sys
+import zlib
+from pathlib import Path
+
+from test_cli import run
+from test_process import Stream
+
+from ebpfwire import encode
+from ebpfwire.capture.format import SYNC, FileHeader
+from ebpfwire.process.tree import INDENTED_DEPTH, build_tree, json_text
+
+
+def _header() -> bytes:
+    info = {"ncpus": 2, "boot_time_ns": 0, "start_time_ns": 0, "layout": "classic",
+            "arch": "x86_64", "kernel_release": "k", "hostname": "h"}
+    return FileHeader.build({"signed": {"value": {"version": 2, "info": info}}})
+
+
+def _record(rtype: int, payload: bytes) -> bytes:
+    """A version-2 record written by hand (no writer checks: any type, any order)."""
+    head = zlib.crc32(struct.pack("<IHH", len(payload), rtype, 0))
+    return struct.pack("<4sIHHII", SYNC, len(payload), rtype, 0, head,
+                       zlib.crc32(payload)) + payload
+
+
+def _sample(event, cpu: int = 0) -> bytes:
+    return _record(1, struct.pack("<I", cpu) + encode(event, "classic"))
+
+
+def _lost(count: int, cpu: int = 0) -> bytes:
+    return _record(2, struct.pack("<IQ", cpu, count))
+
+
+# -- 4: depth
+
+
+def _chain(path: Path, depth: int) -> Path:
+    s = Stream()
+    path.write_bytes(_header() + b"".join(_sample(s.openat(1000 + i, 999 + i, "c"))
+                                          for i in range(depth)))
+    return path
+
+
+def test_ps_draws_a_fork_chain_of_any_depth(tmp_path: Path) -> None:
+    status, out, err = run("ps", str(_chain(tmp_path / "chain.ewcap", 5000)))
+    assert status == 0 and err == ""
+    lines = out.splitlines()
+    assert len(lines) == 5000 and lines[0].startswith("[c]  (1000)")
+    assert lines[-1].startswith("  " * 4998 + "└─[c]  (5999)")
+
+
+def test_ps_json_nests_a_fork_chain_of_any_depth(tmp_path: Path) -> None:
+    status, out, err = run("ps", "--json", str(_chain(tmp_path / "chain.ewcap", 5000)))
+    assert status == 0 and err == ""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(20_000)   # json.loads counts its (C) recursion against it
+    try:
+        [node] = json.loads(out)
+    finally:
+        sys.setrecursionlimit(limit)
+    depth = 1
+    while node["children"]:
+        [node] = node["children"]
+        depth += 1
+    assert depth == 5000 and node["host_pid"] == 5999
+    assert len(out) < 5000 * 1000   # deep levels on one line: not 5000² bytes of indent
+
+
+def test_json_text_is_json_dumps_indented() -> None:
+    values = [[], {}, 0, None, "é\n\0", [1, [], {}, [[2]], {"a": {"b": [True, False, 1.5]}}],
+              {"x": (1, 2), "y": {"z": []}, "ü": "\udcff"}]
+    for value in values:
+        assert json_text(value) == json.dumps(value, indent=2)
+    tree = build_tree(_chain_items(30))
+    assert json_text(tree.to_json()) == json.dumps(tree.to_json(), indent=2)
+    inner = [{"a": [1, {}]}, 2]
+    deep: list = inner
+    for _ in range(INDENTED_DEPTH):
+        deep = [deep]
+    lines = json_text(deep).splitlines()
+    assert lines[INDENTED_DEPTH] == " " * 2 * INDENTED_DEPTH + json.dumps(inner)
+    assert json.loads(json_text(deep)) == deep
+
+
+def _chain_items(depth: int) -> list:
+    s = Stream()
+    return [s.openat(1000 + i, 999 + i, "c") for i in range(depth)]
+
+
+def test_a_tree_that_would_loop_is_cut_once() -> None:
+    # pid reuse makes 2's first parent 1 and 1's parent 2: one link is left out
+    s = Stream()
+    tree = build_tree([s.openat(2, 1, "a"), s.openat(1, 2, "b")])
+    [root] = tree.to_json()
+    assert [root["host_pid"], root["children"][0]["host_pid"]] in ([1, 2], [2, 1])
+    assert root["children"][0]["children"] == []
