@@ -15,6 +15,7 @@ from test_process import Stream
 
 from ebpfwire import encode
 from ebpfwire.capture.format import SYNC, FileHeader
+from ebpfwire.process.table import ProcessTable
 from ebpfwire.process.tree import INDENTED_DEPTH, build_tree, json_text
 
 
@@ -102,3 +103,82 @@ def test_a_tree_that_would_loop_is_cut_once() -> None:
     [root] = tree.to_json()
     assert [root["host_pid"], root["children"][0]["host_pid"]] in ([1, 2], [2, 1])
     assert root["children"][0]["children"] == []
+
+
+# -- 5: work per record
+
+
+def _lines_run(call, *modules: str) -> int:
+    """Python lines executed in ``modules`` by ``call()``: work, counted without a clock
+    (a loop over n items runs its body's lines n times)."""
+    count = 0
+
+    def tracer(frame, event, arg):
+        nonlocal count
+        if frame.f_code.co_filename.endswith(modules):
+            if event == "line":
+                count += 1
+            return tracer
+        return None
+
+    sys.settrace(tracer)
+    try:
+        call()
+    finally:
+        sys.settrace(None)
+    return count
+
+
+def _losses(n: int) -> list:
+    """d5's first capture as the table takes it: n live processes, then n events of 50 of
+    them, each followed by a loss."""
+    s = Stream()
+    items: list = [s.openat(10 + i, 1, "c") for i in range(n)]
+    for i in range(n):
+        items += [s.openat(10 + i % 50, 1, "c"), 1]
+    return items
+
+
+def _lives(n: int) -> list:
+    """d5's second capture: n children of pid 5 seen before it, then n/2 lives of pid 5."""
+    s = Stream()
+    items = [s.openat(100000 + i, 5, "c") for i in range(n)]
+    for _ in range(n // 2):
+        items += [s.openat(5, 1, "c"), s.exit(5, 1, "c")]
+    return items
+
+
+def test_a_loss_costs_the_same_however_many_processes_live() -> None:
+    def work(n: int) -> int:
+        table = ProcessTable()
+        items = _losses(n)
+        return _lines_run(lambda: [table.feed(item) for item in items], "process/table.py")
+
+    small, large = work(500), work(1000)
+    assert large < 2.2 * small, (small, large)
+
+
+def test_ps_finds_a_parent_among_many_lives_of_its_pid_in_log_time() -> None:
+    def work(n: int) -> int:
+        items = _lives(n)
+        return _lines_run(lambda: build_tree(items).lines(), "process/tree.py",
+                          "process/table.py")
+
+    small, large = work(500), work(1000)
+    assert large < 2.2 * small, (small, large)
+    tree = build_tree(_lives(100))
+    [first, *later] = tree.to_json()
+    assert first["host_pid"] == 5 and len(first["children"]) == 100 and len(later) == 49
+
+
+def test_a_loss_drops_the_exec_requests_pending_and_only_them() -> None:
+    s, table = Stream(), ProcessTable()
+    table.update(s.openat(300, 1, "sh"))
+    entry = s.exec(200, 1, "sh", "/bin/cat", ["cat"], bprm=False)
+    table.update(entry[0])
+    table.lost(1)
+    assert table.update(entry[-1]).exe == "sh"   # the exec's result without its request
+    again = s.exec(200, 1, "sh", "/bin/ls", ["ls"], bprm=False)
+    for event in again:
+        answer = table.update(event)
+    assert answer.exe == "/bin/ls" and table.get(300).pending is None

@@ -165,6 +165,7 @@ class ProcessTable:
         self._live: dict[int, Process] = {}
         self._exited: deque[Process] = deque()
         self._replaced: list[Process] = []
+        self._waiting: set[Process] = set()   # those with an exec request pending
         self.containers: dict[tuple[int, int], ContainerInfo] = {}
         self.lost_events = 0
         self.dropped = 0
@@ -224,8 +225,9 @@ class ProcessTable:
     def lost(self, count: int) -> None:
         """Events were lost here: exec results may never come, so pending ones are dropped."""
         self.lost_events += count
-        for process in self._live.values():
+        for process in self._waiting:   # not every live process: a loss costs O(1) each
             process.pending = None
+        self._waiting.clear()
 
     @property
     def state_event_ids(self) -> frozenset[int]:
@@ -322,6 +324,7 @@ class ProcessTable:
                                              and self._reused(process)):
             if process.exit_ns is None and self.retain_ns is None:
                 self._replaced.append(process)   # its exit was lost; keep it for the tree
+            self._waiting.discard(process)
             process = self._new_process(ts, pid_id, mnt_id, host_ppid, host_pid, pid, uid,
                                         comm, cwd)
         else:
@@ -372,6 +375,7 @@ class ProcessTable:
                 argv = value
         process.pending = ExecRequest(_absolute(filename, process.cwd), tuple(argv), ts,
                                       event_id)
+        self._waiting.add(process)
 
     def bprm_check(self, process: Process, ts: int, path: str, comm: str) -> None:
         """security_bprm_check of ``path``: the kernel is running the new program now, the
@@ -388,6 +392,7 @@ class ProcessTable:
     def exec_result(self, process: Process, ts: int, retval: int, comm: str) -> None:
         """An execve/execveat exit (the state part of :meth:`update`)."""
         request, process.pending = process.pending, None
+        self._waiting.discard(process)
         if retval != 0 or request is None:
             return               # failed: the old program goes on (or nothing to say)
         current = process.program
@@ -400,6 +405,7 @@ class ProcessTable:
         """do_exit with its wait(2) status (the state part of :meth:`update`)."""
         process.exit_ns, process.exit_status = ts, status
         process.pending = None
+        self._waiting.discard(process)
         self._exited.append(process)
         self._changed(process.host_pid)
 
