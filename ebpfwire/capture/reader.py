@@ -40,6 +40,10 @@ from ebpfwire.capture.scan import _next_head_v2, _scan_v1, _scan_v2
 from ebpfwire.capture.snapshot import ContainerInfo, ProcessInfo
 from ebpfwire.capture.stream import CaptureStream
 
+REPORTS_KEPT = 1000
+"""Damage reports and notes a reader keeps (the first ones); the rest are counted only,
+so a capture of damage or of unknown records is read in constant memory."""
+
 
 class CaptureReader:
     """Reads a capture from a path or a binary file object, streaming, in constant memory.
@@ -48,7 +52,8 @@ class CaptureReader:
     order. With `start`/`end` it yields the records whose first byte lies in [start, end)
     (file offsets; see split_ranges). Damaged stretches are skipped
     and recorded in `damage` (and passed to `on_damage`); unknown record types are skipped
-    and recorded in `notes`. With `on_context` set, the context records (PROCESS, CONTAINER)
+    and recorded in `notes`; both keep the first REPORTS_KEPT, `damage_count` and
+    `notes_count` count them all. With `on_context` set, the context records (PROCESS, CONTAINER)
     are given to it, as their ``info``, when they are read, instead of being yielded: a
     process table fed so is ahead of the events, whatever reordering follows. With
     `follow=True` the reader waits for records still being
@@ -79,6 +84,8 @@ class CaptureReader:
         self.idle_timeout = idle_timeout
         self.damage: list[CaptureDamage] = []
         self.notes: list[CaptureDamage] = []
+        self.damage_count = 0
+        self.notes_count = 0
         self._stop = threading.Event()
         if isinstance(path_or_fileobj, io.TextIOBase):
             raise TypeError("expected a path or a binary file object, found a text stream "
@@ -224,7 +231,9 @@ class CaptureReader:
 
     def _report(self, offset: int, message: str) -> None:
         damage = CaptureDamage(offset, message)
-        self.damage.append(damage)
+        self.damage_count += 1
+        if len(self.damage) < REPORTS_KEPT:
+            self.damage.append(damage)
         if self.on_damage is not None:
             self.on_damage(damage)
 
@@ -409,9 +418,11 @@ class CaptureReader:
             self._report(offset, f"expected a {RecordType(rtype).name} payload of {want} "
                                  f"bytes, found {length}; record skipped")
         else:
-            self.notes.append(CaptureDamage(offset, (
-                f"skipped a record of unknown type {rtype} ({length} bytes of payload); "
-                "written by a newer ebpfwire?")))
+            self.notes_count += 1
+            if len(self.notes) < REPORTS_KEPT:
+                self.notes.append(CaptureDamage(offset, (
+                    f"skipped a record of unknown type {rtype} ({length} bytes of payload); "
+                    "written by a newer ebpfwire?")))
         return None
 
     def events(

@@ -6,7 +6,13 @@ import argparse
 import sys
 
 from ebpfwire.capture import CaptureDamage, CaptureStream, SampleRecord
-from ebpfwire.cli.captures import held_until_fit, layout_and_arch, open_capture, source_label
+from ebpfwire.cli.captures import (
+    held_until_fit,
+    layout_and_arch,
+    open_capture,
+    say_notes,
+    source_label,
+)
 from ebpfwire.cli.errors import EXIT_DAMAGED, EXIT_OK, say
 from ebpfwire.cli.filters import check_event_names, make_filter
 from ebpfwire.cli.options import add_capture_filters, names_list
@@ -45,8 +51,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
                                layout=layout, arch=arch, strict=not args.lenient,
                                on_damage=damage.record)
         tree = build_tree(capture_items(stream, on_damaged=damage.sample), keep, arch)
-        for note in reader.notes:
-            say(f"{label}: note: {note}")
+        say_notes(label, reader)
     if args.json:
         text = json_text(tree.to_json()) + "\n"
     else:
