@@ -49,6 +49,10 @@ record is under 64 KiB (a perf sample), so a cut one is always searched; a craft
 headers claiming 1 MiB exhausts the credit and each such record is then skipped whole: the
 CRC work stays within twice the file's size plus this bound."""
 
+REPORTS_KEPT = 1000
+"""Damage reports and notes a reader keeps (the first ones); the rest are counted only,
+so a capture of damage or of unknown records is read in constant memory."""
+
 
 class CaptureReader:
     """Reads a capture from a path or a binary file object, streaming, in constant memory.
@@ -59,7 +63,8 @@ class CaptureReader:
     whole-file reader reaches through the chain of record headers), as the reader takes
     it for one. Damaged stretches are skipped
     and recorded in `damage` (and passed to `on_damage`); unknown record types are skipped
-    and recorded in `notes`. With `on_context` set, the context records (PROCESS, CONTAINER)
+    and recorded in `notes`; both keep the first REPORTS_KEPT, `damage_count` and
+    `notes_count` count them all. With `on_context` set, the context records (PROCESS, CONTAINER)
     are given to it, as their ``info``, when they are read, instead of being yielded: a
     process table fed so is ahead of the events, whatever reordering follows. With
     `follow=True` the reader waits for records still being
@@ -90,6 +95,8 @@ class CaptureReader:
         self.idle_timeout = idle_timeout
         self.damage: list[CaptureDamage] = []
         self.notes: list[CaptureDamage] = []
+        self.damage_count = 0
+        self.notes_count = 0
         self._stop = threading.Event()
         if isinstance(path_or_fileobj, io.TextIOBase):
             raise TypeError("expected a path or a binary file object, found a text stream "
@@ -114,8 +121,9 @@ class CaptureReader:
         version-2 record whose header is good (what an appending writer completes)."""
         self.unanchored: list[tuple[int, int]] = []
         """File offset spans [from, to) in which no byte range may start (see split_ranges):
-        one per damaged stretch, from its start to MAX_PAYLOAD bytes after the good record
-        that ended it, where every reader state is again that of a fresh reader."""
+        one per damaged stretch (overlapping ones merged), from its start to MAX_PAYLOAD bytes
+        after the good record that ended it, where every reader state is again that of a
+        fresh reader."""
         try:
             self.header = self._read_header()
             self.start = max(start or 0, self._data_start)
@@ -239,7 +247,9 @@ class CaptureReader:
 
     def _report(self, offset: int, message: str) -> None:
         damage = CaptureDamage(offset, message)
-        self.damage.append(damage)
+        self.damage_count += 1
+        if len(self.damage) < REPORTS_KEPT:
+            self.damage.append(damage)
         if self.on_damage is not None:
             self.on_damage(damage)
 
@@ -344,9 +354,18 @@ class CaptureReader:
             base += pos
             pos = 0
         if bad_at is not None:
-            self.unanchored.append((bad_at, 2**64))
+            self._unanchor(bad_at, 2**64)
             self._report(bad_at, f"{bad_why}; skipped {base + len(buf) - bad_at} bytes "
                                  "to the end of the data")
+
+    def _unanchor(self, low: int, high: int) -> None:
+        """Add a span where no range may start, merged with the last one it overlaps (spans
+        come in file order): one per 1 MiB of damaged file at most, however many records."""
+        spans = self.unanchored
+        if spans and low <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], high))
+        else:
+            spans.append((low, high))
 
     def _resynced(self, bad_at: int, why: str, bad_next: int, found: int) -> tuple[int, int]:
         """End a damaged stretch at the good record at `found`: report it, and return the
@@ -354,7 +373,7 @@ class CaptureReader:
         `found` (the chain of headers is unbroken), else those that start before
         found + MAX_PAYLOAD (a record whose payload could hold `found` ends there)."""
         self.tail_missing = 0
-        self.unanchored.append((bad_at, found + MAX_PAYLOAD))
+        self._unanchor(bad_at, found + MAX_PAYLOAD)
         message = f"{why}; skipped {found - bad_at} bytes to the next good record at offset {found}"
         if found == bad_next:
             self._report(bad_at, message)
@@ -465,9 +484,11 @@ class CaptureReader:
             self._report(offset, f"expected a {RecordType(rtype).name} payload of {want} "
                                  f"bytes, found {length}; record skipped")
         else:
-            self.notes.append(CaptureDamage(offset, (
-                f"skipped a record of unknown type {rtype} ({length} bytes of payload); "
-                "written by a newer ebpfwire?")))
+            self.notes_count += 1
+            if len(self.notes) < REPORTS_KEPT:
+                self.notes.append(CaptureDamage(offset, (
+                    f"skipped a record of unknown type {rtype} ({length} bytes of payload); "
+                    "written by a newer ebpfwire?")))
         return None
 
     def events(

@@ -19,12 +19,14 @@ from ebpfwire.capture import (
     unreadable_capture,
 )
 from ebpfwire.cli.errors import UsageError, say
+from ebpfwire.process.table import ProcessTable
 from ebpfwire.wire.catalogue import check_arch
 from ebpfwire.wire.decoder import decode
 from ebpfwire.wire.errors import DecodeError
 from ebpfwire.wire.layouts import LAYOUTS, Layout, get_layout
 
 HOLD_LIMIT = 256       # samples held back while checking that the layout fits
+HELD_LOST_LIMIT = 1024  # LOST records held so; past it, one per CPU between held samples
 FOLLOW_POLL = 0.05     # s between looks for a file --follow waits for
 
 
@@ -91,18 +93,31 @@ def held_until_fit(records: Iterator[SampleRecord | LostRecord], layout: Layout,
                     label: str) -> Iterator[SampleRecord | LostRecord]:
     """The records, unchanged, once one sample decodes cleanly with the layout.
 
-    Until then records are held back (up to HOLD_LIMIT samples). If none decodes with the
+    Until then records are held back (up to HOLD_LIMIT samples; past HELD_LOST_LIMIT LOST
+    records, a LOST record is added to the count of the last one of its CPU since the
+    last sample held, and a note says how many were). If none decodes with the
     layout while another layout decodes some, or every sample is shorter than the layout's
     header, the layout is wrong for this capture: one UsageError naming the layout tried
     and the ones that fit, instead of an error line per sample.
     """
     held: list[SampleRecord | LostRecord] = []
     samples: list[bytes] = []
+    last_lost: dict[int, LostRecord] = {}   # cpu -> its last LOST since the last sample
+    merged = 0
     for record in records:
-        held.append(record)
         if type(record) is not SampleRecord:
+            if type(record) is LostRecord:
+                if len(held) - len(samples) >= HELD_LOST_LIMIT and record.cpu in last_lost:
+                    last_lost[record.cpu].count += record.count
+                    merged += 1
+                    continue
+                last_lost[record.cpu] = record
+            held.append(record)
             continue
+        held.append(record)
+        last_lost.clear()
         if _clean(record.data, layout, arch):
+            _say_merged(label, merged)
             yield from held
             yield from records
             return
@@ -128,7 +143,29 @@ def held_until_fit(records: Iterator[SampleRecord | LostRecord], layout: Layout,
                 f"none of the {'first ' if len(samples) >= HOLD_LIMIT else ''}{len(samples)} "
                 f"samples ({lengths[0]}..{lengths[-1]} bytes, {short} shorter than the "
                 f"header) decodes with it{hint} (choose with --layout)")
+    _say_merged(label, merged)
     yield from held
+
+
+def _say_merged(label: str, merged: int) -> None:
+    if merged:
+        say(f"{label}: note: {merged} LOST records before the first sample that decodes "
+            "were added to the counts of earlier ones of their CPU")
+
+
+def say_notes(label: str, reader: CaptureReader, table: ProcessTable | None = None) -> None:
+    """The reader's notes on stderr (the records of unknown type it skipped): those it
+    kept, and how many more there were; and the processes ``table`` forgot to stay
+    bounded."""
+    for note in reader.notes:
+        say(f"{label}: note: {note}")
+    if reader.notes_count > len(reader.notes):
+        say(f"{label}: note: and {reader.notes_count - len(reader.notes)} more records of "
+            "unknown type skipped")
+    if table is not None and table.evicted:
+        say(f"{label}: note: {table.evicted} processes were forgotten, least recently seen "
+            f"first, to keep at most {table.max_processes}; events of one met again are "
+            "named by its comm")
 
 
 def regular_size(source: str) -> int | None:

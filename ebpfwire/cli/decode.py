@@ -13,6 +13,7 @@ from ebpfwire.cli.captures import (
     layout_and_arch,
     open_capture,
     regular_size,
+    say_notes,
     source_label,
 )
 from ebpfwire.cli.errors import EXIT_DAMAGED, EXIT_OK, EXIT_USAGE, OutputError, UsageError, say
@@ -67,8 +68,7 @@ class Decoding:
             finally:
                 progress.done()
                 self.out.flush()
-            for note in reader.notes:
-                say(f"{label}: note: {note}")
+            say_notes(label, reader, enricher.table if enricher is not None else None)
 
     def _decode(self, stream: CaptureStream, enricher: Enricher | None, label: str,
                 progress: Progress) -> None:

@@ -82,9 +82,9 @@ def collect_info(reader: CaptureReader, layout: Layout, arch: str, label: str
         "lost_by_cpu": {cpu_label(c): n for c, n in sorted(lost.items())},
         "samples_by_cpu": {cpu_label(c): n for c, n in sorted(samples.items())},
         "first_ts": first, "last_ts": last,
-        "damaged_records": len(reader.damage), "damaged_samples": damaged_samples,
+        "damaged_records": reader.damage_count, "damaged_samples": damaged_samples,
         "damage": [{"offset": d.offset, "message": d.message} for d in reader.damage],
-        "skipped_unknown_records": len(reader.notes),
+        "skipped_unknown_records": reader.notes_count,
         "context": {"processes": reader.context_counts["process"],
                     "containers": reader.context_counts["container"],
                     "containers_by_runtime": dict(sorted(runtimes.items()))},
@@ -139,8 +139,10 @@ def format_info(info: dict[str, Any], header: CaptureHeader, utc: bool) -> str:
                  f"{info['damaged_samples']} samples that do not decode cleanly")
     shown = info["damage"][:DAMAGE_SHOWN]
     lines += [f"  at file offset {d['offset']}: {printable(d['message'])}" for d in shown]
-    if len(info["damage"]) > len(shown):
-        lines.append(f"  ... and {len(info['damage']) - len(shown)} more (--json lists all)")
+    if info["damaged_records"] > len(shown):
+        listed = len(info["damage"])
+        lines.append(f"  ... and {info['damaged_records'] - len(shown)} more (--json lists "
+                     + ("all)" if listed == info["damaged_records"] else f"the first {listed})"))
     lines.append(f"context:      {_context(info)}")
     if info["skipped_unknown_records"]:
         lines.append(f"skipped:      {info['skipped_unknown_records']} records of unknown type")

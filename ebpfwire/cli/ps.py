@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from ebpfwire.capture import CaptureDamage, CaptureStream, SampleRecord
-from ebpfwire.cli.captures import held_until_fit, layout_and_arch, open_capture, source_label
+from ebpfwire.cli.captures import (
+    held_until_fit,
+    layout_and_arch,
+    open_capture,
+    say_notes,
+    source_label,
+)
 from ebpfwire.cli.errors import EXIT_DAMAGED, EXIT_OK, say
 from ebpfwire.cli.filters import check_event_names, make_filter
 from ebpfwire.cli.options import add_capture_filters, add_command, names_list
 from ebpfwire.cli.output import write_stdout
-from ebpfwire.process.tree import build_tree, capture_items
+from ebpfwire.process.tree import build_tree, capture_items, json_text
 from ebpfwire.wire.errors import DecodeError
 from ebpfwire.wire.events import Event
 
@@ -46,10 +51,9 @@ def cmd_ps(args: argparse.Namespace) -> int:
                                layout=layout, arch=arch, strict=not args.lenient,
                                on_damage=damage.record)
         tree = build_tree(capture_items(stream, on_damaged=damage.sample), keep, arch)
-        for note in reader.notes:
-            say(f"{label}: note: {note}")
+        say_notes(label, reader)
     if args.json:
-        text = json.dumps(tree.to_json(), indent=2) + "\n"
+        text = json_text(tree.to_json()) + "\n"
     else:
         lines = tree.lines()
         text = "".join(line + "\n" for line in lines)

@@ -187,7 +187,7 @@ def _decode(split: Split, options: _Options, counts: _Counts) -> Iterator[pa.Rec
                 counts.events += batch.num_rows - (len(lost) - lost.null_count)
                 if batch.num_rows:
                     yield batch
-            counts.damaged += len(reader.damage)
+            counts.damaged += reader.damage_count
     except DecodeError as exc:  # its message names the file and the sample's offset
         raise ExportError(f"{exc}; a lenient export keeps damaged samples as rows with "
                           "errors") from None

@@ -99,9 +99,15 @@ class Enricher(Generic[T]):
             self._kept.clear()
             self._children.clear()
             return
-        kept = self._kept
-        kept.pop(host_pid, None)
-        for child in self._children.pop(host_pid, ()):
+        kept, children = self._kept, self._children
+        entry = kept.pop(host_pid, None)
+        if entry is not None:   # out of its parent's set too: a forgotten pid leaves nothing
+            siblings = children.get(entry[0])
+            if siblings is not None:
+                siblings.discard(host_pid)
+                if not siblings:
+                    del children[entry[0]]
+        for child in children.pop(host_pid, ()):
             kept.pop(child, None)
 
     def _text(self, raw: bytes) -> str:

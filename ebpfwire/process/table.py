@@ -29,6 +29,13 @@ DEFAULT_RETAIN_NS = 30_000_000_000
 """How long (in event time) an exited process stays answerable: events of its children
 and late events merged from other CPUs still find it. KubeArmor keeps 5 s."""
 
+MAX_PROCESSES = 1 << 16
+"""Processes a table with a retention window keeps (in the table, and exited within the
+window, each): past it the least recently seen is forgotten and counted (``evicted``), so
+processes that never exit, or a storm of exits, cannot fill the memory. A forgotten
+process met again is a new one named by its comm. (Least recently seen by the clock
+algorithm: a process with events since the last look is passed over once.)"""
+
 #: Where a program's name comes from, best first.
 SOURCES = ("exec", "snapshot", "fork", "comm")
 
@@ -99,6 +106,7 @@ class Process:
     counts: dict[int, int] = field(default_factory=dict)  # event id -> count
     from_snapshot: bool = False
     pending: ExecRequest | None = None
+    checked: int = -1      # its events when the table last looked for one to forget
 
     @property
     def program(self) -> Program:
@@ -157,17 +165,23 @@ class ProcessTable:
     Feed it the snapshot (:meth:`add_process`), the container records
     (:meth:`add_container`), every event (:meth:`update`, which answers for that event)
     and the losses (:meth:`lost`). Exited processes are dropped ``retain_ns`` of event time
-    after their exit (None keeps them all, for a whole-capture tree).
+    after their exit, and at most ``max_processes`` are kept (None keeps them all, for a
+    whole-capture tree).
     """
 
-    def __init__(self, retain_ns: int | None = DEFAULT_RETAIN_NS, arch: str = "x86_64"):
+    def __init__(self, retain_ns: int | None = DEFAULT_RETAIN_NS, arch: str = "x86_64",
+                 max_processes: int = MAX_PROCESSES):
         self.retain_ns = retain_ns
+        self.max_processes = max_processes
+        self._order: deque[Process] = deque()   # by arrival, for forgetting (_evict)
         self._live: dict[int, Process] = {}
         self._exited: deque[Process] = deque()
         self._replaced: list[Process] = []
+        self._waiting: set[Process] = set()   # those with an exec request pending
         self.containers: dict[tuple[int, int], ContainerInfo] = {}
         self.lost_events = 0
         self.dropped = 0
+        self.evicted = 0   # forgotten before their time, to keep max_processes
         #: Called with a host pid whose answers changed (its life, parent, program, exit), or
         #: None when every answer may have (a container record): for caches of answers.
         self.on_change: Callable[[int | None], None] | None = None
@@ -199,8 +213,7 @@ class ProcessTable:
         process = Process(info.host_pid, info.host_ppid, info.pid, info.uid, info.pid_ns,
                           info.mnt_ns, info.start_ns, [program], {info.comm: info.start_ns},
                           info.cwd, info.container_id, from_snapshot=True)
-        self._live[info.host_pid] = process
-        self._changed(info.host_pid)
+        self._insert(process)
         return process
 
     def add_container(self, info: ContainerInfo) -> None:
@@ -224,8 +237,9 @@ class ProcessTable:
     def lost(self, count: int) -> None:
         """Events were lost here: exec results may never come, so pending ones are dropped."""
         self.lost_events += count
-        for process in self._live.values():
+        for process in self._waiting:   # not every live process: a loss costs O(1) each
             process.pending = None
+        self._waiting.clear()
 
     @property
     def state_event_ids(self) -> frozenset[int]:
@@ -268,9 +282,46 @@ class ProcessTable:
                 program = Program(inherited.exe, inherited.argv, "fork", ts, comm)
         process = Process(host_pid, host_ppid, pid, uid, pid_id, mnt_id, ts, [program],
                           {comm: ts}, cwd)
-        self._live[host_pid] = process
-        self._changed(host_pid)
+        self._insert(process)
         return process
+
+    def _insert(self, process: Process) -> None:
+        live = self._live
+        live[process.host_pid] = process
+        self._changed(process.host_pid)
+        if self.retain_ns is None:
+            return
+        order = self._order
+        order.append(process)
+        if len(live) > self.max_processes:
+            self._evict()
+        elif len(order) > 2 * self.max_processes:   # replaced and dropped ones: amortised
+            self._order = deque(p for p in order if live.get(p.host_pid) is p)
+
+    def _evict(self) -> None:
+        """Forget the process least recently seen (the clock algorithm: one that had events
+        since the last look goes round once more)."""
+        live, order = self._live, self._order
+        while True:
+            process = order.popleft()
+            if live.get(process.host_pid) is not process:
+                continue
+            if process.events != process.checked:
+                process.checked = process.events
+                order.append(process)
+                continue
+            self._forget(process)
+            self.evicted += 1
+            return
+
+    def _forget(self, process: Process) -> bool:
+        """Take a process out of the table; False when it was not in it any more."""
+        if self._live.get(process.host_pid) is not process:
+            return False
+        del self._live[process.host_pid]
+        self._waiting.discard(process)
+        self._changed(process.host_pid)
+        return True
 
     def _reused(self, process: Process) -> bool:
         """For an event naming another parent: True when it cannot be from this process.
@@ -283,12 +334,9 @@ class ProcessTable:
         return parent is not None and not parent.exited and process.host_ppid != 0
 
     def _drop_expired(self, now: int) -> None:
-        retain, exited, live = self.retain_ns, self._exited, self._live
+        retain, exited = self.retain_ns, self._exited
         while exited and exited[0].exit_ns + retain < now:  # type: ignore[operator]
-            process = exited.popleft()
-            if live.get(process.host_pid) is process:
-                del live[process.host_pid]
-                self._changed(process.host_pid)
+            self._forget(exited.popleft())
             self.dropped += 1
 
     def update(self, event: Event) -> EventContext:
@@ -322,6 +370,7 @@ class ProcessTable:
                                              and self._reused(process)):
             if process.exit_ns is None and self.retain_ns is None:
                 self._replaced.append(process)   # its exit was lost; keep it for the tree
+            self._waiting.discard(process)
             process = self._new_process(ts, pid_id, mnt_id, host_ppid, host_pid, pid, uid,
                                         comm, cwd)
         else:
@@ -372,6 +421,7 @@ class ProcessTable:
                 argv = value
         process.pending = ExecRequest(_absolute(filename, process.cwd), tuple(argv), ts,
                                       event_id)
+        self._waiting.add(process)
 
     def bprm_check(self, process: Process, ts: int, path: str, comm: str) -> None:
         """security_bprm_check of ``path``: the kernel is running the new program now, the
@@ -388,6 +438,7 @@ class ProcessTable:
     def exec_result(self, process: Process, ts: int, retval: int, comm: str) -> None:
         """An execve/execveat exit (the state part of :meth:`update`)."""
         request, process.pending = process.pending, None
+        self._waiting.discard(process)
         if retval != 0 or request is None:
             return               # failed: the old program goes on (or nothing to say)
         current = process.program
@@ -400,8 +451,12 @@ class ProcessTable:
         """do_exit with its wait(2) status (the state part of :meth:`update`)."""
         process.exit_ns, process.exit_status = ts, status
         process.pending = None
-        self._exited.append(process)
+        self._waiting.discard(process)
+        exited = self._exited
+        exited.append(process)
         self._changed(process.host_pid)
+        if self.retain_ns is not None and len(exited) > self.max_processes:
+            self.evicted += self._forget(exited.popleft())
 
     def _start_program(self, process: Process, program: Program) -> None:
         process.programs.append(program)

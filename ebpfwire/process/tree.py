@@ -9,9 +9,11 @@ only processes with matching events are shown, with their ancestors to place the
 
 from __future__ import annotations
 
+import json
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from ebpfwire.capture import CaptureReader, CaptureStream, LostRecord, SampleRecord
 from ebpfwire.capture.snapshot import ContainerInfo, ProcessInfo
@@ -52,13 +54,25 @@ def _container_text(process: Process, container: ContainerInfo | None) -> str:
     return ""
 
 
-def _above(node: TreeNode, other: TreeNode) -> bool:
-    """True when ``node`` is ``other`` or one of its ancestors (linking would loop)."""
-    while other is not None:
-        if other is node:
-            return True
-        other = other.parent
-    return False
+def _top_of(node: TreeNode, tops: dict[int, TreeNode]) -> TreeNode:
+    """The top of the tree ``node`` is linked in so far (union-find, paths halved):
+    linking a node under one below it would loop; this tells it in near constant time,
+    where walking up the ancestors takes time of the depth, which the capture controls."""
+    while True:
+        up = tops.get(id(node), node)
+        if up is node:
+            return node
+        above = tops.get(id(up), up)
+        tops[id(node)] = above
+        node = above
+
+
+class _Lives(NamedTuple):
+    """The lives of one host pid, by start: for finding a parent's life by bisection."""
+
+    lives: list[Process]
+    starts: list[int]
+    met: list[Process]     # the first two not from the snapshot
 
 
 class ProcessTree:
@@ -95,18 +109,21 @@ class ProcessTree:
 
     # -- the tree
 
-    def _parent_of(self, process: Process, lives: dict[int, list[Process]]) -> Process | None:
+    def _parent_of(self, process: Process, lives: dict[int, _Lives]) -> Process | None:
         parent = self._parents.get(id(process))
         if parent is not None:
             return parent
         # not known when it was first seen (the parent's first event came later, or it is
         # a snapshot entry): the life of the parent's pid that had started by then, else
         # the first one met (a process seen only after its child was alive then)
-        candidates = [life for life in lives.get(process.host_ppid, ()) if life is not process]
-        older = [life for life in candidates if life.start_ns <= process.start_ns]
+        known = lives.get(process.host_ppid)
+        if known is None:
+            return None
+        older = known.lives[:bisect_right(known.starts, process.start_ns)][-2:]
+        older = [life for life in older if life is not process]
         if older:
             return older[-1]
-        later = [life for life in candidates if not life.from_snapshot]
+        later = [life for life in known.met[:2] if life is not process]
         return later[0] if later else None
 
     def roots(self) -> list[TreeNode]:
@@ -116,9 +133,16 @@ class ProcessTree:
             if self.keep is not None and not node.counts:
                 continue
             shown[key] = TreeNode(node.process, node.counts)
-        lives: dict[int, list[Process]] = {}
+        lives: dict[int, _Lives] = {}
         for process in sorted(self.table.processes(), key=lambda p: p.start_ns):
-            lives.setdefault(process.host_pid, []).append(process)
+            known = lives.get(process.host_pid)
+            if known is None:
+                known = lives[process.host_pid] = _Lives([], [], [])
+            known.lives.append(process)
+            known.starts.append(process.start_ns)
+            if not process.from_snapshot and len(known.met) < 2:
+                known.met.append(process)
+        tops: dict[int, TreeNode] = {}   # id(node) -> a node above it (see _top_of)
         pending = list(shown.values())
         while pending:   # bring in the ancestors of every shown process
             node = pending.pop()
@@ -129,9 +153,11 @@ class ProcessTree:
             if parent_node is None:
                 parent_node = shown[id(parent)] = TreeNode(parent)
                 pending.append(parent_node)
-            if not _above(node, parent_node):
+            top = _top_of(parent_node, tops)
+            if top is not node:   # node, not linked yet, is a top; not above its parent
                 node.parent = parent_node
                 parent_node.children.append(node)
+                tops[id(node)] = top
         for node in shown.values():
             node.children.sort(key=lambda child: (child.process.start_ns, child.process.host_pid))
         roots = [node for node in shown.values() if node.parent is None]
@@ -168,45 +194,102 @@ class ProcessTree:
         return "  ".join(parts)
 
     def lines(self) -> list[str]:
-        """The tree drawn as ``pstree`` does, one process a line."""
+        """The tree drawn as ``pstree`` does, one process a line (depth first, without
+        recursion: a capture's fork chain may be any depth)."""
         out: list[str] = []
-
-        def walk(node: TreeNode, prefix: str, last: bool, top: bool) -> None:
+        # (node, prefix, last child of its parent, a root)
+        stack = [(root, "", True, True) for root in reversed(self.roots())]
+        while stack:
+            node, prefix, last, top = stack.pop()
             branch = "" if top else ("└─" if last else "├─")
             out.append(prefix + branch + self.describe(node))
             inner = prefix + ("" if top else ("  " if last else "│ "))
-            for index, child in enumerate(node.children):
-                walk(child, inner, index == len(node.children) - 1, False)
-
-        for root in self.roots():
-            walk(root, "", True, True)
+            children = node.children
+            stack.extend((child, inner, index == len(children) - 1, False)
+                         for index, child in reversed(list(enumerate(children))))
         return out
 
+    def _json(self, node: TreeNode) -> dict[str, Any]:
+        """One process as :meth:`to_json` gives it, its ``children`` still empty."""
+        process = node.process
+        container = self._containers.get(id(process))
+        return {
+            "host_pid": process.host_pid, "host_ppid": process.host_ppid,
+            "pid": process.pid, "uid": process.uid,
+            "programs": [{"exe": p.exe, "argv": list(p.argv), "source": p.source,
+                          "since": p.since, "comm": p.comm} for p in process.programs],
+            "comms": list(process.comms), "start_ns": process.start_ns,
+            "from_snapshot": process.from_snapshot, "exit_ns": process.exit_ns,
+            "exit_status": process.exit_status,
+            "exit": (exit_status_text(process.exit_status)
+                     if process.exit_status is not None else None),
+            "events": node.events, "counts": dict(node.counts),
+            "pid_ns": process.pid_ns, "mnt_ns": process.mnt_ns,
+            "container_id": (container.container_id if container is not None
+                             else process.container_id),
+            "runtime": container.runtime if container is not None else None,
+            "children": [],
+        }
+
     def to_json(self) -> list[dict[str, Any]]:
-        """The tree as nested dicts (the same facts as :meth:`lines`, not abbreviated)."""
+        """The tree as nested dicts (the same facts as :meth:`lines`, not abbreviated),
+        built without recursion; :func:`json_text` writes it at any depth."""
+        top: list[dict[str, Any]] = []
+        stack = [(root, top) for root in reversed(self.roots())]
+        while stack:
+            node, siblings = stack.pop()
+            made = self._json(node)
+            siblings.append(made)
+            stack.extend((child, made["children"]) for child in reversed(node.children))
+        return top
 
-        def build(node: TreeNode) -> dict[str, Any]:
-            process = node.process
-            container = self._containers.get(id(process))
-            return {
-                "host_pid": process.host_pid, "host_ppid": process.host_ppid,
-                "pid": process.pid, "uid": process.uid,
-                "programs": [{"exe": p.exe, "argv": list(p.argv), "source": p.source,
-                              "since": p.since, "comm": p.comm} for p in process.programs],
-                "comms": list(process.comms), "start_ns": process.start_ns,
-                "from_snapshot": process.from_snapshot, "exit_ns": process.exit_ns,
-                "exit_status": process.exit_status,
-                "exit": (exit_status_text(process.exit_status)
-                         if process.exit_status is not None else None),
-                "events": node.events, "counts": dict(node.counts),
-                "pid_ns": process.pid_ns, "mnt_ns": process.mnt_ns,
-                "container_id": (container.container_id if container is not None
-                                 else process.container_id),
-                "runtime": container.runtime if container is not None else None,
-                "children": [build(child) for child in node.children],
-            }
 
-        return [build(root) for root in self.roots()]
+_END = object()
+INDENTED_DEPTH = 64
+"""Containers nested deeper than this are written on one line by :func:`json_text`: the
+indentation of a chain of n processes would otherwise be n² bytes of output."""
+
+
+def json_text(value: Any, indent: int = 2) -> str:
+    """``json.dumps(value, indent=indent)`` without recursion, for dicts and lists nested
+    as deep as a capture's fork chains (json's indenting encoder recurses in Python);
+    below INDENTED_DEPTH as ``json.dumps(value)`` writes them, on one line."""
+    parts: list[str] = []
+    open_: list[tuple[Iterator[Any], bool]] = []   # the containers being written, dict?
+    item, first = value, True
+    while True:
+        if item is not _END:
+            if isinstance(item, dict) and item:
+                parts.append("{")
+                open_.append((iter(item.items()), True))
+                first = True
+            elif isinstance(item, (list, tuple)) and item:
+                parts.append("[")
+                open_.append((iter(item), False))
+                first = True
+            else:
+                parts.append(json.dumps(item))
+                first = False
+        if not open_:
+            return "".join(parts)
+        depth = len(open_)
+        items, is_dict = open_[-1]
+        item = next(items, _END)
+        if item is _END:
+            open_.pop()
+            end = "}" if is_dict else "]"
+            parts.append(end if depth > INDENTED_DEPTH
+                         else "\n" + " " * (indent * (depth - 1)) + end)
+            first = False
+            continue
+        if depth > INDENTED_DEPTH:
+            if not first:
+                parts.append(", ")
+        else:
+            parts.append(("\n" if first else ",\n") + " " * (indent * depth))
+        if is_dict:
+            key, item = item
+            parts.append(json.dumps(key) + ": ")
 
 
 Item = Event | ProcessInfo | ContainerInfo | int
