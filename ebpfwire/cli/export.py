@@ -60,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "container_id), which cost one more pass over each capture")
     add_capture_filters(p, "damaged samples become rows with errors (default: the first "
                         "one stops the export)")
-    p.set_defaults(run=cmd_export)
+    p.set_defaults(run=cmd_export, uses_stdout=False)  # its messages go to stderr only
 
 
 def check_output(path: str, force: bool) -> None:
