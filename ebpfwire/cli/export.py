@@ -105,6 +105,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         ExportError,
         Keep,
         export_parquet,
+        remove_stale_outputs,
     )
 
     names = check_event_names(names_list(args.event))
@@ -113,6 +114,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     keep = None
     if names or args.pid is not None or args.comm is not None or args.failed:
         keep = Keep(frozenset(names), args.pid, args.comm, args.failed)
+    for path in remove_stale_outputs(args.output):
+        say(f"{path}: removed: the temporary output of an export that was killed")
     progress = Progress()
     old_term = signal.signal(signal.SIGTERM, _terminated)
     try:
