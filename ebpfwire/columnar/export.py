@@ -16,6 +16,7 @@ with their parent.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import re
@@ -31,7 +32,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_all_start_methods, get_context
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -64,6 +65,8 @@ TEMP_SUFFIX = ".tmp"
 #: random characters of tempfile.mkstemp/mkdtemp
 _TEMP_MIDDLE = re.compile(r"([1-9][0-9]*)\.[a-z0-9_]{8}")
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_STOPS = {signal.SIGINT, signal.SIGTERM}  # what stops an export (KeyboardInterrupt)
+_T = TypeVar("_T")
 
 
 class ExportError(EbpfwireError, ValueError):
@@ -560,9 +563,9 @@ def export_parquet(
             progress(counts.bytes, total, counts.events)
 
     if parts:
-        tmp = tempfile.mkdtemp(dir=parent, prefix=hidden, suffix=TEMP_SUFFIX)
         names = [PART_NAME.format(i) for i in range(len(splits))]
-        try:
+        with _temporary(lambda: tempfile.mkdtemp(dir=parent, prefix=hidden, suffix=TEMP_SUFFIX),
+                        lambda tmp: shutil.rmtree(tmp, ignore_errors=True)) as tmp:
             _chmod_dir(tmp)
             tasks = [(_part_task, split, options, os.path.join(tmp, name))
                      for split, name in zip(splits, names, strict=True)]
@@ -575,13 +578,10 @@ def export_parquet(
                 written = names[:1]
                 _empty(os.path.join(tmp, written[0]), layout_name, context)
             _publish_dir(tmp, out, force)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         files = tuple(os.path.join(out, name) for name in written)
     else:
-        fd, tmp = tempfile.mkstemp(dir=parent, prefix=hidden, suffix=TEMP_SUFFIX)
-        try:
+        with _temporary(lambda: tempfile.mkstemp(dir=parent, prefix=hidden, suffix=TEMP_SUFFIX),
+                        lambda made: _unlink_if_there(made[1])) as (fd, tmp):
             with _ParquetOut(tmp, row_group_rows, fd, background=True) as target:
                 if jobs == 1:
                     for split in splits:
@@ -598,13 +598,33 @@ def export_parquet(
             if target.writer is None:  # no rows at all: still a valid, empty file
                 _empty(tmp, layout_name, context, replace=True)
             _publish_file(tmp, out, force)
-        except BaseException:
-            if os.path.lexists(tmp):
-                os.unlink(tmp)
-            raise
         files = (out,)
     return ExportSummary(counts.events, counts.lost, counts.damaged,
                          time.monotonic() - started, files)
+
+
+@contextlib.contextmanager
+def _temporary(make: Callable[[], _T], remove: Callable[[_T], None]) -> Iterator[_T]:
+    """The temporary output ``make()`` creates, given to ``remove`` if the body fails.
+    SIGINT and SIGTERM wait while it is made: one landing between its creation and this
+    guard would leave it behind (its name reaches no cleanup)."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+    try:
+        made = make()
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        raise
+    try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a stop that came is raised here
+        yield made
+    except BaseException:
+        remove(made)
+        raise
+
+
+def _unlink_if_there(path: str) -> None:
+    if os.path.lexists(path):
+        os.unlink(path)
 
 
 def _chmod_dir(path: str) -> None:
