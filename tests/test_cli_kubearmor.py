@@ -184,9 +184,9 @@ def test_context_capture_table_and_jsonl(tmp_path: Path) -> None:
     status, out, _ = run("decode", "--utc", capture)
     lines = out.splitlines()
     assert status == 0
-    assert lines[0].endswith(' 200 [/usr/bin/bash container 3f2a1b9c0d12] execve("/bin/sh", '
+    assert lines[0].endswith(' 200 ["/usr/bin/bash" container 3f2a1b9c0d12] execve("/bin/sh", '
                              '["sh", "-c", "cat /etc/shadow"]) <unfinished ...>')
-    assert " 300 [/bin/cat container 3f2a1b9c0d12] openat(AT_FDCWD, \"/etc/shadow\"" in out
+    assert " 300 [\"/bin/cat\" container 3f2a1b9c0d12] openat(AT_FDCWD, \"/etc/shadow\"" in out
     assert "-- lost 4 samples on cpu 1 --" in lines
     status, out, _ = run("decode", "--format", "jsonl", capture)
     rows = [json.loads(line) for line in out.splitlines()]

@@ -12,9 +12,10 @@ One module per command; what they share is in small modules of one job each: ``e
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
-from typing import NoReturn
+from typing import IO, NoReturn
 
 from ebpfwire import __version__
 from ebpfwire.cli import decode, export, info, ps, record, stats, summary, trace
@@ -29,6 +30,7 @@ from ebpfwire.cli.errors import (
     UsageError,
     say,
 )
+from ebpfwire.cli.output import guard_stdio, write_stdout
 from ebpfwire.collect import fewer_collections
 
 __all__ = ["bundled_sample", "build_parser", "main"]
@@ -53,6 +55,12 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog.removeprefix(PROG).strip() or 'usage'}: {message} "
                          f"(see {self.prog} --help)")
+
+    def _print_message(self, message: str, file: IO[str] | None = None) -> None:
+        """--help and --version are output like any other: an unwritable stdout is one
+        line and status 74 (argparse would drop it, or print it to stderr instead)."""
+        if message:
+            write_stdout(file or sys.stdout, message)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,12 +88,17 @@ def _quiet_stdout() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (the console script exits with it)."""
+    stdout_closed = guard_stdio()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
         if args.command is None:
+            if stdout_closed:  # the help cannot be shown: say what is missing instead
+                raise UsageError(f"usage: expected a command (see {PROG} --help)")
             parser.print_help()
             return EXIT_USAGE
+        if stdout_closed and vars(args).get("uses_stdout", True):  # before any work
+            raise OutputError(OSError(errno.EBADF, os.strerror(errno.EBADF)))
         with fewer_collections():
             status = args.run(args)
         sys.stdout.flush()  # here, not at interpreter exit, where a failure is a traceback

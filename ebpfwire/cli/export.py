@@ -62,7 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "container_id), which cost one more pass over each capture")
     add_capture_filters(p, "damaged samples become rows with errors (default: the first "
                         "one stops the export)")
-    p.set_defaults(run=cmd_export)
+    p.set_defaults(run=cmd_export, uses_stdout=False)  # its messages go to stderr only
 
 
 def check_output(path: str, force: bool) -> None:
@@ -106,12 +106,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ebpfwire.columnar.export import (  # pyarrow: only for this command
         ExportError,
         export_parquet,
+        remove_stale_outputs,
     )
 
     names = check_event_names(names_list(args.event))
     check_output(args.output, args.force)
     check_inputs(args)
     keep = EventFilter(frozenset(names), args.pid, args.comm, args.failed) or None
+    for path in remove_stale_outputs(args.output):
+        say(f"{path}: removed: the temporary output of an export that was killed")
     progress = Progress()
     old_term = signal.signal(signal.SIGTERM, _terminated)
     try:

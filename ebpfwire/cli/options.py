@@ -71,6 +71,15 @@ def duration_type(text: str) -> float:
     return value
 
 
+def names_type(text: str) -> str:
+    """A comma list of names, at least one: an empty list would mean every event."""
+    if not any(name.strip() for name in text.split(",")):
+        raise argparse.ArgumentTypeError(
+            f"expected a comma list of one or more names (leave the option out for every "
+            f"event), found {text!r}")
+    return text
+
+
 def names_list(values: Iterable[str] | None) -> list[str]:
     """The names of a repeatable comma-list option (--events a,b --events c), blanks dropped."""
     return [name.strip() for value in values or () for name in value.split(",") if name.strip()]
@@ -91,7 +100,7 @@ def add_capture_filters(p: argparse.ArgumentParser, lenient_help: str, utc: bool
     every command that reads whole captures (decode, ps, summary, export)."""
     add_decoding_options(p, utc)
     p.add_argument("--lenient", action="store_true", help=lenient_help)
-    p.add_argument("--event", action="append", metavar="NAME",
+    p.add_argument("--event", action="append", type=names_type, metavar="NAME",
                    help="only these events (repeat, or a comma list: openat,connect)")
     p.add_argument("--pid", type=pid_type, help="only this pid (namespace or host pid)")
     p.add_argument("--comm", type=comm_type, help="only this task name (exact)")
@@ -103,7 +112,7 @@ def live_options() -> argparse.ArgumentParser:
     """The options of the live commands (record, trace), as a parent parser: what to attach,
     the kernel-side filters, the transport and its size."""
     live = argparse.ArgumentParser(add_help=False)
-    live.add_argument("--events", action="append", metavar="LIST",
+    live.add_argument("--events", action="append", type=names_type, metavar="LIST",
                       help="event groups to attach (comma list; default: all)")
     live.add_argument("--pid", type=pid_type,
                       help="only this process and all its descendants (like strace -f)")

@@ -3,6 +3,10 @@ the progress line on a terminal."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import io
+import os
 import sys
 import time
 from typing import TextIO
@@ -16,6 +20,45 @@ from ebpfwire.wire.events import Event
 # stays small enough to be made and encoded in the CPU's cache
 WRITE_LIMIT = 1 << 18
 PROGRESS_EVERY = 0.25  # s between progress updates on a terminal
+
+
+class ClosedStdout(io.TextIOBase):
+    """``sys.stdout`` of a run started with it closed (``>&-``): every write fails as a
+    write to a closed descriptor does (EBADF), so it ends as any unwritable stdout."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+
+
+def guard_stdio() -> bool:
+    """Make a run started with stdin, stdout or stderr closed safe; True if stdout was.
+
+    Each closed descriptor gets /dev/null, so no file opened later takes its number (a
+    capture or Parquet file on fd 2 would receive any library's messages). Messages to a
+    closed stderr are then dropped, never fatal; a closed stdin reads as empty; a closed
+    stdout fails every write (:class:`ClosedStdout`).
+    """
+    closed = set()
+    for fd in (0, 1, 2):
+        try:
+            fcntl.fcntl(fd, fcntl.F_GETFD)
+        except OSError:
+            closed.add(fd)
+            null = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    if sys.stdin is None or 0 in closed:
+        sys.stdin = open(os.devnull)  # the process's own, open until it exits
+    if sys.stderr is None or 2 in closed:
+        sys.stderr = open(os.devnull, "w")
+    if sys.stdout is None or 1 in closed:
+        sys.stdout = ClosedStdout()
+        return True
+    return False
 
 
 def write_stdout(stream: TextIO, text: str) -> None:
@@ -105,9 +148,7 @@ class Progress:
         return max(now - self.started, 1e-9)
 
     def _show(self, text: str) -> None:
-        sys.stderr.write(f"\r{text}\x1b[K")
-        sys.stderr.flush()
-        self.shown = True
+        self.shown = _to_stderr(f"\r{text}\x1b[K")
 
     def update(self, records: int, events: int, offset: int) -> None:
         """Decode's line: records read, events/s, where in the file."""
@@ -133,8 +174,17 @@ class Progress:
     def done(self, keep: bool = False) -> None:
         """Erase the line, or end it (``keep``) so that it stays on the terminal."""
         if self.shown:
-            sys.stderr.write("\n" if keep else "\r\x1b[K")
-            sys.stderr.flush()
+            _to_stderr("\n" if keep else "\r\x1b[K")
+
+
+def _to_stderr(text: str) -> bool:
+    """Write a progress update; a terminal gone (EIO) or a full stderr is not fatal."""
+    try:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+    except OSError:
+        return False
+    return True
 
 
 def cpu_label(cpu: int) -> str:

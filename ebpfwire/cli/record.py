@@ -159,17 +159,21 @@ def write_context(writer: CaptureWriter, pid: int | None = None,
 
 def cmd_record(args: argparse.Namespace) -> int:
     arch = machine_arch()
+    status = Progress()
     out = create_output(args.output, args.force, args.append, arch)
     writer = out.writer
     events = lost = 0
     with StopSignals() as stop:
-        status = Progress()
         try:
             try:
                 resolver = write_context(writer, args.pid, args.comm)
                 monitor = open_monitor(args)
-            except CaptureWriteError:
-                raise
+            except CaptureWriteError as exc:
+                if out.made is None:
+                    raise  # appending: the capture keeps what it held, and says so below
+                out.discard()  # a header and part of a snapshot would block the next run
+                say(f"{args.output}: {exc.strerror}: nothing recorded; the file is removed")
+                return EXIT_IO
             except BaseException:
                 out.discard()
                 raise
@@ -231,4 +235,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     existing.add_argument("--append", action="store_true",
                           help="add records to the existing capture FILE")
     p.add_argument("--duration", type=duration_type, metavar="S", help="stop after S seconds")
-    p.set_defaults(run=cmd_record)
+    p.set_defaults(run=cmd_record, uses_stdout=False)  # its messages go to stderr only

@@ -16,7 +16,7 @@ import time
 
 from ebpfwire.cli.errors import EXIT_OK, UsageError, say
 from ebpfwire.cli.live import StopSignals, machine_arch
-from ebpfwire.cli.options import add_command, duration_type, names_list, pid_type
+from ebpfwire.cli.options import add_command, duration_type, names_list, names_type, pid_type
 from ebpfwire.cli.output import write_stdout
 from ebpfwire.kernel.stats import (
     MAX_SYSCALLS,
@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ))
     p.add_argument("--duration", type=duration_type, metavar="S",
                    help="stop after S seconds (default: at Ctrl-C or SIGTERM)")
-    p.add_argument("--events", action="append", metavar="LIST",
+    p.add_argument("--events", action="append", type=names_type, metavar="LIST",
                    help="only these syscalls (names or numbers, comma list; default: all)")
     p.add_argument("--pid", type=pid_type,
                    help="only this process and the children it forks from now on")

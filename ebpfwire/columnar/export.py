@@ -8,14 +8,21 @@ memory does not grow with the size of the captures.
 
 Nothing is written in place: the output is built under a hidden temporary name in the
 target's directory and published at the end, exclusively (an existing path is refused
-unless ``force=True``, a link is never followed). A failure removes the temporary output.
+unless ``force=True``, a link is never followed). A failure removes the temporary output;
+one left by a run that was killed (SIGKILL: no cleanup runs) names its dead writer's pid and
+is removed by the next export to the same path (:func:`remove_stale_outputs`). Workers die
+with their parent.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import re
 import shutil
 import signal
+import stat
 import tempfile
 import threading
 import time
@@ -25,7 +32,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_all_start_methods, get_context
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -51,6 +58,16 @@ of a typical workload): small enough that a few ranges in flight stay a few hund
 COMPRESSION = "zstd"
 PART_NAME = "part-{:05d}.parquet"
 _OPEN_EXCL = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+FILE_MODE, DIR_MODE = 0o600, 0o700
+"""Modes of what an export creates whatever the umask, as ``record`` does: captures hold
+command lines, paths and addresses."""
+TEMP_SUFFIX = ".tmp"
+#: the part of a temporary output's name after ".OUT.": the writer's pid, then the 8
+#: random characters of tempfile.mkstemp/mkdtemp
+_TEMP_MIDDLE = re.compile(r"([1-9][0-9]*)\.[a-z0-9_]{8}")
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_STOPS = {signal.SIGINT, signal.SIGTERM}  # what stops an export (KeyboardInterrupt)
+_T = TypeVar("_T")
 
 
 class ExportError(EbpfwireError, ValueError):
@@ -223,8 +240,8 @@ def _part_task(split: Split, options: _Options, path: str) -> tuple[_Counts, boo
 
 
 class _ParquetOut:
-    """A Parquet file created exclusively (never through a link), mode 0600: captures hold
-    command lines, paths and addresses. Opened on the first batch; empty if none came.
+    """A Parquet file created exclusively (never through a link), mode FILE_MODE whatever
+    the umask. Opened on the first batch; empty if none came.
 
     With `background`, row groups are encoded and compressed by a thread (Arrow releases the
     GIL there) while the caller decodes the next rows; at most two writes wait for it.
@@ -234,7 +251,8 @@ class _ParquetOut:
                  background: bool = False):
         self.path = path
         self.row_group_rows = row_group_rows
-        self.fd = os.open(path, _OPEN_EXCL, 0o600) if fd is None else fd
+        self.fd = os.open(path, _OPEN_EXCL, FILE_MODE) if fd is None else fd
+        os.fchmod(self.fd, FILE_MODE)  # the umask took bits off at creation (000 under 777)
         self.file = _native_file(self.fd)
         self.writer: pq.ParquetWriter | None = None
         self.thread = ThreadPoolExecutor(1) if background else None
@@ -306,12 +324,102 @@ def _start_method() -> str:
     return "spawn"
 
 
-def _quiet_worker() -> None:
-    """Ctrl-C is the parent's to handle: a worker just stops when the pool is shut down."""
+def _start_worker(parent: int) -> None:
+    """A worker dies with its parent, even one killed by SIGKILL (Linux: the parent's death
+    signal), and ignores Ctrl-C, the parent's to handle: it stops when the pool is shut
+    down."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGKILL), ctypes.c_ulong(0),
+                  ctypes.c_ulong(0), ctypes.c_ulong(0)) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
+    if os.getppid() != parent:  # the parent died before the death signal was set
+        os._exit(1)
 
 
 # --------------------------------------------------------------------------- output
+
+
+def _temp_prefix(out: str) -> str:
+    """The start of `out`'s temporary output names: hidden, and naming this process, so
+    that a later export can tell the leftovers of a killed one."""
+    return f".{os.path.basename(out)}.{os.getpid()}."
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie is not: it can write nothing more)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            return file.read().rpartition(b")")[2].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
+def remove_stale_outputs(out: str | os.PathLike[str]) -> list[str]:
+    """Remove the temporary outputs that exports to `out` killed earlier left behind; the
+    paths removed.
+
+    Only names of this module's pattern (``.OUT.<pid>.<random>.tmp`` in OUT's directory)
+    whose pid is no longer running, owned by this user: a regular file (removed by name),
+    or a directory of mode DIR_MODE holding only regular files (a ``parts`` output; what
+    only its owner could have put there). Nothing is followed: a link, or anything else,
+    is left alone, as is a directory whose content is not as expected.
+    """
+    out = os.fspath(out)
+    parent = os.path.dirname(os.path.abspath(out))
+    prefix = f".{os.path.basename(out)}."
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(TEMP_SUFFIX)):
+            continue
+        match = _TEMP_MIDDLE.fullmatch(name[len(prefix):-len(TEMP_SUFFIX)])
+        if match is None or _running(int(match[1])):
+            continue
+        path = os.path.join(parent, name)
+        try:
+            if _remove_ours(path):
+                removed.append(path)
+        except OSError:  # gone meanwhile, or not ours to remove: left as it is
+            continue
+    return removed
+
+
+def _remove_ours(path: str) -> bool:
+    """Remove `path` if it is a regular file or a parts directory this user made; never
+    through a link (lstat, O_NOFOLLOW, names unlinked relative to the opened directory)."""
+    info = os.lstat(path)
+    if info.st_uid != os.geteuid():
+        return False
+    if stat.S_ISREG(info.st_mode):
+        os.unlink(path)  # the name only, whatever it is by now
+        return True
+    if not stat.S_ISDIR(info.st_mode) or stat.S_IMODE(info.st_mode) != DIR_MODE:
+        return False
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        opened = os.fstat(fd)
+        if (opened.st_dev, opened.st_ino) != (info.st_dev, info.st_ino):
+            return False
+        entries = os.listdir(fd)
+        if not all(stat.S_ISREG(os.stat(entry, dir_fd=fd, follow_symlinks=False).st_mode)
+                   for entry in entries):
+            return False
+        for entry in entries:
+            os.unlink(entry, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(path)  # only an empty directory; a link there now is refused (ENOTDIR)
+    return True
 
 
 def _claim(out: str, force: bool) -> None:
@@ -404,6 +512,7 @@ def export_parquet(
         raise ExportError(f"expected jobs, row_group_rows and split_bytes >= 1, found "
                           f"{jobs}, {row_group_rows}, {split_bytes}")
     _claim(out, force)
+    remove_stale_outputs(out)
     checked, layout_name = check_captures(sources, layout, arch)
     size = sum(os.path.getsize(path) for path in checked)
     if context and len(checked) == 1:
@@ -418,7 +527,7 @@ def export_parquet(
     total = sum(split.end - split.start for split in splits)  # the records' bytes
     options = _Options(layout, arch, strict, keep, row_group_rows)
     parent = os.path.dirname(os.path.abspath(out))
-    hidden = f".{os.path.basename(out)}."
+    hidden = _temp_prefix(out)
     counts = _Counts()
 
     def tick(done: _Counts) -> None:
@@ -427,9 +536,10 @@ def export_parquet(
             progress(counts.bytes, total, counts.events)
 
     if parts:
-        tmp = tempfile.mkdtemp(dir=parent, prefix=hidden, suffix=".tmp")
         names = [PART_NAME.format(i) for i in range(len(splits))]
-        try:
+        with _temporary(lambda: tempfile.mkdtemp(dir=parent, prefix=hidden, suffix=TEMP_SUFFIX),
+                        lambda tmp: shutil.rmtree(tmp, ignore_errors=True)) as tmp:
+            _chmod_dir(tmp)
             tasks = [(_part_task, split, options, os.path.join(tmp, name))
                      for split, name in zip(splits, names, strict=True)]
             written = []
@@ -441,13 +551,10 @@ def export_parquet(
                 written = names[:1]
                 _empty(os.path.join(tmp, written[0]), layout_name, context)
             _publish_dir(tmp, out, force)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         files = tuple(os.path.join(out, name) for name in written)
     else:
-        fd, tmp = tempfile.mkstemp(dir=parent, prefix=hidden, suffix=".tmp")
-        try:
+        with _temporary(lambda: tempfile.mkstemp(dir=parent, prefix=hidden, suffix=TEMP_SUFFIX),
+                        lambda made: _unlink_if_there(made[1])) as (fd, tmp):
             with _ParquetOut(tmp, row_group_rows, fd, background=True) as target:
                 if jobs == 1:
                     for split in splits:
@@ -464,13 +571,43 @@ def export_parquet(
             if target.writer is None:  # no rows at all: still a valid, empty file
                 _empty(tmp, layout_name, context, replace=True)
             _publish_file(tmp, out, force)
-        except BaseException:
-            if os.path.lexists(tmp):
-                os.unlink(tmp)
-            raise
         files = (out,)
     return ExportSummary(counts.events, counts.lost, counts.damaged,
                          time.monotonic() - started, files)
+
+
+@contextlib.contextmanager
+def _temporary(make: Callable[[], _T], remove: Callable[[_T], None]) -> Iterator[_T]:
+    """The temporary output ``make()`` creates, given to ``remove`` if the body fails.
+    SIGINT and SIGTERM wait while it is made: one landing between its creation and this
+    guard would leave it behind (its name reaches no cleanup)."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+    try:
+        made = make()
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        raise
+    try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a stop that came is raised here
+        yield made
+    except BaseException:
+        remove(made)
+        raise
+
+
+def _unlink_if_there(path: str) -> None:
+    if os.path.lexists(path):
+        os.unlink(path)
+
+
+def _chmod_dir(path: str) -> None:
+    """DIR_MODE on the directory just made at `path` (mkdtemp's mode less the umask),
+    through a descriptor opened without following a link."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fchmod(fd, DIR_MODE)
+    finally:
+        os.close(fd)
 
 
 def _empty(path: str, layout: str, context: bool, replace: bool = False) -> None:
@@ -491,7 +628,7 @@ def _run(tasks: list[tuple[Any, ...]], jobs: int) -> Iterator[tuple[_Counts, Any
         return
     workers = min(jobs, len(tasks))
     pool = ProcessPoolExecutor(workers, mp_context=get_context(_start_method()),
-                               initializer=_quiet_worker)
+                               initializer=_start_worker, initargs=(os.getpid(),))
     pending: deque[Future] = deque()
     queue = iter(tasks)
     try:

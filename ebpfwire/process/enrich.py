@@ -12,6 +12,7 @@ raw shape is untouched.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -26,9 +27,10 @@ from ebpfwire.wire.catalogue import DO_EXIT
 from ebpfwire.wire.decoder import decode, walk_args
 from ebpfwire.wire.events import Event
 from ebpfwire.wire.layouts import COMM, EVENT_ID, EXTRA, HOST_PID, HOST_PPID, MNT_ID, PID_ID, Layout
-from ebpfwire.wire.text import printable
+from ebpfwire.wire.text import quote
 
 _CACHE_LIMIT = 1 << 16   # entries per cache (texts, programs, answers); cleared when full
+_HEX = re.compile(r"[0-9a-f]+")  # a container id as runtimes write it
 T = TypeVar("T")
 
 
@@ -222,12 +224,15 @@ class Enricher(Generic[T]):
 
 def table_context(program: Program | None, parent: Program | None,
                   container_id: str | None) -> str:
-    """What a table line shows after the pid (a ``make`` of :class:`Enricher`): ``[exe]``
-    when the program is known, and the container's short id when the process is not on
-    the host; "" when neither."""
+    """What a table line shows after the pid (a ``make`` of :class:`Enricher`):
+    ``["exe"]`` when the program is known, and the container's short id when the process
+    is not on the host; "" when neither. The path is quoted and escaped as the arguments'
+    paths are, and an id that is not hex digits is too: neither can forge text of the line.
+    """
     parts = []
     if program is not None and program.known:
-        parts.append(printable(program.exe))
+        parts.append(quote(program.exe))
     if container_id:
-        parts.append("container " + printable(container_id[:12]))
+        short = container_id[:12]
+        parts.append("container " + (short if _HEX.fullmatch(short) else quote(short)))
     return "[" + " ".join(parts) + "]" if parts else ""
