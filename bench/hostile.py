@@ -12,8 +12,11 @@ process, not the sum.
 
 Verdicts, per doubling of the size: "linear" when CPU grows at most 2.6x, "flat" when peak
 RSS grows at most 1.3x, "bounded" when it grew from 1x to 2x but not from 2x to 4x (a bound
-was reached), else GROWS. A command that crashes (traceback, signal), exceeds --timeout or
---max-rss, is flagged too; exit statuses 0/1/2 are what damage may give.
+was reached), else GROWS. Startup costs hide growth from these ratios on small captures, so
+an increment from 2x to 4x that is at least 3 times (CPU, and 1 s or more) or 1.5 times (RSS,
+4 MiB or more) the one from 1x to 2x is flagged too: SUPERLINEAR, CREEPS. A command that
+crashes (traceback, signal) or exceeds --timeout or --max-rss is flagged; exit statuses
+0/1/2 are what damage may give.
 """
 
 from __future__ import annotations
@@ -193,6 +196,8 @@ CLASSES: dict[str, tuple[str, Callable[[int], Iterator[bytes]], int, list[list[s
     "cut-record": ("a cut record every 5 intact ones (intact)", cut_then_intact, 40_000, WITH_RAW),
 }
 FACTORS = (1, 2, 4)
+CPU_RATIO, RSS_RATIO = 2.6, 1.3  # per doubling: linear time (with noise), flat memory
+CPU_STEP, RSS_STEP = 1.0, 4.0  # s, MiB: the least last increment that can count as growth
 
 # ------------------------------------------------------------------ running a command
 
@@ -281,17 +286,28 @@ def write_capture(path: str, records: Iterator[bytes]) -> int:
 
 
 def verdict(cpu: list[float], rss: list[float]) -> str:
+    """The brief's ratio rules, plus the increments: startup (0.3 s, 30-150 MiB) hides the
+    growth of small captures from the ratios, while an increment that doubles (or more) with
+    the size is growth whatever the start costs."""
     if any(math.isnan(x) for x in cpu + rss):
         return "not measured"
     c1, c2 = cpu[1] / max(cpu[0], 1e-3), cpu[2] / max(cpu[1], 1e-3)
     r1, r2 = rss[1] / rss[0], rss[2] / rss[1]
-    time_word = "linear" if max(c1, c2) <= 2.6 else "GROWS (CPU)"
-    if max(r1, r2) <= 1.3:
-        mem_word = "flat"
-    elif r2 <= 1.3:
+    cd1, cd2, rd1, rd2 = cpu[1] - cpu[0], cpu[2] - cpu[1], rss[1] - rss[0], rss[2] - rss[1]
+    if max(c1, c2) > CPU_RATIO:
+        time_word = "GROWS (CPU)"
+    elif cd2 >= CPU_STEP and cd2 >= 3 * max(cd1, 0):
+        time_word = f"SUPERLINEAR (CPU +{cd1:.2f}, +{cd2:.2f} s)"
+    else:
+        time_word = "linear"
+    if r2 > RSS_RATIO:
+        mem_word = "GROWS (RSS)"
+    elif rd2 >= RSS_STEP and rd2 >= 1.5 * max(rd1, 0):
+        mem_word = f"CREEPS (RSS +{rd1:.1f}, +{rd2:.1f} MiB)"
+    elif r1 > RSS_RATIO:
         mem_word = "bounded"
     else:
-        mem_word = "GROWS (RSS)"
+        mem_word = "flat"
     return f"{time_word}, {mem_word}"
 
 
@@ -332,7 +348,7 @@ def main() -> int:
                         problems.setdefault(r["problem"], []).append(f"{factor}x")
                 for problem, factors in problems.items():
                     word += f"; {','.join(factors)}: {problem}"
-                if "GROWS" in word or problems:
+                if problems or any(w in word for w in ("GROWS", "SUPERLINEAR", "CREEPS")):
                     flagged += 1
                     word = "!! " + word
                 for i, ((n, _, nbytes), r) in enumerate(zip(paths, results, strict=True)):
