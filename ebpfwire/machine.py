@@ -57,3 +57,14 @@ def boot_time_ns() -> int:
     """Wall-clock ns of boot: add a bpf_ktime_get_ns() value (CLOCK_MONOTONIC) to show it
     as wall-clock time."""
     return time.time_ns() - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+def require_process(pid: int) -> None:
+    """ValueError unless a process ``pid`` runs here: a filter on a pid that is not there
+    would wait for events that never come."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        raise ValueError(f"pid {pid}: no such process") from None
+    except PermissionError:  # it is there, owned by another user
+        pass

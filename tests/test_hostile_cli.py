@@ -402,3 +402,17 @@ def test_the_table_quotes_the_program_and_an_odd_container_id(tmp_path: Path):
     assert last.endswith(' x 200 ["/tmp/x] openat(AT_FDCWD, \\"/etc/shadow\\", O_RDONLY) = 3 '
                          '[\\\\" container "] x ["] openat(AT_FDCWD, "/etc/hosts", '
                          'O_RDONLY) = 3')
+
+
+@pytest.mark.live
+@pytest.mark.parametrize("command", ["record", "trace"])
+def test_a_pid_that_does_not_exist_is_refused_and_nothing_is_left(tmp_path, command):
+    """record/trace --pid of a missing pid recorded nothing forever without a word."""
+    out = tmp_path / "x.ewcap"
+    argv = [sys.executable, "-m", "ebpfwire", command, "--pid", "4194304"]
+    if command == "record":
+        argv += ["-o", str(out)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=ENV)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == "ebpfwire: pid 4194304: no such process\n"
+    assert not out.exists()

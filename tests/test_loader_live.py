@@ -179,13 +179,14 @@ def _wait_gone(ids: set[int], listing) -> set[int]:
 @pytest.mark.live
 @needs_object
 def test_close_leaves_nothing_in_the_kernel():
+    sleeper = subprocess.Popen(["sleep", "30"])  # --pid needs a process that is there
     fds_before = set(os.listdir("/proc/self/fd"))
-    mon = Monitor(events=["close", "tcp"], pid=4321)
+    mon = Monitor(events=["close", "tcp"], pid=sleeper.pid)
     raw = syscalls.map_lookup(mon.map_fds["config"], bytes(4), MonitorConfig.sizeof())
     config = MonitorConfig.parse(raw)
-    assert (config.ready, config.filter_tgid, config.ignore_tgid) == (1, 4321, os.getpid())
+    assert (config.ready, config.filter_tgid, config.ignore_tgid) == (1, sleeper.pid, os.getpid())
     assert (config.filter_comm, config.comm) == (0, bytes(16))
-    assert syscalls.map_lookup(mon.map_fds["traced"], (4321).to_bytes(4, "little"), 1) == b"\1"
+    assert syscalls.map_lookup(mon.map_fds["traced"], sleeper.pid.to_bytes(4, "little"), 1) == b"\1"
     assert config.upid_size > 0 and config.task_tgid > 0
     prog_ids = {syscalls.object_id(fd, True) for fd in mon.prog_fds.values()}
     map_ids = {syscalls.object_id(fd, False) for fd in mon.map_fds.values()}
@@ -202,6 +203,8 @@ def test_close_leaves_nothing_in_the_kernel():
     assert _wait_gone(prog_ids, syscalls.loaded_programs) == set()
     assert _wait_gone(map_ids, syscalls.loaded_maps) == set()
     assert set(os.listdir("/proc/self/fd")) <= fds_before | {str(fd) for fd in range(3)}
+    sleeper.kill()
+    sleeper.wait()
 
 
 CLANG = shutil.which("clang")

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 
+from ebpfwire import machine
 from ebpfwire.kernel import perf, syscalls
 from ebpfwire.kernel.btf import Btf
 from ebpfwire.kernel.collection import ProgramCollection
@@ -138,6 +139,8 @@ class Monitor:
     ) -> None:
         if pid is not None and not 0 < pid <= PID_MAX:
             raise ValueError(f"pid must be between 1 and {PID_MAX}, got {pid}")
+        if pid is not None:
+            machine.require_process(pid)
         if transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
         if ring_bytes is not None and (ring_bytes <= 0 or ring_bytes > 1 << 30):

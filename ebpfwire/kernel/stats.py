@@ -153,10 +153,7 @@ class SyscallStats:
             raise LoaderError(f"syscall statistics: {exc}") from None
         wanted = None if syscalls is None else _syscall_numbers(syscalls, self.arch)
         if pid is not None:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                raise ValueError(f"pid {pid}: no such process") from None
+            machine.require_process(pid)
         self.object = read_object(object_path or bundled_stats_object())
         self.programs = [
             p for p in self.object.programs if pid is not None or p.name != "stats__fork"
