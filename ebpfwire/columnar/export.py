@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from multiprocessing import get_all_start_methods, get_context
 from typing import Any, TypeVar
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -54,6 +55,12 @@ ROW_GROUP_ROWS = 1 << 17
 SPLIT_BYTES = 8 << 20
 """Default size of the capture byte range one worker decodes at a time (about 60,000 events
 of a typical workload): small enough that a few ranges in flight stay a few hundred MB."""
+
+ARGV_VALUES_MAX = 1 << 20
+"""The ``process.argv`` elements, counted row by row, that one Parquet write takes. Parquet
+stores a list per row, so its writer spends some 25 bytes per element of every row's argv,
+where the Arrow rows share each distinct argv (a list view): past it, rows go to the next
+row group. Processes with long command lines make smaller row groups, not more memory."""
 
 COMPRESSION = "zstd"
 PART_NAME = "part-{:05d}.parquet"
@@ -265,13 +272,14 @@ class _ParquetOut:
             data = _conform(data, self.writer.schema)
         if isinstance(data, pa.RecordBatch):
             data = pa.Table.from_batches([data])
-        if self.thread is None:
-            self.writer.write_table(data, row_group_size=self.row_group_rows)
-            return
-        while len(self.pending) >= 2:
-            self.pending.popleft().result()
-        self.pending.append(self.thread.submit(self.writer.write_table, data,
-                                               row_group_size=self.row_group_rows))
+        for part in _argv_bounded(data):
+            if self.thread is None:
+                self.writer.write_table(part, row_group_size=self.row_group_rows)
+                continue
+            while len(self.pending) >= 2:
+                self.pending.popleft().result()
+            self.pending.append(self.thread.submit(self.writer.write_table, part,
+                                                   row_group_size=self.row_group_rows))
 
     def close(self) -> None:
         try:
@@ -292,6 +300,25 @@ class _ParquetOut:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _argv_bounded(table: pa.Table) -> Iterator[pa.Table]:
+    """`table` in slices (views, no copy) of at most ARGV_VALUES_MAX argv elements, each
+    slice at least a row."""
+    if "process" not in table.column_names or not table.num_rows:
+        yield table
+        return
+    argv = pc.struct_field(table["process"], "argv")
+    ends = np.cumsum(pc.fill_null(pc.list_value_length(argv), 0).to_numpy())
+    if ends[-1] <= ARGV_VALUES_MAX:
+        yield table
+        return
+    start = 0
+    while start < table.num_rows:
+        before = ends[start - 1] if start else 0
+        end = max(int(np.searchsorted(ends, before + ARGV_VALUES_MAX, "right")), start + 1)
+        yield table.slice(start, end - start)
+        start = end
 
 
 def _native_file(fd: int) -> Any:

@@ -37,8 +37,10 @@ from ebpfwire.process.enrich import Enricher
 from ebpfwire.process.table import Program
 from ebpfwire.wire.layouts import Layout, get_layout
 
-PROCESS_TYPE = pa.struct([("exe", pa.string()), ("argv", pa.list_(pa.string())),
+PROCESS_TYPE = pa.struct([("exe", pa.string()), ("argv", pa.list_view(pa.string())),
                           ("source", pa.string())])
+"""``argv`` is a list view: the rows of one answer share one range of its values, so a
+batch holds each distinct argv once, whatever its rows (a list would copy it per row)."""
 PARENT_TYPE = pa.struct([("exe", pa.string()), ("source", pa.string())])
 FIELDS: list[tuple[str, pa.DataType]] = [
     ("process", PROCESS_TYPE), ("parent_process", PARENT_TYPE), ("container_id", pa.string()),
@@ -88,16 +90,29 @@ def columns(values: Sequence[Value], ids: np.ndarray) -> list[pa.Array]:
     the distinct values those rows use and one ``take`` each."""
     placed = ids >= 0
     used, inverse = np.unique(ids[placed], return_inverse=True)
-    chosen = [values[number] for number in used.tolist()]
-    index = np.zeros(len(ids), np.int32)
+    # the distinct values, then one more: null, for the rows without an answer
+    chosen: list[Value] = [values[number] for number in used.tolist()]
+    chosen.append((None, None, None))
+    index = np.full(len(ids), len(chosen) - 1, np.int32)
     index[placed] = inverse
-    where = pa.array(index, mask=~placed)
-    process = pa.array([None if p is None else {"exe": p[0], "argv": list(p[1]), "source": p[2]}
-                        for p, _, _ in chosen], PROCESS_TYPE)
+    where = pa.array(index)
+    programs = [p for p, _, _ in chosen]
+    argvs = [() if p is None else p[1] for p in programs]
+    sizes = np.fromiter(map(len, argvs), np.int32, len(argvs))
+    starts = np.cumsum(sizes, dtype=np.int32) - sizes
+    argv = pa.ListViewArray.from_arrays(
+        pa.array(starts[index]), pa.array(sizes[index]),
+        pa.array([arg for args in argvs for arg in args], pa.string()))
+    process = pa.StructArray.from_arrays(
+        [pa.array([None if p is None else p[0] for p in programs], pa.string()).take(where),
+         argv,
+         pa.array([None if p is None else p[2] for p in programs], pa.string()).take(where)],
+        fields=list(PROCESS_TYPE),
+        mask=pa.array(np.array([p is None for p in programs])[index]))
     parent = pa.array([None if p is None else {"exe": p[0], "source": p[1]}
                        for _, p, _ in chosen], PARENT_TYPE)
     container = pa.array([c for _, _, c in chosen], pa.string())
-    return [process.take(where), parent.take(where), container.take(where)]
+    return [process, parent.take(where), container.take(where)]
 
 
 class StreamContext:

@@ -93,14 +93,19 @@ def _read(path: str, limit: int = -1) -> bytes:
         return f.read(limit)
 
 
-def _command_line(path: str) -> tuple[tuple[str, ...], bool]:
-    """argv from /proc/PID/cmdline, at most ARGV_BYTES_MAX bytes of it, and whether it was
-    cut there (the last element kept is then a prefix)."""
-    raw = _read(path, ARGV_BYTES_MAX + 1)
+def command_line(raw: bytes) -> tuple[tuple[str, ...], bool]:
+    """The arguments of a command line (NUL-terminated, as /proc/PID/cmdline has them), at
+    most ARGV_BYTES_MAX bytes of it, and whether it was cut there (the last element kept is
+    then a prefix): the one bound of an argv, for the recorder and the process table."""
     cut = len(raw) > ARGV_BYTES_MAX
     if cut:
         raw = raw[:ARGV_BYTES_MAX] + b"\0"
     return tuple(_text(arg) for arg in raw.split(b"\0")[:-1]), cut
+
+
+def _command_line(path: str) -> tuple[tuple[str, ...], bool]:
+    """argv from /proc/PID/cmdline, bounded (:func:`command_line`)."""
+    return command_line(_read(path, ARGV_BYTES_MAX + 1))
 
 
 class _Reader:

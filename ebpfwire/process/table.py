@@ -14,11 +14,12 @@ from __future__ import annotations
 import os
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from ebpfwire.capture.snapshot import ContainerInfo, ProcessInfo
+from ebpfwire.process.procfs import ARGV_BYTES_MAX, command_line
 from ebpfwire.wire import names
 from ebpfwire.wire.catalogue import DO_EXIT, SECURITY_BPRM_CHECK, arg_index
 from ebpfwire.wire.events import Event
@@ -38,6 +39,23 @@ algorithm: a process with events since the last look is passed over once.)"""
 
 #: Where a program's name comes from, best first.
 SOURCES = ("exec", "snapshot", "fork", "comm")
+
+CUT = "..."
+"""The last element of an argv that was cut: the wire's mark (a STR_ARR_T of more than 20
+arguments ends so), kept for the bound below so that every output shows it alike."""
+
+
+def bounded_argv(argv: Sequence[str], cut: bool = False) -> tuple[str, ...]:
+    """An argv as a program keeps it: at most ARGV_BYTES_MAX bytes of its command line (the
+    recorder's bound, :func:`~ebpfwire.process.procfs.command_line`), then :data:`CUT` when
+    it was cut here or (``cut``) by the recorder. Every answer carries its program's argv,
+    so an old or crafted capture's megabytes of arguments must not reach them."""
+    # a character is at most 4 bytes of UTF-8 (an escaped byte 1): most argvs stop here
+    if 4 * sum(map(len, argv)) + len(argv) > ARGV_BYTES_MAX:
+        argv, longer = command_line(b"".join(arg.encode("utf-8", "surrogateescape") + b"\0"
+                                             for arg in argv))
+        cut = cut or longer
+    return (*argv, CUT) if cut else tuple(argv)
 
 
 @dataclass(slots=True, eq=False)
@@ -193,11 +211,12 @@ class ProcessTable:
 
     def add_process(self, info: ProcessInfo) -> Process:
         """A snapshot entry: a process that was running when the recording started."""
+        argv = bounded_argv(info.argv, info.cut)
         old = self._live.get(info.host_pid)
         if old is not None and not old.exited and not old.from_snapshot:
             # already met through its events: keep what they said, fill in the rest
             if not old.program.known and info.exe:
-                old.programs[0] = Program(info.exe, info.argv, "snapshot",
+                old.programs[0] = Program(info.exe, argv, "snapshot",
                                           old.programs[0].since, info.comm)
             old.start_ns = min(old.start_ns, info.start_ns)
             old.cwd = old.cwd or info.cwd
@@ -207,9 +226,9 @@ class ProcessTable:
             self._changed(old.host_pid)
             return old
         if info.exe:
-            program = Program(info.exe, info.argv, "snapshot", info.start_ns, info.comm)
+            program = Program(info.exe, argv, "snapshot", info.start_ns, info.comm)
         else:  # a kernel thread or zombie: named by its comm
-            program = Program("", info.argv, "comm", info.start_ns, info.comm)
+            program = Program("", argv, "comm", info.start_ns, info.comm)
         process = Process(info.host_pid, info.host_ppid, info.pid, info.uid, info.pid_ns,
                           info.mnt_ns, info.start_ns, [program], {info.comm: info.start_ns},
                           info.cwd, info.container_id, from_snapshot=True)
@@ -419,8 +438,8 @@ class ProcessTable:
                 filename = filename or value
             elif isinstance(value, list) and not argv:
                 argv = value
-        process.pending = ExecRequest(_absolute(filename, process.cwd), tuple(argv), ts,
-                                      event_id)
+        process.pending = ExecRequest(_absolute(filename, process.cwd), bounded_argv(argv),
+                                      ts, event_id)
         self._waiting.add(process)
 
     def bprm_check(self, process: Process, ts: int, path: str, comm: str) -> None:
