@@ -62,7 +62,11 @@ def test_ps_draws_a_fork_chain_of_any_depth(tmp_path: Path) -> None:
     assert status == 0 and err == ""
     lines = out.splitlines()
     assert len(lines) == 5000 and lines[0].startswith("[c]  (1000)")
-    assert lines[-1].startswith("  " * 4998 + "└─[c]  (5999)")
+    assert lines[64].startswith("  " * 63 + "└─[c]  (1064)")
+    # deeper, the drawing stops growing and names the depth: no line grows with the chain
+    assert lines[65].startswith("  " * 63 + "[depth 65] └─[c]  (1065)")
+    assert lines[-1].startswith("  " * 63 + "[depth 4999] └─[c]  (5999)")
+    assert max(map(len, lines)) < 300
 
 
 def test_ps_json_nests_a_fork_chain_of_any_depth(tmp_path: Path) -> None:

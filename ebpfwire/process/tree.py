@@ -197,15 +197,20 @@ class ProcessTree:
         """The tree drawn as ``pstree`` does, one process a line (depth first, without
         recursion: a capture's fork chain may be any depth)."""
         out: list[str] = []
-        # (node, prefix, last child of its parent, a root)
-        stack = [(root, "", True, True) for root in reversed(self.roots())]
+        # (node, prefix, last child of its parent, a root, depth)
+        stack = [(root, "", True, True, 0) for root in reversed(self.roots())]
         while stack:
-            node, prefix, last, top = stack.pop()
+            node, prefix, last, top, depth = stack.pop()
             branch = "" if top else ("└─" if last else "├─")
-            out.append(prefix + branch + self.describe(node))
-            inner = prefix + ("" if top else ("  " if last else "│ "))
+            # below INDENTED_DEPTH the drawing stops growing and says the depth: a line's
+            # length (and the output's size) must not grow with a chain's depth
+            deep = f"[depth {depth}] " if depth > INDENTED_DEPTH else ""
+            out.append(prefix + deep + branch + self.describe(node))
+            inner = prefix
+            if depth < INDENTED_DEPTH:
+                inner += "" if top else ("  " if last else "│ ")
             children = node.children
-            stack.extend((child, inner, index == len(children) - 1, False)
+            stack.extend((child, inner, index == len(children) - 1, False, depth + 1)
                          for index, child in reversed(list(enumerate(children))))
         return out
 
@@ -246,8 +251,9 @@ class ProcessTree:
 
 _END = object()
 INDENTED_DEPTH = 64
-"""Containers nested deeper than this are written on one line by :func:`json_text`: the
-indentation of a chain of n processes would otherwise be n² bytes of output."""
+"""Containers nested deeper than this are written on one line by :func:`json_text`, and
+:meth:`ProcessTree.lines` draws no deeper (it names the depth instead): the indentation of a
+chain of n processes would otherwise be n² bytes of output."""
 
 
 def json_text(value: Any, indent: int = 2) -> str:
