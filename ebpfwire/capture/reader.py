@@ -405,10 +405,7 @@ class CaptureReader:
         record starts (-1 when it cannot say), and the reader looks for the next sync word."""
         avail = n - pos
         if avail < RECORD_HEADER_SIZE_V1:
-            if not eof:
-                return "wait", "", -1, 0
-            return "bad", (f"expected a {RECORD_HEADER_SIZE_V1}-byte record header, found only "
-                           f"{avail} bytes before the end of the data (cut record)"), -1, 0
+            return _short_header(RECORD_HEADER_SIZE_V1, avail, eof)
         sync, crc, length, _, _ = _RECORD_HEAD.unpack_from(buf, pos)
         end = pos + RECORD_HEADER_SIZE_V1 + length
         if sync != SYNC:
@@ -431,10 +428,7 @@ class CaptureReader:
         checks itself (end: where it ends); `cost` is the payload bytes whose CRC failed."""
         avail = n - pos
         if avail < RECORD_HEADER_SIZE:
-            if not eof:
-                return "wait", "", -1, 0
-            return "bad", (f"expected a {RECORD_HEADER_SIZE}-byte record header, found only "
-                           f"{avail} bytes before the end of the data (cut record)"), -1, 0
+            return _short_header(RECORD_HEADER_SIZE, avail, eof)
         sync, length, rtype, flags, head, crc = _RECORD_HEAD_V2.unpack_from(buf, pos)
         if sync != SYNC:
             return "bad", f"expected record sync word {SYNC.hex()}, found {sync.hex()}", -1, 0
@@ -512,6 +506,14 @@ class CaptureReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _short_header(size: int, avail: int, eof: bool) -> tuple[str, str, int, int]:
+    """The verdict on fewer bytes than a record header: wait for more, or a cut record."""
+    if not eof:
+        return "wait", "", -1, 0
+    return "bad", (f"expected a {size}-byte record header, found only {avail} bytes before "
+                   "the end of the data (cut record)"), -1, 0
 
 
 def split_ranges(

@@ -37,6 +37,8 @@ def scan_v1(
 ) -> int:
     """The hot path (version 1): append the good SAMPLE and LOST records in buf[pos:n] to
     out and return where it stopped (the end, an incomplete record, or anything irregular)."""
+    # scan_v1 and scan_v2 are two inlined loops, not one with a version switch: this is the
+    # reader's hot path (bench/capture_throughput.py), and every name is bound to a local
     unpack = _SAMPLE_HEAD.unpack_from
     unpack_lost = _LOST_PAYLOAD.unpack_from
     crc32 = zlib.crc32
@@ -175,6 +177,7 @@ def scan_v2(
     """The hot path (version 2): as scan_v1. The header CRC of a SAMPLE depends only on
     its length, so it is looked up in head_crcs (computed once per length) before the
     payload's CRC is computed: a forged header costs O(1)."""
+    # the same inlined loop as scan_v1's, for the version-2 header (see there)
     unpack = _SCAN_HEAD_V2.unpack_from
     unpack_lost = _LOST_PAYLOAD.unpack_from
     crc32 = zlib.crc32

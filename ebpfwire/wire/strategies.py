@@ -34,14 +34,7 @@ from ebpfwire.wire.catalogue import (
     event_name,
 )
 from ebpfwire.wire.encoder import encode, encode_header
-from ebpfwire.wire.events import (
-    ARGV_LIMIT,
-    ARGV_MORE,
-    Arg,
-    Argv,
-    Event,
-    SockAddr,
-)
+from ebpfwire.wire.events import ARGV_LIMIT, ARGV_MORE, Arg, Argv, Event, SockAddr
 from ebpfwire.wire.layouts import EXTRA, OFFSETS, Layout, get_layout
 from ebpfwire.wire.walker import SOCKADDR_BODY
 
