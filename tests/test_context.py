@@ -28,6 +28,7 @@ from ebpfwire.capture.snapshot import (
     ContainerPayload,
     ProcessInfo,
     ProcessPayload,
+    _process_fields,
 )
 
 HOST = HostInfo(kernel_release="6.18.0-test", hostname="context", ncpus=2)
@@ -188,3 +189,47 @@ def test_docs_quote_the_context_schemas_as_they_are(name):
     source = (root / "ebpfwire" / "capture" / "snapshot.py").read_text()
     doc = (root / "docs" / "capture-format.md").read_text()
     assert _definition(source, name) in doc
+
+
+def _by_schema(data: bytes) -> tuple | None:
+    """ProcessInfo's fields as the construct schema (the specification) reads ``data``."""
+    try:
+        p = ProcessPayload.parse(data)
+    except Exception:  # noqa: BLE001 - any refusal of the schema
+        return None
+    return (p.host_pid, p.host_ppid, p.pid, p.uid, p.pid_ns, p.mnt_ns, p.start_ns, p.comm,
+            p.exe, p.cwd, tuple(p.argv), p.container_id, bool((p.flags or 0) & 1))
+
+
+_TEXT = st.text(max_size=12) | st.binary(max_size=12).map(
+    lambda raw: raw.decode("utf-8", "surrogateescape"))
+_PROCESSES = st.builds(
+    ProcessInfo, st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1),
+    st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1),
+    st.integers(0, 2**32 - 1), st.integers(0, 2**64 - 1), _TEXT, _TEXT, _TEXT,
+    st.lists(_TEXT, max_size=5).map(tuple), _TEXT, st.booleans())
+
+
+@settings(max_examples=300, deadline=None)
+@given(_PROCESSES, st.data())
+def test_the_fast_process_reader_equals_the_schema(info, data):
+    """PROCESS records are read by a struct reader (a snapshot has one per process); it
+    must give what the schema gives, on valid, cut, extended and damaged payloads."""
+    payload = info.to_payload()
+    assert _process_fields(payload) == _by_schema(payload) == tuple(
+        getattr(info, name) for name in ProcessInfo.__slots__)
+    cut = payload[:data.draw(st.integers(0, len(payload)))]
+    extended = payload + data.draw(st.binary(max_size=9))
+    at = data.draw(st.integers(0, len(payload) - 1))
+    damaged = payload[:at] + bytes([payload[at] ^ data.draw(st.integers(1, 255))]) + \
+        payload[at + 1:]
+    for variant in (cut, extended, damaged, data.draw(st.binary(max_size=80))):
+        fast = _process_fields(variant)
+        assert fast is None or fast == _by_schema(variant)
+        schema = _by_schema(variant)
+        if schema is None:
+            with pytest.raises(ValueError):
+                ProcessInfo.from_payload(variant)
+        else:
+            assert tuple(getattr(ProcessInfo.from_payload(variant), name)
+                         for name in ProcessInfo.__slots__) == schema

@@ -13,6 +13,7 @@ payload cannot make the parser allocate more than its own size.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 from construct import (
@@ -108,11 +109,60 @@ class ProcessInfo:
 
     @classmethod
     def from_payload(cls, data: bytes) -> ProcessInfo:
-        """Parse a PROCESS payload; ValueError says what was wrong and where."""
+        """Parse a PROCESS payload; ValueError says what was wrong and where.
+
+        The fast reader below parses a well-formed payload (about 10x construct's speed: a
+        snapshot has a record per running process); anything it does not accept goes
+        through the schema, which is the specification and words the error
+        (tests/test_context.py holds the two equal)."""
+        fast = _process_fields(data)
+        if fast is not None:
+            return cls(*fast)
         p = _parse(ProcessPayload, "process", data)
         return cls(p.host_pid, p.host_ppid, p.pid, p.uid, p.pid_ns, p.mnt_ns, p.start_ns,
                    p.comm, p.exe, p.cwd, tuple(p.argv), p.container_id,
                    bool((p.flags or 0) & FLAG_CUT))
+
+
+_FIXED = struct.Struct("<IIIIIIQ")   # ProcessPayload's fields before comm
+_U32 = struct.Struct("<I").unpack_from
+
+
+def _process_fields(data: bytes) -> tuple | None:
+    """ProcessInfo's fields of a well-formed PROCESS payload, read as ProcessPayload says;
+    None for anything else (short, a length past the end), which the schema then reports."""
+    n = len(data)
+    if n < _FIXED.size:
+        return None
+    fields = list(_FIXED.unpack_from(data))
+    at = _FIXED.size
+
+    def text() -> str | None:
+        nonlocal at
+        if at + 4 > n:
+            return None
+        size = _U32(data, at)[0]
+        start, at = at + 4, at + 4 + size
+        return None if at > n else data[start:at].decode("utf-8", "surrogateescape")
+
+    comm, exe, cwd = text(), text(), text()
+    if cwd is None or comm is None or exe is None or at + 4 > n:
+        return None
+    count = _U32(data, at)[0]
+    at += 4
+    if count > (n - at) // 4:   # each element is at least its 4-byte length
+        return None
+    argv = []
+    for _ in range(count):
+        item = text()
+        if item is None:
+            return None
+        argv.append(item)
+    container_id = text()
+    if container_id is None:
+        return None
+    flags = _U32(data, at)[0] if at + 4 <= n else 0
+    return (*fields, comm, exe, cwd, tuple(argv), container_id, bool(flags & FLAG_CUT))
 
 
 @dataclass(frozen=True, slots=True)
