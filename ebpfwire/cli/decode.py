@@ -17,7 +17,7 @@ from ebpfwire.cli.captures import (
     source_label,
 )
 from ebpfwire.cli.errors import EXIT_DAMAGED, EXIT_OK, EXIT_USAGE, OutputError, UsageError, say
-from ebpfwire.cli.filters import check_event_names, make_filter
+from ebpfwire.cli.filters import make_filter
 from ebpfwire.cli.options import add_capture_filters, add_command, names_list
 from ebpfwire.cli.output import Output, Progress
 from ebpfwire.output.kubearmor import KubeArmorLogs
@@ -38,7 +38,7 @@ class Decoding:
         self.args = args
         self.out = out
         self.strict = not args.lenient
-        self.keep = make_filter(check_event_names(names_list(args.event)), args.pid,
+        self.keep = make_filter(names_list(args.event), args.pid,
                                 args.comm, args.failed)
         self.damaged = 0
 

@@ -16,10 +16,9 @@ from typing import TYPE_CHECKING
 
 from ebpfwire.cli.captures import held_until_fit, layout_and_arch, open_capture
 from ebpfwire.cli.errors import EXIT_IO, EXIT_OK, UsageError, say
-from ebpfwire.cli.filters import check_event_names
+from ebpfwire.cli.filters import event_filter
 from ebpfwire.cli.options import add_capture_filters, add_command, integer, names_list
 from ebpfwire.cli.output import Progress
-from ebpfwire.wire.filter import EventFilter
 
 if TYPE_CHECKING:
     from ebpfwire.columnar.export import ExportSummary
@@ -109,10 +108,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         remove_stale_outputs,
     )
 
-    names = check_event_names(names_list(args.event))
+    keep = event_filter(names_list(args.event), args.pid, args.comm, args.failed)
     check_output(args.output, args.force)
     check_inputs(args)
-    keep = EventFilter(frozenset(names), args.pid, args.comm, args.failed) or None
     for path in remove_stale_outputs(args.output):
         say(f"{path}: removed: the temporary output of an export that was killed")
     progress = Progress()

@@ -14,7 +14,7 @@ from ebpfwire.cli.captures import (
     source_label,
 )
 from ebpfwire.cli.errors import EXIT_DAMAGED, EXIT_OK, say
-from ebpfwire.cli.filters import check_event_names, make_filter
+from ebpfwire.cli.filters import make_filter
 from ebpfwire.cli.options import add_capture_filters, add_command, names_list
 from ebpfwire.cli.output import write_stdout
 from ebpfwire.process.tree import build_tree, capture_items, json_text
@@ -41,7 +41,7 @@ class _Damage:
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
-    keep = make_filter(check_event_names(names_list(args.event)), args.pid, args.comm,
+    keep = make_filter(names_list(args.event), args.pid, args.comm,
                        args.failed)
     label = source_label(args.file)
     damage = _Damage(label)

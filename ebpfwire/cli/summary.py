@@ -16,7 +16,7 @@ from typing import Any
 from ebpfwire.capture import CaptureDamage, CaptureStream, LostRecord
 from ebpfwire.cli.captures import held_until_fit, layout_and_arch, open_capture, source_label
 from ebpfwire.cli.errors import EXIT_OK, EXIT_USAGE, UsageError, say
-from ebpfwire.cli.filters import check_event_names, make_filter
+from ebpfwire.cli.filters import make_filter
 from ebpfwire.cli.options import add_capture_filters, add_command, names_list
 from ebpfwire.cli.output import write_stdout
 from ebpfwire.output.summary import render_summary, summarise_capture, summary_json
@@ -51,7 +51,7 @@ class _Pairs:
 
     def __init__(self, args: argparse.Namespace):
         self.args = args
-        self.keep = make_filter(check_event_names(names_list(args.event)), args.pid,
+        self.keep = make_filter(names_list(args.event), args.pid,
                                 args.comm, args.failed)
         self.failed = False
 
