@@ -59,12 +59,19 @@ def boot_time_ns() -> int:
     return time.time_ns() - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
 
 
-def require_process(pid: int) -> None:
-    """ValueError unless a process ``pid`` runs here: a filter on a pid that is not there
-    would wait for events that never come."""
+def process_exists(pid: int) -> bool:
+    """Is there a process ``pid`` here (any user's, a zombie too)?"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        raise ValueError(f"pid {pid}: no such process") from None
+        return False
     except PermissionError:  # it is there, owned by another user
         pass
+    return True
+
+
+def require_process(pid: int) -> None:
+    """ValueError unless a process ``pid`` runs here: a filter on a pid that is not there
+    would wait for events that never come."""
+    if not process_exists(pid):
+        raise ValueError(f"pid {pid}: no such process")

@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ebpfwire import machine
 from ebpfwire.capture import CaptureError, CaptureReader, split_ranges, unreadable_capture
 from ebpfwire.collect import fewer_collections
 from ebpfwire.columnar import arrow
@@ -375,12 +376,8 @@ def _temp_prefix(out: str) -> str:
 
 def _running(pid: int) -> bool:
     """Whether `pid` is a live process (a zombie is not: it can write nothing more)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not machine.process_exists(pid):
         return False
-    except PermissionError:  # another user's
-        return True
     try:
         with open(f"/proc/{pid}/stat", "rb") as file:
             return file.read().rpartition(b")")[2].split()[0] != b"Z"
