@@ -17,8 +17,15 @@ from ebpfwire.capture import CaptureReader, CaptureWriter, LostRecord
 from ebpfwire.columnar.arrow import batches, schema, to_table
 from ebpfwire.wire import names, strategies
 from ebpfwire.wire.events import Argv, SockAddr
-from ebpfwire.wire.layouts import get_layout
-from ebpfwire.wire.walker import COLUMN_TAGS, STRING_TAGS, sockaddr, walk, walk_columns
+from ebpfwire.wire.layouts import LAYOUTS, get_layout
+from ebpfwire.wire.walker import (
+    COLUMN_TAGS,
+    STRING_TAGS,
+    ArgvSpans,
+    sockaddr,
+    walk,
+    walk_columns,
+)
 
 FIXTURES = os.path.join(os.path.dirname(__file__), os.pardir, "fixtures")
 CAPTURES = sorted(glob.glob(os.path.join(FIXTURES, "*.ewcap")))
@@ -133,13 +140,38 @@ def test_to_table_equals_per_event_decode_on_generated_samples(samples):
         assert {key: row[key] for key in want} == want
 
 
-@settings(max_examples=30, deadline=None)
-@given(st.lists(strategies.event_bytes("hash"), min_size=1, max_size=6))
-def test_to_table_equals_per_event_decode_in_the_hash_layout(samples):
-    rows = table_of_samples(samples, layout="hash")
-    for row, data in zip(rows, samples, strict=True):
-        want = expected_row(decode(data, layout="hash"), data, None, "hash", None)
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_to_table_equals_per_event_decode_in_every_layout(layout, data):
+    """Valid, damaged and random samples of each layout, in one batch."""
+    samples = data.draw(st.lists(st.one_of(strategies.event_bytes(layout),
+                                           strategies.damaged_event_bytes(layout),
+                                           st.binary(max_size=300)), min_size=1, max_size=8))
+    rows = table_of_samples(samples * 2, layout=layout)
+    for row, sample_bytes in zip(rows, samples * 2, strict=True):
+        want = expected_row(reference(sample_bytes, layout, "x86_64"), sample_bytes, None,
+                            layout, None)
         assert {key: row[key] for key in want} == want
+
+
+def test_argv_of_every_length_in_one_batch_walked_in_lock_step():
+    """execve rows whose argv end at different steps, empty elements, a non-UTF-8 element,
+    and a row cut inside its argv: each row as decode() gives it."""
+    T = ebpfwire.ArgType
+    samples = []
+    for count in range(23):
+        argv = [f"a{k}" * (k % 3) for k in range(count)]
+        samples.append(sample(59, (T.STR_T, f"/bin/p{count}"), (T.STR_ARR_T, argv)))
+    samples.append(sample(59, (T.STR_T, "/bin/x"), (T.STR_ARR_T, ["ok", "bad\udcff", ""])))
+    samples.append(samples[5][:-3])
+    rows = table_of_samples(samples)
+    for row, data in zip(rows, samples, strict=True):
+        want = expected_row(reference(data, "classic", "x86_64"), data, None, "classic", None)
+        assert {key: row[key] for key in want} == want
+    assert rows[4]["argv"] == ["", "a1", "a2a2", ""]
+    assert rows[23]["argv"] == ["ok", "bad\ufffd", ""] and rows[23]["raw"] == samples[23]
+    assert rows[24]["errors"]
 
 
 @given(st.lists(strategies.damaged_event_bytes(), min_size=1, max_size=6))
@@ -338,6 +370,12 @@ def column_walk(samples: list[bytes], tags: tuple[int, ...]) -> list:
         for tag, value in zip(tags, values, strict=True):
             if tag == ebpfwire.ArgType.SOCKADDR_T:
                 value = sockaddr(joined[value[0][row]:value[1][row]])
+            elif type(value) is ArgvSpans:
+                first = int(value.counts[:row].sum())
+                value = [joined[begin:end].decode("utf-8", "surrogateescape") for begin, end
+                         in zip(value.begins[first:first + value.counts[row]].tolist(),
+                                value.ends[first:first + value.counts[row]].tolist(),
+                                strict=True)]
             elif tag in STRING_TAGS:
                 value = joined[value[0][row]:value[1][row]].decode("utf-8", "surrogateescape")
             else:

@@ -26,6 +26,7 @@ except ImportError as error:  # pragma: no cover - depends on the install
 from ebpfwire.capture import CaptureReader, LostRecord, SampleRecord, resync_error
 from ebpfwire.collect import fewer_collections
 from ebpfwire.columnar import rowcontext
+from ebpfwire.columnar.arguments import ARG_TYPE, NAME_TYPE, Arguments, distinct, safe_text
 from ebpfwire.columnar.rowcontext import ContextIndex, StreamContext
 from ebpfwire.wire import names
 from ebpfwire.wire.argtypes import ArgType
@@ -39,31 +40,16 @@ from ebpfwire.wire.catalogue import (
 )
 from ebpfwire.wire.decoder import short_header, walk_args
 from ebpfwire.wire.errors import DecodeError
-from ebpfwire.wire.events import TEXT_TAGS, Arg, SockAddr, label_of
+from ebpfwire.wire.events import Arg, label_of
 from ebpfwire.wire.layouts import Layout, get_layout
 from ebpfwire.wire.walker import (
     COLUMN_TAGS,
-    STRING_TAGS,
-    WIDTHS,
-    sockaddr,
+    ArgvSpans,
     walk_columns,
 )
 
 __all__ = ["FLAT_COLUMNS", "batches", "schema", "to_table"]
 
-_ARG_TYPE = pa.struct([
-    ("type", pa.string()),
-    ("value", pa.int64()),
-    ("text", pa.string()),
-    ("strings", pa.list_(pa.string())),
-    ("family", pa.string()),
-    ("addr", pa.string()),
-    ("port", pa.uint16()),
-    ("path", pa.string()),
-    ("flowinfo", pa.uint32()),
-    ("scope_id", pa.uint32()),
-    ("flags", pa.string()),
-])
 _ERROR_TYPE = pa.struct([("kind", pa.string()), ("offset", pa.int64()),
                          ("message", pa.string())])
 _INT_TYPES = {"Q": pa.uint64(), "L": pa.uint32(), "I": pa.uint32(), "H": pa.uint16(),
@@ -100,13 +86,6 @@ FLAT_COLUMNS: dict[str, dict[str, tuple[int, int]]] = {
     "flags": _fed_by("flags", "type", text=True),
 }
 
-_TYPE_NAMES = pa.array([ArgType(t).name if t in ArgType._value2member_map_ else f"tag_{t}"
-                        for t in range(256)])
-_TYPES = {int(t): ArgType(t) for t in ArgType}
-#: By tag byte: an integer payload, a string payload, an integer with a symbolic text.
-_IS_INT = np.array([bool(WIDTHS[t]) for t in range(256)])
-_IS_STR = np.array([t in STRING_TAGS for t in range(256)])
-_HAS_TEXT = np.array([t in TEXT_TAGS for t in range(256)])
 
 
 def _header_fields(layout: Layout) -> list[tuple[str, str, int]]:
@@ -142,10 +121,10 @@ def schema(layout: str | Layout = "classic", context: bool = True) -> pa.Schema:
         columns.append((name, pa.string() if code.endswith("s") else _INT_TYPES[code]))
     columns += [
         ("retval", pa.int64()), ("errno", pa.string()), ("argnum", pa.uint32()),
-        ("args", pa.list_(_ARG_TYPE)),
+        ("args", pa.list_(ARG_TYPE)),
         ("path", pa.string()), ("fd", pa.int32()), ("argv", pa.list_(pa.string())),
-        ("family", pa.string()), ("addr", pa.string()), ("port", pa.uint16()),
-        ("flags", pa.string()),
+        ("family", NAME_TYPE), ("addr", pa.string()), ("port", pa.uint16()),
+        ("flags", NAME_TYPE),
         ("lost", pa.uint64()), ("errors", pa.list_(_ERROR_TYPE)), ("raw", pa.binary()),
     ]
     if context:
@@ -295,97 +274,6 @@ def to_table(source: Any, *, layout: str | Layout | None = None, arch: str | Non
 # --------------------------------------------------------------------------- one batch
 
 
-def _safe_text(value: str) -> tuple[str, bool]:
-    """(valid UTF-8 text, True) or, for bytes that were not UTF-8, (text with U+FFFD, False)."""
-    try:
-        value.encode("utf-8")
-        return value, True
-    except UnicodeEncodeError:
-        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace"), False
-
-
-def _distinct(values: np.ndarray) -> tuple[list, np.ndarray]:
-    """The distinct values (as Python values, first seen first) and each item's index among
-    them: Arrow's hash table, cheaper than numpy's sort for a batch of a few distinct values."""
-    if values.dtype.kind == "S":
-        width = values.dtype.itemsize
-        array = pa.Array.from_buffers(pa.binary(width), len(values),
-                                      [None, pa.py_buffer(np.ascontiguousarray(values))])
-    else:
-        array = pa.array(values)
-    encoded = pc.dictionary_encode(array)
-    return encoded.dictionary.to_pylist(), encoded.indices.to_numpy()
-
-
-def _spread(values: pa.Array, where: np.ndarray) -> pa.Array:
-    """``values`` placed at the True positions of ``where``, null elsewhere."""
-    index = np.cumsum(where) - 1
-    return values.take(pa.array(np.maximum(index, 0), mask=~where))
-
-
-def _strings(values: list, bad_rows: set, rows_of: Any) -> pa.Array:
-    """A string array; items that were not UTF-8 get U+FFFD and mark their row in bad_rows."""
-    try:
-        return pa.array(values, pa.string())
-    except (UnicodeEncodeError, pa.ArrowInvalid):
-        cleaned = []
-        for index, value in enumerate(values):
-            if value is not None:
-                value, ok = _safe_text(value)
-                if not ok:
-                    bad_rows.add(rows_of(index))
-            cleaned.append(value)
-        return pa.array(cleaned, pa.string())
-
-
-def _gather_texts(joined: bytes, spans: list[tuple[np.ndarray, np.ndarray]], bad_rows: set,
-                  rows_of: Any) -> pa.Array:
-    """The strings at ``joined[begin:stop]`` for each (begins, stops) of ``spans``, copied
-    by Arrow: spans of one argument of one group follow each other in ``joined``, so they
-    and the gaps between them are the items of one binary array over it, and a take of
-    every other item copies out the strings."""
-    pieces = []
-    whole = pa.py_buffer(joined)
-    for begins, stops in spans:
-        if len(begins):
-            bounds = np.empty(2 * len(begins) + 1, np.int32)
-            bounds[0:-1:2] = begins
-            bounds[1::2] = stops
-            bounds[-1] = stops[-1]
-            items = pa.BinaryArray.from_buffers(pa.binary(), len(bounds) - 1,
-                                                [None, pa.py_buffer(bounds), whole])
-            pieces.append(items.take(pa.array(np.arange(0, len(bounds) - 1, 2))))
-    texts = pa.concat_arrays(pieces) if pieces else pa.array([], pa.binary())
-    try:
-        return texts.cast(pa.string())
-    except pa.ArrowInvalid:   # bytes that are not UTF-8: the careful way
-        return _strings([item.decode("utf-8", "surrogateescape")
-                         for item in texts.to_pylist()], bad_rows, rows_of)
-
-
-def _sockaddr_fields(joined: bytes, spans: list[tuple[np.ndarray, np.ndarray]],
-                     bad_rows: set, rows_of: Any) -> dict[str, pa.Array]:
-    """The argument fields of the sockaddrs at ``joined[begin:stop]``, parsed once per
-    distinct address by the walker's :func:`~ebpfwire.wire.walker.sockaddr`."""
-    values = [sockaddr(joined[begin:stop]) for begins, stops in spans
-              for begin, stop in zip(begins.tolist(), stops.tolist(), strict=True)]
-    return _sockaddr_columns(values, bad_rows, rows_of)
-
-
-def _sockaddr_columns(values: list, bad_rows: set, rows_of: Any) -> dict[str, pa.Array]:
-    """The argument fields of sockaddr values (None: not a sockaddr)."""
-    family_name = names.sock_family_name
-    return {
-        "family": pa.array([None if v is None else family_name(v.family) or str(v.family)
-                            for v in values], pa.string()),
-        "addr": pa.array([None if v is None else v.addr for v in values], pa.string()),
-        "port": pa.array([None if v is None else v.port for v in values], pa.uint16()),
-        "path": _strings([None if v is None else v.path for v in values], bad_rows, rows_of),
-        "flowinfo": pa.array([None if v is None else v.flowinfo for v in values], pa.uint32()),
-        "scope_id": pa.array([None if v is None else v.scope_id for v in values], pa.uint32()),
-    }
-
-
 class _BatchBuilder:
     """Builds record batches for one source (its layout, arch, boot time)."""
 
@@ -421,7 +309,7 @@ class _BatchBuilder:
                    ok: np.ndarray) -> list[tuple[tuple[int, ...], np.ndarray]]:
         """Groups of rows whose expected tags :func:`walk_columns` reads: (tags, rows)."""
         keys = (event_ids.astype(np.int64) << 32) | argnums
-        unique, inverse = _distinct(np.where(ok, keys, -1))
+        unique, inverse = distinct(np.where(ok, keys, -1))
         groups = []
         for number, key in enumerate(unique):
             if key < 0:
@@ -489,8 +377,8 @@ class _BatchBuilder:
         header = np.frombuffer(joined, self.dtype, count) if count else np.zeros(0, self.dtype)
         header = {name: np.ascontiguousarray(header[name]) for name, _, _ in self.fields}
         bad_rows: set[int] = set()
-        args, offsets, tags, damage = self._arguments(datas, lengths, header, short, file_offsets,
-                                                      bad_rows)
+        arguments, damage = self._arguments(datas, lengths, header, short, file_offsets,
+                                            bad_rows)
         self.seen += count
         columns: dict[str, pa.Array] = {}
         valid_field = {name: lengths >= offset + (int(code[:-1]) if code.endswith("s")
@@ -514,8 +402,9 @@ class _BatchBuilder:
             columns["time"] = pa.array(wall, pa.timestamp("ns", tz="UTC"), mask=mask("ts"))
         columns["event"] = self._events(header["event_id"], mask("event_id"))
         columns["errno"] = self._errnos(header["event_id"], header["retval"], mask("retval"))
-        columns["args"] = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), args)
-        self._flat_columns(columns, header["event_id"], offsets, tags, args, mask("event_id"))
+        columns["args"] = pa.ListArray.from_arrays(pa.array(arguments.offsets.astype(np.int32)),
+                                                   arguments.struct())
+        self._flat_columns(columns, header["event_id"], arguments, mask("event_id"))
         columns["errors"] = self._errors(damage, count)
         columns["lost"] = pa.nulls(count, pa.uint64())
         if bad_rows:
@@ -559,7 +448,8 @@ class _BatchBuilder:
                                       template)
             if not ok.all():
                 rows = rows[ok]
-                values = [(v[0][ok], v[1][ok]) if type(v) is tuple else v[ok] for v in values]
+                values = [(v[0][ok], v[1][ok]) if type(v) is tuple else
+                          v.rows(ok) if type(v) is ArgvSpans else v[ok] for v in values]
             fast[rows] = True
             counts[rows] = len(template)
             groups.append((template, rows, values))
@@ -571,78 +461,21 @@ class _BatchBuilder:
         counts[slow_rows] = slow_counts
         offsets = np.zeros(count + 1, np.int64)
         np.cumsum(counts, out=offsets[1:])
-        total = int(offsets[-1])
-
-        def row_of(position: int) -> int:
-            return int(np.searchsorted(offsets, position, "right") - 1)
-
-        tags = np.zeros(total, np.uint8)
-        ints = np.zeros(total, np.int64)
-        is_int = np.zeros(total, bool)
-        text_at, spans, sock_at, sock_spans = [], [], [], []
-        for template, rows, values in groups:
-            base = offsets[rows]
-            for index, (tag, value) in enumerate(zip(template, values, strict=True)):
-                at = base + index
-                tags[at] = tag
-                if WIDTHS[tag]:
-                    ints[at] = value
-                    is_int[at] = True
-                elif tag == ArgType.SOCKADDR_T:
-                    sock_at.append(at)
-                    sock_spans.append(value)
-                else:
-                    text_at.append(at)
-                    spans.append(value)
-        slow_count = len(flat) >> 1
         slow_offsets = np.zeros(len(slow_rows) + 1, np.int64)
         np.cumsum(slow_counts, out=slow_offsets[1:])
         slow_at = np.repeat(offsets[slow_rows] - slow_offsets[:-1],
-                            slow_counts) + np.arange(slow_count)
-        slow_tags = np.asarray(flat[0::2], np.uint8)
-        tags[slow_at] = slow_tags
-        slow = self._args(slow_tags, flat[1::2], bad_rows,
-                          lambda index: row_of(int(slow_at[index])))
-        ints[slow_at] = slow.pop("ints")
-        is_int[slow_at] = slow.pop("is_int")
-        text_at = np.concatenate(text_at) if text_at else np.zeros(0, np.int64)
-        texts = _gather_texts(joined, spans, bad_rows,
-                              lambda index: row_of(int(text_at[index])))
-        source = np.full(total, -1, np.int64)    # where each argument's text comes from
-        source[text_at] = np.arange(len(text_at))
-        source[slow_at] = len(text_at) + np.arange(slow_count)
-        fields = {"type": _TYPE_NAMES.take(pa.array(tags)),
-                  "value": pa.array(ints, mask=~is_int),
-                  "text": pa.concat_arrays([texts, slow.pop("text")]).take(
-                      pa.array(source, mask=source < 0)),
-                  "flags": self._flags(tags, ints, is_int)}
-        sock_at = np.concatenate(sock_at) if sock_at else np.zeros(0, np.int64)
-        sock = _sockaddr_fields(joined, sock_spans, bad_rows,
-                                lambda index: row_of(int(sock_at[index])))
-        source = np.full(total, -1, np.int64)    # where each argument's other fields come from
-        source[sock_at] = np.arange(len(sock_at))
-        source[slow_at] = len(sock_at) + np.arange(slow_count)
-        source = pa.array(source, mask=source < 0)
-        for field in _ARG_TYPE:
-            if field.name not in fields:
-                column = pa.concat_arrays([sock[field.name] if field.name in sock else
-                                           pa.nulls(len(sock_at), field.type),
-                                           slow[field.name]])
-                fields[field.name] = (pa.nulls(total, field.type) if column.null_count ==
-                                      len(column) else column.take(source))
-        args = pa.StructArray.from_arrays([fields[f.name] for f in _ARG_TYPE],
-                                          fields=list(_ARG_TYPE))
-        return args, offsets, tags, damage
+                            slow_counts) + np.arange(len(flat) >> 1)
+        return Arguments(joined, offsets, groups, slow_at, flat, bad_rows), damage
 
     def _text_column(self, values: np.ndarray, null: np.ndarray | None,
                      bad_rows: set[int]) -> pa.Array:
         """A fixed char[] header field: text before the first NUL, decoded once per value."""
         if not len(values):
             return pa.array([], pa.string())
-        unique, inverse = _distinct(values)
+        unique, inverse = distinct(values)
         texts, bad = [], []
         for raw in unique:
-            text, ok = _safe_text(raw.partition(b"\0")[0].decode("utf-8", "surrogateescape"))
+            text, ok = safe_text(raw.partition(b"\0")[0].decode("utf-8", "surrogateescape"))
             texts.append(text)
             bad.append(not ok)
         if any(bad):
@@ -654,7 +487,7 @@ class _BatchBuilder:
 
     def _events(self, event_ids: np.ndarray, null: np.ndarray | None) -> pa.Array:
         """Event names as ``Event.label`` gives them ("?" when the id was cut off)."""
-        unique, inverse = _distinct(event_ids)
+        unique, inverse = distinct(event_ids)
         labels = [label_of(e, self.arch) for e in unique] + [label_of(None, self.arch)]
         indices = inverse.astype(np.int32)
         if null is not None:
@@ -669,70 +502,20 @@ class _BatchBuilder:
             failed &= ~null
         if not failed.any():
             return pa.nulls(len(retvals), pa.string())
-        unique, inverse = _distinct(np.where(failed, retvals, 0))
+        unique, inverse = distinct(np.where(failed, retvals, 0))
         texts = pa.array([names.errno_name(-r) if r < 0 else None for r in unique], pa.string())
         return texts.take(pa.array(inverse))
 
-    def _args(self, tags: np.ndarray, values: list, bad_rows: set, row_of: Any) -> dict:
-        """The fields of the arguments the walker took one by one, from its flat values
-        (``ints`` and ``is_int`` as numpy, the others as arrays).
-
-        Values are sorted into columns by their tags with numpy masks; Python touches
-        only the rarer argv and sockaddr values one by one.
-        """
-        n = len(values)
-        held = np.empty(n, object)
-        held[:] = values
-        present = np.not_equal(held, None)
-        is_int = _IS_INT[tags] & present
-        is_str = _IS_STR[tags] & present
-        ints = np.zeros(n, np.int64)
-        ints[is_int] = held[is_int].astype(np.int64)
-        where_str = np.flatnonzero(is_str)
-        texts = _strings(held[is_str].tolist(), bad_rows,
-                         lambda index: row_of(int(where_str[index])))
-        fields = {"ints": ints, "is_int": is_int, "text": _spread(texts, is_str)}
-        argvs = np.flatnonzero(tags == ArgType.STR_ARR_T)
-        if len(argvs):
-            lists: list = [None] * n
-            for index in argvs.tolist():
-                items = values[index]
-                if items is not None:
-                    if not all(item.isascii() for item in items):
-                        items = [_safe_text(item)[0] for item in items]
-                        if items != list(values[index]):
-                            bad_rows.add(row_of(index))
-                    lists[index] = items
-            fields["strings"] = pa.array(lists, pa.list_(pa.string()))
-        else:
-            fields["strings"] = pa.nulls(n, pa.list_(pa.string()))
-        fields.update(_sockaddr_columns([value if type(value) is SockAddr else None
-                                         for value in values], bad_rows, row_of))
-        return fields
-
-    @staticmethod
-    def _flags(tags: np.ndarray, ints: np.ndarray, is_int: np.ndarray) -> pa.Array:
-        """Symbolic text of flag and enum values, made once per distinct (tag, value)."""
-        has_text = _HAS_TEXT[tags] & is_int
-        if not has_text.any():
-            return pa.nulls(len(ints), pa.string())
-        values = ints[has_text]
-        keys = (tags[has_text].astype(np.int64) << 32) | (values & 0xFFFFFFFF)
-        unique, inverse = _distinct(keys)
-        first = np.zeros(len(unique), np.int64)
-        first[inverse[::-1]] = np.arange(len(inverse))[::-1]    # each key's first row
-        texts = pa.array([Arg(_TYPES[tag], value).text for tag, value in
-                          zip(tags[has_text][first].tolist(), values[first].tolist(),
-                              strict=True)], pa.string())
-        return _spread(texts.take(pa.array(inverse)), has_text)
-
-    def _flat_columns(self, columns: dict, event_ids: np.ndarray, offsets: np.ndarray,
-                      tags: np.ndarray, args: pa.StructArray, null: np.ndarray | None) -> None:
+    def _flat_columns(self, columns: dict, event_ids: np.ndarray, arguments: Arguments,
+                      null: np.ndarray | None) -> None:
+        """The flat columns (``FLAT_COLUMNS``), gathered by numpy where the field is a number
+        and by Arrow's take where it is a text."""
+        offsets, tags = arguments.offsets, arguments.tags
         counts = np.diff(offsets)
-        unique, inverse = _distinct(event_ids)
+        unique, inverse = distinct(event_ids)
 
-        def pick(column: str) -> pa.Array:
-            """Indices into the batch's arguments of the argument feeding ``column``."""
+        def pick(column: str) -> tuple[np.ndarray, np.ndarray]:
+            """Each row's position of the argument feeding ``column``, and where it has one."""
             lut = self.flat_lut[column]
             found = [lut.get(event_id, (-1, 0)) for event_id in unique]
             index = np.array([i for i, _ in found] or [0], np.int64)[inverse]
@@ -743,18 +526,44 @@ class _BatchBuilder:
             position = np.where(ok, offsets[:-1] + index, 0)
             if len(tags):
                 ok &= tags[np.minimum(position, len(tags) - 1)] == want
-            return pa.array(position, pa.int64(), mask=~ok)
+            return position, ok
 
-        sockaddr = pick("sockaddr")
-        columns["path"] = pc.coalesce(args.field("text").take(pick("path")),
-                                      args.field("path").take(pick("path")))
-        columns["fd"] = args.field("value").take(pick("fd")).cast(pa.int32())
-        columns["argv"] = args.field("strings").take(pick("argv"))
-        columns["family"] = pc.coalesce(args.field("family").take(sockaddr),
-                                        args.field("flags").take(pick("domain")))
-        columns["addr"] = args.field("addr").take(sockaddr)
-        columns["port"] = args.field("port").take(sockaddr)
-        columns["flags"] = args.field("flags").take(pick("flags"))
+        def take(values: pa.Array, picked: tuple[np.ndarray, np.ndarray]) -> pa.Array:
+            position, ok = picked
+            return values.take(pa.array(position, mask=~ok))
+
+        def number(values: np.ndarray, present: np.ndarray, picked: tuple, kind: pa.DataType):
+            position, ok = picked
+            if not len(values):
+                return pa.nulls(len(position), kind)
+            position = np.minimum(position, len(values) - 1)
+            return pa.array(values[position], kind, mask=~(ok & present[position]))
+
+        path, sock, domain = pick("path"), pick("sockaddr"), pick("domain")
+        columns["path"] = pc.coalesce(take(arguments.text, path), take(arguments.path, path))
+        columns["fd"] = number(arguments.ints, arguments.is_int, pick("fd"), pa.int32())
+        columns["argv"] = take(arguments.strings, pick("argv"))
+        columns["family"] = self._family(arguments, sock, domain)
+        columns["addr"] = take(arguments.addr, sock)
+        columns["port"] = number(arguments.port, arguments.has_port, sock, pa.uint16())
+        columns["flags"] = take(arguments.flags, pick("flags"))
+
+    @staticmethod
+    def _family(arguments: Arguments, sock: tuple, domain: tuple) -> pa.Array:
+        """The flat ``family``: the sockaddr's family, else socket(2)'s domain text."""
+        position, ok = sock
+        total = len(arguments.tags)
+        if not total:
+            return pa.nulls(len(position), NAME_TYPE)
+        position = np.minimum(position, total - 1)
+        names_ = pc.dictionary_encode(arguments.family_names().cast(pa.string()).take(
+            pa.array(position, mask=~(ok & arguments.is_sock[position]))))
+        where, found = domain
+        texts = arguments.flags.take(pa.array(np.minimum(where, total - 1), mask=~found))
+        if texts.null_count == len(texts):
+            return names_
+        return pc.dictionary_encode(pc.coalesce(names_.cast(pa.string()),
+                                                texts.cast(pa.string())))
 
     @staticmethod
     def _marked(batch: pa.RecordBatch, marks: list) -> pa.RecordBatch:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from typing import Any, NamedTuple
 
 from ebpfwire.wire.argtypes import MAX_STRING_SIZE, PAYLOADS, S32, ArgType, Payload, tags_of
 from ebpfwire.wire.errors import DecodeError
@@ -366,9 +367,26 @@ def walk_lenient(data: bytes, p: int, n: int, argc: int, expected: tuple[int, ..
 # --------------------------------------------------------------------------- by columns
 
 
-#: Tags :func:`walk_columns` reads: the fixed-size payloads, the strings, the sockaddrs.
+#: Tags :func:`walk_columns` reads: all but the UDP message (its payload is a string too,
+#: but rare enough for the one-by-one walk).
 COLUMN_TAGS = frozenset(t for t in range(256) if WIDTHS[t] or t in STRING_TAGS
-                        or t == _SOCKADDR)
+                        or t in (_SOCKADDR, _ARR))
+
+
+class ArgvSpans(NamedTuple):
+    """The argv of many samples, for :func:`walk_columns`: each sample's element count, and
+    the (begin, end) of every element's text in ``buf``, sample after sample."""
+
+    counts: Any
+    begins: Any
+    ends: Any
+
+    def rows(self, keep):
+        """The argv of the samples where the bool array ``keep`` is True."""
+        import numpy as np
+
+        elements = np.repeat(keep, self.counts)
+        return ArgvSpans(self.counts[keep], self.begins[elements], self.ends[elements])
 
 
 def _int_column(byte, at, payload: Payload):
@@ -392,9 +410,10 @@ def walk_columns(buf, starts, ends, p, tags: tuple[int, ...]):
     ``buf`` is a uint8 array of the joined samples, sample ``i`` spanning
     ``starts[i]:ends[i]``, its arguments from ``p[i]``. Returns ``(ok, values)``: ``ok``
     is True exactly where :func:`walk` would say True with these tags; ``values`` has one
-    entry per tag: an int64 array for a fixed-size payload, or the (begin, end) arrays of
-    the text's bytes in ``buf`` for a string, of the wire bytes for a sockaddr. Values of
-    rows not ``ok`` are meaningless; those rows take :func:`walk`.
+    entry per tag: an int64 array for a fixed-size payload, the (begin, end) arrays of
+    the text's bytes in ``buf`` for a string, of the wire bytes for a sockaddr, or
+    :class:`ArgvSpans` for an argv. Values of rows not ``ok`` are meaningless; those rows
+    take :func:`walk`. An argv is walked in lock-step: element k of every sample per step.
     """
     import numpy as np
 
@@ -409,6 +428,16 @@ def walk_columns(buf, starts, ends, p, tags: tuple[int, ...]):
     def byte(at):
         return buf[np.clip(at, 0, last)].astype(np.int64)
 
+    def string(at, limit):
+        """The STR_T payloads whose size field is at ``at``: (good, text begin, text end,
+        next offset), by walk's rule for a string."""
+        size = _int_column(byte, at, S32)
+        begin = at + 4
+        stop = begin + size
+        good = (begin <= limit) & (size >= 0) & (size <= MAX_STRING_SIZE) & (stop <= limit)
+        good &= (size == 0) | (byte(stop - 1) == 0)
+        return good, begin, np.maximum(stop - 1, begin), np.maximum(stop, begin)
+
     for tag in tags:
         ok &= (p < ends) & (byte(p) == tag)
         width = WIDTHS[tag]
@@ -421,14 +450,36 @@ def walk_columns(buf, starts, ends, p, tags: tuple[int, ...]):
             ok &= stop <= ends
             values.append((p + 1, stop))
             p = stop
+        elif tag == _ARR:
+            p = p + 1
+            counts = np.zeros(len(p), np.int64)
+            steps = []
+            live = np.flatnonzero(ok)
+            while len(live):
+                at = p[live]
+                live = live[(at < ends[live]) & (byte(at) == _STR)]
+                if not len(live):
+                    break
+                good, begin, stop, after = string(p[live] + 1, ends[live])
+                ok[live[~good]] = False
+                live = live[good]
+                steps.append((live, begin[good], stop[good]))
+                counts[live] += 1
+                p[live] = after[good]
+            ok &= (p < ends) & (byte(p) == _ARR)
+            p = p + 1
+            first = np.zeros(len(p), np.int64)
+            np.cumsum(counts[:-1], out=first[1:])
+            begins = np.empty(int(counts.sum()), np.int64)
+            stops = np.empty(len(begins), np.int64)
+            for k, (rows, begin, stop) in enumerate(steps):
+                begins[first[rows] + k] = begin
+                stops[first[rows] + k] = stop
+            values.append(ArgvSpans(counts, begins, stops))
         else:               # a string: size, bytes, NUL
-            size = _int_column(byte, p + 1, S32)
-            begin = p + 5
-            stop = begin + size
-            ok &= (begin <= ends) & (size >= 0) & (size <= MAX_STRING_SIZE) & (stop <= ends)
-            ok &= (size == 0) | (byte(stop - 1) == 0)
-            values.append((begin, np.maximum(stop - 1, begin)))
-            p = np.maximum(stop, begin)
+            good, begin, stop, p = string(p + 1, ends)
+            ok &= good
+            values.append((begin, stop))
     tail = ends - p
     padding = (tail > 0) & (tail <= MAX_PADDING)
     zeros = padding & (tail == -(4 + p - starts) % 8)
