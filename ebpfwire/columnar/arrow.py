@@ -368,17 +368,22 @@ class _BatchBuilder:
         size = self.layout.size
         lengths = np.fromiter(map(len, datas), np.int64, count)
         short = lengths < size
+        joined = b"".join(datas)
+        ends = np.cumsum(lengths)
         if short.any():
-            joined = b"".join(d[:size] if len(d) >= size else d + bytes(size - len(d))
-                              for d in datas)
-        else:
-            heads = pc.binary_slice(pa.array(datas, pa.binary()), 0, size)
-            joined = heads.buffers()[2]
-        header = np.frombuffer(joined, self.dtype, count) if count else np.zeros(0, self.dtype)
+            heads = b"".join(d[:size] if len(d) >= size else d + bytes(size - len(d))
+                             for d in datas)
+        else:   # the first ``size`` bytes of each sample, cut from the joined samples by Arrow
+            bounds = np.zeros(count + 1, np.int64)
+            bounds[1:] = ends
+            samples = pa.LargeBinaryArray.from_buffers(pa.large_binary(), count, [
+                None, pa.py_buffer(bounds), pa.py_buffer(joined)])
+            heads = pc.binary_slice(samples, 0, size).buffers()[2]
+        header = np.frombuffer(heads, self.dtype, count) if count else np.zeros(0, self.dtype)
         header = {name: np.ascontiguousarray(header[name]) for name, _, _ in self.fields}
         bad_rows: set[int] = set()
-        arguments, damage = self._arguments(datas, lengths, header, short, file_offsets,
-                                            bad_rows)
+        arguments, damage = self._arguments(datas, joined, ends - lengths, ends, header, short,
+                                            file_offsets, bad_rows)
         self.seen += count
         columns: dict[str, pa.Array] = {}
         valid_field = {name: lengths >= offset + (int(code[:-1]) if code.endswith("s")
@@ -426,20 +431,18 @@ class _BatchBuilder:
             batch = self._with_lost(batch, lost)
         return self._marked(batch, marks) if marks else batch
 
-    def _arguments(self, datas: list[bytes], lengths: np.ndarray, header: dict,
-                   short: np.ndarray, file_offsets: Any, bad_rows: set[int]) -> tuple:
-        """The batch's arguments as a struct array, with each row's offset into it, their
-        tags and the damage found.
+    def _arguments(self, datas: list[bytes], joined: bytes, starts: np.ndarray,
+                   ends: np.ndarray, header: dict, short: np.ndarray, file_offsets: Any,
+                   bad_rows: set[int]) -> tuple[Arguments, list]:
+        """The batch's :class:`Arguments` and the damage found (``joined``: the samples
+        one after the other, sample i at ``starts[i]:ends[i]``).
 
         Rows whose expected tags are fixed-size payloads and strings are walked a group at
         a time by :func:`walk_columns`; the others, and those it does not take, one by one
         by the walker.
         """
         size, count = self.layout.size, len(datas)
-        joined = b"".join(datas)
         buf = np.frombuffer(joined, np.uint8)
-        ends = np.cumsum(lengths)
-        starts = ends - lengths
         counts = np.zeros(count, np.int64)
         fast = np.zeros(count, bool)
         groups = []
