@@ -69,14 +69,16 @@ def in_time_order(table: pa.Table, path: Path) -> list[tuple]:
             for record in TimeOrder(SampleRecord, LostRecord)(records)]
 
 
-def busy_capture(path: Path, rounds: int = 700) -> Path:
+def busy_capture(path: Path, rounds: int = 700, gap_ns: int = 0) -> Path:
     """A version-2 capture big enough for several byte ranges: bash (from the snapshot)
-    runs sh which runs cat, round after round, every third round in a docker container;
-    the CPUs' batches are written out of time order and a loss now and then."""
+    runs sh which runs cat, round after round (``gap_ns`` apart), every third round in a
+    docker container; the CPUs' batches are written out of time order and a loss now and
+    then."""
     s = Stream()
     s.ts = 10**9
     events = []
     for n in range(rounds):
+        s.ts += gap_ns
         ns = {"pid_id": 11, "mnt_id": 12} if n % 3 == 0 else {}
         sh, cat = 1000 + 2 * n, 1001 + 2 * n
         events += s.exec(sh, 100, "bash", "/bin/sh", ["sh", "-c", f"cat /tmp/{n}"], **ns)
@@ -180,6 +182,33 @@ def test_batches_of_any_size_give_the_same_columns(busy: Path) -> None:
         parts = list(batches(str(busy), max_rows=max_rows))
         assert all(len(part) <= max_rows for part in parts)
         assert pa.Table.from_batches(parts).select(CONTEXT).equals(whole)
+
+
+def test_a_stream_forgets_the_answers_its_rows_no_longer_need(tmp_path: Path,
+                                                              monkeypatch) -> None:
+    """Nearly every process life is a new answer: a stream keeps those of rows not yet built
+    (the reorder window's) and of the enricher's caches only, and the columns are the same
+    as when it keeps all. Rounds 0.2 s apart: the 1 s window holds about ten lives."""
+    from ebpfwire.columnar import rowcontext
+
+    busy = busy_capture(tmp_path / "slow.ewcap", gap_ns=200_000_000)
+    whole = to_table(busy).select(CONTEXT)
+    assert len(set(map(str, whole.column("process").to_pylist()))) > 1000
+    monkeypatch.setattr(rowcontext, "KEEP_ANSWERS", 8)
+    kept: list[int] = []
+    forget = rowcontext.Answers.forget
+
+    def counted(self, held):
+        kept_now = forget(self, held)
+        kept.append(len(self.values))
+        return kept_now
+
+    monkeypatch.setattr(rowcontext.Answers, "forget", counted)
+    for max_rows in (7, 1000):
+        kept.clear()
+        parts = list(batches(str(busy), max_rows=max_rows))
+        assert pa.Table.from_batches(parts).select(CONTEXT).equals(whole)
+        assert max(kept) < 100, max(kept)
 
 
 def test_the_index_answers_as_the_stream_and_cuts_into_ranges(busy: Path) -> None:

@@ -190,6 +190,16 @@ class CaptureReader:
                 self._pending = chunk[offset - have:]
             have += len(chunk)
 
+    @property
+    def read_offset(self) -> int | None:
+        """How far into the file the input has been read (what was yielded lags it by at
+        most a chunk and the reorder window), for progress; None when the input cannot
+        tell (a pipe)."""
+        try:
+            return self._file.tell()
+        except (OSError, ValueError, AttributeError):
+            return None
+
     # -- header
 
     def _error(self, offset: int, expected: str, found: str) -> CaptureError:

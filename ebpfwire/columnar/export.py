@@ -85,12 +85,13 @@ class ExportError(EbpfwireError, ValueError):
 @dataclass(frozen=True)
 class Split:
     """Records of one capture whose first byte lies in [start, end), with the process
-    context of its samples (the capture's index cut to the range) or None for none."""
+    context of its samples: the capture's index cut to the range, True for the whole
+    capture read in one pass (its context answered as it is read), or None for none."""
 
     path: str
     start: int
     end: int
-    context: ContextIndex | None = None
+    context: ContextIndex | bool | None = None
 
     def open(self) -> CaptureReader:
         return CaptureReader(self.path, start=self.start, end=self.end)
@@ -197,8 +198,10 @@ def _index_task(path: str, layout: str | None, arch: str | None) -> tuple[None, 
 # --------------------------------------------------------------------------- decoding
 
 
-def _decode(split: Split, options: _Options, counts: _Counts) -> Iterator[pa.RecordBatch]:
-    """The rows of one split, filtered, in bounded batches; counts what was seen."""
+def _decode(split: Split, options: _Options, counts: _Counts,
+            on_batch: Callable[[int], None] | None = None) -> Iterator[pa.RecordBatch]:
+    """The rows of one split, filtered, in bounded batches; counts what was seen, and says
+    after each batch how many of the split's bytes were read (``on_batch``)."""
     try:
         with split.open() as reader:
             for batch in arrow.batches(reader, layout=options.layout, arch=options.arch,
@@ -212,6 +215,10 @@ def _decode(split: Split, options: _Options, counts: _Counts) -> Iterator[pa.Rec
                 counts.events += batch.num_rows - (len(lost) - lost.null_count)
                 if batch.num_rows:
                     yield batch
+                if on_batch is not None:
+                    offset = reader.read_offset
+                    if offset is not None:
+                        on_batch(max(0, min(offset, split.end) - split.start))
             counts.damaged += reader.damage_count
     except DecodeError as exc:  # its message names the file and the sample's offset
         raise ExportError(f"{exc}; a lenient export keeps damaged samples as rows with "
@@ -540,14 +547,16 @@ def export_parquet(
     checked, layout_name = check_captures(sources, layout, arch)
     size = sum(os.path.getsize(path) for path in checked)
     if context and len(checked) == 1:
-        # its index is one sequential pass, and rows with the context's columns cost more
-        # to send from workers than they gain: 9.1 s with 2 workers against 6.7 s here
-        # for a capture of 1M samples (docs/benchmarks.md)
+        # one pass, in this process, its context answered as it is read: an index would be
+        # a pass of its own (and 12 bytes a sample), and rows with the context's columns
+        # cost more to send from workers than they gain (docs/benchmarks.md)
         jobs = 1
-    # enough ranges to keep every worker busy, none bigger than split_bytes
-    indexes = index_captures(checked, layout, arch, jobs) if context else None
-    splits = plan_splits(checked, max(1 << 16, min(split_bytes, size // (4 * jobs) + 1)),
-                         indexes)
+        with CaptureReader(checked[0]) as reader:   # its records start after the header
+            splits = [Split(checked[0], reader.start, size, True)]
+    else:   # enough ranges to keep every worker busy, none bigger than split_bytes
+        indexes = index_captures(checked, layout, arch, jobs) if context else None
+        splits = plan_splits(checked, max(1 << 16, min(split_bytes, size // (4 * jobs) + 1)),
+                             indexes)
     total = sum(split.end - split.start for split in splits)  # the records' bytes
     options = _Options(layout, arch, strict, keep, row_group_rows)
     parent = os.path.dirname(os.path.abspath(out))
@@ -583,7 +592,13 @@ def export_parquet(
                 if jobs == 1:
                     for split in splits:
                         done = _Counts()
-                        for batch in _decode(split, options, done):
+
+                        def read(offset: int, done: _Counts = done) -> None:
+                            if progress is not None:
+                                progress(counts.bytes + offset, total,
+                                         counts.events + done.events)
+
+                        for batch in _decode(split, options, done, read):
                             target.write(batch)
                         tick(done)
                 else:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 from array import array
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,15 +60,37 @@ def _utf8(text: str) -> str:
         return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
+#: Distinct answers a stream holds before it forgets those nothing refers to any more.
+KEEP_ANSWERS = 1 << 12
+
+
 class Answers:
-    """The distinct answers of one capture, each numbered once (``make`` of the Enricher).
+    """The distinct answers of one capture, each numbered once (``make`` of the Enricher):
+    ``values`` maps each number to its value.
 
     Answers are compared by value, as the JSON lines show them (two runs of one program
-    with the same argv are one answer)."""
+    with the same argv are one answer). A stream (:meth:`forget`) keeps only the answers
+    that rows not yet built or the enricher's caches refer to: a capture makes a new one
+    for nearly every process life, and would otherwise hold them all."""
 
     def __init__(self) -> None:
-        self.values: list[Value] = []
+        self.values: dict[int, Value] = {}
         self._ids: dict[Value, int] = {}
+        self._next = 0
+        self._forget_at = KEEP_ANSWERS
+
+    def forget(self, held: Callable[[], set[int]]) -> set[int] | None:
+        """Past a bound, forget every answer whose number is not in ``held()`` and return
+        what was kept (else None); the bound then doubles what was kept, so that the work
+        stays linear in the answers made."""
+        if len(self.values) < self._forget_at:
+            return None
+        keep = held()
+        values, ids = self.values, self._ids
+        for number in [number for number in values if number not in keep]:
+            del ids[values.pop(number)]
+        self._forget_at = max(KEEP_ANSWERS, 2 * len(values))
+        return keep
 
     def make(self, program: Program | None, parent: Program | None,
              container_id: str | None) -> int:
@@ -80,12 +102,13 @@ class Answers:
             container_id)
         number = self._ids.get(value)
         if number is None:
-            number = self._ids[value] = len(self.values)
-            self.values.append(value)
+            number = self._ids[value] = self._next
+            self._next += 1
+            self.values[number] = value
         return number
 
 
-def columns(values: Sequence[Value], ids: np.ndarray) -> list[pa.Array]:
+def columns(values: Mapping[int, Value] | Sequence[Value], ids: np.ndarray) -> list[pa.Array]:
     """The three context columns of rows with answer ``ids`` (-1: none, all null), made from
     the distinct values those rows use and one ``take`` each."""
     placed = ids >= 0
@@ -167,8 +190,18 @@ class StreamContext:
             if need is None and len(read) >= rows:
                 return
 
+    def _forget(self) -> None:
+        """Forget the answers no row still to build needs, nor the enricher's kept answers
+        (its answers made per programs go with them)."""
+        kept = self.answers.forget(
+            lambda: set(self._ids.values()) | self.enricher.answers_held())
+        if kept is not None:
+            self.enricher.keep_answers(kept)
+
     def take(self, max_rows: int) -> list:
-        """The next records (at most ``max_rows``) in file order."""
+        """The next records (at most ``max_rows``) in file order (the rows taken before
+        are built by now: their answers may be forgotten)."""
+        self._forget()
         self._advance(None, max_rows)
         read = self._read
         return [read.popleft() for _ in range(min(max_rows, len(read)))]
@@ -184,6 +217,7 @@ class StreamContext:
 
     def answer(self, datas: Sequence[bytes]) -> np.ndarray:
         """The answers of raw samples, in the order given."""
+        self._forget()
         sample = self.enricher.sample
         return np.fromiter(map(sample, datas), np.int32, len(datas))
 
@@ -251,5 +285,5 @@ def index_capture(path: str | os.PathLike[str], layout: str | Layout | None = No
                 lost(record.count)
     order = np.argsort(np.frombuffer(offsets, np.uint64), kind="stable")
     return ContextIndex(np.frombuffer(offsets, np.uint64)[order],
-                        np.frombuffer(ids, np.int32)[order], tuple(stream.values),
+                        np.frombuffer(ids, np.int32)[order], tuple(stream.values.values()),
                         tuple(reader.unanchored))

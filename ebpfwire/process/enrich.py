@@ -88,6 +88,19 @@ class Enricher(Generic[T]):
         self._made: dict[tuple, T] = {}     # (program, parent's, container id) -> answer
         self._unplaced: T | None = None
 
+    def answers_held(self) -> set:
+        """The answers kept per process, which :meth:`sample` gives again without asking
+        the table (an output that numbers its answers must keep these)."""
+        held = {entry[5] for entry in self._kept.values()}
+        if self._unplaced is not None:
+            held.add(self._unplaced)
+        return held
+
+    def keep_answers(self, keep: set) -> None:
+        """Forget the answers made per programs but not in ``keep`` (the output forgot
+        them): made again when asked, they are new answers."""
+        self._made = {key: made for key, made in self._made.items() if made in keep}
+
     def feed(self, item: ProcessInfo | ContainerInfo) -> None:
         """A snapshot entry or container record of the capture."""
         self.table.feed(item)
