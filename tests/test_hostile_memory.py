@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 from test_cli import run
 from test_hostile_bounds import _flat, _header, _record, _sample
 from test_process import Stream
 
 from ebpfwire import encode
-from ebpfwire.capture import ProcessRecord, SampleRecord
+from ebpfwire.capture import LostRecord, ProcessRecord, SampleRecord
 from ebpfwire.capture.snapshot import ProcessInfo
-from ebpfwire.cli.captures import HOLD_LIMIT, held_until_fit
+from ebpfwire.cli.captures import HOLD_LIMIT, held_until_fit, say_order
+from ebpfwire.process.tree import ProcessTree, json_chunks, json_text
 from ebpfwire.wire.layouts import get_layout
+from ebpfwire.wire.order import WINDOW_NS, TimeOrder
 
 CLASSIC = get_layout("classic")
 
@@ -69,3 +72,93 @@ def test_samples_past_the_held_ones_are_not_lost(tmp_path: Path) -> None:
                      + b"".join(_sample(s.openat(5, 1, "c")) for _ in range(10)))
     status, out, _ = run("decode", "--lenient", str(path))
     assert len(out.splitlines()) == n + 10
+
+
+# -- the process tree's bound
+
+
+def _tree(n: int, exits: int = 0, bound: int = 100) -> ProcessTree:
+    """``n`` processes that never exit under one parent, then ``exits`` short lives."""
+    s, tree = Stream(), ProcessTree()
+    tree.table.max_processes = bound
+    tree.add_event(s.openat(1, 0, "init"))
+    for i in range(n):
+        tree.add_event(s.openat(10 + i, 1, "w"))
+        tree.add_event(s.openat(1, 0, "init"))   # seen all along: never the least recent
+    for i in range(exits):
+        tree.add_event(s.openat(100_000 + i, 1, "x"))
+        tree.add_event(s.exit(100_000 + i, 1, "x"))
+    return tree
+
+
+def test_a_tree_keeps_at_most_its_bound_and_counts_the_rest() -> None:
+    tree = _tree(1000)
+    assert len(tree._nodes) <= 100 and len(list(tree.table.processes())) <= 100
+    # 1002 lives: the parent was forgotten once, when the clock's first look found every
+    # process seen since the last, and met again as a new life
+    assert tree.table.evicted == 1002 - 100
+    [root] = tree.roots()
+    assert root.process.host_pid == 1 and len(root.children) == 99
+    assert {child.process.host_pid for child in root.children} == set(range(911, 1010))
+    _flat(lambda n: _tree(n, bound=500), sizes=(1000, 4000))
+
+
+def test_exited_processes_past_the_bound_leave_the_tree_oldest_first() -> None:
+    tree = _tree(0, exits=1000)
+    exited = [p for p in tree.table.processes() if p.exited]
+    # and their parent, not seen since the first exits
+    assert len(exited) == 100 and tree.table.evicted == 900 + 1
+    assert {p.host_pid for p in exited} == set(range(100_900, 101_000))
+    assert len(tree._nodes) == 100
+    _flat(lambda n: _tree(0, exits=n, bound=500), sizes=(1000, 4000))
+
+
+def test_processes_share_their_comm_and_keep_no_per_event_counts() -> None:
+    tree = _tree(50)
+    processes = [p for p in tree.table.processes() if p.comms == ("w",)]
+    assert len(processes) == 50
+    assert len({id(p.comms[0]) for p in processes}) == 1
+    assert len({id(p.program.comm) for p in processes}) == 1
+
+
+def test_ps_json_is_written_as_the_tree_is_walked() -> None:
+    """Each process's dict is made when it is written: json_chunks of a tree holds none of
+    the dicts to_json would, and gives the same text."""
+    tree = _tree(300, bound=1000)
+    made = []
+
+    def node_json(node):
+        made.append(node)
+        return tree._json(node)
+
+    chunks = json_chunks(tree.roots(), node_json)
+    first = next(chunks)
+    assert 0 < len(made) < 301
+    assert first + "".join(chunks) == json_text(tree.to_json()) == "".join(tree.json_chunks())
+    assert len(made) == 301
+
+
+# -- the reorder window's bound
+
+
+def test_records_released_before_their_window_are_counted(capsys) -> None:
+    def samples(n: int, step: int):
+        s = Stream()
+        out = []
+        for i in range(n):
+            s.ts = step * i
+            out.append(SampleRecord(0, encode(s.openat(5, 1, "c"), "classic"), i))
+        return out
+
+    order = TimeOrder(SampleRecord, LostRecord, max_records=100)
+    out = list(order(samples(1000, 1)))            # all within one window
+    assert [r.offset for r in out] == list(range(1000)) and order.late == 0
+    # 51 let out each time 101 are held (down to half the bound): 18 times; 82 at the end
+    assert order.early == 18 * 51
+    spread = TimeOrder(SampleRecord, LostRecord, max_records=100)
+    list(spread(samples(1000, WINDOW_NS // 20)))   # 20 a window: the bound is never met
+    assert spread.early == 0
+
+    say_order("t.ewcap", SimpleNamespace(order=order))
+    assert ("t.ewcap: note: 918 samples were ordered within less than 1 s: more than 100 "
+            "records or 64 MiB fell within one window") in capsys.readouterr().err

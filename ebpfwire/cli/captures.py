@@ -14,6 +14,7 @@ from ebpfwire.capture import (
     CaptureError,
     CaptureHeader,
     CaptureReader,
+    CaptureStream,
     LostRecord,
     SampleRecord,
     unreadable_capture,
@@ -171,6 +172,23 @@ def say_notes(label: str, reader: CaptureReader, table: ProcessTable | None = No
         say(f"{label}: note: {table.evicted} processes were forgotten, least recently seen "
             f"first, to keep at most {table.max_processes}; events of one met again are "
             "named by its comm")
+
+
+def say_order(label: str, stream: CaptureStream) -> None:
+    """The reorder window's notes: samples shown out of time order, and samples let out
+    before their window had passed because its bound was reached (so that a bounded order is
+    not taken for a full one)."""
+    order = stream.order
+    if order is None:
+        return
+    window = f"{order.window_ns / 1e9:g} s"
+    if order.late:
+        say(f"{label}: note: {order.late} samples came more than {window} after later ones "
+            "in the file and are shown out of time order (see --no-sort in docs/cli.md)")
+    if order.early:
+        say(f"{label}: note: {order.early} samples were ordered within less than {window}: "
+            f"more than {order.max_records:,} records or {order.max_bytes >> 20} MiB fell "
+            "within one window, the bound of what it holds")
 
 
 def regular_size(source: str) -> int | None:
