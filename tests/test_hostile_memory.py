@@ -162,3 +162,21 @@ def test_records_released_before_their_window_are_counted(capsys) -> None:
     say_order("t.ewcap", SimpleNamespace(order=order))
     assert ("t.ewcap: note: 918 samples were ordered within less than 1 s: more than 100 "
             "records or 64 MiB fell within one window") in capsys.readouterr().err
+
+
+# -- the comm in the table
+
+
+def test_the_table_quotes_the_comm(tmp_path: Path) -> None:
+    """A comm is 15 bytes its task chose: quoted and escaped, it cannot pass for the pid
+    and the program of its line, nor hide a quote."""
+    s = Stream()
+    path = tmp_path / "comm.ewcap"
+    forged = 'x 1 ["/bin/su'
+    path.write_bytes(_header() + _sample(s.openat(200, 1, forged))
+                     + _sample(s.openat(201, 1, 'a"b')) + _sample(s.openat(202, 1, "")))
+    status, out, _ = run("decode", "--utc", str(path))
+    lines = out.splitlines()
+    assert status == 0
+    assert ' "x 1 [\\"/bin/su" 200 openat(' in lines[0]
+    assert ' "a\\"b" 201 openat(' in lines[1] and ' "" 202 openat(' in lines[2]
