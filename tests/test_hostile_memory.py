@@ -180,3 +180,30 @@ def test_the_table_quotes_the_comm(tmp_path: Path) -> None:
     assert status == 0
     assert ' "x 1 [\\"/bin/su" 200 openat(' in lines[0]
     assert ' "a\\"b" 201 openat(' in lines[1] and ' "" 202 openat(' in lines[2]
+
+
+# -- export: rows decoded a few at a time, gathered into row groups
+
+
+def test_export_decodes_a_few_rows_at_a_time_into_full_row_groups(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    from ebpfwire.columnar import export
+
+    monkeypatch.setattr(export, "DECODE_ROWS", 500)
+    for n in (2000, 8000):
+        s = Stream()
+        records = []
+        for i in range(n):
+            s.ts = i * (WINDOW_NS // 10)    # the reorder window holds a few at a time
+            records.append(_sample(s.openat(100 + i % 50, 1, "c", path="/x" * 20)))
+        (tmp_path / f"{n}.ewcap").write_bytes(_header() + b"".join(records))
+
+    def make(n: int) -> None:
+        export.export_parquet(tmp_path / f"{n}.ewcap", tmp_path / f"{n}.parquet", jobs=1,
+                              row_group_rows=3000, context=False, force=True)
+
+    _flat(make)
+    meta = pq.ParquetFile(tmp_path / "8000.parquet").metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [3000, 3000,
+                                                                                 2000]
