@@ -10,6 +10,13 @@ its CPU time (user + sys) comes from os.wait4, its peak RSS from time's %M. Expo
 are waited for by export, so their CPU is counted and the peak is that of the largest single
 process, not the sum.
 
+Memory is bounded by design, and the bounds (the reorder window's records, the process
+table's processes, export's row groups) are above a small capture: the base sizes are such
+that 1x is already past the bounds its class meets, so that the three sizes show what
+happens beyond them (flat memory, linear time); each row says which bounds the command
+reached (from its notes on stderr, and export's row count). --scale 0.25 shows the growth
+below the bounds instead.
+
 Verdicts, per doubling of the size: "linear" when CPU grows at most 2.6x, "flat" when peak
 RSS grows at most 1.3x, "bounded" when it grew from 1x to 2x but not from 2x to 4x (a bound
 was reached), else GROWS. Startup costs hide growth from these ratios on small captures, so
@@ -33,6 +40,9 @@ from collections.abc import Callable, Iterator
 
 from ebpfwire import Arg, ArgType, Event, SockAddr, encode
 from ebpfwire.capture import SYNC, FileHeader
+from ebpfwire.columnar.export import ROW_GROUP_ROWS
+from ebpfwire.process.table import MAX_PROCESSES
+from ebpfwire.wire.order import MAX_BYTES, MAX_RECORDS
 
 T = ArgType
 MIB = 1 << 20
@@ -177,24 +187,32 @@ PS_JSON = ["ps", "--json"]
 ALL = [DECODE, INFO, PS, EXPORT]
 WITH_RAW = [DECODE, RAW, INFO, PS, EXPORT]
 
+# Every sample of these classes falls within one second (the reorder window holds them all
+# up to its bound) and most name processes that never exit: base sizes put 1x past the
+# window's MAX_RECORDS, the process table's MAX_PROCESSES and export's ROW_GROUP_ROWS.
 CLASSES: dict[str, tuple[str, Callable[[int], Iterator[bytes]], int, list[list[str]]]] = {
     # name: (what, builder, base size, commands)
     "forge-record": ("AF_UNIX paths holding a whole record (samples)",
-                     forged_boundaries(FORGED_RECORD), 40_000, ALL),
+                     forged_boundaries(FORGED_RECORD), 140_000, ALL),
     "forge-1mib": ("AF_UNIX paths holding a header claiming 1 MiB (samples)",
-                   forged_boundaries(CLAIM_1MIB), 40_000, ALL),
+                   forged_boundaries(CLAIM_1MIB), 140_000, ALL),
     "argv": ("one process with a 1 MiB argv entry (events of it)",
              argv_amplification, 250, [DECODE, JSONL, INFO, PS, EXPORT]),
-    "deep-chain": ("a fork chain (depth)", deep_chain, 10_000, [DECODE, INFO, PS, PS_JSON, EXPORT]),
+    "deep-chain": ("a fork chain (depth)", deep_chain, 140_000,
+                   [DECODE, INFO, PS, PS_JSON, EXPORT]),
     "lost-live": ("live processes, a LOST after each sample (processes)",
-                  lost_with_live_processes, 5_000, WITH_RAW),
-    "pid-lives": ("lives of one pid as parent of many (children)", lives_of_one_pid, 5_000, ALL),
+                  lost_with_live_processes, 70_000, WITH_RAW),
+    "pid-lives": ("lives of one pid as parent of many (children)", lives_of_one_pid, 135_000,
+                  ALL),
     "unknown-type": ("records of an unknown type", unknown_types, 200_000, WITH_RAW),
     "lost-first": ("LOST records before the first sample", lost_first, 200_000, WITH_RAW),
-    "damaged": ("damaged records between intact ones (pairs)", damaged, 40_000, WITH_RAW),
-    "never-exit": ("processes that never exit", never_exit, 40_000, WITH_RAW),
-    "cut-record": ("a cut record every 5 intact ones (intact)", cut_then_intact, 40_000, WITH_RAW),
+    "damaged": ("damaged records between intact ones (pairs)", damaged, 140_000, WITH_RAW),
+    "never-exit": ("processes that never exit", never_exit, 140_000, WITH_RAW),
+    "cut-record": ("a cut record every 5 intact ones (intact)", cut_then_intact, 140_000, WITH_RAW),
 }
+#: What a command says on stderr when it reaches a bound, and the bound's short name.
+BOUND_NOTES = (("samples were ordered within less than", "window"),
+               ("processes were forgotten", "table"))
 FACTORS = (1, 2, 4)
 CPU_RATIO, RSS_RATIO = 2.6, 1.3  # per doubling: linear time (with noise), flat memory
 CPU_STEP, RSS_STEP = 1.0, 4.0  # s, MiB: the least last increment that can count as growth
@@ -247,7 +265,17 @@ def run(args: list[str], path: str, tmp: str, timeout: float, max_rss: int) -> d
     if not problem and code not in (0, 1, 2):
         problem = f"exit status {code}"
     cpu = float("nan") if killed else usage.ru_utime + usage.ru_stime  # the child was not reaped
-    return {"cpu": cpu, "rss": rss, "rc": code, "problem": problem}
+    return {"cpu": cpu, "rss": rss, "rc": code, "problem": problem, "bounds": bounds_met(stderr)}
+
+
+def bounds_met(stderr: str) -> str:
+    """The bounds a command says it reached: the reorder window's and the process table's
+    notes, and for export a row count past a row group (it holds one while writing)."""
+    met = [name for note, name in BOUND_NOTES if note in stderr]
+    exported = stderr.rpartition("exported ")[2].split(" ", 1)[0].replace(",", "")
+    if exported.isdigit() and int(exported) > ROW_GROUP_ROWS:
+        met.append("row group")
+    return "+".join(met)
 
 
 def open_text(path: str) -> str:
@@ -324,8 +352,10 @@ def main() -> int:
     print(f"hostile captures at {'/'.join(f'{f}x' for f in FACTORS)} x scale {options.scale:g}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start "
           f"({time.strftime('%H:%M:%S')})")
+    print(f"bounds: reorder window {MAX_RECORDS:,} records or {MAX_BYTES >> 20} MiB; process "
+          f"table {MAX_PROCESSES:,} processes (a set); export row group {ROW_GROUP_ROWS:,} rows")
     print(f"{'class':13} {'command':22} {'size':>14} {'MB':>7} {'CPU s':>7} {'peak MiB':>9} "
-          f"{'rc':>3}  {'CPU x':>11} {'RSS x':>11}  verdict")
+          f"{'rc':>3} {'bounds met':>18}  {'CPU x':>6} {'RSS x':>6}  verdict")
     flagged = 0
     with tempfile.TemporaryDirectory(prefix="ebpfwire-hostile-") as tmp:
         for name in names:
@@ -352,10 +382,11 @@ def main() -> int:
                     flagged += 1
                     word = "!! " + word
                 for i, ((n, _, nbytes), r) in enumerate(zip(paths, results, strict=True)):
-                    ratios = (f"{cpu[i] / max(cpu[i - 1], 1e-3):11.2f} "
-                              f"{rss[i] / rss[i - 1]:11.2f}" if i else f"{'':11} {'':11}")
+                    ratios = (f"{cpu[i] / max(cpu[i - 1], 1e-3):6.2f} "
+                              f"{rss[i] / rss[i - 1]:6.2f}" if i else f"{'':6} {'':6}")
                     print(f"{name:13} {' '.join(args):22} {n:>14,} {nbytes / 1e6:7.1f} "
-                          f"{r['cpu']:7.2f} {r['rss']:9.1f} {r['rc']:>3}  {ratios}"
+                          f"{r['cpu']:7.2f} {r['rss']:9.1f} {r['rc']:>3} "
+                          f"{r['bounds'] or '-':>18}  {ratios}"
                           f"{'  ' + word if i == 2 else ''}")
             for _, path, _ in paths:
                 os.unlink(path)

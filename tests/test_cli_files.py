@@ -302,7 +302,7 @@ def test_table_escapes_comm_paths_and_argv(tmp_path: Path):
     status, out, err = run("decode", "--utc", str(path))
     assert status == 0 and err == ""
     _no_raw_controls(out, lines=1)
-    assert '\\x1b[2J\\nforged lin 9 execve("/bin/\\x1b[2J\\nforged line\\r\\x07\\u202e", ' in out
+    assert '"\\x1b[2J\\nforged lin" 9 execve("/bin/\\x1b[2J\\nforged line\\r\\x07\\u202e", ' in out
 
 
 def test_error_lines_escape_file_names_and_capture_strings(tmp_path: Path):

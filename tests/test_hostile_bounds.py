@@ -296,11 +296,11 @@ def test_processes_that_never_exit_are_forgotten_least_recently_seen_first() -> 
     assert table.get(7).events >= 2000 and table.evicted <= 2002
     assert {p.host_pid for p in table.processes()} == {7, *range(3010 - 999, 3010)}
     _flat(make)
-    unbounded = ProcessTable(retain_ns=None, max_processes=10)   # a tree keeps them all
+    tree = ProcessTable(retain_ns=None, max_processes=10)   # a tree's table is bounded too
     s = Stream()
     for i in range(100):
-        unbounded.update(s.openat(10 + i, 1, "c"))
-    assert len(list(unbounded.processes())) == 100 and unbounded.evicted == 0
+        tree.update(s.openat(10 + i, 1, "c"))
+    assert len(list(tree.processes())) == 10 and tree.evicted == 90
 
 
 def test_the_enricher_forgets_what_it_kept_of_a_forgotten_process(monkeypatch) -> None:

@@ -399,7 +399,7 @@ def test_the_table_quotes_the_program_and_an_odd_container_id(tmp_path: Path):
     status, out, _ = run("decode", "--utc", path)
     last = out.splitlines()[-1]
     assert status == 0
-    assert last.endswith(' x 200 ["/tmp/x] openat(AT_FDCWD, \\"/etc/shadow\\", O_RDONLY) = 3 '
+    assert last.endswith(' "x" 200 ["/tmp/x] openat(AT_FDCWD, \\"/etc/shadow\\", O_RDONLY) = 3 '
                          '[\\\\" container "] x ["] openat(AT_FDCWD, "/etc/hosts", '
                          'O_RDONLY) = 3')
 

@@ -14,6 +14,7 @@ from ebpfwire.capture import (
     CaptureError,
     CaptureHeader,
     CaptureReader,
+    CaptureStream,
     LostRecord,
     SampleRecord,
     unreadable_capture,
@@ -93,9 +94,11 @@ def held_until_fit(records: Iterator[SampleRecord | LostRecord], layout: Layout,
                     label: str) -> Iterator[SampleRecord | LostRecord]:
     """The records, unchanged, once one sample decodes cleanly with the layout.
 
-    Until then records are held back (up to HOLD_LIMIT samples; past HELD_LOST_LIMIT LOST
-    records, a LOST record is added to the count of the last one of its CPU since the
-    last sample held, and a note says how many were). If none decodes with the
+    Until then samples and LOST records are held back (up to HOLD_LIMIT samples; past
+    HELD_LOST_LIMIT LOST records, a LOST record is added to the count of the last one of
+    its CPU since the last sample held, and a note says how many were). Process and
+    container records pass at once, as the reorder window passes them: a snapshot of any
+    size before the first sample is not held. If none decodes with the
     layout while another layout decodes some, or every sample is shorter than the layout's
     header, the layout is wrong for this capture: one UsageError naming the layout tried
     and the ones that fit, instead of an error line per sample.
@@ -106,12 +109,14 @@ def held_until_fit(records: Iterator[SampleRecord | LostRecord], layout: Layout,
     merged = 0
     for record in records:
         if type(record) is not SampleRecord:
-            if type(record) is LostRecord:
-                if len(held) - len(samples) >= HELD_LOST_LIMIT and record.cpu in last_lost:
-                    last_lost[record.cpu].count += record.count
-                    merged += 1
-                    continue
-                last_lost[record.cpu] = record
+            if type(record) is not LostRecord:
+                yield record
+                continue
+            if len(held) - len(samples) >= HELD_LOST_LIMIT and record.cpu in last_lost:
+                last_lost[record.cpu].count += record.count
+                merged += 1
+                continue
+            last_lost[record.cpu] = record
             held.append(record)
             continue
         held.append(record)
@@ -145,6 +150,7 @@ def held_until_fit(records: Iterator[SampleRecord | LostRecord], layout: Layout,
                 f"header) decodes with it{hint} (choose with --layout)")
     _say_merged(label, merged)
     yield from held
+    yield from records   # past HOLD_LIMIT samples that none decodes cleanly: the rest
 
 
 def _say_merged(label: str, merged: int) -> None:
@@ -166,6 +172,23 @@ def say_notes(label: str, reader: CaptureReader, table: ProcessTable | None = No
         say(f"{label}: note: {table.evicted} processes were forgotten, least recently seen "
             f"first, to keep at most {table.max_processes}; events of one met again are "
             "named by its comm")
+
+
+def say_order(label: str, stream: CaptureStream) -> None:
+    """The reorder window's notes: samples shown out of time order, and samples let out
+    before their window had passed because its bound was reached (so that a bounded order is
+    not taken for a full one)."""
+    order = stream.order
+    if order is None:
+        return
+    window = f"{order.window_ns / 1e9:g} s"
+    if order.late:
+        say(f"{label}: note: {order.late} samples came more than {window} after later ones "
+            "in the file and are shown out of time order (see --no-sort in docs/cli.md)")
+    if order.early:
+        say(f"{label}: note: {order.early} samples were ordered within less than {window}: "
+            f"more than {order.max_records:,} records or {order.max_bytes >> 20} MiB fell "
+            "within one window, the bound of what it holds")
 
 
 def regular_size(source: str) -> int | None:

@@ -14,6 +14,7 @@ from ebpfwire.cli.captures import (
     open_capture,
     regular_size,
     say_notes,
+    say_order,
     source_label,
 )
 from ebpfwire.cli.errors import EXIT_DAMAGED, EXIT_OK, EXIT_USAGE, OutputError, UsageError, say
@@ -130,10 +131,7 @@ class Decoding:
                              else event_json(event, shown))
             if tick and not count & 1023:
                 progress.update(count, events, record.offset)
-        if stream.late:
-            say(f"{label}: note: {stream.late} samples came more than "
-                 f"{stream.order.window_ns / 1e9:g} s after later ones in the file and are "
-                 "shown out of time order (see --no-sort in docs/cli.md)")
+        say_order(label, stream)
 
 
 def cmd_decode(args: argparse.Namespace) -> int:

@@ -11,13 +11,14 @@ from ebpfwire.cli.captures import (
     layout_and_arch,
     open_capture,
     say_notes,
+    say_order,
     source_label,
 )
 from ebpfwire.cli.errors import EXIT_DAMAGED, EXIT_OK, say
 from ebpfwire.cli.filters import make_filter
 from ebpfwire.cli.options import add_capture_filters, add_command, names_list
 from ebpfwire.cli.output import write_stdout
-from ebpfwire.process.tree import build_tree, capture_items, json_text
+from ebpfwire.process.tree import build_tree, capture_items
 from ebpfwire.wire.errors import DecodeError
 from ebpfwire.wire.events import Event
 
@@ -51,13 +52,16 @@ def cmd_ps(args: argparse.Namespace) -> int:
                                layout=layout, arch=arch, strict=not args.lenient,
                                on_damage=damage.record)
         tree = build_tree(capture_items(stream, on_damaged=damage.sample), keep, arch)
-        say_notes(label, reader)
+        say_notes(label, reader, tree.table)
+        say_order(label, stream)
     if args.json:
-        text = json_text(tree.to_json()) + "\n"
+        for chunk in tree.json_chunks():
+            write_stdout(sys.stdout, chunk)
+        write_stdout(sys.stdout, "\n")
     else:
         lines = tree.lines()
-        text = "".join(line + "\n" for line in lines)
-    write_stdout(sys.stdout, text)
+        for start in range(0, len(lines), 4096):
+            write_stdout(sys.stdout, "".join(line + "\n" for line in lines[start:start + 4096]))
     return EXIT_DAMAGED if args.strict_exit and damage.count else EXIT_OK
 
 

@@ -53,6 +53,13 @@ from ebpfwire.wire.layouts import get_layout
 ROW_GROUP_ROWS = 1 << 17
 """Default upper bound of the rows in one Parquet row group."""
 
+DECODE_ROWS = 1 << 14
+"""Rows decoded at a time; :class:`_ParquetOut` gathers them into row groups. Decoding goes
+through Python objects (about 1 KiB a row while a batch is built, 2 KiB with the writer's
+copies), Arrow holds a row in a few hundred bytes: decoding whole row groups at once made
+an export's memory grow by 2.2 KiB a row up to ROW_GROUP_ROWS (docs/benchmarks.md, "Hostile
+captures")."""
+
 SPLIT_BYTES = 8 << 20
 """Default size of the capture byte range one worker decodes at a time (about 60,000 events
 of a typical workload): small enough that a few ranges in flight stay a few hundred MB."""
@@ -205,7 +212,8 @@ def _decode(split: Split, options: _Options, counts: _Counts,
     try:
         with split.open() as reader:
             for batch in arrow.batches(reader, layout=options.layout, arch=options.arch,
-                                       strict=options.strict, max_rows=options.row_group_rows,
+                                       strict=options.strict,
+                                       max_rows=min(options.row_group_rows, DECODE_ROWS),
                                        context=split.context or False):
                 counts.damaged += batch.num_rows - batch.column("errors").null_count
                 if options.keep is not None:
@@ -258,7 +266,9 @@ class _ParquetOut:
     """A Parquet file created exclusively (never through a link), mode FILE_MODE whatever
     the umask. Opened on the first batch; empty if none came.
 
-    With `background`, row groups are encoded and compressed by a thread (Arrow releases the
+    Batches are gathered until they make a row group of `row_group_rows` rows (the rest at
+    :meth:`close`), so that rows decoded a few at a time still make full row groups. With
+    `background`, row groups are encoded and compressed by a thread (Arrow releases the
     GIL there) while the caller decodes the next rows; at most two writes wait for it.
     """
 
@@ -272,6 +282,8 @@ class _ParquetOut:
         self.writer: pq.ParquetWriter | None = None
         self.thread = ThreadPoolExecutor(1) if background else None
         self.pending: deque[Future] = deque()
+        self.gathered: list[pa.Table] = []
+        self.gathered_rows = 0
 
     def write(self, data: pa.RecordBatch | pa.Table) -> None:
         if self.writer is None:
@@ -280,6 +292,16 @@ class _ParquetOut:
             data = _conform(data, self.writer.schema)
         if isinstance(data, pa.RecordBatch):
             data = pa.Table.from_batches([data])
+        self.gathered.append(data)
+        self.gathered_rows += data.num_rows
+        if self.gathered_rows >= self.row_group_rows:
+            table = pa.concat_tables(self.gathered)
+            whole = table.num_rows - table.num_rows % self.row_group_rows
+            rest = table.slice(whole)
+            self.gathered, self.gathered_rows = [rest] if rest.num_rows else [], rest.num_rows
+            self._write(table.slice(0, whole))
+
+    def _write(self, data: pa.Table) -> None:
         for part in _argv_bounded(data):
             if self.thread is None:
                 self.writer.write_table(part, row_group_size=self.row_group_rows)
@@ -289,8 +311,13 @@ class _ParquetOut:
             self.pending.append(self.thread.submit(self.writer.write_table, part,
                                                    row_group_size=self.row_group_rows))
 
-    def close(self) -> None:
+    def close(self, flush: bool = True) -> None:
+        """Write what is gathered (unless `flush` is False: the output is being given up),
+        wait for the writes and close the file."""
         try:
+            if flush and self.gathered_rows:
+                self._write(pa.concat_tables(self.gathered))
+            self.gathered = []
             while self.pending:
                 self.pending.popleft().result()
         finally:
@@ -306,8 +333,8 @@ class _ParquetOut:
     def __enter__(self) -> _ParquetOut:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, kind: object, *exc: object) -> None:
+        self.close(flush=kind is None)
 
 
 def _argv_bounded(table: pa.Table) -> Iterator[pa.Table]:

@@ -34,7 +34,7 @@ from ebpfwire.wire.events import (
     errno_of,
 )
 from ebpfwire.wire.layouts import EXTRA, Layout
-from ebpfwire.wire.text import escape, exit_status_text, quote
+from ebpfwire.wire.text import exit_status_text, quote
 from ebpfwire.wire.walker import STRING_TAGS, WIDTHS, walk
 
 try:  # the C encoder; the pure-Python one gives the same text, slower
@@ -320,9 +320,11 @@ class TableRenderer:
         printable) goes between the pid and the call."""
         pid = event.host_pid
         shown_pid = f"{pid}/{event.pid}" if event.pid != pid else f"{pid}"
-        comm = escape(event.comm) if event.comm is not None else "?"
+        # quoted as the exe is: a comm is any 15 bytes its task chose, spaces and brackets
+        # included, and must not pass for the pid or the exe of its line
+        comm = quote(event.comm) if event.comm is not None else "?"
         who = f"{shown_pid} {context}" if context else shown_pid
-        line = f"{self.clock(event.ts)} {comm or '?'} {who} {self.call(event)}"
+        line = f"{self.clock(event.ts)} {comm} {who} {self.call(event)}"
         if event.errors:
             line += " <damaged: " + ", ".join(
                 f"{error.kind} at {error.offset}" for error in event.errors) + ">"

@@ -15,7 +15,7 @@ import os
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from ebpfwire.capture.snapshot import ContainerInfo, ProcessInfo
@@ -31,11 +31,13 @@ DEFAULT_RETAIN_NS = 30_000_000_000
 and late events merged from other CPUs still find it. KubeArmor keeps 5 s."""
 
 MAX_PROCESSES = 1 << 16
-"""Processes a table with a retention window keeps (in the table, and exited within the
-window, each): past it the least recently seen is forgotten and counted (``evicted``), so
-processes that never exit, or a storm of exits, cannot fill the memory. A forgotten
-process met again is a new one named by its comm. (Least recently seen by the clock
-algorithm: a process with events since the last look is passed over once.)"""
+"""Processes a table keeps in each of its three sets (in the table; exited ones, within the
+retention window if it has one; lives whose exit was lost, kept for a tree): past it the
+least recently seen (the oldest exit, the oldest replaced life) is forgotten and counted
+(``evicted``), so processes that never exit, or a storm of exits, cannot fill the memory,
+whether the table answers ``decode`` or draws ``ps``'s tree. A forgotten process met again
+is a new one named by its comm. (Least recently seen by the clock algorithm: a process
+with events since the last look is passed over once.)"""
 
 #: Where a program's name comes from, best first.
 SOURCES = ("exec", "snapshot", "fork", "comm")
@@ -115,13 +117,12 @@ class Process:
     mnt_ns: int
     start_ns: int          # snapshot start time, else the first event's ts
     programs: list[Program]
-    comms: dict[str, int] = field(default_factory=dict)   # comm -> first seen ts
+    comms: tuple[str, ...] = ()    # in the order first seen (most processes have one)
     cwd: str = ""
     container_id: str | None = None    # None: not known
     exit_ns: int | None = None
     exit_status: int | None = None     # raw wait(2) status of do_exit
     events: int = 0
-    counts: dict[int, int] = field(default_factory=dict)  # event id -> count
     from_snapshot: bool = False
     pending: ExecRequest | None = None
     checked: int = -1      # its events when the table last looked for one to forget
@@ -183,8 +184,8 @@ class ProcessTable:
     Feed it the snapshot (:meth:`add_process`), the container records
     (:meth:`add_container`), every event (:meth:`update`, which answers for that event)
     and the losses (:meth:`lost`). Exited processes are dropped ``retain_ns`` of event time
-    after their exit, and at most ``max_processes`` are kept (None keeps them all, for a
-    whole-capture tree).
+    after their exit (None keeps them, for a whole-capture tree), and at most
+    ``max_processes`` are kept in each set (see :data:`MAX_PROCESSES`).
     """
 
     def __init__(self, retain_ns: int | None = DEFAULT_RETAIN_NS, arch: str = "x86_64",
@@ -194,7 +195,7 @@ class ProcessTable:
         self._order: deque[Process] = deque()   # by arrival, for forgetting (_evict)
         self._live: dict[int, Process] = {}
         self._exited: deque[Process] = deque()
-        self._replaced: list[Process] = []
+        self._replaced: deque[Process] = deque()
         self._waiting: set[Process] = set()   # those with an exec request pending
         self.containers: dict[tuple[int, int], ContainerInfo] = {}
         self.lost_events = 0
@@ -203,6 +204,10 @@ class ProcessTable:
         #: Called with a host pid whose answers changed (its life, parent, program, exit), or
         #: None when every answer may have (a container record): for caches of answers.
         self.on_change: Callable[[int | None], None] | None = None
+        #: Called with each process the bound makes the table forget (for a tree's nodes).
+        self.on_forget: Callable[[Process], None] | None = None
+        #: The comms and cwds of many processes, one string each (bounded, see _shared).
+        self._strings: dict[str, str] = {}
         self._exec_ids = frozenset(
             nr for nr in (names.syscall_number("execve", arch),
                           names.syscall_number("execveat", arch)) if nr is not None)
@@ -230,8 +235,8 @@ class ProcessTable:
         else:  # a kernel thread or zombie: named by its comm
             program = Program("", argv, "comm", info.start_ns, info.comm)
         process = Process(info.host_pid, info.host_ppid, info.pid, info.uid, info.pid_ns,
-                          info.mnt_ns, info.start_ns, [program], {info.comm: info.start_ns},
-                          info.cwd, info.container_id, from_snapshot=True)
+                          info.mnt_ns, info.start_ns, [program], (self._shared(info.comm),),
+                          self._shared(info.cwd), info.container_id, from_snapshot=True)
         self._insert(process)
         return process
 
@@ -291,8 +296,20 @@ class ProcessTable:
         if self.on_change is not None:
             self.on_change(host_pid)
 
+    def _shared(self, text: str) -> str:
+        """One string for equal comms and cwds: thousands of processes named alike hold it
+        once. The dict is cleared when full, so crafted names cannot grow it."""
+        strings = self._strings
+        shared = strings.get(text)
+        if shared is None:
+            if len(strings) >= self.max_processes:
+                strings.clear()
+            shared = strings[text] = text
+        return shared
+
     def _new_process(self, ts: int, pid_id: int, mnt_id: int, host_ppid: int, host_pid: int,
                      pid: int, uid: int, comm: str, cwd: str) -> Process:
+        comm = self._shared(comm)
         parent = self._live.get(host_ppid)
         program = Program("", (), "comm", ts, comm)
         if parent is not None and not parent.exited:
@@ -300,7 +317,7 @@ class ProcessTable:
             if inherited.known and comm == inherited.comm:
                 program = Program(inherited.exe, inherited.argv, "fork", ts, comm)
         process = Process(host_pid, host_ppid, pid, uid, pid_id, mnt_id, ts, [program],
-                          {comm: ts}, cwd)
+                          (comm,), self._shared(cwd) if cwd else "")
         self._insert(process)
         return process
 
@@ -308,8 +325,6 @@ class ProcessTable:
         live = self._live
         live[process.host_pid] = process
         self._changed(process.host_pid)
-        if self.retain_ns is None:
-            return
         order = self._order
         order.append(process)
         if len(live) > self.max_processes:
@@ -330,8 +345,15 @@ class ProcessTable:
                 order.append(process)
                 continue
             self._forget(process)
-            self.evicted += 1
+            if self.retain_ns is not None or process.exit_ns is None:
+                self._bounded(process)   # (a tree keeps an exited one among its exited)
             return
+
+    def _bounded(self, process: Process) -> None:
+        """``process`` was forgotten to keep the bound: counted, and told."""
+        self.evicted += 1
+        if self.on_forget is not None:
+            self.on_forget(process)
 
     def _forget(self, process: Process) -> bool:
         """Take a process out of the table; False when it was not in it any more."""
@@ -389,6 +411,8 @@ class ProcessTable:
                                              and self._reused(process)):
             if process.exit_ns is None and self.retain_ns is None:
                 self._replaced.append(process)   # its exit was lost; keep it for the tree
+                if len(self._replaced) > self.max_processes:
+                    self._bounded(self._replaced.popleft())
             self._waiting.discard(process)
             process = self._new_process(ts, pid_id, mnt_id, host_ppid, host_pid, pid, uid,
                                         comm, cwd)
@@ -398,12 +422,10 @@ class ProcessTable:
                 self._changed(host_pid)
             process.pid_ns, process.mnt_ns = pid_id, mnt_id
         process.events += 1
-        counts = process.counts
-        counts[event_id] = counts.get(event_id, 0) + 1
         if comm not in process.comms:
-            process.comms[comm] = ts
-        if cwd:
-            process.cwd = cwd
+            process.comms += (self._shared(comm),)
+        if cwd and cwd != process.cwd:
+            process.cwd = self._shared(cwd)
         answer_program = process.programs[-1]
         request = None
         if event_id in self._exec_ids:
@@ -474,8 +496,10 @@ class ProcessTable:
         exited = self._exited
         exited.append(process)
         self._changed(process.host_pid)
-        if self.retain_ns is not None and len(exited) > self.max_processes:
-            self.evicted += self._forget(exited.popleft())
+        if len(exited) > self.max_processes:
+            oldest = exited.popleft()
+            if self._forget(oldest) or self.retain_ns is None:   # a tree keeps all it has
+                self._bounded(oldest)
 
     def _start_program(self, process: Process, program: Program) -> None:
         process.programs.append(program)

@@ -1,10 +1,13 @@
 """The process tree of a capture, like ``pstree -a``: who ran what, when, and how it ended.
 
-Built with a :class:`ProcessTable` that keeps every process (no expiry) over the whole
-capture. Each process shows its program(s) and argv, host pid (and pid in its own PID
-namespace), lifetime, exit status, event counts and container. With an event filter (the
-decode command's ``--event/--pid/--comm`` test) only the matching events are counted and
-only processes with matching events are shown, with their ancestors to place them.
+Built with a :class:`ProcessTable` that keeps processes over the whole capture (no expiry),
+up to its bound (:data:`~ebpfwire.process.table.MAX_PROCESSES` live, as many exited, as
+many lives whose exit was lost): past it the least recently seen leave the tree, counted
+(``table.evicted``). Each process shows its program(s) and argv, host pid (and pid in its
+own PID namespace), lifetime, exit status, event counts and container. With an event
+filter (the decode command's ``--event/--pid/--comm`` test) only the matching events are
+counted and only processes with matching events are shown, with their ancestors to place
+them.
 """
 
 from __future__ import annotations
@@ -25,14 +28,17 @@ from ebpfwire.wire.text import escape, exit_status_text
 EventFilter = Callable[[Event], bool]
 
 
-@dataclass(eq=False)
+@dataclass(slots=True, eq=False)
 class TreeNode:
-    """One process in the tree, with the events of it that passed the filter."""
+    """One process in the tree, with the events of it that passed the filter; while the
+    tree is fed, the parent and container its first event was answered with."""
 
     process: Process
     counts: dict[str, int] = field(default_factory=dict)
     children: list[TreeNode] = field(default_factory=list)
     parent: TreeNode | None = None
+    first_parent: Process | None = None
+    container: ContainerInfo | None = None
 
     @property
     def events(self) -> int:
@@ -80,29 +86,30 @@ class ProcessTree:
 
     def __init__(self, keep: EventFilter | None = None, arch: str = "x86_64"):
         self.table = ProcessTable(retain_ns=None, arch=arch)
+        self.table.on_forget = self._forget
         self.keep = keep
         self._nodes: dict[int, TreeNode] = {}         # id(process) -> node
-        self._parents: dict[int, Process] = {}        # id(process) -> parent at first sight
-        self._containers: dict[int, ContainerInfo] = {}
         self.first_ts: int | None = None
         self.last_ts: int | None = None
 
     # -- input (snapshot entries, containers and losses go to ``table`` directly)
 
+    def _forget(self, process: Process) -> None:
+        """The table forgot ``process`` (its bound): so does the tree."""
+        self._nodes.pop(id(process), None)
+
     def add_event(self, event: Event) -> None:
         answer = self.table.update(event)
         process = answer.process
         key = id(process)
-        if key not in self._parents and answer.parent is not None:
-            self._parents[key] = answer.parent
-        if answer.container is not None:
-            self._containers[key] = answer.container
         if self.first_ts is None:
             self.first_ts = event.ts
         self.last_ts = event.ts
         node = self._nodes.get(key)
         if node is None:
-            node = self._nodes[key] = TreeNode(process)
+            node = self._nodes[key] = TreeNode(process, first_parent=answer.parent)
+        if answer.container is not None:
+            node.container = answer.container
         if self.keep is None or self.keep(event):
             name = event.name or f"event_{event.event_id}"
             node.counts[name] = node.counts.get(name, 0) + 1
@@ -110,7 +117,8 @@ class ProcessTree:
     # -- the tree
 
     def _parent_of(self, process: Process, lives: dict[int, _Lives]) -> Process | None:
-        parent = self._parents.get(id(process))
+        node = self._nodes.get(id(process))
+        parent = node.first_parent if node is not None else None
         if parent is not None:
             return parent
         # not known when it was first seen (the parent's first event came later, or it is
@@ -132,7 +140,7 @@ class ProcessTree:
         for key, node in self._nodes.items():
             if self.keep is not None and not node.counts:
                 continue
-            shown[key] = TreeNode(node.process, node.counts)
+            shown[key] = TreeNode(node.process, node.counts, container=node.container)
         lives: dict[int, _Lives] = {}
         for process in sorted(self.table.processes(), key=lambda p: p.start_ns):
             known = lives.get(process.host_pid)
@@ -151,7 +159,9 @@ class ProcessTree:
                 continue
             parent_node = shown.get(id(parent))
             if parent_node is None:
-                parent_node = shown[id(parent)] = TreeNode(parent)
+                seen = self._nodes.get(id(parent))
+                parent_node = shown[id(parent)] = TreeNode(
+                    parent, container=seen.container if seen is not None else None)
                 pending.append(parent_node)
             top = _top_of(parent_node, tops)
             if top is not node:   # node, not linked yet, is a top; not above its parent
@@ -188,7 +198,7 @@ class ProcessTree:
             shown = ", ".join(f"{count} {name}" for name, count in top[:3])
             more = ", ..." if len(top) > 3 else ""
             parts.append(f"events {node.events} ({shown}{more})")
-        container = _container_text(process, self._containers.get(id(process)))
+        container = _container_text(process, node.container)
         if container:
             parts.append(escape(container))
         return "  ".join(parts)
@@ -215,9 +225,9 @@ class ProcessTree:
         return out
 
     def _json(self, node: TreeNode) -> dict[str, Any]:
-        """One process as :meth:`to_json` gives it, its ``children`` still empty."""
+        """One process as :meth:`to_json` gives it, its ``children`` still the nodes."""
         process = node.process
-        container = self._containers.get(id(process))
+        container = node.container
         return {
             "host_pid": process.host_pid, "host_ppid": process.host_ppid,
             "pid": process.pid, "uid": process.uid,
@@ -233,7 +243,7 @@ class ProcessTree:
             "container_id": (container.container_id if container is not None
                              else process.container_id),
             "runtime": container.runtime if container is not None else None,
-            "children": [],
+            "children": node.children,
         }
 
     def to_json(self) -> list[dict[str, Any]]:
@@ -245,8 +255,14 @@ class ProcessTree:
             node, siblings = stack.pop()
             made = self._json(node)
             siblings.append(made)
-            stack.extend((child, made["children"]) for child in reversed(node.children))
+            made["children"] = children = []
+            stack.extend((child, children) for child in reversed(node.children))
         return top
+
+    def json_chunks(self) -> Iterator[str]:
+        """:func:`json_text` of :meth:`to_json` in pieces, each process's dict made as it is
+        written: what is held is the tree, not a second copy of it as dicts and text."""
+        return json_chunks(self.roots(), self._json)
 
 
 _END = object()
@@ -260,11 +276,23 @@ def json_text(value: Any, indent: int = 2) -> str:
     """``json.dumps(value, indent=indent)`` without recursion, for dicts and lists nested
     as deep as a capture's fork chains (json's indenting encoder recurses in Python);
     below INDENTED_DEPTH as ``json.dumps(value)`` writes them, on one line."""
-    parts: list[str] = []
+    return "".join(json_chunks(value, indent=indent))
+
+
+def json_chunks(value: Any, node_json: Callable[[TreeNode], dict[str, Any]] | None = None,
+                indent: int = 2) -> Iterator[str]:
+    """:func:`json_text` in pieces; a :class:`TreeNode` met is written as ``node_json``
+    makes it, when it is met."""
     open_: list[tuple[Iterator[Any], bool]] = []   # the containers being written, dict?
     item, first = value, True
+    parts: list[str] = []
     while True:
+        if len(parts) >= 4096:
+            yield "".join(parts)
+            parts.clear()
         if item is not _END:
+            if node_json is not None and type(item) is TreeNode:
+                item = node_json(item)
             if isinstance(item, dict) and item:
                 parts.append("{")
                 open_.append((iter(item.items()), True))
@@ -277,7 +305,8 @@ def json_text(value: Any, indent: int = 2) -> str:
                 parts.append(json.dumps(item))
                 first = False
         if not open_:
-            return "".join(parts)
+            yield "".join(parts)
+            return
         depth = len(open_)
         items, is_dict = open_[-1]
         item = next(items, _END)

@@ -73,6 +73,10 @@ class TimeOrder:
         self.max_records = max_records
         self.max_bytes = max_bytes
         self.late = 0
+        #: Records released before their window had passed because a bound was reached:
+        #: past this, a sample may come late (``late``) where a wider window would have
+        #: placed it; reported so that nobody mistakes a bounded order for a full one.
+        self.early = 0
 
     def __call__(self, records: Iterable[Any]) -> Iterator[Any]:
         held: list[tuple[int, int, Any]] = []
@@ -129,6 +133,7 @@ class TimeOrder:
                     if type(item) is sample:
                         keep_bytes -= len(item.data)
                     cut += 1
+                self.early += cut - bisect_left(held, (newest - window + 1,), 0, cut)
             if cut:
                 for _, _, out in held[:cut]:
                     if type(out) is sample:
