@@ -36,6 +36,7 @@ from ebpfwire.wire.catalogue import (
 from ebpfwire.wire.encoder import encode, encode_header
 from ebpfwire.wire.events import ARGV_LIMIT, ARGV_MORE, Arg, Argv, Event, SockAddr
 from ebpfwire.wire.layouts import EXTRA, OFFSETS, Layout, get_layout
+from ebpfwire.wire.schema import HASH_DIGEST_SIZE, HASH_KINDS
 from ebpfwire.wire.walker import SOCKADDR_BODY
 
 U32 = st.integers(0, 2**32 - 1)
@@ -100,14 +101,37 @@ def _catalogue_args(draw, arch: str) -> tuple[int, list[Arg]]:
     return event_id, [draw(args_of(t)) for t in types]
 
 
+def hash_trailers(kinds: tuple[int, ...] | None = None) -> st.SearchStrategy[list[dict]]:
+    """A hash trailer's hashes as ``Event.extra["hashes"]`` holds them: the kinds tried
+    (``kinds``, else any of 30, 31, 32 in order), each found (a digest) or not."""
+    tried = (st.just(kinds) if kinds is not None else
+             st.lists(st.sampled_from(sorted(HASH_KINDS)), unique=True, max_size=3).map(sorted))
+    # a digest that begins with a kind's word reads as that kind (schema.hash_trailer):
+    # SHA-256 digests almost never do, generated ones often would
+    found = st.binary(min_size=HASH_DIGEST_SIZE, max_size=HASH_DIGEST_SIZE).filter(
+        lambda raw: int.from_bytes(raw[:4], "little") not in HASH_KINDS)
+    digest = st.one_of(st.none(), found.map(bytes.hex))
+    return tried.flatmap(lambda types: st.tuples(*(digest for _ in types)).map(
+        lambda digests: [{"type": t, "kind": HASH_KINDS[t], "digest": d}
+                         for t, d in zip(types, digests, strict=True)]))
+
+
+def _with_hashes(extra: dict) -> st.SearchStrategy[dict]:
+    if extra.get("hash") != 1:
+        return st.just(extra)
+    return hash_trailers().map(lambda hashes: {**extra, "hashes": hashes})
+
+
 def _extra(layout: Layout) -> st.SearchStrategy[dict]:
     fields = {}
     for sub in layout.schema.subcons[EXTRA:]:
         if sub.name in layout.text_fields:
             fields[sub.name] = wire_text(sub.sizeof())
+        elif sub.name == "hash" and layout.hash_at is not None:
+            fields[sub.name] = st.one_of(st.integers(0, 1), st.integers(0, 255))
         else:
             fields[sub.name] = st.integers(0, 2 ** (8 * sub.sizeof()) - 1)
-    return st.fixed_dictionaries(fields)
+    return st.fixed_dictionaries(fields).flatmap(_with_hashes)
 
 
 @st.composite
