@@ -122,6 +122,17 @@ def _with_hashes(extra: dict) -> st.SearchStrategy[dict]:
     return hash_trailers().map(lambda hashes: {**extra, "hashes": hashes})
 
 
+@st.composite
+def catalogue_events(draw, layout: str | Layout = "classic", arch: str = "x86_64") -> Event:
+    """Valid events of the catalogue only: each id with the arguments the monitor writes."""
+    layout = get_layout(layout)
+    event_id, args = _catalogue_args(draw, arch)
+    return Event(
+        draw(st.integers(0, 2**64 - 1)), draw(U32), draw(U32), draw(U32), draw(U32), draw(U32),
+        draw(U32), draw(U32), event_id, len(args), draw(st.integers(-(2**63), 2**63 - 1)),
+        draw(wire_text(16)), args, draw(_extra(layout)), arch)
+
+
 def _extra(layout: Layout) -> st.SearchStrategy[dict]:
     fields = {}
     for sub in layout.schema.subcons[EXTRA:]:
@@ -139,11 +150,10 @@ def events(draw, layout: str | Layout = "classic", arch: str = "x86_64") -> Even
     """Valid events: catalogue events with their own argument types, or any mix of types."""
     layout = get_layout(layout)
     if draw(st.booleans()):
-        event_id, args = _catalogue_args(draw, arch)
-    else:
-        event_id = draw(U32)
-        types = draw(st.lists(st.sampled_from(_WIRE_TYPES), max_size=6))
-        args = [draw(args_of(t)) for t in types]
+        return draw(catalogue_events(layout, arch))
+    event_id = draw(U32)
+    types = draw(st.lists(st.sampled_from(_WIRE_TYPES), max_size=6))
+    args = [draw(args_of(t)) for t in types]
     return Event(
         draw(st.integers(0, 2**64 - 1)), draw(U32), draw(U32), draw(U32), draw(U32), draw(U32),
         draw(U32), draw(U32), event_id, len(args), draw(st.integers(-(2**63), 2**63 - 1)),

@@ -410,12 +410,24 @@ def walk_lenient(data: bytes, p: int, n: int, argc: int, expected: tuple[int, ..
 
 
 # A reading's cost, compared as a tuple: the damage it reports, the arguments whose tag
-# is not the catalogue's, and minus the values it decodes (more is better).
-_NONE = (0, 0, 0)
-
-
+# is not the catalogue's, whether it ends on padding that is not the ring's (some zero
+# bytes), and minus the values it decodes (more is better).
 def _plus(a: tuple, b: tuple) -> tuple:
-    return (a[0] + b[0], a[1] + b[1], a[2] + b[2])
+    return (a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3])
+
+
+def _ending(data: bytes, p: int, n: int, hashes: list | None) -> tuple[tuple, list, list]:
+    """The end of a reading at ``p``: its cost, the trailer's hashes, the damage."""
+    damage: list = []
+    trailer: list | None = None if hashes is None else []
+    _lenient_end(data, p, n, trailer, damage)
+    if damage:
+        return (len(damage), 0, 0, 0), trailer, damage
+    end = p
+    if trailer is not None:
+        end = hash_trailer(data, p, n, [])
+    tail = n - end
+    return (0, 0, 0 if tail == 0 or tail == perf_pad(end) else 1, 0), trailer, damage
 
 
 def _explain(data: bytes, start: int, n: int, expected: tuple[int, ...], out: list,
@@ -426,7 +438,8 @@ def _explain(data: bytes, start: int, n: int, expected: tuple[int, ...], out: li
     (payload unread), the argument skipped (a NULL pointer: SOCKADDR_T, STR_T), or the
     arguments missing from here on; then the end (hash trailer, padding). The reading
     with the least damage wins, then the one whose tags are the catalogue's, then the
-    one with more values; among equals the earlier choice in that order (the bytes as
+    one that ends on the ring's padding (or on no padding) rather than on some zero
+    bytes, then the one with more values; among equals the earlier choice in that order (the bytes as
     written before any failure). What a writer's failure modes leave (an argument
     dropped, orphaned or skipped) is so read back exactly unless the bytes also read,
     at least as well, as something else.
@@ -441,10 +454,8 @@ def _explain(data: bytes, start: int, n: int, expected: tuple[int, ...], out: li
         if found is not None:
             return found
         if index == argc:
-            damage: list = []
-            trailer: list | None = None if hashes is None else []
-            _lenient_end(data, p, n, trailer, damage)
-            found = ((len(damage), 0, 0), ("hashes", trailer), damage, None)
+            cost, trailer, damage = _ending(data, p, n, hashes)
+            found = (cost, ("hashes", trailer), damage, None)
             memo[key] = found
             return found
         want = expected[index]
@@ -458,20 +469,20 @@ def _explain(data: bytes, start: int, n: int, expected: tuple[int, ...], out: li
             except DecodeError as error:
                 failure = error
             else:
-                cost = _plus(best(q, index + 1)[0], (len(inner), tag != want, -1))
+                cost = _plus(best(q, index + 1)[0], (len(inner), tag != want, 0, -1))
                 choices.append((cost, (tag, value), inner, (q, index + 1)))
-            cost = _plus(best(p + 1, index + 1)[0], (1, tag != want, 0))
+            cost = _plus(best(p + 1, index + 1)[0], (1, tag != want, 0, 0))
             choices.append((cost, (tag, None), [_orphan(p, tag)], (p + 1, index + 1)))
         elif tag >= 0:
             failure = _error("bad-tag", p, f"an argument tag ({_KNOWN_TAGS})", f"tag {tag}")
         choices.append(best_end(p, index))
         if tag >= 0 and want in SKIPPABLE:
-            cost = _plus(best(p, index + 1)[0], (1, 0, 0))
+            cost = _plus(best(p, index + 1)[0], (1, 0, 0, 0))
             skipped = _missing(p, index, argc, f"tag {tag} (the writer skipped a NULL "
                                                 f"{_TYPE_NAMES[want]})")
-            choices.append((cost, (want, None), [skipped], (p, index + 1)))
+            choices.append((cost, (int(want), None), [skipped], (p, index + 1)))
         if failure is not None:
-            choices.append(((1, 0, 0), None, [failure], None))
+            choices.append(((1, 0, 2, 0), None, [failure], None))   # bytes unexplained
         found = min(choices, key=lambda choice: choice[0])   # the first of the least
         memo[key] = found
         return found
@@ -479,9 +490,7 @@ def _explain(data: bytes, start: int, n: int, expected: tuple[int, ...], out: li
     def best_end(p: int, index: int) -> tuple:
         """The arguments from ``index`` on missing: the sample (or the trailer) ends here,
         or is damaged here."""
-        damage: list = []
-        trailer: list | None = None if hashes is None else []
-        _lenient_end(data, p, n, trailer, damage)
+        cost, trailer, damage = _ending(data, p, n, hashes)
         if damage:
             reason = "bytes that are no argument"
         elif all(tag == _SOCKADDR for tag in expected[index:]):
@@ -489,7 +498,7 @@ def _explain(data: bytes, start: int, n: int, expected: tuple[int, ...], out: li
         else:
             reason = "end of data" if p >= n else (
                 "the hash trailer" if hashes is not None else "perf padding")
-        return ((1 + len(damage), 0, 0), ("hashes", trailer),
+        return (_plus(cost, (1, 0, 0, 0)), ("hashes", trailer),
                 [_missing(p, index, argc, reason), *damage], None)
 
     state: tuple[int, int] | None = (start, 0)
