@@ -12,7 +12,7 @@ from ebpfwire import DecodeError, decode, encode
 from ebpfwire.wire import strategies
 from ebpfwire.wire.argtypes import ArgType
 from ebpfwire.wire.catalogue import expected_tags
-from ebpfwire.wire.events import Arg, args_of
+from ebpfwire.wire.events import Arg
 from ebpfwire.wire.walker import KNOWN, SKIPPABLE, _ending, _payload
 
 #: Payloads the writer reads from the process's memory, the reads that can fail and leave

@@ -439,10 +439,11 @@ def _explain(data: bytes, start: int, n: int, expected: tuple[int, ...], out: li
     arguments missing from here on; then the end (hash trailer, padding). The reading
     with the least damage wins, then the one whose tags are the catalogue's, then the
     one that ends on the ring's padding (or on no padding) rather than on some zero
-    bytes, then the one with more values; among equals the earlier choice in that order (the bytes as
-    written before any failure). What a writer's failure modes leave (an argument
-    dropped, orphaned or skipped) is so read back exactly unless the bytes also read,
-    at least as well, as something else.
+    bytes, then the one with more values; among equals the first of: the payload, the
+    arguments missing from here (what strict mode reads for a NULL sockaddr), an orphan
+    tag, a skip. What a writer's failure modes leave (an argument dropped, orphaned or
+    skipped) is so read back exactly unless the bytes also read, at least as well, as
+    something else.
     """
     argc = len(expected)
     memo: dict[tuple[int, int], tuple] = {}
@@ -471,11 +472,12 @@ def _explain(data: bytes, start: int, n: int, expected: tuple[int, ...], out: li
             else:
                 cost = _plus(best(q, index + 1)[0], (len(inner), tag != want, 0, -1))
                 choices.append((cost, (tag, value), inner, (q, index + 1)))
-            cost = _plus(best(p + 1, index + 1)[0], (1, tag != want, 0, 0))
-            choices.append((cost, (tag, None), [_orphan(p, tag)], (p + 1, index + 1)))
         elif tag >= 0:
             failure = _error("bad-tag", p, f"an argument tag ({_KNOWN_TAGS})", f"tag {tag}")
         choices.append(best_end(p, index))
+        if tag >= 0 and KNOWN[tag]:
+            cost = _plus(best(p + 1, index + 1)[0], (1, tag != want, 0, 0))
+            choices.append((cost, (tag, None), [_orphan(p, tag)], (p + 1, index + 1)))
         if tag >= 0 and want in SKIPPABLE:
             cost = _plus(best(p, index + 1)[0], (1, 0, 0, 0))
             skipped = _missing(p, index, argc, f"tag {tag} (the writer skipped a NULL "
