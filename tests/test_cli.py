@@ -148,7 +148,7 @@ def test_jsonl_and_json_carry_the_same_events():
     status2, array, _ = run("decode", "--format", "json", str(ALL_TYPES))
     assert status == status2 == 0
     assert jsonl(lines) == json.loads(array)
-    assert len(jsonl(lines)) == 34
+    assert len(jsonl(lines)) == 35
 
 
 def test_json_array_of_nothing_is_valid(tmp_path: Path):
