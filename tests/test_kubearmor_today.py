@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
 
-from ebpfwire import Arg, ArgType, decode
+from ebpfwire import Arg, ArgType, decode, encode
+from ebpfwire.wire import strategies
 from ebpfwire.wire.decoder import detect_layout
 from ebpfwire.wire.events import Hash, SockAddr
 from ebpfwire.wire.schema import parse_event
@@ -80,3 +82,21 @@ def test_accept4_with_a_null_sockaddr_is_its_fd_and_a_missing_argument(strict: b
     assert event.args == [Arg(ArgType.INT_T, 12)]
     assert [(e.kind, e.offset) for e in event.errors] == [("missing-argument", 73)]
     assert "NULL sockaddr" in str(event.errors[0])
+
+
+@settings(max_examples=400)
+@given(strategies.newest_writer_bytes())
+def test_the_newest_writers_stream_decodes_strictly_with_no_error(sample: bytes) -> None:
+    event = decode(sample, layout="hash")
+    assert event.errors is None
+    assert (event.hashes is not None) == (event.extra["hash"] == 1)
+    assert decode(sample, layout="hash", strict=False).errors == []
+    assert parse_event(sample, layout="hash") == event
+
+
+@given(strategies.newest_writer_events())
+def test_the_newest_writers_events_round_trip(event) -> None:
+    assert decode(encode(event, "hash"), layout="hash") == event
+    if event.name in ("udp_sendmsg", "udp_send_skb"):
+        assert [a.type for a in event.args] == [ArgType.SOCKADDR_T, ArgType.UDP_MSG,
+                                                ArgType.QTYPE]

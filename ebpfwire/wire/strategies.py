@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from functools import cache
 
 try:
     from hypothesis import strategies as st
@@ -27,6 +28,7 @@ from ebpfwire.wire.catalogue import (
     DO_EXIT,
     MASKS,
     SECURITY_BPRM_CHECK,
+    SPECIAL_EVENTS,
     TCP_ACCEPT,
     TCP_ACCEPT_V6,
     TCP_CONNECT,
@@ -158,6 +160,72 @@ def events(draw, layout: str | Layout = "classic", arch: str = "x86_64") -> Even
         draw(st.integers(0, 2**64 - 1)), draw(U32), draw(U32), draw(U32), draw(U32), draw(U32),
         draw(U32), draw(U32), event_id, len(args), draw(st.integers(-(2**63), 2**63 - 1)),
         draw(wire_text(16)), args, draw(_extra(layout)), arch)
+
+
+#: The events whose context KubeArmor's newest writer marks hash = 1, and whether it
+#: also tries the file's hash (kind 32): the file events yes, the exec exits no.
+_HASHED = {"open": True, "openat": True, "close": True, "unlink": True, "unlinkat": True,
+           "rmdir": True, "chown": True, "fchownat": True, "execve": False, "execveat": False}
+
+
+@st.composite
+def newest_writer_events(draw, arch: str = "x86_64") -> Event:
+    """Events as KubeArmor's newest writer (2025-10 on) writes them, in the hash layout:
+    the file events and the exec exits with a hash trailer (the kinds it tries, 30 and 31,
+    and 32 for files; 0 to all of them found, none when IMA is off), the udp hooks'
+    2025 shape (a sockaddr_in to port 53 stored in host order, a query name with a
+    trailing dot, A or AAAA), no -2 or -115 results for syscalls (it does not write
+    them), no failed string read (it leaves none)."""
+    layout = get_layout("hash")
+    ids = _event_ids(arch)
+    name = draw(st.sampled_from(sorted(ids)))
+    event_id = ids[name]
+    types = [t for t in arg_types(MASKS[name]) if t != ArgType.NONE_T]
+    exit_event = name in ("execve", "execveat") and draw(st.booleans())
+    if exit_event:
+        types = []
+    if name in ("udp_sendmsg", "udp_send_skb"):
+        label = st.text("abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=20)
+        qname = st.lists(label, min_size=1, max_size=4).map(lambda parts: ".".join(parts) + ".")
+        server = st.binary(min_size=4, max_size=4).map(
+            lambda a: SockAddr.inet(socket.inet_ntop(socket.AF_INET, a), 0x3500))
+        args = [Arg(ArgType.SOCKADDR_T, draw(server)), Arg(ArgType.UDP_MSG, draw(qname)),
+                Arg(ArgType.QTYPE, draw(st.sampled_from([1, 28])))]
+    else:
+        args = [draw(args_of(t)) for t in types]
+    retval = draw(st.integers(-4095, 2**31 - 1).filter(lambda r: r not in (-2, -115)))
+    extra = draw(_extra(layout))
+    extra["hash"] = 0
+    extra.pop("hashes", None)
+    if name in _HASHED and (exit_event or name not in ("execve", "execveat")):
+        kinds = (30, 31, 32) if _HASHED[name] else (30, 31)
+        extra["hash"] = 1
+        extra["hashes"] = draw(st.one_of(
+            hash_trailers(kinds).map(lambda hashes: [{**h, "digest": None} for h in hashes]),
+            hash_trailers(kinds)))
+    return Event(
+        draw(st.integers(0, 2**64 - 1)), draw(U32), draw(U32), draw(U32), draw(U32), draw(U32),
+        draw(U32), draw(U32), event_id, len(args), retval, draw(wire_text(16)), args, extra,
+        arch)
+
+
+@cache
+def _event_ids(arch: str) -> dict[str, int]:
+    """The catalogue's events that have an id on ``arch``, by name."""
+    ids = {}
+    for event_id in (*range(1024), *SPECIAL_EVENTS):
+        name = event_name(event_id, arch)
+        if name in MASKS:
+            ids.setdefault(name, event_id)
+    return ids
+
+
+def newest_writer_bytes(arch: str = "x86_64") -> st.SearchStrategy[bytes]:
+    """:func:`newest_writer_events` encoded, with the ring's padding of stale bytes."""
+    def padded(event: Event, stale: bytes) -> bytes:
+        data = encode(event, "hash")
+        return data + stale[:-(4 + len(data)) % 8]
+    return st.builds(padded, newest_writer_events(arch), st.binary(min_size=7, max_size=7))
 
 
 def event_bytes(layout: str | Layout = "classic", arch: str = "x86_64") -> st.SearchStrategy[bytes]:
