@@ -453,17 +453,23 @@ static __always_inline void put_int(struct writer *w, __u64 value)
 #define LAST_STR_OFF (MAX_BUFFER_SIZE - MAX_STRING_SIZE - (__u32)sizeof(int) + 1)
 
 /* writes the size of a string whose bytes were read after the size field;
- * a failed read (size <= 0) writes nothing */
+ * a failed read (size <= 0: a NULL or unreadable pointer, as mount(2)'s data
+ * and type often are) writes size 0, a string no successful read gives (""
+ * has size 1): the reader gets the argument, not an orphan tag (KubeArmor's
+ * newest writer leaves the argument out instead, tag and all) */
 static __always_inline void end_str(struct writer *w, long size)
 {
-	if (size <= 0)
+	if (size <= 0) {
+		*(int *)&w->b->data[off_within(w, sizeof(int))] = 0;
+		w->off += sizeof(int);
 		return;
+	}
 	*(int *)&w->b->data[off_within(w, sizeof(int))] = (int)size;
 	w->off += sizeof(int) + (__u32)(size & (MAX_STRING_SIZE * 2 - 1));
 }
 
 /* STR_T from user memory: tag, then s32 size (NUL included) and the bytes;
- * a failed read leaves the tag alone (orphan tag) */
+ * a failed read gives size 0 and no bytes (end_str) */
 static __always_inline void put_user_str(struct writer *w, __u64 ptr)
 {
 	long size;

@@ -6,7 +6,7 @@ import struct
 import pytest
 
 import ebpfwire
-from ebpfwire import ArgType, DecodeError, decode, decode_many
+from ebpfwire import Arg, ArgType, DecodeError, decode, decode_many
 from ebpfwire.wire.schema import parse_event
 
 
@@ -102,6 +102,16 @@ def test_decode_many_and_arm64_names():
         decode(OPENAT, layout="nope")
 
 
+def test_a_connect_whose_sockaddr_the_writer_skipped_is_an_event_in_both_modes():
+    """A NULL sockaddr pointer: the writer writes neither tag nor payload, argnum still
+    counts it; strict and lenient alike give the fd and say what is missing."""
+    for strict in (True, False):
+        event = decode(CONNECT[:73], strict=strict)
+        assert event.args == [Arg(ArgType.INT_T, 3)]
+        assert [(e.kind, e.offset) for e in event.errors] == [("missing-argument", 73)]
+    assert parse_event(CONNECT[:73]) == decode(CONNECT[:73])
+
+
 def error_of(sample, **kwargs) -> DecodeError:
     with pytest.raises(DecodeError) as info:
         decode(sample, **kwargs)
@@ -111,7 +121,7 @@ def error_of(sample, **kwargs) -> DecodeError:
 @pytest.mark.parametrize("sample, kind, offset", [
     (b"", "short-header", 0),
     (CONNECT[:67], "short-header", 0),
-    (CONNECT[:73], "missing-argument", 73),                   # argnum 2, one argument
+    (OPENAT[:73], "missing-argument", 73),                    # argnum 3, one argument
     (CONNECT[:72], "truncated", 69),                          # INT_T payload cut
     (CONNECT[:75], "truncated", 74),                          # sockaddr family cut
     (CONNECT[:80], "truncated", 76),                          # sockaddr_in body cut

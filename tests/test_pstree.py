@@ -163,3 +163,12 @@ def test_a_loss_follows_its_cpus_last_sample_in_ps_as_in_decode(tmp_path: Path) 
     lines = [json.loads(line) for line in out.splitlines()]
     assert status == 0
     assert [line.get("ts", line.get("lost")) for line in lines] == [a.ts, 7, b.ts, c.ts]
+
+
+def test_a_container_record_that_names_no_container_shows_the_namespaces() -> None:
+    """`ps` printed `unknown:?` where docs/cli.md promises `ns <pid_ns>/<mnt_ns>`."""
+    s = Stream()
+    items = [ContainerInfo(0, 4026532999, "", "unknown"),
+             s.openat(500, 1, "ip", pid_id=0, mnt_id=4026532999)]
+    [line] = build_tree(items).lines()
+    assert line.endswith("ns 0/4026532999") and "unknown:?" not in line

@@ -21,7 +21,7 @@ from ebpfwire.cli.errors import EXIT_DAMAGED, EXIT_OK, EXIT_USAGE, OutputError, 
 from ebpfwire.cli.filters import make_filter
 from ebpfwire.cli.options import add_capture_filters, add_command, names_list
 from ebpfwire.cli.output import Output, Progress
-from ebpfwire.output.kubearmor import KubeArmorLogs
+from ebpfwire.output.kubearmor import NEWEST, VERSIONS, KubeArmorLogs
 from ebpfwire.output.render import event_json, sample_json
 from ebpfwire.process.enrich import Enricher, table_context
 from ebpfwire.wire.errors import DecodeError
@@ -81,7 +81,8 @@ class Decoding:
         # JSON without filters: raw samples straight to JSON lines (render.sample_json)
         fast = self.strict and keep is None and fmt in ("jsonl", "json")
         out_line = self.out.line
-        logs = KubeArmorLogs(header.hostname, header.boot_time_ns) if kubearmor else None
+        logs = (KubeArmorLogs(header.hostname, header.boot_time_ns,
+                              version=self.args.kubearmor_version) if kubearmor else None)
         context = enricher.sample if enricher is not None else None
         count = events = 0
         tick = progress.enabled
@@ -118,8 +119,7 @@ class Decoding:
                 shown = context(record.data)
             if keep is None or keep(event):
                 if logs is not None:
-                    log = logs.log(event, answer) if answer is not None else None
-                    if log is not None:
+                    for log in logs.logs(event, answer) if answer is not None else ():
                         events += 1
                         out_line(json.dumps(log))
                 elif context is None:
@@ -181,6 +181,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("table", "jsonl", "json", "kubearmor"),
                    default="table", help="strace-like table (default), JSON lines, one JSON "
                                          "array, or KubeArmor logs (one JSON object a line)")
+    p.add_argument("--kubearmor-version", choices=VERSIONS, default=NEWEST,
+                   help="with --format kubearmor: the logs of KubeArmor as it is now "
+                        "(newest, the default) or of 2023 (docs/kubearmor-versions.md)")
     p.add_argument("--raw", action="store_true",
                    help="without the process context (executable, parent, container): "
                         "the events as the capture holds them")

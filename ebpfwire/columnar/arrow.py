@@ -52,6 +52,8 @@ __all__ = ["FLAT_COLUMNS", "batches", "schema", "to_table"]
 
 _ERROR_TYPE = pa.struct([("kind", pa.string()), ("offset", pa.int64()),
                          ("message", pa.string())])
+#: One hash of the hash trailer (layout hash): its kind and digest (null: not found).
+_HASH_TYPE = pa.struct([("type", pa.uint32()), ("kind", pa.string()), ("digest", pa.string())])
 _INT_TYPES = {"Q": pa.uint64(), "L": pa.uint32(), "I": pa.uint32(), "H": pa.uint16(),
               "B": pa.uint8(), "q": pa.int64(), "l": pa.int32(), "i": pa.int32(),
               "h": pa.int16(), "b": pa.int8()}
@@ -119,6 +121,8 @@ def schema(layout: str | Layout = "classic", context: bool = True) -> pa.Schema:
         if name in ("ts", "event_id", "argnum", "retval"):
             continue
         columns.append((name, pa.string() if code.endswith("s") else _INT_TYPES[code]))
+    if layout.hash_at is not None:
+        columns.append(("hashes", pa.list_(_HASH_TYPE)))
     columns += [
         ("retval", pa.int64()), ("errno", pa.string()), ("argnum", pa.uint32()),
         ("args", pa.list_(ARG_TYPE)),
@@ -283,6 +287,11 @@ class _BatchBuilder:
         self.name = src.name
         self.seen = 0        # samples in the batches before this one
         self.fields = _header_fields(self.layout)
+        # the hash field's byte offset: samples where it is 1 end with a hash trailer,
+        # read by the walker (row by row) into the hashes column
+        self.hash_offset = next((offset for name, _, offset in self.fields if name == "hash"),
+                                None)
+        self.row_hashes: dict[int, list] = {}
         self.dtype = np.dtype({
             "names": [name for name, _, _ in self.fields],
             "formats": [f"S{code[:-1]}" if code.endswith("s") else _NP_CODES[code]
@@ -345,7 +354,11 @@ class _BatchBuilder:
         try:
             if len(data) < self.layout.size:
                 raise short_header(self.layout, len(data))
-            walk_args(data, self.layout.size, argc, event_id, self.arch, flat, damage)
+            hashes = None if self.hash_offset is None or data[self.hash_offset] != 1 else []
+            damage = walk_args(data, self.layout.size, argc, event_id, self.arch, flat,
+                               damage, hashes)
+            if hashes is not None:
+                self.row_hashes[index] = hashes
         except DecodeError as error:
             if damage is not None:   # lenient: only a short header raises
                 return [error]
@@ -409,6 +422,9 @@ class _BatchBuilder:
         columns["errno"] = self._errnos(header["event_id"], header["retval"], mask("retval"))
         columns["args"] = pa.ListArray.from_arrays(pa.array(arguments.offsets.astype(np.int32)),
                                                    arguments.struct())
+        if self.hash_offset is not None:
+            columns["hashes"] = pa.array([self.row_hashes.pop(i, None) for i in range(count)],
+                                         pa.list_(_HASH_TYPE))
         self._flat_columns(columns, header["event_id"], arguments, mask("event_id"))
         columns["errors"] = self._errors(damage, count)
         columns["lost"] = pa.nulls(count, pa.uint64())
@@ -446,7 +462,8 @@ class _BatchBuilder:
         counts = np.zeros(count, np.int64)
         fast = np.zeros(count, bool)
         groups = []
-        for template, rows in self._templates(header["event_id"], header["argnum"], ~short):
+        plain = ~short if self.hash_offset is None else ~short & (header["hash"] != 1)
+        for template, rows in self._templates(header["event_id"], header["argnum"], plain):
             ok, values = walk_columns(buf, starts[rows], ends[rows], starts[rows] + size,
                                       template)
             if not ok.all():

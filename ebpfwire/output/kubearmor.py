@@ -8,6 +8,11 @@ mapping of the events of this format onto those fields, with the process context
 :mod:`ebpfwire.process.table`; docs/kubearmor-logs.md has the table and an example per event.
 As KubeArmor does, an exec gives one log, at its result; the exec's entry, the
 security_bprm_check event and do_exit only feed the process table and give no log.
+
+Two versions of KubeArmor's logs (``version``): "newest" (KubeArmor's main branch of 2026:
+ExecEvent, EventData, the IMA hashes, the 2025 UDP events, PPID 0 when it is the host's,
+no log for a -2/-115 result, which its writer no longer writes) and "2023" (the classic
+layout's era). docs/kubearmor-logs.md and docs/kubearmor-versions.md say what differs.
 """
 
 from __future__ import annotations
@@ -20,13 +25,12 @@ from typing import Any
 from ebpfwire.process.table import EventContext
 from ebpfwire.wire import names
 from ebpfwire.wire.catalogue import (
-    DO_EXIT,
-    SECURITY_BPRM_CHECK,
     TCP_ACCEPT,
     TCP_ACCEPT_V6,
     TCP_CONNECT,
     TCP_CONNECT_V6,
     arg_index,
+    is_syscall_event,
 )
 from ebpfwire.wire.events import AF_INET, AF_INET6, AF_UNIX, Arg, Event, SockAddr
 
@@ -39,11 +43,27 @@ _TCP = {TCP_CONNECT: "tcp_connect", TCP_ACCEPT: "tcp_accept", TCP_CONNECT_V6: "t
         TCP_ACCEPT_V6: "tcp_accept"}
 
 FILE, PROCESS, NETWORK, SYSCALL = "File", "Process", "Network", "Syscall"
+NEWEST, V2023 = "newest", "2023"
+VERSIONS = (NEWEST, V2023)
+#: The arguments KubeArmor requires of each event it logs (it drops an event with any
+#: other count), by event name; the events it has no case for it never logs.
+_ARGC = {"open": 2, "openat": 3, "unlink": 2, "unlinkat": 3, "rmdir": 1, "chown": 3,
+         "fchownat": 5, "setuid": 1, "setgid": 1, "mount": 5, "umount2": 2, "close": 1,
+         "ptrace": 3, "socket": 3, "connect": 2, "accept": 2, "bind": 2, "listen": 2,
+         "tcp_connect": 2, "tcp_accept": 2, "tcp_connect_v6": 2, "tcp_accept_v6": 2,
+         "udp_sendmsg": 3, "udp_send_skb": 3, "execve": 0, "execveat": 0}
+#: Syscalls KubeArmor logs twice when their Operation is not Syscall: the second time as
+#: Operation Syscall, Action Audit (for its syscall policies).
+_AUDITED = frozenset(("rmdir", "unlink", "chown", "setuid", "setgid", "fchownat", "unlinkat",
+                      "ptrace", "mount", "umount2"))
+#: Results KubeArmor's newest writer does not write for a syscall (ENOENT, EINPROGRESS).
+_UNWRITTEN = (-2, -115)
+_HASH_FIELDS = {30: "ProcessHash", 31: "ParentHash", 32: "ResourceHash"}
 
 
 def _value(args: list[Arg], name: str, role: str) -> Any:
     """The value of the event's argument with ``role`` (the catalogue's), None if absent."""
-    index = arg_index(name, role)
+    index = arg_index(name, role, len(args))
     return args[index].value if index is not None and index < len(args) else None
 
 
@@ -58,7 +78,7 @@ def _num(args: list[Arg], name: str, role: str) -> str:
 
 
 def _flags(args: list[Arg], name: str, role: str) -> str:
-    index = arg_index(name, role)
+    index = arg_index(name, role, len(args))
     if index is None or index >= len(args) or args[index].value is None:
         return ""
     text = args[index].text
@@ -90,8 +110,9 @@ def _file(event: Event, args: list[Arg], name: str) -> tuple[str, str, str]:
     if name == "openat":
         return FILE, path, (f"{sys} fd={_num(args, name, 'dirfd')} "
                             f"flags={_flags(args, name, 'flags')}")
-    if name == "unlinkat":
-        return FILE, path, f"{sys} flags={_flags(args, name, 'flags')}"
+    if name == "unlinkat":   # KubeArmor names AT_REMOVEDIR alone, any other value ""
+        removedir = _value(args, name, "flags") == 0x200
+        return FILE, path, f"{sys} flags={'AT_REMOVEDIR' if removedir else ''}"
     if name == "chown":
         return FILE, path, (f"{sys} userid={_num(args, name, 'uid')} "
                             f"group={_num(args, name, 'gid')}")
@@ -120,10 +141,17 @@ def _network(event: Event, args: list[Arg], name: str) -> tuple[str, str, str]:
         return NETWORK, f"remoteip={ip} port={port} protocol={_str(args, name, 'protocol')}", (
             f"kprobe={_TCP[event.event_id]} domain={family}")
     if name in ("udp_sendmsg", "udp_send_skb"):
+        # KubeArmor names only A and AAAA; it writes port 53 whatever the sockaddr says
+        # (the writer stores that port in host order), and cuts the name's last character
+        # (the trailing dot)
         qtype = _value(args, name, "qtype")
-        shown = _QTYPES.get(qtype, str(qtype)) if isinstance(qtype, int) else ""
-        return NETWORK, "", (f"kfunc={name.upper()},"
-                             f"domain={_str(args, name, 'qname').rstrip('.')},qtype={shown}")
+        server = _value(args, name, "server")
+        family = names.sock_family_name(server.family) if isinstance(server, SockAddr) else ""
+        ip = (server.addr or "") if isinstance(server, SockAddr) else ""
+        kfunc = "UDP_SENDMSG" if name == "udp_sendmsg" else "UDP_SENDSKB"
+        return NETWORK, f"sa_family={family} sin_port=53", (
+            f"kfunc={kfunc} domain={_str(args, name, 'qname')[:-1]} daddr={ip} "
+            f"qtype={_QTYPES.get(qtype, '')}")
     # connect, accept, bind: fd and a socket address
     addr = _value(args, name, "address")
     return NETWORK, sockaddr_resource(addr if isinstance(addr, SockAddr) else None), (
@@ -136,15 +164,16 @@ def _syscall_op(event: Event, args: list[Arg], name: str | None) -> tuple[str, s
         return SYSCALL, "", f"{sys} userid={_num(args, name, 'uid')}"
     if name == "setgid":
         return SYSCALL, "", f"{sys} userid={_num(args, name, 'gid')}"
+    # KubeArmor's mount and umount logs read their flags as a number where its parser
+    # gave a name: always 0
     if name == "mount":
         return SYSCALL, "", (f"{sys} source={_str(args, name, 'mount_source')} "
                              f"target={_str(args, name, 'mount_target')} "
                              f"filesystem={_str(args, name, 'fstype')} "
-                             f"mountflag={_num(args, name, 'flags')} "
+                             "mountflag=0 "
                              f"data={_str(args, name, 'data')}")
     if name == "umount2":
-        return SYSCALL, "", (f"{sys} target={_str(args, name, 'mount_target')} "
-                             f"flag={_num(args, name, 'flags')}")
+        return SYSCALL, "", f"{sys} target={_str(args, name, 'mount_target')} flag=0"
     return SYSCALL, "", sys
 
 
@@ -177,51 +206,88 @@ def updated_time(wall_ns: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ns // 1000:06d}Z"
 
 
-def log_type(event: Event, context: EventContext | None) -> str:
-    """HostLog or ContainerLog: from the capture's container record where there is one,
-    else KubeArmor's own rule (both namespace ids non-zero: a container)."""
+def log_type(event: Event, context: EventContext | None) -> str | None:
+    """HostLog or ContainerLog as KubeArmor decides, or None where it logs nothing.
+
+    KubeArmor's writer gives a process in the host's PID namespace pid_id = mnt_id = 0,
+    and its reader looks a container up only when both are non-zero: anything else is
+    the host (a process in a mount or network namespace of its own on the host, ``ip
+    netns exec``, ``unshare --mount``, is HostLog). With both non-zero, a container the
+    capture names (a container record with an id) gives ContainerLog; one it says is the
+    host's gives HostLog; one it cannot name KubeArmor drops (it retries the lookup,
+    then gives up): None.
+    """
+    if not (event.pid_id and event.mnt_id):
+        return "HostLog"
     container = context.container if context is not None else None
-    if container is not None:
-        return "HostLog" if container.runtime == "host" else "ContainerLog"
-    return "ContainerLog" if event.pid_id and event.mnt_id else "HostLog"
+    if container is not None and container.runtime == "host":
+        return "HostLog"
+    return "ContainerLog" if context is not None and context.container_id else None
 
 
 class KubeArmorLogs:
     """Turns events with their process context into KubeArmor log dicts.
 
     ``hostname`` and ``boot_time_ns`` come from the capture header (HostName, and the
-    wall clock of Timestamp/UpdatedTime); ``cluster`` fills ClusterName when given.
+    wall clock of Timestamp/UpdatedTime); ``cluster`` fills ClusterName when given;
+    ``version`` is "newest" or "2023" (:data:`VERSIONS`).
     """
 
-    def __init__(self, hostname: str, boot_time_ns: int, cluster: str = ""):
+    def __init__(self, hostname: str, boot_time_ns: int, cluster: str = "",
+                 version: str = NEWEST):
+        if version not in VERSIONS:
+            raise ValueError(f"unknown KubeArmor log version {version!r}; known: "
+                             f"{', '.join(VERSIONS)}")
         self.hostname = hostname
         self.boot_time_ns = boot_time_ns
         self.cluster = cluster
+        self.newest = version == NEWEST
 
     def log(self, event: Event, context: EventContext | None) -> dict[str, Any] | None:
-        """The log of one event, or None for the events KubeArmor logs none for (an exec's
-        entry and security_bprm_check, folded into the exec's log, and do_exit)."""
+        """The (first) log of one event, or None where KubeArmor logs none."""
+        logs = self.logs(event, context)
+        return logs[0] if logs else None
+
+    def logs(self, event: Event, context: EventContext | None) -> list[dict[str, Any]]:
+        """KubeArmor's logs of one event: none (an exec's entry, security_bprm_check and
+        do_exit only feed the process table; an event KubeArmor has no case for, or
+        whose arguments it would not take; a container it cannot name), one, or two (the
+        audited syscalls: the log, then the same as Operation Syscall, Action Audit)."""
         name = event.name
-        if event.event_id in (DO_EXIT, SECURITY_BPRM_CHECK):
-            return None
         args = event.args
+        if name not in _ARGC or len(args) != _ARGC[name] or event.errors:
+            return []
+        if not self.newest and name in ("udp_sendmsg", "udp_send_skb"):
+            return []   # KubeArmor had no UDP events before 2025
+        if self.newest and event.retval in _UNWRITTEN and is_syscall_event(event.event_id):
+            return []   # its newest writer skips these results
+        kind = log_type(event, context)
+        if kind is None:
+            return []
         parent_exe = context.parent_exe if context is not None else ""
         if name in ("execve", "execveat"):
-            if event.argnum:
-                return None
             operation, resource, data, process_name = self._exec(event, context, name)
             source = parent_exe
         else:
-            handler = _OPERATIONS.get(name or "", _syscall_op)
+            handler = _OPERATIONS.get(name, _syscall_op)
             operation, resource, data = handler(event, args, name)
             process_name = context.exe if context is not None else event.comm
             source = context.program.command if context is not None else event.comm
         cwd = event.extra.get("cwd")
-        if (operation in (FILE, PROCESS) and resource and not resource.startswith("/")
-                and isinstance(cwd, str) and cwd.startswith("/")):
-            resource = posixpath.normpath(posixpath.join(cwd, resource))  # as KubeArmor
-        return self._base(event, context, process_name, parent_exe, source, operation,
-                          resource, data)
+        if (operation in (FILE, PROCESS) and isinstance(cwd, str) and self.newest
+                and not resource.split(" ")[0].startswith("/") and cwd.rstrip("/")):
+            # as KubeArmor: a Resource not starting with a path is joined to the cwd
+            # (an empty one too: close's Resource is its cwd)
+            resource = posixpath.normpath(posixpath.join(cwd.rstrip("/") + "/", resource))
+        if not process_name and self.newest:  # KubeArmor's fallback (2025), else no log
+            process_name = (resource if operation == PROCESS else source).split(" ")[0]
+            if not process_name and operation in (PROCESS, FILE, NETWORK):
+                return []
+        log = self._base(event, context, kind, process_name, parent_exe, source, operation,
+                         resource, data)
+        if name in _AUDITED and operation != SYSCALL:
+            return [log, {**log, "Operation": SYSCALL, "Action": "Audit"}]
+        return [log]
 
     @staticmethod
     def _exec(event: Event, context: EventContext | None,
@@ -235,35 +301,64 @@ class KubeArmorLogs:
             argv = program.argv if program is not None else ()
         else:
             exe, argv = request.resolved or request.filename, request.argv
+        # KubeArmor names the process by the program it was asked to run, failed or not
         return PROCESS, " ".join((exe, *argv[1:])) if exe else "", data, exe
 
-    def _base(self, event: Event, context: EventContext | None, process_name: str,
-              parent_name: str, source: str, operation: str, resource: str,
-              data: str) -> dict[str, Any]:
+    def _base(self, event: Event, context: EventContext | None, kind: str,
+              process_name: str, parent_name: str, source: str, operation: str,
+              resource: str, data: str) -> dict[str, Any]:
         wall = self.boot_time_ns + event.ts
-        kind = log_type(event, context)
         out: dict[str, Any] = {"Timestamp": wall // 1_000_000_000,
                                "UpdatedTime": updated_time(wall)}
         if self.cluster:
             out["ClusterName"] = self.cluster
         out["HostName"] = self.hostname
         if kind == "ContainerLog":
-            container_id = context.container_id if context is not None else None
             out["NamespaceName"] = ""
             out["PodName"] = ""
-            out["ContainerID"] = container_id or ""
+            out["ContainerID"] = context.container_id if context is not None else ""
             out["ContainerName"] = ""
+        ppid = event.ppid
+        if self.newest and ppid == event.host_ppid:
+            ppid = 0        # its reader zeroes a PPID that is the host's
         out.update({
-            "HostPPID": event.host_ppid, "HostPID": event.host_pid, "PPID": event.ppid,
+            "HostPPID": event.host_ppid, "HostPID": event.host_pid, "PPID": ppid,
             "PID": event.pid, "UID": event.uid, "ParentProcessName": parent_name,
             "ProcessName": process_name,
         })
         extra = event.extra
-        if isinstance(extra.get("cwd"), str):
-            out["Cwd"] = extra["cwd"].rstrip("/") + "/"
-        if isinstance(extra.get("tty"), str) and extra["tty"]:
-            out["TTY"] = extra["tty"]
+        if self.newest:
+            if isinstance(extra.get("cwd"), str):
+                out["Cwd"] = extra["cwd"].rstrip("/") + "/"
+            if isinstance(extra.get("tty"), str) and extra["tty"]:
+                out["TTY"] = extra["tty"]
         out.update({"Source": source, "Operation": operation, "Resource": resource,
-                    "Data": data,
-                    "Result": result_text(event.retval), "Type": kind})
+                    "Data": data})
+        if self.newest:
+            fields = _event_data(data)
+            if operation == NETWORK:
+                fields.update(_event_data(resource))
+            if fields:
+                out["EventData"] = fields
+            found = {_HASH_FIELDS[h.type]: h.digest for h in event.hashes or ()
+                     if h.digest is not None and h.type in _HASH_FIELDS}
+            out.update(found)
+            if found:
+                out["HashAlgo"] = "sha256"
+            exec_event = {"ExecID": str(extra.get("exec_id", 0))}
+            if event.comm:
+                exec_event["ExecutableName"] = event.comm
+            out["ExecEvent"] = exec_event
+        out.update({"Result": result_text(event.retval), "Type": kind})
         return out
+
+
+def _event_data(text: str) -> dict[str, str]:
+    """KubeArmor's EventData of a Data (or a Network Resource): its key=value words, each
+    key with a capital first letter."""
+    fields = {}
+    for word in text.split():
+        key, equals, value = word.partition("=")
+        if equals:
+            fields[key[:1].upper() + key[1:]] = value
+    return fields

@@ -211,7 +211,9 @@ def sample_json(data: bytes, layout: Layout, arch: str,
     # faster than picking each field by its named position
     ts, pid_id, mnt_id, host_ppid, host_pid, ppid, pid, uid, event_id, argnum, retval, comm = (
         values[:EXTRA])
-    if not walk(data, size, n, argnum, flat):
+    hash_at = layout.hash_at
+    hashes = None if hash_at is None or values[hash_at] != 1 else []
+    if not walk(data, size, n, argnum, flat, hashes):
         return None
     errno_json = "null" if retval >= 0 else (_errnos.get((event_id, retval))
                                             or _errno_fragment(event_id, retval))
@@ -226,6 +228,8 @@ def sample_json(data: bytes, layout: Layout, arch: str,
             shown = (_enc(value.partition(b"\0")[0].decode("utf-8", "surrogateescape"))
                      if key in text_fields else str(value))
             line += ", " + _enc(key) + ": " + shown
+        if hashes is not None:
+            line += ', "hashes": ' + _dumps(hashes)
     if context is not None:
         return f"{line}{context(data, values, flat)}}}"
     return line + "}"

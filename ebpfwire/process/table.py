@@ -43,8 +43,8 @@ with events since the last look is passed over once.)"""
 SOURCES = ("exec", "snapshot", "fork", "comm")
 
 CUT = "..."
-"""The last element of an argv that was cut: the wire's mark (a STR_ARR_T of more than 20
-arguments ends so), kept for the bound below so that every output shows it alike."""
+"""The last element of an argv that was cut: the wire's mark (a STR_ARR_T of 20 arguments
+or more ends so), kept for the bound below so that every output shows it alike."""
 
 
 def bounded_argv(argv: Sequence[str], cut: bool = False) -> tuple[str, ...]:

@@ -49,8 +49,10 @@ def _container_text(process: Process, container: ContainerInfo | None) -> str:
     if container is not None:
         if container.runtime == "host":
             return ""
-        short = container.container_id[:12] or "?"
-        return f"{container.runtime}:{short}"
+        if container.container_id:
+            return f"{container.runtime}:{container.container_id[:12]}"
+        # a record that names no container (runtime unknown): the namespaces, as the docs say
+        return f"ns {process.pid_ns}/{process.mnt_ns}"
     if process.container_id:
         return f"container:{process.container_id[:12]}"
     if process.pid_ns or process.mnt_ns:

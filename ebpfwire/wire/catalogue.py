@@ -55,7 +55,10 @@ _SOCKADDR_CALL = _args(("fd", T.INT_T), ("address", T.SOCKADDR_T))
 # the tcp hooks build their sockaddr from the socket: the remote address, with the local
 # port on accept; "protocol" is the text "TCP" or "TCPv6"
 _TCP = _args(("protocol", T.STR_T), ("remote", T.SOCKADDR_T))
-_UDP = _args(("qname", T.UDP_MSG), ("qtype", T.QTYPE))
+# the udp hooks (KubeArmor since 2025-06, f12a7303): the DNS server's address (a
+# sockaddr_in the program builds, its port stored in host order), the query name with a
+# trailing dot, the query type; before that the query name alone (EARLIER_ARGS)
+_UDP = _args(("server", T.SOCKADDR_T), ("qname", T.UDP_MSG), ("qtype", T.QTYPE))
 
 #: Event name -> its arguments by mask slot (None: a slot left empty, as rmdir's slot 0).
 EVENT_ARGS: dict[str, tuple[ArgSpec | None, ...]] = {
@@ -94,6 +97,13 @@ EVENT_ARGS: dict[str, tuple[ArgSpec | None, ...]] = {
     "udp_send_skb": _UDP,
 }
 
+#: Event name -> the arguments earlier writers wrote for it, told apart by their count
+#: (argnum): the udp hooks wrote the query name alone until 2025-06.
+EARLIER_ARGS: dict[str, tuple[tuple[ArgSpec | None, ...], ...]] = {
+    "udp_sendmsg": (_args(("qname", T.UDP_MSG)),),
+    "udp_send_skb": (_args(("qname", T.UDP_MSG)),),
+}
+
 #: Event name -> the mask of the arguments it carries (FILE_TYPE_T already as STR_T).
 MASKS: dict[str, int] = {
     name: make_mask(*(T.NONE_T if spec is None else spec.tag for spec in specs))
@@ -102,11 +112,17 @@ MASKS: dict[str, int] = {
 
 #: Event name -> role -> (the argument's index in the event's arguments as decoded, its
 #: tag); the empty mask slots are never written, so rmdir's path is its argument 0.
+def _found(specs: tuple[ArgSpec | None, ...]) -> dict[str, tuple[int, ArgType]]:
+    return {spec.role: (index, spec.tag)
+            for index, spec in enumerate(spec for spec in specs if spec is not None)}
+
+
 _FOUND: dict[str, dict[str, tuple[int, ArgType]]] = {
-    name: {spec.role: (index, spec.tag)
-           for index, spec in enumerate(spec for spec in specs if spec is not None)}
-    for name, specs in EVENT_ARGS.items()
-}
+    name: _found(specs) for name, specs in EVENT_ARGS.items()}
+#: (event name, argnum) -> the roles of an earlier shape with that many arguments.
+_EARLIER: dict[tuple[str, int], dict[str, tuple[int, ArgType]]] = {
+    (name, sum(spec is not None for spec in specs)): _found(specs)
+    for name, shapes in EARLIER_ARGS.items() for specs in shapes}
 
 
 def roles(name: str) -> tuple[str, ...]:
@@ -114,16 +130,18 @@ def roles(name: str) -> tuple[str, ...]:
     return tuple(_FOUND.get(name, ()))
 
 
-def find_arg(name: str, role: str) -> tuple[int, ArgType] | None:
+def find_arg(name: str, role: str, argnum: int | None = None) -> tuple[int, ArgType] | None:
     """Where the argument with ``role`` is in ``event.args`` of event ``name``, and its tag;
-    None when the event has no such argument."""
-    return _FOUND.get(name, {}).get(role)
+    None when the event has no such argument. With ``argnum``, an earlier writer's shape
+    with that many arguments (:data:`EARLIER_ARGS`) is looked at first."""
+    shape = _EARLIER.get((name, argnum)) if argnum is not None else None
+    return (shape if shape is not None else _FOUND.get(name, {})).get(role)
 
 
-def arg_index(name: str, role: str) -> int | None:
+def arg_index(name: str, role: str, argnum: int | None = None) -> int | None:
     """Where the argument with ``role`` is in ``event.args`` of event ``name`` (None when
-    the event has no such argument)."""
-    found = _FOUND.get(name, {}).get(role)
+    the event has no such argument); ``argnum`` as for :func:`find_arg`."""
+    found = find_arg(name, role, argnum)
     return None if found is None else found[0]
 
 
@@ -160,6 +178,9 @@ def _expected(arch: str) -> dict[tuple[int, int], tuple[int, ...]]:
         if mask is not None:
             used = tuple(t for t in arg_types(mask) if t != T.NONE_T)
             table[(event_id, argnum(mask))] = used
+        for specs in EARLIER_ARGS.get(name, ()):
+            tags = tuple(spec.tag for spec in specs if spec is not None)
+            table.setdefault((event_id, len(tags)), tags)
     return table
 
 

@@ -108,6 +108,25 @@ def _argv_payload(value: list[str], offset: int) -> bytes:
     return bytes(out) + bytes([ArgType.STR_ARR_T])
 
 
+MAX_HASH_DATA_SIZE = 36   # a kind and its digest: the room the writer checks for each
+
+
+def hash_trailer_bytes(hashes, offset: int) -> bytes:
+    """The hash trailer after arguments that end at ``offset``: the count of digests, then
+    each kind (u32) with its digest when found; a hash without room is left out, as
+    the writer does."""
+    body = bytearray()
+    count = 0
+    for item in hashes:
+        if offset + 1 + len(body) > MAX_BUFFER_SIZE - MAX_HASH_DATA_SIZE:
+            continue
+        body += _U32(item["type"])
+        if item["digest"] is not None:
+            body += bytes.fromhex(item["digest"])
+            count += 1
+    return bytes([count]) + bytes(body)
+
+
 def encode_header(event: Event, layout: str | Layout = "classic") -> bytes:
     """The context header of ``event`` in ``layout`` (missing extra fields are zero)."""
     layout = get_layout(layout)
@@ -131,6 +150,9 @@ def encode(event: Event, layout: str | Layout = "classic", *, perf_padding: bool
         if not _fits(arg, len(out)):
             continue
         out += bytes([arg.type]) + _payload(arg, len(out))
+    layout = get_layout(layout)
+    if layout.hash_at is not None and event.extra.get("hash") == 1:
+        out += hash_trailer_bytes(event.extra.get("hashes") or (), len(out))
     # the writer submits offset & (MAX_BUFFER_SIZE - 1) bytes
     data = bytes(out[:len(out) & (MAX_BUFFER_SIZE - 1)] if len(out) >= MAX_BUFFER_SIZE else out)
     if perf_padding:

@@ -16,6 +16,7 @@ KINDS = (
     "unterminated-array",   # an argv array without its closing tag
     "trailing-bytes",       # bytes after the last argument that are not 0..7 zeros of padding
     "orphan-tag",           # (lenient only) a tag whose payload the writer never wrote
+    "bad-hash",             # a hash trailer (layout hash, hash == 1) that does not read
 )
 
 

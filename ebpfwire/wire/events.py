@@ -19,7 +19,10 @@ from ebpfwire.wire.text import raw
 
 AF_UNIX, AF_INET, AF_INET6 = 1, 2, 10
 ARGV_LIMIT = 20          # MAX_STR_ARR_ELEM: argv elements the writer copies
-ARGV_MORE = "..."        # the element the writer adds when argv had more
+ARGV_MORE = "..."        # the element the writer adds after the 20th
+#: The hash kinds of the hash trailer (layout hash) and what each is the hash of.
+HASH_KINDS = {30: "process", 31: "parent", 32: "resource"}
+HASH_DIGEST_SIZE = 32    # a SHA-256 digest, as IMA gives it
 
 
 class SockAddr(NamedTuple):
@@ -79,13 +82,35 @@ _FAMILY_NUMBERS = {names.sock_family_name(n): n for n in range(64) if names.sock
 
 
 class Argv(list):
-    """argv as the writer copied it; ``truncated`` when it had more than 20 elements."""
+    """argv as the writer copied it; ``truncated`` when the writer cut it.
+
+    KubeArmor's writer adds "..." after the 20th element without looking for a 21st, so
+    a cut argv had 20 elements or more (ours adds it only when there is a 21st; the
+    wire does not say which writer wrote it).
+    """
 
     __slots__ = ()
 
     @property
     def truncated(self) -> bool:
+        """20 elements and "...": the process passed 20 arguments or more."""
         return len(self) == ARGV_LIMIT + 1 and self[-1] == ARGV_MORE
+
+
+class Hash(NamedTuple):
+    """One hash of the hash trailer: its kind (30, 31, 32) and digest (hex; None when the
+    writer looked for it and did not find it)."""
+
+    type: int
+    digest: str | None
+
+    @property
+    def kind(self) -> str:
+        """What it is the hash of: "process", "parent" or "resource" (the file)."""
+        return HASH_KINDS.get(self.type, str(self.type))
+
+    def __str__(self) -> str:
+        return f"{self.kind}={self.digest or 'not found'}"
 
 
 _RENDER = {
@@ -309,6 +334,16 @@ class Event:
             raise TypeError(f"Event has no field(s) {sorted(unknown)}")
         values.update(changes)
         return Event(**values)
+
+    @property
+    def hashes(self) -> list[Hash] | None:
+        """The hash trailer's hashes (layout hash, header hash == 1), one per kind the
+        writer tried; None for an event without a trailer. In ``extra`` (and the JSON
+        form) they are ``{"type", "kind", "digest"}`` objects, digest null: not found."""
+        found = self.extra.get("hashes")
+        if found is None:
+            return None
+        return [Hash(item["type"], item["digest"]) for item in found]
 
     @property
     def name(self) -> str | None:

@@ -42,6 +42,9 @@ class Layout:
     field_names: tuple[str, ...]
     text_fields: frozenset[str]
     extra_names: tuple[str, ...]   # fields appended after ``comm`` (none in classic)
+    #: where a field named ``hash`` is in the unpacked ``fmt`` tuple (None: no such field);
+    #: a sample whose hash field is 1 ends with the writer's hash trailer
+    hash_at: int | None = None
 
 
 def _fmt_code(field: Renamed) -> str:
@@ -105,7 +108,8 @@ def make_layout(name: str, extra_fields: tuple[Renamed, ...] = ()) -> Layout:
     if schema.sizeof() != fmt.size:
         raise AssertionError(f"layout {name!r}: schema and struct sizes differ")
     text = frozenset(field.name for field in fields if _fmt_code(field).endswith("s"))
-    return Layout(name, schema, fmt.size, fmt, names, text, names[len(CLASSIC_NAMES):])
+    return Layout(name, schema, fmt.size, fmt, names, text, names[len(CLASSIC_NAMES):],
+                  names.index("hash") if "hash" in names else None)
 
 
 _CWD = ("cwd" / Bytes(80),)

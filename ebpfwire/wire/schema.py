@@ -15,6 +15,7 @@ from construct import (
     Array,
     Bytes,
     Check,
+    Construct,
     ConstructError,
     ExprValidator,
     FormatField,
@@ -42,10 +43,20 @@ from construct import (
 )
 
 from ebpfwire.wire.argtypes import MAX_STRING_SIZE, PAYLOADS, ArgType
-from ebpfwire.wire.catalogue import check_arch
+from ebpfwire.wire.catalogue import check_arch, expected_tags
 from ebpfwire.wire.errors import DecodeError
-from ebpfwire.wire.events import AF_INET, AF_INET6, AF_UNIX, Arg, Argv, Event, SockAddr
-from ebpfwire.wire.layouts import Layout, get_layout
+from ebpfwire.wire.events import (
+    AF_INET,
+    AF_INET6,
+    AF_UNIX,
+    HASH_DIGEST_SIZE,
+    HASH_KINDS,
+    Arg,
+    Argv,
+    Event,
+    SockAddr,
+)
+from ebpfwire.wire.layouts import OFFSETS, Layout, get_layout
 from ebpfwire.wire.text import text
 
 MAX_PADDING = 7
@@ -54,6 +65,71 @@ MAX_PADDING = 7
 def perf_pad(size: int) -> int:
     """Bytes the perf ring pads a raw sample of ``size`` with (4 + size rounded up to 8)."""
     return -(4 + size) % 8
+
+
+_FIRST_KIND, _LAST_KIND = min(HASH_KINDS), max(HASH_KINDS)
+
+
+def hash_trailer(data: bytes, p: int, n: int, out: list) -> int | None:
+    """Read the hash trailer at ``p`` (section 7 of the wire-format page) up to the end of
+    the sample (padding allowed): append one ``{"type", "kind", "digest"}`` dict per kind
+    the writer tried (digest None: not found) to ``out`` and return where the trailer
+    ends, or None (``out`` untouched) when the bytes do not read so.
+
+    The count says how many digests follow; the kinds come in increasing order, each
+    found one followed by its digest, each missing one bare. Where the bytes allow two
+    readings, a kind word is preferred to padding and a bare kind to a digest: a bare
+    kind is misread only when a digest begins with a later kind's word (2**-32 for
+    SHA-256 digests), while a digest read first would swallow the next kind's word
+    whenever the padding can take the last 4 bytes.
+    """
+    if p >= n or data[p] > len(HASH_KINDS):
+        return None
+    found = _kinds(data, p + 1, n, data[p], _FIRST_KIND)
+    if found is None:
+        return None
+    end, items = found
+    out.extend(reversed(items))
+    return end
+
+
+def _kinds(data: bytes, p: int, n: int, count: int, low: int) -> tuple[int, list] | None:
+    """The rest of a trailer from ``p``: (its end, its hashes in reverse) or None."""
+    if p + 4 <= n:
+        kind = int.from_bytes(data[p:p + 4], "little")
+        if low <= kind <= _LAST_KIND:
+            q = p + 4
+            rest = _kinds(data, q, n, count, kind + 1)
+            if rest is not None:
+                rest[1].append({"type": kind, "kind": HASH_KINDS[kind], "digest": None})
+                return rest
+            if count and q + HASH_DIGEST_SIZE <= n:
+                rest = _kinds(data, q + HASH_DIGEST_SIZE, n, count - 1, kind + 1)
+                if rest is not None:
+                    digest = data[q:q + HASH_DIGEST_SIZE].hex()
+                    rest[1].append({"type": kind, "kind": HASH_KINDS[kind], "digest": digest})
+                    return rest
+    tail = n - p
+    if count == 0 and (tail == 0 or (tail <= MAX_PADDING and (
+            tail == perf_pad(p) or not any(data[p:n])))):
+        return p, []
+    return None
+
+
+class HashTrailer(Construct):
+    """The hash trailer up to the end of the sample (:func:`hash_trailer`), as a list."""
+
+    def _parse(self, stream, context, path):
+        start = stream_tell(stream, path)
+        rest = stream.read()
+        out: list = []
+        # offsets as in the sample, so that the ring's padding is computed from them
+        if hash_trailer(bytes(start) + rest, start, start + len(rest), out) is None:
+            raise ConstructError("the bytes after the arguments are no hash trailer")
+        return out
+
+    def _build(self, obj, stream, context, path):
+        raise NotImplementedError("the encoder writes hash trailers")
 
 
 class Located(Subconstruct):
@@ -142,11 +218,15 @@ ArgSchema = Struct(
 
 @cache
 def event_schema(layout: Layout) -> Struct:
-    """The whole sample for ``layout``: header, argnum arguments, then 0..7 zero bytes."""
+    """The whole sample for ``layout``: header, argnum arguments, the hash trailer when
+    the layout has a hash field set to 1, then the perf padding."""
+    trailer = () if layout.hash_at is None else (
+        "hashes" / If(this.context.hash == 1, Located("bad-hash", HashTrailer())),)
     return Struct(
         "context" / Located("short-header", layout.schema, at_end="short-header"),
         "args" / Array(this.context.argnum, ArgSchema),
         "args_end" / Tell,
+        *trailer,
         "padding" / Located("trailing-bytes", Select(
             OneOf(GreedyBytes, [bytes(size) for size in range(MAX_PADDING + 1)]),
             Struct("stale" / GreedyBytes,
@@ -191,13 +271,12 @@ def parse_event(data: bytes, *, layout: str | Layout = "classic", arch: str = "x
     """Decode one sample with the construct schemas (strict): the reference decoder."""
     layout = get_layout(layout)
     check_arch(arch)
+    data = bytes(data)
+    errors = None
     try:
-        parsed = event_schema(layout).parse(bytes(data))
+        parsed = event_schema(layout).parse(data)
     except ConstructError as error:
-        kind = getattr(error, "wire_kind", "truncated")
-        offset = getattr(error, "wire_offset", 0)
-        raise DecodeError(kind, offset, "a well-formed event (schema path)",
-                          str(error).splitlines()[-1]) from None
+        parsed, errors = _skipped_sockaddr(data, layout, arch, error)
     ctx = parsed.context
     values = [ctx[name] for name in layout.field_names]
     header = values[:11]
@@ -206,4 +285,32 @@ def parse_event(data: bytes, *, layout: str | Layout = "classic", arch: str = "x
         name: text(ctx[name].partition(b"\0")[0]) if name in layout.text_fields else ctx[name]
         for name in layout.extra_names
     }
-    return Event(*header, comm, [_arg(item) for item in parsed.args], extra, arch)
+    if parsed.get("hashes") is not None:
+        extra["hashes"] = list(parsed.hashes)
+    return Event(*header, comm, [_arg(item) for item in parsed.args], extra, arch, errors)
+
+
+def _skipped_sockaddr(data: bytes, layout: Layout, arch: str, error: ConstructError):
+    """A catalogue event whose last arguments, sockaddrs, the writer skipped (NULL
+    pointers): its parse and the missing-argument it notes; else the DecodeError."""
+    at = OFFSETS["argnum"]
+    if len(data) >= layout.size:
+        context = layout.schema.parse(data[:layout.size])
+        expected = expected_tags(context.event_id, arch, context.argnum) or ()
+        for count in range(len(expected) - 1, -1, -1):
+            if expected[count] != ArgType.SOCKADDR_T:
+                break
+            patched = data[:at] + count.to_bytes(4, "little") + data[at + 4:]
+            try:
+                parsed = event_schema(layout).parse(patched)
+            except ConstructError:
+                continue
+            parsed.context.argnum = context.argnum
+            missing = DecodeError("missing-argument", parsed.args_end,
+                                  f"argument {count + 1} of the {context.argnum} argnum "
+                                  "announces", "the end (a NULL sockaddr skipped)")
+            return parsed, [missing]
+    kind = getattr(error, "wire_kind", "truncated")
+    offset = getattr(error, "wire_offset", 0)
+    raise DecodeError(kind, offset, "a well-formed event (schema path)",
+                      str(error).splitlines()[-1]) from None

@@ -7,7 +7,12 @@ byte (an int) and the value as a plain Python primitive:
 - ``str`` for STR_T and UDP_MSG (UTF-8 with ``surrogateescape``: lossless);
 - :class:`Argv` (a list of ``str``) for STR_ARR_T;
 - :class:`SockAddr` (a tuple of primitives, cached by its wire bytes) for SOCKADDR_T;
-- ``None`` for an orphan tag whose payload the writer never wrote (lenient only).
+- ``None`` for an orphan tag whose payload the writer never wrote, or for an argument
+  the writer skipped before others it wrote (a NULL pointer; lenient only).
+
+Samples of a layout with a ``hash`` field whose value is 1 end with the writer's hash
+trailer after the arguments (:func:`hash_trailer`); each walk reads it when given a
+``hashes`` list, and appends one dict per hash kind the writer tried.
 
 Sinks read that list and nothing else: ``decoder`` wraps the pairs in :class:`Arg`
 objects when ``event.args`` is first read, ``render`` turns them into JSON fragments and
@@ -19,8 +24,10 @@ the construct schemas accept (property tests hold all of them equal to the schem
 - :func:`walk` is the fast path: it returns False at the first thing it does not like,
   and True only when the strict walk would succeed with the same values;
 - :func:`walk_strict` raises :class:`DecodeError` at the first damage, with its offset;
-- :func:`walk_lenient` never raises: it records the damage, resynchronises after orphan
-  tags and keeps everything decodable.
+- :func:`walk_lenient` never raises: it records the damage and keeps everything
+  decodable; given the event's catalogue tags it takes, of all the readings of the bytes
+  (each argument's payload, an orphan tag, an argument skipped, arguments missing at
+  the end), the one with the least damage (:func:`_explain`).
 
 Every loop consumes at least one byte per turn; nothing is allocated beyond the input.
 """
@@ -34,7 +41,7 @@ from typing import Any, NamedTuple
 from ebpfwire.wire.argtypes import MAX_STRING_SIZE, PAYLOADS, S32, ArgType, Payload, tags_of
 from ebpfwire.wire.errors import DecodeError
 from ebpfwire.wire.events import AF_INET, AF_INET6, AF_UNIX, Argv, SockAddr
-from ebpfwire.wire.schema import MAX_PADDING, SOCKADDR_BODIES, perf_pad
+from ebpfwire.wire.schema import MAX_PADDING, SOCKADDR_BODIES, hash_trailer, perf_pad
 
 _S32 = struct.Struct("<i").unpack_from
 _U32 = struct.Struct("<I").unpack_from
@@ -50,6 +57,8 @@ _STR = int(ArgType.STR_T)      # the tag of each argv element
 SOCKADDR_BODY = {family: body.sizeof() for family, body in SOCKADDR_BODIES.items()}
 _PADDING_EXPECTED = "the perf ring's {} bytes of padding or at most 7 zero bytes"
 _ARGV_EXPECTED = "an argv element tag (10) or the closing tag (11)"
+_HASH_EXPECTED = ("the hash trailer: a u8 count, then the u32 kinds 30, 31, 32 in order, "
+                  "each found one followed by its 32-byte digest")
 _error = DecodeError
 
 # The walk's per-tag tables, derived at import from argtypes.PAYLOADS: plain lists indexed
@@ -66,6 +75,10 @@ STRING_TAGS = tags_of("string")
 KNOWN = [t in PAYLOADS for t in range(256)]
 _KNOWN_TAGS = ", ".join(str(t) for t in range(256) if KNOWN[t])
 _TYPE_NAMES = {int(t): t.name for t in ArgType}
+NULL_SOCKADDR = "the end (a NULL sockaddr skipped)"
+#: Tags a writer leaves out altogether for a NULL pointer while argnum still counts them:
+#: a NULL sockaddr (every writer), a failed string read (KubeArmor since 2025).
+SKIPPABLE = frozenset((_SOCKADDR, _STR))
 
 
 # --------------------------------------------------------------------------- payloads
@@ -215,9 +228,10 @@ def is_padding(data: bytes, p: int, n: int) -> bool:
 # --------------------------------------------------------------------------- the walks
 
 
-def walk(data: bytes, p: int, n: int, argc: int, out: list) -> bool:
+def walk(data: bytes, p: int, n: int, argc: int, out: list, hashes: list | None = None) -> bool:
     """The fast path: append ``argc`` (tag, value) pairs to ``out`` and say True, only when
-    the sample from ``p`` to ``n`` is certainly valid (padding included).
+    the sample from ``p`` to ``n`` is certainly valid (padding included; with ``hashes``,
+    the hash trailer too, its hashes appended there).
 
     False means "take the careful walk" (which raises the precise error, or rarely
     succeeds); ``out`` may then hold a partial walk, which the caller discards.
@@ -290,13 +304,20 @@ def walk(data: bytes, p: int, n: int, argc: int, out: list) -> bool:
             append(value)
         else:
             return False
+    if hashes is not None:
+        p = hash_trailer(data, p, n, hashes)
+        if p is None:
+            return False
     tail = n - p      # inline is_padding: this runs once per event
     return tail == 0 or (0 < tail <= MAX_PADDING
                          and (tail == -(4 + p) % 8 or data.count(0, p, n) == tail))
 
 
-def walk_strict(data: bytes, p: int, n: int, argc: int, out: list) -> None:
-    """Append ``argc`` (tag, value) pairs to ``out``, or raise at the first damage."""
+def walk_strict(data: bytes, p: int, n: int, argc: int, out: list,
+                hashes: list | None = None) -> int:
+    """Append ``argc`` (tag, value) pairs to ``out`` (and the hash trailer's hashes to
+    ``hashes`` when given), or raise at the first damage; the offset where the arguments
+    end."""
     append = out.append
     for index in range(argc):
         if p >= n:
@@ -306,7 +327,16 @@ def walk_strict(data: bytes, p: int, n: int, argc: int, out: list) -> None:
         value, p = _payload(data, p, n, None)
         append(tag)
         append(value)
-    if p < n and not is_padding(data, p, n):
+    _end(data, p, n, hashes)
+    return p
+
+
+def _end(data: bytes, p: int, n: int, hashes: list | None) -> None:
+    """Raise unless the sample ends at ``p`` (after the hash trailer, when ``hashes``)."""
+    if hashes is not None:
+        if hash_trailer(data, p, n, hashes) is None:
+            raise _error("bad-hash", p, _HASH_EXPECTED, f"{n - p} bytes that do not read so")
+    elif p < n and not is_padding(data, p, n):
         raise _error("trailing-bytes", p, _PADDING_EXPECTED.format(perf_pad(p)),
                      f"{n - p} more bytes")
 
@@ -321,19 +351,40 @@ def _plausible_next(data: bytes, q: int, n: int, index: int, argc: int,
     return expected is None or data[q] == expected[index]
 
 
+def _missing(p: int, index: int, argc: int, found: str) -> DecodeError:
+    return _error("missing-argument", p, f"argument {index + 1} of the {argc} argnum announces",
+                  found)
+
+
+def _orphan(p: int, tag: int) -> DecodeError:
+    return _error("orphan-tag", p, f"a {_TYPE_NAMES[tag]} payload after the tag",
+                  "the next argument's tag (the writer's read failed)")
+
+
+def _lenient_end(data: bytes, p: int, n: int, hashes: list | None,
+                 errors: list[DecodeError]) -> None:
+    """The end of a lenient walk at ``p``: the hash trailer and the padding, or the damage."""
+    try:
+        _end(data, p, n, hashes)
+    except DecodeError as error:
+        errors.append(error)
+
+
 def walk_lenient(data: bytes, p: int, n: int, argc: int, expected: tuple[int, ...] | None,
-                 out: list, errors: list[DecodeError]) -> None:
+                 out: list, errors: list[DecodeError], hashes: list | None = None) -> None:
     """Append what can be decoded to ``out`` and the damage to ``errors``; never raise.
 
-    An orphan tag (the writer wrote the tag, then failed to read the payload) is told
-    from damage by what follows it: the next expected tag, or the end of the sample.
+    With the event's catalogue tags (``expected``) the reading is :func:`_explain`'s.
+    Without them an orphan tag (the writer wrote the tag, then failed to read the
+    payload) is told from damage by what follows it: a known tag, or the end.
     """
+    if expected is not None and len(expected) == argc:
+        _explain(data, p, n, expected, out, errors, hashes)
+        return
     append = out.append
     for index in range(argc):
         if p >= n:
-            errors.append(_error("missing-argument", p,
-                                 f"argument {index + 1} of the {argc} argnum announces",
-                                 "end of data"))
+            errors.append(_missing(p, index, argc, "end of data"))
             return
         tag = data[p]
         try:
@@ -341,27 +392,129 @@ def walk_lenient(data: bytes, p: int, n: int, argc: int, expected: tuple[int, ..
             failure = None
         except DecodeError as error:
             value, q, failure = None, p, error
-        if failure is None and _plausible_next(data, q, n, index + 1, argc, expected):
+        if failure is None and _plausible_next(data, q, n, index + 1, argc, None):
             p = q
-        elif KNOWN[tag] and _plausible_next(data, p + 1, n, index + 1, argc, expected):
-            errors.append(_error("orphan-tag", p, f"a {_TYPE_NAMES[tag]} payload after the tag",
-                                 "the next argument's tag (the writer's read failed)"))
+        elif KNOWN[tag] and _plausible_next(data, p + 1, n, index + 1, argc, None):
+            errors.append(_orphan(p, tag))
             value = None
             p += 1
         elif failure is None:
             p = q
         else:
             if is_padding(data, p, n):
-                failure = _error("missing-argument", p,
-                                 f"argument {index + 1} of the {argc} argnum announces",
-                                 "perf padding")
+                failure = _missing(p, index, argc, "perf padding")
             errors.append(failure)
             return
         append(tag)
         append(value)
-    if p < n and not is_padding(data, p, n):
-        errors.append(_error("trailing-bytes", p, _PADDING_EXPECTED.format(perf_pad(p)),
-                             f"{n - p} more bytes"))
+    _lenient_end(data, p, n, hashes, errors)
+
+
+# A reading's cost, compared as a tuple: the damage it reports, the arguments whose tag
+# is not the catalogue's, whether it ends on padding that is not the ring's (some zero
+# bytes), and minus the values it decodes (more is better).
+def _plus(a: tuple, b: tuple) -> tuple:
+    return (a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3])
+
+
+def _ending(data: bytes, p: int, n: int, hashes: list | None) -> tuple[tuple, list, list]:
+    """The end of a reading at ``p``: its cost, the trailer's hashes, the damage."""
+    damage: list = []
+    trailer: list | None = None if hashes is None else []
+    _lenient_end(data, p, n, trailer, damage)
+    if damage:
+        return (len(damage), 0, 0, 0), trailer, damage
+    end = p
+    if trailer is not None:
+        end = hash_trailer(data, p, n, [])
+    tail = n - end
+    return (0, 0, 0 if tail == 0 or tail == perf_pad(end) else 1, 0), trailer, damage
+
+
+def _explain(data: bytes, start: int, n: int, expected: tuple[int, ...], out: list,
+             errors: list[DecodeError], hashes: list | None) -> None:
+    """The lenient walk of an event whose tags the catalogue knows (at most six).
+
+    Every reading of the bytes is weighed: at each argument its payload, an orphan tag
+    (payload unread), the argument skipped (a NULL pointer: SOCKADDR_T, STR_T), or the
+    arguments missing from here on; then the end (hash trailer, padding). The reading
+    with the least damage wins, then the one whose tags are the catalogue's, then the
+    one that ends on the ring's padding (or on no padding) rather than on some zero
+    bytes, then the one with more values; among equals the first of: the payload, the
+    arguments missing from here (what strict mode reads for a NULL sockaddr), an orphan
+    tag, a skip. What a writer's failure modes leave (an argument dropped, orphaned or
+    skipped) is so read back exactly unless the bytes also read, at least as well, as
+    something else.
+    """
+    argc = len(expected)
+    memo: dict[tuple[int, int], tuple] = {}
+
+    def best(p: int, index: int) -> tuple:
+        # (cost, pairs to append, damage, next state) of the best reading from here
+        key = (p, index)
+        found = memo.get(key)
+        if found is not None:
+            return found
+        if index == argc:
+            cost, trailer, damage = _ending(data, p, n, hashes)
+            found = (cost, ("hashes", trailer), damage, None)
+            memo[key] = found
+            return found
+        want = expected[index]
+        choices = []
+        tag = data[p] if p < n else -1
+        failure = None
+        if tag >= 0 and KNOWN[tag]:
+            inner: list = []
+            try:
+                value, q = _payload(data, p, n, inner)
+            except DecodeError as error:
+                failure = error
+            else:
+                cost = _plus(best(q, index + 1)[0], (len(inner), tag != want, 0, -1))
+                choices.append((cost, (tag, value), inner, (q, index + 1)))
+        elif tag >= 0:
+            failure = _error("bad-tag", p, f"an argument tag ({_KNOWN_TAGS})", f"tag {tag}")
+        choices.append(best_end(p, index))
+        if tag >= 0 and KNOWN[tag]:
+            cost = _plus(best(p + 1, index + 1)[0], (1, tag != want, 0, 0))
+            choices.append((cost, (tag, None), [_orphan(p, tag)], (p + 1, index + 1)))
+        if tag >= 0 and want in SKIPPABLE:
+            cost = _plus(best(p, index + 1)[0], (1, 0, 0, 0))
+            skipped = _missing(p, index, argc, f"tag {tag} (the writer skipped a NULL "
+                                                f"{_TYPE_NAMES[want]})")
+            choices.append((cost, (int(want), None), [skipped], (p, index + 1)))
+        if failure is not None:
+            choices.append(((1, 0, 2, 0), None, [failure], None))   # bytes unexplained
+        found = min(choices, key=lambda choice: choice[0])   # the first of the least
+        memo[key] = found
+        return found
+
+    def best_end(p: int, index: int) -> tuple:
+        """The arguments from ``index`` on missing: the sample (or the trailer) ends here,
+        or is damaged here."""
+        cost, trailer, damage = _ending(data, p, n, hashes)
+        if damage:
+            reason = "bytes that are no argument"
+        elif all(tag == _SOCKADDR for tag in expected[index:]):
+            reason = NULL_SOCKADDR
+        else:
+            reason = "end of data" if p >= n else (
+                "the hash trailer" if hashes is not None else "perf padding")
+        return (_plus(cost, (1, 0, 0, 0)), ("hashes", trailer),
+                [_missing(p, index, argc, reason), *damage], None)
+
+    state: tuple[int, int] | None = (start, 0)
+    while state is not None:
+        _, pair, damage, state = best(*state)
+        errors.extend(damage)
+        if pair is None:
+            continue
+        if pair[0] == "hashes":
+            if pair[1]:
+                hashes.extend(pair[1])
+            continue
+        out.extend(pair)
 
 
 # --------------------------------------------------------------------------- by columns
