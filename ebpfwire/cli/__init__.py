@@ -19,6 +19,7 @@ from typing import IO, NoReturn
 
 from ebpfwire import __version__
 from ebpfwire.cli import decode, export, info, ps, record, stats, summary, trace
+from ebpfwire.cli.command import EXIT_NOT_FOUND, CommandNotFound
 from ebpfwire.cli.decode import bundled_sample
 from ebpfwire.cli.errors import (
     EXIT_INTERRUPTED,
@@ -106,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         say(str(exc))
         return EXIT_USAGE
+    except CommandNotFound as exc:
+        say(str(exc))
+        return EXIT_NOT_FOUND
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:

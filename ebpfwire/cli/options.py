@@ -112,9 +112,9 @@ def live_options() -> argparse.ArgumentParser:
     """The options of the live commands (record, trace), as a parent parser: what to attach,
     the kernel-side filters, the transport and its size."""
     live = argparse.ArgumentParser(add_help=False)
-    live.add_argument("--events", action="append", type=names_type, metavar="LIST",
+    live.add_argument("-e", "--events", "--event", action="append", type=names_type, metavar="LIST",
                       help="event groups to attach (comma list; default: all)")
-    live.add_argument("--pid", type=pid_type,
+    live.add_argument("-p", "--pid", type=pid_type,
                       help="only this process and all its descendants (like strace -f)")
     live.add_argument("--comm", type=comm_type, metavar="NAME",
                       help="only tasks with this name (exact, as the kernel keeps it)")

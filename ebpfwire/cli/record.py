@@ -14,12 +14,20 @@ import argparse
 import errno
 import os
 import stat
-import time
 from dataclasses import dataclass
 
 from ebpfwire.capture import CaptureError, CaptureReader, CaptureWriteError, CaptureWriter
 from ebpfwire.cli.errors import EXIT_IO, EXIT_OK, UsageError, say
-from ebpfwire.cli.live import StopSignals, machine_arch, open_monitor
+from ebpfwire.cli.live import (
+    LiveEnd,
+    StopSignals,
+    command_options,
+    finish_command,
+    machine_arch,
+    open_monitor,
+    start_command,
+    started,
+)
 from ebpfwire.cli.options import add_command, duration_type, live_options
 from ebpfwire.cli.output import Progress
 from ebpfwire.process.procfs import ContainerResolver, asked_for, snapshot
@@ -157,51 +165,70 @@ def write_context(writer: CaptureWriter, pid: int | None = None,
     return resolver
 
 
+def _write_batch(writer: CaptureWriter, batch: list, resolve) -> tuple[int, int]:
+    """The records of one read into the capture; (events, lost) among them."""
+    events = lost = 0
+    for record in batch:
+        data = getattr(record, "data", None)
+        if data is None:
+            lost += record.count
+            writer.write_lost(record.cpu, record.count)
+            continue
+        if resolve is not None:
+            container = resolve(data)  # a set lookup for a pair seen before
+            if container is not None:
+                writer.write_container(container)
+        events += 1
+        writer.write_sample(record.cpu, data)
+    return events, lost
+
+
 def cmd_record(args: argparse.Namespace) -> int:
     arch = machine_arch()
     status = Progress()
     out = create_output(args.output, args.force, args.append, arch)
     writer = out.writer
     events = lost = 0
+    command = None
     with StopSignals() as stop:
         try:
             try:
+                command = start_command(args)
                 resolver = write_context(writer, args.pid, args.comm)
                 monitor = open_monitor(args)
             except CaptureWriteError as exc:
+                if command is not None:
+                    command.abandon()
                 if out.made is None:
                     raise  # appending: the capture keeps what it held, and says so below
                 out.discard()  # a header and part of a snapshot would block the next run
                 say(f"{args.output}: {exc.strerror}: nothing recorded; the file is removed")
                 return EXIT_IO
             except BaseException:
+                if command is not None:
+                    command.abandon()
                 out.discard()
                 raise
-            say(f"recording to {args.output}; Ctrl-C or SIGTERM stops")
+            say(started(f"recording to {args.output}", args, command, of="; "))
             resolve = None if resolver is None else resolver.resolve_sample
-            deadline = None if args.duration is None else time.monotonic() + args.duration
+            end = LiveEnd(stop, args.duration,
+                          None if args.pid is None else monitor.tree_alive, command)
             with monitor:
+                if command is not None:
+                    command.release()
                 reader = monitor.reader
-                while not stop.requested:
-                    wait = 0.2
-                    if deadline is not None:
-                        wait = min(wait, deadline - time.monotonic())
-                        if wait <= 0:
-                            break
-                    for record in reader.read_batch(timeout=wait):
-                        data = getattr(record, "data", None)
-                        if data is None:
-                            lost += record.count
-                            writer.write_lost(record.cpu, record.count)
-                            continue
-                        if resolve is not None:
-                            container = resolve(data)  # a set lookup for a pair seen before
-                            if container is not None:
-                                writer.write_container(container)
-                        events += 1
-                        writer.write_sample(record.cpu, data)
+                while not end.done():
+                    new, gone = _write_batch(writer, reader.read_batch(timeout=end.wait(0.2)),
+                                             resolve)
+                    events, lost = events + new, lost + gone
                     writer.flush()  # whole records, at least once per loop (<= 0.2 s)
                     status.recording(events, lost)
+                while end.tree_ended:  # nothing more comes: what the rings hold, then stop
+                    batch = reader.read_batch(timeout=0)
+                    if not batch:
+                        break
+                    new, gone = _write_batch(writer, batch, resolve)
+                    events, lost = events + new, lost + gone
             writer.close()
         except CaptureWriteError as exc:
             # the writer wrote nothing twice and cut any partial record: what it counted is
@@ -215,14 +242,16 @@ def cmd_record(args: argparse.Namespace) -> int:
             status.recording(events, lost, force=True)
             status.done(keep=True)
     say(f"recorded {events} events ({lost} lost) to {args.output}")
-    return EXIT_OK
+    return finish_command(command, end, EXIT_OK)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """The ``record`` command's parser."""
     p = add_command(
         sub, "record", "record live events to a capture file (needs root)",
-        parents=[live_options()], examples=(
+        parents=[live_options(), command_options()], examples=(
+            "sudo ebpfwire record -o run.ewcap -- make test   run make test, record its tree",
+            "sudo ebpfwire record -o run.ewcap -p 4242        pid 4242's tree, until it ends",
             "sudo ebpfwire record -o run.ewcap --duration 10",
             "sudo ebpfwire record -o run.ewcap --events execve,connect",
             "sudo ebpfwire record -o run.ewcap --force   replace run.ewcap",

@@ -11,8 +11,18 @@ from typing import Any
 from ebpfwire import machine
 from ebpfwire.cli.errors import EXIT_OK, say
 from ebpfwire.cli.filters import make_filter
-from ebpfwire.cli.live import StopSignals, machine_arch, open_monitor
-from ebpfwire.cli.options import add_command, live_options
+from ebpfwire.cli.live import (
+    LiveEnd,
+    StopSignals,
+    command_options,
+    finish_command,
+    machine_arch,
+    open_monitor,
+    start_command,
+    started,
+    what_events,
+)
+from ebpfwire.cli.options import add_command, duration_type, live_options
 from ebpfwire.cli.output import Output, cpu_label
 from ebpfwire.wire.decoder import decode
 from ebpfwire.wire.errors import DecodeError
@@ -23,12 +33,15 @@ HOLD_NS = 300_000_000
 late (the reader's wake-up watermark), so 0.3 s lets every CPU's samples of a moment in."""
 
 
-def _arrivals(reader: Any, stop: StopSignals) -> Iterator[Any]:
+def _arrivals(reader: Any, end: LiveEnd) -> Iterator[Any]:
     """The live records as they are read, each batch followed by the clock their ``ts``
-    comes from, so the reorder window releases what is old enough on a quiet machine too."""
-    while not stop.requested:
-        yield from reader.read_batch(timeout=0.1)
+    comes from, so the reorder window releases what is old enough on a quiet machine too;
+    when the traced tree has ended, what the rings still hold."""
+    while not end.done():
+        yield from reader.read_batch(timeout=end.wait(0.1))
         yield Clock(time.clock_gettime_ns(time.CLOCK_MONOTONIC))
+    while end.tree_ended and (batch := reader.read_batch(timeout=0)):
+        yield from batch
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
@@ -41,8 +54,20 @@ def cmd_trace(args: argparse.Namespace) -> int:
     keep = make_filter([], None, None, args.failed)  # --pid and --comm: in the kernel
     strict = not args.lenient
     with StopSignals() as stop:
-        with open_monitor(args) as monitor:
-            for record in order(_arrivals(monitor.reader, stop)):
+        command = start_command(args)
+        try:
+            monitor = open_monitor(args)
+        except BaseException:
+            if command is not None:
+                command.abandon()
+            raise
+        say(started(f"tracing {what_events(args)}", args, command))
+        end = LiveEnd(stop, args.duration,
+                      None if args.pid is None else monitor.tree_alive, command)
+        with monitor:
+            if command is not None:
+                command.release()
+            for record in order(_arrivals(monitor.reader, end)):
                 if type(record) is Lost:
                     out.lost(record.cpu, record.count)
                     continue
@@ -54,18 +79,20 @@ def cmd_trace(args: argparse.Namespace) -> int:
                 if keep is None or keep(event):
                     out.event(event)
     out.close()
-    return EXIT_OK
+    return finish_command(command, end, EXIT_OK)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """The ``trace`` command's parser."""
     p = add_command(
         sub, "trace", "print live events as they happen (needs root)",
-        parents=[live_options()], examples=(
+        parents=[live_options(), command_options()], examples=(
+            "sudo ebpfwire trace -- ls /tmp        run ls, print its events, exit with its status",
             "sudo ebpfwire trace",
             "sudo ebpfwire trace --events tcp --format jsonl",
         ))
     p.add_argument("--format", choices=("table", "jsonl"), default="table")
+    p.add_argument("--duration", type=duration_type, metavar="S", help="stop after S seconds")
     p.add_argument("--utc", action="store_true", help="show wall-clock times in UTC")
     p.add_argument("--lenient", action="store_true", help="decode damaged samples leniently")
     p.add_argument("--failed", action="store_true",
