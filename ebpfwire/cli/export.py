@@ -102,11 +102,14 @@ def summary_line(summary: ExportSummary, output: str) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ebpfwire.columnar.export import (  # pyarrow: only for this command
-        ExportError,
-        export_parquet,
-        remove_stale_outputs,
-    )
+    try:
+        from ebpfwire.columnar.export import (  # pyarrow: only for this command
+            ExportError,
+            export_parquet,
+            remove_stale_outputs,
+        )
+    except ImportError as exc:  # the arrow extra is not installed: say which to install
+        raise UsageError(str(exc).removeprefix("ebpfwire.")) from None
 
     keep = event_filter(names_list(args.event), args.pid, args.comm, args.failed)
     check_output(args.output, args.force)

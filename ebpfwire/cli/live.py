@@ -5,6 +5,7 @@ the options ask."""
 from __future__ import annotations
 
 import argparse
+import mmap
 import signal
 import time
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from typing import Any
 from ebpfwire import machine
 from ebpfwire.cli.command import Command, run_as
 from ebpfwire.cli.errors import UsageError, say
-from ebpfwire.cli.options import names_list
+from ebpfwire.cli.options import RING_BYTES_MAX, names_list
 
 
 def machine_arch() -> str:
@@ -133,6 +134,22 @@ def started(head: str, args: argparse.Namespace, command: Command | None, of: st
         return (f"{head}{of}pid {args.pid} and {children}, until they have all exited (or "
                 "Ctrl-C or SIGTERM)")
     return f"{head}; Ctrl-C or SIGTERM stops"
+
+
+def loss_hint(monitor: Any, lost: int) -> str | None:
+    """After losses, what to try: a larger ring (the size to give), fewer events, a filter."""
+    if not lost:
+        return None
+    reader = monitor.reader
+    size = (reader.page_count * mmap.PAGESIZE if monitor.transport == "perf"
+            else monitor.ring_bytes)
+    per = " per CPU" if monitor.transport == "perf" else ""
+    larger = min(size * 4, RING_BYTES_MAX)
+    if larger == size:
+        return (f"{lost} events lost with the largest ring ({size}{per}); fewer --events or a "
+                "--pid/--comm filter lose fewer")
+    return (f"{lost} events lost: the ring ({size} bytes{per}) filled faster than it was read; "
+            f"try --ring-bytes {larger}, fewer --events, or a --pid/--comm filter")
 
 
 def command_options() -> argparse.ArgumentParser:

@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import socket
 import stat
 from dataclasses import dataclass
 
+from ebpfwire import machine
 from ebpfwire.capture import CaptureError, CaptureReader, CaptureWriteError, CaptureWriter
 from ebpfwire.cli.errors import EXIT_IO, EXIT_OK, UsageError, say
 from ebpfwire.cli.live import (
@@ -23,6 +25,7 @@ from ebpfwire.cli.live import (
     StopSignals,
     command_options,
     finish_command,
+    loss_hint,
     machine_arch,
     open_monitor,
     start_command,
@@ -32,6 +35,10 @@ from ebpfwire.cli.options import add_command, duration_type, live_options
 from ebpfwire.cli.output import Progress
 from ebpfwire.process.procfs import ContainerResolver, asked_for, snapshot
 from ebpfwire.wire.text import printable
+
+BOOT_SLACK_NS = 1_000_000_000
+"""How far two readings of one boot's time may differ (clock steps between them); a
+reboot moves it by far more."""
 
 
 @dataclass
@@ -71,7 +78,7 @@ def _not_a_capture(path: str, exc: CaptureError) -> UsageError:
 
 def _check_appendable(path: str, arch: str) -> None:
     """Refuse, before anything is written, what --append cannot add to: no file, a link,
-    not a regular file, not a capture, or a capture of another layout or machine."""
+    not a regular file, not a capture, or a capture of another layout, machine or boot."""
     try:  # O_NONBLOCK: a FIFO at the path must not hang the open
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -92,6 +99,17 @@ def _check_appendable(path: str, arch: str) -> None:
         raise UsageError(
             f"{path}: a {header.layout} capture of {header.arch}; this machine records "
             f"classic {arch} (append only to a capture made here)")
+    host = socket.gethostname()
+    if header.hostname != host:
+        raise UsageError(f"{path}: a capture of host {header.hostname!r}, this is {host!r}: "
+                         "append only to a capture of this host and boot")
+    # the header's boot time gives every sample its wall-clock time: new samples, timed
+    # from this boot, would get wrong times under another boot's
+    off = abs(header.boot_time_ns - machine.boot_time_ns())
+    if off > BOOT_SLACK_NS:
+        raise UsageError(f"{path}: a capture of another boot of this host (its boot time is "
+                         f"{off / 1e9:.0f} s from this boot's): append only to a capture of "
+                         "this boot; record a new file")
 
 
 def create_output(path: str, force: bool, append: bool, arch: str) -> RecordOutput:
@@ -229,6 +247,7 @@ def cmd_record(args: argparse.Namespace) -> int:
                         break
                     new, gone = _write_batch(writer, batch, resolve)
                     events, lost = events + new, lost + gone
+                hint = loss_hint(monitor, lost)
             writer.close()
         except CaptureWriteError as exc:
             # the writer wrote nothing twice and cut any partial record: what it counted is
@@ -242,6 +261,8 @@ def cmd_record(args: argparse.Namespace) -> int:
             status.recording(events, lost, force=True)
             status.done(keep=True)
     say(f"recorded {events} events ({lost} lost) to {args.output}")
+    if hint is not None:
+        say(hint)
     return finish_command(command, end, EXIT_OK)
 
 

@@ -16,6 +16,7 @@ from ebpfwire.cli.live import (
     StopSignals,
     command_options,
     finish_command,
+    loss_hint,
     machine_arch,
     open_monitor,
     start_command,
@@ -53,6 +54,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     order = TimeOrder(Sample, Lost, window_ns=HOLD_NS)
     keep = make_filter([], None, None, args.failed)  # --pid and --comm: in the kernel
     strict = not args.lenient
+    lost = 0
     with StopSignals() as stop:
         command = start_command(args)
         try:
@@ -69,6 +71,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
                 command.release()
             for record in order(_arrivals(monitor.reader, end)):
                 if type(record) is Lost:
+                    lost += record.count
                     out.lost(record.cpu, record.count)
                     continue
                 try:
@@ -78,7 +81,10 @@ def cmd_trace(args: argparse.Namespace) -> int:
                     continue
                 if keep is None or keep(event):
                     out.event(event)
+            hint = loss_hint(monitor, lost)
     out.close()
+    if hint is not None:
+        say(hint)
     return finish_command(command, end, EXIT_OK)
 
 
