@@ -403,9 +403,9 @@ def test_decode_memory_stays_flat_with_1_mib_samples(tmp_path: Path, fmt: str):
 
 @pytest.mark.live
 def test_docs_example_record_and_follow_at_once(tmp_path: Path):
-    """`ebpfwire record -o run.ewcap & ebpfwire decode -f run.ewcap`, started together."""
+    """`ebpfwire record -o run.ewcap & ebpfwire decode --follow run.ewcap`, started together."""
     path = tmp_path / "run.ewcap"
-    follower = subprocess.Popen([*EBPFWIRE, "decode", "-f", "--format", "jsonl", str(path)],
+    follower = subprocess.Popen([*EBPFWIRE, "decode", "--follow", "--format", "jsonl", str(path)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=ENV)
     recorder = subprocess.Popen([*EBPFWIRE, "record", "-o", str(path), "--events", "execve",

@@ -40,18 +40,41 @@ __all__ = ["bundled_sample", "build_parser", "main"]
 EPILOG = """\
 examples:
   ebpfwire decode                          decode the bundled sample capture
-  ebpfwire decode run.ewcap --event connect,tcp_connect --pid 4242
+  ebpfwire decode run.ewcap -e connect,tcp_connect -p 4242
   ebpfwire decode run.ewcap --format jsonl > run.jsonl
+  ebpfwire decode run.ewcap --format kubearmor   KubeArmor's log format
   ebpfwire decode --follow run.ewcap       keep printing while `record` writes it
   ebpfwire info run.ewcap
   ebpfwire ps run.ewcap                    the process tree
+  ebpfwire summary run.ewcap               calls and errors per syscall, like strace -c
+  sudo ebpfwire record -o run.ewcap -- make test    run a command, record its tree
   sudo ebpfwire record -o run.ewcap --duration 10
-  sudo ebpfwire trace --events execve,connect
+  sudo ebpfwire trace -e execve,connect -- sh -c 'curl -s example.com'
+  sudo ebpfwire stats -- ls                syscall counts and latencies, like strace -c
+
+Each command's --help says all of its options; `-p PID` is a process and its descendants,
+`-e LIST` the events, `-o FILE` the output, everywhere.
 """
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are one UsageError line (no usage block), like every other."""
+    """argparse whose errors are one UsageError line (no usage block), like every other,
+    pointing at the help of the command they are about."""
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        """As argparse's, but an unknown option is the subcommand's error, not the top's."""
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            command = self._subparsers and getattr(parsed, "command", None)
+            parser = self._commands().get(command, self) if command else self
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
+
+    def _commands(self) -> dict[str, argparse.ArgumentParser]:
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return action.choices
+        return {}
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog.removeprefix(PROG).strip() or 'usage'}: {message} "

@@ -111,7 +111,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     except ImportError as exc:  # the arrow extra is not installed: say which to install
         raise UsageError(str(exc).removeprefix("ebpfwire.")) from None
 
-    keep = event_filter(names_list(args.event), args.pid, args.comm, args.failed)
+    if args.pid is not None:
+        raise UsageError(f"-p/--pid follows a process tree, which needs a capture read in "
+                         f"order; export keeps one pid with --exact-pid {args.pid} (decode -p "
+                         f"{args.pid} --format jsonl gives the tree)")
+    keep = event_filter(names_list(args.event), args.exact_pid, args.comm, args.failed)
     check_output(args.output, args.force)
     check_inputs(args)
     for path in remove_stale_outputs(args.output):

@@ -92,7 +92,7 @@ class LiveEnd:
 
 def start_command(args: argparse.Namespace) -> Command | None:
     """CMD forked and held (command mode), its pid the tree to trace; None without one."""
-    argv = args.command[1:] if args.command[:1] == ["--"] else args.command
+    argv = args.cmd_argv[1:] if args.cmd_argv[:1] == ["--"] else args.cmd_argv
     if not argv:
         if args.user is not None:
             raise UsageError("-u USER runs a command as USER; give the command after --")
@@ -157,7 +157,7 @@ def command_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument("-u", "--user", metavar="USER",
                         help="run CMD as USER (name or uid), as strace -u does (needs root)")
-    parent.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ARGS",
+    parent.add_argument("cmd_argv", nargs=argparse.REMAINDER, metavar="-- CMD ARGS",
                         help="run CMD, trace it and every process it starts, stop when they "
                              "have all exited, and exit with CMD's exit status")
     return parent

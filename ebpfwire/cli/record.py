@@ -64,6 +64,9 @@ class RecordOutput:
 
 
 def _refusal(path: str) -> str:
+    if os.path.isdir(path) and not os.path.islink(path):
+        return (f"{path}: is a directory; -o names the capture file to create, such as "
+                f"{os.path.join(path, 'run.ewcap')}")
     if os.path.islink(path):
         return (f"{path}: is a symbolic link; a capture is never written through one "
                 "(--force replaces the link itself)")
@@ -134,7 +137,7 @@ def create_output(path: str, force: bool, append: bool, arch: str) -> RecordOutp
     if force:
         try:
             if stat.S_ISDIR(os.lstat(path).st_mode):
-                raise UsageError(f"{path}: is a directory")
+                raise UsageError(_refusal(path))
         except FileNotFoundError:
             pass
     try:

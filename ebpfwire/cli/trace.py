@@ -1,15 +1,18 @@
-"""``ebpfwire trace``: live events printed as they happen, in time order across CPUs."""
+"""``ebpfwire trace``: live events printed as they happen, in time order across CPUs, with
+decode's renderers (the process context, JSON, KubeArmor logs)."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import socket
 import sys
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TextIO
 
 from ebpfwire import machine
-from ebpfwire.cli.errors import EXIT_OK, say
+from ebpfwire.cli.errors import EXIT_OK, UsageError, say
 from ebpfwire.cli.filters import make_filter
 from ebpfwire.cli.live import (
     LiveEnd,
@@ -23,10 +26,23 @@ from ebpfwire.cli.live import (
     started,
     what_events,
 )
-from ebpfwire.cli.options import add_command, duration_type, live_options
-from ebpfwire.cli.output import Output, cpu_label
+from ebpfwire.cli.options import (
+    add_command,
+    add_format_option,
+    add_time_options,
+    duration_type,
+    live_options,
+)
+from ebpfwire.cli.output import Output, cpu_label, table_renderer
+from ebpfwire.kernel.errors import LoaderError
+from ebpfwire.output.kubearmor import KubeArmorLogs
+from ebpfwire.output.render import event_json
+from ebpfwire.process.enrich import Enricher, table_context
+from ebpfwire.process.procfs import ContainerResolver, asked_for, snapshot
 from ebpfwire.wire.decoder import decode
 from ebpfwire.wire.errors import DecodeError
+from ebpfwire.wire.events import Event
+from ebpfwire.wire.layouts import get_layout
 from ebpfwire.wire.order import Clock, TimeOrder
 
 HOLD_NS = 300_000_000
@@ -45,12 +61,76 @@ def _arrivals(reader: Any, end: LiveEnd) -> Iterator[Any]:
         yield from batch
 
 
+class _Shown:
+    """Live events shown as ``decode`` shows a capture's: with the process context (a
+    /proc snapshot at start, then the events' own execs and exits), as KubeArmor logs, or
+    raw; each event reaches the process table, the filter chooses what is printed."""
+
+    def __init__(self, args: argparse.Namespace, out: Output, arch: str):
+        self.out = out
+        self.arch = arch
+        self.logs = None
+        self.enricher: Enricher | None = None
+        self.resolve = None
+        if args.raw and args.format != "kubearmor":
+            return
+        self.enricher = Enricher(get_layout("classic"), arch,
+                                 make=table_context if args.format == "table" else None)
+        processes = asked_for(snapshot(), args.pid, args.comm)
+        for process in processes:
+            self.enricher.feed(process)
+        try:
+            resolver = ContainerResolver()
+        except LoaderError as exc:  # the host's namespaces are hidden: not root
+            raise UsageError(f"cannot read the host's namespaces: {exc}") from None
+        for container in resolver.seed(processes):
+            self.enricher.feed(container)
+        self.resolve = resolver.resolve_sample
+        if args.format == "kubearmor":
+            self.logs = KubeArmorLogs(socket.gethostname(), machine.boot_time_ns())
+
+    def show(self, data: bytes, event: Event, keep: Callable[[Event], bool] | None) -> None:
+        enricher = self.enricher
+        if enricher is None:
+            if keep is None or keep(event):
+                self.out.event(event)
+            return
+        container = self.resolve(data)
+        if container is not None:
+            enricher.feed(container)
+        if self.logs is not None:
+            answer = enricher.event(event)
+            if (keep is None or keep(event)) and answer is not None:
+                log = self.logs.log(event, answer)
+                if log is not None:
+                    self.out.line(json.dumps(log))
+            return
+        shown = enricher.sample(data)
+        if keep is None or keep(event):
+            self.out.line(self.out.table.event(event, shown) if self.out.fmt == "table"
+                          else event_json(event, shown))
+
+
+def _output_stream(path: str | None) -> TextIO:
+    if path is None:
+        return sys.stdout
+    try:
+        return open(path, "w", encoding="utf-8", errors="surrogateescape")
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot create: {exc.strerror}") from None
+
+
 def cmd_trace(args: argparse.Namespace) -> int:
     from ebpfwire.kernel.perf import Lost, Sample
 
     arch = machine_arch()
-    out = Output(args.format, sys.stdout, boot_time_ns=machine.boot_time_ns(), utc=args.utc,
-                 flush_each=True)
+    if args.raw and args.format == "kubearmor":
+        raise UsageError("--raw: KubeArmor logs are made of the process context; "
+                         "use --format jsonl --raw for the raw events")
+    stream = _output_stream(args.output)
+    boot_time_ns = machine.boot_time_ns()
+    out = Output(args.format, stream, boot_time_ns=boot_time_ns, utc=args.utc,
+                 flush_each=True, table=table_renderer(args, boot_time_ns))
     order = TimeOrder(Sample, Lost, window_ns=HOLD_NS)
     keep = make_filter([], None, None, args.failed)  # --pid and --comm: in the kernel
     strict = not args.lenient
@@ -58,6 +138,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     with StopSignals() as stop:
         command = start_command(args)
         try:
+            shown = _Shown(args, out, arch)
             monitor = open_monitor(args)
         except BaseException:
             if command is not None:
@@ -72,17 +153,19 @@ def cmd_trace(args: argparse.Namespace) -> int:
             for record in order(_arrivals(monitor.reader, end)):
                 if type(record) is Lost:
                     lost += record.count
-                    out.lost(record.cpu, record.count)
+                    if shown.logs is None:  # KubeArmor's logs have no line for a loss
+                        out.lost(record.cpu, record.count)
                     continue
                 try:
                     event = decode(record.data, arch=arch, strict=strict)
                 except DecodeError as exc:
                     say(f"a sample from cpu {cpu_label(record.cpu)} does not decode: {exc}")
                     continue
-                if keep is None or keep(event):
-                    out.event(event)
+                shown.show(record.data, event, keep)
             hint = loss_hint(monitor, lost)
     out.close()
+    if stream is not sys.stdout:
+        stream.close()
     if hint is not None:
         say(hint)
     return finish_command(command, end, EXIT_OK)
@@ -97,9 +180,15 @@ def register(sub: argparse._SubParsersAction) -> None:
             "sudo ebpfwire trace",
             "sudo ebpfwire trace --events tcp --format jsonl",
         ))
-    p.add_argument("--format", choices=("table", "jsonl"), default="table")
+    add_format_option(p)
+    p.add_argument("--raw", action="store_true",
+                   help="without the process context (executable, parent, container)")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="write the events to FILE (replaced), not to standard output: CMD's "
+                        "own output stays apart")
     p.add_argument("--duration", type=duration_type, metavar="S", help="stop after S seconds")
     p.add_argument("--utc", action="store_true", help="show wall-clock times in UTC")
+    add_time_options(p)
     p.add_argument("--lenient", action="store_true", help="decode damaged samples leniently")
     p.add_argument("--failed", action="store_true",
                    help="only events that failed (a negative result)")
