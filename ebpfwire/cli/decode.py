@@ -132,7 +132,7 @@ class Decoding:
         if stream.late:
             say(f"{label}: note: {stream.late} samples came more than "
                  f"{stream.order.window_ns / 1e9:g} s after later ones in the file and are "
-                 "shown out of time order (see --no-sort in docs/cli.md)")
+                 "shown out of time order (--no-sort: file order, see decode --help)")
 
 
 def cmd_decode(args: argparse.Namespace) -> int:

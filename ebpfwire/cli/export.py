@@ -40,7 +40,8 @@ def jobs_type(text: str) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``export`` command to the parser's subcommands."""
     p = add_command(
-        sub, "export", "decode captures to Parquet in parallel (the columns of docs/arrow.md)",
+        sub, "export", "decode captures to Parquet in parallel, one column per field (ts, "
+        "event, comm, path, addr, ..., the process context)",
         examples=(
             "ebpfwire export run.ewcap -o run.parquet",
             "ebpfwire export node-*.ewcap -o fleet --parts --jobs 8",

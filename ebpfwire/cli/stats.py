@@ -59,7 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--interval", type=duration_type, metavar="S",
                    help="also print the counts so far every S seconds")
     p.add_argument("--json", action="store_true",
-                   help="one JSON object per report (docs/stats.md) instead of histograms")
+                   help="one JSON object per report instead of histograms: seconds, arch, unit, "
+                        "dropped, and per syscall its nr, name, calls, errors, errnos, "
+                        "total_ns and histogram")
     p.set_defaults(run=cmd_stats)
 
 
