@@ -6,7 +6,8 @@ capture is reported line by line while everything intact is still decoded (docs/
 One module per command; what they share is in small modules of one job each: ``errors``
 (exit statuses, one-line errors), ``output`` (stdout, batched events, progress),
 ``options`` (argument types, shared option groups), ``filters`` (the event filter),
-``captures`` (opening captures, choosing the layout) and ``live`` (the monitor, signals).
+``captures`` (opening captures, choosing the layout), ``live`` (the monitor, signals, when a
+live command ends) and ``command`` (command mode: ``-- CMD ARGS`` run as strace runs it).
 """
 
 from __future__ import annotations
