@@ -25,7 +25,7 @@ from test_cli import (
     run,
 )
 
-from ebpfwire import Arg, ArgType, encode
+from ebpfwire import Arg, ArgType, encode, machine
 from ebpfwire.capture import CaptureReader, CaptureWriter
 from ebpfwire.cli import record
 
@@ -141,6 +141,22 @@ def test_append_needs_a_capture_of_this_machine(tmp_path: Path, no_monitor):
     assert "a hash capture" in one_error_line(*run("record", "-o", str(hashed), "--append")[::2])
 
 
+def test_append_refuses_a_capture_of_another_host_or_boot(tmp_path: Path, no_monitor):
+    """New samples are timed from this boot: under another boot's (or host's) header
+    their wall-clock times would be wrong."""
+    arch = record.machine_arch()
+    other_host = tmp_path / "other-host.ewcap"
+    CaptureWriter(other_host, arch=arch, host=HOST).close()
+    line = one_error_line(*run("record", "-o", str(other_host), "--append")[::2])
+    assert f"a capture of host {HOST.hostname!r}" in line and "this host and boot" in line
+    earlier = tmp_path / "earlier-boot.ewcap"
+    CaptureWriter(earlier, arch=arch, boot_time_ns=machine.boot_time_ns() - 3600 * 10**9
+                  ).close()
+    line = one_error_line(*run("record", "-o", str(earlier), "--append")[::2])
+    assert "a capture of another boot of this host (its boot time is 3600 s from" in line
+    assert other_host.stat().st_size and earlier.stat().st_size  # both left as they were
+
+
 def test_monitor_failure_removes_only_the_file_this_run_created(tmp_path: Path, monkeypatch):
     def fail(args):
         raise record.UsageError("no BPF here")
@@ -149,9 +165,10 @@ def test_monitor_failure_removes_only_the_file_this_run_created(tmp_path: Path, 
     assert "no BPF here" in one_error_line(*run("record", "-o", str(path))[::2])
     assert not path.exists()
     arch = record.machine_arch()
-    with CaptureWriter(tmp_path / "mine.ewcap", arch=arch, host=HOST, boot_time_ns=BOOT):
+    with CaptureWriter(tmp_path / "mine.ewcap", arch=arch):  # this host and boot
         pass
-    assert one_error_line(*run("record", "-o", str(tmp_path / "mine.ewcap"), "--append")[::2])
+    assert "no BPF here" in one_error_line(
+        *run("record", "-o", str(tmp_path / "mine.ewcap"), "--append")[::2])
     assert (tmp_path / "mine.ewcap").exists()
 
 
@@ -386,9 +403,9 @@ def test_decode_memory_stays_flat_with_1_mib_samples(tmp_path: Path, fmt: str):
 
 @pytest.mark.live
 def test_docs_example_record_and_follow_at_once(tmp_path: Path):
-    """`ebpfwire record -o run.ewcap & ebpfwire decode -f run.ewcap`, started together."""
+    """`ebpfwire record -o run.ewcap & ebpfwire decode --follow run.ewcap`, started together."""
     path = tmp_path / "run.ewcap"
-    follower = subprocess.Popen([*EBPFWIRE, "decode", "-f", "--format", "jsonl", str(path)],
+    follower = subprocess.Popen([*EBPFWIRE, "decode", "--follow", "--format", "jsonl", str(path)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=ENV)
     recorder = subprocess.Popen([*EBPFWIRE, "record", "-o", str(path), "--events", "execve",

@@ -149,7 +149,8 @@ def test_decode_notes_samples_later_than_the_window(tmp_path: Path):
     assert status == 0
     assert [e["ts"] for e in jsonl(out)] == [WINDOW_NS, WINDOW_NS // 2, 3 * WINDOW_NS]
     assert err == (f"ebpfwire: {path}: note: 1 samples came more than 1 s after later ones in "
-                   "the file and are shown out of time order (see --no-sort in docs/cli.md)\n")
+                   "the file and are shown out of time order (--no-sort: file order, see "
+                   "decode --help)\n")
 
 
 def test_the_real_workload_fixture_never_goes_back_in_time():

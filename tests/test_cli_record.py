@@ -247,3 +247,5 @@ def test_a_tiny_ring_buffer_loses_and_the_capture_counts_it(tmp_path: Path):
     assert bad <= closes and bad + info["lost"] >= _CLOSES  # each close of ours: seen or lost
     assert closes + info["lost"] <= _CLOSES + 100  # and the interpreter's own few at exit
     assert f"recorded {closes} events ({info['lost']} lost)" in err
+    assert (f"ebpfwire: {info['lost']} events lost: the ring (4096 bytes) filled faster than "
+            "it was read; try --ring-bytes 16384, fewer --events") in err  # what to do

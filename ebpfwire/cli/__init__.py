@@ -6,7 +6,8 @@ capture is reported line by line while everything intact is still decoded (docs/
 One module per command; what they share is in small modules of one job each: ``errors``
 (exit statuses, one-line errors), ``output`` (stdout, batched events, progress),
 ``options`` (argument types, shared option groups), ``filters`` (the event filter),
-``captures`` (opening captures, choosing the layout) and ``live`` (the monitor, signals).
+``captures`` (opening captures, choosing the layout), ``live`` (the monitor, signals, when a
+live command ends) and ``command`` (command mode: ``-- CMD ARGS`` run as strace runs it).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import IO, NoReturn
 
 from ebpfwire import __version__
 from ebpfwire.cli import decode, export, info, ps, record, stats, summary, trace
+from ebpfwire.cli.command import EXIT_NOT_FOUND, CommandNotFound
 from ebpfwire.cli.decode import bundled_sample
 from ebpfwire.cli.errors import (
     EXIT_INTERRUPTED,
@@ -39,18 +41,41 @@ __all__ = ["bundled_sample", "build_parser", "main"]
 EPILOG = """\
 examples:
   ebpfwire decode                          decode the bundled sample capture
-  ebpfwire decode run.ewcap --event connect,tcp_connect --pid 4242
+  ebpfwire decode run.ewcap -e connect,tcp_connect -p 4242
   ebpfwire decode run.ewcap --format jsonl > run.jsonl
+  ebpfwire decode run.ewcap --format kubearmor   KubeArmor's log format
   ebpfwire decode --follow run.ewcap       keep printing while `record` writes it
   ebpfwire info run.ewcap
   ebpfwire ps run.ewcap                    the process tree
+  ebpfwire summary run.ewcap               calls and errors per syscall, like strace -c
+  sudo ebpfwire record -o run.ewcap -- make test    run a command, record its tree
   sudo ebpfwire record -o run.ewcap --duration 10
-  sudo ebpfwire trace --events execve,connect
+  sudo ebpfwire trace -e execve,connect -- sh -c 'curl -s example.com'
+  sudo ebpfwire stats -- ls                syscall counts and latencies, like strace -c
+
+Each command's --help says all of its options; `-p PID` is a process and its descendants,
+`-e LIST` the events, `-o FILE` the output, everywhere.
 """
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are one UsageError line (no usage block), like every other."""
+    """argparse whose errors are one UsageError line (no usage block), like every other,
+    pointing at the help of the command they are about."""
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        """As argparse's, but an unknown option is the subcommand's error, not the top's."""
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            command = self._subparsers and getattr(parsed, "command", None)
+            parser = self._commands().get(command, self) if command else self
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
+
+    def _commands(self) -> dict[str, argparse.ArgumentParser]:
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return action.choices
+        return {}
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog.removeprefix(PROG).strip() or 'usage'}: {message} "
@@ -106,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         say(str(exc))
         return EXIT_USAGE
+    except CommandNotFound as exc:
+        say(str(exc))
+        return EXIT_NOT_FOUND
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:

@@ -184,7 +184,8 @@ def say_order(label: str, stream: CaptureStream) -> None:
     window = f"{order.window_ns / 1e9:g} s"
     if order.late:
         say(f"{label}: note: {order.late} samples came more than {window} after later ones "
-            "in the file and are shown out of time order (see --no-sort in docs/cli.md)")
+            "in the file and are shown out of time order (--no-sort: file order, see "
+            "decode --help)")
     if order.early:
         say(f"{label}: note: {order.early} samples were ordered within less than {window}: "
             f"more than {order.max_records:,} records or {order.max_bytes >> 20} MiB fell "

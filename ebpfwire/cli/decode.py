@@ -18,9 +18,9 @@ from ebpfwire.cli.captures import (
     source_label,
 )
 from ebpfwire.cli.errors import EXIT_DAMAGED, EXIT_OK, EXIT_USAGE, OutputError, UsageError, say
-from ebpfwire.cli.filters import make_filter
-from ebpfwire.cli.options import add_capture_filters, add_command, names_list
-from ebpfwire.cli.output import Output, Progress
+from ebpfwire.cli.filters import filter_of
+from ebpfwire.cli.options import add_capture_filters, add_command, add_time_options
+from ebpfwire.cli.output import Output, Progress, table_renderer
 from ebpfwire.output.kubearmor import NEWEST, VERSIONS, KubeArmorLogs
 from ebpfwire.output.render import event_json, sample_json
 from ebpfwire.process.enrich import Enricher, table_context
@@ -39,8 +39,7 @@ class Decoding:
         self.args = args
         self.out = out
         self.strict = not args.lenient
-        self.keep = make_filter(names_list(args.event), args.pid,
-                                args.comm, args.failed)
+        self.keep = filter_of(args)
         self.damaged = 0
 
     def run(self, source: str) -> None:
@@ -141,7 +140,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
     if args.raw and args.format == "kubearmor":
         raise UsageError("--raw: KubeArmor logs are made of the process context; "
                          "use --format jsonl --raw for the raw events")
-    out = Output(args.format, sys.stdout, utc=args.utc, flush_each=args.follow)
+    out = Output(args.format, sys.stdout, utc=args.utc, flush_each=args.follow,
+                 table=table_renderer(args))
     decoding = Decoding(args, out)
     failed = False
     try:
@@ -189,8 +189,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "the events as the capture holds them")
     add_capture_filters(p, "decode damaged samples as far as possible and show the damage",
                         utc=True)
-    p.add_argument("--follow", "-f", action="store_true",
-                   help="keep reading a file that is being written, until Ctrl-C")
+    add_time_options(p)
+    p.add_argument("--follow", action="store_true",
+                   help="keep reading a file that is being written, until Ctrl-C (tail -f)")
     p.add_argument("--no-sort", action="store_true",
                    help="keep file order (default: time order across CPUs, 1 s window)")
     p.add_argument("--strict-exit", action="store_true",

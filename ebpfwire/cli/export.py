@@ -40,7 +40,8 @@ def jobs_type(text: str) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``export`` command to the parser's subcommands."""
     p = add_command(
-        sub, "export", "decode captures to Parquet in parallel (the columns of docs/arrow.md)",
+        sub, "export", "decode captures to Parquet in parallel, one column per field (ts, "
+        "event, comm, path, addr, ..., the process context)",
         examples=(
             "ebpfwire export run.ewcap -o run.parquet",
             "ebpfwire export node-*.ewcap -o fleet --parts --jobs 8",
@@ -102,13 +103,20 @@ def summary_line(summary: ExportSummary, output: str) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ebpfwire.columnar.export import (  # pyarrow: only for this command
-        ExportError,
-        export_parquet,
-        remove_stale_outputs,
-    )
+    try:
+        from ebpfwire.columnar.export import (  # pyarrow: only for this command
+            ExportError,
+            export_parquet,
+            remove_stale_outputs,
+        )
+    except ImportError as exc:  # the arrow extra is not installed: say which to install
+        raise UsageError(str(exc).removeprefix("ebpfwire.")) from None
 
-    keep = event_filter(names_list(args.event), args.pid, args.comm, args.failed)
+    if args.pid is not None:
+        raise UsageError(f"-p/--pid follows a process tree, which needs a capture read in "
+                         f"order; export keeps one pid with --exact-pid {args.pid} (decode -p "
+                         f"{args.pid} --format jsonl gives the tree)")
+    keep = event_filter(names_list(args.event), args.exact_pid, args.comm, args.failed)
     check_output(args.output, args.force)
     check_inputs(args)
     for path in remove_stale_outputs(args.output):

@@ -85,6 +85,47 @@ def names_list(values: Iterable[str] | None) -> list[str]:
     return [name.strip() for value in values or () for name in value.split(",") if name.strip()]
 
 
+def follow_forks_option(p: argparse.ArgumentParser) -> None:
+    """-f/--follow-forks, strace's habit: -p always follows the forks, so it asks for
+    what is done anyway."""
+    p.add_argument("-f", "--follow-forks", action="store_true",
+                   help="follow forks (always done: -p PID is the process and its "
+                        "descendants; accepted as strace -f)")
+
+
+FORMATS = ("table", "jsonl", "json", "kubearmor")
+
+
+def add_format_option(p: argparse.ArgumentParser) -> None:
+    """--format of the commands that print events (decode, trace)."""
+    p.add_argument("--format", choices=FORMATS, default="table",
+                   help="table: one strace-like line per event (default); jsonl: one JSON "
+                        "object per line; json: one JSON array; kubearmor: KubeArmor's log "
+                        "format, one JSON object per line")
+
+
+def string_limit_type(text: str) -> int:
+    """strace -s: a string length, 0 or more."""
+    value = integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a length of 0 or more, found {text}")
+    return value
+
+
+def add_time_options(p: argparse.ArgumentParser) -> None:
+    """strace's time and size options, for the commands that print table lines."""
+    p.add_argument("-t", dest="timestamps", action="count", default=0,
+                   help="-t: time of day in seconds; -tt: with microseconds (the default); "
+                        "-ttt: seconds since the epoch, with microseconds")
+    p.add_argument("-r", "--relative-timestamps", action="store_true",
+                   help="time since the previous line instead of the time of day")
+    p.add_argument("-T", "--syscall-times", action="store_true",
+                   help="an exec's duration, from its entry event to its exit event, at the "
+                        "end of the exit's line (<seconds>); `stats` times every syscall")
+    p.add_argument("-s", "--string-limit", type=string_limit_type, metavar="N",
+                   help="show at most N characters of each string (default: all)")
+
+
 def add_decoding_options(p: argparse.ArgumentParser, utc: bool = True) -> None:
     """--layout/--arch (and --utc for commands that show wall-clock times)."""
     p.add_argument("--layout", help="context layout (default: the capture header's); "
@@ -100,9 +141,15 @@ def add_capture_filters(p: argparse.ArgumentParser, lenient_help: str, utc: bool
     every command that reads whole captures (decode, ps, summary, export)."""
     add_decoding_options(p, utc)
     p.add_argument("--lenient", action="store_true", help=lenient_help)
-    p.add_argument("--event", action="append", type=names_type, metavar="NAME",
-                   help="only these events (repeat, or a comma list: openat,connect)")
-    p.add_argument("--pid", type=pid_type, help="only this pid (namespace or host pid)")
+    p.add_argument("-e", "--events", "--event", dest="event", action="append", type=names_type,
+                   metavar="LIST", help="only these events (repeat, or a comma list: "
+                                        "openat,connect)")
+    p.add_argument("-p", "--pid", type=pid_type,
+                   help="only this process (host or namespace pid) and its descendants, as "
+                        "the events show them (strace -f)")
+    p.add_argument("--exact-pid", "--tid", type=pid_type, metavar="PID",
+                   help="only this one pid (host or namespace pid), not its children")
+    follow_forks_option(p)
     p.add_argument("--comm", type=comm_type, help="only this task name (exact)")
     p.add_argument("--failed", action="store_true",
                    help="only events that failed (a negative result: -1 EPERM...)")
@@ -112,10 +159,12 @@ def live_options() -> argparse.ArgumentParser:
     """The options of the live commands (record, trace), as a parent parser: what to attach,
     the kernel-side filters, the transport and its size."""
     live = argparse.ArgumentParser(add_help=False)
-    live.add_argument("--events", action="append", type=names_type, metavar="LIST",
+    live.add_argument("-e", "--events", "--event", action="append", type=names_type, metavar="LIST",
                       help="event groups to attach (comma list; default: all)")
-    live.add_argument("--pid", type=pid_type,
-                      help="only this process and all its descendants (like strace -f)")
+    live.add_argument("-p", "--pid", type=pid_type,
+                      help="only this process and all its descendants (like strace -f -p); "
+                           "stops when they have all exited")
+    follow_forks_option(live)
     live.add_argument("--comm", type=comm_type, metavar="NAME",
                       help="only tasks with this name (exact, as the kernel keeps it)")
     live.add_argument("--transport", choices=("perf", "ringbuf"), default="perf",

@@ -14,6 +14,7 @@ from typing import TextIO
 from ebpfwire.cli.errors import OutputError
 from ebpfwire.kernel.ringbuf import RINGBUF_CPU
 from ebpfwire.output.render import TableRenderer, event_json, lost_json
+from ebpfwire.output.summary import PAIRED
 from ebpfwire.wire.events import Event
 
 # characters of output text held before one write: memory stays flat, and the joined text
@@ -80,11 +81,11 @@ class Output:
     """
 
     def __init__(self, fmt: str, stream: TextIO, boot_time_ns: int = 0, utc: bool = False,
-                 flush_each: bool = False):
+                 flush_each: bool = False, table: TableRenderer | None = None):
         self.fmt = fmt
         self.stream = stream
         self.flush_each = flush_each
-        self.table = TableRenderer(boot_time_ns, utc)
+        self.table = table or TableRenderer(boot_time_ns, utc)
         self._lines: list[str] = []
         self.pending = 0  # characters in _lines
         self._first = True  # json: the array is opened with its first element
@@ -125,6 +126,65 @@ class Output:
         self.flush()
         if self.fmt == "json":
             write_stdout(self.stream, "[]\n" if self._first else "\n]\n")
+
+
+def wall_clock(ns: int, utc: bool) -> str:
+    """Wall-clock ns as a date and time with microseconds, in UTC or local time."""
+    seconds, rest = divmod(ns, 1_000_000_000)
+    when = (time.gmtime if utc else time.localtime)(seconds)
+    zone = "UTC" if utc else time.strftime("%Z", when)
+    return f"{time.strftime('%Y-%m-%d %H:%M:%S', when)}.{rest // 1000:06d} {zone}"
+
+
+class StraceTable(TableRenderer):
+    """Table lines with strace's time and size habits: ``timestamps`` 1 (-t: seconds), 2
+    (-tt: microseconds, the default), 3 (-ttt: seconds since the epoch); ``relative``
+    (-r: since the previous line); ``durations`` (-T: an exec's time from its entry
+    event to its exit event, ``<0.000123>``); ``string_limit`` (-s N)."""
+
+    def __init__(self, boot_time_ns: int, utc: bool = False, string_limit: int | None = None,
+                 timestamps: int = 2, relative: bool = False, durations: bool = False):
+        super().__init__(boot_time_ns, utc, string_limit)
+        self.timestamps = timestamps
+        self.relative = relative
+        self.durations = durations
+        self._previous: int | None = None
+        self._entered: dict[int, int] = {}  # host pid -> ts of its exec's entry event
+
+    def clock(self, ts: int | None) -> str:
+        if ts is None:
+            return "?"
+        if self.relative:
+            since = 0 if self._previous is None else ts - self._previous
+            self._previous = ts
+            return f"{since / 1e9:+.6f}"
+        if self.timestamps == 3:
+            seconds, ns = divmod(self.boot_time_ns + ts, 1_000_000_000)
+            return f"{seconds}.{ns // 1000:06d}"
+        text = super().clock(ts)
+        return text.partition(".")[0] if self.timestamps == 1 else text
+
+    def event(self, event: Event, context: str = "") -> str:
+        line = super().event(event, context)
+        if not self.durations or event.label not in PAIRED or event.ts is None:
+            return line
+        if event.argnum:  # the entry: its exit event closes the call
+            self._entered[event.host_pid] = event.ts
+            return line
+        entered = self._entered.pop(event.host_pid, None)
+        if entered is None:
+            return line
+        return f"{line} <{(event.ts - entered) / 1e9:.6f}>"
+
+
+def table_renderer(args, boot_time_ns: int = 0) -> StraceTable | None:
+    """The table renderer the time and size options ask for; None for the default one."""
+    timestamps = args.timestamps or 2
+    if (timestamps, args.relative_timestamps, args.syscall_times, args.string_limit) == (
+            2, False, False, None):
+        return None
+    return StraceTable(boot_time_ns, args.utc, args.string_limit, min(timestamps, 3),
+                       args.relative_timestamps, args.syscall_times)
 
 
 class Progress:

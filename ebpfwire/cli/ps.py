@@ -15,9 +15,9 @@ from ebpfwire.cli.captures import (
     source_label,
 )
 from ebpfwire.cli.errors import EXIT_DAMAGED, EXIT_OK, say
-from ebpfwire.cli.filters import make_filter
-from ebpfwire.cli.options import add_capture_filters, add_command, names_list
-from ebpfwire.cli.output import write_stdout
+from ebpfwire.cli.filters import filter_of
+from ebpfwire.cli.options import add_capture_filters, add_command
+from ebpfwire.cli.output import wall_clock, write_stdout
 from ebpfwire.process.tree import build_tree, capture_items
 from ebpfwire.wire.errors import DecodeError
 from ebpfwire.wire.events import Event
@@ -42,8 +42,7 @@ class _Damage:
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
-    keep = make_filter(names_list(args.event), args.pid, args.comm,
-                       args.failed)
+    keep = filter_of(args)
     label = source_label(args.file)
     damage = _Damage(label)
     with open_capture(args.file) as reader:
@@ -54,12 +53,16 @@ def cmd_ps(args: argparse.Namespace) -> int:
         tree = build_tree(capture_items(stream, on_damaged=damage.sample), keep, arch)
         say_notes(label, reader, tree.table)
         say_order(label, stream)
+        boot_time_ns = reader.header.boot_time_ns
     if args.json:
         for chunk in tree.json_chunks():
             write_stdout(sys.stdout, chunk)
         write_stdout(sys.stdout, "\n")
     else:
         lines = tree.lines()
+        if args.utc and tree.first_ts is not None:  # the +seconds are from this moment
+            first = wall_clock(boot_time_ns + tree.first_ts, utc=True)
+            lines.insert(0, f"times are from the first event, at {first}")
         for start in range(0, len(lines), 4096):
             write_stdout(sys.stdout, "".join(line + "\n" for line in lines[start:start + 4096]))
     return EXIT_DAMAGED if args.strict_exit and damage.count else EXIT_OK

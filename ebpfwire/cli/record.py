@@ -13,17 +13,32 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import socket
 import stat
-import time
 from dataclasses import dataclass
 
+from ebpfwire import machine
 from ebpfwire.capture import CaptureError, CaptureReader, CaptureWriteError, CaptureWriter
 from ebpfwire.cli.errors import EXIT_IO, EXIT_OK, UsageError, say
-from ebpfwire.cli.live import StopSignals, machine_arch, open_monitor
+from ebpfwire.cli.live import (
+    LiveEnd,
+    StopSignals,
+    command_options,
+    finish_command,
+    loss_hint,
+    machine_arch,
+    open_monitor,
+    start_command,
+    started,
+)
 from ebpfwire.cli.options import add_command, duration_type, live_options
 from ebpfwire.cli.output import Progress
 from ebpfwire.process.procfs import ContainerResolver, asked_for, snapshot
 from ebpfwire.wire.text import printable
+
+BOOT_SLACK_NS = 1_000_000_000
+"""How far two readings of one boot's time may differ (clock steps between them); a
+reboot moves it by far more."""
 
 
 @dataclass
@@ -49,6 +64,9 @@ class RecordOutput:
 
 
 def _refusal(path: str) -> str:
+    if os.path.isdir(path) and not os.path.islink(path):
+        return (f"{path}: is a directory; -o names the capture file to create, such as "
+                f"{os.path.join(path, 'run.ewcap')}")
     if os.path.islink(path):
         return (f"{path}: is a symbolic link; a capture is never written through one "
                 "(--force replaces the link itself)")
@@ -63,7 +81,7 @@ def _not_a_capture(path: str, exc: CaptureError) -> UsageError:
 
 def _check_appendable(path: str, arch: str) -> None:
     """Refuse, before anything is written, what --append cannot add to: no file, a link,
-    not a regular file, not a capture, or a capture of another layout or machine."""
+    not a regular file, not a capture, or a capture of another layout, machine or boot."""
     try:  # O_NONBLOCK: a FIFO at the path must not hang the open
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -84,6 +102,17 @@ def _check_appendable(path: str, arch: str) -> None:
         raise UsageError(
             f"{path}: a {header.layout} capture of {header.arch}; this machine records "
             f"classic {arch} (append only to a capture made here)")
+    host = socket.gethostname()
+    if header.hostname != host:
+        raise UsageError(f"{path}: a capture of host {header.hostname!r}, this is {host!r}: "
+                         "append only to a capture of this host and boot")
+    # the header's boot time gives every sample its wall-clock time: new samples, timed
+    # from this boot, would get wrong times under another boot's
+    off = abs(header.boot_time_ns - machine.boot_time_ns())
+    if off > BOOT_SLACK_NS:
+        raise UsageError(f"{path}: a capture of another boot of this host (its boot time is "
+                         f"{off / 1e9:.0f} s from this boot's): append only to a capture of "
+                         "this boot; record a new file")
 
 
 def create_output(path: str, force: bool, append: bool, arch: str) -> RecordOutput:
@@ -108,7 +137,7 @@ def create_output(path: str, force: bool, append: bool, arch: str) -> RecordOutp
     if force:
         try:
             if stat.S_ISDIR(os.lstat(path).st_mode):
-                raise UsageError(f"{path}: is a directory")
+                raise UsageError(_refusal(path))
         except FileNotFoundError:
             pass
     try:
@@ -157,51 +186,71 @@ def write_context(writer: CaptureWriter, pid: int | None = None,
     return resolver
 
 
+def _write_batch(writer: CaptureWriter, batch: list, resolve) -> tuple[int, int]:
+    """The records of one read into the capture; (events, lost) among them."""
+    events = lost = 0
+    for record in batch:
+        data = getattr(record, "data", None)
+        if data is None:
+            lost += record.count
+            writer.write_lost(record.cpu, record.count)
+            continue
+        if resolve is not None:
+            container = resolve(data)  # a set lookup for a pair seen before
+            if container is not None:
+                writer.write_container(container)
+        events += 1
+        writer.write_sample(record.cpu, data)
+    return events, lost
+
+
 def cmd_record(args: argparse.Namespace) -> int:
     arch = machine_arch()
     status = Progress()
     out = create_output(args.output, args.force, args.append, arch)
     writer = out.writer
     events = lost = 0
+    command = None
     with StopSignals() as stop:
         try:
             try:
+                command = start_command(args)
                 resolver = write_context(writer, args.pid, args.comm)
                 monitor = open_monitor(args)
             except CaptureWriteError as exc:
+                if command is not None:
+                    command.abandon()
                 if out.made is None:
                     raise  # appending: the capture keeps what it held, and says so below
                 out.discard()  # a header and part of a snapshot would block the next run
                 say(f"{args.output}: {exc.strerror}: nothing recorded; the file is removed")
                 return EXIT_IO
             except BaseException:
+                if command is not None:
+                    command.abandon()
                 out.discard()
                 raise
-            say(f"recording to {args.output}; Ctrl-C or SIGTERM stops")
+            say(started(f"recording to {args.output}", args, command, of="; "))
             resolve = None if resolver is None else resolver.resolve_sample
-            deadline = None if args.duration is None else time.monotonic() + args.duration
+            end = LiveEnd(stop, args.duration,
+                          None if args.pid is None else monitor.tree_alive, command)
             with monitor:
+                if command is not None:
+                    command.release()
                 reader = monitor.reader
-                while not stop.requested:
-                    wait = 0.2
-                    if deadline is not None:
-                        wait = min(wait, deadline - time.monotonic())
-                        if wait <= 0:
-                            break
-                    for record in reader.read_batch(timeout=wait):
-                        data = getattr(record, "data", None)
-                        if data is None:
-                            lost += record.count
-                            writer.write_lost(record.cpu, record.count)
-                            continue
-                        if resolve is not None:
-                            container = resolve(data)  # a set lookup for a pair seen before
-                            if container is not None:
-                                writer.write_container(container)
-                        events += 1
-                        writer.write_sample(record.cpu, data)
+                while not end.done():
+                    new, gone = _write_batch(writer, reader.read_batch(timeout=end.wait(0.2)),
+                                             resolve)
+                    events, lost = events + new, lost + gone
                     writer.flush()  # whole records, at least once per loop (<= 0.2 s)
                     status.recording(events, lost)
+                while end.tree_ended:  # nothing more comes: what the rings hold, then stop
+                    batch = reader.read_batch(timeout=0)
+                    if not batch:
+                        break
+                    new, gone = _write_batch(writer, batch, resolve)
+                    events, lost = events + new, lost + gone
+                hint = loss_hint(monitor, lost)
             writer.close()
         except CaptureWriteError as exc:
             # the writer wrote nothing twice and cut any partial record: what it counted is
@@ -215,14 +264,18 @@ def cmd_record(args: argparse.Namespace) -> int:
             status.recording(events, lost, force=True)
             status.done(keep=True)
     say(f"recorded {events} events ({lost} lost) to {args.output}")
-    return EXIT_OK
+    if hint is not None:
+        say(hint)
+    return finish_command(command, end, EXIT_OK)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """The ``record`` command's parser."""
     p = add_command(
         sub, "record", "record live events to a capture file (needs root)",
-        parents=[live_options()], examples=(
+        parents=[live_options(), command_options()], examples=(
+            "sudo ebpfwire record -o run.ewcap -- make test   run make test, record its tree",
+            "sudo ebpfwire record -o run.ewcap -p 4242        pid 4242's tree, until it ends",
             "sudo ebpfwire record -o run.ewcap --duration 10",
             "sudo ebpfwire record -o run.ewcap --events execve,connect",
             "sudo ebpfwire record -o run.ewcap --force   replace run.ewcap",

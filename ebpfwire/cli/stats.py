@@ -15,7 +15,15 @@ import sys
 import time
 
 from ebpfwire.cli.errors import EXIT_OK, UsageError, say
-from ebpfwire.cli.live import StopSignals, machine_arch
+from ebpfwire.cli.live import (
+    LiveEnd,
+    StopSignals,
+    command_options,
+    finish_command,
+    machine_arch,
+    start_command,
+    started,
+)
 from ebpfwire.cli.options import add_command, duration_type, names_list, names_type, pid_type
 from ebpfwire.cli.output import write_stdout
 from ebpfwire.kernel.stats import (
@@ -39,17 +47,21 @@ def register(sub: argparse._SubParsersAction) -> None:
             "sudo ebpfwire stats --duration 5",
             "sudo ebpfwire stats --pid 4242 --events openat,read,close",
             "sudo ebpfwire stats --json --interval 1    one JSON object per second",
-        ))
+            "sudo ebpfwire stats -- make test          count make test's syscalls, like strace -c",
+        ), parents=[command_options()])
     p.add_argument("--duration", type=duration_type, metavar="S",
                    help="stop after S seconds (default: at Ctrl-C or SIGTERM)")
-    p.add_argument("--events", action="append", type=names_type, metavar="LIST",
+    p.add_argument("-e", "--events", "--event", action="append", type=names_type, metavar="LIST",
                    help="only these syscalls (names or numbers, comma list; default: all)")
-    p.add_argument("--pid", type=pid_type,
-                   help="only this process and the children it forks from now on")
+    p.add_argument("-p", "--pid", type=pid_type,
+                   help="only this process and the children it forks from now on; stops "
+                        "when they have all exited")
     p.add_argument("--interval", type=duration_type, metavar="S",
                    help="also print the counts so far every S seconds")
     p.add_argument("--json", action="store_true",
-                   help="one JSON object per report (docs/stats.md) instead of histograms")
+                   help="one JSON object per report instead of histograms: seconds, arch, unit, "
+                        "dropped, and per syscall its nr, name, calls, errors, errnos, "
+                        "total_ns and histogram")
     p.set_defaults(run=cmd_stats)
 
 
@@ -90,32 +102,37 @@ def cmd_stats(args: argparse.Namespace) -> int:
     arch = machine_arch()
     syscalls = syscall_selection(args.events, arch)
     with StopSignals() as stop:
+        command = start_command(args)
         try:
             stats = SyscallStats(syscalls=syscalls, pid=args.pid)
-        except LoaderError as exc:
-            raise UsageError(str(exc).splitlines()[0]) from None
-        except (ValueError, OSError) as exc:
-            raise UsageError(str(exc)) from None
+        except BaseException as exc:
+            if command is not None:
+                command.abandon()
+            if isinstance(exc, LoaderError):
+                raise UsageError(str(exc).splitlines()[0]) from None
+            if isinstance(exc, (ValueError, OSError)):
+                raise UsageError(str(exc)) from None
+            raise
         with stats:
-            started = time.monotonic()
-            deadline = None if args.duration is None else started + args.duration
+            begun = time.monotonic()
             what = "every syscall" if syscalls is None else "syscalls " + ", ".join(
                 item if isinstance(item, str) else syscall_name(item, arch) or f"syscall_{item}"
                 for item in syscalls)
-            who = "" if args.pid is None else f" of pid {args.pid} and its new children"
-            say(f"counting {what}{who}; Ctrl-C or SIGTERM stops")
-            next_report = None if args.interval is None else started + args.interval
-            while not stop.requested:
+            say(started(f"counting {what}", args, command, children="its new children"))
+            end = LiveEnd(stop, args.duration,
+                          None if args.pid is None else stats.collection.tree_alive, command)
+            if command is not None:
+                command.release()
+            next_report = None if args.interval is None else begun + args.interval
+            while not end.done():
                 now = time.monotonic()
-                if deadline is not None and now >= deadline:
-                    break
                 if next_report is not None and now >= next_report:
-                    write_stdout(sys.stdout, _report(stats.snapshot(), now - started,
+                    write_stdout(sys.stdout, _report(stats.snapshot(), now - begun,
                                                      args.json) + ("" if args.json else "\n"))
                     next_report += args.interval
-                wake = min(t for t in (now + POLL, deadline, next_report) if t is not None)
-                time.sleep(max(0.0, wake - now))
+                wake = min(t for t in (now + POLL, next_report) if t is not None)
+                time.sleep(end.wait(max(0.0, wake - now)))
             snap = stats.snapshot()
-            seconds = time.monotonic() - started
+            seconds = time.monotonic() - begun
     write_stdout(sys.stdout, _report(snap, seconds, args.json))
-    return EXIT_OK
+    return finish_command(command, end, EXIT_OK)

@@ -16,8 +16,8 @@ from typing import Any
 from ebpfwire.capture import CaptureDamage, CaptureStream, LostRecord
 from ebpfwire.cli.captures import held_until_fit, layout_and_arch, open_capture, source_label
 from ebpfwire.cli.errors import EXIT_OK, EXIT_USAGE, UsageError, say
-from ebpfwire.cli.filters import make_filter
-from ebpfwire.cli.options import add_capture_filters, add_command, names_list
+from ebpfwire.cli.filters import filter_of
+from ebpfwire.cli.options import add_capture_filters, add_command
 from ebpfwire.cli.output import write_stdout
 from ebpfwire.output.summary import render_summary, summarise_capture, summary_json
 from ebpfwire.wire.errors import DecodeError
@@ -51,8 +51,7 @@ class _Pairs:
 
     def __init__(self, args: argparse.Namespace):
         self.args = args
-        self.keep = make_filter(names_list(args.event), args.pid,
-                                args.comm, args.failed)
+        self.keep = filter_of(args)
         self.failed = False
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
@@ -77,7 +76,8 @@ class _Pairs:
             layout, arch = layout_and_arch(self.args, reader.header, label)
             stream = CaptureStream(
                 reader, records=held_until_fit(iter(reader), layout, arch, label),
-                layout=layout, arch=arch, strict=not self.args.lenient, time_order=False,
+                layout=layout, arch=arch, strict=not self.args.lenient,
+                time_order=self.args.pid is not None,  # a tree grows in time order
                 on_damage=report)
             for record, decoded in stream:
                 if decoded is None:

@@ -20,8 +20,8 @@ try:
     import pyarrow as pa
     import pyarrow.compute as pc
 except ImportError as error:  # pragma: no cover - depends on the install
-    raise ImportError("ebpfwire.arrow needs pyarrow and numpy: pip install pyarrow numpy") \
-        from error
+    raise ImportError("ebpfwire.arrow needs the arrow extra (pyarrow, numpy): "
+                      "pip install '.[arrow]' in a checkout of ebpfwire") from error
 
 from ebpfwire.capture import CaptureReader, LostRecord, SampleRecord, resync_error
 from ebpfwire.collect import fewer_collections

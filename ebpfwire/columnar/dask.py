@@ -12,9 +12,13 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import dask.dataframe as dd
-import pandas as pd
-import pyarrow as pa
+try:
+    import dask.dataframe as dd
+    import pandas as pd
+    import pyarrow as pa
+except ImportError as error:  # pragma: no cover - depends on the install
+    raise ImportError("ebpfwire.dask needs the dask extra (dask, pandas, pyarrow): "
+                      "pip install '.[dask]' in a checkout of ebpfwire") from error
 
 from ebpfwire.columnar import arrow
 from ebpfwire.columnar.export import ExportError, Split, check_captures, index_captures, plan_splits

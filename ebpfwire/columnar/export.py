@@ -34,10 +34,14 @@ from dataclasses import dataclass
 from multiprocessing import get_all_start_methods, get_context
 from typing import Any, TypeVar
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
+try:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+except ImportError as error:  # pragma: no cover - depends on the install
+    raise ImportError("ebpfwire.export needs the arrow extra (pyarrow, numpy): "
+                      "pip install '.[arrow]' in a checkout of ebpfwire") from error
 
 from ebpfwire import machine
 from ebpfwire.capture import CaptureError, CaptureReader, split_ranges, unreadable_capture

@@ -54,6 +54,16 @@ def load_program(prog: ProgramSpec, map_fds: dict[str, int], license: str) -> in
     return fd  # the first failure was transient (EAGAIN...) and did not recur
 
 
+def _running(pid: int) -> bool:
+    """Is process (or thread) ``pid`` here and not yet exited (a zombie has)?"""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] not in (b"Z", b"X")
+
+
 class ProgramCollection:
     """``obj``'s maps and ``programs`` (default: all of the object's) in the kernel.
 
@@ -131,6 +141,22 @@ class ProgramCollection:
         for fd in self._attach_fds:
             os.close(fd)
         self._attach_fds.clear()
+
+    def tree_alive(self, name: str = "traced") -> bool:
+        """Whether a process of the pid filter's tree (the ids in map ``name``) still runs.
+
+        The exit program removes each process as it exits; an id it never saw exit (gone
+        before the program was attached) is checked in /proc, a zombie counting as gone.
+        """
+        fd, spec = self.map_fds[name], self.object.maps[name]
+        key = None
+        for _ in range(spec.max_entries):
+            key = syscalls.map_get_next_key(fd, key, spec.key_size)
+            if key is None:
+                return False
+            if _running(int.from_bytes(key, "little")):
+                return True
+        return False
 
     def close(self) -> None:
         """Detach, then close programs and maps; idempotent."""

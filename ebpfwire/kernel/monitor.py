@@ -190,6 +190,11 @@ class Monitor:
     def _trace(self, tgid: int) -> None:
         syscalls.map_update(self.map_fds["traced"], tgid.to_bytes(4, "little"), b"\1")
 
+    def tree_alive(self) -> bool:
+        """Whether a process of the ``pid`` filter's tree still runs (its end ends a
+        recording, as strace -f ends)."""
+        return self.collection.tree_alive()
+
     @property
     def events_map_fd(self) -> int:
         """The map the programs write to: the PERF_EVENT_ARRAY (what :class:`PerfReader`

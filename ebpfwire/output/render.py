@@ -242,15 +242,24 @@ def lost_json(cpu: int, count: int) -> str:
 
 # --------------------------------------------------------------------------- table
 
-def arg_text(arg: Arg) -> str:
-    """One argument as strace would show it; ``?`` when the writer left the payload out."""
+def _cut(text: str, limit: int) -> str:
+    """A string as strace -s shows it: at most ``limit`` characters, ``...`` after."""
+    if len(text) <= limit:
+        return quote(text)
+    return quote(text[:limit]) + "..."
+
+
+def arg_text(arg: Arg, limit: int | None = None) -> str:
+    """One argument as strace would show it; ``?`` when the writer left the payload out;
+    strings cut at ``limit`` characters (strace -s)."""
     value = arg.value
     if value is None:
         return "?"
     if isinstance(value, str):
-        return quote(value)
+        return quote(value) if limit is None else _cut(value, limit)
     if isinstance(value, list):
-        items = [quote(item) for item in value]
+        items = ([quote(item) for item in value] if limit is None
+                 else [_cut(item, limit) for item in value])
         if getattr(value, "truncated", False):
             items[-1] = "..."
         return "[" + ", ".join(items) + "]"
@@ -276,8 +285,9 @@ class TableRenderer:
     local time or UTC with microseconds.
     """
 
-    def __init__(self, boot_time_ns: int, utc: bool = False):
+    def __init__(self, boot_time_ns: int, utc: bool = False, string_limit: int | None = None):
         self.boot_time_ns = boot_time_ns
+        self.string_limit = string_limit
         self._convert = time.gmtime if utc else time.localtime
         self._second = -1
         self._clock = ""
@@ -297,7 +307,8 @@ class TableRenderer:
     def call(self, event: Event) -> str:
         """The call with its arguments and result, the part after comm and pid."""
         name = event.label
-        args = [arg_text(arg) for arg in event.args]
+        limit = self.string_limit
+        args = [arg_text(arg, limit) for arg in event.args]
         dirfd = _DIRFD_AT.get(name)
         if dirfd is not None and dirfd < len(args) and args[dirfd] == "-100":
             args[dirfd] = "AT_FDCWD"

@@ -1,5 +1,8 @@
 """An ``strace -c`` style summary of decoded events: calls, errors by errno, share.
 
+A call is counted once: a syscall written as an entry and an exit event (execve) counts at
+its exit, so the counts equal strace -c's and ``ebpfwire stats``'s.
+
 A capture holds no syscall durations (one event per call, with its return value), so the
 share column is each event's percentage of the calls, not of the time as in strace.
 Pure functions over iterables, so any command or notebook can feed them events.
@@ -18,6 +21,9 @@ from ebpfwire.wire.events import Event
 from ebpfwire.wire.text import escape
 
 GROUPINGS = (None, "comm", "pid")
+# syscalls written as two events, an entry (its arguments) and an exit (argnum 0, the
+# result): one call, counted once, at its exit, as strace -c and `stats` count it
+PAIRED = frozenset(("execve", "execveat"))
 
 
 @dataclass(frozen=True)
@@ -119,14 +125,16 @@ def summarise(
         tally = tallies.get(key)
         if tally is None:
             tally = tallies[key] = _Tally()
+        if by == "pid":
+            tally.comms[event.comm] = None
         name = event.label
+        if event.argnum and name in PAIRED:
+            continue  # the entry half: the exit event counts the call
         tally.calls[name] += 1
         err = error_name(event)
         if err is not None:
             tally.errnos.setdefault(name, Counter())[err] += 1
-        if by == "pid":
-            tally.comms[event.comm] = None
-    groups = [_group(key, tally) for key, tally in tallies.items()]
+    groups = [_group(key, tally) for key, tally in tallies.items() if tally.calls]
     groups.sort(key=lambda g: (-g.calls, str(g.key)))
     return Summary(by, groups, lost, undecodable)
 

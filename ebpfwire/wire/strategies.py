@@ -20,8 +20,8 @@ from functools import cache
 try:
     from hypothesis import strategies as st
 except ImportError as error:  # pragma: no cover - depends on the install
-    raise ImportError("ebpfwire.wire.strategies needs hypothesis: pip install 'ebpfwire[fuzz]'") \
-        from error
+    raise ImportError("ebpfwire.wire.strategies needs the fuzz extra (hypothesis): "
+                      "pip install '.[fuzz]' in a checkout of ebpfwire") from error
 
 from ebpfwire.wire.argtypes import MAX_STRING_SIZE, PAYLOADS, ArgType, arg_types, tags_of
 from ebpfwire.wire.catalogue import (
