@@ -90,10 +90,10 @@ def _lines(*argv: str) -> list[str]:
 
 def test_strace_time_options():
     default = _lines()[0]
-    assert default.startswith("03:13:18.270795 sh 29676 execve(")
+    assert default.startswith("03:13:18.270795 \"sh\" 29676 execve(")
     assert _lines("-tt")[0] == default
-    assert _lines("-t")[0].startswith("03:13:18 sh 29676 execve(")
-    assert _lines("-ttt")[0].startswith("1795317198.270795 sh 29676 execve(")
+    assert _lines("-t")[0].startswith("03:13:18 \"sh\" 29676 execve(")
+    assert _lines("-ttt")[0].startswith("1795317198.270795 \"sh\" 29676 execve(")
     relative = [line.split()[0] for line in _lines("-r")]
     assert relative[:2] == ["+0.000000", "+0.000226"]  # since the line before
 
@@ -120,4 +120,4 @@ def test_trace_shares_decodes_renderers_and_writes_to_a_file(tmp_path: Path):
     done = subprocess.run([sys.executable, "-m", "ebpfwire", "trace", "-e", "openat,execve", "--",
                            "sh", "-c", "cat /etc/hostname > /dev/null"],
                           capture_output=True, text=True, env=ENV, timeout=120)
-    assert re.search(r' cat \d+ \["/\S+/cat"\] openat\(AT_FDCWD, "/etc/hostname"', done.stdout)
+    assert re.search(r' "cat" \d+ \["/\S+/cat"\] openat\(AT_FDCWD, "/etc/hostname"', done.stdout)
