@@ -204,3 +204,22 @@ def test_nothing_kept_still_gives_valid_parquet_with_the_columns(tmp_path, big, 
     assert table.num_rows == 0 and summary.events == 0
     assert {"event", "comm", "errors", "lost"} <= set(table.column_names)
     assert len(summary.files) == 1
+
+
+@pytest.mark.parametrize("parts", [False, True])
+def test_a_stop_while_the_temporary_output_is_made_leaves_nothing(tmp_path, monkeypatch, parts):
+    """A signal can reach the interpreter between the output's creation and the line that
+    takes its name (another thread took it): the name is chosen first, so it is removed."""
+    from ebpfwire.columnar import export
+
+    made = export._new_dir if parts else export._new_file
+
+    def interrupted(path):
+        made(path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "_new_dir" if parts else "_new_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export_parquet([FIXTURES / "real-workload.ewcap"], tmp_path / "out.parquet", jobs=1,
+                       parts=parts)
+    assert os.listdir(tmp_path) == []

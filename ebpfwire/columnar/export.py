@@ -20,6 +20,7 @@ import contextlib
 import ctypes
 import os
 import re
+import secrets
 import shutil
 import signal
 import stat
@@ -81,11 +82,10 @@ FILE_MODE, DIR_MODE = 0o600, 0o700
 """Modes of what an export creates whatever the umask, as ``record`` does: captures hold
 command lines, paths and addresses."""
 TEMP_SUFFIX = ".tmp"
-#: the part of a temporary output's name after ".OUT.": the writer's pid, then the 8
-#: random characters of tempfile.mkstemp/mkdtemp
+#: the part of a temporary output's name after ".OUT.": the writer's pid, then 8 random
+#: characters (:func:`_temporary`)
 _TEMP_MIDDLE = re.compile(r"([1-9][0-9]*)\.[a-z0-9_]{8}")
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-_STOPS = {signal.SIGINT, signal.SIGTERM}  # what stops an export (KeyboardInterrupt)
 _T = TypeVar("_T")
 
 
@@ -601,8 +601,8 @@ def export_parquet(
 
     if parts:
         names = [PART_NAME.format(i) for i in range(len(splits))]
-        with _temporary(lambda: tempfile.mkdtemp(dir=parent, prefix=hidden, suffix=TEMP_SUFFIX),
-                        lambda tmp: shutil.rmtree(tmp, ignore_errors=True)) as tmp:
+        with _temporary(os.path.join(parent, hidden), _new_dir,
+                        lambda tmp: shutil.rmtree(tmp, ignore_errors=True)) as (tmp, _):
             _chmod_dir(tmp)
             tasks = [(_part_task, split, options, os.path.join(tmp, name))
                      for split, name in zip(splits, names, strict=True)]
@@ -617,8 +617,8 @@ def export_parquet(
             _publish_dir(tmp, out, force)
         files = tuple(os.path.join(out, name) for name in written)
     else:
-        with _temporary(lambda: tempfile.mkstemp(dir=parent, prefix=hidden, suffix=TEMP_SUFFIX),
-                        lambda made: _unlink_if_there(made[1])) as (fd, tmp):
+        with _temporary(os.path.join(parent, hidden), _new_file,
+                        _unlink_if_there) as (tmp, fd):
             with _ParquetOut(tmp, row_group_rows, fd, background=True) as target:
                 if jobs == 1:
                     for split in splits:
@@ -647,22 +647,37 @@ def export_parquet(
 
 
 @contextlib.contextmanager
-def _temporary(make: Callable[[], _T], remove: Callable[[_T], None]) -> Iterator[_T]:
-    """The temporary output ``make()`` creates, given to ``remove`` if the body fails.
-    SIGINT and SIGTERM wait while it is made: one landing between its creation and this
-    guard would leave it behind (its name reaches no cleanup)."""
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+def _temporary(prefix: str, create: Callable[[str], _T],
+               remove: Callable[[str], None]) -> Iterator[tuple[str, _T]]:
+    """A new temporary output, its path and what ``create(path)`` returns; given to
+    ``remove(path)`` if anything fails, its creation included. The name (``prefix``, 8
+    random characters, TEMP_SUFFIX) is chosen before the output exists, so a stop landing
+    anywhere, in whichever thread the signal reaches, leaves nothing behind."""
+    while True:
+        path = f"{prefix}{secrets.token_hex(4)}{TEMP_SUFFIX}"
+        try:
+            made = create(path)
+        except FileExistsError:
+            continue       # another's (a name of this pid left by no live export): untouched
+        except BaseException:
+            remove(path)
+            raise
+        break
     try:
-        made = make()
+        yield path, made
     except BaseException:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        remove(path)
         raise
-    try:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a stop that came is raised here
-        yield made
-    except BaseException:
-        remove(made)
-        raise
+
+
+def _new_file(path: str) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                   FILE_MODE)
+
+
+def _new_dir(path: str) -> str:
+    os.mkdir(path, DIR_MODE)
+    return path
 
 
 def _unlink_if_there(path: str) -> None:

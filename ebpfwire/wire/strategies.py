@@ -234,15 +234,17 @@ def event_bytes(layout: str | Layout = "classic", arch: str = "x86_64") -> st.Se
         lambda pair: encode(pair[0], layout, perf_padding=pair[1]))
 
 
-def _pieces(event: Event, layout) -> tuple[bytes, list[bytes]]:
+def _pieces(event: Event, layout) -> tuple[bytes, list[bytes], bytes]:
+    """The header, each argument's bytes and the hash trailer (layout hash) of an event."""
     header = encode_header(event, layout)
+    trailer = encode(event.replace(args=[]), layout)[len(header):]
     body = encode(event, layout)[len(header):]
     pieces, offset = [], 0
     for arg in event.args:
-        size = len(encode(event.replace(args=[arg]), layout)) - len(header)
+        size = len(encode(event.replace(args=[arg]), layout)) - len(header) - len(trailer)
         pieces.append(body[offset:offset + size])
         offset += size
-    return header, pieces
+    return header, pieces, body[offset:]
 
 
 @st.composite
@@ -250,7 +252,7 @@ def damaged_event_bytes(draw, layout: str | Layout = "classic",
                         arch: str = "x86_64") -> bytes:
     """Valid events damaged the ways samples really break, and some ways they should not."""
     event = draw(events(layout, arch))
-    header, pieces = _pieces(event, layout)
+    header, pieces, trailer = _pieces(event, layout)
     damage = draw(st.sampled_from(["truncate", "orphan", "drop-last", "bad-size", "flip",
                                    "trailing", "argnum", "unclosed-argv", "garbage"]))
     if damage == "orphan" and pieces:
@@ -274,7 +276,7 @@ def damaged_event_bytes(draw, layout: str | Layout = "classic",
         count = draw(st.integers(0, 2**32 - 1))
         at = OFFSETS["argnum"]
         header = header[:at] + struct.pack("<I", count) + header[at + 4:]
-    data = header + b"".join(pieces)
+    data = header + b"".join(pieces) + trailer
     if damage == "truncate":
         data = data[:draw(st.integers(0, max(len(data) - 1, 0)))]
     elif damage == "flip" and data:
