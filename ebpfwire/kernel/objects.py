@@ -330,8 +330,11 @@ class Object:
                               linked.with_fds(self.map_fds), self.spec.license, extras)
         except BpfSyscallError as exc:
             if exc.errno == errno.EPERM and extras.attach_btf_id:
-                exc.args = (f"{exc.args[0]}: the kernel refuses {prog.section.split('/')[0]} "
-                            "programs here (trampolines not permitted)",)
+                raise BpfSyscallError(
+                    f"loading program {prog.name!r} (section {prog.section!r}, attach BTF id "
+                    f"{extras.attach_btf_id}): the kernel answers EPERM (Operation not "
+                    "permitted) to this program type", exc.errno,
+                ) from exc
             raise
 
     # ---- after load --------------------------------------------------------------------
