@@ -21,9 +21,9 @@ def objdir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("objects")
 
 
-def build(objdir: Path, name: str) -> Path:
+def build(objdir: Path, name: str, *defines: str) -> Path:
     try:
-        return compile_object(name, objdir)
+        return compile_object(name, objdir, *defines)
     except FileNotFoundError as exc:
         pytest.skip(str(exc))
 

@@ -48,6 +48,7 @@ int count_getppid(void *ctx)
 	return 0;
 }
 
+#ifndef ORACLE /* bpftool loads whole objects: leave out what must fail */
 SEC("tp/syscalls/sys_enter_getpid")
 int broken(void *ctx)
 {
@@ -56,5 +57,6 @@ int broken(void *ctx)
 
 	return buf[i];
 }
+#endif
 
 char LICENSE[] SEC("license") = "GPL";

@@ -17,6 +17,7 @@ int on_sys_enter(__u64 *ctx)
 	return 0;
 }
 
+#ifndef ORACLE /* bpftool loads whole objects: leave out what must fail */
 SEC("fentry/do_nanosleep")
 int on_nanosleep(__u64 *ctx)
 {
@@ -29,5 +30,6 @@ int on_file_open(__u64 *ctx)
 {
 	return 0;
 }
+#endif
 
 char LICENSE[] SEC("license") = "GPL";
