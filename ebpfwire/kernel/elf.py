@@ -99,6 +99,7 @@ class BpfObject:
 
 
 def map_specs(btf: Btf, symbols: dict[int, str], path: str) -> dict[str, MapSpec]:
+    """The maps of the DATASEC ``.maps``; ``symbols`` (offset -> name) must all be there."""
     secs = btf.ids_named(".maps", (BtfKind.DATASEC,))
     if not secs:
         raise LoaderError(f"{path}: .BTF has no DATASEC '.maps': maps must be BTF-defined")
