@@ -18,15 +18,17 @@ from ebpfwire.kernel.elf import read_object
 TEST_BPF = Path(__file__).resolve().parent / "bpf"
 
 
-def compile_object(name: str, out_dir: Path) -> Path:
-    """clang -target bpf tests/bpf/NAME.bpf.c into ``out_dir``; FileNotFoundError without clang."""
+def compile_object(name: str, out_dir: Path, *defines: str) -> Path:
+    """clang -target bpf tests/bpf/NAME.bpf.c into ``out_dir`` (``-D`` each of ``defines``);
+    FileNotFoundError without clang."""
     clang = shutil.which("clang")
     if clang is None:
         raise FileNotFoundError("clang not installed: cannot build the test BPF objects")
-    out = out_dir / f"{name}.o"
+    out = out_dir / f"{name}{''.join('-' + d for d in defines)}.o"
     arch_inc = f"/usr/include/{platform.machine()}-linux-gnu"
     subprocess.run(
-        [clang, "-O2", "-g", "-target", "bpf", f"-I{arch_inc}", "-Wall", "-Werror", "-c",
+        [clang, "-O2", "-g", "-target", "bpf", f"-I{arch_inc}", "-Wall", "-Werror",
+         *(f"-D{d}" for d in defines), "-c",
          str(TEST_BPF / f"{name}.bpf.c"), "-o", str(out)],
         check=True,
     )

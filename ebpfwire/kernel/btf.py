@@ -135,6 +135,15 @@ _FIXED_WORDS = [3 + _FIXED_TAIL.get(k, 0) // 4 if k <= _MAX_KIND else None for k
 _VLEN_WORDS = [_VLEN_ENTRY.get(k, 0) // 4 for k in range(32)]
 
 
+def essential_name(name: str) -> str:
+    """``name`` without a ``___flavor`` suffix: up to the last ``X___Y`` where neither X
+    nor Y is an underscore (libbpf's rule)."""
+    for i in range(len(name) - 5, -1, -1):
+        if name[i] != "_" and name[i + 1 : i + 4] == "___" and name[i + 4] != "_":
+            return name[: i + 1]
+    return name
+
+
 def record_size(kind: int, vlen: int) -> int:
     """Size in bytes of one type record, from its kind and vlen (the fast scan's rule)."""
     if kind > _MAX_KIND:
@@ -155,6 +164,7 @@ class Btf:
                 f"found 0x{struct.unpack_from('<H', data)[0]:x}"
             )
         self.header = BtfHeader.parse(data)
+        self.data = bytes(data)
         base = self.header.hdr_len
         types_start = base + self.header.type_off
         strs_start = base + self.header.str_off
@@ -321,6 +331,31 @@ class Btf:
                 "is not described"
             )
         raise BtfError(f"{self.origin}: no struct or union named {name!r}")
+
+    def ids_by_essential_name(self, name: str) -> list[int]:
+        """Type ids whose name without its ``___flavor`` suffix is ``name`` (CO-RE
+        candidates)."""
+        pattern = b"\\0(" + re.escape(name.encode()) + b"(?:___[^\\0]*)?)(?=\\0)"
+        ids = [
+            tid
+            for match in re.finditer(pattern, self.strings)
+            if essential_name(match[1].decode()) == name
+            for tid in self._ids_at(match.start() + 1)
+        ]
+        return sorted(ids)
+
+    def with_fixes(self, sizes: dict[int, int], var_offsets: dict[int, list[int]]) -> bytes:
+        """The blob with DATASEC sizes and variable offsets replaced (type id -> size, type id
+        -> one offset per variable): what ``BPF_BTF_LOAD`` needs of a compiler's output."""
+        out = bytearray(self.data)
+        base = self.header.hdr_len + self.header.type_off
+        for tid, size in sizes.items():
+            struct.pack_into("<I", out, base + self._starts[tid] * 4 + 8, size)
+        for tid, offsets in var_offsets.items():
+            at = base + self._starts[tid] * 4 + 12
+            for i, off in enumerate(offsets):
+                struct.pack_into("<I", out, at + 12 * i + 4, off)
+        return bytes(out)
 
     def resolve(self, type_id: int) -> int:
         """Follow typedefs and qualifiers to the underlying type id."""

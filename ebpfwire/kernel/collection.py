@@ -29,28 +29,44 @@ T = TypeVar("T")
 
 
 def load_program(prog: ProgramSpec, map_fds: dict[str, int], license: str) -> int:
-    """Load one program with its map fds patched in; the fd.
+    """Load one program with its map fds patched in; the fd."""
+    return load_insns(
+        prog.name, prog.section, prog.prog_type, prog.with_map_fds(map_fds), license
+    )
+
+
+def load_insns(
+    name: str,
+    section: str,
+    prog_type: int,
+    insns: bytes,
+    license: str,
+    extras: syscalls.ProgLoadExtras | None = None,
+) -> int:
+    """Load instructions as program ``name``; the fd.
 
     The first attempt runs without a verifier log (fast); on failure the load is
-    retried with log level 1 so the error can show the tail of the verifier's reasoning.
+    retried with log level 1 so the error can show the tail of the verifier's reasoning
+    (the whole log is the error's ``log``).
     """
-    insns = prog.with_map_fds(map_fds)
     try:
-        return syscalls.prog_load(prog.prog_type, insns, license, prog.name)[0]
+        return syscalls.prog_load(prog_type, insns, license, name, extras=extras)[0]
     except BpfSyscallError as exc:
         if exc.errno in (errno.EPERM, errno.ENOSYS):
             raise
     try:
         fd, _ = syscalls.prog_load(
-            prog.prog_type, insns, license, prog.name, 1, VERIFIER_LOG_SIZE
+            prog_type, insns, license, name, 1, VERIFIER_LOG_SIZE, extras
         )
     except BpfSyscallError as exc:
         tail = "\n".join(exc.log.rstrip().splitlines()[-VERIFIER_LOG_TAIL:])
-        raise LoaderError(
-            f"the kernel rejected program {prog.name!r} (section {prog.section!r}): "
+        err = BpfSyscallError(
+            f"the kernel rejected program {name!r} (section {section!r}): "
             f"{os.strerror(exc.errno or 0)}\nverifier log (tail):\n{tail}",
             exc.errno,
-        ) from exc
+        )
+        err.log = exc.log
+        raise err from exc
     return fd  # the first failure was transient (EAGAIN...) and did not recur
 
 

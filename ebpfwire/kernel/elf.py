@@ -38,7 +38,10 @@ PROGRAM_PREFIXES = {
 }
 _GLOBAL_DATA = (".data", ".bss", ".rodata")
 # `__uint(name, N)` members (pointer to an array of N) and `__type(name, T)` members
-_UINT_MEMBERS = {"type", "max_entries", "map_flags", "key_size", "value_size", "numa_node"}
+_UINT_MEMBERS = {
+    "type", "max_entries", "map_flags", "key_size", "value_size", "numa_node", "pinning",
+    "map_extra",
+}
 _TYPE_MEMBERS = {"key": "key_size", "value": "value_size"}
 
 
@@ -54,6 +57,8 @@ class MapSpec:
     map_flags: int = 0
     key_type_id: int = 0  # BTF type of the key in the object's .BTF (0: not declared)
     value_type_id: int = 0  # BTF type of the value (0: not declared)
+    pinning: int = 0  # LIBBPF_PIN_BY_NAME (1): shared under a bpffs directory by name
+    map_extra: int = 0  # bloom filter hashes, arena address...
 
 
 @dataclass
@@ -93,7 +98,8 @@ class BpfObject:
     btf: Btf | None = None  # the object's .BTF: the types of map keys and values
 
 
-def _map_specs(btf: Btf, symbols: dict[int, str], path: str) -> dict[str, MapSpec]:
+def map_specs(btf: Btf, symbols: dict[int, str], path: str) -> dict[str, MapSpec]:
+    """The maps of the DATASEC ``.maps``; ``symbols`` (offset -> name) must all be there."""
     secs = btf.ids_named(".maps", (BtfKind.DATASEC,))
     if not secs:
         raise LoaderError(f"{path}: .BTF has no DATASEC '.maps': maps must be BTF-defined")
@@ -135,6 +141,8 @@ def _map_specs(btf: Btf, symbols: dict[int, str], path: str) -> dict[str, MapSpe
             map_flags=values.get("map_flags", 0),
             key_type_id=values.get("key_type_id", 0),
             value_type_id=values.get("value_type_id", 0),
+            pinning=values.get("pinning", 0),
+            map_extra=values.get("map_extra", 0),
         )
     missing = set(symbols.values()) - set(maps)
     if missing:
@@ -191,7 +199,7 @@ def read_object(path: str | Path) -> BpfObject:
             if sym["st_info"]["type"] == "STT_FUNC" and sym["st_info"]["bind"] == "STB_GLOBAL":
                 funcs_by_section.setdefault(sym["st_shndx"], []).append(sym)
         btf = Btf(btf_sec.data(), f"{path} .BTF")
-        maps = _map_specs(btf, map_symbols, path)
+        maps = map_specs(btf, map_symbols, path)
         lic_sec = elf.get_section_by_name("license")
         if lic_sec is None:
             raise LoaderError(f"{path}: no 'license' section (SEC(\"license\"))")

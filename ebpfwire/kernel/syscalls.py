@@ -35,6 +35,8 @@ BPF_PROG_GET_FD_BY_ID = 13
 BPF_MAP_GET_FD_BY_ID = 14
 BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_RAW_TRACEPOINT_OPEN = 17
+BPF_BTF_LOAD = 18
+BPF_MAP_FREEZE = 22
 BPF_MAP_LOOKUP_BATCH = 24
 
 BPF_PROG_TYPE_TRACEPOINT = 5
@@ -125,12 +127,56 @@ def map_create(
     max_entries: int,
     flags: int = 0,
     name: str = "",
+    *,
+    inner_map_fd: int = 0,
+    btf_fd: int = 0,
+    btf_key_type_id: int = 0,
+    btf_value_type_id: int = 0,
+    map_extra: int = 0,
 ) -> int:
-    """``BPF_MAP_CREATE``; returns the map fd."""
+    """``BPF_MAP_CREATE``; returns the map fd. BTF ids only count with a ``btf_fd``."""
     attr = _attr(
-        "<IIIIIII16s", map_type, key_size, value_size, max_entries, flags, 0, 0, _name(name)
+        "<IIIIIII16sIIIIIQ", map_type, key_size, value_size, max_entries, flags, inner_map_fd,
+        0, _name(name), 0, btf_fd, btf_key_type_id, btf_value_type_id, 0, map_extra,
     )
     return bpf(BPF_MAP_CREATE, attr, f"creating map {name!r} (type {map_type})")
+
+
+def map_freeze(map_fd: int) -> None:
+    """``BPF_MAP_FREEZE``: no more writes from user space (what makes ``.rodata`` constant
+    to the verifier)."""
+    bpf(BPF_MAP_FREEZE, _attr("<I", map_fd), f"freezing map fd {map_fd}")
+
+
+def btf_load(data: bytes, log_size: int = 0) -> int:
+    """``BPF_BTF_LOAD``; the BTF fd. With ``log_size`` the kernel's log is attached to a
+    failure (``exc.log``)."""
+    blob = ctypes.create_string_buffer(data, len(data))
+    log = ctypes.create_string_buffer(log_size) if log_size else None
+    attr = _attr("<QQIII", _addr(blob), _addr(log), len(data), log_size, 1 if log_size else 0)
+    try:
+        return bpf(BPF_BTF_LOAD, attr, "loading the object's BTF")
+    except BpfSyscallError as exc:
+        exc.log = log.value.decode("utf-8", "replace") if log is not None else ""
+        raise
+
+
+@dataclass
+class ProgLoadExtras:
+    """The ``BPF_PROG_LOAD`` members past the name: attach target and the object's BTF.
+
+    ``func_info`` holds (instruction, FUNC type id) pairs, ``line_info`` (instruction,
+    file name offset, line offset, line << 10 | column) tuples, both in instruction order.
+    """
+
+    expected_attach_type: int = 0
+    attach_btf_id: int = 0
+    attach_btf_obj_fd: int = 0
+    prog_btf_fd: int = 0
+    func_info: list[tuple[int, int]] | None = None
+    line_info: list[tuple[int, int, int, int]] | None = None
+    kern_version: int = 0
+    prog_flags: int = 0
 
 
 def map_update(map_fd: int, key: bytes, value: bytes, flags: int = 0) -> None:
@@ -237,13 +283,19 @@ def prog_load(
     name: str,
     log_level: int = 0,
     log_size: int = 0,
+    extras: ProgLoadExtras | None = None,
 ) -> tuple[int, str]:
     """``BPF_PROG_LOAD``; returns (prog fd, verifier log). Raises with the log attached."""
+    x = extras or ProgLoadExtras()
     code = ctypes.create_string_buffer(insns, len(insns))
     lic = ctypes.create_string_buffer(license.encode())
     log = ctypes.create_string_buffer(log_size) if log_size else None
+    funcs = b"".join(struct.pack("<II", *f) for f in x.func_info or ())
+    lines = b"".join(struct.pack("<IIII", *li) for li in x.line_info or ())
+    func_buf = ctypes.create_string_buffer(funcs, len(funcs)) if funcs else None
+    line_buf = ctypes.create_string_buffer(lines, len(lines)) if lines else None
     attr = _attr(
-        "<IIQQIIQII16s",
+        "<IIQQIIQII16sIIIIQIIQIII",
         prog_type,
         len(insns) // 8,
         _addr(code),
@@ -251,9 +303,20 @@ def prog_load(
         log_level,
         log_size,
         _addr(log),
-        0,  # kern_version
-        0,  # prog_flags
+        x.kern_version,
+        x.prog_flags,
         _name(name),
+        0,  # prog_ifindex
+        x.expected_attach_type,
+        x.prog_btf_fd,
+        8 if funcs else 0,
+        _addr(func_buf),
+        len(funcs) // 8,
+        16 if lines else 0,
+        _addr(line_buf),
+        len(lines) // 16,
+        x.attach_btf_id,
+        x.attach_btf_obj_fd,
     )
     try:
         fd = bpf(BPF_PROG_LOAD, attr, f"loading program {name!r}")
@@ -263,11 +326,13 @@ def prog_load(
     return fd, log.value.decode("utf-8", "replace") if log is not None else ""
 
 
-def raw_tracepoint_open(name: str, prog_fd: int) -> int:
-    """``BPF_RAW_TRACEPOINT_OPEN``: attach ``prog_fd`` to raw tracepoint ``name``."""
-    tp = ctypes.create_string_buffer(name.encode())
+def raw_tracepoint_open(name: str | None, prog_fd: int) -> int:
+    """``BPF_RAW_TRACEPOINT_OPEN``: attach ``prog_fd`` to raw tracepoint ``name``; None for a
+    tracing program, which attaches where its load-time BTF id says."""
+    tp = ctypes.create_string_buffer(name.encode()) if name is not None else None
     attr = _attr("<QI", _addr(tp), prog_fd)
-    return bpf(BPF_RAW_TRACEPOINT_OPEN, attr, f"attaching raw tracepoint {name!r}")
+    what = f"raw tracepoint {name!r}" if name is not None else f"tracing program fd {prog_fd}"
+    return bpf(BPF_RAW_TRACEPOINT_OPEN, attr, f"attaching {what}")
 
 
 def _next_id(cmd: int, start: int) -> int | None:

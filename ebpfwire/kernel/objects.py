@@ -1,0 +1,411 @@
+"""The public object API: open any libbpf-style BPF object, adjust it, load, attach, read.
+
+```python
+with Object.open("tool.bpf.o") as obj:
+    obj.globals["min_ns"] = 1000          # .rodata setting, before load
+    obj.maps["events"].max_entries = 1 << 20
+    obj.load()                            # or obj.programs["handle"].load()
+    obj.attach()                          # by section convention
+    for rec in obj.ring_buffer("events"): ...
+```
+
+Nothing touches the kernel before :meth:`Object.load`; :meth:`Object.close` (or the end
+of the ``with`` block, an exception, Ctrl-C) releases every link, reader, program, map and
+the BTF it made.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterable, Iterator, MutableMapping
+from pathlib import Path
+from typing import Any
+
+from ebpfwire import machine
+from ebpfwire.kernel import syscalls
+from ebpfwire.kernel.attach import attach_program
+from ebpfwire.kernel.btf import Btf, BtfKind
+from ebpfwire.kernel.collection import load_insns
+from ebpfwire.kernel.core import relocate_sections
+from ebpfwire.kernel.elf import MapSpec
+from ebpfwire.kernel.errors import LoaderError
+from ebpfwire.kernel.link import LinkedProgram, link
+from ebpfwire.kernel.maps import BtfCodec, Map, _RawCodec
+from ebpfwire.kernel.objfile import DataSection, ObjectSpec, ProgramSpec, read_spec
+from ebpfwire.kernel.perf import DEFAULT_PAGE_COUNT, PerfReader
+from ebpfwire.kernel.ringbuf import RingBufReader
+from ebpfwire.kernel.syscalls import BpfSyscallError, ProgLoadExtras
+
+BPF_F_RDONLY_PROG = 1 << 7
+BTF_LOG_SIZE = 1 << 20
+# map types the kernel takes no BTF key/value types for (libbpf leaves them out too)
+_NO_BTF_TYPES = frozenset({4, 7, 8, 12, 13, 14, 15, 16, 17, 18, 22, 23, 25, 27})
+
+
+class Program:
+    """One program of an :class:`Object`: ``fd`` once loaded, ``error`` and ``log`` when
+    the kernel (or the loader) refused it."""
+
+    def __init__(self, obj: Object, spec: ProgramSpec) -> None:
+        self._obj = obj
+        self.spec = spec
+        self.name = spec.name
+        self.section = spec.section
+        self.prog_type = spec.kind.prog_type
+        self.attach_to = spec.attach_to
+        self.autoload = True
+        self.fd: int | None = None
+        self.error: LoaderError | None = None
+        self.log = ""
+        self.linked: LinkedProgram | None = None
+        self._links: list[int] = []
+
+    def load(self) -> int:
+        """Load this program (the object's maps and BTF first, if not yet); its fd."""
+        if self.fd is None:
+            self._obj._prepare()
+            try:
+                self.fd = self._obj._load_program(self)
+            except LoaderError as exc:
+                self.error = exc
+                self.log = getattr(exc, "log", "")
+                raise
+        return self.fd
+
+    def attach(self) -> int:
+        """Attach where the section says (loading first if needed); the link fd."""
+        fd = self.load()
+        if not self.spec.kind.attach:
+            raise LoaderError(
+                f"program {self.name!r}: section {self.section!r} has no automatic "
+                "attachment in this loader"
+            )
+        link_fd = attach_program(self.spec, fd)
+        self._links.append(link_fd)
+        return link_fd
+
+    def detach(self) -> None:
+        for fd in self._links:
+            os.close(fd)
+        self._links.clear()
+
+    def __repr__(self) -> str:
+        return (f"Program({self.name!r}, section={self.section!r}, type={self.prog_type}, "
+                f"fd={self.fd})")
+
+
+class Globals(MutableMapping):
+    """Global variables by symbol name: read and set before load (the section's initial
+    bytes), read after load (from the map), set after load unless ``.rodata`` (frozen)."""
+
+    def __init__(self, obj: Object) -> None:
+        self._obj = obj
+        self._where = {
+            name: sec for sec in obj.spec.data.values() for name in sec.variables
+        }
+
+    def _codec(self, sec: DataSection, name: str) -> BtfCodec | _RawCodec:
+        var = sec.variables[name]
+        btf = self._obj.spec.btf
+        if btf is not None and var.type_id:
+            return BtfCodec(btf, var.type_id)
+        return _RawCodec(var.size)
+
+    def _section(self, name: str) -> DataSection:
+        sec = self._where.get(name)
+        if sec is None:
+            raise KeyError(name)
+        return sec
+
+    def _bytes(self, sec: DataSection) -> bytes:
+        fd = self._obj.map_fds.get(sec.name)
+        if fd is None:
+            return bytes(sec.data)
+        return syscalls.map_lookup(fd, bytes(4), len(sec.data))
+
+    def __getitem__(self, name: str) -> Any:
+        sec = self._section(name)
+        var = sec.variables[name]
+        return self._codec(sec, name).decode(self._bytes(sec)[var.offset : var.offset + var.size])
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        sec = self._section(name)
+        var = sec.variables[name]
+        raw = self._codec(sec, name).encode(value, f"global {name!r}")
+        fd = self._obj.map_fds.get(sec.name)
+        if fd is None:
+            sec.data[var.offset : var.offset + var.size] = raw
+            return
+        if sec.readonly:
+            raise LoaderError(f"global {name!r} is in {sec.name}, frozen once loaded: set it "
+                              "before load()")
+        data = bytearray(self._bytes(sec))
+        data[var.offset : var.offset + var.size] = raw
+        syscalls.map_update(fd, bytes(4), bytes(data))
+
+    def __delitem__(self, name: str) -> None:
+        raise LoaderError("globals cannot be deleted")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+
+class Object:
+    """A BPF object file: its programs, maps and globals, then the same in the kernel.
+
+    ``target_btf``: the kernel BTF that CO-RE relocations and tracing attach points are
+    resolved against (a path, or a :class:`Btf`; default ``/sys/kernel/btf/vmlinux``).
+    """
+
+    def __init__(self, spec: ObjectSpec, target_btf: str | Path | Btf | None = None) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self._target_btf = target_btf
+        self.maps: dict[str, MapSpec] = dict(spec.maps)
+        for sec in spec.data.values():
+            self.maps[sec.name] = MapSpec(
+                name=sec.name, type=syscalls.BPF_MAP_TYPE_ARRAY, key_size=4,
+                value_size=len(sec.data), max_entries=1,
+                map_flags=BPF_F_RDONLY_PROG if sec.readonly else 0,
+                value_type_id=sec.btf_id,
+            )
+        self.programs = {name: Program(self, p) for name, p in spec.programs.items()}
+        self.globals = Globals(self)
+        self.map_fds: dict[str, int] = {}
+        self.btf_fd: int | None = None
+        self.btf_error: LoaderError | None = None
+        self._readers: list[Any] = []
+        self._relocated: tuple[dict[int, bytes], dict[tuple[int, int], str]] | None = None
+        self._prepared = False
+        self.closed = False
+
+    @classmethod
+    def open(cls, source: str | Path | bytes, *, name: str | None = None,
+             target_btf: str | Path | Btf | None = None) -> Object:
+        """Read an object from a path or from its bytes (``name`` then names it)."""
+        return cls(read_spec(source, name), target_btf)
+
+    # ---- before load -------------------------------------------------------------------
+
+    def target_btf(self) -> Btf:
+        """The kernel BTF relocations resolve against (read once)."""
+        if not isinstance(self._target_btf, Btf):
+            self._target_btf = (Btf.vmlinux() if self._target_btf is None
+                                else Btf.from_file(self._target_btf))
+        return self._target_btf
+
+    # ---- load --------------------------------------------------------------------------
+
+    def load(self, programs: Iterable[str] | None = None, *, keep_going: bool = False) -> None:
+        """Create the maps and load ``programs`` (default: every one with ``autoload``).
+
+        With ``keep_going`` a refused program keeps its ``error`` and ``log`` and the others
+        still load; otherwise the first refusal is raised.
+        """
+        self._check_open()
+        names = ([p.name for p in self.programs.values() if p.autoload]
+                 if programs is None else list(programs))
+        unknown = set(names) - set(self.programs)
+        if unknown:
+            raise LoaderError(f"{self.spec.origin}: no program {sorted(unknown)}; programs: "
+                              f"{sorted(self.programs)}")
+        self._prepare()
+        for name in names:
+            try:
+                self.programs[name].load()
+            except LoaderError:
+                if not keep_going:
+                    raise
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise LoaderError(f"{self.spec.origin}: the object is closed")
+
+    def _prepare(self) -> None:
+        """The object's BTF and every map in the kernel (once)."""
+        self._check_open()
+        if self._prepared:
+            return
+        self._prepared = True
+        if self.spec.btf is not None:
+            self._load_btf()
+        for spec in self.maps.values():
+            self.map_fds[spec.name] = self._create_map(spec)
+
+    def _load_btf(self) -> None:
+        btf = self.spec.btf
+        sizes: dict[int, int] = {}
+        offsets: dict[int, list[int]] = {}
+        for tid in range(1, len(btf)):
+            if btf.kind(tid) != BtfKind.DATASEC:
+                continue
+            rec = btf.type(tid)
+            if rec.name in self.spec.section_sizes:
+                sizes[tid] = self.spec.section_sizes[rec.name]
+            offs = []
+            for info in rec.detail:
+                off = self.spec.symbol_offset(btf.type(info.type).name)
+                offs.append(info.offset if off is None else off)
+            offsets[tid] = offs
+        try:
+            self.btf_fd = syscalls.btf_load(btf.with_fixes(sizes, offsets), BTF_LOG_SIZE)
+        except BpfSyscallError as exc:  # programs still load, without func/line info
+            tail = "\n".join(exc.log.rstrip().splitlines()[-10:])
+            self.btf_error = LoaderError(f"{self.spec.origin}: the kernel refused the "
+                                         f"object's BTF: {exc}\n{tail}", exc.errno)
+
+    def _create_map(self, spec: MapSpec) -> int:
+        sizes, entries = (spec.key_size, spec.value_size), spec.max_entries
+        if spec.type == syscalls.BPF_MAP_TYPE_PERF_EVENT_ARRAY and not entries:
+            entries = machine.possible_cpus()
+        elif spec.type == syscalls.BPF_MAP_TYPE_RINGBUF:
+            sizes = (0, 0)
+        data = self.spec.data.get(spec.name)
+        btf_ids = {}
+        if self.btf_fd is not None and spec.type not in _NO_BTF_TYPES and (
+            spec.key_type_id or spec.value_type_id
+        ):
+            btf_ids = {"btf_fd": self.btf_fd, "btf_key_type_id": spec.key_type_id,
+                       "btf_value_type_id": spec.value_type_id}
+        fd = syscalls.map_create(
+            spec.type, *sizes, entries, spec.map_flags,
+            data.map_name if data is not None else spec.name, map_extra=spec.map_extra,
+            **btf_ids,
+        )
+        if data is not None:
+            try:
+                syscalls.map_update(fd, bytes(4), bytes(data.data))
+                if data.readonly:
+                    syscalls.map_freeze(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+        return fd
+
+    def _relocations(self) -> tuple[dict[int, bytes], dict[tuple[int, int], str]]:
+        if self._relocated is None:
+            ext = self.spec.btf_ext
+            if ext is None or not ext.core_relos:
+                self._relocated = (self.spec.code, {})
+            else:
+                self._relocated = relocate_sections(
+                    self.spec.code, self.spec.section_names, ext.core_relos, self.spec.btf,
+                    self.target_btf(),
+                )
+        return self._relocated
+
+    def _attach_btf_id(self, prog: Program) -> int:
+        kind = prog.spec.kind
+        if kind.btf_target is None:
+            return 0
+        name = kind.btf_target + prog.attach_to
+        ids = self.target_btf().ids_named(name, (BtfKind[kind.btf_kind],))
+        if not ids:
+            raise LoaderError(
+                f"program {prog.name!r} (section {prog.section!r}): the kernel's BTF has no "
+                f"{kind.btf_kind} {name!r} to attach to"
+            )
+        return ids[0]
+
+    def _load_program(self, prog: Program) -> int:
+        code, failures = self._relocations()
+        prog.linked = link(self.spec, prog.spec.function, code, failures)
+        linked = prog.linked
+        extras = ProgLoadExtras(
+            expected_attach_type=prog.spec.kind.expected_attach_type,
+            attach_btf_id=self._attach_btf_id(prog),
+            kern_version=self.spec.kern_version,
+            prog_flags=prog.spec.kind.flags,
+        )
+        if self.btf_fd is not None:
+            extras.prog_btf_fd = self.btf_fd
+            extras.func_info = linked.func_info or None
+            extras.line_info = linked.line_info or None
+        try:
+            return load_insns(prog.name, prog.section, prog.prog_type,
+                              linked.with_fds(self.map_fds), self.spec.license, extras)
+        except BpfSyscallError as exc:
+            if exc.errno == errno.EPERM and extras.attach_btf_id:
+                raise BpfSyscallError(
+                    f"loading program {prog.name!r} (section {prog.section!r}, attach BTF id "
+                    f"{extras.attach_btf_id}): the kernel answers EPERM (Operation not "
+                    "permitted) to this program type", exc.errno,
+                ) from exc
+            raise
+
+    # ---- after load --------------------------------------------------------------------
+
+    def attach(self, programs: Iterable[str] | None = None) -> None:
+        """Attach ``programs`` (default: every loaded one whose section says where)."""
+        self._check_open()
+        names = list(programs) if programs is not None else [
+            p.name for p in self.programs.values() if p.fd is not None and p.spec.kind.attach
+        ]
+        for name in names:
+            self.programs[name].attach()
+
+    def map(self, name: str) -> Map:
+        """The loaded map ``name`` (a ``.maps`` name, or a data section such as ``.bss``),
+        keys and values typed from the object's BTF."""
+        fd = self._map_fd(name)
+        spec = self.maps[name]
+        if name in self.spec.data:
+            return Map.from_fd(fd)
+        return Map.from_fd(fd, btf=self.spec.btf, key_type_id=spec.key_type_id,
+                           value_type_id=spec.value_type_id)
+
+    def _map_fd(self, name: str) -> int:
+        self._check_open()
+        if name not in self.maps:
+            raise LoaderError(f"{self.spec.origin}: no map {name!r}; maps: {sorted(self.maps)}")
+        if name not in self.map_fds:
+            raise LoaderError(f"map {name!r} is not created yet: load() first")
+        return self.map_fds[name]
+
+    def ring_buffer(self, name: str, *, drops: str | None = None, **kwargs: Any
+                    ) -> RingBufReader:
+        """A reader of RINGBUF map ``name`` (``drops``: the name of its drop counter map);
+        closed with the object."""
+        fd = self._map_fd(name)
+        drops_fd = self._map_fd(drops) if drops is not None else None
+        reader = RingBufReader(fd, syscalls.map_info(fd).max_entries, drops_map_fd=drops_fd,
+                               **kwargs)
+        self._readers.append(reader)
+        return reader
+
+    def perf_buffer(self, name: str, page_count: int = DEFAULT_PAGE_COUNT, **kwargs: Any
+                    ) -> PerfReader:
+        """A reader of PERF_EVENT_ARRAY map ``name``; closed with the object."""
+        reader = PerfReader(self._map_fd(name), page_count, **kwargs)
+        self._readers.append(reader)
+        return reader
+
+    def close(self) -> None:
+        """Detach, then close readers, programs, maps and BTF; idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        for prog in self.programs.values():
+            prog.detach()
+        for reader in self._readers:
+            reader.close()
+        for prog in self.programs.values():
+            if prog.fd is not None:
+                os.close(prog.fd)
+                prog.fd = None
+        for fd in self.map_fds.values():
+            os.close(fd)
+        self.map_fds.clear()
+        if self.btf_fd is not None:
+            os.close(self.btf_fd)
+            self.btf_fd = None
+
+    def __enter__(self) -> Object:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,300 @@
+"""Read any libbpf-style BPF object: every function, map, global data section, relocation.
+
+What :class:`ObjectSpec` holds is the object as the compiler wrote it, before anything
+touches the kernel: code sections as bytes (relocations per instruction), functions
+(programs in ``SEC()`` sections, subprograms in ``.text``), the BTF-defined maps of
+``.maps``, global data (``.rodata*``, ``.data*``, ``.bss*``) with its variables, the
+``.BTF`` and ``.BTF.ext``. :mod:`ebpfwire.kernel.link` builds programs from it.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.constants import SH_FLAGS
+from elftools.elf.elffile import ELFFile
+from elftools.elf.relocation import RelocationSection
+from elftools.elf.sections import SymbolTableSection
+
+from ebpfwire.kernel.btf import Btf, BtfKind
+from ebpfwire.kernel.btf_ext import BtfExt
+from ebpfwire.kernel.elf import EM_BPF, INSN_SIZE, MapSpec, map_specs
+from ebpfwire.kernel.errors import LoaderError
+from ebpfwire.kernel.sections import ProgramKind, program_kind
+
+_DATA_SECTION = re.compile(r"\.(rodata|data|bss)(?:\.|$)")
+BPF_OBJ_NAME_LEN = 16
+
+
+@dataclass(frozen=True)
+class Symbol:
+    """An ELF symbol: ``section`` is a section index, or a name such as ``SHN_UNDEF``."""
+
+    name: str
+    section: int | str
+    value: int
+    size: int
+    type: str
+    bind: str
+    visibility: str
+
+
+@dataclass
+class Function:
+    """A function of a code section: instructions ``start`` .. ``start + count``."""
+
+    name: str
+    section: str
+    sec_index: int
+    start: int
+    count: int
+    is_global: bool
+
+
+@dataclass
+class ProgramSpec:
+    """A program: its entry function and what its section says of it."""
+
+    function: Function
+    kind: ProgramKind
+    attach_to: str
+
+    @property
+    def name(self) -> str:
+        return self.function.name
+
+    @property
+    def section(self) -> str:
+        return self.function.section
+
+    @property
+    def prog_type(self) -> int:
+        return self.kind.prog_type
+
+
+@dataclass
+class Variable:
+    """A global variable: where it lives in its data section, and its BTF type (0: none)."""
+
+    name: str
+    section: str
+    offset: int
+    size: int
+    type_id: int
+
+
+@dataclass
+class DataSection:
+    """A global data section, created as a one-element ARRAY map holding its bytes."""
+
+    name: str
+    index: int
+    kind: str  # "rodata", "data" or "bss"
+    data: bytearray
+    map_name: str  # the kernel's name for it, libbpf style: object prefix + section
+    btf_id: int = 0  # its DATASEC in the object's BTF
+    variables: dict[str, Variable] = field(default_factory=dict)
+
+    @property
+    def readonly(self) -> bool:
+        return self.kind == "rodata"
+
+
+@dataclass
+class ObjectSpec:
+    """Everything read from one object file."""
+
+    name: str
+    origin: str
+    license: str
+    kern_version: int
+    btf: Btf | None
+    btf_ext: BtfExt | None
+    maps: dict[str, MapSpec]
+    data: dict[str, DataSection]
+    code: dict[int, bytes]  # code section index -> instructions
+    section_names: dict[int, str]
+    section_sizes: dict[str, int]  # every allocated section's size (the DATASEC fix-ups)
+    functions: list[Function]
+    programs: dict[str, ProgramSpec]
+    relocations: dict[int, dict[int, Symbol]]  # code section -> instruction -> symbol
+    symbols: list[Symbol]
+    map_offsets: dict[int, str]  # offset in .maps -> map name
+    maps_index: int | None
+
+    def function_at(self, sec_index: int, insn: int) -> Function | None:
+        """The function of section ``sec_index`` that starts at instruction ``insn``."""
+        for fn in self.functions:
+            if fn.sec_index == sec_index and fn.start == insn:
+                return fn
+        return None
+
+    def symbol_offset(self, name: str) -> int | None:
+        """The ``st_value`` of the defined symbol ``name`` (None if absent)."""
+        for sym in self.symbols:
+            if sym.name == name and isinstance(sym.section, int):
+                return sym.value
+        return None
+
+
+def object_name(origin: str) -> str:
+    """libbpf's object name: the file's base name up to its first dot."""
+    return Path(origin).name.split(".", 1)[0] or "obj"
+
+
+def internal_map_name(obj_name: str, section: str) -> str:
+    """libbpf's name for a data section's map: as much of the object name as fits before
+    the section name in 15 bytes, other characters than ``[A-Za-z0-9_.]`` as ``_``."""
+    sfx = max(7, len(section))
+    pfx = min(BPF_OBJ_NAME_LEN - sfx - 1, len(obj_name))
+    return re.sub(r"[^A-Za-z0-9_.]", "_", obj_name[:pfx] + section[:sfx])
+
+
+def _data_kind(section: str) -> str | None:
+    """"rodata", "data" or "bss" for a global data section (``.rodata.str1.1`` too)."""
+    match = _DATA_SECTION.match(section)
+    return match[1] if match else None
+
+
+def read_spec(source: str | Path | bytes, name: str | None = None) -> ObjectSpec:
+    """Parse an object file (a path, or its bytes with ``name`` for messages)."""
+    if isinstance(source, bytes | bytearray):
+        origin = name or "<bytes>"
+        data = bytes(source)
+    else:
+        origin = str(source)
+        try:
+            data = Path(source).read_bytes()
+        except OSError as exc:
+            raise LoaderError(f"cannot open BPF object {origin}: {exc.strerror}",
+                              exc.errno) from exc
+    try:
+        elf = ELFFile(io.BytesIO(data))
+        return _Reader(elf, origin, name or object_name(origin)).spec()
+    except ELFError as exc:
+        raise LoaderError(f"{origin}: not a readable ELF object: {exc}") from exc
+
+
+class _Reader:
+    def __init__(self, elf: ELFFile, origin: str, name: str) -> None:
+        if elf["e_machine"] not in ("EM_BPF", EM_BPF) or elf["e_type"] != "ET_REL":
+            raise LoaderError(
+                f"{origin}: expected an ELF BPF relocatable object, found "
+                f"{elf['e_machine']} {elf['e_type']}"
+            )
+        self.elf, self.origin, self.name = elf, origin, name
+
+    def spec(self) -> ObjectSpec:
+        elf, origin = self.elf, self.origin
+        symtab = elf.get_section_by_name(".symtab")
+        if not isinstance(symtab, SymbolTableSection):
+            raise LoaderError(f"{origin}: no symbol table")
+        symbols = [
+            Symbol(s.name, s["st_shndx"], s["st_value"], s["st_size"], s["st_info"]["type"],
+                   s["st_info"]["bind"], s["st_other"]["visibility"])
+            for s in symtab.iter_symbols()
+        ]
+        btf_sec = elf.get_section_by_name(".BTF")
+        btf = Btf(btf_sec.data(), f"{origin} .BTF") if btf_sec is not None else None
+        ext_sec = elf.get_section_by_name(".BTF.ext")
+        ext = (BtfExt.parse(ext_sec.data(), btf, f"{origin} .BTF.ext")
+               if ext_sec is not None and btf is not None else None)
+        lic = elf.get_section_by_name("license")
+        if lic is None:
+            raise LoaderError(f'{origin}: no \'license\' section (SEC("license"))')
+        version = elf.get_section_by_name("version")
+        kern_version = int.from_bytes(version.data()[:4], "little") if version else 0
+
+        code: dict[int, bytes] = {}
+        names: dict[int, str] = {}
+        sizes: dict[str, int] = {}
+        data: dict[str, DataSection] = {}
+        maps_index = None
+        for idx, sec in enumerate(elf.iter_sections()):
+            names[idx] = sec.name
+            if sec["sh_flags"] & SH_FLAGS.SHF_ALLOC:
+                sizes[sec.name] = sec["sh_size"]
+            if sec["sh_flags"] & SH_FLAGS.SHF_EXECINSTR and sec["sh_size"]:
+                code[idx] = sec.data()
+            elif sec.name == ".maps":
+                maps_index = idx
+            elif sec["sh_flags"] & SH_FLAGS.SHF_ALLOC and sec["sh_size"] and (
+                kind := _data_kind(sec.name)
+            ):
+                raw = bytes(sec["sh_size"]) if kind == "bss" else sec.data()
+                data[sec.name] = DataSection(
+                    sec.name, idx, kind, bytearray(raw), internal_map_name(self.name, sec.name)
+                )
+
+        map_offsets = {
+            s.value: s.name for s in symbols
+            if s.section == maps_index and s.type == "STT_OBJECT"
+        }
+        maps: dict[str, MapSpec] = {}
+        if map_offsets:
+            if btf is None:
+                raise LoaderError(f"{origin}: maps in .maps need the object's .BTF")
+            maps = map_specs(btf, map_offsets, origin)
+        self._variables(symbols, data, btf)
+
+        functions = sorted(
+            (Function(s.name, names[s.section], s.section, s.value // INSN_SIZE,
+                      s.size // INSN_SIZE, s.bind != "STB_LOCAL")
+             for s in symbols if s.type == "STT_FUNC" and s.section in code),
+            key=lambda f: (f.sec_index, f.start),
+        )
+        programs: dict[str, ProgramSpec] = {}
+        for fn in functions:
+            if fn.section == ".text":
+                continue
+            kind = program_kind(fn.section)
+            if kind is None:
+                raise LoaderError(
+                    f"{origin}: function {fn.name!r} is in section {fn.section!r}, which names "
+                    "no program type this loader knows (tp/, tracepoint/, raw_tp/, "
+                    "raw_tracepoint/, tp_btf/, fentry/, fexit/, lsm/, iter/, kprobe/, ...)"
+                )
+            programs[fn.name] = ProgramSpec(fn, *kind)
+        relocations = {idx: self._relocations(idx, symbols) for idx in code}
+        return ObjectSpec(
+            name=self.name, origin=origin,
+            license=lic.data().split(b"\0", 1)[0].decode(), kern_version=kern_version,
+            btf=btf, btf_ext=ext, maps=maps, data=data, code=code, section_names=names,
+            section_sizes=sizes, functions=functions, programs=programs,
+            relocations=relocations, symbols=symbols, map_offsets=map_offsets,
+            maps_index=maps_index,
+        )
+
+    def _variables(self, symbols: list[Symbol], data: dict[str, DataSection],
+                   btf: Btf | None) -> None:
+        by_index = {d.index: d for d in data.values()}
+        for sym in symbols:
+            sec = by_index.get(sym.section) if isinstance(sym.section, int) else None
+            if sec is not None and sym.type == "STT_OBJECT" and sym.name:
+                sec.variables[sym.name] = Variable(sym.name, sec.name, sym.value, sym.size, 0)
+        if btf is None:
+            return
+        for sec in data.values():
+            ids = btf.ids_named(sec.name, (BtfKind.DATASEC,))
+            if not ids:
+                continue
+            sec.btf_id = ids[0]
+            for info in btf.type(ids[0]).detail:
+                var = btf.type(info.type)
+                if var.name in sec.variables:
+                    sec.variables[var.name].type_id = var.size_or_type
+
+    def _relocations(self, idx: int, symbols: list[Symbol]) -> dict[int, Symbol]:
+        sec = self.elf.get_section_by_name(".rel" + self.elf.get_section(idx).name)
+        if sec is None:
+            return {}
+        if not isinstance(sec, RelocationSection) or sec.is_RELA():
+            raise LoaderError(f"{self.origin}: {sec.name}: expected SHT_REL relocations")
+        return {
+            rel["r_offset"] // INSN_SIZE: symbols[rel["r_info_sym"]]
+            for rel in sec.iter_relocations()
+        }
