@@ -165,3 +165,48 @@ def test_arrow_columns_equal_per_event(spec, name, seed, n, extra):
                 assert row[k] != row[k]
             else:
                 assert row[k] == want, k
+
+
+@pytest.fixture(scope="module")
+def elf_bytes(spec) -> bytes:
+    return Path(spec.origin).read_bytes()
+
+
+@pytest.mark.parametrize("name", TYPES)
+def test_dwarf_gives_the_same_decoder(spec, elf_bytes, name):
+    from ebpfwire.kernel.eventtype import EventTypes
+
+    types = EventTypes(None, elf_bytes, spec.origin)  # no BTF: DWARF only
+    found = types.named(name)
+    assert found.source == "DWARF" and found.name == name
+    ours = CompiledStruct(found.btf, found.type_id)
+    theirs = CompiledStruct(spec.btf, spec.btf.struct_id(name))
+    assert ours.fields == theirs.fields
+    rnd = __import__("random").Random(name)
+    for _ in range(50):
+        data = rnd.randbytes(theirs.size + 3)
+        assert repr(ours.decode(data)) == repr(theirs.decode(data))  # NaN-safe
+
+
+def test_finding_types(spec, elf_bytes):
+    from ebpfwire.kernel.eventtype import EventTypes
+    from ebpfwire.kernel.syscalls import BPF_MAP_TYPE_PERF_EVENT_ARRAY, BPF_MAP_TYPE_RINGBUF
+
+    types = EventTypes(spec.btf, elf_bytes, spec.origin)
+    assert types.named("struct event").source == "BTF"
+    assert types.by_size(168, BPF_MAP_TYPE_RINGBUF, "rb").name == "event"
+    assert types.by_size(172, BPF_MAP_TYPE_PERF_EVENT_ARRAY, "pb").name == "event"  # padded
+    assert types.by_size(208, BPF_MAP_TYPE_RINGBUF, "rb").name == "all_kinds"
+    assert types.by_size(6, BPF_MAP_TYPE_RINGBUF, "rb").name == "inner"
+    with pytest.raises(LoaderError, match=r"map 'rb': records of 8 bytes fit several types "
+                                          r"\(pair, with_tail\): name one with --type"):
+        types.by_size(8, BPF_MAP_TYPE_RINGBUF, "rb")
+    with pytest.raises(LoaderError, match=r"no type 'nope' in the object's BTF, and its "
+                                          r"DWARF: add the type .* `struct nope \*unused"):
+        types.named("nope")
+    stripped = EventTypes(None, b"", spec.origin)
+    stripped._dwarf = []
+    with pytest.raises(LoaderError, match=r"records of 99 bytes, and no struct of that size in "
+                                          r"the object's BTF, and it has no DWARF .*`struct "
+                                          r"event \*unused __attribute__\(\(unused\)\);`"):
+        stripped.by_size(99, BPF_MAP_TYPE_RINGBUF, "rb")

@@ -74,8 +74,15 @@ struct event {
 	_Bool exit_event;
 };
 
+/* as large as with_tail: a record of 8 bytes cannot tell them apart */
+struct pair {
+	__u32 first;
+	__u32 second;
+};
+
 struct all_kinds *unused_all __attribute__((unused));
 struct with_tail *unused_tail __attribute__((unused));
+struct pair *unused_pair __attribute__((unused));
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
