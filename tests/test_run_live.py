@@ -58,19 +58,14 @@ def kernel_ids() -> tuple[set[int], set[int]]:
     return set(syscalls.loaded_programs()), set(syscalls.loaded_maps())
 
 
-def jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
 @pytest.mark.live
-def test_bootstrap_events_from_dwarf(objdir: Path, tmp_path: Path):
+def test_bootstrap_events_from_dwarf(objdir: Path):
     obj = build(objdir, "bootstrap")  # no anchor: struct event only in DWARF
     before = kernel_ids()
-    out = tmp_path / "events.jsonl"
-    res = ebpfwire("run", str(obj), "--format", "jsonl", "-o", str(out), "--",
+    res = ebpfwire("run", str(obj), "--format", "jsonl", "--",
                    "/bin/sh", "-c", "/bin/true; ls /nonexistent-ebpfwire-run 2>/dev/null; :")
     assert res.returncode == 0, res.stderr
-    lines = jsonl(out)
+    lines = [json.loads(line) for line in res.stdout.splitlines()]
     events = [e for e in lines if "pid" in e]
     sh = next(e for e in events if e["filename"] == "/bin/sh" and not e["exit_event"]
               and e["ppid"] != 0)
@@ -193,3 +188,57 @@ def test_duration_and_ctrl_c_leave_nothing(objdir: Path):
     assert proc.returncode == 0, err
     assert "map exec_start:" in out
     assert_nothing_left(before)
+
+
+@pytest.mark.live
+def test_capture_decodes_and_exports_without_the_object(objdir: Path, tmp_path: Path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    duckdb = pytest.importorskip("duckdb")
+    obj = build(objdir, "bootstrap")  # the type from DWARF: the capture carries it as BTF
+    cap = tmp_path / "bootstrap.ewcap"
+    res = ebpfwire("run", str(obj), "-o", str(cap), "--",
+                   "/bin/sh", "-c", "/bin/true; ls /nonexistent-ebpfwire-run 2>/dev/null; :")
+    assert res.returncode == 0, res.stderr
+    assert "events written to" in res.stderr and "pid=" not in res.stdout
+    obj.unlink()  # nothing below may need it
+    dec = ebpfwire("decode", str(cap), "--format", "jsonl")
+    assert dec.returncode == 0, dec.stderr
+    events = [json.loads(line) for line in dec.stdout.splitlines()]
+    ls_exit = next(e for e in events if e["comm"] == "ls" and e["exit_event"])
+    assert ls_exit["exit_code"] == 2
+    out = tmp_path / "bootstrap.parquet"
+    exp = ebpfwire("export", str(cap), "-o", str(out))
+    assert exp.returncode == 0, exp.stderr
+    assert pq.read_schema(out).names == ["pid", "ppid", "exit_code", "duration_ns", "comm",
+                                         "filename", "exit_event"]
+    rows = duckdb.sql(f"select filename, exit_code from '{out}' where comm = 'ls' "
+                      "order by exit_event").fetchall()
+    assert rows == [("/usr/bin/ls", 0), ("", 2)]
+    from ebpfwire.columnar.arrow import to_table
+
+    table = to_table(str(cap))
+    assert table.num_rows == len(events) and table.column_names[0] == "pid"
+
+
+def test_typed_records_round_trip(tmp_path: Path):
+    from ebpfwire.capture import (
+        TYPED_LAYOUT,
+        CaptureReader,
+        CaptureWriter,
+        EventRecord,
+        TypeRecord,
+    )
+
+    path = tmp_path / "typed.ewcap"
+    with CaptureWriter(path, layout=TYPED_LAYOUT) as w:
+        w.write_type(1, "events", 7, b"\x9f\xeb btf")
+        w.write_event(1, 0xFFFFFFFF, b"abc")
+        w.write_event(1, 3, b"")
+    with CaptureReader(path) as r:
+        assert r.header.layout == "btf"
+        got = list(r)
+    assert [type(x) for x in got] == [TypeRecord, EventRecord, EventRecord]
+    assert (got[0].map, got[0].name, got[0].type_id, got[0].btf) == (1, "events", 7,
+                                                                     b"\x9f\xeb btf")
+    assert (got[1].map, got[1].cpu, got[1].data) == (1, 0xFFFFFFFF, b"abc")
+    assert (got[2].cpu, got[2].data) == (3, b"")

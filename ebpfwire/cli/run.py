@@ -16,7 +16,7 @@ import time
 from typing import IO, Any, NoReturn
 
 from ebpfwire.cli.errors import EXIT_OK, UsageError, say
-from ebpfwire.cli.live import StopSignals
+from ebpfwire.cli.live import StopSignals, machine_arch
 from ebpfwire.cli.options import add_command, duration_type
 from ebpfwire.cli.output import write_stdout
 from ebpfwire.wire.text import escape, text
@@ -44,7 +44,9 @@ def _options() -> argparse.ArgumentParser:
                    "(default: the map's value type, or the one struct of the records' size)")
     p.add_argument("--ts", metavar="FIELD",
                    help="a timestamp field: records of each read are printed in its order")
-    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="write the events to a capture FILE (with their types: decode, export "
+                   "and to_table read it without the object) instead of printing them")
     p.add_argument("--format", choices=("table", "jsonl", "json"), default="table",
                    help="one line a record (default), one JSON object a line, or one JSON "
                    "document at the end")
@@ -169,6 +171,37 @@ class _Printer:
             self.write(json.dumps({"events": self.events, "maps": docs}, indent=1) + "\n")
 
 
+class _CaptureSink:
+    """``-o FILE``: each map's type declared before its first event, then the events."""
+
+    def __init__(self, path: str, run: Any) -> None:
+        from ebpfwire.capture import TYPED_LAYOUT, CaptureWriter
+
+        self.run, self.path, self.events = run, path, 0
+        self.index = {o.name: i for i, o in enumerate(run.outputs)}
+        self.declared: set[int] = set()
+        try:
+            self.writer = CaptureWriter(path, layout=TYPED_LAYOUT, arch=machine_arch())
+        except FileExistsError:
+            raise UsageError(f"run: {path}: already exists; a capture is never overwritten") \
+                from None
+        except OSError as exc:
+            raise UsageError(f"run: {path}: cannot create: {exc.strerror}") from None
+
+    def event(self, e: Any) -> None:
+        index = self.index[e.map]
+        if index not in self.declared:
+            found = self.run.type_of(e.map)
+            self.writer.write_type(index, e.map, found.type_id, found.btf.data)
+            self.declared.add(index)
+        self.writer.write_event(index, e.cpu, e.data)
+        self.events += 1
+
+    def close(self) -> None:
+        self.writer.close()
+        say(f"{self.events:,} events written to {self.path}")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from ebpfwire.kernel.errors import LoaderError
     from ebpfwire.kernel.runner import LostRecords, ObjectRun
@@ -179,15 +212,16 @@ def cmd_run(args: argparse.Namespace) -> int:
                         type_name=args.type)
     except LoaderError as exc:
         raise UsageError(f"run: {str(exc).splitlines()[0]}") from None
-    out = open(args.output, "w") if args.output else sys.stdout  # noqa: SIM115
-    child = None
+    child = sink = None
     try:
         with run, StopSignals() as stop:
             try:
                 run.start()
             except LoaderError as exc:
                 raise UsageError(f"run: {str(exc).splitlines()[0]}") from None
-            printer = _Printer(out, args.format, len(run.outputs) > 1)
+            printer = _Printer(sys.stdout, args.format, len(run.outputs) > 1)
+            if args.output:
+                sink = _CaptureSink(args.output, run)
             if args.cmd:
                 try:
                     child = subprocess.Popen(args.cmd)
@@ -207,8 +241,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                 for g in got:
                     if isinstance(g, LostRecords):
                         say(f"map {g.map!r}: {g.count} records lost (cpu {g.cpu})")
+                        if sink is not None:
+                            sink.writer.write_lost(g.cpu, g.count)
                 for e in events:
-                    printer.event(e.map, e.fields)
+                    if sink is not None:
+                        sink.event(e)
+                    else:
+                        printer.event(e.map, e.fields)
                 if child is not None and child.poll() is not None or (
                         end is not None and time.monotonic() >= end):
                     passes += 1  # a few more reads: records the kernel wrote meanwhile
@@ -217,8 +256,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if child is not None and child.poll() is None:
             child.terminate()
             child.wait()
-        if args.output:
-            out.close()
+        if sink is not None:
+            sink.close()
     return EXIT_OK
 
 
@@ -226,3 +265,39 @@ def _check_ts(name: str, events: list) -> None:
     if events and name not in events[0].fields:
         raise UsageError(f"run: --ts {name}: no such field in map {events[0].map!r}; its "
                          f"fields: {', '.join(events[0].fields)}")
+
+
+def print_typed(reader: Any, label: str, fmt: str, out: IO[str]) -> int:
+    """``decode`` of a capture ``run -o`` wrote: its events as ``run`` prints them, decoded
+    by the types it carries; the number of events."""
+    from ebpfwire.capture import EventRecord, TypeRecord
+    from ebpfwire.kernel.btf import Btf
+    from ebpfwire.kernel.btfstruct import CompiledStruct
+    from ebpfwire.kernel.errors import BtfError
+
+    types: dict[int, tuple[str, Any]] = {}
+    printer = None
+    count = 0
+    for rec in reader:
+        if isinstance(rec, TypeRecord):
+            try:
+                btf = Btf(rec.btf, f"{label}: TYPE record at file offset {rec.offset}")
+                types[rec.map] = (rec.name, CompiledStruct(btf, rec.type_id))
+            except BtfError as exc:
+                raise UsageError(str(exc)) from None
+            printer = printer or _Printer(out, fmt, False)
+            printer.several = len(types) > 1
+        elif isinstance(rec, EventRecord):
+            if rec.resync is not None:
+                say(f"{label}: EVENT record at file offset {rec.offset} found by scanning "
+                    f"after the damage at offset {rec.resync}: not shown")
+                continue
+            if rec.map not in types:
+                raise UsageError(f"{label}: EVENT record at file offset {rec.offset} of map "
+                                 f"{rec.map}, whose TYPE record is missing")
+            name, compiled = types[rec.map]
+            printer.event(name, compiled.decode(rec.data))
+            count += 1
+    if fmt == "json":
+        (printer or _Printer(out, fmt, False)).maps([])
+    return count

@@ -12,11 +12,15 @@ flexible array tail is a binary column of each record's remaining bytes.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from ebpfwire.capture import TYPED_LAYOUT, CaptureError, CaptureReader, EventRecord, TypeRecord
+from ebpfwire.kernel.btf import Btf
 from ebpfwire.kernel.btfstruct import CompiledStruct, Field
 
 _NP = {"b": "i1", "B": "u1", "h": "<i2", "H": "<u2", "i": "<i4", "I": "<u4", "q": "<i8",
@@ -119,3 +123,54 @@ def to_arrow(compiled: CompiledStruct, records: Sequence[bytes]) -> pa.Table:
         else:
             columns.append(pa.array(col))
     return pa.Table.from_arrays(columns, names=[f.name for f in fields])
+
+
+def is_typed(path: Any) -> bool:
+    """Whether ``path`` names a capture of typed events (``ebpfwire run -o``)."""
+    if not isinstance(path, str | os.PathLike):
+        return False
+    try:
+        with CaptureReader(path) as reader:
+            return reader.header.layout == TYPED_LAYOUT
+    except (OSError, CaptureError):
+        return False
+
+
+def typed_tables(path: str | os.PathLike[str], batch: int = 65536) -> dict[str, pa.Table]:
+    """Each output map's events in a typed capture as one table (map name -> table); an
+    event found by scanning after damage is left out (the reader reports the damage)."""
+    types: dict[int, tuple[str, CompiledStruct]] = {}
+    pending: dict[int, list[bytes]] = {}
+    parts: dict[int, list[pa.Table]] = {}
+    with CaptureReader(path) as reader:
+        if reader.header.layout != TYPED_LAYOUT:
+            raise ValueError(f"{path}: a capture of {reader.header.layout!r} events, not of "
+                             "typed events (ebpfwire run -o)")
+        for rec in reader:
+            if isinstance(rec, TypeRecord):
+                btf = Btf(rec.btf, f"{path} TYPE record at {rec.offset}")
+                types[rec.map] = (rec.name, CompiledStruct(btf, rec.type_id))
+            elif isinstance(rec, EventRecord) and rec.resync is None:
+                if rec.map not in types:
+                    raise ValueError(f"{path}: EVENT record at file offset {rec.offset} of map "
+                                     f"{rec.map}, whose TYPE record is missing")
+                rows = pending.setdefault(rec.map, [])
+                rows.append(rec.data)
+                if len(rows) >= batch:
+                    parts.setdefault(rec.map, []).append(to_arrow(types[rec.map][1], rows))
+                    pending[rec.map] = []
+    for index, rows in pending.items():
+        if rows:
+            parts.setdefault(index, []).append(to_arrow(types[index][1], rows))
+    return {name: (pa.concat_tables(parts[i]) if i in parts
+                   else to_arrow(compiled, []))
+            for i, (name, compiled) in types.items()}
+
+
+def typed_table(path: str | os.PathLike[str]) -> pa.Table:
+    """The one output map's events of a typed capture (``to_table`` of such a capture)."""
+    tables = typed_tables(path)
+    if len(tables) != 1:
+        raise ValueError(f"{path}: events of {len(tables)} maps ({', '.join(tables)}): "
+                         "typed_tables() gives one table each")
+    return next(iter(tables.values()))

@@ -42,10 +42,13 @@ _LINEAR_NAME = re.compile(r"lin", re.IGNORECASE)
 
 @dataclass
 class Event:
-    """One decoded record of output map ``map``."""
+    """One decoded record of output map ``map`` (``data``: its bytes as the reader gave
+    them, ``cpu``: where, RINGBUF_CPU for a ring buffer)."""
 
     map: str
     fields: dict[str, Any]
+    cpu: int
+    data: bytes
 
 
 @dataclass
@@ -155,9 +158,9 @@ class ObjectRun:
                               else self.obj.perf_buffer(out.name))
         self.obj.attach()
 
-    def type_of(self, name: str) -> CompiledStruct | None:
-        """The decoder of output ``name`` (None until its first record where found by size)."""
-        return next(o.decoder for o in self.outputs if o.name == name)
+    def type_of(self, name: str) -> EventType | None:
+        """The type of output ``name`` (None until its first record where found by size)."""
+        return next(o.type for o in self.outputs if o.name == name)
 
     def read(self, timeout: float | None = 0.1) -> list[Event | LostRecords]:
         """What every output holds now (waiting up to ``timeout`` in all), decoded."""
@@ -171,7 +174,7 @@ class ObjectRun:
                 if out.decoder is None:
                     out.type = self.types.by_size(len(rec.data), out.map_type, out.name)
                     out.decoder = CompiledStruct(out.type.btf, out.type.type_id)
-                got.append(Event(out.name, out.decoder.decode(rec.data)))
+                got.append(Event(out.name, out.decoder.decode(rec.data), rec.cpu, rec.data))
         return got
 
     def map_dumps(self) -> list[MapDump]:
