@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -18,8 +19,8 @@ from bpf_object import compile_object
 from ebpfwire.kernel import syscalls
 
 ROOT = Path(__file__).resolve().parent.parent
-OUR_PROGRAMS = {"handle_exec", "handle_exit", "on_getppid"}
-OUR_MAPS = {"exec_start", "rb", "calls", "seq_hist", "seq_log2"}
+OUR_PROGRAMS = {"handle_exec", "handle_exit", "on_getppid", "on_enter", "on_exit"}
+OUR_MAPS = {"exec_start", "rb", "calls", "seq_hist", "seq_log2", "start", "latency"}
 
 
 @pytest.fixture(scope="module")
@@ -242,3 +243,22 @@ def test_typed_records_round_trip(tmp_path: Path):
                                                                      b"\x9f\xeb btf")
     assert (got[1].map, got[1].cpu, got[1].data) == (1, 0xFFFFFFFF, b"abc")
     assert (got[2].cpu, got[2].data) == (3, b"")
+
+
+@pytest.mark.live
+def test_syscall_latency_histograms_per_syscall(objdir: Path):
+    if platform.machine() != "x86_64":
+        pytest.skip("syscall numbers 0 and 1 are read and write on x86-64 only")
+    obj = build(objdir, "syscall_latency")  # no ring buffer, no perf array: maps only
+    before = kernel_ids()
+    res = ebpfwire("run", str(obj), "--set", "target_comm=dd", "--format", "json", "--",
+                   "dd", "if=/dev/zero", "of=/dev/null", "bs=4k", "count=500", "status=none")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["events"] == []
+    hists = {h["title"]: h["buckets"] for m in doc["maps"] if m["map"] == "latency"
+             for h in m["histograms"]}
+    for nr in (0, 1):  # read, write (x86-64): dd's 500 of each, and a few more
+        assert 500 <= sum(count for _, _, count in hists[f"key = {nr}"]) <= 520
+    assert list(hists) == sorted(hists, key=lambda t: int(t.split()[-1]))
+    assert_nothing_left(before)

@@ -20,6 +20,7 @@ made in the kernel.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,8 +132,6 @@ class ObjectRun:
                 raise LoaderError(f"{obj.spec.origin}: no ring buffer or perf array {missing}; "
                                   f"it has: {', '.join(sorted(known)) or 'none'}")
             outputs = [known[n] for n in maps]
-        if not outputs:
-            raise LoaderError(f"{obj.spec.origin}: no ring buffer or perf array map to read")
         self.types = EventTypes(obj.spec.btf, elf, obj.spec.origin)
         named = self.types.named(type_name) if type_name else None
         self.outputs: list[_Output] = []
@@ -165,6 +164,9 @@ class ObjectRun:
     def read(self, timeout: float | None = 0.1) -> list[Event | LostRecords]:
         """What every output holds now (waiting up to ``timeout`` in all), decoded."""
         got: list[Event | LostRecords] = []
+        if not self.outputs:  # a tool that only counts in maps: nothing to read meanwhile
+            time.sleep(timeout if timeout is not None else 3600)
+            return got
         each = None if timeout is None else timeout / len(self.outputs)
         for out in self.outputs:
             for rec in out.reader.read_batch(timeout=each):
@@ -198,6 +200,10 @@ class ObjectRun:
                     and not any(_nonzero(v) for v in fields.values()):
                 continue  # an array holds every key: the untouched ones say nothing
             entries.append((_fields(key_dec, key), fields))
+        try:
+            entries.sort(key=lambda kv: tuple(kv[0].values()))
+        except TypeError:  # keys of unlike values: the kernel's order
+            pass
         dump = MapDump(name, spec.type, entries[:MAX_ENTRIES_SHOWN],
                        more=max(0, len(entries) - MAX_ENTRIES_SHOWN))
         dump.histograms = _histograms(name, entries)
