@@ -31,6 +31,7 @@ from ebpfwire.capture import (
     CaptureHeader,
     CaptureReader,
     CaptureWriter,
+    EventRecord,
     FileHeader,
     HostInfo,
     LostRecord,
@@ -218,7 +219,8 @@ def test_schemas_build_what_the_fast_reader_reads():
 frames = st.one_of(
     st.tuples(st.just(int(RecordType.SAMPLE)), st.integers(0, 2**32 - 1), st.binary(max_size=64)),
     st.tuples(st.just(int(RecordType.LOST)), st.integers(0, 2**32 - 1), st.integers(0, 2**64 - 1)),
-    st.tuples(st.integers(5, 2**16 - 1), st.just(0), st.binary(max_size=16)),  # unknown types
+    st.tuples(st.just(int(RecordType.EVENT)), st.integers(0, 2**32 - 1), st.binary(max_size=64)),
+    st.tuples(st.integers(7, 2**16 - 1), st.just(0), st.binary(max_size=16)),  # unknown types
     st.tuples(st.just(0), st.just(0), st.binary(min_size=1, max_size=24)),  # garbage
 )
 
@@ -247,6 +249,10 @@ def test_reader_agrees_with_the_schemas(items, chunk_size):
         elif rtype == RecordType.LOST:
             payload = RecordPayload.build({"cpu": cpu, "count": value}, type=rtype)
             expected.append(LostRecord(cpu, value, offset))
+        elif rtype == RecordType.EVENT:
+            payload = RecordPayload.build({"map": cpu >> 16, "cpu": cpu, "data": value},
+                                          type=rtype)
+            expected.append(EventRecord(cpu >> 16, cpu, value, offset))
         else:
             payload = value
             unknown.append(offset)
@@ -692,7 +698,8 @@ def _definition(source: str, name: str) -> str:
 @pytest.mark.parametrize("name", ["HeaderInfo", "FileHeader", "_CrcCovered", "_record_crc",
                                   "RecordV1", "CaptureFileV1", "_HeadCovered", "_head_crc",
                                   "Record",
-                                  "SamplePayload", "LostPayload", "RecordPayload",
+                                  "SamplePayload", "LostPayload", "TypePayload",
+                                  "EventPayload", "RecordPayload",
                                   "CaptureFile", "MAGIC", "SYNC", "MAX_PAYLOAD"])
 def test_docs_quote_the_schemas_as_they_are(name):
     root = Path(__file__).parent.parent

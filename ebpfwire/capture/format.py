@@ -67,6 +67,9 @@ MAX_PAYLOAD = 1 << 20
 corrupted length from making a reader buffer or wait for more than this."""
 
 ARCHES = ("x86_64", "arm64")
+TYPED_LAYOUT = "btf"
+"""The header layout of a capture of typed events (`ebpfwire run -o`): TYPE and EVENT
+records, decoded by the BTF they carry, not by the wire format."""
 WRITE_MODES = ("x", "replace", "a")
 """CaptureWriter modes: create a new file, replace whatever is at the path, append."""
 
@@ -78,6 +81,8 @@ class RecordType(IntEnum):
     LOST = 2
     PROCESS = 3  # version 2 only
     CONTAINER = 4  # version 2 only
+    TYPE = 5  # version 2 only: a BTF type of `ebpfwire run`'s events (layout "btf")
+    EVENT = 6  # version 2 only: one record of such a type
 
 
 HeaderInfo = Struct(
@@ -156,11 +161,27 @@ SamplePayload = Struct("cpu" / Int32ul, "data" / GreedyBytes)
 LostPayload = Struct("cpu" / Int32ul, "count" / Int64ul)
 """The kernel dropped `count` samples on `cpu` (PERF_RECORD_LOST)."""
 
+TypePayload = Struct(
+    "map" / Int16ul,
+    "name" / PascalString(Int16ul, "utf8"),
+    "type_id" / Int32ul,
+    "btf" / GreedyBytes,
+)
+"""The type of map number `map` (named `name`, a ring buffer or perf array of the object
+`ebpfwire run` ran): type `type_id` of the BTF blob `btf` (the object's, or one rebuilt from
+its DWARF), so the events decode without the object."""
+
+EventPayload = Struct("map" / Int16ul, "cpu" / Int32ul, "data" / GreedyBytes)
+"""One record of map number `map` as its reader gave it (perf padding included); `cpu` is
+0xFFFFFFFF for a ring buffer."""
+
 RecordPayload = Switch(this.type, {
     RecordType.SAMPLE: SamplePayload,
     RecordType.LOST: LostPayload,
     RecordType.PROCESS: ProcessPayload,
     RecordType.CONTAINER: ContainerPayload,
+    RecordType.TYPE: TypePayload,
+    RecordType.EVENT: EventPayload,
 })
 """The payload of a record, by type; parse with `RecordPayload.parse(payload, type=t)`."""
 
@@ -171,6 +192,7 @@ CaptureFile = Struct("header" / FileHeader, "records" / GreedyRange(Record))
 """A whole undamaged capture (the reader adds resynchronisation on top of this)."""
 
 # The hot path: the same layouts as struct formats (tests hold them equal to the schemas).
+_EVENT_HEAD = struct.Struct("<HI")  # EventPayload's map and cpu
 _RECORD_HEAD = struct.Struct("<4sIIHH")  # version 1
 _SAMPLE_HEAD = struct.Struct("<IIIHHI")  # version 1 record header (sync as an integer) + cpu
 _RECORD_HEAD_V2 = struct.Struct("<4sIHHII")
@@ -314,7 +336,31 @@ class ContainerRecord:
     offset: int
 
 
-CaptureRecord = SampleRecord | LostRecord | ProcessRecord | ContainerRecord
+@dataclass(slots=True)
+class TypeRecord:
+    """The BTF type of the events of output map number `map` (see TypePayload)."""
+
+    map: int
+    name: str
+    type_id: int
+    btf: bytes
+    offset: int
+
+
+@dataclass(slots=True)
+class EventRecord:
+    """One typed event of output map number `map`; `resync` as for a SampleRecord (such
+    an event is left out by the typed readers: it may lie inside another record)."""
+
+    map: int
+    cpu: int
+    data: bytes
+    offset: int
+    resync: int | None = field(default=None, compare=False)
+
+
+CaptureRecord = (SampleRecord | LostRecord | ProcessRecord | ContainerRecord | TypeRecord
+                 | EventRecord)
 """What a CaptureReader yields, in file order."""
 _CONTEXT_RECORDS = (ProcessRecord, ContainerRecord)
 

@@ -12,9 +12,12 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, BinaryIO
 
+from construct import ConstructError
+
 from ebpfwire.capture.format import (
     _CONTEXT,
     _CONTEXT_RECORDS,
+    _EVENT_HEAD,
     _HEADER_PREFIX,
     _LOST,
     _LOST_PAYLOAD,
@@ -32,10 +35,13 @@ from ebpfwire.capture.format import (
     CaptureError,
     CaptureHeader,
     CaptureRecord,
+    EventRecord,
     HeaderInfo,
     LostRecord,
     RecordType,
     SampleRecord,
+    TypePayload,
+    TypeRecord,
 )
 from ebpfwire.capture.scan import next_head_v2, scan_v1, scan_v2
 from ebpfwire.capture.snapshot import ContainerInfo, ProcessInfo
@@ -399,7 +405,7 @@ class CaptureReader:
         as damage and dropped (it would describe processes)."""
         if record.offset >= until:
             return record
-        if type(record) in (SampleRecord, LostRecord):
+        if type(record) in (SampleRecord, LostRecord, EventRecord):
             record.resync = bad_at
             return record
         self._report(record.offset, f"a {type(record).__name__[:-6].upper()} record found by "
@@ -483,6 +489,20 @@ class CaptureReader:
                 self._report(offset, f"expected a {RecordType(rtype).name} payload, found "
                                      f"{length} bytes that do not parse ({exc}); record skipped")
                 return None
+        if not v1 and rtype == RecordType.EVENT and length >= 6:
+            return EventRecord(*_EVENT_HEAD.unpack_from(payload), payload[6:], offset)
+        if not v1 and rtype == RecordType.TYPE:
+            try:
+                p = TypePayload.parse(payload)
+            except (ConstructError, UnicodeDecodeError) as exc:
+                self._report(offset, f"expected a TYPE payload, found {length} bytes that do "
+                                     f"not parse ({exc}); record skipped")
+                return None
+            return TypeRecord(p.map, p.name, p.type_id, p.btf, offset)
+        if not v1 and rtype == RecordType.EVENT:
+            self._report(offset, f"expected an EVENT payload of at least 6 bytes, found "
+                                 f"{length}; record skipped")
+            return None
         if rtype in (_SAMPLE, _LOST):
             want = "at least 4" if rtype == _SAMPLE else "12"
             self._report(offset, f"expected a {RecordType(rtype).name} payload of {want} "

@@ -14,6 +14,7 @@ from typing import BinaryIO
 from ebpfwire import machine
 from ebpfwire.capture.format import (
     _COVERED_SAMPLE,
+    _EVENT_HEAD,
     _HEAD_CACHE_LIMIT,
     _HEAD_COVERED,
     _LOST,
@@ -37,6 +38,7 @@ from ebpfwire.capture.format import (
     FileHeader,
     HostInfo,
     RecordType,
+    TypePayload,
     _CrcCovered,
 )
 from ebpfwire.capture.reader import CaptureReader
@@ -277,6 +279,17 @@ class CaptureWriter:
     def write_container(self, info: ContainerInfo) -> None:
         """Record the container of a (pid_ns, mnt_ns) pair (format version 2)."""
         self._write_context(RecordType.CONTAINER, info.to_payload(), "write_container")
+
+    def write_type(self, map_index: int, name: str, type_id: int, btf: bytes) -> None:
+        """Declare the BTF type of output map ``map_index``'s events (format version 2)."""
+        payload = TypePayload.build({"map": map_index, "name": name, "type_id": type_id,
+                                     "btf": btf})
+        self._write_context(RecordType.TYPE, payload, "write_type")
+
+    def write_event(self, map_index: int, cpu: int, data: bytes) -> None:
+        """Record one event of output map ``map_index`` as its reader gave it."""
+        self._write_context(RecordType.EVENT, _EVENT_HEAD.pack(map_index, cpu) + data,
+                            "write_event")
 
     def _write_context(self, rtype: int, payload: bytes, what: str) -> None:
         if len(payload) > MAX_PAYLOAD:

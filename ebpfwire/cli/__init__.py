@@ -19,7 +19,7 @@ import sys
 from typing import IO, NoReturn
 
 from ebpfwire import __version__
-from ebpfwire.cli import decode, export, info, ps, record, stats, summary, trace
+from ebpfwire.cli import decode, export, info, ps, record, run, stats, summary, trace
 from ebpfwire.cli.command import EXIT_NOT_FOUND, CommandNotFound
 from ebpfwire.cli.decode import bundled_sample
 from ebpfwire.cli.errors import (
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    for command in (decode, ps, info, record, trace, stats, summary, export):
+    for command in (decode, ps, info, record, trace, stats, summary, export, run):
         command.register(sub)
     return parser
 

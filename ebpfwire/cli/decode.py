@@ -7,7 +7,13 @@ import json
 import sys
 from importlib import resources
 
-from ebpfwire.capture import CaptureDamage, CaptureStream, LostRecord, SampleRecord
+from ebpfwire.capture import (
+    TYPED_LAYOUT,
+    CaptureDamage,
+    CaptureStream,
+    LostRecord,
+    SampleRecord,
+)
 from ebpfwire.cli.captures import (
     held_until_fit,
     layout_and_arch,
@@ -133,8 +139,33 @@ class Decoding:
         say_order(label, stream)
 
 
+def typed_capture(source: str) -> bool:
+    """Whether ``source`` is a capture ``ebpfwire run -o`` wrote (typed events)."""
+    if source == "-":
+        return False
+    with open_capture(source) as reader:
+        return reader.header.layout == TYPED_LAYOUT
+
+
+def decode_typed(args: argparse.Namespace, source: str) -> int:
+    """Typed events, printed as ``run`` prints them (the wire-format options do not apply)."""
+    from ebpfwire.cli.run import print_typed
+
+    if args.format == "kubearmor":
+        raise UsageError(f"{source}: typed events (ebpfwire run) have no KubeArmor form; "
+                         "use --format table, jsonl or json")
+    label = source_label(source)
+    with open_capture(source) as reader:
+        print_typed(reader, label, args.format, sys.stdout)
+        for damage in reader.damage:
+            say(f"{label}: damaged record at file offset {damage.offset}: {damage.message}")
+    return EXIT_DAMAGED if args.strict_exit and reader.damage else EXIT_OK
+
+
 def cmd_decode(args: argparse.Namespace) -> int:
     sources = args.files or [bundled_sample()]
+    if len(sources) == 1 and not args.follow and typed_capture(sources[0]):
+        return decode_typed(args, sources[0])
     if args.follow and len(sources) > 1:
         raise UsageError("--follow reads one file; found " + str(len(sources)))
     if args.raw and args.format == "kubearmor":

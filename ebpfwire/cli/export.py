@@ -15,6 +15,7 @@ import signal
 from typing import TYPE_CHECKING
 
 from ebpfwire.cli.captures import held_until_fit, layout_and_arch, open_capture
+from ebpfwire.cli.decode import typed_capture
 from ebpfwire.cli.errors import EXIT_IO, EXIT_OK, UsageError, say
 from ebpfwire.cli.filters import event_filter
 from ebpfwire.cli.options import add_capture_filters, add_command, integer, names_list
@@ -102,6 +103,27 @@ def summary_line(summary: ExportSummary, output: str) -> str:
             f"damaged) in {summary.seconds:.2f} s to {where}")
 
 
+def export_typed(source: str, output: str) -> int:
+    """A capture of typed events (``ebpfwire run -o``): one column per field of its type;
+    the events of several maps go to one file each, ``OUT`` with ``.MAP`` before its
+    suffix."""
+    import pyarrow.parquet as pq
+
+    from ebpfwire.columnar.btfevents import typed_tables
+    from ebpfwire.kernel.errors import BtfError
+
+    try:
+        tables = typed_tables(source)
+    except (ValueError, BtfError) as exc:
+        raise UsageError(str(exc)) from None
+    root, ext = os.path.splitext(output)
+    for name, table in tables.items():
+        path = output if len(tables) == 1 else f"{root}.{name}{ext}"
+        pq.write_table(table, path)
+        say(f"exported {table.num_rows:,} {name} events ({table.num_columns} columns) to {path}")
+    return EXIT_OK
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     try:
         from ebpfwire.columnar.export import (  # pyarrow: only for this command
@@ -118,6 +140,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                          f"{args.pid} --format jsonl gives the tree)")
     keep = event_filter(names_list(args.event), args.exact_pid, args.comm, args.failed)
     check_output(args.output, args.force)
+    if len(args.files) == 1 and typed_capture(args.files[0]):
+        return export_typed(args.files[0], args.output)
     check_inputs(args)
     for path in remove_stale_outputs(args.output):
         say(f"{path}: removed: the temporary output of an export that was killed")

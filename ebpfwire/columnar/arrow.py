@@ -266,7 +266,12 @@ def _chunk(src: _Source, max_rows: int) -> tuple | None:
 def to_table(source: Any, *, layout: str | Layout | None = None, arch: str | None = None,
              strict: bool = False, context: bool | ContextIndex = True) -> pa.Table:
     """The whole of ``source`` as one table (see :func:`batches` for the arguments).
-    Garbage collection is tuned while it runs (:func:`ebpfwire.collect.fewer_collections`)."""
+    Garbage collection is tuned while it runs (:func:`ebpfwire.collect.fewer_collections`).
+    A capture of typed events (``ebpfwire run -o``) gives its struct's columns instead."""
+    from ebpfwire.columnar.btfevents import is_typed, typed_table
+
+    if is_typed(source):
+        return typed_table(source)
     with fewer_collections():
         parts = list(batches(source, layout=layout, arch=arch, strict=strict,
                              context=context))
