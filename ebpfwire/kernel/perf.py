@@ -156,6 +156,20 @@ def parse_records_with_schema(chunk: bytes, cpu: int) -> list[Record]:
     return out
 
 
+def word_at(buf: RingBuffer, offset: int) -> memoryview:
+    """The aligned u64 at ``offset`` of ``buf`` as a one-item native view.
+
+    Reading or writing ``[0]`` is one 8-byte load or store, so the kernel never sees half
+    of a new position: ``struct.pack_into("<Q")`` stores byte by byte, and a ring position
+    crossing a 16 MiB boundary (0x00FFFFF8 -> 0x01000010) then reads, for an instant, as
+    0x00000010, and a producer on another CPU found the ring full. Drop the view (or call
+    ``release()``) before closing an ``mmap``.
+    """
+    if offset % 8:
+        raise ValueError(f"a ring position is 8-byte aligned; offset {offset} is not")
+    return memoryview(buf)[offset : offset + 8].cast("Q")
+
+
 def ring_pages(ring_bytes: int) -> int:
     """Pages that hold ``ring_bytes``, rounded up to a power of two: what a perf ring's data
     area and a ring buffer map accept."""
@@ -178,6 +192,7 @@ class PerfRing:
         self.buf = buf
         self.cpu = cpu
         self.consumed = 0  # data_head at the last read_chunk(): the next data_tail
+        self._head, self._tail = word_at(buf, DATA_HEAD_AT), word_at(buf, DATA_TAIL_AT)
         meta = PerfMmapPage.parse(bytes(buf[:PAGE_SIZE]))
         self.data_offset = meta.data_offset or PAGE_SIZE
         self.data_size = meta.data_size or len(buf) - PAGE_SIZE
@@ -191,8 +206,8 @@ class PerfRing:
 
     def read_chunk(self) -> bytes:
         """Copy out everything between data_tail and data_head, reassembling a wrap."""
-        head = _U64.unpack_from(self.buf, DATA_HEAD_AT)[0]
-        tail = _U64.unpack_from(self.buf, DATA_TAIL_AT)[0]
+        head = self._head[0]
+        tail = self._tail[0]
         count = head - tail
         if count == 0:
             return b""
@@ -219,8 +234,13 @@ class PerfRing:
         if not chunk:
             return []
         records = parse_records(chunk, self.cpu)
-        _U64.pack_into(self.buf, DATA_TAIL_AT, self.consumed)
+        self._tail[0] = self.consumed
         return records
+
+    def release(self) -> None:
+        """Let go of the ring's memory (before its ``mmap`` is closed)."""
+        self._head.release()
+        self._tail.release()
 
 
 class _HasEventsMap(Protocol):
@@ -394,6 +414,7 @@ class PerfReader(EpollReader):
     def _release(self) -> None:
         """Detach from the map, unmap the rings and close the perf fds."""
         for ring in self._rings:
+            ring.release()
             try:
                 syscalls.map_delete(self.map_fd, _U32.pack(ring.cpu))
             except LoaderError:

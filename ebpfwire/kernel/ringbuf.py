@@ -39,6 +39,7 @@ from ebpfwire.kernel.perf import (
     Record,
     RingBuffer,
     Sample,
+    word_at,
 )
 
 RINGBUF_CPU = 0xFFFFFFFF  # the cpu of every Sample: ring records do not say who wrote them
@@ -114,7 +115,8 @@ class RingBufRing:
         self.producer = producer
         self.size = size
         self.map_fd = map_fd
-        self.pos = _U64.unpack_from(consumer, 0)[0]
+        self._cons, self._prod = word_at(consumer, 0), word_at(producer, 0)
+        self.pos = self._cons[0]
 
     def read(self) -> list[Record]:
         """Copy out the committed records up to the producer position; publish our position.
@@ -125,13 +127,14 @@ class RingBufRing:
         """
         prod_mm = self.producer
         mask, limit, base = self.size - 1, self.size - BPF_RINGBUF_HDR_SZ, PAGE_SIZE
-        unpack_u32, unpack_u64 = _U32.unpack_from, _U64.unpack_from
+        unpack_u32 = _U32.unpack_from
         cons = self.pos
         out: list[Record] = []
         append = out.append
-        prod = unpack_u64(prod_mm, 0)[0]
+        prod = self._prod[0]
         while cons < prod:
             at = base + (cons & mask)
+            # read byte by byte, but a commit or a discard changes only the top byte
             length = unpack_u32(prod_mm, at)[0]
             size = length & _LEN_MASK
             if length == size:  # committed, not discarded: the common case
@@ -150,9 +153,14 @@ class RingBufRing:
                 f"{cons}, past the producer position {prod}"
             )
         if cons != self.pos:
-            _U64.pack_into(self.consumer, 0, cons)
+            self._cons[0] = cons  # one store (word_at): a torn one made producers drop
             self.pos = cons
         return out
+
+    def release(self) -> None:
+        """Let go of the mappings (before they are closed)."""
+        self._cons.release()
+        self._prod.release()
 
 
 class RingBufReader(EpollReader):
@@ -181,6 +189,7 @@ class RingBufReader(EpollReader):
         self.closed = False
         self._consumer: mmap.mmap | None = None
         self._producer: mmap.mmap | None = None
+        self._ring: RingBufRing | None = None
         self._epoll = select.epoll()
         self._pending: deque[Record] = deque()
         try:
@@ -227,6 +236,8 @@ class RingBufReader(EpollReader):
 
     def _release(self) -> None:
         """Unmap the ring; the map fds stay with their owner."""
+        if self._ring is not None:
+            self._ring.release()
         for mm in (self._producer, self._consumer):
             if mm is not None:
                 mm.close()
