@@ -37,13 +37,16 @@ ALLOWED_MAP_TYPES = {
     BPF_MAP_TYPE_LRU_HASH,
 }
 MAX_BUFFER_SIZE = 32768
-CONFIG_SIZE = 35 * 4 + 16  # struct monitor_config (bpf/monitor_config.h): 35 u32, char comm[16]
+CONFIG_SIZE = 38 * 4 + 16  # struct monitor_config (bpf/monitor_config.h): 38 u32, char comm[16]
 
 # program group -> the raw tracepoints its programs attach to
 EXPECTED_TRACEPOINTS = {
     "sys": {"sys_enter", "sys_exit"},  # the dispatchers: every syscall event's handler
     "ptrace": {"sched_process_exec", "sched_process_exit"},
     "security_bprm_check": {"sched_process_exec"},
+    # an exec's entry event whose strings were not readable at entry, from the new image
+    "execve": {"sched_process_exec"},
+    "execveat": {"sched_process_exec"},
     "do_exit": {"sched_process_exit", "signal_deliver"},
     "tcp": {"inet_sock_set_state"},
     "tree": {"sched_process_fork", "sched_process_exit"},  # the pid filter's process tree

@@ -8,11 +8,15 @@ none was lost.
 from __future__ import annotations
 
 import os
+import shutil
 import struct
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
+import ebpfwire
 from ebpfwire.kernel.monitor import Monitor
 from ebpfwire.kernel.perf import Lost, Sample
 
@@ -77,3 +81,133 @@ def test_ringbuf_two_cpus_a_million_events_none_lost():
         pids = {spawn(close_flood, per_child, 40_000, cpus[i % len(cpus)]) for i in range(2)}
         received, lost = collect(mon, pids, 2 * per_child, timeout=120)
     assert (received, lost) == (2 * per_child, 0)
+
+
+# fork, then exec with every string a literal in .rodata: fork copies no page table entry
+# of a file mapping never written, so the child has none of these pages mapped at entry.
+# argv[1] picks the call: execl of /bin/true, of a missing path, execveat of "true"
+# relative to an O_PATH fd of /bin, execveat of that fd of /bin/true with AT_EMPTY_PATH
+FORK_EXEC_C = r"""
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+int main(int argc, char **argv)
+{
+    static char *const args[] = {"true-from-rodata", "first argument in rodata",
+                     "second argument in rodata", 0};
+    int status = 0, fd = -1, mode;
+    pid_t child;
+
+    if (argc != 2)
+        return 2;
+    /* decided before the fork: the child must touch no .rodata before its exec */
+    mode = !strcmp(argv[1], "execl") ? 0 : !strcmp(argv[1], "missing") ? 1 :
+           !strcmp(argv[1], "execveat") ? 2 : 3;
+    if (mode == 2)
+        fd = open("/bin", O_PATH | O_DIRECTORY);
+    else if (mode == 3)
+        fd = open("/bin/true", O_PATH);
+    child = fork();
+    if (child == 0) {
+        if (mode == 0)
+            execl("/bin/true", "true-from-rodata", "first argument in rodata",
+                  "second argument in rodata", (char *)0);
+        else if (mode == 1)
+            execl("/nonexistent/path in rodata", "true-from-rodata",
+                  "first argument in rodata", "second argument in rodata", (char *)0);
+        else if (mode == 2)
+            syscall(SYS_execveat, fd, "true", args, 0, 0);
+        else
+            syscall(SYS_execveat, fd, "", args, 0, AT_EMPTY_PATH);
+        _exit(127);
+    }
+    if (child < 0 || waitpid(child, &status, 0) != child)
+        return 2;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 3;
+}
+"""
+RODATA_ARGV = ["true-from-rodata", "first argument in rodata", "second argument in rodata"]
+
+
+@pytest.fixture(scope="module")
+def fork_exec(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        pytest.skip("no C compiler (cc, gcc or clang) to build the fork-then-exec program")
+    src = tmp_path_factory.mktemp("forkexec") / "fork_exec.c"
+    src.write_text(FORK_EXEC_C)
+    out = src.with_suffix("")
+    subprocess.run([cc, "-O1", "-o", str(out), str(src)], check=True)
+    return out
+
+
+def decoded(mon: Monitor, keep, done, timeout: float = 15) -> list[ebpfwire.Event]:
+    """Events (decoded strictly) that ``keep`` accepts, until ``done(events)`` holds."""
+    events: list[ebpfwire.Event] = []
+    deadline = time.monotonic() + timeout
+    while not done(events):
+        assert time.monotonic() < deadline, f"waited {timeout} s; got {events}"
+        for rec in mon.reader.read_batch(timeout=0.2):
+            if type(rec) is Sample and keep(event := ebpfwire.decode(rec.data)):
+                events.append(event)
+    return events
+
+
+def exec_events(mon: Monitor, fork_exec: Path, mode: str, status: int = 0):
+    """(entry, exit) of the forked child's exec, the program run as ``fork_exec MODE``.
+
+    The exit of a successful execveat is execve's (59): the kernel reports it so (its
+    sys_exit_execve tracepoint fires, not sys_exit_execveat).
+    """
+    parent = subprocess.Popen([str(fork_exec), mode])
+    assert parent.wait(timeout=30) == status
+    events = decoded(mon, lambda e: e.host_ppid == parent.pid and e.event_id in (59, 322),
+                     lambda es: len(es) >= 2)
+    assert len(events) == 2
+    entry, done = sorted(events, key=lambda e: e.ts)
+    assert entry.retval == 0 and done.argnum == 0 and done.host_pid == entry.host_pid
+    assert entry.comm == "fork_exec"  # the header is the caller's, as at entry
+    return entry, done
+
+
+@pytest.mark.parametrize("transport", ["perf", "ringbuf"])
+def test_exec_strings_in_untouched_rodata(fork_exec: Path, transport: str):
+    """The forked child's path and argv are in .rodata pages it never touched: the entry
+    event still carries them all, in KubeArmor's shape (path, argv; then the exit)."""
+    with Monitor(events=["execve"], pid=os.getpid(), transport=transport) as mon:
+        entry, done = exec_events(mon, fork_exec, "execl")
+    assert entry.event_id == 59 and entry.argnum == 2
+    path, argv = entry.args
+    assert path.type == ebpfwire.ArgType.STR_T and path.value == "/bin/true"
+    assert argv.type == ebpfwire.ArgType.STR_ARR_T and argv.value == RODATA_ARGV
+    assert done.event_id == 59 and done.retval == 0 and done.comm == "true"
+
+
+@pytest.mark.parametrize("transport", ["perf", "ringbuf"])
+def test_failed_exec_strings_read_at_exit(fork_exec: Path, transport: str):
+    """An exec that fails never reaches the new image: its entry event is written at the
+    syscall's exit, from the caller's memory, where the kernel faulted the path in; argv
+    was never copied, so its elements stay unreadable (size 0)."""
+    with Monitor(events=["execve"], pid=os.getpid(), transport=transport) as mon:
+        entry, done = exec_events(mon, fork_exec, "missing", status=127)
+    path, argv = entry.args
+    assert path.value == "/nonexistent/path in rodata"
+    assert argv.type == ebpfwire.ArgType.STR_ARR_T and len(argv.value) == 3
+    assert done.retval == -2 and done.comm == "fork_exec"
+
+
+@pytest.mark.parametrize("mode, path", [("execveat", "true"), ("empty-path", "")])
+def test_execveat_strings_in_untouched_rodata(fork_exec: Path, mode: str, path: str):
+    """execveat relative to a dirfd: the path is the caller's (not the kernel's
+    "/dev/fd/N/true"), the dirfd and flags as given."""
+    with Monitor(events=["execve", "execveat"], pid=os.getpid(), transport="ringbuf") as mon:
+        entry, done = exec_events(mon, fork_exec, mode)
+    assert entry.event_id == 322 and entry.argnum == 4
+    dirfd, got_path, argv, flags = entry.args
+    assert dirfd.value >= 3 and got_path.value == path and argv.value == RODATA_ARGV
+    assert flags.value == (0x1000 if mode == "empty-path" else 0)  # AT_EMPTY_PATH
+    assert done.retval == 0 and done.comm == "true"
