@@ -177,20 +177,22 @@ struct saved_args {
 	__u32 pad;
 };
 
-#ifdef EBPFWIRE_RINGBUF
-/* the ring buffer transport: one ring for all CPUs, sized by the loader
- * (max_entries = ring bytes); a failed output is counted per CPU in
- * ringbuf_drops (key 0), which the reader reports as lost records */
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-} events SEC(".maps");
-
+/* failed outputs, per CPU (key 0), on both transports: the reader reports
+ * their increases as lost records. The ring buffer has no lost records of its
+ * own; perf's come only once the next sample fits, never after the last one */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, __u64);
-} ringbuf_drops SEC(".maps");
+} drops SEC(".maps");
+
+#ifdef EBPFWIRE_RINGBUF
+/* the ring buffer transport: one ring for all CPUs, sized by the loader
+ * (max_entries = ring bytes) */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+} events SEC(".maps");
 #else
 struct {
 	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
@@ -662,6 +664,15 @@ static __always_inline void put_user_sockaddr(struct writer *w, __u64 ptr)
 	w->off += size;
 }
 
+static __always_inline void count_drop(void)
+{
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&drops, &zero);
+
+	if (n)
+		*n += 1; /* per-CPU value: no other writer */
+}
+
 /* submits `offset & (MAX_BUFFER_SIZE - 1)` bytes, plus up to 7 zero bytes
  * (the ring buffer build submits the very same bytes, so both transports hand
  * the reader identical samples):
@@ -685,15 +696,11 @@ static __always_inline int submit(void *ctx, struct writer *w)
 	__u64 wakeup = waiting >= bpf_ringbuf_query(&events, BPF_RB_RING_SIZE) / 4 ?
 		BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 
-	if (bpf_ringbuf_output(&events, w->b->data, size, wakeup)) {
-		__u32 zero = 0;
-		__u64 *drops = bpf_map_lookup_elem(&ringbuf_drops, &zero);
-
-		if (drops)
-			*drops += 1; /* per-CPU value: no other writer */
-	}
+	if (bpf_ringbuf_output(&events, w->b->data, size, wakeup))
+		count_drop();
 #else
-	bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, w->b->data, size);
+	if (bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, w->b->data, size))
+		count_drop();
 #endif
 	return 0;
 }

@@ -182,13 +182,18 @@ def cmd_record(args: argparse.Namespace) -> int:
             deadline = None if args.duration is None else time.monotonic() + args.duration
             with monitor:
                 reader = monitor.reader
-                while not stop.requested:
+                stopped = False  # detached: what the rings hold is read, then we are done
+                while True:
                     wait = 0.2
                     if deadline is not None:
                         wait = min(wait, deadline - time.monotonic())
-                        if wait <= 0:
-                            break
-                    for record in reader.read_batch(timeout=wait):
+                    if not stopped and (stop.requested or wait <= 0):
+                        monitor.stop()
+                        stopped = True
+                    batch = reader.read_batch(timeout=0 if stopped else wait)
+                    if stopped and not batch:
+                        break
+                    for record in batch:
                         data = getattr(record, "data", None)
                         if data is None:
                             lost += record.count

@@ -199,12 +199,18 @@ class Monitor:
     def _open_reader(self, page_count: int | None) -> perf.PerfReader | RingBufReader:
         if self.transport == "ringbuf":
             return RingBufReader(
-                self.events_map_fd, self.ring_bytes, drops_map_fd=self.map_fds["ringbuf_drops"]
+                self.events_map_fd, self.ring_bytes, drops_map_fd=self.map_fds["drops"]
             )
-        return perf.PerfReader(self, page_count or perf.DEFAULT_PAGE_COUNT)
+        return perf.PerfReader(self, page_count or perf.DEFAULT_PAGE_COUNT,
+                               drops_map_fd=self.map_fds["drops"])
 
     def _build_config(self, filter_tgid: int, ignore_tgid: int, comm: str | bytes | None) -> bytes:
         return build_config(Btf.vmlinux(), filter_tgid, ignore_tgid, comm=comm)
+
+    def stop(self) -> None:
+        """Detach the programs: nothing more is written, the reader still holds what was
+        (read it until a batch comes back empty for every event and loss made)."""
+        self.collection.detach()
 
     def close(self) -> None:
         """Detach, then close the reader, programs and maps; idempotent."""

@@ -23,19 +23,17 @@ from __future__ import annotations
 import mmap
 import select
 import struct
-import time
 from collections import deque
 
 from construct import Int32ul, Struct
 
-from ebpfwire import machine
 from ebpfwire.kernel import syscalls
 from ebpfwire.kernel.errors import LoaderError
 from ebpfwire.kernel.perf import (
     DEFAULT_MAX_LATENCY,
     PAGE_SIZE,
+    DropCounter,
     EpollReader,
-    Lost,
     Record,
     RingBuffer,
     Sample,
@@ -54,53 +52,7 @@ RingBufRecordHeader = Struct(
 )
 
 _U32 = struct.Struct("<I")
-_U64 = struct.Struct("<Q")
 _LEN_MASK = ~(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT) & 0xFFFFFFFF
-
-
-class DropCounter:
-    """Per-CPU u64 drop counters in a map; :meth:`increases` says what grew since last time."""
-
-    def __init__(self, map_fd: int) -> None:
-        info = syscalls.map_info(map_fd)
-        self.map_fd = map_fd
-        self.ncpus = machine.possible_cpus()
-        if info.value_size != 8:
-            raise LoaderError(
-                f"drops map {info.name!r}: expected u64 values (value_size 8), found "
-                f"value_size {info.value_size}"
-            )
-        if info.type == syscalls.BPF_MAP_TYPE_PERCPU_ARRAY:
-            self._read = self._read_percpu
-        elif info.type == syscalls.BPF_MAP_TYPE_ARRAY:
-            self.ncpus = min(self.ncpus, info.max_entries)
-            self._read = self._read_array
-        else:
-            raise LoaderError(
-                f"drops map {info.name!r}: expected a PERCPU_ARRAY (type "
-                f"{syscalls.BPF_MAP_TYPE_PERCPU_ARRAY}) or an ARRAY (type "
-                f"{syscalls.BPF_MAP_TYPE_ARRAY}), found type {info.type}"
-            )
-        self._last = self._read()
-
-    def _read_percpu(self) -> list[int]:
-        raw = syscalls.map_lookup(self.map_fd, bytes(4), 8 * self.ncpus)
-        return list(struct.unpack(f"<{self.ncpus}Q", raw)) if raw else [0] * self.ncpus
-
-    def _read_array(self) -> list[int]:
-        out = []
-        for cpu in range(self.ncpus):
-            raw = syscalls.map_lookup(self.map_fd, _U32.pack(cpu), 8)
-            out.append(_U64.unpack(raw)[0] if raw else 0)
-        return out
-
-    def increases(self) -> list[Lost]:
-        """One ``Lost(cpu, n)`` per CPU whose counter grew by n since the last call."""
-        now = self._read()
-        pairs = enumerate(zip(now, self._last, strict=True))
-        lost = [Lost(cpu, n - o) for cpu, (n, o) in pairs if n > o]
-        self._last = now
-        return lost
 
 
 class RingBufRing:
@@ -201,7 +153,6 @@ class RingBufReader(EpollReader):
                     f"{info.type} with max_entries {info.max_entries}"
                 )
             self._drops = DropCounter(drops_map_fd) if drops_map_fd is not None else None
-            self._drops_due = 0.0
             self.lost: dict[int, int] = (
                 dict.fromkeys(range(self._drops.ncpus), 0) if self._drops else {}
             )
@@ -224,15 +175,7 @@ class RingBufReader(EpollReader):
             ) from exc
 
     def _drain(self) -> list[Record]:
-        records = self._ring.read()
-        # the drops map costs a syscall: read it when the ring is empty (so a final loss
-        # is never missed) and otherwise at most every max_latency s
-        if self._drops is not None and (not records or time.monotonic() >= self._drops_due):
-            self._drops_due = time.monotonic() + self.max_latency
-            for rec in self._drops.increases():
-                self.lost[rec.cpu] += rec.count
-                records.append(rec)
-        return records
+        return self._add_drops(self._ring.read())
 
     def _release(self) -> None:
         """Unmap the ring; the map fds stay with their owner."""
