@@ -21,8 +21,11 @@ import pytest
 from test_cli import ENV, _wait_for_capture, jsonl, run
 
 import ebpfwire
-from ebpfwire.kernel.monitor import Monitor
-from ebpfwire.kernel.perf import Lost, Sample
+from ebpfwire import machine
+from ebpfwire.kernel import syscalls
+from ebpfwire.kernel.monitor import Monitor, default_transport
+from ebpfwire.kernel.perf import Lost, PerfReader, Sample
+from ebpfwire.kernel.ringbuf import RingBufReader, default_ring_bytes, kernel_has_ringbuf
 
 pytestmark = pytest.mark.live
 HOST_PID = struct.Struct("<I")  # classic header: host_pid at byte 20
@@ -290,3 +293,20 @@ def test_record_stopped_right_after_a_burst_counts_every_event(tmp_path: Path, t
     assert info["lost"] > 0 and bad == closes
     assert closes + info["lost"] == BURST
     assert f"recorded {closes} events ({info['lost']} lost)" in err
+
+
+def test_default_ring_bytes_follow_the_cpus():
+    assert [default_ring_bytes(n) for n in (1, 2, 3, 4, 16)] == [
+        8 << 20, 8 << 20, 16 << 20, 16 << 20, 64 << 20]
+
+
+def test_the_default_is_the_ring_buffer_where_the_kernel_has_one():
+    assert kernel_has_ringbuf()  # Linux 5.8 and later; this machine runs 6.18
+    assert default_transport() == "ringbuf"
+    with Monitor(events=["close"]) as mon:
+        assert mon.transport == "ringbuf" and type(mon.reader) is RingBufReader
+        ring = syscalls.map_info(mon.events_map_fd)
+        assert ring.max_entries == mon.ring_bytes == default_ring_bytes(
+            len(machine.online_cpus()))
+    with Monitor(events=["close"], transport="perf") as mon:
+        assert type(mon.reader) is PerfReader and mon.reader.page_count == 1024

@@ -20,7 +20,9 @@ after the records were copied out, so the kernel never overwrites bytes we have 
 
 from __future__ import annotations
 
+import functools
 import mmap
+import os
 import select
 import struct
 from collections import deque
@@ -51,8 +53,33 @@ RingBufRecordHeader = Struct(
     "pg_off" / Int32ul,  # pages from the ring's start to the header (kernel bookkeeping)
 )
 
+# the ring buffer's size per online CPU: one ring takes what every CPU produces, so it holds
+# what the perf transport's per-CPU rings hold together (4 MiB each); 8 MiB at least
+RINGBUF_BYTES_PER_CPU = 4 << 20
+RINGBUF_BYTES_MIN = 8 << 20
+
 _U32 = struct.Struct("<I")
 _LEN_MASK = ~(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT) & 0xFFFFFFFF
+
+
+@functools.cache
+def kernel_has_ringbuf() -> bool:
+    """Whether this kernel creates ``BPF_MAP_TYPE_RINGBUF`` maps (Linux 5.8 and later): a
+    one-page ring is created and closed."""
+    try:
+        fd = syscalls.map_create(syscalls.BPF_MAP_TYPE_RINGBUF, 0, 0, PAGE_SIZE,
+                                 name="ebpfwire_probe")
+    except syscalls.BpfSyscallError:
+        return False
+    os.close(fd)
+    return True
+
+
+def default_ring_bytes(cpus: int) -> int:
+    """The ring buffer's default size for ``cpus`` online CPUs: 4 MiB each, at least 8 MiB,
+    rounded up to a power of two (what the map accepts)."""
+    want = max(RINGBUF_BYTES_MIN, RINGBUF_BYTES_PER_CPU * cpus)
+    return 1 << (want - 1).bit_length()
 
 
 class RingBufRing:
