@@ -1210,36 +1210,26 @@ static __always_inline __u32 fd_digits(__u32 fd)
 
 /* execveat's path from bprm->filename: the caller's string when dirfd is
  * AT_FDCWD or the path absolute; otherwise the kernel made it "/dev/fd/N/path"
- * (the caller's path follows the prefix) or "/dev/fd/N" (AT_EMPTY_PATH: "") */
+ * (the caller's path follows the prefix) or "/dev/fd/N" (AT_EMPTY_PATH: "").
+ * Few branches on the bytes: each one doubled what the verifier walks after */
+#define DEV_FD_PREFIX 0x2f64662f7665642fULL /* "/dev/fd/" as a little-endian u64 */
+
 static __always_inline void put_execveat_path(struct writer *w, const char *filename, int dirfd)
 {
-	char head[32] = {};
-	__u32 digits, v = dirfd, at;
-	int made = 1;
+	__u64 prefix = 0;
+	__u32 at = 0;
+	char c = 1;
 
-	if (dirfd < 0) { /* AT_FDCWD; any other negative dirfd fails the exec */
-		put_kernel_str(w, filename);
-		return;
+	if (dirfd >= 0) {
+		bpf_probe_read_kernel(&prefix, sizeof(prefix), filename);
+		at = 8 + fd_digits(dirfd);
+		bpf_probe_read_kernel(&c, 1, filename + at);
+		if (prefix != DEV_FD_PREFIX || (c != '/' && c != 0))
+			at = 0; /* an absolute path of the caller's */
+		else if (c == '/')
+			at++; /* "/dev/fd/N/path": path; "/dev/fd/N": its NUL, "" */
 	}
-	bpf_probe_read_kernel_str(head, 20, filename);
-	made = head[0] == '/' && head[1] == 'd' && head[2] == 'e' && head[3] == 'v' &&
-	       head[4] == '/' && head[5] == 'f' && head[6] == 'd' && head[7] == '/';
-	digits = fd_digits(v);
-#pragma unroll
-	for (int k = 0; k < 10; k++) {
-		if (k < digits) {
-			if (head[(8 + digits - 1 - k) & 31] != '0' + v % 10)
-				made = 0;
-			v /= 10;
-		}
-	}
-	at = (8 + digits) & 31;
-	if (made && head[at] == '/')
-		put_kernel_str(w, filename + at + 1);
-	else if (made && head[at] == 0)
-		put_empty_str(w);
-	else
-		put_kernel_str(w, filename);
+	put_kernel_str(w, filename + opaque(at));
 }
 
 SEC("raw_tracepoint/sched_process_exec")
