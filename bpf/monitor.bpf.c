@@ -594,9 +594,11 @@ static __always_inline void put_user_str_arr(struct writer *w, __u64 argv)
 			w->faulted = argv != 0; /* a NULL argv is an empty one */
 			goto close;
 		}
-		if (!p)
+		/* an element not readable ends the array: the exec's entry event then
+		 * waits (exec_pending) and is read again where the pages are present;
+		 * going on past it tripled what the verifier walks */
+		if (!p || put_user_str(w, p) <= 0)
 			goto close;
-		put_user_str(w, p);
 	}
 	p = 0;
 	bpf_probe_read_user(&p, sizeof(p), (const void *)(argv + MAX_STR_ARR_ELEM * sizeof(p)));
