@@ -177,20 +177,22 @@ struct saved_args {
 	__u32 pad;
 };
 
-#ifdef EBPFWIRE_RINGBUF
-/* the ring buffer transport: one ring for all CPUs, sized by the loader
- * (max_entries = ring bytes); a failed output is counted per CPU in
- * ringbuf_drops (key 0), which the reader reports as lost records */
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-} events SEC(".maps");
-
+/* failed outputs, per CPU (key 0), on both transports: the reader reports
+ * their increases as lost records. The ring buffer has no lost records of its
+ * own; perf's come only once the next sample fits, never after the last one */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, __u64);
-} ringbuf_drops SEC(".maps");
+} drops SEC(".maps");
+
+#ifdef EBPFWIRE_RINGBUF
+/* the ring buffer transport: one ring for all CPUs, sized by the loader
+ * (max_entries = ring bytes) */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+} events SEC(".maps");
 #else
 struct {
 	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
@@ -252,6 +254,25 @@ struct {
 	__type(key, __u32);
 	__type(value, struct exe_path);
 } exe_paths SEC(".maps");
+
+/* an exec whose strings were not readable at entry (pages not present: a
+ * forked child's untouched .rodata), keyed by thread id: its header as it was
+ * at entry, then its entry event is written at sched_process_exec from the
+ * new image or, when the exec fails, at the syscall's exit */
+struct exec_pending {
+	__u64 path;  /* the user pointers, for the exit of a failed exec */
+	__u64 argv;
+	__u32 dirfd;
+	__u32 flags;
+	struct event_header h;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 10240);
+	__type(key, __u32);
+	__type(value, struct exec_pending);
+} exec_pending SEC(".maps");
 
 /* the process tree of the pid filter: host tgids whose events are kept. The
  * loader seeds the traced process (and its living descendants); tree__fork adds
@@ -336,6 +357,7 @@ static __always_inline int wanted(const struct monitor_config *cfg)
 struct writer {
 	struct scratch *b;
 	__u32 off;
+	__u32 faulted; /* a user read failed: a string or an argv pointer not readable */
 };
 
 /* fills the header of the current task; 0 if the event must not be written */
@@ -392,6 +414,7 @@ static __always_inline int begin_event(struct writer *w, __u32 event_id, __u32 a
 	h->mnt_id = inum == cfg->host_mntns_inum ? 0 : inum;
 
 	w->off = sizeof(struct event_header);
+	w->faulted = 0;
 	return 1;
 }
 
@@ -460,6 +483,7 @@ static __always_inline void put_int(struct writer *w, __u64 value)
 static __always_inline void end_str(struct writer *w, long size)
 {
 	if (size <= 0) {
+		w->faulted = 1;
 		*(int *)&w->b->data[off_within(w, sizeof(int))] = 0;
 		w->off += sizeof(int);
 		return;
@@ -469,13 +493,14 @@ static __always_inline void end_str(struct writer *w, long size)
 }
 
 /* STR_T from user memory: tag, then s32 size (NUL included) and the bytes;
- * a failed read gives size 0 and no bytes (end_str) */
-static __always_inline void put_user_str(struct writer *w, __u64 ptr)
+ * a failed read gives size 0 and no bytes (end_str). Returns the size read
+ * (<= 0: failed, or no room) */
+static __always_inline long put_user_str(struct writer *w, __u64 ptr)
 {
 	long size;
 
 	if (!fits_str(w))
-		return;
+		return 0;
 	put_tag(w, STR_T);
 	if (w->off != LAST_STR_OFF) {
 		size = bpf_probe_read_user_str(&w->b->data[off_within(w, MAX_STRING_SIZE + sizeof(int)) +
@@ -486,6 +511,7 @@ static __always_inline void put_user_str(struct writer *w, __u64 ptr)
 		                        MAX_STRING_SIZE - 1, (const void *)ptr);
 	}
 	end_str(w, size);
+	return size;
 }
 
 /* the same for a kernel string (the resolved filename of sched_process_exec) */
@@ -521,10 +547,36 @@ static __always_inline void put_empty_str(struct writer *w)
 	w->off += 5;
 }
 
+/* the element "..." after 20 (immediate stores: no .rodata) */
+static __always_inline void put_ellipsis(struct writer *w)
+{
+	__u64 o;
+
+	if (!fits_fixed(w))
+		return;
+	put_tag(w, STR_T);
+	o = off_within(w, 8);
+	*(int *)&w->b->data[o] = 4;
+	w->b->data[o + 4] = '.';
+	w->b->data[o + 5] = '.';
+	w->b->data[o + 6] = '.';
+	w->b->data[o + 7] = 0;
+	w->off += 8;
+}
+
+/* the closing tag is part of the argument, not an argument of its own:
+ * written whenever the buffer has a byte left, so a nearly full buffer
+ * still ends with a complete array */
+static __always_inline void close_str_arr(struct writer *w)
+{
+	if (w->off < MAX_BUFFER_SIZE)
+		put_tag(w, STR_ARR_T);
+}
+
 /* argv: opening tag 11, up to 20 STR_T, "..." when there are more, closing tag 11 */
 static __always_inline void put_user_str_arr(struct writer *w, __u64 argv)
 {
-	__u64 p, o;
+	__u64 p;
 
 	if (!fits_fixed(w))
 		return;
@@ -538,29 +590,51 @@ static __always_inline void put_user_str_arr(struct writer *w, __u64 argv)
 		 * unrolled loop then costs thousands of steps, not 300,000 */
 		w->off = opaque(w->off);
 		p = 0;
-		if (bpf_probe_read_user(&p, sizeof(p), (const void *)(argv + i * sizeof(p))) || !p)
+		if (bpf_probe_read_user(&p, sizeof(p), (const void *)(argv + i * sizeof(p)))) {
+			w->faulted = argv != 0; /* a NULL argv is an empty one */
 			goto close;
-		put_user_str(w, p);
+		}
+		/* an element not readable ends the array: the exec's entry event then
+		 * waits (exec_pending) and is read again where the pages are present;
+		 * going on past it tripled what the verifier walks */
+		if (!p || put_user_str(w, p) <= 0)
+			goto close;
 	}
 	p = 0;
 	bpf_probe_read_user(&p, sizeof(p), (const void *)(argv + MAX_STR_ARR_ELEM * sizeof(p)));
-	if (p && fits_fixed(w)) {
-		/* the element "..." built with immediate stores (no .rodata) */
-		put_tag(w, STR_T);
-		o = off_within(w, 8);
-		*(int *)&w->b->data[o] = 4;
-		w->b->data[o + 4] = '.';
-		w->b->data[o + 5] = '.';
-		w->b->data[o + 6] = '.';
-		w->b->data[o + 7] = 0;
-		w->off += 8;
-	}
+	if (p)
+		put_ellipsis(w);
 close:
-	/* the closing tag is part of the argument, not an argument of its own:
-	 * written whenever the buffer has a byte left, so a nearly full buffer
-	 * still ends with a complete array */
-	if (w->off < MAX_BUFFER_SIZE)
-		put_tag(w, STR_ARR_T);
+	close_str_arr(w);
+}
+
+/* argv as the new image holds it (sched_process_exec): the NUL-separated
+ * strings from mm->arg_start to mm->arg_end, which the kernel copied onto the
+ * new stack, so its pages are present. The same shape as put_user_str_arr;
+ * an element of 4096 bytes or more ends the array (where the next one starts
+ * is not known without reading the rest) */
+static __always_inline void put_new_argv(struct writer *w, __u64 p, __u64 end)
+{
+	long size;
+
+	if (!fits_fixed(w))
+		return;
+	put_tag(w, STR_ARR_T);
+
+#pragma unroll
+	for (int i = 0; i < MAX_STR_ARR_ELEM; i++) {
+		w->off = opaque(w->off); /* as in put_user_str_arr */
+		if (p >= end)
+			goto close;
+		size = put_user_str(w, p);
+		if (size <= 0 || size >= MAX_STRING_SIZE)
+			goto close;
+		p += size;
+	}
+	if (p < end)
+		put_ellipsis(w);
+close:
+	close_str_arr(w);
 }
 
 /* SOCKADDR_T from user memory, sized by the family; NULL pointer => nothing */
@@ -592,6 +666,15 @@ static __always_inline void put_user_sockaddr(struct writer *w, __u64 ptr)
 	w->off += size;
 }
 
+static __always_inline void count_drop(void)
+{
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&drops, &zero);
+
+	if (n)
+		*n += 1; /* per-CPU value: no other writer */
+}
+
 /* submits `offset & (MAX_BUFFER_SIZE - 1)` bytes, plus up to 7 zero bytes
  * (the ring buffer build submits the very same bytes, so both transports hand
  * the reader identical samples):
@@ -615,15 +698,11 @@ static __always_inline int submit(void *ctx, struct writer *w)
 	__u64 wakeup = waiting >= bpf_ringbuf_query(&events, BPF_RB_RING_SIZE) / 4 ?
 		BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 
-	if (bpf_ringbuf_output(&events, w->b->data, size, wakeup)) {
-		__u32 zero = 0;
-		__u64 *drops = bpf_map_lookup_elem(&ringbuf_drops, &zero);
-
-		if (drops)
-			*drops += 1; /* per-CPU value: no other writer */
-	}
+	if (bpf_ringbuf_output(&events, w->b->data, size, wakeup))
+		count_drop();
 #else
-	bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, w->b->data, size);
+	if (bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, w->b->data, size))
+		count_drop();
 #endif
 	return 0;
 }
@@ -967,7 +1046,56 @@ SYSCALL_EXIT(listen, listen, 50, EV_LISTEN, MASK_LISTEN)
 	put_int(w, a->args[1]);
 }
 
-/* ---- exec: an entry event with the arguments, an exit event with the result */
+/* ---- exec: an entry event with the arguments, an exit event with the result
+ * The entry event reads path and argv at sys_enter, as KubeArmor does. When a
+ * read fails (the pages are not present yet: the kernel faults them in later,
+ * while it copies them), the event is not written then: its header and
+ * pointers wait in exec_pending, and the entry event is written, with the same
+ * header and the same arguments, at sched_process_exec from the new image
+ * (bprm->filename and the argv on the new stack) or, when the exec fails, at
+ * sys_exit from the caller's memory, before the exit event. */
+
+/* keeps an entry event whose strings were not readable; 0 = nothing kept */
+static __always_inline int exec_defer(const struct writer *w, __u64 path, __u64 argv,
+				      __u32 dirfd, __u32 flags)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct exec_pending *p;
+	struct exec_pending zero = {};
+
+	if (bpf_map_update_elem(&exec_pending, &tid, &zero, BPF_ANY))
+		return 0;
+	p = bpf_map_lookup_elem(&exec_pending, &tid);
+	if (!p)
+		return 0;
+	p->path = path;
+	p->argv = argv;
+	p->dirfd = dirfd;
+	p->flags = flags;
+	__builtin_memcpy(&p->h, w->b->data, sizeof(p->h));
+	return 1;
+}
+
+/* the entry event kept for thread `tid` (if it is `event_id`'s), its header
+ * back in the scratch buffer and removed from the map; 0 = none */
+static __always_inline int exec_resume(struct writer *w, __u32 tid, __u32 event_id,
+				       struct exec_pending *out)
+{
+	struct exec_pending *p = bpf_map_lookup_elem(&exec_pending, &tid);
+	__u32 zero = 0;
+
+	if (!p || p->h.event_id != event_id)
+		return 0;
+	*out = *p;
+	bpf_map_delete_elem(&exec_pending, &tid);
+	w->b = bpf_map_lookup_elem(&scratch, &zero);
+	if (!w->b)
+		return 0;
+	__builtin_memcpy(w->b->data, &out->h, sizeof(out->h));
+	w->off = sizeof(struct event_header);
+	w->faulted = 0;
+	return 1;
+}
 
 /* the arguments are read from the registers before begin_event: the writer
  * then holds the scratch buffer and the config pointer is out of scope */
@@ -985,14 +1113,25 @@ static __always_inline int execve__enter(struct bpf_raw_tracepoint_args *ctx)
 		return 0;
 	put_user_str(&w, filename);
 	put_user_str_arr(&w, argv);
+	if (w.faulted && exec_defer(&w, filename, argv, 0, 0))
+		return 0;
 	return submit(ctx, &w);
 }
 
+/* a failed exec: the entry event kept, from the caller's memory now */
 static __always_inline int execve__exit(struct bpf_raw_tracepoint_args *ctx)
 {
+	struct exec_pending p;
 	struct writer w;
 
-	if (!event_on(EV_EXECVE) || !begin_event(&w, EV_EXECVE, argnum_of(MASK_NONE), (long)ctx->args[1]))
+	if (!event_on(EV_EXECVE))
+		return 0;
+	if (exec_resume(&w, (__u32)bpf_get_current_pid_tgid(), EV_EXECVE, &p)) {
+		put_user_str(&w, p.path);
+		put_user_str_arr(&w, p.argv);
+		submit(ctx, &w);
+	}
+	if (!begin_event(&w, EV_EXECVE, argnum_of(MASK_NONE), (long)ctx->args[1]))
 		return 0;
 	return submit(ctx, &w);
 }
@@ -1015,15 +1154,99 @@ static __always_inline int execveat__enter(struct bpf_raw_tracepoint_args *ctx)
 	put_user_str(&w, path);
 	put_user_str_arr(&w, argv);
 	put_u32(&w, EXEC_FLAGS_T, flags);
+	if (w.faulted && exec_defer(&w, path, argv, dirfd, flags))
+		return 0;
 	return submit(ctx, &w);
 }
 
 static __always_inline int execveat__exit(struct bpf_raw_tracepoint_args *ctx)
 {
+	struct exec_pending p;
 	struct writer w;
 
-	if (!event_on(EV_EXECVEAT) || !begin_event(&w, EV_EXECVEAT, argnum_of(MASK_NONE), (long)ctx->args[1]))
+	if (!event_on(EV_EXECVEAT))
 		return 0;
+	if (exec_resume(&w, (__u32)bpf_get_current_pid_tgid(), EV_EXECVEAT, &p)) {
+		put_int(&w, p.dirfd);
+		put_user_str(&w, p.path);
+		put_user_str_arr(&w, p.argv);
+		put_u32(&w, EXEC_FLAGS_T, p.flags);
+		submit(ctx, &w);
+	}
+	if (!begin_event(&w, EV_EXECVEAT, argnum_of(MASK_NONE), (long)ctx->args[1]))
+		return 0;
+	return submit(ctx, &w);
+}
+
+/* argv on the new image's stack: [mm->arg_start, mm->arg_end) of current */
+static __always_inline void put_exec_argv(struct writer *w, const struct monitor_config *cfg)
+{
+	__u64 mm = read_u64(bpf_get_current_task(), cfg->task_mm);
+
+	put_new_argv(w, read_u64(mm, cfg->mm_arg_start), read_u64(mm, cfg->mm_arg_end));
+}
+
+/* the entry event of an execve kept at entry, from the new image: the path is
+ * bprm->filename, the caller's string as getname() copied it (execve passes
+ * AT_FDCWD, so the kernel keeps it as given) */
+SEC("raw_tracepoint/sched_process_exec")
+int execve__exec(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct monitor_config *cfg = get_config();
+	struct exec_pending p;
+	struct writer w;
+
+	if (!cfg || !exec_resume(&w, (__u32)ctx->args[1], EV_EXECVE, &p)) /* old_pid */
+		return 0;
+	put_kernel_str(&w, exec_filename(cfg, ctx));
+	put_exec_argv(&w, cfg);
+	return submit(ctx, &w);
+}
+
+/* digits of a non-negative fd (at most 10) */
+static __always_inline __u32 fd_digits(__u32 fd)
+{
+	return 1 + (fd >= 10) + (fd >= 100) + (fd >= 1000) + (fd >= 10000) + (fd >= 100000) +
+	       (fd >= 1000000) + (fd >= 10000000) + (fd >= 100000000) + (fd >= 1000000000);
+}
+
+/* execveat's path from bprm->filename: the caller's string when dirfd is
+ * AT_FDCWD or the path absolute; otherwise the kernel made it "/dev/fd/N/path"
+ * (the caller's path follows the prefix) or "/dev/fd/N" (AT_EMPTY_PATH: "").
+ * Few branches on the bytes: each one doubled what the verifier walks after */
+#define DEV_FD_PREFIX 0x2f64662f7665642fULL /* "/dev/fd/" as a little-endian u64 */
+
+static __always_inline void put_execveat_path(struct writer *w, const char *filename, int dirfd)
+{
+	__u64 prefix = 0;
+	__u32 at = 0;
+	char c = 1;
+
+	if (dirfd >= 0) {
+		bpf_probe_read_kernel(&prefix, sizeof(prefix), filename);
+		at = 8 + fd_digits(dirfd);
+		bpf_probe_read_kernel(&c, 1, filename + at);
+		if (prefix != DEV_FD_PREFIX || (c != '/' && c != 0))
+			at = 0; /* an absolute path of the caller's */
+		else if (c == '/')
+			at++; /* "/dev/fd/N/path": path; "/dev/fd/N": its NUL, "" */
+	}
+	put_kernel_str(w, filename + opaque(at));
+}
+
+SEC("raw_tracepoint/sched_process_exec")
+int execveat__exec(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct monitor_config *cfg = get_config();
+	struct exec_pending p;
+	struct writer w;
+
+	if (!cfg || !exec_resume(&w, (__u32)ctx->args[1], EV_EXECVEAT, &p))
+		return 0;
+	put_int(&w, p.dirfd);
+	put_execveat_path(&w, exec_filename(cfg, ctx), (int)p.dirfd);
+	put_exec_argv(&w, cfg);
+	put_u32(&w, EXEC_FLAGS_T, p.flags);
 	return submit(ctx, &w);
 }
 

@@ -52,6 +52,10 @@ struct monitor_config {
 	__u32 sk_dport;             /* offsetof(struct sock, __sk_common.skc_dport), __be16 */
 	__u32 sk_daddr;             /* offsetof(struct sock, __sk_common.skc_daddr), __be32 */
 	__u32 sk_v6_daddr;          /* offsetof(struct sock, __sk_common.skc_v6_daddr), 16 bytes */
+	/* the exec strings read from the new image at sched_process_exec */
+	__u32 task_mm;              /* offsetof(struct task_struct, mm), struct mm_struct * */
+	__u32 mm_arg_start;         /* offsetof(struct mm_struct, arg_start): argv's first byte */
+	__u32 mm_arg_end;           /* offsetof(struct mm_struct, arg_end): past argv's last NUL */
 	/* the comm filter */
 	__u32 filter_comm;          /* 0 = every task; 1 = only tasks whose current comm equals `comm` */
 	char comm[16];              /* NUL-padded, compared on all 16 bytes */

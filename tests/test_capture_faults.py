@@ -247,8 +247,9 @@ def test_an_argv_in_pages_not_faulted_in_is_no_damage(tmp_path):
     """Why `test_record_ctrl_c_leaves_a_complete_file_and_nothing_in_the_kernel` flaked
     ("14 damaged samples", no damaged record): a process anywhere on the machine that execs
     with argv in pages not yet faulted in made the monitor fail the string read, and it
-    left an orphan tag. Since issue 17 it writes a size-0 string there: the element is
-    "" and the sample is whole."""
+    left an orphan tag. Since issue 17 it wrote a size-0 string there (the element ""),
+    and since issue 19 the entry event waits for the exec and reads argv from the new
+    image: the element is whole, and so is the sample."""
     from ebpfwire import decode
     from ebpfwire.kernel.monitor import Monitor
 
@@ -274,4 +275,4 @@ def test_an_argv_in_pages_not_faulted_in_is_no_damage(tmp_path):
     entries = [e for e in events if e.host_pid == child.pid and e.argnum == 2]
     assert entries, "no execve entry event of the child"
     assert all(not e.errors for e in events)
-    assert [e.args[1].value for e in entries] == [[""]]
+    assert [e.args[1].value for e in entries] == [["argv-in-an-untouched-page"]]

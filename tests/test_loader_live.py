@@ -39,7 +39,7 @@ def test_bundled_object_maps_and_programs():
     obj = read_object(OBJECT)
     assert obj.license == "GPL"
     assert obj.maps["events"].type == syscalls.BPF_MAP_TYPE_PERF_EVENT_ARRAY
-    assert obj.maps["config"].value_size == MonitorConfig.sizeof() == 35 * 4 + 16
+    assert obj.maps["config"].value_size == MonitorConfig.sizeof() == 38 * 4 + 16
     assert obj.maps["config"].max_entries == 1
     dispatchers = {p.name: p.section for p in obj.programs if p.event == "sys"}
     assert dispatchers == {"sys__enter": "raw_tracepoint/sys_enter",

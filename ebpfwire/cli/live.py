@@ -169,7 +169,7 @@ def open_monitor(args: argparse.Namespace):
     from ebpfwire.kernel.errors import LoaderError
     from ebpfwire.kernel.monitor import Monitor
 
-    if args.ring_pages is not None and args.transport != "perf":
+    if args.ring_pages is not None and args.transport == "ringbuf":
         raise UsageError("--ring-pages sizes the per-CPU perf rings; give --ring-bytes with "
                          f"--transport {args.transport}")
     events = names_list(args.events) or None

@@ -167,15 +167,16 @@ def live_options() -> argparse.ArgumentParser:
     follow_forks_option(live)
     live.add_argument("--comm", type=comm_type, metavar="NAME",
                       help="only tasks with this name (exact, as the kernel keeps it)")
-    live.add_argument("--transport", choices=("perf", "ringbuf"), default="perf",
-                      help="perf: per-CPU perf rings, as KubeArmor (default); ringbuf: one "
-                           "BPF ring buffer for all CPUs")
+    live.add_argument("--transport", choices=("perf", "ringbuf"),
+                      help="perf: per-CPU perf rings, as KubeArmor; ringbuf: one BPF ring "
+                           "buffer for all CPUs (default where the kernel has it, else perf)")
     size = live.add_mutually_exclusive_group()
     size.add_argument("--ring-pages", type=ring_pages_type, metavar="N",
                       help="perf ring data pages per CPU (a power of two)")
     size.add_argument("--ring-bytes", type=ring_bytes_type, metavar="N",
                       help="ring size in bytes, a power of two (per CPU for perf, the whole "
-                           "ring for ringbuf; default 4 MiB per CPU, 8 MiB)")
+                           "ring for ringbuf; default 4 MiB per CPU for either: one perf "
+                           "ring each, or one ring buffer of at least 8 MiB)")
     return live
 
 

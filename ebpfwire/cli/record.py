@@ -238,18 +238,18 @@ def cmd_record(args: argparse.Namespace) -> int:
                 if command is not None:
                     command.release()
                 reader = monitor.reader
-                while not end.done():
-                    new, gone = _write_batch(writer, reader.read_batch(timeout=end.wait(0.2)),
-                                             resolve)
-                    events, lost = events + new, lost + gone
-                    writer.flush()  # whole records, at least once per loop (<= 0.2 s)
-                    status.recording(events, lost)
-                while end.tree_ended:  # nothing more comes: what the rings hold, then stop
-                    batch = reader.read_batch(timeout=0)
-                    if not batch:
+                stopped = False  # detached: what the rings hold is read, then we are done
+                while True:
+                    if not stopped and end.done():
+                        monitor.stop()
+                        stopped = True
+                    batch = reader.read_batch(timeout=0 if stopped else end.wait(0.2))
+                    if stopped and not batch:
                         break
                     new, gone = _write_batch(writer, batch, resolve)
                     events, lost = events + new, lost + gone
+                    writer.flush()  # whole records, at least once per loop (<= 0.2 s)
+                    status.recording(events, lost)
                 hint = loss_hint(monitor, lost)
             writer.close()
         except CaptureWriteError as exc:

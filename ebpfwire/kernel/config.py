@@ -49,6 +49,9 @@ MonitorConfig = Struct(
     "sk_dport" / Int32ul,
     "sk_daddr" / Int32ul,
     "sk_v6_daddr" / Int32ul,
+    "task_mm" / Int32ul,
+    "mm_arg_start" / Int32ul,
+    "mm_arg_end" / Int32ul,
     "filter_comm" / Int32ul,
     "comm" / Bytes(16),
 )
@@ -77,6 +80,9 @@ _OFFSETS = {
     "sk_dport": ("sock", "__sk_common.skc_dport"),
     "sk_daddr": ("sock", "__sk_common.skc_daddr"),
     "sk_v6_daddr": ("sock", "__sk_common.skc_v6_daddr"),
+    "task_mm": ("task_struct", "mm"),
+    "mm_arg_start": ("mm_struct", "arg_start"),
+    "mm_arg_end": ("mm_struct", "arg_end"),
 }
 # the syscall argument registers 0-5 and the syscall number in struct pt_regs, per machine
 _SYSCALL_REGS = {

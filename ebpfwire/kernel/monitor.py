@@ -13,7 +13,7 @@ from ebpfwire.kernel.btf import Btf
 from ebpfwire.kernel.collection import ProgramCollection
 from ebpfwire.kernel.config import build_config
 from ebpfwire.kernel.elf import BpfObject, ProgramSpec, read_object
-from ebpfwire.kernel.ringbuf import RingBufReader
+from ebpfwire.kernel.ringbuf import RingBufReader, default_ring_bytes, kernel_has_ringbuf
 from ebpfwire.wire.catalogue import DO_EXIT
 from ebpfwire.wire.names import syscall_number
 
@@ -44,7 +44,12 @@ PID_MAX = 0xFFFFFFFF
 
 
 TRANSPORTS = ("perf", "ringbuf")
-DEFAULT_RINGBUF_BYTES = 8 * 1024 * 1024  # one ring for all CPUs: the perf default, 2 CPUs
+
+
+def default_transport() -> str:
+    """"ringbuf" where the kernel has BPF ring buffers, else "perf": both lose nothing the
+    reader can keep (docs/benchmarks.md), the ring buffer gives one global order."""
+    return "ringbuf" if kernel_has_ringbuf() else "perf"
 
 
 def bundled_object(transport: str = "perf") -> Path:
@@ -116,12 +121,14 @@ class Monitor:
     process and all its descendants (like ``strace -f``: living ones and every process
     forked below it while the monitor runs), ``comm`` only tasks whose current name
     (``comm``, at most 15 bytes) equals it, ``ignore_self`` drops our own process's events,
-    ``transport`` is "perf" (the perf array of KubeArmor, the default) or "ringbuf" (one
-    BPF ring buffer for all CPUs, events in one global order); both hand the reader the
-    same sample bytes. ``page_count`` sizes each CPU's perf ring (default
-    ``perf.DEFAULT_PAGE_COUNT``); ``ring_bytes`` sizes either transport in bytes (per CPU
-    for perf, the whole ring for ringbuf, default 8 MiB), rounded up to a power-of-two
-    number of pages.
+    ``transport`` is "perf" (the perf array of KubeArmor) or "ringbuf" (one BPF ring
+    buffer for all CPUs, events in one global order), by default the ring buffer where
+    the kernel has it (:func:`default_transport`); both hand the reader the same sample
+    bytes. ``page_count`` sizes each CPU's perf ring (default ``perf.DEFAULT_PAGE_COUNT``;
+    given without a transport, it asks for perf);
+    ``ring_bytes`` sizes either transport in bytes (per CPU for perf, the whole ring for
+    ringbuf, default 4 MiB per online CPU and at least 8 MiB), rounded up to a
+    power-of-two number of pages.
     ``close()`` (or leaving the ``with`` block) removes everything from the kernel.
     """
 
@@ -134,21 +141,24 @@ class Monitor:
         object_path: str | Path | None = None,
         *,
         comm: str | bytes | None = None,
-        transport: str = "perf",
+        transport: str | None = None,
         ring_bytes: int | None = None,
     ) -> None:
         if pid is not None and not 0 < pid <= PID_MAX:
             raise ValueError(f"pid must be between 1 and {PID_MAX}, got {pid}")
         if pid is not None:
             machine.require_process(pid)
-        if transport not in TRANSPORTS:
+        if transport is not None and transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
         if ring_bytes is not None and (ring_bytes <= 0 or ring_bytes > 1 << 30):
             raise ValueError(f"ring_bytes must be between 1 and {1 << 30}, got {ring_bytes}")
         if ring_bytes is not None and page_count is not None:
             raise ValueError("give page_count or ring_bytes, not both")
+        # page_count sizes perf rings: given alone, it asks for them
+        transport = transport or ("perf" if page_count is not None else default_transport())
         self.transport = transport
-        self.ring_bytes = perf.PAGE_SIZE * perf.ring_pages(ring_bytes or DEFAULT_RINGBUF_BYTES)
+        self.ring_bytes = perf.PAGE_SIZE * perf.ring_pages(
+            ring_bytes or default_ring_bytes(len(machine.online_cpus())))
         if transport == "perf" and ring_bytes is not None:
             page_count = self.ring_bytes // perf.PAGE_SIZE
         self.object = read_object(object_path or bundled_object(transport))
@@ -204,12 +214,18 @@ class Monitor:
     def _open_reader(self, page_count: int | None) -> perf.PerfReader | RingBufReader:
         if self.transport == "ringbuf":
             return RingBufReader(
-                self.events_map_fd, self.ring_bytes, drops_map_fd=self.map_fds["ringbuf_drops"]
+                self.events_map_fd, self.ring_bytes, drops_map_fd=self.map_fds["drops"]
             )
-        return perf.PerfReader(self, page_count or perf.DEFAULT_PAGE_COUNT)
+        return perf.PerfReader(self, page_count or perf.DEFAULT_PAGE_COUNT,
+                               drops_map_fd=self.map_fds["drops"])
 
     def _build_config(self, filter_tgid: int, ignore_tgid: int, comm: str | bytes | None) -> bytes:
         return build_config(Btf.vmlinux(), filter_tgid, ignore_tgid, comm=comm)
+
+    def stop(self) -> None:
+        """Detach the programs: nothing more is written, the reader still holds what was
+        (read it until a batch comes back empty for every event and loss made)."""
+        self.collection.detach()
 
     def close(self) -> None:
         """Detach, then close the reader, programs and maps; idempotent."""

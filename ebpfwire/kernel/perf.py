@@ -156,6 +156,20 @@ def parse_records_with_schema(chunk: bytes, cpu: int) -> list[Record]:
     return out
 
 
+def word_at(buf: RingBuffer, offset: int) -> memoryview:
+    """The aligned u64 at ``offset`` of ``buf`` as a one-item native view.
+
+    Reading or writing ``[0]`` is one 8-byte load or store, so the kernel never sees half
+    of a new position: ``struct.pack_into("<Q")`` stores byte by byte, and a ring position
+    crossing a 16 MiB boundary (0x00FFFFF8 -> 0x01000010) then reads, for an instant, as
+    0x00000010, and a producer on another CPU found the ring full. Drop the view (or call
+    ``release()``) before closing an ``mmap``.
+    """
+    if offset % 8:
+        raise ValueError(f"a ring position is 8-byte aligned; offset {offset} is not")
+    return memoryview(buf)[offset : offset + 8].cast("Q")
+
+
 def ring_pages(ring_bytes: int) -> int:
     """Pages that hold ``ring_bytes``, rounded up to a power of two: what a perf ring's data
     area and a ring buffer map accept."""
@@ -178,6 +192,7 @@ class PerfRing:
         self.buf = buf
         self.cpu = cpu
         self.consumed = 0  # data_head at the last read_chunk(): the next data_tail
+        self._head, self._tail = word_at(buf, DATA_HEAD_AT), word_at(buf, DATA_TAIL_AT)
         meta = PerfMmapPage.parse(bytes(buf[:PAGE_SIZE]))
         self.data_offset = meta.data_offset or PAGE_SIZE
         self.data_size = meta.data_size or len(buf) - PAGE_SIZE
@@ -191,8 +206,8 @@ class PerfRing:
 
     def read_chunk(self) -> bytes:
         """Copy out everything between data_tail and data_head, reassembling a wrap."""
-        head = _U64.unpack_from(self.buf, DATA_HEAD_AT)[0]
-        tail = _U64.unpack_from(self.buf, DATA_TAIL_AT)[0]
+        head = self._head[0]
+        tail = self._tail[0]
         count = head - tail
         if count == 0:
             return b""
@@ -219,20 +234,71 @@ class PerfRing:
         if not chunk:
             return []
         records = parse_records(chunk, self.cpu)
-        _U64.pack_into(self.buf, DATA_TAIL_AT, self.consumed)
+        self._tail[0] = self.consumed
         return records
+
+    def release(self) -> None:
+        """Let go of the ring's memory (before its ``mmap`` is closed)."""
+        self._head.release()
+        self._tail.release()
 
 
 class _HasEventsMap(Protocol):
     events_map_fd: int
 
 
+class DropCounter:
+    """Per-CPU u64 drop counters in a map; :meth:`increases` says what grew since last time."""
+
+    def __init__(self, map_fd: int) -> None:
+        info = syscalls.map_info(map_fd)
+        self.map_fd = map_fd
+        self.ncpus = machine.possible_cpus()
+        if info.value_size != 8:
+            raise LoaderError(
+                f"drops map {info.name!r}: expected u64 values (value_size 8), found "
+                f"value_size {info.value_size}"
+            )
+        if info.type == syscalls.BPF_MAP_TYPE_PERCPU_ARRAY:
+            self._read = self._read_percpu
+        elif info.type == syscalls.BPF_MAP_TYPE_ARRAY:
+            self.ncpus = min(self.ncpus, info.max_entries)
+            self._read = self._read_array
+        else:
+            raise LoaderError(
+                f"drops map {info.name!r}: expected a PERCPU_ARRAY (type "
+                f"{syscalls.BPF_MAP_TYPE_PERCPU_ARRAY}) or an ARRAY (type "
+                f"{syscalls.BPF_MAP_TYPE_ARRAY}), found type {info.type}"
+            )
+        self._last = self._read()
+
+    def _read_percpu(self) -> list[int]:
+        raw = syscalls.map_lookup(self.map_fd, bytes(4), 8 * self.ncpus)
+        return list(struct.unpack(f"<{self.ncpus}Q", raw)) if raw else [0] * self.ncpus
+
+    def _read_array(self) -> list[int]:
+        out = []
+        for cpu in range(self.ncpus):
+            raw = syscalls.map_lookup(self.map_fd, _U32.pack(cpu), 8)
+            out.append(_U64.unpack(raw)[0] if raw else 0)
+        return out
+
+    def increases(self) -> list[Lost]:
+        """One ``Lost(cpu, n)`` per CPU whose counter grew by n since the last call."""
+        now = self._read()
+        pairs = enumerate(zip(now, self._last, strict=True))
+        lost = [Lost(cpu, n - o) for cpu, (n, o) in pairs if n > o]
+        self._last = now
+        return lost
+
+
 class EpollReader:
     """The ways to read kernel records, shared by the perf and ring buffer readers.
 
     A subclass sets ``closed``, ``lost`` (per CPU), ``max_latency``, ``_pending`` (a deque),
-    ``_epoll`` (registered on its fds) and implements ``_drain()`` (every record available
-    now, without waiting) and ``_release()`` (what it holds besides the epoll).
+    ``_epoll`` (registered on its fds), ``_drops`` (a :class:`DropCounter` or None) and
+    implements ``_drain()`` (every record available now, without waiting) and
+    ``_release()`` (what it holds besides the epoll).
     """
 
     closed: bool
@@ -240,6 +306,21 @@ class EpollReader:
     max_latency: float
     _pending: deque[Record]
     _epoll: select.epoll
+    _drops: DropCounter | None
+    _drops_due: float = 0.0
+
+    def _add_drops(self, records: list[Record]) -> list[Record]:
+        """``records`` and a ``Lost`` per CPU whose drop counter grew.
+
+        The counter costs a syscall: it is read when the walk found nothing (so a loss at
+        the very end is never missed) and otherwise at most every ``max_latency`` s.
+        """
+        if self._drops is not None and (not records or time.monotonic() >= self._drops_due):
+            self._drops_due = time.monotonic() + self.max_latency
+            for rec in self._drops.increases():
+                self.lost[rec.cpu] += rec.count
+                records.append(rec)
+        return records
 
     def _drain(self) -> list[Record]:
         raise NotImplementedError
@@ -317,7 +398,12 @@ class PerfReader(EpollReader):
     ``page_count`` data pages per CPU (a power of two). The kernel wakes the reader when
     ``wakeup_bytes`` are waiting (default: a quarter of the ring; 0 = after every
     record, which costs the traced process a wakeup per event and halves throughput).
-    ``lost`` counts dropped samples per CPU, exactly as the kernel reported them.
+    ``lost`` counts dropped samples per CPU, exactly as the kernel reported them; but the
+    kernel writes a LOST record only once the next sample fits in that CPU's ring, so a
+    loss at the very end of a run is never reported. Given ``drops_map_fd`` (the program
+    counts its failed ``bpf_perf_event_output`` calls there, as for the ring buffer), the
+    reader reports the counter's increases instead and ignores the kernel's LOST records
+    (they count the same failures, late): received + lost = made to the last event.
     """
 
     def __init__(
@@ -327,6 +413,7 @@ class PerfReader(EpollReader):
         cpus: Iterable[int] | None = None,
         wakeup_bytes: int | None = None,
         max_latency: float = DEFAULT_MAX_LATENCY,
+        drops_map_fd: int | None = None,
     ) -> None:
         if page_count < 1 or page_count & (page_count - 1):
             raise ValueError(f"page_count must be a power of two >= 1, got {page_count}")
@@ -338,7 +425,9 @@ class PerfReader(EpollReader):
         self.map_fd = events if isinstance(events, int) else events.events_map_fd
         self.page_count = page_count
         self.cpus = list(cpus) if cpus is not None else machine.online_cpus()
-        self.lost: dict[int, int] = dict.fromkeys(self.cpus, 0)
+        self._drops = DropCounter(drops_map_fd) if drops_map_fd is not None else None
+        self.lost: dict[int, int] = dict.fromkeys(
+            range(self._drops.ncpus) if self._drops else self.cpus, 0)
         self._rings: list[PerfRing] = []
         self._fds: list[int] = []
         self._mmaps: list[mmap.mmap] = []
@@ -382,18 +471,25 @@ class PerfReader(EpollReader):
 
     def _drain(self) -> list[Record]:
         records: list[Record] = []
+        counted = self._drops is not None
         for ring in self._rings:
             got = ring.read()
             if got:
+                kernel_lost = False
                 for rec in got:
                     if type(rec) is Lost:
-                        self.lost[rec.cpu] += rec.count
+                        kernel_lost = True
+                        if not counted:
+                            self.lost[rec.cpu] += rec.count
+                if kernel_lost and counted:  # the counter reports these failures
+                    got = [rec for rec in got if type(rec) is not Lost]
                 records.extend(got)
-        return records
+        return self._add_drops(records)
 
     def _release(self) -> None:
         """Detach from the map, unmap the rings and close the perf fds."""
         for ring in self._rings:
+            ring.release()
             try:
                 syscalls.map_delete(self.map_fd, _U32.pack(ring.cpu))
             except LoaderError:

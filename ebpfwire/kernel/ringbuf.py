@@ -20,25 +20,26 @@ after the records were copied out, so the kernel never overwrites bytes we have 
 
 from __future__ import annotations
 
+import functools
 import mmap
+import os
 import select
 import struct
-import time
 from collections import deque
 
 from construct import Int32ul, Struct
 
-from ebpfwire import machine
 from ebpfwire.kernel import syscalls
 from ebpfwire.kernel.errors import LoaderError
 from ebpfwire.kernel.perf import (
     DEFAULT_MAX_LATENCY,
     PAGE_SIZE,
+    DropCounter,
     EpollReader,
-    Lost,
     Record,
     RingBuffer,
     Sample,
+    word_at,
 )
 
 RINGBUF_CPU = 0xFFFFFFFF  # the cpu of every Sample: ring records do not say who wrote them
@@ -52,54 +53,33 @@ RingBufRecordHeader = Struct(
     "pg_off" / Int32ul,  # pages from the ring's start to the header (kernel bookkeeping)
 )
 
+# the ring buffer's size per online CPU: one ring takes what every CPU produces, so it holds
+# what the perf transport's per-CPU rings hold together (4 MiB each); 8 MiB at least
+RINGBUF_BYTES_PER_CPU = 4 << 20
+RINGBUF_BYTES_MIN = 8 << 20
+
 _U32 = struct.Struct("<I")
-_U64 = struct.Struct("<Q")
 _LEN_MASK = ~(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT) & 0xFFFFFFFF
 
 
-class DropCounter:
-    """Per-CPU u64 drop counters in a map; :meth:`increases` says what grew since last time."""
+@functools.cache
+def kernel_has_ringbuf() -> bool:
+    """Whether this kernel creates ``BPF_MAP_TYPE_RINGBUF`` maps (Linux 5.8 and later): a
+    one-page ring is created and closed."""
+    try:
+        fd = syscalls.map_create(syscalls.BPF_MAP_TYPE_RINGBUF, 0, 0, PAGE_SIZE,
+                                 name="ebpfwire_probe")
+    except syscalls.BpfSyscallError:
+        return False
+    os.close(fd)
+    return True
 
-    def __init__(self, map_fd: int) -> None:
-        info = syscalls.map_info(map_fd)
-        self.map_fd = map_fd
-        self.ncpus = machine.possible_cpus()
-        if info.value_size != 8:
-            raise LoaderError(
-                f"drops map {info.name!r}: expected u64 values (value_size 8), found "
-                f"value_size {info.value_size}"
-            )
-        if info.type == syscalls.BPF_MAP_TYPE_PERCPU_ARRAY:
-            self._read = self._read_percpu
-        elif info.type == syscalls.BPF_MAP_TYPE_ARRAY:
-            self.ncpus = min(self.ncpus, info.max_entries)
-            self._read = self._read_array
-        else:
-            raise LoaderError(
-                f"drops map {info.name!r}: expected a PERCPU_ARRAY (type "
-                f"{syscalls.BPF_MAP_TYPE_PERCPU_ARRAY}) or an ARRAY (type "
-                f"{syscalls.BPF_MAP_TYPE_ARRAY}), found type {info.type}"
-            )
-        self._last = self._read()
 
-    def _read_percpu(self) -> list[int]:
-        raw = syscalls.map_lookup(self.map_fd, bytes(4), 8 * self.ncpus)
-        return list(struct.unpack(f"<{self.ncpus}Q", raw)) if raw else [0] * self.ncpus
-
-    def _read_array(self) -> list[int]:
-        out = []
-        for cpu in range(self.ncpus):
-            raw = syscalls.map_lookup(self.map_fd, _U32.pack(cpu), 8)
-            out.append(_U64.unpack(raw)[0] if raw else 0)
-        return out
-
-    def increases(self) -> list[Lost]:
-        """One ``Lost(cpu, n)`` per CPU whose counter grew by n since the last call."""
-        now = self._read()
-        pairs = enumerate(zip(now, self._last, strict=True))
-        lost = [Lost(cpu, n - o) for cpu, (n, o) in pairs if n > o]
-        self._last = now
-        return lost
+def default_ring_bytes(cpus: int) -> int:
+    """The ring buffer's default size for ``cpus`` online CPUs: 4 MiB each, at least 8 MiB,
+    rounded up to a power of two (what the map accepts)."""
+    want = max(RINGBUF_BYTES_MIN, RINGBUF_BYTES_PER_CPU * cpus)
+    return 1 << (want - 1).bit_length()
 
 
 class RingBufRing:
@@ -114,7 +94,8 @@ class RingBufRing:
         self.producer = producer
         self.size = size
         self.map_fd = map_fd
-        self.pos = _U64.unpack_from(consumer, 0)[0]
+        self._cons, self._prod = word_at(consumer, 0), word_at(producer, 0)
+        self.pos = self._cons[0]
 
     def read(self) -> list[Record]:
         """Copy out the committed records up to the producer position; publish our position.
@@ -125,13 +106,14 @@ class RingBufRing:
         """
         prod_mm = self.producer
         mask, limit, base = self.size - 1, self.size - BPF_RINGBUF_HDR_SZ, PAGE_SIZE
-        unpack_u32, unpack_u64 = _U32.unpack_from, _U64.unpack_from
+        unpack_u32 = _U32.unpack_from
         cons = self.pos
         out: list[Record] = []
         append = out.append
-        prod = unpack_u64(prod_mm, 0)[0]
+        prod = self._prod[0]
         while cons < prod:
             at = base + (cons & mask)
+            # read byte by byte, but a commit or a discard changes only the top byte
             length = unpack_u32(prod_mm, at)[0]
             size = length & _LEN_MASK
             if length == size:  # committed, not discarded: the common case
@@ -150,9 +132,14 @@ class RingBufRing:
                 f"{cons}, past the producer position {prod}"
             )
         if cons != self.pos:
-            _U64.pack_into(self.consumer, 0, cons)
+            self._cons[0] = cons  # one store (word_at): a torn one made producers drop
             self.pos = cons
         return out
+
+    def release(self) -> None:
+        """Let go of the mappings (before they are closed)."""
+        self._cons.release()
+        self._prod.release()
 
 
 class RingBufReader(EpollReader):
@@ -181,6 +168,7 @@ class RingBufReader(EpollReader):
         self.closed = False
         self._consumer: mmap.mmap | None = None
         self._producer: mmap.mmap | None = None
+        self._ring: RingBufRing | None = None
         self._epoll = select.epoll()
         self._pending: deque[Record] = deque()
         try:
@@ -192,7 +180,6 @@ class RingBufReader(EpollReader):
                     f"{info.type} with max_entries {info.max_entries}"
                 )
             self._drops = DropCounter(drops_map_fd) if drops_map_fd is not None else None
-            self._drops_due = 0.0
             self.lost: dict[int, int] = (
                 dict.fromkeys(range(self._drops.ncpus), 0) if self._drops else {}
             )
@@ -215,18 +202,12 @@ class RingBufReader(EpollReader):
             ) from exc
 
     def _drain(self) -> list[Record]:
-        records = self._ring.read()
-        # the drops map costs a syscall: read it when the ring is empty (so a final loss
-        # is never missed) and otherwise at most every max_latency s
-        if self._drops is not None and (not records or time.monotonic() >= self._drops_due):
-            self._drops_due = time.monotonic() + self.max_latency
-            for rec in self._drops.increases():
-                self.lost[rec.cpu] += rec.count
-                records.append(rec)
-        return records
+        return self._add_drops(self._ring.read())
 
     def _release(self) -> None:
         """Unmap the ring; the map fds stay with their owner."""
+        if self._ring is not None:
+            self._ring.release()
         for mm in (self._producer, self._consumer):
             if mm is not None:
                 mm.close()
