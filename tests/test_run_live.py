@@ -4,9 +4,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -219,6 +222,10 @@ def test_capture_decodes_and_exports_without_the_object(objdir: Path, tmp_path: 
 
     table = to_table(str(cap))
     assert table.num_rows == len(events) and table.column_names[0] == "pid"
+    info = ebpfwire("info", str(cap))
+    assert info.returncode == 0 and info.stderr == "", info.stderr
+    assert "layout:       btf" in info.stdout
+    assert re.search(rf"^  rb +{len(events)}$", info.stdout, re.M), info.stdout
 
 
 def test_typed_records_round_trip(tmp_path: Path):
@@ -243,6 +250,14 @@ def test_typed_records_round_trip(tmp_path: Path):
                                                                      b"\x9f\xeb btf")
     assert (got[1].map, got[1].cpu, got[1].data) == (1, 0xFFFFFFFF, b"abc")
     assert (got[2].cpu, got[2].data) == (3, b"")
+    from ebpfwire.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["info", "--json", str(path)]) == 0
+    summary = json.loads(out.getvalue())
+    assert summary["layout"] == "btf" and summary["maps"] == {"events": 2}
+    assert summary["damaged_records"] == 0
 
 
 @pytest.mark.live

@@ -10,12 +10,15 @@ from collections import Counter
 from typing import Any
 
 from ebpfwire.capture import (
+    TYPED_LAYOUT,
     CaptureHeader,
     CaptureReader,
     CaptureStream,
     ContainerRecord,
+    EventRecord,
     LostRecord,
     SampleRecord,
+    TypeRecord,
 )
 from ebpfwire.cli.captures import held_until_fit, layout_and_arch, open_capture, source_label
 from ebpfwire.cli.errors import EXIT_OK
@@ -152,10 +155,59 @@ def format_info(info: dict[str, Any], header: CaptureHeader, utc: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
+def collect_typed_info(reader: CaptureReader) -> dict[str, Any]:
+    """A capture of typed events (``ebpfwire run -o``): its header, its output maps with
+    their types and event counts, and the damage; no wire layout applies."""
+    header = reader.header
+    maps: dict[int, dict[str, Any]] = {}
+    for record in reader:
+        if isinstance(record, TypeRecord):
+            maps.setdefault(record.map, {"events": 0})["name"] = record.name
+        elif isinstance(record, EventRecord):
+            found = maps.setdefault(record.map, {"events": 0})
+            found["events"] += 1
+    return {
+        "version": header.version, "layout": header.layout, "arch": header.arch,
+        "hostname": header.hostname, "kernel_release": header.kernel_release,
+        "ncpus": header.ncpus, "boot_time_ns": header.boot_time_ns,
+        "start_time_ns": header.start_time_ns,
+        "maps": {entry.get("name", f"map {index} (no TYPE record)"): entry["events"]
+                 for index, entry in sorted(maps.items())},
+        "damaged_records": reader.damage_count,
+        "damage": [{"offset": d.offset, "message": d.message} for d in reader.damage],
+        "skipped_unknown_records": reader.notes_count,
+    }
+
+
+def format_typed_info(info: dict[str, Any], utc: bool) -> str:
+    """The typed capture's summary for a terminal."""
+    maps = {printable(name): count for name, count in info["maps"].items()}
+    width = max(map(len, maps), default=0)
+    lines = [
+        f"file:         {printable(info['file'])}",
+        f"format:       version {info['version']}",
+        "layout:       btf (typed events of a BPF object: ebpfwire run -o)",
+        f"arch:         {printable(info['arch'])}",
+        f"host:         {printable(info['hostname'])} (kernel "
+        f"{printable(info['kernel_release'])}, {info['ncpus']} cpus)",
+        f"boot time:    {_wall(info['boot_time_ns'], utc)}",
+        f"start time:   {_wall(info['start_time_ns'], utc)}",
+        f"damage:       {info['damaged_records']} damaged stretches of records",
+        "events:",
+        *(f"  {name:<{width}}  {count}" for name, count in maps.items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     source = args.file
     label = source_label(source)
     with open_capture(source) as reader:
+        if reader.header.layout == TYPED_LAYOUT:
+            info = {"file": label, **collect_typed_info(reader)}
+            write_stdout(sys.stdout, json.dumps(info, indent=2) + "\n" if args.json
+                         else format_typed_info(info, args.utc))
+            return EXIT_OK
         layout, arch = layout_and_arch(args, reader.header, label)
         info = {"file": label, **collect_info(reader, layout, arch, label)}
         if args.json:
