@@ -222,6 +222,18 @@ def test_capture_decodes_and_exports_without_the_object(objdir: Path, tmp_path: 
 
     table = to_table(str(cap))
     assert table.num_rows == len(events) and table.column_names[0] == "pid"
+    from ebpfwire.dask import read_captures
+
+    frame = read_captures([str(cap), str(cap)]).compute()   # one partition a capture
+    assert list(frame.columns) == table.column_names and len(frame) == 2 * len(events)
+    assert sorted(frame["comm"].iloc[:len(events)]) == sorted(e["comm"] for e in events)
+    from ebpfwire.columnar.export import ExportError
+
+    wire = Path(__file__).resolve().parent.parent / "fixtures" / "real-workload.ewcap"
+    with pytest.raises(ExportError, match="one kind"):
+        read_captures([str(cap), str(wire)])
+    with pytest.raises(ExportError, match="map 'nosuch'"):
+        read_captures(str(cap), map="nosuch")
     info = ebpfwire("info", str(cap))
     assert info.returncode == 0 and info.stderr == "", info.stderr
     assert "layout:       btf" in info.stdout

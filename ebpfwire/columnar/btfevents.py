@@ -167,6 +167,23 @@ def typed_tables(path: str | os.PathLike[str], batch: int = 65536) -> dict[str, 
             for i, (name, compiled) in types.items()}
 
 
+def typed_schemas(path: str | os.PathLike[str]) -> dict[str, pa.Schema]:
+    """Each output map's columns in a typed capture, from its TYPE records alone (read up
+    to the first event: ``run -o`` writes them first), without decoding the events."""
+    schemas: dict[str, pa.Schema] = {}
+    with CaptureReader(path) as reader:
+        if reader.header.layout != TYPED_LAYOUT:
+            raise ValueError(f"{path}: a capture of {reader.header.layout!r} events, not of "
+                             "typed events (ebpfwire run -o)")
+        for rec in reader:
+            if isinstance(rec, EventRecord):
+                break
+            if isinstance(rec, TypeRecord):
+                btf = Btf(rec.btf, f"{path} TYPE record at {rec.offset}")
+                schemas[rec.name] = to_arrow(CompiledStruct(btf, rec.type_id), []).schema
+    return schemas
+
+
 def typed_table(path: str | os.PathLike[str]) -> pa.Table:
     """The one output map's events of a typed capture (``to_table`` of such a capture)."""
     tables = typed_tables(path)

@@ -20,7 +20,7 @@ except ImportError as error:  # pragma: no cover - depends on the install
     raise ImportError("ebpfwire.dask needs the dask extra (dask, pandas, pyarrow): "
                       "pip install '.[dask]' in a checkout of ebpfwire") from error
 
-from ebpfwire.columnar import arrow
+from ebpfwire.columnar import arrow, btfevents
 from ebpfwire.columnar.export import ExportError, Split, check_captures, index_captures, plan_splits
 from ebpfwire.wire.errors import DecodeError
 
@@ -54,6 +54,30 @@ def read_split(split: Split, decoding: _Decoding) -> pd.DataFrame:
     return _frame(table)
 
 
+def read_typed(path: str, map_name: str) -> pd.DataFrame:
+    """One partition: a typed capture's events of one output map (``ebpfwire run -o``)."""
+    return _frame(btfevents.typed_tables(path)[map_name])
+
+
+def _typed_frame(paths: list[str], map_name: str | None) -> dd.DataFrame:
+    """Typed captures (``ebpfwire run -o``), one partition each: the events of ``map_name``
+    (needed when a capture has several output maps), all captures of one event type."""
+    schemas = [btfevents.typed_schemas(path) for path in paths]
+    names = sorted({name for found in schemas for name in found})
+    if map_name is None:
+        if len(names) != 1:
+            raise ExportError(f"typed captures with events of {len(names)} maps "
+                              f"({', '.join(names)}): name one with map=")
+        map_name = names[0]
+    for path, found in zip(paths, schemas, strict=True):
+        if found.get(map_name) != schemas[0].get(map_name) or map_name not in found:
+            raise ExportError(f"{path}: expected events of map {map_name!r} typed as in "
+                              f"{paths[0]}, found {', '.join(found) or 'no event type'}")
+    meta = _frame(schemas[0][map_name].empty_table())
+    return dd.from_map(read_typed, paths, args=(map_name,), meta=meta,
+                       label="ebpfwire-typed-captures", enforce_metadata=False)
+
+
 def expand(paths_or_glob: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
            ) -> list[str]:
     """Paths, each a file or a glob pattern, expanded in sorted order."""
@@ -79,6 +103,7 @@ def read_captures(
     arch: str | None = None,
     strict: bool = False,
     context: bool = True,
+    map: str | None = None,
 ) -> dd.DataFrame:
     """A lazy DataFrame of the captures' rows (the columns of :mod:`ebpfwire.columnar.arrow`), one
     partition per byte range of about `split_bytes`, in file order.
@@ -91,10 +116,20 @@ def read_captures(
     With `context` (the default) the rows end with the process context columns: each
     capture is read once, in time order, here (one sequential pass), and each partition
     carries its slice of the index (12 bytes per sample of its range) in the task graph.
+
+    Captures of typed events (``ebpfwire run -o``) give one partition each, with the columns
+    of their event type; `map` names the output map when they hold several.
     """
     if split_bytes < 1:
         raise ExportError(f"expected split_bytes >= 1, found {split_bytes}")
-    paths, layout_name = check_captures(expand(paths_or_glob), layout, arch)
+    found = expand(paths_or_glob)
+    typed = [btfevents.is_typed(path) for path in found]
+    if any(typed):
+        if not all(typed):
+            raise ExportError("expected captures of one kind, found typed events "
+                              "(ebpfwire run -o) mixed with the wire format's")
+        return _typed_frame([os.path.abspath(path) for path in found], map)
+    paths, layout_name = check_captures(found, layout, arch)
     paths = [os.path.abspath(path) for path in paths]
     splits = plan_splits(paths, split_bytes,
                          index_captures(paths, layout, arch) if context else None)
