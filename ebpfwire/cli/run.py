@@ -13,12 +13,14 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from typing import IO, Any, NoReturn
 
 from ebpfwire.cli.errors import EXIT_OK, UsageError, say
 from ebpfwire.cli.live import StopSignals, machine_arch
 from ebpfwire.cli.options import add_command, duration_type
 from ebpfwire.cli.output import write_stdout
+from ebpfwire.wire.order import Clock, TimeOrder
 from ebpfwire.wire.text import escape, text
 
 POLL = 0.1  # s: the longest wait for records before the stop flag and the clock are looked at
@@ -43,7 +45,8 @@ def _options() -> argparse.ArgumentParser:
                    help="the records' type, looked up in the object's BTF then its DWARF "
                    "(default: the map's value type, or the one struct of the records' size)")
     p.add_argument("--ts", metavar="FIELD",
-                   help="a timestamp field: records of each read are printed in its order")
+                   help="a timestamp field in bpf_ktime_get_ns() time: records are printed in its "
+                   "order, through a 1 s reorder window (as decode orders a capture)")
     p.add_argument("-o", "--output", metavar="FILE",
                    help="write the events to a capture FILE (with their types: decode, export "
                    "and to_table read it without the object) instead of printing them")
@@ -228,29 +231,36 @@ def cmd_run(args: argparse.Namespace) -> int:
                 except OSError as exc:
                     raise UsageError(f"run: cannot start {args.cmd[0]}: {exc.strerror}") from None
             end = None if args.duration is None else time.monotonic() + args.duration
-            passes = 0
-            while not stop.requested and passes < DRAIN_PASSES:
-                try:
-                    got = run.read(POLL)
-                except LoaderError as exc:
-                    raise UsageError(f"run: {exc}") from None
-                events = [g for g in got if not isinstance(g, LostRecords)]
-                if args.ts:
-                    _check_ts(args.ts, events)
-                    events.sort(key=lambda e: e.fields[args.ts])
-                for g in got:
-                    if isinstance(g, LostRecords):
-                        say(f"map {g.map!r}: {g.count} records lost (cpu {g.cpu})")
-                        if sink is not None:
-                            sink.writer.write_lost(g.cpu, g.count)
-                for e in events:
+
+            def arrivals() -> Iterator[Any]:
+                """Records as the rings give them, until a stop, the duration or the
+                command's end (then a few more reads for what the rings still hold)."""
+                passes = 0
+                while not stop.requested and passes < DRAIN_PASSES:
+                    try:
+                        got = run.read(POLL)
+                    except LoaderError as exc:
+                        raise UsageError(f"run: {exc}") from None
+                    for g in got:
+                        yield g if args.ts is None or isinstance(g, LostRecords) \
+                            else _Timed(g, args.ts)
+                    if args.ts is not None:
+                        yield Clock(time.monotonic_ns())
+                    if child is not None and child.poll() is not None or (
+                            end is not None and time.monotonic() >= end):
+                        passes += 1  # a few more reads: records the kernel wrote meanwhile
+
+            records = arrivals() if args.ts is None else (
+                getattr(g, "event", g) for g in TimeOrder(_Timed, LostRecords)(arrivals()))
+            for g in records:
+                if isinstance(g, LostRecords):
+                    say(f"map {g.map!r}: {g.count} records lost (cpu {g.cpu})")
                     if sink is not None:
-                        sink.event(e)
-                    else:
-                        printer.event(e.map, e.fields)
-                if child is not None and child.poll() is not None or (
-                        end is not None and time.monotonic() >= end):
-                    passes += 1  # a few more reads: records the kernel wrote meanwhile
+                        sink.writer.write_lost(g.cpu, g.count)
+                elif sink is not None:
+                    sink.event(g)
+                else:
+                    printer.event(g.map, g.fields)
             printer.maps(run.map_dumps())
     finally:
         if child is not None and child.poll() is None:
@@ -261,10 +271,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _check_ts(name: str, events: list) -> None:
-    if events and name not in events[0].fields:
-        raise UsageError(f"run: --ts {name}: no such field in map {events[0].map!r}; its "
-                         f"fields: {', '.join(events[0].fields)}")
+class _Timed:
+    """An event for the reorder window, its ``--ts`` field as the 8 bytes the window reads
+    a sample's time from."""
+
+    __slots__ = ("event", "cpu", "data")
+
+    def __init__(self, event: Any, name: str):
+        value = event.fields.get(name)
+        if type(value) is not int or value < 0:
+            raise UsageError(f"run: --ts {name}: expected an unsigned integer field of map "
+                             f"{event.map!r}, found "
+                             + ("no such field; its fields: " + ", ".join(event.fields)
+                                if name not in event.fields else repr(value)))
+        self.event, self.cpu, self.data = event, event.cpu, value.to_bytes(8, "little")
 
 
 def print_typed(reader: Any, label: str, fmt: str, out: IO[str]) -> int:
