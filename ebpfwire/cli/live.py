@@ -8,7 +8,7 @@ import argparse
 import mmap
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ebpfwire import machine
@@ -88,6 +88,18 @@ class LiveEnd:
         if self.deadline is None:
             return most
         return max(0.0, min(most, self.deadline - time.monotonic()))
+
+
+def live_batches(monitor: Any, end: LiveEnd, most: float) -> Iterator[list]:
+    """The monitor's records, a read at a time (at most ``most`` seconds apart, empty when
+    nothing came), until ``end``; then the programs are detached and the rings read dry,
+    so that every event made before the end is given or counted as lost."""
+    reader = monitor.reader
+    while not end.done():
+        yield reader.read_batch(timeout=end.wait(most))
+    monitor.stop()
+    while batch := reader.read_batch(timeout=0):
+        yield batch
 
 
 def start_command(args: argparse.Namespace) -> Command | None:

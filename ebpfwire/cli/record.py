@@ -25,6 +25,7 @@ from ebpfwire.cli.live import (
     StopSignals,
     command_options,
     finish_command,
+    live_batches,
     loss_hint,
     machine_arch,
     open_monitor,
@@ -237,15 +238,7 @@ def cmd_record(args: argparse.Namespace) -> int:
             with monitor:
                 if command is not None:
                     command.release()
-                reader = monitor.reader
-                stopped = False  # detached: what the rings hold is read, then we are done
-                while True:
-                    if not stopped and end.done():
-                        monitor.stop()
-                        stopped = True
-                    batch = reader.read_batch(timeout=0 if stopped else end.wait(0.2))
-                    if stopped and not batch:
-                        break
+                for batch in live_batches(monitor, end, 0.2):
                     new, gone = _write_batch(writer, batch, resolve)
                     events, lost = events + new, lost + gone
                     writer.flush()  # whole records, at least once per loop (<= 0.2 s)

@@ -19,6 +19,7 @@ from ebpfwire.cli.live import (
     StopSignals,
     command_options,
     finish_command,
+    live_batches,
     loss_hint,
     machine_arch,
     open_monitor,
@@ -50,15 +51,13 @@ HOLD_NS = 300_000_000
 late (the reader's wake-up watermark), so 0.3 s lets every CPU's samples of a moment in."""
 
 
-def _arrivals(reader: Any, end: LiveEnd) -> Iterator[Any]:
-    """The live records as they are read, each batch followed by the clock their ``ts``
-    comes from, so the reorder window releases what is old enough on a quiet machine too;
-    when the traced tree has ended, what the rings still hold."""
-    while not end.done():
-        yield from reader.read_batch(timeout=end.wait(0.1))
-        yield Clock(time.clock_gettime_ns(time.CLOCK_MONOTONIC))
-    while end.tree_ended and (batch := reader.read_batch(timeout=0)):
+def _arrivals(monitor: Any, end: LiveEnd) -> Iterator[Any]:
+    """The live records as they are read (:func:`live_batches`: to the end, the rings read
+    dry), each batch followed by the clock their ``ts`` comes from, so the reorder window
+    releases what is old enough on a quiet machine too."""
+    for batch in live_batches(monitor, end, 0.1):
         yield from batch
+        yield Clock(time.clock_gettime_ns(time.CLOCK_MONOTONIC))
 
 
 class _Shown:
@@ -150,7 +149,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
         with monitor:
             if command is not None:
                 command.release()
-            for record in order(_arrivals(monitor.reader, end)):
+            for record in order(_arrivals(monitor, end)):
                 if type(record) is Lost:
                     lost += record.count
                     if shown.logs is None:  # KubeArmor's logs have no line for a loss
