@@ -13,7 +13,7 @@ flexible array tail is a binary column of each record's remaining bytes.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -136,12 +136,9 @@ def is_typed(path: Any) -> bool:
         return False
 
 
-def typed_tables(path: str | os.PathLike[str], batch: int = 65536) -> dict[str, pa.Table]:
-    """Each output map's events in a typed capture as one table (map name -> table); an
-    event found by scanning after damage is left out (the reader reports the damage)."""
-    types: dict[int, tuple[str, CompiledStruct]] = {}
-    pending: dict[int, list[bytes]] = {}
-    parts: dict[int, list[pa.Table]] = {}
+def _typed_records(path: str | os.PathLike[str]) -> Iterator[tuple[Any, CompiledStruct | None]]:
+    """A typed capture's TYPE records, each with its type compiled, and its EVENT records
+    (with None), in file order; a capture of another layout is a ValueError."""
     with CaptureReader(path) as reader:
         if reader.header.layout != TYPED_LAYOUT:
             raise ValueError(f"{path}: a capture of {reader.header.layout!r} events, not of "
@@ -149,16 +146,29 @@ def typed_tables(path: str | os.PathLike[str], batch: int = 65536) -> dict[str, 
         for rec in reader:
             if isinstance(rec, TypeRecord):
                 btf = Btf(rec.btf, f"{path} TYPE record at {rec.offset}")
-                types[rec.map] = (rec.name, CompiledStruct(btf, rec.type_id))
-            elif isinstance(rec, EventRecord) and rec.resync is None:
-                if rec.map not in types:
-                    raise ValueError(f"{path}: EVENT record at file offset {rec.offset} of map "
-                                     f"{rec.map}, whose TYPE record is missing")
-                rows = pending.setdefault(rec.map, [])
-                rows.append(rec.data)
-                if len(rows) >= batch:
-                    parts.setdefault(rec.map, []).append(to_arrow(types[rec.map][1], rows))
-                    pending[rec.map] = []
+                yield rec, CompiledStruct(btf, rec.type_id)
+            elif isinstance(rec, EventRecord):
+                yield rec, None
+
+
+def typed_tables(path: str | os.PathLike[str], batch: int = 65536) -> dict[str, pa.Table]:
+    """Each output map's events in a typed capture as one table (map name -> table); an
+    event found by scanning after damage is left out (the reader reports the damage)."""
+    types: dict[int, tuple[str, CompiledStruct]] = {}
+    pending: dict[int, list[bytes]] = {}
+    parts: dict[int, list[pa.Table]] = {}
+    for rec, compiled in _typed_records(path):
+        if compiled is not None:
+            types[rec.map] = (rec.name, compiled)
+        elif rec.resync is None:
+            if rec.map not in types:
+                raise ValueError(f"{path}: EVENT record at file offset {rec.offset} of map "
+                                 f"{rec.map}, whose TYPE record is missing")
+            rows = pending.setdefault(rec.map, [])
+            rows.append(rec.data)
+            if len(rows) >= batch:
+                parts.setdefault(rec.map, []).append(to_arrow(types[rec.map][1], rows))
+                pending[rec.map] = []
     for index, rows in pending.items():
         if rows:
             parts.setdefault(index, []).append(to_arrow(types[index][1], rows))
@@ -171,16 +181,10 @@ def typed_schemas(path: str | os.PathLike[str]) -> dict[str, pa.Schema]:
     """Each output map's columns in a typed capture, from its TYPE records alone (read up
     to the first event: ``run -o`` writes them first), without decoding the events."""
     schemas: dict[str, pa.Schema] = {}
-    with CaptureReader(path) as reader:
-        if reader.header.layout != TYPED_LAYOUT:
-            raise ValueError(f"{path}: a capture of {reader.header.layout!r} events, not of "
-                             "typed events (ebpfwire run -o)")
-        for rec in reader:
-            if isinstance(rec, EventRecord):
-                break
-            if isinstance(rec, TypeRecord):
-                btf = Btf(rec.btf, f"{path} TYPE record at {rec.offset}")
-                schemas[rec.name] = to_arrow(CompiledStruct(btf, rec.type_id), []).schema
+    for rec, compiled in _typed_records(path):
+        if compiled is None:
+            break
+        schemas[rec.name] = to_arrow(compiled, []).schema
     return schemas
 
 
