@@ -152,29 +152,39 @@ _TREE = ("read go; (cat /etc/hostname > /dev/null; true); "
          "cat /etc/os-release > /dev/null; exit 3")
 
 
-def _record_tree(path: Path, *options: str) -> tuple[int, list[dict]]:
-    """Record --pid of a shell that, once told, runs a subshell (its child) running cat
-    (its grandchild), then a cat of its own; the shell's pid and the decoded events."""
-    shell = subprocess.Popen(["sh", "-c", _TREE], stdin=subprocess.PIPE, text=True)
+def record_held(path: Path, argv: list[str], events: str, exit_status: int,
+                *options: str) -> tuple[int, str, str]:
+    """Record --pid of ``argv``, a process that waits for a line on its standard input,
+    with ``--events``; tell it to go, let it end with ``exit_status``, stop the recorder;
+    its pid and the capture's ``decode --format jsonl`` (its stderr checked empty of
+    errors by the caller)."""
+    held = subprocess.Popen(argv, stdin=subprocess.PIPE, text=True)
     try:
-        proc = subprocess.Popen([*EBPFWIRE, "record", "-o", str(path), "--pid", str(shell.pid),
-                                 "--events", "execve,openat,close", *options],
+        proc = subprocess.Popen([*EBPFWIRE, "record", "-o", str(path), "--pid", str(held.pid),
+                                 "--events", events, *options],
                                 stderr=subprocess.PIPE, text=True, env=ENV)
         _wait_for_capture(path, proc)
-        assert shell.stdin is not None
-        shell.stdin.write("go\n")
-        shell.stdin.close()
-        assert shell.wait(timeout=60) == 3
+        assert held.stdin is not None
+        held.stdin.write("go\n")
+        held.stdin.close()
+        assert held.wait(timeout=60) == exit_status
         time.sleep(1)  # the recorder reads at least every 0.2 s
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
     finally:
-        shell.kill()
-        shell.wait()
+        held.kill()
+        held.wait()
     status, out, err = run("decode", "--format", "jsonl", str(path))
     assert status == 0, err
-    return shell.pid, [e for e in jsonl(out) if "ts" in e]
+    return held.pid, out, err
+
+
+def _record_tree(path: Path, *options: str) -> tuple[int, list[dict]]:
+    """Record --pid of a shell that, once told, runs a subshell (its child) running cat
+    (its grandchild), then a cat of its own; the shell's pid and the decoded events."""
+    pid, out, _ = record_held(path, ["sh", "-c", _TREE], "execve,openat,close", 3, *options)
+    return pid, [e for e in jsonl(out) if "ts" in e]
 
 
 def _without_identity(events: list[dict]) -> Counter:

@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
-from test_cli import _wait_for_capture, jsonl, run
-from test_cli_record import EBPFWIRE, ENV
+from test_cli import jsonl, run
+from test_cli_record import record_held
 
 pytestmark = pytest.mark.live
 
@@ -36,26 +33,9 @@ def test_mounts_with_null_strings_export_with_the_defaults(tmp_path: Path) -> No
     if shutil.which("unshare") is None:
         pytest.skip("unshare(1) is not installed")
     path = tmp_path / "mounts.ewcap"
-    child = subprocess.Popen(["unshare", "--mount", "--", "python3", "-c", _MOUNTS],
-                             stdin=subprocess.PIPE, text=True)
-    try:
-        proc = subprocess.Popen([*EBPFWIRE, "record", "-o", str(path), "--pid", str(child.pid),
-                                 "--events", "mount,umount,execve"],
-                                stderr=subprocess.PIPE, text=True, env=ENV)
-        _wait_for_capture(path, proc)
-        assert child.stdin is not None
-        child.stdin.write("go\n")
-        child.stdin.close()
-        assert child.wait(timeout=60) == 0
-        time.sleep(1)  # the recorder reads at least every 0.2 s
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-        assert proc.returncode == 0, err
-    finally:
-        child.kill()
-        child.wait()
-    status, out, err = run("decode", "--format", "jsonl", str(path))
-    assert status == 0 and "does not decode" not in err, err
+    _, out, err = record_held(path, ["unshare", "--mount", "--", "python3", "-c", _MOUNTS],
+                              "mount,umount,execve", 0)
+    assert "does not decode" not in err, err
     mounts = [e for e in jsonl(out) if e.get("event") == "mount"]
     private = [m for m in mounts if m["args"][1]["value"] == "/" and m["args"][3]["value"]]
     bind = [m for m in mounts if m["args"][1]["value"] == "/mnt"]
