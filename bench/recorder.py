@@ -36,8 +36,9 @@ from pathlib import Path
 
 from ebpfwire.kernel.monitor import Monitor
 from ebpfwire.kernel.perf import PAGE_SIZE, Lost, Sample
+from ebpfwire.wire.layouts import header_reader
 
-HOST_PID = struct.Struct("<I")  # classic header: host_pid at byte 20
+HOST_PID = header_reader("host_pid")  # the header field read without decoding
 
 
 def paced_closes(rate: float, seconds: float, report_fd: int) -> None:
@@ -94,7 +95,7 @@ def curve_row(transport: str | None, rate: float, seconds: float, hogs: int,
             batch = reader.read_batch(timeout=0.2)
             for rec in batch:
                 if type(rec) is Sample:
-                    received += HOST_PID.unpack_from(rec.data, 20)[0] == child
+                    received += HOST_PID.unpack_from(rec.data)[0] == child
                 elif type(rec) is Lost:
                     lost += rec.count
             if not done and os.waitpid(child, os.WNOHANG)[0]:

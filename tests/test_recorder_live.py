@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -26,9 +25,10 @@ from ebpfwire.kernel import syscalls
 from ebpfwire.kernel.monitor import Monitor, default_transport
 from ebpfwire.kernel.perf import Lost, PerfReader, Sample
 from ebpfwire.kernel.ringbuf import RingBufReader, default_ring_bytes, kernel_has_ringbuf
+from ebpfwire.wire.layouts import header_reader
 
 pytestmark = pytest.mark.live
-HOST_PID = struct.Struct("<I")  # classic header: host_pid at byte 20
+HOST_PID = header_reader("host_pid")  # the header field read without decoding
 
 
 def close_flood(calls: int, rate: float, cpu: int | None) -> None:
@@ -67,7 +67,7 @@ def collect(mon: Monitor, pids: set[int], expected: int, timeout: float) -> tupl
         for rec in batch:
             if type(rec) is Lost:
                 lost += rec.count
-            elif type(rec) is Sample and HOST_PID.unpack_from(rec.data, 20)[0] in pids:
+            elif type(rec) is Sample and HOST_PID.unpack_from(rec.data)[0] in pids:
                 received += 1
         alive = {pid for pid in alive if not os.waitpid(pid, os.WNOHANG)[0]}
         if not alive and not batch and received + lost >= expected:
