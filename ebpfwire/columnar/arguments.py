@@ -343,7 +343,10 @@ class Arguments:
         return _names(keys, has_text,
                       lambda at: Arg(_TYPES[int(tags[at])], int(ints[at])).text)
 
+    @functools.cached_property
     def family_names(self) -> pa.Array:
+        """Each sockaddr's family name, made once per distinct family (the ``args`` field and
+        the flat ``family`` column both use it)."""
         family = self.family
         return _names(family, self.is_sock, lambda at: _family_name(int(family[at])))
 
@@ -355,7 +358,7 @@ class Arguments:
             pa.array(self.ints, mask=~self.is_int),
             self.text,
             self.strings,
-            self.family_names(),
+            self.family_names,
             self.addr,
             pa.array(self.port, pa.uint16(), mask=~self.has_port),
             self.path,

@@ -581,7 +581,7 @@ class _BatchBuilder:
         if not total:
             return pa.nulls(len(position), NAME_TYPE)
         position = np.minimum(position, total - 1)
-        names_ = pc.dictionary_encode(arguments.family_names().cast(pa.string()).take(
+        names_ = pc.dictionary_encode(arguments.family_names.cast(pa.string()).take(
             pa.array(position, mask=~(ok & arguments.is_sock[position]))))
         where, found = domain
         texts = arguments.flags.take(pa.array(np.minimum(where, total - 1), mask=~found))
