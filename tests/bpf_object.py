@@ -6,6 +6,7 @@ bench/ringbuf_throughput.py) need their own, loaded by the same ``ProgramCollect
 
 from __future__ import annotations
 
+import lzma
 import platform
 import shutil
 import subprocess
@@ -18,21 +19,32 @@ from ebpfwire.kernel.elf import read_object
 TEST_BPF = Path(__file__).resolve().parent / "bpf"
 
 
-def compile_object(name: str, out_dir: Path, *defines: str) -> Path:
-    """clang -target bpf tests/bpf/NAME.bpf.c into ``out_dir`` (``-D`` each of ``defines``);
-    FileNotFoundError without clang."""
+def compile_object(name: str, out_dir: Path, *defines: str, includes: tuple[Path, ...] = ()
+                   ) -> Path:
+    """clang -target bpf tests/bpf/NAME.bpf.c into ``out_dir`` (``-D`` each of ``defines``,
+    ``-I`` each of ``includes`` first); FileNotFoundError without clang."""
     clang = shutil.which("clang")
     if clang is None:
         raise FileNotFoundError("clang not installed: cannot build the test BPF objects")
     out = out_dir / f"{name}{''.join('-' + d for d in defines)}.o"
     arch_inc = f"/usr/include/{platform.machine()}-linux-gnu"
     subprocess.run(
-        [clang, "-O2", "-g", "-target", "bpf", f"-I{arch_inc}", "-Wall", "-Werror",
+        [clang, "-O2", "-g", "-target", "bpf", *(f"-I{d}" for d in includes), f"-I{arch_inc}", "-Wall", "-Werror",
          *(f"-D{d}" for d in defines), "-c",
          str(TEST_BPF / f"{name}.bpf.c"), "-o", str(out)],
         check=True,
     )
     return out
+
+
+def linux_61_headers(out_dir: Path) -> Path:
+    """A directory holding Linux 6.1's vmlinux.h (tests/bpf/linux-6.1: another kernel than
+    the one the tests run on), unpacked into ``out_dir``."""
+    header = out_dir / "linux-6.1" / "vmlinux.h"
+    if not header.exists():
+        header.parent.mkdir(parents=True, exist_ok=True)
+        header.write_bytes(lzma.decompress((TEST_BPF / "linux-6.1" / "vmlinux.h.xz").read_bytes()))
+    return header.parent
 
 
 class LoadedObject(ProgramCollection):
