@@ -29,8 +29,8 @@ def compile_object(name: str, out_dir: Path, *defines: str, includes: tuple[Path
     out = out_dir / f"{name}{''.join('-' + d for d in defines)}.o"
     arch_inc = f"/usr/include/{platform.machine()}-linux-gnu"
     subprocess.run(
-        [clang, "-O2", "-g", "-target", "bpf", *(f"-I{d}" for d in includes), f"-I{arch_inc}", "-Wall", "-Werror",
-         *(f"-D{d}" for d in defines), "-c",
+        [clang, "-O2", "-g", "-target", "bpf", *(f"-I{d}" for d in includes),
+         f"-I{arch_inc}", "-Wall", "-Werror", *(f"-D{d}" for d in defines), "-c",
          str(TEST_BPF / f"{name}.bpf.c"), "-o", str(out)],
         check=True,
     )
