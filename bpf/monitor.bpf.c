@@ -709,12 +709,32 @@ static __always_inline int submit(void *ctx, struct writer *w)
 
 /* ---- syscall entry/exit pairing ---------------------------------------- */
 
-/* syscall argument i from the registers sys_enter hands over */
-static __always_inline __u64 syscall_arg(const struct monitor_config *cfg,
-					 const struct bpf_raw_tracepoint_args *ctx, int i)
+/* The syscall handlers serve two kinds of program: the raw_syscalls dispatchers
+ * sys__enter/sys__exit (sys_enter(regs, id), sys_exit(regs, ret): one program
+ * for every syscall of the machine) and one program per handler on its own
+ * syscalls/sys_enter_NAME or sys_exit_NAME tracepoint, whose record holds the
+ * arguments or the return value (events/syscalls/.../format): nothing runs for
+ * an untraced syscall. `rec` (a constant once inlined) says which context. */
+struct sys_enter_record {
+	__u64 common;
+	long nr;
+	unsigned long args[6];
+};
+
+struct sys_exit_record {
+	__u64 common;
+	long nr;
+	long ret;
+};
+
+/* syscall argument i */
+static __always_inline __u64 syscall_arg(const struct monitor_config *cfg, void *ctx,
+					 int rec, int i)
 {
 	__u32 off;
 
+	if (rec)
+		return ((const struct sys_enter_record *)ctx)->args[i];
 	switch (i) {
 	case 0: off = cfg->regs_arg0; break;
 	case 1: off = cfg->regs_arg1; break;
@@ -723,11 +743,18 @@ static __always_inline __u64 syscall_arg(const struct monitor_config *cfg,
 	case 4: off = cfg->regs_arg4; break;
 	default: off = cfg->regs_arg5; break;
 	}
-	return read_u64(ctx->args[0], off);
+	return read_u64(((struct bpf_raw_tracepoint_args *)ctx)->args[0], off);
+}
+
+static __always_inline long syscall_ret(void *ctx, int rec)
+{
+	if (rec)
+		return ((const struct sys_exit_record *)ctx)->ret;
+	return (long)((struct bpf_raw_tracepoint_args *)ctx)->args[1];
 }
 
 /* copies the first `nargs` arguments (the ones the syscall has) */
-static __always_inline int save_args(struct bpf_raw_tracepoint_args *ctx, __u32 event_id,
+static __always_inline int save_args(void *ctx, int rec, __u32 event_id,
 				     int nargs)
 {
 	struct monitor_config *cfg = get_config();
@@ -740,7 +767,7 @@ static __always_inline int save_args(struct bpf_raw_tracepoint_args *ctx, __u32 
 #pragma unroll
 	for (int i = 0; i < 6; i++)
 		if (i < nargs)
-			a.args[i] = syscall_arg(cfg, ctx, i);
+			a.args[i] = syscall_arg(cfg, ctx, rec, i);
 	bpf_map_update_elem(&args_map, &key, &a, BPF_ANY);
 	return 0;
 }
@@ -759,11 +786,11 @@ static __always_inline int take_args(__u32 event_id, struct saved_args *out)
 }
 
 #define SYSCALL_ENTER(event, tp, nr, id, nargs)				\
-	static __always_inline int event##__enter_##tp(struct bpf_raw_tracepoint_args *ctx) \
+	static __always_inline int enter_##tp(void *ctx, int rec)		\
 	{									\
 		if (!event_on(id))						\
 			return 0;						\
-		return save_args(ctx, id, nargs);				\
+		return save_args(ctx, rec, id, nargs);				\
 	}
 
 /* defines the exit program of a paired syscall; the body writes the
@@ -771,13 +798,13 @@ static __always_inline int take_args(__u32 event_id, struct saved_args *out)
 #define SYSCALL_EXIT(event, tp, nr, id, mask)					\
 	static __always_inline void event##_args_##tp(struct writer *w,	\
 						      const struct saved_args *a); \
-	static __always_inline int event##__exit_##tp(struct bpf_raw_tracepoint_args *ctx) \
+	static __always_inline int exit_##tp(void *ctx, int rec)		\
 	{									\
 		struct saved_args a;						\
 		struct writer w;						\
 										\
 		if (!event_on(id) || !take_args(id, &a) ||			\
-		    !begin_event(&w, id, argnum_of(mask), (long)ctx->args[1]))	\
+		    !begin_event(&w, id, argnum_of(mask), syscall_ret(ctx, rec)))	\
 			return 0;						\
 		event##_args_##tp(&w, &a);					\
 		return submit(ctx, &w);						\
@@ -1099,7 +1126,7 @@ static __always_inline int exec_resume(struct writer *w, __u32 tid, __u32 event_
 
 /* the arguments are read from the registers before begin_event: the writer
  * then holds the scratch buffer and the config pointer is out of scope */
-static __always_inline int execve__enter(struct bpf_raw_tracepoint_args *ctx)
+static __always_inline int enter_execve(void *ctx, int rec)
 {
 	struct monitor_config *cfg = get_config();
 	__u64 filename, argv;
@@ -1107,8 +1134,8 @@ static __always_inline int execve__enter(struct bpf_raw_tracepoint_args *ctx)
 
 	if (!cfg || !event_on(EV_EXECVE))
 		return 0;
-	filename = syscall_arg(cfg, ctx, 0);
-	argv = syscall_arg(cfg, ctx, 1);
+	filename = syscall_arg(cfg, ctx, rec, 0);
+	argv = syscall_arg(cfg, ctx, rec, 1);
 	if (!begin_event(&w, EV_EXECVE, argnum_of(MASK_EXECVE), 0))
 		return 0;
 	put_user_str(&w, filename);
@@ -1119,7 +1146,7 @@ static __always_inline int execve__enter(struct bpf_raw_tracepoint_args *ctx)
 }
 
 /* a failed exec: the entry event kept, from the caller's memory now */
-static __always_inline int execve__exit(struct bpf_raw_tracepoint_args *ctx)
+static __always_inline int exit_execve(void *ctx, int rec)
 {
 	struct exec_pending p;
 	struct writer w;
@@ -1131,12 +1158,12 @@ static __always_inline int execve__exit(struct bpf_raw_tracepoint_args *ctx)
 		put_user_str_arr(&w, p.argv);
 		submit(ctx, &w);
 	}
-	if (!begin_event(&w, EV_EXECVE, argnum_of(MASK_NONE), (long)ctx->args[1]))
+	if (!begin_event(&w, EV_EXECVE, argnum_of(MASK_NONE), syscall_ret(ctx, rec)))
 		return 0;
 	return submit(ctx, &w);
 }
 
-static __always_inline int execveat__enter(struct bpf_raw_tracepoint_args *ctx)
+static __always_inline int enter_execveat(void *ctx, int rec)
 {
 	struct monitor_config *cfg = get_config();
 	__u64 dirfd, path, argv, flags;
@@ -1144,10 +1171,10 @@ static __always_inline int execveat__enter(struct bpf_raw_tracepoint_args *ctx)
 
 	if (!cfg || !event_on(EV_EXECVEAT))
 		return 0;
-	dirfd = syscall_arg(cfg, ctx, 0);
-	path = syscall_arg(cfg, ctx, 1);
-	argv = syscall_arg(cfg, ctx, 2);
-	flags = syscall_arg(cfg, ctx, 4);
+	dirfd = syscall_arg(cfg, ctx, rec, 0);
+	path = syscall_arg(cfg, ctx, rec, 1);
+	argv = syscall_arg(cfg, ctx, rec, 2);
+	flags = syscall_arg(cfg, ctx, rec, 4);
 	if (!begin_event(&w, EV_EXECVEAT, argnum_of(MASK_EXECVEAT), 0))
 		return 0;
 	put_int(&w, dirfd);
@@ -1159,7 +1186,7 @@ static __always_inline int execveat__enter(struct bpf_raw_tracepoint_args *ctx)
 	return submit(ctx, &w);
 }
 
-static __always_inline int execveat__exit(struct bpf_raw_tracepoint_args *ctx)
+static __always_inline int exit_execveat(void *ctx, int rec)
 {
 	struct exec_pending p;
 	struct writer w;
@@ -1173,7 +1200,7 @@ static __always_inline int execveat__exit(struct bpf_raw_tracepoint_args *ctx)
 		put_u32(&w, EXEC_FLAGS_T, p.flags);
 		submit(ctx, &w);
 	}
-	if (!begin_event(&w, EV_EXECVEAT, argnum_of(MASK_NONE), (long)ctx->args[1]))
+	if (!begin_event(&w, EV_EXECVEAT, argnum_of(MASK_NONE), syscall_ret(ctx, rec)))
 		return 0;
 	return submit(ctx, &w);
 }
@@ -1284,23 +1311,23 @@ static __always_inline int record_exit_status(__u32 status)
 	return 0;
 }
 
-static __always_inline int record_exit_code(struct bpf_raw_tracepoint_args *ctx)
+static __always_inline int record_exit_code(void *ctx, int rec)
 {
 	struct monitor_config *cfg = get_config();
 
 	if (!cfg || !event_on(EV_DO_EXIT))
 		return 0;
-	return record_exit_status((syscall_arg(cfg, ctx, 0) & 0xff) << 8);
+	return record_exit_status((syscall_arg(cfg, ctx, rec, 0) & 0xff) << 8);
 }
 
-static __always_inline int do_exit__exit_group(struct bpf_raw_tracepoint_args *ctx)
+static __always_inline int enter_exit_group(void *ctx, int rec)
 {
-	return record_exit_code(ctx);
+	return record_exit_code(ctx, rec);
 }
 
-static __always_inline int do_exit__exit(struct bpf_raw_tracepoint_args *ctx)
+static __always_inline int enter_exit(void *ctx, int rec)
 {
-	return record_exit_code(ctx);
+	return record_exit_code(ctx, rec);
 }
 
 /* signals whose default action is to ignore or to stop do not end the process */
@@ -1444,6 +1471,59 @@ int tcp__state(struct bpf_raw_tracepoint_args *ctx)
 	return submit(ctx, &w);
 }
 
+/* each handler as its own program on its syscall's tracepoint */
+#define SYSCALL_PROGRAM(event, phase, tp)				\
+	SEC("tracepoint/syscalls/sys_" #phase "_" #tp)			\
+	int event##__##phase##_##tp(void *ctx)				\
+	{								\
+		return phase##_##tp(ctx, 1);				\
+	}
+
+SYSCALL_PROGRAM(open, enter, open)
+SYSCALL_PROGRAM(open, exit, open)
+SYSCALL_PROGRAM(openat, enter, openat)
+SYSCALL_PROGRAM(openat, exit, openat)
+SYSCALL_PROGRAM(close, enter, close)
+SYSCALL_PROGRAM(close, exit, close)
+SYSCALL_PROGRAM(unlink, enter, unlink)
+SYSCALL_PROGRAM(unlink, exit, unlink)
+SYSCALL_PROGRAM(unlinkat, enter, unlinkat)
+SYSCALL_PROGRAM(unlinkat, exit, unlinkat)
+SYSCALL_PROGRAM(rmdir, enter, rmdir)
+SYSCALL_PROGRAM(rmdir, exit, rmdir)
+SYSCALL_PROGRAM(chown, enter, chown)
+SYSCALL_PROGRAM(chown, exit, chown)
+SYSCALL_PROGRAM(fchownat, enter, fchownat)
+SYSCALL_PROGRAM(fchownat, exit, fchownat)
+SYSCALL_PROGRAM(mount, enter, mount)
+SYSCALL_PROGRAM(mount, exit, mount)
+SYSCALL_PROGRAM(umount, enter, umount)
+SYSCALL_PROGRAM(umount, exit, umount)
+SYSCALL_PROGRAM(setuid, enter, setuid)
+SYSCALL_PROGRAM(setuid, exit, setuid)
+SYSCALL_PROGRAM(setgid, enter, setgid)
+SYSCALL_PROGRAM(setgid, exit, setgid)
+SYSCALL_PROGRAM(ptrace, enter, ptrace)
+SYSCALL_PROGRAM(ptrace, exit, ptrace)
+SYSCALL_PROGRAM(socket, enter, socket)
+SYSCALL_PROGRAM(socket, exit, socket)
+SYSCALL_PROGRAM(connect, enter, connect)
+SYSCALL_PROGRAM(connect, exit, connect)
+SYSCALL_PROGRAM(accept, enter, accept)
+SYSCALL_PROGRAM(accept, exit, accept)
+SYSCALL_PROGRAM(accept, enter, accept4)
+SYSCALL_PROGRAM(accept, exit, accept4)
+SYSCALL_PROGRAM(bind, enter, bind)
+SYSCALL_PROGRAM(bind, exit, bind)
+SYSCALL_PROGRAM(listen, enter, listen)
+SYSCALL_PROGRAM(listen, exit, listen)
+SYSCALL_PROGRAM(execve, enter, execve)
+SYSCALL_PROGRAM(execve, exit, execve)
+SYSCALL_PROGRAM(execveat, enter, execveat)
+SYSCALL_PROGRAM(execveat, exit, execveat)
+SYSCALL_PROGRAM(do_exit, enter, exit_group)
+SYSCALL_PROGRAM(do_exit, enter, exit)
+
 /* ---- the syscall dispatchers --------------------------------------------
  * One program on raw_syscalls sys_enter and one on sys_exit serve every
  * syscall event: a syscall without a handler costs one program run and a few
@@ -1454,51 +1534,51 @@ int sys__enter(struct bpf_raw_tracepoint_args *ctx)
 {
 	switch ((long)ctx->args[1]) {
 	case 2:
-		return native_syscall() ? open__enter_open(ctx) : 0;
+		return native_syscall() ? enter_open(ctx, 0) : 0;
 	case 257:
-		return native_syscall() ? openat__enter_openat(ctx) : 0;
+		return native_syscall() ? enter_openat(ctx, 0) : 0;
 	case 3:
-		return native_syscall() ? close__enter_close(ctx) : 0;
+		return native_syscall() ? enter_close(ctx, 0) : 0;
 	case 87:
-		return native_syscall() ? unlink__enter_unlink(ctx) : 0;
+		return native_syscall() ? enter_unlink(ctx, 0) : 0;
 	case 263:
-		return native_syscall() ? unlinkat__enter_unlinkat(ctx) : 0;
+		return native_syscall() ? enter_unlinkat(ctx, 0) : 0;
 	case 84:
-		return native_syscall() ? rmdir__enter_rmdir(ctx) : 0;
+		return native_syscall() ? enter_rmdir(ctx, 0) : 0;
 	case 92:
-		return native_syscall() ? chown__enter_chown(ctx) : 0;
+		return native_syscall() ? enter_chown(ctx, 0) : 0;
 	case 260:
-		return native_syscall() ? fchownat__enter_fchownat(ctx) : 0;
+		return native_syscall() ? enter_fchownat(ctx, 0) : 0;
 	case 165:
-		return native_syscall() ? mount__enter_mount(ctx) : 0;
+		return native_syscall() ? enter_mount(ctx, 0) : 0;
 	case 166:
-		return native_syscall() ? umount__enter_umount(ctx) : 0;
+		return native_syscall() ? enter_umount(ctx, 0) : 0;
 	case 105:
-		return native_syscall() ? setuid__enter_setuid(ctx) : 0;
+		return native_syscall() ? enter_setuid(ctx, 0) : 0;
 	case 106:
-		return native_syscall() ? setgid__enter_setgid(ctx) : 0;
+		return native_syscall() ? enter_setgid(ctx, 0) : 0;
 	case 101:
-		return native_syscall() ? ptrace__enter_ptrace(ctx) : 0;
+		return native_syscall() ? enter_ptrace(ctx, 0) : 0;
 	case 41:
-		return native_syscall() ? socket__enter_socket(ctx) : 0;
+		return native_syscall() ? enter_socket(ctx, 0) : 0;
 	case 42:
-		return native_syscall() ? connect__enter_connect(ctx) : 0;
+		return native_syscall() ? enter_connect(ctx, 0) : 0;
 	case 43:
-		return native_syscall() ? accept__enter_accept(ctx) : 0;
+		return native_syscall() ? enter_accept(ctx, 0) : 0;
 	case 288:
-		return native_syscall() ? accept__enter_accept4(ctx) : 0;
+		return native_syscall() ? enter_accept4(ctx, 0) : 0;
 	case 49:
-		return native_syscall() ? bind__enter_bind(ctx) : 0;
+		return native_syscall() ? enter_bind(ctx, 0) : 0;
 	case 50:
-		return native_syscall() ? listen__enter_listen(ctx) : 0;
+		return native_syscall() ? enter_listen(ctx, 0) : 0;
 	case 59:
-		return native_syscall() ? execve__enter(ctx) : 0;
+		return native_syscall() ? enter_execve(ctx, 0) : 0;
 	case 322:
-		return native_syscall() ? execveat__enter(ctx) : 0;
+		return native_syscall() ? enter_execveat(ctx, 0) : 0;
 	case 231:
-		return native_syscall() ? do_exit__exit_group(ctx) : 0;
+		return native_syscall() ? enter_exit_group(ctx, 0) : 0;
 	case 60:
-		return native_syscall() ? do_exit__exit(ctx) : 0;
+		return native_syscall() ? enter_exit(ctx, 0) : 0;
 	}
 	return 0;
 }
@@ -1514,47 +1594,47 @@ int sys__exit(struct bpf_raw_tracepoint_args *ctx)
 		return 0;
 	switch ((long)read_u64(ctx->args[0], cfg->regs_nr)) {
 	case 2:
-		return native_syscall() ? open__exit_open(ctx) : 0;
+		return native_syscall() ? exit_open(ctx, 0) : 0;
 	case 257:
-		return native_syscall() ? openat__exit_openat(ctx) : 0;
+		return native_syscall() ? exit_openat(ctx, 0) : 0;
 	case 3:
-		return native_syscall() ? close__exit_close(ctx) : 0;
+		return native_syscall() ? exit_close(ctx, 0) : 0;
 	case 87:
-		return native_syscall() ? unlink__exit_unlink(ctx) : 0;
+		return native_syscall() ? exit_unlink(ctx, 0) : 0;
 	case 263:
-		return native_syscall() ? unlinkat__exit_unlinkat(ctx) : 0;
+		return native_syscall() ? exit_unlinkat(ctx, 0) : 0;
 	case 84:
-		return native_syscall() ? rmdir__exit_rmdir(ctx) : 0;
+		return native_syscall() ? exit_rmdir(ctx, 0) : 0;
 	case 92:
-		return native_syscall() ? chown__exit_chown(ctx) : 0;
+		return native_syscall() ? exit_chown(ctx, 0) : 0;
 	case 260:
-		return native_syscall() ? fchownat__exit_fchownat(ctx) : 0;
+		return native_syscall() ? exit_fchownat(ctx, 0) : 0;
 	case 165:
-		return native_syscall() ? mount__exit_mount(ctx) : 0;
+		return native_syscall() ? exit_mount(ctx, 0) : 0;
 	case 166:
-		return native_syscall() ? umount__exit_umount(ctx) : 0;
+		return native_syscall() ? exit_umount(ctx, 0) : 0;
 	case 105:
-		return native_syscall() ? setuid__exit_setuid(ctx) : 0;
+		return native_syscall() ? exit_setuid(ctx, 0) : 0;
 	case 106:
-		return native_syscall() ? setgid__exit_setgid(ctx) : 0;
+		return native_syscall() ? exit_setgid(ctx, 0) : 0;
 	case 101:
-		return native_syscall() ? ptrace__exit_ptrace(ctx) : 0;
+		return native_syscall() ? exit_ptrace(ctx, 0) : 0;
 	case 41:
-		return native_syscall() ? socket__exit_socket(ctx) : 0;
+		return native_syscall() ? exit_socket(ctx, 0) : 0;
 	case 42:
-		return native_syscall() ? connect__exit_connect(ctx) : 0;
+		return native_syscall() ? exit_connect(ctx, 0) : 0;
 	case 43:
-		return native_syscall() ? accept__exit_accept(ctx) : 0;
+		return native_syscall() ? exit_accept(ctx, 0) : 0;
 	case 288:
-		return native_syscall() ? accept__exit_accept4(ctx) : 0;
+		return native_syscall() ? exit_accept4(ctx, 0) : 0;
 	case 49:
-		return native_syscall() ? bind__exit_bind(ctx) : 0;
+		return native_syscall() ? exit_bind(ctx, 0) : 0;
 	case 50:
-		return native_syscall() ? listen__exit_listen(ctx) : 0;
+		return native_syscall() ? exit_listen(ctx, 0) : 0;
 	case 59:
-		return native_syscall() ? execve__exit(ctx) : 0;
+		return native_syscall() ? exit_execve(ctx, 0) : 0;
 	case 322:
-		return native_syscall() ? execveat__exit(ctx) : 0;
+		return native_syscall() ? exit_execveat(ctx, 0) : 0;
 	}
 	return 0;
 }
