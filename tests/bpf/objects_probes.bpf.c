@@ -19,6 +19,7 @@ __u64 kprobe_calls = 0;
 __u64 kretprobe_calls = 0;
 __u64 ksyscall_calls = 0;
 __u64 add_calls = 0;
+__u64 add_any = 0; /* whoever called: what the uprobe's pid filter lets through */
 __s64 add_a = 0;
 __s64 add_b = 0;
 __s64 add_ret = 0;
@@ -68,6 +69,7 @@ int on_getppid_syscall_ret(struct pt_regs *ctx)
 SEC("uprobe")
 int on_add(struct pt_regs *ctx)
 {
+	__sync_fetch_and_add(&add_any, 1);
 	if (mine()) {
 		add_a = (int)PT_REGS_PARM1(ctx);
 		add_b = (int)PT_REGS_PARM2(ctx);
