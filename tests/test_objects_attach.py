@@ -322,18 +322,19 @@ def test_a_perf_event_program_samples_every_cpu(objdir: Path):
     assert open_fds() == fds
 
 
-def load_iterators(obj: Object) -> None:
-    obj.load(["list_tasks", "list_maps"], keep_going=True)
-    for name in ("list_tasks", "list_maps"):
-        if obj.programs[name].error is not None:
-            pytest.skip(f"this kernel refuses iterator programs: {obj.programs[name].error}")
+def load_iterator(obj: Object, name: str) -> None:
+    obj.load([name], keep_going=True)
+    error = obj.programs[name].error
+    if error is not None:
+        assert error.errno == errno.EPERM
+        pytest.skip(f"this kernel refuses the iterator: {error}")
 
 
 @pytest.mark.live
 def test_a_task_iterator_lists_this_process(objdir: Path):
     fds = open_fds()
     with Object.open(build(objdir, "objects_probes")) as obj:
-        load_iterators(obj)
+        load_iterator(obj, "list_tasks")
         prog = obj.programs["list_tasks"]
         everyone = [tuple(map(int, line.split())) for line in prog.iterate().splitlines()]
         assert (os.getpid(), os.getpid()) in everyone
@@ -351,13 +352,27 @@ def test_a_task_iterator_lists_this_process(objdir: Path):
 @pytest.mark.live
 def test_a_map_iterator_lists_the_objects_maps(objdir: Path):
     with Object.open(build(objdir, "objects_probes")) as obj:
-        load_iterators(obj)
+        load_iterator(obj, "list_maps")
         obj.attach(["list_maps"])
         (link,) = obj.programs["list_maps"].links
         listed = {int(w[1]): int(w[2]) for w in map(str.split, link.read().decode().splitlines())}
         ids = ours(obj)
         for name, fd in obj.map_fds.items():
             assert listed[syscalls.object_id(fd, False)] == obj.maps[name].max_entries
+    assert_gone(ids)
+
+
+@pytest.mark.live
+def test_a_map_element_iterator_walks_the_map_it_is_given(objdir: Path):
+    with Object.open(build(objdir, "objects_probes")) as obj:
+        obj.globals["target_tgid"] = 77  # the first word of .rodata
+        load_iterator(obj, "list_elements")
+        link = obj.programs["list_elements"].attach_iter(map=".rodata")
+        assert link.read() == b"0 77\n"
+        with pytest.raises(syscalls.BpfSyscallError) as exc:  # a map element iterator
+            obj.programs["list_elements"].attach_iter()      # needs its map
+        assert exc.value.errno == errno.EBADF
+        ids = ours(obj)
     assert_gone(ids)
 
 

@@ -5,7 +5,8 @@
  * test to `add_them` of a C program it builds and keeps the arguments and the return
  * value seen in `target_tgid`; the libc pair attaches by its section to getppid. The
  * perf_event sampler counts the samples taken while `target_tgid` ran; the iterators
- * print every task and every map.
+ * print every task, every map, and the first word of each element of the map they are
+ * given.
  */
 #include <linux/types.h>
 #include <linux/bpf.h>
@@ -138,6 +139,13 @@ struct bpf_iter__bpf_map {
 	struct bpf_map *map;
 } __attribute__((preserve_access_index));
 
+struct bpf_iter__bpf_map_elem {
+	struct bpf_iter_meta *meta;
+	struct bpf_map *map;
+	void *key;
+	void *value;
+} __attribute__((preserve_access_index));
+
 SEC("iter/task")
 int list_tasks(struct bpf_iter__task *ctx)
 {
@@ -157,5 +165,18 @@ int list_maps(struct bpf_iter__bpf_map *ctx)
 		BPF_SEQ_PRINTF(ctx->meta->seq, "map %u %u\n", map->id, map->max_entries);
 	return 0;
 }
+
+#ifndef ORACLE /* bpftool loads whole objects: leave out what this kernel refuses (EPERM) */
+SEC("iter/bpf_map_elem")
+int list_elements(struct bpf_iter__bpf_map_elem *ctx)
+{
+	__u32 *key = ctx->key;
+	__u64 *value = ctx->value;
+
+	if (key && value)
+		BPF_SEQ_PRINTF(ctx->meta->seq, "%u %llu\n", *key, *value);
+	return 0;
+}
+#endif
 
 char LICENSE[] SEC("license") = "GPL";
