@@ -17,6 +17,8 @@ from ebpfwire.kernel.collection import ProgramCollection
 from ebpfwire.kernel.elf import read_object
 
 TEST_BPF = Path(__file__).resolve().parent / "bpf"
+# bpf_tracing.h's names of the machine (PT_REGS_PARM1 and the like need one)
+TARGET_ARCH = {"x86_64": "x86", "aarch64": "arm64"}
 
 
 def compile_object(name: str, out_dir: Path, *defines: str, includes: tuple[Path, ...] = ()
@@ -28,9 +30,11 @@ def compile_object(name: str, out_dir: Path, *defines: str, includes: tuple[Path
         raise FileNotFoundError("clang not installed: cannot build the test BPF objects")
     out = out_dir / f"{name}{''.join('-' + d for d in defines)}.o"
     arch_inc = f"/usr/include/{platform.machine()}-linux-gnu"
+    target_arch = TARGET_ARCH.get(platform.machine(), platform.machine())
     subprocess.run(
         [clang, "-O2", "-g", "-target", "bpf", *(f"-I{d}" for d in includes),
-         f"-I{arch_inc}", "-Wall", "-Werror", *(f"-D{d}" for d in defines), "-c",
+         f"-I{arch_inc}", f"-D__TARGET_ARCH_{target_arch}", "-Wall", "-Werror",
+         *(f"-D{d}" for d in defines), "-c",
          str(TEST_BPF / f"{name}.bpf.c"), "-o", str(out)],
         check=True,
     )

@@ -24,7 +24,15 @@ from typing import Any
 
 from ebpfwire import machine
 from ebpfwire.kernel import syscalls
-from ebpfwire.kernel.attach import attach_program
+from ebpfwire.kernel.attach import (
+    Link,
+    attach_iter,
+    attach_kprobe,
+    attach_link,
+    attach_perf_event,
+    attach_probe,
+    uprobe_plan,
+)
 from ebpfwire.kernel.btf import Btf, BtfKind
 from ebpfwire.kernel.collection import load_insns
 from ebpfwire.kernel.core import relocate_sections
@@ -59,7 +67,7 @@ class Program:
         self.error: LoaderError | None = None
         self.log = ""
         self.linked: LinkedProgram | None = None
-        self._links: list[int] = []
+        self._links: list[Link] = []
 
     def load(self) -> int:
         """Load this program (the object's maps and BTF first, if not yet); its fd."""
@@ -73,22 +81,79 @@ class Program:
                 raise
         return self.fd
 
-    def attach(self) -> int:
-        """Attach where the section says (loading first if needed); the link fd."""
+    def attach(self) -> Link:
+        """Attach where the section says (loading first if needed); the link, which the
+        program owns (:meth:`detach` and the object's close release it)."""
         fd = self.load()
         if not self.spec.kind.attach:
             raise LoaderError(
                 f"program {self.name!r}: section {self.section!r} has no automatic "
                 "attachment in this loader"
             )
-        link_fd = attach_program(self.spec, fd)
-        self._links.append(link_fd)
-        return link_fd
+        return self._own(attach_link(self.spec, fd, self.spec.kind.attach))
+
+    @property
+    def auto_attach(self) -> bool:
+        """Whether :meth:`Object.attach` attaches it: its section says where (a bare
+        ``uprobe`` section does not: :meth:`attach_uprobe` names the place)."""
+        kind = self.spec.kind.attach
+        return bool(kind) and not (kind in ("uprobe", "uretprobe") and not self.attach_to)
+
+    def _own(self, link: Link) -> Link:
+        self._links.append(link)
+        return link
+
+    def _retprobe(self, retprobe: bool | None, ret_kinds: tuple[str, ...]) -> bool:
+        return self.spec.kind.attach in ret_kinds if retprobe is None else retprobe
+
+    def attach_kprobe(self, function: str, offset: int = 0, *, retprobe: bool | None = None
+                      ) -> Link:
+        """On entry to kernel ``function`` (+ ``offset``), or its return (``retprobe``;
+        default: the section's kind)."""
+        ret = self._retprobe(retprobe, ("kretprobe", "kretsyscall"))
+        return self._own(attach_kprobe(self.load(), function, offset, retprobe=ret))
+
+    def attach_uprobe(self, binary: str, func_or_offset: str | int, *, pid: int = -1,
+                      retprobe: bool | None = None) -> Link:
+        """On ``binary``'s function (``"name"``, ``"name+off"``) or file offset, in process
+        ``pid`` (-1: every process); its return with ``retprobe`` (default: the section's
+        kind)."""
+        ret = self._retprobe(retprobe, ("uretprobe",))
+        plan = uprobe_plan(binary, func_or_offset, retprobe=ret, pid=pid)
+        return self._own(attach_probe(self.load(), plan))
+
+    def attach_perf_event(self, *, period: int | None = None, frequency: int | None = None,
+                          cpus: Iterable[int] | None = None) -> Link:
+        """A sampler on the cpu-clock of each CPU (default: the online ones), every
+        ``period`` ns of it or ``frequency`` times a second."""
+        return self._own(attach_perf_event(self.load(), period=period, frequency=frequency,
+                                           cpus=cpus))
+
+    def attach_iter(self, *, map: str | None = None, pid: int | None = None,
+                    tid: int | None = None) -> Link:
+        """An iterator link: over the elements of the object's map ``map``, over one
+        process or thread, or (default) over all; ``link.read()`` runs it."""
+        fd = self.load()
+        map_fd = self._obj._map_fd(map) if map is not None else None
+        return self._own(attach_iter(fd, map_fd=map_fd, pid=pid, tid=tid))
+
+    def iterate(self) -> str:
+        """Run this iterator program once over everything; what it printed."""
+        it = attach_iter(self.load())
+        try:
+            return it.read().decode("utf-8", "replace")
+        finally:
+            it.close()
+
+    @property
+    def links(self) -> list[Link]:
+        return list(self._links)
 
     def detach(self) -> None:
-        for fd in self._links:
-            os.close(fd)
-        self._links.clear()
+        """Close every link of this program; it stays loaded."""
+        links, self._links = self._links, []
+        for each in links:
+            each.close()
 
     def __repr__(self) -> str:
         return (f"Program({self.name!r}, section={self.section!r}, type={self.prog_type}, "
@@ -343,7 +408,7 @@ class Object:
         """Attach ``programs`` (default: every loaded one whose section says where)."""
         self._check_open()
         names = list(programs) if programs is not None else [
-            p.name for p in self.programs.values() if p.fd is not None and p.spec.kind.attach
+            p.name for p in self.programs.values() if p.fd is not None and p.auto_attach
         ]
         for name in names:
             self.programs[name].attach()

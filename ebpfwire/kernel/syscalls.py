@@ -38,6 +38,11 @@ BPF_RAW_TRACEPOINT_OPEN = 17
 BPF_BTF_LOAD = 18
 BPF_MAP_FREEZE = 22
 BPF_MAP_LOOKUP_BATCH = 24
+BPF_LINK_CREATE = 28
+BPF_ITER_CREATE = 33
+# attach types for BPF_LINK_CREATE
+BPF_TRACE_ITER = 28
+BPF_PERF_EVENT = 41
 
 BPF_PROG_TYPE_TRACEPOINT = 5
 BPF_PROG_TYPE_RAW_TRACEPOINT = 17
@@ -57,9 +62,11 @@ PERCPU_MAP_TYPES = frozenset(
 # perf_event_open(2)
 PERF_TYPE_SOFTWARE = 1
 PERF_TYPE_TRACEPOINT = 2
+PERF_COUNT_SW_CPU_CLOCK = 0
 PERF_COUNT_SW_BPF_OUTPUT = 10
 PERF_SAMPLE_RAW = 1 << 10
 PERF_FLAG_FD_CLOEXEC = 1 << 3
+PERF_ATTR_FLAG_FREQ = 1 << 10
 PERF_ATTR_FLAG_WATERMARK = 1 << 14
 PERF_EVENT_IOC_ENABLE = 0x2400
 PERF_EVENT_IOC_SET_BPF = 0x40042408
@@ -335,6 +342,22 @@ def raw_tracepoint_open(name: str | None, prog_fd: int) -> int:
     return bpf(BPF_RAW_TRACEPOINT_OPEN, attr, f"attaching {what}")
 
 
+def link_create(prog_fd: int, target_fd: int, attach_type: int, iter_info: bytes = b"",
+                what: str = "") -> int:
+    """``BPF_LINK_CREATE``: a BPF link of ``prog_fd`` to ``target_fd`` (a perf event fd for
+    ``BPF_PERF_EVENT``, 0 for an iterator, whose ``iter_info`` is a
+    ``union bpf_iter_link_info``); the link fd, whose close detaches."""
+    info = ctypes.create_string_buffer(iter_info, len(iter_info)) if iter_info else None
+    attr = _attr("<IIIIQI", prog_fd, target_fd, attach_type, 0, _addr(info), len(iter_info))
+    return bpf(BPF_LINK_CREATE, attr, what or f"linking program fd {prog_fd}")
+
+
+def iter_create(link_fd: int) -> int:
+    """``BPF_ITER_CREATE``: a new read-only fd that runs the iterator of ``link_fd`` as it is
+    read (one pass: EOF at its end)."""
+    return bpf(BPF_ITER_CREATE, _attr("<II", link_fd, 0), f"opening iterator link {link_fd}")
+
+
 def _next_id(cmd: int, start: int) -> int | None:
     attr = _attr("<II", start, 0)
     if not _found(cmd, attr, "listing BPF object ids"):
@@ -388,15 +411,23 @@ def perf_event_open(
     sample_type: int = 0,
     wakeup: int = 1,
     watermark: bool = False,
+    *,
+    period: int = 1,
+    freq: bool = False,
+    config1: int = 0,
+    config2: int = 0,
 ) -> int:
     """``perf_event_open(attr, pid, cpu, -1, FD_CLOEXEC)``; returns the event fd.
 
-    ``wakeup`` is ``wakeup_events`` (records) or, with ``watermark``, bytes.
+    ``wakeup`` is ``wakeup_events`` (records) or, with ``watermark``, bytes. ``period`` is
+    ``sample_period``, or ``sample_freq`` (Hz) with ``freq``; ``config1``/``config2`` are the
+    PMU's own (a probe's function name or path address, and its offset).
     """
-    flags = PERF_ATTR_FLAG_WATERMARK if watermark else 0
+    flags = (PERF_ATTR_FLAG_WATERMARK if watermark else 0) | (PERF_ATTR_FLAG_FREQ if freq else 0)
     attr = ctypes.create_string_buffer(_PERF_ATTR_SIZE)
     struct.pack_into(
-        "<IIQQQQQI", attr, 0, type_, _PERF_ATTR_SIZE, config, 1, sample_type, 0, flags, wakeup
+        "<IIQQQQQIIQQ", attr, 0, type_, _PERF_ATTR_SIZE, config, period, sample_type, 0, flags,
+        wakeup, 0, config1, config2,
     )
     ret = _libc.syscall(_nr("perf_event_open"), attr, pid, cpu, -1, PERF_FLAG_FD_CLOEXEC)
     if ret < 0:
