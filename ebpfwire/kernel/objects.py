@@ -469,10 +469,10 @@ class Object:
             prog.detach()
         for reader in self._readers:
             reader.close()
-        for name, fd in self.map_fds.items():
-            spec = self.maps[name]
-            if spec.type == syscalls.BPF_MAP_TYPE_PROG_ARRAY and name not in self.pins:
-                objmaps.empty_prog_array(fd, spec.max_entries)
+        prog_arrays = [fd for name, fd in self.map_fds.items()
+                       if self.maps[name].type == syscalls.BPF_MAP_TYPE_PROG_ARRAY
+                       and name not in self.pins]
+        prog_array_ids = objmaps.empty_prog_arrays(prog_arrays)
         for prog in self.programs.values():
             if prog.fd is not None:
                 os.close(prog.fd)
@@ -480,6 +480,7 @@ class Object:
         for fd in self.map_fds.values():
             os.close(fd)
         self.map_fds.clear()
+        objmaps.wait_freed(prog_array_ids)
         if self.btf_fd is not None:
             os.close(self.btf_fd)
             self.btf_fd = None

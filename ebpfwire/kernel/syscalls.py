@@ -384,6 +384,16 @@ def _object_names(next_cmd: int, fd_cmd: int, info_size: int, name_at: int) -> d
     return names
 
 
+def map_ids() -> set[int]:
+    """Every BPF map id in the kernel, without opening any (``BPF_MAP_GET_NEXT_ID`` only)."""
+    ids = set()
+    obj_id = _next_id(BPF_MAP_GET_NEXT_ID, 0)
+    while obj_id is not None:
+        ids.add(obj_id)
+        obj_id = _next_id(BPF_MAP_GET_NEXT_ID, obj_id)
+    return ids
+
+
 def loaded_programs() -> dict[int, str]:
     """id -> name of every BPF program in the kernel (for leak checks)."""
     return _object_names(BPF_PROG_GET_NEXT_ID, BPF_PROG_GET_FD_BY_ID, 256, 64)
