@@ -334,10 +334,13 @@ class Object:
                                          prog.fd)
 
     def _check_prog_slots(self) -> None:
-        """Every PROG_ARRAY slot set statically holds its program: a program the slot
-        names that was not loaded is an error, as libbpf's load fails on it."""
+        """Every static slot of a PROG_ARRAY that a loaded program uses holds its program:
+        one not loaded is an error (libbpf's load fails on it too), not a tail call that
+        silently falls through."""
+        used = {ref.map for p in self.programs.values() if p.fd is not None and p.linked
+                for ref in p.linked.map_refs}
         for spec in self.maps.values():
-            if spec.type != syscalls.BPF_MAP_TYPE_PROG_ARRAY:
+            if spec.type != syscalls.BPF_MAP_TYPE_PROG_ARRAY or spec.name not in used:
                 continue
             for slot, target in sorted(spec.values.items()):
                 prog = self.programs[target]

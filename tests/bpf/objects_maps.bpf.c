@@ -67,6 +67,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_BLOOM_FILTER);
 	__uint(max_entries, 16);
 	__uint(value_size, sizeof(__u32));
+	__uint(map_flags, BPF_F_ZERO_SEED); /* the same hashes on every run: no chance false positive */
 	__uint(map_extra, 3); /* number of hash functions */
 } bloom SEC(".maps");
 
