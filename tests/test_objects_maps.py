@@ -54,6 +54,13 @@ def test_inner_templates_and_static_values_are_read(maps_obj: Path):
     assert obj.pin_path == BPFFS  # libbpf's default for LIBBPF_PIN_BY_NAME
 
 
+def test_values_in_a_map_that_cannot_hold_them_is_refused(objdir: Path):
+    path = build(objdir, "objects_maps", "BAD_VALUES")
+    with pytest.raises(LoaderError, match=r"map 'bad' \(type 1\): 'values' of inner maps "
+                                          r"needs a map of type \[12, 13\]"):
+        Object.open(path)
+
+
 @pytest.mark.live
 def test_map_in_map_static_and_from_python(maps_obj: Path):
     with Object.open(maps_obj) as obj:

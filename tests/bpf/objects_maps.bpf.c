@@ -71,6 +71,15 @@ struct {
 	__uint(map_extra, 3); /* number of hash functions */
 } bloom SEC(".maps");
 
+#ifdef BAD_VALUES /* inner maps in a map that cannot hold maps: refused at open */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4);
+	__type(key, __u32);
+	__array(values, struct inner_def);
+} bad SEC(".maps");
+#endif
+
 static __always_inline int ours(void)
 {
 	return bpf_get_current_pid_tgid() >> 32 == target_tgid;
