@@ -155,6 +155,9 @@ def _map_def(btf: Btf, type_id: int, name: str, path: str, inner: bool) -> MapSp
             raise LoaderError(f"{path}: map {name!r}: member {mname!r} is not supported")
     if "type" not in values:
         raise LoaderError(f"{path}: map {name!r} has no type")
+    if values.get("pinning", 0) not in (0, 1):
+        raise LoaderError(f"{path}: map {name!r}: pinning {values['pinning']} is not 0 (none) "
+                          "or 1 (LIBBPF_PIN_BY_NAME)")
     if inner and values.get("pinning"):
         raise LoaderError(f"{path}: map {name!r}: an inner map template cannot be pinned")
     if slot_types and values["type"] not in slot_types:

@@ -294,23 +294,26 @@ class _Reader:
                    programs: dict[str, ProgramSpec], btf: Btf | None) -> None:
         """``.rel.maps``: the static ``values`` of outer maps and PROG_ARRAYs, each relocation
         a pointer in the ``values`` array: slot = its position there."""
-        rels = self._relocations(maps_index, symbols)
-        if not rels or btf is None:
+        sec = self.elf.get_section_by_name(".rel.maps")
+        if not isinstance(sec, RelocationSection) or btf is None:
             return
         where = {s.name: (s.value, s.size) for s in symbols
                  if s.section == maps_index and s.type == "STT_OBJECT" and s.name in maps}
-        for insn, sym in sorted(rels.items()):
-            at = insn * INSN_SIZE  # .rel.maps offsets are bytes; _relocations divided them
+        for rel in sec.iter_relocations():
+            at, sym = rel["r_offset"], symbols[rel["r_info_sym"]]
             owner = next((n for n, (v, size) in where.items() if v <= at < v + size), None)
             if owner is None:
                 raise LoaderError(f"{self.origin}: .rel.maps: a pointer to {sym.name!r} at "
                                   f"byte {at} of .maps lies in no map")
             spec = maps[owner]
             first = self._values_offset(btf, owner)
-            slot, rest = divmod(at - where[owner][0] - first, INSN_SIZE)
+            slot, rest = divmod(at - where[owner][0] - first, 8)  # 8-byte BPF pointers
             if first < 0 or slot < 0 or rest:
                 raise LoaderError(f"{self.origin}: .rel.maps: map {owner!r}: the pointer to "
                                   f"{sym.name!r} at byte {at} of .maps is not in 'values'")
+            if spec.key_size != 4:
+                raise LoaderError(f"{self.origin}: map {owner!r}: static 'values' need 4-byte "
+                                  f"keys (the slot index), found key_size {spec.key_size}")
             if spec.inner is not None:
                 ok = sym.section == maps_index and sym.name in maps
                 what = "a map of .maps"
