@@ -228,6 +228,17 @@ def test_an_incompatible_pin_is_refused_naming_the_property(objdir: Path, pin_di
 
 
 @pytest.mark.live
+def test_a_failed_load_removes_the_pins_it_made(objdir: Path, pin_dir: Path):
+    with _pinning_object(objdir, pin_dir) as obj:
+        obj.maps["local"].max_entries = 0  # created after ew_pinned, refused by the kernel
+        with pytest.raises(LoaderError, match=r"creating map 'local' \(type 2\): Invalid"):
+            obj.load()
+        assert obj.pins == {} and not (pin_dir / "ew_pinned").exists()
+        kept = ours(obj)
+    assert_gone(kept)
+
+
+@pytest.mark.live
 def test_pinning_defaults_to_sys_fs_bpf(objdir: Path, pin_dir: Path):
     pin = BPFFS / "ew_pinned"
     if pin.exists():

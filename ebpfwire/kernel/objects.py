@@ -222,14 +222,18 @@ class Object:
         if unknown:
             raise LoaderError(f"{self.spec.origin}: no program {sorted(unknown)}; programs: "
                               f"{sorted(self.programs)}")
-        self._prepare()
-        for name in names:
-            try:
-                self.programs[name].load()
-            except LoaderError:
-                if not keep_going:
-                    raise
-        self._check_prog_slots()
+        try:
+            self._prepare()
+            for name in names:
+                try:
+                    self.programs[name].load()
+                except LoaderError:
+                    if not keep_going:
+                        raise
+            self._check_prog_slots()
+        except BaseException:
+            self._unpin_created()
+            raise
 
     def _check_open(self) -> None:
         if self.closed:
@@ -243,13 +247,25 @@ class Object:
         self._prepared = True
         if self.spec.btf is not None:
             self._load_btf()
-        for spec in self.maps.values():
-            self.map_fds[spec.name] = self._create_map(spec)
-        for spec in self.maps.values():
-            if spec.type in syscalls.MAP_IN_MAP_TYPES and spec.name not in self.reused:
-                for slot, target in spec.values.items():
-                    objmaps.set_slot(spec.name, self.map_fds[spec.name], slot, target,
-                                     self.map_fds[target])
+        try:
+            for spec in self.maps.values():
+                self.map_fds[spec.name] = self._create_map(spec)
+            for spec in self.maps.values():
+                if spec.type in syscalls.MAP_IN_MAP_TYPES and spec.name not in self.reused:
+                    for slot, target in spec.values.items():
+                        objmaps.set_slot(spec.name, self.map_fds[spec.name], slot, target,
+                                         self.map_fds[target])
+        except BaseException:
+            self._unpin_created()
+            raise
+
+    def _unpin_created(self) -> None:
+        """Remove the pins this object made (not those it reused): a failed load leaves
+        none behind, as libbpf's."""
+        for name, path in list(self.pins.items()):
+            if name not in self.reused:
+                path.unlink(missing_ok=True)
+                del self.pins[name]
 
     def _load_btf(self) -> None:
         btf = self.spec.btf
