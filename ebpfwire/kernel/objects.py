@@ -499,10 +499,10 @@ class Object:
         for fd in self.map_fds.values():
             os.close(fd)
         self.map_fds.clear()
-        objmaps.wait_freed(prog_array_ids)
         if self.btf_fd is not None:
             os.close(self.btf_fd)
             self.btf_fd = None
+        objmaps.wait_freed(prog_array_ids)  # last: a Ctrl-C here leaves no fd open
 
     def __enter__(self) -> Object:
         return self
