@@ -43,6 +43,7 @@ _UINT_MEMBERS = {
     "map_extra",
 }
 _TYPE_MEMBERS = {"key": "key_size", "value": "value_size"}
+_NO_KEY = frozenset({22, 23, syscalls.BPF_MAP_TYPE_BLOOM_FILTER})  # queue, stack, bloom filter
 
 
 @dataclass
@@ -59,6 +60,8 @@ class MapSpec:
     value_type_id: int = 0  # BTF type of the value (0: not declared)
     pinning: int = 0  # LIBBPF_PIN_BY_NAME (1): shared under a bpffs directory by name
     map_extra: int = 0  # bloom filter hashes, arena address...
+    inner: MapSpec | None = None  # map-in-map: the template of the maps it holds
+    values: dict[int, str] = field(default_factory=dict)  # static slot -> map or program
 
 
 @dataclass
@@ -106,48 +109,90 @@ def map_specs(btf: Btf, symbols: dict[int, str], path: str) -> dict[str, MapSpec
     maps: dict[str, MapSpec] = {}
     for var in btf.type(secs[0]).detail:
         var_rec = btf.type(var.type)
-        name = var_rec.name
-        struct_id = btf.resolve(var_rec.size_or_type)
-        if btf.kind(struct_id) != BtfKind.STRUCT:
-            raise LoaderError(f"{path}: map {name!r} is not declared as a struct in .maps")
-        values: dict[str, int] = {}
-        for member in btf.type(struct_id).detail:
-            mname = btf.string(member.name_off)
-            ptr = btf.resolve(member.type)
-            if btf.kind(ptr) != BtfKind.PTR:
-                raise LoaderError(f"{path}: map {name!r} member {mname!r} is not a pointer")
-            target = btf.type(ptr).size_or_type
-            if mname in _UINT_MEMBERS:
-                arr = btf.resolve(target)
-                if btf.kind(arr) != BtfKind.ARRAY:
-                    raise LoaderError(f"{path}: map {name!r} member {mname!r}: expected __uint")
-                values[mname] = btf.type(arr).detail.nelems
-            elif mname in _TYPE_MEMBERS:
-                values[f"{mname}_type_id"] = target
-                try:
-                    values[_TYPE_MEMBERS[mname]] = btf.sizeof(target)
-                except BtfError as exc:
-                    raise LoaderError(f"{path}: map {name!r} {mname} type: {exc}") from exc
-            else:
-                raise LoaderError(f"{path}: map {name!r}: member {mname!r} is not supported")
-        if "type" not in values:
-            raise LoaderError(f"{path}: map {name!r} has no type")
-        maps[name] = MapSpec(
-            name=name,
-            type=values["type"],
-            key_size=values.get("key_size", 4),
-            value_size=values.get("value_size", 4),
-            max_entries=values.get("max_entries", 0),
-            map_flags=values.get("map_flags", 0),
-            key_type_id=values.get("key_type_id", 0),
-            value_type_id=values.get("value_type_id", 0),
-            pinning=values.get("pinning", 0),
-            map_extra=values.get("map_extra", 0),
-        )
+        maps[var_rec.name] = _map_def(btf, var_rec.size_or_type, var_rec.name, path, False)
     missing = set(symbols.values()) - set(maps)
     if missing:
         raise LoaderError(f"{path}: symbols {sorted(missing)} in .maps have no BTF description")
     return maps
+
+
+def _map_def(btf: Btf, type_id: int, name: str, path: str, inner: bool) -> MapSpec:
+    """One map definition struct; ``inner``: the template in an outer map's ``values``."""
+    struct_id = btf.resolve(type_id)
+    if btf.kind(struct_id) != BtfKind.STRUCT:
+        raise LoaderError(f"{path}: map {name!r} is not declared as a struct in .maps")
+    values: dict[str, int] = {}
+    inner_spec = None
+    slot_types: frozenset[int] = frozenset()  # the map types a 'values' member allows
+    members = btf.type(struct_id).detail
+    for i, member in enumerate(members):
+        mname = btf.string(member.name_off)
+        if mname == "values":
+            if inner or i != len(members) - 1:
+                raise LoaderError(f"{path}: map {name!r}: 'values' must be the last member of "
+                                  "an outer map (no map-in-map inside an inner map)")
+            inner_spec = _values_def(btf, member.type, name, path)
+            slot_types = (syscalls.MAP_IN_MAP_TYPES if inner_spec is not None
+                          else frozenset({syscalls.BPF_MAP_TYPE_PROG_ARRAY}))
+            values["value_size"] = 4  # a map or program fd
+            continue
+        ptr = btf.resolve(member.type)
+        if btf.kind(ptr) != BtfKind.PTR:
+            raise LoaderError(f"{path}: map {name!r} member {mname!r} is not a pointer")
+        target = btf.type(ptr).size_or_type
+        if mname in _UINT_MEMBERS:
+            arr = btf.resolve(target)
+            if btf.kind(arr) != BtfKind.ARRAY:
+                raise LoaderError(f"{path}: map {name!r} member {mname!r}: expected __uint")
+            values[mname] = btf.type(arr).detail.nelems
+        elif mname in _TYPE_MEMBERS:
+            values[f"{mname}_type_id"] = target
+            try:
+                values[_TYPE_MEMBERS[mname]] = btf.sizeof(target)
+            except BtfError as exc:
+                raise LoaderError(f"{path}: map {name!r} {mname} type: {exc}") from exc
+        else:
+            raise LoaderError(f"{path}: map {name!r}: member {mname!r} is not supported")
+    if "type" not in values:
+        raise LoaderError(f"{path}: map {name!r} has no type")
+    if values.get("pinning", 0) not in (0, 1):
+        raise LoaderError(f"{path}: map {name!r}: pinning {values['pinning']} is not 0 (none) "
+                          "or 1 (LIBBPF_PIN_BY_NAME)")
+    if inner and values.get("pinning"):
+        raise LoaderError(f"{path}: map {name!r}: an inner map template cannot be pinned")
+    if slot_types and values["type"] not in slot_types:
+        what = "inner maps" if inner_spec is not None else "programs"
+        raise LoaderError(f"{path}: map {name!r} (type {values['type']}): 'values' of {what} "
+                          f"needs a map of type {sorted(slot_types)}")
+    return MapSpec(
+        name=name,
+        type=values["type"],
+        key_size=values.get("key_size", 0 if values["type"] in _NO_KEY else 4),
+        value_size=values.get("value_size", 4),
+        max_entries=values.get("max_entries", 0),
+        map_flags=values.get("map_flags", 0),
+        key_type_id=values.get("key_type_id", 0),
+        value_type_id=values.get("value_type_id", 0),
+        pinning=values.get("pinning", 0),
+        map_extra=values.get("map_extra", 0),
+        inner=inner_spec,
+    )
+
+
+def _values_def(btf: Btf, type_id: int, name: str, path: str) -> MapSpec | None:
+    """``__array(values, T)``: the inner map template when T is a map definition, None
+    when T is a function prototype (a PROG_ARRAY's programs)."""
+    arr = btf.resolve(type_id)
+    if btf.kind(arr) != BtfKind.ARRAY or btf.type(arr).detail.nelems:
+        raise LoaderError(f"{path}: map {name!r}: 'values' is not a zero-sized array "
+                          "(declare it with __array(values, ...))")
+    ptr = btf.resolve(btf.type(arr).detail.type)
+    if btf.kind(ptr) != BtfKind.PTR:
+        raise LoaderError(f"{path}: map {name!r}: 'values' is not an array of pointers")
+    target = btf.resolve(btf.type(ptr).size_or_type)
+    if btf.kind(target) == BtfKind.FUNC_PROTO:
+        return None
+    return _map_def(btf, target, f"{name}.inner", path, True)
 
 
 def _prog_type(section: str) -> tuple[int, str] | None:

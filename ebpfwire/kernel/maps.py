@@ -204,6 +204,7 @@ class Map:
         btf: Btf | None = None,
         key_type_id: int = 0,
         value_type_id: int = 0,
+        value_codec: Any = None,
     ) -> None:
         self.fd = fd
         self.info = info
@@ -218,7 +219,7 @@ class Map:
         self.ncpus = machine.possible_cpus() if self.percpu else 1
         self._stride = (self.value_size + 7) & ~7 if self.percpu else self.value_size
         self._key = self._codec(btf, key_type_id, self.key_size, "key")
-        self._value = self._codec(btf, value_type_id, self.value_size, "value")
+        self._value = value_codec or self._codec(btf, value_type_id, self.value_size, "value")
         self._batch = True  # until the kernel says it has no batch lookup for this map
 
     @classmethod
@@ -229,9 +230,11 @@ class Map:
         btf: Btf | None = None,
         key_type_id: int = 0,
         value_type_id: int = 0,
+        value_codec: Any = None,
     ) -> Map:
-        """Wrap a map fd; keys/values typed by ``btf`` where the type ids are not 0."""
-        return cls(fd, syscalls.map_info(fd), btf, key_type_id, value_type_id)
+        """Wrap a map fd; keys/values typed by ``btf`` where the type ids are not 0, or
+        values by ``value_codec`` (``encode(value, where)``, ``decode(data)``)."""
+        return cls(fd, syscalls.map_info(fd), btf, key_type_id, value_type_id, value_codec)
 
     def _codec(self, btf: Btf | None, tid: int, size: int, what: str) -> BtfCodec | _RawCodec:
         if btf is None or not tid:
@@ -284,6 +287,10 @@ class Map:
     def update(self, key: Any, value: Any, flags: int = BPF_ANY) -> None:
         """Set ``key`` to ``value`` (``BPF_ANY``, ``BPF_NOEXIST`` or ``BPF_EXIST``)."""
         syscalls.map_update(self.fd, self.encode_key(key), self.encode_value(value), flags)
+
+    def push(self, value: Any) -> None:
+        """Add ``value`` to a map without keys (bloom filter, queue, stack)."""
+        syscalls.map_update(self.fd, b"", self.encode_value(value))
 
     def delete(self, key: Any) -> bool:
         """Remove ``key``; False if it was absent. Arrays refuse (EINVAL): they hold every key."""

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ebpfwire import machine
-from ebpfwire.kernel import syscalls
+from ebpfwire.kernel import objmaps, syscalls
 from ebpfwire.kernel.attach import (
     Link,
     attach_iter,
@@ -79,6 +79,7 @@ class Program:
                 self.error = exc
                 self.log = getattr(exc, "log", "")
                 raise
+            self._obj._fill_prog_slots(self)
         return self.fd
 
     def attach(self) -> Link:
@@ -224,12 +225,19 @@ class Object:
 
     ``target_btf``: the kernel BTF that CO-RE relocations and tracing attach points are
     resolved against (a path, or a :class:`Btf`; default ``/sys/kernel/btf/vmlinux``).
+    ``pin_path``: the bpffs directory of maps declared ``pinning = LIBBPF_PIN_BY_NAME``
+    (default ``/sys/fs/bpf``, as libbpf); ``pins`` says where each was pinned, ``reused``
+    which were found there already.
     """
 
-    def __init__(self, spec: ObjectSpec, target_btf: str | Path | Btf | None = None) -> None:
+    def __init__(self, spec: ObjectSpec, target_btf: str | Path | Btf | None = None,
+                 pin_path: str | Path | None = None) -> None:
         self.spec = spec
         self.name = spec.name
         self._target_btf = target_btf
+        self.pin_path = Path(pin_path) if pin_path is not None else objmaps.PIN_ROOT
+        self.pins: dict[str, Path] = {}
+        self.reused: set[str] = set()
         self.maps: dict[str, MapSpec] = dict(spec.maps)
         for sec in spec.data.values():
             self.maps[sec.name] = MapSpec(
@@ -250,9 +258,10 @@ class Object:
 
     @classmethod
     def open(cls, source: str | Path | bytes, *, name: str | None = None,
-             target_btf: str | Path | Btf | None = None) -> Object:
+             target_btf: str | Path | Btf | None = None,
+             pin_path: str | Path | None = None) -> Object:
         """Read an object from a path or from its bytes (``name`` then names it)."""
-        return cls(read_spec(source, name), target_btf)
+        return cls(read_spec(source, name), target_btf, pin_path)
 
     # ---- before load -------------------------------------------------------------------
 
@@ -278,13 +287,18 @@ class Object:
         if unknown:
             raise LoaderError(f"{self.spec.origin}: no program {sorted(unknown)}; programs: "
                               f"{sorted(self.programs)}")
-        self._prepare()
-        for name in names:
-            try:
-                self.programs[name].load()
-            except LoaderError:
-                if not keep_going:
-                    raise
+        try:
+            self._prepare()
+            for name in names:
+                try:
+                    self.programs[name].load()
+                except LoaderError:
+                    if not keep_going:
+                        raise
+            self._check_prog_slots()
+        except BaseException:
+            self._unpin_created()
+            raise
 
     def _check_open(self) -> None:
         if self.closed:
@@ -298,8 +312,25 @@ class Object:
         self._prepared = True
         if self.spec.btf is not None:
             self._load_btf()
-        for spec in self.maps.values():
-            self.map_fds[spec.name] = self._create_map(spec)
+        try:
+            for spec in self.maps.values():
+                self.map_fds[spec.name] = self._create_map(spec)
+            for spec in self.maps.values():
+                if spec.type in syscalls.MAP_IN_MAP_TYPES and spec.name not in self.reused:
+                    for slot, target in spec.values.items():
+                        objmaps.set_slot(spec.name, self.map_fds[spec.name], slot, target,
+                                         self.map_fds[target])
+        except BaseException:
+            self._unpin_created()
+            raise
+
+    def _unpin_created(self) -> None:
+        """Remove the pins this object made (not those it reused): a failed load leaves
+        none behind, as libbpf's."""
+        for name, path in list(self.pins.items()):
+            if name not in self.reused:
+                path.unlink(missing_ok=True)
+                del self.pins[name]
 
     def _load_btf(self) -> None:
         btf = self.spec.btf
@@ -324,23 +355,46 @@ class Object:
                                          f"object's BTF: {exc}\n{tail}", exc.errno)
 
     def _create_map(self, spec: MapSpec) -> int:
+        """A new map for ``spec`` (an outer map made with its inner template), or the map
+        pinned under its name if it declares pinning and one is there."""
         sizes, entries = (spec.key_size, spec.value_size), spec.max_entries
         if spec.type == syscalls.BPF_MAP_TYPE_PERF_EVENT_ARRAY and not entries:
             entries = machine.possible_cpus()
         elif spec.type == syscalls.BPF_MAP_TYPE_RINGBUF:
             sizes = (0, 0)
+        pin = self.pin_path / spec.name if spec.pinning == objmaps.LIBBPF_PIN_BY_NAME else None
+        if pin is not None:
+            fd = objmaps.reuse_pinned(spec.name, pin, {
+                "type": spec.type, "key_size": sizes[0], "value_size": sizes[1],
+                "max_entries": entries, "map_flags": spec.map_flags,
+                "map_extra": spec.map_extra,
+            })
+            if fd is not None:
+                self.pins[spec.name] = pin
+                self.reused.add(spec.name)
+                return fd
         data = self.spec.data.get(spec.name)
         btf_ids = {}
-        if self.btf_fd is not None and spec.type not in _NO_BTF_TYPES and (
-            spec.key_type_id or spec.value_type_id
-        ):
+        if self.btf_fd is not None and spec.type not in _NO_BTF_TYPES and spec.value_type_id:
             btf_ids = {"btf_fd": self.btf_fd, "btf_key_type_id": spec.key_type_id,
                        "btf_value_type_id": spec.value_type_id}
-        fd = syscalls.map_create(
-            spec.type, *sizes, entries, spec.map_flags,
-            data.map_name if data is not None else spec.name, map_extra=spec.map_extra,
-            **btf_ids,
-        )
+        inner_fd = self._create_map(spec.inner) if spec.inner is not None else 0
+        try:
+            fd = syscalls.map_create(
+                spec.type, *sizes, entries, spec.map_flags,
+                data.map_name if data is not None else spec.name, map_extra=spec.map_extra,
+                inner_map_fd=inner_fd, **btf_ids,
+            )
+        finally:
+            if inner_fd:  # the template only shapes the outer map: libbpf drops it too
+                os.close(inner_fd)
+        if pin is not None:
+            try:
+                objmaps.pin(spec.name, fd, pin)
+            except BaseException:
+                os.close(fd)
+                raise
+            self.pins[spec.name] = pin
         if data is not None:
             try:
                 syscalls.map_update(fd, bytes(4), bytes(data.data))
@@ -350,6 +404,32 @@ class Object:
                 os.close(fd)
                 raise
         return fd
+
+    def _fill_prog_slots(self, prog: Program) -> None:
+        """Put ``prog``, just loaded, in each PROG_ARRAY slot that names it statically."""
+        for spec in self.maps.values():
+            if spec.type == syscalls.BPF_MAP_TYPE_PROG_ARRAY:
+                for slot, target in spec.values.items():
+                    if target == prog.name:
+                        objmaps.set_slot(spec.name, self.map_fds[spec.name], slot, target,
+                                         prog.fd)
+
+    def _check_prog_slots(self) -> None:
+        """Every static slot of a PROG_ARRAY that a loaded program uses holds its program:
+        one not loaded is an error (libbpf's load fails on it too), not a tail call that
+        silently falls through."""
+        used = {ref.map for p in self.programs.values() if p.fd is not None and p.linked
+                for ref in p.linked.map_refs}
+        for spec in self.maps.values():
+            if spec.type != syscalls.BPF_MAP_TYPE_PROG_ARRAY or spec.name not in used:
+                continue
+            for slot, target in sorted(spec.values.items()):
+                prog = self.programs[target]
+                if prog.fd is None:
+                    why = (f"refused: {prog.error}" if prog.error is not None else
+                           "not loaded (autoload off, or not among the programs asked for)")
+                    raise LoaderError(f"map {spec.name!r} slot [{slot}] is set statically to "
+                                      f"program {target!r}, which is {why}")
 
     def _relocations(self) -> tuple[dict[int, bytes], dict[tuple[int, int], str]]:
         if self._relocated is None:
@@ -420,8 +500,23 @@ class Object:
         spec = self.maps[name]
         if name in self.spec.data:
             return Map.from_fd(fd)
+        codec = None
+        if spec.type == syscalls.BPF_MAP_TYPE_PROG_ARRAY:
+            codec = objmaps.FdCodec(self._prog_fd)
+        elif spec.type in syscalls.MAP_IN_MAP_TYPES:
+            codec = objmaps.FdCodec(self._map_fd)
         return Map.from_fd(fd, btf=self.spec.btf, key_type_id=spec.key_type_id,
-                           value_type_id=spec.value_type_id)
+                           value_type_id=spec.value_type_id, value_codec=codec)
+
+    def _prog_fd(self, name: str) -> int:
+        """The fd of loaded program ``name`` (what a PROG_ARRAY slot takes)."""
+        prog = self.programs.get(name)
+        if prog is None:
+            raise LoaderError(f"{self.spec.origin}: no program {name!r}; programs: "
+                              f"{sorted(self.programs)}")
+        if prog.fd is None:
+            raise LoaderError(f"program {name!r} is not loaded: load it first")
+        return prog.fd
 
     def _map_fd(self, name: str) -> int:
         self._check_open()
@@ -458,6 +553,10 @@ class Object:
             prog.detach()
         for reader in self._readers:
             reader.close()
+        prog_arrays = [fd for name, fd in self.map_fds.items()
+                       if self.maps[name].type == syscalls.BPF_MAP_TYPE_PROG_ARRAY
+                       and name not in self.pins]
+        prog_array_ids = objmaps.empty_prog_arrays(prog_arrays)
         for prog in self.programs.values():
             if prog.fd is not None:
                 os.close(prog.fd)
@@ -468,6 +567,7 @@ class Object:
         if self.btf_fd is not None:
             os.close(self.btf_fd)
             self.btf_fd = None
+        objmaps.wait_freed(prog_array_ids)  # last: a Ctrl-C here leaves no fd open
 
     def __enter__(self) -> Object:
         return self

@@ -260,6 +260,8 @@ class _Reader:
                 )
             programs[fn.name] = ProgramSpec(fn, *kind)
         relocations = {idx: self._relocations(idx, symbols) for idx in code}
+        if maps_index is not None:
+            self._map_slots(maps, symbols, maps_index, programs, btf)
         return ObjectSpec(
             name=self.name, origin=origin,
             license=lic.data().split(b"\0", 1)[0].decode(), kern_version=kern_version,
@@ -287,6 +289,50 @@ class _Reader:
                 var = btf.type(info.type)
                 if var.name in sec.variables:
                     sec.variables[var.name].type_id = var.size_or_type
+
+    def _map_slots(self, maps: dict[str, MapSpec], symbols: list[Symbol], maps_index: int,
+                   programs: dict[str, ProgramSpec], btf: Btf | None) -> None:
+        """``.rel.maps``: the static ``values`` of outer maps and PROG_ARRAYs, each relocation
+        a pointer in the ``values`` array: slot = its position there."""
+        sec = self.elf.get_section_by_name(".rel.maps")
+        if not isinstance(sec, RelocationSection) or btf is None:
+            return
+        where = {s.name: (s.value, s.size) for s in symbols
+                 if s.section == maps_index and s.type == "STT_OBJECT" and s.name in maps}
+        for rel in sec.iter_relocations():
+            at, sym = rel["r_offset"], symbols[rel["r_info_sym"]]
+            owner = next((n for n, (v, size) in where.items() if v <= at < v + size), None)
+            if owner is None:
+                raise LoaderError(f"{self.origin}: .rel.maps: a pointer to {sym.name!r} at "
+                                  f"byte {at} of .maps lies in no map")
+            spec = maps[owner]
+            first = self._values_offset(btf, owner)
+            slot, rest = divmod(at - where[owner][0] - first, 8)  # 8-byte BPF pointers
+            if first < 0 or slot < 0 or rest:
+                raise LoaderError(f"{self.origin}: .rel.maps: map {owner!r}: the pointer to "
+                                  f"{sym.name!r} at byte {at} of .maps is not in 'values'")
+            if spec.key_size != 4:
+                raise LoaderError(f"{self.origin}: map {owner!r}: static 'values' need 4-byte "
+                                  f"keys (the slot index), found key_size {spec.key_size}")
+            if spec.inner is not None:
+                ok = sym.section == maps_index and sym.name in maps
+                what = "a map of .maps"
+            else:
+                ok = sym.name in programs and sym.type == "STT_FUNC"
+                what = "a program (a function in a SEC() section)"
+            if not ok:
+                raise LoaderError(f"{self.origin}: map {owner!r} slot [{slot}]: "
+                                  f"{sym.name!r} is not {what}")
+            spec.values[slot] = sym.name
+
+    @staticmethod
+    def _values_offset(btf: Btf, name: str) -> int:
+        """Byte offset of the ``values`` member in map ``name``'s definition (-1: none)."""
+        for vid in btf.ids_named(name, (BtfKind.VAR,)):
+            members = btf.type(btf.resolve(btf.type(vid).size_or_type)).detail
+            if members and btf.string(members[-1].name_off) == "values":
+                return (members[-1].offset & 0xFFFFFF) // 8
+        return -1
 
     def _relocations(self, idx: int, symbols: list[Symbol]) -> dict[int, Symbol]:
         sec = self.elf.get_section_by_name(".rel" + self.elf.get_section(idx).name)

@@ -29,6 +29,8 @@ BPF_MAP_UPDATE_ELEM = 2
 BPF_MAP_DELETE_ELEM = 3
 BPF_MAP_GET_NEXT_KEY = 4
 BPF_PROG_LOAD = 5
+BPF_OBJ_PIN = 6
+BPF_OBJ_GET = 7
 BPF_PROG_GET_NEXT_ID = 11
 BPF_MAP_GET_NEXT_ID = 12
 BPF_PROG_GET_FD_BY_ID = 13
@@ -54,7 +56,11 @@ BPF_MAP_TYPE_PERCPU_HASH = 5
 BPF_MAP_TYPE_PERCPU_ARRAY = 6
 BPF_MAP_TYPE_LRU_HASH = 9
 BPF_MAP_TYPE_LRU_PERCPU_HASH = 10
+BPF_MAP_TYPE_ARRAY_OF_MAPS = 12
+BPF_MAP_TYPE_HASH_OF_MAPS = 13
 BPF_MAP_TYPE_RINGBUF = 27
+BPF_MAP_TYPE_BLOOM_FILTER = 30
+MAP_IN_MAP_TYPES = frozenset({BPF_MAP_TYPE_ARRAY_OF_MAPS, BPF_MAP_TYPE_HASH_OF_MAPS})
 PERCPU_MAP_TYPES = frozenset(
     {BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_LRU_PERCPU_HASH}
 )
@@ -187,8 +193,9 @@ class ProgLoadExtras:
 
 
 def map_update(map_fd: int, key: bytes, value: bytes, flags: int = 0) -> None:
-    """``BPF_MAP_UPDATE_ELEM``: set ``key`` to ``value`` (BPF_ANY by default)."""
-    k = ctypes.create_string_buffer(key, len(key))
+    """``BPF_MAP_UPDATE_ELEM``: set ``key`` to ``value`` (BPF_ANY by default). An empty
+    key is passed as NULL, as maps without keys (queue, stack, bloom filter) want."""
+    k = ctypes.create_string_buffer(key, len(key)) if key else None
     v = ctypes.create_string_buffer(value, len(value))
     attr = _attr("<IIQQQ", map_fd, 0, _addr(k), _addr(v), flags)
     bpf(BPF_MAP_UPDATE_ELEM, attr, f"updating map fd {map_fd}")
@@ -272,6 +279,7 @@ class MapInfo:
     max_entries: int
     map_flags: int
     name: str
+    map_extra: int = 0
 
 
 def map_info(map_fd: int) -> MapInfo:
@@ -280,7 +288,20 @@ def map_info(map_fd: int) -> MapInfo:
     bpf(BPF_OBJ_GET_INFO_BY_FD, _attr("<IIQ", map_fd, len(info), _addr(info)),
         f"info of map fd {map_fd}")
     *nums, name = struct.unpack_from("<6I16s", info)
-    return MapInfo(*nums, name.split(b"\0", 1)[0].decode("utf-8", "replace"))
+    return MapInfo(*nums, name.split(b"\0", 1)[0].decode("utf-8", "replace"),
+                   struct.unpack_from("<Q", info, 80)[0])
+
+
+def obj_pin(fd: int, path: str) -> None:
+    """``BPF_OBJ_PIN``: ``fd``'s map or program stays at ``path`` on a bpffs after close."""
+    buf = ctypes.create_string_buffer(os.fsencode(path))
+    bpf(BPF_OBJ_PIN, _attr("<QI", _addr(buf), fd), f"pinning fd {fd} at {path}")
+
+
+def obj_get(path: str) -> int:
+    """``BPF_OBJ_GET``: a new fd of what is pinned at ``path``."""
+    buf = ctypes.create_string_buffer(os.fsencode(path))
+    return bpf(BPF_OBJ_GET, _attr("<QI", _addr(buf), 0), f"opening the pin {path}")
 
 
 def prog_load(
@@ -384,6 +405,16 @@ def _object_names(next_cmd: int, fd_cmd: int, info_size: int, name_at: int) -> d
                 os.close(fd)
         obj_id = _next_id(next_cmd, obj_id)
     return names
+
+
+def map_ids() -> set[int]:
+    """Every BPF map id in the kernel, without opening any (``BPF_MAP_GET_NEXT_ID`` only)."""
+    ids = set()
+    obj_id = _next_id(BPF_MAP_GET_NEXT_ID, 0)
+    while obj_id is not None:
+        ids.add(obj_id)
+        obj_id = _next_id(BPF_MAP_GET_NEXT_ID, obj_id)
+    return ids
 
 
 def loaded_programs() -> dict[int, str]:
