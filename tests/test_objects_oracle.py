@@ -17,7 +17,7 @@ from ebpfwire.kernel.objects import Object
 
 BPFTOOL = shutil.which("bpftool")
 BPFFS = Path("/sys/fs/bpf")
-OBJECTS = ["objects_globals", "objects_core", "objects_tracing"]
+OBJECTS = ["objects_globals", "objects_core", "objects_tracing", "objects_externs"]
 
 
 def xlated(prog_id: int) -> str:

@@ -129,4 +129,28 @@ int calls_missing_kfunc(__u64 *ctx)
 }
 #endif
 
+#ifdef MODULE_BTF /* relocated and linked against a module BTF file the test writes */
+#include <bpf/bpf_core_read.h>
+
+struct ebpfwire_mod_state { /* the module has `int before; long count;` */
+	long count;
+	int before;
+} __attribute__((preserve_access_index));
+
+extern int ebpfwire_mod_kfunc(int pid) __ksym;
+extern const int ebpfwire_mod_var __ksym;
+__u64 mod_offset, mod_type_id, mod_var_addr;
+__s32 mod_result;
+
+SEC("tp_btf/ebpfwire_mod_event")
+int uses_module(__u64 *ctx)
+{
+	mod_offset = bpf_core_field_offset(struct ebpfwire_mod_state, count);
+	mod_type_id = bpf_core_type_id_kernel(struct ebpfwire_mod_state);
+	mod_var_addr = (__u64)&ebpfwire_mod_var;
+	mod_result = ebpfwire_mod_kfunc(1);
+	return 0;
+}
+#endif
+
 char LICENSE[] SEC("license") = "GPL";
