@@ -462,8 +462,13 @@ class Externs:
         return {e.name: e for e in self.items}
 
     def resolve_ksyms(self, kernel: KernelBtf) -> None:
-        """Typed ksyms and kfuncs from the kernel's BTF, untyped ones from kallsyms."""
+        """Typed ksyms and kfuncs from the kernel's BTF, untyped ones from kallsyms
+        (again on each call: nothing is kept from a call that failed)."""
+        self.fd_array.clear()
         ksyms = [e for e in self.items if e.section == KSYMS_SEC]
+        for ext in ksyms:
+            ext.is_set, ext.addr, ext.kernel_btf_id, ext.btf_obj_fd, ext.fd_index = (
+                False, 0, 0, 0, 0)
         if any(not e.is_func and not e.type_id for e in ksyms):
             read_kallsyms(ksyms)
         modules: dict[str, int] = {}

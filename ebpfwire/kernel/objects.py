@@ -267,12 +267,12 @@ class Object:
         self._check_open()
         if self._prepared:
             return
-        self._prepared = True
         if KCONFIG_SEC in self.spec.data:
             self._resolve_kconfig()
         if any(e.section != KCONFIG_SEC for e in self.externs.items):
             # ksyms are the running kernel's, whatever BTF CO-RE relocates against
             self.externs.resolve_ksyms(self.kernel_btf() or KernelBtf(Btf.vmlinux(), {}))
+        self._prepared = True
         if self.spec.btf is not None:
             self._load_btf()
         for spec in self.maps.values():
