@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import errno
 import gzip
+import json
 import os
 import platform
+import shutil
 import struct
+import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
 from test_objects import assert_gone, build, ours
+from test_objects_oracle import BPFFS, BPFTOOL
 
 from ebpfwire.kernel import externs, syscalls
 from ebpfwire.kernel.btf import Btf, BtfKind
@@ -317,3 +322,37 @@ def test_module_btf_is_searched_only_where_vmlinux_has_no_candidate(tmp_path: Pa
     assert all(btf is vmlinux for btf, _ in kernel.candidates("task_struct"))
     with pytest.raises(LoaderError, match="'m': the running kernel holds no BTF object"):
         kernel.module_fd(kernel.modules()[0])
+
+
+@pytest.mark.live
+def test_kconfig_map_holds_what_libbpf_puts_there(objdir: Path):
+    """The oracle for values: bpftool (libbpf) loads the object, its .kconfig map's bytes
+    equal ours (layout and every value, LINUX_HAS_* probes included)."""
+    if BPFTOOL is None:
+        pytest.skip("bpftool not installed: no oracle")
+    if not BPFFS.is_dir():
+        pytest.skip(f"no {BPFFS}: bpftool cannot pin")
+    path = build(objdir, "objects_externs", "ORACLE")
+    pins = BPFFS / f"ebpfwire-externs-{uuid.uuid4().hex[:12]}"
+    subprocess.run([BPFTOOL, "prog", "loadall", str(path), str(pins)], capture_output=True,
+                   text=True, check=True)
+    try:
+        prog = next(pins.iterdir())
+        info = json.loads(subprocess.run([BPFTOOL, "-j", "prog", "show", "pinned", str(prog)],
+                                         capture_output=True, text=True, check=True).stdout)
+        theirs = None
+        for map_id in info["map_ids"]:
+            dump = json.loads(subprocess.run([BPFTOOL, "-j", "map", "dump", "id", str(map_id)],
+                                             capture_output=True, text=True, check=True).stdout)
+            shown = json.loads(subprocess.run([BPFTOOL, "-j", "map", "show", "id", str(map_id)],
+                                              capture_output=True, text=True, check=True).stdout)
+            if shown["name"].endswith(".kconfig"):
+                theirs = (shown["name"], bytes(int(b, 16) for b in dump[0]["value"]))
+    finally:
+        shutil.rmtree(pins)
+    with Object.open(path) as obj:
+        obj.load()
+        fd = obj.map_fds[".kconfig"]
+        ours_ = (syscalls.map_info(fd).name, syscalls.map_lookup(fd, bytes(4),
+                                                                 syscalls.map_info(fd).value_size))
+    assert theirs is not None and ours_ == theirs

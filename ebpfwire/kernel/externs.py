@@ -382,6 +382,9 @@ def resolve_kconfig(externs: list[Extern], data: bytearray,
                     config: str | Path | None = None) -> None:
     """Fill ``data`` (the .kconfig map's value); a strong extern left unset is an error."""
     kcfg = [e for e in externs if e.section == KCONFIG_SEC]
+    data[:] = bytes(len(data))  # nothing kept from a call that failed
+    for ext in kcfg:
+        ext.is_set = False
     need_config = False
     for ext in kcfg:
         where = f"extern {ext.name!r}"
