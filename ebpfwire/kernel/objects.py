@@ -38,6 +38,8 @@ from ebpfwire.kernel.collection import load_insns
 from ebpfwire.kernel.core import relocate_sections
 from ebpfwire.kernel.elf import MapSpec
 from ebpfwire.kernel.errors import LoaderError
+from ebpfwire.kernel.externs import KCONFIG_SEC, Externs, collect, kconfig_section, resolve_kconfig
+from ebpfwire.kernel.kernel_btf import KernelBtf
 from ebpfwire.kernel.link import LinkedProgram, link
 from ebpfwire.kernel.maps import BtfCodec, Map, _RawCodec
 from ebpfwire.kernel.objfile import DataSection, ObjectSpec, ProgramSpec, read_spec
@@ -187,6 +189,8 @@ class Globals(MutableMapping):
     def _bytes(self, sec: DataSection) -> bytes:
         fd = self._obj.map_fds.get(sec.name)
         if fd is None:
+            if sec.name == KCONFIG_SEC:
+                self._obj._resolve_kconfig()
             return bytes(sec.data)
         return syscalls.map_lookup(fd, bytes(4), len(sec.data))
 
@@ -197,6 +201,9 @@ class Globals(MutableMapping):
 
     def __setitem__(self, name: str, value: Any) -> None:
         sec = self._section(name)
+        if sec.name == KCONFIG_SEC:
+            raise LoaderError(f"{name!r} is a .kconfig extern, set from the kernel config: "
+                              "name another config file with Object.open(..., kconfig=PATH)")
         var = sec.variables[name]
         raw = self._codec(sec, name).encode(value, f"global {name!r}")
         fd = self._obj.map_fds.get(sec.name)
@@ -224,20 +231,33 @@ class Object:
     """A BPF object file: its programs, maps and globals, then the same in the kernel.
 
     ``target_btf``: the kernel BTF that CO-RE relocations and tracing attach points are
-    resolved against (a path, or a :class:`Btf`; default ``/sys/kernel/btf/vmlinux``).
+    resolved against (a path, or a :class:`Btf`; default ``/sys/kernel/btf/vmlinux``, then
+    the modules' BTF for what vmlinux lacks). ``module_btfs`` (name -> path or split
+    :class:`Btf`, in search order) replaces the running kernel's modules. ``kconfig``: the
+    kernel config file ``CONFIG_*`` externs are read from (plain or gzip; default
+    ``/boot/config-<release>``, else ``/proc/config.gz``).
     ``pin_path``: the bpffs directory of maps declared ``pinning = LIBBPF_PIN_BY_NAME``
     (default ``/sys/fs/bpf``, as libbpf); ``pins`` says where each was pinned, ``reused``
     which were found there already.
     """
 
-    def __init__(self, spec: ObjectSpec, target_btf: str | Path | Btf | None = None,
-                 pin_path: str | Path | None = None) -> None:
+    def __init__(self, spec: ObjectSpec, target_btf: str | Path | Btf | None = None, *,
+                 module_btfs: dict[str, str | Path | Btf] | None = None,
+                 kconfig: str | Path | None = None, pin_path: str | Path | None = None) -> None:
         self.spec = spec
         self.name = spec.name
         self._target_btf = target_btf
         self.pin_path = Path(pin_path) if pin_path is not None else objmaps.PIN_ROOT
         self.pins: dict[str, Path] = {}
         self.reused: set[str] = set()
+        self._module_btfs = module_btfs
+        self._kernel: KernelBtf | None = None
+        self._kconfig = kconfig
+        self._kconfig_done = False
+        self.externs = Externs(spec, collect(spec))
+        kcfg = kconfig_section(spec, self.externs.items)
+        if kcfg is not None:
+            spec.data[KCONFIG_SEC] = kcfg
         self.maps: dict[str, MapSpec] = dict(spec.maps)
         for sec in spec.data.values():
             self.maps[sec.name] = MapSpec(
@@ -259,9 +279,12 @@ class Object:
     @classmethod
     def open(cls, source: str | Path | bytes, *, name: str | None = None,
              target_btf: str | Path | Btf | None = None,
-             pin_path: str | Path | None = None) -> Object:
+             module_btfs: dict[str, str | Path | Btf] | None = None,
+             kconfig: str | Path | None = None, pin_path: str | Path | None = None
+             ) -> Object:
         """Read an object from a path or from its bytes (``name`` then names it)."""
-        return cls(read_spec(source, name), target_btf, pin_path)
+        return cls(read_spec(source, name), target_btf, module_btfs=module_btfs,
+                   kconfig=kconfig, pin_path=pin_path)
 
     # ---- before load -------------------------------------------------------------------
 
@@ -271,6 +294,19 @@ class Object:
             self._target_btf = (Btf.vmlinux() if self._target_btf is None
                                 else Btf.from_file(self._target_btf))
         return self._target_btf
+
+    def kernel_btf(self) -> KernelBtf | None:
+        """vmlinux and module BTF, as relocations and externs search them; None where a
+        ``target_btf`` was named without ``module_btfs`` (as libbpf, no module search)."""
+        if self._kernel is None and (self._target_btf is None or self._module_btfs is not None):
+            self._kernel = KernelBtf(self.target_btf(), self._module_btfs)
+        return self._kernel
+
+    def _resolve_kconfig(self) -> None:
+        if not self._kconfig_done:
+            sec = self.spec.data[KCONFIG_SEC]
+            resolve_kconfig(self.externs.items, sec.data, self._kconfig)
+            self._kconfig_done = True
 
     # ---- load --------------------------------------------------------------------------
 
@@ -309,6 +345,11 @@ class Object:
         self._check_open()
         if self._prepared:
             return
+        if KCONFIG_SEC in self.spec.data:
+            self._resolve_kconfig()
+        if any(e.section != KCONFIG_SEC for e in self.externs.items):
+            # ksyms are the running kernel's, whatever BTF CO-RE relocates against
+            self.externs.resolve_ksyms(self.kernel_btf() or KernelBtf(Btf.vmlinux(), {}))
         self._prepared = True
         if self.spec.btf is not None:
             self._load_btf()
@@ -347,8 +388,11 @@ class Object:
                 off = self.spec.symbol_offset(btf.type(info.type).name)
                 offs.append(info.offset if off is None else off)
             offsets[tid] = offs
+        blob = btf.with_fixes(sizes, offsets)
+        if self.externs.items:
+            blob = self.externs.fix_btf(blob)
         try:
-            self.btf_fd = syscalls.btf_load(btf.with_fixes(sizes, offsets), BTF_LOG_SIZE)
+            self.btf_fd = syscalls.btf_load(blob, BTF_LOG_SIZE)
         except BpfSyscallError as exc:  # programs still load, without func/line info
             tail = "\n".join(exc.log.rstrip().splitlines()[-10:])
             self.btf_error = LoaderError(f"{self.spec.origin}: the kernel refused the "
@@ -439,32 +483,44 @@ class Object:
             else:
                 self._relocated = relocate_sections(
                     self.spec.code, self.spec.section_names, ext.core_relos, self.spec.btf,
-                    self.target_btf(),
+                    self.target_btf(), self.kernel_btf(),
                 )
         return self._relocated
 
-    def _attach_btf_id(self, prog: Program) -> int:
+    def _attach_btf_id(self, prog: Program) -> tuple[int, int]:
+        """(attach BTF id, its module's BTF object fd or 0)."""
         kind = prog.spec.kind
         if kind.btf_target is None:
-            return 0
+            return 0, 0
         name = kind.btf_target + prog.attach_to
-        ids = self.target_btf().ids_named(name, (BtfKind[kind.btf_kind],))
-        if not ids:
+        kinds = (BtfKind[kind.btf_kind],)
+        kernel = self.kernel_btf()
+        if kernel is None:
+            ids = self.target_btf().ids_named(name, kinds)
+            found = (ids[0], 0) if ids else None
+        else:
+            hit = kernel.find(name, kinds)
+            found = hit and (hit.type_id, kernel.module_fd(hit.module) if hit.module else 0)
+        if not found:
             raise LoaderError(
                 f"program {prog.name!r} (section {prog.section!r}): the kernel's BTF has no "
                 f"{kind.btf_kind} {name!r} to attach to"
             )
-        return ids[0]
+        return found
 
     def _load_program(self, prog: Program) -> int:
         code, failures = self._relocations()
-        prog.linked = link(self.spec, prog.spec.function, code, failures)
+        prog.linked = link(self.spec, prog.spec.function, code, failures,
+                           self.externs.by_name())
         linked = prog.linked
+        attach_id, attach_fd = self._attach_btf_id(prog)
         extras = ProgLoadExtras(
             expected_attach_type=prog.spec.kind.expected_attach_type,
-            attach_btf_id=self._attach_btf_id(prog),
+            attach_btf_id=attach_id,
+            attach_btf_obj_fd=attach_fd,
             kern_version=self.spec.kern_version,
             prog_flags=prog.spec.kind.flags,
+            fd_array=self.externs.fd_array or None,
         )
         if self.btf_fd is not None:
             extras.prog_btf_fd = self.btf_fd
@@ -567,6 +623,8 @@ class Object:
         if self.btf_fd is not None:
             os.close(self.btf_fd)
             self.btf_fd = None
+        if self._kernel is not None:
+            self._kernel.close()
         objmaps.wait_freed(prog_array_ids)  # last: a Ctrl-C here leaves no fd open
 
     def __enter__(self) -> Object:

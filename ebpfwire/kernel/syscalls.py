@@ -38,7 +38,9 @@ BPF_MAP_GET_FD_BY_ID = 14
 BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_RAW_TRACEPOINT_OPEN = 17
 BPF_BTF_LOAD = 18
+BPF_BTF_GET_FD_BY_ID = 19
 BPF_MAP_FREEZE = 22
+BPF_BTF_GET_NEXT_ID = 23
 BPF_MAP_LOOKUP_BATCH = 24
 BPF_LINK_CREATE = 28
 BPF_ITER_CREATE = 33
@@ -190,6 +192,7 @@ class ProgLoadExtras:
     line_info: list[tuple[int, int, int, int]] | None = None
     kern_version: int = 0
     prog_flags: int = 0
+    fd_array: list[int] | None = None  # module BTF fds of kfunc calls (insn.off indexes it)
 
 
 def map_update(map_fd: int, key: bytes, value: bytes, flags: int = 0) -> None:
@@ -322,8 +325,10 @@ def prog_load(
     lines = b"".join(struct.pack("<IIII", *li) for li in x.line_info or ())
     func_buf = ctypes.create_string_buffer(funcs, len(funcs)) if funcs else None
     line_buf = ctypes.create_string_buffer(lines, len(lines)) if lines else None
+    fds = struct.pack(f"<{len(x.fd_array)}i", *x.fd_array) if x.fd_array else b""
+    fd_buf = ctypes.create_string_buffer(fds, len(fds)) if fds else None
     attr = _attr(
-        "<IIQQIIQII16sIIIIQIIQIII",
+        "<IIQQIIQII16sIIIIQIIQIIIIQ",
         prog_type,
         len(insns) // 8,
         _addr(code),
@@ -345,6 +350,8 @@ def prog_load(
         len(lines) // 16,
         x.attach_btf_id,
         x.attach_btf_obj_fd,
+        0,  # core_relo_cnt
+        _addr(fd_buf),
     )
     try:
         fd = bpf(BPF_PROG_LOAD, attr, f"loading program {name!r}")
@@ -415,6 +422,37 @@ def map_ids() -> set[int]:
         ids.add(obj_id)
         obj_id = _next_id(BPF_MAP_GET_NEXT_ID, obj_id)
     return ids
+
+
+def kernel_btf_objects() -> list[tuple[int, str]]:
+    """(id, name) of each BTF object the kernel itself holds (vmlinux, then its modules'),
+    in id order: the order libbpf searches modules in."""
+    found = []
+    obj_id = _next_id(BPF_BTF_GET_NEXT_ID, 0)
+    while obj_id is not None:
+        try:
+            fd = btf_fd_by_id(obj_id)
+        except BpfSyscallError as exc:
+            if exc.errno != errno_mod.ENOENT:  # freed between the two calls
+                raise
+        else:
+            try:
+                name = ctypes.create_string_buffer(64)
+                info = ctypes.create_string_buffer(32)
+                struct.pack_into("<QI", info, 16, _addr(name), len(name))
+                bpf(BPF_OBJ_GET_INFO_BY_FD, _attr("<IIQ", fd, len(info), _addr(info)),
+                    f"info of BTF id {obj_id}")
+                if struct.unpack_from("<I", info, 28)[0]:  # kernel_btf
+                    found.append((obj_id, name.value.decode("utf-8", "replace")))
+            finally:
+                os.close(fd)
+        obj_id = _next_id(BPF_BTF_GET_NEXT_ID, obj_id)
+    return found
+
+
+def btf_fd_by_id(btf_id: int) -> int:
+    """``BPF_BTF_GET_FD_BY_ID``: an fd of the BTF object ``btf_id``."""
+    return bpf(BPF_BTF_GET_FD_BY_ID, _attr("<I", btf_id), f"opening BTF id {btf_id}")
 
 
 def loaded_programs() -> dict[int, str]:
