@@ -147,7 +147,8 @@ def test_sections_say_how_each_kind_attaches():
     kinds = {s: sections.program_kind(s) for s in (
         "kprobe/do_nanosleep", "kretprobe/do_nanosleep", "ksyscall/getppid",
         "kretsyscall/getppid", "uprobe", "uretprobe/libc.so.6:getppid", "perf_event",
-        "iter/task",
+        "iter/task", "uprobe.s/libc.so.6:getppid", "usdt/libc.so.6:libc:setjmp",
+        "kprobe.multi/do_*",
     )}
     assert {s: (k.attach, target) for s, (k, target) in kinds.items()} == {
         "kprobe/do_nanosleep": ("kprobe", "do_nanosleep"),
@@ -158,7 +159,12 @@ def test_sections_say_how_each_kind_attaches():
         "uretprobe/libc.so.6:getppid": ("uretprobe", "libc.so.6:getppid"),
         "perf_event": ("perf_event", ""),
         "iter/task": ("iter", "task"),
+        "uprobe.s/libc.so.6:getppid": ("uprobe", "libc.so.6:getppid"),
+        "usdt/libc.so.6:libc:setjmp": ("", "libc.so.6:libc:setjmp"),  # loaded, not attached
+        "kprobe.multi/do_*": ("", "do_*"),
     }
+    assert kinds["uprobe.s/libc.so.6:getppid"][0].flags == sections.BPF_F_SLEEPABLE
+    assert kinds["kprobe.multi/do_*"][0].expected_attach_type == sections.BPF_TRACE_KPROBE_MULTI
 
 
 def test_a_bare_uprobe_waits_for_attach_uprobe(objdir: Path):

@@ -19,7 +19,7 @@ BPFTOOL = shutil.which("bpftool")
 BPFFS = Path("/sys/fs/bpf")
 OBJECTS = ["objects_globals", "objects_core", "objects_tracing", "objects_probes",
            "objects_maps", "objects_pinning", "objects_externs",
-           "exitsnoop_61"]
+           "objects_hidden", "exitsnoop_61"]
 # the objects compiled against another kernel's vmlinux.h: its directory, made in tmp_path
 HEADERS = {"exitsnoop_61": linux_61_headers}
 

@@ -368,11 +368,16 @@ class Btf:
         ]
         return sorted(ids)
 
-    def with_fixes(self, sizes: dict[int, int], var_offsets: dict[int, list[int]]) -> bytes:
+    def with_fixes(self, sizes: dict[int, int], var_offsets: dict[int, list[int]],
+                   static_funcs: Iterable[int] = ()) -> bytes:
         """The blob with DATASEC sizes and variable offsets replaced (type id -> size, type id
-        -> one offset per variable): what ``BPF_BTF_LOAD`` needs of a compiler's output."""
+        -> one offset per variable), and the FUNCs ``static_funcs`` given static linkage:
+        what ``BPF_BTF_LOAD`` needs of a compiler's output."""
         out = bytearray(self.data)
         base = self.header.hdr_len + self.header.type_off
+        for tid in static_funcs:  # the linkage is the FUNC's vlen bits
+            at = base + self._starts[tid] * 4 + 4
+            struct.pack_into("<I", out, at, struct.unpack_from("<I", out, at)[0] & ~0xFFFF)
         for tid, size in sizes.items():
             struct.pack_into("<I", out, base + self._starts[tid] * 4 + 8, size)
         for tid, offsets in var_offsets.items():

@@ -388,7 +388,7 @@ class Object:
                 off = self.spec.symbol_offset(btf.type(info.type).name)
                 offs.append(info.offset if off is None else off)
             offsets[tid] = offs
-        blob = btf.with_fixes(sizes, offsets)
+        blob = btf.with_fixes(sizes, offsets, self._hidden_funcs())
         if self.externs.items:
             blob = self.externs.fix_btf(blob)
         try:
@@ -397,6 +397,15 @@ class Object:
             tail = "\n".join(exc.log.rstrip().splitlines()[-10:])
             self.btf_error = LoaderError(f"{self.spec.origin}: the kernel refused the "
                                          f"object's BTF: {exc}\n{tail}", exc.errno)
+
+    def _hidden_funcs(self) -> list[int]:
+        """The BTF FUNCs of global or weak functions of hidden visibility (``__hidden``, as
+        in libbpf's usdt.bpf.h): static to the verifier, as libbpf makes them, so they are
+        checked in their callers' context instead of on their own."""
+        names = {s.name for s in self.spec.symbols if s.type == "STT_FUNC"
+                 and s.bind in ("STB_GLOBAL", "STB_WEAK")
+                 and s.visibility in ("STV_HIDDEN", "STV_INTERNAL")}
+        return [tid for name in names for tid in self.spec.btf.ids_named(name, (BtfKind.FUNC,))]
 
     def _create_map(self, spec: MapSpec) -> int:
         """A new map for ``spec`` (an outer map made with its inner template), or the map
