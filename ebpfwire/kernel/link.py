@@ -13,9 +13,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from ebpfwire.kernel.elf import INSN_SIZE
 from ebpfwire.kernel.errors import LoaderError
-from ebpfwire.kernel.objfile import Function, ObjectSpec
+from ebpfwire.kernel.objfile import INSN_SIZE, Function, ObjectSpec
 
 BPF_LD_IMM64 = 0x18
 BPF_CALL = 0x85

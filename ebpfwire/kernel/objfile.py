@@ -22,12 +22,35 @@ from elftools.elf.sections import SymbolTableSection
 
 from ebpfwire.kernel.btf import Btf, BtfKind
 from ebpfwire.kernel.btf_ext import BtfExt
-from ebpfwire.kernel.elf import EM_BPF, INSN_SIZE, MapSpec, map_specs
-from ebpfwire.kernel.errors import LoaderError
+from ebpfwire.kernel.errors import BtfError, LoaderError
 from ebpfwire.kernel.sections import ProgramKind, program_kind
 
+EM_BPF = 247
+INSN_SIZE = 8
 _DATA_SECTION = re.compile(r"\.(rodata|data|bss)(?:\.|$)")
 BPF_OBJ_NAME_LEN = 16
+# `__uint(name, N)` members (pointer to an array of N) and `__type(name, T)` members
+_UINT_MEMBERS = {
+    "type", "max_entries", "map_flags", "key_size", "value_size", "numa_node", "pinning",
+    "map_extra",
+}
+_TYPE_MEMBERS = {"key": "key_size", "value": "value_size"}
+
+
+@dataclass
+class MapSpec:
+    """A map as declared in ``.maps``: what ``BPF_MAP_CREATE`` needs."""
+
+    name: str
+    type: int
+    key_size: int
+    value_size: int
+    max_entries: int
+    map_flags: int = 0
+    key_type_id: int = 0  # BTF type of the key in the object's .BTF (0: not declared)
+    value_type_id: int = 0  # BTF type of the value (0: not declared)
+    pinning: int = 0  # LIBBPF_PIN_BY_NAME (1): shared under a bpffs directory by name
+    map_extra: int = 0  # bloom filter hashes, arena address...
 
 
 @dataclass(frozen=True)
@@ -139,6 +162,58 @@ class ObjectSpec:
             if sym.name == name and isinstance(sym.section, int):
                 return sym.value
         return None
+
+
+def map_specs(btf: Btf, symbols: dict[int, str], path: str) -> dict[str, MapSpec]:
+    """The maps of the DATASEC ``.maps``; ``symbols`` (offset -> name) must all be there."""
+    secs = btf.ids_named(".maps", (BtfKind.DATASEC,))
+    if not secs:
+        raise LoaderError(f"{path}: .BTF has no DATASEC '.maps': maps must be BTF-defined")
+    maps: dict[str, MapSpec] = {}
+    for var in btf.type(secs[0]).detail:
+        var_rec = btf.type(var.type)
+        name = var_rec.name
+        struct_id = btf.resolve(var_rec.size_or_type)
+        if btf.kind(struct_id) != BtfKind.STRUCT:
+            raise LoaderError(f"{path}: map {name!r} is not declared as a struct in .maps")
+        values: dict[str, int] = {}
+        for member in btf.type(struct_id).detail:
+            mname = btf.string(member.name_off)
+            ptr = btf.resolve(member.type)
+            if btf.kind(ptr) != BtfKind.PTR:
+                raise LoaderError(f"{path}: map {name!r} member {mname!r} is not a pointer")
+            target = btf.type(ptr).size_or_type
+            if mname in _UINT_MEMBERS:
+                arr = btf.resolve(target)
+                if btf.kind(arr) != BtfKind.ARRAY:
+                    raise LoaderError(f"{path}: map {name!r} member {mname!r}: expected __uint")
+                values[mname] = btf.type(arr).detail.nelems
+            elif mname in _TYPE_MEMBERS:
+                values[f"{mname}_type_id"] = target
+                try:
+                    values[_TYPE_MEMBERS[mname]] = btf.sizeof(target)
+                except BtfError as exc:
+                    raise LoaderError(f"{path}: map {name!r} {mname} type: {exc}") from exc
+            else:
+                raise LoaderError(f"{path}: map {name!r}: member {mname!r} is not supported")
+        if "type" not in values:
+            raise LoaderError(f"{path}: map {name!r} has no type")
+        maps[name] = MapSpec(
+            name=name,
+            type=values["type"],
+            key_size=values.get("key_size", 4),
+            value_size=values.get("value_size", 4),
+            max_entries=values.get("max_entries", 0),
+            map_flags=values.get("map_flags", 0),
+            key_type_id=values.get("key_type_id", 0),
+            value_type_id=values.get("value_type_id", 0),
+            pinning=values.get("pinning", 0),
+            map_extra=values.get("map_extra", 0),
+        )
+    missing = set(symbols.values()) - set(maps)
+    if missing:
+        raise LoaderError(f"{path}: symbols {sorted(missing)} in .maps have no BTF description")
+    return maps
 
 
 def object_name(origin: str) -> str:
