@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ebpfwire.kernel.errors import LoaderError
 from ebpfwire.kernel.objfile import INSN_SIZE, Function, ObjectSpec
@@ -24,8 +25,7 @@ BPF_PSEUDO_CALL = 1
 BPF_PSEUDO_FUNC = 4
 
 
-@dataclass(frozen=True)
-class MapRef:
+class MapRef(NamedTuple):
     """An ``ld_imm64`` at ``insn`` that loads map ``map`` (its fd when ``value_offset`` is
     None, else the address of its value + ``value_offset``)."""
 

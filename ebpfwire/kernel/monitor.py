@@ -8,16 +8,19 @@ from collections.abc import Iterable
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ebpfwire import machine
 from ebpfwire.kernel import perf, syscalls
 from ebpfwire.kernel.btf import Btf
 from ebpfwire.kernel.config import build_config
-from ebpfwire.kernel.maps import Map, pids_running
 from ebpfwire.kernel.objects import Object, Program
 from ebpfwire.kernel.ringbuf import RingBufReader, default_ring_bytes, kernel_has_ringbuf
 from ebpfwire.wire.catalogue import DO_EXIT
 from ebpfwire.wire.names import syscall_number
+
+if TYPE_CHECKING:
+    from ebpfwire.kernel.maps import Map
 
 # user-facing event names served by one program group of the object
 EVENT_ALIASES = {
@@ -223,10 +226,14 @@ class Monitor:
         """Whether a process of the ``pid`` filter's tree still runs (its end ends a
         recording, as strace -f ends). The exit program removes each process as it exits;
         one it never saw exit (gone before the program was attached) is checked in /proc."""
+        from ebpfwire.kernel.maps import pids_running  # here: only a pid filter needs it
+
         return pids_running(self._traced)
 
     @cached_property
     def _traced(self) -> Map:
+        from ebpfwire.kernel.maps import Map
+
         return Map.from_fd(self.map_fds["traced"])
 
     @property

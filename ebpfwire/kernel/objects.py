@@ -22,20 +22,21 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ebpfwire import machine
 from ebpfwire.kernel import syscalls
 from ebpfwire.kernel.attach import attach_program
 from ebpfwire.kernel.btf import Btf, BtfKind
-from ebpfwire.kernel.core import relocate_sections
 from ebpfwire.kernel.errors import LoaderError
 from ebpfwire.kernel.link import LinkedProgram, link
-from ebpfwire.kernel.maps import BtfCodec, Map, _RawCodec
 from ebpfwire.kernel.objfile import DataSection, MapSpec, ObjectSpec, ProgramSpec, read_spec
 from ebpfwire.kernel.perf import DEFAULT_PAGE_COUNT, PerfReader
 from ebpfwire.kernel.ringbuf import RingBufReader
 from ebpfwire.kernel.syscalls import BpfSyscallError, ProgLoadExtras
+
+if TYPE_CHECKING:
+    from ebpfwire.kernel.maps import BtfCodec, Map, _RawCodec
 
 BPF_F_RDONLY_PROG = 1 << 7
 BTF_LOG_SIZE = 1 << 20
@@ -146,6 +147,8 @@ class Globals(MutableMapping):
         }
 
     def _codec(self, sec: DataSection, name: str) -> BtfCodec | _RawCodec:
+        from ebpfwire.kernel.maps import BtfCodec, _RawCodec  # here: a load does not need it
+
         var = sec.variables[name]
         btf = self._obj.spec.btf
         if btf is not None and var.type_id:
@@ -359,7 +362,9 @@ class Object:
             ext = self.spec.btf_ext
             if ext is None or not ext.core_relos:
                 self._relocated = (self.spec.code, {})
-            else:
+            else:  # imported here: only objects with CO-RE relocations pay for it
+                from ebpfwire.kernel.core import relocate_sections
+
                 self._relocated = relocate_sections(
                     self.spec.code, self.spec.section_names, ext.core_relos, self.spec.btf,
                     self.target_btf(),
@@ -430,6 +435,8 @@ class Object:
     def map(self, name: str) -> Map:
         """The loaded map ``name`` (a ``.maps`` name, or a data section such as ``.bss``),
         keys and values typed from the object's BTF."""
+        from ebpfwire.kernel.maps import Map  # here: a load does not need it
+
         fd = self._map_fd(name)
         spec = self.maps[name]
         if name in self.spec.data:

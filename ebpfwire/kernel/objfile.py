@@ -13,6 +13,7 @@ import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.constants import SH_FLAGS
@@ -21,9 +22,11 @@ from elftools.elf.relocation import RelocationSection
 from elftools.elf.sections import SymbolTableSection
 
 from ebpfwire.kernel.btf import Btf, BtfKind
-from ebpfwire.kernel.btf_ext import BtfExt
 from ebpfwire.kernel.errors import BtfError, LoaderError
 from ebpfwire.kernel.sections import ProgramKind, program_kind
+
+if TYPE_CHECKING:
+    from ebpfwire.kernel.btf_ext import BtfExt
 
 EM_BPF = 247
 INSN_SIZE = 8
@@ -53,9 +56,9 @@ class MapSpec:
     map_extra: int = 0  # bloom filter hashes, arena address...
 
 
-@dataclass(frozen=True)
-class Symbol:
-    """An ELF symbol: ``section`` is a section index, or a name such as ``SHN_UNDEF``."""
+class Symbol(NamedTuple):
+    """An ELF symbol: ``section`` is a section index, or a name such as ``SHN_UNDEF``
+    (a tuple: an object has thousands, made faster than a frozen dataclass's)."""
 
     name: str
     section: int | str
@@ -66,8 +69,7 @@ class Symbol:
     visibility: str
 
 
-@dataclass
-class Function:
+class Function(NamedTuple):
     """A function of a code section: instructions ``start`` .. ``start + count``."""
 
     name: str
@@ -78,8 +80,7 @@ class Function:
     is_global: bool
 
 
-@dataclass
-class ProgramSpec:
+class ProgramSpec(NamedTuple):
     """A program: its entry function and what its section says of it."""
 
     function: Function
@@ -276,8 +277,11 @@ class _Reader:
         btf_sec = elf.get_section_by_name(".BTF")
         btf = Btf(btf_sec.data(), f"{origin} .BTF") if btf_sec is not None else None
         ext_sec = elf.get_section_by_name(".BTF.ext")
-        ext = (BtfExt.parse(ext_sec.data(), btf, f"{origin} .BTF.ext")
-               if ext_sec is not None and btf is not None else None)
+        ext = None
+        if ext_sec is not None and btf is not None:
+            from ebpfwire.kernel.btf_ext import BtfExt  # here: objects without one skip it
+
+            ext = BtfExt.parse(ext_sec.data(), btf, f"{origin} .BTF.ext")
         lic = elf.get_section_by_name("license")
         if lic is None:
             raise LoaderError(f'{origin}: no \'license\' section (SEC("license"))')
