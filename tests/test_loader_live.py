@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from elftools.elf.elffile import ELFFile
 
 import ebpfwire
 from ebpfwire.kernel import syscalls, tracefs
@@ -27,6 +28,7 @@ from ebpfwire.kernel.monitor import (
     select_programs,
 )
 from ebpfwire.kernel.objects import Object, load_insns
+from ebpfwire.kernel.objfile import Symbol, read_symbols
 from ebpfwire.kernel.perf import Lost, PerfReader, Sample
 
 EV_CLOSE = 3
@@ -82,6 +84,22 @@ def test_event_selection_and_aliases():
     assert progs.index("do_exit__sched") < progs.index("tree__exit")
     with pytest.raises(ValueError, match=r"unknown event 'nope'; known events: .*tcp_accept"):
         select_events(obj, ["nope"])
+
+
+@pytest.mark.parametrize("name", ["", "objects_globals", "objects_core", "subprogram"])
+def test_symbols_read_at_once_equal_pyelftools(tmp_path: Path, name: str):
+    """The symbol table unpacked in one pass reads as pyelftools reads it, entry by entry."""
+    path = _compile(tmp_path, name) if name else OBJECT
+    with open(path, "rb") as f:
+        elf = ELFFile(f)
+        symtab = elf.get_section_by_name(".symtab")
+        theirs = [
+            Symbol(s.name, s["st_shndx"], s["st_value"], s["st_size"], s["st_info"]["type"],
+                   s["st_info"]["bind"], s["st_other"]["visibility"])
+            for s in symtab.iter_symbols()
+        ]
+        assert read_symbols(elf, symtab, str(path)) == theirs
+    assert {s.type for s in theirs} >= {"STT_FUNC", "STT_SECTION"}
 
 
 @pytest.mark.live

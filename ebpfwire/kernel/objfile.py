@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import re
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -18,6 +19,12 @@ from typing import TYPE_CHECKING, NamedTuple
 from elftools.common.exceptions import ELFError
 from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
+from elftools.elf.enums import (
+    ENUM_ST_INFO_BIND,
+    ENUM_ST_INFO_TYPE,
+    ENUM_ST_SHNDX,
+    ENUM_ST_VISIBILITY,
+)
 from elftools.elf.relocation import RelocationSection
 from elftools.elf.sections import SymbolTableSection
 
@@ -217,6 +224,37 @@ def map_specs(btf: Btf, symbols: dict[int, str], path: str) -> dict[str, MapSpec
     return maps
 
 
+def _enum_names(enum: dict) -> dict[int, str]:
+    return {value: name for name, value in enum.items() if isinstance(value, int)}
+
+
+# pyelftools' names of a symbol's section index, type, binding and visibility
+_SHNDX, _STT, _STB, _STV = map(
+    _enum_names, (ENUM_ST_SHNDX, ENUM_ST_INFO_TYPE, ENUM_ST_INFO_BIND, ENUM_ST_VISIBILITY)
+)
+
+
+def read_symbols(elf: ELFFile, symtab: SymbolTableSection, origin: str) -> list[Symbol]:
+    """Every symbol of ``symtab``, unpacked at once (pyelftools parses them one by one:
+    most of the time an object's read took), named as pyelftools names them."""
+    if elf.elfclass != 64:
+        raise LoaderError(f"{origin}: expected a 64-bit ELF object, found ELFCLASS{elf.elfclass}")
+    entry = struct.Struct(("<" if elf.little_endian else ">") + "IBBHQQ")  # Elf64_Sym
+    data, names = symtab.data(), symtab.stringtable.data()
+    if symtab["sh_entsize"] != entry.size or len(data) % entry.size:
+        raise LoaderError(f"{origin}: .symtab: expected {entry.size}-byte entries, found "
+                          f"{len(data)} bytes of {symtab['sh_entsize']}-byte entries")
+    symbols = []
+    for name, info, other, shndx, value, size in entry.iter_unpack(data):
+        end = names.find(b"\0", name)
+        symbols.append(Symbol(
+            names[name : end if end >= 0 else len(names)].decode("utf-8", "replace"),
+            _SHNDX.get(shndx, shndx), value, size, _STT.get(info & 0xF, info & 0xF),
+            _STB.get(info >> 4, info >> 4), _STV.get(other & 7, other & 7),
+        ))
+    return symbols
+
+
 def object_name(origin: str) -> str:
     """libbpf's object name: the file's base name up to its first dot."""
     return Path(origin).name.split(".", 1)[0] or "obj"
@@ -269,11 +307,7 @@ class _Reader:
         symtab = elf.get_section_by_name(".symtab")
         if not isinstance(symtab, SymbolTableSection):
             raise LoaderError(f"{origin}: no symbol table")
-        symbols = [
-            Symbol(s.name, s["st_shndx"], s["st_value"], s["st_size"], s["st_info"]["type"],
-                   s["st_info"]["bind"], s["st_other"]["visibility"])
-            for s in symtab.iter_symbols()
-        ]
+        symbols = read_symbols(elf, symtab, origin)
         btf_sec = elf.get_section_by_name(".BTF")
         btf = Btf(btf_sec.data(), f"{origin} .BTF") if btf_sec is not None else None
         ext_sec = elf.get_section_by_name(".BTF.ext")
