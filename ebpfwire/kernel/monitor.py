@@ -179,6 +179,7 @@ class Monitor:
         for spec in self.object.maps.values():
             if spec.type == syscalls.BPF_MAP_TYPE_RINGBUF:
                 spec.max_entries = self.ring_bytes
+        self.map_fds, self.prog_fds = self.object.map_fds, self.object.prog_fds
         self.reader: perf.PerfReader | RingBufReader | None = None
         self.closed = False
         try:
@@ -208,16 +209,6 @@ class Monitor:
         except BaseException:  # KeyboardInterrupt too: nothing may stay in the kernel
             self.close()
             raise
-
-    @property
-    def map_fds(self) -> dict[str, int]:
-        """The object's map fds by name (empty once closed)."""
-        return self.object.map_fds
-
-    @property
-    def prog_fds(self) -> dict[str, int]:
-        """The loaded programs' fds by name (empty once closed)."""
-        return self.object.prog_fds
 
     def _trace(self, tgid: int) -> None:
         syscalls.map_update(self.map_fds["traced"], tgid.to_bytes(4, "little"), b"\1")

@@ -107,7 +107,7 @@ class Program:
         if self.fd is None:
             self._obj._prepare()
             try:
-                self.fd = self._obj._load_program(self)
+                self.fd = self._obj.prog_fds[self.name] = self._obj._load_program(self)
             except LoaderError as exc:
                 self.error = exc
                 self.log = getattr(exc, "log", "")
@@ -219,6 +219,7 @@ class Object:
         self.programs = {name: Program(self, p) for name, p in spec.programs.items()}
         self.globals = Globals(self)
         self.map_fds: dict[str, int] = {}
+        self.prog_fds: dict[str, int] = {}  # the loaded programs' fds by name
         self.btf_fd: int | None = None
         self.btf_error: LoaderError | None = None
         self._readers: list[Any] = []
@@ -412,11 +413,6 @@ class Object:
 
     # ---- after load --------------------------------------------------------------------
 
-    @property
-    def prog_fds(self) -> dict[str, int]:
-        """The loaded programs' fds by name (empty once closed)."""
-        return {p.name: p.fd for p in self.programs.values() if p.fd is not None}
-
     def attach(self, programs: Iterable[str] | None = None) -> None:
         """Attach ``programs`` in the order given: programs on one hook run in attach
         order (default: every loaded one whose section says where)."""
@@ -488,6 +484,7 @@ class Object:
         for fd in self.map_fds.values():
             os.close(fd)
         self.map_fds.clear()
+        self.prog_fds.clear()
         if self.btf_fd is not None:
             os.close(self.btf_fd)
             self.btf_fd = None

@@ -159,6 +159,7 @@ class SyscallStats:
         self.programs = [
             p for p in self.object.programs.values() if pid is not None or p.name != "stats__fork"
         ]
+        self.map_fds, self.prog_fds = self.object.map_fds, self.object.prog_fds
         self.closed = False
         try:
             names = [p.name for p in self.programs]
@@ -182,16 +183,6 @@ class SyscallStats:
         except BaseException:
             self.close()
             raise
-
-    @property
-    def map_fds(self) -> dict[str, int]:
-        """The object's map fds by name (empty once closed)."""
-        return self.object.map_fds
-
-    @property
-    def prog_fds(self) -> dict[str, int]:
-        """The loaded programs' fds by name (empty once closed)."""
-        return self.object.prog_fds
 
     def tree_alive(self) -> bool:
         """Whether a process of the ``pid`` filter's tree still runs (the exit program
