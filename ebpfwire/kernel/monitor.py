@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ebpfwire import machine
 from ebpfwire.kernel import perf, syscalls
@@ -18,9 +16,6 @@ from ebpfwire.kernel.objects import Object, Program
 from ebpfwire.kernel.ringbuf import RingBufReader, default_ring_bytes, kernel_has_ringbuf
 from ebpfwire.wire.catalogue import DO_EXIT
 from ebpfwire.wire.names import syscall_number
-
-if TYPE_CHECKING:
-    from ebpfwire.kernel.maps import Map
 
 # user-facing event names served by one program group of the object
 EVENT_ALIASES = {
@@ -181,10 +176,12 @@ class Monitor:
                 spec.max_entries = self.ring_bytes
         self.map_fds, self.prog_fds = self.object.map_fds, self.object.prog_fds
         self.reader: perf.PerfReader | RingBufReader | None = None
+        self._traced = None  # the pid filter's map, as tree_alive() reads it
         self.closed = False
+        names = [p.name for p in self.programs]
         try:
             config = self.object.load(
-                [p.name for p in self.programs],
+                names,
                 while_loading=lambda: self._build_config(
                     pid or 0, os.getpid() if ignore_self else 0, comm),
             )
@@ -194,7 +191,6 @@ class Monitor:
                     b"\1\0\0\0",
                 )
             syscalls.map_update(self.map_fds["config"], b"\0\0\0\0", config)
-            names = [p.name for p in self.programs]
             attached = 0
             if pid is not None:
                 # the fork program runs before /proc is scanned: a process forked meanwhile
@@ -217,15 +213,11 @@ class Monitor:
         """Whether a process of the ``pid`` filter's tree still runs (its end ends a
         recording, as strace -f ends). The exit program removes each process as it exits;
         one it never saw exit (gone before the program was attached) is checked in /proc."""
-        from ebpfwire.kernel.maps import pids_running  # here: only a pid filter needs it
+        from ebpfwire.kernel.maps import Map, pids_running  # here: only a pid filter asks
 
+        if self._traced is None:
+            self._traced = Map.from_fd(self.map_fds["traced"])
         return pids_running(self._traced)
-
-    @cached_property
-    def _traced(self) -> Map:
-        from ebpfwire.kernel.maps import Map
-
-        return Map.from_fd(self.map_fds["traced"])
 
     @property
     def events_map_fd(self) -> int:
