@@ -20,7 +20,6 @@ import errno
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -279,19 +278,51 @@ class Object:
                               f"{sorted(self.programs)}")
         self._prepare()
         self._relocations()  # once, before the workers share it
-        pool = ThreadPoolExecutor(LOAD_THREADS, thread_name_prefix="ebpfwire-load")
-        try:
-            futures = [pool.submit(self.programs[name].load) for name in names]
-            value = while_loading() if while_loading is not None else None
-            for future in futures:
+        return self._load_on_workers(names, keep_going, while_loading)
+
+    def _load_on_workers(self, names: list[str], keep_going: bool,
+                         while_loading: Callable[[], T] | None) -> T | None:
+        """:meth:`load`'s loads on up to LOAD_THREADS threads (plain threads: a pool's
+        module and its logging would cost every import of the monitor ~3 ms)."""
+        errors: dict[str, BaseException] = {}
+        pending = iter(names)
+        take = threading.Lock()
+        stop = threading.Event()  # set: start no more loads
+
+        def work() -> None:
+            while not stop.is_set():
+                with take:
+                    name = next(pending, None)
+                if name is None:
+                    return
                 try:
-                    future.result()
-                except LoaderError:
+                    self.programs[name].load()
+                except LoaderError as exc:
+                    errors[name] = exc
                     if not keep_going:
-                        raise
-            return value
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+                        stop.set()
+                except BaseException as exc:  # handed to the caller's thread below
+                    errors[name] = exc
+                    stop.set()
+
+        workers = [threading.Thread(target=work, name="ebpfwire-load")
+                   for _ in range(min(LOAD_THREADS, len(names)))]
+        try:
+            for worker in workers:
+                worker.start()
+            value = while_loading() if while_loading is not None else None
+        except BaseException:  # Ctrl-C too: no more loads start
+            stop.set()
+            raise
+        finally:  # the loads running finish, so close() finds their fds
+            for worker in workers:
+                if worker.is_alive():
+                    worker.join()
+        for name in names:
+            exc = errors.get(name)
+            if exc is not None and not (keep_going and isinstance(exc, LoaderError)):
+                raise exc
+        return value
 
     def _check_open(self) -> None:
         if self.closed:
