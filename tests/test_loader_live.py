@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -268,6 +269,23 @@ def test_bpf_to_bpf_call_is_linked(tmp_path: Path):
         prog = obj.programs["close__enter"]
         assert prog.fd is not None
         assert [name for name, _ in prog.linked.layout] == ["close__enter", "helper"]
+
+
+@pytest.mark.live
+def test_load_hands_back_what_was_built_meanwhile_and_the_first_refusal(tmp_path: Path):
+    """Programs load on worker threads while the caller's thread runs ``while_loading``."""
+    path = _compile(tmp_path, "objects_globals")
+    with Object.open(path) as obj:
+        threads: list[bool] = []
+        with pytest.raises(LoaderError, match="the kernel rejected program 'broken'"):
+            obj.load(while_loading=lambda: threads.append(
+                threading.current_thread() is threading.main_thread()))
+        assert threads == [True]
+    with Object.open(path) as obj:
+        names = [name for name in obj.programs if name != "broken"]
+        assert obj.load(names, while_loading=lambda: "config") == "config"
+        assert set(obj.prog_fds) == set(names)
+    assert not obj.prog_fds and not obj.map_fds
 
 
 def test_config_schema_mirrors_the_c_header():
