@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-from ebpfwire.kernel.elf import INSN_SIZE
 from ebpfwire.kernel.errors import LoaderError
 from ebpfwire.kernel.externs import KCONFIG_SEC, POISON_CALL_KFUNC_BASE, Extern
-from ebpfwire.kernel.objfile import Function, ObjectSpec
+from ebpfwire.kernel.objfile import INSN_SIZE, Function, ObjectSpec
 
 BPF_LD_IMM64 = 0x18
 BPF_CALL = 0x85
@@ -29,8 +29,7 @@ BPF_PSEUDO_BTF_ID = 3
 BPF_PSEUDO_KFUNC_CALL = 2
 
 
-@dataclass(frozen=True)
-class MapRef:
+class MapRef(NamedTuple):
     """An ``ld_imm64`` at ``insn`` that loads map ``map`` (its fd when ``value_offset`` is
     None, else the address of its value + ``value_offset``)."""
 

@@ -14,14 +14,17 @@ from __future__ import annotations
 import errno
 import struct
 from collections.abc import Iterator, Mapping
-from typing import Any
+from itertools import islice
+from typing import TYPE_CHECKING, Any
 
 from ebpfwire import machine
 from ebpfwire.kernel import syscalls
 from ebpfwire.kernel.btf import Btf, BtfKind
-from ebpfwire.kernel.elf import BpfObject
 from ebpfwire.kernel.errors import BtfError, LoaderError
 from ebpfwire.kernel.syscalls import BpfSyscallError, MapInfo
+
+if TYPE_CHECKING:
+    from ebpfwire.kernel.objects import Object
 
 BPF_ANY = 0  # update flags: create or replace
 BPF_NOEXIST = 1  # create only
@@ -382,17 +385,17 @@ class Map:
                 f"value_size={self.value_size}, max_entries={self.max_entries}, fd={self.fd})")
 
 
-def object_maps(obj: BpfObject, map_fds: Mapping[str, int]) -> dict[str, Map]:
-    """A :class:`Map` per key/value map of a loaded object, typed from the object's BTF.
+def object_maps(obj: Object) -> dict[str, Map]:
+    """A :class:`Map` per key/value map of a loaded object, typed from the object's BTF
+    (:meth:`Object.map`); the PERF_EVENT_ARRAY and RINGBUF maps are left out (nothing to
+    look up in them)."""
+    return {name: obj.map(name) for name in obj.map_fds
+            if obj.maps[name].type not in NOT_KEY_VALUE}
 
-    ``map_fds`` maps names to the fds the loader created (``Monitor.map_fds``); the
-    PERF_EVENT_ARRAY and RINGBUF maps are left out (nothing to look up in them).
-    """
-    out: dict[str, Map] = {}
-    for name, fd in map_fds.items():
-        spec = obj.maps.get(name)
-        if spec is None or spec.type in NOT_KEY_VALUE:
-            continue
-        out[name] = Map.from_fd(fd, btf=obj.btf, key_type_id=spec.key_type_id,
-                                value_type_id=spec.value_type_id)
-    return out
+
+def pids_running(pids: Map) -> bool:
+    """Whether a key of ``pids`` (u32 process ids: the pid filter's tree of the bundled
+    programs) names a process still running; a zombie counts as gone. At most
+    ``max_entries`` keys are read: the walk restarts when a key is deleted under it."""
+    return any(machine.process_running(int.from_bytes(key, "little"))
+               for key in islice(pids.raw_keys(), pids.max_entries))

@@ -11,16 +11,17 @@ with Object.open("tool.bpf.o") as obj:
 
 Nothing touches the kernel before :meth:`Object.load`; :meth:`Object.close` (or the end
 of the ``with`` block, an exception, Ctrl-C) releases every link, reader, program, map and
-the BTF it made.
+the BTF it made. The bundled monitor and statistics program are users of this API.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterable, Iterator, MutableMapping
+import threading
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ebpfwire import machine
 from ebpfwire.kernel import objmaps, syscalls
@@ -34,23 +35,62 @@ from ebpfwire.kernel.attach import (
     uprobe_plan,
 )
 from ebpfwire.kernel.btf import Btf, BtfKind
-from ebpfwire.kernel.collection import load_insns
-from ebpfwire.kernel.core import relocate_sections
-from ebpfwire.kernel.elf import MapSpec
 from ebpfwire.kernel.errors import LoaderError
 from ebpfwire.kernel.externs import KCONFIG_SEC, Externs, collect, kconfig_section, resolve_kconfig
 from ebpfwire.kernel.kernel_btf import KernelBtf
 from ebpfwire.kernel.link import LinkedProgram, link
-from ebpfwire.kernel.maps import BtfCodec, Map, _RawCodec
-from ebpfwire.kernel.objfile import DataSection, ObjectSpec, ProgramSpec, read_spec
+from ebpfwire.kernel.objfile import DataSection, MapSpec, ObjectSpec, ProgramSpec, read_spec
 from ebpfwire.kernel.perf import DEFAULT_PAGE_COUNT, PerfReader
 from ebpfwire.kernel.ringbuf import RingBufReader
 from ebpfwire.kernel.syscalls import BpfSyscallError, ProgLoadExtras
+
+if TYPE_CHECKING:
+    from ebpfwire.kernel.maps import BtfCodec, Map, _RawCodec
 
 BPF_F_RDONLY_PROG = 1 << 7
 BTF_LOG_SIZE = 1 << 20
 # map types the kernel takes no BTF key/value types for (libbpf leaves them out too)
 _NO_BTF_TYPES = frozenset({4, 7, 8, 12, 13, 14, 15, 16, 17, 18, 22, 23, 25, 27})
+LOAD_THREADS = min(8, max(2, os.cpu_count() or 2))
+VERIFIER_LOG_SIZE = 16 * 1024 * 1024
+VERIFIER_LOG_TAIL = 40  # lines shown in the error
+
+T = TypeVar("T")
+
+
+def load_insns(
+    name: str,
+    section: str,
+    prog_type: int,
+    insns: bytes,
+    license: str,
+    extras: ProgLoadExtras | None = None,
+) -> int:
+    """Load instructions as program ``name``; the fd.
+
+    The first attempt runs without a verifier log (fast); on failure the load is
+    retried with log level 1 so the error can show the tail of the verifier's reasoning
+    (the whole log is the error's ``log``).
+    """
+    try:
+        return syscalls.prog_load(prog_type, insns, license, name, extras=extras)[0]
+    except BpfSyscallError as exc:
+        if exc.errno in (errno.EPERM, errno.ENOSYS):
+            raise
+    try:
+        fd, _ = syscalls.prog_load(
+            prog_type, insns, license, name, 1, VERIFIER_LOG_SIZE, extras
+        )
+    except BpfSyscallError as exc:
+        tail = "\n".join(exc.log.rstrip().splitlines()[-VERIFIER_LOG_TAIL:])
+        err = BpfSyscallError(
+            f"the kernel rejected program {name!r} (section {section!r}): "
+            f"{os.strerror(exc.errno or 0)}\nverifier log (tail):\n{tail}",
+            exc.errno,
+        )
+        err.log = exc.log
+        raise err from exc
+    return fd  # the first failure was transient (EAGAIN...) and did not recur
 
 
 class Program:
@@ -76,7 +116,7 @@ class Program:
         if self.fd is None:
             self._obj._prepare()
             try:
-                self.fd = self._obj._load_program(self)
+                self.fd = self._obj.prog_fds[self.name] = self._obj._load_program(self)
             except LoaderError as exc:
                 self.error = exc
                 self.log = getattr(exc, "log", "")
@@ -174,6 +214,8 @@ class Globals(MutableMapping):
         }
 
     def _codec(self, sec: DataSection, name: str) -> BtfCodec | _RawCodec:
+        from ebpfwire.kernel.maps import BtfCodec, _RawCodec  # here: a load does not need it
+
         var = sec.variables[name]
         btf = self._obj.spec.btf
         if btf is not None and var.type_id:
@@ -269,9 +311,11 @@ class Object:
         self.programs = {name: Program(self, p) for name, p in spec.programs.items()}
         self.globals = Globals(self)
         self.map_fds: dict[str, int] = {}
+        self.prog_fds: dict[str, int] = {}  # the loaded programs' fds by name
         self.btf_fd: int | None = None
         self.btf_error: LoaderError | None = None
         self._readers: list[Any] = []
+        self._btf_lock = threading.Lock()  # loads on worker threads may read it first
         self._relocated: tuple[dict[int, bytes], dict[tuple[int, int], str]] | None = None
         self._prepared = False
         self.closed = False
@@ -290,10 +334,18 @@ class Object:
 
     def target_btf(self) -> Btf:
         """The kernel BTF relocations resolve against (read once)."""
-        if not isinstance(self._target_btf, Btf):
-            self._target_btf = (Btf.vmlinux() if self._target_btf is None
-                                else Btf.from_file(self._target_btf))
-        return self._target_btf
+        with self._btf_lock:
+            if not isinstance(self._target_btf, Btf):
+                self._target_btf = (Btf.vmlinux() if self._target_btf is None
+                                    else Btf.from_file(self._target_btf))
+            return self._target_btf
+
+    def require_maps(self, names: Iterable[str]) -> None:
+        """Refuse an object without maps ``names`` (those a caller writes to), before
+        anything is created."""
+        missing = set(names) - set(self.maps)
+        if missing:
+            raise LoaderError(f"{self.spec.origin}: expected maps {sorted(missing)} in .maps")
 
     def kernel_btf(self) -> KernelBtf | None:
         """vmlinux and module BTF, as relocations and externs search them; None where a
@@ -310,11 +362,22 @@ class Object:
 
     # ---- load --------------------------------------------------------------------------
 
-    def load(self, programs: Iterable[str] | None = None, *, keep_going: bool = False) -> None:
-        """Create the maps and load ``programs`` (default: every one with ``autoload``).
+    def load(
+        self,
+        programs: Iterable[str] | None = None,
+        *,
+        keep_going: bool = False,
+        while_loading: Callable[[], T] | None = None,
+    ) -> T | None:
+        """Create the maps and load ``programs`` (default: every one with ``autoload``);
+        ``while_loading()``'s value.
 
-        With ``keep_going`` a refused program keeps its ``error`` and ``log`` and the others
-        still load; otherwise the first refusal is raised.
+        The programs load on worker threads while ``while_loading()`` runs here: the
+        verifier runs in the kernel with the GIL released, so the loads overlap each other
+        and that Python work. With ``keep_going`` a refused program keeps its ``error`` and
+        ``log`` and the others still load; otherwise the first refusal (in the order
+        given) is raised. A KeyboardInterrupt cancels the loads not started and waits only
+        for those running, so :meth:`close` then finds every fd.
         """
         self._check_open()
         names = ([p.name for p in self.programs.values() if p.autoload]
@@ -325,16 +388,57 @@ class Object:
                               f"{sorted(self.programs)}")
         try:
             self._prepare()
-            for name in names:
-                try:
-                    self.programs[name].load()
-                except LoaderError:
-                    if not keep_going:
-                        raise
+            self._relocations()  # once, before the workers share it
+            value = self._load_on_workers(names, keep_going, while_loading)
             self._check_prog_slots()
         except BaseException:
             self._unpin_created()
             raise
+        return value
+
+    def _load_on_workers(self, names: list[str], keep_going: bool,
+                         while_loading: Callable[[], T] | None) -> T | None:
+        """:meth:`load`'s loads on up to LOAD_THREADS threads (plain threads: a pool's
+        module and its logging would cost every import of the monitor ~3 ms)."""
+        errors: dict[str, BaseException] = {}
+        pending = iter(names)
+        take = threading.Lock()
+        stop = threading.Event()  # set: start no more loads
+
+        def work() -> None:
+            while not stop.is_set():
+                with take:
+                    name = next(pending, None)
+                if name is None:
+                    return
+                try:
+                    self.programs[name].load()
+                except LoaderError as exc:
+                    errors[name] = exc
+                    if not keep_going:
+                        stop.set()
+                except BaseException as exc:  # handed to the caller's thread below
+                    errors[name] = exc
+                    stop.set()
+
+        workers = [threading.Thread(target=work, name="ebpfwire-load")
+                   for _ in range(min(LOAD_THREADS, len(names)))]
+        try:
+            for worker in workers:
+                worker.start()
+            value = while_loading() if while_loading is not None else None
+        except BaseException:  # Ctrl-C too: no more loads start
+            stop.set()
+            raise
+        finally:  # the loads running finish, so close() finds their fds
+            for worker in workers:
+                if worker.is_alive():
+                    worker.join()
+        for name in names:
+            exc = errors.get(name)
+            if exc is not None and not (keep_going and isinstance(exc, LoaderError)):
+                raise exc
+        return value
 
     def _check_open(self) -> None:
         if self.closed:
@@ -489,7 +593,9 @@ class Object:
             ext = self.spec.btf_ext
             if ext is None or not ext.core_relos:
                 self._relocated = (self.spec.code, {})
-            else:
+            else:  # imported here: only objects with CO-RE relocations pay for it
+                from ebpfwire.kernel.core import relocate_sections
+
                 self._relocated = relocate_sections(
                     self.spec.code, self.spec.section_names, ext.core_relos, self.spec.btf,
                     self.target_btf(), self.kernel_btf(),
@@ -550,7 +656,8 @@ class Object:
     # ---- after load --------------------------------------------------------------------
 
     def attach(self, programs: Iterable[str] | None = None) -> None:
-        """Attach ``programs`` (default: every loaded one whose section says where)."""
+        """Attach ``programs`` in the order given: programs on one hook run in attach
+        order (default: every loaded one whose section says where)."""
         self._check_open()
         names = list(programs) if programs is not None else [
             p.name for p in self.programs.values() if p.fd is not None and p.auto_attach
@@ -558,9 +665,16 @@ class Object:
         for name in names:
             self.programs[name].attach()
 
+    def detach(self) -> None:
+        """Detach every attached program; they stay loaded until :meth:`close`."""
+        for prog in self.programs.values():
+            prog.detach()
+
     def map(self, name: str) -> Map:
         """The loaded map ``name`` (a ``.maps`` name, or a data section such as ``.bss``),
         keys and values typed from the object's BTF."""
+        from ebpfwire.kernel.maps import Map  # here: a load does not need it
+
         fd = self._map_fd(name)
         spec = self.maps[name]
         if name in self.spec.data:
@@ -602,10 +716,13 @@ class Object:
         self._readers.append(reader)
         return reader
 
-    def perf_buffer(self, name: str, page_count: int = DEFAULT_PAGE_COUNT, **kwargs: Any
-                    ) -> PerfReader:
-        """A reader of PERF_EVENT_ARRAY map ``name``; closed with the object."""
-        reader = PerfReader(self._map_fd(name), page_count, **kwargs)
+    def perf_buffer(self, name: str, page_count: int = DEFAULT_PAGE_COUNT, *,
+                    drops: str | None = None, **kwargs: Any) -> PerfReader:
+        """A reader of PERF_EVENT_ARRAY map ``name`` (``drops``: the name of its drop
+        counter map); closed with the object."""
+        fd = self._map_fd(name)
+        drops_fd = self._map_fd(drops) if drops is not None else None
+        reader = PerfReader(fd, page_count, drops_map_fd=drops_fd, **kwargs)
         self._readers.append(reader)
         return reader
 
@@ -614,8 +731,7 @@ class Object:
         if self.closed:
             return
         self.closed = True
-        for prog in self.programs.values():
-            prog.detach()
+        self.detach()
         for reader in self._readers:
             reader.close()
         prog_arrays = [fd for name, fd in self.map_fds.items()
@@ -629,6 +745,7 @@ class Object:
         for fd in self.map_fds.values():
             os.close(fd)
         self.map_fds.clear()
+        self.prog_fds.clear()
         if self.btf_fd is not None:
             os.close(self.btf_fd)
             self.btf_fd = None
