@@ -3,9 +3,10 @@
 Opens ``Monitor()`` with every event (or ``--events``), closes it, and prints the time
 spent creating maps, loading (verifying) programs, opening the perf reader, attaching,
 detaching and closing the rest, then the totals; ``--runs`` repeats it. Phases are timed
-by wrapping the steps of the Monitor and its ProgramCollection, so the figures are what a
-user waits for: the programs load on worker threads while the config is built from the
-kernel's BTF, so "loads+config" is the wall time of both. Needs root.
+by wrapping the steps of the Monitor and its Object, so the figures are what a user waits
+for: "read" is parsing the object file; "loads+config" is the wall time of creating the
+BTF and maps ("maps", part of it), then loading the programs on worker threads while the
+config is built from the kernel's BTF. Needs root.
 With ``--interrupt-after S`` it sends itself SIGINT S seconds into each open instead and
 prints how long the KeyboardInterrupt took to come out with everything closed.
 With ``--btf`` it times only the config's BTF work (no root needed): reading
@@ -25,19 +26,21 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 
+from ebpfwire.kernel import objects
 from ebpfwire.kernel.btf import VMLINUX_PATH, Btf
-from ebpfwire.kernel.collection import ProgramCollection
 from ebpfwire.kernel.config import kernel_offsets
 from ebpfwire.kernel.monitor import Monitor
+from ebpfwire.kernel.objects import Object
 
-PHASES = {  # (class, method) -> phase name
-    (ProgramCollection, "_create_maps"): "maps",
+PHASES = {  # (owner, attribute) -> phase name
+    (objects, "read_spec"): "read",
+    (Object, "_prepare"): "maps",
     (Monitor, "_build_config"): "config(BTF)",
-    (ProgramCollection, "_load_programs"): "loads+config",
+    (Object, "load"): "loads+config",
     (Monitor, "_open_reader"): "reader",
-    (ProgramCollection, "attach"): "attach",
-    (ProgramCollection, "detach"): "detach",
-    (ProgramCollection, "close"): "close rest",
+    (Object, "attach"): "attach",
+    (Object, "detach"): "detach",
+    (Object, "close"): "close rest",
 }
 
 

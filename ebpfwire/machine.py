@@ -70,6 +70,17 @@ def process_exists(pid: int) -> bool:
     return True
 
 
+def process_running(pid: int) -> bool:
+    """Is process (or thread) ``pid`` here and not yet exited (a zombie has)?"""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    end = stat.rindex(b")")
+    return stat[end + 2 : end + 3] not in (b"Z", b"X")
+
+
 def require_process(pid: int) -> None:
     """ValueError unless a process ``pid`` runs here: a filter on a pid that is not there
     would wait for events that never come."""

@@ -1,7 +1,7 @@
 """Test support: compile a test BPF object from tests/bpf/, create its maps, load, attach.
 
 The bundled ``Monitor`` knows one object; the ring buffer and map tests (and
-bench/ringbuf_throughput.py) need their own, loaded by the same ``ProgramCollection``.
+bench/ringbuf_throughput.py) need their own, loaded through the same public ``Object``.
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ import subprocess
 from pathlib import Path
 
 from ebpfwire.kernel import syscalls
-from ebpfwire.kernel.collection import ProgramCollection
-from ebpfwire.kernel.elf import read_object
+from ebpfwire.kernel.objects import Object
+from ebpfwire.kernel.objfile import read_spec
 
 TEST_BPF = Path(__file__).resolve().parent / "bpf"
+# bpf_tracing.h's names of the machine (PT_REGS_PARM1 and the like need one)
+TARGET_ARCH = {"x86_64": "x86", "aarch64": "arm64"}
 
 
 def compile_object(name: str, out_dir: Path, *defines: str, includes: tuple[Path, ...] = ()
@@ -28,9 +30,11 @@ def compile_object(name: str, out_dir: Path, *defines: str, includes: tuple[Path
         raise FileNotFoundError("clang not installed: cannot build the test BPF objects")
     out = out_dir / f"{name}{''.join('-' + d for d in defines)}.o"
     arch_inc = f"/usr/include/{platform.machine()}-linux-gnu"
+    target_arch = TARGET_ARCH.get(platform.machine(), platform.machine())
     subprocess.run(
         [clang, "-O2", "-g", "-target", "bpf", *(f"-I{d}" for d in includes),
-         f"-I{arch_inc}", "-Wall", "-Werror", *(f"-D{d}" for d in defines), "-c",
+         f"-I{arch_inc}", f"-D__TARGET_ARCH_{target_arch}", "-Wall", "-Werror",
+         *(f"-D{d}" for d in defines), "-c",
          str(TEST_BPF / f"{name}.bpf.c"), "-o", str(out)],
         check=True,
     )
@@ -47,14 +51,16 @@ def linux_61_headers(out_dir: Path) -> Path:
     return header.parent
 
 
-class LoadedObject(ProgramCollection):
+class LoadedObject(Object):
     """Every map of the object created (``max_entries`` overridable), every program attached."""
 
     def __init__(self, path: Path, max_entries: dict[str, int] | None = None) -> None:
-        super().__init__(read_object(path))
+        super().__init__(read_spec(path))
+        for name, entries in (max_entries or {}).items():
+            self.maps[name].max_entries = entries
         try:
-            self.load(max_entries)
-            self.attach(self.programs)
+            self.load()
+            self.attach()
         except BaseException:
             self.close()
             raise

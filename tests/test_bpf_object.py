@@ -129,9 +129,9 @@ def test_program_names_are_unique_per_section(elf):
 @pytest.fixture(scope="module")
 def maps():
     """The map definitions as the pure-Python loader reads them from .maps BTF."""
-    from ebpfwire.kernel.elf import read_object
+    from ebpfwire.kernel.objfile import read_spec
 
-    return read_object(OBJECT).maps
+    return read_spec(OBJECT).maps
 
 
 def test_contract_maps(maps):
@@ -241,12 +241,12 @@ def test_live_events_have_the_classic_layout(tmp_path):
 
 
 def test_ringbuf_object_is_the_same_program_with_a_ring():
-    from ebpfwire.kernel.elf import read_object
     from ebpfwire.kernel.monitor import bundled_object
+    from ebpfwire.kernel.objfile import read_spec
 
-    perf_obj, ring_obj = read_object(OBJECT), read_object(bundled_object("ringbuf"))
-    assert [(p.name, p.section) for p in ring_obj.programs] == [
-        (p.name, p.section) for p in perf_obj.programs]
+    perf_obj, ring_obj = read_spec(OBJECT), read_spec(bundled_object("ringbuf"))
+    assert [(p.name, p.section) for p in ring_obj.programs.values()] == [
+        (p.name, p.section) for p in perf_obj.programs.values()]
     assert ring_obj.maps["events"].type == BPF_MAP_TYPE_RINGBUF
     for obj in (perf_obj, ring_obj):  # failed outputs, counted by the program
         drops = obj.maps["drops"]

@@ -8,24 +8,28 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
+from elftools.elf.elffile import ELFFile
 
 import ebpfwire
 from ebpfwire.kernel import syscalls, tracefs
-from ebpfwire.kernel.collection import load_program
 from ebpfwire.kernel.config import MonitorConfig
-from ebpfwire.kernel.elf import ProgramSpec, read_object
 from ebpfwire.kernel.errors import LoaderError
+from ebpfwire.kernel.link import link
 from ebpfwire.kernel.monitor import (
     SYSCALL_EVENTS,
     Monitor,
     bundled_object,
+    event_group,
     select_events,
     select_programs,
 )
+from ebpfwire.kernel.objects import Object, load_insns
+from ebpfwire.kernel.objfile import Symbol, read_symbols
 from ebpfwire.kernel.perf import Lost, PerfReader, Sample
 
 EV_CLOSE = 3
@@ -36,34 +40,38 @@ needs_object = pytest.mark.skipif(not OBJECT.exists(), reason=f"{OBJECT} not bui
 
 @needs_object
 def test_bundled_object_maps_and_programs():
-    obj = read_object(OBJECT)
-    assert obj.license == "GPL"
+    obj = Object.open(OBJECT)
+    assert obj.spec.license == "GPL"
     assert obj.maps["events"].type == syscalls.BPF_MAP_TYPE_PERF_EVENT_ARRAY
     assert obj.maps["config"].value_size == MonitorConfig.sizeof() == 38 * 4 + 16
     assert obj.maps["config"].max_entries == 1
-    dispatchers = {p.name: p.section for p in obj.programs if p.event == "sys"}
+    dispatchers = {p.name: p.section for p in obj.programs.values() if event_group(p.name) == "sys"}
     assert dispatchers == {"sys__enter": "raw_tracepoint/sys_enter",
                            "sys__exit": "raw_tracepoint/sys_exit"}
     assert obj.maps["events_on"].max_entries > max(SYSCALL_EVENTS.values())
-    for prog in obj.programs:
-        assert len(prog.insns) % 8 == 0 and prog.insns
-        for offset, map_name in prog.map_refs:
-            assert prog.insns[offset] == 0x18 and map_name in obj.maps
+    for prog in obj.programs.values():
+        linked = link(obj.spec, prog.spec.function)
+        assert len(linked.insns) % 8 == 0 and linked.insns
+        for ref in linked.map_refs:
+            assert linked.insns[ref.insn * 8] == 0x18 and ref.map in obj.maps
 
 
 @needs_object
 def test_map_fds_are_patched_into_ld_imm64():
-    prog = next(p for p in read_object(OBJECT).programs if p.map_refs)
-    fds = {name: 100 + i for i, name in enumerate(read_object(OBJECT).maps)}
-    code = prog.with_map_fds(fds)
-    for offset, map_name in prog.map_refs:
+    obj = Object.open(OBJECT)
+    prog = next(p for p in (link(obj.spec, q.spec.function) for q in obj.programs.values())
+                if p.map_refs)
+    fds = {name: 100 + i for i, name in enumerate(obj.maps)}
+    code = prog.with_fds(fds)
+    for ref in prog.map_refs:
+        offset = ref.insn * 8
         assert code[offset + 1] >> 4 == 1  # BPF_PSEUDO_MAP_FD
-        assert int.from_bytes(code[offset + 4 : offset + 8], "little") == fds[map_name]
+        assert int.from_bytes(code[offset + 4 : offset + 8], "little") == fds[ref.map]
 
 
 @needs_object
 def test_event_selection_and_aliases():
-    obj = read_object(OBJECT)
+    obj = Object.open(OBJECT)
     assert select_events(obj, ["close", "openat"]) == {"close", "openat"}
     assert [p.name for p in select_programs(obj, {"close", "openat"})] == [
         "sys__enter", "sys__exit"]  # syscall events: the dispatchers' handlers
@@ -79,12 +87,28 @@ def test_event_selection_and_aliases():
         select_events(obj, ["nope"])
 
 
+@pytest.mark.parametrize("name", ["", "objects_globals", "objects_core", "subprogram"])
+def test_symbols_read_at_once_equal_pyelftools(tmp_path: Path, name: str):
+    """The symbol table unpacked in one pass reads as pyelftools reads it, entry by entry."""
+    path = _compile(tmp_path, name) if name else OBJECT
+    with open(path, "rb") as f:
+        elf = ELFFile(f)
+        symtab = elf.get_section_by_name(".symtab")
+        theirs = [
+            Symbol(s.name, s["st_shndx"], s["st_value"], s["st_size"], s["st_info"]["type"],
+                   s["st_info"]["bind"], s["st_other"]["visibility"])
+            for s in symtab.iter_symbols()
+        ]
+        assert read_symbols(elf, symtab, str(path)) == theirs
+    assert {s.type for s in theirs} >= {"STT_FUNC", "STT_SECTION"}
+
+
 @pytest.mark.live
 def test_verifier_rejection_names_program_and_shows_log():
-    bad = ProgramSpec("bad__prog", "tracepoint/x/y", syscalls.BPF_PROG_TYPE_TRACEPOINT,
-                      "x/y", bytes([0x95, 0, 0, 0, 0, 0, 0, 0]))  # exit with r0 unset
+    exit_r0_unset = bytes([0x95, 0, 0, 0, 0, 0, 0, 0])
     with pytest.raises(LoaderError, match=r"(?s)'bad__prog'.*verifier log.*R0 !read_ok"):
-        load_program(bad, {}, "GPL")
+        load_insns("bad__prog", "tracepoint/x/y", syscalls.BPF_PROG_TYPE_TRACEPOINT,
+                   exit_r0_unset, "GPL")
 
 
 @pytest.mark.live
@@ -224,16 +248,44 @@ def _compile(tmp_path: Path, name: str) -> Path:
     return out
 
 
-def test_global_data_is_refused_by_name(tmp_path: Path):
-    obj = _compile(tmp_path, "global_data")
-    with pytest.raises(LoaderError, match=r"global data sections \['\.bss'\]"):
-        read_object(obj)
+@pytest.mark.live
+def test_global_data_loads_and_counts(tmp_path: Path):
+    """The object the old reader refused for its .bss loads through the one loader."""
+    with Object.open(_compile(tmp_path, "global_data")) as obj:
+        obj.load()
+        obj.attach()
+        before = obj.globals["counter"]
+        for _ in range(3):
+            with pytest.raises(OSError):
+                os.close(987_654)
+        assert obj.globals["counter"] >= before + 3
 
 
-def test_bpf_to_bpf_call_is_refused(tmp_path: Path):
-    obj = _compile(tmp_path, "subprogram")
-    with pytest.raises(LoaderError, match="BPF-to-BPF call to 'helper'.*__always_inline"):
-        read_object(obj)
+@pytest.mark.live
+def test_bpf_to_bpf_call_is_linked(tmp_path: Path):
+    """The object the old reader refused for its call loads, its callee linked after it."""
+    with Object.open(_compile(tmp_path, "subprogram")) as obj:
+        obj.load()
+        prog = obj.programs["close__enter"]
+        assert prog.fd is not None
+        assert [name for name, _ in prog.linked.layout] == ["close__enter", "helper"]
+
+
+@pytest.mark.live
+def test_load_hands_back_what_was_built_meanwhile_and_the_first_refusal(tmp_path: Path):
+    """Programs load on worker threads while the caller's thread runs ``while_loading``."""
+    path = _compile(tmp_path, "objects_globals")
+    with Object.open(path) as obj:
+        threads: list[bool] = []
+        with pytest.raises(LoaderError, match="the kernel rejected program 'broken'"):
+            obj.load(while_loading=lambda: threads.append(
+                threading.current_thread() is threading.main_thread()))
+        assert threads == [True]
+    with Object.open(path) as obj:
+        names = [name for name in obj.programs if name != "broken"]
+        assert obj.load(names, while_loading=lambda: "config") == "config"
+        assert set(obj.prog_fds) == set(names)
+    assert not obj.prog_fds and not obj.map_fds
 
 
 def test_config_schema_mirrors_the_c_header():

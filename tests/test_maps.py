@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from bpf_object import compile_object
 
-from ebpfwire.kernel.elf import BpfObject, read_object
 from ebpfwire.kernel.errors import LoaderError
 from ebpfwire.kernel.maps import BtfCodec
+from ebpfwire.kernel.objfile import ObjectSpec, read_spec
 
 # struct shapes: u32 low:3, high:5; _Bool flag (byte 1); union {u32 word; u8 bytes[4]};
 # float ratio; s64 big (at 16)
@@ -18,14 +18,14 @@ SHAPES = struct.Struct("<BB2xIf4xq")
 
 
 @pytest.fixture(scope="module")
-def obj(tmp_path_factory: pytest.TempPathFactory) -> BpfObject:
+def obj(tmp_path_factory: pytest.TempPathFactory) -> ObjectSpec:
     try:
-        return read_object(compile_object("ringbuf_test", Path(tmp_path_factory.mktemp("bpf"))))
+        return read_spec(compile_object("ringbuf_test", Path(tmp_path_factory.mktemp("bpf"))))
     except FileNotFoundError as exc:
         pytest.skip(str(exc))
 
 
-def codec(obj: BpfObject, map_name: str, what: str = "value") -> BtfCodec:
+def codec(obj: ObjectSpec, map_name: str, what: str = "value") -> BtfCodec:
     spec = obj.maps[map_name]
     return BtfCodec(obj.btf, spec.value_type_id if what == "value" else spec.key_type_id)
 

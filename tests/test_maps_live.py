@@ -89,7 +89,7 @@ def test_batch_falls_back_to_iteration_where_the_kernel_has_none(new_map):
 
 
 def test_percpu_values_one_per_possible_cpu(loaded):
-    maps = object_maps(loaded.object, loaded.map_fds)
+    maps = object_maps(loaded)
     m = maps["percpu_hash"]
     ncpus = possible_cpus()
     assert m.percpu and m.ncpus == ncpus and m.value_bytes == 8 * ncpus  # u32 padded to 8
@@ -104,7 +104,7 @@ def test_percpu_values_one_per_possible_cpu(loaded):
 
 
 def test_btf_typed_keys_and_values(loaded):
-    maps = object_maps(loaded.object, loaded.map_fds)
+    maps = object_maps(loaded)
     assert set(maps) == set(loaded.map_fds) - {"ring"}  # the ring holds no keys
     typed = maps["typed"]
     value = {"count": 2**40, "where": {"x": -3, "y": 4}, "samples": [1, 2, 65535],
@@ -132,8 +132,8 @@ def test_btf_typed_keys_and_values(loaded):
 
 
 def test_btf_size_mismatch_is_refused(loaded):
-    spec = loaded.object.maps["typed"]
+    spec = loaded.maps["typed"]
     with pytest.raises(LoaderError, match=r"map 'seq': BTF value type \d+ is 32 bytes, the "
                                           r"map's value_size is 8"):
-        Map.from_fd(loaded.map_fds["seq"], btf=loaded.object.btf,
+        Map.from_fd(loaded.map_fds["seq"], btf=loaded.spec.btf,
                     value_type_id=spec.value_type_id)

@@ -125,3 +125,17 @@ def test_an_exception_inside_the_block_leaves_nothing(objdir: Path):
     assert_gone(ids)
     with pytest.raises(LoaderError, match="the object is closed"):
         obj.load()
+
+
+@pytest.mark.live
+def test_a_hidden_global_function_is_verified_as_static(objdir: Path):
+    """Checked on its own, ``store_pid`` would write through a pointer that may be NULL
+    (the kernel refuses that); libbpf makes hidden functions static, and so do we."""
+    with Object.open(build(objdir, "objects_hidden")) as obj:
+        obj.globals["seen_pid"] = os.getpid()
+        obj.load()
+        obj.attach()
+        os.getppid()
+        assert obj.globals["calls"] > 0
+        ids = ours(obj)
+    assert_gone(ids)

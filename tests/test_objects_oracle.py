@@ -17,7 +17,9 @@ from ebpfwire.kernel.objects import Object
 
 BPFTOOL = shutil.which("bpftool")
 BPFFS = Path("/sys/fs/bpf")
-OBJECTS = ["objects_globals", "objects_core", "objects_tracing", "exitsnoop_61"]
+OBJECTS = ["objects_globals", "objects_core", "objects_tracing", "objects_probes",
+           "objects_maps", "objects_pinning", "objects_externs",
+           "objects_hidden", "exitsnoop_61"]
 # the objects compiled against another kernel's vmlinux.h: its directory, made in tmp_path
 HEADERS = {"exitsnoop_61": linux_61_headers}
 
@@ -48,6 +50,9 @@ def test_xlated_instructions_equal_libbpfs(tmp_path: Path, name: str):
     path = build(tmp_path, name)
     oracle = build(tmp_path, name, "ORACLE")  # without the programs that must fail
     pins = BPFFS / f"ebpfwire-oracle-{uuid.uuid4().hex[:12]}"
+    # maps pinned by name go to libbpf's default directory: ours, by both loaders
+    map_pins = [BPFFS / m.name for m in Object.open(path).maps.values() if m.pinning]
+    assert not [p for p in map_pins if p.exists()], "map pins left by an earlier run"
     subprocess.run([BPFTOOL, "prog", "loadall", str(oracle), str(pins)],
                    capture_output=True, text=True, check=True)
     try:
@@ -58,7 +63,11 @@ def test_xlated_instructions_equal_libbpfs(tmp_path: Path, name: str):
             theirs[pin.name] = xlated(int(info.split(":", 1)[0]))
     finally:
         shutil.rmtree(pins)
-    with Object.open(path) as obj:
-        obj.load(list(theirs))
-        ours = {n: xlated(syscalls.object_id(obj.programs[n].fd, True)) for n in theirs}
+    try:
+        with Object.open(path) as obj:
+            obj.load(list(theirs))
+            ours = {n: xlated(syscalls.object_id(obj.programs[n].fd, True)) for n in theirs}
+    finally:
+        for pin in map_pins:
+            pin.unlink(missing_ok=True)
     assert theirs and ours == theirs

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from ebpfwire.kernel.elf import read_object
+from ebpfwire.kernel.objfile import read_spec
 from ebpfwire.kernel.stats import (
     MAX_SYSCALLS,
     SLOTS,
@@ -30,12 +30,12 @@ needs_object = pytest.mark.skipif(not OBJECT.exists(), reason=f"{OBJECT} not bui
 
 @needs_object
 def test_object_maps_match_the_python_side():
-    obj = read_object(OBJECT)
+    obj = read_spec(OBJECT)
     stats = obj.maps["stats"]
     assert stats.type == 6  # BPF_MAP_TYPE_PERCPU_ARRAY
     assert (stats.max_entries, stats.value_size) == (MAX_SYSCALLS, 8 * (3 + SLOTS))
     assert obj.maps["config"].value_size == 16 and obj.maps["errnos"].key_size == 8
-    assert {p.name: p.section for p in obj.programs} == {
+    assert {p.name: p.section for p in obj.programs.values()} == {
         "stats__sys_enter": "raw_tracepoint/sys_enter",
         "stats__sys_exit": "raw_tracepoint/sys_exit",
         "stats__fork": "tracepoint/sched/sched_process_fork",

@@ -120,7 +120,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
                 for item in syscalls)
             say(started(f"counting {what}", args, command, children="its new children"))
             end = LiveEnd(stop, args.duration,
-                          None if args.pid is None else stats.collection.tree_alive, command)
+                          None if args.pid is None else stats.tree_alive, command)
             if command is not None:
                 command.release()
             next_report = None if args.interval is None else begun + args.interval

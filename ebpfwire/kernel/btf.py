@@ -17,7 +17,7 @@ import enum
 import re
 import struct
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from construct import (
@@ -152,10 +152,20 @@ def record_size(kind: int, vlen: int) -> int:
 
 
 class Btf:
-    """A parsed BTF blob: type ids, names, sizes and struct member offsets."""
+    """A parsed BTF blob: type ids, names, sizes and struct member offsets.
 
-    def __init__(self, data: bytes, origin: str = "<bytes>") -> None:
+    With ``base`` the blob is split BTF (a kernel module's, on top of vmlinux): its type
+    ids continue after the base's and its string offsets after the base's strings, so
+    every id and name offset means the same thing as in the kernel; lookups by name
+    (:meth:`ids_named`, :meth:`ids_by_essential_name`) find the blob's own types only.
+    """
+
+    def __init__(self, data: bytes, origin: str = "<bytes>", base: Btf | None = None) -> None:
         self.origin = origin
+        self.base = base
+        # the first own type id and string offset (0 without a base: nothing delegated)
+        self.first_id = len(base) if base is not None else 0
+        self.str_base = len(base.strings) if base is not None else 0
         if len(data) < BtfHeader.sizeof():
             raise BtfError(f"{origin}: {len(data)} bytes, too short for a BTF header (24)")
         if struct.unpack_from("<H", data)[0] != BTF_MAGIC:
@@ -179,9 +189,10 @@ class Btf:
         self._words.frombytes(self._types[: len(self._types) // 4 * 4])
         if sys.byteorder == "big":
             self._words.byteswap()
-        self._starts: list[int] = [-1]  # word index of each record; type id 0 is void
-        self._kinds: list[int] = [0]
-        self._name_offs = array.array("I", [0])
+        # word index of each record, by type id (void and a base's types: -1)
+        self._starts: list[int] = [-1] * max(1, self.first_id)
+        self._kinds: list[int] = list(self.base._kinds) if self.base is not None else [0]
+        self._name_offs = array.array("I", bytes(4 * len(self._starts)))
         self._scan()
         self._name_off_bytes = self._name_offs.tobytes()  # searched by _ids_at
         self._cache: dict[int, Container] = {}
@@ -189,13 +200,13 @@ class Btf:
         self._struct_ids: dict[str, int] = {}
 
     @classmethod
-    def from_file(cls, path: str | Path) -> Btf:
-        """Parse a raw BTF file such as ``/sys/kernel/btf/vmlinux``."""
+    def from_file(cls, path: str | Path, base: Btf | None = None) -> Btf:
+        """Parse a raw BTF file such as ``/sys/kernel/btf/vmlinux`` (a module's on ``base``)."""
         try:
             data = Path(path).read_bytes()
         except OSError as exc:
             raise BtfError(f"cannot read BTF from {path}: {exc.strerror}", exc.errno) from exc
-        return cls(data, str(path))
+        return cls(data, str(path), base)
 
     @classmethod
     def vmlinux(cls) -> Btf:
@@ -242,6 +253,9 @@ class Btf:
 
     def string(self, offset: int) -> str:
         """The NUL-terminated string at ``offset`` in the string section."""
+        if offset < self.str_base:
+            return self.base.string(offset)
+        offset -= self.str_base
         if not 0 <= offset < len(self.strings):
             raise BtfError(f"{self.origin}: string offset {offset} outside the string section")
         end = self.strings.find(b"\0", offset)
@@ -251,6 +265,8 @@ class Btf:
         """The parsed record of ``type_id`` (schema :data:`BtfType`), with its ``name``."""
         if not 0 < type_id < len(self._starts):
             raise BtfError(f"{self.origin}: type id {type_id} out of range 1..{len(self) - 1}")
+        if type_id < self.first_id:
+            return self.base.type(type_id)
         rec = self._cache.get(type_id)
         if rec is None:
             start = self._starts[type_id] * 4
@@ -265,12 +281,20 @@ class Btf:
         """The kind of ``type_id`` (void is ``UNKN``)."""
         return BtfKind(self._kinds[type_id])
 
+    def _string_matches(self, pattern: bytes) -> Iterator[tuple[str, int]]:
+        """(string, offset) of each whole string matching group 1 of ``\\0(...)(?=\\0)``,
+        the base's strings too (a module's types may be named by them)."""
+        if self.base is not None:
+            yield from self.base._string_matches(pattern)
+        for match in re.finditer(pattern, self.strings):
+            yield match[1].decode(), match.start() + 1 + self.str_base
+
     def _string_offsets(self, names: Iterable[str]) -> dict[str, list[int]]:
         """Where each name stands as a whole string: one regex pass over the section."""
         alternatives = b"|".join(re.escape(name.encode()) for name in names)
         found: dict[str, list[int]] = {}
-        for match in re.finditer(b"\\0(" + alternatives + b")(?=\\0)", self.strings):
-            found.setdefault(match[1].decode(), []).append(match.start() + 1)
+        for name, off in self._string_matches(b"\\0(" + alternatives + b")(?=\\0)"):
+            found.setdefault(name, []).append(off)
         return found
 
     def _ids_at(self, name_off: int) -> list[int]:
@@ -338,17 +362,22 @@ class Btf:
         pattern = b"\\0(" + re.escape(name.encode()) + b"(?:___[^\\0]*)?)(?=\\0)"
         ids = [
             tid
-            for match in re.finditer(pattern, self.strings)
-            if essential_name(match[1].decode()) == name
-            for tid in self._ids_at(match.start() + 1)
+            for found, off in self._string_matches(pattern)
+            if essential_name(found) == name
+            for tid in self._ids_at(off)
         ]
         return sorted(ids)
 
-    def with_fixes(self, sizes: dict[int, int], var_offsets: dict[int, list[int]]) -> bytes:
+    def with_fixes(self, sizes: dict[int, int], var_offsets: dict[int, list[int]],
+                   static_funcs: Iterable[int] = ()) -> bytes:
         """The blob with DATASEC sizes and variable offsets replaced (type id -> size, type id
-        -> one offset per variable): what ``BPF_BTF_LOAD`` needs of a compiler's output."""
+        -> one offset per variable), and the FUNCs ``static_funcs`` given static linkage:
+        what ``BPF_BTF_LOAD`` needs of a compiler's output."""
         out = bytearray(self.data)
         base = self.header.hdr_len + self.header.type_off
+        for tid in static_funcs:  # the linkage is the FUNC's vlen bits
+            at = base + self._starts[tid] * 4 + 4
+            struct.pack_into("<I", out, at, struct.unpack_from("<I", out, at)[0] & ~0xFFFF)
         for tid, size in sizes.items():
             struct.pack_into("<I", out, base + self._starts[tid] * 4 + 8, size)
         for tid, offsets in var_offsets.items():
@@ -364,6 +393,8 @@ class Btf:
                 raise BtfError(
                     f"{self.origin}: reference to type {type_id}, out of range 0..{len(self) - 1}"
                 )
+            if type_id < self.first_id:
+                return self.base.resolve(type_id)
             if not type_id or self._kinds[type_id] not in _MODIFIERS:
                 return type_id
             type_id = self._words[self._starts[type_id] + 2]
@@ -394,6 +425,8 @@ class Btf:
 
     def _member_list(self, struct_tid: int) -> list[tuple[int, int, int]]:
         """(name offset, type id, bit offset) of each member, read from the words."""
+        if struct_tid < self.first_id:
+            return self.base._member_list(struct_tid)
         members = self._members.get(struct_tid)
         if members is None:
             start = self._starts[struct_tid]
@@ -409,7 +442,7 @@ class Btf:
         struct/union members."""
         for name_off, tid, bits in self._member_list(struct_tid):
             if name_off:
-                if self.strings.startswith(member, name_off):
+                if self._name_is(name_off, member):
                     return bits, tid
                 continue
             inner = self.resolve(tid)
@@ -418,6 +451,16 @@ class Btf:
                 if hit is not None:
                     return bits + hit[0], hit[1]
         return None
+
+    def _name_is(self, name_off: int, name: bytes) -> bool:
+        """Whether the string at ``name_off`` starts with ``name`` (a name and its NUL)."""
+        if name_off < self.str_base:
+            return self.base._name_is(name_off, name)
+        return self.strings.startswith(name, name_off - self.str_base)
+
+    def record_offset(self, type_id: int) -> int:
+        """Where the record of own type ``type_id`` starts in :attr:`data` (for fix-ups)."""
+        return self.header.hdr_len + self.header.type_off + self._starts[type_id] * 4
 
     def member_offset(self, struct_name: str, path: str) -> int:
         """Byte offset of ``path`` (``"member"`` or ``"a.b.c"`` through embedded structs)."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from ebpfwire.kernel.btf import Btf, BtfKind, essential_name
 from ebpfwire.kernel.btf_ext import CoreRelo
 from ebpfwire.kernel.errors import BtfError, LoaderError
+from ebpfwire.kernel.kernel_btf import KernelBtf
 
 FIELD_BYTE_OFFSET = 0
 FIELD_BYTE_SIZE = 1
@@ -483,24 +484,25 @@ def calc(kind: int, local: Spec, targ: Spec | None) -> Result:
 
 
 class Relocator:
-    """Relocates instructions against one target BTF; candidates cached per local type and
-    narrowed as relocations rule some out, as libbpf does."""
+    """Relocates instructions against one target BTF, or the kernel's (vmlinux, then its
+    modules if vmlinux has no candidate); candidates cached per local type and narrowed as
+    relocations rule some out, as libbpf does."""
 
-    def __init__(self, local: Btf, target: Btf) -> None:
-        self.local, self.target = local, target
-        self._cands: dict[int, list[int]] = {}
+    def __init__(self, local: Btf, target: Btf, kernel: KernelBtf | None = None) -> None:
+        self.local, self.target, self.kernel = local, target, kernel
+        self._cands: dict[int, list[tuple[Btf, int]]] = {}
 
-    def _candidates(self, type_id: int) -> list[int]:
+    def _candidates(self, type_id: int) -> list[tuple[Btf, int]]:
         cands = self._cands.get(type_id)
         if cands is None:
             rec = self.local.type(type_id)
             if not rec.name:
                 raise CoreError(f"type {type_id} is anonymous: no candidate search")
             kind = self.local.kind(type_id)
-            cands = [
-                tid for tid in self.target.ids_by_essential_name(essential_name(rec.name))
-                if _kind_compat(kind, self.target.kind(tid))
-            ]
+            name = essential_name(rec.name)
+            found = (self.kernel.candidates(name) if self.kernel is not None
+                     else [(self.target, tid) for tid in self.target.ids_by_essential_name(name)])
+            cands = [(btf, tid) for btf, tid in found if _kind_compat(kind, btf.kind(tid))]
             self._cands[type_id] = cands
         return cands
 
@@ -514,7 +516,7 @@ class Relocator:
         best_spec: Spec | None = None
         kept = []
         for cand in cands:
-            spec = match_spec(local, self.target, cand)
+            spec = match_spec(local, *cand)
             if spec is None:
                 continue
             res = calc(relo.kind, local, spec)
@@ -599,11 +601,12 @@ def patch(code: bytearray, insn: int, res: Result) -> None:
 
 def relocate_sections(
     code: dict[int, bytes], names: dict[int, str], relos: dict[str, list[CoreRelo]],
-    local: Btf, target: Btf,
+    local: Btf, target: Btf, kernel: KernelBtf | None = None,
 ) -> tuple[dict[int, bytes], dict[tuple[int, int], str]]:
-    """Every section's instructions relocated; failures by (section, instruction) with
-    their reason, left for the programs that reach them to report."""
-    relocator = Relocator(local, target)
+    """Every section's instructions relocated (against ``kernel``'s vmlinux and modules
+    when given, else ``target`` alone); failures by (section, instruction) with their
+    reason, left for the programs that reach them to report."""
+    relocator = Relocator(local, target, kernel)
     out = dict(code)
     failures: dict[tuple[int, int], str] = {}
     by_name = {name: idx for idx, name in names.items() if idx in code}

@@ -5,17 +5,19 @@ Subprograms are appended the way libbpf appends them (depth first, each the firs
 call reaches it), so the instructions equal libbpf's: a call's immediate is then the
 distance to the callee's copy. ``ld_imm64`` of a ``.maps`` symbol becomes a map fd, of a
 global data symbol the address of its value (``BPF_PSEUDO_MAP_VALUE`` + offset), of a
-function (``BPF_PSEUDO_FUNC``, a callback) that function's position.
+function (``BPF_PSEUDO_FUNC``, a callback) that function's position; externs become what
+:mod:`ebpfwire.kernel.externs` resolved them to.
 """
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-from ebpfwire.kernel.elf import INSN_SIZE
 from ebpfwire.kernel.errors import LoaderError
-from ebpfwire.kernel.objfile import Function, ObjectSpec
+from ebpfwire.kernel.externs import KCONFIG_SEC, POISON_CALL_KFUNC_BASE, Extern
+from ebpfwire.kernel.objfile import INSN_SIZE, Function, ObjectSpec
 
 BPF_LD_IMM64 = 0x18
 BPF_CALL = 0x85
@@ -23,10 +25,11 @@ BPF_PSEUDO_MAP_FD = 1
 BPF_PSEUDO_MAP_VALUE = 2
 BPF_PSEUDO_CALL = 1
 BPF_PSEUDO_FUNC = 4
+BPF_PSEUDO_BTF_ID = 3
+BPF_PSEUDO_KFUNC_CALL = 2
 
 
-@dataclass(frozen=True)
-class MapRef:
+class MapRef(NamedTuple):
     """An ``ld_imm64`` at ``insn`` that loads map ``map`` (its fd when ``value_offset`` is
     None, else the address of its value + ``value_offset``)."""
 
@@ -63,17 +66,19 @@ def link(
     entry: Function,
     code: dict[int, bytes] | None = None,
     failures: dict[tuple[int, int], str] | None = None,
+    externs: dict[str, Extern] | None = None,
 ) -> LinkedProgram:
     """``entry`` and every function it reaches, from ``code`` (default: the object's; the
     CO-RE-relocated sections at load). An instruction in ``failures`` (section, index:
-    a relocation that could not be applied) fails the link with its message."""
-    return _Linker(spec, code or spec.code, failures or {}).run(entry)
+    a relocation that could not be applied) fails the link with its message; ``externs``
+    are the object's, resolved."""
+    return _Linker(spec, code or spec.code, failures or {}, externs or {}).run(entry)
 
 
 class _Linker:
     def __init__(self, spec: ObjectSpec, code: dict[int, bytes],
-                 failures: dict[tuple[int, int], str]) -> None:
-        self.spec, self.code, self.failures = spec, code, failures
+                 failures: dict[tuple[int, int], str], externs: dict[str, Extern]) -> None:
+        self.spec, self.code, self.failures, self.externs = spec, code, failures, externs
         self.out = LinkedProgram(bytearray())
         self.placed: dict[tuple[int, int], int] = {}
         self.entry = ""
@@ -115,6 +120,9 @@ class _Linker:
             at = (base + i) * INSN_SIZE
             opcode, src = insns[at], insns[at + 1] >> 4
             sym = relocs.get(sec_insn)
+            if sym is not None and sym.section == "SHN_UNDEF":
+                self._extern_ref(fn, i, at, sym.name)
+                continue
             is_call = opcode == BPF_CALL and src == BPF_PSEUDO_CALL
             if opcode == BPF_LD_IMM64 and sym is not None and sym.section in self.code:
                 insns[at + 1] = (insns[at + 1] & 0x0F) | (BPF_PSEUDO_FUNC << 4)  # a callback
@@ -129,8 +137,8 @@ class _Linker:
                     target = (sym.section, off)
                 else:
                     raise LoaderError(
-                        f"{self._where(fn, i)}: call to {sym.name!r}, which is not defined "
-                        "in the object (kfunc externs are not supported)"
+                        f"{self._where(fn, i)}: call to {sym.name!r} ({sym.section}), which "
+                        "is not defined in the object"
                     )
                 callee = self.spec.function_at(*target)
                 if callee is None:
@@ -144,6 +152,35 @@ class _Linker:
                 struct.pack_into("<i", insns, at + 4, pos - (base + i) - 1)
             elif sym is not None:
                 self._data_ref(fn, i, at, sym)
+
+    def _extern_ref(self, fn: Function, i: int, at: int, name: str) -> None:
+        """A kfunc call, or an ``ld_imm64`` of a .kconfig value or a ksym, as libbpf
+        relocates it."""
+        ext = self.externs.get(name)
+        insns = self.out.insns
+        if ext is None:
+            raise LoaderError(f"{self._where(fn, i)}: reference to {name!r}, which is neither "
+                              "defined in the object nor an extern in .kconfig or .ksyms")
+        if insns[at] == BPF_CALL:
+            if ext.is_set:
+                insns[at + 1] = (insns[at + 1] & 0x0F) | (BPF_PSEUDO_KFUNC_CALL << 4)
+                struct.pack_into("<hi", insns, at + 2, ext.fd_index, ext.kernel_btf_id)
+            else:  # a __weak kfunc the kernel lacks: a call the verifier names if reached
+                struct.pack_into("<BBhi", insns, at, BPF_CALL, 0, 0,
+                                 POISON_CALL_KFUNC_BASE + ext.index)
+            return
+        if insns[at] != BPF_LD_IMM64:
+            raise LoaderError(f"{self._where(fn, i)}: extern {name!r} on opcode "
+                              f"0x{insns[at]:02x}, expected ld_imm64 (0x18) or call (0x85)")
+        if ext.section == KCONFIG_SEC:
+            self.out.map_refs.append(MapRef(at // INSN_SIZE, KCONFIG_SEC, ext.offset))
+        elif ext.type_id and ext.is_set:  # typed ksym, or a kfunc's address
+            insns[at + 1] = (insns[at + 1] & 0x0F) | (BPF_PSEUDO_BTF_ID << 4)
+            struct.pack_into("<i", insns, at + 4, ext.kernel_btf_id)
+            struct.pack_into("<i", insns, at + 12, ext.btf_obj_fd)
+        else:  # untyped ksym's address; 0 for a missing __weak one
+            struct.pack_into("<I", insns, at + 4, ext.addr & 0xFFFFFFFF)
+            struct.pack_into("<I", insns, at + 12, ext.addr >> 32)
 
     def _data_ref(self, fn: Function, i: int, at: int, sym) -> None:
         spec, insns = self.spec, self.out.insns

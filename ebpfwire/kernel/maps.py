@@ -14,14 +14,17 @@ from __future__ import annotations
 import errno
 import struct
 from collections.abc import Iterator, Mapping
-from typing import Any
+from itertools import islice
+from typing import TYPE_CHECKING, Any
 
 from ebpfwire import machine
 from ebpfwire.kernel import syscalls
 from ebpfwire.kernel.btf import Btf, BtfKind
-from ebpfwire.kernel.elf import BpfObject
 from ebpfwire.kernel.errors import BtfError, LoaderError
 from ebpfwire.kernel.syscalls import BpfSyscallError, MapInfo
+
+if TYPE_CHECKING:
+    from ebpfwire.kernel.objects import Object
 
 BPF_ANY = 0  # update flags: create or replace
 BPF_NOEXIST = 1  # create only
@@ -204,6 +207,7 @@ class Map:
         btf: Btf | None = None,
         key_type_id: int = 0,
         value_type_id: int = 0,
+        value_codec: Any = None,
     ) -> None:
         self.fd = fd
         self.info = info
@@ -218,7 +222,7 @@ class Map:
         self.ncpus = machine.possible_cpus() if self.percpu else 1
         self._stride = (self.value_size + 7) & ~7 if self.percpu else self.value_size
         self._key = self._codec(btf, key_type_id, self.key_size, "key")
-        self._value = self._codec(btf, value_type_id, self.value_size, "value")
+        self._value = value_codec or self._codec(btf, value_type_id, self.value_size, "value")
         self._batch = True  # until the kernel says it has no batch lookup for this map
 
     @classmethod
@@ -229,9 +233,11 @@ class Map:
         btf: Btf | None = None,
         key_type_id: int = 0,
         value_type_id: int = 0,
+        value_codec: Any = None,
     ) -> Map:
-        """Wrap a map fd; keys/values typed by ``btf`` where the type ids are not 0."""
-        return cls(fd, syscalls.map_info(fd), btf, key_type_id, value_type_id)
+        """Wrap a map fd; keys/values typed by ``btf`` where the type ids are not 0, or
+        values by ``value_codec`` (``encode(value, where)``, ``decode(data)``)."""
+        return cls(fd, syscalls.map_info(fd), btf, key_type_id, value_type_id, value_codec)
 
     def _codec(self, btf: Btf | None, tid: int, size: int, what: str) -> BtfCodec | _RawCodec:
         if btf is None or not tid:
@@ -284,6 +290,10 @@ class Map:
     def update(self, key: Any, value: Any, flags: int = BPF_ANY) -> None:
         """Set ``key`` to ``value`` (``BPF_ANY``, ``BPF_NOEXIST`` or ``BPF_EXIST``)."""
         syscalls.map_update(self.fd, self.encode_key(key), self.encode_value(value), flags)
+
+    def push(self, value: Any) -> None:
+        """Add ``value`` to a map without keys (bloom filter, queue, stack)."""
+        syscalls.map_update(self.fd, b"", self.encode_value(value))
 
     def delete(self, key: Any) -> bool:
         """Remove ``key``; False if it was absent. Arrays refuse (EINVAL): they hold every key."""
@@ -375,17 +385,17 @@ class Map:
                 f"value_size={self.value_size}, max_entries={self.max_entries}, fd={self.fd})")
 
 
-def object_maps(obj: BpfObject, map_fds: Mapping[str, int]) -> dict[str, Map]:
-    """A :class:`Map` per key/value map of a loaded object, typed from the object's BTF.
+def object_maps(obj: Object) -> dict[str, Map]:
+    """A :class:`Map` per key/value map of a loaded object, typed from the object's BTF
+    (:meth:`Object.map`); the PERF_EVENT_ARRAY and RINGBUF maps are left out (nothing to
+    look up in them)."""
+    return {name: obj.map(name) for name in obj.map_fds
+            if obj.maps[name].type not in NOT_KEY_VALUE}
 
-    ``map_fds`` maps names to the fds the loader created (``Monitor.map_fds``); the
-    PERF_EVENT_ARRAY and RINGBUF maps are left out (nothing to look up in them).
-    """
-    out: dict[str, Map] = {}
-    for name, fd in map_fds.items():
-        spec = obj.maps.get(name)
-        if spec is None or spec.type in NOT_KEY_VALUE:
-            continue
-        out[name] = Map.from_fd(fd, btf=obj.btf, key_type_id=spec.key_type_id,
-                                value_type_id=spec.value_type_id)
-    return out
+
+def pids_running(pids: Map) -> bool:
+    """Whether a key of ``pids`` (u32 process ids: the pid filter's tree of the bundled
+    programs) names a process still running; a zombie counts as gone. At most
+    ``max_entries`` keys are read: the walk restarts when a key is deleted under it."""
+    return any(machine.process_running(int.from_bytes(key, "little"))
+               for key in islice(pids.raw_keys(), pids.max_entries))

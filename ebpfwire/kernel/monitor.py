@@ -1,4 +1,5 @@
-"""The high-level :class:`Monitor`: load the bundled object, attach, read events."""
+"""The high-level :class:`Monitor`: the bundled object opened, loaded and attached through
+the public object API (:class:`~ebpfwire.kernel.objects.Object`), events read."""
 
 from __future__ import annotations
 
@@ -10,9 +11,8 @@ from pathlib import Path
 from ebpfwire import machine
 from ebpfwire.kernel import perf, syscalls
 from ebpfwire.kernel.btf import Btf
-from ebpfwire.kernel.collection import ProgramCollection
 from ebpfwire.kernel.config import build_config
-from ebpfwire.kernel.elf import BpfObject, ProgramSpec, read_object
+from ebpfwire.kernel.objects import Object, Program
 from ebpfwire.kernel.ringbuf import RingBufReader, default_ring_bytes, kernel_has_ringbuf
 from ebpfwire.wire.catalogue import DO_EXIT
 from ebpfwire.wire.names import syscall_number
@@ -60,9 +60,15 @@ def bundled_object(transport: str = "perf") -> Path:
     return Path(str(resources.files("ebpfwire") / "data" / name))
 
 
-def select_events(obj: BpfObject, events: Iterable[str] | None) -> set[str]:
+def event_group(program: str) -> str:
+    """The event group a program of the bundled object serves: its name up to ``__``."""
+    return program.split("__", 1)[0]
+
+
+def select_events(obj: Object, events: Iterable[str] | None) -> set[str]:
     """The event groups named by ``events`` (all when None); unknown names are a ValueError."""
-    known = ({p.event for p in obj.programs} | set(SYSCALL_EVENTS)) - INTERNAL_GROUPS
+    known = {event_group(name) for name in obj.programs} | set(SYSCALL_EVENTS)
+    known -= INTERNAL_GROUPS
     if events is None:
         return known
     groups: set[str] = set()
@@ -75,7 +81,7 @@ def select_events(obj: BpfObject, events: Iterable[str] | None) -> set[str]:
     return groups
 
 
-def select_programs(obj: BpfObject, groups: set[str], tree: bool = False) -> list[ProgramSpec]:
+def select_programs(obj: Object, groups: set[str], tree: bool = False) -> list[Program]:
     """The programs serving ``groups``, in attach order.
 
     The dispatchers come when a syscall event is selected. With ``tree`` (a pid filter)
@@ -83,8 +89,8 @@ def select_programs(obj: BpfObject, groups: set[str], tree: bool = False) -> lis
     programs of a raw tracepoint run in attach order, and ``do_exit__sched`` must write
     the exit event while the process is still in the tree.
     """
-    programs = [p for p in obj.programs if p.event in groups]
-    internal = {p.name: p for p in obj.programs if p.event in INTERNAL_GROUPS}
+    programs = [p for p in obj.programs.values() if event_group(p.name) in groups]
+    internal = {p.name: p for p in obj.programs.values() if event_group(p.name) in INTERNAL_GROUPS}
     if groups & set(SYSCALL_EVENTS):
         programs = [internal["sys__enter"], internal["sys__exit"], *programs]
     if tree:
@@ -161,20 +167,23 @@ class Monitor:
             ring_bytes or default_ring_bytes(len(machine.online_cpus())))
         if transport == "perf" and ring_bytes is not None:
             page_count = self.ring_bytes // perf.PAGE_SIZE
-        self.object = read_object(object_path or bundled_object(transport))
+        self.object = Object.open(object_path or bundled_object(transport))
+        self.object.require_maps(("events", "config"))
         self.events = select_events(self.object, events)
         self.programs = select_programs(self.object, self.events, tree=pid is not None)
-        self.collection = ProgramCollection(
-            self.object, self.programs, required_maps=("events", "config")
-        )
-        self.map_fds, self.prog_fds = self.collection.map_fds, self.collection.prog_fds
+        for spec in self.object.maps.values():
+            if spec.type == syscalls.BPF_MAP_TYPE_RINGBUF:
+                spec.max_entries = self.ring_bytes
+        self.map_fds, self.prog_fds = self.object.map_fds, self.object.prog_fds
         self.reader: perf.PerfReader | RingBufReader | None = None
+        self._traced = None  # the pid filter's map, as tree_alive() reads it
         self.closed = False
+        names = [p.name for p in self.programs]
         try:
-            config = self.collection.load(
-                {m.name: self.ring_bytes for m in self.object.maps.values()
-                 if m.type == syscalls.BPF_MAP_TYPE_RINGBUF},
-                lambda: self._build_config(pid or 0, os.getpid() if ignore_self else 0, comm),
+            config = self.object.load(
+                names,
+                while_loading=lambda: self._build_config(
+                    pid or 0, os.getpid() if ignore_self else 0, comm),
             )
             for group in self.events & set(SYSCALL_EVENTS):
                 syscalls.map_update(
@@ -187,12 +196,12 @@ class Monitor:
                 # the fork program runs before /proc is scanned: a process forked meanwhile
                 # by a process already in the map is added by the kernel
                 self._trace(pid)
-                self.collection.attach(self.programs[:1])  # tree__fork, by select_programs
+                self.object.attach(names[:1])  # tree__fork, by select_programs
                 attached = 1
                 for tgid in descendants(pid):
                     self._trace(tgid)
             self.reader = self._open_reader(page_count)
-            self.collection.attach(self.programs[attached:])
+            self.object.attach(names[attached:])
         except BaseException:  # KeyboardInterrupt too: nothing may stay in the kernel
             self.close()
             raise
@@ -202,8 +211,13 @@ class Monitor:
 
     def tree_alive(self) -> bool:
         """Whether a process of the ``pid`` filter's tree still runs (its end ends a
-        recording, as strace -f ends)."""
-        return self.collection.tree_alive()
+        recording, as strace -f ends). The exit program removes each process as it exits;
+        one it never saw exit (gone before the program was attached) is checked in /proc."""
+        from ebpfwire.kernel.maps import Map, pids_running  # here: only a pid filter asks
+
+        if self._traced is None:
+            self._traced = Map.from_fd(self.map_fds["traced"])
+        return pids_running(self._traced)
 
     @property
     def events_map_fd(self) -> int:
@@ -213,11 +227,9 @@ class Monitor:
 
     def _open_reader(self, page_count: int | None) -> perf.PerfReader | RingBufReader:
         if self.transport == "ringbuf":
-            return RingBufReader(
-                self.events_map_fd, self.ring_bytes, drops_map_fd=self.map_fds["drops"]
-            )
-        return perf.PerfReader(self, page_count or perf.DEFAULT_PAGE_COUNT,
-                               drops_map_fd=self.map_fds["drops"])
+            return self.object.ring_buffer("events", drops="drops")
+        return self.object.perf_buffer("events", page_count or perf.DEFAULT_PAGE_COUNT,
+                                       drops="drops")
 
     def _build_config(self, filter_tgid: int, ignore_tgid: int, comm: str | bytes | None) -> bytes:
         return build_config(Btf.vmlinux(), filter_tgid, ignore_tgid, comm=comm)
@@ -225,17 +237,14 @@ class Monitor:
     def stop(self) -> None:
         """Detach the programs: nothing more is written, the reader still holds what was
         (read it until a batch comes back empty for every event and loss made)."""
-        self.collection.detach()
+        self.object.detach()
 
     def close(self) -> None:
         """Detach, then close the reader, programs and maps; idempotent."""
         if self.closed:
             return
         self.closed = True
-        self.collection.detach()
-        if self.reader is not None:
-            self.reader.close()
-        self.collection.close()
+        self.object.close()
 
     def __enter__(self) -> Monitor:
         return self

@@ -11,28 +11,65 @@ from __future__ import annotations
 
 import io
 import re
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
+from elftools.elf.enums import (
+    ENUM_ST_INFO_BIND,
+    ENUM_ST_INFO_TYPE,
+    ENUM_ST_SHNDX,
+    ENUM_ST_VISIBILITY,
+)
 from elftools.elf.relocation import RelocationSection
 from elftools.elf.sections import SymbolTableSection
 
+from ebpfwire.kernel import syscalls
 from ebpfwire.kernel.btf import Btf, BtfKind
-from ebpfwire.kernel.btf_ext import BtfExt
-from ebpfwire.kernel.elf import EM_BPF, INSN_SIZE, MapSpec, map_specs
-from ebpfwire.kernel.errors import LoaderError
+from ebpfwire.kernel.errors import BtfError, LoaderError
 from ebpfwire.kernel.sections import ProgramKind, program_kind
 
+if TYPE_CHECKING:
+    from ebpfwire.kernel.btf_ext import BtfExt
+
+EM_BPF = 247
+INSN_SIZE = 8
 _DATA_SECTION = re.compile(r"\.(rodata|data|bss)(?:\.|$)")
 BPF_OBJ_NAME_LEN = 16
+# `__uint(name, N)` members (pointer to an array of N) and `__type(name, T)` members
+_UINT_MEMBERS = {
+    "type", "max_entries", "map_flags", "key_size", "value_size", "numa_node", "pinning",
+    "map_extra",
+}
+_TYPE_MEMBERS = {"key": "key_size", "value": "value_size"}
+_NO_KEY = frozenset({22, 23, syscalls.BPF_MAP_TYPE_BLOOM_FILTER})  # queue, stack, bloom filter
 
 
-@dataclass(frozen=True)
-class Symbol:
-    """An ELF symbol: ``section`` is a section index, or a name such as ``SHN_UNDEF``."""
+@dataclass
+class MapSpec:
+    """A map as declared in ``.maps``: what ``BPF_MAP_CREATE`` needs."""
+
+    name: str
+    type: int
+    key_size: int
+    value_size: int
+    max_entries: int
+    map_flags: int = 0
+    key_type_id: int = 0  # BTF type of the key in the object's .BTF (0: not declared)
+    value_type_id: int = 0  # BTF type of the value (0: not declared)
+    pinning: int = 0  # LIBBPF_PIN_BY_NAME (1): shared under a bpffs directory by name
+    map_extra: int = 0  # bloom filter hashes, arena address...
+    inner: MapSpec | None = None  # map-in-map: the template of the maps it holds
+    values: dict[int, str] = field(default_factory=dict)  # static slot -> map or program
+
+
+class Symbol(NamedTuple):
+    """An ELF symbol: ``section`` is a section index, or a name such as ``SHN_UNDEF``
+    (a tuple: an object has thousands, made faster than a frozen dataclass's)."""
 
     name: str
     section: int | str
@@ -43,8 +80,7 @@ class Symbol:
     visibility: str
 
 
-@dataclass
-class Function:
+class Function(NamedTuple):
     """A function of a code section: instructions ``start`` .. ``start + count``."""
 
     name: str
@@ -55,8 +91,7 @@ class Function:
     is_global: bool
 
 
-@dataclass
-class ProgramSpec:
+class ProgramSpec(NamedTuple):
     """A program: its entry function and what its section says of it."""
 
     function: Function
@@ -141,6 +176,131 @@ class ObjectSpec:
         return None
 
 
+def map_specs(btf: Btf, symbols: dict[int, str], path: str) -> dict[str, MapSpec]:
+    """The maps of the DATASEC ``.maps``; ``symbols`` (offset -> name) must all be there."""
+    secs = btf.ids_named(".maps", (BtfKind.DATASEC,))
+    if not secs:
+        raise LoaderError(f"{path}: .BTF has no DATASEC '.maps': maps must be BTF-defined")
+    maps: dict[str, MapSpec] = {}
+    for var in btf.type(secs[0]).detail:
+        var_rec = btf.type(var.type)
+        maps[var_rec.name] = _map_def(btf, var_rec.size_or_type, var_rec.name, path, False)
+    missing = set(symbols.values()) - set(maps)
+    if missing:
+        raise LoaderError(f"{path}: symbols {sorted(missing)} in .maps have no BTF description")
+    return maps
+
+
+def _map_def(btf: Btf, type_id: int, name: str, path: str, inner: bool) -> MapSpec:
+    """One map definition struct; ``inner``: the template in an outer map's ``values``."""
+    struct_id = btf.resolve(type_id)
+    if btf.kind(struct_id) != BtfKind.STRUCT:
+        raise LoaderError(f"{path}: map {name!r} is not declared as a struct in .maps")
+    values: dict[str, int] = {}
+    inner_spec = None
+    slot_types: frozenset[int] = frozenset()  # the map types a 'values' member allows
+    members = btf.type(struct_id).detail
+    for i, member in enumerate(members):
+        mname = btf.string(member.name_off)
+        if mname == "values":
+            if inner or i != len(members) - 1:
+                raise LoaderError(f"{path}: map {name!r}: 'values' must be the last member of "
+                                  "an outer map (no map-in-map inside an inner map)")
+            inner_spec = _values_def(btf, member.type, name, path)
+            slot_types = (syscalls.MAP_IN_MAP_TYPES if inner_spec is not None
+                          else frozenset({syscalls.BPF_MAP_TYPE_PROG_ARRAY}))
+            values["value_size"] = 4  # a map or program fd
+            continue
+        ptr = btf.resolve(member.type)
+        if btf.kind(ptr) != BtfKind.PTR:
+            raise LoaderError(f"{path}: map {name!r} member {mname!r} is not a pointer")
+        target = btf.type(ptr).size_or_type
+        if mname in _UINT_MEMBERS:
+            arr = btf.resolve(target)
+            if btf.kind(arr) != BtfKind.ARRAY:
+                raise LoaderError(f"{path}: map {name!r} member {mname!r}: expected __uint")
+            values[mname] = btf.type(arr).detail.nelems
+        elif mname in _TYPE_MEMBERS:
+            values[f"{mname}_type_id"] = target
+            try:
+                values[_TYPE_MEMBERS[mname]] = btf.sizeof(target)
+            except BtfError as exc:
+                raise LoaderError(f"{path}: map {name!r} {mname} type: {exc}") from exc
+        else:
+            raise LoaderError(f"{path}: map {name!r}: member {mname!r} is not supported")
+    if "type" not in values:
+        raise LoaderError(f"{path}: map {name!r} has no type")
+    if values.get("pinning", 0) not in (0, 1):
+        raise LoaderError(f"{path}: map {name!r}: pinning {values['pinning']} is not 0 (none) "
+                          "or 1 (LIBBPF_PIN_BY_NAME)")
+    if inner and values.get("pinning"):
+        raise LoaderError(f"{path}: map {name!r}: an inner map template cannot be pinned")
+    if slot_types and values["type"] not in slot_types:
+        what = "inner maps" if inner_spec is not None else "programs"
+        raise LoaderError(f"{path}: map {name!r} (type {values['type']}): 'values' of {what} "
+                          f"needs a map of type {sorted(slot_types)}")
+    return MapSpec(
+        name=name,
+        type=values["type"],
+        key_size=values.get("key_size", 0 if values["type"] in _NO_KEY else 4),
+        value_size=values.get("value_size", 4),
+        max_entries=values.get("max_entries", 0),
+        map_flags=values.get("map_flags", 0),
+        key_type_id=values.get("key_type_id", 0),
+        value_type_id=values.get("value_type_id", 0),
+        pinning=values.get("pinning", 0),
+        map_extra=values.get("map_extra", 0),
+        inner=inner_spec,
+    )
+
+
+def _values_def(btf: Btf, type_id: int, name: str, path: str) -> MapSpec | None:
+    """``__array(values, T)``: the inner map template when T is a map definition, None
+    when T is a function prototype (a PROG_ARRAY's programs)."""
+    arr = btf.resolve(type_id)
+    if btf.kind(arr) != BtfKind.ARRAY or btf.type(arr).detail.nelems:
+        raise LoaderError(f"{path}: map {name!r}: 'values' is not a zero-sized array "
+                          "(declare it with __array(values, ...))")
+    ptr = btf.resolve(btf.type(arr).detail.type)
+    if btf.kind(ptr) != BtfKind.PTR:
+        raise LoaderError(f"{path}: map {name!r}: 'values' is not an array of pointers")
+    target = btf.resolve(btf.type(ptr).size_or_type)
+    if btf.kind(target) == BtfKind.FUNC_PROTO:
+        return None
+    return _map_def(btf, target, f"{name}.inner", path, True)
+
+
+def _enum_names(enum: dict) -> dict[int, str]:
+    return {value: name for name, value in enum.items() if isinstance(value, int)}
+
+
+# pyelftools' names of a symbol's section index, type, binding and visibility
+_SHNDX, _STT, _STB, _STV = map(
+    _enum_names, (ENUM_ST_SHNDX, ENUM_ST_INFO_TYPE, ENUM_ST_INFO_BIND, ENUM_ST_VISIBILITY)
+)
+
+
+def read_symbols(elf: ELFFile, symtab: SymbolTableSection, origin: str) -> list[Symbol]:
+    """Every symbol of ``symtab``, unpacked at once (pyelftools parses them one by one:
+    most of the time an object's read took), named as pyelftools names them."""
+    if elf.elfclass != 64:
+        raise LoaderError(f"{origin}: expected a 64-bit ELF object, found ELFCLASS{elf.elfclass}")
+    entry = struct.Struct(("<" if elf.little_endian else ">") + "IBBHQQ")  # Elf64_Sym
+    data, names = symtab.data(), symtab.stringtable.data()
+    if symtab["sh_entsize"] != entry.size or len(data) % entry.size:
+        raise LoaderError(f"{origin}: .symtab: expected {entry.size}-byte entries, found "
+                          f"{len(data)} bytes of {symtab['sh_entsize']}-byte entries")
+    symbols = []
+    for name, info, other, shndx, value, size in entry.iter_unpack(data):
+        end = names.find(b"\0", name)
+        symbols.append(Symbol(
+            names[name : end if end >= 0 else len(names)].decode("utf-8", "replace"),
+            _SHNDX.get(shndx, shndx), value, size, _STT.get(info & 0xF, info & 0xF),
+            _STB.get(info >> 4, info >> 4), _STV.get(other & 7, other & 7),
+        ))
+    return symbols
+
+
 def object_name(origin: str) -> str:
     """libbpf's object name: the file's base name up to its first dot."""
     return Path(origin).name.split(".", 1)[0] or "obj"
@@ -193,16 +353,15 @@ class _Reader:
         symtab = elf.get_section_by_name(".symtab")
         if not isinstance(symtab, SymbolTableSection):
             raise LoaderError(f"{origin}: no symbol table")
-        symbols = [
-            Symbol(s.name, s["st_shndx"], s["st_value"], s["st_size"], s["st_info"]["type"],
-                   s["st_info"]["bind"], s["st_other"]["visibility"])
-            for s in symtab.iter_symbols()
-        ]
+        symbols = read_symbols(elf, symtab, origin)
         btf_sec = elf.get_section_by_name(".BTF")
         btf = Btf(btf_sec.data(), f"{origin} .BTF") if btf_sec is not None else None
         ext_sec = elf.get_section_by_name(".BTF.ext")
-        ext = (BtfExt.parse(ext_sec.data(), btf, f"{origin} .BTF.ext")
-               if ext_sec is not None and btf is not None else None)
+        ext = None
+        if ext_sec is not None and btf is not None:
+            from ebpfwire.kernel.btf_ext import BtfExt  # here: objects without one skip it
+
+            ext = BtfExt.parse(ext_sec.data(), btf, f"{origin} .BTF.ext")
         lic = elf.get_section_by_name("license")
         if lic is None:
             raise LoaderError(f'{origin}: no \'license\' section (SEC("license"))')
@@ -260,6 +419,8 @@ class _Reader:
                 )
             programs[fn.name] = ProgramSpec(fn, *kind)
         relocations = {idx: self._relocations(idx, symbols) for idx in code}
+        if maps_index is not None:
+            self._map_slots(maps, symbols, maps_index, programs, btf)
         return ObjectSpec(
             name=self.name, origin=origin,
             license=lic.data().split(b"\0", 1)[0].decode(), kern_version=kern_version,
@@ -287,6 +448,50 @@ class _Reader:
                 var = btf.type(info.type)
                 if var.name in sec.variables:
                     sec.variables[var.name].type_id = var.size_or_type
+
+    def _map_slots(self, maps: dict[str, MapSpec], symbols: list[Symbol], maps_index: int,
+                   programs: dict[str, ProgramSpec], btf: Btf | None) -> None:
+        """``.rel.maps``: the static ``values`` of outer maps and PROG_ARRAYs, each relocation
+        a pointer in the ``values`` array: slot = its position there."""
+        sec = self.elf.get_section_by_name(".rel.maps")
+        if not isinstance(sec, RelocationSection) or btf is None:
+            return
+        where = {s.name: (s.value, s.size) for s in symbols
+                 if s.section == maps_index and s.type == "STT_OBJECT" and s.name in maps}
+        for rel in sec.iter_relocations():
+            at, sym = rel["r_offset"], symbols[rel["r_info_sym"]]
+            owner = next((n for n, (v, size) in where.items() if v <= at < v + size), None)
+            if owner is None:
+                raise LoaderError(f"{self.origin}: .rel.maps: a pointer to {sym.name!r} at "
+                                  f"byte {at} of .maps lies in no map")
+            spec = maps[owner]
+            first = self._values_offset(btf, owner)
+            slot, rest = divmod(at - where[owner][0] - first, 8)  # 8-byte BPF pointers
+            if first < 0 or slot < 0 or rest:
+                raise LoaderError(f"{self.origin}: .rel.maps: map {owner!r}: the pointer to "
+                                  f"{sym.name!r} at byte {at} of .maps is not in 'values'")
+            if spec.key_size != 4:
+                raise LoaderError(f"{self.origin}: map {owner!r}: static 'values' need 4-byte "
+                                  f"keys (the slot index), found key_size {spec.key_size}")
+            if spec.inner is not None:
+                ok = sym.section == maps_index and sym.name in maps
+                what = "a map of .maps"
+            else:
+                ok = sym.name in programs and sym.type == "STT_FUNC"
+                what = "a program (a function in a SEC() section)"
+            if not ok:
+                raise LoaderError(f"{self.origin}: map {owner!r} slot [{slot}]: "
+                                  f"{sym.name!r} is not {what}")
+            spec.values[slot] = sym.name
+
+    @staticmethod
+    def _values_offset(btf: Btf, name: str) -> int:
+        """Byte offset of the ``values`` member in map ``name``'s definition (-1: none)."""
+        for vid in btf.ids_named(name, (BtfKind.VAR,)):
+            members = btf.type(btf.resolve(btf.type(vid).size_or_type)).detail
+            if members and btf.string(members[-1].name_off) == "values":
+                return (members[-1].offset & 0xFFFFFF) // 8
+        return -1
 
     def _relocations(self, idx: int, symbols: list[Symbol]) -> dict[int, Symbol]:
         sec = self.elf.get_section_by_name(".rel" + self.elf.get_section(idx).name)

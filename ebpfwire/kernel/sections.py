@@ -31,6 +31,7 @@ BPF_MODIFY_RETURN = 26
 BPF_LSM_MAC = 27
 BPF_TRACE_ITER = 28
 BPF_XDP = 37
+BPF_TRACE_KPROBE_MULTI = 42
 BPF_F_SLEEPABLE = 1 << 4
 
 
@@ -66,15 +67,21 @@ KINDS = [
     ProgramKind("fmod_ret/", TRACING, "tracing", BPF_MODIFY_RETURN, ""),
     ProgramKind("lsm.s/", LSM, "tracing", BPF_LSM_MAC, "bpf_lsm_", flags=BPF_F_SLEEPABLE),
     ProgramKind("lsm/", LSM, "tracing", BPF_LSM_MAC, "bpf_lsm_"),
-    ProgramKind("iter.s/", TRACING, "", BPF_TRACE_ITER, "bpf_iter_", flags=BPF_F_SLEEPABLE),
-    ProgramKind("iter/", TRACING, "", BPF_TRACE_ITER, "bpf_iter_"),
-    ProgramKind("kprobe/", KPROBE),
-    ProgramKind("kretprobe/", KPROBE),
-    ProgramKind("ksyscall/", KPROBE),
-    ProgramKind("kretsyscall/", KPROBE),
-    ProgramKind("uprobe", KPROBE),
-    ProgramKind("uretprobe", KPROBE),
-    ProgramKind("perf_event", PERF_EVENT),
+    ProgramKind("iter.s/", TRACING, "iter", BPF_TRACE_ITER, "bpf_iter_",
+                flags=BPF_F_SLEEPABLE),
+    ProgramKind("iter/", TRACING, "iter", BPF_TRACE_ITER, "bpf_iter_"),
+    ProgramKind("kprobe/", KPROBE, "kprobe"),
+    ProgramKind("kretprobe/", KPROBE, "kretprobe"),
+    ProgramKind("ksyscall/", KPROBE, "ksyscall"),
+    ProgramKind("kretsyscall/", KPROBE, "kretsyscall"),
+    ProgramKind("kprobe.multi/", KPROBE, "", BPF_TRACE_KPROBE_MULTI),
+    ProgramKind("kretprobe.multi/", KPROBE, "", BPF_TRACE_KPROBE_MULTI),
+    ProgramKind("uprobe.s", KPROBE, "uprobe", flags=BPF_F_SLEEPABLE),
+    ProgramKind("uretprobe.s", KPROBE, "uretprobe", flags=BPF_F_SLEEPABLE),
+    ProgramKind("uprobe", KPROBE, "uprobe"),
+    ProgramKind("uretprobe", KPROBE, "uretprobe"),
+    ProgramKind("usdt", KPROBE),  # loads; attaching needs libbpf's USDT spec maps
+    ProgramKind("perf_event", PERF_EVENT, "perf_event"),
     ProgramKind("socket", SOCKET_FILTER),
     ProgramKind("xdp", XDP, "", BPF_XDP),
     ProgramKind("tc", SCHED_CLS),

@@ -21,10 +21,9 @@ from construct import Int32ul, Struct
 
 from ebpfwire import machine
 from ebpfwire.kernel import syscalls as bpfsys
-from ebpfwire.kernel.collection import ProgramCollection
-from ebpfwire.kernel.elf import read_object
 from ebpfwire.kernel.errors import LoaderError
-from ebpfwire.kernel.maps import Map
+from ebpfwire.kernel.maps import Map, pids_running
+from ebpfwire.kernel.objects import Object
 from ebpfwire.wire import names
 
 MAX_SYSCALLS = 1024  # as in bpf/stats.bpf.c: syscall numbers at or above are not counted
@@ -154,21 +153,20 @@ class SyscallStats:
         wanted = None if syscalls is None else _syscall_numbers(syscalls, self.arch)
         if pid is not None:
             machine.require_process(pid)
-        self.object = read_object(object_path or bundled_stats_object())
+        self.object = Object.open(object_path or bundled_stats_object())
+        self.object.require_maps(("config", "syscall_set", "traced", "stats", "errnos",
+                                  "dropped"))
         self.programs = [
-            p for p in self.object.programs if pid is not None or p.name != "stats__fork"
+            p for p in self.object.programs.values() if pid is not None or p.name != "stats__fork"
         ]
-        self.collection = ProgramCollection(
-            self.object,
-            self.programs,
-            required_maps=("config", "syscall_set", "traced", "stats", "errnos", "dropped"),
-        )
-        self.map_fds, self.prog_fds = self.collection.map_fds, self.collection.prog_fds
+        self.map_fds, self.prog_fds = self.object.map_fds, self.object.prog_fds
         self.closed = False
         try:
-            self.collection.load()
-            self._counters = {  # what snapshot() reads
-                name: Map.from_fd(self.map_fds[name]) for name in ("stats", "errnos", "dropped")
+            names = [p.name for p in self.programs]
+            self.object.load(names)
+            self._counters = {  # what snapshot() and tree_alive() read
+                name: Map.from_fd(self.map_fds[name])
+                for name in ("stats", "errnos", "dropped", "traced")
             }
             if pid is not None:
                 bpfsys.map_update(self.map_fds["traced"], _U32.pack(pid), _U32.pack(1))
@@ -181,10 +179,15 @@ class SyscallStats:
                 filter_syscalls=int(wanted is not None),
             ))
             bpfsys.map_update(self.map_fds["config"], bytes(4), config)
-            self.collection.attach(self.programs)
+            self.object.attach(names)
         except BaseException:
             self.close()
             raise
+
+    def tree_alive(self) -> bool:
+        """Whether a process of the ``pid`` filter's tree still runs (the exit program
+        removes each process as it exits)."""
+        return pids_running(self._counters["traced"])
 
     def _percpu(self, name: str, key: bytes) -> list[bytes]:
         """One value per possible CPU of a per-CPU map; none for an absent key."""
@@ -226,7 +229,7 @@ class SyscallStats:
     def close(self) -> None:
         """Detach, then close programs and maps; idempotent."""
         self.closed = True
-        self.collection.close()
+        self.object.close()
 
     def __enter__(self) -> SyscallStats:
         return self

@@ -29,6 +29,8 @@ BPF_MAP_UPDATE_ELEM = 2
 BPF_MAP_DELETE_ELEM = 3
 BPF_MAP_GET_NEXT_KEY = 4
 BPF_PROG_LOAD = 5
+BPF_OBJ_PIN = 6
+BPF_OBJ_GET = 7
 BPF_PROG_GET_NEXT_ID = 11
 BPF_MAP_GET_NEXT_ID = 12
 BPF_PROG_GET_FD_BY_ID = 13
@@ -36,8 +38,15 @@ BPF_MAP_GET_FD_BY_ID = 14
 BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_RAW_TRACEPOINT_OPEN = 17
 BPF_BTF_LOAD = 18
+BPF_BTF_GET_FD_BY_ID = 19
 BPF_MAP_FREEZE = 22
+BPF_BTF_GET_NEXT_ID = 23
 BPF_MAP_LOOKUP_BATCH = 24
+BPF_LINK_CREATE = 28
+BPF_ITER_CREATE = 33
+# attach types for BPF_LINK_CREATE
+BPF_TRACE_ITER = 28
+BPF_PERF_EVENT = 41
 
 BPF_PROG_TYPE_TRACEPOINT = 5
 BPF_PROG_TYPE_RAW_TRACEPOINT = 17
@@ -49,7 +58,11 @@ BPF_MAP_TYPE_PERCPU_HASH = 5
 BPF_MAP_TYPE_PERCPU_ARRAY = 6
 BPF_MAP_TYPE_LRU_HASH = 9
 BPF_MAP_TYPE_LRU_PERCPU_HASH = 10
+BPF_MAP_TYPE_ARRAY_OF_MAPS = 12
+BPF_MAP_TYPE_HASH_OF_MAPS = 13
 BPF_MAP_TYPE_RINGBUF = 27
+BPF_MAP_TYPE_BLOOM_FILTER = 30
+MAP_IN_MAP_TYPES = frozenset({BPF_MAP_TYPE_ARRAY_OF_MAPS, BPF_MAP_TYPE_HASH_OF_MAPS})
 PERCPU_MAP_TYPES = frozenset(
     {BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_LRU_PERCPU_HASH}
 )
@@ -57,9 +70,11 @@ PERCPU_MAP_TYPES = frozenset(
 # perf_event_open(2)
 PERF_TYPE_SOFTWARE = 1
 PERF_TYPE_TRACEPOINT = 2
+PERF_COUNT_SW_CPU_CLOCK = 0
 PERF_COUNT_SW_BPF_OUTPUT = 10
 PERF_SAMPLE_RAW = 1 << 10
 PERF_FLAG_FD_CLOEXEC = 1 << 3
+PERF_ATTR_FLAG_FREQ = 1 << 10
 PERF_ATTR_FLAG_WATERMARK = 1 << 14
 PERF_EVENT_IOC_ENABLE = 0x2400
 PERF_EVENT_IOC_SET_BPF = 0x40042408
@@ -177,11 +192,13 @@ class ProgLoadExtras:
     line_info: list[tuple[int, int, int, int]] | None = None
     kern_version: int = 0
     prog_flags: int = 0
+    fd_array: list[int] | None = None  # module BTF fds of kfunc calls (insn.off indexes it)
 
 
 def map_update(map_fd: int, key: bytes, value: bytes, flags: int = 0) -> None:
-    """``BPF_MAP_UPDATE_ELEM``: set ``key`` to ``value`` (BPF_ANY by default)."""
-    k = ctypes.create_string_buffer(key, len(key))
+    """``BPF_MAP_UPDATE_ELEM``: set ``key`` to ``value`` (BPF_ANY by default). An empty
+    key is passed as NULL, as maps without keys (queue, stack, bloom filter) want."""
+    k = ctypes.create_string_buffer(key, len(key)) if key else None
     v = ctypes.create_string_buffer(value, len(value))
     attr = _attr("<IIQQQ", map_fd, 0, _addr(k), _addr(v), flags)
     bpf(BPF_MAP_UPDATE_ELEM, attr, f"updating map fd {map_fd}")
@@ -265,6 +282,7 @@ class MapInfo:
     max_entries: int
     map_flags: int
     name: str
+    map_extra: int = 0
 
 
 def map_info(map_fd: int) -> MapInfo:
@@ -273,7 +291,20 @@ def map_info(map_fd: int) -> MapInfo:
     bpf(BPF_OBJ_GET_INFO_BY_FD, _attr("<IIQ", map_fd, len(info), _addr(info)),
         f"info of map fd {map_fd}")
     *nums, name = struct.unpack_from("<6I16s", info)
-    return MapInfo(*nums, name.split(b"\0", 1)[0].decode("utf-8", "replace"))
+    return MapInfo(*nums, name.split(b"\0", 1)[0].decode("utf-8", "replace"),
+                   struct.unpack_from("<Q", info, 80)[0])
+
+
+def obj_pin(fd: int, path: str) -> None:
+    """``BPF_OBJ_PIN``: ``fd``'s map or program stays at ``path`` on a bpffs after close."""
+    buf = ctypes.create_string_buffer(os.fsencode(path))
+    bpf(BPF_OBJ_PIN, _attr("<QI", _addr(buf), fd), f"pinning fd {fd} at {path}")
+
+
+def obj_get(path: str) -> int:
+    """``BPF_OBJ_GET``: a new fd of what is pinned at ``path``."""
+    buf = ctypes.create_string_buffer(os.fsencode(path))
+    return bpf(BPF_OBJ_GET, _attr("<QI", _addr(buf), 0), f"opening the pin {path}")
 
 
 def prog_load(
@@ -294,8 +325,10 @@ def prog_load(
     lines = b"".join(struct.pack("<IIII", *li) for li in x.line_info or ())
     func_buf = ctypes.create_string_buffer(funcs, len(funcs)) if funcs else None
     line_buf = ctypes.create_string_buffer(lines, len(lines)) if lines else None
+    fds = struct.pack(f"<{len(x.fd_array)}i", *x.fd_array) if x.fd_array else b""
+    fd_buf = ctypes.create_string_buffer(fds, len(fds)) if fds else None
     attr = _attr(
-        "<IIQQIIQII16sIIIIQIIQIII",
+        "<IIQQIIQII16sIIIIQIIQIIIIQ",
         prog_type,
         len(insns) // 8,
         _addr(code),
@@ -317,6 +350,8 @@ def prog_load(
         len(lines) // 16,
         x.attach_btf_id,
         x.attach_btf_obj_fd,
+        0,  # core_relo_cnt
+        _addr(fd_buf),
     )
     try:
         fd = bpf(BPF_PROG_LOAD, attr, f"loading program {name!r}")
@@ -333,6 +368,22 @@ def raw_tracepoint_open(name: str | None, prog_fd: int) -> int:
     attr = _attr("<QI", _addr(tp), prog_fd)
     what = f"raw tracepoint {name!r}" if name is not None else f"tracing program fd {prog_fd}"
     return bpf(BPF_RAW_TRACEPOINT_OPEN, attr, f"attaching {what}")
+
+
+def link_create(prog_fd: int, target_fd: int, attach_type: int, iter_info: bytes = b"",
+                what: str = "") -> int:
+    """``BPF_LINK_CREATE``: a BPF link of ``prog_fd`` to ``target_fd`` (a perf event fd for
+    ``BPF_PERF_EVENT``, 0 for an iterator, whose ``iter_info`` is a
+    ``union bpf_iter_link_info``); the link fd, whose close detaches."""
+    info = ctypes.create_string_buffer(iter_info, len(iter_info)) if iter_info else None
+    attr = _attr("<IIIIQI", prog_fd, target_fd, attach_type, 0, _addr(info), len(iter_info))
+    return bpf(BPF_LINK_CREATE, attr, what or f"linking program fd {prog_fd}")
+
+
+def iter_create(link_fd: int) -> int:
+    """``BPF_ITER_CREATE``: a new read-only fd that runs the iterator of ``link_fd`` as it is
+    read (one pass: EOF at its end)."""
+    return bpf(BPF_ITER_CREATE, _attr("<II", link_fd, 0), f"opening iterator link {link_fd}")
 
 
 def _next_id(cmd: int, start: int) -> int | None:
@@ -363,6 +414,47 @@ def _object_names(next_cmd: int, fd_cmd: int, info_size: int, name_at: int) -> d
     return names
 
 
+def map_ids() -> set[int]:
+    """Every BPF map id in the kernel, without opening any (``BPF_MAP_GET_NEXT_ID`` only)."""
+    ids = set()
+    obj_id = _next_id(BPF_MAP_GET_NEXT_ID, 0)
+    while obj_id is not None:
+        ids.add(obj_id)
+        obj_id = _next_id(BPF_MAP_GET_NEXT_ID, obj_id)
+    return ids
+
+
+def kernel_btf_objects() -> list[tuple[int, str]]:
+    """(id, name) of each BTF object the kernel itself holds (vmlinux, then its modules'),
+    in id order: the order libbpf searches modules in."""
+    found = []
+    obj_id = _next_id(BPF_BTF_GET_NEXT_ID, 0)
+    while obj_id is not None:
+        try:
+            fd = btf_fd_by_id(obj_id)
+        except BpfSyscallError as exc:
+            if exc.errno != errno_mod.ENOENT:  # freed between the two calls
+                raise
+        else:
+            try:
+                name = ctypes.create_string_buffer(64)
+                info = ctypes.create_string_buffer(32)
+                struct.pack_into("<QI", info, 16, _addr(name), len(name))
+                bpf(BPF_OBJ_GET_INFO_BY_FD, _attr("<IIQ", fd, len(info), _addr(info)),
+                    f"info of BTF id {obj_id}")
+                if struct.unpack_from("<I", info, 28)[0]:  # kernel_btf
+                    found.append((obj_id, name.value.decode("utf-8", "replace")))
+            finally:
+                os.close(fd)
+        obj_id = _next_id(BPF_BTF_GET_NEXT_ID, obj_id)
+    return found
+
+
+def btf_fd_by_id(btf_id: int) -> int:
+    """``BPF_BTF_GET_FD_BY_ID``: an fd of the BTF object ``btf_id``."""
+    return bpf(BPF_BTF_GET_FD_BY_ID, _attr("<I", btf_id), f"opening BTF id {btf_id}")
+
+
 def loaded_programs() -> dict[int, str]:
     """id -> name of every BPF program in the kernel (for leak checks)."""
     return _object_names(BPF_PROG_GET_NEXT_ID, BPF_PROG_GET_FD_BY_ID, 256, 64)
@@ -388,15 +480,23 @@ def perf_event_open(
     sample_type: int = 0,
     wakeup: int = 1,
     watermark: bool = False,
+    *,
+    period: int = 1,
+    freq: bool = False,
+    config1: int = 0,
+    config2: int = 0,
 ) -> int:
     """``perf_event_open(attr, pid, cpu, -1, FD_CLOEXEC)``; returns the event fd.
 
-    ``wakeup`` is ``wakeup_events`` (records) or, with ``watermark``, bytes.
+    ``wakeup`` is ``wakeup_events`` (records) or, with ``watermark``, bytes. ``period`` is
+    ``sample_period``, or ``sample_freq`` (Hz) with ``freq``; ``config1``/``config2`` are the
+    PMU's own (a probe's function name or path address, and its offset).
     """
-    flags = PERF_ATTR_FLAG_WATERMARK if watermark else 0
+    flags = (PERF_ATTR_FLAG_WATERMARK if watermark else 0) | (PERF_ATTR_FLAG_FREQ if freq else 0)
     attr = ctypes.create_string_buffer(_PERF_ATTR_SIZE)
     struct.pack_into(
-        "<IIQQQQQI", attr, 0, type_, _PERF_ATTR_SIZE, config, 1, sample_type, 0, flags, wakeup
+        "<IIQQQQQIIQQ", attr, 0, type_, _PERF_ATTR_SIZE, config, period, sample_type, 0, flags,
+        wakeup, 0, config1, config2,
     )
     ret = _libc.syscall(_nr("perf_event_open"), attr, pid, cpu, -1, PERF_FLAG_FD_CLOEXEC)
     if ret < 0:

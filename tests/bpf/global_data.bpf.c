@@ -1,4 +1,4 @@
-/* A program with a global variable: the loader must refuse it and name the section. */
+/* A program with a global variable (.bss): a map the loader creates, readable by name. */
 #include <linux/bpf.h>
 
 #define SEC(name) __attribute__((section(name), used))
