@@ -152,15 +152,20 @@ def parse(source: str) -> Monitor:
             continue
         id_macro, mask = begin.groups()
         ids = [id_macro] if id_macro in defines else sorted(set(re.findall(r"\bEV_\w+", body)))
-        syscall = name.split("__")[0] if name.split("__")[0] in PARAMS else None
+        base = re.sub(r"^(enter|exit)_", "", name.split("__")[0])  # enter_execve: execve
+        syscall = base if base in PARAMS else None
         variables = {var: int(k) for var, k in
-                     re.findall(r"(\w+) = syscall_arg\(cfg, ctx, (\d)\)", body)}
+                     re.findall(r"(\w+) = syscall_arg\(cfg, ctx, rec, (\d)\)", body)}
         events.append(Written(ids, mask, syscall,
                               _writes(body[begin.end():], helpers, variables, syscall)))
     entered = {group: id_macro for group, id_macro in re.findall(
         r"^SYSCALL_ENTER\((\w+),\s*\w+,\s*\d+,\s*(\w+),", text, re.M)}
+    # each syscall the dispatcher serves, by the group of its own tracepoint program
+    program_group = {tp: group for group, tp in re.findall(
+        r"^SYSCALL_PROGRAM\((\w+),\s*enter,\s*(\w+)\)", text, re.M)}
     groups = {}
-    for group in re.findall(r"case \d+:\s*return native_syscall\(\) \? (\w+?)__", text):
+    for tp in re.findall(r"case \d+:\s*return native_syscall\(\) \? enter_(\w+)\(", text):
+        group = program_group.get(tp, f"(no SYSCALL_PROGRAM for {tp})")
         groups[group] = entered.get(group, f"EV_{group.upper()}")
     return Monitor(defines, masks, events, groups)
 

@@ -24,6 +24,7 @@ from ebpfwire.kernel.monitor import (
     SYSCALL_EVENTS,
     Monitor,
     bundled_object,
+    choose_hooks,
     event_group,
     select_events,
     select_programs,
@@ -85,6 +86,30 @@ def test_event_selection_and_aliases():
     assert progs.index("do_exit__sched") < progs.index("tree__exit")
     with pytest.raises(ValueError, match=r"unknown event 'nope'; known events: .*tcp_accept"):
         select_events(obj, ["nope"])
+
+
+@needs_object
+def test_hooks_per_syscall_up_to_a_few_syscalls():
+    obj = Object.open(OBJECT)
+    hooked = {p.name: p.section for p in select_programs(obj, {"close", "openat"},
+                                                         hooks="syscalls")}
+    assert hooked == {
+        "openat__enter_openat": "tracepoint/syscalls/sys_enter_openat",
+        "openat__exit_openat": "tracepoint/syscalls/sys_exit_openat",
+        "close__enter_close": "tracepoint/syscalls/sys_enter_close",
+        "close__exit_close": "tracepoint/syscalls/sys_exit_close",
+    }
+    accept = {p.name for p in select_programs(obj, {"accept"}, hooks="syscalls")}
+    assert accept == {"accept__enter_accept", "accept__exit_accept", "accept__enter_accept4",
+                      "accept__exit_accept4"}
+    execve = [p.name for p in select_programs(obj, {"execve"}, hooks="syscalls")]
+    assert "execve__exec" in execve and "sys__enter" not in execve  # exec strings as before
+    assert choose_hooks(obj, {"close", "openat", "socket", "connect"}, None) == "syscalls"
+    assert choose_hooks(obj, {"close", "openat", "socket", "connect", "bind"}, None) == "raw"
+    assert choose_hooks(obj, {"tcp"}, None) == "raw"  # no syscall event: nothing to hook
+    assert choose_hooks(obj, select_events(obj, None), "syscalls") == "syscalls"
+    with pytest.raises(ValueError, match="hooks must be one of syscalls, raw, got 'kprobe'"):
+        choose_hooks(obj, {"close"}, "kprobe")
 
 
 @pytest.mark.parametrize("name", ["", "objects_globals", "objects_core", "subprogram"])
@@ -216,7 +241,8 @@ def test_close_leaves_nothing_in_the_kernel():
     map_ids = {syscalls.object_id(fd, False) for fd in mon.map_fds.values()}
     assert len(prog_ids) == len(mon.programs) and len(map_ids) == len(mon.object.maps)
     names = syscalls.loaded_programs()
-    assert prog_ids <= set(names) and {"sys__enter", "tcp__state"} <= set(names.values())
+    # kernel names are cut at 15 bytes: close__enter_close is close__enter_cl
+    assert prog_ids <= set(names) and {"close__enter_cl", "tcp__state"} <= set(names.values())
     events_on = syscalls.map_lookup(mon.map_fds["events_on"], (3).to_bytes(4, "little"), 4)
     assert events_on == b"\1\0\0\0"  # close (event 3) on, openat (257) off
     assert syscalls.map_lookup(mon.map_fds["events_on"], (257).to_bytes(4, "little"), 4) == bytes(4)
@@ -689,3 +715,74 @@ def test_transport_and_ring_bytes_are_checked_before_touching_the_kernel():
         Monitor(transport="ringbuf", ring_bytes=0)
     with pytest.raises(ValueError, match="page_count or ring_bytes, not both"):
         Monitor(page_count=8, ring_bytes=1 << 20)
+
+
+# ---- per-syscall tracepoints against the raw_syscalls dispatchers ----------------------
+
+HOOKS_WORKLOAD = r"""
+import ctypes, os, socket, subprocess, sys
+libc = ctypes.CDLL(None, use_errno=True)
+sys.stdin.readline()
+d = sys.argv[1]
+path = os.path.join(d, "f")
+libc.syscall(2, path.encode(), os.O_CREAT | os.O_WRONLY, 0o644)   # open(2): a new fd
+os.close(os.open(path, os.O_RDONLY))
+os.chown(path, 0, 0)
+os.chown("f", 0, 0, dir_fd=os.open(d, os.O_RDONLY))
+os.unlink(path)
+os.mkdir(os.path.join(d, "sub"))
+os.rmdir(os.path.join(d, "sub"))
+open(path, "w").close()
+os.unlink("f", dir_fd=os.open(d, os.O_RDONLY))
+libc.syscall(165, b"none", os.path.join(d, "nothere").encode(), b"tmpfs", 0, None)  # mount
+libc.syscall(166, os.path.join(d, "nothere").encode(), 0)                           # umount2
+os.setgid(os.getgid())
+os.setuid(os.getuid())
+libc.syscall(101, 1, 0x7FFFFFFF, 0, 0)   # ptrace(PTRACE_PEEKTEXT) of no process: ESRCH
+server = socket.socket()
+server.bind(("127.0.0.1", 0))
+server.listen()
+client = socket.create_connection(server.getsockname())
+server.accept()[0].close()
+client.close()
+subprocess.run(["true"], check=True)
+"""
+
+
+@pytest.mark.live
+@needs_object
+def test_per_syscall_tracepoints_give_what_the_dispatchers_give(tmp_path: Path):
+    """The same child seen by a monitor on each syscall's own tracepoints and by one on the
+    raw_syscalls dispatchers at once: the same events, byte for byte but the clock."""
+    events = sorted(set(SYSCALL_EVENTS) - {"execveat"})
+    child = subprocess.Popen([sys.executable, "-c", HOOKS_WORKLOAD, str(tmp_path)],
+                             stdin=subprocess.PIPE, text=True)
+    seen = {}
+    try:
+        with (Monitor(events=events, pid=child.pid, hooks="syscalls") as own,
+              Monitor(events=events, pid=child.pid, hooks="raw") as raw):
+            assert own.hooks == "syscalls" and raw.hooks == "raw"
+            assert not {p.name for p in own.programs} & {"sys__enter", "sys__exit"}
+            child.stdin.write("go\n")
+            child.stdin.close()
+            assert child.wait(timeout=15) == 0
+            for name, mon in (("syscalls", own), ("raw", raw)):
+                seen[name] = _drain_until(mon, lambda evs: any(
+                    e.name == "do_exit" and e.host_pid == child.pid for e in evs))
+                assert mon.reader.lost_total == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+    def by_task(evs: list) -> dict:
+        tasks: dict = {}
+        for e in sorted(evs, key=lambda e: e.ts):
+            d = e.to_dict()
+            d.pop("ts")
+            tasks.setdefault(e.host_pid, []).append(d)
+        return tasks
+
+    assert by_task(seen["syscalls"]) == by_task(seen["raw"])
+    names = {e.name for e in seen["syscalls"]}
+    assert names == set(events) - {"umount"} | {"umount2"}  # each syscall event once at least

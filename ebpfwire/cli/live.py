@@ -187,7 +187,8 @@ def open_monitor(args: argparse.Namespace):
     events = names_list(args.events) or None
     try:
         return Monitor(events=events, pid=args.pid, page_count=args.ring_pages,
-                       comm=args.comm, transport=args.transport, ring_bytes=args.ring_bytes)
+                       comm=args.comm, transport=args.transport, ring_bytes=args.ring_bytes,
+                       hooks=args.hooks)
     except LoaderError as exc:
         raise UsageError(str(exc).splitlines()[0]) from None
     except (ValueError, OSError) as exc:

@@ -44,6 +44,12 @@ PID_MAX = 0xFFFFFFFF
 
 
 TRANSPORTS = ("perf", "ringbuf")
+HOOKS = ("syscalls", "raw")
+SYSCALL_TRACEPOINTS = "tracepoint/syscalls/"
+# per-syscall tracepoints are the default up to this many (each selected syscall has an
+# entry and an exit one): detaching each waits for the kernel's RCU grace periods
+# (docs/benchmarks.md, "Where the untraced tax comes from")
+PER_SYSCALL_HOOKS_MAX = 8
 
 
 def default_transport() -> str:
@@ -81,17 +87,41 @@ def select_events(obj: Object, events: Iterable[str] | None) -> set[str]:
     return groups
 
 
-def select_programs(obj: Object, groups: set[str], tree: bool = False) -> list[Program]:
+def per_syscall(program: Program) -> bool:
+    """A handler on its own syscall's tracepoint (syscalls/sys_enter_NAME, sys_exit_NAME)."""
+    return program.section.startswith(SYSCALL_TRACEPOINTS)
+
+
+def choose_hooks(obj: Object, groups: set[str], hooks: str | None) -> str:
+    """"syscalls" (each selected syscall's own tracepoints: nothing runs for the others)
+    or "raw" (the raw_syscalls dispatchers: one program on every syscall of the machine).
+    By default the former up to PER_SYSCALL_HOOKS_MAX tracepoints, as each costs tens of
+    milliseconds to detach, and where the object has them."""
+    hooked = [p for p in obj.programs.values() if per_syscall(p) and event_group(p.name) in groups]
+    if hooks is None:
+        return "syscalls" if 0 < len(hooked) <= PER_SYSCALL_HOOKS_MAX else "raw"
+    if hooks not in HOOKS:
+        raise ValueError(f"hooks must be one of {', '.join(HOOKS)}, got {hooks!r}")
+    if hooks == "syscalls" and groups & set(SYSCALL_EVENTS) and not hooked:
+        raise ValueError(f"{obj.spec.origin} has no per-syscall tracepoint programs: "
+                         "hooks='raw'")
+    return hooks
+
+
+def select_programs(obj: Object, groups: set[str], tree: bool = False,
+                    hooks: str = "raw") -> list[Program]:
     """The programs serving ``groups``, in attach order.
 
-    The dispatchers come when a syscall event is selected. With ``tree`` (a pid filter)
-    the process-tree programs come too: fork first (no child is missed), exit last: the
-    programs of a raw tracepoint run in attach order, and ``do_exit__sched`` must write
-    the exit event while the process is still in the tree.
+    Syscall events come from their per-syscall tracepoint programs (``hooks="syscalls"``)
+    or from the two dispatchers (``"raw"``). With ``tree`` (a pid filter) the process-tree
+    programs come too: fork first (no child is missed), exit last: the programs of a raw
+    tracepoint run in attach order, and ``do_exit__sched`` must write the exit event while
+    the process is still in the tree.
     """
-    programs = [p for p in obj.programs.values() if event_group(p.name) in groups]
+    programs = [p for p in obj.programs.values() if event_group(p.name) in groups
+                and (hooks == "syscalls" or not per_syscall(p))]
     internal = {p.name: p for p in obj.programs.values() if event_group(p.name) in INTERNAL_GROUPS}
-    if groups & set(SYSCALL_EVENTS):
+    if hooks == "raw" and groups & set(SYSCALL_EVENTS):
         programs = [internal["sys__enter"], internal["sys__exit"], *programs]
     if tree:
         programs = [internal["tree__fork"], *programs, internal["tree__exit"]]
@@ -134,7 +164,9 @@ class Monitor:
     given without a transport, it asks for perf);
     ``ring_bytes`` sizes either transport in bytes (per CPU for perf, the whole ring for
     ringbuf, default 4 MiB per online CPU and at least 8 MiB), rounded up to a
-    power-of-two number of pages.
+    power-of-two number of pages. ``hooks`` is "syscalls" (each selected syscall's own
+    tracepoints: an untraced syscall runs no program) or "raw" (the two raw_syscalls
+    dispatchers, quicker to detach), by default per :func:`choose_hooks`.
     ``close()`` (or leaving the ``with`` block) removes everything from the kernel.
     """
 
@@ -149,6 +181,7 @@ class Monitor:
         comm: str | bytes | None = None,
         transport: str | None = None,
         ring_bytes: int | None = None,
+        hooks: str | None = None,
     ) -> None:
         if pid is not None and not 0 < pid <= PID_MAX:
             raise ValueError(f"pid must be between 1 and {PID_MAX}, got {pid}")
@@ -170,7 +203,9 @@ class Monitor:
         self.object = Object.open(object_path or bundled_object(transport))
         self.object.require_maps(("events", "config"))
         self.events = select_events(self.object, events)
-        self.programs = select_programs(self.object, self.events, tree=pid is not None)
+        self.hooks = choose_hooks(self.object, self.events, hooks)
+        self.programs = select_programs(self.object, self.events, tree=pid is not None,
+                                        hooks=self.hooks)
         for spec in self.object.maps.values():
             if spec.type == syscalls.BPF_MAP_TYPE_RINGBUF:
                 spec.max_entries = self.ring_bytes

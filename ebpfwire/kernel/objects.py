@@ -194,9 +194,13 @@ class Program:
 
     def detach(self) -> None:
         """Close every link of this program; it stays loaded."""
-        links, self._links = self._links, []
-        for each in links:
+        for each in self.forget_links():
             each.close()
+
+    def forget_links(self) -> list[Link]:
+        """This program's links, which the caller now closes."""
+        links, self._links = self._links, []
+        return links
 
     def __repr__(self) -> str:
         return (f"Program({self.name!r}, section={self.section!r}, type={self.prog_type}, "
@@ -666,9 +670,23 @@ class Object:
             self.programs[name].attach()
 
     def detach(self) -> None:
-        """Detach every attached program; they stay loaded until :meth:`close`."""
+        """Detach every attached program; they stay loaded until :meth:`close`.
+
+        The links close on one thread each: a perf event link waits for RCU grace periods
+        in the kernel (tens of milliseconds), which overlap when closed at once."""
+        links = [link for prog in self.programs.values() for link in prog.links]
         for prog in self.programs.values():
-            prog.detach()
+            prog.forget_links()
+        closers = [threading.Thread(target=link.close, name="ebpfwire-detach")
+                   for link in links[1:]]
+        for closer in closers:
+            closer.start()
+        try:
+            for link in links[:1]:
+                link.close()
+        finally:  # Ctrl-C too: every link is closed before this returns
+            for closer in closers:
+                closer.join()
 
     def map(self, name: str) -> Map:
         """The loaded map ``name`` (a ``.maps`` name, or a data section such as ``.bss``),
