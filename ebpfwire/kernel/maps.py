@@ -87,7 +87,10 @@ class BtfCodec:
                 bits, width = _member_bits(rec.kind_flag, m.offset)
                 if width:
                     word = int.from_bytes(data[at : at + rec.size_or_type], "little")
-                    out[btf.string(m.name_off)] = word >> bits & ((1 << width) - 1)
+                    value = word >> bits & ((1 << width) - 1)
+                    if self._signed(m.type) and value >> (width - 1):
+                        value -= 1 << width  # a signed bitfield, as C reads it
+                    out[btf.string(m.name_off)] = value
                     continue
                 value = self._decode(m.type, data, at + bits // 8)
                 if m.name_off:
@@ -96,6 +99,14 @@ class BtfCodec:
                     out.update(value)
             return out
         raise BtfError(f"{btf.origin}: type {tid} ({kind.name}) cannot hold a map value")
+
+    def _signed(self, tid: int) -> bool:
+        """Whether the integer or enum type ``tid`` is signed."""
+        tid = self.btf.resolve(tid)
+        rec = self.btf.type(tid)
+        if self.btf.kind(tid) == BtfKind.INT:
+            return bool(rec.detail >> 24 & BTF_INT_SIGNED)
+        return self.btf.kind(tid) in (BtfKind.ENUM, BtfKind.ENUM64) and bool(rec.kind_flag)
 
     def _encode(self, tid: int, value: Any, out: bytearray, at: int, where: str) -> None:
         btf = self.btf
