@@ -11,7 +11,9 @@ In one run (each part can be skipped):
   (traced) and of ``getpid()`` (untraced), measured by the child itself (user + system,
   so the BPF programs are in it), with nothing attached, with ``ebpfwire record --events
   close --pid CHILD`` (its CPU while the loop runs and it drains, per event) and with
-  bpftrace printing one line per ``close`` exit of the child (to a pipe we drain);
+  bpftrace printing one line per ``close`` exit of the child (to a pipe we drain), and
+  "bpftrace+entry", which also keeps each close's fd at its entry tracepoint and prints it
+  with the result (what the recorder and strace show: both tracepoints hooked);
   interleaved ``--runs`` times, medians.
 - **start-up**: from the exec of ``ebpfwire trace --events close --pid W`` or of bpftrace
   (the same probe) to its first line about a process W that closes every millisecond.
@@ -141,17 +143,25 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def bpftrace_cmd(pid: int) -> list[str]:
-    return ["bpftrace", "-e", f"tracepoint:syscalls:sys_exit_close /pid == {pid}/ "
-            "{ printf(\"%d %d\\n\", pid, args->ret); }"]
+def bpftrace_cmd(pid: int, entry: bool = False) -> list[str]:
+    """bpftrace printing each close's result; with ``entry`` its fd too, kept at the entry
+    tracepoint: what the recorder (and strace) show, so it hooks both tracepoints too."""
+    if not entry:
+        return ["bpftrace", "-e", f"tracepoint:syscalls:sys_exit_close /pid == {pid}/ "
+                "{ printf(\"%d %d\\n\", pid, args->ret); }"]
+    return ["bpftrace", "-e",
+            f"tracepoint:syscalls:sys_enter_close /pid == {pid}/ {{ @fd[tid] = args->fd; }} "
+            f"tracepoint:syscalls:sys_exit_close /pid == {pid}/ "
+            "{ printf(\"%d %d %d\\n\", pid, @fd[tid], args->ret); delete(@fd[tid]); }"]
 
 
 def start_tracer(tool: str, pid: int, tmp: Path) -> subprocess.Popen:
     """The tracer of ``pid``'s close calls, attached when this returns."""
-    if tool == "bpftrace":
-        proc = subprocess.Popen(bpftrace_cmd(pid), stdout=subprocess.PIPE, text=True)
+    if tool.startswith("bpftrace"):
+        proc = subprocess.Popen(bpftrace_cmd(pid, entry=tool == "bpftrace+entry"),
+                                stdout=subprocess.PIPE, text=True)
         assert proc.stdout is not None
-        proc.stdout.readline()  # "Attaching 1 probe..."
+        proc.stdout.readline()  # "Attaching N probes..."
         # drained on a thread: bpftrace must never wait for us
         import threading
         threading.Thread(target=proc.stdout.read, daemon=True).start()
@@ -215,7 +225,8 @@ def startup(tool: str) -> float:
                              "    time.sleep(0.001)\n    try:\n        os.close(-1)\n"
                              "    except OSError:\n        pass\n"])
     try:
-        cmd = (bpftrace_cmd(work.pid) if tool == "bpftrace" else
+        cmd = (bpftrace_cmd(work.pid, entry=tool == "bpftrace+entry")
+               if tool.startswith("bpftrace") else
                [sys.executable, "-m", "ebpfwire", "trace", "--events", "close", "--pid",
                 str(work.pid), "--format", "jsonl"])
         start = time.monotonic()
@@ -264,7 +275,7 @@ def main() -> None:
     args = parser.parse_args()
     tools = ["none", "ebpfwire"]
     if shutil.which("bpftrace"):
-        tools.append("bpftrace")
+        tools += ["bpftrace", "bpftrace+entry"]
     else:
         print("bpftrace not installed (Debian: apt-get install bpftrace): its columns skipped")
     print(f"load average {os.getloadavg()[0]:.2f}; {os.cpu_count()} CPUs")
