@@ -21,21 +21,24 @@ Two ways to get the answers:
 
 from __future__ import annotations
 
+import heapq
 import os
-from array import array
-from collections import deque
+import re
+import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from ebpfwire.capture import CaptureReader, CaptureStream, LostRecord, SampleRecord
+from ebpfwire.capture import CaptureReader, LostRecord, SampleRecord
 from ebpfwire.collect import fewer_collections
 from ebpfwire.process.enrich import Enricher
 from ebpfwire.process.table import Program
-from ebpfwire.wire.layouts import Layout, get_layout
+from ebpfwire.wire.layouts import COMM, HOST_PID, HOST_PPID, MNT_ID, PID_ID, Layout, get_layout
+from ebpfwire.wire.order import TimeOrder
 
 PROCESS_TYPE = pa.struct([("exe", pa.string()), ("argv", pa.list_view(pa.string())),
                           ("source", pa.string())])
@@ -138,88 +141,471 @@ def columns(values: Mapping[int, Value] | Sequence[Value], ids: np.ndarray) -> l
     return [process, parent.take(where), container.take(where)]
 
 
+class Releases:
+    """The order in which :class:`~ebpfwire.wire.order.TimeOrder` releases records, worked
+    out for blocks of records at once with numpy: the same window, bounds and rules (late
+    samples released at once, LOST records and samples without a ``ts`` placed after their
+    CPU's last sample), one sort per sweep instead of a Python step per record.
+
+    :meth:`add` takes the next records (file order) as arrays and returns the arrival
+    numbers (0 for the first record ever added) of those released, in release order, and
+    the arrival at which each was released (a record read before that arrival has been
+    read when it is released); :meth:`end` releases the rest.
+    """
+
+    def __init__(self, order: TimeOrder):
+        self.window, self.max_records, self.max_bytes = (order.window_ns, order.max_records,
+                                                         order.max_bytes)
+        self.arrived = 0
+        self.newest = self.released = -1
+        self._sweep_at: int | None = None
+        self._cpu_ts: dict[int, int] = {}
+        # the held records: ts (-1 kept as 0, with ``_neg``: only records read before any
+        # ts have it, so they stay first), arrival, bytes
+        self._ts = np.empty(0, np.uint64)
+        self._neg = np.empty(0, bool)
+        self._seq = np.empty(0, np.int64)
+        self._size = np.empty(0, np.int64)
+        self._bytes = 0
+
+    @property
+    def oldest_held(self) -> int:
+        """The first arrival not released yet (``arrived`` when none is held)."""
+        return int(self._seq.min()) if len(self._seq) else self.arrived
+
+    def add(self, ts: np.ndarray, has_ts: np.ndarray, cpu: np.ndarray,
+            size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Records in file order: ``ts`` (uint64; read where ``has_ts``), ``cpu``,
+        ``size`` (a sample's bytes, 0 for a LOST record)."""
+        out: list[np.ndarray] = []
+        at: list[np.ndarray] = []
+        count, i = len(ts), 0
+        while i < count:
+            i = self._segment(ts[i:], has_ts[i:], cpu[i:], size[i:], i, out, at)
+        self.arrived += count
+        if not out:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        return np.concatenate(out), np.concatenate(at)
+
+    def _segment(self, ts: np.ndarray, has_ts: np.ndarray, cpu: np.ndarray,
+                 size: np.ndarray, i: int, out: list, at: list) -> int:
+        """Take records up to the next sweep (or all of them); the index after the last."""
+        released, newest = self.released, self.newest
+        late = has_ts & _below(ts, released)
+        kept = ~late
+        timed = has_ts & kept
+        seen = np.cumsum(timed)                       # timed records up to each
+        top = np.maximum.accumulate(np.where(timed, ts, 0))
+        newest_at = (np.where(seen > 0, top, 0) if newest < 0 else
+                     np.maximum(top, np.uint64(newest)))   # newest after each record
+        eff, neg = ts.copy(), np.zeros(len(ts), bool)
+        untimed = np.flatnonzero(~has_ts)
+        if len(untimed):
+            self._place(ts, has_ts, cpu, seen, newest_at, untimed, eff, neg)
+        held_n = len(self._seq) + np.cumsum(kept)
+        held_b = self._bytes + np.cumsum(np.where(kept, size, 0))
+        full = kept & ((held_n > self.max_records) | (held_b > self.max_bytes))
+        sweep = full
+        sweep_at = self._sweep_at
+        if sweep_at is None and seen[-1]:
+            first = int(np.argmax(timed))
+            sweep_at = int(ts[first]) + self.window + self.window // 2
+            due = kept & _at_least(newest_at, sweep_at)
+            due[:first + 1] = False
+            sweep = full | due
+        elif sweep_at is not None:
+            sweep = full | (kept & _at_least(newest_at, sweep_at))
+        stop = int(np.argmax(sweep)) if sweep.any() else len(ts) - 1
+        take = slice(0, stop + 1)
+        base = self.arrived + i
+        arrivals = np.arange(base, base + stop + 1, dtype=np.int64)
+        gone = late[take]
+        if gone.any():
+            out.append(arrivals[gone])
+            at.append(arrivals[gone])
+        keep = kept[take]
+        self._ts = np.concatenate([self._ts, eff[take][keep]])
+        self._neg = np.concatenate([self._neg, neg[take][keep]])
+        self._seq = np.concatenate([self._seq, arrivals[keep]])
+        self._size = np.concatenate([self._size, size[take][keep]])
+        self._bytes = int(held_b[stop])
+        if seen[stop]:
+            self.newest = int(newest_at[stop])
+            self._sweep_at = sweep_at
+        cpus = cpu[take][has_ts[take]]
+        if len(cpus):   # each CPU's last ts
+            last = len(cpus) - 1 - np.unique(cpus[::-1], return_index=True)[1]
+            stamps = ts[take][has_ts[take]]
+            self._cpu_ts.update(zip(cpus[last].tolist(), stamps[last].tolist(), strict=True))
+        if sweep[stop]:
+            self._sweep(bool(full[stop]), base + stop, out, at)
+        return i + stop + 1
+
+    def _place(self, ts: np.ndarray, has_ts: np.ndarray, cpu: np.ndarray, seen: np.ndarray,
+               newest_at: np.ndarray, untimed: np.ndarray, eff: np.ndarray,
+               neg: np.ndarray) -> None:
+        """The ts of records without one: their CPU's last sample's, else the newest
+        read, and never before the last released."""
+        timed = np.flatnonzero(has_ts)
+        for k in untimed.tolist():
+            mine = timed[(cpu[timed] == cpu[k]) & (timed < k)]
+            if len(mine):
+                value = int(ts[mine[-1]])
+            elif int(cpu[k]) in self._cpu_ts:
+                value = self._cpu_ts[int(cpu[k])]
+            elif k and seen[k - 1]:
+                value = int(newest_at[k - 1])
+            else:
+                value = self.newest
+            value = max(value, self.released)
+            eff[k], neg[k] = max(value, 0), value < 0
+
+    def _sweep(self, full: bool, arrival: int, out: list, at: list) -> None:
+        order = np.lexsort((self._seq, self._ts, ~self._neg))
+        ts, neg = self._ts[order], self._neg[order]
+        seq, size = self._seq[order], self._size[order]
+        room = len(seq)
+        if full:
+            sums = np.zeros(room + 1, np.int64)
+            np.cumsum(size, out=sums[1:])
+            cut = min(room, max(room - self.max_records // 2,
+                                int(np.searchsorted(sums, self._bytes - self.max_bytes // 2))))
+        else:
+            cut = _count_below(ts, neg, self.newest - self.window + 1)
+        if cut:
+            out.append(seq[:cut])
+            at.append(np.full(cut, arrival, np.int64))
+            self.released = -1 if neg[cut - 1] else int(ts[cut - 1])
+            self._bytes -= int(size[:cut].sum())
+        self._ts, self._neg, self._seq, self._size = ts[cut:], neg[cut:], seq[cut:], size[cut:]
+        self._sweep_at = self.newest + self.window // 2
+
+    def end(self) -> np.ndarray:
+        """The records still held, in release order (the input ended)."""
+        order = np.lexsort((self._seq, self._ts, ~self._neg))
+        seq = self._seq[order]
+        self._ts, self._neg = np.empty(0, np.uint64), np.empty(0, bool)
+        self._seq, self._size = np.empty(0, np.int64), np.empty(0, np.int64)
+        self._bytes = 0
+        return seq
+
+
+def _below(values: np.ndarray, limit: int) -> np.ndarray:
+    """``values < limit`` for uint64 values and any Python int."""
+    if limit <= 0:
+        return np.zeros(len(values), bool)
+    if limit >= 1 << 64:
+        return np.ones(len(values), bool)
+    return values < np.uint64(limit)
+
+
+def _at_least(values: np.ndarray, limit: int) -> np.ndarray:
+    return ~_below(values, limit)
+
+
+def _count_below(ts: np.ndarray, neg: np.ndarray, limit: int) -> int:
+    """How many of the sorted held records have a ts (-1 where ``neg``) below ``limit``."""
+    if limit <= 0:
+        return int(neg.sum()) if limit == 0 else 0
+    if limit >= 1 << 64:
+        return len(ts)
+    return int(np.searchsorted(ts, np.uint64(limit), "left"))
+
+
+class _Fields:
+    """The header fields the join needs, for a list of raw samples: host pid, the fields a
+    kept answer is checked against (host ppid, namespace ids, comm, cwd) as one key per
+    sample, and whether the sample changes state or is too short to be placed."""
+
+    def __init__(self, layout: Layout, stateful: frozenset[int]):
+        self.size = layout.size
+        self.stateful = np.array(sorted(stateful), np.uint32)
+        widths = [int(count or 1) * (1 if code == "s" else struct.calcsize("<" + code))
+                  for count, code in re.findall(r"(\d*)([a-zA-Z])", layout.fmt.format)]
+        starts = dict(zip(layout.field_names, np.cumsum([0, *widths]).tolist(), strict=False))
+        self.key_bytes = [(starts["pid_id"], starts["host_pid"]),
+                          (starts["comm"], starts["comm"] + 16)]
+        if "cwd" in layout.extra_names:
+            self.key_bytes.append((starts["cwd"], starts["cwd"] + widths[
+                layout.field_names.index("cwd")]))
+        self.pid_at = starts["host_pid"]
+        self.event_at = starts["event_id"]
+
+    def __call__(self, datas: Sequence[bytes]) -> tuple[np.ndarray, ...]:
+        """(host pid, key, stateful, short) of each sample."""
+        count, size = len(datas), self.size
+        lengths = np.fromiter(map(len, datas), np.int64, count)
+        short = lengths < size
+        if short.any():
+            heads = b"".join(d[:size] if len(d) >= size else bytes(size) for d in datas)
+        else:
+            bounds = np.zeros(count + 1, np.int64)
+            np.cumsum(lengths, out=bounds[1:])
+            samples = pa.LargeBinaryArray.from_buffers(pa.large_binary(), count, [
+                None, pa.py_buffer(bounds), pa.py_buffer(b"".join(datas))])
+            heads = pc.binary_slice(samples, 0, size).buffers()[2]
+        rows = np.frombuffer(heads, np.uint8, count * size).reshape(count, size)
+        pid = rows[:, self.pid_at:self.pid_at + 4].copy().view("<u4")[:, 0]
+        event = rows[:, self.event_at:self.event_at + 4].copy().view("<u4")[:, 0]
+        key = np.concatenate([rows[:, a:b] for a, b in self.key_bytes], axis=1)
+        key = np.ascontiguousarray(key).view(f"V{key.shape[1]}")[:, 0]
+        return pid, key, np.isin(event, self.stateful), short
+
+
+class _Join:
+    """The answers of samples in time order, from the enricher over only the samples whose
+    answer is not already known.
+
+    The enricher keeps one answer per host pid with the header fields it was made for,
+    and gives it to a later sample of that pid whose fields match, without asking the
+    table (:class:`~ebpfwire.process.enrich.Enricher`), until the table says (its
+    ``on_forget``) that the pid's answers may have changed. Such a sample changes nothing:
+    so the enricher is given only the others (a sample that changes state, is too short,
+    the first of its pid, one whose fields differ from the pid's previous sample's, one
+    after a forget of its pid or after a sample that left the pid no kept answer), in
+    time order with the losses and context records at their places; every other sample
+    takes the kept answer of its pid's last sample given, by a forward fill along each
+    pid's samples. The enricher sees what it would see if given every sample, less
+    samples that it would answer from a kept answer, so every answer is its own.
+    """
+
+    def __init__(self, enricher: Enricher[int], layout: Layout):
+        self.enricher = enricher
+        self.fields = _Fields(layout, enricher.table.state_event_ids)
+        self._unpack = layout.fmt.unpack_from
+        self._key = [HOST_PPID, COMM, PID_ID, MNT_ID]
+        self._cwd_at = (layout.field_names.index("cwd") if "cwd" in layout.extra_names
+                        else None)
+        self._forgotten: list[int] | None = []
+        enricher.on_forget = self._forget
+
+    def _forget(self, pids: list[int] | None) -> None:
+        if pids is None:
+            self._forgotten = None
+        elif self._forgotten is not None:
+            self._forgotten.extend(pids)
+
+    def answer(self, datas: Sequence[bytes], steps: Sequence[tuple[int, Any]]) -> np.ndarray:
+        """The answers of ``datas``, samples in time order; ``steps`` are the losses (a
+        count) and context records between them, in order, each with the number of
+        samples before it."""
+        count = len(datas)
+        ids = np.full(count, -1, np.int32)
+        self._forgotten = []
+        if count:
+            pid, key, stateful, short = self.fields(datas)
+        else:
+            pid, key = np.empty(0, np.uint32), np.empty(0, "V1")
+            stateful = short = np.empty(0, bool)
+        placed = np.flatnonzero(~short)
+        order = placed[np.argsort(pid[placed], kind="stable")]   # each pid's samples
+        chain_pid = pid[order]
+        heads = np.ones(len(order), bool)
+        heads[1:] = chain_pid[1:] != chain_pid[:-1]
+        same = np.zeros(len(order), bool)
+        same[1:] = ~heads[1:] & (key[order[1:]] == key[order[:-1]])
+        given = short | stateful
+        given[order[~same]] = True
+        firsts = np.flatnonzero(heads)     # where each pid's samples are in ``order``
+        spans = dict(zip(chain_pid[firsts].tolist(),
+                         zip(firsts.tolist(), np.append(firsts, len(order))[1:].tolist(),
+                             strict=True), strict=True))
+        fill = np.full(count, -1, np.int32)     # a given sample's kept answer, else -1
+        queue = np.flatnonzero(given).tolist()
+        queue.append(count)
+        extra: list[int] = []        # samples given because of a forget (a heap)
+        q = step = 0
+        enricher, unpack, cwd_at = self.enricher, self._unpack, self._cwd_at
+        sample, kept = enricher.sample, enricher._kept
+
+        def after(place: int) -> None:
+            """The pids forgotten so far: their next sample at or after ``place`` is given."""
+            forgotten, self._forgotten = self._forgotten, []
+            for host_pid in spans if forgotten is None else forgotten:
+                span = spans.get(host_pid)
+                if span is None:
+                    continue
+                low, high = span
+                at = low + int(np.searchsorted(order[low:high], place))
+                if at < high and not given[order[at]]:
+                    given[order[at]] = True
+                    heapq.heappush(extra, int(order[at]))
+
+        while True:
+            nxt = queue[q]
+            if extra and extra[0] < nxt:
+                nxt = extra[0]
+            if step < len(steps) and steps[step][0] <= nxt:
+                item = steps[step][1]
+                step += 1
+                if type(item) is int:
+                    enricher.lost(item)
+                else:
+                    enricher.feed(item)
+                    if self._forgotten != []:
+                        after(steps[step - 1][0])
+                continue
+            if nxt >= count:
+                break
+            if extra and extra[0] == nxt:
+                heapq.heappop(extra)
+            else:
+                q += 1
+            data = datas[nxt]
+            ids[nxt] = sample(data)
+            if not short[nxt]:
+                values = unpack(data)
+                entry = kept.get(values[HOST_PID])
+                if (entry is not None and entry[0] == values[HOST_PPID]
+                        and entry[1] == values[COMM] and entry[2] == values[PID_ID]
+                        and entry[3] == values[MNT_ID]
+                        and (cwd_at is None or entry[4] == values[cwd_at])):
+                    fill[nxt] = entry[5]
+                elif self._forgotten is not None:   # nothing kept: its next is given too
+                    self._forgotten.append(values[HOST_PID])
+            if self._forgotten != []:
+                after(nxt + 1)
+        if not given.all():   # the others: each from its pid's last given sample before it
+            chain_given = given[order]
+            source = np.where(chain_given, np.arange(len(order)), 0)
+            np.maximum.accumulate(source, out=source)
+            ids[order] = np.where(chain_given, ids[order], fill[order[source]])
+        return ids
+
+
 class StreamContext:
     """Answers for one capture read once: :meth:`take` gives the records in file order, and
-    :meth:`ids_at` the answers of their samples once the time order has reached them.
+    :meth:`taken_ids` the answers of their samples.
 
-    A capture's ``records`` (as its ``reader`` yields them) go through the enricher
-    (context records), then are kept in file order for the batch builder while the capture
-    stream's reorder window holds them; a sample is answered when the window releases it.
-    Held: the records of one reorder window (at most its bounds) plus the batch being
-    built, and the answers not yet taken. Raw samples (no capture) are answered in the
-    order given, by :meth:`answer`.
+    A capture's ``records`` (as its ``reader`` yields them) are read in blocks; the time
+    order of each block is worked out at once (:class:`Releases`) and the samples it
+    releases are answered together (:class:`_Join`), the reader's context records at the
+    place the time order had reached when they were read (where decode's stream gives
+    them to its enricher). Held: the records of the reorder window (at most its bounds)
+    plus a block and the batch being built, and the answers not yet taken. Raw samples
+    (no capture) are answered in the order given, by :meth:`answer`.
     """
 
     def __init__(self, layout: Layout, arch: str, records: Iterable[Any] | None = None,
-                 reader: CaptureReader | None = None):
+                 reader: CaptureReader | None = None, keep: bool = False):
+        self.keep = keep     # every answer kept (an index refers to them all)
         self.answers = Answers()
         self.values = self.answers.values
         self.enricher: Enricher[int] = Enricher(layout, arch, make=self.answers.make)
-        self._read: deque = deque()        # records in file order, not yet taken
-        self._ids: dict[int, int] = {}     # file offset -> answer of samples not yet taken
-        self._released: Iterator = iter(())
-        if records is not None:   # its context records reach the table as they are read
-            self._released = CaptureStream(reader, records=self._kept(records),
-                                           on_context=self.enricher.feed).records()
+        self._join = _Join(self.enricher, layout)
+        self._records: Iterator[Any] | None = None
+        self._read: list[Any] = []       # records from arrival ``_base`` on, not yet taken
+        self._base = 0
+        self._ids = np.empty(0, np.int32)    # their answers (-1: a LOST record, or not yet)
+        self._taken = np.empty(0, np.int32)
+        self._datas: list[bytes] = []     # their bytes (b"" for a LOST record)
+        self._samples = np.empty(0, bool)   # which are samples
+        self._feeds: list[tuple[int, Any]] = []   # (arrival it was read before, record)
+        self._reading = 0
+        if records is not None:
+            self._records = iter(records)
+            self._order = Releases(TimeOrder(SampleRecord, LostRecord))
+            reader.on_context = self._context   # type: ignore[union-attr]
 
-    def _kept(self, records: Iterable[Any]) -> Iterator[Any]:
-        """The records for the time order, kept for the batches too."""
-        keep = self._read.append
-        for record in records:
-            keep(record)
-            yield record
+    def _context(self, item: Any) -> None:
+        self._feeds.append((self._order.arrived + self._reading, item))
 
-    def _advance(self, need: set[int] | None, rows: int = 0) -> None:
-        """Answer records in time order until every sample at a file offset of ``need`` is
-        answered, or (``need`` None) ``rows`` records are kept; or the capture ends."""
-        ids, read = self._ids, self._read
-        sample, lost = self.enricher.sample, self.enricher.lost
-        if need is None and len(read) >= rows:
-            return
-        for record in self._released:
-            kind = type(record)
-            if kind is SampleRecord:
-                offset = record.offset
-                ids[offset] = sample(record.data)
-                if need is not None:
-                    need.discard(offset)
-                    if not need:
-                        return
-            elif kind is LostRecord:
-                lost(record.count)
-            if need is None and len(read) >= rows:
-                return
+    def _block(self, size: int) -> bool:
+        """Read the next ``size`` records and answer what the time order releases; False
+        at the end."""
+        block: list[Any] = []
+        self._reading = 0
+        add = block.append
+        for record in self._records:   # type: ignore[union-attr]
+            add(record)
+            self._reading += 1
+            if self._reading >= size:
+                break
+        count = len(block)
+        order = self._order
+        if count:
+            is_sample = np.fromiter((type(r) is SampleRecord for r in block), bool, count)
+            datas = [r.data if s else b"" for r, s in zip(block, is_sample.tolist(),
+                                                          strict=True)]
+            size = np.fromiter(map(len, datas), np.int64, count)
+            cpu = np.fromiter((r.cpu for r in block), np.int64, count)
+            ts = np.frombuffer(b"".join(d[:8] if len(d) >= 8 else bytes(8) for d in datas),
+                               "<u8", count)
+            self._read.extend(block)
+            self._datas.extend(datas)
+            self._ids = np.concatenate([self._ids, np.full(count, -1, np.int32)])
+            self._samples = np.concatenate([self._samples, is_sample])
+            released, at = order.add(ts, is_sample & (size >= 8), cpu, size)
+        else:
+            released = order.end()
+            at = np.full(len(released), order.arrived, np.int64)
+        self._answer(released, at)
+        return bool(count)
+
+    def _answer(self, released: np.ndarray, at: np.ndarray) -> None:
+        """Answer the released records (arrivals, in release order; ``at``: the arrival at
+        which each was released), each context record read before arrival ``a`` given
+        before the first record released at ``a`` or later."""
+        last = int(at[-1]) if len(at) else -1
+        now = [(arrival, item) for arrival, item in self._feeds if arrival <= last]
+        self._feeds = [(arrival, item) for arrival, item in self._feeds if arrival > last]
+        local = released - self._base
+        is_sample = self._samples[local]
+        samples = local[is_sample]
+        before = np.zeros(len(local) + 1, np.int64)   # samples released before each
+        np.cumsum(is_sample, out=before[1:])
+        steps = [(int(np.searchsorted(at, arrival, "left")), item) for arrival, item in now]
+        steps += [(int(place), self._read[int(local[place])].count)
+                  for place in np.flatnonzero(~is_sample).tolist()]
+        steps.sort(key=lambda step: step[0])    # stable: feeds before a loss at one place
+        steps = [(int(before[place]), item) for place, item in steps]
+        datas = self._datas
+        self._ids[samples] = self._join.answer([datas[i] for i in samples.tolist()], steps)
 
     def _forget(self) -> None:
         """Forget the answers no row still to build needs, nor the enricher's kept answers
         (its answers made per programs go with them)."""
+        if self.keep:
+            return
         kept = self.answers.forget(
-            lambda: set(self._ids.values()) | self.enricher.answers_held())
+            lambda: set(np.unique(self._ids).tolist()) | self.enricher.answers_held())
         if kept is not None:
             self.enricher.keep_answers(kept)
 
     def take(self, max_rows: int) -> list:
-        """The next records (at most ``max_rows``) in file order (the rows taken before
-        are built by now: their answers may be forgotten)."""
+        """The next records (at most ``max_rows``) in file order, their samples answered
+        (:meth:`taken_ids`); the rows taken before are built by now: their answers may be
+        forgotten."""
         self._forget()
-        self._advance(None, max_rows)
-        read = self._read
-        return [read.popleft() for _ in range(min(max_rows, len(read)))]
+        order, end = self._order, self._base + max_rows
+        # each read about what the rows still to answer need, so that few rows past them
+        # are answered (and their answers held) before they are taken
+        while order.oldest_held < end and self._block(
+                min(BLOCK, max(SMALL_BLOCK, end - order.oldest_held))):
+            pass
+        cut = min(max_rows, len(self._read))
+        records, self._read = self._read[:cut], self._read[cut:]
+        del self._datas[:cut]
+        samples = self._samples[:cut]
+        self._taken = self._ids[:cut][samples]
+        self._ids, self._samples = self._ids[cut:], self._samples[cut:]
+        self._base += cut
+        return records
 
-    def ids_at(self, offsets: Sequence[int]) -> np.ndarray:
-        """The answers of the samples at these file offsets (taken: each is given once)."""
-        ids = self._ids
-        need = set(offsets).difference(ids)
-        if need:
-            self._advance(need)
-        pop = ids.pop
-        return np.fromiter((pop(offset, -1) for offset in offsets), np.int32, len(offsets))
+    def taken_ids(self) -> np.ndarray:
+        """The answers of the samples of the last :meth:`take`, in file order."""
+        return self._taken
 
     def answer(self, datas: Sequence[bytes]) -> np.ndarray:
         """The answers of raw samples, in the order given."""
         self._forget()
-        sample = self.enricher.sample
-        return np.fromiter(map(sample, datas), np.int32, len(datas))
+        return self._join.answer(datas, [])
+
+
+#: Records read at a time from a capture, at most and at least: the time order of a block
+#: is worked out at once, and the samples it releases are answered together.
+BLOCK = 1 << 14
+SMALL_BLOCK = 64
 
 
 @dataclass(frozen=True, eq=False)
@@ -270,20 +656,17 @@ def index_capture(path: str | os.PathLike[str], layout: str | Layout | None = No
                   arch: str | None = None) -> ContextIndex:
     """Read a whole capture once, in time order, and index its samples' answers (layout
     and arch: the header's unless given)."""
-    offsets, ids = array("Q"), array("i")
-    add_offset, add_id = offsets.append, ids.append
+    offsets: list[np.ndarray] = []
+    ids: list[np.ndarray] = []
     with CaptureReader(path) as reader:
         header = reader.header
-        stream = StreamContext(get_layout(layout or header.layout), arch or header.arch)
-        sample, lost = stream.enricher.sample, stream.enricher.lost
-        for record in CaptureStream(reader, on_context=stream.enricher.feed).records():
-            kind = type(record)
-            if kind is SampleRecord:
-                add_offset(record.offset)
-                add_id(sample(record.data))
-            elif kind is LostRecord:
-                lost(record.count)
-    order = np.argsort(np.frombuffer(offsets, np.uint64), kind="stable")
-    return ContextIndex(np.frombuffer(offsets, np.uint64)[order],
-                        np.frombuffer(ids, np.int32)[order], tuple(stream.values.values()),
+        stream = StreamContext(get_layout(layout or header.layout), arch or header.arch,
+                               reader, reader, keep=True)
+        while records := stream.take(BLOCK):
+            offsets.append(np.fromiter((r.offset for r in records if type(r) is SampleRecord),
+                                       np.uint64))
+            ids.append(stream.taken_ids())
+    return ContextIndex(np.concatenate([np.empty(0, np.uint64), *offsets]),
+                        np.concatenate([np.empty(0, np.int32), *ids]),
+                        tuple(stream.values.values()),
                         tuple(reader.unanchored))

@@ -87,6 +87,9 @@ class Enricher(Generic[T]):
         self._children: dict[int, set[int]] = {}   # host pid -> kept pids it is parent of
         self._made: dict[tuple, T] = {}     # (program, parent's, container id) -> answer
         self._unplaced: T | None = None
+        #: Called with the host pids whose kept answers were dropped (None: all of them):
+        #: what a caller that skips the samples a kept answer would take needs to know.
+        self.on_forget: Callable[[list[int] | None], None] | None = None
 
     def answers_held(self) -> set:
         """The answers kept per process, which :meth:`sample` gives again without asking
@@ -113,6 +116,8 @@ class Enricher(Generic[T]):
         if host_pid is None:
             self._kept.clear()
             self._children.clear()
+            if self.on_forget is not None:
+                self.on_forget(None)
             return
         kept, children = self._kept, self._children
         entry = kept.pop(host_pid, None)
@@ -122,8 +127,11 @@ class Enricher(Generic[T]):
                 siblings.discard(host_pid)
                 if not siblings:
                     del children[entry[0]]
-        for child in children.pop(host_pid, ()):
+        orphans = children.pop(host_pid, ())
+        for child in orphans:
             kept.pop(child, None)
+        if self.on_forget is not None:
+            self.on_forget([host_pid, *orphans])
 
     def _text(self, raw: bytes) -> str:
         texts = self._texts
@@ -168,8 +176,7 @@ class Enricher(Generic[T]):
                 and (parent is None or parent.exit_ns is None)):
             kept, children = self._kept, self._children
             if len(kept) >= _CACHE_LIMIT:
-                kept.clear()
-                children.clear()
+                self._forget(None)
             kept[host_pid] = (host_ppid, comm_raw, pid_id, mnt_id, cwd_raw, result)
             siblings = children.get(host_ppid)
             if siblings is None:
