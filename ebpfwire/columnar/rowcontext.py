@@ -25,6 +25,7 @@ import heapq
 import os
 import re
 import struct
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -415,8 +416,11 @@ class _Join:
         queue.append(count)
         extra: list[int] = []        # samples given because of a forget (a heap)
         q = step = 0
-        enricher, unpack, cwd_at = self.enricher, self._unpack, self._cwd_at
+        enricher, unpack, cwd_at, size = (self.enricher, self._unpack, self._cwd_at,
+                                          self.fields.size)
         sample, kept = enricher.sample, enricher._kept
+
+        chains = order.tolist()
 
         def after(place: int) -> None:
             """The pids forgotten so far: their next sample at or after ``place`` is given."""
@@ -425,11 +429,10 @@ class _Join:
                 span = spans.get(host_pid)
                 if span is None:
                     continue
-                low, high = span
-                at = low + int(np.searchsorted(order[low:high], place))
-                if at < high and not given[order[at]]:
-                    given[order[at]] = True
-                    heapq.heappush(extra, int(order[at]))
+                at = bisect_left(chains, place, *span)
+                if at < span[1] and not given[chains[at]]:
+                    given[chains[at]] = True
+                    heapq.heappush(extra, chains[at])
 
         while True:
             nxt = queue[q]
@@ -453,16 +456,20 @@ class _Join:
                 q += 1
             data = datas[nxt]
             ids[nxt] = sample(data)
-            if not short[nxt]:
+            if len(data) >= size:
                 values = unpack(data)
-                entry = kept.get(values[HOST_PID])
+                host_pid = values[HOST_PID]
+                entry = kept.get(host_pid)
+                forgotten = self._forgotten
                 if (entry is not None and entry[0] == values[HOST_PPID]
                         and entry[1] == values[COMM] and entry[2] == values[PID_ID]
                         and entry[3] == values[MNT_ID]
                         and (cwd_at is None or entry[4] == values[cwd_at])):
                     fill[nxt] = entry[5]
-                elif self._forgotten is not None:   # nothing kept: its next is given too
-                    self._forgotten.append(values[HOST_PID])
+                    if forgotten and host_pid in forgotten:   # forgotten, then kept again
+                        self._forgotten = [p for p in forgotten if p != host_pid]
+                elif forgotten is not None:   # nothing kept: its next is given too
+                    forgotten.append(host_pid)
             if self._forgotten != []:
                 after(nxt + 1)
         if not given.all():   # the others: each from its pid's last given sample before it
