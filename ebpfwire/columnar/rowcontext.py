@@ -28,6 +28,7 @@ import struct
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -333,12 +334,14 @@ class _Fields:
         self.event_at = starts["event_id"]
 
     def __call__(self, datas: Sequence[bytes]) -> tuple[np.ndarray, ...]:
-        """(host pid, key, stateful, short) of each sample."""
+        """(host pid, key, stateful, short, ts, length) of each sample (b"": a LOST
+        record's place); ts is read where the length is 8 or more."""
         count, size = len(datas), self.size
         lengths = np.fromiter(map(len, datas), np.int64, count)
         short = lengths < size
-        if short.any():
-            heads = b"".join(d[:size] if len(d) >= size else bytes(size) for d in datas)
+        if short.any() or not count:
+            heads = b"".join(d[:size] if len(d) >= size else d + bytes(size - len(d))
+                             for d in datas)
         else:
             bounds = np.zeros(count + 1, np.int64)
             np.cumsum(lengths, out=bounds[1:])
@@ -350,7 +353,8 @@ class _Fields:
         event = rows[:, self.event_at:self.event_at + 4].copy().view("<u4")[:, 0]
         key = np.concatenate([rows[:, a:b] for a, b in self.key_bytes], axis=1)
         key = np.ascontiguousarray(key).view(f"V{key.shape[1]}")[:, 0]
-        return pid, key, np.isin(event, self.stateful), short
+        ts = rows[:, :8].copy().view("<u8")[:, 0]
+        return pid, key, np.isin(event, self.stateful), short, ts, lengths
 
 
 class _Join:
@@ -386,18 +390,15 @@ class _Join:
         elif self._forgotten is not None:
             self._forgotten.extend(pids)
 
-    def answer(self, datas: Sequence[bytes], steps: Sequence[tuple[int, Any]]) -> np.ndarray:
-        """The answers of ``datas``, samples in time order; ``steps`` are the losses (a
-        count) and context records between them, in order, each with the number of
-        samples before it."""
+    def answer(self, datas: Sequence[bytes], fields: Sequence[np.ndarray],
+               steps: Sequence[tuple[int, Any]]) -> np.ndarray:
+        """The answers of ``datas``, samples in time order, with their ``fields`` (as
+        :class:`_Fields` gives them); ``steps`` are the losses (a count) and context
+        records between them, in order, each with the number of samples before it."""
         count = len(datas)
         ids = np.full(count, -1, np.int32)
         self._forgotten = []
-        if count:
-            pid, key, stateful, short = self.fields(datas)
-        else:
-            pid, key = np.empty(0, np.uint32), np.empty(0, "V1")
-            stateful = short = np.empty(0, bool)
+        pid, key, stateful, short = fields[:4]
         placed = np.flatnonzero(~short)
         order = placed[np.argsort(pid[placed], kind="stable")]   # each pid's samples
         chain_pid = pid[order]
@@ -507,6 +508,7 @@ class StreamContext:
         self._taken = np.empty(0, np.int32)
         self._datas: list[bytes] = []     # their bytes (b"" for a LOST record)
         self._samples = np.empty(0, bool)   # which are samples
+        self._fields = list(self._join.fields([])[:4])   # their header fields (_Fields)
         self._feeds: list[tuple[int, Any]] = []   # (arrival it was read before, record)
         self._reading = 0
         if records is not None:
@@ -531,18 +533,18 @@ class StreamContext:
         count = len(block)
         order = self._order
         if count:
-            is_sample = np.fromiter((type(r) is SampleRecord for r in block), bool, count)
-            datas = [r.data if s else b"" for r, s in zip(block, is_sample.tolist(),
-                                                          strict=True)]
-            size = np.fromiter(map(len, datas), np.int64, count)
-            cpu = np.fromiter((r.cpu for r in block), np.int64, count)
-            ts = np.frombuffer(b"".join(d[:8] if len(d) >= 8 else bytes(8) for d in datas),
-                               "<u8", count)
+            datas = [r.data if type(r) is SampleRecord else b"" for r in block]
+            fields = self._join.fields(datas)
             self._read.extend(block)
             self._datas.extend(datas)
             self._ids = np.concatenate([self._ids, np.full(count, -1, np.int32)])
+            is_sample = np.fromiter(map(type, block), object, count) == SampleRecord
             self._samples = np.concatenate([self._samples, is_sample])
-            released, at = order.add(ts, is_sample & (size >= 8), cpu, size)
+            self._fields = [np.concatenate(pair) for pair in zip(self._fields, fields[:4],
+                                                                   strict=True)]
+            size = fields[5]
+            released, at = order.add(fields[4], is_sample & (size >= 8),
+                                     np.fromiter(map(_CPU, block), np.int64, count), size)
         else:
             released = order.end()
             at = np.full(len(released), order.arrived, np.int64)
@@ -567,7 +569,8 @@ class StreamContext:
         steps.sort(key=lambda step: step[0])    # stable: feeds before a loss at one place
         steps = [(int(before[place]), item) for place, item in steps]
         datas = self._datas
-        self._ids[samples] = self._join.answer([datas[i] for i in samples.tolist()], steps)
+        self._ids[samples] = self._join.answer([datas[i] for i in samples.tolist()],
+                                               [f[samples] for f in self._fields], steps)
 
     def _forget(self) -> None:
         """Forget the answers no row still to build needs, nor the enricher's kept answers
@@ -596,6 +599,7 @@ class StreamContext:
         samples = self._samples[:cut]
         self._taken = self._ids[:cut][samples]
         self._ids, self._samples = self._ids[cut:], self._samples[cut:]
+        self._fields = [f[cut:] for f in self._fields]
         self._base += cut
         return records
 
@@ -606,8 +610,10 @@ class StreamContext:
     def answer(self, datas: Sequence[bytes]) -> np.ndarray:
         """The answers of raw samples, in the order given."""
         self._forget()
-        return self._join.answer(datas, [])
+        return self._join.answer(datas, self._join.fields(datas), [])
 
+
+_CPU = attrgetter("cpu")
 
 #: Records read at a time from a capture, at most and at least: the time order of a block
 #: is worked out at once, and the samples it releases are answered together.
