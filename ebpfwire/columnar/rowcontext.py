@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import heapq
 import os
-import re
-import struct
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,7 +37,7 @@ from ebpfwire.capture import CaptureReader, LostRecord, SampleRecord
 from ebpfwire.collect import fewer_collections
 from ebpfwire.process.enrich import Enricher
 from ebpfwire.process.table import Program
-from ebpfwire.wire.layouts import COMM, HOST_PID, HOST_PPID, MNT_ID, PID_ID, Layout, get_layout
+from ebpfwire.wire.layouts import HOST_PID, OFFSETS, Layout, get_layout
 from ebpfwire.wire.order import TimeOrder
 
 PROCESS_TYPE = pa.struct([("exe", pa.string()), ("argv", pa.list_view(pa.string())),
@@ -322,16 +320,15 @@ class _Fields:
     def __init__(self, layout: Layout, stateful: frozenset[int]):
         self.size = layout.size
         self.stateful = np.array(sorted(stateful), np.uint32)
-        widths = [int(count or 1) * (1 if code == "s" else struct.calcsize("<" + code))
-                  for count, code in re.findall(r"(\d*)([a-zA-Z])", layout.fmt.format)]
-        starts = dict(zip(layout.field_names, np.cumsum([0, *widths]).tolist(), strict=False))
-        self.key_bytes = [(starts["pid_id"], starts["host_pid"]),
-                          (starts["comm"], starts["comm"] + 16)]
+        self.key_bytes = [(OFFSETS["pid_id"], OFFSETS["host_pid"]),
+                          (OFFSETS["comm"], OFFSETS["comm"] + 16)]
         if "cwd" in layout.extra_names:
-            self.key_bytes.append((starts["cwd"], starts["cwd"] + widths[
-                layout.field_names.index("cwd")]))
-        self.pid_at = starts["host_pid"]
-        self.event_at = starts["event_id"]
+            fields = layout.schema.subcons
+            at = layout.field_names.index("cwd")
+            start = sum(field.sizeof() for field in fields[:at])
+            self.key_bytes.append((start, start + fields[at].sizeof()))
+        self.pid_at = OFFSETS["host_pid"]
+        self.event_at = OFFSETS["event_id"]
 
     def __call__(self, datas: Sequence[bytes]) -> tuple[np.ndarray, ...]:
         """(host pid, key, stateful, short, ts, length) of each sample (b"": a LOST
@@ -378,9 +375,6 @@ class _Join:
         self.enricher = enricher
         self.fields = _Fields(layout, enricher.table.state_event_ids)
         self._unpack = layout.fmt.unpack_from
-        self._key = [HOST_PPID, COMM, PID_ID, MNT_ID]
-        self._cwd_at = (layout.field_names.index("cwd") if "cwd" in layout.extra_names
-                        else None)
         self._forgotten: list[int] | None = []
         enricher.on_forget = self._forget
 
@@ -417,9 +411,8 @@ class _Join:
         queue.append(count)
         extra: list[int] = []        # samples given because of a forget (a heap)
         q = step = 0
-        enricher, unpack, cwd_at, size = (self.enricher, self._unpack, self._cwd_at,
-                                          self.fields.size)
-        sample, kept = enricher.sample, enricher._kept
+        enricher, unpack, size = self.enricher, self._unpack, self.fields.size
+        sample, kept = enricher.sample, enricher.kept_answer
 
         chains = order.tolist()
 
@@ -460,13 +453,10 @@ class _Join:
             if len(data) >= size:
                 values = unpack(data)
                 host_pid = values[HOST_PID]
-                entry = kept.get(host_pid)
+                answer = kept(values)
                 forgotten = self._forgotten
-                if (entry is not None and entry[0] == values[HOST_PPID]
-                        and entry[1] == values[COMM] and entry[2] == values[PID_ID]
-                        and entry[3] == values[MNT_ID]
-                        and (cwd_at is None or entry[4] == values[cwd_at])):
-                    fill[nxt] = entry[5]
+                if answer is not None:
+                    fill[nxt] = answer
                     if forgotten and host_pid in forgotten:   # forgotten, then kept again
                         self._forgotten = [p for p in forgotten if p != host_pid]
                 elif forgotten is not None:   # nothing kept: its next is given too

@@ -149,12 +149,10 @@ class Enricher(Generic[T]):
                 return self.answer_of(self.event(
                     decode(data, layout=self._layout, arch=self._arch, strict=False)))
             values = self._unpack(data)
-        kept = self._kept.get(values[HOST_PID])
-        if (kept is not None and kept[0] == values[HOST_PPID] and kept[1] == values[COMM]
-                and values[EVENT_ID] not in self._stateful and kept[2] == values[PID_ID]
-                and kept[3] == values[MNT_ID]
-                and (kept[4] is None or kept[4] == values[self._cwd_at])):
-            return kept[5]
+        if values[EVENT_ID] not in self._stateful:
+            kept = self.kept_answer(values)
+            if kept is not None:
+                return kept
         # unpacked in the order of layouts.CLASSIC_NAMES (tests/test_header_fields.py holds
         # it): faster than picking each field by its named position
         (ts, pid_id, mnt_id, host_ppid, host_pid, _, pid, uid, event_id, argnum, retval,
@@ -184,6 +182,17 @@ class Enricher(Generic[T]):
             else:
                 siblings.add(host_pid)
         return result
+
+    def kept_answer(self, values: tuple) -> T | None:
+        """The answer kept for a sample with these header fields (the layout's ``fmt``
+        unpacked), given to it unless it changes state: its pid's, made for the same
+        parent, comm, namespace ids and cwd; None when there is none."""
+        kept = self._kept.get(values[HOST_PID])
+        if (kept is not None and kept[0] == values[HOST_PPID] and kept[1] == values[COMM]
+                and kept[2] == values[PID_ID] and kept[3] == values[MNT_ID]
+                and (kept[4] is None or kept[4] == values[self._cwd_at])):
+            return kept[5]
+        return None
 
     def _args(self, data: bytes, event_id: int, argnum: int) -> list:
         """The walker's flat list of a sample's arguments: what can be decoded of them, as
