@@ -2,17 +2,18 @@
 ``ebpfwire.columnar.export``, ``ebpfwire.columnar.dask``): the ``process``, ``parent_process`` and
 ``container_id`` columns, exactly what ``decode --format jsonl`` ends each line with.
 
-One :class:`~ebpfwire.process.enrich.Enricher` sees the capture as decode does: its process and
-container records as they are read, its samples and losses in ``ts`` order through
-decode's stream (:class:`~ebpfwire.capture.CaptureStream`). Rows stay in file order, so
-each sample's answer is matched to its row by the sample's file offset. An answer is the
-id of a distinct (process, parent, container) value; columns are made by one ``take`` of a
-small array of the distinct values a batch uses (no Python object per row).
+One :class:`~ebpfwire.process.enrich.Enricher` answers as decode's does (context records
+when read, samples and losses in the reorder window's ``ts`` order), but is given only
+the samples whose answer it does not keep already (:class:`_Join`): every other row takes
+its pid's kept answer by a forward fill. The time order of a block of records is worked
+out with numpy (:class:`Releases`). Rows stay in file order. An answer is the id of a
+distinct (process, parent, container) value; columns are made by one ``take`` of a small
+array of the distinct values a batch uses (no Python object per row).
 
 Two ways to get the answers:
 
-- :class:`StreamContext`: one pass, the reader's records flowing through both the time
-  order and the batch builder; what is held is bounded by the reorder window.
+- :class:`StreamContext`: one pass, the reader's records read in blocks for both the time
+  order and the batch builder; what is held is bounded by the reorder window and a block.
 - :class:`ContextIndex`: built once per capture (:func:`index_capture`), 12 bytes per
   sample (file offset, answer id), and cut into the slices of byte ranges
   (:meth:`ContextIndex.within`): a range read on its own cannot know the processes
