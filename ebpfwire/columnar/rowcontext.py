@@ -533,9 +533,9 @@ class StreamContext:
             self._samples = np.concatenate([self._samples, is_sample])
             self._fields = [np.concatenate(pair) for pair in zip(self._fields, fields[:4],
                                                                    strict=True)]
-            size = fields[5]
-            released, at = order.add(fields[4], is_sample & (size >= 8),
-                                     np.fromiter(map(_CPU, block), np.int64, count), size)
+            lengths = fields[5]
+            released, at = order.add(fields[4], is_sample & (lengths >= 8),
+                                     np.fromiter(map(_CPU, block), np.int64, count), lengths)
         else:
             released = order.end()
             at = np.full(len(released), order.arrived, np.int64)
