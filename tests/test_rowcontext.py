@@ -285,3 +285,24 @@ def test_the_realistic_corpus_sample_is_answered_as_before(tmp_path: Path) -> No
     path = tmp_path / "realistic.ewcap"
     realistic.write(path, 20_000, 3)
     assert _rows(to_table(path)) == reference(path)
+
+
+def test_the_time_order_looks_at_each_record_a_few_times(monkeypatch) -> None:
+    """A quiet capture (samples 0.6 s apart: the window sweeps at nearly every one) and a
+    LOST record after each sample: the block's work stays linear in its records."""
+    looked = [0]
+    segment = Releases._segment
+
+    def counted(self, ts, *rest):
+        looked[0] += len(ts)
+        return segment(self, ts, *rest)
+
+    monkeypatch.setattr(Releases, "_segment", counted)
+    count = 20_000
+    ts = np.arange(count, dtype=np.uint64) * np.uint64(600_000_000)
+    has_ts = np.arange(count) % 2 == 0        # every other record a LOST one
+    releases = Releases(TimeOrder(SampleRecord, LostRecord))
+    released, _ = releases.add(ts, has_ts, np.zeros(count, np.int64),
+                               np.where(has_ts, 80, 0))
+    assert len(released) + len(releases.end()) == count
+    assert looked[0] <= 4 * count

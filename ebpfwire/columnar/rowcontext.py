@@ -180,9 +180,16 @@ class Releases:
         ``size`` (a sample's bytes, 0 for a LOST record)."""
         out: list[np.ndarray] = []
         at: list[np.ndarray] = []
-        count, i = len(ts), 0
+        count, i, ahead = len(ts), 0, LOOK_AHEAD
         while i < count:
-            i = self._segment(ts[i:], has_ts[i:], cpu[i:], size[i:], i, out, at)
+            # up to the next sweep, looked for in twice as many records as the last one
+            # took (and twice more each time it is not found): linear, however often the
+            # window sweeps
+            end = min(count, i + ahead)
+            done = self._segment(ts[i:end], has_ts[i:end], cpu[i:end], size[i:end], i, out,
+                                 at)
+            ahead = 2 * ahead if done == end else max(LOOK_AHEAD, 2 * (done - i))
+            i = done
         self.arrived += count
         if not out:
             return np.empty(0, np.int64), np.empty(0, np.int64)
@@ -248,10 +255,16 @@ class Releases:
         """The ts of records without one: their CPU's last sample's, else the newest
         read, and never before the last released."""
         timed = np.flatnonzero(has_ts)
-        for k in untimed.tolist():
-            mine = timed[(cpu[timed] == cpu[k]) & (timed < k)]
+        last = np.full(len(untimed), -1, np.int64)   # their CPU's last sample before them
+        for one in np.unique(cpu[untimed]).tolist():
+            mine = timed[cpu[timed] == one]
+            these = np.flatnonzero(cpu[untimed] == one)
             if len(mine):
-                value = int(ts[mine[-1]])
+                before = np.searchsorted(mine, untimed[these]) - 1
+                last[these] = np.where(before >= 0, mine[np.maximum(before, 0)], -1)
+        for k, found in zip(untimed.tolist(), last.tolist(), strict=True):
+            if found >= 0:
+                value = int(ts[found])
             elif int(cpu[k]) in self._cpu_ts:
                 value = self._cpu_ts[int(cpu[k])]
             elif k and seen[k - 1]:
@@ -289,6 +302,10 @@ class Releases:
         self._seq, self._size = np.empty(0, np.int64), np.empty(0, np.int64)
         self._bytes = 0
         return seq
+
+
+#: Records a block's time order looks at for the next sweep, at least.
+LOOK_AHEAD = 4
 
 
 def _below(values: np.ndarray, limit: int) -> np.ndarray:
