@@ -146,7 +146,13 @@ class Releases:
     """The order in which :class:`~ebpfwire.wire.order.TimeOrder` releases records, worked
     out for blocks of records at once with numpy: the same window, bounds and rules (late
     samples released at once, LOST records and samples without a ``ts`` placed after their
-    CPU's last sample), one sort per sweep instead of a Python step per record.
+    CPU's last sample).
+
+    Every sweep of the window that a block makes is worked out at once: the newest ``ts``
+    only grows, so the sweeps are where it passes each next threshold, and their cut-offs
+    grow too; a held record goes at the first sweep at or after its arrival whose cut-off
+    is past its ``ts`` (two ``searchsorted``). Only where a bound is reached does a block
+    stop for a sort of what is held (the oldest go until half the bound is free).
 
     :meth:`add` takes the next records (file order) as arrays and returns the arrival
     numbers (0 for the first record ever added) of those released, in release order, and
@@ -161,6 +167,7 @@ class Releases:
         self.newest = self.released = -1
         self._sweep_at: int | None = None
         self._cpu_ts: dict[int, int] = {}
+        self._ahead = LOOK_AHEAD
         # the held records: ts (-1 kept as 0, with ``_neg``: only records read before any
         # ts have it, so they stay first), arrival, bytes
         self._ts = np.empty(0, np.uint64)
@@ -180,80 +187,177 @@ class Releases:
         ``size`` (a sample's bytes, 0 for a LOST record)."""
         out: list[np.ndarray] = []
         at: list[np.ndarray] = []
-        count, i, ahead = len(ts), 0, LOOK_AHEAD
+        count, i = len(ts), 0
         while i < count:
-            # up to the next sweep, looked for in twice as many records as the last one
-            # took (and twice more each time it is not found): linear, however often the
-            # window sweeps
-            end = min(count, i + ahead)
+            # up to the next time a bound is reached, looked for in twice as many records as
+            # the last stretch took: linear, however often a bound is reached
+            end = min(count, i + self._ahead)
             done = self._segment(ts[i:end], has_ts[i:end], cpu[i:end], size[i:end], i, out,
                                  at)
-            ahead = 2 * ahead if done == end else max(LOOK_AHEAD, 2 * (done - i))
+            self._ahead = 2 * (end - i) if done == end else max(LOOK_AHEAD, 2 * (done - i))
             i = done
         self.arrived += count
         if not out:
             return np.empty(0, np.int64), np.empty(0, np.int64)
         return np.concatenate(out), np.concatenate(at)
 
+    def _sweeps(self, ts: np.ndarray, has_ts: np.ndarray,
+                newest_at: np.ndarray) -> tuple[list[int], int | None]:
+        """Where the window sweeps among these records (by the newest ts: at or past the
+        threshold, then half a window past the newest at that sweep), and the threshold
+        after them."""
+        sweep_at, half, low = self._sweep_at, self.window // 2, 0
+        if self.newest < 0:   # no ts yet: no sweep before the first (it releases nothing)
+            if not has_ts.any():
+                return [], sweep_at
+            low = int(np.argmax(has_ts))
+            if sweep_at is None:
+                sweep_at = int(ts[low]) + self.window + half
+                low += 1
+        elif self.newest >= sweep_at and self.released >= 0:
+            # a bound was reached with no half window to wait (a window of 1 ns): the next
+            # sweep is at the next record that is not late
+            late = has_ts & (ts < np.uint64(self.released))
+            low = len(ts) if late.all() else int(np.argmax(~late))
+        sweeps: list[int] = []
+        if low < len(ts) and int(newest_at[-1]) >= sweep_at:
+            newest = newest_at.tolist()
+            while (j := bisect_left(newest, sweep_at, low)) < len(newest):
+                sweeps.append(j)
+                sweep_at, low = newest[j] + half, j + 1
+        return sweeps, sweep_at
+
     def _segment(self, ts: np.ndarray, has_ts: np.ndarray, cpu: np.ndarray,
                  size: np.ndarray, i: int, out: list, at: list) -> int:
-        """Take records up to the next sweep (or all of them); the index after the last."""
-        released, newest = self.released, self.newest
-        late = has_ts & _below(ts, released)
-        kept = ~late
-        timed = has_ts & kept
-        seen = np.cumsum(timed)                       # timed records up to each
-        top = np.maximum.accumulate(np.where(timed, ts, 0))
-        newest_at = (np.where(seen > 0, top, 0) if newest < 0 else
-                     np.maximum(top, np.uint64(newest)))   # newest after each record
-        eff, neg = ts.copy(), np.zeros(len(ts), bool)
+        """Take records up to the first at which a bound is reached (or all of them),
+        releasing what their sweeps release; the index after the last taken."""
+        count, held = len(ts), len(self._seq)
+        released0, newest0 = self.released, self.newest
+        seen = np.cumsum(has_ts)                      # records with a ts up to each
+        # the newest ts after each record (a late sample's is older than the newest one)
+        newest_at = np.maximum.accumulate(np.where(has_ts, ts, 0))
+        if newest0 >= 0:
+            np.maximum(newest_at, np.uint64(newest0), out=newest_at)
+        sweeps, sweep_at = self._sweeps(ts, has_ts, newest_at)
+        eff, neg = ts.copy(), np.zeros(count, bool)   # the records' ts, placed
         untimed = np.flatnonzero(~has_ts)
         if len(untimed):
             self._place(ts, has_ts, cpu, seen, newest_at, untimed, eff, neg)
-        held_n = len(self._seq) + np.cumsum(kept)
+        # the last released when each record is read
+        known = np.full(count, released0 >= 0)
+        floor = np.full(count, max(released0, 0), np.uint64)
+        swept_n = len(sweeps)
+        if swept_n:
+            swept = np.array(sweeps, np.int64)
+            # the held records, then these: ts, before any ts, sweeps before each (a
+            # sweep at a record follows it)
+            all_ts, all_neg = np.concatenate([self._ts, eff]), np.concatenate([self._neg, neg])
+            before = np.concatenate([np.zeros(held, np.int64),
+                                     np.searchsorted(swept, np.arange(count), "left")])
+            goes = self._goes(swept, newest_at, all_ts, all_neg, before)
+            last, any_gone = self._last_released(goes, all_ts, all_neg, swept_n)
+            prior = before[held:] - 1
+            after = prior >= 0
+            known[after], floor[after] = any_gone[prior[after]], last[prior[after]]
+        late = has_ts & known & (ts < floor)
+        lifted = ~has_ts & known & (neg | (eff < floor))   # placed never before it
+        eff[lifted], neg[lifted] = floor[lifted], False
+        kept = ~late
+        # how many records and bytes are held when each is read, for the bounds
+        held_n = held + np.cumsum(kept)
         held_b = self._bytes + np.cumsum(np.where(kept, size, 0))
+        if swept_n:
+            all_ts[held:], all_neg[held:] = eff, neg
+            all_size = np.concatenate([self._size, size])
+            # the record at whose sweep each goes (count: not in these records)
+            when = np.where(goes < swept_n, swept[np.minimum(goes, swept_n - 1)], count)
+            when[held:][late] = count
+            freed = np.bincount(when, minlength=count + 1)[:count]
+            freed_bytes = np.bincount(when, all_size, minlength=count + 1)[:count]
+            held_n -= np.cumsum(freed) - freed
+            held_b -= (np.cumsum(freed_bytes) - freed_bytes).astype(np.int64)
         full = kept & ((held_n > self.max_records) | (held_b > self.max_bytes))
-        sweep = full
-        sweep_at = self._sweep_at
-        if sweep_at is None and seen[-1]:
-            first = int(np.argmax(timed))
-            sweep_at = int(ts[first]) + self.window + self.window // 2
-            due = kept & _at_least(newest_at, sweep_at)
-            due[:first + 1] = False
-            sweep = full | due
-        elif sweep_at is not None:
-            sweep = full | (kept & _at_least(newest_at, sweep_at))
-        stop = int(np.argmax(sweep)) if sweep.any() else len(ts) - 1
-        take = slice(0, stop + 1)
+        stop = int(np.argmax(full)) if full.any() else count - 1
+        is_full = bool(full[stop])
         base = self.arrived + i
-        arrivals = np.arange(base, base + stop + 1, dtype=np.int64)
-        gone = late[take]
-        if gone.any():
-            out.append(arrivals[gone])
-            at.append(arrivals[gone])
-        keep = kept[take]
-        self._ts = np.concatenate([self._ts, eff[take][keep]])
-        self._neg = np.concatenate([self._neg, neg[take][keep]])
-        self._seq = np.concatenate([self._seq, arrivals[keep]])
-        self._size = np.concatenate([self._size, size[take][keep]])
-        self._bytes = int(held_b[stop])
-        if seen[stop]:
+        taken = np.arange(count) <= stop
+        if swept_n:
+            done = int(np.searchsorted(swept, stop, "left")) if is_full else swept_n
+            # released: the late samples at their arrival, the others at their sweep's
+            seq = np.concatenate([self._seq, np.arange(base, base + count)])
+            late_all = np.concatenate([np.zeros(held, bool), late])
+            when[held:][late] = np.flatnonzero(late)
+            go = (late_all & np.concatenate([np.zeros(held, bool), taken])) | (
+                ~late_all & (goes < done))
+            if go.any():
+                order = np.lexsort((seq[go], all_ts[go], ~all_neg[go], when[go]))
+                out.append(seq[go][order])
+                at.append(when[go][order] + base)
+            stay = ~go & ~late_all & np.concatenate([np.ones(held, bool), taken])
+            self._ts, self._neg, self._seq = all_ts[stay], all_neg[stay], seq[stay]
+            self._size = all_size[stay]
+            self._bytes = int(self._size.sum())
+            if done:
+                self.released = int(last[done - 1]) if any_gone[done - 1] else -1
+        else:
+            gone = np.flatnonzero(late & taken) + base
+            if len(gone):
+                out.append(gone)
+                at.append(gone)
+            stay = kept & taken
+            self._ts = np.concatenate([self._ts, eff[stay]])
+            self._neg = np.concatenate([self._neg, neg[stay]])
+            self._seq = np.concatenate([self._seq, np.flatnonzero(stay) + base])
+            self._size = np.concatenate([self._size, size[stay]])
+            self._bytes = int(held_b[stop])
+        if newest0 >= 0 or seen[stop]:
             self.newest = int(newest_at[stop])
-            self._sweep_at = sweep_at
-        cpus = cpu[take][has_ts[take]]
+        self._sweep_at = sweep_at
+        cpus = cpu[taken][has_ts[taken]]
         if len(cpus):   # each CPU's last ts
-            last = len(cpus) - 1 - np.unique(cpus[::-1], return_index=True)[1]
-            stamps = ts[take][has_ts[take]]
-            self._cpu_ts.update(zip(cpus[last].tolist(), stamps[last].tolist(), strict=True))
-        if sweep[stop]:
-            self._sweep(bool(full[stop]), base + stop, out, at)
+            last_of = len(cpus) - 1 - np.unique(cpus[::-1], return_index=True)[1]
+            stamps = ts[taken][has_ts[taken]]
+            self._cpu_ts.update(zip(cpus[last_of].tolist(), stamps[last_of].tolist(),
+                                    strict=True))
+        if is_full:
+            self._release_oldest(base + stop, out, at)
         return i + stop + 1
+
+    def _goes(self, swept: np.ndarray, newest_at: np.ndarray, ts: np.ndarray,
+              neg: np.ndarray, before: np.ndarray) -> np.ndarray:
+        """The sweep that releases each record (len(swept): none of them): the first at or
+        after it whose cut-off (newest - window + 1, ascending) is past its ts (a ts before
+        any: once the cut-off is >= 0)."""
+        top = newest_at[swept]
+        lag = np.uint64(self.window - 1)
+        cuts = np.where(top >= lag, top - lag, np.uint64(0))
+        goes = np.where(neg, int(np.searchsorted(top, lag, "left")),
+                        np.searchsorted(cuts, ts, "right"))
+        return np.maximum(goes, before, out=goes)
+
+    def _last_released(self, goes: np.ndarray, ts: np.ndarray, neg: np.ndarray,
+                       swept_n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The last released after each sweep (uint64, where the second is true; else none
+        yet): the greatest ts released by then (a late sample's, or that of a record placed
+        before it, is no greater, so these may be counted whether they are or not)."""
+        gone = (goes < swept_n) & ~neg
+        last = np.zeros(swept_n, np.uint64)
+        np.maximum.at(last, goes[gone], ts[gone])
+        any_gone = np.zeros(swept_n, bool)
+        any_gone[goes[gone]] = True
+        if self.released >= 0:
+            np.maximum(last, np.uint64(self.released), out=last)
+            any_gone[:] = True
+        np.maximum.accumulate(last, out=last)
+        np.logical_or.accumulate(any_gone, out=any_gone)
+        return last, any_gone
 
     def _place(self, ts: np.ndarray, has_ts: np.ndarray, cpu: np.ndarray, seen: np.ndarray,
                newest_at: np.ndarray, untimed: np.ndarray, eff: np.ndarray,
                neg: np.ndarray) -> None:
         """The ts of records without one: their CPU's last sample's, else the newest
-        read, and never before the last released."""
+        read, and never before the last released (before these records: the caller lifts
+        them past what their sweeps release)."""
         timed = np.flatnonzero(has_ts)
         last = np.full(len(untimed), -1, np.int64)   # their CPU's last sample before them
         for one in np.unique(cpu[untimed]).tolist():
@@ -274,23 +378,21 @@ class Releases:
             value = max(value, self.released)
             eff[k], neg[k] = max(value, 0), value < 0
 
-    def _sweep(self, full: bool, arrival: int, out: list, at: list) -> None:
+    def _release_oldest(self, arrival: int, out: list, at: list) -> None:
+        """A bound is reached: release the oldest held until half of each is free."""
         order = np.lexsort((self._seq, self._ts, ~self._neg))
         ts, neg = self._ts[order], self._neg[order]
         seq, size = self._seq[order], self._size[order]
         room = len(seq)
-        if full:
-            sums = np.zeros(room + 1, np.int64)
-            np.cumsum(size, out=sums[1:])
-            cut = min(room, max(room - self.max_records // 2,
-                                int(np.searchsorted(sums, self._bytes - self.max_bytes // 2))))
-        else:
-            cut = _count_below(ts, neg, self.newest - self.window + 1)
+        sums = np.zeros(room + 1, np.int64)
+        np.cumsum(size, out=sums[1:])
+        cut = min(room, max(room - self.max_records // 2,
+                            int(np.searchsorted(sums, sums[-1] - self.max_bytes // 2))))
         if cut:
             out.append(seq[:cut])
             at.append(np.full(cut, arrival, np.int64))
             self.released = -1 if neg[cut - 1] else int(ts[cut - 1])
-            self._bytes -= int(size[:cut].sum())
+            self._bytes = int(sums[-1] - sums[cut])
         self._ts, self._neg, self._seq, self._size = ts[cut:], neg[cut:], seq[cut:], size[cut:]
         self._sweep_at = self.newest + self.window // 2
 
@@ -304,30 +406,8 @@ class Releases:
         return seq
 
 
-#: Records a block's time order looks at for the next sweep, at least.
+#: Records a block's time order looks at for the next time a bound is reached, at least.
 LOOK_AHEAD = 4
-
-
-def _below(values: np.ndarray, limit: int) -> np.ndarray:
-    """``values < limit`` for uint64 values and any Python int."""
-    if limit <= 0:
-        return np.zeros(len(values), bool)
-    if limit >= 1 << 64:
-        return np.ones(len(values), bool)
-    return values < np.uint64(limit)
-
-
-def _at_least(values: np.ndarray, limit: int) -> np.ndarray:
-    return ~_below(values, limit)
-
-
-def _count_below(ts: np.ndarray, neg: np.ndarray, limit: int) -> int:
-    """How many of the sorted held records have a ts (-1 where ``neg``) below ``limit``."""
-    if limit <= 0:
-        return int(neg.sum()) if limit == 0 else 0
-    if limit >= 1 << 64:
-        return len(ts)
-    return int(np.searchsorted(ts, np.uint64(limit), "left"))
 
 
 class _Fields:
