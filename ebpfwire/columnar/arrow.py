@@ -259,8 +259,9 @@ def _chunk(src: _Source, max_rows: int) -> tuple | None:
                 marks.append((len(datas) + len(lost) - 1, resync_error(record)))
     if not seen:
         return None
-    return (datas, cpus, offsets, lost, None if context is None else context.ids_at(offsets),
-            marks)
+    ids = (None if context is None else context.taken_ids()
+           if isinstance(context, StreamContext) else context.ids_at(offsets))
+    return datas, cpus, offsets, lost, ids, marks
 
 
 def to_table(source: Any, *, layout: str | Layout | None = None, arch: str | None = None,

@@ -87,6 +87,9 @@ class Enricher(Generic[T]):
         self._children: dict[int, set[int]] = {}   # host pid -> kept pids it is parent of
         self._made: dict[tuple, T] = {}     # (program, parent's, container id) -> answer
         self._unplaced: T | None = None
+        #: Called with the host pids whose kept answers were dropped (None: all of them):
+        #: what a caller that skips the samples a kept answer would take needs to know.
+        self.on_forget: Callable[[list[int] | None], None] | None = None
 
     def answers_held(self) -> set:
         """The answers kept per process, which :meth:`sample` gives again without asking
@@ -113,6 +116,8 @@ class Enricher(Generic[T]):
         if host_pid is None:
             self._kept.clear()
             self._children.clear()
+            if self.on_forget is not None:
+                self.on_forget(None)
             return
         kept, children = self._kept, self._children
         entry = kept.pop(host_pid, None)
@@ -122,8 +127,11 @@ class Enricher(Generic[T]):
                 siblings.discard(host_pid)
                 if not siblings:
                     del children[entry[0]]
-        for child in children.pop(host_pid, ()):
+        orphans = children.pop(host_pid, ())
+        for child in orphans:
             kept.pop(child, None)
+        if self.on_forget is not None:
+            self.on_forget([host_pid, *orphans])
 
     def _text(self, raw: bytes) -> str:
         texts = self._texts
@@ -141,12 +149,10 @@ class Enricher(Generic[T]):
                 return self.answer_of(self.event(
                     decode(data, layout=self._layout, arch=self._arch, strict=False)))
             values = self._unpack(data)
-        kept = self._kept.get(values[HOST_PID])
-        if (kept is not None and kept[0] == values[HOST_PPID] and kept[1] == values[COMM]
-                and values[EVENT_ID] not in self._stateful and kept[2] == values[PID_ID]
-                and kept[3] == values[MNT_ID]
-                and (kept[4] is None or kept[4] == values[self._cwd_at])):
-            return kept[5]
+        if values[EVENT_ID] not in self._stateful:
+            kept = self.kept_answer(values)
+            if kept is not None:
+                return kept
         # unpacked in the order of layouts.CLASSIC_NAMES (tests/test_header_fields.py holds
         # it): faster than picking each field by its named position
         (ts, pid_id, mnt_id, host_ppid, host_pid, _, pid, uid, event_id, argnum, retval,
@@ -168,8 +174,7 @@ class Enricher(Generic[T]):
                 and (parent is None or parent.exit_ns is None)):
             kept, children = self._kept, self._children
             if len(kept) >= _CACHE_LIMIT:
-                kept.clear()
-                children.clear()
+                self._forget(None)
             kept[host_pid] = (host_ppid, comm_raw, pid_id, mnt_id, cwd_raw, result)
             siblings = children.get(host_ppid)
             if siblings is None:
@@ -177,6 +182,17 @@ class Enricher(Generic[T]):
             else:
                 siblings.add(host_pid)
         return result
+
+    def kept_answer(self, values: tuple) -> T | None:
+        """The answer kept for a sample with these header fields (the layout's ``fmt``
+        unpacked), given to it unless it changes state: its pid's, made for the same
+        parent, comm, namespace ids and cwd; None when there is none."""
+        kept = self._kept.get(values[HOST_PID])
+        if (kept is not None and kept[0] == values[HOST_PPID] and kept[1] == values[COMM]
+                and kept[2] == values[PID_ID] and kept[3] == values[MNT_ID]
+                and (kept[4] is None or kept[4] == values[self._cwd_at])):
+            return kept[5]
+        return None
 
     def _args(self, data: bytes, event_id: int, argnum: int) -> list:
         """The walker's flat list of a sample's arguments: what can be decoded of them, as

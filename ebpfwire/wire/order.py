@@ -7,9 +7,11 @@ batch by batch, so a capture interleaves CPUs with a skew of up to a batch (one 
 went back in time by 103 ms). :class:`TimeOrder` holds records and releases them in
 ``ts`` order once the newest ``ts`` seen is more than the window ahead of them, or
 earlier when more than ``max_records`` records or ``max_bytes`` bytes of samples are held.
-It lives in the wire layer because it needs only what every sample is on the wire (its
-``ts`` first) and so that the capture and kernel sides, peers, can both use it; each
-names its own record classes (anything with ``cpu`` and ``data``, resp. ``cpu``).
+``ebpfwire.columnar.rowcontext.Releases`` works out the same order for blocks of records
+with numpy (tests/test_rowcontext.py holds the two equal). TimeOrder lives in the wire
+layer because it needs only what every sample is on the wire (its ``ts`` first) and so
+that the capture and kernel sides, peers, can both use it; each names its own record
+classes (anything with ``cpu`` and ``data``, resp. ``cpu``).
 
 Rules (docs/cli.md, "Time order"):
 
