@@ -39,6 +39,7 @@ from ebpfwire.kernel.errors import BtfError
 
 VMLINUX_PATH = "/sys/kernel/btf/vmlinux"
 BTF_MAGIC = 0xEB9F
+BTF_INT_SIGNED = 1  # an INT's encoding bit
 
 
 class BtfKind(enum.IntEnum):
@@ -399,6 +400,14 @@ class Btf:
                 return type_id
             type_id = self._words[self._starts[type_id] + 2]
         raise BtfError(f"{self.origin}: typedef/qualifier loop at type {type_id}")
+
+    def signed(self, type_id: int) -> bool:
+        """Whether ``type_id`` (through typedefs and qualifiers) is a signed INT or ENUM."""
+        tid = self.resolve(type_id)
+        kind = self.kind(tid)
+        if kind == BtfKind.INT:
+            return bool(self.type(tid).detail >> 24 & BTF_INT_SIGNED)
+        return kind in (BtfKind.ENUM, BtfKind.ENUM64) and bool(self.type(tid).kind_flag)
 
     def sizeof(self, type_or_name: int | str) -> int:
         """Size in bytes of a type id, or of the struct/union with that name."""

@@ -21,7 +21,7 @@ from typing import Any
 from ebpfwire.kernel.btf import Btf, BtfKind
 from ebpfwire.kernel.errors import BtfError, LoaderError
 
-BTF_INT_SIGNED, BTF_INT_CHAR, BTF_INT_BOOL = 1, 2, 4
+BTF_INT_CHAR, BTF_INT_BOOL = 2, 4
 _INT_FMT = {1: "b", 2: "h", 4: "i", 8: "q"}
 _FLOAT_FMT = {2: "e", 4: "f", 8: "d"}
 SCALARS = ("int", "bool", "float", "enum")
@@ -77,14 +77,14 @@ def _scalar(btf: Btf, tid: int) -> tuple[str, str, int, bool, tuple] | None:
         enc = rec.detail >> 24 & 0xF
         if enc & BTF_INT_BOOL and size == 1:
             return "bool", "?", 1, False, ()
-        signed = bool(enc & BTF_INT_SIGNED)
+        signed = btf.signed(tid)
         fmt = _INT_FMT.get(size)
         return ("int", fmt if signed else fmt.upper(), size, signed, ()) if fmt else (
             "wide", "", size, signed, ())
     if kind == BtfKind.FLOAT and size in _FLOAT_FMT:
         return "float", _FLOAT_FMT[size], size, True, ()
     if kind in (BtfKind.ENUM, BtfKind.ENUM64) and size in _INT_FMT:
-        signed = bool(rec.kind_flag)
+        signed = btf.signed(tid)
         if kind == BtfKind.ENUM:
             names = tuple((v.val if signed else v.val & 0xFFFFFFFF, btf.string(v.name_off))
                           for v in rec.detail)

@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 BPF_ANY = 0  # update flags: create or replace
 BPF_NOEXIST = 1  # create only
 BPF_EXIST = 2  # replace only
-BTF_INT_SIGNED = 1
 BTF_INT_BOOL = 4
 ENOTSUPP = 524  # the kernel's internal "operation not supported" (no name in errno)
 BATCH_COUNT = 256  # entries asked for per BPF_MAP_LOOKUP_BATCH call
@@ -66,13 +65,12 @@ class BtfCodec:
         kind = btf.kind(tid)
         rec = btf.type(tid) if tid else None
         if kind == BtfKind.INT:
-            enc = rec.detail >> 24 & 0xF
             n = int.from_bytes(data[at : at + rec.size_or_type], "little",
-                               signed=bool(enc & BTF_INT_SIGNED))
-            return bool(n) if enc & BTF_INT_BOOL else n
+                               signed=btf.signed(tid))
+            return bool(n) if rec.detail >> 24 & BTF_INT_BOOL else n
         if kind in (BtfKind.ENUM, BtfKind.ENUM64):
             return int.from_bytes(data[at : at + rec.size_or_type], "little",
-                                  signed=bool(rec.kind_flag))
+                                  signed=btf.signed(tid))
         if kind == BtfKind.PTR:
             return int.from_bytes(data[at : at + 8], "little")
         if kind == BtfKind.FLOAT:
@@ -88,7 +86,7 @@ class BtfCodec:
                 if width:
                     word = int.from_bytes(data[at : at + rec.size_or_type], "little")
                     value = word >> bits & ((1 << width) - 1)
-                    if self._signed(m.type) and value >> (width - 1):
+                    if btf.signed(m.type) and value >> (width - 1):
                         value -= 1 << width  # a signed bitfield, as C reads it
                     out[btf.string(m.name_off)] = value
                     continue
@@ -100,14 +98,6 @@ class BtfCodec:
             return out
         raise BtfError(f"{btf.origin}: type {tid} ({kind.name}) cannot hold a map value")
 
-    def _signed(self, tid: int) -> bool:
-        """Whether the integer or enum type ``tid`` is signed."""
-        tid = self.btf.resolve(tid)
-        rec = self.btf.type(tid)
-        if self.btf.kind(tid) == BtfKind.INT:
-            return bool(rec.detail >> 24 & BTF_INT_SIGNED)
-        return self.btf.kind(tid) in (BtfKind.ENUM, BtfKind.ENUM64) and bool(rec.kind_flag)
-
     def _encode(self, tid: int, value: Any, out: bytearray, at: int, where: str) -> None:
         btf = self.btf
         tid = btf.resolve(tid)
@@ -115,9 +105,7 @@ class BtfCodec:
         rec = btf.type(tid) if tid else None
         if kind in (BtfKind.INT, BtfKind.ENUM, BtfKind.ENUM64, BtfKind.PTR):
             size = 8 if kind == BtfKind.PTR else rec.size_or_type
-            signed = (kind == BtfKind.INT and bool(rec.detail >> 24 & BTF_INT_SIGNED)) or (
-                kind in (BtfKind.ENUM, BtfKind.ENUM64) and bool(rec.kind_flag)
-            )
+            signed = btf.signed(tid)
             if not isinstance(value, int):
                 raise LoaderError(f"{where}: expected an int, found {type(value).__name__}")
             try:
