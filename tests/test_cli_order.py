@@ -157,3 +157,41 @@ def test_the_real_workload_fixture_never_goes_back_in_time():
     status, out, _ = run("decode", "--format", "jsonl", str(FIXTURES / "real-workload.ewcap"))
     stamps = [e["ts"] for e in jsonl(out) if "ts" in e]
     assert status == 0 and stamps and stamps == sorted(stamps)
+
+
+@given(st.data())
+def test_reads_that_drain_every_ring_release_what_they_prove_complete(data):
+    """A live reader reads every ring dry at times R and then says Drained(R - slack):
+    a sample is committed less than ``slack`` after its ts, so none still to come can be
+    older. Everything older is released before the next read, in time order, none late."""
+    from ebpfwire.wire.order import Drained
+
+    slack = W // 4
+    pending = []   # (commit time, cpu, record)
+    for cpu in range(data.draw(st.integers(1, 4))):
+        ts = data.draw(st.integers(0, 5 * W))
+        commit = 0
+        for _ in range(data.draw(st.integers(0, 30))):
+            ts += data.draw(st.integers(0, W // 2))
+            commit = max(commit, ts + data.draw(st.integers(0, slack - 1)))
+            pending.append((commit, cpu, SampleRecord(cpu, struct.pack("<Q", ts), 0)))
+    pending.sort(key=lambda item: (item[1], item[0]))  # each ring in commit order
+    reads = sorted(data.draw(st.lists(st.integers(0, 25 * W), max_size=12)))
+    out: list = []
+
+    def arrivals():
+        left = pending
+        for read_at in reads:
+            got = [record for commit, _, record in left if commit < read_at]
+            left = [item for item in left if item[0] >= read_at]
+            yield from got
+            yield Drained(read_at - slack)
+            proven = [r for _, _, r in pending if _ts(r) < read_at - slack]
+            assert sorted(map(id, proven)) == sorted(map(id, out[:len(proven)]))
+        yield from (record for _, _, record in left)
+
+    order = TimeOrder(SampleRecord, LostRecord, window_ns=100 * W)
+    for record in order(arrivals()):
+        out.append(record)
+    stamps = [_ts(r) for r in out]
+    assert stamps == sorted(stamps) and order.late == 0 and len(out) == len(pending)

@@ -7,7 +7,6 @@ import argparse
 import json
 import socket
 import sys
-import time
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
@@ -44,20 +43,31 @@ from ebpfwire.wire.decoder import decode
 from ebpfwire.wire.errors import DecodeError
 from ebpfwire.wire.events import Event
 from ebpfwire.wire.layouts import get_layout
-from ebpfwire.wire.order import Clock, TimeOrder
+from ebpfwire.wire.order import Drained, TimeOrder
 
 HOLD_NS = 300_000_000
-"""How long a live sample is held for the other CPUs: a quiet ring is read up to ~0.1 s
-late (the reader's wake-up watermark), so 0.3 s lets every CPU's samples of a moment in."""
+"""The reorder window, the bound of how long a sample waits for other CPUs' samples when
+the rings' reads do not release it first (see :func:`_arrivals`)."""
+
+POLL_S = 0.02
+"""How often the rings are read when the kernel does not wake the reader (a perf ring
+below its wakeup watermark): a quiet machine's event is shown within about this much."""
+
+SLACK_NS = 20_000_000
+"""How long a sample may be committed after its ``ts`` was taken (the program stamps it,
+then writes the arguments: microseconds; this leaves room for interrupts and
+preemption). A sample committed later still shows, out of order."""
 
 
 def _arrivals(monitor: Any, end: LiveEnd) -> Iterator[Any]:
     """The live records as they are read (:func:`live_batches`: to the end, the rings read
-    dry), each batch followed by the clock their ``ts`` comes from, so the reorder window
-    releases what is old enough on a quiet machine too."""
-    for batch in live_batches(monitor, end, 0.1):
+    dry), each batch followed by how far the rings were read: what is older than the read
+    less :data:`SLACK_NS` can no longer be overtaken by a sample still to come, so it is
+    shown then, not a window later."""
+    reader = monitor.reader
+    for batch in live_batches(monitor, end, POLL_S):
         yield from batch
-        yield Clock(time.clock_gettime_ns(time.CLOCK_MONOTONIC))
+        yield Drained(reader.drained_ns - SLACK_NS)
 
 
 class _Shown:

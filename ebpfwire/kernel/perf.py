@@ -308,6 +308,9 @@ class EpollReader:
     _epoll: select.epoll
     _drops: DropCounter | None
     _drops_due: float = 0.0
+    #: CLOCK_MONOTONIC ns (the samples' ``ts`` clock) just before the last read of every
+    #: ring: each sample committed before it has been returned.
+    drained_ns: int = 0
 
     def _add_drops(self, records: list[Record]) -> list[Record]:
         """``records`` and a ``Lost`` per CPU whose drop counter grew.
@@ -352,6 +355,7 @@ class EpollReader:
             raise LoaderError(f"{type(self).__name__} is closed")
         batch = list(self._pending)
         self._pending.clear()
+        self.drained_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         batch.extend(self._drain())
         deadline = None if timeout is None else time.monotonic() + timeout
         while not batch:
@@ -361,6 +365,7 @@ class EpollReader:
                 if wait <= 0:
                     break
             self._epoll.poll(wait)
+            self.drained_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
             batch = self._drain()
         return batch
 

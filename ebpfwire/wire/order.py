@@ -25,6 +25,9 @@ Rules (docs/cli.md, "Time order"):
   too short to hold a ``ts`` is placed the same way.
 - A :class:`Clock` (a live reader's "now") moves the newest ``ts`` on without records, so
   that a quiet machine's last events are released too; it is not yielded.
+- A :class:`Drained` (a live reader that has just read every ring dry) says that every
+  sample older than its ``ts`` has been read: those are released at once, whatever the
+  window, so that a live line waits for the rings' next read and not for a window.
 - Records of any other type (a capture's process and container records) pass at once:
   they describe what the events held need.
 """
@@ -51,6 +54,13 @@ _TS, _TS_SIZE = _TS_FIELD.unpack_from, _TS_FIELD.size
 @dataclass(frozen=True, slots=True)
 class Clock:
     """The time now, on the clock of the samples' ``ts`` (CLOCK_MONOTONIC)."""
+
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Drained:
+    """Every sample with a ``ts`` before this one has been read (CLOCK_MONOTONIC)."""
 
     ts: int
 
@@ -84,7 +94,7 @@ class TimeOrder:
         held: list[tuple[int, int, Any]] = []
         append = held.append
         cpu_ts: dict[int, int] = {}   # the ts of each CPU's last sample read
-        newest = released = -1
+        newest = released = drained = -1
         held_bytes = 0
         window, max_records, max_bytes = self.window_ns, self.max_records, self.max_bytes
         sample, lost = self.sample, self.lost
@@ -106,12 +116,14 @@ class TimeOrder:
             elif kind is lost:
                 size = 0
                 ts = max(cpu_ts.get(record.cpu, newest), released)
-            elif kind is Clock:
+            elif kind is Clock or kind is Drained:
                 newest = max(newest, record.ts)
                 if not held:
                     continue
                 sweep_at = newest  # sweep now
                 ts = size = -1
+                if kind is Drained:
+                    drained = record.ts
             else:
                 yield record
                 continue
@@ -126,7 +138,9 @@ class TimeOrder:
             if not full and (sweep_at is None or newest < sweep_at):
                 continue
             held.sort()
-            cut = bisect_left(held, (newest - window + 1,)) if not full else 0
+            limit = max(newest - window + 1, drained)
+            drained = -1
+            cut = bisect_left(held, (limit,)) if not full else 0
             if full:  # release the oldest until half the bounds are free
                 keep_bytes, room = held_bytes, len(held)
                 while cut < room and (room - cut > max_records // 2
@@ -135,7 +149,7 @@ class TimeOrder:
                     if type(item) is sample:
                         keep_bytes -= len(item.data)
                     cut += 1
-                self.early += cut - bisect_left(held, (newest - window + 1,), 0, cut)
+                self.early += cut - bisect_left(held, (limit,), 0, cut)
             if cut:
                 for _, _, out in held[:cut]:
                     if type(out) is sample:
