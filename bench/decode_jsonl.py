@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ebpfwire.capture import CaptureReader, CaptureWriter, HostInfo, SampleRecord  # noqa: E402
-from ebpfwire.cli import bundled_sample, main  # noqa: E402
+from ebpfwire.cli import main  # noqa: E402
+from ebpfwire.cli.decode import bundled_sample  # noqa: E402
 
 _TS = struct.Struct("<Q")
 

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib
 import os
 import sys
 from typing import IO, NoReturn
 
 from ebpfwire import __version__
-from ebpfwire.cli import decode, export, info, ps, record, run, stats, summary, trace
 from ebpfwire.cli.command import EXIT_NOT_FOUND, CommandNotFound
-from ebpfwire.cli.decode import bundled_sample
 from ebpfwire.cli.errors import (
     EXIT_INTERRUPTED,
     EXIT_IO,
@@ -35,7 +34,10 @@ from ebpfwire.cli.errors import (
 from ebpfwire.cli.output import guard_stdio, write_stdout
 from ebpfwire.collect import fewer_collections
 
-__all__ = ["bundled_sample", "build_parser", "main"]
+__all__ = ["build_parser", "main"]
+
+COMMANDS = ("decode", "ps", "info", "record", "trace", "stats", "summary", "export", "run")
+"""The commands, in the order the help lists them; each is the module of its name."""
 
 
 EPILOG = """\
@@ -88,15 +90,18 @@ class _Parser(argparse.ArgumentParser):
             write_stdout(file or sys.stdout, message)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser; with ``only`` (a command's name), that command's alone:
+    a live command then imports what it needs and not every other command's modules
+    (the decoder of captures, Arrow, the stats programs), so it starts sooner."""
     parser = _Parser(
         prog=PROG, description="Decode, inspect and record KubeArmor-style eBPF syscall events.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    for command in (decode, ps, info, record, trace, stats, summary, export, run):
-        command.register(sub)
+    for name in COMMANDS if only is None else (only,):
+        importlib.import_module(f"{__name__}.{name}").register(sub)
     return parser
 
 
@@ -114,7 +119,9 @@ def _quiet_stdout() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (the console script exits with it)."""
     stdout_closed = guard_stdio()
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
     try:
         args = parser.parse_args(argv)
         if args.command is None:
