@@ -53,7 +53,7 @@ POLL_S = 0.02
 """How often the rings are read when the kernel does not wake the reader (a perf ring
 below its wakeup watermark): a quiet machine's event is shown within about this much."""
 
-SLACK_NS = 20_000_000
+SLACK_NS = 10_000_000
 """How long a sample may be committed after its ``ts`` was taken (the program stamps it,
 then writes the arguments: microseconds; this leaves room for interrupts and
 preemption). A sample committed later still shows, out of order."""
