@@ -10,7 +10,7 @@ for a recorder, say) does not load the decoder.
 
 from __future__ import annotations
 
-import importlib
+from ebpfwire.lazy import lazy_names
 
 __version__ = "0.1.0"
 
@@ -33,15 +33,4 @@ _HOMES = {
 
 __all__ = sorted(_HOMES)
 
-
-def __getattr__(name: str) -> object:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'ebpfwire' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_HOMES))
+__getattr__ = lazy_names(__name__, _HOMES)

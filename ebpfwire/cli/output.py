@@ -14,7 +14,7 @@ from typing import TextIO
 from ebpfwire.cli.errors import OutputError
 from ebpfwire.kernel.ringbuf import RINGBUF_CPU
 from ebpfwire.output.render import TableRenderer, event_json, lost_json
-from ebpfwire.output.summary import PAIRED
+from ebpfwire.wire.catalogue import PAIRED
 from ebpfwire.wire.events import Event
 
 # characters of output text held before one write: memory stays flat, and the joined text

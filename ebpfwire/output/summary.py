@@ -16,14 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ebpfwire.capture import LostRecord
-from ebpfwire.wire.catalogue import is_syscall_event
+from ebpfwire.wire.catalogue import PAIRED, is_syscall_event
 from ebpfwire.wire.events import Event
 from ebpfwire.wire.text import escape
 
 GROUPINGS = (None, "comm", "pid")
-# syscalls written as two events, an entry (its arguments) and an exit (argnum 0, the
-# result): one call, counted once, at its exit, as strace -c and `stats` count it
-PAIRED = frozenset(("execve", "execveat"))
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,9 @@ from ebpfwire.wire.argtypes import ArgType, arg_types, argnum, make_mask
 
 T = ArgType
 
+#: Syscalls written as two events, an entry (its arguments) and an exit (argnum 0, the
+#: result): one call, counted once, at its exit, as strace -c and `stats` count it.
+PAIRED = frozenset(("execve", "execveat"))
 DO_EXIT = 351
 SECURITY_BPRM_CHECK = 352
 TCP_CONNECT = 400
