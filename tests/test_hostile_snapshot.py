@@ -64,6 +64,35 @@ def test_pid_keeps_the_tree_below_it_and_its_ancestors():
     assert asked_for(_tree(), pid=999) == []
 
 
+def _fake_tree(proc: Path) -> None:
+    for pid, ppid, comm in ((1, 0, "init"), (10, 1, "sshd"), (11, 10, "bash"), (12, 11, "make"),
+                            (20, 1, "cron"), (21, 20, "backup"), (30, 1, "nginx")):
+        _fake_process(proc, pid, f"{comm}\0".encode())
+        stat = proc / str(pid) / "stat"
+        stat.write_bytes(stat.read_bytes().replace(b"(sh) S 1", f"({comm}) S {ppid}".encode()))
+
+
+@pytest.mark.parametrize(("pid", "comm"), [(11, None), (None, "backup"), (30, "make"),
+                                           (999, None)])
+def test_a_filtered_snapshot_reads_the_others_stat_only(tmp_path: Path, monkeypatch, pid, comm):
+    """A live command's start reads all of /proc only for the processes it was asked for."""
+    from ebpfwire.process import procfs
+
+    proc = tmp_path / "proc"
+    _fake_tree(proc)
+    kept = asked_for(snapshot(str(proc)), pid, comm)
+    read = []
+
+    def counted(host_pid, *args):
+        read.append(host_pid)
+        return whole_read(host_pid, *args)
+
+    whole_read = procfs.read_process
+    monkeypatch.setattr(procfs, "read_process", counted)
+    assert snapshot(str(proc), pid, comm) == kept
+    assert read == [info.host_pid for info in kept] and (kept or pid == 999)
+
+
 def test_a_deep_chain_needs_no_recursion():
     chain = [ProcessInfo(i, i - 1, i, 0, 1, 2, 0, "p", "/p", "/", ("p",), "")
              for i in range(1, 20_001)]

@@ -34,7 +34,7 @@ from ebpfwire.cli.live import (
 )
 from ebpfwire.cli.options import add_command, duration_type, live_options
 from ebpfwire.cli.output import Progress
-from ebpfwire.process.procfs import ContainerResolver, asked_for, snapshot
+from ebpfwire.process.procfs import ContainerResolver, snapshot
 from ebpfwire.wire.text import printable
 
 BOOT_SLACK_NS = 1_000_000_000
@@ -171,7 +171,7 @@ def write_context(writer: CaptureWriter, pid: int | None = None,
         resolver = ContainerResolver()
     except LoaderError as exc:  # the host's namespaces are hidden: not root
         raise UsageError(f"cannot read the host's namespaces: {exc}") from None
-    processes = asked_for(snapshot(), pid, comm)
+    processes = snapshot(pid=pid, comm=comm)
     left_out = []
     for process in processes:
         try:

@@ -38,7 +38,7 @@ from ebpfwire.kernel.errors import LoaderError
 from ebpfwire.output.kubearmor import KubeArmorLogs
 from ebpfwire.output.render import event_json
 from ebpfwire.process.enrich import Enricher, table_context
-from ebpfwire.process.procfs import ContainerResolver, asked_for, snapshot
+from ebpfwire.process.procfs import ContainerResolver, snapshot
 from ebpfwire.wire.decoder import decode
 from ebpfwire.wire.errors import DecodeError
 from ebpfwire.wire.events import Event
@@ -49,11 +49,11 @@ HOLD_NS = 300_000_000
 """The reorder window, the bound of how long a sample waits for other CPUs' samples when
 the rings' reads do not release it first (see :func:`_arrivals`)."""
 
-POLL_S = 0.02
+POLL_S = 0.01
 """How often the rings are read when the kernel does not wake the reader (a perf ring
 below its wakeup watermark): a quiet machine's event is shown within about this much."""
 
-SLACK_NS = 10_000_000
+SLACK_NS = 5_000_000
 """How long a sample may be committed after its ``ts`` was taken (the program stamps it,
 then writes the arguments: microseconds; this leaves room for interrupts and
 preemption). A sample committed later still shows, out of order."""
@@ -85,7 +85,7 @@ class _Shown:
             return
         self.enricher = Enricher(get_layout("classic"), arch,
                                  make=table_context if args.format == "table" else None)
-        processes = asked_for(snapshot(), args.pid, args.comm)
+        processes = snapshot(pid=args.pid, comm=args.comm)
         for process in processes:
             self.enricher.feed(process)
         try:

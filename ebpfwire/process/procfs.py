@@ -14,6 +14,7 @@ import os
 import re
 import time
 from collections.abc import Iterator
+from typing import NamedTuple, TypeVar
 
 from ebpfwire.capture.snapshot import ContainerInfo, ProcessInfo
 from ebpfwire.wire.layouts import header_reader
@@ -28,6 +29,7 @@ ARGV_BYTES_MAX = 32 * 1024
 _GONE = (errno.ENOENT, errno.ESRCH)
 _PF_KTHREAD = 0x00200000      # task flag of kernel threads (stat field 9)
 _NS_PER_TICK = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+_P = TypeVar("_P")  # a process as asked_for sees it: host_pid, host_ppid, comm
 
 # One cgroup path component per runtime naming scheme; the id is 64 hex digits in all of
 # them. systemd driver: <prefix>-<id>.scope; cgroupfs driver: a bare <id> under a
@@ -219,18 +221,42 @@ def _pids(proc: str) -> Iterator[int]:
             yield int(name)
 
 
-def snapshot(proc: str = "/proc") -> list[ProcessInfo]:
-    """Every running process (thread groups, kernel threads included), by host pid.
+class _Stat(NamedTuple):
+    """What a process's stat file says of its place in the tree (for :func:`asked_for`)."""
+
+    host_pid: int
+    host_ppid: int
+    comm: str
+
+
+def _stats(proc: str) -> list[_Stat]:
+    found = []
+    for pid in sorted(_pids(proc)):
+        try:
+            comm, fields = _stat_fields(_read(f"{proc}/{pid}/stat"))
+            found.append(_Stat(pid, int(fields[1]), comm))
+        except (OSError, ValueError, IndexError):
+            continue  # gone since the listing, or not as the kernel writes it
+    return found
+
+
+def snapshot(proc: str = "/proc", pid: int | None = None,
+             comm: str | None = None) -> list[ProcessInfo]:
+    """Every running process (thread groups, kernel threads included), by host pid; with
+    ``pid`` or ``comm``, only those :func:`asked_for` keeps: then every stat file is read
+    first to find them, and the other files only for them (a live command's start does
+    not read a busy host's whole /proc for one process tree).
 
     Start times are on the events' clock, as :func:`read_process` says.
     """
     suspended = suspended_ns()
-    found = (read_process(pid, proc, suspended) for pid in sorted(_pids(proc)))
+    pids = (sorted(_pids(proc)) if pid is None and comm is None else
+            [stat.host_pid for stat in asked_for(_stats(proc), pid, comm)])
+    found = (read_process(host_pid, proc, suspended) for host_pid in pids)
     return [info for info in found if info is not None]
 
 
-def asked_for(processes: list[ProcessInfo], pid: int | None = None,
-              comm: str | None = None) -> list[ProcessInfo]:
+def asked_for(processes: list[_P], pid: int | None = None, comm: str | None = None) -> list[_P]:
     """The processes a filtered recording is about, and their ancestors (the tree needs
     them): with ``pid``, that process and its descendants; with ``comm``, the processes of
     that name; with neither, all. Nothing else of the machine goes into the capture."""
