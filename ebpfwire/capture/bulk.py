@@ -1,0 +1,248 @@
+"""A capture's records framed in bulk, for the columnar path: a whole buffer of a
+version-2 capture is framed at once with numpy (record offsets, types, cpus, lengths, the
+header CRCs), each payload's CRC32 checked, and the clean SAMPLE and LOST records handed
+on as columns (:class:`RecordBlock`) with no record object each. Whatever is not provably
+clean stops a stretch and is left to :class:`~ebpfwire.capture.reader.CaptureReader`'s
+record-by-record path, so damage is reported and resynchronised exactly as it is there."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from ebpfwire.capture.format import (
+    _HEAD_CACHE_LIMIT,
+    _HEAD_COVERED,
+    _LOST,
+    _LOST_HEAD_CRC,
+    _LOST_PAYLOAD,
+    _SAMPLE,
+    _SYNC_INT,
+    _U32,
+    MAX_PAYLOAD,
+    RECORD_HEADER_SIZE,
+    LostRecord,
+    SampleRecord,
+)
+
+_HEAD = RECORD_HEADER_SIZE + 4   # a record header and the payload's first u32 (the cpu)
+_GATHER = np.arange(_HEAD)
+
+
+class RecordBlock:
+    """SAMPLE and LOST records in file order, as columns: ``datas`` (a sample's bytes, b""
+    for a LOST), ``offsets`` (file offsets), ``cpus``, ``samples`` (which rows are
+    samples), ``counts`` (a LOST's count, 0 for a sample) and ``resync`` (the offset of the
+    damage a record was found after by scanning, -1: reached through the chain of record
+    headers; see SampleRecord.resync)."""
+
+    __slots__ = ("datas", "offsets", "cpus", "samples", "counts", "resync")
+
+    def __init__(self, datas: list[bytes], offsets: np.ndarray, cpus: np.ndarray,
+                 samples: np.ndarray, counts: np.ndarray, resync: np.ndarray):
+        self.datas, self.offsets, self.cpus = datas, offsets, cpus
+        self.samples, self.counts, self.resync = samples, counts, resync
+
+    def __len__(self) -> int:
+        return len(self.datas)
+
+    @classmethod
+    def empty(cls) -> RecordBlock:
+        return cls([], np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, bool),
+                   np.empty(0, np.uint64), np.empty(0, np.int64))
+
+    @classmethod
+    def of(cls, records: list[SampleRecord | LostRecord]) -> RecordBlock:
+        """The block of record objects (those the record-by-record path read)."""
+        count = len(records)
+        samples = np.fromiter((type(r) is SampleRecord for r in records), bool, count)
+        return cls([r.data if type(r) is SampleRecord else b"" for r in records],
+                   np.fromiter((r.offset for r in records), np.int64, count),
+                   np.fromiter((r.cpu for r in records), np.int64, count), samples,
+                   np.fromiter((0 if type(r) is SampleRecord else r.count for r in records),
+                               np.uint64, count),
+                   np.fromiter((-1 if r.resync is None else r.resync for r in records),
+                               np.int64, count))
+
+    @classmethod
+    def join(cls, blocks: list[RecordBlock]) -> RecordBlock:
+        if len(blocks) == 1:
+            return blocks[0]
+        if not blocks:
+            return cls.empty()
+        datas = [data for block in blocks for data in block.datas]
+        return cls(datas, *(np.concatenate([getattr(block, name) for block in blocks])
+                            for name in cls.__slots__[1:]))
+
+    def split(self, at: int) -> tuple[RecordBlock, RecordBlock]:
+        """The first ``at`` rows and the rest."""
+        return (RecordBlock(self.datas[:at], *(getattr(self, name)[:at]
+                                               for name in self.__slots__[1:])),
+                RecordBlock(self.datas[at:], *(getattr(self, name)[at:]
+                                               for name in self.__slots__[1:])))
+
+    def records(self) -> list[SampleRecord | LostRecord]:
+        """The rows as record objects (what CaptureReader yields for them)."""
+        out: list[SampleRecord | LostRecord] = []
+        for data, offset, cpu, sample, count, resync in zip(
+                self.datas, self.offsets.tolist(), self.cpus.tolist(), self.samples.tolist(),
+                self.counts.tolist(), self.resync.tolist(), strict=True):
+            record = (SampleRecord(cpu, data, offset) if sample
+                      else LostRecord(cpu, count, offset))
+            record.resync = None if resync < 0 else resync
+            out.append(record)
+        return out
+
+
+class Framer:
+    """One buffer of a version-2 capture framed once: every sync word's header read and
+    checked (sync, header CRC, type SAMPLE or LOST, length bound, whole within the
+    buffer); :meth:`take` then follows the chain of record headers from any offset."""
+
+    def __init__(self, buf: bytes, n: int, head_crcs: dict[int, int]):
+        self.buf, self.n = buf, n
+        found = []
+        for align in range(4):   # the sync word at each alignment, as u32 compares
+            words = np.frombuffer(buf, "<u4", (n - align) // 4, align) if n >= align + 4 \
+                else np.empty(0, np.uint32)
+            found.append(np.flatnonzero(words == _SYNC_INT) * 4 + align)
+        starts = np.sort(np.concatenate(found))
+        starts = starts[starts + _HEAD <= n]
+        heads = np.frombuffer(buf, np.uint8, n)[starts[:, None] + _GATHER].view("<u4")
+        length = heads[:, 1].astype(np.int64)
+        kind, head = heads[:, 2], heads[:, 3]
+        self.starts = starts
+        self.ends = starts + RECORD_HEADER_SIZE + length
+        self.crc, self.cpu = heads[:, 4], heads[:, 5]
+        self.lost = kind == _LOST
+        sample = (kind == _SAMPLE) & (length >= 4) & (length <= MAX_PAYLOAD)
+        expected = np.zeros(len(starts), np.uint32)
+        if sample.any():
+            lengths, inverse = np.unique(length[sample], return_inverse=True)
+            expected[sample] = np.array([_head_crc(int(v), head_crcs) for v in lengths],
+                                        np.uint32)[inverse]
+        good = sample & (head == expected) | self.lost & (head == _LOST_HEAD_CRC) & (length == 12)
+        good &= self.ends <= n
+        # where a header is not good, or the next header is not the next sync word found
+        # (a sync word inside a payload, damage, the end of the buffer): the only places
+        # take() looks at one by one
+        self.unclean = np.flatnonzero(~good)
+        self.breaks = np.flatnonzero(np.append(self.ends[:-1] != starts[1:], True))
+
+    def take(self, pos: int, base: int) -> tuple[RecordBlock | None, int]:
+        """The clean records chained from buf[pos] (file offset base + pos), their payload
+        CRCs checked, and where they stop: at something record-by-record reading must
+        judge, or the end of the buffer."""
+        starts, ends = self.starts, self.ends
+        i = int(np.searchsorted(starts, pos))
+        spans = []
+        while i < len(starts) and starts[i] == pos:
+            b = self.breaks[np.searchsorted(self.breaks, i)]
+            at = np.searchsorted(self.unclean, i)
+            u = self.unclean[at] if at < len(self.unclean) else len(starts)
+            if u <= b:
+                spans.append((i, u))
+                pos = int(starts[u])
+                break
+            spans.append((i, b + 1))
+            pos = int(ends[b])
+            i = int(np.searchsorted(starts, pos))
+        if not spans:
+            return None, pos
+        rows = np.concatenate([np.arange(lo, hi) for lo, hi in spans])
+        if not len(rows):
+            return None, pos
+        first, last = starts[rows] + _HEAD, ends[rows]
+        buf = self.buf
+        datas = [buf[a:b] for a, b in zip(first.tolist(), last.tolist(), strict=True)]
+        cpu = self.cpu[rows]
+        seeds = _cpu_crcs(cpu)
+        crcs = np.fromiter(map(zlib.crc32, datas, seeds), np.uint32, len(datas))
+        wrong = np.flatnonzero(crcs != self.crc[rows])
+        if len(wrong):   # the record-by-record path reports it
+            cut = int(wrong[0])
+            pos = int(starts[rows[cut]])
+            rows, datas, cpu = rows[:cut], datas[:cut], cpu[:cut]
+            if not cut:
+                return None, pos
+        lost = self.lost[rows]
+        counts = np.zeros(len(rows), np.uint64)
+        if lost.any():
+            for row in np.flatnonzero(lost).tolist():
+                counts[row] = _LOST_PAYLOAD.unpack(buf[int(starts[rows[row]]) + RECORD_HEADER_SIZE:
+                                                       int(ends[rows[row]])])[1]
+                datas[row] = b""
+        return RecordBlock(datas, starts[rows] + base, cpu.astype(np.int64), ~lost, counts,
+                           np.full(len(rows), -1, np.int64)), pos
+
+
+def _head_crc(length: int, cache: dict[int, int]) -> int:
+    """The header CRC of a SAMPLE of this payload length (cached as the reader does)."""
+    crc = cache.get(length)
+    if crc is None:
+        crc = zlib.crc32(_HEAD_COVERED.pack(length, _SAMPLE, 0))
+        if len(cache) < _HEAD_CACHE_LIMIT:
+            cache[length] = crc
+    return crc
+
+
+_SEEDS: dict[int, int] = {}
+
+
+def _cpu_crcs(cpus: np.ndarray) -> list[int]:
+    """Each record's CRC32 of its payload's first u32 (the cpu): the seed that the CRC of
+    the rest continues from, so that the payload is not sliced twice."""
+    values, inverse = np.unique(cpus, return_inverse=True)
+    seeds = []
+    for cpu in values.tolist():
+        seed = _SEEDS.get(cpu)
+        if seed is None:
+            seed = zlib.crc32(_U32.pack(cpu))
+            if len(_SEEDS) < _HEAD_CACHE_LIMIT:
+                _SEEDS[cpu] = seed
+        seeds.append(seed)
+    return np.array(seeds, np.int64)[inverse].tolist()
+
+
+class Intake:
+    """Rows taken a number at a time from a reader's :meth:`~CaptureReader.blocks`
+    (blocks, and the records read one by one between them): :meth:`take` gives a block of
+    at most that many rows, cutting a block where it must. ``got`` counts the rows taken
+    so far by the current call, so that a context record given to the reader's
+    ``on_context`` while it reads is placed after exactly the rows read before it."""
+
+    def __init__(self, items: Iterable[Any]):
+        self.items: Iterator[Any] = iter(items)
+        self.got = 0
+        self._spill: RecordBlock | None = None
+
+    def take(self, count: int) -> RecordBlock:
+        parts: list[RecordBlock] = []
+        loose: list[SampleRecord | LostRecord] = []
+        self.got = 0
+        item: Any = self._spill
+        self._spill = None
+        if item is None:
+            item = next(self.items, None)
+        while item is not None:
+            kind = type(item)
+            if kind is RecordBlock:
+                if loose:
+                    parts.append(RecordBlock.of(loose))
+                    loose = []
+                if self.got + len(item) > count:
+                    item, self._spill = item.split(count - self.got)
+                parts.append(item)
+                self.got += len(item)
+            elif kind is SampleRecord or kind is LostRecord:
+                loose.append(item)
+                self.got += 1
+            if self.got >= count:
+                break
+            item = next(self.items, None)
+        if loose:
+            parts.append(RecordBlock.of(loose))
+        return RecordBlock.join(parts)
