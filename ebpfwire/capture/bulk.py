@@ -29,7 +29,8 @@ from ebpfwire.capture.format import (
 )
 
 _HEAD = RECORD_HEADER_SIZE + 4   # a record header and the payload's first u32 (the cpu)
-_GATHER = np.arange(_HEAD)
+_WORDS = _HEAD // 4
+_GATHER = np.arange(_WORDS)
 
 
 class RecordBlock:
@@ -73,7 +74,9 @@ class RecordBlock:
             return blocks[0]
         if not blocks:
             return cls.empty()
-        datas = [data for block in blocks for data in block.datas]
+        datas: list[bytes] = []
+        for block in blocks:
+            datas += block.datas
         return cls(datas, *(np.concatenate([getattr(block, name) for block in blocks])
                             for name in cls.__slots__[1:]))
 
@@ -104,14 +107,19 @@ class Framer:
 
     def __init__(self, buf: bytes, n: int, head_crcs: dict[int, int]):
         self.buf, self.n = buf, n
-        found = []
+        found, rows = [], []
         for align in range(4):   # the sync word at each alignment, as u32 compares
-            words = np.frombuffer(buf, "<u4", (n - align) // 4, align) if n >= align + 4 \
-                else np.empty(0, np.uint32)
-            found.append(np.flatnonzero(words == _SYNC_INT) * 4 + align)
-        starts = np.sort(np.concatenate(found))
-        starts = starts[starts + _HEAD <= n]
-        heads = np.frombuffer(buf, np.uint8, n)[starts[:, None] + _GATHER].view("<u4")
+            count = (n - align) // 4 - _WORDS + 1   # the words where a whole header starts
+            if count <= 0:
+                continue
+            words = np.frombuffer(buf, "<u4", count + _WORDS - 1, align)
+            at = np.flatnonzero(words[:count] == _SYNC_INT)
+            found.append(at * 4 + align)
+            rows.append(words[at[:, None] + _GATHER])   # the header's words and the cpu
+        starts = np.concatenate([np.empty(0, np.int64), *found])
+        order = np.argsort(starts)
+        starts = starts[order]
+        heads = np.concatenate([np.empty((0, _WORDS), np.uint32), *rows])[order]
         length = heads[:, 1].astype(np.int64)
         kind, head = heads[:, 2], heads[:, 3]
         self.starts = starts
