@@ -8,6 +8,7 @@ record-by-record path, so damage is reported and resynchronised exactly as it is
 from __future__ import annotations
 
 import zlib
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -139,52 +140,79 @@ class Framer:
         # take() looks at one by one
         self.unclean = np.flatnonzero(~good)
         self.breaks = np.flatnonzero(np.append(self.ends[:-1] != starts[1:], True))
+        self._as_lists: tuple[list[int], list[int], list[int], list[int]] | None = None
 
     def take(self, pos: int, base: int) -> tuple[RecordBlock | None, int]:
         """The clean records chained from buf[pos] (file offset base + pos), their payload
         CRCs checked, and where they stop: at something record-by-record reading must
         judge, or the end of the buffer."""
-        starts, ends = self.starts, self.ends
-        i = int(np.searchsorted(starts, pos))
-        spans = []
-        while i < len(starts) and starts[i] == pos:
-            b = self.breaks[np.searchsorted(self.breaks, i)]
-            at = np.searchsorted(self.unclean, i)
-            u = self.unclean[at] if at < len(self.unclean) else len(starts)
-            if u <= b:
-                spans.append((i, u))
-                pos = int(starts[u])
-                break
-            spans.append((i, b + 1))
-            pos = int(ends[b])
-            i = int(np.searchsorted(starts, pos))
-        if not spans:
-            return None, pos
-        rows = np.concatenate([np.arange(lo, hi) for lo, hi in spans])
-        if not len(rows):
-            return None, pos
-        first, last = starts[rows] + _HEAD, ends[rows]
+        starts, ends, breaks, unclean = self._lists()
         buf = self.buf
-        datas = [buf[a:b] for a, b in zip(first.tolist(), last.tolist(), strict=True)]
-        cpu = self.cpu[rows]
-        seeds = _cpu_crcs(cpu)
-        crcs = np.fromiter(map(zlib.crc32, datas, seeds), np.uint32, len(datas))
-        wrong = np.flatnonzero(crcs != self.crc[rows])
-        if len(wrong):   # the record-by-record path reports it
-            cut = int(wrong[0])
-            pos = int(starts[rows[cut]])
-            rows, datas, cpu = rows[:cut], datas[:cut], cpu[:cut]
-            if not cut:
-                return None, pos
+        pieces: list[np.ndarray] = []
+        datas: list[bytes] = []
+        piece = _FIRST_PIECE
+        i = bisect_left(starts, pos)
+        while i < len(starts) and starts[i] == pos:
+            b = breaks[bisect_left(breaks, i)]
+            at = bisect_left(unclean, i)
+            u = unclean[at] if at < len(unclean) else len(starts)
+            top = min(u, b + 1)
+            # the payload CRCs of [i, top), a piece at a time (twice as many each time), up
+            # to the first that fails: no CRC is computed twice, however many fail
+            while i < top:
+                rows = np.arange(i, min(top, i + piece))
+                piece *= 2
+                cut = _checked(buf, rows, self, datas)
+                pieces.append(rows[:cut])
+                if cut < len(rows):   # the record-by-record path reports it
+                    return self._block(pieces, datas, base), starts[int(rows[cut])]
+                i += len(rows)
+            if u <= b:
+                pos = starts[u]
+                break
+            pos = ends[b]
+            i = bisect_left(starts, pos)
+        return self._block(pieces, datas, base), pos
+
+    def _lists(self) -> tuple[list[int], list[int], list[int], list[int]]:
+        """The framing as lists, for the steps of take() from one break to the next."""
+        if self._as_lists is None:
+            self._as_lists = (self.starts.tolist(), self.ends.tolist(), self.breaks.tolist(),
+                              self.unclean.tolist())
+        return self._as_lists
+
+    def _block(self, pieces: list[np.ndarray], datas: list[bytes],
+               base: int) -> RecordBlock | None:
+        """The block of the rows taken (None: none)."""
+        if not datas:
+            return None
+        rows = np.concatenate(pieces)
         lost = self.lost[rows]
         counts = np.zeros(len(rows), np.uint64)
         if lost.any():
             for row in np.flatnonzero(lost).tolist():
-                counts[row] = _LOST_PAYLOAD.unpack(buf[int(starts[rows[row]]) + RECORD_HEADER_SIZE:
-                                                       int(ends[rows[row]])])[1]
+                counts[row] = _LOST_PAYLOAD.unpack_from(self.buf, int(self.starts[rows[row]])
+                                                        + RECORD_HEADER_SIZE)[1]
                 datas[row] = b""
-        return RecordBlock(datas, starts[rows] + base, cpu.astype(np.int64), ~lost, counts,
-                           np.full(len(rows), -1, np.int64)), pos
+        return RecordBlock(datas, self.starts[rows] + base, self.cpu[rows].astype(np.int64),
+                           ~lost, counts, np.full(len(rows), -1, np.int64))
+
+
+_FIRST_PIECE = 64
+
+
+def _checked(buf: bytes, rows: np.ndarray, framing: Framer, datas: list[bytes]) -> int:
+    """Append the data of ``rows`` (records, in order) to ``datas`` up to the first whose
+    payload CRC fails; how many passed."""
+    first = (framing.starts[rows] + _HEAD).tolist()
+    last = framing.ends[rows].tolist()
+    got = [buf[a:b] for a, b in zip(first, last, strict=True)]
+    crcs = np.fromiter(map(zlib.crc32, got, _cpu_crcs(framing.cpu[rows])), np.uint32,
+                       len(got))
+    wrong = np.flatnonzero(crcs != framing.crc[rows])
+    cut = int(wrong[0]) if len(wrong) else len(got)
+    datas += got[:cut]
+    return cut
 
 
 def _head_crc(length: int, cache: dict[int, int]) -> int:
