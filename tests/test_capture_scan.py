@@ -17,6 +17,7 @@ from ebpfwire.capture import (
     CaptureReader,
     CaptureWriter,
     HostInfo,
+    bulk,
     split_ranges,
 )
 from ebpfwire.capture.bulk import Intake, RecordBlock
@@ -120,11 +121,18 @@ def data_start(data: bytes) -> int:
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(records_st, damage_st, st.sampled_from([20, 64, 333, 4096, 1 << 16]))
-def test_bulk_scan_equals_the_reader_on_clean_and_damaged_captures(records, damage, chunk):
-    data = capture(records)
-    assert_same(data, chunk)
-    assert_same(damaged(data, damage, data_start(data)), chunk)
+@given(records_st, damage_st, st.sampled_from([20, 64, 333, 4096, 1 << 16]),
+       st.sampled_from([1, 2, bulk._FEWEST]))
+def test_bulk_scan_equals_the_reader_on_clean_and_damaged_captures(records, damage, chunk,
+                                                                   fewest):
+    """``fewest``: the shortest stretch taken in bulk (1: every stretch)."""
+    kept, bulk._FEWEST = bulk._FEWEST, fewest
+    try:
+        data = capture(records)
+        assert_same(data, chunk)
+        assert_same(damaged(data, damage, data_start(data)), chunk)
+    finally:
+        bulk._FEWEST = kept
 
 
 @settings(max_examples=100, deadline=None)
@@ -137,6 +145,16 @@ def test_bulk_scan_equals_the_reader_over_byte_ranges(tmp_path_factory, records,
     path.write_bytes(data)
     for start, end in split_ranges(path, parts):
         assert_same(data, 333, start=start, end=end)
+
+
+def test_a_short_stretch_is_read_record_by_record():
+    data = capture([("sample", 0, b"x" * 40)] * (bulk._FEWEST - 1) + [("process", 1, b"")])
+    items = list(CaptureReader(io.BytesIO(data)).blocks())
+    assert [type(item).__name__ for item in items] == \
+        ["SampleRecord"] * (bulk._FEWEST - 1) + ["ProcessRecord"]
+    data = capture([("sample", 0, b"x" * 40)] * bulk._FEWEST + [("process", 1, b"")])
+    assert [type(item).__name__ for item in CaptureReader(io.BytesIO(data)).blocks()] == \
+        ["RecordBlock", "ProcessRecord"]
 
 
 def test_a_clean_capture_is_taken_in_blocks_without_record_objects():

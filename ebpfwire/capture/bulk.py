@@ -10,6 +10,7 @@ from __future__ import annotations
 import zlib
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,8 @@ from ebpfwire.capture.format import (
     SampleRecord,
 )
 
+_DATA, _OFFSET, _CPU, _RESYNC = (attrgetter(name) for name in ("data", "offset", "cpu",
+                                                                "resync"))
 _HEAD = RECORD_HEADER_SIZE + 4   # a record header and the payload's first u32 (the cpu)
 _WORDS = _HEAD // 4
 _GATHER = np.arange(_WORDS)
@@ -60,14 +63,19 @@ class RecordBlock:
     def of(cls, records: list[SampleRecord | LostRecord]) -> RecordBlock:
         """The block of record objects (those the record-by-record path read)."""
         count = len(records)
-        samples = np.fromiter((type(r) is SampleRecord for r in records), bool, count)
-        return cls([r.data if type(r) is SampleRecord else b"" for r in records],
-                   np.fromiter((r.offset for r in records), np.int64, count),
-                   np.fromiter((r.cpu for r in records), np.int64, count), samples,
-                   np.fromiter((0 if type(r) is SampleRecord else r.count for r in records),
-                               np.uint64, count),
-                   np.fromiter((-1 if r.resync is None else r.resync for r in records),
-                               np.int64, count))
+        samples = np.fromiter(map(type, records), object, count) == SampleRecord
+        if samples.all():
+            datas = list(map(_DATA, records))
+            counts = np.zeros(count, np.uint64)
+        else:
+            datas = [r.data if type(r) is SampleRecord else b"" for r in records]
+            counts = np.fromiter((0 if type(r) is SampleRecord else r.count for r in records),
+                                 np.uint64, count)
+        resync = np.full(count, -1, np.int64)
+        if any(map(_RESYNC, records)):   # a damage offset is past the file header: not 0
+            resync[:] = [-1 if r.resync is None else r.resync for r in records]
+        return cls(datas, np.fromiter(map(_OFFSET, records), np.int64, count),
+                   np.fromiter(map(_CPU, records), np.int64, count), samples, counts, resync)
 
     @classmethod
     def join(cls, blocks: list[RecordBlock]) -> RecordBlock:
@@ -138,6 +146,7 @@ class Framer:
         # where a header is not good, or the next header is not the next sync word found
         # (a sync word inside a payload, damage, the end of the buffer): the only places
         # take() looks at one by one
+        self.good = good
         self.unclean = np.flatnonzero(~good)
         self.breaks = np.flatnonzero(np.append(self.ends[:-1] != starts[1:], True))
         self._as_lists: tuple[list[int], list[int], list[int], list[int]] | None = None
@@ -147,38 +156,48 @@ class Framer:
         CRCs checked, and where they stop: at something record-by-record reading must
         judge, or the end of the buffer."""
         starts, ends, breaks, unclean = self._lists()
+        i = bisect_left(starts, pos)
+        if i == len(starts) or starts[i] != pos or not self._good[i]:
+            return None, pos
         buf = self.buf
         pieces: list[np.ndarray] = []
         datas: list[bytes] = []
-        piece = _FIRST_PIECE
-        i = bisect_left(starts, pos)
-        while i < len(starts) and starts[i] == pos:
-            b = breaks[bisect_left(breaks, i)]
-            at = bisect_left(unclean, i)
-            u = unclean[at] if at < len(unclean) else len(starts)
-            top = min(u, b + 1)
-            # the payload CRCs of [i, top), a piece at a time (twice as many each time), up
-            # to the first that fails: no CRC is computed twice, however many fail
-            while i < top:
-                rows = np.arange(i, min(top, i + piece))
-                piece *= 2
-                cut = _checked(buf, rows, self, datas)
-                pieces.append(rows[:cut])
-                if cut < len(rows):   # the record-by-record path reports it
-                    return self._block(pieces, datas, base), starts[int(rows[cut])]
-                i += len(rows)
-            if u <= b:
-                pos = starts[u]
-                break
-            pos = ends[b]
-            i = bisect_left(starts, pos)
-        return self._block(pieces, datas, base), pos
+        spans: list[tuple[int, int]] = []   # rows along the chain, not checked yet
+        count, piece, stop = 0, _FIRST_PIECE, -1
+        while True:
+            # follow the chain from break to break until a piece's worth of rows: the
+            # payload CRCs are checked a piece at a time (twice as many each time) up to the
+            # first that fails, so that none is computed twice however many fail
+            while stop < 0 and count < piece:
+                b = breaks[bisect_left(breaks, i)]
+                at = bisect_left(unclean, i)
+                u = unclean[at] if at < len(unclean) else len(starts)
+                top = min(u, b + 1)
+                spans.append((i, top))
+                count += top - i
+                if u <= b:
+                    stop = starts[u]
+                    break
+                i = bisect_left(starts, ends[b])
+                if i == len(starts) or starts[i] != ends[b]:
+                    stop = ends[b]
+            if stop >= 0 and count < _FEWEST and not datas:
+                return None, pos   # a short stretch: cheaper record by record
+            rows = np.concatenate([np.arange(lo, hi) for lo, hi in spans])
+            cut = _checked(buf, rows, self, datas)
+            pieces.append(rows[:cut])
+            if cut < len(rows):   # the record-by-record path reports it
+                return self._block(pieces, datas, base), starts[int(rows[cut])]
+            if stop >= 0:
+                return self._block(pieces, datas, base), stop
+            spans, count, piece = [], 0, 2 * piece
 
     def _lists(self) -> tuple[list[int], list[int], list[int], list[int]]:
         """The framing as lists, for the steps of take() from one break to the next."""
         if self._as_lists is None:
             self._as_lists = (self.starts.tolist(), self.ends.tolist(), self.breaks.tolist(),
                               self.unclean.tolist())
+            self._good = self.good.tolist()
         return self._as_lists
 
     def _block(self, pieces: list[np.ndarray], datas: list[bytes],
@@ -199,6 +218,10 @@ class Framer:
 
 
 _FIRST_PIECE = 64
+_FEWEST = 16
+"""A clean stretch shorter than this is left to the record-by-record path: the numpy
+calls of a block cost more than its records do there (a damaged capture's short stretches
+between damage)."""
 
 
 def _checked(buf: bytes, rows: np.ndarray, framing: Framer, datas: list[bytes]) -> int:

@@ -315,19 +315,20 @@ class CaptureReader:
             while True:
                 batch: list[SampleRecord | LostRecord] = []
                 start = pos
-                if framer is not None:
+                block = None
+                if framer is not None:   # a long clean stretch, else the loop below
                     block, pos = framer.take(pos, base)
-                    if block is not None:
-                        if bad_at is not None:
-                            marked = self._resynced(bad_at, bad_why, bad_next, base + start)
-                            bad_at = None
-                        offsets = block.offsets
-                        if offsets[0] < marked[0]:
-                            block.resync[offsets < marked[0]] = marked[1]
-                        if offsets[-1] >= stop:
-                            yield block.split(int((offsets < stop).sum()))[0]
-                            return
-                        yield block
+                if block is not None:
+                    if bad_at is not None:
+                        marked = self._resynced(bad_at, bad_why, bad_next, base + start)
+                        bad_at = None
+                    offsets = block.offsets
+                    if offsets[0] < marked[0]:
+                        block.resync[offsets < marked[0]] = marked[1]
+                    if offsets[-1] >= stop:
+                        yield block.split(int((offsets < stop).sum()))[0]
+                        return
+                    yield block
                 elif v1:
                     pos = scan_v1(buf, pos, n, base, batch)
                 else:
