@@ -115,7 +115,7 @@ class Framer:
     buffer); :meth:`take` then follows the chain of record headers from any offset."""
 
     def __init__(self, buf: bytes, n: int, head_crcs: dict[int, int]):
-        self.buf, self.n = buf, n
+        self.buf = buf
         found, rows = [], []
         for align in range(4):   # the sync word at each alignment, as u32 compares
             count = (n - align) // 4 - _WORDS + 1   # the words where a whole header starts

@@ -79,7 +79,7 @@ class CaptureReader:
     """
 
     chunk_size = 1 << 16  # 64 KiB: small batches let record objects die young, less GC work
-    bulk_chunk_size = 1 << 20  # blocks() frames a read at once: fewer numpy calls a record
+    bulk_chunk_size = 1 << 18  # blocks() frames a read at once: fewer numpy calls a record
 
     def __init__(
         self,
