@@ -79,6 +79,7 @@ class CaptureReader:
     """
 
     chunk_size = 1 << 16  # 64 KiB: small batches let record objects die young, less GC work
+    bulk_chunk_size = 1 << 18  # blocks() frames a read at once: fewer numpy calls a record
 
     def __init__(
         self,
@@ -152,14 +153,14 @@ class CaptureReader:
         self._stop.wait(self.poll_interval)
         return not self._stop.is_set()
 
-    def _read_chunk(self) -> bytes:
+    def _read_chunk(self, size: int) -> bytes:
         """The next bytes of input, waiting for them when following; b"" at the end."""
         waiting_since = time.monotonic()
         while True:
             if self._stop.is_set():
                 return b""
             try:
-                chunk = self._read(self.chunk_size)
+                chunk = self._read(size)
             except ValueError:  # closed by close() from another thread while following
                 if self._stop.is_set():
                     return b""
@@ -171,7 +172,7 @@ class CaptureReader:
 
     def _read_exact(self, n: int) -> bytes:
         while len(self._pending) < n:
-            chunk = self._read_chunk()
+            chunk = self._read_chunk(self.chunk_size)
             if not chunk:
                 break
             self._pending += chunk
@@ -189,7 +190,7 @@ class CaptureReader:
             self._file.seek(offset)
             return
         while have < offset:
-            chunk = self._read_chunk()
+            chunk = self._read_chunk(self.chunk_size)
             if not chunk:
                 return
             if have + len(chunk) > offset:
@@ -276,7 +277,23 @@ class CaptureReader:
         self._iterated = True
         return self._records()
 
-    def _records(self) -> Iterator[CaptureRecord]:
+    def blocks(self) -> Iterator[Any]:
+        """The records as the columnar path takes them, in file order: the clean stretches
+        of a version-2 capture framed in bulk, as
+        :class:`~ebpfwire.capture.bulk.RecordBlock` (columns, no object per record), and
+        everything else as iterating yields it (damage, context records and their
+        ``on_context``, resynchronisation, byte ranges alike). Version 1 and follow mode
+        read record by record."""
+        if self._iterated:
+            raise RuntimeError("a CaptureReader reads its input once (it may be a pipe); "
+                               "open a new reader to read the capture again")
+        self._iterated = True
+        return self._records(bulk=self.header.version != 1 and not self.follow)
+
+    def _records(self, bulk: bool = False) -> Iterator[Any]:
+        framer: Any = None
+        if bulk:
+            from ebpfwire.capture.bulk import Framer
         buf = self._pending
         self._pending = b""
         base = self.start  # file offset of buf[0]
@@ -293,10 +310,26 @@ class CaptureReader:
         credit = (SCAN_CREDIT, self.start)  # (bytes, at file offset): see SCAN_CREDIT
         while True:
             n = len(buf)
+            if bulk:
+                framer = Framer(buf, n, head_crcs)
             while True:
                 batch: list[SampleRecord | LostRecord] = []
                 start = pos
-                if v1:
+                block = None
+                if framer is not None:   # a long clean stretch, else the loop below
+                    block, pos = framer.take(pos, base)
+                if block is not None:
+                    if bad_at is not None:
+                        marked = self._resynced(bad_at, bad_why, bad_next, base + start)
+                        bad_at = None
+                    offsets = block.offsets
+                    if offsets[0] < marked[0]:
+                        block.resync[offsets < marked[0]] = marked[1]
+                    if offsets[-1] >= stop:
+                        yield block.split(int((offsets < stop).sum()))[0]
+                        return
+                    yield block
+                elif v1:
                     pos = scan_v1(buf, pos, n, base, batch)
                 else:
                     pos = scan_v2(buf, pos, n, base, batch, head_crcs)
@@ -363,7 +396,7 @@ class CaptureReader:
                     break
             if eof:
                 break
-            chunk = self._read_chunk()
+            chunk = self._read_chunk(self.bulk_chunk_size if bulk else self.chunk_size)
             if not chunk:
                 eof = True
             buf = buf[pos:] + chunk

@@ -24,6 +24,7 @@ except ImportError as error:  # pragma: no cover - depends on the install
                       "pip install '.[arrow]' in a checkout of ebpfwire") from error
 
 from ebpfwire.capture import CaptureReader, LostRecord, SampleRecord, resync_error
+from ebpfwire.capture.bulk import Intake
 from ebpfwire.collect import fewer_collections
 from ebpfwire.columnar import rowcontext
 from ebpfwire.columnar.arguments import ARG_TYPE, NAME_TYPE, Arguments, distinct, safe_text
@@ -169,8 +170,8 @@ def _sources(source: Any, layout: str | Layout | None, arch: str | None,
     if isinstance(source, CaptureReader):
         header = source.header
         yield _Source(get_layout(layout or header.layout), arch or header.arch,
-                      header.boot_time_ns or None, iter(source), source.name or "a capture",
-                      context, source)
+                      header.boot_time_ns or None, Intake(source.blocks()),
+                      source.name or "a capture", context, source)
         return
     if isinstance(source, list) and source and all(
             isinstance(item, (str, os.PathLike)) for item in source):
@@ -227,9 +228,9 @@ def batches(source: Any, *, layout: str | Layout | None = None, arch: str | None
 def _chunk(src: _Source, max_rows: int) -> tuple | None:
     """The next rows of ``src`` as (sample bytes, their cpus, their file offsets, lost
     records as (row, cpu, count), the samples' context answers or None, the resynchronised
-    records as (row, error)); None at the end.
-    Record objects are dropped at once: a batch of them kept alive makes the garbage
-    collector walk them again and again."""
+    records as (row, error)); None at the end. A capture's rows come as a
+    :class:`~ebpfwire.capture.bulk.RecordBlock` (columns): no record object is made where
+    the capture is clean."""
     context = src.context
     if src.name is None:
         datas = list(islice(src.records, max_rows))
@@ -239,26 +240,22 @@ def _chunk(src: _Source, max_rows: int) -> tuple | None:
             datas = [data if type(data) is bytes else bytes(data) for data in datas]
         ids = None if context is None else context.answer(datas)  # type: ignore[union-attr]
         return datas, None, None, [], ids, []
-    datas, cpus, offsets, lost, marks = [], [], [], [], []
-    data, cpu, offset = datas.append, cpus.append, offsets.append
-    seen = False
-    records = (context.take(max_rows) if isinstance(context, StreamContext)
-               else islice(src.records, max_rows))
-    for record in records:   # at most max_rows rows
-        seen = True
-        kind = type(record)
-        if kind is SampleRecord:
-            data(record.data)
-            cpu(record.cpu)
-            offset(record.offset)
-            if record.resync is not None:  # found by scanning after damage: never clean
-                marks.append((len(datas) + len(lost) - 1, resync_error(record)))
-        elif kind is LostRecord:
-            lost.append((len(datas) + len(lost), record.cpu, record.count))
-            if record.resync is not None:
-                marks.append((len(datas) + len(lost) - 1, resync_error(record)))
-    if not seen:
+    block = (context.take(max_rows) if isinstance(context, StreamContext)
+             else src.records.take(max_rows))
+    if not len(block):
         return None
+    samples = block.samples
+    datas, cpus, offsets = block.datas, block.cpus, block.offsets
+    lost: list[tuple[int, int, int]] = []
+    if not samples.all():
+        rows = np.flatnonzero(~samples)
+        lost = list(zip(rows.tolist(), cpus[rows].tolist(), block.counts[rows].tolist(),
+                        strict=True))
+        datas = [datas[row] for row in np.flatnonzero(samples).tolist()]
+        cpus, offsets = cpus[samples], offsets[samples]
+    marks = [(row, resync_error((SampleRecord if block.samples[row] else LostRecord)(
+        0, 0, int(block.offsets[row]), int(block.resync[row]))))
+        for row in np.flatnonzero(block.resync >= 0).tolist()]
     ids = (None if context is None else context.taken_ids()
            if isinstance(context, StreamContext) else context.ids_at(offsets))
     return datas, cpus, offsets, lost, ids, marks

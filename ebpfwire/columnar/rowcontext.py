@@ -25,9 +25,8 @@ from __future__ import annotations
 import heapq
 import os
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -35,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ebpfwire.capture import CaptureReader, LostRecord, SampleRecord
+from ebpfwire.capture.bulk import Intake, RecordBlock
 from ebpfwire.collect import fewer_collections
 from ebpfwire.process.enrich import Enricher
 from ebpfwire.process.table import Program
@@ -582,57 +582,42 @@ class StreamContext:
     (no capture) are answered in the order given, by :meth:`answer`.
     """
 
-    def __init__(self, layout: Layout, arch: str, records: Iterable[Any] | None = None,
+    def __init__(self, layout: Layout, arch: str, records: Intake | None = None,
                  reader: CaptureReader | None = None, keep: bool = False):
         self.keep = keep     # every answer kept (an index refers to them all)
         self.answers = Answers()
         self.values = self.answers.values
         self.enricher: Enricher[int] = Enricher(layout, arch, make=self.answers.make)
         self._join = _Join(self.enricher, layout)
-        self._records: Iterator[Any] | None = None
-        self._read: list[Any] = []       # records from arrival ``_base`` on, not yet taken
+        self._records = records
+        self._read = RecordBlock.empty()   # records from arrival ``_base`` on, not yet taken
         self._base = 0
         self._ids = np.empty(0, np.int32)    # their answers (-1: a LOST record, or not yet)
         self._taken = np.empty(0, np.int32)
-        self._datas: list[bytes] = []     # their bytes (b"" for a LOST record)
-        self._samples = np.empty(0, bool)   # which are samples
         self._fields = list(self._join.fields([])[:4])   # their header fields (_Fields)
         self._feeds: list[tuple[int, Any]] = []   # (arrival it was read before, record)
-        self._reading = 0
         if records is not None:
-            self._records = iter(records)
             self._order = Releases(TimeOrder(SampleRecord, LostRecord))
             reader.on_context = self._context   # type: ignore[union-attr]
 
     def _context(self, item: Any) -> None:
-        self._feeds.append((self._order.arrived + self._reading, item))
+        self._feeds.append((self._order.arrived + self._records.got, item))  # type: ignore[union-attr]
 
     def _block(self, size: int) -> bool:
         """Read the next ``size`` records and answer what the time order releases; False
         at the end."""
-        block: list[Any] = []
-        self._reading = 0
-        add = block.append
-        for record in self._records:   # type: ignore[union-attr]
-            add(record)
-            self._reading += 1
-            if self._reading >= size:
-                break
+        block = self._records.take(size)   # type: ignore[union-attr]
         count = len(block)
         order = self._order
         if count:
-            datas = [r.data if type(r) is SampleRecord else b"" for r in block]
-            fields = self._join.fields(datas)
-            self._read.extend(block)
-            self._datas.extend(datas)
+            fields = self._join.fields(block.datas)
+            self._read = RecordBlock.join([self._read, block])
             self._ids = np.concatenate([self._ids, np.full(count, -1, np.int32)])
-            is_sample = np.fromiter(map(type, block), object, count) == SampleRecord
-            self._samples = np.concatenate([self._samples, is_sample])
             self._fields = [np.concatenate(pair) for pair in zip(self._fields, fields[:4],
                                                                    strict=True)]
             lengths = fields[5]
-            released, at = order.add(fields[4], is_sample & (lengths >= 8),
-                                     np.fromiter(map(_CPU, block), np.int64, count), lengths)
+            released, at = order.add(fields[4], block.samples & (lengths >= 8), block.cpus,
+                                     lengths)
         else:
             released = order.end()
             at = np.full(len(released), order.arrived, np.int64)
@@ -647,16 +632,16 @@ class StreamContext:
         now = [(arrival, item) for arrival, item in self._feeds if arrival <= last]
         self._feeds = [(arrival, item) for arrival, item in self._feeds if arrival > last]
         local = released - self._base
-        is_sample = self._samples[local]
+        is_sample = self._read.samples[local]
         samples = local[is_sample]
         before = np.zeros(len(local) + 1, np.int64)   # samples released before each
         np.cumsum(is_sample, out=before[1:])
         steps = [(int(np.searchsorted(at, arrival, "left")), item) for arrival, item in now]
-        steps += [(int(place), self._read[int(local[place])].count)
+        steps += [(int(place), int(self._read.counts[local[place]]))
                   for place in np.flatnonzero(~is_sample).tolist()]
         steps.sort(key=lambda step: step[0])    # stable: feeds before a loss at one place
         steps = [(int(before[place]), item) for place, item in steps]
-        datas = self._datas
+        datas = self._read.datas
         self._ids[samples] = self._join.answer([datas[i] for i in samples.tolist()],
                                                [f[samples] for f in self._fields], steps)
 
@@ -670,7 +655,7 @@ class StreamContext:
         if kept is not None:
             self.enricher.keep_answers(kept)
 
-    def take(self, max_rows: int) -> list:
+    def take(self, max_rows: int) -> RecordBlock:
         """The next records (at most ``max_rows``) in file order, their samples answered
         (:meth:`taken_ids`); the rows taken before are built by now: their answers may be
         forgotten."""
@@ -681,12 +666,10 @@ class StreamContext:
         while order.oldest_held < end and self._block(
                 min(BLOCK, max(SMALL_BLOCK, end - order.oldest_held))):
             pass
-        cut = min(max_rows, len(self._read))
-        records, self._read = self._read[:cut], self._read[cut:]
-        del self._datas[:cut]
-        samples = self._samples[:cut]
-        self._taken = self._ids[:cut][samples]
-        self._ids, self._samples = self._ids[cut:], self._samples[cut:]
+        records, self._read = self._read.split(min(max_rows, len(self._read)))
+        cut = len(records)
+        self._taken = self._ids[:cut][records.samples]
+        self._ids = self._ids[cut:]
         self._fields = [f[cut:] for f in self._fields]
         self._base += cut
         return records
@@ -700,8 +683,6 @@ class StreamContext:
         self._forget()
         return self._join.answer(datas, self._join.fields(datas), [])
 
-
-_CPU = attrgetter("cpu")
 
 #: Records read at a time from a capture, at most and at least: the time order of a block
 #: is worked out at once, and the samples it releases are answered together.
@@ -762,10 +743,9 @@ def index_capture(path: str | os.PathLike[str], layout: str | Layout | None = No
     with CaptureReader(path) as reader:
         header = reader.header
         stream = StreamContext(get_layout(layout or header.layout), arch or header.arch,
-                               reader, reader, keep=True)
-        while records := stream.take(BLOCK):
-            offsets.append(np.fromiter((r.offset for r in records if type(r) is SampleRecord),
-                                       np.uint64))
+                               Intake(reader.blocks()), reader, keep=True)
+        while len(records := stream.take(BLOCK)):
+            offsets.append(records.offsets[records.samples].astype(np.uint64))
             ids.append(stream.taken_ids())
     return ContextIndex(np.concatenate([np.empty(0, np.uint64), *offsets]),
                         np.concatenate([np.empty(0, np.int32), *ids]),
