@@ -10,8 +10,7 @@ from pathlib import Path
 
 from ebpfwire import machine
 from ebpfwire.kernel import perf, syscalls
-from ebpfwire.kernel.btf import Btf
-from ebpfwire.kernel.config import build_config
+from ebpfwire.kernel.config import build_config, cached_kernel_offsets
 from ebpfwire.kernel.objects import Object, Program
 from ebpfwire.kernel.ringbuf import RingBufReader, default_ring_bytes, kernel_has_ringbuf
 from ebpfwire.wire.catalogue import DO_EXIT
@@ -267,7 +266,7 @@ class Monitor:
                                        drops="drops")
 
     def _build_config(self, filter_tgid: int, ignore_tgid: int, comm: str | bytes | None) -> bytes:
-        return build_config(Btf.vmlinux(), filter_tgid, ignore_tgid, comm=comm)
+        return build_config(cached_kernel_offsets(), filter_tgid, ignore_tgid, comm=comm)
 
     def stop(self) -> None:
         """Detach the programs: nothing more is written, the reader still holds what was
