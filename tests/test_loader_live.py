@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-from elftools.elf.elffile import ELFFile
 
 import ebpfwire
 from ebpfwire.kernel import syscalls, tracefs
@@ -30,7 +29,6 @@ from ebpfwire.kernel.monitor import (
     select_programs,
 )
 from ebpfwire.kernel.objects import Object, load_insns
-from ebpfwire.kernel.objfile import Symbol, read_symbols
 from ebpfwire.kernel.perf import Lost, PerfReader, Sample
 
 EV_CLOSE = 3
@@ -110,22 +108,6 @@ def test_hooks_per_syscall_up_to_a_few_syscalls():
     assert choose_hooks(obj, select_events(obj, None), "syscalls") == "syscalls"
     with pytest.raises(ValueError, match="hooks must be one of syscalls, raw, got 'kprobe'"):
         choose_hooks(obj, {"close"}, "kprobe")
-
-
-@pytest.mark.parametrize("name", ["", "objects_globals", "objects_core", "subprogram"])
-def test_symbols_read_at_once_equal_pyelftools(tmp_path: Path, name: str):
-    """The symbol table unpacked in one pass reads as pyelftools reads it, entry by entry."""
-    path = _compile(tmp_path, name) if name else OBJECT
-    with open(path, "rb") as f:
-        elf = ELFFile(f)
-        symtab = elf.get_section_by_name(".symtab")
-        theirs = [
-            Symbol(s.name, s["st_shndx"], s["st_value"], s["st_size"], s["st_info"]["type"],
-                   s["st_info"]["bind"], s["st_other"]["visibility"])
-            for s in symtab.iter_symbols()
-        ]
-        assert read_symbols(elf, symtab, str(path)) == theirs
-    assert {s.type for s in theirs} >= {"STT_FUNC", "STT_SECTION"}
 
 
 @pytest.mark.live
