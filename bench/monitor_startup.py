@@ -11,8 +11,9 @@ With ``--interrupt-after S`` it sends itself SIGINT S seconds into each open ins
 prints how long the KeyboardInterrupt took to come out with everything closed.
 With ``--btf`` it times only the config's BTF work (no root needed): reading
 /sys/kernel/btf/vmlinux, indexing its types, and looking up the config's offsets.
+With ``--pid self`` (or a pid) the monitor follows that process tree, as ``trace --pid``.
 Run: PYTHONPATH=. python bench/monitor_startup.py [--runs 3] [--events close,openat]
-[--transport perf|ringbuf] [--interrupt-after 0.1] [--btf]
+[--transport perf|ringbuf] [--pid self] [--interrupt-after 0.1] [--btf]
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--events", help="comma-separated events (default: all)")
     parser.add_argument("--transport", default=None, help="perf or ringbuf (if supported)")
+    parser.add_argument("--pid", help="follow this process tree ('self': this process)")
     parser.add_argument("--interrupt-after", type=float, default=None, metavar="S")
     parser.add_argument("--btf", action="store_true", help="time only the kernel BTF work")
     args = parser.parse_args()
@@ -70,6 +72,8 @@ def main() -> None:
     extra = {}
     if args.transport and "transport" in inspect.signature(Monitor).parameters:
         extra["transport"] = args.transport
+    if args.pid:
+        extra["pid"] = os.getpid() if args.pid == "self" else int(args.pid)
     if args.interrupt_after is not None:
         interrupt(args.runs, args.interrupt_after, events, extra)
         return
