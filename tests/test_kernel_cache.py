@@ -262,3 +262,21 @@ def test_directory_by_user(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
 def test_unreadable_btf_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(config.BtfError, match=r"cannot read BTF from .*/absent: No such file"):
         config.cached_kernel_offsets(str(tmp_path / "absent"), tmp_path / "cache")
+
+
+def test_btf_read_where_it_cannot_be_mapped(btf: Path, tmp_path: Path, parses: list[int],
+                                            monkeypatch: pytest.MonkeyPatch,
+                                            truth: dict[str, int]) -> None:
+    """Kernels before 6.16 refuse to map vmlinux's BTF: it is read instead, same key."""
+    where = tmp_path / "cache"
+    offsets(btf, where)
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(config.mmap, "mmap", refused)
+    assert offsets(btf, where) == truth
+    assert len(parses) == 1  # the same content, so the same entry
+    (tmp_path / "empty").write_bytes(b"")  # nothing to map: read, and refused as BTF
+    with pytest.raises(config.BtfError, match=r"0 bytes, too short for a BTF header"):
+        offsets(tmp_path / "empty", where)
