@@ -12,7 +12,8 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.relocation import RelocationSection
 from test_objects_oracle import OBJECTS, build
 
-from ebpfwire.kernel.errors import LoaderError
+from ebpfwire.kernel.btf import BtfKind
+from ebpfwire.kernel.errors import BtfError, LoaderError
 from ebpfwire.kernel.objfile import ElfFile, Symbol, read_spec, read_symbols
 
 BUNDLED = ["monitor.bpf.o", "monitor-ringbuf.bpf.o", "stats.bpf.o"]
@@ -88,3 +89,34 @@ def test_malformed_object_is_a_clear_error(how: str) -> None:
     damage, message = MALFORMED[how]
     with pytest.raises(LoaderError, match=message):
         read_spec(damage(_object()), "damaged.o")
+
+
+@pytest.mark.parametrize("name", sorted(set(OBJECTS) | set(BUNDLED)))
+def test_btf_words_read_directly_equal_parsed_records(tmp_path: Path, name: str) -> None:
+    """Btf.name/ref/array/members (what reading .maps uses now) say what the parsed
+    record says, for every type of every test object's .BTF."""
+    btf = read_spec(build(tmp_path, name)).btf
+    kinds = set()
+    for tid in range(1, len(btf)):
+        rec, kind = btf.type(tid), btf.kind(tid)
+        kinds.add(kind)
+        assert btf.name(tid) == rec.name
+        assert btf.ref(tid) == rec.size_or_type
+        if kind == BtfKind.ARRAY:
+            assert btf.array(tid) == (rec.detail.type, rec.detail.index_type, rec.detail.nelems)
+        elif kind in (BtfKind.STRUCT, BtfKind.UNION):
+            mask = 0xFFFFFF if rec.kind_flag else 0xFFFFFFFF
+            assert btf.members(tid) == [(m.name_off, m.type, m.offset & mask)
+                                        for m in rec.detail]
+        elif kind == BtfKind.DATASEC:
+            assert btf.members(tid) == [(v.type, v.offset, v.size) for v in rec.detail]
+        else:
+            with pytest.raises(BtfError, match=rf"type {tid} is a {kind.name}, not a STRUCT"):
+                btf.members(tid)
+        if kind != BtfKind.ARRAY:
+            with pytest.raises(BtfError, match=rf"type {tid} is a {kind.name}, not an ARRAY"):
+                btf.array(tid)
+    assert kinds & {BtfKind.ARRAY, BtfKind.STRUCT, BtfKind.UNION, BtfKind.DATASEC}
+    for bad in (0, len(btf)):
+        with pytest.raises(BtfError, match=rf"type id {bad} out of range 1\.\.{len(btf) - 1}"):
+            btf.ref(bad)

@@ -169,9 +169,9 @@ def map_specs(btf: Btf, symbols: dict[int, str], path: str) -> dict[str, MapSpec
     if not secs:
         raise LoaderError(f"{path}: .BTF has no DATASEC '.maps': maps must be BTF-defined")
     maps: dict[str, MapSpec] = {}
-    for var in btf.type(secs[0]).detail:
-        var_rec = btf.type(var.type)
-        maps[var_rec.name] = _map_def(btf, var_rec.size_or_type, var_rec.name, path, False)
+    for var, _, _ in btf.members(secs[0]):
+        name = btf.name(var)
+        maps[name] = _map_def(btf, btf.ref(var), name, path, False)
     missing = set(symbols.values()) - set(maps)
     if missing:
         raise LoaderError(f"{path}: symbols {sorted(missing)} in .maps have no BTF description")
@@ -186,27 +186,27 @@ def _map_def(btf: Btf, type_id: int, name: str, path: str, inner: bool) -> MapSp
     values: dict[str, int] = {}
     inner_spec = None
     slot_types: frozenset[int] = frozenset()  # the map types a 'values' member allows
-    members = btf.type(struct_id).detail
-    for i, member in enumerate(members):
-        mname = btf.string(member.name_off)
+    members = btf.members(struct_id)
+    for i, (name_off, member_type, _) in enumerate(members):
+        mname = btf.string(name_off)
         if mname == "values":
             if inner or i != len(members) - 1:
                 raise LoaderError(f"{path}: map {name!r}: 'values' must be the last member of "
                                   "an outer map (no map-in-map inside an inner map)")
-            inner_spec = _values_def(btf, member.type, name, path)
+            inner_spec = _values_def(btf, member_type, name, path)
             slot_types = (syscalls.MAP_IN_MAP_TYPES if inner_spec is not None
                           else frozenset({syscalls.BPF_MAP_TYPE_PROG_ARRAY}))
             values["value_size"] = 4  # a map or program fd
             continue
-        ptr = btf.resolve(member.type)
+        ptr = btf.resolve(member_type)
         if btf.kind(ptr) != BtfKind.PTR:
             raise LoaderError(f"{path}: map {name!r} member {mname!r} is not a pointer")
-        target = btf.type(ptr).size_or_type
+        target = btf.ref(ptr)
         if mname in _UINT_MEMBERS:
             arr = btf.resolve(target)
             if btf.kind(arr) != BtfKind.ARRAY:
                 raise LoaderError(f"{path}: map {name!r} member {mname!r}: expected __uint")
-            values[mname] = btf.type(arr).detail.nelems
+            values[mname] = btf.array(arr)[2]
         elif mname in _TYPE_MEMBERS:
             values[f"{mname}_type_id"] = target
             try:
@@ -245,13 +245,13 @@ def _values_def(btf: Btf, type_id: int, name: str, path: str) -> MapSpec | None:
     """``__array(values, T)``: the inner map template when T is a map definition, None
     when T is a function prototype (a PROG_ARRAY's programs)."""
     arr = btf.resolve(type_id)
-    if btf.kind(arr) != BtfKind.ARRAY or btf.type(arr).detail.nelems:
+    if btf.kind(arr) != BtfKind.ARRAY or btf.array(arr)[2]:
         raise LoaderError(f"{path}: map {name!r}: 'values' is not a zero-sized array "
                           "(declare it with __array(values, ...))")
-    ptr = btf.resolve(btf.type(arr).detail.type)
+    ptr = btf.resolve(btf.array(arr)[0])
     if btf.kind(ptr) != BtfKind.PTR:
         raise LoaderError(f"{path}: map {name!r}: 'values' is not an array of pointers")
-    target = btf.resolve(btf.type(ptr).size_or_type)
+    target = btf.resolve(btf.ref(ptr))
     if btf.kind(target) == BtfKind.FUNC_PROTO:
         return None
     return _map_def(btf, target, f"{name}.inner", path, True)
@@ -530,10 +530,10 @@ class _Reader:
             if not ids:
                 continue
             sec.btf_id = ids[0]
-            for info in btf.type(ids[0]).detail:
-                var = btf.type(info.type)
-                if var.name in sec.variables:
-                    sec.variables[var.name].type_id = var.size_or_type
+            for var, _, _ in btf.members(ids[0]):
+                name = btf.name(var)
+                if name in sec.variables:
+                    sec.variables[name].type_id = btf.ref(var)
 
     def _map_slots(self, maps: dict[str, MapSpec], symbols: list[Symbol], maps_index: int,
                    programs: dict[str, ProgramSpec], btf: Btf | None) -> None:
@@ -574,9 +574,9 @@ class _Reader:
     def _values_offset(btf: Btf, name: str) -> int:
         """Byte offset of the ``values`` member in map ``name``'s definition (-1: none)."""
         for vid in btf.ids_named(name, (BtfKind.VAR,)):
-            members = btf.type(btf.resolve(btf.type(vid).size_or_type)).detail
-            if members and btf.string(members[-1].name_off) == "values":
-                return (members[-1].offset & 0xFFFFFF) // 8
+            members = btf.members(btf.resolve(btf.ref(vid)))
+            if members and btf.string(members[-1][0]) == "values":
+                return members[-1][2] // 8
         return -1
 
     def _relocations(self, idx: int, symbols: list[Symbol]) -> dict[int, Symbol]:
