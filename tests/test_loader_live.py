@@ -501,6 +501,45 @@ def test_keyboard_interrupt_while_programs_load_leaves_nothing(created_ids, monk
 
 @pytest.mark.live
 @needs_object
+def test_sigint_while_waiting_for_the_loads_leaves_nothing(created_ids, monkeypatch):
+    """A Ctrl-C once the config is built, while the opening thread waits for the loads
+    (with the kernel offsets cached the config is ready first: the interrupt lands in that
+    wait): every load begun has ended when the KeyboardInterrupt comes out, none more
+    starts, and nothing stays in the kernel."""
+    import signal
+    import threading
+
+    fds_before = set(os.listdir("/proc/self/fd"))
+    prog_load = syscalls.prog_load
+    sent = threading.Event()
+    begun: list[int] = []
+
+    def load_after_the_interrupt(*args, **kwargs):
+        begun.append(1)
+        sent.wait(10)
+        time.sleep(0.05)  # still loading when the main thread takes the interrupt
+        return prog_load(*args, **kwargs)
+
+    def ctrl_c() -> None:
+        time.sleep(0.05)  # the main thread is waiting for the loads by then
+        os.kill(os.getpid(), signal.SIGINT)
+        sent.set()
+
+    def config_then_ctrl_c(self, *args):
+        threading.Thread(target=ctrl_c).start()
+        return b""
+
+    monkeypatch.setattr(syscalls, "prog_load", load_after_the_interrupt)
+    monkeypatch.setattr(Monitor, "_build_config", config_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        Monitor(events=["close", "openat", "socket"], hooks="syscalls")
+    assert len(begun) == len(created_ids["progs"]) >= 2  # each load begun had ended
+    assert len(begun) < 6  # the loads not begun were not started after the interrupt
+    _assert_nothing_left(created_ids, fds_before)
+
+
+@pytest.mark.live
+@needs_object
 def test_sigint_while_programs_load_leaves_nothing(created_ids, monkeypatch):
     import signal
     import threading

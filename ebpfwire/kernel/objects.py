@@ -93,6 +93,22 @@ def load_insns(
     return fd  # the first failure was transient (EAGAIN...) and did not recur
 
 
+def _join(workers: list[threading.Thread], stop: threading.Event) -> None:
+    """Wait for every worker, even through a Ctrl-C meanwhile (which lands here when the
+    caller's own work ended first): no more loads start, those running end, so close()
+    finds their fds; then the interrupt goes on."""
+    interrupted: BaseException | None = None
+    for worker in workers:
+        while worker.is_alive():
+            try:
+                worker.join()
+            except BaseException as exc:  # KeyboardInterrupt: raised once all have ended
+                stop.set()
+                interrupted = interrupted or exc
+    if interrupted is not None:
+        raise interrupted
+
+
 class Program:
     """One program of an :class:`Object`: ``fd`` once loaded, ``error`` and ``log`` when
     the kernel (or the loader) refused it."""
@@ -435,9 +451,7 @@ class Object:
             stop.set()
             raise
         finally:  # the loads running finish, so close() finds their fds
-            for worker in workers:
-                if worker.is_alive():
-                    worker.join()
+            _join(workers, stop)
         for name in names:
             exc = errors.get(name)
             if exc is not None and not (keep_going and isinstance(exc, LoaderError)):
