@@ -10,9 +10,12 @@ config is built from the kernel's BTF. Needs root.
 With ``--interrupt-after S`` it sends itself SIGINT S seconds into each open instead and
 prints how long the KeyboardInterrupt took to come out with everything closed.
 With ``--btf`` it times only the config's BTF work (no root needed): reading
-/sys/kernel/btf/vmlinux, indexing its types, and looking up the config's offsets.
+/sys/kernel/btf/vmlinux, indexing its types, and looking up the config's offsets; then
+what the open does instead: the cache's key (mapping and hashing the BTF) and the whole
+cached answer (key, entry read and checked; the cache warmed first).
+With ``--pid self`` (or a pid) the monitor follows that process tree, as ``trace --pid``.
 Run: PYTHONPATH=. python bench/monitor_startup.py [--runs 3] [--events close,openat]
-[--transport perf|ringbuf] [--interrupt-after 0.1] [--btf]
+[--transport perf|ringbuf] [--pid self] [--interrupt-after 0.1] [--btf]
 """
 
 from __future__ import annotations
@@ -26,9 +29,9 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 
-from ebpfwire.kernel import objects
+from ebpfwire.kernel import cache, objects
 from ebpfwire.kernel.btf import VMLINUX_PATH, Btf
-from ebpfwire.kernel.config import kernel_offsets
+from ebpfwire.kernel.config import _btf_bytes, cached_kernel_offsets, kernel_offsets
 from ebpfwire.kernel.monitor import Monitor
 from ebpfwire.kernel.objects import Object
 
@@ -60,6 +63,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--events", help="comma-separated events (default: all)")
     parser.add_argument("--transport", default=None, help="perf or ringbuf (if supported)")
+    parser.add_argument("--pid", help="follow this process tree ('self': this process)")
     parser.add_argument("--interrupt-after", type=float, default=None, metavar="S")
     parser.add_argument("--btf", action="store_true", help="time only the kernel BTF work")
     args = parser.parse_args()
@@ -70,6 +74,8 @@ def main() -> None:
     extra = {}
     if args.transport and "transport" in inspect.signature(Monitor).parameters:
         extra["transport"] = args.transport
+    if args.pid:
+        extra["pid"] = os.getpid() if args.pid == "self" else int(args.pid)
     if args.interrupt_after is not None:
         interrupt(args.runs, args.interrupt_after, events, extra)
         return
@@ -96,11 +102,13 @@ def main() -> None:
 
 
 def btf_phases(runs: int) -> None:
-    """The config's BTF work by step: read the blob, index its types, look up offsets."""
-    print(f"{'run':>3} {'read':>7} {'index':>7} {'offsets':>7} {'total':>7}  (seconds, load "
-          f"average {os.getloadavg()[0]:.2f})")
+    """The config's BTF work by step: read the blob, index its types, look up offsets;
+    then the cache's key and the cached answer."""
+    print(f"{'run':>3} {'read':>7} {'index':>7} {'offsets':>7} {'total':>7} {'cpu':>7} "
+          f"{'key':>7} {'cached':>7}  (seconds, load average {os.getloadavg()[0]:.2f})")
+    cached_kernel_offsets()  # warm
     for run in range(1, runs + 1):
-        start, cpu = time.perf_counter(), time.process_time()
+        start0, cpu = time.perf_counter(), time.process_time()
         with open(VMLINUX_PATH, "rb") as f:
             data = f.read()
         read = time.perf_counter()
@@ -108,8 +116,18 @@ def btf_phases(runs: int) -> None:
         indexed = time.perf_counter()
         kernel_offsets(btf)
         done = time.perf_counter()
-        print(f"{run:>3} {read - start:>7.3f} {indexed - read:>7.3f} {done - indexed:>7.3f} "
-              f"{done - start:>7.3f} {time.process_time() - cpu:>7.3f}  ({len(btf)} types)")
+        cpu = time.process_time() - cpu
+        start = time.perf_counter()
+        data = _btf_bytes(VMLINUX_PATH)
+        cache.key(data, "question")
+        keyed = time.perf_counter()
+        if not isinstance(data, bytes):  # mapped
+            data.close()
+        cached_kernel_offsets()
+        cached = time.perf_counter()
+        print(f"{run:>3} {read - start0:>7.3f} {indexed - read:>7.3f} {done - indexed:>7.3f} "
+              f"{done - start0:>7.3f} {cpu:>7.3f} {keyed - start:>7.3f} {cached - keyed:>7.3f}"
+              f"  ({len(btf)} types)")
 
 
 def send_sigint(sent: list[float]) -> None:

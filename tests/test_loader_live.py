@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-from elftools.elf.elffile import ELFFile
 
 import ebpfwire
 from ebpfwire.kernel import syscalls, tracefs
@@ -30,7 +29,6 @@ from ebpfwire.kernel.monitor import (
     select_programs,
 )
 from ebpfwire.kernel.objects import Object, load_insns
-from ebpfwire.kernel.objfile import Symbol, read_symbols
 from ebpfwire.kernel.perf import Lost, PerfReader, Sample
 
 EV_CLOSE = 3
@@ -110,22 +108,6 @@ def test_hooks_per_syscall_up_to_a_few_syscalls():
     assert choose_hooks(obj, select_events(obj, None), "syscalls") == "syscalls"
     with pytest.raises(ValueError, match="hooks must be one of syscalls, raw, got 'kprobe'"):
         choose_hooks(obj, {"close"}, "kprobe")
-
-
-@pytest.mark.parametrize("name", ["", "objects_globals", "objects_core", "subprogram"])
-def test_symbols_read_at_once_equal_pyelftools(tmp_path: Path, name: str):
-    """The symbol table unpacked in one pass reads as pyelftools reads it, entry by entry."""
-    path = _compile(tmp_path, name) if name else OBJECT
-    with open(path, "rb") as f:
-        elf = ELFFile(f)
-        symtab = elf.get_section_by_name(".symtab")
-        theirs = [
-            Symbol(s.name, s["st_shndx"], s["st_value"], s["st_size"], s["st_info"]["type"],
-                   s["st_info"]["bind"], s["st_other"]["visibility"])
-            for s in symtab.iter_symbols()
-        ]
-        assert read_symbols(elf, symtab, str(path)) == theirs
-    assert {s.type for s in theirs} >= {"STT_FUNC", "STT_SECTION"}
 
 
 @pytest.mark.live
@@ -514,6 +496,45 @@ def test_keyboard_interrupt_while_programs_load_leaves_nothing(created_ids, monk
     monkeypatch.setattr(Monitor, "_build_config", interrupted)
     with pytest.raises(KeyboardInterrupt):
         Monitor()
+    _assert_nothing_left(created_ids, fds_before)
+
+
+@pytest.mark.live
+@needs_object
+def test_sigint_while_waiting_for_the_loads_leaves_nothing(created_ids, monkeypatch):
+    """A Ctrl-C once the config is built, while the opening thread waits for the loads
+    (with the kernel offsets cached the config is ready first: the interrupt lands in that
+    wait): every load begun has ended when the KeyboardInterrupt comes out, none more
+    starts, and nothing stays in the kernel."""
+    import signal
+    import threading
+
+    fds_before = set(os.listdir("/proc/self/fd"))
+    prog_load = syscalls.prog_load
+    sent = threading.Event()
+    begun: list[int] = []
+
+    def load_after_the_interrupt(*args, **kwargs):
+        begun.append(1)
+        sent.wait(10)
+        time.sleep(0.05)  # still loading when the main thread takes the interrupt
+        return prog_load(*args, **kwargs)
+
+    def ctrl_c() -> None:
+        time.sleep(0.05)  # the main thread is waiting for the loads by then
+        os.kill(os.getpid(), signal.SIGINT)
+        sent.set()
+
+    def config_then_ctrl_c(self, *args):
+        threading.Thread(target=ctrl_c).start()
+        return b""
+
+    monkeypatch.setattr(syscalls, "prog_load", load_after_the_interrupt)
+    monkeypatch.setattr(Monitor, "_build_config", config_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        Monitor(events=["close", "openat", "socket"], hooks="syscalls")
+    assert len(begun) == len(created_ids["progs"]) >= 2  # each load begun had ended
+    assert len(begun) < 6  # the loads not begun were not started after the interrupt
     _assert_nothing_left(created_ids, fds_before)
 
 

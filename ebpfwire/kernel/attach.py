@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from ebpfwire import machine
-from ebpfwire.kernel import elfsym, probes, sections, syscalls, tracefs
+from ebpfwire.kernel import probes, sections, syscalls, tracefs
 from ebpfwire.kernel.errors import LoaderError
 from ebpfwire.kernel.syscalls import BpfSyscallError
 
@@ -139,6 +139,8 @@ def uprobe_plan(binary: str, func_or_offset: str | int, *, retprobe: bool = Fals
                 pid: int = -1) -> probes.ProbePlan:
     """The plan of a uprobe on ``binary`` (a path, or a name looked up as libbpf does) at a
     function (``"name"``, ``"name+off"``) or a file offset."""
+    from ebpfwire.kernel import elfsym  # here: pyelftools costs every other attach ~13 ms
+
     path = elfsym.resolve_binary(binary)
     if isinstance(func_or_offset, int):
         offset = func_or_offset

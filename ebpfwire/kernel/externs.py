@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import gzip
 import os
 import platform
 import struct
@@ -29,7 +28,6 @@ from pathlib import Path
 
 from ebpfwire.kernel import syscalls
 from ebpfwire.kernel.btf import Btf, BtfKind, essential_name
-from ebpfwire.kernel.core import types_compatible
 from ebpfwire.kernel.errors import LoaderError
 from ebpfwire.kernel.kernel_btf import KernelBtf
 from ebpfwire.kernel.objfile import DataSection, ObjectSpec, Variable, internal_map_name
@@ -294,6 +292,8 @@ def read_config(path: str | Path | None = None) -> tuple[str, list[str]]:
                                   exc.errno) from exc
             continue
         if raw[:2] == b"\x1f\x8b":
+            import gzip  # here: only a compressed config needs it
+
             try:
                 raw = gzip.decompress(raw)
             except (OSError, EOFError) as exc:
@@ -488,6 +488,8 @@ class Externs:
                                   "declare it __weak to let it default to 0")
 
     def _typed(self, ext: Extern, kernel: KernelBtf) -> None:
+        from ebpfwire.kernel.core import types_compatible  # here: objects without ksyms skip it
+
         found = kernel.find(ext.name, (BtfKind.VAR,))
         if found is None:
             return
@@ -504,6 +506,8 @@ class Externs:
         ext.btf_obj_fd = kernel.module_fd(found.module) if found.module else 0
 
     def _kfunc(self, ext: Extern, kernel: KernelBtf, modules: dict[str, int]) -> None:
+        from ebpfwire.kernel.core import types_compatible  # here: as in _typed
+
         found = kernel.find(essential_name(ext.name), (BtfKind.FUNC,))
         if found is None:
             return

@@ -4,14 +4,13 @@ the public object API (:class:`~ebpfwire.kernel.objects.Object`), events read.""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
-from importlib import resources
+import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ebpfwire import machine
 from ebpfwire.kernel import perf, syscalls
-from ebpfwire.kernel.btf import Btf
-from ebpfwire.kernel.config import build_config
+from ebpfwire.kernel.config import build_config, cached_kernel_offsets
 from ebpfwire.kernel.objects import Object, Program
 from ebpfwire.kernel.ringbuf import RingBufReader, default_ring_bytes, kernel_has_ringbuf
 from ebpfwire.wire.catalogue import DO_EXIT
@@ -41,6 +40,9 @@ SYSCALL_EVENTS = {
     "do_exit": DO_EXIT,
 }
 PID_MAX = 0xFFFFFFFF
+# the package's data files (a directory: the loader reads objects by path; importlib's
+# resources would cost every start ~4 ms of imports to say the same)
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 
 TRANSPORTS = ("perf", "ringbuf")
@@ -63,7 +65,7 @@ def bundled_object(transport: str = "perf") -> Path:
     ``monitor.bpf.o`` (perf array) or ``monitor-ringbuf.bpf.o`` (ring buffer), built from
     the same source."""
     name = "monitor.bpf.o" if transport == "perf" else f"monitor-{transport}.bpf.o"
-    return Path(str(resources.files("ebpfwire") / "data" / name))
+    return DATA_DIR / name
 
 
 def event_group(program: str) -> str:
@@ -150,6 +152,30 @@ def descendants(pid: int, proc: str = "/proc") -> set[int]:
     return found
 
 
+class _Soon(threading.Thread):
+    """``func()`` run on a thread of its own from now on, its value (or exception) taken
+    by :meth:`result`."""
+
+    def __init__(self, func: Callable[[], dict[str, int]]) -> None:
+        super().__init__(name="ebpfwire-offsets", daemon=True)
+        self._func = func
+        self._value: dict[str, int] | None = None
+        self._error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self._value = self._func()
+        except BaseException as exc:  # raised in the caller's thread by result()
+            self._error = exc
+
+    def result(self) -> dict[str, int]:
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 class Monitor:
     """The bundled system monitor, loaded and attached; events come out of ``reader``.
 
@@ -200,6 +226,9 @@ class Monitor:
             ring_bytes or default_ring_bytes(len(machine.online_cpus())))
         if transport == "perf" and ring_bytes is not None:
             page_count = self.ring_bytes // perf.PAGE_SIZE
+        # the kernel's offsets from here on, beside the object's parsing: reading and hashing
+        # the kernel's BTF for the cache release the GIL
+        self._offsets = _Soon(cached_kernel_offsets)
         self.object = Object.open(object_path or bundled_object(transport))
         self.object.require_maps(("events", "config"))
         self.events = select_events(self.object, events)
@@ -267,7 +296,7 @@ class Monitor:
                                        drops="drops")
 
     def _build_config(self, filter_tgid: int, ignore_tgid: int, comm: str | bytes | None) -> bytes:
-        return build_config(Btf.vmlinux(), filter_tgid, ignore_tgid, comm=comm)
+        return build_config(self._offsets.result(), filter_tgid, ignore_tgid, comm=comm)
 
     def stop(self) -> None:
         """Detach the programs: nothing more is written, the reader still holds what was

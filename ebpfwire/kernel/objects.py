@@ -93,6 +93,20 @@ def load_insns(
     return fd  # the first failure was transient (EAGAIN...) and did not recur
 
 
+def _settle(state: threading.Condition, stop: threading.Event, loading: list[int]) -> None:
+    """Stop the loads from beginning and wait for those begun to end (through another
+    Ctrl-C meanwhile too), so close() finds every program's fd."""
+    while True:
+        try:
+            with state:
+                stop.set()
+                while loading[0]:
+                    state.wait()
+            return
+        except BaseException:  # a second Ctrl-C: keep waiting, the first one goes on after
+            continue
+
+
 class Program:
     """One program of an :class:`Object`: ``fd`` once loaded, ``error`` and ``log`` when
     the kernel (or the loader) refused it."""
@@ -403,18 +417,25 @@ class Object:
     def _load_on_workers(self, names: list[str], keep_going: bool,
                          while_loading: Callable[[], T] | None) -> T | None:
         """:meth:`load`'s loads on up to LOAD_THREADS threads (plain threads: a pool's
-        module and its logging would cost every import of the monitor ~3 ms)."""
+        module and its logging would cost every import of the monitor ~3 ms).
+
+        A load begins only under ``state`` with ``stop`` unset, counted in ``loading``;
+        an interrupt sets ``stop`` under it and waits for ``loading`` to reach 0, so no
+        program is loaded after it comes out. (Not ``Thread.join``: one interrupted on
+        Python 3.11 marks a running thread stopped.)"""
         errors: dict[str, BaseException] = {}
         pending = iter(names)
-        take = threading.Lock()
+        state = threading.Condition()
         stop = threading.Event()  # set: start no more loads
+        loading = [0]  # loads begun and not ended
 
         def work() -> None:
-            while not stop.is_set():
-                with take:
-                    name = next(pending, None)
-                if name is None:
-                    return
+            while True:
+                with state:
+                    name = None if stop.is_set() else next(pending, None)
+                    if name is None:
+                        return
+                    loading[0] += 1
                 try:
                     self.programs[name].load()
                 except LoaderError as exc:
@@ -424,6 +445,10 @@ class Object:
                 except BaseException as exc:  # handed to the caller's thread below
                     errors[name] = exc
                     stop.set()
+                finally:
+                    with state:
+                        loading[0] -= 1
+                        state.notify_all()
 
         workers = [threading.Thread(target=work, name="ebpfwire-load")
                    for _ in range(min(LOAD_THREADS, len(names)))]
@@ -431,13 +456,11 @@ class Object:
             for worker in workers:
                 worker.start()
             value = while_loading() if while_loading is not None else None
-        except BaseException:  # Ctrl-C too: no more loads start
-            stop.set()
-            raise
-        finally:  # the loads running finish, so close() finds their fds
             for worker in workers:
-                if worker.is_alive():
-                    worker.join()
+                worker.join()
+        except BaseException:  # Ctrl-C too: the loads begun end, no other begins
+            _settle(state, stop, loading)
+            raise
         for name in names:
             exc = errors.get(name)
             if exc is not None and not (keep_going and isinstance(exc, LoaderError)):

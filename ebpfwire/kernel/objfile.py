@@ -9,24 +9,11 @@ touches the kernel: code sections as bytes (relocations per instruction), functi
 
 from __future__ import annotations
 
-import io
 import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
-
-from elftools.common.exceptions import ELFError
-from elftools.elf.constants import SH_FLAGS
-from elftools.elf.elffile import ELFFile
-from elftools.elf.enums import (
-    ENUM_ST_INFO_BIND,
-    ENUM_ST_INFO_TYPE,
-    ENUM_ST_SHNDX,
-    ENUM_ST_VISIBILITY,
-)
-from elftools.elf.relocation import RelocationSection
-from elftools.elf.sections import SymbolTableSection
 
 from ebpfwire.kernel import syscalls
 from ebpfwire.kernel.btf import Btf, BtfKind
@@ -182,9 +169,9 @@ def map_specs(btf: Btf, symbols: dict[int, str], path: str) -> dict[str, MapSpec
     if not secs:
         raise LoaderError(f"{path}: .BTF has no DATASEC '.maps': maps must be BTF-defined")
     maps: dict[str, MapSpec] = {}
-    for var in btf.type(secs[0]).detail:
-        var_rec = btf.type(var.type)
-        maps[var_rec.name] = _map_def(btf, var_rec.size_or_type, var_rec.name, path, False)
+    for var, _, _ in btf.members(secs[0]):
+        name = btf.name(var)
+        maps[name] = _map_def(btf, btf.ref(var), name, path, False)
     missing = set(symbols.values()) - set(maps)
     if missing:
         raise LoaderError(f"{path}: symbols {sorted(missing)} in .maps have no BTF description")
@@ -199,27 +186,27 @@ def _map_def(btf: Btf, type_id: int, name: str, path: str, inner: bool) -> MapSp
     values: dict[str, int] = {}
     inner_spec = None
     slot_types: frozenset[int] = frozenset()  # the map types a 'values' member allows
-    members = btf.type(struct_id).detail
-    for i, member in enumerate(members):
-        mname = btf.string(member.name_off)
+    members = btf.members(struct_id)
+    for i, (name_off, member_type, _) in enumerate(members):
+        mname = btf.string(name_off)
         if mname == "values":
             if inner or i != len(members) - 1:
                 raise LoaderError(f"{path}: map {name!r}: 'values' must be the last member of "
                                   "an outer map (no map-in-map inside an inner map)")
-            inner_spec = _values_def(btf, member.type, name, path)
+            inner_spec = _values_def(btf, member_type, name, path)
             slot_types = (syscalls.MAP_IN_MAP_TYPES if inner_spec is not None
                           else frozenset({syscalls.BPF_MAP_TYPE_PROG_ARRAY}))
             values["value_size"] = 4  # a map or program fd
             continue
-        ptr = btf.resolve(member.type)
+        ptr = btf.resolve(member_type)
         if btf.kind(ptr) != BtfKind.PTR:
             raise LoaderError(f"{path}: map {name!r} member {mname!r} is not a pointer")
-        target = btf.type(ptr).size_or_type
+        target = btf.ref(ptr)
         if mname in _UINT_MEMBERS:
             arr = btf.resolve(target)
             if btf.kind(arr) != BtfKind.ARRAY:
                 raise LoaderError(f"{path}: map {name!r} member {mname!r}: expected __uint")
-            values[mname] = btf.type(arr).detail.nelems
+            values[mname] = btf.array(arr)[2]
         elif mname in _TYPE_MEMBERS:
             values[f"{mname}_type_id"] = target
             try:
@@ -258,38 +245,140 @@ def _values_def(btf: Btf, type_id: int, name: str, path: str) -> MapSpec | None:
     """``__array(values, T)``: the inner map template when T is a map definition, None
     when T is a function prototype (a PROG_ARRAY's programs)."""
     arr = btf.resolve(type_id)
-    if btf.kind(arr) != BtfKind.ARRAY or btf.type(arr).detail.nelems:
+    if btf.kind(arr) != BtfKind.ARRAY or btf.array(arr)[2]:
         raise LoaderError(f"{path}: map {name!r}: 'values' is not a zero-sized array "
                           "(declare it with __array(values, ...))")
-    ptr = btf.resolve(btf.type(arr).detail.type)
+    ptr = btf.resolve(btf.array(arr)[0])
     if btf.kind(ptr) != BtfKind.PTR:
         raise LoaderError(f"{path}: map {name!r}: 'values' is not an array of pointers")
-    target = btf.resolve(btf.type(ptr).size_or_type)
+    target = btf.resolve(btf.ref(ptr))
     if btf.kind(target) == BtfKind.FUNC_PROTO:
         return None
     return _map_def(btf, target, f"{name}.inner", path, True)
 
 
-def _enum_names(enum: dict) -> dict[int, str]:
-    return {value: name for name, value in enum.items() if isinstance(value, int)}
+# a symbol's section index, type, binding and visibility by the ELF specification's names
+# (as pyelftools names them, which the loader's messages and tests use)
+_SHNDX = {0: "SHN_UNDEF", 0xFFF1: "SHN_ABS", 0xFFF2: "SHN_COMMON"}
+_STT = {0: "STT_NOTYPE", 1: "STT_OBJECT", 2: "STT_FUNC", 3: "STT_SECTION", 4: "STT_FILE",
+        5: "STT_COMMON", 6: "STT_TLS", 7: "STT_NUM", 8: "STT_RELC", 9: "STT_SRELC",
+        10: "STT_LOOS", 12: "STT_HIOS", 13: "STT_LOPROC", 15: "STT_HIPROC"}
+_STB = {0: "STB_LOCAL", 1: "STB_GLOBAL", 2: "STB_WEAK", 3: "STB_NUM", 10: "STB_LOOS",
+        12: "STB_HIOS", 13: "STB_LOPROC", 15: "STB_HIPROC"}
+_STV = {0: "STV_DEFAULT", 1: "STV_INTERNAL", 2: "STV_HIDDEN", 3: "STV_PROTECTED",
+        4: "STV_EXPORTED", 5: "STV_SINGLETON", 6: "STV_ELIMINATE"}
+ET_REL = 1
+SHT_SYMTAB, SHT_RELA, SHT_NOBITS, SHT_REL, SHT_DYNSYM = 2, 4, 8, 9, 11
+SHF_ALLOC, SHF_EXECINSTR, SHF_COMPRESSED = 0x2, 0x4, 0x800
+SHN_XINDEX = 0xFFFF
+_EHDR_SIZE, _SHDR_SIZE = 64, 64  # Elf64_Ehdr, Elf64_Shdr
 
 
-# pyelftools' names of a symbol's section index, type, binding and visibility
-_SHNDX, _STT, _STB, _STV = map(
-    _enum_names, (ENUM_ST_SHNDX, ENUM_ST_INFO_TYPE, ENUM_ST_INFO_BIND, ENUM_ST_VISIBILITY)
-)
+class Section(NamedTuple):
+    """One entry of an ELF64 section header table (the fields an object's reading uses)."""
+
+    index: int
+    name: str
+    type: int
+    flags: int
+    offset: int
+    size: int
+    link: int
+    entsize: int
 
 
-def read_symbols(elf: ELFFile, symtab: SymbolTableSection, origin: str) -> list[Symbol]:
-    """Every symbol of ``symtab``, unpacked at once (pyelftools parses them one by one:
-    most of the time an object's read took), named as pyelftools names them."""
-    if elf.elfclass != 64:
-        raise LoaderError(f"{origin}: expected a 64-bit ELF object, found ELFCLASS{elf.elfclass}")
-    entry = struct.Struct(("<" if elf.little_endian else ">") + "IBBHQQ")  # Elf64_Sym
-    data, names = symtab.data(), symtab.stringtable.data()
-    if symtab["sh_entsize"] != entry.size or len(data) % entry.size:
-        raise LoaderError(f"{origin}: .symtab: expected {entry.size}-byte entries, found "
-                          f"{len(data)} bytes of {symtab['sh_entsize']}-byte entries")
+class ElfFile:
+    """The section table of an ELF64 file, unpacked with ``struct`` (pyelftools parsed
+    every header through its construct: most of the time opening the monitor's object
+    took, and its import another 15 ms). Malformed tables are a LoaderError saying where."""
+
+    def __init__(self, data: bytes, origin: str) -> None:
+        self.data, self.origin = data, origin
+        if data[:4] != b"\x7fELF":
+            raise LoaderError(f"{origin}: not a readable ELF object: expected the magic "
+                              f"b'\\x7fELF' at byte 0, found {data[:4]!r}")
+        if len(data) < _EHDR_SIZE or data[5] not in (1, 2):
+            raise LoaderError(f"{origin}: not a readable ELF object: a {len(data)}-byte file, "
+                              f"byte order {data[5] if len(data) > 5 else None} (expected 1 "
+                              "or 2 at byte 5 of a 64-byte header)")
+        if data[4] != 2:
+            raise LoaderError(f"{origin}: expected a 64-bit ELF object, found ELFCLASS"
+                              f"{ {1: 32}.get(data[4], data[4]) }")
+        self.order = "<" if data[5] == 1 else ">"
+        (self.type, self.machine, shoff, shentsize, shnum, shstrndx) = (
+            struct.unpack_from(self.order + "HH20xQ10xHHH", data, 16))
+        self.sections: list[Section] = []
+        if not shoff:
+            self.by_name: dict[str, Section] = {}
+            return
+        if shentsize != _SHDR_SIZE:
+            raise LoaderError(f"{origin}: expected {_SHDR_SIZE}-byte section headers, found "
+                              f"e_shentsize {shentsize} (byte 58)")
+        raw = self._headers(shoff, 1)
+        if not shnum:  # more than SHN_LORESERVE sections: the count is in section 0
+            shnum = raw[0][5]
+        if shstrndx == SHN_XINDEX:
+            shstrndx = raw[0][6]
+        raw = self._headers(shoff, shnum)
+        if shstrndx >= shnum:
+            raise LoaderError(f"{origin}: the section names are in section {shstrndx}, of "
+                              f"{shnum} sections")
+        strtab = raw[shstrndx]
+        names = self._bytes(strtab[4], strtab[5], f"section {shstrndx} (names)")
+        for idx, (name, typ, flags, _, offset, size, link, _, _, entsize) in enumerate(raw):
+            end = names.find(b"\0", name)
+            if name >= len(names) or end < 0:
+                raise LoaderError(f"{origin}: section {idx}: its name at byte {name} of the "
+                                  f"section names ({len(names)} bytes) is not NUL-terminated")
+            self.sections.append(Section(idx, names[name:end].decode("latin-1"), typ, flags,
+                                         offset, size, link, entsize))
+        self.by_name = {sec.name: sec for sec in self.sections}  # the last of a name, as before
+
+    def _headers(self, shoff: int, count: int) -> list[tuple]:
+        end = shoff + count * _SHDR_SIZE
+        if end > len(self.data):
+            raise LoaderError(f"{self.origin}: {count} section headers at byte {shoff} run "
+                              f"past the end of the file ({len(self.data)} bytes)")
+        return list(struct.iter_unpack(self.order + "IIQQQQIIQQ", self.data[shoff:end]))
+
+    def _bytes(self, offset: int, size: int, what: str) -> bytes:
+        if offset + size > len(self.data):
+            raise LoaderError(f"{self.origin}: {what}: bytes {offset}..{offset + size} run "
+                              f"past the end of the file ({len(self.data)} bytes)")
+        return self.data[offset : offset + size]
+
+    def section_data(self, sec: Section) -> bytes:
+        """A section's bytes (zeros for SHT_NOBITS, such as ``.bss``)."""
+        if sec.type == SHT_NOBITS:
+            return bytes(sec.size)
+        if sec.flags & SHF_COMPRESSED:
+            raise LoaderError(f"{self.origin}: section {sec.name!r} is compressed "
+                              "(SHF_COMPRESSED): link the object without compressing it")
+        return self._bytes(sec.offset, sec.size, f"section {sec.name!r}")
+
+    def relocations(self, sec: Section) -> list[tuple[int, int]]:
+        """(r_offset, symbol index) of each entry of an SHT_REL or SHT_RELA section."""
+        size = 24 if sec.type == SHT_RELA else 16
+        data = self.section_data(sec)
+        if len(data) % size:
+            raise LoaderError(f"{self.origin}: {sec.name}: {len(data)} bytes is not a whole "
+                              f"number of {size}-byte relocations")
+        return [(entry[0], entry[1] >> 32)
+                for entry in struct.iter_unpack(self.order + ("QQq" if size == 24 else "QQ"),
+                                                data)]
+
+
+def read_symbols(elf: ElfFile, symtab: Section) -> list[Symbol]:
+    """Every symbol of ``symtab``, unpacked at once."""
+    entry = struct.Struct(elf.order + "IBBHQQ")  # Elf64_Sym
+    data = elf.section_data(symtab)
+    if symtab.link >= len(elf.sections):
+        raise LoaderError(f"{elf.origin}: .symtab: its names are in section {symtab.link}, "
+                          f"of {len(elf.sections)} sections")
+    names = elf.section_data(elf.sections[symtab.link])
+    if symtab.entsize != entry.size or len(data) % entry.size:
+        raise LoaderError(f"{elf.origin}: .symtab: expected {entry.size}-byte entries, found "
+                          f"{len(data)} bytes of {symtab.entsize}-byte entries")
     symbols = []
     for name, info, other, shndx, value, size in entry.iter_unpack(data):
         end = names.find(b"\0", name)
@@ -332,59 +421,55 @@ def read_spec(source: str | Path | bytes, name: str | None = None) -> ObjectSpec
         except OSError as exc:
             raise LoaderError(f"cannot open BPF object {origin}: {exc.strerror}",
                               exc.errno) from exc
-    try:
-        elf = ELFFile(io.BytesIO(data))
-        return _Reader(elf, origin, name or object_name(origin)).spec()
-    except ELFError as exc:
-        raise LoaderError(f"{origin}: not a readable ELF object: {exc}") from exc
+    return _Reader(ElfFile(data, origin), origin, name or object_name(origin)).spec()
 
 
 class _Reader:
-    def __init__(self, elf: ELFFile, origin: str, name: str) -> None:
-        if elf["e_machine"] not in ("EM_BPF", EM_BPF) or elf["e_type"] != "ET_REL":
+    def __init__(self, elf: ElfFile, origin: str, name: str) -> None:
+        if elf.machine != EM_BPF or elf.type != ET_REL:
             raise LoaderError(
-                f"{origin}: expected an ELF BPF relocatable object, found "
-                f"{elf['e_machine']} {elf['e_type']}"
+                f"{origin}: expected an ELF BPF relocatable object (e_machine {EM_BPF}, "
+                f"e_type {ET_REL}), found e_machine {elf.machine}, e_type {elf.type}"
             )
         self.elf, self.origin, self.name = elf, origin, name
 
     def spec(self) -> ObjectSpec:
         elf, origin = self.elf, self.origin
-        symtab = elf.get_section_by_name(".symtab")
-        if not isinstance(symtab, SymbolTableSection):
+        symtab = elf.by_name.get(".symtab")
+        if symtab is None or symtab.type not in (SHT_SYMTAB, SHT_DYNSYM):
             raise LoaderError(f"{origin}: no symbol table")
-        symbols = read_symbols(elf, symtab, origin)
-        btf_sec = elf.get_section_by_name(".BTF")
-        btf = Btf(btf_sec.data(), f"{origin} .BTF") if btf_sec is not None else None
-        ext_sec = elf.get_section_by_name(".BTF.ext")
+        symbols = read_symbols(elf, symtab)
+        btf_sec = elf.by_name.get(".BTF")
+        btf = (Btf(elf.section_data(btf_sec), f"{origin} .BTF") if btf_sec is not None
+               else None)
+        ext_sec = elf.by_name.get(".BTF.ext")
         ext = None
         if ext_sec is not None and btf is not None:
             from ebpfwire.kernel.btf_ext import BtfExt  # here: objects without one skip it
 
-            ext = BtfExt.parse(ext_sec.data(), btf, f"{origin} .BTF.ext")
-        lic = elf.get_section_by_name("license")
+            ext = BtfExt.parse(elf.section_data(ext_sec), btf, f"{origin} .BTF.ext")
+        lic = elf.by_name.get("license")
         if lic is None:
             raise LoaderError(f'{origin}: no \'license\' section (SEC("license"))')
-        version = elf.get_section_by_name("version")
-        kern_version = int.from_bytes(version.data()[:4], "little") if version else 0
+        version = elf.by_name.get("version")
+        kern_version = (int.from_bytes(elf.section_data(version)[:4], "little")
+                        if version is not None else 0)
 
         code: dict[int, bytes] = {}
         names: dict[int, str] = {}
         sizes: dict[str, int] = {}
         data: dict[str, DataSection] = {}
         maps_index = None
-        for idx, sec in enumerate(elf.iter_sections()):
+        for idx, sec in enumerate(elf.sections):
             names[idx] = sec.name
-            if sec["sh_flags"] & SH_FLAGS.SHF_ALLOC:
-                sizes[sec.name] = sec["sh_size"]
-            if sec["sh_flags"] & SH_FLAGS.SHF_EXECINSTR and sec["sh_size"]:
-                code[idx] = sec.data()
+            if sec.flags & SHF_ALLOC:
+                sizes[sec.name] = sec.size
+            if sec.flags & SHF_EXECINSTR and sec.size:
+                code[idx] = elf.section_data(sec)
             elif sec.name == ".maps":
                 maps_index = idx
-            elif sec["sh_flags"] & SH_FLAGS.SHF_ALLOC and sec["sh_size"] and (
-                kind := _data_kind(sec.name)
-            ):
-                raw = bytes(sec["sh_size"]) if kind == "bss" else sec.data()
+            elif sec.flags & SHF_ALLOC and sec.size and (kind := _data_kind(sec.name)):
+                raw = bytes(sec.size) if kind == "bss" else elf.section_data(sec)
                 data[sec.name] = DataSection(
                     sec.name, idx, kind, bytearray(raw), internal_map_name(self.name, sec.name)
                 )
@@ -423,7 +508,8 @@ class _Reader:
             self._map_slots(maps, symbols, maps_index, programs, btf)
         return ObjectSpec(
             name=self.name, origin=origin,
-            license=lic.data().split(b"\0", 1)[0].decode(), kern_version=kern_version,
+            license=elf.section_data(lic).split(b"\0", 1)[0].decode(),
+            kern_version=kern_version,
             btf=btf, btf_ext=ext, maps=maps, data=data, code=code, section_names=names,
             section_sizes=sizes, functions=functions, programs=programs,
             relocations=relocations, symbols=symbols, map_offsets=map_offsets,
@@ -444,22 +530,22 @@ class _Reader:
             if not ids:
                 continue
             sec.btf_id = ids[0]
-            for info in btf.type(ids[0]).detail:
-                var = btf.type(info.type)
-                if var.name in sec.variables:
-                    sec.variables[var.name].type_id = var.size_or_type
+            for var, _, _ in btf.members(ids[0]):
+                name = btf.name(var)
+                if name in sec.variables:
+                    sec.variables[name].type_id = btf.ref(var)
 
     def _map_slots(self, maps: dict[str, MapSpec], symbols: list[Symbol], maps_index: int,
                    programs: dict[str, ProgramSpec], btf: Btf | None) -> None:
         """``.rel.maps``: the static ``values`` of outer maps and PROG_ARRAYs, each relocation
         a pointer in the ``values`` array: slot = its position there."""
-        sec = self.elf.get_section_by_name(".rel.maps")
-        if not isinstance(sec, RelocationSection) or btf is None:
+        sec = self.elf.by_name.get(".rel.maps")
+        if sec is None or sec.type not in (SHT_REL, SHT_RELA) or btf is None:
             return
         where = {s.name: (s.value, s.size) for s in symbols
                  if s.section == maps_index and s.type == "STT_OBJECT" and s.name in maps}
-        for rel in sec.iter_relocations():
-            at, sym = rel["r_offset"], symbols[rel["r_info_sym"]]
+        for at, sym_index in self.elf.relocations(sec):
+            sym = self._symbol(sec, symbols, sym_index)
             owner = next((n for n, (v, size) in where.items() if v <= at < v + size), None)
             if owner is None:
                 raise LoaderError(f"{self.origin}: .rel.maps: a pointer to {sym.name!r} at "
@@ -488,18 +574,22 @@ class _Reader:
     def _values_offset(btf: Btf, name: str) -> int:
         """Byte offset of the ``values`` member in map ``name``'s definition (-1: none)."""
         for vid in btf.ids_named(name, (BtfKind.VAR,)):
-            members = btf.type(btf.resolve(btf.type(vid).size_or_type)).detail
-            if members and btf.string(members[-1].name_off) == "values":
-                return (members[-1].offset & 0xFFFFFF) // 8
+            members = btf.members(btf.resolve(btf.ref(vid)))
+            if members and btf.string(members[-1][0]) == "values":
+                return members[-1][2] // 8
         return -1
 
     def _relocations(self, idx: int, symbols: list[Symbol]) -> dict[int, Symbol]:
-        sec = self.elf.get_section_by_name(".rel" + self.elf.get_section(idx).name)
+        sec = self.elf.by_name.get(".rel" + self.elf.sections[idx].name)
         if sec is None:
             return {}
-        if not isinstance(sec, RelocationSection) or sec.is_RELA():
+        if sec.type != SHT_REL:
             raise LoaderError(f"{self.origin}: {sec.name}: expected SHT_REL relocations")
-        return {
-            rel["r_offset"] // INSN_SIZE: symbols[rel["r_info_sym"]]
-            for rel in sec.iter_relocations()
-        }
+        return {at // INSN_SIZE: self._symbol(sec, symbols, sym)
+                for at, sym in self.elf.relocations(sec)}
+
+    def _symbol(self, sec: Section, symbols: list[Symbol], index: int) -> Symbol:
+        if index >= len(symbols):
+            raise LoaderError(f"{self.origin}: {sec.name}: a relocation names symbol {index}, "
+                              f"of {len(symbols)} in .symtab")
+        return symbols[index]
