@@ -379,14 +379,20 @@ def read_symbols(elf: ElfFile, symtab: Section) -> list[Symbol]:
     if symtab.entsize != entry.size or len(data) % entry.size:
         raise LoaderError(f"{elf.origin}: .symtab: expected {entry.size}-byte entries, found "
                           f"{len(data)} bytes of {symtab.entsize}-byte entries")
+    text, at = {}, 0   # the names that start where the one before ended: nearly all
+    for piece in names.split(b"\0"):
+        text[at] = piece.decode("utf-8", "replace")
+        at += len(piece) + 1
     symbols = []
+    make = Symbol._make
     for name, info, other, shndx, value, size in entry.iter_unpack(data):
-        end = names.find(b"\0", name)
-        symbols.append(Symbol(
-            names[name : end if end >= 0 else len(names)].decode("utf-8", "replace"),
-            _SHNDX.get(shndx, shndx), value, size, _STT.get(info & 0xF, info & 0xF),
-            _STB.get(info >> 4, info >> 4), _STV.get(other & 7, other & 7),
-        ))
+        found = text.get(name)
+        if found is None:  # a name inside another (a shared suffix)
+            end = names.find(b"\0", name)
+            found = names[name : end if end >= 0 else len(names)].decode("utf-8", "replace")
+        symbols.append(make((found, _SHNDX.get(shndx, shndx), value, size,
+                             _STT.get(info & 0xF, info & 0xF), _STB.get(info >> 4, info >> 4),
+                             _STV.get(other & 7, other & 7))))
     return symbols
 
 
