@@ -90,13 +90,14 @@ class LiveEnd:
         return max(0.0, min(most, self.deadline - time.monotonic()))
 
 
-def live_batches(monitor: Any, end: LiveEnd, most: float) -> Iterator[list]:
-    """The monitor's records, a read at a time (at most ``most`` seconds apart, empty when
-    nothing came), until ``end``; then the programs are detached and the rings read dry,
-    so that every event made before the end is given or counted as lost."""
+def live_batches(monitor: Any, end: LiveEnd, most: float | Callable[[], float]) -> Iterator[list]:
+    """The monitor's records, a read at a time (at most ``most`` seconds apart, or what
+    ``most()`` says before each read; empty when nothing came), until ``end``; then the
+    programs are detached and the rings read dry, so that every event made before the end
+    is given or counted as lost."""
     reader = monitor.reader
     while not end.done():
-        yield reader.read_batch(timeout=end.wait(most))
+        yield reader.read_batch(timeout=end.wait(most() if callable(most) else most))
     monitor.stop()
     while batch := reader.read_batch(timeout=0):
         yield batch
