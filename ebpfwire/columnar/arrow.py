@@ -226,11 +226,12 @@ def batches(source: Any, *, layout: str | Layout | None = None, arch: str | None
 
 
 def _chunk(src: _Source, max_rows: int) -> tuple | None:
-    """The next rows of ``src`` as (sample bytes, their cpus, their file offsets, lost
-    records as (row, cpu, count), the samples' context answers or None, the resynchronised
-    records as (row, error)); None at the end. A capture's rows come as a
-    :class:`~ebpfwire.capture.bulk.RecordBlock` (columns): no record object is made where
-    the capture is clean."""
+    """The next rows of ``src`` as (the samples as one buffer and the bounds of each in it,
+    their cpus, their file offsets, lost records as (row, cpu, count), the samples' context
+    answers or None, the resynchronised records as (row, error)); None at the end. A
+    capture's rows come as a :class:`~ebpfwire.capture.bulk.RecordBlock` (columns): no
+    record object and no bytes object is made per sample where the capture is clean; raw
+    samples are joined once."""
     context = src.context
     if src.name is None:
         datas = list(islice(src.records, max_rows))
@@ -238,27 +239,32 @@ def _chunk(src: _Source, max_rows: int) -> tuple | None:
             return None
         if not set(map(type, datas)) <= {bytes}:
             datas = [data if type(data) is bytes else bytes(data) for data in datas]
-        ids = None if context is None else context.answer(datas)  # type: ignore[union-attr]
-        return datas, None, None, [], ids, []
+        lengths = np.fromiter(map(len, datas), np.int64, len(datas))
+        ends = np.cumsum(lengths)
+        payload = b"".join(datas), ends - lengths, ends
+        ids = (None if context is None
+               else context.answer(*payload))  # type: ignore[union-attr]
+        return payload, None, None, [], ids, []
     block = (context.take(max_rows) if isinstance(context, StreamContext)
              else src.records.take(max_rows))
     if not len(block):
         return None
     samples = block.samples
-    datas, cpus, offsets = block.datas, block.cpus, block.offsets
+    cpus, offsets = block.cpus, block.offsets
+    buf, begins, ends = block.payloads()
     lost: list[tuple[int, int, int]] = []
     if not samples.all():
         rows = np.flatnonzero(~samples)
         lost = list(zip(rows.tolist(), cpus[rows].tolist(), block.counts[rows].tolist(),
                         strict=True))
-        datas = [datas[row] for row in np.flatnonzero(samples).tolist()]
+        begins, ends = begins[samples], ends[samples]
         cpus, offsets = cpus[samples], offsets[samples]
     marks = [(row, resync_error((SampleRecord if block.samples[row] else LostRecord)(
         0, 0, int(block.offsets[row]), int(block.resync[row]))))
         for row in np.flatnonzero(block.resync >= 0).tolist()]
     ids = (None if context is None else context.taken_ids()
            if isinstance(context, StreamContext) else context.ids_at(offsets))
-    return datas, cpus, offsets, lost, ids, marks
+    return (buf, begins, ends), cpus, offsets, lost, ids, marks
 
 
 def to_table(source: Any, *, layout: str | Layout | None = None, arch: str | None = None,
@@ -332,17 +338,21 @@ class _BatchBuilder:
                 groups.append((tags, np.flatnonzero(inverse == number)))
         return groups
 
-    def _walk(self, datas: list[bytes], rows: list[int], argnums: list[int],
-              event_ids: list[int], file_offsets: list | None) -> tuple[list, list[int], list]:
-        """The given rows' arguments as one flat list, each row's count, and the damage."""
+    def _walk(self, joined: bytes, begins: np.ndarray, ends: np.ndarray, rows: np.ndarray,
+              argnums: np.ndarray, event_ids: np.ndarray,
+              file_offsets: list | None) -> tuple[list, list[int], list]:
+        """The given rows' arguments as one flat list, each row's count, and the damage
+        (each row's bytes cut from the joined samples)."""
         flat: list = []
         counts = []
         count = counts.append
         errors: list = []
         mark = 0
-        for index in rows:
-            damage = self._row_args(datas[index], argnums[index], event_ids[index], flat,
-                                    file_offsets, index)
+        for index, begin, end, argc, event_id in zip(
+                rows.tolist(), begins[rows].tolist(), ends[rows].tolist(),
+                argnums[rows].tolist(), event_ids[rows].tolist(), strict=True):
+            damage = self._row_args(joined[begin:end], argc, event_id, flat, file_offsets,
+                                    index)
             if damage:
                 errors.append((index, damage))
             count((len(flat) - mark) >> 1)
@@ -373,32 +383,26 @@ class _BatchBuilder:
 
     # -- columns
 
-    def build(self, datas: list[bytes], cpus: list[int] | None, file_offsets: list[int] | None,
-              lost: list[tuple[int, int, int]], ids: np.ndarray | None,
+    def build(self, payload: tuple[bytes, np.ndarray, np.ndarray], cpus: np.ndarray | None,
+              file_offsets: np.ndarray | None, lost: list[tuple[int, int, int]],
+              ids: np.ndarray | None,
               marks: list[tuple[int, DecodeError]]) -> pa.RecordBatch | None:
-        """One batch from a chunk (see :func:`_chunk`); None if none is a row."""
-        if not datas and not lost:
+        """One batch from a chunk (see :func:`_chunk`): the samples are
+        ``joined[begins[i]:ends[i]]`` of ``payload`` (begins in order, the samples not
+        overlapping: the bytes between them are not read); None if none is a row."""
+        joined, begins, ends = payload
+        count = len(begins)
+        if not count and not lost:
             return None
         cpu = None if cpus is None else pa.array(cpus, pa.uint32())
-        count = len(datas)
         size = self.layout.size
-        lengths = np.fromiter(map(len, datas), np.int64, count)
+        lengths = ends - begins
         short = lengths < size
-        joined = b"".join(datas)
-        ends = np.cumsum(lengths)
-        if short.any():
-            heads = b"".join(d[:size] if len(d) >= size else d + bytes(size - len(d))
-                             for d in datas)
-        else:   # the first ``size`` bytes of each sample, cut from the joined samples by Arrow
-            bounds = np.zeros(count + 1, np.int64)
-            bounds[1:] = ends
-            samples = pa.LargeBinaryArray.from_buffers(pa.large_binary(), count, [
-                None, pa.py_buffer(bounds), pa.py_buffer(joined)])
-            heads = pc.binary_slice(samples, 0, size).buffers()[2]
-        header = np.frombuffer(heads, self.dtype, count) if count else np.zeros(0, self.dtype)
+        header = np.frombuffer(rowcontext.heads(joined, begins, ends, size), self.dtype,
+                               count) if count else np.zeros(0, self.dtype)
         header = {name: np.ascontiguousarray(header[name]) for name, _, _ in self.fields}
         bad_rows: set[int] = set()
-        arguments, damage = self._arguments(datas, joined, ends - lengths, ends, header, short,
+        arguments, damage = self._arguments(joined, begins, ends, header, short,
                                             file_offsets, bad_rows)
         self.seen += count
         columns: dict[str, pa.Array] = {}
@@ -432,11 +436,10 @@ class _BatchBuilder:
         columns["errors"] = self._errors(damage, count)
         columns["lost"] = pa.nulls(count, pa.uint64())
         if bad_rows:
-            keep = np.zeros(count, bool)
-            keep[list(bad_rows)] = True
-            columns["raw"] = pa.array([d if k else None for d, k in zip(datas, keep.tolist(),
-                                                                         strict=True)],
-                                      pa.binary())
+            raw: list[bytes | None] = [None] * count
+            for row in bad_rows:
+                raw[row] = joined[begins[row]:ends[row]]
+            columns["raw"] = pa.array(raw, pa.binary())
         else:
             columns["raw"] = pa.nulls(count, pa.binary())
         columns["cpu"] = pa.nulls(count, pa.uint32()) if cpu is None else cpu
@@ -450,17 +453,17 @@ class _BatchBuilder:
             batch = self._with_lost(batch, lost)
         return self._marked(batch, marks) if marks else batch
 
-    def _arguments(self, datas: list[bytes], joined: bytes, starts: np.ndarray,
-                   ends: np.ndarray, header: dict, short: np.ndarray, file_offsets: Any,
+    def _arguments(self, joined: bytes, starts: np.ndarray, ends: np.ndarray, header: dict,
+                   short: np.ndarray, file_offsets: Any,
                    bad_rows: set[int]) -> tuple[Arguments, list]:
-        """The batch's :class:`Arguments` and the damage found (``joined``: the samples
-        one after the other, sample i at ``starts[i]:ends[i]``).
+        """The batch's :class:`Arguments` and the damage found (sample i is
+        ``joined[starts[i]:ends[i]]``, in order).
 
         Rows whose expected tags are fixed-size payloads and strings are walked a group at
         a time by :func:`walk_columns`; the others, and those it does not take, one by one
         by the walker.
         """
-        size, count = self.layout.size, len(datas)
+        size, count = self.layout.size, len(starts)
         buf = np.frombuffer(joined, np.uint8)
         counts = np.zeros(count, np.int64)
         fast = np.zeros(count, bool)
@@ -477,9 +480,9 @@ class _BatchBuilder:
             counts[rows] = len(template)
             groups.append((template, rows, values))
         slow_rows = np.flatnonzero(~fast)
-        flat, slow_counts, damage = self._walk(datas, slow_rows.tolist(),
-                                               header["argnum"].tolist(),
-                                               header["event_id"].tolist(), file_offsets)
+        flat, slow_counts, damage = self._walk(joined, starts, ends, slow_rows,
+                                               header["argnum"], header["event_id"],
+                                               file_offsets)
         bad_rows.update(index for index, _ in damage)
         counts[slow_rows] = slow_counts
         offsets = np.zeros(count + 1, np.int64)

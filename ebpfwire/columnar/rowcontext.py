@@ -428,28 +428,50 @@ class _Fields:
         self.pid_at = OFFSETS["host_pid"]
         self.event_at = OFFSETS["event_id"]
 
-    def __call__(self, datas: Sequence[bytes]) -> tuple[np.ndarray, ...]:
-        """(host pid, key, stateful, short, ts, length) of each sample (b"": a LOST
-        record's place); ts is read where the length is 8 or more."""
-        count, size = len(datas), self.size
-        lengths = np.fromiter(map(len, datas), np.int64, count)
-        short = lengths < size
-        if short.any() or not count:
-            heads = b"".join(d[:size] if len(d) >= size else d + bytes(size - len(d))
-                             for d in datas)
-        else:
-            bounds = np.zeros(count + 1, np.int64)
-            np.cumsum(lengths, out=bounds[1:])
-            samples = pa.LargeBinaryArray.from_buffers(pa.large_binary(), count, [
-                None, pa.py_buffer(bounds), pa.py_buffer(b"".join(datas))])
-            heads = pc.binary_slice(samples, 0, size).buffers()[2]
-        rows = np.frombuffer(heads, np.uint8, count * size).reshape(count, size)
+    def __call__(self, segments: Sequence[tuple[bytes, np.ndarray, np.ndarray]]
+                 ) -> tuple[np.ndarray, ...]:
+        """(host pid, key, stateful, short, ts, length) of each sample, the samples given
+        as (buffer, begins, ends) in order (an empty one: a LOST record's place); ts is read
+        where the length is 8 or more."""
+        size = self.size
+        rows = np.concatenate([np.empty((0, size), np.uint8),
+                               *(heads(*segment, size) for segment in segments)])
+        lengths = np.concatenate([np.empty(0, np.int64),
+                                  *(ends - begins for _, begins, ends in segments)])
         pid = rows[:, self.pid_at:self.pid_at + 4].copy().view("<u4")[:, 0]
         event = rows[:, self.event_at:self.event_at + 4].copy().view("<u4")[:, 0]
         key = np.concatenate([rows[:, a:b] for a, b in self.key_bytes], axis=1)
         key = np.ascontiguousarray(key).view(f"V{key.shape[1]}")[:, 0]
         ts = rows[:, :8].copy().view("<u8")[:, 0]
-        return pid, key, np.isin(event, self.stateful), short, ts, lengths
+        return pid, key, np.isin(event, self.stateful), lengths < size, ts, lengths
+
+
+def heads(buf: bytes, begins: np.ndarray, ends: np.ndarray, size: int) -> np.ndarray:
+    """The first ``size`` bytes of each sample ``buf[begins[i]:ends[i]]`` (begins in order,
+    the samples not overlapping), as a (samples, size) uint8 array, zero-padded where a
+    sample is shorter. Cut by Arrow's ``binary_slice`` from the samples as items of one
+    binary array over ``buf`` (an item runs on to the next sample: only its head is read),
+    with no bytes object per sample; only the short ones are cut one by one."""
+    count = len(begins)
+    short = ends - begins < size
+    full = np.flatnonzero(~short) if short.any() else None
+    starts = begins if full is None else begins[full]
+    rows = np.zeros((count, size), np.uint8)
+    if len(starts):
+        bounds = np.empty(len(starts) + 1, np.int64)
+        bounds[:-1] = starts
+        bounds[-1] = ends[-1 if full is None else full[-1]]
+        items = pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(starts), [
+            None, pa.py_buffer(bounds), pa.py_buffer(buf)])
+        got = np.frombuffer(pc.binary_slice(items, 0, size).buffers()[2], np.uint8,
+                            len(starts) * size).reshape(-1, size)
+        if full is None:
+            return got
+        rows[full] = got
+    for row in np.flatnonzero(short).tolist():
+        piece = buf[begins[row]:ends[row]]
+        rows[row, :len(piece)] = np.frombuffer(piece, np.uint8)
+    return rows
 
 
 class _Join:
@@ -482,12 +504,13 @@ class _Join:
         elif self._forgotten is not None:
             self._forgotten.extend(pids)
 
-    def answer(self, datas: Sequence[bytes], fields: Sequence[np.ndarray],
+    def answer(self, data_of: Callable[[int], bytes], fields: Sequence[np.ndarray],
                steps: Sequence[tuple[int, Any]]) -> np.ndarray:
-        """The answers of ``datas``, samples in time order, with their ``fields`` (as
-        :class:`_Fields` gives them); ``steps`` are the losses (a count) and context
-        records between them, in order, each with the number of samples before it."""
-        count = len(datas)
+        """The answers of samples in time order, with their ``fields`` (as :class:`_Fields`
+        gives them); ``data_of(i)`` cuts sample i's bytes, for the samples the enricher is
+        given; ``steps`` are the losses (a count) and context records between them, in
+        order, each with the number of samples before it."""
+        count = len(fields[0])
         ids = np.full(count, -1, np.int32)
         self._forgotten = []
         pid, key, stateful, short = fields[:4]
@@ -546,7 +569,7 @@ class _Join:
                 heapq.heappop(extra)
             else:
                 q += 1
-            data = datas[nxt]
+            data = data_of(nxt)
             ids[nxt] = sample(data)
             if len(data) >= size:
                 values = unpack(data)
@@ -610,7 +633,7 @@ class StreamContext:
         count = len(block)
         order = self._order
         if count:
-            fields = self._join.fields(block.datas)
+            fields = self._join.fields(block.segments())
             self._read = RecordBlock.join([self._read, block])
             self._ids = np.concatenate([self._ids, np.full(count, -1, np.int32)])
             self._fields = [np.concatenate(pair) for pair in zip(self._fields, fields[:4],
@@ -641,8 +664,8 @@ class StreamContext:
                   for place in np.flatnonzero(~is_sample).tolist()]
         steps.sort(key=lambda step: step[0])    # stable: feeds before a loss at one place
         steps = [(int(before[place]), item) for place, item in steps]
-        datas = self._read.datas
-        self._ids[samples] = self._join.answer([datas[i] for i in samples.tolist()],
+        read = self._read
+        self._ids[samples] = self._join.answer(lambda i: read.data(samples[i]),
                                                [f[samples] for f in self._fields], steps)
 
     def _forget(self) -> None:
@@ -678,10 +701,12 @@ class StreamContext:
         """The answers of the samples of the last :meth:`take`, in file order."""
         return self._taken
 
-    def answer(self, datas: Sequence[bytes]) -> np.ndarray:
-        """The answers of raw samples, in the order given."""
+    def answer(self, buf: bytes, begins: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """The answers of raw samples, in the order given (sample i:
+        ``buf[begins[i]:ends[i]]``)."""
         self._forget()
-        return self._join.answer(datas, self._join.fields(datas), [])
+        return self._join.answer(lambda i: buf[begins[i]:ends[i]],
+                                 self._join.fields([(buf, begins, ends)]), [])
 
 
 #: Records read at a time from a capture, at most and at least: the time order of a block
