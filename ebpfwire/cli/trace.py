@@ -160,10 +160,16 @@ def cmd_trace(args: argparse.Namespace) -> int:
     lost = 0
     with StopSignals() as stop:
         command = start_command(args)
+        monitor = None
         try:
-            shown = _Shown(args, out, arch)
             monitor = open_monitor(args)
+            # /proc is read once the programs are attached, while the first samples wait
+            # out SLACK_NS: a process that execs meanwhile is in the snapshot or its exec
+            # is an event (read before the attach, its new image would never be seen)
+            shown = _Shown(args, out, arch)
         except BaseException:
+            if monitor is not None:
+                monitor.close()
             if command is not None:
                 command.abandon()
             raise
