@@ -66,16 +66,21 @@ then writes the arguments: microseconds; this leaves room for interrupts and
 preemption). A sample committed later still shows, out of order."""
 
 
-def _arrivals(monitor: Any, end: LiveEnd) -> Iterator[Any]:
+def _arrivals(monitor: Any, end: LiveEnd, order: TimeOrder) -> Iterator[Any]:
     """The live records as they are read (:func:`live_batches`: to the end, the rings read
     dry), each batch followed by how far the rings were read: what is older than the read
     less :data:`SLACK_NS` can no longer be overtaken by a sample still to come, so it is
-    shown then, not a window later."""
+    shown then, not a window later; the next read comes when ``order``'s oldest held
+    sample can be shown, if that is sooner than the pace of reads."""
     reader = monitor.reader
     busy_until = time.monotonic() + 1
 
     def pace() -> float:
-        return POLL_S if time.monotonic() < busy_until else QUIET_POLL_S
+        wait = POLL_S if time.monotonic() < busy_until else QUIET_POLL_S
+        if order.oldest_held is not None:
+            due = order.oldest_held + SLACK_NS - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+            wait = min(wait, max(due, 0) / 1e9)
+        return wait
 
     for batch in live_batches(monitor, end, pace):
         if batch:
@@ -179,7 +184,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
         with monitor:
             if command is not None:
                 command.release()
-            for record in order(_arrivals(monitor, end)):
+            for record in order(_arrivals(monitor, end, order)):
                 if type(record) is Lost:
                     lost += record.count
                     if shown.logs is None:  # KubeArmor's logs have no line for a loss

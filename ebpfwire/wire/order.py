@@ -85,6 +85,9 @@ class TimeOrder:
         self.max_records = max_records
         self.max_bytes = max_bytes
         self.late = 0
+        #: The ``ts`` of the oldest record held after the last sweep (None: none held): when
+        #: a live reader's next :class:`Drained` can release something.
+        self.oldest_held: int | None = None
         #: Records released before their window had passed because a bound was reached:
         #: past this, a sample may come late (``late``) where a wider window would have
         #: placed it; reported so that nobody mistakes a bounded order for a full one.
@@ -158,6 +161,7 @@ class TimeOrder:
                 released = held[cut - 1][0]
                 del held[:cut]
             sweep_at = newest + window // 2
+            self.oldest_held = held[0][0] if held else None
         held.sort()
         for _, _, out in held:
             yield out
