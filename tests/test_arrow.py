@@ -436,3 +436,15 @@ def test_column_walked_strings_that_are_not_utf8_stay_reachable():
     assert table.column("raw").to_pylist() == [samples[0], None, samples[2], None]
     assert decode(samples[0]).args[1].value == bad_path
     assert decode(samples[2]).args[1].value == bad_unix
+
+
+@pytest.mark.parametrize("context", [True, False])
+def test_an_empty_capture_gives_its_own_layouts_columns(tmp_path, context):
+    from ebpfwire.arrow import schema, to_table
+    from ebpfwire.capture import CaptureWriter
+
+    path = tmp_path / "empty.ewcap"
+    with CaptureWriter(path, layout="hash"):
+        pass
+    table = to_table(path, context=context)
+    assert table.num_rows == 0 and table.schema.equals(schema("hash", context))

@@ -188,9 +188,11 @@ def _sources(source: Any, layout: str | Layout | None, arch: str | None,
 
 # --------------------------------------------------------------------------- batches
 
+MAX_ROWS = 65536  # rows a batch holds by default (about 18 MiB of a realistic capture)
+
 
 def batches(source: Any, *, layout: str | Layout | None = None, arch: str | None = None,
-            strict: bool = False, max_rows: int = 65536,
+            strict: bool = False, max_rows: int = MAX_ROWS,
             context: bool | ContextIndex = True) -> Iterator[pa.RecordBatch]:
     """Record batches of at most ``max_rows`` rows, streaming through ``source``.
 
@@ -206,6 +208,14 @@ def batches(source: Any, *, layout: str | Layout | None = None, arch: str | None
     :class:`~ebpfwire.columnar.rowcontext.ContextIndex` of the capture (or its slice for a byte
     range, :meth:`~ebpfwire.columnar.rowcontext.ContextIndex.within`) gives them from the index.
     """
+    yield from _batches(source, layout, arch, strict, max_rows, context, [])
+
+
+def _batches(source: Any, layout: str | Layout | None, arch: str | None, strict: bool,
+             max_rows: int, context: bool | ContextIndex,
+             schemas: list[pa.Schema]) -> Iterator[pa.RecordBatch]:
+    """:func:`batches`, noting each source's schema in ``schemas``: a capture without a
+    row still has its layout's columns."""
     if max_rows < 1:
         raise ValueError(f"max_rows must be at least 1, found {max_rows}")
     first: Layout | None = None
@@ -216,6 +226,7 @@ def batches(source: Any, *, layout: str | Layout | None = None, arch: str | None
             raise ValueError(f"captures of one table must share a context layout: expected "
                              f"{first.name}, found {src.layout.name}")
         builder = _BatchBuilder(src, strict)
+        schemas.append(builder.schema)
         while True:
             chunk = _chunk(src, max_rows)
             if chunk is None:
@@ -276,11 +287,12 @@ def to_table(source: Any, *, layout: str | Layout | None = None, arch: str | Non
 
     if is_typed(source):
         return typed_table(source)
+    schemas: list[pa.Schema] = []
     with fewer_collections():
-        parts = list(batches(source, layout=layout, arch=arch, strict=strict,
-                             context=context))
+        parts = list(_batches(source, layout, arch, strict, MAX_ROWS, context, schemas))
     if not parts:
-        return schema(layout or "classic", context is not False).empty_table()
+        return (schemas[0] if schemas else
+                schema(layout or "classic", context is not False)).empty_table()
     return pa.Table.from_batches(parts)
 
 
