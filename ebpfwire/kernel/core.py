@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ebpfwire.kernel.btf import Btf, BtfKind, essential_name
+from ebpfwire.kernel.btf import BTF_INT_SIGNED, Btf, BtfKind, essential_name
 from ebpfwire.kernel.btf_ext import CoreRelo
 from ebpfwire.kernel.errors import BtfError, LoaderError
 from ebpfwire.kernel.kernel_btf import KernelBtf
@@ -40,7 +40,6 @@ KIND_NAMES = [
 ]
 POISON_IMM = 195896080  # 0xbad2310: "bad relo", as libbpf writes it
 SPEC_MAX_LEN = 64
-BTF_INT_SIGNED = 1
 _U64 = (1 << 64) - 1
 _COMPOSITE = (BtfKind.STRUCT, BtfKind.UNION)
 _ENUMS = (BtfKind.ENUM, BtfKind.ENUM64)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ebpfwire.kernel import syscalls
-from ebpfwire.kernel.btf import Btf, BtfKind, essential_name
+from ebpfwire.kernel.btf import BTF_INT_SIGNED, Btf, BtfKind, essential_name
 from ebpfwire.kernel.errors import LoaderError
 from ebpfwire.kernel.kernel_btf import KernelBtf
 from ebpfwire.kernel.objfile import DataSection, ObjectSpec, Variable, internal_map_name
@@ -37,7 +37,6 @@ KSYMS_SEC = ".ksyms"
 BTF_VAR_GLOBAL_ALLOCATED = 1
 BTF_LINKAGE_EXTERN = 2  # BTF_VAR_GLOBAL_EXTERN, BTF_FUNC_EXTERN
 BTF_FUNC_GLOBAL = 1
-BTF_INT_SIGNED = 1
 BTF_INT_BOOL = 4
 POISON_CALL_KFUNC_BASE = 2002000000  # libbpf's: "invalid func unknown#2002000000 + n"
 DUMMY_KSYM = "dummy_ksym"
