@@ -171,10 +171,9 @@ struct scratch {
 	__u8 data[MAX_BUFFER_SIZE];
 };
 
-struct saved_args {
+/* the arguments of a syscall, read from its registers at its exit */
+struct syscall_args {
 	__u64 args[6];
-	__u32 event_id;
-	__u32 pad;
 };
 
 /* failed outputs, per CPU (key 0), on both transports: the reader reports
@@ -224,14 +223,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct scratch);
 } scratch SEC(".maps");
-
-/* syscall arguments saved at entry, keyed by pid_tgid, consumed at exit */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 10240);
-	__type(key, __u64);
-	__type(value, struct saved_args);
-} args_map SEC(".maps");
 
 /* wait(2)-style exit status per tgid, recorded at exit_group/exit and at the
  * delivery of a fatal signal, consumed at sched_process_exit */
@@ -707,14 +698,21 @@ static __always_inline int submit(void *ctx, struct writer *w)
 	return 0;
 }
 
-/* ---- syscall entry/exit pairing ---------------------------------------- */
+/* ---- syscall arguments and results --------------------------------------- */
 
 /* The syscall handlers serve two kinds of program: the raw_syscalls dispatchers
  * sys__enter/sys__exit (sys_enter(regs, id), sys_exit(regs, ret): one program
  * for every syscall of the machine) and one program per handler on its own
  * syscalls/sys_enter_NAME or sys_exit_NAME tracepoint, whose record holds the
  * arguments or the return value (events/syscalls/.../format): nothing runs for
- * an untraced syscall. `rec` (a constant once inlined) says which context. */
+ * an untraced syscall. `rec` (a constant once inlined) says which context.
+ *
+ * An event whose syscall returns is written at its exit alone, its arguments
+ * read from the registers the syscall was made with: the entry is not hooked,
+ * so every syscall of the machine pays for one tracepoint (the exit), not two
+ * (docs/bpf-program.md, "What is read where"). Only exec (the caller's strings
+ * are gone once the new image runs) and exit/exit_group (they never return)
+ * are read at entry. */
 struct sys_enter_record {
 	__u64 common;
 	long nr;
@@ -727,14 +725,11 @@ struct sys_exit_record {
 	long ret;
 };
 
-/* syscall argument i */
-static __always_inline __u64 syscall_arg(const struct monitor_config *cfg, void *ctx,
-					 int rec, int i)
+/* syscall argument i from the registers at `regs` (struct pt_regs *) */
+static __always_inline __u64 regs_arg(const struct monitor_config *cfg, __u64 regs, int i)
 {
 	__u32 off;
 
-	if (rec)
-		return ((const struct sys_enter_record *)ctx)->args[i];
 	switch (i) {
 	case 0: off = cfg->regs_arg0; break;
 	case 1: off = cfg->regs_arg1; break;
@@ -743,7 +738,16 @@ static __always_inline __u64 syscall_arg(const struct monitor_config *cfg, void 
 	case 4: off = cfg->regs_arg4; break;
 	default: off = cfg->regs_arg5; break;
 	}
-	return read_u64(((struct bpf_raw_tracepoint_args *)ctx)->args[0], off);
+	return read_u64(regs, off);
+}
+
+/* syscall argument i at entry */
+static __always_inline __u64 syscall_arg(const struct monitor_config *cfg, void *ctx,
+					 int rec, int i)
+{
+	if (rec)
+		return ((const struct sys_enter_record *)ctx)->args[i];
+	return regs_arg(cfg, ((struct bpf_raw_tracepoint_args *)ctx)->args[0], i);
 }
 
 static __always_inline long syscall_ret(void *ctx, int rec)
@@ -753,64 +757,51 @@ static __always_inline long syscall_ret(void *ctx, int rec)
 	return (long)((struct bpf_raw_tracepoint_args *)ctx)->args[1];
 }
 
-/* copies the first `nargs` arguments (the ones the syscall has) */
-static __always_inline int save_args(void *ctx, int rec, __u32 event_id,
-				     int nargs)
+/* the registers the syscall was made with, at its exit: sys_exit hands them
+ * over; on a sys_exit_NAME tracepoint they are the task's own (Linux 5.15's
+ * bpf_task_pt_regs). The syscalls read this way leave their argument
+ * registers as the caller set them (only the result register changes) */
+static __always_inline __u64 exit_regs(void *ctx, int rec)
+{
+	if (rec)
+		return (__u64)bpf_task_pt_regs(bpf_get_current_task_btf());
+	return ((struct bpf_raw_tracepoint_args *)ctx)->args[0];
+}
+
+/* the first `nargs` arguments (the ones the syscall has) at its exit, for a
+ * task the filters keep; 0 = no event */
+static __always_inline int exit_args(void *ctx, int rec, int nargs, struct syscall_args *a)
 {
 	struct monitor_config *cfg = get_config();
-	__u64 key = bpf_get_current_pid_tgid();
-	struct saved_args a = {};
+	__u64 regs;
 
 	if (!cfg || !wanted(cfg))
 		return 0;
-	a.event_id = event_id;
+	regs = exit_regs(ctx, rec);
 #pragma unroll
 	for (int i = 0; i < 6; i++)
-		if (i < nargs)
-			a.args[i] = syscall_arg(cfg, ctx, rec, i);
-	bpf_map_update_elem(&args_map, &key, &a, BPF_ANY);
-	return 0;
+		a->args[i] = i < nargs ? regs_arg(cfg, regs, i) : 0;
+	return 1;
 }
 
-/* the arguments saved at entry, if they belong to this event */
-static __always_inline int take_args(__u32 event_id, struct saved_args *out)
-{
-	__u64 key = bpf_get_current_pid_tgid();
-	struct saved_args *a = bpf_map_lookup_elem(&args_map, &key);
-
-	if (!a)
-		return 0;
-	*out = *a;
-	bpf_map_delete_elem(&args_map, &key);
-	return out->event_id == event_id;
-}
-
-#define SYSCALL_ENTER(event, tp, nr, id, nargs)				\
-	static __always_inline int enter_##tp(void *ctx, int rec)		\
-	{									\
-		if (!event_on(id))						\
-			return 0;						\
-		return save_args(ctx, rec, id, nargs);				\
-	}
-
-/* defines the exit program of a paired syscall; the body writes the
- * arguments from `a` (struct saved_args) with the writer `w` */
-#define SYSCALL_EXIT(event, tp, nr, id, mask)					\
+/* defines the exit handler of a syscall event; the body writes the arguments
+ * from `a` (struct syscall_args) with the writer `w` */
+#define SYSCALL_EXIT(event, tp, nr, id, nargs, mask)				\
 	static __always_inline void event##_args_##tp(struct writer *w,	\
-						      const struct saved_args *a); \
+						      const struct syscall_args *a); \
 	static __always_inline int exit_##tp(void *ctx, int rec)		\
 	{									\
-		struct saved_args a;						\
+		struct syscall_args a;						\
 		struct writer w;						\
 										\
-		if (!event_on(id) || !take_args(id, &a) ||			\
+		if (!event_on(id) || !exit_args(ctx, rec, nargs, &a) ||		\
 		    !begin_event(&w, id, argnum_of(mask), syscall_ret(ctx, rec)))	\
 			return 0;						\
 		event##_args_##tp(&w, &a);					\
 		return submit(ctx, &w);						\
 	}									\
 	static __always_inline void event##_args_##tp(struct writer *w,	\
-						      const struct saved_args *a)
+						      const struct syscall_args *a)
 
 /* true while the current task makes a 32-bit (ia32) syscall: its numbers are
  * not the x86-64 ones, and the syscalls/ tracepoints skip it too */
@@ -869,59 +860,51 @@ int tree__exit(struct bpf_raw_tracepoint_args *ctx)
 
 /* ---- file events -------------------------------------------------------- */
 
-SYSCALL_ENTER(open, open, 2, EV_OPEN, 2)
-SYSCALL_EXIT(open, open, 2, EV_OPEN, MASK_OPEN)
+SYSCALL_EXIT(open, open, 2, EV_OPEN, 2, MASK_OPEN)
 {
 	put_user_str(w, a->args[0]);
 	put_u32(w, OPEN_FLAGS_T, a->args[1]);
 }
 
-SYSCALL_ENTER(openat, openat, 257, EV_OPENAT, 3)
-SYSCALL_EXIT(openat, openat, 257, EV_OPENAT, MASK_OPENAT)
+SYSCALL_EXIT(openat, openat, 257, EV_OPENAT, 3, MASK_OPENAT)
 {
 	put_int(w, a->args[0]);
 	put_user_str(w, a->args[1]);
 	put_u32(w, OPEN_FLAGS_T, a->args[2]);
 }
 
-SYSCALL_ENTER(close, close, 3, EV_CLOSE, 1)
-SYSCALL_EXIT(close, close, 3, EV_CLOSE, MASK_CLOSE)
+SYSCALL_EXIT(close, close, 3, EV_CLOSE, 1, MASK_CLOSE)
 {
 	put_int(w, a->args[0]);
 }
 
 /* unlink(path) has no dirfd: slot 0 carries AT_FDCWD, as unlinkat would */
-SYSCALL_ENTER(unlink, unlink, 87, EV_UNLINK, 1)
-SYSCALL_EXIT(unlink, unlink, 87, EV_UNLINK, MASK_UNLINK)
+SYSCALL_EXIT(unlink, unlink, 87, EV_UNLINK, 1, MASK_UNLINK)
 {
 	put_int(w, (__u32)AT_FDCWD);
 	put_user_str(w, a->args[0]);
 }
 
-SYSCALL_ENTER(unlinkat, unlinkat, 263, EV_UNLINKAT, 3)
-SYSCALL_EXIT(unlinkat, unlinkat, 263, EV_UNLINKAT, MASK_UNLINKAT)
+SYSCALL_EXIT(unlinkat, unlinkat, 263, EV_UNLINKAT, 3, MASK_UNLINKAT)
 {
 	put_int(w, a->args[0]);
 	put_user_str(w, a->args[1]);
 	put_u32(w, UNLINKAT_FLAG_T, a->args[2]);
 }
 
-SYSCALL_ENTER(rmdir, rmdir, 84, EV_RMDIR, 1)
-SYSCALL_EXIT(rmdir, rmdir, 84, EV_RMDIR, MASK_RMDIR)
+SYSCALL_EXIT(rmdir, rmdir, 84, EV_RMDIR, 1, MASK_RMDIR)
 {
 	put_user_str(w, a->args[0]);
 }
 
-SYSCALL_ENTER(chown, chown, 92, EV_CHOWN, 3)
-SYSCALL_EXIT(chown, chown, 92, EV_CHOWN, MASK_CHOWN)
+SYSCALL_EXIT(chown, chown, 92, EV_CHOWN, 3, MASK_CHOWN)
 {
 	put_user_str(w, a->args[0]);
 	put_int(w, a->args[1]);
 	put_int(w, a->args[2]);
 }
 
-SYSCALL_ENTER(fchownat, fchownat, 260, EV_FCHOWNAT, 5)
-SYSCALL_EXIT(fchownat, fchownat, 260, EV_FCHOWNAT, MASK_FCHOWNAT)
+SYSCALL_EXIT(fchownat, fchownat, 260, EV_FCHOWNAT, 5, MASK_FCHOWNAT)
 {
 	put_int(w, a->args[0]);
 	put_user_str(w, a->args[1]);
@@ -930,8 +913,7 @@ SYSCALL_EXIT(fchownat, fchownat, 260, EV_FCHOWNAT, MASK_FCHOWNAT)
 	put_int(w, a->args[4]);
 }
 
-SYSCALL_ENTER(mount, mount, 165, EV_MOUNT, 5)
-SYSCALL_EXIT(mount, mount, 165, EV_MOUNT, MASK_MOUNT)
+SYSCALL_EXIT(mount, mount, 165, EV_MOUNT, 5, MASK_MOUNT)
 {
 	put_user_str(w, a->args[0]);
 	put_user_str(w, a->args[1]);
@@ -941,8 +923,7 @@ SYSCALL_EXIT(mount, mount, 165, EV_MOUNT, MASK_MOUNT)
 }
 
 /* umount2(2) is SYSCALL_DEFINE2(umount, ...): tracepoint sys_*_umount */
-SYSCALL_ENTER(umount, umount, 166, EV_UMOUNT, 2)
-SYSCALL_EXIT(umount, umount, 166, EV_UMOUNT, MASK_UMOUNT)
+SYSCALL_EXIT(umount, umount, 166, EV_UMOUNT, 2, MASK_UMOUNT)
 {
 	put_user_str(w, a->args[0]);
 	put_u32(w, UMOUNT_FLAG_T, a->args[1]);
@@ -950,14 +931,12 @@ SYSCALL_EXIT(umount, umount, 166, EV_UMOUNT, MASK_UMOUNT)
 
 /* ---- credentials and ptrace --------------------------------------------- */
 
-SYSCALL_ENTER(setuid, setuid, 105, EV_SETUID, 1)
-SYSCALL_EXIT(setuid, setuid, 105, EV_SETUID, MASK_SETID)
+SYSCALL_EXIT(setuid, setuid, 105, EV_SETUID, 1, MASK_SETID)
 {
 	put_int(w, a->args[0]);
 }
 
-SYSCALL_ENTER(setgid, setgid, 106, EV_SETGID, 1)
-SYSCALL_EXIT(setgid, setgid, 106, EV_SETGID, MASK_SETID)
+SYSCALL_EXIT(setgid, setgid, 106, EV_SETGID, 1, MASK_SETID)
 {
 	put_int(w, a->args[0]);
 }
@@ -972,8 +951,7 @@ SYSCALL_EXIT(setgid, setgid, 106, EV_SETGID, MASK_SETID)
  * the parent. */
 #define PTRACE_TRACEME 0
 
-SYSCALL_ENTER(ptrace, ptrace, 101, EV_PTRACE, 2)
-SYSCALL_EXIT(ptrace, ptrace, 101, EV_PTRACE, MASK_PTRACE)
+SYSCALL_EXIT(ptrace, ptrace, 101, EV_PTRACE, 2, MASK_PTRACE)
 {
 	const struct event_header *h = (const struct event_header *)w->b->data;
 	__u32 target = a->args[0] == PTRACE_TRACEME ? h->host_ppid : (__u32)a->args[1];
@@ -1028,16 +1006,14 @@ int ptrace__exit_task(struct bpf_raw_tracepoint_args *ctx)
 
 /* ---- sockets ------------------------------------------------------------ */
 
-SYSCALL_ENTER(socket, socket, 41, EV_SOCKET, 3)
-SYSCALL_EXIT(socket, socket, 41, EV_SOCKET, MASK_SOCKET)
+SYSCALL_EXIT(socket, socket, 41, EV_SOCKET, 3, MASK_SOCKET)
 {
 	put_u32(w, SOCK_DOM_T, a->args[0]);
 	put_u32(w, SOCK_TYPE_T, a->args[1]);
 	put_int(w, a->args[2]);
 }
 
-SYSCALL_ENTER(connect, connect, 42, EV_CONNECT, 2)
-SYSCALL_EXIT(connect, connect, 42, EV_CONNECT, MASK_SOCKADDR)
+SYSCALL_EXIT(connect, connect, 42, EV_CONNECT, 2, MASK_SOCKADDR)
 {
 	put_int(w, a->args[0]);
 	put_user_sockaddr(w, a->args[1]);
@@ -1045,29 +1021,25 @@ SYSCALL_EXIT(connect, connect, 42, EV_CONNECT, MASK_SOCKADDR)
 
 /* accept and accept4 are both event 43; the sockaddr is the peer address
  * the kernel wrote into the caller's buffer */
-SYSCALL_ENTER(accept, accept, 43, EV_ACCEPT, 2)
-SYSCALL_EXIT(accept, accept, 43, EV_ACCEPT, MASK_SOCKADDR)
+SYSCALL_EXIT(accept, accept, 43, EV_ACCEPT, 2, MASK_SOCKADDR)
 {
 	put_int(w, a->args[0]);
 	put_user_sockaddr(w, a->args[1]);
 }
 
-SYSCALL_ENTER(accept, accept4, 288, EV_ACCEPT, 2)
-SYSCALL_EXIT(accept, accept4, 288, EV_ACCEPT, MASK_SOCKADDR)
+SYSCALL_EXIT(accept, accept4, 288, EV_ACCEPT, 2, MASK_SOCKADDR)
 {
 	put_int(w, a->args[0]);
 	put_user_sockaddr(w, a->args[1]);
 }
 
-SYSCALL_ENTER(bind, bind, 49, EV_BIND, 2)
-SYSCALL_EXIT(bind, bind, 49, EV_BIND, MASK_SOCKADDR)
+SYSCALL_EXIT(bind, bind, 49, EV_BIND, 2, MASK_SOCKADDR)
 {
 	put_int(w, a->args[0]);
 	put_user_sockaddr(w, a->args[1]);
 }
 
-SYSCALL_ENTER(listen, listen, 50, EV_LISTEN, 2)
-SYSCALL_EXIT(listen, listen, 50, EV_LISTEN, MASK_LISTEN)
+SYSCALL_EXIT(listen, listen, 50, EV_LISTEN, 2, MASK_LISTEN)
 {
 	put_int(w, a->args[0]);
 	put_int(w, a->args[1]);
@@ -1479,43 +1451,24 @@ int tcp__state(struct bpf_raw_tracepoint_args *ctx)
 		return phase##_##tp(ctx, 1);				\
 	}
 
-SYSCALL_PROGRAM(open, enter, open)
 SYSCALL_PROGRAM(open, exit, open)
-SYSCALL_PROGRAM(openat, enter, openat)
 SYSCALL_PROGRAM(openat, exit, openat)
-SYSCALL_PROGRAM(close, enter, close)
 SYSCALL_PROGRAM(close, exit, close)
-SYSCALL_PROGRAM(unlink, enter, unlink)
 SYSCALL_PROGRAM(unlink, exit, unlink)
-SYSCALL_PROGRAM(unlinkat, enter, unlinkat)
 SYSCALL_PROGRAM(unlinkat, exit, unlinkat)
-SYSCALL_PROGRAM(rmdir, enter, rmdir)
 SYSCALL_PROGRAM(rmdir, exit, rmdir)
-SYSCALL_PROGRAM(chown, enter, chown)
 SYSCALL_PROGRAM(chown, exit, chown)
-SYSCALL_PROGRAM(fchownat, enter, fchownat)
 SYSCALL_PROGRAM(fchownat, exit, fchownat)
-SYSCALL_PROGRAM(mount, enter, mount)
 SYSCALL_PROGRAM(mount, exit, mount)
-SYSCALL_PROGRAM(umount, enter, umount)
 SYSCALL_PROGRAM(umount, exit, umount)
-SYSCALL_PROGRAM(setuid, enter, setuid)
 SYSCALL_PROGRAM(setuid, exit, setuid)
-SYSCALL_PROGRAM(setgid, enter, setgid)
 SYSCALL_PROGRAM(setgid, exit, setgid)
-SYSCALL_PROGRAM(ptrace, enter, ptrace)
 SYSCALL_PROGRAM(ptrace, exit, ptrace)
-SYSCALL_PROGRAM(socket, enter, socket)
 SYSCALL_PROGRAM(socket, exit, socket)
-SYSCALL_PROGRAM(connect, enter, connect)
 SYSCALL_PROGRAM(connect, exit, connect)
-SYSCALL_PROGRAM(accept, enter, accept)
 SYSCALL_PROGRAM(accept, exit, accept)
-SYSCALL_PROGRAM(accept, enter, accept4)
 SYSCALL_PROGRAM(accept, exit, accept4)
-SYSCALL_PROGRAM(bind, enter, bind)
 SYSCALL_PROGRAM(bind, exit, bind)
-SYSCALL_PROGRAM(listen, enter, listen)
 SYSCALL_PROGRAM(listen, exit, listen)
 SYSCALL_PROGRAM(execve, enter, execve)
 SYSCALL_PROGRAM(execve, exit, execve)
@@ -1533,44 +1486,6 @@ SEC("raw_tracepoint/sys_enter")
 int sys__enter(struct bpf_raw_tracepoint_args *ctx)
 {
 	switch ((long)ctx->args[1]) {
-	case 2:
-		return native_syscall() ? enter_open(ctx, 0) : 0;
-	case 257:
-		return native_syscall() ? enter_openat(ctx, 0) : 0;
-	case 3:
-		return native_syscall() ? enter_close(ctx, 0) : 0;
-	case 87:
-		return native_syscall() ? enter_unlink(ctx, 0) : 0;
-	case 263:
-		return native_syscall() ? enter_unlinkat(ctx, 0) : 0;
-	case 84:
-		return native_syscall() ? enter_rmdir(ctx, 0) : 0;
-	case 92:
-		return native_syscall() ? enter_chown(ctx, 0) : 0;
-	case 260:
-		return native_syscall() ? enter_fchownat(ctx, 0) : 0;
-	case 165:
-		return native_syscall() ? enter_mount(ctx, 0) : 0;
-	case 166:
-		return native_syscall() ? enter_umount(ctx, 0) : 0;
-	case 105:
-		return native_syscall() ? enter_setuid(ctx, 0) : 0;
-	case 106:
-		return native_syscall() ? enter_setgid(ctx, 0) : 0;
-	case 101:
-		return native_syscall() ? enter_ptrace(ctx, 0) : 0;
-	case 41:
-		return native_syscall() ? enter_socket(ctx, 0) : 0;
-	case 42:
-		return native_syscall() ? enter_connect(ctx, 0) : 0;
-	case 43:
-		return native_syscall() ? enter_accept(ctx, 0) : 0;
-	case 288:
-		return native_syscall() ? enter_accept4(ctx, 0) : 0;
-	case 49:
-		return native_syscall() ? enter_bind(ctx, 0) : 0;
-	case 50:
-		return native_syscall() ? enter_listen(ctx, 0) : 0;
 	case 59:
 		return native_syscall() ? enter_execve(ctx, 0) : 0;
 	case 322:

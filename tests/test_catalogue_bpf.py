@@ -121,6 +121,9 @@ def _writes(body: str, helpers: dict[str, str], variables: dict[str, int],
     return out
 
 
+SYSCALL_EXIT = r"^SYSCALL_EXIT\((\w+),\s*(\w+),\s*\d+,\s*(\w+),\s*(\d+),\s*(\w+)\)\s*\{"
+
+
 def parse(source: str) -> Monitor:
     """What bpf/monitor.bpf.c writes, as far as the catalogue describes it."""
     text = re.sub(r"/\*.*?\*/", "", source, flags=re.S).replace("\\\n", " ")
@@ -141,9 +144,10 @@ def parse(source: str) -> Monitor:
         if called and called.group(1) in helpers:
             helpers[name] = helpers[called.group(1)]
     events = []
-    for m in re.finditer(r"^SYSCALL_EXIT\((\w+),\s*(\w+),\s*\d+,\s*(\w+),\s*(\w+)\)\s*\{",
-                         text, re.M):
-        _, tp, id_macro, mask = m.groups()
+    exited = {}
+    for m in re.finditer(SYSCALL_EXIT, text, re.M):
+        group, tp, id_macro, _, mask = m.groups()
+        exited[group] = id_macro
         events.append(Written([id_macro], mask, tp,
                               _writes(_body(text, m.end() - 1), helpers, {}, tp)))
     for name, body in functions.items():
@@ -158,15 +162,14 @@ def parse(source: str) -> Monitor:
                      re.findall(r"(\w+) = syscall_arg\(cfg, ctx, rec, (\d)\)", body)}
         events.append(Written(ids, mask, syscall,
                               _writes(body[begin.end():], helpers, variables, syscall)))
-    entered = {group: id_macro for group, id_macro in re.findall(
-        r"^SYSCALL_ENTER\((\w+),\s*\w+,\s*\d+,\s*(\w+),", text, re.M)}
-    # each syscall the dispatcher serves, by the group of its own tracepoint program
+    # each syscall a dispatcher serves, by the group of its own tracepoint program
     program_group = {tp: group for group, tp in re.findall(
-        r"^SYSCALL_PROGRAM\((\w+),\s*enter,\s*(\w+)\)", text, re.M)}
+        r"^SYSCALL_PROGRAM\((\w+),\s*(?:enter|exit),\s*(\w+)\)", text, re.M)}
     groups = {}
-    for tp in re.findall(r"case \d+:\s*return native_syscall\(\) \? enter_(\w+)\(", text):
+    for tp in re.findall(r"case \d+:\s*return native_syscall\(\) \? (?:enter|exit)_(\w+)\(",
+                         text):
         group = program_group.get(tp, f"(no SYSCALL_PROGRAM for {tp})")
-        groups[group] = entered.get(group, f"EV_{group.upper()}")
+        groups[group] = exited.get(group, f"EV_{group.upper()}")
     return Monitor(defines, masks, events, groups)
 
 
@@ -235,6 +238,18 @@ def test_catalogue_is_what_the_bpf_program_writes():
     assert mismatches(source) == []
 
 
+def test_each_exit_handler_reads_the_arguments_it_writes():
+    """An exit handler reads its syscall's first `nargs` registers: a body using a->args[k]
+    at or past nargs would write 0 where the argument was."""
+    text = re.sub(r"/\*.*?\*/", "", SOURCE.read_text(), flags=re.S).replace("\\\n", " ")
+    checked = 0
+    for m in re.finditer(SYSCALL_EXIT, text, re.M):
+        used = [int(k) for k in re.findall(r"a->args\[(\d)\]", _body(text, m.end() - 1))]
+        assert max(used, default=-1) < int(m.group(4)), m.group(0)
+        checked += 1
+    assert checked >= 18
+
+
 @pytest.mark.parametrize(("old", "new", "reported"), [
     ("ENC_ARG_TYPE(1, OPEN_FLAGS_T))", "ENC_ARG_TYPE(1, INT_T))", "open: C mask MASK_OPEN"),
     ("#define EV_TCP_ACCEPT   401", "#define EV_TCP_ACCEPT   404", "EV_TCP_ACCEPT = 404"),
@@ -245,8 +260,8 @@ def test_catalogue_is_what_the_bpf_program_writes():
     ("\tput_int(w, a->args[0]);\n\tput_int(w, a->args[1]);",
      "\tput_int(w, a->args[1]);\n\tput_int(w, a->args[0]);", "listen argument 0"),
     ("#define STR_T             10", "#define STR_T             9", "tag STR_T: C 9"),
-    ("SYSCALL_ENTER(setuid, setuid, 105, EV_SETUID, 1)",
-     "SYSCALL_ENTER(setuid, setuid, 105, EV_SETGID, 1)", "monitor SYSCALL_EVENTS"),
+    ("SYSCALL_EXIT(setuid, setuid, 105, EV_SETUID, 1, MASK_SETID)",
+     "SYSCALL_EXIT(setuid, setuid, 105, EV_SETGID, 1, MASK_SETID)", "monitor SYSCALL_EVENTS"),
 ])
 def test_a_changed_program_is_reported(old, new, reported):
     source = SOURCE.read_text()

@@ -72,8 +72,8 @@ def test_map_fds_are_patched_into_ld_imm64():
 def test_event_selection_and_aliases():
     obj = Object.open(OBJECT)
     assert select_events(obj, ["close", "openat"]) == {"close", "openat"}
-    assert [p.name for p in select_programs(obj, {"close", "openat"})] == [
-        "sys__enter", "sys__exit"]  # syscall events: the dispatchers' handlers
+    # syscall events: the dispatchers' handlers, both read at the exit
+    assert [p.name for p in select_programs(obj, {"close", "openat"})] == ["sys__exit"]
     assert select_events(obj, ["tcp_connect_v6"]) == {"tcp"}
     assert [p.name for p in select_programs(obj, {"tcp"})] == ["tcp__state"]
     everything = select_events(obj, None)
@@ -91,19 +91,24 @@ def test_hooks_per_syscall_up_to_a_few_syscalls():
     obj = Object.open(OBJECT)
     hooked = {p.name: p.section for p in select_programs(obj, {"close", "openat"},
                                                          hooks="syscalls")}
+    # read at the exit alone: an untraced syscall pays for one tracepoint, not two
     assert hooked == {
-        "openat__enter_openat": "tracepoint/syscalls/sys_enter_openat",
         "openat__exit_openat": "tracepoint/syscalls/sys_exit_openat",
-        "close__enter_close": "tracepoint/syscalls/sys_enter_close",
         "close__exit_close": "tracepoint/syscalls/sys_exit_close",
     }
     accept = {p.name for p in select_programs(obj, {"accept"}, hooks="syscalls")}
-    assert accept == {"accept__enter_accept", "accept__exit_accept", "accept__enter_accept4",
-                      "accept__exit_accept4"}
+    assert accept == {"accept__exit_accept", "accept__exit_accept4"}
     execve = [p.name for p in select_programs(obj, {"execve"}, hooks="syscalls")]
     assert "execve__exec" in execve and "sys__enter" not in execve  # exec strings as before
-    assert choose_hooks(obj, {"close", "openat", "socket", "connect"}, None) == "syscalls"
-    assert choose_hooks(obj, {"close", "openat", "socket", "connect", "bind"}, None) == "raw"
+    assert {"execve__enter_execve", "execve__exit_execve"} <= set(execve)
+    # the raw dispatchers: the entry one only for the events read at entry
+    raw = [p.name for p in select_programs(obj, {"close", "openat"}, hooks="raw")]
+    assert raw == ["sys__exit"]
+    raw = [p.name for p in select_programs(obj, {"close", "do_exit"}, hooks="raw")]
+    assert raw[:2] == ["sys__enter", "sys__exit"]
+    eight = {"close", "openat", "socket", "connect", "bind", "listen", "accept"}
+    assert choose_hooks(obj, eight, None) == "syscalls"
+    assert choose_hooks(obj, eight | {"setuid"}, None) == "raw"
     assert choose_hooks(obj, {"tcp"}, None) == "raw"  # no syscall event: nothing to hook
     assert choose_hooks(obj, select_events(obj, None), "syscalls") == "syscalls"
     with pytest.raises(ValueError, match="hooks must be one of syscalls, raw, got 'kprobe'"):
@@ -223,8 +228,8 @@ def test_close_leaves_nothing_in_the_kernel():
     map_ids = {syscalls.object_id(fd, False) for fd in mon.map_fds.values()}
     assert len(prog_ids) == len(mon.programs) and len(map_ids) == len(mon.object.maps)
     names = syscalls.loaded_programs()
-    # kernel names are cut at 15 bytes: close__enter_close is close__enter_cl
-    assert prog_ids <= set(names) and {"close__enter_cl", "tcp__state"} <= set(names.values())
+    # kernel names are cut at 15 bytes: close__exit_close is close__exit_clo
+    assert prog_ids <= set(names) and {"close__exit_clo", "tcp__state"} <= set(names.values())
     events_on = syscalls.map_lookup(mon.map_fds["events_on"], (3).to_bytes(4, "little"), 4)
     assert events_on == b"\1\0\0\0"  # close (event 3) on, openat (257) off
     assert syscalls.map_lookup(mon.map_fds["events_on"], (257).to_bytes(4, "little"), 4) == bytes(4)

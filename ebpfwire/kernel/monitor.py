@@ -48,8 +48,9 @@ DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 TRANSPORTS = ("perf", "ringbuf")
 HOOKS = ("syscalls", "raw")
 SYSCALL_TRACEPOINTS = "tracepoint/syscalls/"
-# per-syscall tracepoints are the default up to this many (each selected syscall has an
-# entry and an exit one): detaching each waits for the kernel's RCU grace periods
+SYSCALL_ENTRY_TRACEPOINTS = SYSCALL_TRACEPOINTS + "sys_enter_"
+# per-syscall tracepoints are the default up to this many (a selected syscall has its exit
+# one; exec and exit their entry one too): detaching each waits for the kernel's RCU grace periods
 # (docs/benchmarks.md, "Where the untraced tax comes from")
 PER_SYSCALL_HOOKS_MAX = 8
 
@@ -120,11 +121,15 @@ def select_programs(obj: Object, groups: set[str], tree: bool = False,
     tracepoint run in attach order, and ``do_exit__sched`` must write the exit event while
     the process is still in the tree.
     """
-    programs = [p for p in obj.programs.values() if event_group(p.name) in groups
-                and (hooks == "syscalls" or not per_syscall(p))]
+    selected = [p for p in obj.programs.values() if event_group(p.name) in groups]
+    programs = [p for p in selected if hooks == "syscalls" or not per_syscall(p)]
     internal = {p.name: p for p in obj.programs.values() if event_group(p.name) in INTERNAL_GROUPS}
     if hooks == "raw" and groups & set(SYSCALL_EVENTS):
-        programs = [internal["sys__enter"], internal["sys__exit"], *programs]
+        # most events are read at their syscall's exit alone: the entry dispatcher runs
+        # only for those with an entry handler (exec, exit), as their tracepoints would
+        read_at_entry = any(p.section.startswith(SYSCALL_ENTRY_TRACEPOINTS) for p in selected)
+        programs = [*([internal["sys__enter"]] if read_at_entry else []), internal["sys__exit"],
+                    *programs]
     if tree:
         programs = [internal["tree__fork"], *programs, internal["tree__exit"]]
     return programs
