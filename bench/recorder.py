@@ -43,7 +43,8 @@ from ebpfwire.kernel.perf import PAGE_SIZE, Lost, Sample
 from ebpfwire.wire.layouts import header_reader
 
 HOST_PID = header_reader("host_pid")  # the header field read without decoding
-
+# each tracer (and the untraced baseline) waits this long after it says it is attached
+SETTLE_S = 0.3
 
 def paced_closes(rate: float, seconds: float, report_fd: int) -> None:
     """Child: close(-1) at ``rate`` per second (0: flat out) for ``seconds``; reports the
@@ -187,6 +188,7 @@ def one_cost(tool: str, call: str, n: int, tmp: Path) -> tuple[float, float]:
     child = loop_child(call, n)
     assert child.stdin is not None and child.stdout is not None
     tracer = None if tool == "none" else start_tracer(tool, child.pid, tmp)
+    time.sleep(SETTLE_S)  # the tax of a tracer at work, not of its last start-up steps
     try:
         before = cpu_s(tracer.pid) if tracer else 0.0
         child.stdin.write("go\n")
@@ -204,26 +206,36 @@ def one_cost(tool: str, call: str, n: int, tmp: Path) -> tuple[float, float]:
     return 1e9 * child_cpu / n, 1e9 * tracer_cpu / n
 
 
+# the untraced call is cheap: its loops are longer, so that a tax of tens of ns is not lost
+# in one preemption
+UNTRACED_LOOP_FACTOR = 5
+
+
 def cost_table(runs: int, n: int, tools: list[str]) -> None:
     import tempfile
 
+    calls = {"close": n, "getpid": n * UNTRACED_LOOP_FACTOR}
     got: dict[tuple[str, str], list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for _ in range(runs):
-            for call in ("close", "getpid"):
-                for tool in tools:
-                    got.setdefault((tool, call), []).append(one_cost(tool, call, n, Path(tmp)))
-    base = {call: statistics.median(c for c, _ in got[("none", call)])
-            for call in ("close", "getpid")}
-    print(f"\n{n:,} calls a loop, {runs} interleaved runs, medians")
-    print("| tracer | call | loop CPU ns/call | added ns/call | tracer CPU ns/call | "
+        for run in range(runs):
+            for call, count in calls.items():
+                # every other round the other way round: a drift of the machine during a
+                # round weighs on no tracer more than on another
+                for tool in tools if run % 2 == 0 else tools[::-1]:
+                    got.setdefault((tool, call), []).append(
+                        one_cost(tool, call, count, Path(tmp)))
+    print(f"\n{calls['close']:,} close and {calls['getpid']:,} getpid calls a loop, {runs} "
+          "interleaved runs, medians; added = each run against the untraced loop of its round")
+    print("| tracer | call | loop CPU ns/call | added ns/call (range) | tracer CPU ns/call | "
           "both, per call |")
     print("|---|---|---:|---:|---:|---:|")
     for (tool, call), rows in got.items():
         loop = statistics.median(c for c, _ in rows)
         tracer = statistics.median(t for _, t in rows)
-        print(f"| {tool} | {call} | {loop:,.0f} | {loop - base[call]:+,.0f} | {tracer:,.0f} |"
-              f" {loop + tracer:,.0f} |")
+        added = [c - base for (c, _), (base, _) in zip(rows, got[("none", call)], strict=True)]
+        print(f"| {tool} | {call} | {loop:,.0f} | {statistics.median(added):+,.0f} "
+              f"({min(added):+,.0f} to {max(added):+,.0f}) | {tracer:,.0f} | "
+              f"{loop + tracer:,.0f} |")
 
 
 def startup(tool: str) -> float:
