@@ -169,3 +169,25 @@ def test_stats_and_summary_count_the_same_calls_of_one_workload(tmp_path: Path):
     calls, errors = by_stats["execve"]  # cat, ls, sh, exec true (and sh's tries on PATH)
     assert calls >= 4 and errors >= 1  # /no-such-program: ENOENT
     assert by_summary == by_stats
+
+
+@pytest.mark.live
+def test_a_command_s_events_name_its_executable_not_the_child_that_waited(tmp_path: Path):
+    """Without exec events traced, the process context comes from /proc alone: it is read
+    once CMD has executed, so the events show CMD (exe, argv), not the tracer's forked copy
+    that waited for the monitor (which would be a python executable)."""
+    script = "import os, time\nos.close(os.open('/etc/hostname', os.O_RDONLY))\ntime.sleep(0.3)\n"
+    done = _ebpfwire("trace", "-e", "close", "--format", "jsonl", "--",
+                     sys.executable, "-S", "-c", script)
+    assert done.returncode == 0, done.stderr
+    closes = [e for e in jsonl(done.stdout) if e.get("event") == "close"]
+    assert closes, done.stdout
+    assert all(e["process"]["argv"] == [sys.executable, "-S", "-c", script] for e in closes)
+    path = tmp_path / "x.ewcap"
+    done = _ebpfwire("record", "-o", str(path), "-e", "close", "--", sys.executable, "-S",
+                     "-c", script)
+    assert done.returncode == 0, done.stderr
+    status, out, err = run("decode", "--format", "jsonl", str(path))
+    closes = [e for e in jsonl(out) if e.get("event") == "close"]
+    assert status == 0 and closes, err
+    assert all(e["process"]["argv"] == [sys.executable, "-S", "-c", script] for e in closes)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import select
 import shutil
 import signal
 import sys
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from ebpfwire.cli.errors import UsageError
 
 EXIT_NOT_FOUND = 127  # a shell's status for a command it cannot find or run
+EXEC_WAIT_S = 2.0  # the longest a live command waits for CMD's exec before it reads /proc
 
 
 @dataclass(frozen=True)
@@ -75,10 +77,13 @@ class Command:
         sys.stdout.flush()
         sys.stderr.flush()
         read_end, self._go = os.pipe()  # both close-on-exec: CMD inherits neither
+        # the child holds `ran`'s write end until its exec closes it (or it exits)
+        self._ran, ran = os.pipe()
         self.pid = os.fork()
         if self.pid == 0:
             self._child(read_end, user)
         os.close(read_end)
+        os.close(ran)
 
     def _child(self, read_end: int, user: RunAs | None) -> None:
         """In the forked child: wait for the go, then become CMD; never returns."""
@@ -99,18 +104,37 @@ class Command:
             finally:
                 os._exit(EXIT_NOT_FOUND)
 
-    def release(self) -> None:
-        """The monitor is attached: let CMD run."""
+    def release(self, timeout: float = EXEC_WAIT_S) -> None:
+        """The monitor is attached: let CMD run, and return once the child has executed it
+        (or failed to), so that /proc read now shows CMD, not the waiting child (at most
+        ``timeout`` seconds: an exec from a slow file system is not waited for longer)."""
         os.write(self._go, b"\1")
         os.close(self._go)
         self._go = -1
+        select.select([self._ran], [], [], timeout)
+        os.close(self._ran)
+        self._ran = -1
 
     def abandon(self) -> None:
-        """Nothing could be attached: the child exits without running CMD, and is reaped."""
+        """Nothing could be attached (or, once released, nothing could be shown): the child
+        exits without running CMD, or CMD is killed, and is reaped."""
         if self._go >= 0:
             os.close(self._go)
             self._go = -1
+        else:
+            self.kill()
+        if self._ran >= 0:
+            os.close(self._ran)
+            self._ran = -1
         self.wait()
+
+    def kill(self) -> None:
+        """CMD ended at once (SIGKILL), if it still runs."""
+        if self.status is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def forward(self, signum: int) -> None:
         """Pass a stop signal on to CMD, once (strace does so to a command it started)."""

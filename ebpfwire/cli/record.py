@@ -214,11 +214,18 @@ def cmd_record(args: argparse.Namespace) -> int:
     command = None
     with StopSignals() as stop:
         try:
+            monitor = None
             try:
                 command = start_command(args)
-                resolver = write_context(writer, args.pid, args.comm)
                 monitor = open_monitor(args)
+                if command is not None:
+                    command.release()  # CMD runs: the snapshot shows it, not the waiting child
+                # /proc is read once the programs are attached: a process that execs meanwhile
+                # is in the snapshot or its exec is an event
+                resolver = write_context(writer, args.pid, args.comm)
             except CaptureWriteError as exc:
+                if monitor is not None:
+                    monitor.close()
                 if command is not None:
                     command.abandon()
                 if out.made is None:
@@ -227,6 +234,8 @@ def cmd_record(args: argparse.Namespace) -> int:
                 say(f"{args.output}: {exc.strerror}: nothing recorded; the file is removed")
                 return EXIT_IO
             except BaseException:
+                if monitor is not None:
+                    monitor.close()
                 if command is not None:
                     command.abandon()
                 out.discard()
@@ -236,8 +245,6 @@ def cmd_record(args: argparse.Namespace) -> int:
             end = LiveEnd(stop, args.duration,
                           None if args.pid is None else monitor.tree_alive, command)
             with monitor:
-                if command is not None:
-                    command.release()
                 for batch in live_batches(monitor, end, 0.2):
                     new, gone = _write_batch(writer, batch, resolve)
                     events, lost = events + new, lost + gone

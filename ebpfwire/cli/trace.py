@@ -168,6 +168,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
         monitor = None
         try:
             monitor = open_monitor(args)
+            if command is not None:
+                command.release()  # CMD runs: /proc shows it, not the child waiting to exec
             # /proc is read once the programs are attached, while the first samples wait
             # out SLACK_NS: a process that execs meanwhile is in the snapshot or its exec
             # is an event (read before the attach, its new image would never be seen)
@@ -182,8 +184,6 @@ def cmd_trace(args: argparse.Namespace) -> int:
         end = LiveEnd(stop, args.duration,
                       None if args.pid is None else monitor.tree_alive, command)
         with monitor:
-            if command is not None:
-                command.release()
             for record in order(_arrivals(monitor, end, order)):
                 if type(record) is Lost:
                     lost += record.count
