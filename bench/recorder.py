@@ -8,13 +8,14 @@ In one run (each part can be skipped):
   was made, received and reported lost, and "missing" (made - received - lost, which
   must be 0).
 - **traced cost / untraced tax**: CPU time per call of a child's loop of ``close(-1)``
-  (traced) and of ``getpid()`` (untraced), measured by the child itself (user + system,
-  so the BPF programs are in it), with nothing attached, with ``ebpfwire record --events
-  close --pid CHILD`` (its CPU while the loop runs and it drains, per event) and with
-  bpftrace printing one line per ``close`` exit of the child (to a pipe we drain), and
+  (traced; a Python loop) and of ``getpid()`` (untraced; a C loop built with gcc),
+  measured by the child itself (user + system, so the BPF programs are in it), with
+  nothing attached, with ``ebpfwire record --events close --pid CHILD`` (its CPU while
+  the loop runs and it drains, per event; the close event read at the exit alone) and
+  with bpftrace printing one line per ``close`` exit of the child (to a pipe we drain), and
   "bpftrace+entry", which also keeps each close's fd at its entry tracepoint and prints it
-  with the result (what the recorder and strace show: both tracepoints hooked);
-  interleaved ``--runs`` times, medians.
+  with the result; each tracer settles 0.3 s first; interleaved ``--runs`` times (every
+  other round in reverse order), medians, the tax against the same round's bare loop.
 - **start-up**: from the exec of ``ebpfwire trace --events close --pid W`` or of bpftrace
   (the same probe) to its first line about a process W that closes every millisecond,
   after one untimed start of each (bytecode compiled and cached, as installed).
@@ -131,12 +132,47 @@ ENV = {**{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
        "PYTHONPATH": str(ROOT),
        "PYTHONPYCACHEPREFIX": os.path.join(tempfile.gettempdir(), "ebpfwire-bench-pyc")}
 CALL = {"close": "def call():\n    try:\n        os.close(-1)\n    except OSError:\n"
-                 "        pass\n",
-        "getpid": "call = os.getpid\n"}
+                 "        pass\n"}
 
 
-def loop_child(call: str, n: int) -> subprocess.Popen:
+# the untraced loop in C: a Python loop's own ~100 ns a call and its jitter hide a tax of
+# tens of ns; the traced loop stays in Python, as the figures of earlier runs were
+GETPID_LOOP_C = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+int main(int argc, char **argv) {
+    long n = atol(argv[1]);
+    char line[8];
+    struct timespec a, b;
+    if (!fgets(line, sizeof line, stdin))
+        return 1;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &a);
+    for (long i = 0; i < n; i++)
+        syscall(SYS_getpid);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &b);
+    printf("%.9f\n", (b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9);
+    fflush(stdout);
+    return fgets(line, sizeof line, stdin) == NULL;
+}
+"""
+
+
+def getpid_loop(tmp: Path) -> Path:
+    """The C getpid loop, compiled with gcc into ``tmp``."""
+    source, binary = tmp / "getpid_loop.c", tmp / "getpid_loop"
+    source.write_text(GETPID_LOOP_C)
+    subprocess.run(["gcc", "-O2", "-o", str(binary), str(source)], check=True)
+    return binary
+
+
+def loop_child(call: str, n: int, tmp: Path) -> subprocess.Popen:
     """A child that waits for a line, calls ``call`` n times, prints its CPU s for them."""
+    if call == "getpid":
+        return subprocess.Popen([str(tmp / "getpid_loop"), str(n)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
     code = ("import os, sys, time\n" + CALL[call] + "sys.stdin.readline()\n"
             "t = time.process_time()\n"
             f"for _ in range({n}):\n    call()\n"
@@ -185,7 +221,7 @@ def start_tracer(tool: str, pid: int, tmp: Path) -> subprocess.Popen:
 
 def one_cost(tool: str, call: str, n: int, tmp: Path) -> tuple[float, float]:
     """(child CPU ns per call, tracer CPU ns per call) of one loop."""
-    child = loop_child(call, n)
+    child = loop_child(call, n, tmp)
     assert child.stdin is not None and child.stdout is not None
     tracer = None if tool == "none" else start_tracer(tool, child.pid, tmp)
     time.sleep(SETTLE_S)  # the tax of a tracer at work, not of its last start-up steps
@@ -208,15 +244,14 @@ def one_cost(tool: str, call: str, n: int, tmp: Path) -> tuple[float, float]:
 
 # the untraced call is cheap: its loops are longer, so that a tax of tens of ns is not lost
 # in one preemption
-UNTRACED_LOOP_FACTOR = 5
+UNTRACED_LOOP_FACTOR = 15
 
 
 def cost_table(runs: int, n: int, tools: list[str]) -> None:
-    import tempfile
-
     calls = {"close": n, "getpid": n * UNTRACED_LOOP_FACTOR}
     got: dict[tuple[str, str], list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
+        getpid_loop(Path(tmp))
         for run in range(runs):
             for call, count in calls.items():
                 # every other round the other way round: a drift of the machine during a
