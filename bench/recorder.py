@@ -203,7 +203,7 @@ def start_tracer(tool: str, pid: int, tmp: Path) -> subprocess.Popen:
     """The tracer of ``pid``'s close calls, attached when this returns."""
     if tool.startswith("bpftrace"):
         proc = subprocess.Popen(bpftrace_cmd(pid, entry=tool == "bpftrace+entry"),
-                                stdout=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         assert proc.stdout is not None
         proc.stdout.readline()  # "Attaching N probes..."
         # drained on a thread: bpftrace must never wait for us
