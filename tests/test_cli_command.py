@@ -4,6 +4,7 @@ tree, as strace does both."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -191,3 +192,15 @@ def test_a_command_s_events_name_its_executable_not_the_child_that_waited(tmp_pa
     closes = [e for e in jsonl(out) if e.get("event") == "close"]
     assert status == 0 and closes, err
     assert all(e["process"]["argv"] == [sys.executable, "-S", "-c", script] for e in closes)
+
+
+def test_release_returns_once_the_command_has_executed_and_abandon_then_kills_it():
+    """release() waits for CMD's exec (its /proc entry then shows CMD); a command released
+    that cannot be traced after all is killed, not waited for."""
+    from ebpfwire.cli.command import Command
+
+    command = Command(["sleep", "30"])
+    command.release()
+    assert Path(f"/proc/{command.pid}/exe").resolve() == Path(shutil.which("sleep")).resolve()
+    command.abandon()
+    assert command.status == 128 + signal.SIGKILL  # killed: not run to its end (status 0)
