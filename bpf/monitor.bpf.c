@@ -157,7 +157,6 @@ _Static_assert(sizeof(struct event_header) == 68, "classic header is 68 bytes");
  *   sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
  *   sched_process_exit(struct task_struct *p, bool group_dead)
  *   sched_process_fork(struct task_struct *parent, struct task_struct *child)
- *   signal_deliver(int sig, struct kernel_siginfo *info, struct k_sigaction *ka)
  *   inet_sock_set_state(const struct sock *sk, int oldstate, int newstate)
  */
 
@@ -223,15 +222,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct scratch);
 } scratch SEC(".maps");
-
-/* wait(2)-style exit status per tgid, recorded at exit_group/exit and at the
- * delivery of a fatal signal, consumed at sched_process_exit */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 10240);
-	__type(key, __u32);
-	__type(value, __u32);
-} exit_status SEC(".maps");
 
 /* executable path per host tgid, from sched_process_exec, for the FILE slot
  * of ptrace (the target's executable) */
@@ -710,9 +700,8 @@ static __always_inline int submit(void *ctx, struct writer *w)
  * An event whose syscall returns is written at its exit alone, its arguments
  * read from the registers the syscall was made with: the entry is not hooked,
  * so every syscall of the machine pays for one tracepoint (the exit), not two
- * (docs/bpf-program.md, "What is read where"). Only exec (the caller's strings
- * are gone once the new image runs) and exit/exit_group (they never return)
- * are read at entry. */
+ * (docs/bpf-program.md, "At the exit alone"). Only exec is read at entry: the
+ * caller's strings are gone once the new image runs. */
 struct sys_enter_record {
 	__u64 common;
 	long nr;
@@ -1267,86 +1256,21 @@ int security_bprm_check__exec(struct bpf_raw_tracepoint_args *ctx)
 }
 
 /* ---- process exit -------------------------------------------------------
- * task->exit_code has no offset in the config, so the wait(2)-style status is
- * tracked: (code & 0xff) << 8 at exit_group/exit, the signal number when a
- * signal with a fatal default action is delivered, and sched_process_exit
- * of the last thread (group_dead) emits it as retval. */
-
-static __always_inline int record_exit_status(__u32 status)
-{
-	struct monitor_config *cfg = get_config();
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-
-	if (!cfg || !wanted(cfg))
-		return 0;
-	bpf_map_update_elem(&exit_status, &tgid, &status, BPF_ANY);
-	return 0;
-}
-
-static __always_inline int record_exit_code(void *ctx, int rec)
-{
-	struct monitor_config *cfg = get_config();
-
-	if (!cfg || !event_on(EV_DO_EXIT))
-		return 0;
-	return record_exit_status((syscall_arg(cfg, ctx, rec, 0) & 0xff) << 8);
-}
-
-static __always_inline int enter_exit_group(void *ctx, int rec)
-{
-	return record_exit_code(ctx, rec);
-}
-
-static __always_inline int enter_exit(void *ctx, int rec)
-{
-	return record_exit_code(ctx, rec);
-}
-
-/* signals whose default action is to ignore or to stop do not end the process */
-static __always_inline int fatal_by_default(int sig)
-{
-	switch (sig) {
-	case 17: /* SIGCHLD */
-	case 18: /* SIGCONT */
-	case 19: /* SIGSTOP */
-	case 20: /* SIGTSTP */
-	case 21: /* SIGTTIN */
-	case 22: /* SIGTTOU */
-	case 23: /* SIGURG */
-	case 28: /* SIGWINCH */
-		return 0;
-	}
-	return sig > 0 && sig <= 64;
-}
-
-SEC("raw_tracepoint/signal_deliver")
-int do_exit__signal(struct bpf_raw_tracepoint_args *ctx)
-{
-	struct monitor_config *cfg = get_config();
-	int sig = (int)ctx->args[0];
-
-	if (!cfg)
-		return 0;
-	if (sig != 9 && (read_u64(ctx->args[2], cfg->ksig_handler) != 0 || !fatal_by_default(sig)))
-		return 0;
-	return record_exit_status(sig & 0x7f);
-}
+ * At sched_process_exit of the last thread (group_dead), its task->exit_code
+ * is the process's wait(2) status, emitted as retval: (code & 0xff) << 8 from
+ * exit/exit_group, or the fatal signal (| 0x80 when it dumped core), which a
+ * group exit gives every thread. No syscall or signal is hooked for it. */
 
 SEC("raw_tracepoint/sched_process_exit")
 int do_exit__sched(struct bpf_raw_tracepoint_args *ctx)
 {
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	__u32 *status;
-	__s64 code = 0;
+	struct monitor_config *cfg = get_config();
 	struct writer w;
+	__s64 code;
 
-	if (!(__u8)ctx->args[1]) /* group_dead */
+	if (!cfg || !(__u8)ctx->args[1]) /* group_dead */
 		return 0;
-	status = bpf_map_lookup_elem(&exit_status, &tgid);
-	if (status) {
-		code = *status;
-		bpf_map_delete_elem(&exit_status, &tgid);
-	}
+	code = (int)read_u32(ctx->args[0], cfg->task_exit_code);
 	if (!begin_event(&w, EV_DO_EXIT, argnum_of(MASK_NONE), code))
 		return 0;
 	return submit(ctx, &w);
@@ -1474,8 +1398,6 @@ SYSCALL_PROGRAM(execve, enter, execve)
 SYSCALL_PROGRAM(execve, exit, execve)
 SYSCALL_PROGRAM(execveat, enter, execveat)
 SYSCALL_PROGRAM(execveat, exit, execveat)
-SYSCALL_PROGRAM(do_exit, enter, exit_group)
-SYSCALL_PROGRAM(do_exit, enter, exit)
 
 /* ---- the syscall dispatchers --------------------------------------------
  * One program on raw_syscalls sys_enter and one on sys_exit serve every
@@ -1490,10 +1412,6 @@ int sys__enter(struct bpf_raw_tracepoint_args *ctx)
 		return native_syscall() ? enter_execve(ctx, 0) : 0;
 	case 322:
 		return native_syscall() ? enter_execveat(ctx, 0) : 0;
-	case 231:
-		return native_syscall() ? enter_exit_group(ctx, 0) : 0;
-	case 60:
-		return native_syscall() ? enter_exit(ctx, 0) : 0;
 	}
 	return 0;
 }

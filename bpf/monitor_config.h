@@ -45,7 +45,7 @@ struct monitor_config {
 	__u32 task_ti_status;       /* offsetof(struct task_struct, thread_info.status): TS_COMPAT 0x2 */
 	/* raw tracepoint arguments */
 	__u32 binprm_filename;      /* offsetof(struct linux_binprm, filename), const char * */
-	__u32 ksig_handler;         /* offsetof(struct k_sigaction, sa.sa_handler) */
+	__u32 task_exit_code;       /* offsetof(struct task_struct, exit_code), int: the wait(2) status at exit */
 	__u32 sk_family;            /* offsetof(struct sock, __sk_common.skc_family), u16 */
 	__u32 sk_protocol;          /* offsetof(struct sock, sk_protocol), u16 */
 	__u32 sk_sport;             /* offsetof(struct inet_sock, inet_sport), __be16 */

@@ -104,8 +104,10 @@ def test_hooks_per_syscall_up_to_a_few_syscalls():
     # the raw dispatchers: the entry one only for the events read at entry
     raw = [p.name for p in select_programs(obj, {"close", "openat"}, hooks="raw")]
     assert raw == ["sys__exit"]
-    raw = [p.name for p in select_programs(obj, {"close", "do_exit"}, hooks="raw")]
+    raw = [p.name for p in select_programs(obj, {"close", "execve"}, hooks="raw")]
     assert raw[:2] == ["sys__enter", "sys__exit"]
+    raw = [p.name for p in select_programs(obj, {"close", "do_exit"}, hooks="raw")]
+    assert raw == ["sys__exit", "do_exit__sched"]  # no syscall hooked for the exit status
     eight = {"close", "openat", "socket", "connect", "bind", "listen", "accept"}
     assert choose_hooks(obj, eight, None) == "syscalls"
     assert choose_hooks(obj, eight | {"setuid"}, None) == "raw"

@@ -172,3 +172,12 @@ def test_a_container_record_that_names_no_container_shows_the_namespaces() -> No
              s.openat(500, 1, "ip", pid_id=0, mnt_id=4026532999)]
     [line] = build_tree(items).lines()
     assert line.endswith("ns 0/4026532999") and "unknown:?" not in line
+
+
+def test_exit_status_text_reads_a_wait_status_as_strace_does():
+    from ebpfwire.wire.text import exit_status_text
+
+    assert exit_status_text(3 << 8) == "exited with 3"
+    assert exit_status_text(9) == "killed by SIGKILL"
+    assert exit_status_text(0x80 | 11) == "killed by SIGSEGV (core dumped)"
+    assert exit_status_text(0x80 | 100) == "killed by signal 100 (core dumped)"

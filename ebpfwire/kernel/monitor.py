@@ -13,7 +13,6 @@ from ebpfwire.kernel import perf, syscalls
 from ebpfwire.kernel.config import build_config, cached_kernel_offsets
 from ebpfwire.kernel.objects import Object, Program
 from ebpfwire.kernel.ringbuf import RingBufReader, default_ring_bytes, kernel_has_ringbuf
-from ebpfwire.wire.catalogue import DO_EXIT
 from ebpfwire.wire.names import syscall_number
 
 # user-facing event names served by one program group of the object
@@ -33,11 +32,10 @@ INTERNAL_GROUPS = {TREE_GROUP, DISPATCH_GROUP}
 # id in the object's `events_on` map. The "umount" handlers serve umount2(2), which the
 # kernel defines as SYSCALL_DEFINE2(umount, ...).
 SYSCALL_EVENTS = {
-    **{group: syscall_number("umount2" if group == "umount" else group, "x86_64")
-       for group in ("open", "close", "socket", "connect", "accept", "bind", "listen",
-                     "execve", "rmdir", "unlink", "chown", "ptrace", "setuid", "setgid",
-                     "mount", "umount", "openat", "fchownat", "unlinkat", "execveat")},
-    "do_exit": DO_EXIT,
+    group: syscall_number("umount2" if group == "umount" else group, "x86_64")
+    for group in ("open", "close", "socket", "connect", "accept", "bind", "listen", "execve",
+                  "rmdir", "unlink", "chown", "ptrace", "setuid", "setgid", "mount", "umount",
+                  "openat", "fchownat", "unlinkat", "execveat")
 }
 PID_MAX = 0xFFFFFFFF
 # the package's data files (a directory: the loader reads objects by path; importlib's
@@ -50,7 +48,7 @@ HOOKS = ("syscalls", "raw")
 SYSCALL_TRACEPOINTS = "tracepoint/syscalls/"
 SYSCALL_ENTRY_TRACEPOINTS = SYSCALL_TRACEPOINTS + "sys_enter_"
 # per-syscall tracepoints are the default up to this many (a selected syscall has its exit
-# one; exec and exit their entry one too): detaching each waits for the kernel's RCU grace periods
+# one; exec its entry one too): detaching each waits for the kernel's RCU grace periods
 # (docs/benchmarks.md, "Where the untraced tax comes from")
 PER_SYSCALL_HOOKS_MAX = 8
 
@@ -126,7 +124,7 @@ def select_programs(obj: Object, groups: set[str], tree: bool = False,
     internal = {p.name: p for p in obj.programs.values() if event_group(p.name) in INTERNAL_GROUPS}
     if hooks == "raw" and groups & set(SYSCALL_EVENTS):
         # most events are read at their syscall's exit alone: the entry dispatcher runs
-        # only for those with an entry handler (exec, exit), as their tracepoints would
+        # only for those with an entry handler (exec), as their tracepoints would
         read_at_entry = any(p.section.startswith(SYSCALL_ENTRY_TRACEPOINTS) for p in selected)
         programs = [*([internal["sys__enter"]] if read_at_entry else []), internal["sys__exit"],
                     *programs]

@@ -58,11 +58,13 @@ def quote(value: str) -> str:
 
 
 def exit_status_text(status: int) -> str:
-    """do_exit's retval is a wait(2) status: exit code << 8, or the fatal signal."""
+    """do_exit's retval is a wait(2) status: exit code << 8, or the fatal signal (0x80 set
+    when it dumped core, as strace says)."""
     if status & 0x7F == 0:
         return f"exited with {(status >> 8) & 0xFF}"
     number = status & 0x7F
+    core = " (core dumped)" if status & 0x80 else ""
     try:
-        return f"killed by {signal.Signals(number).name}"
+        return f"killed by {signal.Signals(number).name}{core}"
     except ValueError:
-        return f"killed by signal {number}"
+        return f"killed by signal {number}{core}"
