@@ -689,7 +689,7 @@ class StreamContext:
         self._ids[samples] = self._join.answer(
             lambda i: read.data(samples[i]),
             lambda rows, max_bytes: read.datas(samples[rows], max_bytes),
-                                               [f[samples] for f in self._fields], steps)
+            [f[samples] for f in self._fields], steps)
 
     def _forget(self) -> None:
         """Forget the answers no row still to build needs, nor the enricher's kept answers
