@@ -139,6 +139,23 @@ def test_a_block_of_many_buffers_gives_each_row_its_bytes():
     assert sum(len(b) for _, b, _ in whole.segments()) == 40
 
 
+def test_many_rows_cut_at_once_are_those_cut_one_by_one():
+    """datas() (what the context's join cuts for the enricher) gives each row's data(),
+    for rows in any order across buffers, and stops at the first row past its byte
+    budget, always giving one."""
+    pool = POOLS["classic"]
+    blocks = [RecordBlock.of([SampleRecord(1, pool[i], i) for i in range(first, first + 10)])
+              for first in range(0, 40, 10)]
+    whole = RecordBlock.join(blocks)
+    rows = np.array([39, 0, 12, 12, 25, 9, 31], np.int64)
+    want = [whole.data(row) for row in rows.tolist()]
+    assert whole.datas(rows, 1 << 20) == want
+    sizes = np.cumsum([len(d) for d in want])
+    for budget in (0, 1, int(sizes[0]), int(sizes[2]), int(sizes[2]) + 1, int(sizes[-1])):
+        fit = max(1, int(np.searchsorted(sizes, budget, "right")))
+        assert whole.datas(rows, budget) == want[:fit]
+
+
 @pytest.mark.parametrize("size", [1, 8, 56])
 def test_heads_pads_short_samples_and_ignores_the_bytes_between(size):
     buf = b"\xffabcdefgh\xffxy\xff\xff0123456789\xff"

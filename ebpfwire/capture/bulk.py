@@ -140,6 +140,16 @@ class RecordBlock:
         """Row ``row``'s bytes (b"" for a LOST)."""
         return self.bufs[bisect_right(self.cuts, row) - 1][self.begins[row]:self.ends[row]]
 
+    def datas(self, rows: np.ndarray, max_bytes: int) -> list[bytes]:
+        """The bytes of the first of ``rows`` that fit in ``max_bytes`` together (at least
+        one): :meth:`data` for many rows, their buffers and bounds looked up with numpy."""
+        begins, ends = self.begins[rows], self.ends[rows]
+        fit = fitting(begins, ends, max_bytes)
+        which = np.searchsorted(np.array(self.cuts, np.int64), rows[:fit], "right") - 1
+        bufs = self.bufs
+        return [bufs[k][begin:end] for k, begin, end in zip(
+            which.tolist(), begins[:fit].tolist(), ends[:fit].tolist(), strict=True)]
+
     def records(self) -> list[SampleRecord | LostRecord]:
         """The rows as record objects (what CaptureReader yields for them)."""
         buf, begins, ends = self.payloads()
@@ -152,6 +162,12 @@ class RecordBlock:
             record.resync = None if resync < 0 else resync
             out.append(record)
         return out
+
+
+def fitting(begins: np.ndarray, ends: np.ndarray, max_bytes: int) -> int:
+    """How many of the first spans [begins[i], ends[i]) fit in ``max_bytes`` together (at
+    least one, when there is one)."""
+    return max(1, int(np.searchsorted(np.cumsum(ends - begins), max_bytes, "right")))
 
 
 class Framer:

@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ebpfwire.capture import CaptureReader, LostRecord, SampleRecord
-from ebpfwire.capture.bulk import Intake, RecordBlock
+from ebpfwire.capture.bulk import Intake, RecordBlock, fitting
 from ebpfwire.collect import fewer_collections
 from ebpfwire.process.enrich import Enricher
 from ebpfwire.process.table import Program
@@ -57,6 +57,8 @@ Value = tuple[tuple | None, tuple | None, str | None]
 
 def _utf8(text: str) -> str:
     """Arrow strings are UTF-8: bytes that were not (kept as lone surrogates) become U+FFFD."""
+    if text.isascii():
+        return text
     try:
         text.encode("utf-8")
         return text
@@ -99,8 +101,10 @@ class Answers:
     def make(self, program: Program | None, parent: Program | None,
              container_id: str | None) -> int:
         value: Value = (
-            None if program is None else (_utf8(program.exe) if program.exe else None,
-                                          tuple(map(_utf8, program.argv)), program.source),
+            None if program is None else (
+                _utf8(program.exe) if program.exe else None,
+                program.argv if "".join(program.argv).isascii()   # (most are: no call each)
+                else tuple(map(_utf8, program.argv)), program.source),
             None if parent is None else (_utf8(parent.exe) if parent.exe else None,
                                          parent.source),
             container_id)
@@ -406,6 +410,10 @@ class Releases:
         return seq
 
 
+#: Samples the join cuts out of the read buffers at a time for the enricher, at most, and
+#: their bytes at most (a window of big samples is not copied at once).
+CUT_AT_ONCE = 256
+CUT_BYTES = 1 << 16
 #: Records a block's time order looks at for the next time a bound is reached, at least.
 LOOK_AHEAD = 4
 
@@ -504,11 +512,14 @@ class _Join:
         elif self._forgotten is not None:
             self._forgotten.extend(pids)
 
-    def answer(self, data_of: Callable[[int], bytes], fields: Sequence[np.ndarray],
-               steps: Sequence[tuple[int, Any]]) -> np.ndarray:
+    def answer(self, data_of: Callable[[int], bytes],
+               datas_of: Callable[[np.ndarray, int], list[bytes]],
+               fields: Sequence[np.ndarray], steps: Sequence[tuple[int, Any]]) -> np.ndarray:
         """The answers of samples in time order, with their ``fields`` (as :class:`_Fields`
-        gives them); ``data_of(i)`` cuts sample i's bytes, for the samples the enricher is
-        given; ``steps`` are the losses (a count) and context records between them, in
+        gives them); for the samples the enricher is given, ``data_of(i)`` cuts sample i's
+        bytes and ``datas_of(rows, max_bytes)`` those of the first samples of ``rows`` that
+        fit in ``max_bytes`` (at least one: the samples known to be given, a few at a
+        time); ``steps`` are the losses (a count) and context records between them, in
         order, each with the number of samples before it."""
         count = len(fields[0])
         ids = np.full(count, -1, np.int32)
@@ -528,8 +539,12 @@ class _Join:
                          zip(firsts.tolist(), np.append(firsts, len(order))[1:].tolist(),
                              strict=True), strict=True))
         fill = np.full(count, -1, np.int32)     # a given sample's kept answer, else -1
-        queue = np.flatnonzero(given).tolist()
+        given_rows = np.flatnonzero(given)
+        queue = given_rows.tolist()
         queue.append(count)
+        is_given = given.tolist()   # (lists in the loop: no numpy call per sample)
+        datas: list[bytes] = []   # the bytes of queue[cut:], cut a few at a time
+        cut = 0
         extra: list[int] = []        # samples given because of a forget (a heap)
         q = step = 0
         enricher, unpack, size = self.enricher, self._unpack, self.fields.size
@@ -545,9 +560,9 @@ class _Join:
                 if span is None:
                     continue
                 at = bisect_left(chains, place, *span)
-                if at < span[1] and not given[chains[at]]:
-                    given[chains[at]] = True
-                    heapq.heappush(extra, chains[at])
+                if at < span[1] and not is_given[row := chains[at]]:
+                    is_given[row] = True
+                    heapq.heappush(extra, row)
 
         while True:
             nxt = queue[q]
@@ -567,12 +582,17 @@ class _Join:
                 break
             if extra and extra[0] == nxt:
                 heapq.heappop(extra)
+                data = data_of(nxt)
             else:
+                if q - cut >= len(datas):
+                    cut, datas = q, datas_of(given_rows[q:q + CUT_AT_ONCE], CUT_BYTES)
+                data = datas[q - cut]
                 q += 1
-            data = data_of(nxt)
-            ids[nxt] = sample(data)
-            if len(data) >= size:
+            if len(data) < size:
+                ids[nxt] = sample(data)
+            else:
                 values = unpack(data)
+                ids[nxt] = sample(data, values)
                 host_pid = values[HOST_PID]
                 answer = kept(values)
                 forgotten = self._forgotten
@@ -584,6 +604,7 @@ class _Join:
                     forgotten.append(host_pid)
             if self._forgotten != []:
                 after(nxt + 1)
+        given = np.array(is_given, bool)
         if not given.all():   # the others: each from its pid's last given sample before it
             chain_given = given[order]
             source = np.where(chain_given, np.arange(len(order)), 0)
@@ -665,8 +686,10 @@ class StreamContext:
         steps.sort(key=lambda step: step[0])    # stable: feeds before a loss at one place
         steps = [(int(before[place]), item) for place, item in steps]
         read = self._read
-        self._ids[samples] = self._join.answer(lambda i: read.data(samples[i]),
-                                               [f[samples] for f in self._fields], steps)
+        self._ids[samples] = self._join.answer(
+            lambda i: read.data(samples[i]),
+            lambda rows, max_bytes: read.datas(samples[rows], max_bytes),
+            [f[samples] for f in self._fields], steps)
 
     def _forget(self) -> None:
         """Forget the answers no row still to build needs, nor the enricher's kept answers
@@ -705,7 +728,14 @@ class StreamContext:
         """The answers of raw samples, in the order given (sample i:
         ``buf[begins[i]:ends[i]]``)."""
         self._forget()
-        return self._join.answer(lambda i: buf[begins[i]:ends[i]],
+
+        def datas_of(rows: np.ndarray, max_bytes: int) -> list[bytes]:
+            lows, highs = begins[rows], ends[rows]
+            fit = fitting(lows, highs, max_bytes)
+            return [buf[low:high] for low, high in zip(lows[:fit].tolist(),
+                                                       highs[:fit].tolist(), strict=True)]
+
+        return self._join.answer(lambda i: buf[begins[i]:ends[i]], datas_of,
                                  self._join.fields([(buf, begins, ends)]), [])
 
 

@@ -127,11 +127,12 @@ class Enricher(Generic[T]):
                 siblings.discard(host_pid)
                 if not siblings:
                     del children[entry[0]]
-        orphans = children.pop(host_pid, ())
-        for child in orphans:
-            kept.pop(child, None)
+        orphans = children.pop(host_pid, None)
+        if orphans:
+            for child in orphans:
+                kept.pop(child, None)
         if self.on_forget is not None:
-            self.on_forget([host_pid, *orphans])
+            self.on_forget([host_pid, *orphans] if orphans else [host_pid])
 
     def _text(self, raw: bytes) -> str:
         texts = self._texts
@@ -220,7 +221,9 @@ class Enricher(Generic[T]):
         container: many events share them)."""
         if answer is None:
             return self.unplaced()
-        key = (answer.program, answer.parent_program, answer.container_id)
+        container = answer.container    # (EventContext.container_id, without its call)
+        key = (answer.program, answer.parent_program,
+               answer.process.container_id if container is None else container.container_id)
         made = self._made.get(key)
         if made is None:
             if len(self._made) >= _CACHE_LIMIT:
