@@ -113,6 +113,13 @@ def test_hooks_per_syscall_up_to_a_few_syscalls():
     assert choose_hooks(obj, eight | {"setuid"}, None) == "raw"
     assert choose_hooks(obj, {"tcp"}, None) == "raw"  # no syscall event: nothing to hook
     assert choose_hooks(obj, select_events(obj, None), "syscalls") == "syscalls"
+    # before Linux 5.15 no bpf_task_pt_regs: the dispatchers, which are handed the registers
+    old = (5 << 16) + (14 << 8)
+    assert choose_hooks(obj, {"close"}, None, kernel=old) == "raw"
+    assert choose_hooks(obj, {"close"}, "raw", kernel=old) == "raw"
+    with pytest.raises(ValueError, match=r"bpf_task_pt_regs \(Linux 5.15\); this kernel is 5.14"):
+        choose_hooks(obj, {"close"}, "syscalls", kernel=old)
+    assert choose_hooks(obj, {"close"}, None, kernel=(6 << 16) + (1 << 8)) == "syscalls"
     with pytest.raises(ValueError, match="hooks must be one of syscalls, raw, got 'kprobe'"):
         choose_hooks(obj, {"close"}, "kprobe")
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from ebpfwire import machine
 from ebpfwire.kernel import perf, syscalls
 from ebpfwire.kernel.config import build_config, cached_kernel_offsets
+from ebpfwire.kernel.externs import kernel_version
 from ebpfwire.kernel.objects import Object, Program
 from ebpfwire.kernel.ringbuf import RingBufReader, default_ring_bytes, kernel_has_ringbuf
 from ebpfwire.wire.names import syscall_number
@@ -51,6 +52,9 @@ SYSCALL_ENTRY_TRACEPOINTS = SYSCALL_TRACEPOINTS + "sys_enter_"
 # one; exec its entry one too): detaching each waits for the kernel's RCU grace periods
 # (docs/benchmarks.md, "Where the untraced tax comes from")
 PER_SYSCALL_HOOKS_MAX = 8
+# the exit handlers on per-syscall tracepoints read the registers with bpf_task_pt_regs
+# (Linux 5.15); the raw dispatchers are handed them by the kernel
+TASK_PT_REGS_KERNEL = (5 << 16) + (15 << 8)
 
 
 def default_transport() -> str:
@@ -93,16 +97,25 @@ def per_syscall(program: Program) -> bool:
     return program.section.startswith(SYSCALL_TRACEPOINTS)
 
 
-def choose_hooks(obj: Object, groups: set[str], hooks: str | None) -> str:
+def choose_hooks(obj: Object, groups: set[str], hooks: str | None,
+                 kernel: int | None = None) -> str:
     """"syscalls" (each selected syscall's own tracepoints: nothing runs for the others)
     or "raw" (the raw_syscalls dispatchers: one program on every syscall of the machine).
     By default the former up to PER_SYSCALL_HOOKS_MAX tracepoints, as each costs tens of
-    milliseconds to detach, and where the object has them."""
+    milliseconds to detach, where the object has them and the kernel (``kernel``: its
+    LINUX_KERNEL_VERSION, default this one's) has what their exit handlers read the
+    arguments with."""
+    kernel = kernel_version() if kernel is None else kernel
+    too_old = 0 < kernel < TASK_PT_REGS_KERNEL  # a version that does not parse: assume new
     hooked = [p for p in obj.programs.values() if per_syscall(p) and event_group(p.name) in groups]
     if hooks is None:
-        return "syscalls" if 0 < len(hooked) <= PER_SYSCALL_HOOKS_MAX else "raw"
+        return "syscalls" if 0 < len(hooked) <= PER_SYSCALL_HOOKS_MAX and not too_old else "raw"
     if hooks not in HOOKS:
         raise ValueError(f"hooks must be one of {', '.join(HOOKS)}, got {hooks!r}")
+    if hooks == "syscalls" and too_old:
+        raise ValueError("hooks='syscalls' reads each syscall's arguments at its exit with "
+                         "bpf_task_pt_regs (Linux 5.15); this kernel is "
+                         f"{kernel >> 16}.{(kernel >> 8) & 0xFF}: hooks='raw'")
     if hooks == "syscalls" and groups & set(SYSCALL_EVENTS) and not hooked:
         raise ValueError(f"{obj.spec.origin} has no per-syscall tracepoint programs: "
                          "hooks='raw'")
