@@ -14,7 +14,9 @@ In one run (each part can be skipped):
   the loop runs and it drains, per event; the close event read at the exit alone) and
   with bpftrace printing one line per ``close`` exit of the child (to a pipe we drain), and
   "bpftrace+entry", which also keeps each close's fd at its entry tracepoint and prints it
-  with the result; each tracer settles 0.3 s first; interleaved ``--runs`` times (every
+  with the result; and our recorder with every event (per-syscall hooks, the default, and
+  the raw dispatchers): what an untraced syscall pays during a whole recording; each
+  tracer settles 0.3 s first; interleaved ``--runs`` times (every
   other round in reverse order), medians, the tax against the same round's bare loop.
 - **start-up**: from the exec of ``ebpfwire trace --events close --pid W`` or of bpftrace
   (the same probe) to its first line about a process W that closes every millisecond,
@@ -199,6 +201,15 @@ def bpftrace_cmd(pid: int, entry: bool = False) -> list[str]:
             "{ printf(\"%d %d %d\\n\", pid, @fd[tid], args->ret); delete(@fd[tid]); }"]
 
 
+# our recorder's rows: the close event alone (the tools' like for like), then every event
+# with each kind of hook (what an untraced syscall pays for a whole recording)
+EBPFWIRE_TOOLS = {
+    "ebpfwire": ["--events", "close"],
+    "ebpfwire, every event": [],
+    "ebpfwire, every event, raw hooks": ["--hooks", "raw"],
+}
+
+
 def start_tracer(tool: str, pid: int, tmp: Path) -> subprocess.Popen:
     """The tracer of ``pid``'s close calls, attached when this returns."""
     if tool.startswith("bpftrace"):
@@ -211,7 +222,7 @@ def start_tracer(tool: str, pid: int, tmp: Path) -> subprocess.Popen:
         threading.Thread(target=proc.stdout.read, daemon=True).start()
         return proc
     proc = subprocess.Popen([sys.executable, "-m", "ebpfwire", "record", "-o",
-                             str(tmp / "bench.ewcap"), "--force", "--events", "close",
+                             str(tmp / "bench.ewcap"), "--force", *EBPFWIRE_TOOLS[tool],
                              "--pid", str(pid)], stderr=subprocess.PIPE, text=True, env=ENV)
     assert proc.stderr is not None
     line = proc.stderr.readline()
@@ -329,15 +340,15 @@ def main() -> None:
     parser.add_argument("--skip-curve", action="store_true")
     parser.add_argument("--skip-cost", action="store_true")
     args = parser.parse_args()
-    tools = ["none", "ebpfwire"]
-    if shutil.which("bpftrace"):
-        tools += ["bpftrace", "bpftrace+entry"]
-    else:
+    tools = ["none", *EBPFWIRE_TOOLS]
+    bpftraces = ["bpftrace", "bpftrace+entry"] if shutil.which("bpftrace") else []
+    tools += bpftraces
+    if not bpftraces:
         print("bpftrace not installed (Debian: apt-get install bpftrace): its columns skipped")
     print(f"load average {os.getloadavg()[0]:.2f}; {os.cpu_count()} CPUs")
     if not args.skip_cost:
         cost_table(args.runs, args.calls, tools)
-        startup_table(args.runs, tools[1:])
+        startup_table(args.runs, ["ebpfwire", *bpftraces])
     if args.skip_curve:
         return
     print("\nloss by rate")

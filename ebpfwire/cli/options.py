@@ -172,8 +172,8 @@ def live_options() -> argparse.ArgumentParser:
                            "buffer for all CPUs (default where the kernel has it, else perf)")
     live.add_argument("--hooks", choices=("syscalls", "raw"),
                       help="syscalls: each selected syscall's own tracepoints (nothing runs "
-                           "for the others); raw: one program on every syscall, quicker to "
-                           "detach (default: syscalls up to 4 syscalls, else raw)")
+                           "for the others; the default); raw: one program on every syscall, "
+                           "quicker to detach")
     size = live.add_mutually_exclusive_group()
     size.add_argument("--ring-pages", type=ring_pages_type, metavar="N",
                       help="perf ring data pages per CPU (a power of two)")

@@ -48,10 +48,6 @@ TRANSPORTS = ("perf", "ringbuf")
 HOOKS = ("syscalls", "raw")
 SYSCALL_TRACEPOINTS = "tracepoint/syscalls/"
 SYSCALL_ENTRY_TRACEPOINTS = SYSCALL_TRACEPOINTS + "sys_enter_"
-# per-syscall tracepoints are the default up to this many (a selected syscall has its exit
-# one; exec its entry one too): detaching each waits for the kernel's RCU grace periods
-# (docs/benchmarks.md, "Where the untraced tax comes from")
-PER_SYSCALL_HOOKS_MAX = 8
 # the exit handlers on per-syscall tracepoints read the registers with bpf_task_pt_regs
 # (Linux 5.15); the raw dispatchers are handed them by the kernel
 TASK_PT_REGS_KERNEL = (5 << 16) + (15 << 8)
@@ -101,15 +97,16 @@ def choose_hooks(obj: Object, groups: set[str], hooks: str | None,
                  kernel: int | None = None) -> str:
     """"syscalls" (each selected syscall's own tracepoints: nothing runs for the others)
     or "raw" (the raw_syscalls dispatchers: one program on every syscall of the machine).
-    By default the former up to PER_SYSCALL_HOOKS_MAX tracepoints, as each costs tens of
-    milliseconds to detach, where the object has them and the kernel (``kernel``: its
+    By default the former, where the object has them and the kernel (``kernel``: its
     LINUX_KERNEL_VERSION, default this one's) has what their exit handlers read the
-    arguments with."""
+    arguments with: every syscall of the machine pays +45 ns for all 22 of them against
+    +170 for the dispatchers; their price is at detach, 40-80 ms each (docs/benchmarks.md,
+    "Per-syscall hooks for any selection")."""
     kernel = kernel_version() if kernel is None else kernel
     too_old = 0 < kernel < TASK_PT_REGS_KERNEL  # a version that does not parse: assume new
     hooked = [p for p in obj.programs.values() if per_syscall(p) and event_group(p.name) in groups]
     if hooks is None:
-        return "syscalls" if 0 < len(hooked) <= PER_SYSCALL_HOOKS_MAX and not too_old else "raw"
+        return "syscalls" if hooked and not too_old else "raw"
     if hooks not in HOOKS:
         raise ValueError(f"hooks must be one of {', '.join(HOOKS)}, got {hooks!r}")
     if hooks == "syscalls" and too_old:
