@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from ebpfwire.wire import names
 from ebpfwire.wire.argtypes import ArgType
-from ebpfwire.wire.events import AF_INET, AF_INET6, TEXT_TAGS, Arg, SockAddr
+from ebpfwire.wire.events import AF_INET, AF_INET6, AF_UNIX, TEXT_TAGS, Arg, SockAddr
 from ebpfwire.wire.walker import STRING_TAGS, WIDTHS, ArgvSpans, sockaddr
 
 NAME_TYPE = pa.dictionary(pa.int32(), pa.string())
@@ -47,6 +47,7 @@ _TYPES = {int(t): ArgType(t) for t in ArgType}
 _IS_INT = np.array([bool(WIDTHS[t]) for t in range(256)])
 _IS_STR = np.array([t in STRING_TAGS for t in range(256)])
 _HAS_TEXT = np.array([t in TEXT_TAGS for t in range(256)])
+_UNIX_PATH = 108   # bytes of an AF_UNIX sockaddr's path on the wire
 
 
 # --------------------------------------------------------------------------- helpers
@@ -353,8 +354,20 @@ class Arguments:
             texts = pa.array([socket.inet_ntop(socket.AF_INET6, value.ljust(16, b"\0"))
                               for value in unique], pa.string())
             addr_parts.append((at[inet6], texts.take(pa.array(inverse))))
-        other = np.flatnonzero(~ported)
-        if len(other):   # unix paths and families without a body: by the walker's parser
+        # a unix socket's path (named: its first byte not NUL) is the text before the first
+        # NUL of its 108 bytes; no address
+        unix = (family == AF_UNIX) & (window[:, 2] != 0)
+        if unix.any():
+            rows = np.flatnonzero(unix)
+            rows = rows[np.argsort(at[rows], kind="stable")]
+            first = begins[rows] + 2
+            body = buf[np.minimum(first[:, None] + np.arange(_UNIX_PATH), len(buf) - 1)]
+            nul = body == 0
+            stop = first + np.where(nul.any(axis=1), nul.argmax(axis=1), _UNIX_PATH)
+            path_parts.append((at[rows], gather_texts(
+                joined, first, stop, bad_rows, lambda index: row_of(int(at[rows[index]])))))
+        other = np.flatnonzero(~ported & ~unix)
+        if len(other):   # abstract unix paths, families without a body: by the walker's parser
             values = [(int(at[index]), sockaddr(joined[begin:stop])) for index, begin, stop
                       in zip(other.tolist(), begins[other].tolist(), stops[other].tolist(),
                              strict=True)]
