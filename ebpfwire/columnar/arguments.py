@@ -153,6 +153,15 @@ def _placed(total: int, parts: list[tuple[np.ndarray, pa.Array]], kind: pa.DataT
     return _spread(total, at, values)
 
 
+def _windows(buf: np.ndarray, begins: np.ndarray, width: int) -> np.ndarray:
+    """The ``width`` bytes from each of ``begins`` as the rows of one array (bytes past the
+    buffer read as its last; those past a shorter body are not used)."""
+    if len(buf) >= width and (not len(begins) or begins.max() <= len(buf) - width):
+        windows = np.lib.stride_tricks.as_strided(buf, (len(buf) - width + 1, width), (1, 1))
+        return windows[begins]
+    return buf[np.minimum(begins[:, None] + np.arange(width), len(buf) - 1)]
+
+
 def _in_order(at: list[np.ndarray], spans: list[tuple[np.ndarray, np.ndarray]]
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The positions and (begin, stop) spans of several groups as three arrays in position
@@ -328,9 +337,7 @@ class Arguments:
             return [], []
         begins = np.concatenate([begin for begin, _ in spans])
         stops = np.concatenate([stop for _, stop in spans])
-        # the first 28 bytes of each (an inet6 body's end), gathered at once; bytes past
-        # the buffer read as its last, and past a shorter body are not used
-        window = buf[np.minimum(begins[:, None] + np.arange(28), len(buf) - 1)]
+        window = _windows(buf, begins, 28)   # up to an inet6 body's end
         wide = window[:, :8].astype(np.int64)
         family = wide[:, 0] | wide[:, 1] << 8
         self.family[at] = family
@@ -361,7 +368,7 @@ class Arguments:
             rows = np.flatnonzero(unix)
             rows = rows[np.argsort(at[rows], kind="stable")]
             first = begins[rows] + 2
-            body = buf[np.minimum(first[:, None] + np.arange(_UNIX_PATH), len(buf) - 1)]
+            body = _windows(buf, first, _UNIX_PATH)
             nul = body == 0
             stop = first + np.where(nul.any(axis=1), nul.argmax(axis=1), _UNIX_PATH)
             path_parts.append((at[rows], gather_texts(

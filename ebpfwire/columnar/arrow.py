@@ -563,13 +563,14 @@ class _BatchBuilder:
         ids = np.minimum(event_ids, max(self.event_names) + 1)
 
         def pick(column: str) -> tuple[np.ndarray, np.ndarray]:
-            """Each row's position of the argument feeding ``column``, and where it has one."""
+            """Each row's position of the argument feeding ``column``, and where it has one
+            (elsewhere -1 or past the arguments: masked, clipped where it indexes)."""
             index, want = self.flat_lut[column]
             index, want = index[ids], want[ids]
             ok = (index >= 0) & (index < counts)
             if null is not None:
                 ok &= ~null
-            position = np.where(ok, offsets[:-1] + index, 0)
+            position = offsets[:-1] + index
             if total:
                 ok &= tags[np.minimum(position, total - 1)] == want
             return position, ok
