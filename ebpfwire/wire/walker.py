@@ -546,15 +546,15 @@ def _int_column(buf, at, payload: Payload):
     """The fixed-width integer ``payload`` at offsets ``at`` of the uint8 array ``buf``
     (offsets clipped to where a whole one fits: only a payload that is not there reads
     otherwise), as its code says: its bytes in either order, sign-extended when signed.
-    Each item's bytes are gathered at once, as a row of a view of every ``width`` bytes."""
+    Read as items of a view of the buffer as numbers of that kind at every byte offset."""
     import numpy as np
 
     width = payload.width
     if len(buf) < width:
         return np.zeros(len(at), np.int64)
     kind = f"{payload.code[0]}{'i' if payload.bounds[0] < 0 else 'u'}{width}"
-    windows = np.lib.stride_tricks.as_strided(buf, (len(buf) - width + 1, width), (1, 1))
-    return windows[np.clip(at, 0, len(buf) - width)].view(kind)[:, 0].astype(np.int64)
+    numbers = np.ndarray((len(buf) - width + 1,), kind, buf, strides=(1,))
+    return numbers[np.clip(at, 0, len(buf) - width)].astype(np.int64)
 
 
 def walk_columns(buf, starts, ends, p, tags: tuple[int, ...]):
