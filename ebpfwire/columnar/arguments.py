@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from ebpfwire.wire import names
 from ebpfwire.wire.argtypes import ArgType
-from ebpfwire.wire.events import AF_INET, AF_INET6, TEXT_TAGS, Arg, SockAddr
+from ebpfwire.wire.events import AF_INET, AF_INET6, AF_UNIX, TEXT_TAGS, Arg, SockAddr
 from ebpfwire.wire.walker import STRING_TAGS, WIDTHS, ArgvSpans, sockaddr
 
 NAME_TYPE = pa.dictionary(pa.int32(), pa.string())
@@ -47,6 +47,7 @@ _TYPES = {int(t): ArgType(t) for t in ArgType}
 _IS_INT = np.array([bool(WIDTHS[t]) for t in range(256)])
 _IS_STR = np.array([t in STRING_TAGS for t in range(256)])
 _HAS_TEXT = np.array([t in TEXT_TAGS for t in range(256)])
+_UNIX_PATH = 108   # bytes of an AF_UNIX sockaddr's path on the wire
 
 
 # --------------------------------------------------------------------------- helpers
@@ -89,24 +90,22 @@ def strings(values: list, bad_rows: set, rows_of: Any) -> pa.Array:
         return pa.array(cleaned, pa.string())
 
 
-def gather_texts(joined: bytes, spans: list[tuple[np.ndarray, np.ndarray]], bad_rows: set,
+def gather_texts(joined: bytes, begins: np.ndarray, stops: np.ndarray, bad_rows: set,
                  rows_of: Any) -> pa.Array:
-    """The strings at ``joined[begin:stop]`` for each (begins, stops) of ``spans``, copied
-    by Arrow: spans of one argument of one group follow each other in ``joined``, so they
-    and the gaps between them are the items of one binary array over it, and a take of
-    every other item copies out the strings."""
-    pieces = []
-    whole = pa.py_buffer(joined)
-    for begins, stops in spans:
-        if len(begins):
-            bounds = np.empty(2 * len(begins) + 1, np.int32)
-            bounds[0:-1:2] = begins
-            bounds[1::2] = stops
-            bounds[-1] = stops[-1]
-            items = pa.BinaryArray.from_buffers(pa.binary(), len(bounds) - 1,
-                                                [None, pa.py_buffer(bounds), whole])
-            pieces.append(items.take(pa.array(np.arange(0, len(bounds) - 1, 2))))
-    texts = pa.concat_arrays(pieces) if pieces else pa.array([], pa.binary())
+    """The strings at ``joined[begins[i]:stops[i]]``, copied by one Arrow take: the spans
+    follow each other in ``joined`` (they come in position order), so they and the gaps
+    between them are the items of one binary array over it, and a take of every other item
+    copies out the strings."""
+    if len(begins):
+        bounds = np.empty(2 * len(begins) + 1, np.int32)
+        bounds[0:-1:2] = begins
+        bounds[1::2] = stops
+        bounds[-1] = stops[-1]
+        items = pa.BinaryArray.from_buffers(pa.binary(), len(bounds) - 1,
+                                            [None, pa.py_buffer(bounds), pa.py_buffer(joined)])
+        texts = items.take(pa.array(np.arange(0, len(bounds) - 1, 2)))
+    else:
+        texts = pa.array([], pa.binary())
     try:
         return texts.cast(pa.string())
     except pa.ArrowInvalid:   # bytes that are not UTF-8: the careful way
@@ -114,25 +113,78 @@ def gather_texts(joined: bytes, spans: list[tuple[np.ndarray, np.ndarray]], bad_
                         for item in texts.to_pylist()], bad_rows, rows_of)
 
 
+def _spread(total: int, at: np.ndarray, values: pa.Array) -> pa.Array:
+    """An array of ``total`` items with ``values`` (strings or lists) at the increasing
+    positions ``at`` and null elsewhere: new offsets and validity over the values' own
+    buffers, so no item is copied."""
+    valid = np.zeros(total, bool)
+    valid[at] = True if not values.null_count else values.is_valid().to_numpy(
+        zero_copy_only=False)
+    given = np.frombuffer(values.buffers()[1], np.int32)[values.offset:
+                                                          values.offset + len(values) + 1]
+    lengths = np.zeros(total, np.int32)
+    lengths[at] = np.diff(given)
+    offsets = np.empty(total + 1, np.int32)
+    offsets[0] = given[0]
+    np.cumsum(lengths, out=offsets[1:])
+    offsets[1:] += given[0]
+    nulls = total - int(np.count_nonzero(valid))
+    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little")) if nulls else None
+    if isinstance(values, pa.ListArray):
+        return pa.Array.from_buffers(values.type, total, [bitmap, pa.py_buffer(offsets)],
+                                     nulls, children=[values.values])
+    return pa.Array.from_buffers(values.type, total,
+                                 [bitmap, pa.py_buffer(offsets), values.buffers()[2]], nulls)
+
+
 def _placed(total: int, parts: list[tuple[np.ndarray, pa.Array]], kind: pa.DataType) -> pa.Array:
-    """An array of ``total`` items: each part's values at its positions, null elsewhere."""
+    """An array of ``total`` items: each part's values at its positions, null elsewhere. The
+    parts' values are put in position order by a take only when their positions are not in
+    order already (several parts, or one out of order), then spread."""
     parts = [(at, values) for at, values in parts if len(at)]
     if not parts:
         return pa.nulls(total, kind)
-    source = np.full(total, -1, np.int64)
-    start = 0
-    for at, _ in parts:
-        source[at] = np.arange(start, start + len(at))
-        start += len(at)
-    joined = pa.concat_arrays([values for _, values in parts])
-    return joined.take(pa.array(source, mask=source < 0))
+    at = np.concatenate([at for at, _ in parts]) if len(parts) > 1 else parts[0][0]
+    values = (pa.concat_arrays([values for _, values in parts]) if len(parts) > 1
+              else parts[0][1])
+    if len(at) > 1 and not (at[1:] > at[:-1]).all():
+        order = np.argsort(at, kind="stable")
+        at, values = at[order], values.take(pa.array(order))
+    return _spread(total, at, values)
 
 
-def _names(keys: np.ndarray, present: np.ndarray, name_of: Any) -> pa.Array:
+def _windows(buf: np.ndarray, begins: np.ndarray, width: int) -> np.ndarray:
+    """The ``width`` bytes from each of ``begins`` as the rows of one array (bytes past the
+    buffer read as its last; those past a shorter body are not used)."""
+    if len(buf) >= width and (not len(begins) or begins.max() <= len(buf) - width):
+        windows = np.lib.stride_tricks.as_strided(buf, (len(buf) - width + 1, width), (1, 1))
+        return windows[begins]
+    return buf[np.minimum(begins[:, None] + np.arange(width), len(buf) - 1)]
+
+
+def _in_order(at: list[np.ndarray], spans: list[tuple[np.ndarray, np.ndarray]]
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The positions and (begin, stop) spans of several groups as three arrays in position
+    order (which is their order in the joined samples too)."""
+    if not at:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, empty
+    positions = np.concatenate(at)
+    begins = np.concatenate([begin for begin, _ in spans])
+    stops = np.concatenate([stop for _, stop in spans])
+    if len(positions) > 1 and not (positions[1:] > positions[:-1]).all():
+        order = np.argsort(positions, kind="stable")
+        positions, begins, stops = positions[order], begins[order], stops[order]
+    return positions, begins, stops
+
+
+def _names(keys: np.ndarray, present: np.ndarray,
+           name_of: Any) -> tuple[pa.Array, np.ndarray, np.ndarray]:
     """A dictionary array of the present items' names: ``name_of(i)`` gives the name of the
-    item at ``i``, called once per distinct key, at its first item (None: no name)."""
+    item at ``i``, called once per distinct key, at its first item (None: no name); with
+    each item's index in the dictionary and where it has a name, as numpy arrays."""
     if not present.any():
-        return pa.nulls(len(keys), NAME_TYPE)
+        return pa.nulls(len(keys), NAME_TYPE), np.zeros(len(keys), np.int32), present
     where = np.flatnonzero(present)
     unique, inverse = distinct(keys[where])
     first = np.zeros(len(unique), np.int64)
@@ -144,10 +196,11 @@ def _names(keys: np.ndarray, present: np.ndarray, name_of: Any) -> pa.Array:
     present = present.copy()
     present[where] = known[inverse]
     return pa.DictionaryArray.from_arrays(pa.array(indices, mask=~present),
-                                          pa.array(texts, pa.string()))
+                                          pa.array(texts, pa.string())), indices, present
 
 
-def _family_name(family: int) -> str:
+def family_name(family: int) -> str:
+    """A sockaddr family's name (its number when it has none)."""
     return names.sock_family_name(family) or str(family)
 
 
@@ -204,8 +257,8 @@ class Arguments:
         is_int[slow_at[slow_int]] = True
 
         # texts: the column walk's spans, then the walker's strings
-        text_at = np.concatenate(text_at) if text_at else np.zeros(0, np.int64)
-        fast_texts = gather_texts(joined, text_spans, bad_rows,
+        text_at, text_begins, text_stops = _in_order(text_at, text_spans)
+        fast_texts = gather_texts(joined, text_begins, text_stops, bad_rows,
                                   lambda index: row_of(int(text_at[index])))
         slow_str = np.flatnonzero(_IS_STR[slow_tags] & present)
         slow_texts = strings(held[slow_str].tolist(), bad_rows,
@@ -243,9 +296,20 @@ class Arguments:
               row_of: Any) -> pa.Array:
         at = np.concatenate(argv_at) if argv_at else np.zeros(0, np.int64)
         counts = np.concatenate([spans.counts for spans in argvs] or [np.zeros(0, np.int64)])
+        begins = np.concatenate([spans.begins for spans in argvs] or [np.zeros(0, np.int64)])
+        stops = np.concatenate([spans.ends for spans in argvs] or [np.zeros(0, np.int64)])
+        if len(at) > 1 and not (at[1:] > at[:-1]).all():   # groups: into position order
+            order = np.argsort(at, kind="stable")
+            first = np.zeros(len(at), np.int64)
+            np.cumsum(counts[:-1], out=first[1:])
+            at, counts, first = at[order], counts[order], first[order]
+            starts = np.zeros(len(at), np.int64)
+            np.cumsum(counts[:-1], out=starts[1:])
+            elements = np.repeat(first - starts, counts) + np.arange(len(begins))
+            begins, stops = begins[elements], stops[elements]
         owner = np.repeat(at, counts)      # each element's argument position
-        texts = gather_texts(joined, [(spans.begins, spans.ends) for spans in argvs],
-                             bad_rows, lambda index: row_of(int(owner[index])))
+        texts = gather_texts(joined, begins, stops, bad_rows,
+                             lambda index: row_of(int(owner[index])))
         bounds = np.zeros(len(counts) + 1, np.int32)
         np.cumsum(counts, out=bounds[1:])
         parts = [(at, pa.ListArray.from_arrays(pa.array(bounds), texts))]
@@ -273,36 +337,44 @@ class Arguments:
             return [], []
         begins = np.concatenate([begin for begin, _ in spans])
         stops = np.concatenate([stop for _, stop in spans])
-        last = len(buf) - 1
-
-        def byte(offset):
-            return buf[np.minimum(begins + offset, last)].astype(np.int64)
-
-        family = byte(0) | byte(1) << 8
+        window = _windows(buf, begins, 28)   # up to an inet6 body's end
+        wide = window[:, :8].astype(np.int64)
+        family = wide[:, 0] | wide[:, 1] << 8
         self.family[at] = family
         self.is_sock[at] = True
         inet = family == AF_INET
         inet6 = family == AF_INET6
         ported = inet | inet6
-        self.port[at] = np.where(ported, byte(2) << 8 | byte(3), 0)
+        self.port[at] = np.where(ported, wide[:, 2] << 8 | wide[:, 3], 0)
         self.has_port[at] = ported
-        self.flowinfo[at] = np.where(inet6, byte(4) << 24 | byte(5) << 16 | byte(6) << 8
-                                     | byte(7), 0)
-        self.scope_id[at] = np.where(inet6, byte(24) | byte(25) << 8 | byte(26) << 16
-                                     | byte(27) << 24, 0)
         self.is_inet6[at] = inet6
+        if inet6.any():
+            self.flowinfo[at[inet6]] = np.ascontiguousarray(window[inet6, 4:8]).view(">u4")[:, 0]
+            self.scope_id[at[inet6]] = np.ascontiguousarray(window[inet6, 24:28]).view("<u4")[:, 0]
         addr_parts, path_parts = [], []
         if inet.any():
-            octets = [pa.array(byte(k)[inet]).cast(pa.string()) for k in range(4, 8)]
+            octets = [pa.array(window[inet, k]).cast(pa.string()) for k in range(4, 8)]
             addr_parts.append((at[inet], pc.binary_join_element_wise(*octets, ".")))
         if inet6.any():
-            raw = np.stack([byte(k)[inet6] for k in range(8, 24)], axis=1).astype(np.uint8)
-            unique, inverse = distinct(np.ascontiguousarray(raw).view("S16").ravel())
+            raw = np.ascontiguousarray(window[inet6, 8:24])
+            unique, inverse = distinct(raw.view("S16").ravel())
             texts = pa.array([socket.inet_ntop(socket.AF_INET6, value.ljust(16, b"\0"))
                               for value in unique], pa.string())
             addr_parts.append((at[inet6], texts.take(pa.array(inverse))))
-        other = np.flatnonzero(~ported)
-        if len(other):   # unix paths and families without a body: by the walker's parser
+        # a unix socket's path (named: its first byte not NUL) is the text before the first
+        # NUL of its 108 bytes; no address
+        unix = (family == AF_UNIX) & (window[:, 2] != 0)
+        if unix.any():
+            rows = np.flatnonzero(unix)
+            rows = rows[np.argsort(at[rows], kind="stable")]
+            first = begins[rows] + 2
+            body = _windows(buf, first, _UNIX_PATH)
+            nul = body == 0
+            stop = first + np.where(nul.any(axis=1), nul.argmax(axis=1), _UNIX_PATH)
+            path_parts.append((at[rows], gather_texts(
+                joined, first, stop, bad_rows, lambda index: row_of(int(at[rows[index]])))))
+        other = np.flatnonzero(~ported & ~unix)
+        if len(other):   # abstract unix paths, families without a body: by the walker's parser
             values = [(int(at[index]), sockaddr(joined[begin:stop])) for index, begin, stop
                       in zip(other.tolist(), begins[other].tolist(), stops[other].tolist(),
                              strict=True)]
@@ -335,20 +407,25 @@ class Arguments:
         return pa.DictionaryArray.from_arrays(pa.array(self.tags.astype(np.int32)), _TYPE_NAMES)
 
     @functools.cached_property
-    def flags(self) -> pa.Array:
-        """Symbolic text of flag and enum values, made once per distinct (tag, value)."""
+    def flag_codes(self) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+        """Symbolic text of flag and enum values, made once per distinct (tag, value); with
+        each position's index in its dictionary and where it has a text (see ``_names``)."""
         has_text = _HAS_TEXT[self.tags] & self.is_int
         keys = (self.tags.astype(np.int64) << 32) | (self.ints & 0xFFFFFFFF)
         tags, ints = self.tags, self.ints
         return _names(keys, has_text,
                       lambda at: Arg(_TYPES[int(tags[at])], int(ints[at])).text)
 
+    @property
+    def flags(self) -> pa.Array:
+        return self.flag_codes[0]
+
     @functools.cached_property
     def family_names(self) -> pa.Array:
         """Each sockaddr's family name, made once per distinct family (the ``args`` field and
         the flat ``family`` column both use it)."""
         family = self.family
-        return _names(family, self.is_sock, lambda at: _family_name(int(family[at])))
+        return _names(family, self.is_sock, lambda at: family_name(int(family[at])))[0]
 
     def struct(self) -> pa.StructArray:
         """The ``args`` items: one struct per argument (docs/arrow.md)."""

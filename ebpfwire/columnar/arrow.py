@@ -27,7 +27,14 @@ from ebpfwire.capture import CaptureReader, LostRecord, SampleRecord, resync_err
 from ebpfwire.capture.bulk import Intake
 from ebpfwire.collect import fewer_collections
 from ebpfwire.columnar import rowcontext
-from ebpfwire.columnar.arguments import ARG_TYPE, NAME_TYPE, Arguments, distinct, safe_text
+from ebpfwire.columnar.arguments import (
+    ARG_TYPE,
+    NAME_TYPE,
+    Arguments,
+    distinct,
+    family_name,
+    safe_text,
+)
 from ebpfwire.columnar.rowcontext import ContextIndex, StreamContext
 from ebpfwire.wire import names
 from ebpfwire.wire.argtypes import ArgType
@@ -322,16 +329,19 @@ class _BatchBuilder:
         })
         self.values = None if src.context is None else src.context.values
         self.schema = schema(self.layout, self.values is not None)
+        #: the catalogue's event names by id (ids past the last count as the last plus one)
+        self.event_names = {event_id: event_name(event_id, self.arch)
+                            for event_id in [*range(1024), *SPECIAL_EVENTS]}
         self.flat_lut = {column: self._lut(table) for column, table in FLAT_COLUMNS.items()}
 
-    def _lut(self, table: dict[str, tuple[int, int]]) -> dict[int, tuple[int, int]]:
-        """event id -> (argument index, tag) on this arch."""
-        out = {}
-        for event_id in list(range(1024)) + list(SPECIAL_EVENTS):
-            name = event_name(event_id, self.arch)
+    def _lut(self, table: dict[str, tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+        """By event id on this arch: (argument index, tag) of ``table`` (-1: none)."""
+        index = np.full(max(self.event_names) + 2, -1, np.int64)
+        tags = np.zeros(len(index), np.int64)
+        for event_id, name in self.event_names.items():
             if name in table:
-                out[event_id] = table[name]
-        return out
+                index[event_id], tags[event_id] = table[name]
+        return index, tags
 
     # -- the walk
 
@@ -548,22 +558,21 @@ class _BatchBuilder:
                       null: np.ndarray | None) -> None:
         """The flat columns (``FLAT_COLUMNS``), gathered by numpy where the field is a number
         and by Arrow's take where it is a text."""
-        offsets, tags = arguments.offsets, arguments.tags
+        offsets, tags, total = arguments.offsets, arguments.tags, arguments.total
         counts = np.diff(offsets)
-        unique, inverse = distinct(event_ids)
+        ids = np.minimum(event_ids, max(self.event_names) + 1)
 
         def pick(column: str) -> tuple[np.ndarray, np.ndarray]:
-            """Each row's position of the argument feeding ``column``, and where it has one."""
-            lut = self.flat_lut[column]
-            found = [lut.get(event_id, (-1, 0)) for event_id in unique]
-            index = np.array([i for i, _ in found] or [0], np.int64)[inverse]
-            want = np.array([t for _, t in found] or [0], np.int64)[inverse]
+            """Each row's position of the argument feeding ``column``, and where it has one
+            (elsewhere -1 or past the arguments: masked, clipped where it indexes)."""
+            index, want = self.flat_lut[column]
+            index, want = index[ids], want[ids]
             ok = (index >= 0) & (index < counts)
             if null is not None:
                 ok &= ~null
-            position = np.where(ok, offsets[:-1] + index, 0)
-            if len(tags):
-                ok &= tags[np.minimum(position, len(tags) - 1)] == want
+            position = offsets[:-1] + index
+            if total:
+                ok &= tags[np.minimum(position, total - 1)] == want
             return position, ok
 
         def take(values: pa.Array, picked: tuple[np.ndarray, np.ndarray]) -> pa.Array:
@@ -578,7 +587,11 @@ class _BatchBuilder:
             return pa.array(values[position], kind, mask=~(ok & present[position]))
 
         path, sock, domain = pick("path"), pick("sockaddr"), pick("domain")
-        columns["path"] = pc.coalesce(take(arguments.text, path), take(arguments.path, path))
+        # a path is an argument's text, or its sockaddr's path: one take of the two
+        position, ok = path
+        in_path = arguments.is_sock[np.minimum(position, total - 1)] if total else ok
+        columns["path"] = take(pa.concat_arrays([arguments.text, arguments.path]),
+                               (np.where(in_path, position + total, position), ok))
         columns["fd"] = number(arguments.ints, arguments.is_int, pick("fd"), pa.int32())
         columns["argv"] = take(arguments.strings, pick("argv"))
         columns["family"] = self._family(arguments, sock, domain)
@@ -588,20 +601,34 @@ class _BatchBuilder:
 
     @staticmethod
     def _family(arguments: Arguments, sock: tuple, domain: tuple) -> pa.Array:
-        """The flat ``family``: the sockaddr's family, else socket(2)'s domain text."""
+        """The flat ``family``: the sockaddr's family name, else socket(2)'s domain text;
+        a dictionary of the distinct names in order of first use, as Arrow's
+        ``dictionary_encode`` of the names would give it."""
         position, ok = sock
         total = len(arguments.tags)
         if not total:
             return pa.nulls(len(position), NAME_TYPE)
-        position = np.minimum(position, total - 1)
-        names_ = pc.dictionary_encode(arguments.family_names.cast(pa.string()).take(
-            pa.array(position, mask=~(ok & arguments.is_sock[position]))))
+        in_sock = ok & arguments.is_sock[np.minimum(position, total - 1)]
+        flags, flag_index, has_flag = arguments.flag_codes
         where, found = domain
-        texts = arguments.flags.take(pa.array(np.minimum(where, total - 1), mask=~found))
-        if texts.null_count == len(texts):
-            return names_
-        return pc.dictionary_encode(pc.coalesce(names_.cast(pa.string()),
-                                                texts.cast(pa.string())))
+        where = np.minimum(where, total - 1)
+        in_text = found & has_flag[where] & ~in_sock
+        # a family by its number, a domain text by 2**32 + its index in the flags' dictionary
+        codes = np.where(in_sock, arguments.family[np.minimum(position, total - 1)],
+                         flag_index[where].astype(np.int64) + (1 << 32))
+        rows = np.flatnonzero(in_sock | in_text)
+        unique, inverse = distinct(codes[rows])
+        texts = flags.dictionary.to_pylist() if in_text.any() else []
+        first: dict[str, int] = {}
+        number = [first.setdefault(family_name(code) if code < 1 << 32
+                                   else texts[code - (1 << 32)], len(first))
+                  for code in unique]
+        indices = np.zeros(len(position), np.int32)
+        indices[rows] = np.asarray(number, np.int32)[inverse] if len(rows) else 0
+        present = np.zeros(len(position), bool)
+        present[rows] = True
+        return pa.DictionaryArray.from_arrays(pa.array(indices, mask=~present),
+                                              pa.array(list(first), pa.string()))
 
     @staticmethod
     def _marked(batch: pa.RecordBatch, marks: list) -> pa.RecordBatch:

@@ -542,18 +542,19 @@ class ArgvSpans(NamedTuple):
         return ArgvSpans(self.counts[keep], self.begins[elements], self.ends[elements])
 
 
-def _int_column(byte, at, payload: Payload):
-    """The fixed-width integer ``payload`` at offsets ``at``, as its code says: its bytes
-    in either order, sign-extended when signed."""
+def _int_column(buf, at, payload: Payload):
+    """The fixed-width integer ``payload`` at offsets ``at`` of the uint8 array ``buf``
+    (offsets clipped to where a whole one fits: only a payload that is not there reads
+    otherwise), as its code says: its bytes in either order, sign-extended when signed.
+    Read as items of a view of the buffer as numbers of that kind at every byte offset."""
+    import numpy as np
+
     width = payload.width
-    little = payload.code[0] == "<"
-    value = 0
-    for k in range(width):
-        value = value | byte(at + (k if little else width - 1 - k)) << (8 * k)
-    if payload.bounds[0] < 0:
-        bits = 8 * width
-        value -= (value >> (bits - 1)) << bits
-    return value
+    if len(buf) < width:
+        return np.zeros(len(at), np.int64)
+    kind = f"{payload.code[0]}{'i' if payload.bounds[0] < 0 else 'u'}{width}"
+    numbers = np.ndarray((len(buf) - width + 1,), kind, buf, strides=(1,))
+    return numbers[np.clip(at, 0, len(buf) - width)].astype(np.int64)
 
 
 def walk_columns(buf, starts, ends, p, tags: tuple[int, ...]):
@@ -584,7 +585,7 @@ def walk_columns(buf, starts, ends, p, tags: tuple[int, ...]):
     def string(at, limit):
         """The STR_T payloads whose size field is at ``at``: (good, text begin, text end,
         next offset), by walk's rule for a string."""
-        size = _int_column(byte, at, S32)
+        size = _int_column(buf, at, S32)
         begin = at + 4
         stop = begin + size
         good = (begin <= limit) & (size >= 0) & (size <= MAX_STRING_SIZE) & (stop <= limit)
@@ -596,7 +597,7 @@ def walk_columns(buf, starts, ends, p, tags: tuple[int, ...]):
         width = WIDTHS[tag]
         if width:
             ok &= p + 1 + width <= ends
-            values.append(_int_column(byte, p + 1, PAYLOADS[tag]))
+            values.append(_int_column(buf, p + 1, PAYLOADS[tag]))
             p = p + 1 + width
         elif tag == _SOCKADDR:
             stop = p + 3 + bodies[byte(p + 1) | byte(p + 2) << 8]
