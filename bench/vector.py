@@ -10,9 +10,10 @@ figures more than the ratios.
 
 Rows: the per-event API (``decode()``, then reading every argument, then ``to_dict()``),
 ``to_table`` over samples in memory and over the capture, with and without the process
-context, ``export`` (default options, ``--raw``, ``--jobs 2``) and ``decode --format
-jsonl`` (with the context and ``--raw``) as commands, and the peak RSS of ``to_table`` and
-``export``. ``--rss-scale 5`` adds ``export``'s peak RSS on a corpus five times as big.
+context, ``export`` (default options, ``--raw``, ``--jobs 2``), ``decode --format jsonl``
+(with the context and ``--raw``), ``info``, ``summary`` and ``ps`` as commands, and the peak
+RSS of ``to_table`` and ``export``. ``--rss-scale 5`` adds ``export``'s peak RSS on a corpus
+five times as big.
 """
 
 from __future__ import annotations
@@ -139,10 +140,11 @@ def main() -> None:
                 seconds, rss = child([*command, "export", str(path), "-o", out, "--force",
                                       *extra], wall)
                 rows.append(Row(label, n, seconds, rss))
-            for label, extra in [("decode --format jsonl", []),
-                                 ("decode --format jsonl --raw", ["--raw"])]:
-                seconds, rss = child([*command, "decode", str(path), "--format", "jsonl",
-                                      *extra])
+            for label, argv in [("decode --format jsonl", ["decode", "--format", "jsonl"]),
+                                ("decode --format jsonl --raw",
+                                 ["decode", "--format", "jsonl", "--raw"]),
+                                ("info", ["info"]), ("summary", ["summary"]), ("ps", ["ps"])]:
+                seconds, rss = child([*command, *argv, str(path)])
                 rows.append(Row(label, n, seconds, rss))
             if args.rss_scale > 1:
                 big = realistic.build(n * args.rss_scale)
