@@ -38,6 +38,9 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "fixtures" / "real-workload.ewcap"
 
 
+WARM_EVENTS = 20_000
+
+
 @dataclass
 class Row:
     label: str
@@ -164,6 +167,12 @@ def main() -> None:
 
     each(decode)   # warm the caches the per-event path keeps
     from ebpfwire.columnar.arrow import to_table
+
+    # and the bulk path's first-call costs (imports, kernels, the allocator's first pages:
+    # 0.3-0.4 s), on a small corpus of its own
+    warm = realistic.build(WARM_EVENTS)
+    to_table(warm)
+    to_table(samples_of(warm), context=False)
 
     base = cpu(lambda: each(decode))
     rows.append(Row("decode()", n, base))
