@@ -185,10 +185,11 @@ class _Capture:
              before: bool = False) -> None:
         """Say ``messages`` and the damage met up to file offset ``upto`` (before it with
         ``before``; None: all of it), in file order."""
-        now = [d for d in self.damage if upto is None or d.offset < upto
-               or (not before and d.offset == upto)]
-        if now:
-            self.damage = [d for d in self.damage if d not in now]
+        now, later = [], []
+        for damage in self.damage:
+            due = upto is None or damage.offset < upto or (not before and damage.offset == upto)
+            (now if due else later).append(damage)
+        self.damage = later
         lines = [(d.offset, damaged(self.label, d)) for d in now] + messages
         for _, line in sorted(lines, key=lambda item: item[0]):
             say(line)
