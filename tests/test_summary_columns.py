@@ -1,15 +1,19 @@
 """``ebpfwire summary`` counted from the batch decoder's columns against the per-event path
 (``summarise_capture`` over a CaptureStream, the command's path without the arrow extra):
-the same stdout, stderr and exit status on every fixture, on damaged captures and on the
-captures that make the layout check hold records back."""
+the same stdout, stderr and exit status on every fixture, on damaged captures, on the
+captures that make the layout check hold records back and on Hypothesis-made ones."""
 
 from __future__ import annotations
 
+import os
 import random
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_cli import run
 from test_hostile_bounds import _header, _lost, _record, _sample
 from test_process import Stream
@@ -26,6 +30,7 @@ from ebpfwire.capture import (
 from ebpfwire.cli.captures import HELD_LOST_LIMIT, HOLD_LIMIT
 from ebpfwire.columnar.arrow import batches
 from ebpfwire.output.summary import summarise_batches, summarise_capture
+from ebpfwire.wire.strategies import damaged_event_bytes, event_bytes
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 CAPTURES = sorted(FIXTURES.glob("*.ewcap"))
@@ -153,3 +158,31 @@ def test_version_1_captures(monkeypatch, tmp_path: Path, name: str):
     for lenient in ([], ["--lenient", "--by", "comm"]):
         bulk, events = both(monkeypatch, "summary", *options, *lenient, str(path))
         assert bulk == events
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.one_of(event_bytes(), damaged_event_bytes(), st.integers(1, 9)),
+                max_size=30), st.sampled_from([[], ["--lenient", "--by", "pid"],
+                                               ["--by", "comm", "--failed"]]))
+def test_made_captures_count_as_event_by_event(monkeypatch, items: list, options: list):
+    with tempfile.TemporaryDirectory() as where:
+        path = os.path.join(where, "made.ewcap")
+        with CaptureWriter(path, host=HostInfo(kernel_release="k", hostname="h", ncpus=2),
+                           boot_time_ns=1, start_time_ns=2) as writer:
+            for item in items:
+                (writer.write_lost(1, item) if isinstance(item, int)
+                 else writer.write_sample(0, item))
+        bulk, events = both(monkeypatch, "summary", *options, path)
+        assert bulk == events
+
+
+def test_a_comm_cut_off_with_the_header(monkeypatch, tmp_path: Path):
+    """--lenient counts a sample cut inside its header: its pid's title shows the comm it
+    lacks as "?" (the per-event path raised AttributeError there)."""
+    s = Stream()
+    path = tmp_path / "short.ewcap"
+    path.write_bytes(_header() + _sample(s.openat(5, 1, "c"))
+                     + _record(1, b"\0\0\0\0" + encode(s.openat(5, 1, "c"), "classic")[:30]))
+    bulk, events = both(monkeypatch, "summary", "--lenient", "--by", "pid", str(path))
+    assert bulk == events and bulk[0] == 0 and "pid 5 (c, ?)" in bulk[1]

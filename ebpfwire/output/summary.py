@@ -196,6 +196,8 @@ class BatchCounts:
         if lost.null_count < len(lost):
             self.lost += pc.sum(lost).as_py()
         is_event = lost.is_null().to_numpy(zero_copy_only=False)
+        if not is_event.any():
+            return
         event = batch.column("event")
         names = event.dictionary.to_pylist()
         name = _ints(event.indices, 0)
@@ -311,7 +313,8 @@ def _row(share: float, calls: int, errors: int, name: str, errnos: str) -> str:
 def _group_title(summary: Summary, group: SummaryGroup) -> str:
     if summary.by == "comm":
         return f"comm {escape(str(group.key))}"
-    comms = ", ".join(escape(c) for c in group.comms)
+    # a comm cut off with its sample's header (--lenient) is "?", as its event's name is
+    comms = ", ".join("?" if c is None else escape(c) for c in group.comms)
     return f"pid {group.key} ({comms})"
 
 
