@@ -47,8 +47,10 @@ def both(monkeypatch: pytest.MonkeyPatch, *argv: str, stdin: bytes | None = None
     bulk = run(*argv, stdin=stdin)
     assert sys.modules.get(BULK) is not None   # the columns counted
     with monkeypatch.context() as patch:
-        patch.setitem(sys.modules, BULK, None)   # as without the arrow extra
+        patch.setattr("ebpfwire.cli.summary.has_arrow", lambda: False)   # as without it
+        sys.modules.pop(BULK, None)
         events = run(*argv, stdin=stdin)
+        assert sys.modules.get(BULK) is None   # event by event
     return bulk, events
 
 

@@ -23,6 +23,7 @@ from ebpfwire.cli.errors import EXIT_OK, EXIT_USAGE, UsageError, say
 from ebpfwire.cli.filters import filter_of
 from ebpfwire.cli.options import add_capture_filters, add_command
 from ebpfwire.cli.output import write_stdout
+from ebpfwire.columnar import has_arrow
 from ebpfwire.output.summary import render_summary, summarise_capture, summary_json
 from ebpfwire.wire.errors import DecodeError
 
@@ -110,21 +111,15 @@ def undecodable(label: str, offset: int, error: DecodeError) -> str:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    if args.pid is None:
-        try:
-            from ebpfwire.cli.summary_columns import Bulk
-        except ImportError:  # no arrow extra: the per-event path counts the same
-            pairs = _Pairs(args)
-            summary = summarise_capture(pairs, by=args.by)
-            failed = pairs.failed
-        else:
-            bulk = Bulk(args)
-            summary = bulk.summary()
-            failed = bulk.failed
+    if args.pid is None and has_arrow():
+        from ebpfwire.cli.summary_columns import Bulk
+
+        counter: Bulk | _Pairs = Bulk(args)
+        summary = counter.summary()
     else:
-        pairs = _Pairs(args)
-        summary = summarise_capture(pairs, by=args.by)
-        failed = pairs.failed
+        counter = _Pairs(args)
+        summary = summarise_capture(counter, by=args.by)
+    failed = counter.failed
     if args.json:
         write_stdout(sys.stdout, json.dumps(summary_json(summary), indent=2) + "\n")
     else:

@@ -5,15 +5,12 @@ the per-event path's counts and stderr, without an Event per sample."""
 from __future__ import annotations
 
 import argparse
-from collections import deque
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from ebpfwire.capture import CaptureDamage, CaptureReader, LostRecord, SampleRecord
-from ebpfwire.capture.bulk import RecordBlock
+from ebpfwire.capture import CaptureDamage, CaptureReader
 from ebpfwire.cli.captures import (
     HELD_LOST_LIMIT,
     HOLD_LIMIT,
@@ -27,7 +24,7 @@ from ebpfwire.cli.errors import say
 from ebpfwire.cli.filters import event_filter
 from ebpfwire.cli.options import names_list
 from ebpfwire.cli.summary import damaged, each_capture, undecodable
-from ebpfwire.columnar.arrow import batches
+from ebpfwire.columnar.arrow import located_batches
 from ebpfwire.output.summary import BatchCounts, Summary
 from ebpfwire.wire.decoder import decode
 from ebpfwire.wire.errors import DecodeError
@@ -84,10 +81,9 @@ class _Capture:
         self.merged = 0
 
     def count(self) -> None:
-        offsets = _RowOffsets(self.reader)
-        for batch in batches(self.reader, layout=self.layout, arch=self.arch, strict=False,
-                             context=False):
-            part = (batch, offsets.take(len(batch)), self._decoded(batch))
+        for batch, offsets in located_batches(self.reader, layout=self.layout,
+                                              arch=self.arch, strict=False, context=False):
+            part = (batch, offsets, self._decoded(batch))
             if self.held is None:
                 self._count(*part)
                 continue
@@ -193,43 +189,3 @@ class _Capture:
         lines = [(d.offset, damaged(self.label, d)) for d in now] + messages
         for _, line in sorted(lines, key=lambda item: item[0]):
             say(line)
-
-
-class _RowOffsets:
-    """The file offsets of the rows ``batches`` makes of a reader, noted as its blocks
-    pass (a batch does not carry them: they are for messages only)."""
-
-    def __init__(self, reader: CaptureReader):
-        self.parts: deque[np.ndarray] = deque()
-        self.loose: list[int] = []
-        blocks = reader.blocks
-
-        def noted() -> Iterator[Any]:
-            for item in blocks():
-                kind = type(item)
-                if kind is RecordBlock:
-                    self._flush()
-                    self.parts.append(item.offsets)
-                elif kind is SampleRecord or kind is LostRecord:
-                    self.loose.append(item.offset)
-                yield item
-
-        reader.blocks = noted  # type: ignore[method-assign]
-
-    def _flush(self) -> None:
-        if self.loose:
-            self.parts.append(np.asarray(self.loose, np.int64))
-            self.loose = []
-
-    def take(self, count: int) -> np.ndarray:
-        """The offsets of the next ``count`` rows."""
-        self._flush()
-        taken = []
-        while count:
-            part = self.parts.popleft()
-            if len(part) > count:
-                self.parts.appendleft(part[count:])
-                part = part[:count]
-            taken.append(part)
-            count -= len(part)
-        return np.concatenate(taken) if taken else np.empty(0, np.int64)
