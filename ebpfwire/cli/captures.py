@@ -122,38 +122,46 @@ def held_until_fit(records: Iterator[SampleRecord | LostRecord], layout: Layout,
         held.append(record)
         last_lost.clear()
         if _clean(record.data, layout, arch):
-            _say_merged(label, merged)
+            say_merged(label, merged)
             yield from held
             yield from records
             return
         samples.append(record.data)
         if len(samples) >= HOLD_LIMIT:
             break
-    if samples:
-        fits = {name: sum(_clean(data, other, arch) for data in samples)
-                for name, other in LAYOUTS.items() if other is not layout}
-        fits = {name: count for name, count in fits.items() if count}
-        short = sum(len(data) < layout.size for data in samples)
-        if fits or short == len(samples):
-            lengths = sorted(len(data) for data in samples)
-            if fits:
-                hint = "; layouts that decode them: " + ", ".join(
-                    f"{name} ({count} of {len(samples)})"
-                    for name, count in sorted(fits.items(), key=lambda item: -item[1]))
-            else:
-                by_size = [name for name, other in LAYOUTS.items() if other.size <= lengths[0]]
-                hint = f"; layouts that fit by size: {', '.join(by_size) or 'none'}"
-            raise UsageError(
-                f"{label}: layout {layout.name!r} ({layout.size}-byte header) does not fit: "
-                f"none of the {'first ' if len(samples) >= HOLD_LIMIT else ''}{len(samples)} "
-                f"samples ({lengths[0]}..{lengths[-1]} bytes, {short} shorter than the "
-                f"header) decodes with it{hint} (choose with --layout)")
-    _say_merged(label, merged)
+    check_fit(samples, layout, arch, label)
+    say_merged(label, merged)
     yield from held
     yield from records   # past HOLD_LIMIT samples that none decodes cleanly: the rest
 
 
-def _say_merged(label: str, merged: int) -> None:
+def check_fit(samples: list[bytes], layout: Layout, arch: str, label: str) -> None:
+    """The UsageError of :func:`held_until_fit` when the layout is wrong for the capture:
+    ``samples`` (its first, up to HOLD_LIMIT) none of which decodes cleanly with it."""
+    if not samples:
+        return
+    fits = {name: sum(_clean(data, other, arch) for data in samples)
+            for name, other in LAYOUTS.items() if other is not layout}
+    fits = {name: count for name, count in fits.items() if count}
+    short = sum(len(data) < layout.size for data in samples)
+    if fits or short == len(samples):
+        lengths = sorted(len(data) for data in samples)
+        if fits:
+            hint = "; layouts that decode them: " + ", ".join(
+                f"{name} ({count} of {len(samples)})"
+                for name, count in sorted(fits.items(), key=lambda item: -item[1]))
+        else:
+            by_size = [name for name, other in LAYOUTS.items() if other.size <= lengths[0]]
+            hint = f"; layouts that fit by size: {', '.join(by_size) or 'none'}"
+        raise UsageError(
+            f"{label}: layout {layout.name!r} ({layout.size}-byte header) does not fit: "
+            f"none of the {'first ' if len(samples) >= HOLD_LIMIT else ''}{len(samples)} "
+            f"samples ({lengths[0]}..{lengths[-1]} bytes, {short} shorter than the "
+            f"header) decodes with it{hint} (choose with --layout)")
+
+
+def say_merged(label: str, merged: int) -> None:
+    """The note of :func:`held_until_fit` on the LOST records it added to earlier ones."""
     if merged:
         say(f"{label}: note: {merged} LOST records before the first sample that decodes "
             "were added to the counts of earlier ones of their CPU")

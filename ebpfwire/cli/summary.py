@@ -2,7 +2,11 @@
 captures, per event and optionally per comm or pid, or the same as JSON (ebpfwire.output.summary).
 
 Captures are opened and their layout checked as ``decode`` does; with several files the
-counts are summed over all of them.
+counts are summed over all of them. They are counted from the batch decoder's columns
+(:class:`~ebpfwire.output.summary.BatchCounts`), giving what the per-event path
+(:func:`~ebpfwire.output.summary.summarise_capture` over a CaptureStream) gives, messages
+included (ebpfwire.cli.summary_columns); -p/--pid, and an install without the arrow
+extra, count event by event (:class:`_Pairs`).
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ebpfwire.capture import CaptureDamage, CaptureStream, LostRecord
@@ -19,6 +23,7 @@ from ebpfwire.cli.errors import EXIT_OK, EXIT_USAGE, UsageError, say
 from ebpfwire.cli.filters import filter_of
 from ebpfwire.cli.options import add_capture_filters, add_command
 from ebpfwire.cli.output import write_stdout
+from ebpfwire.columnar import has_arrow
 from ebpfwire.output.summary import render_summary, summarise_capture, summary_json
 from ebpfwire.wire.errors import DecodeError
 
@@ -46,8 +51,9 @@ class _Pairs:
     """The (record, event | DecodeError | None) pairs of every capture, as
     ``summarise_capture`` takes them, filtered; damage reported on stderr as decode does.
 
-    A capture that cannot be read (or whose layout does not fit) is a UsageError when it
-    is the only one; among several it is reported, skipped and remembered in ``failed``."""
+    -p/--pid's tree grows as events show a parent in it, in time order: a test of each
+    event against the members so far, which columns do not give, so it reads event by
+    event (as it does without the arrow extra)."""
 
     def __init__(self, args: argparse.Namespace):
         self.args = args
@@ -55,47 +61,67 @@ class _Pairs:
         self.failed = False
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
-        sources = self.args.files
-        for source in sources:
-            try:
-                yield from self._capture(source)
-            except UsageError as exc:
-                if len(sources) == 1:
-                    raise
-                say(str(exc))
-                self.failed = True
+        yield from each_capture(self, self._capture)
 
     def _capture(self, source: str) -> Iterator[tuple[Any, Any]]:
         label = source_label(source)
         keep = self.keep
-
-        def report(damage: CaptureDamage) -> None:
-            say(f"{label}: damaged record at file offset {damage.offset}: {damage.message}")
-
         with open_capture(source) as reader:
             layout, arch = layout_and_arch(self.args, reader.header, label)
             stream = CaptureStream(
                 reader, records=held_until_fit(iter(reader), layout, arch, label),
                 layout=layout, arch=arch, strict=not self.args.lenient,
                 time_order=self.args.pid is not None,  # a tree grows in time order
-                on_damage=report)
+                on_damage=lambda damage: say(damaged(label, damage)))
             for record, decoded in stream:
                 if decoded is None:
                     if type(record) is LostRecord:
                         yield record, None
                 elif isinstance(decoded, DecodeError):
-                    say(f"{label}: sample at file offset {record.offset} does not decode: "
-                         f"{decoded} (--lenient counts what can be decoded)")
+                    say(undecodable(label, record.offset, decoded))
                     yield record, decoded
                 elif keep is None or keep(decoded):
                     yield record, decoded
 
 
+def each_capture(reader: Any, read: Callable[[str], Iterable[Any]]) -> Iterator[Any]:
+    """What ``read`` gives of each of the command's captures. One that cannot be read (or
+    whose layout does not fit) is a UsageError when it is the only one; among several it is
+    reported, skipped and remembered in ``reader.failed``."""
+    sources = reader.args.files
+    for source in sources:
+        try:
+            yield from read(source)
+        except UsageError as exc:
+            if len(sources) == 1:
+                raise
+            say(str(exc))
+            reader.failed = True
+
+
+def damaged(label: str, damage: CaptureDamage) -> str:
+    """What stderr says of a damaged record (as decode says it)."""
+    return f"{label}: damaged record at file offset {damage.offset}: {damage.message}"
+
+
+def undecodable(label: str, offset: int, error: DecodeError) -> str:
+    """What stderr says of a sample strict decoding does not decode (it is not counted)."""
+    return (f"{label}: sample at file offset {offset} does not decode: {error} "
+            "(--lenient counts what can be decoded)")
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
-    pairs = _Pairs(args)
-    summary = summarise_capture(pairs, by=args.by)
+    if args.pid is None and has_arrow():
+        from ebpfwire.cli.summary_columns import Bulk
+
+        counter: Bulk | _Pairs = Bulk(args)
+        summary = counter.summary()
+    else:
+        counter = _Pairs(args)
+        summary = summarise_capture(counter, by=args.by)
+    failed = counter.failed
     if args.json:
         write_stdout(sys.stdout, json.dumps(summary_json(summary), indent=2) + "\n")
     else:
         write_stdout(sys.stdout, render_summary(summary))
-    return EXIT_USAGE if pairs.failed else EXIT_OK
+    return EXIT_USAGE if failed else EXIT_OK

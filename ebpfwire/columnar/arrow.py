@@ -215,14 +215,24 @@ def batches(source: Any, *, layout: str | Layout | None = None, arch: str | None
     :class:`~ebpfwire.columnar.rowcontext.ContextIndex` of the capture (or its slice for a byte
     range, :meth:`~ebpfwire.columnar.rowcontext.ContextIndex.within`) gives them from the index.
     """
+    for batch, _ in _batches(source, layout, arch, strict, max_rows, context, []):
+        yield batch
+
+
+def located_batches(source: Any, *, layout: str | Layout | None = None,
+                    arch: str | None = None, strict: bool = False, max_rows: int = MAX_ROWS,
+                    context: bool | ContextIndex = True
+                    ) -> Iterator[tuple[pa.RecordBatch, np.ndarray | None]]:
+    """:func:`batches`, each with the file offset of every row (int64; None for raw
+    samples): for the commands whose messages say where a row is in its capture."""
     yield from _batches(source, layout, arch, strict, max_rows, context, [])
 
 
 def _batches(source: Any, layout: str | Layout | None, arch: str | None, strict: bool,
-             max_rows: int, context: bool | ContextIndex,
-             schemas: list[pa.Schema]) -> Iterator[pa.RecordBatch]:
-    """:func:`batches`, noting each source's schema in ``schemas``: a capture without a
-    row still has its layout's columns."""
+             max_rows: int, context: bool | ContextIndex, schemas: list[pa.Schema]
+             ) -> Iterator[tuple[pa.RecordBatch, np.ndarray | None]]:
+    """:func:`located_batches`, noting each source's schema in ``schemas``: a capture
+    without a row still has its layout's columns."""
     if max_rows < 1:
         raise ValueError(f"max_rows must be at least 1, found {max_rows}")
     first: Layout | None = None
@@ -238,15 +248,16 @@ def _batches(source: Any, layout: str | Layout | None, arch: str | None, strict:
             chunk = _chunk(src, max_rows)
             if chunk is None:
                 break
-            batch = builder.build(*chunk)
+            batch = builder.build(*chunk[:-1])
             if batch is not None:
-                yield batch
+                yield batch, chunk[-1]
 
 
 def _chunk(src: _Source, max_rows: int) -> tuple | None:
     """The next rows of ``src`` as (the samples as one buffer and the bounds of each in it,
     their cpus, their file offsets, lost records as (row, cpu, count), the samples' context
-    answers or None, the resynchronised records as (row, error)); None at the end. A
+    answers or None, the resynchronised records as (row, error), every row's file offset or
+    None); None at the end. A
     capture's rows come as a :class:`~ebpfwire.capture.bulk.RecordBlock` (columns): no
     record object and no bytes object is made per sample where the capture is clean; raw
     samples are joined once."""
@@ -262,13 +273,14 @@ def _chunk(src: _Source, max_rows: int) -> tuple | None:
         payload = b"".join(datas), ends - lengths, ends
         ids = (None if context is None
                else context.answer(*payload))  # type: ignore[union-attr]
-        return payload, None, None, [], ids, []
+        return payload, None, None, [], ids, [], None
     block = (context.take(max_rows) if isinstance(context, StreamContext)
              else src.records.take(max_rows))
     if not len(block):
         return None
     samples = block.samples
     cpus, offsets = block.cpus, block.offsets
+    rows_at = offsets
     buf, begins, ends = block.payloads()
     lost: list[tuple[int, int, int]] = []
     if not samples.all():
@@ -282,7 +294,7 @@ def _chunk(src: _Source, max_rows: int) -> tuple | None:
         for row in np.flatnonzero(block.resync >= 0).tolist()]
     ids = (None if context is None else context.taken_ids()
            if isinstance(context, StreamContext) else context.ids_at(offsets))
-    return (buf, begins, ends), cpus, offsets, lost, ids, marks
+    return (buf, begins, ends), cpus, offsets, lost, ids, marks, rows_at
 
 
 def to_table(source: Any, *, layout: str | Layout | None = None, arch: str | None = None,
@@ -296,7 +308,8 @@ def to_table(source: Any, *, layout: str | Layout | None = None, arch: str | Non
         return typed_table(source)
     schemas: list[pa.Schema] = []
     with fewer_collections():
-        parts = list(_batches(source, layout, arch, strict, MAX_ROWS, context, schemas))
+        parts = [batch for batch, _ in _batches(source, layout, arch, strict, MAX_ROWS,
+                                                 context, schemas)]
     if not parts:
         return (schemas[0] if schemas else
                 schema(layout or "classic", context is not False)).empty_table()

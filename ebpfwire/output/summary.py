@@ -11,13 +11,14 @@ Pure functions over iterables, so any command or notebook can feed them events.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ebpfwire.capture import LostRecord
-from ebpfwire.wire.catalogue import PAIRED, is_syscall_event
+from ebpfwire.wire.catalogue import PAIRED, SPECIAL_EVENTS, is_syscall_event
 from ebpfwire.wire.events import Event
+from ebpfwire.wire.names import errno_name as errno_text
 from ebpfwire.wire.text import escape
 
 GROUPINGS = (None, "comm", "pid")
@@ -106,6 +107,11 @@ def _group(key: str | int | None, tally: _Tally) -> SummaryGroup:
     return SummaryGroup(key, rows, total, errors, list(tally.comms))
 
 
+def _check_by(by: str | None) -> None:
+    if by not in GROUPINGS:
+        raise ValueError(f"by: expected None, 'comm' or 'pid', found {by!r}")
+
+
 def summarise(
     events: Iterable[Event], lost: int = 0, by: str | None = None, undecodable: int = 0
 ) -> Summary:
@@ -114,8 +120,7 @@ def summarise(
     ``lost`` and ``undecodable`` are carried into the summary so that it can say what
     its counts miss; :func:`summarise_capture` finds them in a capture.
     """
-    if by not in GROUPINGS:
-        raise ValueError(f"by: expected None, 'comm' or 'pid', found {by!r}")
+    _check_by(by)
     tallies: dict[str | int | None, _Tally] = {}
     for event in events:
         key = _group_key(event, by)
@@ -131,6 +136,11 @@ def summarise(
         err = error_name(event)
         if err is not None:
             tally.errnos.setdefault(name, Counter())[err] += 1
+    return _summary(by, tallies, lost, undecodable)
+
+
+def _summary(by: str | None, tallies: dict[str | int | None, _Tally], lost: int,
+             undecodable: int) -> Summary:
     groups = [_group(key, tally) for key, tally in tallies.items() if tally.calls]
     groups.sort(key=lambda g: (-g.calls, str(g.key)))
     return Summary(by, groups, lost, undecodable)
@@ -160,6 +170,131 @@ def summarise_capture(
     return Summary(summary.by, summary.groups, lost, undecodable)
 
 
+class BatchCounts:
+    """:func:`summarise`'s counts kept over Arrow record batches (the schema of
+    :mod:`ebpfwire.columnar.arrow`), a batch at a time in columns: no Event is made.
+
+    A row with a ``lost`` count adds it to the lost samples; every other row is an event,
+    counted by the rules of :func:`summarise` (an exec's entry half not counted, errno
+    names only for failed syscall events, a pid's comms in the order first seen).
+    """
+
+    def __init__(self, by: str | None = None):
+        _check_by(by)
+        self.by = by
+        self.lost = 0
+        self.tallies: dict[str | int | None, _Tally] = {}
+
+    def add(self, batch: Any, comms: Mapping[int, str | None] | None = None) -> None:
+        """Count the rows of ``batch``. ``comms``: the task name of rows (by index) whose
+        ``comm`` column cannot show it exactly (bytes that are not UTF-8, which the column
+        shows as U+FFFD): the Event's comm, decoded from the row's ``raw`` sample."""
+        import numpy as np
+        import pyarrow.compute as pc
+
+        lost = batch.column("lost")
+        if lost.null_count < len(lost):
+            self.lost += pc.sum(lost).as_py()
+        is_event = lost.is_null().to_numpy(zero_copy_only=False)
+        if not is_event.any():
+            return
+        event = batch.column("event")
+        names = event.dictionary.to_pylist()
+        name = _ints(event.indices, 0)
+        paired = np.array([label in PAIRED for label in names], bool)
+        counted = is_event & ~((_ints(batch.column("argnum"), 0) != 0) & paired[name])
+        event_ids = batch.column("event_id")
+        retval = _ints(batch.column("retval"), 0)
+        special = np.asarray(sorted(SPECIAL_EVENTS), np.int64)
+        failed = (counted & (retval < 0) & event_ids.is_valid().to_numpy(zero_copy_only=False)
+                  & ~np.isin(_ints(event_ids, 0), special))
+        keys, group = self._groups(batch, comms)
+        rows = np.flatnonzero(counted)
+        retvals, failure = np.unique(np.where(failed, retval, 0)[rows], return_inverse=True)
+        cells, calls = np.unique((group[rows] * len(names) + name[rows]) * len(retvals)
+                                 + failure.reshape(-1), return_counts=True)
+        for cell, count in zip(cells.tolist(), calls.tolist(), strict=True):
+            rest, which = divmod(cell, len(retvals))
+            at, label = divmod(rest, len(names))
+            tally = self._tally(keys[at])
+            tally.calls[names[label]] += count
+            code = int(retvals[which])
+            if code < 0:
+                errno = errno_text(-code) or f"errno_{-code}"
+                tally.errnos.setdefault(names[label], Counter())[errno] += count
+        if self.by == "pid":
+            self._comms(batch, comms, keys, group, np.flatnonzero(is_event))
+
+    def _groups(self, batch: Any, comms: Mapping[int, str | None] | None) -> tuple[list, Any]:
+        """The group keys and each row's index among them."""
+        import numpy as np
+
+        if self.by is None:
+            return [None], np.zeros(len(batch), np.int64)
+        if self.by == "comm":
+            return _comm_codes(batch, comms)
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        pids = _ints(pc.cast(batch.column("host_pid"), pa.int64()), -1)
+        unique, group = np.unique(pids, return_inverse=True)
+        return [None if pid < 0 else pid for pid in unique.tolist()], group.reshape(-1)
+
+    def _comms(self, batch: Any, comms: Mapping[int, str | None] | None, pids: list,
+               group: Any, rows: Any) -> None:
+        """Note each pid's comms in the order first seen."""
+        import numpy as np
+
+        names, code = _comm_codes(batch, comms)
+        pairs, first = np.unique(group[rows] * len(names) + code[rows], return_index=True)
+        for pair in pairs[np.argsort(first)].tolist():
+            at, comm = divmod(pair, len(names))
+            self._tally(pids[at]).comms[names[comm]] = None
+
+    def _tally(self, key: str | int | None) -> _Tally:
+        tally = self.tallies.get(key)
+        if tally is None:
+            tally = self.tallies[key] = _Tally()
+        return tally
+
+    def summary(self, undecodable: int = 0) -> Summary:
+        """The summary of the rows counted so far; ``undecodable`` as in :func:`summarise`."""
+        return _summary(self.by, self.tallies, self.lost, undecodable)
+
+
+def _ints(column: Any, null: int) -> Any:
+    """An integer column as numpy int64, ``null`` where it is null."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    return np.asarray(pc.fill_null(column, null).to_numpy(zero_copy_only=False), np.int64)
+
+
+def _comm_codes(batch: Any, comms: Mapping[int, str | None] | None) -> tuple[list, Any]:
+    """The distinct comms of a batch (None for a null) and each row's index among them,
+    ``comms`` overriding the column's."""
+    import pyarrow.compute as pc
+
+    encoded = pc.dictionary_encode(batch.column("comm"))
+    names = [*encoded.dictionary.to_pylist(), None]
+    code = _ints(encoded.indices, len(names) - 1)
+    for row, comm in (comms or {}).items():
+        code[row] = len(names)
+        names.append(comm)
+    return names, code
+
+
+def summarise_batches(batches: Iterable[Any], by: str | None = None,
+                      undecodable: int = 0) -> Summary:
+    """:func:`summarise` of Arrow record batches (:func:`ebpfwire.columnar.arrow.batches`),
+    counted in columns (:class:`BatchCounts`): lost rows summed, damaged rows counted
+    under their names as far as they decode (as ``summary --lenient``)."""
+    counts = BatchCounts(by)
+    for batch in batches:
+        counts.add(batch)
+    return counts.summary(undecodable)
+
+
 # --------------------------------------------------------------------------- rendering
 
 _HEAD = f"{'% calls':>8} {'calls':>10} {'errors':>9} {'event':<22} errors by errno"
@@ -178,7 +313,8 @@ def _row(share: float, calls: int, errors: int, name: str, errnos: str) -> str:
 def _group_title(summary: Summary, group: SummaryGroup) -> str:
     if summary.by == "comm":
         return f"comm {escape(str(group.key))}"
-    comms = ", ".join(escape(c) for c in group.comms)
+    # a comm cut off with its sample's header (--lenient) is "?", as its event's name is
+    comms = ", ".join("?" if c is None else escape(c) for c in group.comms)
     return f"pid {group.key} ({comms})"
 
 
