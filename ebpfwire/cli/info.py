@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 from ebpfwire.capture import (
@@ -40,57 +41,79 @@ def _wall(ns: int, utc: bool) -> str:
     return f"{stamp}.{rest // 1000:06d}{' UTC' if utc else time.strftime(' %Z')}"
 
 
-def collect_info(reader: CaptureReader, layout: Layout, arch: str, label: str
-                 ) -> dict[str, Any]:
-    """Counts over a whole capture: records, events by name, loss, time span, CPUs, damage,
-    and the context it carries (process snapshot, containers by runtime).
+@dataclass
+class InfoCounts:
+    """What ``info`` counts over a capture's records, however they were read."""
 
-    The layout is checked as decode checks it (a UsageError when it does not fit)."""
-    header = reader.header
-    names: Counter[str] = Counter()
-    samples: Counter[int] = Counter()
-    lost: Counter[int] = Counter()
-    runtimes: Counter[str] = Counter()
-    records = lost_records = damaged_samples = 0
-    first = last = None
+    names: Counter[str] = field(default_factory=Counter)      # samples by event label
+    samples: Counter[int] = field(default_factory=Counter)    # samples by cpu
+    lost: Counter[int] = field(default_factory=Counter)       # lost samples by cpu
+    runtimes: Counter[str] = field(default_factory=Counter)   # container records
+    lost_records: int = 0
+    damaged_samples: int = 0
+    first: int | None = None
+    last: int | None = None
+
+
+def count_events(reader: CaptureReader, layout: Layout, arch: str, label: str
+                 ) -> InfoCounts:
+    """The counts read event by event (an install without the arrow extra): every sample
+    decoded into an Event, after ``held_until_fit``'s check."""
+    counts = InfoCounts()
     stream = CaptureStream(reader, records=held_until_fit(iter(reader), layout, arch, label),
                            layout=layout, arch=arch, strict=False, time_order=False)
     for record, event in stream:
         kind = type(record)
         if kind is not SampleRecord:
             if kind is LostRecord:
-                records += 1
-                lost_records += 1
-                lost[record.cpu] += record.count
+                counts.lost_records += 1
+                counts.lost[record.cpu] += record.count
             elif kind is ContainerRecord:
-                runtimes[record.info.runtime] += 1
+                counts.runtimes[record.info.runtime] += 1
             continue
-        records += 1
-        samples[record.cpu] += 1
+        counts.samples[record.cpu] += 1
         if event.errors:
-            damaged_samples += 1
-        names[event.label] += 1
+            counts.damaged_samples += 1
+        counts.names[event.label] += 1
         if event.ts is not None:
-            first = event.ts if first is None else min(first, event.ts)
-            last = event.ts if last is None else max(last, event.ts)
+            counts.first = event.ts if counts.first is None else min(counts.first, event.ts)
+            counts.last = event.ts if counts.last is None else max(counts.last, event.ts)
+    return counts
+
+
+def collect_info(reader: CaptureReader, layout: Layout, arch: str, label: str
+                 ) -> dict[str, Any]:
+    """Counts over a whole capture: records, events by name, loss, time span, CPUs, damage,
+    and the context it carries (process snapshot, containers by runtime).
+
+    The layout is checked as decode checks it (a UsageError when it does not fit). The
+    counts come from the batch decoder's columns (ebpfwire.cli.info_columns: no Event per
+    sample), or event by event without the arrow extra."""
+    try:
+        from ebpfwire.cli.info_columns import count_columns
+    except ImportError:
+        count_columns = count_events
+    counts = count_columns(reader, layout, arch, label)
+    header = reader.header
     return {
         "version": header.version, "layout": header.layout, "arch": header.arch,
         "decoded_as": {"layout": layout.name, "arch": arch},
         "hostname": header.hostname, "kernel_release": header.kernel_release,
         "ncpus": header.ncpus, "boot_time_ns": header.boot_time_ns,
         "start_time_ns": header.start_time_ns,
-        "records": records, "samples": sum(samples.values()), "lost_records": lost_records,
-        "events": dict(sorted(names.items(), key=lambda item: (-item[1], item[0]))),
-        "lost": sum(lost.values()),
-        "lost_by_cpu": {cpu_label(c): n for c, n in sorted(lost.items())},
-        "samples_by_cpu": {cpu_label(c): n for c, n in sorted(samples.items())},
-        "first_ts": first, "last_ts": last,
-        "damaged_records": reader.damage_count, "damaged_samples": damaged_samples,
+        "records": counts.samples.total() + counts.lost_records,
+        "samples": counts.samples.total(), "lost_records": counts.lost_records,
+        "events": dict(sorted(counts.names.items(), key=lambda item: (-item[1], item[0]))),
+        "lost": counts.lost.total(),
+        "lost_by_cpu": {cpu_label(c): n for c, n in sorted(counts.lost.items())},
+        "samples_by_cpu": {cpu_label(c): n for c, n in sorted(counts.samples.items())},
+        "first_ts": counts.first, "last_ts": counts.last,
+        "damaged_records": reader.damage_count, "damaged_samples": counts.damaged_samples,
         "damage": [{"offset": d.offset, "message": d.message} for d in reader.damage],
         "skipped_unknown_records": reader.notes_count,
         "context": {"processes": reader.context_counts["process"],
                     "containers": reader.context_counts["container"],
-                    "containers_by_runtime": dict(sorted(runtimes.items()))},
+                    "containers_by_runtime": dict(sorted(counts.runtimes.items()))},
     }
 
 
