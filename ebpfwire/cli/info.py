@@ -25,6 +25,7 @@ from ebpfwire.cli.captures import held_until_fit, layout_and_arch, open_capture,
 from ebpfwire.cli.errors import EXIT_OK
 from ebpfwire.cli.options import add_command, add_decoding_options
 from ebpfwire.cli.output import cpu_label, write_stdout
+from ebpfwire.columnar import has_arrow
 from ebpfwire.wire.layouts import Layout
 from ebpfwire.wire.text import printable
 
@@ -89,11 +90,12 @@ def collect_info(reader: CaptureReader, layout: Layout, arch: str, label: str
     The layout is checked as decode checks it (a UsageError when it does not fit). The
     counts come from the batch decoder's columns (ebpfwire.cli.info_columns: no Event per
     sample), or event by event without the arrow extra."""
-    try:
+    if has_arrow():
         from ebpfwire.cli.info_columns import count_columns
-    except ImportError:
-        count_columns = count_events
-    counts = count_columns(reader, layout, arch, label)
+
+        counts = count_columns(reader, layout, arch, label)
+    else:
+        counts = count_events(reader, layout, arch, label)
     header = reader.header
     return {
         "version": header.version, "layout": header.layout, "arch": header.arch,
