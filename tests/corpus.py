@@ -1,7 +1,8 @@
-"""Bigger captures for tests: the records of a real capture repeated, header kept."""
+"""Captures for tests: the records of a real capture repeated (header kept), or damaged."""
 
 from __future__ import annotations
 
+import random
 import struct
 from pathlib import Path
 
@@ -16,3 +17,19 @@ def repeated(source: Path, target: Path, copies: int) -> Path:
     header = 12 + info_length + 4
     target.write_bytes(data[:header] + data[header:] * copies)
     return target
+
+
+def damaged(data: bytes, rng: random.Random, start: int, end: int) -> bytes:
+    """``data`` with a few bits flipped, stretches cut out or junk put in, all within
+    [start, end): damage of every kind the readers resynchronise past."""
+    out = bytearray(data)
+    for _ in range(rng.randint(1, 8)):
+        at = rng.randrange(start, min(end, len(out)))
+        kind = rng.randrange(3)
+        if kind == 0:
+            out[at] ^= 1 << rng.randrange(8)
+        elif kind == 1:
+            del out[at:at + rng.randint(1, 64)]
+        else:
+            out[at:at] = rng.randbytes(rng.randint(1, 64))
+    return bytes(out)

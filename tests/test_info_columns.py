@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from corpus import damaged
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_arrow_context import busy_capture
@@ -81,21 +82,6 @@ def test_the_columns_counted(monkeypatch):
     assert calls
 
 
-def _broken(data: bytes, rng: random.Random, start: int, end: int) -> bytes:
-    """``data`` with bits flipped, stretches removed or junk inserted in [start, end)."""
-    out = bytearray(data)
-    for _ in range(rng.randint(1, 8)):
-        at = rng.randrange(start, min(end, len(out)))
-        how = rng.randrange(3)
-        if how == 0:
-            out[at] ^= 1 << rng.randrange(8)
-        elif how == 1:
-            del out[at:at + rng.randint(1, 64)]
-        else:
-            out[at:at] = rng.randbytes(rng.randint(1, 64))
-    return bytes(out)
-
-
 @pytest.mark.parametrize("seed", range(20))
 def test_damaged_captures_count_as_event_by_event(monkeypatch, tmp_path: Path, seed: int):
     rng = random.Random(seed)
@@ -105,7 +91,7 @@ def test_damaged_captures_count_as_event_by_event(monkeypatch, tmp_path: Path, s
     data = source.read_bytes()
     path = tmp_path / "damaged.ewcap"
     # every other one damaged near its start, where the layout check holds records
-    path.write_bytes(_broken(data, rng, begin, begin + 500 if seed % 2 else len(data)))
+    path.write_bytes(damaged(data, rng, begin, begin + 500 if seed % 2 else len(data)))
     for options in ([], ["--json"], ["--layout", "cwd", "--json"]):
         bulk, events = both(monkeypatch, *options, str(path))
         assert bulk == events

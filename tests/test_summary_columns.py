@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from corpus import damaged
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_cli import run
@@ -70,21 +71,6 @@ def test_several_files_and_standard_input(monkeypatch):
     assert bulk == events and "<stdin>: sample at file offset 203 does not decode" in bulk[2]
 
 
-def _damaged(data: bytes, rng: random.Random, start: int, end: int) -> bytes:
-    """``data`` with a few bits flipped, bytes cut and bytes put in between start and end."""
-    out = bytearray(data)
-    for _ in range(rng.randint(1, 6)):
-        at = rng.randrange(start, min(end, len(out)))
-        kind = rng.random()
-        if kind < 0.5:
-            out[at] ^= 1 << rng.randrange(8)
-        elif kind < 0.75:
-            del out[at:at + rng.randint(1, 40)]
-        else:
-            out[at:at] = rng.randbytes(rng.randint(1, 40))
-    return bytes(out)
-
-
 @pytest.mark.parametrize("seed", range(24))
 def test_damaged_captures_count_as_event_by_event(monkeypatch, tmp_path: Path, seed: int):
     rng = random.Random(seed)
@@ -94,7 +80,7 @@ def test_damaged_captures_count_as_event_by_event(monkeypatch, tmp_path: Path, s
     first.close()
     near = seed % 2   # half damaged near the start: the layout check holds records back
     path = tmp_path / "damaged.ewcap"
-    path.write_bytes(_damaged(data, rng, begin, begin + 600 if near else len(data)))
+    path.write_bytes(damaged(data, rng, begin, begin + 600 if near else len(data)))
     for options in ([], ["--lenient", "--by", "pid"], ["--json", "--by", "comm"]):
         bulk, events = both(monkeypatch, "summary", *options, str(path))
         assert bulk == events
