@@ -213,19 +213,20 @@ def _show(tag: int, value: Any, text) -> str | None:
 def arg_dict(tag: int, value: Any) -> dict[str, Any]:
     """The JSON form of the argument ``(tag, value)`` (:meth:`Arg.to_dict`), from its tag
     byte or ArgType: :meth:`Event.to_dict` makes it straight from the walker's flat list."""
-    if isinstance(value, SockAddr):
-        return {"type": _TAG_NAMES[tag], "value": value.to_dict()}
-    if isinstance(value, list):
-        return {"type": _TAG_NAMES[tag], "value": list(value), "truncated": value.truncated}
+    name = _TAG_NAMES[tag]
+    kind = type(value)
+    if kind is not int and kind is not str:      # the common two: no sockaddr, no list
+        if isinstance(value, SockAddr):
+            return {"type": name, "value": value.to_dict()}
+        if isinstance(value, list):
+            return {"type": name, "value": list(value), "truncated": value.truncated}
     text = _TAG_TEXTS[tag]
     if text is None or value is None:
-        return {"type": _TAG_NAMES[tag], "value": value}
-    shown = _SHOWN.get((tag, value)) if type(value) is int else None
+        return {"type": name, "value": value}
+    shown = (_SHOWN.get((tag, value)) if kind is int else None) or _show(tag, value, text)
     if shown is None:
-        shown = _show(tag, value, text)
-    if shown is None:
-        return {"type": _TAG_NAMES[tag], "value": value}
-    return {"type": _TAG_NAMES[tag], "value": value, "text": shown}
+        return {"type": name, "value": value}
+    return {"type": name, "value": value, "text": shown}
 
 
 def label_of(event_id: int | None, arch: str) -> str:
@@ -265,19 +266,9 @@ for _t in ArgType:
     _TYPES[_t] = ArgType(_t)
 
 
-def args_of(flat: list) -> list[Arg]:
-    """The Event sink of the walker: its flat (tag, value) list as :class:`Arg` objects
-    (a plain loop: half the time of a comprehension over zipped pairs for two arguments)."""
-    args = []
-    append = args.append
-    pairs = iter(flat)
-    for tag in pairs:
-        append(_new_arg(Arg, (_TYPES[tag], next(pairs))))
-    return args
-
-
 def flat_of(args: list[Arg]) -> list:
-    """The walker's flat (tag, value) list of built arguments (the inverse of args_of)."""
+    """The walker's flat (tag, value) list of built arguments (what :attr:`Event.args`
+    wraps)."""
     return [item for arg in args for item in (int(arg.type), arg.value)]
 
 
@@ -343,7 +334,12 @@ class Event:
     def args(self) -> list[Arg]:
         args = self._args
         if args and type(args[0]) is int:     # walked by the decoder, wrapped on first use
-            args = self._args = args_of(args)
+            # the Event sink of the walker, inlined as a plain loop: for two arguments, half
+            # the time of a comprehension over zipped pairs in a function
+            flat, args = iter(args), []
+            for tag in flat:
+                args.append(_new_arg(Arg, (_TYPES[tag], next(flat))))
+            self._args = args
         return args
 
     @property
@@ -415,8 +411,9 @@ class Event:
          comm, extra, arch, errors) = self._header
         args = self._args
         if args and type(args[0]) is int:
-            pairs = iter(args)
-            arg_dicts = [arg_dict(tag, next(pairs)) for tag in pairs]
+            pairs, arg_dicts = iter(args), []
+            for tag in pairs:
+                arg_dicts.append(arg_dict(tag, next(pairs)))
         else:
             arg_dicts = [arg.to_dict() for arg in args]
         out: dict[str, Any] = {
@@ -426,7 +423,8 @@ class Event:
             "comm": comm, "retval": retval, "errno": errno_of(event_id, retval),
             "argnum": argnum, "args": arg_dicts,
         }
-        out.update(extra)
+        if extra:
+            out.update(extra)
         if errors is not None:
             out["errors"] = [error.to_dict() for error in errors]
         return out
