@@ -91,3 +91,8 @@ def test_flat_and_arg_paths_agree_on_the_fixtures(capture: Path):
 def test_flat_and_arg_paths_agree_on_made_events(sample, strict):
     check(sample, strict=strict)
     check(sample, layout="hash", strict=strict)
+
+
+def test_an_arg_whose_type_is_no_argtype_fails_to_dict_as_before():
+    with pytest.raises(AttributeError):
+        Arg(int(ArgType.OPEN_FLAGS_T), 0).to_dict()

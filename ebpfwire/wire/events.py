@@ -174,7 +174,9 @@ class Arg(NamedTuple):
         return shown if shown is not None else str(self.value)
 
     def to_dict(self) -> dict[str, Any]:
-        return arg_dict(self.type, self.value)
+        arg_type = self.type   # an ArgType's name from the table; a non-type fails as ever
+        name = _TAG_NAMES[arg_type] if type(arg_type) is ArgType else arg_type.name
+        return arg_dict(name, arg_type, self.value)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Arg:
@@ -210,10 +212,10 @@ def _show(tag: int, value: Any, text) -> str | None:
     return shown
 
 
-def arg_dict(tag: int, value: Any) -> dict[str, Any]:
-    """The JSON form of the argument ``(tag, value)`` (:meth:`Arg.to_dict`), from its tag
-    byte or ArgType: :meth:`Event.to_dict` makes it straight from the walker's flat list."""
-    name = _TAG_NAMES[tag]
+def arg_dict(name: str, tag: int, value: Any) -> dict[str, Any]:
+    """The JSON form of the argument ``(tag, value)`` (:meth:`Arg.to_dict`), from its type's
+    name and its tag byte or ArgType: :meth:`Event.to_dict` makes it straight from the
+    walker's flat list."""
     kind = type(value)
     if kind is not int and kind is not str:      # the common two: no sockaddr, no list
         if isinstance(value, SockAddr):
@@ -413,7 +415,7 @@ class Event:
         if args and type(args[0]) is int:
             pairs, arg_dicts = iter(args), []
             for tag in pairs:
-                arg_dicts.append(arg_dict(tag, next(pairs)))
+                arg_dicts.append(arg_dict(_TAG_NAMES[tag], tag, next(pairs)))
         else:
             arg_dicts = [arg.to_dict() for arg in args]
         out: dict[str, Any] = {
