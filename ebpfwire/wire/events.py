@@ -46,11 +46,18 @@ class SockAddr(NamedTuple):
         return names.sock_family_name(self.family) or f"family {self.family}"
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"family": names.sock_family_name(self.family) or self.family}
-        for key in ("port", "addr", "path", "flowinfo", "scope_id"):
-            value = getattr(self, key)
-            if value is not None:
-                out[key] = value
+        family, port, addr, path, flowinfo, scope_id = self
+        out: dict[str, Any] = {"family": names.sock_family_name(family) or family}
+        if port is not None:
+            out["port"] = port
+        if addr is not None:
+            out["addr"] = addr
+        if path is not None:
+            out["path"] = path
+        if flowinfo is not None:
+            out["flowinfo"] = flowinfo
+        if scope_id is not None:
+            out["scope_id"] = scope_id
         return out
 
     @classmethod
@@ -167,19 +174,9 @@ class Arg(NamedTuple):
         return shown if shown is not None else str(self.value)
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": self.type.name}
-        value = self.value
-        if isinstance(value, SockAddr):
-            out["value"] = value.to_dict()
-        elif isinstance(value, list):
-            out["value"] = list(value)
-            out["truncated"] = value.truncated
-        else:
-            out["value"] = value
-            shown = self.text
-            if shown is not None:
-                out["text"] = shown
-        return out
+        arg_type = self.type   # an ArgType's name from the table; a non-type fails as ever
+        name = _TAG_NAMES[arg_type] if type(arg_type) is ArgType else arg_type.name
+        return arg_dict(name, arg_type, self.value)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Arg:
@@ -190,6 +187,48 @@ class Arg(NamedTuple):
         elif arg_type == ArgType.STR_ARR_T and value is not None:
             value = Argv(value)
         return cls(arg_type, value)
+
+
+#: By tag byte: the ArgType's name, and the function giving a value's symbolic text (None
+#: for a tag without one): tables, because ``ArgType.name`` is a Python-level property.
+_TAG_NAMES: list = [None] * 256
+_TAG_TEXTS: list = [None] * 256
+for _t in ArgType:
+    _TAG_NAMES[_t] = _t.name
+    _TAG_TEXTS[_t] = _syscall_text if _t == ArgType.SYSCALL_T else _RENDER.get(_t)
+
+
+_SHOWN: dict[tuple[int, int], str] = {}
+
+
+def _show(tag: int, value: Any, text) -> str | None:
+    """A flag or enum value's text; those of ints are remembered (flag sets repeat
+    endlessly, and naming bits is slow); the cache is bounded."""
+    shown = text(value)
+    if type(value) is int and shown is not None:
+        if len(_SHOWN) >= 4096:
+            _SHOWN.clear()
+        _SHOWN[(tag, value)] = shown
+    return shown
+
+
+def arg_dict(name: str, tag: int, value: Any) -> dict[str, Any]:
+    """The JSON form of the argument ``(tag, value)`` (:meth:`Arg.to_dict`), from its type's
+    name and its tag byte or ArgType: :meth:`Event.to_dict` makes it straight from the
+    walker's flat list."""
+    kind = type(value)
+    if kind is not int and kind is not str:      # the common two: no sockaddr, no list
+        if isinstance(value, SockAddr):
+            return {"type": name, "value": value.to_dict()}
+        if isinstance(value, list):
+            return {"type": name, "value": list(value), "truncated": value.truncated}
+    text = _TAG_TEXTS[tag]
+    if text is None or value is None:
+        return {"type": name, "value": value}
+    shown = (_SHOWN.get((tag, value)) if kind is int else None) or _show(tag, value, text)
+    if shown is None:
+        return {"type": name, "value": value}
+    return {"type": name, "value": value, "text": shown}
 
 
 def label_of(event_id: int | None, arch: str) -> str:
@@ -229,14 +268,9 @@ for _t in ArgType:
     _TYPES[_t] = ArgType(_t)
 
 
-def args_of(flat: list) -> list[Arg]:
-    """The Event sink of the walker: its flat (tag, value) list as :class:`Arg` objects."""
-    pairs = iter(flat)
-    return [_new_arg(Arg, (_TYPES[tag], value)) for tag, value in zip(pairs, pairs, strict=False)]
-
-
 def flat_of(args: list[Arg]) -> list:
-    """The walker's flat (tag, value) list of built arguments (the inverse of args_of)."""
+    """The walker's flat (tag, value) list of built arguments (what :attr:`Event.args`
+    wraps)."""
     return [item for arg in args for item in (int(arg.type), arg.value)]
 
 
@@ -302,7 +336,12 @@ class Event:
     def args(self) -> list[Arg]:
         args = self._args
         if args and type(args[0]) is int:     # walked by the decoder, wrapped on first use
-            args = self._args = args_of(args)
+            # the Event sink of the walker, inlined as a plain loop: for two arguments, half
+            # the time of a comprehension over zipped pairs in a function
+            flat, args = iter(args), []
+            for tag in flat:
+                args.append(_new_arg(Arg, (_TYPES[tag], next(flat))))
+            self._args = args
         return args
 
     @property
@@ -368,16 +407,28 @@ class Event:
     def to_dict(self) -> dict[str, Any]:
         """The stable JSON shape (docs/format.md), the one definition of it: the JSON
         lines (``output.render``) are built from it at import."""
+        # the header read at once and the arguments from the flat list when not yet
+        # wrapped: a property or an Arg per field costs more than the dict itself
+        (ts, pid_id, mnt_id, host_ppid, host_pid, ppid, pid, uid, event_id, argnum, retval,
+         comm, extra, arch, errors) = self._header
+        args = self._args
+        if args and type(args[0]) is int:
+            pairs, arg_dicts = iter(args), []
+            for tag in pairs:
+                arg_dicts.append(arg_dict(_TAG_NAMES[tag], tag, next(pairs)))
+        else:
+            arg_dicts = [arg.to_dict() for arg in args]
         out: dict[str, Any] = {
-            "ts": self.ts, "event_id": self.event_id, "event": self.name,
-            "pid_id": self.pid_id, "mnt_id": self.mnt_id, "host_ppid": self.host_ppid,
-            "host_pid": self.host_pid, "ppid": self.ppid, "pid": self.pid, "uid": self.uid,
-            "comm": self.comm, "retval": self.retval, "errno": self.errno,
-            "argnum": self.argnum, "args": [arg.to_dict() for arg in self.args],
+            "ts": ts, "event_id": event_id, "event": event_name(event_id, arch),
+            "pid_id": pid_id, "mnt_id": mnt_id, "host_ppid": host_ppid,
+            "host_pid": host_pid, "ppid": ppid, "pid": pid, "uid": uid,
+            "comm": comm, "retval": retval, "errno": errno_of(event_id, retval),
+            "argnum": argnum, "args": arg_dicts,
         }
-        out.update(self.extra)
-        if self.errors is not None:
-            out["errors"] = [error.to_dict() for error in self.errors]
+        if extra:
+            out.update(extra)
+        if errors is not None:
+            out["errors"] = [error.to_dict() for error in errors]
         return out
 
     @classmethod
