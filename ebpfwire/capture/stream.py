@@ -2,10 +2,13 @@
 reader -> damage reported -> layout and arch chosen -> time order (or file order) ->
 samples decoded, LOST and context records handed on.
 
-``decode``, ``ps``, ``summary``, ``info``, the process tree, ``CaptureReader.events`` and
-the columnar context read captures through :class:`CaptureStream`, so they agree on the
-order of records (the one reorder window, :mod:`ebpfwire.wire.order`) and on how a sample
-is decoded.
+``decode``, ``ps``, the process tree and ``CaptureReader.events`` read captures through
+:class:`CaptureStream` (so do ``info`` and ``summary`` without the ``arrow`` extra, and
+``summary -p``), so they agree on the order of records (the one reorder window,
+:mod:`ebpfwire.wire.order`) and on how a sample is decoded. The bulk paths (``to_table``,
+``export``, ``info``, ``summary``) read the reader's blocks into the batch decoder
+(:mod:`ebpfwire.columnar.arrow`), which tests hold equal to this decoding; its process
+context takes the same reorder window.
 """
 
 from __future__ import annotations
