@@ -21,7 +21,7 @@ from test_process import Stream
 from ebpfwire import encode
 from ebpfwire.capture import CaptureReader, CaptureWriter, HostInfo, LostRecord, SampleRecord
 from ebpfwire.capture.snapshot import ContainerInfo
-from ebpfwire.cli.captures import HELD_LOST_LIMIT, HOLD_LIMIT
+from ebpfwire.cli.captures import HELD_LOST_LIMIT, HOLD_LIMIT, by_columns
 from ebpfwire.cli.errors import UsageError
 from ebpfwire.cli.info import count_events
 from ebpfwire.cli.info_columns import count_columns
@@ -35,13 +35,16 @@ OPTIONS = [[], ["--json"], ["--utc"], ["--layout", "cwd"], ["--layout", "hash", 
 
 
 def both(monkeypatch: pytest.MonkeyPatch, *argv: str, stdin: bytes | None = None) -> tuple:
-    """(status, stdout, stderr) of ``info`` by columns, and by events (no arrow extra)."""
-    bulk = run("info", *argv, stdin=stdin)
-    with monkeypatch.context() as patch:
-        patch.setattr("ebpfwire.cli.info.has_arrow", lambda: False)   # as without the extra
-        patch.setattr("ebpfwire.cli.info_columns.count_columns", None)   # never called
-        events = run("info", *argv, stdin=stdin)
-    return bulk, events
+    """(status, stdout, stderr) of ``info`` by columns, and event by event, whatever the
+    capture's size."""
+    out = []
+    for columns in (True, False):
+        with monkeypatch.context() as patch:
+            patch.setattr("ebpfwire.cli.info.by_columns", lambda sources, on=columns: on)
+            if not columns:
+                patch.setattr("ebpfwire.cli.info_columns.count_columns", None)  # not called
+            out.append(run("info", *argv, stdin=stdin))
+    return tuple(out)
 
 
 def same_counts(path: Path, layout: str | None = None) -> None:
@@ -76,6 +79,7 @@ def test_fixtures_from_standard_input(monkeypatch, capture: Path):
 def test_the_columns_counted(monkeypatch):
     """The columns are what counted (a guard on the test's switch between the paths)."""
     calls = []
+    monkeypatch.setattr("ebpfwire.cli.info.by_columns", lambda sources: True)
     monkeypatch.setattr("ebpfwire.cli.info_columns.batches",
                         lambda *a, **kw: calls.append(1) or iter(()))
     run("info", str(FIXTURES / "real-workload.ewcap"))
@@ -174,3 +178,15 @@ def test_made_captures_count_as_event_by_event(records):
                 else:
                     writer.write_container(ContainerInfo(cpu, cpu + 1, "ab" * 32, value))
         same_counts(path)
+
+
+def test_only_big_captures_by_columns(monkeypatch):
+    """Below COLUMNS_FROM_BYTES (and for standard input, of unknown size) the commands
+    count event by event: their start costs less than pyarrow's import."""
+    small = FIXTURES / "real-workload.ewcap"
+    assert not by_columns([str(small)]) and not by_columns(["-"])
+    monkeypatch.setattr("ebpfwire.cli.captures.COLUMNS_FROM_BYTES", small.stat().st_size)
+    assert by_columns([str(small)]) and by_columns([str(small), "-", "missing.ewcap"])
+    assert not by_columns(["-"])
+    monkeypatch.setattr("ebpfwire.cli.captures.has_arrow", lambda: False)
+    assert not by_columns([str(small)])

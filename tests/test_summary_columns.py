@@ -43,16 +43,16 @@ OPTIONS = [[], ["--lenient"], ["--by", "comm"], ["--by", "pid", "--lenient"],
 
 
 def both(monkeypatch: pytest.MonkeyPatch, *argv: str, stdin: bytes | None = None) -> tuple:
-    """(status, stdout, stderr) of the command by columns, the same by the per-event path."""
-    sys.modules.pop(BULK, None)
-    bulk = run(*argv, stdin=stdin)
-    assert sys.modules.get(BULK) is not None   # the columns counted
-    with monkeypatch.context() as patch:
-        patch.setattr("ebpfwire.cli.summary.has_arrow", lambda: False)   # as without it
-        sys.modules.pop(BULK, None)
-        events = run(*argv, stdin=stdin)
-        assert sys.modules.get(BULK) is None   # event by event
-    return bulk, events
+    """(status, stdout, stderr) of the command by columns, the same event by event, whatever
+    the captures' size."""
+    out = []
+    for columns in (True, False):
+        with monkeypatch.context() as patch:
+            patch.setattr("ebpfwire.cli.summary.by_columns", lambda sources, on=columns: on)
+            sys.modules.pop(BULK, None)
+            out.append(run(*argv, stdin=stdin))
+            assert (sys.modules.get(BULK) is not None) == columns   # the path taken
+    return tuple(out)
 
 
 @pytest.mark.parametrize("options", OPTIONS, ids=" ".join)

@@ -8,7 +8,7 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from ebpfwire.capture import (
     CaptureError,
@@ -20,6 +20,7 @@ from ebpfwire.capture import (
     unreadable_capture,
 )
 from ebpfwire.cli.errors import UsageError, say
+from ebpfwire.columnar import has_arrow
 from ebpfwire.process.table import ProcessTable
 from ebpfwire.wire.catalogue import check_arch
 from ebpfwire.wire.decoder import decode
@@ -198,6 +199,21 @@ def say_order(label: str, stream: CaptureStream) -> None:
         say(f"{label}: note: {order.early} samples were ordered within less than {window}: "
             f"more than {order.max_records:,} records or {order.max_bytes >> 20} MiB fell "
             "within one window, the bound of what it holds")
+
+
+COLUMNS_FROM_BYTES = 32 << 20
+"""Captures of this many bytes or more are counted from the batch decoder's columns
+(``info``, ``summary``): below, importing pyarrow and building batches (0.35-0.4 s of CPU)
+costs more than reading event by event saves (docs/benchmarks.md, "Counting commands by
+columns")."""
+
+
+def by_columns(sources: Iterable[str]) -> bool:
+    """Whether to count ``sources`` from columns: the ``arrow`` extra is installed and they
+    are regular files of COLUMNS_FROM_BYTES or more together (standard input, of unknown
+    size, is read event by event). Both ways give the same output."""
+    return has_arrow() and sum(regular_size(source) or 0 for source in sources) >= (
+        COLUMNS_FROM_BYTES)
 
 
 def regular_size(source: str) -> int | None:

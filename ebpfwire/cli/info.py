@@ -21,11 +21,16 @@ from ebpfwire.capture import (
     SampleRecord,
     TypeRecord,
 )
-from ebpfwire.cli.captures import held_until_fit, layout_and_arch, open_capture, source_label
+from ebpfwire.cli.captures import (
+    by_columns,
+    held_until_fit,
+    layout_and_arch,
+    open_capture,
+    source_label,
+)
 from ebpfwire.cli.errors import EXIT_OK
 from ebpfwire.cli.options import add_command, add_decoding_options
 from ebpfwire.cli.output import cpu_label, write_stdout
-from ebpfwire.columnar import has_arrow
 from ebpfwire.wire.layouts import Layout
 from ebpfwire.wire.text import printable
 
@@ -82,15 +87,15 @@ def count_events(reader: CaptureReader, layout: Layout, arch: str, label: str
     return counts
 
 
-def collect_info(reader: CaptureReader, layout: Layout, arch: str, label: str
-                 ) -> dict[str, Any]:
+def collect_info(reader: CaptureReader, layout: Layout, arch: str, label: str,
+                 columns: bool = False) -> dict[str, Any]:
     """Counts over a whole capture: records, events by name, loss, time span, CPUs, damage,
     and the context it carries (process snapshot, containers by runtime).
 
     The layout is checked as decode checks it (a UsageError when it does not fit). The
-    counts come from the batch decoder's columns (ebpfwire.cli.info_columns: no Event per
-    sample), or event by event without the arrow extra."""
-    if has_arrow():
+    counts come from the batch decoder's columns with ``columns`` (ebpfwire.cli.info_columns:
+    no Event per sample), else event by event: the same counts."""
+    if columns:
         from ebpfwire.cli.info_columns import count_columns
 
         counts = count_columns(reader, layout, arch, label)
@@ -234,7 +239,8 @@ def cmd_info(args: argparse.Namespace) -> int:
                          else format_typed_info(info, args.utc))
             return EXIT_OK
         layout, arch = layout_and_arch(args, reader.header, label)
-        info = {"file": label, **collect_info(reader, layout, arch, label)}
+        info = {"file": label, **collect_info(reader, layout, arch, label,
+                                              by_columns([source]))}
         if args.json:
             write_stdout(sys.stdout, json.dumps(info, indent=2) + "\n")
         else:

@@ -18,12 +18,17 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ebpfwire.capture import CaptureDamage, CaptureStream, LostRecord
-from ebpfwire.cli.captures import held_until_fit, layout_and_arch, open_capture, source_label
+from ebpfwire.cli.captures import (
+    by_columns,
+    held_until_fit,
+    layout_and_arch,
+    open_capture,
+    source_label,
+)
 from ebpfwire.cli.errors import EXIT_OK, EXIT_USAGE, UsageError, say
 from ebpfwire.cli.filters import filter_of
 from ebpfwire.cli.options import add_capture_filters, add_command
 from ebpfwire.cli.output import write_stdout
-from ebpfwire.columnar import has_arrow
 from ebpfwire.output.summary import render_summary, summarise_capture, summary_json
 from ebpfwire.wire.errors import DecodeError
 
@@ -111,7 +116,7 @@ def undecodable(label: str, offset: int, error: DecodeError) -> str:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    if args.pid is None and has_arrow():
+    if args.pid is None and by_columns(args.files):
         from ebpfwire.cli.summary_columns import Bulk
 
         counter: Bulk | _Pairs = Bulk(args)
