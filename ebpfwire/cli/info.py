@@ -63,7 +63,7 @@ class InfoCounts:
 
 def count_events(reader: CaptureReader, layout: Layout, arch: str, label: str
                  ) -> InfoCounts:
-    """The counts read event by event (an install without the arrow extra): every sample
+    """The counts read event by event (small captures, or no arrow extra): every sample
     decoded into an Event, after ``held_until_fit``'s check."""
     counts = InfoCounts()
     stream = CaptureStream(reader, records=held_until_fit(iter(reader), layout, arch, label),

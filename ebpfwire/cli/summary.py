@@ -2,11 +2,12 @@
 captures, per event and optionally per comm or pid, or the same as JSON (ebpfwire.output.summary).
 
 Captures are opened and their layout checked as ``decode`` does; with several files the
-counts are summed over all of them. They are counted from the batch decoder's columns
-(:class:`~ebpfwire.output.summary.BatchCounts`), giving what the per-event path
+counts are summed over all of them. Big captures are counted from the batch decoder's
+columns (:func:`~ebpfwire.cli.captures.by_columns`;
+:class:`~ebpfwire.output.summary.BatchCounts`), giving what the per-event path
 (:func:`~ebpfwire.output.summary.summarise_capture` over a CaptureStream) gives, messages
-included (ebpfwire.cli.summary_columns); -p/--pid, and an install without the arrow
-extra, count event by event (:class:`_Pairs`).
+included (ebpfwire.cli.summary_columns); small ones, standard input and -p/--pid are
+counted event by event (:class:`_Pairs`).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class _Pairs:
 
     -p/--pid's tree grows as events show a parent in it, in time order: a test of each
     event against the members so far, which columns do not give, so it reads event by
-    event (as it does without the arrow extra)."""
+    event (as it does for small captures)."""
 
     def __init__(self, args: argparse.Namespace):
         self.args = args
