@@ -161,7 +161,8 @@ class Releases:
     :meth:`add` takes the next records (file order) as arrays and returns the arrival
     numbers (0 for the first record ever added) of those released, in release order, and
     the arrival at which each was released (a record read before that arrival has been
-    read when it is released); :meth:`end` releases the rest.
+    read when it is released); :meth:`end` releases the rest. ``late`` and ``early`` count
+    as TimeOrder's do (what a command's notes on the order say).
     """
 
     def __init__(self, order: TimeOrder):
@@ -169,6 +170,7 @@ class Releases:
                                                          order.max_bytes)
         self.arrived = 0
         self.newest = self.released = -1
+        self.late = self.early = 0
         self._sweep_at: int | None = None
         self._cpu_ts: dict[int, int] = {}
         self._ahead = LOOK_AHEAD
@@ -285,6 +287,7 @@ class Releases:
         is_full = bool(full[stop])
         base = self.arrived + i
         taken = np.arange(count) <= stop
+        self.late += int(np.count_nonzero(late[:stop + 1]))
         if swept_n:
             done = int(np.searchsorted(swept, stop, "left")) if is_full else swept_n
             # released: the late samples at their arrival, the others at their sweep's
@@ -393,6 +396,10 @@ class Releases:
         cut = min(room, max(room - self.max_records // 2,
                             int(np.searchsorted(sums, sums[-1] - self.max_bytes // 2))))
         if cut:
+            # let out before their window passed: at or past its cut-off (-1: before any ts)
+            limit = self.newest - self.window + 1
+            self.early += cut if limit < 0 else int(np.count_nonzero(
+                ~neg[:cut] & (ts[:cut] >= np.uint64(limit))))
             out.append(seq[:cut])
             at.append(np.full(cut, arrival, np.int64))
             self.released = -1 if neg[cut - 1] else int(ts[cut - 1])
