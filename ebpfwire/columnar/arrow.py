@@ -285,6 +285,24 @@ def _chunk(src: _Source, max_rows: int) -> tuple | None:
     return (buf, begins, ends), cpus, offsets, lost, ids, marks
 
 
+def answered_batches(reader: CaptureReader, stream: StreamContext, layout: Layout, arch: str,
+                     max_rows: int = MAX_ROWS
+                     ) -> Iterator[tuple[pa.RecordBatch, np.ndarray, np.ndarray]]:
+    """Lenient batches of a capture, in file order, without the context columns; with
+    each, its samples' answers from ``stream`` (made by the caller over the reader's
+    blocks with its own enricher: ``ps``'s tree nodes) and their lengths in bytes."""
+    header = reader.header
+    src = _Source(layout, arch, header.boot_time_ns or None, iter(()),
+                  reader.name or "a capture", False, reader)
+    builder = _BatchBuilder(src, strict=False)   # (made before the context: no columns)
+    src.context = stream
+    while (chunk := _chunk(src, max_rows)) is not None:
+        payload, cpus, offsets, lost, ids, marks = chunk
+        batch = builder.build(payload, cpus, offsets, lost, None, marks)
+        if batch is not None:
+            yield batch, ids, payload[2] - payload[1]
+
+
 def to_table(source: Any, *, layout: str | Layout | None = None, arch: str | None = None,
              strict: bool = False, context: bool | ContextIndex = True) -> pa.Table:
     """The whole of ``source`` as one table (see :func:`batches` for the arguments).

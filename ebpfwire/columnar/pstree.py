@@ -1,0 +1,138 @@
+"""``ps``'s process tree built from a capture's columns (:func:`bulk_tree`): the same tree
+as :class:`~ebpfwire.process.tree.ProcessTree` fed every event, without an Event each.
+
+The table is given only the samples that can change what it answers, as the columnar
+process context does (:class:`~ebpfwire.columnar.rowcontext.StreamContext`): the first of
+each pid, those that change state (exec, bprm_check, exit), those whose header key
+(parent, namespaces, comm, cwd) differs from the pid's last, those after the table forgot
+the pid's answer. Here an answer is a tree node, one per process life, and every other
+sample takes its pid's kept node. A life cannot change at such a sample: a new life is
+made (``_insert``), or ends (exit, ``_forget``, eviction), or its parent changes
+(a new ppid is in the key), only where the table tells the enricher to forget the pid's
+answer (``on_change``), and a container record makes it forget them all. The event
+counts are then group counts, per batch in file order, of node and event name where
+the filter's mask keeps the row; their order (JSON shows it) that of each name's first
+event in time order (:meth:`~StreamContext.taken_ranks`).
+
+What it cannot tell without every event, it gives up on (None: the caller decodes
+event by event): a sample whose header is cut (today's path leaves it out of the table),
+any damaged sample in strict mode (the same), and a table that reached its bound on live
+processes (which one it forgets depends on every event's count).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ebpfwire.capture import CaptureReader
+from ebpfwire.capture.bulk import Intake
+from ebpfwire.columnar.arrow import answered_batches
+from ebpfwire.columnar.rowcontext import Releases, StreamContext
+from ebpfwire.process.enrich import Enricher
+from ebpfwire.process.table import EventContext
+from ebpfwire.process.tree import ProcessTree, TreeNode
+from ebpfwire.wire.filter import EventFilter
+from ebpfwire.wire.layouts import Layout
+
+
+class _NodeAnswers(Enricher[int]):
+    """An enricher (no expiry, as the tree's table) whose answer is the number of the tree
+    node of the event's process (``nodes``)."""
+
+    def __init__(self, layout: Layout, arch: str, keep: EventFilter | None):
+        super().__init__(layout, arch, retain_ns=None)
+        self.tree = ProcessTree(None if keep is None else keep.matches, arch, self.table)
+        self.nodes: list[TreeNode] = []
+        self._numbers: dict[int, int] = {}   # id(node) -> number (nodes holds them all)
+
+    def answer_of(self, answer: EventContext | None) -> int:
+        if answer is None:   # a cut header: bulk_tree gives up
+            return -1
+        node = self.tree.node_of(answer)
+        number = self._numbers.get(id(node))
+        if number is None:
+            number = self._numbers[id(node)] = len(self.nodes)
+            self.nodes.append(node)
+        return number
+
+
+@dataclass
+class BulkTree:
+    """A tree built in bulk, and what ``ps`` says of the capture besides."""
+
+    tree: ProcessTree
+    order: Releases
+    damaged: int        # samples decoded with errors
+    lost_first: int     # LOST records before the first sample (all, if none)
+    first_clean: bool   # the first sample in file order decodes without errors (or none)
+
+
+def bulk_tree(reader: CaptureReader, layout: Layout, arch: str, keep: EventFilter | None,
+              strict: bool) -> BulkTree | None:
+    """The process tree of the capture ``reader`` opens, read once in blocks; None where
+    only the event-by-event path gives today's tree (see the module's docstring)."""
+    answers = _NodeAnswers(layout, arch, keep)
+    stream = StreamContext(layout, arch, Intake(reader.blocks()), reader, keep=True,
+                           enricher=answers)
+    # (node number, event name) -> [events kept, the first one's place in the time order]
+    tally: dict[tuple[int, str], list[int]] = {}
+    first = last = (-1, 0)     # (place in the time order, ts) of the first and last events
+    damaged = lost_first = 0
+    first_clean: bool | None = None
+    for batch, ids, lengths in answered_batches(reader, stream, layout, arch):
+        if (lengths < layout.size).any():
+            return None
+        is_sample = pc.is_null(batch.column("lost")).to_numpy(zero_copy_only=False)
+        bad = pc.is_valid(batch.column("errors")).to_numpy(zero_copy_only=False)[is_sample]
+        if strict and bad.any():
+            return None
+        if first_clean is None:
+            lost_first += int(np.argmax(is_sample)) if is_sample.any() else len(is_sample)
+            if is_sample.any():
+                first_clean = not bad[0]
+        damaged += int(np.count_nonzero(bad))
+        if not len(ids):
+            continue
+        ranks = stream.taken_ranks()
+        ts = batch.column("ts").filter(pa.array(is_sample)).to_numpy()
+        low, high = int(np.argmin(ranks)), int(np.argmax(ranks))
+        if first[0] < 0 or ranks[low] < first[0]:
+            first = (int(ranks[low]), int(ts[low]))
+        if ranks[high] > last[0]:
+            last = (int(ranks[high]), int(ts[high]))
+        event = batch.column("event")
+        codes = event.indices.to_numpy(zero_copy_only=False)[is_sample].astype(np.int64)
+        labels = event.dictionary.to_pylist()
+        if keep is not None:
+            kept = keep.mask(batch).to_numpy(zero_copy_only=False)[is_sample]
+            ids, codes, ranks = ids[kept], codes[kept], ranks[kept]
+        if not len(ids):
+            continue
+        key = ids.astype(np.int64) * len(labels) + codes
+        by_key = np.lexsort((ranks, key))
+        key = key[by_key]
+        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        counts = np.diff(np.r_[starts, len(key)])
+        for pair, count, rank in zip(key[starts].tolist(), counts.tolist(),
+                                     ranks[by_key][starts].tolist(), strict=True):
+            number, code = divmod(pair, len(labels))
+            seen = tally.get((number, labels[code]))
+            if seen is None:
+                tally[(number, labels[code])] = [count, rank]
+            else:
+                seen[0] += count
+                seen[1] = min(seen[1], rank)
+    if answers.table.crowded:
+        return None
+    nodes = answers.nodes
+    for (number, name), (count, _) in sorted(tally.items(), key=lambda item: item[1][1]):
+        nodes[number].counts[name] = count
+    tree = answers.tree
+    if first[0] >= 0:
+        tree.first_ts, tree.last_ts = first[1], last[1]
+    return BulkTree(tree, stream.order, damaged, lost_first,
+                    first_clean is not False)
