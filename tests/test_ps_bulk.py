@@ -1,0 +1,101 @@
+"""``ebpfwire ps`` from the capture's columns (ebpfwire.columnar.pstree) against the
+per-event path it falls back to: the same stdout, stderr and status, byte for byte, on
+every fixture, damaged captures, the benchmark's realistic corpus and a table past its
+bound; and the bulk path taken where it should be."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_capture_scan import damage_st, damaged, data_start
+from test_hostile_cli import run
+
+from ebpfwire.cli import ps
+from ebpfwire.process.table import ProcessTable
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = sorted((ROOT / "fixtures").glob("*.ewcap"))
+OPTIONS = [[], ["--json"], ["--utc", "--event", "openat"], ["--failed", "--json"],
+           ["--strict-exit", "--comm", "sh"], ["--event", "execve", "--event", "do_exit"]]
+
+
+def both(monkeypatch: pytest.MonkeyPatch, *argv: str | Path) -> tuple[tuple, tuple, bool]:
+    """``ps argv`` as it runs (and whether the bulk path gave the tree), and on the
+    per-event path alone."""
+    bulk = ps._bulk
+    taken = []
+
+    def spy(*args):
+        built = bulk(*args)
+        taken.append(built is not None)
+        return built
+
+    monkeypatch.setattr(ps, "_bulk", spy)
+    got = run("ps", *argv)
+    monkeypatch.setattr(ps, "_bulk", lambda *args: None)
+    expected = run("ps", *argv)
+    monkeypatch.setattr(ps, "_bulk", bulk)
+    return got, expected, taken == [True]
+
+
+@pytest.mark.parametrize("strict", [True, False])
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda path: path.name)
+def test_every_fixture_as_the_per_event_path(monkeypatch, path: Path, strict: bool) -> None:
+    for options in OPTIONS:
+        argv = [*options, *([] if strict else ["--lenient"]), path]
+        got, expected, taken = both(monkeypatch, *argv)
+        assert got == expected, argv
+        # damaged.ewcap has samples that do not decode: strict, only the per-event path
+        assert taken == (not strict or path.name != "damaged.ewcap"), argv
+
+
+def test_a_damaged_capture_says_the_same(monkeypatch) -> None:
+    got, expected, taken = both(monkeypatch, "--lenient", "--strict-exit",
+                                ROOT / "fixtures" / "damaged.ewcap")
+    assert got == expected and taken and got[0] == 1 and "file offset 647" in got[2]
+
+
+REAL = (ROOT / "fixtures" / "real-workload.ewcap").read_bytes()
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(damage=damage_st, lenient=st.booleans())
+def test_damaged_captures_as_the_per_event_path(tmp_path, monkeypatch, damage,
+                                                lenient) -> None:
+    path = tmp_path / "damaged.ewcap"
+    path.write_bytes(damaged(REAL, damage, data_start(REAL)))
+    for options in ([], ["--json", "--strict-exit"]):
+        argv = [*options, *(["--lenient"] if lenient else []), path]
+        got, expected, _ = both(monkeypatch, *argv)
+        assert got == expected, argv
+
+
+@pytest.fixture(scope="module")
+def realistic() -> Path:
+    sys.path.insert(0, str(ROOT / "bench"))
+    import realistic
+
+    return realistic.build(20_000)
+
+
+@pytest.mark.parametrize("options", [[], ["--json", "--lenient"], ["--utc"],
+                                     ["--event", "openat", "--json"], ["-p", "40003"]])
+def test_the_realistic_corpus_as_the_per_event_path(monkeypatch, realistic: Path,
+                                                    options) -> None:
+    got, expected, taken = both(monkeypatch, *options, realistic)
+    assert got == expected and got[1]
+    assert taken == ("-p" not in options)   # -p follows every event: per-event
+
+
+def test_a_table_past_its_bound_falls_back(monkeypatch, realistic: Path) -> None:
+    """Which process a full table forgets depends on every event: per-event, noted."""
+    defaults = list(ProcessTable.__init__.__defaults__)
+    defaults[-1] = 6
+    monkeypatch.setattr(ProcessTable.__init__, "__defaults__", tuple(defaults))
+    got, expected, taken = both(monkeypatch, realistic)
+    assert got == expected and not taken and "processes were forgotten" in got[2]
