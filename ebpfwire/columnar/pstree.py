@@ -78,8 +78,10 @@ def bulk_tree(reader: CaptureReader, layout: Layout, arch: str, keep: EventFilte
     answers = _NodeAnswers(layout, arch, keep)
     stream = StreamContext(layout, arch, Intake(reader.blocks()), reader, keep=True,
                            enricher=answers)
-    # (node number, event name) -> [events kept, the first one's place in the time order]
-    tally: dict[tuple[int, str], list[int]] = {}
+    names: dict[str, int] = {}   # event name -> its number here
+    # per batch, per (node, event name) kept: node, name, events, the first one's place in
+    # the time order
+    groups: list[tuple[np.ndarray, ...]] = []
     first = last = (-1, 0)     # (place in the time order, ts) of the first and last events
     damaged = lost_first = 0
     first_clean: bool | None = None
@@ -98,41 +100,46 @@ def bulk_tree(reader: CaptureReader, layout: Layout, arch: str, keep: EventFilte
         if not len(ids):
             continue
         ranks = stream.taken_ranks()
-        ts = batch.column("ts").filter(pa.array(is_sample)).to_numpy()
+        samples = pa.array(is_sample)
+        ts = batch.column("ts").filter(samples).to_numpy()
         low, high = int(np.argmin(ranks)), int(np.argmax(ranks))
         if first[0] < 0 or ranks[low] < first[0]:
             first = (int(ranks[low]), int(ts[low]))
         if ranks[high] > last[0]:
             last = (int(ranks[high]), int(ts[high]))
-        event = batch.column("event")
-        codes = event.indices.to_numpy(zero_copy_only=False)[is_sample].astype(np.int64)
-        labels = event.dictionary.to_pylist()
+        event = batch.column("event").filter(samples)   # (a sample's header is whole)
+        numbers = np.array([names.setdefault(label, len(names))
+                            for label in event.dictionary.to_pylist()], np.int64)
+        codes = numbers[event.indices.to_numpy()]
         if keep is not None:
             kept = keep.mask(batch).to_numpy(zero_copy_only=False)[is_sample]
             ids, codes, ranks = ids[kept], codes[kept], ranks[kept]
-        if not len(ids):
-            continue
-        key = ids.astype(np.int64) * len(labels) + codes
-        by_key = np.lexsort((ranks, key))
-        key = key[by_key]
-        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-        counts = np.diff(np.r_[starts, len(key)])
-        for pair, count, rank in zip(key[starts].tolist(), counts.tolist(),
-                                     ranks[by_key][starts].tolist(), strict=True):
-            number, code = divmod(pair, len(labels))
-            seen = tally.get((number, labels[code]))
-            if seen is None:
-                tally[(number, labels[code])] = [count, rank]
-            else:
-                seen[0] += count
-                seen[1] = min(seen[1], rank)
+        groups.append(_grouped(ids, codes, np.ones(len(ids), np.int64), ranks))
     if answers.table.crowded:
         return None
-    nodes = answers.nodes
-    for (number, name), (count, _) in sorted(tally.items(), key=lambda item: item[1][1]):
-        nodes[number].counts[name] = count
+    nodes, labels = answers.nodes, list(names)
+    empty = np.empty(0, np.int64)
+    ids, codes, counts, ranks = _grouped(*(np.concatenate([empty, *parts])
+                                           for parts in zip(*groups, strict=True))
+                                         ) if groups else (empty,) * 4
+    by_first = np.argsort(ranks)   # a node's names in the order of their first events
+    for number, code, count in zip(ids[by_first].tolist(), codes[by_first].tolist(),
+                                   counts[by_first].tolist(), strict=True):
+        nodes[number].counts[labels[code]] = count
     tree = answers.tree
     if first[0] >= 0:
         tree.first_ts, tree.last_ts = first[1], last[1]
     return BulkTree(tree, stream.order, damaged, lost_first,
                     first_clean is not False)
+
+
+def _grouped(ids: np.ndarray, codes: np.ndarray, counts: np.ndarray, ranks: np.ndarray
+             ) -> tuple[np.ndarray, ...]:
+    """Rows of (node, event name, events, place in the time order) summed per node and
+    name: the events, and the first place."""
+    order = np.lexsort((ranks, codes, ids))
+    ids, codes, counts, ranks = ids[order], codes[order], counts[order], ranks[order]
+    if not len(ids):
+        return ids, codes, counts, ranks
+    starts = np.flatnonzero(np.r_[True, (ids[1:] != ids[:-1]) | (codes[1:] != codes[:-1])])
+    return ids[starts], codes[starts], np.add.reduceat(counts, starts), ranks[starts]
