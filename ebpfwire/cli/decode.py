@@ -136,7 +136,7 @@ class Decoding:
                              else event_json(event, shown))
             if tick and not count & 1023:
                 progress.update(count, events, record.offset)
-        say_order(label, stream.order)
+        say_order(label, stream)
 
 
 def typed_capture(source: str) -> bool:

@@ -59,7 +59,7 @@ def _per_event(args: argparse.Namespace, label: str) -> tuple[ProcessTree, int, 
         tree = build_tree(capture_items(stream, on_damaged=damage.sample), filter_of(args),
                           arch)
         say_notes(label, reader, tree.table)
-        say_order(label, stream.order)
+        say_order(label, stream)
         return tree, reader.header.boot_time_ns, damage.count
 
 
@@ -89,7 +89,7 @@ def _bulk(args: argparse.Namespace, label: str) -> tuple[ProcessTree, int, int] 
         for message in said:
             say(message)
         say_notes(label, reader, built.tree.table)
-        say_order(label, built.order)
+        say_order(label, built.stream)
         return built.tree, reader.header.boot_time_ns, damage.count + built.damaged
 
 

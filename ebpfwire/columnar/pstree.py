@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 from ebpfwire.capture import CaptureReader
 from ebpfwire.capture.bulk import Intake
 from ebpfwire.columnar.arrow import answered_batches
-from ebpfwire.columnar.rowcontext import Releases, StreamContext
+from ebpfwire.columnar.rowcontext import StreamContext
 from ebpfwire.process.enrich import Enricher
 from ebpfwire.process.table import EventContext
 from ebpfwire.process.tree import ProcessTree, TreeNode
@@ -65,7 +65,7 @@ class BulkTree:
     """A tree built in bulk, and what ``ps`` says of the capture besides."""
 
     tree: ProcessTree
-    order: Releases
+    stream: StreamContext   # (its ``order``: the reorder window's counts)
     damaged: int        # samples decoded with errors
     lost_first: int     # LOST records before the first sample (all, if none)
     first_clean: bool   # the first sample in file order decodes without errors (or none)
@@ -129,7 +129,7 @@ def bulk_tree(reader: CaptureReader, layout: Layout, arch: str, keep: EventFilte
     tree = answers.tree
     if first[0] >= 0:
         tree.first_ts, tree.last_ts = first[1], last[1]
-    return BulkTree(tree, stream.order, damaged, lost_first,
+    return BulkTree(tree, stream, damaged, lost_first,
                     first_clean is not False)
 
 
