@@ -13,7 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_capture_scan import damage_st, damaged, data_start
 from test_hostile_cli import run
+from test_process import Stream
 
+from ebpfwire import encode
+from ebpfwire.capture import CaptureWriter, HostInfo
 from ebpfwire.cli import ps
 from ebpfwire.process.table import ProcessTable
 
@@ -99,3 +102,19 @@ def test_a_table_past_its_bound_falls_back(monkeypatch, realistic: Path) -> None
     monkeypatch.setattr(ProcessTable.__init__, "__defaults__", tuple(defaults))
     got, expected, taken = both(monkeypatch, realistic)
     assert got == expected and not taken and "processes were forgotten" in got[2]
+
+
+def test_a_state_change_with_other_namespaces_forgets_the_kept_answer(tmp_path, monkeypatch):
+    """An exec entry (given to the table, not kept) in other namespaces, then a sample in
+    the first ones again: the table must see it (the namespaces ps shows are the last
+    event's), not answer it from the answer kept before the exec."""
+    s = Stream()
+    events = [s.openat(500, 1, "sh", pid_id=7, mnt_id=8),
+              s.exec(500, 1, "sh", "/bin/nope", ["nope"], retval=-2, pid_id=9, mnt_id=10)[0],
+              s.openat(500, 1, "sh", pid_id=7, mnt_id=8)]
+    path = tmp_path / "ns.ewcap"
+    with CaptureWriter(path, host=HostInfo("6.18.0", "test-host", 2)) as writer:
+        for event in events:
+            writer.write_sample(0, encode(event))
+    got, expected, taken = both(monkeypatch, "--json", path)
+    assert got == expected and taken and '"pid_ns": 7' in got[1]

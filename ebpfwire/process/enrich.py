@@ -182,6 +182,11 @@ class Enricher(Generic[T]):
                 children[host_ppid] = {host_pid}
             else:
                 siblings.add(host_pid)
+        elif (kept := self._kept.get(host_pid)) is not None and kept[:5] != (
+                host_ppid, comm_raw, pid_id, mnt_id, cwd_raw):
+            # the table took this sample's namespaces and cwd: a later sample with the kept
+            # answer's fields must reach it again, to set them back as it would
+            self._forget(host_pid)
         return result
 
     def kept_answer(self, values: tuple) -> T | None:
