@@ -5,6 +5,7 @@ bound; and the bulk path taken where it should be."""
 
 from __future__ import annotations
 
+import random
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from test_capture_scan import damage_st, damaged, data_start
 from test_hostile_cli import run
 from test_process import Stream
+from test_rowcontext import lives, write
 
 from ebpfwire import encode
 from ebpfwire.capture import CaptureWriter, HostInfo
@@ -118,3 +120,19 @@ def test_a_state_change_with_other_namespaces_forgets_the_kept_answer(tmp_path, 
             writer.write_sample(0, encode(event))
     got, expected, taken = both(monkeypatch, "--json", path)
     assert got == expected and taken and '"pid_ns": 7' in got[1]
+
+
+@pytest.mark.parametrize("layout", ["classic", "cwd"])
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_made_captures_as_the_per_event_path(tmp_path, monkeypatch, layout, data) -> None:
+    """Process lives from a small pool of pids (execs, forks, exits, reparenting, other
+    namespaces, snapshot entries, container records, losses, damaged samples), written
+    on two CPUs a little out of time order."""
+    items, _ = data.draw(lives(layout))
+    path = write(tmp_path / "lives.ewcap", items, layout,
+                 random.Random(data.draw(st.integers(0, 2**32))))
+    for options in (["--json", "--lenient"], ["--json"], ["--event", "openat", "--lenient"]):
+        got, expected, _ = both(monkeypatch, *options, path)
+        assert got == expected, options
