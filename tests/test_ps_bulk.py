@@ -20,7 +20,7 @@ from test_rowcontext import lives, write
 from ebpfwire import encode
 from ebpfwire.capture import CaptureWriter, HostInfo
 from ebpfwire.cli import ps
-from ebpfwire.process.table import ProcessTable
+from ebpfwire.process.table import MAX_PROCESSES, ProcessTable
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = sorted((ROOT / "fixtures").glob("*.ewcap"))
@@ -97,13 +97,22 @@ def test_the_realistic_corpus_as_the_per_event_path(monkeypatch, realistic: Path
     assert taken == ("-p" not in options)   # -p follows every event: per-event
 
 
-def test_a_table_past_its_bound_falls_back(monkeypatch, realistic: Path) -> None:
-    """Which process a full table forgets depends on every event: per-event, noted."""
+def _bound(monkeypatch: pytest.MonkeyPatch, bound: int) -> None:
+    """Tables made from now on keep at most ``bound`` processes in each set."""
     defaults = list(ProcessTable.__init__.__defaults__)
-    defaults[-1] = 6
+    defaults[-1] = bound
     monkeypatch.setattr(ProcessTable.__init__, "__defaults__", tuple(defaults))
-    got, expected, taken = both(monkeypatch, realistic)
-    assert got == expected and not taken and "processes were forgotten" in got[2]
+
+
+@pytest.mark.parametrize("bound", [6, 300])
+def test_a_table_past_its_bound_forgets_the_same(monkeypatch, realistic: Path,
+                                                 bound: int) -> None:
+    """Which process a full table forgets depends on every event since the last look:
+    the bulk path gives it every event from the first look on."""
+    _bound(monkeypatch, bound)
+    for options in ([], ["--json", "--event", "openat"]):
+        got, expected, taken = both(monkeypatch, *options, realistic)
+        assert got == expected and taken and "processes were forgotten" in got[2]
 
 
 def test_a_state_change_with_other_namespaces_forgets_the_kept_answer(tmp_path, monkeypatch):
@@ -129,8 +138,10 @@ def test_a_state_change_with_other_namespaces_forgets_the_kept_answer(tmp_path, 
 def test_made_captures_as_the_per_event_path(tmp_path, monkeypatch, layout, data) -> None:
     """Process lives from a small pool of pids (execs, forks, exits, reparenting, other
     namespaces, snapshot entries, container records, losses, damaged samples), written
-    on two CPUs a little out of time order."""
+    on two CPUs a little out of time order; the table's bound now and then so low that
+    it forgets processes."""
     items, _ = data.draw(lives(layout))
+    _bound(monkeypatch, data.draw(st.sampled_from([MAX_PROCESSES, 2, 3])))
     path = write(tmp_path / "lives.ewcap", items, layout,
                  random.Random(data.draw(st.integers(0, 2**32))))
     for options in (["--json", "--lenient"], ["--json"], ["--event", "openat", "--lenient"]):

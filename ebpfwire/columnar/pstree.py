@@ -14,10 +14,13 @@ counts are then group counts, per batch in file order, of node and event name wh
 the filter's mask keeps the row; their order (JSON shows it) that of each name's first
 event in time order (:meth:`~StreamContext.taken_ranks`).
 
-What it cannot tell without every event, it gives up on (None: the caller decodes
-event by event): a sample whose header is cut (today's path leaves it out of the table),
-any damaged sample in strict mode (the same), and a table that reached its bound on live
-processes (which one it forgets depends on every event's count).
+Once the table reaches its bound on live processes, which one it forgets depends on
+every event (a process with events since the clock last looked is passed over), so from
+then on no answer is kept and every sample reaches the table: until then the counts it
+keeps need only be right from one look to the next, and the first look passes over
+every process. What it cannot tell without every Event, it gives up on (None: the caller
+decodes event by event): a sample whose header is cut (today's path leaves it out of the
+table), and any damaged sample in strict mode (the same).
 """
 
 from __future__ import annotations
@@ -52,6 +55,11 @@ class _NodeAnswers(Enricher[int]):
     def answer_of(self, answer: EventContext | None) -> int:
         if answer is None:   # a cut header: bulk_tree gives up
             return -1
+        if self.keeps and self.table.crowded:
+            # the table forgets the live process least recently seen (the clock: which
+            # had events since it last looked): from now on every event must reach it
+            self.keeps = False
+            self._forget(None)
         node = self.tree.node_of(answer)
         number = self._numbers.get(id(node))
         if number is None:
@@ -115,8 +123,6 @@ def bulk_tree(reader: CaptureReader, layout: Layout, arch: str, keep: EventFilte
             kept = keep.mask(batch).to_numpy(zero_copy_only=False)[is_sample]
             ids, codes, ranks = ids[kept], codes[kept], ranks[kept]
         groups.append(_grouped(ids, codes, np.ones(len(ids), np.int64), ranks))
-    if answers.table.crowded:
-        return None
     nodes, labels = answers.nodes, list(names)
     empty = np.empty(0, np.int64)
     ids, codes, counts, ranks = _grouped(*(np.concatenate([empty, *parts])

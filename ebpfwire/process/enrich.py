@@ -87,6 +87,9 @@ class Enricher(Generic[T]):
         self._children: dict[int, set[int]] = {}   # host pid -> kept pids it is parent of
         self._made: dict[tuple, T] = {}     # (program, parent's, container id) -> answer
         self._unplaced: T | None = None
+        #: False: no answer is kept, every sample reaches the table (for a caller that
+        #: needs the table's per-process event counts, which kept answers leave out).
+        self.keeps = True
         #: Called with the host pids whose kept answers were dropped (None: all of them):
         #: what a caller that skips the samples a kept answer would take needs to know.
         self.on_forget: Callable[[list[int] | None], None] | None = None
@@ -171,7 +174,7 @@ class Enricher(Generic[T]):
                                     event_id, argnum, retval, comm, cwd, flat)
         result = self.answer_of(answer)
         parent = answer.parent
-        if (event_id not in self._stateful and answer.process.exit_ns is None
+        if (self.keeps and event_id not in self._stateful and answer.process.exit_ns is None
                 and (parent is None or parent.exit_ns is None)):
             kept, children = self._kept, self._children
             if len(kept) >= _CACHE_LIMIT:
