@@ -147,3 +147,17 @@ def test_made_captures_as_the_per_event_path(tmp_path, monkeypatch, layout, data
     for options in (["--json", "--lenient"], ["--json"], ["--event", "openat", "--lenient"]):
         got, expected, _ = both(monkeypatch, *options, path)
         assert got == expected, options
+
+
+@pytest.mark.parametrize("lost", [5, 1100])
+def test_lost_records_before_the_first_sample(tmp_path, monkeypatch, lost: int) -> None:
+    """Past 1,024 of them the layout check merges their counts and says so: per-event."""
+    s = Stream()
+    path = tmp_path / "lost.ewcap"
+    with CaptureWriter(path, host=HostInfo("6.18.0", "test-host", 2)) as writer:
+        for n in range(lost):
+            writer.write_lost(n % 2, 3)
+        for n in range(40):
+            writer.write_sample(n % 2, encode(s.openat(30 + n % 3, 1, "sh")))
+    got, expected, taken = both(monkeypatch, "--json", path)
+    assert got == expected and got[1] and taken == (lost < 1024)

@@ -82,9 +82,9 @@ def _bulk(args: argparse.Namespace, label: str) -> tuple[ProcessTree, int, int] 
     with open_capture(args.file) as reader:
         layout, arch = layout_and_arch(args, reader.header, label)
         reader.on_damage = damage.record
-        built = bulk_tree(reader, layout, arch, keep, strict=not args.lenient)
-        if (built is None or not built.first_clean
-                or built.lost_first >= HELD_LOST_LIMIT):
+        built = bulk_tree(reader, layout, arch, keep, strict=not args.lenient,
+                          lost_limit=HELD_LOST_LIMIT)
+        if built is None:
             return None
         for message in said:
             say(message)

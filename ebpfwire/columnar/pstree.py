@@ -75,14 +75,14 @@ class BulkTree:
     tree: ProcessTree
     stream: StreamContext   # (its ``order``: the reorder window's counts)
     damaged: int        # samples decoded with errors
-    lost_first: int     # LOST records before the first sample (all, if none)
-    first_clean: bool   # the first sample in file order decodes without errors (or none)
 
 
 def bulk_tree(reader: CaptureReader, layout: Layout, arch: str, keep: EventFilter | None,
-              strict: bool) -> BulkTree | None:
+              strict: bool, lost_limit: int) -> BulkTree | None:
     """The process tree of the capture ``reader`` opens, read once in blocks; None where
-    only the event-by-event path gives today's tree (see the module's docstring)."""
+    only the event-by-event path gives today's tree (see the module's docstring), and
+    where the commands' check that the layout fits holds records back: the first sample
+    (file order) does not decode cleanly, or ``lost_limit`` LOST records come before it."""
     answers = _NodeAnswers(layout, arch, keep)
     stream = StreamContext(layout, arch, Intake(reader.blocks()), reader, keep=True,
                            enricher=answers)
@@ -92,7 +92,7 @@ def bulk_tree(reader: CaptureReader, layout: Layout, arch: str, keep: EventFilte
     groups: list[tuple[np.ndarray, ...]] = []
     first = last = (-1, 0)     # (place in the time order, ts) of the first and last events
     damaged = lost_first = 0
-    first_clean: bool | None = None
+    first_clean = False   # the first sample is read, and clean
     for batch, ids, lengths in answered_batches(reader, stream, layout, arch):
         if (lengths < layout.size).any():
             return None
@@ -100,10 +100,11 @@ def bulk_tree(reader: CaptureReader, layout: Layout, arch: str, keep: EventFilte
         bad = pc.is_valid(batch.column("errors")).to_numpy(zero_copy_only=False)[is_sample]
         if strict and bad.any():
             return None
-        if first_clean is None:
+        if not first_clean:
             lost_first += int(np.argmax(is_sample)) if is_sample.any() else len(is_sample)
-            if is_sample.any():
-                first_clean = not bad[0]
+            if lost_first >= lost_limit or is_sample.any() and bad[0]:
+                return None
+            first_clean = bool(is_sample.any())
         damaged += int(np.count_nonzero(bad))
         if not len(ids):
             continue
@@ -135,8 +136,7 @@ def bulk_tree(reader: CaptureReader, layout: Layout, arch: str, keep: EventFilte
     tree = answers.tree
     if first[0] >= 0:
         tree.first_ts, tree.last_ts = first[1], last[1]
-    return BulkTree(tree, stream, damaged, lost_first,
-                    first_clean is not False)
+    return BulkTree(tree, stream, damaged)
 
 
 def _grouped(ids: np.ndarray, codes: np.ndarray, counts: np.ndarray, ranks: np.ndarray

@@ -644,8 +644,8 @@ class StreamContext:
         self.keep = keep     # every answer kept (an index refers to them all)
         self.answers = Answers()
         self.values = self.answers.values
-        self.enricher: Enricher[int] = enricher or Enricher(layout, arch,
-                                                            make=self.answers.make)
+        self.enricher: Enricher[int] = (Enricher(layout, arch, make=self.answers.make)
+                                        if enricher is None else enricher)
         self._released = 0    # samples released so far
         self._join = _Join(self.enricher, layout)
         self._records = records
