@@ -28,12 +28,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from ebpfwire.capture import CaptureReader
 from ebpfwire.capture.bulk import Intake
-from ebpfwire.columnar.arrow import answered_batches
+from ebpfwire.columnar.arrow import answered_samples
 from ebpfwire.columnar.rowcontext import StreamContext
 from ebpfwire.process.enrich import Enricher
 from ebpfwire.process.table import EventContext
@@ -97,35 +95,35 @@ def bulk_tree(reader: CaptureReader, layout: Layout, arch: str, keep: EventFilte
     first = last = (-1, 0)     # (place in the time order, ts) of the first and last events
     damaged = lost_first = 0
     first_clean = False   # the first sample is read, and clean
-    for batch, ids, lengths in answered_batches(reader, stream, layout, arch, BATCH_ROWS):
+    for batch, bad, ids, lengths, lost in answered_samples(reader, stream, layout, arch,
+                                                          BATCH_ROWS):
         if (lengths < layout.size).any():
             return None
-        is_sample = pc.is_null(batch.column("lost")).to_numpy(zero_copy_only=False)
-        bad = pc.is_valid(batch.column("errors")).to_numpy(zero_copy_only=False)[is_sample]
         if strict and bad.any():
             return None
         if not first_clean:
-            lost_first += int(np.argmax(is_sample)) if is_sample.any() else len(is_sample)
-            if lost_first >= lost_limit or is_sample.any() and bad[0]:
+            rows = {row for row, _, _ in lost}
+            first_row = next(row for row in range(len(ids) + len(rows) + 1) if row not in rows)
+            lost_first += sum(row < first_row for row in rows)
+            if lost_first >= lost_limit or len(ids) and bad[0]:
                 return None
-            first_clean = bool(is_sample.any())
+            first_clean = bool(len(ids))
         damaged += int(np.count_nonzero(bad))
         if not len(ids):
             continue
         ranks = stream.taken_ranks()
-        samples = pa.array(is_sample)
-        ts = batch.column("ts").filter(samples).to_numpy()
+        ts = batch.column("ts").to_numpy()
         low, high = int(np.argmin(ranks)), int(np.argmax(ranks))
         if first[0] < 0 or ranks[low] < first[0]:
             first = (int(ranks[low]), int(ts[low]))
         if ranks[high] > last[0]:
             last = (int(ranks[high]), int(ts[high]))
-        event = batch.column("event").filter(samples)   # (a sample's header is whole)
+        event = batch.column("event")
         numbers = np.array([names.setdefault(label, len(names))
                             for label in event.dictionary.to_pylist()], np.int64)
         codes = numbers[event.indices.to_numpy()]
         if keep is not None:
-            kept = keep.mask(batch).to_numpy(zero_copy_only=False)[is_sample]
+            kept = keep.mask(batch).to_numpy(zero_copy_only=False)
             ids, codes, ranks = ids[kept], codes[kept], ranks[kept]
         groups.append(_grouped(ids, codes, np.ones(len(ids), np.int64), ranks))
     nodes, labels = answers.nodes, list(names)
