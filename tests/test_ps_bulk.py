@@ -29,6 +29,14 @@ OPTIONS = [[], ["--json"], ["--utc", "--event", "openat"], ["--failed", "--json"
            ["--strict-exit", "--comm", "sh"], ["--event", "execve", "--event", "do_exit"]]
 
 
+@pytest.fixture(autouse=True)
+def any_capture(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bulk path for captures of any size and share of new processes (it is chosen
+    for its speed only where it wins; here for what it gives)."""
+    monkeypatch.setattr(ps, "BULK_BYTES", 0)
+    monkeypatch.setattr(ps, "MOST_HANDLED", float("inf"))
+
+
 def both(monkeypatch: pytest.MonkeyPatch, *argv: str | Path) -> tuple[tuple, tuple, bool]:
     """``ps argv`` as it runs (and whether the bulk path gave the tree), and on the
     per-event path alone."""
@@ -179,3 +187,22 @@ def test_lost_records_before_the_first_sample(tmp_path, monkeypatch, lost: int) 
             writer.write_sample(n % 2, encode(s.openat(30 + n % 3, 1, "sh")))
     got, expected, taken = both(monkeypatch, "--json", path)
     assert got == expected and got[1] and taken == (lost < 1024)
+
+
+def test_where_the_per_event_path_is_faster_it_is_taken(tmp_path, monkeypatch,
+                                                        realistic: Path) -> None:
+    """A small capture, and one whose first batch is mostly new processes (a fork chain)."""
+    monkeypatch.setattr(ps, "BULK_BYTES", realistic.stat().st_size + 1)
+    got, expected, taken = both(monkeypatch, realistic)
+    assert got == expected and not taken
+    monkeypatch.setattr(ps, "BULK_BYTES", 0)
+    monkeypatch.setattr(ps, "MOST_HANDLED", 0.5)
+    s = Stream()
+    path = tmp_path / "chain.ewcap"
+    with CaptureWriter(path, host=HostInfo("6.18.0", "test-host", 2)) as writer:
+        for n in range(2000):
+            writer.write_sample(0, encode(s.openat(1000 + n, 999 + n, "sh")))
+    got, expected, taken = both(monkeypatch, path)
+    assert got == expected and not taken
+    got, expected, taken = both(monkeypatch, realistic)   # 1 in 10: the bulk path
+    assert got == expected and taken
