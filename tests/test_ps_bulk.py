@@ -31,10 +31,9 @@ OPTIONS = [[], ["--json"], ["--utc", "--event", "openat"], ["--failed", "--json"
 
 @pytest.fixture(autouse=True)
 def any_capture(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The bulk path for captures of any size and share of new processes (it is chosen
-    for its speed only where it wins; here for what it gives)."""
+    """The bulk path for captures of any size (it is chosen for its speed only where it
+    wins; here for what it gives)."""
     monkeypatch.setattr(ps, "BULK_BYTES", 0)
-    monkeypatch.setattr(ps, "MOST_HANDLED", float("inf"))
 
 
 def both(monkeypatch: pytest.MonkeyPatch, *argv: str | Path) -> tuple[tuple, tuple, bool]:
@@ -189,20 +188,7 @@ def test_lost_records_before_the_first_sample(tmp_path, monkeypatch, lost: int) 
     assert got == expected and got[1] and taken == (lost < 1024)
 
 
-def test_where_the_per_event_path_is_faster_it_is_taken(tmp_path, monkeypatch,
-                                                        realistic: Path) -> None:
-    """A small capture, and one whose first batch is mostly new processes (a fork chain)."""
+def test_a_small_capture_is_decoded_event_by_event(monkeypatch, realistic: Path) -> None:
     monkeypatch.setattr(ps, "BULK_BYTES", realistic.stat().st_size + 1)
     got, expected, taken = both(monkeypatch, realistic)
     assert got == expected and not taken
-    monkeypatch.setattr(ps, "BULK_BYTES", 0)
-    monkeypatch.setattr(ps, "MOST_HANDLED", 0.5)
-    s = Stream()
-    path = tmp_path / "chain.ewcap"
-    with CaptureWriter(path, host=HostInfo("6.18.0", "test-host", 2)) as writer:
-        for n in range(2000):
-            writer.write_sample(0, encode(s.openat(1000 + n, 999 + n, "sh")))
-    got, expected, taken = both(monkeypatch, path)
-    assert got == expected and not taken
-    got, expected, taken = both(monkeypatch, realistic)   # 1 in 10: the bulk path
-    assert got == expected and taken

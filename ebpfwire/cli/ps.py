@@ -28,11 +28,10 @@ from ebpfwire.wire.events import Event
 BULK_BYTES = 32 << 20
 """Captures smaller than this are decoded event by event: the bulk path's imports and first
 calls (numpy, pyarrow) cost about 0.4 s of CPU, which it wins back past about 200,000
-events (24 MB of a realistic capture; 1,000,000 take 1.8x less CPU time)."""
-MOST_HANDLED = 0.5
-"""Past this many records handled one by one by the bulk path (samples it gives its table:
-a new process, a state change; losses) per sample of its first batch, the per-event path
-is faster (a fork chain: 1.6x): the bulk path gives up (a realistic capture: 0.1)."""
+events (24 MB of a realistic capture; 1,000,000 take 1.8x less CPU time). (Where nearly
+every sample is a new process, as in a fork chain, the table is given every sample and
+the bulk path is 1.1-1.5x slower than the per-event one: bounded, and less than starting
+again would cost.)"""
 
 
 class _Damage:
@@ -77,9 +76,9 @@ def _bulk(args: argparse.Namespace, label: str) -> tuple[ProcessTree, int, int] 
     (:func:`~ebpfwire.columnar.pstree.bulk_tree`), or None where that path is the one:
     standard input or a file that is not regular (it is read once, and may have to be read
     again), a small capture (:data:`BULK_BYTES`), -p/--pid (its tree of processes follows
-    every event in time order), no numpy or pyarrow, and what bulk_tree gives up on (see
-    :data:`MOST_HANDLED`; the layout check, held_until_fit: a first sample that does not
-    decode, LOST records held before it)."""
+    every event in time order), no numpy or pyarrow, and what bulk_tree gives up on (the
+    layout check among them, held_until_fit: a first sample that does not decode, LOST
+    records held before it)."""
     size = regular_size(args.file)
     if args.pid is not None or size is None or size < BULK_BYTES:
         return None
@@ -94,7 +93,7 @@ def _bulk(args: argparse.Namespace, label: str) -> tuple[ProcessTree, int, int] 
         layout, arch = layout_and_arch(args, reader.header, label)
         reader.on_damage = damage.record
         built = bulk_tree(reader, layout, arch, keep, strict=not args.lenient,
-                          lost_limit=HELD_LOST_LIMIT, most_handled=MOST_HANDLED)
+                          lost_limit=HELD_LOST_LIMIT)
         if built is None:
             return None
         for message in said:

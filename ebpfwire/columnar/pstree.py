@@ -53,17 +53,6 @@ class _NodeAnswers(Enricher[int]):
         self.tree = ProcessTree(None if keep is None else keep.matches, arch, self.table)
         self.nodes: list[TreeNode] = []
         self._numbers: dict[int, int] = {}   # id(node) -> number (nodes holds them all)
-        #: Records handled one by one (samples given, losses): where the bulk path's time
-        #: goes, more of it a record than the per-event path's (context records cost alike).
-        self.handled = 0
-
-    def sample(self, data: bytes, values: tuple | None = None, flat: list | None = None) -> int:
-        self.handled += 1
-        return super().sample(data, values, flat)
-
-    def lost(self, count: int) -> None:
-        self.handled += 1
-        super().lost(count)
 
     def answer_of(self, answer: EventContext | None) -> int:
         if answer is None:   # a cut header: bulk_tree gives up
@@ -91,13 +80,12 @@ class BulkTree:
 
 
 def bulk_tree(reader: CaptureReader, layout: Layout, arch: str, keep: EventFilter | None,
-              strict: bool, lost_limit: int, most_handled: float) -> BulkTree | None:
+              strict: bool, lost_limit: int) -> BulkTree | None:
     """The process tree of the capture ``reader`` opens, read once in blocks; None where
-    only the event-by-event path gives today's tree (see the module's docstring), where
-    the commands' check that the layout fits holds records back (the first sample in file
-    order does not decode cleanly, or ``lost_limit`` LOST records come before it), and
-    where the first batch's records are handled one by one more than ``most_handled`` of
-    them (each a new process: the per-event path is faster)."""
+    only the event-by-event path gives today's tree (see the module's docstring), and
+    where the commands' check that the layout fits holds records back (the first sample
+    in file order does not decode cleanly, or ``lost_limit`` LOST records come before
+    it)."""
     answers = _NodeAnswers(layout, arch, keep)
     stream = StreamContext(layout, arch, Intake(reader.blocks()), reader, keep=True,
                            enricher=answers)
@@ -122,8 +110,6 @@ def bulk_tree(reader: CaptureReader, layout: Layout, arch: str, keep: EventFilte
                 return None
             first_clean = bool(len(ids))
         damaged += int(np.count_nonzero(bad))
-        if not groups and answers.handled > most_handled * stream.released:
-            return None
         if not len(ids):
             continue
         ranks = stream.taken_ranks()

@@ -646,7 +646,7 @@ class StreamContext:
         self.values = self.answers.values
         self.enricher: Enricher[int] = (Enricher(layout, arch, make=self.answers.make)
                                         if enricher is None else enricher)
-        self.released = 0    # samples released so far (their answers made)
+        self._released = 0    # samples released so far
         self._join = _Join(self.enricher, layout)
         self._records = records
         self._read = RecordBlock.empty()   # records from arrival ``_base`` on, not yet taken
@@ -704,8 +704,8 @@ class StreamContext:
         steps.sort(key=lambda step: step[0])    # stable: feeds before a loss at one place
         steps = [(int(before[place]), item) for place, item in steps]
         read = self._read
-        self._ranks[samples] = np.arange(self.released, self.released + len(samples))
-        self.released += len(samples)
+        self._ranks[samples] = np.arange(self._released, self._released + len(samples))
+        self._released += len(samples)
         self._ids[samples] = self._join.answer(
             lambda i: read.data(samples[i]),
             lambda rows, max_bytes: read.datas(samples[rows], max_bytes),
