@@ -21,6 +21,7 @@ from test_rowcontext import lives, write
 from ebpfwire import encode
 from ebpfwire.capture import CaptureReader, CaptureWriter, HostInfo, SampleRecord
 from ebpfwire.cli import ps
+from ebpfwire.columnar import pstree
 from ebpfwire.process.table import MAX_PROCESSES, ProcessTable
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,8 +134,10 @@ def _bound(monkeypatch: pytest.MonkeyPatch, bound: int) -> None:
 def test_a_table_past_its_bound_forgets_the_same(monkeypatch, realistic: Path,
                                                  bound: int) -> None:
     """Which process a full table forgets depends on every event since the last look:
-    the bulk path gives it every event from the first look on."""
+    the bulk path gives it every event from the first look on; and it merges its counts
+    often, leaving out the nodes forgotten."""
     _bound(monkeypatch, bound)
+    monkeypatch.setattr(pstree, "MERGE_AT", 64)
     for options in ([], ["--json", "--event", "openat"]):
         got, expected, taken = both(monkeypatch, *options, realistic)
         assert got == expected and taken and "processes were forgotten" in got[2]

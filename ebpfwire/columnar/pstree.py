@@ -34,7 +34,7 @@ from ebpfwire.capture.bulk import Intake
 from ebpfwire.columnar.arrow import answered_samples
 from ebpfwire.columnar.rowcontext import StreamContext
 from ebpfwire.process.enrich import Enricher
-from ebpfwire.process.table import EventContext
+from ebpfwire.process.table import EventContext, Process
 from ebpfwire.process.tree import ProcessTree, TreeNode
 from ebpfwire.wire.filter import EventFilter
 from ebpfwire.wire.layouts import Layout
@@ -42,17 +42,30 @@ from ebpfwire.wire.layouts import Layout
 #: Rows a batch holds: the counts need no big ones, and a batch's arguments cost memory
 #: (a 1M-event capture's peak RSS: 267 MiB at this size, 306 MiB at arrow's 65,536)
 BATCH_ROWS = 1 << 14
+#: Rows of per-batch counts held before they are merged (and those of the nodes the tree
+#: forgot left out), at least: a capture of ever new processes must not grow them.
+MERGE_AT = 1 << 16
 
 
 class _NodeAnswers(Enricher[int]):
     """An enricher (no expiry, as the tree's table) whose answer is the number of the tree
-    node of the event's process (``nodes``)."""
+    node of the event's process (``nodes``, while the tree holds it: a process the table
+    forgets to stay bounded leaves the tree, and its node these)."""
 
     def __init__(self, layout: Layout, arch: str, keep: EventFilter | None):
         super().__init__(layout, arch, retain_ns=None)
         self.tree = ProcessTree(None if keep is None else keep.matches, arch, self.table)
-        self.nodes: list[TreeNode] = []
-        self._numbers: dict[int, int] = {}   # id(node) -> number (nodes holds them all)
+        self.nodes: dict[int, TreeNode] = {}   # number -> node
+        self._numbers: dict[int, int] = {}     # id(process) -> its node's number
+        self._next = 0
+        self._tree_forgets = self.table.on_forget
+        self.table.on_forget = self._forgotten
+
+    def _forgotten(self, process: Process) -> None:
+        number = self._numbers.pop(id(process), None)
+        if number is not None:
+            del self.nodes[number]
+        self._tree_forgets(process)   # type: ignore[misc]
 
     def answer_of(self, answer: EventContext | None) -> int:
         if answer is None:   # a cut header: bulk_tree gives up
@@ -63,10 +76,11 @@ class _NodeAnswers(Enricher[int]):
             self.keeps = False
             self._forget(None)
         node = self.tree.node_of(answer)
-        number = self._numbers.get(id(node))
+        number = self._numbers.get(id(answer.process))
         if number is None:
-            number = self._numbers[id(node)] = len(self.nodes)
-            self.nodes.append(node)
+            number = self._numbers[id(answer.process)] = self._next
+            self._next += 1
+            self.nodes[number] = node
         return number
 
 
@@ -93,6 +107,7 @@ def bulk_tree(reader: CaptureReader, layout: Layout, arch: str, keep: EventFilte
     # per batch, per (node, event name) kept: node, name, events, the first one's place in
     # the time order
     groups: list[tuple[np.ndarray, ...]] = []
+    held, merge_at = 0, MERGE_AT
     first = last = (-1, 0)     # (place in the time order, ts) of the first and last events
     damaged = lost_first = 0
     first_clean = False   # the first sample is read, and clean
@@ -127,19 +142,31 @@ def bulk_tree(reader: CaptureReader, layout: Layout, arch: str, keep: EventFilte
             kept = keep.mask(batch).to_numpy(zero_copy_only=False)
             ids, codes, ranks = ids[kept], codes[kept], ranks[kept]
         groups.append(_grouped(ids, codes, np.ones(len(ids), np.int64), ranks))
+        held += len(groups[-1][0])
+        if held > merge_at:   # merged, less the nodes the tree forgot: bounded as it is
+            merged = _grouped(*_joined(groups))
+            alive = np.isin(merged[0], np.fromiter(answers.nodes, np.int64))
+            groups = [tuple(column[alive] for column in merged)]
+            held = len(groups[0][0])
+            merge_at = max(MERGE_AT, 2 * held)
     nodes, labels = answers.nodes, list(names)
-    empty = np.empty(0, np.int64)
-    ids, codes, counts, ranks = _grouped(*(np.concatenate([empty, *parts])
-                                           for parts in zip(*groups, strict=True))
-                                         ) if groups else (empty,) * 4
+    ids, codes, counts, ranks = _grouped(*_joined(groups))
     by_first = np.argsort(ranks)   # a node's names in the order of their first events
     for number, code, count in zip(ids[by_first].tolist(), codes[by_first].tolist(),
                                    counts[by_first].tolist(), strict=True):
-        nodes[number].counts[labels[code]] = count
+        node = nodes.get(number)
+        if node is not None:
+            node.counts[labels[code]] = count
     tree = answers.tree
     if first[0] >= 0:
         tree.first_ts, tree.last_ts = first[1], last[1]
     return BulkTree(tree, stream, damaged)
+
+
+def _joined(groups: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+    """The groups' rows as one array each (int64)."""
+    empty = np.empty(0, np.int64)
+    return tuple(np.concatenate([empty, *(group[i] for group in groups)]) for i in range(4))
 
 
 def _grouped(ids: np.ndarray, codes: np.ndarray, counts: np.ndarray, ranks: np.ndarray
