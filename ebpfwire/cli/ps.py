@@ -30,7 +30,7 @@ BULK_BYTES = 32 << 20
 calls (numpy, pyarrow) cost about 0.4 s of CPU, which it wins back past about 200,000
 events (24 MB of a realistic capture; 1,000,000 take 1.8x less CPU time). (Where nearly
 every sample is a new process, as in a fork chain, the table is given every sample and
-the bulk path is 1.1-1.5x slower than the per-event one: bounded, and less than starting
+the bulk path is 1.3-1.6x slower than the per-event one: bounded, and less than starting
 again would cost.)"""
 
 
