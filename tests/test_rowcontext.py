@@ -96,6 +96,7 @@ def test_releases_are_the_time_orders(specs, window, max_records, max_bytes, cut
         got += zip(seqs.tolist(), at.tolist(), strict=True)
     got += [(seq, len(records)) for seq in releases.end().tolist()]
     assert got == expected
+    assert (releases.late, releases.early) == (order.late, order.early)
 
 
 # --------------------------------------------------------------------------- the join

@@ -9,6 +9,7 @@ import stat
 import sys
 import time
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from ebpfwire.capture import (
     CaptureError,
@@ -26,6 +27,9 @@ from ebpfwire.wire.catalogue import check_arch
 from ebpfwire.wire.decoder import decode
 from ebpfwire.wire.errors import DecodeError
 from ebpfwire.wire.layouts import LAYOUTS, Layout, get_layout
+
+if TYPE_CHECKING:   # (the columnar path needs numpy and pyarrow: not imported for a hint)
+    from ebpfwire.columnar.rowcontext import StreamContext
 
 HOLD_LIMIT = 256       # samples held back while checking that the layout fits
 HELD_LOST_LIMIT = 1024  # LOST records held so; past it, one per CPU between held samples
@@ -183,10 +187,11 @@ def say_notes(label: str, reader: CaptureReader, table: ProcessTable | None = No
             "named by its comm")
 
 
-def say_order(label: str, stream: CaptureStream) -> None:
-    """The reorder window's notes: samples shown out of time order, and samples let out
-    before their window had passed because its bound was reached (so that a bounded order is
-    not taken for a full one)."""
+def say_order(label: str, stream: CaptureStream | StreamContext) -> None:
+    """The reorder window's notes (its ``order``: a TimeOrder, or the bulk path's
+    Releases, which counts alike): samples shown out of time order, and samples let out
+    before their window had passed because its bound was reached (so that a bounded order
+    is not taken for a full one)."""
     order = stream.order
     if order is None:
         return

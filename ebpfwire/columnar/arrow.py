@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from itertools import islice
-from typing import Any
+from typing import Any, NamedTuple
 
 try:
     import numpy as np
@@ -297,6 +298,34 @@ def _chunk(src: _Source, max_rows: int) -> tuple | None:
     return (buf, begins, ends), cpus, offsets, lost, ids, marks, rows_at
 
 
+class Samples(NamedTuple):
+    """A chunk of a capture's samples as :func:`answered_samples` gives them."""
+
+    batch: pa.RecordBatch   # a row a sample: :meth:`_BatchBuilder.filter_columns`
+    damaged: np.ndarray     # decoded with errors (not those found by scanning after
+                            # damage: the reader reports the damage)
+    ids: np.ndarray         # the answers of the caller's stream
+    lengths: np.ndarray     # in bytes
+    lost: list              # the chunk's LOST records: (row, cpu, count), rows counted
+                            # with the samples'
+
+
+def answered_samples(reader: CaptureReader, stream: StreamContext, layout: Layout, arch: str,
+                     max_rows: int = MAX_ROWS) -> Iterator[Samples]:
+    """A capture's samples, in file order, as a caller that counts events needs them
+    (lenient), with their answers from ``stream`` (made by the caller over the reader's
+    blocks with its own enricher: ``ps``'s tree nodes)."""
+    header = reader.header
+    src = _Source(layout, arch, header.boot_time_ns or None, iter(()),
+                  reader.name or "a capture", False, reader)
+    builder = _BatchBuilder(src, strict=False)
+    src.context = stream
+    while (chunk := _chunk(src, max_rows)) is not None:
+        payload, _, offsets, lost, ids, _, _ = chunk
+        batch, damaged = builder.filter_columns(payload, offsets)
+        yield Samples(batch, damaged, ids, payload[2] - payload[1], lost)
+
+
 def to_table(source: Any, *, layout: str | Layout | None = None, arch: str | None = None,
              strict: bool = False, context: bool | ContextIndex = True) -> pa.Table:
     """The whole of ``source`` as one table (see :func:`batches` for the arguments).
@@ -317,6 +346,21 @@ def to_table(source: Any, *, layout: str | Layout | None = None, arch: str | Non
 
 
 # --------------------------------------------------------------------------- one batch
+
+
+@dataclass(slots=True)
+class _Head:
+    """What every batch makes of its samples first: the header fields (numpy), where a
+    sample is cut before each field (``cut``, by field; none when no sample is short),
+    the header fields and ``event`` as columns, the arguments walked, the damage found
+    ((row, errors)) and the rows whose bytes a row keeps in ``raw``."""
+
+    header: dict[str, np.ndarray]
+    cut: dict[str, np.ndarray]
+    columns: dict[str, pa.Array]
+    arguments: Arguments
+    damage: list
+    bad_rows: set[int]
 
 
 class _BatchBuilder:
@@ -418,18 +462,11 @@ class _BatchBuilder:
 
     # -- columns
 
-    def build(self, payload: tuple[bytes, np.ndarray, np.ndarray], cpus: np.ndarray | None,
-              file_offsets: np.ndarray | None, lost: list[tuple[int, int, int]],
-              ids: np.ndarray | None,
-              marks: list[tuple[int, DecodeError]]) -> pa.RecordBatch | None:
-        """One batch from a chunk (see :func:`_chunk`): the samples are
-        ``joined[begins[i]:ends[i]]`` of ``payload`` (begins in order, the samples not
-        overlapping: the bytes between them are not read); None if none is a row."""
+    def _head(self, payload: tuple[bytes, np.ndarray, np.ndarray],
+              file_offsets: np.ndarray | None) -> _Head:
+        """The samples' header fields and arguments (see :class:`_Head`)."""
         joined, begins, ends = payload
         count = len(begins)
-        if not count and not lost:
-            return None
-        cpu = None if cpus is None else pa.array(cpus, pa.uint32())
         size = self.layout.size
         lengths = ends - begins
         short = lengths < size
@@ -441,26 +478,66 @@ class _BatchBuilder:
                                             file_offsets, bad_rows)
         self.seen += count
         columns: dict[str, pa.Array] = {}
-        valid_field = {name: lengths >= offset + (int(code[:-1]) if code.endswith("s")
-                                                  else np.dtype(_NP_CODES[code]).itemsize)
-                       for name, code, offset in self.fields} if short.any() else {}
-
-        def mask(name: str) -> np.ndarray | None:
-            return ~valid_field[name] if name in valid_field else None
-
+        cut = {name: lengths < offset + (int(code[:-1]) if code.endswith("s")
+                                         else np.dtype(_NP_CODES[code]).itemsize)
+               for name, code, offset in self.fields} if short.any() else {}
         for name, code, _ in self.fields:
             values = header[name]
             if code.endswith("s"):
-                columns[name] = self._text_column(values, mask(name), bad_rows)
+                columns[name] = self._text_column(values, cut.get(name), bad_rows)
             else:
-                columns[name] = pa.array(values, _INT_TYPES[code], mask=mask(name))
+                columns[name] = pa.array(values, _INT_TYPES[code], mask=cut.get(name))
+        columns["event"] = self._events(header["event_id"], cut.get("event_id"))
+        return _Head(header, cut, columns, arguments, damage, bad_rows)
+
+    @staticmethod
+    def _raw(payload: tuple[bytes, np.ndarray, np.ndarray], bad_rows: set[int]) -> pa.Array:
+        """The ``raw`` column: the bytes of the rows that need them, else null."""
+        joined, begins, ends = payload
+        if not bad_rows:
+            return pa.nulls(len(begins), pa.binary())
+        raw: list[bytes | None] = [None] * len(begins)
+        for row in bad_rows:
+            raw[row] = joined[begins[row]:ends[row]]
+        return pa.array(raw, pa.binary())
+
+    def filter_columns(self, payload: tuple[bytes, np.ndarray, np.ndarray],
+                       file_offsets: np.ndarray | None) -> tuple[pa.RecordBatch, np.ndarray]:
+        """What a caller that counts events needs of the samples of a chunk, a row each
+        (no LOST rows): their header fields, ``event``, and the columns
+        :meth:`~ebpfwire.wire.filter.EventFilter.mask` reads (``lost`` all null, ``raw``);
+        and which are damaged (their arguments walked, as :meth:`build` walks them). The
+        arguments' columns are not made."""
+        head = self._head(payload, file_offsets)
+        self.row_hashes.clear()   # (the hashes column is not made)
+        count = len(payload[1])
+        columns = head.columns
+        columns["lost"] = pa.nulls(count, pa.uint64())
+        columns["raw"] = self._raw(payload, head.bad_rows)
+        damaged = np.zeros(count, bool)
+        damaged[[row for row, _ in head.damage]] = True
+        return pa.RecordBatch.from_pydict(columns), damaged
+
+    def build(self, payload: tuple[bytes, np.ndarray, np.ndarray], cpus: np.ndarray | None,
+              file_offsets: np.ndarray | None, lost: list[tuple[int, int, int]],
+              ids: np.ndarray | None,
+              marks: list[tuple[int, DecodeError]]) -> pa.RecordBatch | None:
+        """One batch from a chunk (see :func:`_chunk`): the samples are
+        ``joined[begins[i]:ends[i]]`` of ``payload`` (begins in order, the samples not
+        overlapping: the bytes between them are not read); None if none is a row."""
+        count = len(payload[1])
+        if not count and not lost:
+            return None
+        cpu = None if cpus is None else pa.array(cpus, pa.uint32())
+        head = self._head(payload, file_offsets)
+        header, columns, arguments = head.header, head.columns, head.arguments
+        mask = head.cut.get   # where a sample is cut before the field: null
         ts = header["ts"]
         if self.boot_time_ns is None:
             columns["time"] = pa.nulls(count, pa.timestamp("ns", tz="UTC"))
         else:
             wall = ts.astype(np.int64) + np.int64(self.boot_time_ns)
             columns["time"] = pa.array(wall, pa.timestamp("ns", tz="UTC"), mask=mask("ts"))
-        columns["event"] = self._events(header["event_id"], mask("event_id"))
         columns["errno"] = self._errnos(header["event_id"], header["retval"], mask("retval"))
         columns["args"] = pa.ListArray.from_arrays(pa.array(arguments.offsets.astype(np.int32)),
                                                    arguments.struct())
@@ -468,15 +545,9 @@ class _BatchBuilder:
             columns["hashes"] = pa.array([self.row_hashes.pop(i, None) for i in range(count)],
                                          pa.list_(_HASH_TYPE))
         self._flat_columns(columns, header["event_id"], arguments, mask("event_id"))
-        columns["errors"] = self._errors(damage, count)
+        columns["errors"] = self._errors(head.damage, count)
         columns["lost"] = pa.nulls(count, pa.uint64())
-        if bad_rows:
-            raw: list[bytes | None] = [None] * count
-            for row in bad_rows:
-                raw[row] = joined[begins[row]:ends[row]]
-            columns["raw"] = pa.array(raw, pa.binary())
-        else:
-            columns["raw"] = pa.nulls(count, pa.binary())
+        columns["raw"] = self._raw(payload, head.bad_rows)
         columns["cpu"] = pa.nulls(count, pa.uint32()) if cpu is None else cpu
         if self.values is not None and ids is not None:
             for (name, _), column in zip(rowcontext.FIELDS, rowcontext.columns(self.values, ids),

@@ -161,14 +161,16 @@ class Releases:
     :meth:`add` takes the next records (file order) as arrays and returns the arrival
     numbers (0 for the first record ever added) of those released, in release order, and
     the arrival at which each was released (a record read before that arrival has been
-    read when it is released); :meth:`end` releases the rest.
+    read when it is released); :meth:`end` releases the rest. ``late`` and ``early`` count
+    as TimeOrder's do (what a command's notes on the order say).
     """
 
     def __init__(self, order: TimeOrder):
-        self.window, self.max_records, self.max_bytes = (order.window_ns, order.max_records,
+        self.window_ns, self.max_records, self.max_bytes = (order.window_ns, order.max_records,
                                                          order.max_bytes)
         self.arrived = 0
         self.newest = self.released = -1
+        self.late = self.early = 0
         self._sweep_at: int | None = None
         self._cpu_ts: dict[int, int] = {}
         self._ahead = LOOK_AHEAD
@@ -210,13 +212,13 @@ class Releases:
         """Where the window sweeps among these records (by the newest ts: at or past the
         threshold, then half a window past the newest at that sweep), and the threshold
         after them."""
-        sweep_at, half, low = self._sweep_at, self.window // 2, 0
+        sweep_at, half, low = self._sweep_at, self.window_ns // 2, 0
         if self.newest < 0:   # no ts yet: no sweep before the first (it releases nothing)
             if not has_ts.any():
                 return [], sweep_at
             low = int(np.argmax(has_ts))
             if sweep_at is None:
-                sweep_at = int(ts[low]) + self.window + half
+                sweep_at = int(ts[low]) + self.window_ns + half
                 low += 1
         elif self.newest >= sweep_at and self.released >= 0:
             # a bound was reached with no half window to wait (a window of 1 ns): the next
@@ -285,6 +287,7 @@ class Releases:
         is_full = bool(full[stop])
         base = self.arrived + i
         taken = np.arange(count) <= stop
+        self.late += int(np.count_nonzero(late[:stop + 1]))
         if swept_n:
             done = int(np.searchsorted(swept, stop, "left")) if is_full else swept_n
             # released: the late samples at their arrival, the others at their sweep's
@@ -333,7 +336,7 @@ class Releases:
         after it whose cut-off (newest - window + 1, ascending) is past its ts (a ts before
         any: once the cut-off is >= 0)."""
         top = newest_at[swept]
-        lag = np.uint64(self.window - 1)
+        lag = np.uint64(self.window_ns - 1)
         cuts = np.where(top >= lag, top - lag, np.uint64(0))
         goes = np.where(neg, int(np.searchsorted(top, lag, "left")),
                         np.searchsorted(cuts, ts, "right"))
@@ -393,12 +396,16 @@ class Releases:
         cut = min(room, max(room - self.max_records // 2,
                             int(np.searchsorted(sums, sums[-1] - self.max_bytes // 2))))
         if cut:
+            # let out before their window passed: at or past its cut-off (-1: before any ts)
+            limit = self.newest - self.window_ns + 1
+            self.early += cut if limit < 0 else int(np.count_nonzero(
+                ~neg[:cut] & (ts[:cut] >= np.uint64(limit))))
             out.append(seq[:cut])
             at.append(np.full(cut, arrival, np.int64))
             self.released = -1 if neg[cut - 1] else int(ts[cut - 1])
             self._bytes = int(sums[-1] - sums[cut])
         self._ts, self._neg, self._seq, self._size = ts[cut:], neg[cut:], seq[cut:], size[cut:]
-        self._sweep_at = self.newest + self.window // 2
+        self._sweep_at = self.newest + self.window_ns // 2
 
     def end(self) -> np.ndarray:
         """The records still held, in release order (the input ended)."""
@@ -624,39 +631,50 @@ class StreamContext:
     them to its enricher). Held: the records of the reorder window (at most its bounds)
     plus a block and the batch being built, and the answers not yet taken. Raw samples
     (no capture) are answered in the order given, by :meth:`answer`.
+
+    ``enricher``: one whose answers are the caller's own ints (``ps``'s tree nodes), kept
+    (``keep``); by default the context columns' :class:`Answers`. :meth:`taken_ranks`: each
+    taken sample's place in the time order (what a caller that needs the time order of
+    the rows it gets in file order reads).
     """
 
     def __init__(self, layout: Layout, arch: str, records: Intake | None = None,
-                 reader: CaptureReader | None = None, keep: bool = False):
+                 reader: CaptureReader | None = None, keep: bool = False,
+                 enricher: Enricher[int] | None = None):
         self.keep = keep     # every answer kept (an index refers to them all)
         self.answers = Answers()
         self.values = self.answers.values
-        self.enricher: Enricher[int] = Enricher(layout, arch, make=self.answers.make)
+        self.enricher: Enricher[int] = (Enricher(layout, arch, make=self.answers.make)
+                                        if enricher is None else enricher)
+        self._released = 0    # samples released so far
         self._join = _Join(self.enricher, layout)
         self._records = records
         self._read = RecordBlock.empty()   # records from arrival ``_base`` on, not yet taken
         self._base = 0
         self._ids = np.empty(0, np.int32)    # their answers (-1: a LOST record, or not yet)
+        self._ranks = np.empty(0, np.int64)  # their places in the time order (as _ids)
         self._taken = np.empty(0, np.int32)
+        self._taken_ranks = np.empty(0, np.int64)
         self._fields = list(self._join.fields([])[:4])   # their header fields (_Fields)
         self._feeds: list[tuple[int, Any]] = []   # (arrival it was read before, record)
         if records is not None:
-            self._order = Releases(TimeOrder(SampleRecord, LostRecord))
+            self.order = Releases(TimeOrder(SampleRecord, LostRecord))
             reader.on_context = self._context   # type: ignore[union-attr]
 
     def _context(self, item: Any) -> None:
-        self._feeds.append((self._order.arrived + self._records.got, item))  # type: ignore[union-attr]
+        self._feeds.append((self.order.arrived + self._records.got, item))  # type: ignore[union-attr]
 
     def _block(self, size: int) -> bool:
         """Read the next ``size`` records and answer what the time order releases; False
         at the end."""
         block = self._records.take(size)   # type: ignore[union-attr]
         count = len(block)
-        order = self._order
+        order = self.order
         if count:
             fields = self._join.fields(block.segments())
             self._read = RecordBlock.join([self._read, block])
             self._ids = np.concatenate([self._ids, np.full(count, -1, np.int32)])
+            self._ranks = np.concatenate([self._ranks, np.full(count, -1, np.int64)])
             self._fields = [np.concatenate(pair) for pair in zip(self._fields, fields[:4],
                                                                    strict=True)]
             lengths = fields[5]
@@ -686,6 +704,8 @@ class StreamContext:
         steps.sort(key=lambda step: step[0])    # stable: feeds before a loss at one place
         steps = [(int(before[place]), item) for place, item in steps]
         read = self._read
+        self._ranks[samples] = np.arange(self._released, self._released + len(samples))
+        self._released += len(samples)
         self._ids[samples] = self._join.answer(
             lambda i: read.data(samples[i]),
             lambda rows, max_bytes: read.datas(samples[rows], max_bytes),
@@ -706,7 +726,7 @@ class StreamContext:
         (:meth:`taken_ids`); the rows taken before are built by now: their answers may be
         forgotten."""
         self._forget()
-        order, end = self._order, self._base + max_rows
+        order, end = self.order, self._base + max_rows
         # each read about what the rows still to answer need, so that few rows past them
         # are answered (and their answers held) before they are taken
         while order.oldest_held < end and self._block(
@@ -715,7 +735,8 @@ class StreamContext:
         records, self._read = self._read.split(min(max_rows, len(self._read)))
         cut = len(records)
         self._taken = self._ids[:cut][records.samples]
-        self._ids = self._ids[cut:]
+        self._taken_ranks = self._ranks[:cut][records.samples]
+        self._ids, self._ranks = self._ids[cut:], self._ranks[cut:]
         self._fields = [f[cut:] for f in self._fields]
         self._base += cut
         return records
@@ -723,6 +744,11 @@ class StreamContext:
     def taken_ids(self) -> np.ndarray:
         """The answers of the samples of the last :meth:`take`, in file order."""
         return self._taken
+
+    def taken_ranks(self) -> np.ndarray:
+        """The places in the time order (0: the first sample released) of the samples of
+        the last :meth:`take`, in file order."""
+        return self._taken_ranks
 
     def answer(self, buf: bytes, begins: np.ndarray, ends: np.ndarray) -> np.ndarray:
         """The answers of raw samples, in the order given (sample i:

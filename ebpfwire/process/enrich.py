@@ -87,6 +87,9 @@ class Enricher(Generic[T]):
         self._children: dict[int, set[int]] = {}   # host pid -> kept pids it is parent of
         self._made: dict[tuple, T] = {}     # (program, parent's, container id) -> answer
         self._unplaced: T | None = None
+        #: False: no answer is kept, every sample reaches the table (for a caller that
+        #: needs the table's per-process event counts, which kept answers leave out).
+        self.keeps = True
         #: Called with the host pids whose kept answers were dropped (None: all of them):
         #: what a caller that skips the samples a kept answer would take needs to know.
         self.on_forget: Callable[[list[int] | None], None] | None = None
@@ -171,7 +174,7 @@ class Enricher(Generic[T]):
                                     event_id, argnum, retval, comm, cwd, flat)
         result = self.answer_of(answer)
         parent = answer.parent
-        if (event_id not in self._stateful and answer.process.exit_ns is None
+        if (self.keeps and event_id not in self._stateful and answer.process.exit_ns is None
                 and (parent is None or parent.exit_ns is None)):
             kept, children = self._kept, self._children
             if len(kept) >= _CACHE_LIMIT:
@@ -182,6 +185,11 @@ class Enricher(Generic[T]):
                 children[host_ppid] = {host_pid}
             else:
                 siblings.add(host_pid)
+        elif (kept := self._kept.get(host_pid)) is not None and kept[:5] != (
+                host_ppid, comm_raw, pid_id, mnt_id, cwd_raw):
+            # the table took this sample's namespaces and cwd: a later sample with the kept
+            # answer's fields must reach it again, to set them back as it would
+            self._forget(host_pid)
         return result
 
     def kept_answer(self, values: tuple) -> T | None:

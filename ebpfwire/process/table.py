@@ -201,6 +201,9 @@ class ProcessTable:
         self.lost_events = 0
         self.dropped = 0
         self.evicted = 0   # forgotten before their time, to keep max_processes
+        #: Times the live processes passed max_processes: which one goes depends on every
+        #: event (the clock below), so a caller that gave only some must know.
+        self.crowded = 0
         #: Called with a host pid whose answers changed (its life, parent, program, exit), or
         #: None when every answer may have (a container record): for caches of answers.
         self.on_change: Callable[[int | None], None] | None = None
@@ -336,6 +339,7 @@ class ProcessTable:
         """Forget the process least recently seen (the clock algorithm: one that had events
         since the last look goes round once more)."""
         live, order = self._live, self._order
+        self.crowded += 1
         while True:
             process = order.popleft()
             if live.get(process.host_pid) is not process:

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 from ebpfwire.capture import CaptureReader, CaptureStream, LostRecord, SampleRecord
 from ebpfwire.capture.snapshot import ContainerInfo, ProcessInfo
-from ebpfwire.process.table import Process, ProcessTable
+from ebpfwire.process.table import EventContext, Process, ProcessTable
 from ebpfwire.wire.errors import DecodeError
 from ebpfwire.wire.events import Event
 from ebpfwire.wire.text import escape, exit_status_text
@@ -86,8 +86,10 @@ class _Lives(NamedTuple):
 class ProcessTree:
     """Feed it a capture's records (events in ``ts`` order); ask for lines or JSON."""
 
-    def __init__(self, keep: EventFilter | None = None, arch: str = "x86_64"):
-        self.table = ProcessTable(retain_ns=None, arch=arch)
+    def __init__(self, keep: EventFilter | None = None, arch: str = "x86_64",
+                 table: ProcessTable | None = None):
+        # ``table``: one kept (no expiry) and fed by another, as the bulk path's enricher
+        self.table = table or ProcessTable(retain_ns=None, arch=arch)
         self.table.on_forget = self._forget
         self.keep = keep
         self._nodes: dict[int, TreeNode] = {}         # id(process) -> node
@@ -100,18 +102,23 @@ class ProcessTree:
         """The table forgot ``process`` (its bound): so does the tree."""
         self._nodes.pop(id(process), None)
 
-    def add_event(self, event: Event) -> None:
-        answer = self.table.update(event)
+    def node_of(self, answer: EventContext) -> TreeNode:
+        """The node of an answer's process, made at its first event (with the parent it is
+        answered with then); its container as the answer says, when it says one."""
         process = answer.process
         key = id(process)
-        if self.first_ts is None:
-            self.first_ts = event.ts
-        self.last_ts = event.ts
         node = self._nodes.get(key)
         if node is None:
             node = self._nodes[key] = TreeNode(process, first_parent=answer.parent)
         if answer.container is not None:
             node.container = answer.container
+        return node
+
+    def add_event(self, event: Event) -> None:
+        node = self.node_of(self.table.update(event))
+        if self.first_ts is None:
+            self.first_ts = event.ts
+        self.last_ts = event.ts
         if self.keep is None or self.keep(event):
             name = event.name or f"event_{event.event_id}"
             node.counts[name] = node.counts.get(name, 0) + 1
