@@ -7,6 +7,7 @@ none was lost.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -82,6 +83,8 @@ def test_ringbuf_two_cpus_a_million_events_none_lost():
     """Two producers on two CPUs (the ring's lock and positions shared), 80k events/s in
     all, the default 8 MiB ring: the reader keeps up, so nothing may be lost. Before the
     reader stored its position in one 8-byte store, 1-3 outputs per run failed here."""
+    gc.collect()   # not the reader's: garbage earlier tests left (a full collection of it
+    # mid-run pauses the reader for longer than the ring holds)
     cpus = sorted(os.sched_getaffinity(0))
     per_child = 500_000
     with Monitor(events=["close"], pid=os.getpid(), transport="ringbuf") as mon:
