@@ -5,6 +5,8 @@ numbers and domain texts, with damaged rows (the careful walk) among them."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow.compute as pc
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -83,3 +85,23 @@ def test_unix_paths_cut_at_the_first_nul_and_not_utf8_marked_raw():
         "/run/a.sock", "/run/\ufffd", "x" * 108, "@hidden", "", "/a"]
     assert table.column("raw").to_pylist() == [None, samples[1], None, None, None, None]
     assert table.column("family").to_pylist() == [ebpfwire.wire.names.sock_family_name(AF_UNIX)] * 6
+
+
+def test_batches_without_arguments_are_the_same_less_their_columns():
+    """``arguments=False`` leaves ``args`` and the flat columns null and nothing else
+    changes: ``errors`` still comes from walking the arguments (damaged fixtures)."""
+    from ebpfwire.columnar.arrow import FLAT_COLUMNS, located_batches, schema
+
+    flat = {"args", "path", "fd", "argv", "family", "addr", "port", "flags"}
+    assert set(schema().names) >= flat and {"sockaddr", "domain"} <= set(FLAT_COLUMNS)
+    for path in sorted((Path(__file__).resolve().parent.parent / "fixtures").glob("*.ewcap")):
+        full = list(located_batches(path, context=False, max_rows=64))
+        lean = list(located_batches(path, context=False, max_rows=64, arguments=False))
+        assert len(full) == len(lean)
+        for (a, at), (b, bt) in zip(full, lean, strict=True):
+            assert a.schema == b.schema and (at == bt).all()
+            for name in a.schema.names:
+                if name in flat:
+                    assert b.column(name).null_count == len(b)
+                else:
+                    assert a.column(name).equals(b.column(name)), (path.name, name)

@@ -80,7 +80,7 @@ def test_the_columns_counted(monkeypatch):
     """The columns are what counted (a guard on the test's switch between the paths)."""
     calls = []
     monkeypatch.setattr("ebpfwire.cli.info.by_columns", lambda sources: True)
-    monkeypatch.setattr("ebpfwire.cli.info_columns.batches",
+    monkeypatch.setattr("ebpfwire.cli.info_columns.located_batches",
                         lambda *a, **kw: calls.append(1) or iter(()))
     run("info", str(FIXTURES / "real-workload.ewcap"))
     assert calls

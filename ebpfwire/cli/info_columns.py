@@ -11,7 +11,7 @@ from ebpfwire.capture import CaptureReader
 from ebpfwire.capture.snapshot import ContainerInfo, ProcessInfo
 from ebpfwire.cli.held_blocks import hold_blocks_until_fit
 from ebpfwire.cli.info import InfoCounts
-from ebpfwire.columnar.arrow import batches
+from ebpfwire.columnar.arrow import located_batches
 from ebpfwire.wire.layouts import Layout
 
 
@@ -28,7 +28,8 @@ def count_columns(reader: CaptureReader, layout: Layout, arch: str, label: str
 
     reader.on_context = context
     hold_blocks_until_fit(reader, layout, arch, label)
-    for batch in batches(reader, layout=layout, arch=arch, strict=False, context=False):
+    for batch, _ in located_batches(reader, layout=layout, arch=arch, strict=False,
+                                    context=False, arguments=False):
         lost = batch.column("lost")
         is_lost = lost.is_valid().to_numpy(zero_copy_only=False)
         cpus = batch.column("cpu").to_numpy(zero_copy_only=False)

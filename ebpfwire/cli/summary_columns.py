@@ -82,7 +82,8 @@ class _Capture:
 
     def count(self) -> None:
         for batch, offsets in located_batches(self.reader, layout=self.layout,
-                                              arch=self.arch, strict=False, context=False):
+                                              arch=self.arch, strict=False, context=False,
+                                              arguments=False):
             part = (batch, offsets, self._decoded(batch))
             if self.held is None:
                 self._count(*part)

@@ -96,6 +96,11 @@ FLAT_COLUMNS: dict[str, dict[str, tuple[int, int]]] = {
     # the symbolic text of the call's flags word (fchownat's is a plain INT_T: none)
     "flags": _fed_by("flags", "type", text=True),
 }
+_FLAT_FIELDS = [("path", pa.string()), ("fd", pa.int32()), ("argv", pa.list_(pa.string())),
+                ("family", NAME_TYPE), ("addr", pa.string()), ("port", pa.uint16()),
+                ("flags", NAME_TYPE)]
+"""The flat columns as the schema has them (``sockaddr`` feeds family, addr and port,
+``domain`` family too)."""
 
 
 
@@ -134,10 +139,7 @@ def schema(layout: str | Layout = "classic", context: bool = True) -> pa.Schema:
         columns.append(("hashes", pa.list_(_HASH_TYPE)))
     columns += [
         ("retval", pa.int64()), ("errno", pa.string()), ("argnum", pa.uint32()),
-        ("args", pa.list_(ARG_TYPE)),
-        ("path", pa.string()), ("fd", pa.int32()), ("argv", pa.list_(pa.string())),
-        ("family", NAME_TYPE), ("addr", pa.string()), ("port", pa.uint16()),
-        ("flags", NAME_TYPE),
+        ("args", pa.list_(ARG_TYPE)), *_FLAT_FIELDS,
         ("lost", pa.uint64()), ("errors", pa.list_(_ERROR_TYPE)), ("raw", pa.binary()),
     ]
     if context:
@@ -222,16 +224,18 @@ def batches(source: Any, *, layout: str | Layout | None = None, arch: str | None
 
 def located_batches(source: Any, *, layout: str | Layout | None = None,
                     arch: str | None = None, strict: bool = False, max_rows: int = MAX_ROWS,
-                    context: bool | ContextIndex = True
+                    context: bool | ContextIndex = True, arguments: bool = True
                     ) -> Iterator[tuple[pa.RecordBatch, np.ndarray | None]]:
     """:func:`batches`, each with the file offset of every row (int64; None for raw
-    samples): for the commands whose messages say where a row is in its capture."""
-    yield from _batches(source, layout, arch, strict, max_rows, context, [])
+    samples): for the commands whose messages say where a row is in its capture. Without
+    ``arguments`` the ``args`` column and the flat columns are null (the arguments are
+    still walked: ``errors`` is the same), for commands that only count."""
+    yield from _batches(source, layout, arch, strict, max_rows, context, [], arguments)
 
 
 def _batches(source: Any, layout: str | Layout | None, arch: str | None, strict: bool,
-             max_rows: int, context: bool | ContextIndex, schemas: list[pa.Schema]
-             ) -> Iterator[tuple[pa.RecordBatch, np.ndarray | None]]:
+             max_rows: int, context: bool | ContextIndex, schemas: list[pa.Schema],
+             arguments: bool = True) -> Iterator[tuple[pa.RecordBatch, np.ndarray | None]]:
     """:func:`located_batches`, noting each source's schema in ``schemas``: a capture
     without a row still has its layout's columns."""
     if max_rows < 1:
@@ -243,7 +247,7 @@ def _batches(source: Any, layout: str | Layout | None, arch: str | None, strict:
         elif src.layout is not first:
             raise ValueError(f"captures of one table must share a context layout: expected "
                              f"{first.name}, found {src.layout.name}")
-        builder = _BatchBuilder(src, strict)
+        builder = _BatchBuilder(src, strict, arguments)
         schemas.append(builder.schema)
         while True:
             chunk = _chunk(src, max_rows)
@@ -366,8 +370,9 @@ class _Head:
 class _BatchBuilder:
     """Builds record batches for one source (its layout, arch, boot time)."""
 
-    def __init__(self, src: _Source, strict: bool):
+    def __init__(self, src: _Source, strict: bool, arguments: bool = True):
         self.layout, self.arch, self.strict = src.layout, src.arch, strict
+        self.arguments = arguments   # False: ``args`` and the flat columns left null
         self.boot_time_ns = src.boot_time_ns
         self.name = src.name
         self.seen = 0        # samples in the batches before this one
@@ -539,12 +544,18 @@ class _BatchBuilder:
             wall = ts.astype(np.int64) + np.int64(self.boot_time_ns)
             columns["time"] = pa.array(wall, pa.timestamp("ns", tz="UTC"), mask=mask("ts"))
         columns["errno"] = self._errnos(header["event_id"], header["retval"], mask("retval"))
-        columns["args"] = pa.ListArray.from_arrays(pa.array(arguments.offsets.astype(np.int32)),
-                                                   arguments.struct())
+        if self.arguments:
+            columns["args"] = pa.ListArray.from_arrays(
+                pa.array(arguments.offsets.astype(np.int32)), arguments.struct())
+        else:   # (counted, not read: the arguments walked for their damage alone)
+            columns["args"] = pa.nulls(count, pa.list_(ARG_TYPE))
+            for name, kind in _FLAT_FIELDS:
+                columns[name] = pa.nulls(count, kind)
         if self.hash_offset is not None:
             columns["hashes"] = pa.array([self.row_hashes.pop(i, None) for i in range(count)],
                                          pa.list_(_HASH_TYPE))
-        self._flat_columns(columns, header["event_id"], arguments, mask("event_id"))
+        if self.arguments:
+            self._flat_columns(columns, header["event_id"], arguments, mask("event_id"))
         columns["errors"] = self._errors(head.damage, count)
         columns["lost"] = pa.nulls(count, pa.uint64())
         columns["raw"] = self._raw(payload, head.bad_rows)
