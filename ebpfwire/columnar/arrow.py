@@ -305,7 +305,7 @@ def _chunk(src: _Source, max_rows: int) -> tuple | None:
 class Samples(NamedTuple):
     """A chunk of a capture's samples as :func:`answered_samples` gives them."""
 
-    batch: pa.RecordBatch   # a row a sample: :meth:`_BatchBuilder.filter_columns`
+    batch: pa.RecordBatch | None   # a row a sample, no argument columns; None: no sample
     damaged: np.ndarray     # decoded with errors (not those found by scanning after
                             # damage: the reader reports the damage)
     ids: np.ndarray         # the answers of the caller's stream
@@ -322,11 +322,13 @@ def answered_samples(reader: CaptureReader, stream: StreamContext, layout: Layou
     header = reader.header
     src = _Source(layout, arch, header.boot_time_ns or None, iter(()),
                   reader.name or "a capture", False, reader)
-    builder = _BatchBuilder(src, strict=False)
+    builder = _BatchBuilder(src, strict=False, arguments=False)
     src.context = stream
     while (chunk := _chunk(src, max_rows)) is not None:
         payload, _, offsets, lost, ids, _, _ = chunk
-        batch, damaged = builder.filter_columns(payload, offsets)
+        batch = builder.build(payload, None, offsets, [], None, [])   # None: LOST records only
+        damaged = (np.zeros(0, bool) if batch is None else
+                   batch.column("errors").is_valid().to_numpy(zero_copy_only=False))
         yield Samples(batch, damaged, ids, payload[2] - payload[1], lost)
 
 
@@ -505,23 +507,6 @@ class _BatchBuilder:
         for row in bad_rows:
             raw[row] = joined[begins[row]:ends[row]]
         return pa.array(raw, pa.binary())
-
-    def filter_columns(self, payload: tuple[bytes, np.ndarray, np.ndarray],
-                       file_offsets: np.ndarray | None) -> tuple[pa.RecordBatch, np.ndarray]:
-        """What a caller that counts events needs of the samples of a chunk, a row each
-        (no LOST rows): their header fields, ``event``, and the columns
-        :meth:`~ebpfwire.wire.filter.EventFilter.mask` reads (``lost`` all null, ``raw``);
-        and which are damaged (their arguments walked, as :meth:`build` walks them). The
-        arguments' columns are not made."""
-        head = self._head(payload, file_offsets)
-        self.row_hashes.clear()   # (the hashes column is not made)
-        count = len(payload[1])
-        columns = head.columns
-        columns["lost"] = pa.nulls(count, pa.uint64())
-        columns["raw"] = self._raw(payload, head.bad_rows)
-        damaged = np.zeros(count, bool)
-        damaged[[row for row, _ in head.damage]] = True
-        return pa.RecordBatch.from_pydict(columns), damaged
 
     def build(self, payload: tuple[bytes, np.ndarray, np.ndarray], cpus: np.ndarray | None,
               file_offsets: np.ndarray | None, lost: list[tuple[int, int, int]],
