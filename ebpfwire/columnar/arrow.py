@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from itertools import islice
 from typing import Any, NamedTuple
 
@@ -354,21 +353,6 @@ def to_table(source: Any, *, layout: str | Layout | None = None, arch: str | Non
 # --------------------------------------------------------------------------- one batch
 
 
-@dataclass(slots=True)
-class _Head:
-    """What every batch makes of its samples first: the header fields (numpy), where a
-    sample is cut before each field (``cut``, by field; none when no sample is short),
-    the header fields and ``event`` as columns, the arguments walked, the damage found
-    ((row, errors)) and the rows whose bytes a row keeps in ``raw``."""
-
-    header: dict[str, np.ndarray]
-    cut: dict[str, np.ndarray]
-    columns: dict[str, pa.Array]
-    arguments: Arguments
-    damage: list
-    bad_rows: set[int]
-
-
 class _BatchBuilder:
     """Builds record batches for one source (its layout, arch, boot time)."""
 
@@ -469,11 +453,18 @@ class _BatchBuilder:
 
     # -- columns
 
-    def _head(self, payload: tuple[bytes, np.ndarray, np.ndarray],
-              file_offsets: np.ndarray | None) -> _Head:
-        """The samples' header fields and arguments (see :class:`_Head`)."""
+    def build(self, payload: tuple[bytes, np.ndarray, np.ndarray], cpus: np.ndarray | None,
+              file_offsets: np.ndarray | None, lost: list[tuple[int, int, int]],
+              ids: np.ndarray | None,
+              marks: list[tuple[int, DecodeError]]) -> pa.RecordBatch | None:
+        """One batch from a chunk (see :func:`_chunk`): the samples are
+        ``joined[begins[i]:ends[i]]`` of ``payload`` (begins in order, the samples not
+        overlapping: the bytes between them are not read); None if none is a row."""
         joined, begins, ends = payload
         count = len(begins)
+        if not count and not lost:
+            return None
+        cpu = None if cpus is None else pa.array(cpus, pa.uint32())
         size = self.layout.size
         lengths = ends - begins
         short = lengths < size
@@ -485,53 +476,31 @@ class _BatchBuilder:
                                             file_offsets, bad_rows)
         self.seen += count
         columns: dict[str, pa.Array] = {}
-        cut = {name: lengths < offset + (int(code[:-1]) if code.endswith("s")
-                                         else np.dtype(_NP_CODES[code]).itemsize)
-               for name, code, offset in self.fields} if short.any() else {}
+        valid_field = {name: lengths >= offset + (int(code[:-1]) if code.endswith("s")
+                                                  else np.dtype(_NP_CODES[code]).itemsize)
+                       for name, code, offset in self.fields} if short.any() else {}
+
+        def mask(name: str) -> np.ndarray | None:
+            return ~valid_field[name] if name in valid_field else None
+
         for name, code, _ in self.fields:
             values = header[name]
             if code.endswith("s"):
-                columns[name] = self._text_column(values, cut.get(name), bad_rows)
+                columns[name] = self._text_column(values, mask(name), bad_rows)
             else:
-                columns[name] = pa.array(values, _INT_TYPES[code], mask=cut.get(name))
-        columns["event"] = self._events(header["event_id"], cut.get("event_id"))
-        return _Head(header, cut, columns, arguments, damage, bad_rows)
-
-    @staticmethod
-    def _raw(payload: tuple[bytes, np.ndarray, np.ndarray], bad_rows: set[int]) -> pa.Array:
-        """The ``raw`` column: the bytes of the rows that need them, else null."""
-        joined, begins, ends = payload
-        if not bad_rows:
-            return pa.nulls(len(begins), pa.binary())
-        raw: list[bytes | None] = [None] * len(begins)
-        for row in bad_rows:
-            raw[row] = joined[begins[row]:ends[row]]
-        return pa.array(raw, pa.binary())
-
-    def build(self, payload: tuple[bytes, np.ndarray, np.ndarray], cpus: np.ndarray | None,
-              file_offsets: np.ndarray | None, lost: list[tuple[int, int, int]],
-              ids: np.ndarray | None,
-              marks: list[tuple[int, DecodeError]]) -> pa.RecordBatch | None:
-        """One batch from a chunk (see :func:`_chunk`): the samples are
-        ``joined[begins[i]:ends[i]]`` of ``payload`` (begins in order, the samples not
-        overlapping: the bytes between them are not read); None if none is a row."""
-        count = len(payload[1])
-        if not count and not lost:
-            return None
-        cpu = None if cpus is None else pa.array(cpus, pa.uint32())
-        head = self._head(payload, file_offsets)
-        header, columns, arguments = head.header, head.columns, head.arguments
-        mask = head.cut.get   # where a sample is cut before the field: null
+                columns[name] = pa.array(values, _INT_TYPES[code], mask=mask(name))
         ts = header["ts"]
         if self.boot_time_ns is None:
             columns["time"] = pa.nulls(count, pa.timestamp("ns", tz="UTC"))
         else:
             wall = ts.astype(np.int64) + np.int64(self.boot_time_ns)
             columns["time"] = pa.array(wall, pa.timestamp("ns", tz="UTC"), mask=mask("ts"))
+        columns["event"] = self._events(header["event_id"], mask("event_id"))
         columns["errno"] = self._errnos(header["event_id"], header["retval"], mask("retval"))
         if self.arguments:
             columns["args"] = pa.ListArray.from_arrays(
                 pa.array(arguments.offsets.astype(np.int32)), arguments.struct())
+            self._flat_columns(columns, header["event_id"], arguments, mask("event_id"))
         else:   # (counted, not read: the arguments walked for their damage alone)
             columns["args"] = pa.nulls(count, pa.list_(ARG_TYPE))
             for name, kind in _FLAT_FIELDS:
@@ -539,11 +508,15 @@ class _BatchBuilder:
         if self.hash_offset is not None:
             columns["hashes"] = pa.array([self.row_hashes.pop(i, None) for i in range(count)],
                                          pa.list_(_HASH_TYPE))
-        if self.arguments:
-            self._flat_columns(columns, header["event_id"], arguments, mask("event_id"))
-        columns["errors"] = self._errors(head.damage, count)
+        columns["errors"] = self._errors(damage, count)
         columns["lost"] = pa.nulls(count, pa.uint64())
-        columns["raw"] = self._raw(payload, head.bad_rows)
+        if bad_rows:
+            raw: list[bytes | None] = [None] * count
+            for row in bad_rows:
+                raw[row] = joined[begins[row]:ends[row]]
+            columns["raw"] = pa.array(raw, pa.binary())
+        else:
+            columns["raw"] = pa.nulls(count, pa.binary())
         columns["cpu"] = pa.nulls(count, pa.uint32()) if cpu is None else cpu
         if self.values is not None and ids is not None:
             for (name, _), column in zip(rowcontext.FIELDS, rowcontext.columns(self.values, ids),
