@@ -70,10 +70,9 @@ def _bulk(args: argparse.Namespace, label: str) -> tuple[ProcessTree, int, int] 
     again), a small capture (:func:`~ebpfwire.cli.captures.by_columns`: its imports and
     first calls cost about 0.4 s; where nearly every sample is a new process, as in a fork
     chain, the table is given every sample and the bulk path is 1.3-1.6x slower than the
-    per-event one), -p/--pid (its tree of processes follows
-    every event in time order), no numpy or pyarrow, and what bulk_tree gives up on (the
-    layout check among them, held_until_fit: a first sample that does not decode, LOST
-    records held before it)."""
+    per-event one), -p/--pid (its tree of processes follows every event in time order),
+    no numpy or pyarrow, and what bulk_tree gives up on (the layout check among them,
+    held_until_fit: a first sample that does not decode, LOST records held before it)."""
     if args.pid is not None or not by_columns([args.file]):
         return None
     from ebpfwire.columnar.pstree import bulk_tree
