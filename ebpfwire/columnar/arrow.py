@@ -322,7 +322,7 @@ def answered_samples(reader: CaptureReader, stream: StreamContext, layout: Layou
     src = _Source(layout, arch, header.boot_time_ns or None, iter(()),
                   reader.name or "a capture", False, reader)
     builder = _BatchBuilder(src, strict=False, arguments=False)
-    src.context = stream
+    src.context = stream   # (after the builder: the answers are the caller's, not columns)
     while (chunk := _chunk(src, max_rows)) is not None:
         payload, _, offsets, lost, ids, _, _ = chunk
         batch = builder.build(payload, None, offsets, [], None, [])   # None: LOST records only
