@@ -33,3 +33,18 @@ def damaged(data: bytes, rng: random.Random, start: int, end: int) -> bytes:
         else:
             out[at:at] = rng.randbytes(rng.randint(1, 64))
     return bytes(out)
+
+
+def damaged_fixture(seed: int, target: Path) -> Path:
+    """`target`: a fixture capture chosen and damaged by ``seed`` past its header, an odd
+    seed within the first 600 bytes of records (where the layout check holds records back),
+    an even one anywhere."""
+    from ebpfwire.capture import CaptureReader
+
+    rng = random.Random(seed)
+    source = rng.choice(sorted(FIXTURES.glob("*.ewcap")))
+    with CaptureReader(source) as reader:
+        begin = next(iter(reader)).offset
+    data = source.read_bytes()
+    target.write_bytes(damaged(data, rng, begin, begin + 600 if seed % 2 else len(data)))
+    return target

@@ -6,13 +6,12 @@ captures that make the layout check hold records back and on Hypothesis-made one
 from __future__ import annotations
 
 import os
-import random
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
-from corpus import damaged
+from corpus import damaged_fixture
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_cli import run
@@ -73,14 +72,7 @@ def test_several_files_and_standard_input(monkeypatch):
 
 @pytest.mark.parametrize("seed", range(24))
 def test_damaged_captures_count_as_event_by_event(monkeypatch, tmp_path: Path, seed: int):
-    rng = random.Random(seed)
-    data = rng.choice(CAPTURES).read_bytes()
-    first = CaptureReader(rng.choice(CAPTURES))   # where the records begin: past the header
-    begin = next(iter(first)).offset
-    first.close()
-    near = seed % 2   # half damaged near the start: the layout check holds records back
-    path = tmp_path / "damaged.ewcap"
-    path.write_bytes(damaged(data, rng, begin, begin + 600 if near else len(data)))
+    path = damaged_fixture(seed, tmp_path / "damaged.ewcap")
     for options in ([], ["--lenient", "--by", "pid"], ["--json", "--by", "comm"]):
         bulk, events = both(monkeypatch, "summary", *options, str(path))
         assert bulk == events

@@ -207,10 +207,10 @@ def say_order(label: str, stream: CaptureStream | StreamContext) -> None:
 
 
 COLUMNS_FROM_BYTES = 32 << 20
-"""Captures of this many bytes or more are counted from the batch decoder's columns
-(``info``, ``summary``): below, importing pyarrow and building batches (0.35-0.4 s of CPU)
-costs more than reading event by event saves (docs/benchmarks.md, "Counting commands by
-columns")."""
+"""Captures of this many bytes or more are read on the bulk paths (``info``, ``summary``,
+``ps`` from the batch decoder's columns, ``decode --format jsonl`` with the columnar
+context): below, importing pyarrow and building batches (0.35-0.4 s of CPU) costs more
+than reading event by event saves (docs/benchmarks.md, "Counting commands by columns")."""
 
 
 def by_columns(sources: Iterable[str]) -> bool:

@@ -15,6 +15,7 @@ from ebpfwire.capture import (
     SampleRecord,
 )
 from ebpfwire.cli.captures import (
+    by_columns,
     held_until_fit,
     layout_and_arch,
     open_capture,
@@ -49,6 +50,8 @@ class Decoding:
         self.damaged = 0
 
     def run(self, source: str) -> None:
+        if self._bulk(source):
+            return
         label = source_label(source)
         reader = open_capture(source, follow=self.args.follow)
 
@@ -75,6 +78,22 @@ class Decoding:
                 progress.done()
                 self.out.flush()
             say_notes(label, reader, enricher.table if enricher is not None else None)
+
+    def _bulk(self, source: str) -> bool:
+        """Whether ``source`` was decoded on the bulk path (``cli.decode_columns``): JSON
+        with the process context, in time order, strict, unfiltered, of a big regular
+        file (``captures.by_columns``)."""
+        args = self.args
+        if not (self.out.fmt in ("jsonl", "json") and self.strict and self.keep is None
+                and not (args.raw or args.follow or args.no_sort) and by_columns([source])):
+            return False
+        from ebpfwire.cli.decode_columns import decode_bulk
+
+        damaged = decode_bulk(source, args, self.out)
+        if damaged is None:
+            return False
+        self.damaged += damaged
+        return True
 
     def _decode(self, stream: CaptureStream, enricher: Enricher | None, label: str,
                 progress: Progress) -> None:
@@ -114,6 +133,8 @@ class Decoding:
                 self.damaged += 1
                 say(f"{label}: sample at file offset {record.offset} does not decode: "
                      f"{event} (--lenient shows what can be decoded)")
+                if enricher is not None:   # its header is still the process's news
+                    enricher.sample(record.data)
                 continue
             if event.errors:
                 self.damaged += 1

@@ -101,6 +101,13 @@ class Output:
 
     line = _add
 
+    def lines(self, lines: list[str]) -> None:
+        """Many lines at once (the bulk path's)."""
+        self._lines += lines
+        self.pending += sum(map(len, lines))
+        if self.flush_each or self.pending >= WRITE_LIMIT:
+            self.flush()
+
     def event(self, event: Event) -> None:
         self._add(self.table.event(event) if self.fmt == "table" else event_json(event))
 

@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ebpfwire.capture import CaptureReader, LostRecord, SampleRecord
+from ebpfwire.capture import CaptureDamage, CaptureReader, LostRecord, SampleRecord
 from ebpfwire.capture.bulk import Intake, RecordBlock, fitting
 from ebpfwire.collect import fewer_collections
 from ebpfwire.process.enrich import Enricher
@@ -70,18 +70,34 @@ def _utf8(text: str) -> str:
 KEEP_ANSWERS = 1 << 12
 
 
+def column_value(program: Program | None, parent: Program | None,
+                 container_id: str | None) -> Value:
+    """An answer as the context columns hold it (Arrow strings: UTF-8)."""
+    return (
+        None if program is None else (
+            _utf8(program.exe) if program.exe else None,
+            program.argv if "".join(program.argv).isascii()   # (most are: no call each)
+            else tuple(map(_utf8, program.argv)), program.source),
+        None if parent is None else (_utf8(parent.exe) if parent.exe else None,
+                                     parent.source),
+        container_id)
+
+
 class Answers:
     """The distinct answers of one capture, each numbered once (``make`` of the Enricher):
-    ``values`` maps each number to its value.
+    ``values`` maps each number to its value, made by ``value`` (by default
+    :func:`column_value`; ``decode``'s bulk path: the JSON lines' fields).
 
     Answers are compared by value, as the JSON lines show them (two runs of one program
     with the same argv are one answer). A stream (:meth:`forget`) keeps only the answers
     that rows not yet built or the enricher's caches refer to: a capture makes a new one
     for nearly every process life, and would otherwise hold them all."""
 
-    def __init__(self) -> None:
-        self.values: dict[int, Value] = {}
-        self._ids: dict[Value, int] = {}
+    def __init__(self, value: Callable[[Program | None, Program | None, str | None], Any]
+                 = column_value) -> None:
+        self.values: dict[int, Any] = {}
+        self._value = value
+        self._ids: dict[Any, int] = {}
         self._next = 0
         self._forget_at = KEEP_ANSWERS
 
@@ -100,14 +116,7 @@ class Answers:
 
     def make(self, program: Program | None, parent: Program | None,
              container_id: str | None) -> int:
-        value: Value = (
-            None if program is None else (
-                _utf8(program.exe) if program.exe else None,
-                program.argv if "".join(program.argv).isascii()   # (most are: no call each)
-                else tuple(map(_utf8, program.argv)), program.source),
-            None if parent is None else (_utf8(parent.exe) if parent.exe else None,
-                                         parent.source),
-            container_id)
+        value = self._value(program, parent, container_id)
         number = self._ids.get(value)
         if number is None:
             number = self._ids[value] = self._next
@@ -640,13 +649,14 @@ class StreamContext:
 
     def __init__(self, layout: Layout, arch: str, records: Intake | None = None,
                  reader: CaptureReader | None = None, keep: bool = False,
-                 enricher: Enricher[int] | None = None):
+                 enricher: Enricher[int] | None = None, answers: Answers | None = None,
+                 place_damage: bool = False):
         self.keep = keep     # every answer kept (an index refers to them all)
-        self.answers = Answers()
+        self.answers = Answers() if answers is None else answers
         self.values = self.answers.values
         self.enricher: Enricher[int] = (Enricher(layout, arch, make=self.answers.make)
                                         if enricher is None else enricher)
-        self._released = 0    # samples released so far
+        self._released = 0    # records released so far
         self._join = _Join(self.enricher, layout)
         self._records = records
         self._read = RecordBlock.empty()   # records from arrival ``_base`` on, not yet taken
@@ -655,14 +665,28 @@ class StreamContext:
         self._ranks = np.empty(0, np.int64)  # their places in the time order (as _ids)
         self._taken = np.empty(0, np.int32)
         self._taken_ranks = np.empty(0, np.int64)
+        self._taken_samples = np.empty(0, bool)
         self._fields = list(self._join.fields([])[:4])   # their header fields (_Fields)
         self._feeds: list[tuple[int, Any]] = []   # (arrival it was read before, record)
+        self._damage: list[tuple[int, CaptureDamage]] = []   # as _feeds
+        #: (place in the time order of the first record released after it was met, damage):
+        #: where decode, reading record by record, says it
+        self.damage: list[tuple[int, CaptureDamage]] = []
         if records is not None:
             self.order = Releases(TimeOrder(SampleRecord, LostRecord))
             reader.on_context = self._context   # type: ignore[union-attr]
+            if place_damage:
+                reader.on_damage = self._damaged   # type: ignore[union-attr]
+
+    def _arrival(self) -> int:
+        """The arrival of the next record the reader gives (what it says now is before it)."""
+        return self.order.arrived + self._records.got   # type: ignore[union-attr]
 
     def _context(self, item: Any) -> None:
-        self._feeds.append((self.order.arrived + self._records.got, item))  # type: ignore[union-attr]
+        self._feeds.append((self._arrival(), item))
+
+    def _damaged(self, damage: CaptureDamage) -> None:
+        self._damage.append((self._arrival(), damage))
 
     def _block(self, size: int) -> bool:
         """Read the next ``size`` records and answer what the time order releases; False
@@ -684,6 +708,9 @@ class StreamContext:
             released = order.end()
             at = np.full(len(released), order.arrived, np.int64)
         self._answer(released, at)
+        if not count:   # damage met at the end of the data: after every record
+            self.damage += [(self._released, damage) for _, damage in self._damage]
+            self._damage = []
         return bool(count)
 
     def _answer(self, released: np.ndarray, at: np.ndarray) -> None:
@@ -693,6 +720,10 @@ class StreamContext:
         last = int(at[-1]) if len(at) else -1
         now = [(arrival, item) for arrival, item in self._feeds if arrival <= last]
         self._feeds = [(arrival, item) for arrival, item in self._feeds if arrival > last]
+        self.damage += [(self._released + int(np.searchsorted(at, arrival, "left")), damage)
+                        for arrival, damage in self._damage if arrival <= last]
+        self._damage = [(arrival, damage) for arrival, damage in self._damage
+                        if arrival > last]
         local = released - self._base
         is_sample = self._read.samples[local]
         samples = local[is_sample]
@@ -704,8 +735,8 @@ class StreamContext:
         steps.sort(key=lambda step: step[0])    # stable: feeds before a loss at one place
         steps = [(int(before[place]), item) for place, item in steps]
         read = self._read
-        self._ranks[samples] = np.arange(self._released, self._released + len(samples))
-        self._released += len(samples)
+        self._ranks[local] = np.arange(self._released, self._released + len(local))
+        self._released += len(local)
         self._ids[samples] = self._join.answer(
             lambda i: read.data(samples[i]),
             lambda rows, max_bytes: read.datas(samples[rows], max_bytes),
@@ -735,7 +766,8 @@ class StreamContext:
         records, self._read = self._read.split(min(max_rows, len(self._read)))
         cut = len(records)
         self._taken = self._ids[:cut][records.samples]
-        self._taken_ranks = self._ranks[:cut][records.samples]
+        self._taken_ranks = self._ranks[:cut]
+        self._taken_samples = records.samples
         self._ids, self._ranks = self._ids[cut:], self._ranks[cut:]
         self._fields = [f[cut:] for f in self._fields]
         self._base += cut
@@ -745,10 +777,16 @@ class StreamContext:
         """The answers of the samples of the last :meth:`take`, in file order."""
         return self._taken
 
-    def taken_ranks(self) -> np.ndarray:
-        """The places in the time order (0: the first sample released) of the samples of
-        the last :meth:`take`, in file order."""
-        return self._taken_ranks
+    def taken_ranks(self, samples: bool = True) -> np.ndarray:
+        """The places in the time order (0: the first record released) of the samples (or
+        every record) of the last :meth:`take`, in file order."""
+        return self._taken_ranks[self._taken_samples] if samples else self._taken_ranks
+
+    def placed_before(self) -> int:
+        """The first place in the time order not yet taken: every record before it has
+        been taken (what may be shown in time order so far)."""
+        placed = self._ranks[self._ranks >= 0]
+        return int(placed.min()) if len(placed) else self._released
 
     def answer(self, buf: bytes, begins: np.ndarray, ends: np.ndarray) -> np.ndarray:
         """The answers of raw samples, in the order given (sample i:

@@ -191,10 +191,13 @@ def event_json(event: Event, context: str = "") -> str:
 
 
 def sample_json(data: bytes, layout: Layout, arch: str,
-                context: Callable[[bytes, tuple, list], str] | None = None) -> str | None:
+                context: Callable[[bytes, tuple, list], str] | None = None,
+                end: str = "}") -> str | None:
     """The JSON line of a raw sample, without building an Event: the hot path of
     ``decode --format jsonl``. ``context(data, header values, flat arguments)`` gives
-    fields to end the line with (the process context: ``enrich.Enricher.sample``).
+    fields to end the line with (the process context: ``enrich.Enricher.sample``); else
+    the line ends with ``end`` (the bulk path's context fields, known beforehand, and
+    ``}``).
 
     It returns a line only when the walker's fast path finds the sample certainly valid,
     and then exactly ``json.dumps(decode(data, ...).to_dict())`` (a property test holds
@@ -232,7 +235,7 @@ def sample_json(data: bytes, layout: Layout, arch: str,
             line += ', "hashes": ' + _dumps(hashes)
     if context is not None:
         return f"{line}{context(data, values, flat)}}}"
-    return line + "}"
+    return line + end
 
 
 def lost_json(cpu: int, count: int) -> str:

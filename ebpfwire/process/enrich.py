@@ -50,7 +50,7 @@ class Enricher(Generic[T]):
     """The process context of one capture's events, made into what an output needs.
 
     ``make(program, parent_program, container_id)`` turns an answer of the table into
-    the output's form: by default the JSON lines' fields (:meth:`fields`). :meth:`sample`
+    the output's form: by default the JSON lines' fields (:class:`ContextJson`). :meth:`sample`
     answers a raw sample; :meth:`event` a decoded :class:`Event` (damaged or filtered
     samples). Both feed one :class:`ProcessTable`, so they may be mixed in one stream.
 
@@ -69,7 +69,7 @@ class Enricher(Generic[T]):
         self._arch = arch
         self.table.on_change = self._forget
         self._make: Callable[[Program | None, Program | None, str | None], T] = (
-            make or self.fields)  # type: ignore[assignment]
+            make or ContextJson())  # type: ignore[assignment]
         self._layout = layout
         self._unpack = layout.fmt.unpack_from
         self._size = layout.size
@@ -78,9 +78,6 @@ class Enricher(Generic[T]):
         self._stateful = stateful
         self._with_args = stateful - {DO_EXIT}    # exec entries and bprm_check read args
         self._texts: dict[bytes, str] = {}
-        # (exe, argv, source) -> (the program's JSON with argv, without): the same
-        # command run again and again is made into JSON once
-        self._programs: dict[tuple, tuple[str, str]] = {}
         # host pid -> (host ppid, comm, pid_id, mnt_id, cwd or None, answer), the header
         # fields as the layout's struct gives them
         self._kept: dict[int, tuple] = {}
@@ -239,7 +236,15 @@ class Enricher(Generic[T]):
             made = self._made[key] = self._make(*key)
         return made
 
-    # -- the JSON lines' fields, the default ``make``
+
+class ContextJson:
+    """The fields an enriched JSON line ends with (``, "process": ...``): the default
+    ``make`` of :class:`Enricher`, and the answers of ``decode``'s bulk path. Each
+    program's JSON is made once (the same command runs again and again)."""
+
+    def __init__(self) -> None:
+        # (exe, argv, source) -> (the program's JSON with argv, without)
+        self._programs: dict[tuple, tuple[str, str]] = {}
 
     def _program(self, program: Program | None, argv: bool) -> str:
         if program is None:
@@ -253,10 +258,8 @@ class Enricher(Generic[T]):
                                             json.dumps(program_json(program, argv=False)))
         return cached[0] if argv else cached[1]
 
-    def fields(self, program: Program | None, parent: Program | None,
-               container_id: str | None) -> str:
-        """The fields an enriched JSON line ends with (``, "process": ...``), each program's
-        JSON made once."""
+    def __call__(self, program: Program | None, parent: Program | None,
+                 container_id: str | None) -> str:
         return (', "process": ' + self._program(program, True) + ', "parent_process": '
                 + self._program(parent, False) + ', "container_id": '
                 + ("null" if container_id is None else json.dumps(container_id)))

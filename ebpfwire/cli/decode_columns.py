@@ -1,0 +1,168 @@
+"""``decode --format jsonl`` (and ``json``) of a big capture on the bulk path: the records
+read in blocks, their time order and process context worked out for many at once
+(:class:`~ebpfwire.columnar.rowcontext.StreamContext`), and each sample's line made from
+its bytes and its answer's fields, JSON made once per distinct answer. Output and stderr
+are the per-event path's (``cli.decode.Decoding``), byte for byte: lines in time order,
+damage said where reading record by record says it, undecodable samples at their place.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ebpfwire.capture import CaptureDamage
+from ebpfwire.capture.bulk import Intake
+from ebpfwire.capture.format import SampleRecord, resync_error
+from ebpfwire.cli.captures import (
+    layout_and_arch,
+    open_capture,
+    regular_size,
+    say_notes,
+    say_order,
+    source_label,
+)
+from ebpfwire.cli.errors import say
+from ebpfwire.cli.output import Output, Progress
+from ebpfwire.columnar.rowcontext import Answers, StreamContext
+from ebpfwire.output.render import event_json, lost_json, sample_json
+from ebpfwire.process.enrich import ContextJson
+from ebpfwire.wire.decoder import decode
+from ebpfwire.wire.errors import DecodeError
+
+ROWS = 1 << 14   # records taken at a time
+
+
+def decode_bulk(source: str, args, out: Output) -> int | None:
+    """Decode ``source`` to ``out``; the count of what was damaged, or None (nothing
+    printed or said) where the per-event path is the one: no sample in file order decodes
+    cleanly before the first that does not, or a LOST record (the layout check,
+    ``captures.held_until_fit``, would hold records back, and context records pass them).
+    """
+    label = source_label(source)
+    with open_capture(source) as reader:
+        layout, arch = layout_and_arch(args, reader.header, label)
+        stream = StreamContext(layout, arch, Intake(reader.blocks()), reader,
+                               answers=Answers(ContextJson()), place_damage=True)
+        out.set_boot_time(reader.header.boot_time_ns)
+        run = _Run(stream, layout, arch, label, out)
+        progress = Progress(regular_size(source))
+        try:
+            if not run.lines(progress):
+                return None
+        finally:
+            progress.done()
+            out.flush()
+        say_notes(label, reader, stream.enricher.table)
+        say_order(label, stream)
+        return run.damaged + len(stream.damage)
+
+
+class _Run:
+    """One capture's records made into lines and messages, shown in time order."""
+
+    def __init__(self, stream: StreamContext, layout, arch: str, label: str, out: Output):
+        self.stream, self.layout, self.arch, self.label, self.out = (
+            stream, layout, arch, label, out)
+        self.damaged = 0      # samples decoded with errors or not at all
+        self.lines_held: list[str] = []   # made, not yet shown: a record before them is not
+        self.ranks_held = np.empty(0, np.int64)
+        # (place, 0 damage / 1 sample, the damage's number, message)
+        self.said: list[tuple[int, int, int, str]] = []
+        self.damage_seen = 0  # of stream.damage
+
+    def lines(self, progress: Progress) -> bool:
+        """Every record shown; False, with nothing shown, where the layout check would
+        hold records back."""
+        stream, layout, arch = self.stream, self.layout, self.arch
+        first_clean = False
+        records_done = events = 0
+        while len(records := stream.take(ROWS)):
+            buf, begins, ends = records.payloads()
+            samples = records.samples
+            ids = stream.taken_ids().tolist()
+            values = stream.answers.values
+            tails = {answer: values[answer] + "}" for answer in set(ids)}
+            begins, ends = begins[samples].tolist(), ends[samples].tolist()
+            lines = [sample_json(buf[begin:end], layout, arch, None, tails[answer])
+                     for begin, end, answer in zip(begins, ends, ids, strict=True)]
+            ranks = stream.taken_ranks(samples=False)
+            made_ranks = ranks[samples]
+            if not first_clean and (not len(ids) or not samples[0]):
+                return False      # a LOST record first: the layout check holds it, and
+                # context records pass it
+            resync = records.resync[samples]
+            again = np.flatnonzero((resync >= 0) | np.array([line is None for line in lines]))
+            if len(again):
+                offsets, cpus = records.offsets[samples], records.cpus[samples]
+                for row in again.tolist():
+                    lines[row] = self._decoded(
+                        buf[begins[row]:ends[row]], int(offsets[row]), int(cpus[row]),
+                        int(resync[row]), int(made_ranks[row]), tails[ids[row]])
+                    if lines[row] is None and not first_clean and row == 0:
+                        return False
+                shown = np.array([line is not None for line in lines])
+                lines = [line for line in lines if line is not None]
+                made_ranks = made_ranks[shown]
+            first_clean = True
+            if not samples.all():
+                lost = np.flatnonzero(~samples)
+                lines += [lost_json(cpu, count) for cpu, count in zip(
+                    records.cpus[lost].tolist(), records.counts[lost].tolist(), strict=True)]
+                made_ranks = np.concatenate([made_ranks, ranks[lost]])
+            records_done += len(records)
+            events += len(ids)
+            self._hold(lines, made_ranks)
+            self._show(stream.placed_before())
+            if progress.enabled:
+                progress.update(records_done, events, int(records.offsets[-1]))
+        if not first_clean:
+            return False
+        self._show(None)
+        return True
+
+    def _decoded(self, data: bytes, offset: int, cpu: int, resync: int, rank: int,
+                 tail: str) -> str | None:
+        """The line of a sample the fast path does not take, as ``CaptureStream.decode``
+        decodes it; None (its message held) for one that does not decode."""
+        try:
+            event = decode(data, layout=self.layout, arch=self.arch)
+        except DecodeError as error:
+            self.damaged += 1
+            self.said.append((rank, 1, 0, f"{self.label}: sample at file offset {offset} does not "
+                                       f"decode: {error} (--lenient shows what can be decoded)"))
+            return None
+        if resync >= 0:
+            event = decode(data, layout=self.layout, arch=self.arch, strict=False)
+            event.errors.append(resync_error(SampleRecord(cpu, data, offset, resync)))
+        if event.errors:   # (strict decoding lets a writer's known omissions pass)
+            self.damaged += 1
+        return event_json(event, tail[:-1])
+
+    def _hold(self, lines: list[str], ranks: np.ndarray) -> None:
+        self.lines_held += lines
+        self.ranks_held = np.concatenate([self.ranks_held, ranks])
+        damage: list[tuple[int, CaptureDamage]] = self.stream.damage
+        self.said += [(place, 0, number, f"{self.label}: damaged record at file offset "
+                                         f"{found.offset}: {found.message}")
+                      for number, (place, found) in enumerate(damage[self.damage_seen:],
+                                                              self.damage_seen)]
+        self.damage_seen = len(damage)
+
+    def _show(self, before: int | None) -> None:
+        """Show the lines and say the messages placed before ``before`` (None: all), in
+        time order."""
+        ranks = self.ranks_held
+        order = np.argsort(ranks, kind="stable")
+        shown = len(order) if before is None else int(np.searchsorted(ranks[order], before))
+        if shown:
+            held = self.lines_held
+            self.out.lines([held[i] for i in order[:shown].tolist()])
+            rest = order[shown:]
+            self.lines_held = [held[i] for i in rest.tolist()]
+            self.ranks_held = ranks[rest]
+        if self.said:
+            self.said.sort()
+            due = [item for item in self.said if before is None or item[0] < before]
+            self.said = self.said[len(due):]
+            for *_, message in due:
+                say(message)
