@@ -24,6 +24,7 @@ from ebpfwire.cli.captures import (
 from ebpfwire.cli.errors import say
 from ebpfwire.cli.output import Output, Progress
 from ebpfwire.columnar.rowcontext import Answers, StreamContext
+from ebpfwire.output.jsonlines import Lines
 from ebpfwire.output.render import event_json, lost_json, sample_json
 from ebpfwire.process.enrich import ContextJson
 from ebpfwire.wire.decoder import decode
@@ -69,6 +70,7 @@ class _Run:
         # (place, 0 damage / 1 sample, the damage's number, message)
         self.said: list[tuple[int, int, int, str]] = []
         self.damage_seen = 0  # of stream.damage
+        self.render = Lines(layout, arch)
 
     def lines(self, progress: Progress) -> bool:
         """Every record shown; False, with nothing shown, where the layout check would
@@ -82,9 +84,12 @@ class _Run:
             ids = stream.taken_ids().tolist()
             values = stream.answers.values
             tails = {answer: values[answer] + "}" for answer in set(ids)}
-            begins, ends = begins[samples].tolist(), ends[samples].tolist()
-            lines = [sample_json(buf[begin:end], layout, arch, None, tails[answer])
-                     for begin, end, answer in zip(begins, ends, ids, strict=True)]
+            begins, ends = begins[samples], ends[samples]
+            lines = self.render(buf, begins, ends, [tails[answer] for answer in ids])
+            begins, ends = begins.tolist(), ends.tolist()
+            for row in [row for row, line in enumerate(lines) if line is None]:
+                lines[row] = sample_json(buf[begins[row]:ends[row]], layout, arch, None,
+                                         tails[ids[row]])
             ranks = stream.taken_ranks(samples=False)
             made_ranks = ranks[samples]
             if not first_clean and (not len(ids) or not samples[0]):
