@@ -11,7 +11,8 @@ figures more than the ratios.
 Rows: the per-event API (``decode()``, then reading every argument, then ``to_dict()``),
 ``to_table`` over samples in memory and over the capture, with and without the process
 context, ``export`` (default options, ``--raw``, ``--jobs 2``), ``decode --format jsonl``
-(with the context and ``--raw``), ``info``, ``summary`` and ``ps`` as commands, and the peak
+(with the context and ``--raw``, each on the bulk path and event by event, the capture on
+standard input), ``info``, ``summary`` and ``ps`` as commands, and the peak
 RSS of ``to_table`` and ``export``. ``--rss-scale 5`` adds ``export``'s peak RSS on a corpus
 five times as big.
 """
@@ -79,12 +80,15 @@ def cpu(run) -> float:
     return time.process_time() - start
 
 
-def child(argv: list[str], wall: bool = False) -> tuple[float, float]:
-    """(seconds, peak RSS in MiB) of one command: its CPU time, or wall time."""
+def child(argv: list[str], wall: bool = False, stdin: Path | None = None
+          ) -> tuple[float, float]:
+    """(seconds, peak RSS in MiB) of one command: its CPU time, or wall time; ``stdin``: a
+    file to read as standard input (what the commands read event by event)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     start = time.perf_counter()
-    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    with open(stdin or os.devnull, "rb") as given:
+        process = subprocess.Popen(argv, env=env, stdin=given, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(process.pid, 0)
     elapsed = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
@@ -143,11 +147,17 @@ def main() -> None:
                 seconds, rss = child([*command, "export", str(path), "-o", out, "--force",
                                       *extra], wall)
                 rows.append(Row(label, n, seconds, rss))
-            for label, argv in [("decode --format jsonl", ["decode", "--format", "jsonl"]),
-                                ("decode --format jsonl --raw",
-                                 ["decode", "--format", "jsonl", "--raw"]),
-                                ("info", ["info"]), ("summary", ["summary"]), ("ps", ["ps"])]:
-                seconds, rss = child([*command, *argv, str(path)])
+            jsonl = ["decode", "--format", "jsonl"]
+            for label, argv, stdin in [
+                    ("decode --format jsonl", jsonl, None),
+                    ("decode --format jsonl, event by event (stdin)", jsonl, path),
+                    ("decode --format jsonl --raw", [*jsonl, "--raw"], None),
+                    ("decode --format jsonl --raw, event by event (stdin)", [*jsonl, "--raw"],
+                     path),
+                    ("info", ["info"], None), ("summary", ["summary"], None),
+                    ("ps", ["ps"], None)]:
+                source = "-" if stdin else str(path)
+                seconds, rss = child([*command, *argv, source], stdin=stdin)
                 rows.append(Row(label, n, seconds, rss))
             if args.rss_scale > 1:
                 big = realistic.build(n * args.rss_scale)

@@ -202,6 +202,25 @@ def test_context_records_are_given_where_they_are_read_between_blocks():
     assert seen == [(100, "ProcessInfo"), (50, "ContainerInfo")]
 
 
+def test_takes_are_bounded_in_bytes_too():
+    """A take gives at most ``max_bytes`` of samples (one row at least, however big),
+    blocks and records read one by one (after damage) alike; every row comes once, in
+    order."""
+    sizes = [40, 3000, 40, 40, 9000, 40, 500, 40] * 6
+    data = capture([("sample", i % 2, bytes([i]) * size) for i, size in enumerate(sizes)]
+                   + [("lost", 1, 5)])
+    at = data_start(data) + sum(sizes[:3]) + 3 * 24   # garbage: the rest read loose
+    for damaged in (data, data[:at] + b"garbage" + data[at:]):
+        intake = Intake(CaptureReader(io.BytesIO(damaged)).blocks())
+        taken = []
+        while len(block := intake.take(7, max_bytes=4000)):
+            spans = block.ends - block.begins
+            assert len(block) <= 7 and (spans.sum() <= 4000 or len(block) == 1)
+            taken += [block.data(row) for row in range(len(block))]
+        got = [data for data in taken if data]
+        assert [len(data) for data in got] == sizes and len(taken) == len(sizes) + 1
+
+
 def test_a_payload_crc_flipped_mid_block_stops_the_block_there():
     data = bytearray(capture([("sample", 0, bytes([i]) * 60) for i in range(50)]))
     at = data_start(data) + 25 * 84 + 40   # inside the 26th record's payload

@@ -26,7 +26,7 @@ from ebpfwire.wire.strategies import damaged_event_bytes, event_bytes
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 CAPTURES = sorted(FIXTURES.glob("*.ewcap"))
 OPTIONS = [["--format", "jsonl"], ["--format", "json", "--strict-exit"],
-           ["--format", "jsonl", "--layout", "cwd"]]
+           ["--format", "jsonl", "--layout", "cwd"], ["--format", "jsonl", "--raw"]]
 
 
 def both(monkeypatch: pytest.MonkeyPatch, *argv: str, rows: int = decode_columns.ROWS
@@ -75,7 +75,7 @@ def test_the_bulk_path_takes_a_real_capture(monkeypatch):
 
 def test_options_it_does_not_serve_go_event_by_event(monkeypatch):
     capture = str(FIXTURES / "real-workload.ewcap")
-    for options in (["--format", "table"], ["--format", "jsonl", "--raw"],
+    for options in (["--format", "table"], ["--format", "table", "--raw"],
                     ["--format", "jsonl", "--lenient"], ["--format", "jsonl", "--no-sort"],
                     ["--format", "jsonl", "--event", "openat"],
                     ["--format", "kubearmor"]):
@@ -91,17 +91,21 @@ def realistic() -> Path:
     return realistic.build(20_000)
 
 
+@pytest.mark.parametrize("raw", [[], ["--raw"]], ids=["context", "raw"])
 @pytest.mark.parametrize("rows", [decode_columns.ROWS, 1000])
-def test_the_realistic_corpus_as_the_per_event_path(monkeypatch, realistic: Path, rows: int):
+def test_the_realistic_corpus_as_the_per_event_path(monkeypatch, realistic: Path, rows: int,
+                                                    raw: list[str]):
     """Many process lives, their answers forgotten and made again."""
-    bulk, events, taken = both(monkeypatch, "--format", "jsonl", str(realistic), rows=rows)
+    bulk, events, taken = both(monkeypatch, "--format", "jsonl", *raw, str(realistic),
+                               rows=rows)
     assert taken == [True] and bulk == events and bulk[1].count("\n") == 20_000
 
 
 @pytest.mark.parametrize("seed", range(24))
 def test_damaged_captures_decode_as_event_by_event(monkeypatch, tmp_path: Path, seed: int):
     path = damaged_fixture(seed, tmp_path / "damaged.ewcap")
-    for options in (["--format", "jsonl", "--strict-exit"], ["--format", "json"]):
+    for options in (["--format", "jsonl", "--strict-exit"], ["--format", "json"],
+                    ["--format", "jsonl", "--raw", "--strict-exit"]):
         bulk, events, _ = both(monkeypatch, *options, str(path))
         assert bulk == events
 
@@ -152,7 +156,8 @@ def test_several_files(monkeypatch):
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.one_of(event_bytes(), damaged_event_bytes(), st.integers(1, 9)),
                 max_size=30), st.sampled_from([["--format", "jsonl"],
-                                               ["--format", "json", "--strict-exit"]]))
+                                               ["--format", "json", "--strict-exit"],
+                                               ["--format", "jsonl", "--raw"]]))
 def test_made_captures_decode_as_event_by_event(monkeypatch, items: list, options: list):
     with tempfile.TemporaryDirectory() as where:
         path = os.path.join(where, "made.ewcap")

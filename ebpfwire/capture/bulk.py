@@ -311,6 +311,10 @@ def _head_crc(length: int, cache: dict[int, int]) -> int:
     return crc
 
 
+TAKE_BYTES = 64 << 20
+"""Bytes of samples an :meth:`Intake.take` gives at most (beyond one row)."""
+
+
 class Intake:
     """Rows taken a number at a time from a reader's :meth:`~CaptureReader.blocks`
     (blocks, and the records read one by one between them): :meth:`take` gives a block of
@@ -323,27 +327,46 @@ class Intake:
         self.got = 0
         self._spill: RecordBlock | None = None
 
-    def take(self, count: int) -> RecordBlock:
+    def take(self, count: int, max_bytes: int = TAKE_BYTES) -> RecordBlock:
+        """At most ``count`` rows, and no more than ``max_bytes`` of samples (at least
+        one row): what is held stays bounded whatever the samples' size."""
         parts: list[RecordBlock] = []
         loose: list[SampleRecord | LostRecord] = []
         self.got = 0
+        room = max_bytes
         item: Any = self._spill
         self._spill = None
         if item is None:
             item = next(self.items, None)
         while item is not None:
             kind = type(item)
+            if kind is SampleRecord or kind is LostRecord:
+                item = RecordBlock.of([item]) if kind is SampleRecord and (
+                    len(item.data) > room and self.got) else item
+                kind = type(item)
             if kind is RecordBlock:
+                sizes = np.cumsum(item.ends - item.begins)
+                fit = min(count - self.got, int(np.searchsorted(sizes, room, "right")))
+                if fit == 0 and not self.got:
+                    fit = 1     # a row larger than the room: taken alone
+                if fit < len(item):
+                    if fit == 0:
+                        self._spill = item
+                        break
+                    item, self._spill = item.split(fit)
                 if loose:
                     parts.append(RecordBlock.of(loose))
                     loose = []
-                if self.got + len(item) > count:
-                    item, self._spill = item.split(count - self.got)
                 parts.append(item)
                 self.got += len(item)
+                room -= int(sizes[len(item) - 1])
+                if self._spill is not None:
+                    break
             elif kind is SampleRecord or kind is LostRecord:
                 loose.append(item)
                 self.got += 1
+                if kind is SampleRecord:
+                    room -= len(item.data)
             if self.got >= count:
                 break
             item = next(self.items, None)

@@ -81,11 +81,11 @@ class Decoding:
 
     def _bulk(self, source: str) -> bool:
         """Whether ``source`` was decoded on the bulk path (``cli.decode_columns``): JSON
-        with the process context, in time order, strict, unfiltered, of a big regular
-        file (``captures.by_columns``)."""
+        (with the process context or ``--raw``), in time order, strict, unfiltered, of a
+        big regular file (``captures.by_columns``)."""
         args = self.args
         if not (self.out.fmt in ("jsonl", "json") and self.strict and self.keep is None
-                and not (args.raw or args.follow or args.no_sort) and by_columns([source])):
+                and not (args.follow or args.no_sort) and by_columns([source])):
             return False
         from ebpfwire.cli.decode_columns import decode_bulk
 

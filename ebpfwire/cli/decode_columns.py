@@ -1,7 +1,8 @@
-"""``decode --format jsonl`` (and ``json``) of a big capture on the bulk path: the records
-read in blocks, their time order and process context worked out for many at once
-(:class:`~ebpfwire.columnar.rowcontext.StreamContext`), and each sample's line made from
-its bytes and its answer's fields, JSON made once per distinct answer. Output and stderr
+"""``decode --format jsonl`` (and ``json``, with the context or ``--raw``) of a big capture
+on the bulk path: the records read in blocks, their time order and process context worked
+out for many at once (:class:`~ebpfwire.columnar.rowcontext.StreamContext`), and the lines
+made many at once (:class:`~ebpfwire.output.jsonlines.Lines`), each ended with its
+answer's fields, whose JSON is made once per distinct answer. Output and stderr
 are the per-event path's (``cli.decode.Decoding``), byte for byte: lines in time order,
 damage said where reading record by record says it, undecodable samples at their place.
 """
@@ -30,20 +31,23 @@ from ebpfwire.process.enrich import ContextJson
 from ebpfwire.wire.decoder import decode
 from ebpfwire.wire.errors import DecodeError
 
-ROWS = 1 << 14   # records taken at a time
+ROWS = 1 << 14   # records taken at a time, at most
+TAKE_BYTES = 4 << 20   # and samples' bytes (the lines made of them are held at once)
 
 
 def decode_bulk(source: str, args, out: Output) -> int | None:
-    """Decode ``source`` to ``out``; the count of what was damaged, or None (nothing
-    printed or said) where the per-event path is the one: no sample in file order decodes
-    cleanly before the first that does not, or a LOST record (the layout check,
-    ``captures.held_until_fit``, would hold records back, and context records pass them).
+    """Decode ``source`` to ``out`` (``args.raw``: without the process context); the
+    count of what was damaged, or None (nothing printed or said) where the per-event path
+    is the one: no sample in file order decodes cleanly before the first that does not, or
+    a LOST record (the layout check, ``captures.held_until_fit``, would hold records back,
+    and context records pass them).
     """
     label = source_label(source)
     with open_capture(source) as reader:
         layout, arch = layout_and_arch(args, reader.header, label)
         stream = StreamContext(layout, arch, Intake(reader.blocks()), reader,
-                               answers=Answers(ContextJson()), place_damage=True)
+                               answers=Answers(ContextJson()), place_damage=True,
+                               answer=not args.raw)
         out.set_boot_time(reader.header.boot_time_ns)
         run = _Run(stream, layout, arch, label, out)
         progress = Progress(regular_size(source))
@@ -53,7 +57,7 @@ def decode_bulk(source: str, args, out: Output) -> int | None:
         finally:
             progress.done()
             out.flush()
-        say_notes(label, reader, stream.enricher.table)
+        say_notes(label, reader, None if args.raw else stream.enricher.table)
         say_order(label, stream)
         return run.damaged + len(stream.damage)
 
@@ -78,12 +82,12 @@ class _Run:
         stream, layout, arch = self.stream, self.layout, self.arch
         first_clean = False
         records_done = events = 0
-        while len(records := stream.take(ROWS)):
+        while len(records := stream.take(ROWS, TAKE_BYTES)):
             buf, begins, ends = records.payloads()
             samples = records.samples
             ids = stream.taken_ids().tolist()
             values = stream.answers.values
-            tails = {answer: values[answer] + "}" for answer in set(ids)}
+            tails = {answer: "}" if answer < 0 else values[answer] + "}" for answer in set(ids)}
             begins, ends = begins[samples], ends[samples]
             lines = self.render(buf, begins, ends, [tails[answer] for answer in ids])
             begins, ends = begins.tolist(), ends.tolist()

@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ebpfwire.capture import CaptureDamage, CaptureReader, LostRecord, SampleRecord
-from ebpfwire.capture.bulk import Intake, RecordBlock, fitting
+from ebpfwire.capture.bulk import TAKE_BYTES, Intake, RecordBlock, fitting
 from ebpfwire.collect import fewer_collections
 from ebpfwire.process.enrich import Enricher
 from ebpfwire.process.table import Program
@@ -644,14 +644,18 @@ class StreamContext:
     ``enricher``: one whose answers are the caller's own ints (``ps``'s tree nodes), kept
     (``keep``); by default the context columns' :class:`Answers`. :meth:`taken_ranks`: each
     taken sample's place in the time order (what a caller that needs the time order of
-    the rows it gets in file order reads).
+    the rows it gets in file order reads). ``answer=False``: the time order only (every
+    answer -1, the context records dropped: ``decode --raw``).
+    ``place_damage``: the reader's damage is kept in :attr:`damage`, placed in the time
+    order where reading record by record meets it.
     """
 
     def __init__(self, layout: Layout, arch: str, records: Intake | None = None,
                  reader: CaptureReader | None = None, keep: bool = False,
                  enricher: Enricher[int] | None = None, answers: Answers | None = None,
-                 place_damage: bool = False):
+                 place_damage: bool = False, answer: bool = True):
         self.keep = keep     # every answer kept (an index refers to them all)
+        self.answering = answer
         self.answers = Answers() if answers is None else answers
         self.values = self.answers.values
         self.enricher: Enricher[int] = (Enricher(layout, arch, make=self.answers.make)
@@ -683,7 +687,8 @@ class StreamContext:
         return self.order.arrived + self._records.got   # type: ignore[union-attr]
 
     def _context(self, item: Any) -> None:
-        self._feeds.append((self._arrival(), item))
+        if self.answering:
+            self._feeds.append((self._arrival(), item))
 
     def _damaged(self, damage: CaptureDamage) -> None:
         self._damage.append((self._arrival(), damage))
@@ -691,7 +696,7 @@ class StreamContext:
     def _block(self, size: int) -> bool:
         """Read the next ``size`` records and answer what the time order releases; False
         at the end."""
-        block = self._records.take(size)   # type: ignore[union-attr]
+        block = self._records.take(size, BLOCK_BYTES)   # type: ignore[union-attr]
         count = len(block)
         order = self.order
         if count:
@@ -725,6 +730,10 @@ class StreamContext:
         self._damage = [(arrival, damage) for arrival, damage in self._damage
                         if arrival > last]
         local = released - self._base
+        self._ranks[local] = np.arange(self._released, self._released + len(local))
+        self._released += len(local)
+        if not self.answering:
+            return
         is_sample = self._read.samples[local]
         samples = local[is_sample]
         before = np.zeros(len(local) + 1, np.int64)   # samples released before each
@@ -735,8 +744,6 @@ class StreamContext:
         steps.sort(key=lambda step: step[0])    # stable: feeds before a loss at one place
         steps = [(int(before[place]), item) for place, item in steps]
         read = self._read
-        self._ranks[local] = np.arange(self._released, self._released + len(local))
-        self._released += len(local)
         self._ids[samples] = self._join.answer(
             lambda i: read.data(samples[i]),
             lambda rows, max_bytes: read.datas(samples[rows], max_bytes),
@@ -752,18 +759,22 @@ class StreamContext:
         if kept is not None:
             self.enricher.keep_answers(kept)
 
-    def take(self, max_rows: int) -> RecordBlock:
-        """The next records (at most ``max_rows``) in file order, their samples answered
-        (:meth:`taken_ids`); the rows taken before are built by now: their answers may be
-        forgotten."""
+    def take(self, max_rows: int, max_bytes: int = TAKE_BYTES) -> RecordBlock:
+        """The next records (at most ``max_rows``, and ``max_bytes`` of samples beyond the
+        first) in file order, their samples answered (:meth:`taken_ids`); the rows taken
+        before are built by now: their answers may be forgotten."""
         self._forget()
         order, end = self.order, self._base + max_rows
         # each read about what the rows still to answer need, so that few rows past them
         # are answered (and their answers held) before they are taken
-        while order.oldest_held < end and self._block(
+        while order.oldest_held < end and self._released_bytes() < max_bytes and self._block(
                 min(BLOCK, max(SMALL_BLOCK, end - order.oldest_held))):
             pass
-        records, self._read = self._read.split(min(max_rows, len(self._read)))
+        read = self._read
+        rows = min(max_rows, len(read))
+        if rows:
+            rows = min(rows, fitting(read.begins[:rows], read.ends[:rows], max_bytes))
+        records, self._read = read.split(rows)
         cut = len(records)
         self._taken = self._ids[:cut][records.samples]
         self._taken_ranks = self._ranks[:cut]
@@ -772,6 +783,12 @@ class StreamContext:
         self._fields = [f[cut:] for f in self._fields]
         self._base += cut
         return records
+
+    def _released_bytes(self) -> int:
+        """Bytes of the samples released and not yet taken."""
+        read = self._read
+        released = max(0, min(len(read), self.order.oldest_held - self._base))
+        return int((read.ends[:released] - read.begins[:released]).sum())
 
     def taken_ids(self) -> np.ndarray:
         """The answers of the samples of the last :meth:`take`, in file order."""
@@ -807,6 +824,7 @@ class StreamContext:
 #: is worked out at once, and the samples it releases are answered together.
 BLOCK = 1 << 14
 SMALL_BLOCK = 64
+BLOCK_BYTES = 8 << 20    # and bytes of samples, at most (beyond one)
 
 
 @dataclass(frozen=True, eq=False)
