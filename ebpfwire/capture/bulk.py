@@ -359,7 +359,7 @@ class Intake:
                     loose = []
                 parts.append(item)
                 self.got += len(item)
-                room -= int(sizes[len(item) - 1])
+                room -= int(sizes[len(item) - 1]) if len(item) else 0
                 if self._spill is not None:
                     break
             elif kind is SampleRecord or kind is LostRecord:
