@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from ebpfwire.capture import (
+    CaptureDamage,
     CaptureError,
     CaptureHeader,
     CaptureReader,
@@ -185,6 +186,18 @@ def say_notes(label: str, reader: CaptureReader, table: ProcessTable | None = No
         say(f"{label}: note: {table.evicted} processes were forgotten, least recently seen "
             f"first, to keep at most {table.max_processes}; events of one met again are "
             "named by its comm")
+
+
+def damaged_record(label: str, damage: CaptureDamage) -> str:
+    """What stderr says of a damaged record."""
+    return f"{label}: damaged record at file offset {damage.offset}: {damage.message}"
+
+
+def undecodable_sample(label: str, offset: int, error: DecodeError,
+                       lenient: str = "shows what can be decoded") -> str:
+    """What stderr says of a sample strict decoding does not decode (``lenient``: what
+    --lenient would do with it instead)."""
+    return f"{label}: sample at file offset {offset} does not decode: {error} (--lenient {lenient})"
 
 
 def say_order(label: str, stream: CaptureStream | StreamContext) -> None:

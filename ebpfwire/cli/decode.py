@@ -16,6 +16,7 @@ from ebpfwire.capture import (
 )
 from ebpfwire.cli.captures import (
     by_columns,
+    damaged_record,
     held_until_fit,
     layout_and_arch,
     open_capture,
@@ -23,6 +24,7 @@ from ebpfwire.cli.captures import (
     say_notes,
     say_order,
     source_label,
+    undecodable_sample,
 )
 from ebpfwire.cli.errors import EXIT_DAMAGED, EXIT_OK, EXIT_USAGE, OutputError, UsageError, say
 from ebpfwire.cli.filters import filter_of
@@ -57,7 +59,7 @@ class Decoding:
 
         def report(damage: CaptureDamage) -> None:
             self.damaged += 1
-            say(f"{label}: damaged record at file offset {damage.offset}: {damage.message}")
+            say(damaged_record(label, damage))
 
         with reader:
             layout, arch = layout_and_arch(self.args, reader.header, label)
@@ -131,8 +133,7 @@ class Decoding:
             event = stream.decode(record)
             if isinstance(event, DecodeError):
                 self.damaged += 1
-                say(f"{label}: sample at file offset {record.offset} does not decode: "
-                     f"{event} (--lenient shows what can be decoded)")
+                say(undecodable_sample(label, record.offset, event))
                 if enricher is not None:   # its header is still the process's news
                     enricher.sample(record.data)
                 continue
@@ -179,7 +180,7 @@ def decode_typed(args: argparse.Namespace, source: str) -> int:
     with open_capture(source) as reader:
         print_typed(reader, label, args.format, sys.stdout)
         for damage in reader.damage:
-            say(f"{label}: damaged record at file offset {damage.offset}: {damage.message}")
+            say(damaged_record(label, damage))
     return EXIT_DAMAGED if args.strict_exit and reader.damage else EXIT_OK
 
 

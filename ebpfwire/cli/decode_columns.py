@@ -15,12 +15,14 @@ from ebpfwire.capture import CaptureDamage
 from ebpfwire.capture.bulk import Intake
 from ebpfwire.capture.format import SampleRecord, resync_error
 from ebpfwire.cli.captures import (
+    damaged_record,
     layout_and_arch,
     open_capture,
     regular_size,
     say_notes,
     say_order,
     source_label,
+    undecodable_sample,
 )
 from ebpfwire.cli.errors import say
 from ebpfwire.cli.output import Output, Progress
@@ -90,23 +92,25 @@ class _Run:
             tails = {answer: "}" if answer < 0 else values[answer] + "}" for answer in set(ids)}
             begins, ends = begins[samples], ends[samples]
             lines = self.render(buf, begins, ends, [tails[answer] for answer in ids])
-            begins, ends = begins.tolist(), ends.tolist()
-            for row in [row for row, line in enumerate(lines) if line is None]:
-                lines[row] = sample_json(buf[begins[row]:ends[row]], layout, arch, None,
-                                         tails[ids[row]])
             ranks = stream.taken_ranks(samples=False)
             made_ranks = ranks[samples]
             if not first_clean and (not len(ids) or not samples[0]):
                 return False      # a LOST record first: the layout check holds it, and
                 # context records pass it
+            # what Lines does not take: sample_json's, then (a resynchronised sample is
+            # never clean) the decoder's, as the per-event path makes them
             resync = records.resync[samples]
             again = np.flatnonzero((resync >= 0) | np.array([line is None for line in lines]))
             if len(again):
+                begins, ends = begins.tolist(), ends.tolist()
                 offsets, cpus = records.offsets[samples], records.cpus[samples]
                 for row in again.tolist():
-                    lines[row] = self._decoded(
-                        buf[begins[row]:ends[row]], int(offsets[row]), int(cpus[row]),
-                        int(resync[row]), int(made_ranks[row]), tails[ids[row]])
+                    data, tail = buf[begins[row]:ends[row]], tails[ids[row]]
+                    line = (sample_json(data, layout, arch, None, tail) if resync[row] < 0
+                            else None)
+                    lines[row] = line or self._decoded(
+                        data, int(offsets[row]), int(cpus[row]), int(resync[row]),
+                        int(made_ranks[row]), tail)
                     if lines[row] is None and not first_clean and row == 0:
                         return False
                 shown = np.array([line is not None for line in lines])
@@ -137,8 +141,7 @@ class _Run:
             event = decode(data, layout=self.layout, arch=self.arch)
         except DecodeError as error:
             self.damaged += 1
-            self.said.append((rank, 1, 0, f"{self.label}: sample at file offset {offset} does not "
-                                       f"decode: {error} (--lenient shows what can be decoded)"))
+            self.said.append((rank, 1, 0, undecodable_sample(self.label, offset, error)))
             return None
         if resync >= 0:
             event = decode(data, layout=self.layout, arch=self.arch, strict=False)
@@ -151,8 +154,7 @@ class _Run:
         self.lines_held += lines
         self.ranks_held = np.concatenate([self.ranks_held, ranks])
         damage: list[tuple[int, CaptureDamage]] = self.stream.damage
-        self.said += [(place, 0, number, f"{self.label}: damaged record at file offset "
-                                         f"{found.offset}: {found.message}")
+        self.said += [(place, 0, number, damaged_record(self.label, found))
                       for number, (place, found) in enumerate(damage[self.damage_seen:],
                                                               self.damage_seen)]
         self.damage_seen = len(damage)

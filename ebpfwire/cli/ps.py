@@ -10,12 +10,14 @@ from ebpfwire.capture import CaptureDamage, CaptureStream, SampleRecord
 from ebpfwire.cli.captures import (
     HELD_LOST_LIMIT,
     by_columns,
+    damaged_record,
     held_until_fit,
     layout_and_arch,
     open_capture,
     say_notes,
     say_order,
     source_label,
+    undecodable_sample,
 )
 from ebpfwire.cli.errors import EXIT_DAMAGED, EXIT_OK, say
 from ebpfwire.cli.filters import event_filter, filter_of
@@ -37,14 +39,12 @@ class _Damage:
 
     def record(self, damage: CaptureDamage) -> None:
         self.count += 1
-        self.out(f"{self.label}: damaged record at file offset {damage.offset}: "
-                 f"{damage.message}")
+        self.out(damaged_record(self.label, damage))
 
     def sample(self, record: SampleRecord, decoded: Event | DecodeError) -> None:
         self.count += 1
         if isinstance(decoded, DecodeError):
-            say(f"{self.label}: sample at file offset {record.offset} does not decode: "
-                 f"{decoded} (--lenient shows what can be decoded)")
+            say(undecodable_sample(self.label, record.offset, decoded))
 
 
 def _per_event(args: argparse.Namespace, label: str) -> tuple[ProcessTree, int, int]:

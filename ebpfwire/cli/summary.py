@@ -18,13 +18,15 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from ebpfwire.capture import CaptureDamage, CaptureStream, LostRecord
+from ebpfwire.capture import CaptureStream, LostRecord
 from ebpfwire.cli.captures import (
     by_columns,
+    damaged_record,
     held_until_fit,
     layout_and_arch,
     open_capture,
     source_label,
+    undecodable_sample,
 )
 from ebpfwire.cli.errors import EXIT_OK, EXIT_USAGE, UsageError, say
 from ebpfwire.cli.filters import filter_of
@@ -32,6 +34,8 @@ from ebpfwire.cli.options import add_capture_filters, add_command
 from ebpfwire.cli.output import write_stdout
 from ebpfwire.output.summary import render_summary, summarise_capture, summary_json
 from ebpfwire.wire.errors import DecodeError
+
+COUNTS = "counts what can be decoded"   # what --lenient does with an undecodable sample
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -78,13 +82,13 @@ class _Pairs:
                 reader, records=held_until_fit(iter(reader), layout, arch, label),
                 layout=layout, arch=arch, strict=not self.args.lenient,
                 time_order=self.args.pid is not None,  # a tree grows in time order
-                on_damage=lambda damage: say(damaged(label, damage)))
+                on_damage=lambda damage: say(damaged_record(label, damage)))
             for record, decoded in stream:
                 if decoded is None:
                     if type(record) is LostRecord:
                         yield record, None
                 elif isinstance(decoded, DecodeError):
-                    say(undecodable(label, record.offset, decoded))
+                    say(undecodable_sample(label, record.offset, decoded, COUNTS))
                     yield record, decoded
                 elif keep is None or keep(decoded):
                     yield record, decoded
@@ -103,17 +107,6 @@ def each_capture(reader: Any, read: Callable[[str], Iterable[Any]]) -> Iterator[
                 raise
             say(str(exc))
             reader.failed = True
-
-
-def damaged(label: str, damage: CaptureDamage) -> str:
-    """What stderr says of a damaged record (as decode says it)."""
-    return f"{label}: damaged record at file offset {damage.offset}: {damage.message}"
-
-
-def undecodable(label: str, offset: int, error: DecodeError) -> str:
-    """What stderr says of a sample strict decoding does not decode (it is not counted)."""
-    return (f"{label}: sample at file offset {offset} does not decode: {error} "
-            "(--lenient counts what can be decoded)")
 
 
 def cmd_summary(args: argparse.Namespace) -> int:

@@ -15,15 +15,17 @@ from ebpfwire.cli.captures import (
     HELD_LOST_LIMIT,
     HOLD_LIMIT,
     check_fit,
+    damaged_record,
     layout_and_arch,
     open_capture,
     say_merged,
     source_label,
+    undecodable_sample,
 )
 from ebpfwire.cli.errors import say
 from ebpfwire.cli.filters import event_filter
 from ebpfwire.cli.options import names_list
-from ebpfwire.cli.summary import damaged, each_capture, undecodable
+from ebpfwire.cli.summary import COUNTS, each_capture
 from ebpfwire.columnar.arrow import located_batches
 from ebpfwire.output.summary import BatchCounts, Summary
 from ebpfwire.wire.decoder import decode
@@ -163,7 +165,8 @@ class _Capture:
         for row, (event, _) in decoded.items():
             if isinstance(event, DecodeError):
                 messages.append((int(offsets[row]),
-                                 undecodable(self.label, int(offsets[row]), event)))
+                                 undecodable_sample(self.label, int(offsets[row]), event,
+                                                    COUNTS)))
                 mask[row] = False
             else:
                 comms[row] = event.comm
@@ -187,6 +190,6 @@ class _Capture:
             due = upto is None or damage.offset < upto or (not before and damage.offset == upto)
             (now if due else later).append(damage)
         self.damage = later
-        lines = [(d.offset, damaged(self.label, d)) for d in now] + messages
+        lines = [(d.offset, damaged_record(self.label, d)) for d in now] + messages
         for _, line in sorted(lines, key=lambda item: item[0]):
             say(line)
