@@ -29,11 +29,11 @@ OPTIONS = [["--format", "jsonl"], ["--format", "json", "--strict-exit"],
            ["--format", "jsonl", "--layout", "cwd"], ["--format", "jsonl", "--raw"]]
 
 
-def both(monkeypatch: pytest.MonkeyPatch, *argv: str, rows: int = decode_columns.ROWS
-         ) -> tuple[tuple, tuple, list[bool]]:
+def both(monkeypatch: pytest.MonkeyPatch, *argv: str, rows: int = decode_columns.ROWS,
+         text: int = decode_columns.TAKE_BYTES) -> tuple[tuple, tuple, list[bool]]:
     """(status, stdout, stderr) of the command with the bulk path offered whatever the
-    captures' size (taking ``rows`` records at a time), the same event by event, and
-    whether the bulk path took each capture."""
+    captures' size (taking ``rows`` records at a time, making lines ``text`` bytes at a
+    time), the same event by event, and whether the bulk path took each capture."""
     taken: list[bool] = []
     decode_bulk = decode_columns.decode_bulk
 
@@ -48,18 +48,22 @@ def both(monkeypatch: pytest.MonkeyPatch, *argv: str, rows: int = decode_columns
             patch.setattr("ebpfwire.cli.decode.by_columns", lambda sources, on=columns: on)
             patch.setattr(decode_columns, "decode_bulk", spy)
             patch.setattr(decode_columns, "ROWS", rows)
+            patch.setattr(decode_columns, "TAKE_BYTES", text)
             out.append(run("decode", *argv))
     return out[0], out[1], taken
 
 
-@pytest.mark.parametrize("rows", [decode_columns.ROWS, 7])
+@pytest.mark.parametrize("rows, text", [(decode_columns.ROWS, decode_columns.TAKE_BYTES),
+                                        (7, decode_columns.TAKE_BYTES),
+                                        (decode_columns.ROWS, 900)], ids=["", "rows", "text"])
 @pytest.mark.parametrize("options", OPTIONS, ids=" ".join)
 @pytest.mark.parametrize("capture", CAPTURES, ids=lambda p: p.name)
 def test_fixtures_decode_as_event_by_event(monkeypatch, capture: Path, options: list[str],
-                                           rows: int):
+                                           rows: int, text: int):
     """``rows``: records taken a few at a time, so that lines wait for records before them
-    in time order that later takes bring."""
-    bulk, events, taken = both(monkeypatch, *options, str(capture), rows=rows)
+    in time order that later takes bring; ``text``: lines made a few at a time within a
+    take (a part is shown only up to what the take's later parts hold before it)."""
+    bulk, events, taken = both(monkeypatch, *options, str(capture), rows=rows, text=text)
     assert bulk == events
     if capture.name in ("real-workload.ewcap", "layout-cwd.ewcap") and bulk[0] == 0:
         assert taken == [True]
@@ -125,9 +129,10 @@ def test_damage_and_undecodable_samples_said_in_the_per_event_order(monkeypatch,
             records.append(_lost(step % 2, step))
     path = tmp_path / "mixed.ewcap"
     path.write_bytes(_header() + b"".join(records) + b"tail junk")
-    for rows in (decode_columns.ROWS, 5):
+    for rows, text in ((decode_columns.ROWS, decode_columns.TAKE_BYTES), (5, 1000),
+                       (decode_columns.ROWS, 1000)):
         bulk, events, taken = both(monkeypatch, "--format", "jsonl", "--strict-exit",
-                                   str(path), rows=rows)
+                                   str(path), rows=rows, text=text)
         assert taken == [True] and bulk == events and bulk[0] == 1
     assert "does not decode" in bulk[2] and "damaged record" in bulk[2]
     assert '"lost": ' in bulk[1]

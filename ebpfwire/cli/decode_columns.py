@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ebpfwire.capture import CaptureDamage
-from ebpfwire.capture.bulk import Intake
+from ebpfwire.capture.bulk import Intake, fitting
 from ebpfwire.capture.format import SampleRecord, resync_error
 from ebpfwire.cli.captures import (
     damaged_record,
@@ -61,7 +61,7 @@ def decode_bulk(source: str, args, out: Output) -> int | None:
             out.flush()
         say_notes(label, reader, None if args.raw else stream.enricher.table)
         say_order(label, stream)
-        return run.damaged + len(stream.damage)
+        return run.damaged + run.damage_met
 
 
 class _Run:
@@ -75,62 +75,82 @@ class _Run:
         self.ranks_held = np.empty(0, np.int64)
         # (place, 0 damage / 1 sample, the damage's number, message)
         self.said: list[tuple[int, int, int, str]] = []
-        self.damage_seen = 0  # of stream.damage
+        self.damage_met = 0   # damaged records (stream.damage, drained as it is met)
         self.render = Lines(layout, arch)
+        self.first_clean = False   # a sample decoded: the layout check holds nothing
 
     def lines(self, progress: Progress) -> bool:
         """Every record shown; False, with nothing shown, where the layout check would
         hold records back."""
-        stream, layout, arch = self.stream, self.layout, self.arch
-        first_clean = False
+        stream = self.stream
         records_done = events = 0
         while len(records := stream.take(ROWS, TAKE_BYTES)):
-            buf, begins, ends = records.payloads()
             samples = records.samples
-            ids = stream.taken_ids().tolist()
-            values = stream.answers.values
-            tails = {answer: "}" if answer < 0 else values[answer] + "}" for answer in set(ids)}
-            begins, ends = begins[samples], ends[samples]
-            lines = self.render(buf, begins, ends, [tails[answer] for answer in ids])
-            ranks = stream.taken_ranks(samples=False)
-            made_ranks = ranks[samples]
-            if not first_clean and (not len(ids) or not samples[0]):
+            if not self.first_clean and not samples[0]:
                 return False      # a LOST record first: the layout check holds it, and
                 # context records pass it
-            # what Lines does not take: sample_json's, then (a resynchronised sample is
-            # never clean) the decoder's, as the per-event path makes them
-            resync = records.resync[samples]
-            again = np.flatnonzero((resync >= 0) | np.array([line is None for line in lines]))
-            if len(again):
-                begins, ends = begins.tolist(), ends.tolist()
-                offsets, cpus = records.offsets[samples], records.cpus[samples]
-                for row in again.tolist():
-                    data, tail = buf[begins[row]:ends[row]], tails[ids[row]]
-                    line = (sample_json(data, layout, arch, None, tail) if resync[row] < 0
-                            else None)
-                    lines[row] = line or self._decoded(
-                        data, int(offsets[row]), int(cpus[row]), int(resync[row]),
-                        int(made_ranks[row]), tail)
-                    if lines[row] is None and not first_clean and row == 0:
-                        return False
-                shown = np.array([line is not None for line in lines])
-                lines = [line for line in lines if line is not None]
-                made_ranks = made_ranks[shown]
-            first_clean = True
+            ranks = stream.taken_ranks(samples=False)
             if not samples.all():
                 lost = np.flatnonzero(~samples)
-                lines += [lost_json(cpu, count) for cpu, count in zip(
-                    records.cpus[lost].tolist(), records.counts[lost].tolist(), strict=True)]
-                made_ranks = np.concatenate([made_ranks, ranks[lost]])
+                self._hold([lost_json(cpu, count) for cpu, count in zip(
+                    records.cpus[lost].tolist(), records.counts[lost].tolist(), strict=True)],
+                    ranks[lost])
+            ids = stream.taken_ids().tolist()
+            values = stream.answers.values
+            made = {answer: values[answer] + "}" if answer >= 0 else "}" for answer in set(ids)}
+            tails = [made[answer] for answer in ids]    # (one string per answer: a
+            # context's argv may be long)
+            buf, begins, ends = records.payloads()
+            rows = (buf, begins[samples], ends[samples], ranks[samples],
+                    records.offsets[samples], records.cpus[samples], records.resync[samples])
+            # the lines in parts of at most TAKE_BYTES of text (a sample's escapes may make
+            # it 6 times longer; a context's argv may be long), each shown once nothing
+            # before it in time order is still to make
+            sizes = 6 * (rows[2] - rows[1]) + np.fromiter(map(len, tails), np.int64, len(tails))
+            later = np.minimum.accumulate(rows[3][::-1])[::-1]   # least rank from each row on
+            before = stream.placed_before()
+            start = 0
+            while start < len(ids):
+                stop = start + fitting(np.zeros(1, np.int64), sizes[start:], TAKE_BYTES)
+                if not self._part(rows, tails, start, stop):
+                    return False
+                self._show(min(before, int(later[stop])) if stop < len(ids) else before)
+                start = stop
             records_done += len(records)
             events += len(ids)
-            self._hold(lines, made_ranks)
-            self._show(stream.placed_before())
+            self._show(before)
             if progress.enabled:
                 progress.update(records_done, events, int(records.offsets[-1]))
-        if not first_clean:
+        if not self.first_clean:
             return False
         self._show(None)
+        return True
+
+    def _part(self, rows: tuple, tails: list[str], start: int, stop: int) -> bool:
+        """The lines of samples ``start:stop`` of a take (``rows``: its buffer, then the
+        samples' bounds, ranks, file offsets, cpus and resync offsets) held; False where
+        the first sample of the capture does not decode (nothing is shown then)."""
+        buf, begins, ends, ranks, offsets, cpus, resync = (
+            row if isinstance(row, bytes) else row[start:stop] for row in rows)
+        tails = tails[start:stop]
+        lines = self.render(buf, begins, ends, tails)
+        # what Lines does not take: sample_json's, then (a resynchronised sample is never
+        # clean) the decoder's, as the per-event path makes them
+        again = np.flatnonzero((resync >= 0) | np.array([line is None for line in lines]))
+        if len(again):
+            layout, arch = self.layout, self.arch
+            for row in again.tolist():
+                data, tail = buf[int(begins[row]):int(ends[row])], tails[row]
+                line = sample_json(data, layout, arch, None, tail) if resync[row] < 0 else None
+                lines[row] = line or self._decoded(data, int(offsets[row]), int(cpus[row]),
+                                                   int(resync[row]), int(ranks[row]), tail)
+                if lines[row] is None and not self.first_clean and row == 0:
+                    return False
+            shown = np.array([line is not None for line in lines])
+            lines = [line for line in lines if line is not None]
+            ranks = ranks[shown]
+        self.first_clean = True
+        self._hold(lines, ranks)
         return True
 
     def _decoded(self, data: bytes, offset: int, cpu: int, resync: int, rank: int,
@@ -155,9 +175,9 @@ class _Run:
         self.ranks_held = np.concatenate([self.ranks_held, ranks])
         damage: list[tuple[int, CaptureDamage]] = self.stream.damage
         self.said += [(place, 0, number, damaged_record(self.label, found))
-                      for number, (place, found) in enumerate(damage[self.damage_seen:],
-                                                              self.damage_seen)]
-        self.damage_seen = len(damage)
+                      for number, (place, found) in enumerate(damage, self.damage_met)]
+        self.damage_met += len(damage)
+        damage.clear()   # (said or held in self.said: a capture may hold any number)
 
     def _show(self, before: int | None) -> None:
         """Show the lines and say the messages placed before ``before`` (None: all), in

@@ -674,7 +674,7 @@ class StreamContext:
         self._feeds: list[tuple[int, Any]] = []   # (arrival it was read before, record)
         self._damage: list[tuple[int, CaptureDamage]] = []   # as _feeds
         #: (place in the time order of the first record released after it was met, damage):
-        #: where decode, reading record by record, says it
+        #: where decode, reading record by record, says it (the caller drains it)
         self.damage: list[tuple[int, CaptureDamage]] = []
         if records is not None:
             self.order = Releases(TimeOrder(SampleRecord, LostRecord))
@@ -687,7 +687,14 @@ class StreamContext:
         return self.order.arrived + self._records.got   # type: ignore[union-attr]
 
     def _context(self, item: Any) -> None:
-        if self.answering:
+        if not self.answering:
+            return
+        if not self._feeds and not self._records.got:   # type: ignore[union-attr]
+            # read before any record of this take: every release before it is answered,
+            # every one after it is still to come, so it is given now (a snapshot of any
+            # size before the first sample is not held)
+            self.enricher.feed(item)
+        else:
             self._feeds.append((self._arrival(), item))
 
     def _damaged(self, damage: CaptureDamage) -> None:
