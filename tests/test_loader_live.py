@@ -585,6 +585,7 @@ def test_sigint_while_programs_load_leaves_nothing(created_ids, monkeypatch):
 
 RING_WORKLOAD = """
 import os, subprocess, sys
+print("ready", flush=True)
 sys.stdin.readline()
 for _ in range(3):
     os.close(os.open(sys.argv[1], os.O_RDONLY))
@@ -602,9 +603,13 @@ def test_ringbuf_gives_the_perf_events_in_one_order(tmp_path: Path):
     target = tmp_path / "ring-target.txt"
     target.write_text("ring\n")
     child = subprocess.Popen([sys.executable, "-c", RING_WORKLOAD, str(target)],
-                             stdin=subprocess.PIPE, text=True)
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     events = ["openat", "close", "execve", "security_bprm_check", "do_exit"]
     try:
+        # the child's start-up (its imports open and close files) is over before either
+        # monitor attaches: under load it overlapped the two attaches, and the perf
+        # monitor, attached first, saw up to 48 more of its events than the ring's
+        assert child.stdout.readline() == "ready\n"
         with (Monitor(events=events, pid=child.pid, transport="perf") as perf_mon,
               Monitor(events=events, pid=child.pid, transport="ringbuf") as ring_mon):
             assert ring_mon.reader.ring_size == ring_mon.ring_bytes == 8 << 20
