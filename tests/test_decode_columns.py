@@ -30,7 +30,7 @@ OPTIONS = [["--format", "jsonl"], ["--format", "json", "--strict-exit"],
 
 
 def both(monkeypatch: pytest.MonkeyPatch, *argv: str, rows: int = decode_columns.ROWS,
-         text: int = decode_columns.TAKE_BYTES) -> tuple[tuple, tuple, list[bool]]:
+         text: int = decode_columns.TEXT_BYTES) -> tuple[tuple, tuple, list[bool]]:
     """(status, stdout, stderr) of the command with the bulk path offered whatever the
     captures' size (taking ``rows`` records at a time, making lines ``text`` bytes at a
     time), the same event by event, and whether the bulk path took each capture."""
@@ -48,13 +48,13 @@ def both(monkeypatch: pytest.MonkeyPatch, *argv: str, rows: int = decode_columns
             patch.setattr("ebpfwire.cli.decode.by_columns", lambda sources, on=columns: on)
             patch.setattr(decode_columns, "decode_bulk", spy)
             patch.setattr(decode_columns, "ROWS", rows)
-            patch.setattr(decode_columns, "TAKE_BYTES", text)
+            patch.setattr(decode_columns, "TEXT_BYTES", text)
             out.append(run("decode", *argv))
     return out[0], out[1], taken
 
 
-@pytest.mark.parametrize("rows, text", [(decode_columns.ROWS, decode_columns.TAKE_BYTES),
-                                        (7, decode_columns.TAKE_BYTES),
+@pytest.mark.parametrize("rows, text", [(decode_columns.ROWS, decode_columns.TEXT_BYTES),
+                                        (7, decode_columns.TEXT_BYTES),
                                         (decode_columns.ROWS, 900)], ids=["", "rows", "text"])
 @pytest.mark.parametrize("options", OPTIONS, ids=" ".join)
 @pytest.mark.parametrize("capture", CAPTURES, ids=lambda p: p.name)
@@ -129,7 +129,7 @@ def test_damage_and_undecodable_samples_said_in_the_per_event_order(monkeypatch,
             records.append(_lost(step % 2, step))
     path = tmp_path / "mixed.ewcap"
     path.write_bytes(_header() + b"".join(records) + b"tail junk")
-    for rows, text in ((decode_columns.ROWS, decode_columns.TAKE_BYTES), (5, 1000),
+    for rows, text in ((decode_columns.ROWS, decode_columns.TEXT_BYTES), (5, 1000),
                        (decode_columns.ROWS, 1000)):
         bulk, events, taken = both(monkeypatch, "--format", "jsonl", "--strict-exit",
                                    str(path), rows=rows, text=text)

@@ -34,7 +34,8 @@ from ebpfwire.wire.decoder import decode
 from ebpfwire.wire.errors import DecodeError
 
 ROWS = 1 << 14   # records taken at a time, at most
-TAKE_BYTES = 4 << 20   # and samples' bytes (the lines made of them are held at once)
+TAKE_BYTES = 4 << 20   # and samples' bytes
+TEXT_BYTES = 16 << 20  # lines made at once, at most (by a bound on their length)
 
 
 def decode_bulk(source: str, args, out: Output) -> int | None:
@@ -103,7 +104,7 @@ class _Run:
             buf, begins, ends = records.payloads()
             rows = (buf, begins[samples], ends[samples], ranks[samples],
                     records.offsets[samples], records.cpus[samples], records.resync[samples])
-            # the lines in parts of at most TAKE_BYTES of text (a sample's escapes may make
+            # the lines in parts of at most TEXT_BYTES of text (a sample's escapes may make
             # it 6 times longer; a context's argv may be long), each shown once nothing
             # before it in time order is still to make
             sizes = 6 * (rows[2] - rows[1]) + np.fromiter(map(len, tails), np.int64, len(tails))
@@ -111,7 +112,7 @@ class _Run:
             before = stream.placed_before()
             start = 0
             while start < len(ids):
-                stop = start + fitting(np.zeros(1, np.int64), sizes[start:], TAKE_BYTES)
+                stop = start + fitting(np.zeros(1, np.int64), sizes[start:], TEXT_BYTES)
                 if not self._part(rows, tails, start, stop):
                     return False
                 self._show(min(before, int(later[stop])) if stop < len(ids) else before)
