@@ -48,3 +48,16 @@ def damaged_fixture(seed: int, target: Path) -> Path:
     data = source.read_bytes()
     target.write_bytes(damaged(data, rng, begin, begin + 600 if seed % 2 else len(data)))
     return target
+
+
+def made_capture(path: Path, items: list) -> Path:
+    """`path`: a capture of ``items`` (as Hypothesis makes them): a sample's bytes, or the
+    count of a LOST record; item i on CPU i % 2, so that time order and file order differ."""
+    from ebpfwire.capture import CaptureWriter, HostInfo
+
+    with CaptureWriter(str(path), host=HostInfo(kernel_release="k", hostname="h", ncpus=2),
+                       boot_time_ns=1, start_time_ns=2) as writer:
+        for at, item in enumerate(items):
+            (writer.write_lost(at % 2, item) if isinstance(item, int)
+             else writer.write_sample(at % 2, item))
+    return path

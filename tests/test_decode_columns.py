@@ -5,13 +5,12 @@ layout check holds back (the bulk path gives way), and on Hypothesis-made ones."
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
-from corpus import damaged_fixture
+from corpus import damaged_fixture, made_capture
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_cli import run
@@ -19,7 +18,6 @@ from test_hostile_bounds import _header, _lost, _record, _sample
 from test_process import Stream
 
 from ebpfwire import encode
-from ebpfwire.capture import CaptureWriter, HostInfo
 from ebpfwire.cli import decode_columns
 from ebpfwire.wire.strategies import damaged_event_bytes, event_bytes
 
@@ -165,13 +163,8 @@ def test_several_files(monkeypatch):
                                                ["--format", "jsonl", "--raw"]]))
 def test_made_captures_decode_as_event_by_event(monkeypatch, items: list, options: list):
     with tempfile.TemporaryDirectory() as where:
-        path = os.path.join(where, "made.ewcap")
-        with CaptureWriter(path, host=HostInfo(kernel_release="k", hostname="h", ncpus=2),
-                           boot_time_ns=1, start_time_ns=2) as writer:
-            for at, item in enumerate(items):
-                (writer.write_lost(at % 2, item) if isinstance(item, int)
-                 else writer.write_sample(at % 2, item))
-        bulk, events, _ = both(monkeypatch, *options, path)
+        path = made_capture(Path(where) / "made.ewcap", items)
+        bulk, events, _ = both(monkeypatch, *options, str(path))
         assert bulk == events
 
 

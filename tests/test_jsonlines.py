@@ -1,4 +1,4 @@
-"""The JSON lines of many samples at once (``output.jsonlines.Lines``) are sample_json's:
+"""The JSON lines of many samples at once (``columnar.jsonlines.Lines``) are sample_json's:
 on every fixture, the realistic corpus and Hypothesis-made valid and damaged samples, each
 line is sample_json's own, and a sample sample_json does not take is left to it (None)."""
 
@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ebpfwire.capture import CaptureReader, SampleRecord
-from ebpfwire.output.jsonlines import Lines
+from ebpfwire.columnar.jsonlines import Lines
 from ebpfwire.output.render import sample_json
 from ebpfwire.wire.layouts import get_layout
 from ebpfwire.wire.strategies import catalogue_events, damaged_event_bytes, event_bytes

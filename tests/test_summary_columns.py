@@ -5,13 +5,12 @@ captures that make the layout check hold records back and on Hypothesis-made one
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
-from corpus import damaged_fixture
+from corpus import damaged_fixture, made_capture
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_cli import run
@@ -147,13 +146,8 @@ def test_version_1_captures(monkeypatch, tmp_path: Path, name: str):
                                                ["--by", "comm", "--failed"]]))
 def test_made_captures_count_as_event_by_event(monkeypatch, items: list, options: list):
     with tempfile.TemporaryDirectory() as where:
-        path = os.path.join(where, "made.ewcap")
-        with CaptureWriter(path, host=HostInfo(kernel_release="k", hostname="h", ncpus=2),
-                           boot_time_ns=1, start_time_ns=2) as writer:
-            for item in items:
-                (writer.write_lost(1, item) if isinstance(item, int)
-                 else writer.write_sample(0, item))
-        bulk, events = both(monkeypatch, "summary", *options, path)
+        path = made_capture(Path(where) / "made.ewcap", items)
+        bulk, events = both(monkeypatch, "summary", *options, str(path))
         assert bulk == events
 
 

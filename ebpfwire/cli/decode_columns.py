@@ -1,7 +1,7 @@
 """``decode --format jsonl`` (and ``json``, with the context or ``--raw``) of a big capture
 on the bulk path: the records read in blocks, their time order and process context worked
 out for many at once (:class:`~ebpfwire.columnar.rowcontext.StreamContext`), and the lines
-made many at once (:class:`~ebpfwire.output.jsonlines.Lines`), each ended with its
+made many at once (:class:`~ebpfwire.columnar.jsonlines.Lines`), each ended with its
 answer's fields, whose JSON is made once per distinct answer. Output and stderr
 are the per-event path's (``cli.decode.Decoding``), byte for byte: lines in time order,
 damage said where reading record by record says it, undecodable samples at their place.
@@ -26,8 +26,8 @@ from ebpfwire.cli.captures import (
 )
 from ebpfwire.cli.errors import say
 from ebpfwire.cli.output import Output, Progress
+from ebpfwire.columnar.jsonlines import Lines
 from ebpfwire.columnar.rowcontext import Answers, StreamContext
-from ebpfwire.output.jsonlines import Lines
 from ebpfwire.output.render import event_json, lost_json, sample_json
 from ebpfwire.process.enrich import ContextJson
 from ebpfwire.wire.decoder import decode

@@ -122,6 +122,20 @@ def _header_fields(layout: Layout) -> list[tuple[str, str, int]]:
     return fields
 
 
+def header_dtype(layout: Layout) -> np.dtype:
+    """The layout's header as a numpy record (its fields at their offsets): headers cut
+    from many samples at once (:func:`~ebpfwire.columnar.rowcontext.heads`) are read
+    through it."""
+    fields = _header_fields(layout)
+    return np.dtype({
+        "names": [name for name, _, _ in fields],
+        "formats": [f"S{code[:-1]}" if code.endswith("s") else _NP_CODES[code]
+                    for _, code, _ in fields],
+        "offsets": [offset for _, _, offset in fields],
+        "itemsize": layout.size,
+    })
+
+
 def schema(layout: str | Layout = "classic", context: bool = True) -> pa.Schema:
     """The columns of ``to_table`` for a context layout (docs/arrow.md); with ``context``,
     ending with the process context columns."""
@@ -368,13 +382,7 @@ class _BatchBuilder:
         self.hash_offset = next((offset for name, _, offset in self.fields if name == "hash"),
                                 None)
         self.row_hashes: dict[int, list] = {}
-        self.dtype = np.dtype({
-            "names": [name for name, _, _ in self.fields],
-            "formats": [f"S{code[:-1]}" if code.endswith("s") else _NP_CODES[code]
-                        for _, code, _ in self.fields],
-            "offsets": [offset for _, _, offset in self.fields],
-            "itemsize": self.layout.size,
-        })
+        self.dtype = header_dtype(self.layout)
         self.values = None if src.context is None else src.context.values
         self.schema = schema(self.layout, self.values is not None)
         #: the catalogue's event names by id (ids past the last count as the last plus one)

@@ -4,12 +4,14 @@ lines, with no Python call per sample.
 Samples of one event id and argument count have one shape: the same keys, the same event
 name and argument types, in the same order. Such a group is one %-template (the line's
 constant text, with a hole for each value), filled for all its rows by one ``%`` of the
-template repeated, its values read as columns: the header by a numpy view, the arguments
-by the column walk (:func:`~ebpfwire.wire.walker.walk_columns`). The fragments are
-render.py's own (the head template, the argument prefixes, the cached texts), so the lines
-are sample_json's, byte for byte (``tests/test_jsonlines.py`` holds them equal). What it
-does not take (another layout, damage, sockaddrs and argv, a shape the catalogue does not
-know) is left as None for sample_json.
+template repeated, its values read as columns: the headers cut as the batch builder cuts
+them (:func:`~ebpfwire.columnar.rowcontext.heads`, read through
+:func:`~ebpfwire.columnar.arrow.header_dtype`), the arguments by the column walk
+(:func:`~ebpfwire.wire.walker.walk_columns`). The fragments are render.py's own (the head
+template, the argument prefixes, the cached texts), so the lines are sample_json's, byte for
+byte (``tests/test_jsonlines.py`` holds them equal). What it does not take (a layout with
+fields past the classic header, damage, a shape the catalogue does not know) is left as
+None for sample_json.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from itertools import chain
 
 import numpy as np
 
+from ebpfwire.columnar.arrow import header_dtype
+from ebpfwire.columnar.rowcontext import heads as cut_heads
 from ebpfwire.output import render
 from ebpfwire.wire import walker
 from ebpfwire.wire.argtypes import ArgType
@@ -28,40 +32,11 @@ from ebpfwire.wire.walker import STRING_TAGS, ArgvSpans, walk_columns
 
 _enc = render._enc
 _ARR, _SOCKADDR = render._ARR, render._SOCKADDR
-#: numpy's kind for each struct code of the header
-_KINDS = {"Q": "u8", "L": "u4", "I": "u4", "q": "i8", "l": "i4", "i": "i4", "H": "u2",
-          "h": "i2", "B": "u1", "b": "i1"}
 
 
 def _escaped(text: str) -> str:
     """Constant text of a template: its % doubled."""
     return text.replace("%", "%%")
-
-
-def _header_dtype(layout: Layout) -> np.dtype | None:
-    """The header as a numpy record (None for a layout with fields past the classic ones,
-    or a code this does not read)."""
-    if layout.extra_names or layout.hash_at is not None:
-        return None
-    fmt = layout.fmt.format
-    order, codes = fmt[0], fmt[1:]
-    fields, count = [], ""
-    for code in codes:
-        if code.isdigit():
-            count += code
-            continue
-        if code == "s":
-            kind = f"S{count}"
-        elif code in _KINDS and not count:
-            kind = ("<" if order == "<" else ">") + _KINDS[code]
-        else:
-            return None
-        fields.append(kind)
-        count = ""
-    if len(fields) != len(CLASSIC_NAMES):
-        return None
-    dtype = np.dtype(list(zip(CLASSIC_NAMES, fields, strict=True)))
-    return dtype if dtype.itemsize == layout.size else None
 
 
 #: The head template cut at its holes (render._HEAD: ts, event_id, event, the seven ids,
@@ -95,7 +70,9 @@ class Lines:
 
     def __init__(self, layout: Layout, arch: str):
         self.layout, self.arch = layout, arch
-        self.dtype = _header_dtype(layout)
+        # the classic header only: a layout's fields past it are sample_json's to show
+        self.dtype = (None if layout.extra_names or layout.hash_at is not None
+                      else header_dtype(layout))
         if self.dtype is not None:   # the byte ranges of the who fields in a header
             fields = self.dtype.fields
             self._who = np.concatenate([
@@ -125,7 +102,7 @@ class Lines:
             return out.tolist()
         whole = np.flatnonzero(ends - begins >= size)
         data = np.frombuffer(buf, np.uint8)
-        raw = data[begins[whole, None] + np.arange(size)]
+        raw = cut_heads(buf, begins, ends, size)[whole]
         heads = raw.view(self.dtype).ravel()
         whos = self._whos(heads, raw)
         ends_of = np.array(tails, object)
