@@ -1,7 +1,8 @@
-"""``decode --format jsonl/json`` on the bulk path (``cli.decode_columns``: records read in
-blocks, time order and process context for many at once) against the per-event path: the
-same stdout, stderr and exit status on every fixture, on damaged captures, on captures the
-layout check holds back (the bulk path gives way), and on Hypothesis-made ones."""
+"""``decode --format jsonl/json/kubearmor`` on the bulk path (``cli.decode_columns``:
+records read in blocks, time order and process context for many at once) against the
+per-event path: the same stdout, stderr and exit status on every fixture, on damaged
+captures, on captures the layout check holds back (the bulk path gives way), and on
+Hypothesis-made ones."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from corpus import damaged_fixture, made_capture
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_cli import run
+from test_cli_kubearmor import context_capture
 from test_hostile_bounds import _header, _lost, _record, _sample
 from test_process import Stream
 
@@ -24,7 +26,9 @@ from ebpfwire.wire.strategies import damaged_event_bytes, event_bytes
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 CAPTURES = sorted(FIXTURES.glob("*.ewcap"))
 OPTIONS = [["--format", "jsonl"], ["--format", "json", "--strict-exit"],
-           ["--format", "jsonl", "--layout", "cwd"], ["--format", "jsonl", "--raw"]]
+           ["--format", "jsonl", "--layout", "cwd"], ["--format", "jsonl", "--raw"],
+           ["--format", "kubearmor", "--strict-exit"],
+           ["--format", "kubearmor", "--kubearmor-version", "2023"]]
 
 
 def both(monkeypatch: pytest.MonkeyPatch, *argv: str, rows: int = decode_columns.ROWS,
@@ -80,7 +84,7 @@ def test_options_it_does_not_serve_go_event_by_event(monkeypatch):
     for options in (["--format", "table"], ["--format", "table", "--raw"],
                     ["--format", "jsonl", "--lenient"], ["--format", "jsonl", "--no-sort"],
                     ["--format", "jsonl", "--event", "openat"],
-                    ["--format", "kubearmor"]):
+                    ["--format", "kubearmor", "--comm", "sh"]):
         bulk, events, taken = both(monkeypatch, *options, capture)
         assert bulk == events and taken == [], options
 
@@ -93,21 +97,23 @@ def realistic() -> Path:
     return realistic.build(20_000)
 
 
-@pytest.mark.parametrize("raw", [[], ["--raw"]], ids=["context", "raw"])
+@pytest.mark.parametrize("options", [["jsonl"], ["jsonl", "--raw"], ["kubearmor"]],
+                         ids=" ".join)
 @pytest.mark.parametrize("rows", [decode_columns.ROWS, 1000])
 def test_the_realistic_corpus_as_the_per_event_path(monkeypatch, realistic: Path, rows: int,
-                                                    raw: list[str]):
+                                                    options: list[str]):
     """Many process lives, their answers forgotten and made again."""
-    bulk, events, taken = both(monkeypatch, "--format", "jsonl", *raw, str(realistic),
-                               rows=rows)
-    assert taken == [True] and bulk == events and bulk[1].count("\n") == 20_000
+    bulk, events, taken = both(monkeypatch, "--format", *options, str(realistic), rows=rows)
+    assert taken == [True] and bulk == events
+    assert bulk[1].count("\n") == (20_000 if options[0] == "jsonl" else 17_513)
 
 
 @pytest.mark.parametrize("seed", range(24))
 def test_damaged_captures_decode_as_event_by_event(monkeypatch, tmp_path: Path, seed: int):
     path = damaged_fixture(seed, tmp_path / "damaged.ewcap")
     for options in (["--format", "jsonl", "--strict-exit"], ["--format", "json"],
-                    ["--format", "jsonl", "--raw", "--strict-exit"]):
+                    ["--format", "jsonl", "--raw", "--strict-exit"],
+                    ["--format", "kubearmor", "--strict-exit"]):
         bulk, events, _ = both(monkeypatch, *options, str(path))
         assert bulk == events
 
@@ -160,7 +166,8 @@ def test_several_files(monkeypatch):
 @given(st.lists(st.one_of(event_bytes(), damaged_event_bytes(), st.integers(1, 9)),
                 max_size=30), st.sampled_from([["--format", "jsonl"],
                                                ["--format", "json", "--strict-exit"],
-                                               ["--format", "jsonl", "--raw"]]))
+                                               ["--format", "jsonl", "--raw"],
+                                               ["--format", "kubearmor", "--strict-exit"]]))
 def test_made_captures_decode_as_event_by_event(monkeypatch, items: list, options: list):
     with tempfile.TemporaryDirectory() as where:
         path = made_capture(Path(where) / "made.ewcap", items)
@@ -184,3 +191,15 @@ def test_a_sample_that_does_not_decode_still_informs_the_context(monkeypatch, tm
     assert bulk[1].splitlines()[-1].endswith(
         '"process": {"exe": "/usr/bin/true", "argv": ["true", "-x"], "source": "exec"}, '
         '"parent_process": null, "container_id": null}')
+
+
+@pytest.mark.parametrize("version", ["newest", "2023"])
+def test_kubearmor_logs_with_containers_and_execs(monkeypatch, tmp_path: Path, version: str):
+    """A snapshot, a host and a docker container record, execs (their logs name what was
+    asked), a loss: every log's process context as the per-event path gives it."""
+    capture = str(context_capture(tmp_path / "ctx.ewcap"))
+    for rows in (decode_columns.ROWS, 2):
+        bulk, events, taken = both(monkeypatch, "--format", "kubearmor", "--kubearmor-version",
+                                   version, capture, rows=rows)
+        assert taken == [True] and bulk == events and bulk[0] == 0
+    assert '"Type": "ContainerLog"' in bulk[1] and '"Resource": "/bin/cat /etc/shadow"' in bulk[1]

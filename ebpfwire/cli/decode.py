@@ -30,7 +30,7 @@ from ebpfwire.cli.errors import EXIT_DAMAGED, EXIT_OK, EXIT_USAGE, OutputError, 
 from ebpfwire.cli.filters import filter_of
 from ebpfwire.cli.options import add_capture_filters, add_command, add_time_options
 from ebpfwire.cli.output import Output, Progress, table_renderer
-from ebpfwire.output.kubearmor import NEWEST, VERSIONS, KubeArmorLogs
+from ebpfwire.output.kubearmor import NEWEST, VERSIONS, KubeArmorLogs, log_context, log_key
 from ebpfwire.output.render import event_json, sample_json
 from ebpfwire.process.enrich import Enricher, table_context
 from ebpfwire.wire.errors import DecodeError
@@ -65,7 +65,9 @@ class Decoding:
             layout, arch = layout_and_arch(self.args, reader.header, label)
             self.out.set_boot_time(reader.header.boot_time_ns)
             enricher = None
-            if self.out.fmt == "kubearmor" or not self.args.raw:
+            if self.out.fmt == "kubearmor":
+                enricher = Enricher(layout, arch, make=log_context, key=log_key)
+            elif not self.args.raw:
                 enricher = Enricher(layout, arch,
                                     make=table_context if self.out.fmt == "table" else None)
             stream = CaptureStream(
@@ -83,10 +85,10 @@ class Decoding:
 
     def _bulk(self, source: str) -> bool:
         """Whether ``source`` was decoded on the bulk path (``cli.decode_columns``): JSON
-        (with the process context or ``--raw``), in time order, strict, unfiltered, of a
-        big regular file (``captures.by_columns``)."""
+        (with the process context or ``--raw``) or KubeArmor logs, in time order, strict,
+        unfiltered, of a big regular file (``captures.by_columns``)."""
         args = self.args
-        if not (self.out.fmt in ("jsonl", "json") and self.strict and self.keep is None
+        if not (self.out.fmt in ("jsonl", "json", "kubearmor") and self.strict and self.keep is None
                 and not (args.follow or args.no_sort) and by_columns([source])):
             return False
         from ebpfwire.cli.decode_columns import decode_bulk
@@ -140,13 +142,11 @@ class Decoding:
             if event.errors:
                 self.damaged += 1
             # the table sees every event; the filters choose what is printed
-            if logs is not None:
-                answer = enricher.event(event)  # type: ignore[union-attr]
-            elif context is not None:
+            if context is not None:
                 shown = context(record.data)
             if keep is None or keep(event):
                 if logs is not None:
-                    for log in logs.logs(event, answer) if answer is not None else ():
+                    for log in logs.logs(event, shown):
                         events += 1
                         out_line(json.dumps(log))
                 elif context is None:

@@ -1,13 +1,17 @@
-"""``decode --format jsonl`` (and ``json``, with the context or ``--raw``) of a big capture
-on the bulk path: the records read in blocks, their time order and process context worked
-out for many at once (:class:`~ebpfwire.columnar.rowcontext.StreamContext`), and the lines
-made many at once (:class:`~ebpfwire.columnar.jsonlines.Lines`), each ended with its
-answer's fields, whose JSON is made once per distinct answer. Output and stderr
-are the per-event path's (``cli.decode.Decoding``), byte for byte: lines in time order,
-damage said where reading record by record says it, undecodable samples at their place.
+"""``decode --format jsonl`` (and ``json``, with the context or ``--raw``, and
+``kubearmor``) of a big capture on the bulk path: the records read in blocks, their time
+order and process context worked out for many at once
+(:class:`~ebpfwire.columnar.rowcontext.StreamContext`), and the lines made many at once
+(:class:`~ebpfwire.columnar.jsonlines.Lines`), each ended with its answer's fields, whose
+JSON is made once per distinct answer; KubeArmor's logs from each answer's
+:class:`~ebpfwire.output.kubearmor.LogContext`. Output and stderr are the per-event
+path's (``cli.decode.Decoding``), byte for byte: lines in time order, damage said where
+reading record by record says it, undecodable samples at their place.
 """
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 
@@ -28,6 +32,7 @@ from ebpfwire.cli.errors import say
 from ebpfwire.cli.output import Output, Progress
 from ebpfwire.columnar.jsonlines import Lines
 from ebpfwire.columnar.rowcontext import Answers, StreamContext
+from ebpfwire.output.kubearmor import KubeArmorLogs, LogContext, log_context, log_key
 from ebpfwire.output.render import event_json, lost_json, sample_json
 from ebpfwire.process.enrich import ContextJson
 from ebpfwire.wire.decoder import decode
@@ -47,12 +52,17 @@ def decode_bulk(source: str, args, out: Output) -> int | None:
     """
     label = source_label(source)
     with open_capture(source) as reader:
-        layout, arch = layout_and_arch(args, reader.header, label)
+        header = reader.header
+        layout, arch = layout_and_arch(args, header, label)
+        logs = (KubeArmorLogs(header.hostname, header.boot_time_ns,
+                              version=args.kubearmor_version)
+                if out.fmt == "kubearmor" else None)
+        answers = (Answers(ContextJson()) if logs is None
+                   else Answers(log_context, key=log_key))
         stream = StreamContext(layout, arch, Intake(reader.blocks()), reader,
-                               answers=Answers(ContextJson()), place_damage=True,
-                               answer=not args.raw)
-        out.set_boot_time(reader.header.boot_time_ns)
-        run = _Run(stream, layout, arch, label, out)
+                               answers=answers, place_damage=True, answer=not args.raw)
+        out.set_boot_time(header.boot_time_ns)
+        run = _Run(stream, layout, arch, label, out, logs)
         progress = Progress(regular_size(source))
         try:
             if not run.lines(progress):
@@ -65,12 +75,23 @@ def decode_bulk(source: str, args, out: Output) -> int | None:
         return run.damaged + run.damage_met
 
 
+def _size(tail: str | LogContext | None) -> int:
+    """A bound on the characters a line's end (or KubeArmor's context) adds to it."""
+    if tail is None or isinstance(tail, str):
+        return len(tail or "")
+    request = tail.request
+    return (len(tail.command) + len(tail.parent_exe)
+            + (len(request[0]) + sum(map(len, request[1])) if request else 0))
+
+
 class _Run:
     """One capture's records made into lines and messages, shown in time order."""
 
-    def __init__(self, stream: StreamContext, layout, arch: str, label: str, out: Output):
+    def __init__(self, stream: StreamContext, layout, arch: str, label: str, out: Output,
+                 logs: KubeArmorLogs | None = None):
         self.stream, self.layout, self.arch, self.label, self.out = (
             stream, layout, arch, label, out)
+        self.logs = logs   # KubeArmor's logs, else JSON lines
         self.damaged = 0      # samples decoded with errors or not at all
         self.lines_held: list[str] = []   # made, not yet shown: a record before them is not
         self.ranks_held = np.empty(0, np.int64)
@@ -91,23 +112,23 @@ class _Run:
                 return False      # a LOST record first: the layout check holds it, and
                 # context records pass it
             ranks = stream.taken_ranks(samples=False)
-            if not samples.all():
+            if not samples.all() and self.logs is None:   # (KubeArmor logs no loss)
                 lost = np.flatnonzero(~samples)
                 self._hold([lost_json(cpu, count) for cpu, count in zip(
                     records.cpus[lost].tolist(), records.counts[lost].tolist(), strict=True)],
                     ranks[lost])
             ids = stream.taken_ids().tolist()
-            values = stream.answers.values
-            made = {answer: values[answer] + "}" if answer >= 0 else "}" for answer in set(ids)}
-            tails = [made[answer] for answer in ids]    # (one string per answer: a
-            # context's argv may be long)
+            tails = self._tails(ids)
             buf, begins, ends = records.payloads()
             rows = (buf, begins[samples], ends[samples], ranks[samples],
                     records.offsets[samples], records.cpus[samples], records.resync[samples])
             # the lines in parts of at most TEXT_BYTES of text (a sample's escapes may make
             # it 6 times longer; a context's argv may be long), each shown once nothing
             # before it in time order is still to make
-            sizes = 6 * (rows[2] - rows[1]) + np.fromiter(map(len, tails), np.int64, len(tails))
+            sizes = 6 * (rows[2] - rows[1]) + np.fromiter(map(_size, tails), np.int64,
+                                                          len(tails))
+            if self.logs is not None:    # each log holds the sample's text and the
+                sizes = 4 * sizes + 4096   # context's a few times, and two logs at most
             later = np.minimum.accumulate(rows[3][::-1])[::-1]   # least rank from each row on
             before = stream.placed_before()
             start = 0
@@ -127,14 +148,25 @@ class _Run:
         self._show(None)
         return True
 
-    def _part(self, rows: tuple, tails: list[str], start: int, stop: int) -> bool:
+    def _tails(self, ids: list[int]) -> list:
+        """What ends each sample's line: its answer's JSON fields and the line's ``}``, or
+        (KubeArmor's logs) its :class:`LogContext`; one object per answer (a context's
+        argv may be long)."""
+        values = self.stream.answers.values
+        if self.logs is not None:
+            return [values[answer] if answer >= 0 else None for answer in ids]
+        made = {answer: values[answer] + "}" if answer >= 0 else "}" for answer in set(ids)}
+        return [made[answer] for answer in ids]
+
+    def _part(self, rows: tuple, tails: list, start: int, stop: int) -> bool:
         """The lines of samples ``start:stop`` of a take (``rows``: its buffer, then the
         samples' bounds, ranks, file offsets, cpus and resync offsets) held; False where
         the first sample of the capture does not decode (nothing is shown then)."""
         buf, begins, ends, ranks, offsets, cpus, resync = (
             row if isinstance(row, bytes) else row[start:stop] for row in rows)
         tails = tails[start:stop]
-        lines = self.render(buf, begins, ends, tails)
+        kubearmor = self.logs is not None
+        lines = [None] * len(tails) if kubearmor else self.render(buf, begins, ends, tails)
         # what Lines does not take: sample_json's, then (a resynchronised sample is never
         # clean) the decoder's, as the per-event path makes them
         again = np.flatnonzero((resync >= 0) | np.array([line is None for line in lines]))
@@ -142,22 +174,24 @@ class _Run:
             layout, arch = self.layout, self.arch
             for row in again.tolist():
                 data, tail = buf[int(begins[row]):int(ends[row])], tails[row]
-                line = sample_json(data, layout, arch, None, tail) if resync[row] < 0 else None
+                line = (sample_json(data, layout, arch, None, tail)
+                        if resync[row] < 0 and not kubearmor else None)
                 lines[row] = line or self._decoded(data, int(offsets[row]), int(cpus[row]),
                                                    int(resync[row]), int(ranks[row]), tail)
                 if lines[row] is None and not self.first_clean and row == 0:
                     return False
-            shown = np.array([line is not None for line in lines])
-            lines = [line for line in lines if line is not None]
+            shown = np.array([bool(line) for line in lines])   # ("": no KubeArmor log)
+            lines = [line for line in lines if line]
             ranks = ranks[shown]
         self.first_clean = True
         self._hold(lines, ranks)
         return True
 
     def _decoded(self, data: bytes, offset: int, cpu: int, resync: int, rank: int,
-                 tail: str) -> str | None:
+                 tail) -> str | None:
         """The line of a sample the fast path does not take, as ``CaptureStream.decode``
-        decodes it; None (its message held) for one that does not decode."""
+        decodes it (KubeArmor's logs: its lines, "" for none); None (its message held) for
+        one that does not decode."""
         try:
             event = decode(data, layout=self.layout, arch=self.arch)
         except DecodeError as error:
@@ -169,6 +203,8 @@ class _Run:
             event.errors.append(resync_error(SampleRecord(cpu, data, offset, resync)))
         if event.errors:   # (strict decoding lets a writer's known omissions pass)
             self.damaged += 1
+        if self.logs is not None:
+            return "\n".join(map(json.dumps, self.logs.logs(event, tail)))
         return event_json(event, tail[:-1])
 
     def _hold(self, lines: list[str], ranks: np.ndarray) -> None:

@@ -93,10 +93,11 @@ class Answers:
     that rows not yet built or the enricher's caches refer to: a capture makes a new one
     for nearly every process life, and would otherwise hold them all."""
 
-    def __init__(self, value: Callable[[Program | None, Program | None, str | None], Any]
-                 = column_value) -> None:
+    def __init__(self, value: Callable[..., Any] = column_value,
+                 key: Callable[[Any], tuple] | None = None) -> None:
         self.values: dict[int, Any] = {}
         self._value = value
+        self.key = key   # the Enricher's: what ``value`` is made of (by default its three)
         self._ids: dict[Any, int] = {}
         self._next = 0
         self._forget_at = KEEP_ANSWERS
@@ -114,9 +115,8 @@ class Answers:
         self._forget_at = max(KEEP_ANSWERS, 2 * len(values))
         return keep
 
-    def make(self, program: Program | None, parent: Program | None,
-             container_id: str | None) -> int:
-        value = self._value(program, parent, container_id)
+    def make(self, *parts: Any) -> int:
+        value = self._value(*parts)
         number = self._ids.get(value)
         if number is None:
             number = self._ids[value] = self._next
@@ -658,8 +658,9 @@ class StreamContext:
         self.answering = answer
         self.answers = Answers() if answers is None else answers
         self.values = self.answers.values
-        self.enricher: Enricher[int] = (Enricher(layout, arch, make=self.answers.make)
-                                        if enricher is None else enricher)
+        self.enricher: Enricher[int] = (
+            Enricher(layout, arch, make=self.answers.make, key=self.answers.key)
+            if enricher is None else enricher)
         self._released = 0    # records released so far
         self._join = _Join(self.enricher, layout)
         self._records = records

@@ -20,9 +20,9 @@ from __future__ import annotations
 import posixpath
 import socket
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
-from ebpfwire.process.table import EventContext
+from ebpfwire.process.table import EventContext, Program
 from ebpfwire.wire import names
 from ebpfwire.wire.catalogue import (
     TCP_ACCEPT,
@@ -206,7 +206,40 @@ def updated_time(wall_ns: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ns // 1000:06d}Z"
 
 
-def log_type(event: Event, context: EventContext | None) -> str | None:
+class LogContext(NamedTuple):
+    """What a log takes of an event's process context (:class:`EventContext`): few
+    distinct values in a capture, so the bulk path makes each once and numbers it."""
+
+    exe: str                  # the program's path, or its comm (ProcessName)
+    command: str              # with its arguments after argv[0] (Source)
+    argv: tuple[str, ...]
+    parent_exe: str           # ParentProcessName
+    container_id: str | None  # "" for the host, None when the capture does not say
+    host: bool                # a container record says the namespaces are the host's
+    request: tuple[str, tuple[str, ...]] | None   # an exec's exit: what was asked, argv
+
+
+def log_key(answer: EventContext | None) -> tuple:
+    """The parts of an answer a :class:`LogContext` is made of (an Enricher's ``key``)."""
+    if answer is None:
+        return (None, None, None, False, None)
+    container, request = answer.container, answer.exec_request
+    return (answer.program, answer.parent_program, answer.container_id,
+            container is not None and container.runtime == "host",
+            None if request is None else (request.resolved or request.filename, request.argv))
+
+
+def log_context(program: Program | None, parent: Program | None, container_id: str | None,
+                host: bool, request: tuple | None) -> LogContext | None:
+    """A :class:`LogContext` from :func:`log_key`'s parts (an Enricher's ``make``); None
+    for an event the table cannot place."""
+    if program is None:
+        return None
+    return LogContext(program.name, program.command, program.argv,
+                      parent.name if parent is not None else "", container_id, host, request)
+
+
+def log_type(event: Event, context: LogContext | None) -> str | None:
     """HostLog or ContainerLog as KubeArmor decides, or None where it logs nothing.
 
     KubeArmor's writer gives a process in the host's PID namespace pid_id = mnt_id = 0,
@@ -219,8 +252,7 @@ def log_type(event: Event, context: EventContext | None) -> str | None:
     """
     if not (event.pid_id and event.mnt_id):
         return "HostLog"
-    container = context.container if context is not None else None
-    if container is not None and container.runtime == "host":
+    if context is not None and context.host:
         return "HostLog"
     return "ContainerLog" if context is not None and context.container_id else None
 
@@ -243,12 +275,14 @@ class KubeArmorLogs:
         self.cluster = cluster
         self.newest = version == NEWEST
 
-    def log(self, event: Event, context: EventContext | None) -> dict[str, Any] | None:
+    def log(self, event: Event, context: EventContext | LogContext | None
+            ) -> dict[str, Any] | None:
         """The (first) log of one event, or None where KubeArmor logs none."""
         logs = self.logs(event, context)
         return logs[0] if logs else None
 
-    def logs(self, event: Event, context: EventContext | None) -> list[dict[str, Any]]:
+    def logs(self, event: Event, context: EventContext | LogContext | None
+             ) -> list[dict[str, Any]]:
         """KubeArmor's logs of one event: none (an exec's entry, security_bprm_check and
         do_exit only feed the process table; an event KubeArmor has no case for, or
         whose arguments it would not take; a container it cannot name), one, or two (the
@@ -261,6 +295,8 @@ class KubeArmorLogs:
             return []   # KubeArmor had no UDP events before 2025
         if self.newest and event.retval in _UNWRITTEN and is_syscall_event(event.event_id):
             return []   # its newest writer skips these results
+        if isinstance(context, EventContext):
+            context = log_context(*log_key(context))
         kind = log_type(event, context)
         if kind is None:
             return []
@@ -272,7 +308,7 @@ class KubeArmorLogs:
             handler = _OPERATIONS.get(name, _syscall_op)
             operation, resource, data = handler(event, args, name)
             process_name = context.exe if context is not None else event.comm
-            source = context.program.command if context is not None else event.comm
+            source = context.command if context is not None else event.comm
         cwd = event.extra.get("cwd")
         if (operation in (FILE, PROCESS) and isinstance(cwd, str) and self.newest
                 and not resource.split(" ")[0].startswith("/") and cwd.rstrip("/")):
@@ -290,21 +326,21 @@ class KubeArmorLogs:
         return [log]
 
     @staticmethod
-    def _exec(event: Event, context: EventContext | None,
+    def _exec(event: Event, context: LogContext | None,
               name: str | None) -> tuple[str, str, str, str]:
         data = _syscall(event, name)
-        request = context.exec_request if context is not None else None
-        if request is None:
+        request = context.request if context is not None else None
+        if request is not None:
+            exe, argv = request
+        elif context is not None and event.retval == 0:
             # its entry is not in the capture: what the table knows of the new program
-            program = context.program if context is not None and event.retval == 0 else None
-            exe = program.name if program is not None else ""
-            argv = program.argv if program is not None else ()
+            exe, argv = context.exe, context.argv
         else:
-            exe, argv = request.resolved or request.filename, request.argv
+            exe, argv = "", ()
         # KubeArmor names the process by the program it was asked to run, failed or not
         return PROCESS, " ".join((exe, *argv[1:])) if exe else "", data, exe
 
-    def _base(self, event: Event, context: EventContext | None, kind: str,
+    def _base(self, event: Event, context: LogContext | None, kind: str,
               process_name: str, parent_name: str, source: str, operation: str,
               resource: str, data: str) -> dict[str, Any]:
         wall = self.boot_time_ns + event.ts

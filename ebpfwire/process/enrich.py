@@ -50,7 +50,9 @@ class Enricher(Generic[T]):
     """The process context of one capture's events, made into what an output needs.
 
     ``make(program, parent_program, container_id)`` turns an answer of the table into
-    the output's form: by default the JSON lines' fields (:class:`ContextJson`). :meth:`sample`
+    the output's form: by default the JSON lines' fields (:class:`ContextJson`); an
+    output that needs more of the answer gives ``key``, the parts ``make`` is given (for
+    None too: an event the table cannot place). :meth:`sample`
     answers a raw sample; :meth:`event` a decoded :class:`Event` (damaged or filtered
     samples). Both feed one :class:`ProcessTable`, so they may be mixed in one stream.
 
@@ -64,12 +66,13 @@ class Enricher(Generic[T]):
     """
 
     def __init__(self, layout: Layout, arch: str, retain_ns: int | None = DEFAULT_RETAIN_NS,
-                 make: Callable[[Program | None, Program | None, str | None], T] | None = None):
+                 make: Callable[..., T] | None = None,
+                 key: Callable[[EventContext | None], tuple] | None = None):
         self.table = ProcessTable(retain_ns, arch)
         self._arch = arch
         self.table.on_change = self._forget
-        self._make: Callable[[Program | None, Program | None, str | None], T] = (
-            make or ContextJson())  # type: ignore[assignment]
+        self._make: Callable[..., T] = make or ContextJson()  # type: ignore[assignment]
+        self._key = key
         self._layout = layout
         self._unpack = layout.fmt.unpack_from
         self._size = layout.size
@@ -210,7 +213,8 @@ class Enricher(Generic[T]):
     def unplaced(self) -> T:
         """The answer for an event the table cannot place (its header is cut)."""
         if self._unplaced is None:
-            self._unplaced = self._make(None, None, None)
+            self._unplaced = self._make(*(self._key(None) if self._key is not None
+                                          else (None, None, None)))
         return self._unplaced
 
     def event(self, event: Event) -> EventContext | None:
@@ -226,9 +230,13 @@ class Enricher(Generic[T]):
         container: many events share them)."""
         if answer is None:
             return self.unplaced()
-        container = answer.container    # (EventContext.container_id, without its call)
-        key = (answer.program, answer.parent_program,
-               answer.process.container_id if container is None else container.container_id)
+        if self._key is not None:
+            key = self._key(answer)
+        else:
+            container = answer.container    # (EventContext.container_id, without its call)
+            key = (answer.program, answer.parent_program,
+                   answer.process.container_id if container is None
+                   else container.container_id)
         made = self._made.get(key)
         if made is None:
             if len(self._made) >= _CACHE_LIMIT:
