@@ -19,19 +19,14 @@ from __future__ import annotations
 
 import posixpath
 import socket
+import string
 import time
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from ebpfwire.process.table import EventContext, Program
 from ebpfwire.wire import names
-from ebpfwire.wire.catalogue import (
-    TCP_ACCEPT,
-    TCP_ACCEPT_V6,
-    TCP_CONNECT,
-    TCP_CONNECT_V6,
-    arg_index,
-    is_syscall_event,
-)
+from ebpfwire.wire.catalogue import arg_index, is_syscall_event
 from ebpfwire.wire.events import AF_INET, AF_INET6, AF_UNIX, Arg, Event, SockAddr
 
 #: IP protocol numbers by name, as socket(2)'s third argument gives them (0: the default).
@@ -39,8 +34,6 @@ _PROTOCOLS = {value: key[len("IPPROTO_"):] for key, value in vars(socket).items(
               if key.startswith("IPPROTO_") and isinstance(value, int)}
 _PROTOCOLS[0] = "0"
 _QTYPES = {1: "A", 28: "AAAA"}
-_TCP = {TCP_CONNECT: "tcp_connect", TCP_ACCEPT: "tcp_accept", TCP_CONNECT_V6: "tcp_connect",
-        TCP_ACCEPT_V6: "tcp_accept"}
 
 FILE, PROCESS, NETWORK, SYSCALL = "File", "Process", "Network", "Syscall"
 NEWEST, V2023 = "newest", "2023"
@@ -61,136 +54,183 @@ _UNWRITTEN = (-2, -115)
 _HASH_FIELDS = {30: "ProcessHash", 31: "ParentHash", 32: "ResourceHash"}
 
 
-def _value(args: list[Arg], name: str, role: str) -> Any:
-    """The value of the event's argument with ``role`` (the catalogue's), None if absent."""
+def _address_text(field: str) -> Callable[[Any], str]:
+    def text(value: Any) -> str:
+        if not isinstance(value, SockAddr):
+            return ""
+        if field == "family":
+            return names.sock_family_name(value.family) or str(value.family)
+        part = getattr(value, field)
+        return "" if part is None else str(part)
+    return text
+
+
+#: How an argument's value becomes text in a log (KubeArmor's own conversions).
+CONVERSIONS: dict[str, Callable[[Any], str]] = {
+    "str": lambda value: value if isinstance(value, str) else "",
+    "num": lambda value: "" if value is None else str(value),
+    # KubeArmor names AT_REMOVEDIR alone, any other value ""
+    "removedir": lambda value: "AT_REMOVEDIR" if value == 0x200 else "",
+    "protocol": lambda value: (_PROTOCOLS.get(value, str(value)) if isinstance(value, int)
+                               else ""),
+    "qtype": lambda value: _QTYPES.get(value, "") if isinstance(value, int) else "",
+    # the query's name without its last character (the trailing dot), as KubeArmor cuts it
+    "dotless": lambda value: value[:-1] if isinstance(value, str) else "",
+    **{field: _address_text(field) for field in ("family", "port", "addr", "path")},
+}
+#: The flag names of an argument (its text), else its number: the one conversion of the
+#: Arg rather than of its value.
+FLAGS = "flags"
+NUMBER = CONVERSIONS["num"]
+
+
+def _pieces(template: str) -> tuple:
+    """A Resource or Data template as pieces: text, or (role, conversion) of an argument
+    ("sys": Data's ``syscall=SYS_NAME``; conversion "address": a socket address's form)."""
+    out: list = []
+    for text, role, conversion, _ in string.Formatter().parse(template):
+        if text:
+            out.append(text)
+        if role is not None:
+            out.append((role, conversion or "str"))
+    return tuple(out)
+
+
+#: The Resource of a socket address by its family (KubeArmor writes sin_* for IPv6 too).
+ADDRESSES = {
+    AF_UNIX: _pieces("sa_family={address:family} sun_path={address:path}"),
+    AF_INET: _pieces("sa_family={address:family} sin_port={address:port} "
+                     "sin_addr={address:addr}"),
+    None: _pieces("sa_family={address:family}"),   # any other family
+}
+ADDRESSES[AF_INET6] = ADDRESSES[AF_INET]
+
+
+def address_shape(value: Any) -> int | None | bool:
+    """Which of :data:`ADDRESSES` a socket address takes; False: not an address ("")."""
+    if not isinstance(value, SockAddr):
+        return False
+    return value.family if value.family in ADDRESSES else None
+
+
+_TCP_RESOURCE = "remoteip={remote:addr} port={remote:port} protocol={protocol}"
+_UDP = ("sa_family={server:family} sin_port=53",   # KubeArmor writes port 53 whatever
+        " domain={qname:dotless} daddr={server:addr} qtype={qtype:qtype}")  # the writer does
+#: Operation, Resource and Data of each event KubeArmor logs but an exec (:data:`SHAPES`:
+#: as pieces, which the per-event path fills and the bulk path makes templates of), from the
+#: arguments with these roles (the catalogue's). "{role}" is a string argument ("" if it
+#: is not one), "{role:num}" a number, "{role:flags}" its flag names; the others are
+#: :data:`CONVERSIONS`; "{address:address}" a socket address, as :data:`ADDRESSES`.
+_TEMPLATES = {
+    "open": (FILE, "{path}", "{sys} flags={flags:flags}"),
+    "openat": (FILE, "{path}", "{sys} fd={dirfd:num} flags={flags:flags}"),
+    "unlinkat": (FILE, "{path}", "{sys} flags={flags:removedir}"),
+    "chown": (FILE, "{path}", "{sys} userid={uid:num} group={gid:num}"),
+    "fchownat": (FILE, "{path}", "{sys} userid={uid:num} group={gid:num} mode={flags:num}"),
+    "close": (FILE, "", "{sys} fd={fd:num}"),
+    "unlink": (FILE, "{path}", "{sys}"),
+    "rmdir": (FILE, "{path}", "{sys}"),
+    "socket": (NETWORK, "domain={domain:flags} type={type:flags} protocol={protocol:protocol}",
+               "{sys}"),
+    "listen": (NETWORK, "", "{sys} fd={fd:num}"),
+    **dict.fromkeys(("connect", "accept", "bind"),
+                    (NETWORK, "{address:address}", "{sys} fd={fd:num}")),
+    **dict.fromkeys(("tcp_connect", "tcp_connect_v6"), (
+        NETWORK, _TCP_RESOURCE, "kprobe=tcp_connect domain={remote:family}")),
+    **dict.fromkeys(("tcp_accept", "tcp_accept_v6"), (
+        NETWORK, _TCP_RESOURCE, "kprobe=tcp_accept domain={remote:family}")),
+    "udp_sendmsg": (NETWORK, _UDP[0], "kfunc=UDP_SENDMSG" + _UDP[1]),
+    "udp_send_skb": (NETWORK, _UDP[0], "kfunc=UDP_SENDSKB" + _UDP[1]),
+    "setuid": (SYSCALL, "", "{sys} userid={uid:num}"),
+    "setgid": (SYSCALL, "", "{sys} userid={gid:num}"),
+    # KubeArmor's mount and umount logs read their flags as a number where its parser
+    # gave a name: always 0
+    "mount": (SYSCALL, "", "{sys} source={mount_source} target={mount_target} "
+                           "filesystem={fstype} mountflag=0 data={data}"),
+    "umount2": (SYSCALL, "", "{sys} target={mount_target} flag=0"),
+    "ptrace": (PROCESS, "{path}", "{sys} request={request:flags} pid={pid:num} "
+                                  "process={path}"),
+}
+SHAPES: dict[str, tuple[str, tuple, tuple]] = {
+    name: (operation, _pieces(resource), _pieces(data))
+    for name, (operation, resource, data) in _TEMPLATES.items()}
+
+
+def sys_text(event_id: int, name: str | None) -> str:
+    """Data's first word: ``syscall=SYS_OPENAT`` (the number for an id no table names)."""
+    return "syscall=SYS_" + (name or str(event_id)).upper()
+
+
+def expand(pieces: tuple, sys: str, address: Callable[[], int | None | bool]) -> tuple:
+    """``pieces`` with "sys" as text and a socket address as the pieces of its shape
+    (``address()``: :func:`address_shape` of the event's)."""
+    out: list = []
+    for piece in pieces:
+        if type(piece) is str:
+            out.append(piece)
+        elif piece[0] == "sys":
+            out.append(sys)
+        elif piece[1] == "address":
+            shape = address()
+            out.extend(() if shape is False else ADDRESSES[shape])
+        else:
+            out.append(piece)
+    return tuple(out)
+
+
+def _arg(args: list[Arg], name: str, role: str) -> Arg | None:
+    """The event's argument with ``role`` (the catalogue's), None if absent."""
     index = arg_index(name, role, len(args))
-    return args[index].value if index is not None and index < len(args) else None
+    return args[index] if index is not None and index < len(args) else None
 
 
-def _str(args: list[Arg], name: str, role: str) -> str:
-    value = _value(args, name, role)
-    return value if isinstance(value, str) else ""
+def fields(event: Event, name: str) -> tuple[str, str, str]:
+    """Operation, Resource and Data of an event KubeArmor logs (not an exec)."""
+    operation, resource, data = SHAPES[name]
+    args = event.args
+
+    def arg_of(role: str) -> Arg | None:
+        return _arg(args, name, role)
+
+    def address() -> int | None | bool:
+        arg = arg_of("address")
+        return address_shape(None if arg is None else arg.value)
+
+    def value_of(role: str) -> Any:
+        arg = arg_of(role)
+        return None if arg is None else arg.value
+
+    def text_of(role: str) -> str | None:
+        return arg_of(role).text  # type: ignore[union-attr]
+
+    sys = sys_text(event.event_id, name)
+    return (operation, fill(expand(resource, sys, address), value_of, text_of),
+            fill(expand(data, sys, address), value_of, text_of))
 
 
-def _num(args: list[Arg], name: str, role: str) -> str:
-    value = _value(args, name, role)
-    return "" if value is None else str(value)
-
-
-def _flags(args: list[Arg], name: str, role: str) -> str:
-    index = arg_index(name, role, len(args))
-    if index is None or index >= len(args) or args[index].value is None:
-        return ""
-    text = args[index].text
-    return text if text is not None else str(args[index].value)
+def fill(pieces: tuple, value_of: Callable[[str], Any],
+         text_of: Callable[[str], str | None] = lambda role: None) -> str:
+    """Expanded pieces filled with the arguments' values (``value_of(role)``, None when
+    absent) and flag names (``text_of(role)``)."""
+    out = []
+    for piece in pieces:
+        if type(piece) is str:
+            out.append(piece)
+            continue
+        role, conversion = piece
+        value = value_of(role)
+        if conversion == FLAGS:
+            text = text_of(role) if value is not None else None
+            out.append(text if text is not None else NUMBER(value))
+        else:
+            out.append(CONVERSIONS[conversion](value))
+    return "".join(out)
 
 
 def sockaddr_resource(addr: SockAddr | None) -> str:
     """A socket address the way KubeArmor's Resource writes one (sin_* for IPv6 too)."""
-    if addr is None:
-        return ""
-    family = names.sock_family_name(addr.family) or str(addr.family)
-    if addr.family == AF_UNIX:
-        return f"sa_family={family} sun_path={addr.path or ''}"
-    if addr.family in (AF_INET, AF_INET6):
-        return f"sa_family={family} sin_port={addr.port} sin_addr={addr.addr}"
-    return f"sa_family={family}"
-
-
-def _syscall(event: Event, name: str | None) -> str:
-    """Data's first word: ``syscall=SYS_OPENAT`` (the number for an id no table names)."""
-    return "syscall=SYS_" + (name or str(event.event_id)).upper()
-
-
-def _file(event: Event, args: list[Arg], name: str) -> tuple[str, str, str]:
-    sys = _syscall(event, name)
-    path = _str(args, name, "path")
-    if name == "open":
-        return FILE, path, f"{sys} flags={_flags(args, name, 'flags')}"
-    if name == "openat":
-        return FILE, path, (f"{sys} fd={_num(args, name, 'dirfd')} "
-                            f"flags={_flags(args, name, 'flags')}")
-    if name == "unlinkat":   # KubeArmor names AT_REMOVEDIR alone, any other value ""
-        removedir = _value(args, name, "flags") == 0x200
-        return FILE, path, f"{sys} flags={'AT_REMOVEDIR' if removedir else ''}"
-    if name == "chown":
-        return FILE, path, (f"{sys} userid={_num(args, name, 'uid')} "
-                            f"group={_num(args, name, 'gid')}")
-    if name == "fchownat":
-        return FILE, path, (f"{sys} userid={_num(args, name, 'uid')} "
-                            f"group={_num(args, name, 'gid')} mode={_num(args, name, 'flags')}")
-    if name == "close":
-        return FILE, "", f"{sys} fd={_num(args, name, 'fd')}"
-    return FILE, path, sys   # unlink, rmdir
-
-
-def _network(event: Event, args: list[Arg], name: str) -> tuple[str, str, str]:
-    sys = _syscall(event, name)
-    if name == "socket":
-        protocol = _value(args, name, "protocol")
-        proto = _PROTOCOLS.get(protocol, str(protocol)) if isinstance(protocol, int) else ""
-        return NETWORK, (f"domain={_flags(args, name, 'domain')} "
-                         f"type={_flags(args, name, 'type')} protocol={proto}"), sys
-    if name == "listen":
-        return NETWORK, "", f"{sys} fd={_num(args, name, 'fd')}"
-    if event.event_id in _TCP:
-        addr = _value(args, name, "remote")
-        family = names.sock_family_name(addr.family) if isinstance(addr, SockAddr) else ""
-        port = addr.port if isinstance(addr, SockAddr) else ""
-        ip = addr.addr if isinstance(addr, SockAddr) else ""
-        return NETWORK, f"remoteip={ip} port={port} protocol={_str(args, name, 'protocol')}", (
-            f"kprobe={_TCP[event.event_id]} domain={family}")
-    if name in ("udp_sendmsg", "udp_send_skb"):
-        # KubeArmor names only A and AAAA; it writes port 53 whatever the sockaddr says
-        # (the writer stores that port in host order), and cuts the name's last character
-        # (the trailing dot)
-        qtype = _value(args, name, "qtype")
-        server = _value(args, name, "server")
-        family = names.sock_family_name(server.family) if isinstance(server, SockAddr) else ""
-        ip = (server.addr or "") if isinstance(server, SockAddr) else ""
-        kfunc = "UDP_SENDMSG" if name == "udp_sendmsg" else "UDP_SENDSKB"
-        return NETWORK, f"sa_family={family} sin_port=53", (
-            f"kfunc={kfunc} domain={_str(args, name, 'qname')[:-1]} daddr={ip} "
-            f"qtype={_QTYPES.get(qtype, '')}")
-    # connect, accept, bind: fd and a socket address
-    addr = _value(args, name, "address")
-    return NETWORK, sockaddr_resource(addr if isinstance(addr, SockAddr) else None), (
-        f"{sys} fd={_num(args, name, 'fd')}")
-
-
-def _syscall_op(event: Event, args: list[Arg], name: str | None) -> tuple[str, str, str]:
-    sys = _syscall(event, name)
-    if name == "setuid":
-        return SYSCALL, "", f"{sys} userid={_num(args, name, 'uid')}"
-    if name == "setgid":
-        return SYSCALL, "", f"{sys} userid={_num(args, name, 'gid')}"
-    # KubeArmor's mount and umount logs read their flags as a number where its parser
-    # gave a name: always 0
-    if name == "mount":
-        return SYSCALL, "", (f"{sys} source={_str(args, name, 'mount_source')} "
-                             f"target={_str(args, name, 'mount_target')} "
-                             f"filesystem={_str(args, name, 'fstype')} "
-                             "mountflag=0 "
-                             f"data={_str(args, name, 'data')}")
-    if name == "umount2":
-        return SYSCALL, "", f"{sys} target={_str(args, name, 'mount_target')} flag=0"
-    return SYSCALL, "", sys
-
-
-def _ptrace(event: Event, args: list[Arg], name: str) -> tuple[str, str, str]:
-    target = _str(args, name, "path")
-    return PROCESS, target, (f"{_syscall(event, name)} request={_flags(args, name, 'request')} "
-                             f"pid={_num(args, name, 'pid')} process={target}")
-
-
-_OPERATIONS = {
-    **dict.fromkeys(("open", "openat", "close", "unlink", "unlinkat", "rmdir", "chown",
-                     "fchownat"), _file),
-    **dict.fromkeys(("socket", "connect", "accept", "accept4", "bind", "listen",
-                     "tcp_connect", "tcp_accept", "tcp_connect_v6", "tcp_accept_v6",
-                     "udp_sendmsg", "udp_send_skb"), _network),
-    "ptrace": _ptrace,
-}
+    return fill(expand((("address", "address"),), "", lambda: address_shape(addr)),
+                lambda role: addr)
 
 
 def result_text(retval: int) -> str:
@@ -305,8 +345,7 @@ class KubeArmorLogs:
             operation, resource, data, process_name = self._exec(event, context, name)
             source = parent_exe
         else:
-            handler = _OPERATIONS.get(name, _syscall_op)
-            operation, resource, data = handler(event, args, name)
+            operation, resource, data = fields(event, name)
             process_name = context.exe if context is not None else event.comm
             source = context.command if context is not None else event.comm
         cwd = event.extra.get("cwd")
@@ -328,7 +367,7 @@ class KubeArmorLogs:
     @staticmethod
     def _exec(event: Event, context: LogContext | None,
               name: str | None) -> tuple[str, str, str, str]:
-        data = _syscall(event, name)
+        data = sys_text(event.event_id, name)
         request = context.request if context is not None else None
         if request is not None:
             exe, argv = request
