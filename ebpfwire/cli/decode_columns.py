@@ -31,6 +31,7 @@ from ebpfwire.cli.captures import (
 from ebpfwire.cli.errors import say
 from ebpfwire.cli.output import Output, Progress
 from ebpfwire.columnar.jsonlines import Lines
+from ebpfwire.columnar.kubearmorlogs import Logs
 from ebpfwire.columnar.rowcontext import Answers, StreamContext
 from ebpfwire.output.kubearmor import KubeArmorLogs, LogContext, log_context, log_key
 from ebpfwire.output.render import event_json, lost_json, sample_json
@@ -98,7 +99,7 @@ class _Run:
         # (place, 0 damage / 1 sample, the damage's number, message)
         self.said: list[tuple[int, int, int, str]] = []
         self.damage_met = 0   # damaged records (stream.damage, drained as it is met)
-        self.render = Lines(layout, arch)
+        self.render = Lines(layout, arch) if logs is None else Logs(layout, arch, logs)
         self.first_clean = False   # a sample decoded: the layout check holds nothing
 
     def lines(self, progress: Progress) -> bool:
@@ -166,7 +167,7 @@ class _Run:
             row if isinstance(row, bytes) else row[start:stop] for row in rows)
         tails = tails[start:stop]
         kubearmor = self.logs is not None
-        lines = [None] * len(tails) if kubearmor else self.render(buf, begins, ends, tails)
+        lines = self.render(buf, begins, ends, tails)
         # what Lines does not take: sample_json's, then (a resynchronised sample is never
         # clean) the decoder's, as the per-event path makes them
         again = np.flatnonzero((resync >= 0) | np.array([line is None for line in lines]))
@@ -180,7 +181,8 @@ class _Run:
                                                    int(resync[row]), int(ranks[row]), tail)
                 if lines[row] is None and not self.first_clean and row == 0:
                     return False
-            shown = np.array([bool(line) for line in lines])   # ("": no KubeArmor log)
+        if len(again) or kubearmor:
+            shown = np.array([bool(line) for line in lines], bool)  # ("": no KubeArmor log)
             lines = [line for line in lines if line]
             ranks = ranks[shown]
         self.first_clean = True

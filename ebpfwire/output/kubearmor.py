@@ -328,13 +328,9 @@ class KubeArmorLogs:
         whose arguments it would not take; a container it cannot name), one, or two (the
         audited syscalls: the log, then the same as Operation Syscall, Action Audit)."""
         name = event.name
-        args = event.args
-        if name not in _ARGC or len(args) != _ARGC[name] or event.errors:
+        if (event.errors or not self.takes(name, len(event.args))
+                or not self.writes(event.event_id, event.retval)):
             return []
-        if not self.newest and name in ("udp_sendmsg", "udp_send_skb"):
-            return []   # KubeArmor had no UDP events before 2025
-        if self.newest and event.retval in _UNWRITTEN and is_syscall_event(event.event_id):
-            return []   # its newest writer skips these results
         if isinstance(context, EventContext):
             context = log_context(*log_key(context))
         kind = log_type(event, context)
@@ -342,7 +338,7 @@ class KubeArmorLogs:
             return []
         parent_exe = context.parent_exe if context is not None else ""
         if name in ("execve", "execveat"):
-            operation, resource, data, process_name = self._exec(event, context, name)
+            operation, resource, data, process_name = self.exec_fields(event, context, name)
             source = parent_exe
         else:
             operation, resource, data = fields(event, name)
@@ -358,15 +354,33 @@ class KubeArmorLogs:
             process_name = (resource if operation == PROCESS else source).split(" ")[0]
             if not process_name and operation in (PROCESS, FILE, NETWORK):
                 return []
-        log = self._base(event, context, kind, process_name, parent_exe, source, operation,
-                         resource, data)
+        return self.audited(name, operation, self.base(
+            event, context, kind, process_name, parent_exe, source, operation, resource, data))
+
+    def takes(self, name: str | None, argnum: int) -> bool:
+        """Whether KubeArmor logs event ``name`` with ``argnum`` arguments."""
+        if name not in _ARGC or argnum != _ARGC[name]:
+            return False
+        # KubeArmor had no UDP events before 2025
+        return self.newest or name not in ("udp_sendmsg", "udp_send_skb")
+
+    def writes(self, event_id: int, retval: int) -> bool:
+        """Whether KubeArmor's writer writes an event with this result (its newest one
+        skips ENOENT and EINPROGRESS of syscalls)."""
+        return not (self.newest and retval in _UNWRITTEN and is_syscall_event(event_id))
+
+    @staticmethod
+    def audited(name: str, operation: str, log: dict[str, Any]) -> list[dict[str, Any]]:
+        """The log, and for the audited syscalls the same as Operation Syscall, Action
+        Audit (KubeArmor's syscall policies read that one)."""
         if name in _AUDITED and operation != SYSCALL:
             return [log, {**log, "Operation": SYSCALL, "Action": "Audit"}]
         return [log]
 
     @staticmethod
-    def _exec(event: Event, context: LogContext | None,
-              name: str | None) -> tuple[str, str, str, str]:
+    def exec_fields(event: Event, context: LogContext | None,
+                    name: str | None) -> tuple[str, str, str, str]:
+        """Operation, Resource, Data and ProcessName of an exec's log."""
         data = sys_text(event.event_id, name)
         request = context.request if context is not None else None
         if request is not None:
@@ -379,9 +393,11 @@ class KubeArmorLogs:
         # KubeArmor names the process by the program it was asked to run, failed or not
         return PROCESS, " ".join((exe, *argv[1:])) if exe else "", data, exe
 
-    def _base(self, event: Event, context: LogContext | None, kind: str,
-              process_name: str, parent_name: str, source: str, operation: str,
-              resource: str, data: str) -> dict[str, Any]:
+    def base(self, event: Event, context: LogContext | None, kind: str,
+             process_name: str, parent_name: str, source: str, operation: str,
+             resource: str, data: str) -> dict[str, Any]:
+        """The log's fields in KubeArmor's order (the bulk path's templates are made of
+        its output for a prototype event)."""
         wall = self.boot_time_ns + event.ts
         out: dict[str, Any] = {"Timestamp": wall // 1_000_000_000,
                                "UpdatedTime": updated_time(wall)}

@@ -1,0 +1,338 @@
+"""KubeArmor's logs of many raw samples at once: ``decode --format kubearmor``'s bulk path.
+
+The logs of the samples of one event id and argument count, one log type and one socket
+address shape have one form: the same keys, Operation, Data's words. Such a variant is one
+%-template, filled for all its rows by one ``%`` of the template repeated. The template is
+cut from the per-event mapping's own output (:meth:`KubeArmorLogs.base`, the event's
+:data:`~ebpfwire.output.kubearmor.SHAPES`, :meth:`KubeArmorLogs.audited`) for a prototype
+event whose values are markers, so the logs are the per-event path's, byte for byte
+(``tests/test_kubearmor_logs.py`` holds them equal). The values are read as columns: the
+headers as the batch builder cuts them, the arguments by the column walk, each distinct
+answer's context, comm and result made into text once. What it does not take (a layout
+with fields past the classic header, damage, an empty process name or comm, a value with
+whitespace where EventData splits words) is left as None for the per-event mapping.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from itertools import chain
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from ebpfwire.columnar.arrow import header_dtype
+from ebpfwire.columnar.rowcontext import heads as cut_heads
+from ebpfwire.output import render
+from ebpfwire.output.kubearmor import (
+    CONVERSIONS,
+    FLAGS,
+    NUMBER,
+    PROCESS,
+    SHAPES,
+    KubeArmorLogs,
+    LogContext,
+    address_shape,
+    expand,
+    log_type,
+    result_text,
+    sys_text,
+)
+from ebpfwire.output.render import _enc
+from ebpfwire.wire import walker
+from ebpfwire.wire.argtypes import ArgType
+from ebpfwire.wire.catalogue import arg_index, event_name, expected_tags
+from ebpfwire.wire.events import TEXT_TAGS, Arg
+from ebpfwire.wire.layouts import Layout
+from ebpfwire.wire.walker import STRING_TAGS, ArgvSpans, walk_columns
+
+_TOKEN = secrets.token_hex(8)   # markers no constant text (a host name) can hold
+_HOLE = re.compile(r'"\\u0003' + _TOKEN + r'(\d+)\\u0004"|\\u0001' + _TOKEN + r'(\d+)\\u0002')
+_SPACE = re.compile(r"\s")   # what str.split() splits on
+EXECS = ("execve", "execveat")
+
+# the holes of every log, then the arguments' (ARGS on, in the order the template meets them)
+(TS, UPDATED, HOST_PPID, HOST_PID, PPID, PID, UID, PARENT, PROCESS_NAME, SOURCE, CONTAINER,
+ COMM, RESULT, RESOURCE, ARGS) = range(15)
+_INTS = (TS, HOST_PPID, HOST_PID, PPID, PID, UID)
+#: Argument types the column walk takes besides strings and flag words
+_TAKEN = frozenset((*render._PLAIN_INT_TAGS, render._ARR, render._SOCKADDR))
+
+
+def _marker(hole: int) -> str:
+    """A value the template cuts out: an int's JSON is the number, a string's its text."""
+    return f"\x03{_TOKEN}{hole}\x04" if hole in _INTS else f"\x01{_TOKEN}{hole}\x02"
+
+
+def _escaped(text: str) -> str:
+    """A string's text inside its JSON quotes."""
+    return _enc(text)[1:-1]
+
+
+class _Template:
+    """One variant's lines with a hole for each value (``holes``: what fills each, in
+    order); ``spaced``: the holes EventData splits into words (a row whose value there
+    has whitespace is the per-event mapping's); ``args``: (role, conversion) of each
+    argument hole (from ARGS on)."""
+
+    def __init__(self, text: str, args: list[tuple[str, str]]):
+        parts = _HOLE.split(text)
+        literal = [part.replace("%", "%%") for part in parts[::3]]
+        self.holes = [int(a or b) for a, b in zip(parts[1::3], parts[2::3], strict=True)]
+        self.text = "%s".join(literal)
+        self.args = args
+        self.spaced: set[int] = set()
+
+
+class Logs:
+    """The logs of samples of one layout and arch (its templates made once)."""
+
+    def __init__(self, layout: Layout, arch: str, logs: KubeArmorLogs):
+        self.layout, self.arch, self.logs = layout, arch, logs
+        self.dtype = (None if layout.extra_names or layout.hash_at is not None
+                      else header_dtype(layout))
+        self._templates: dict[tuple, _Template | None] = {}
+        self._comms: dict[bytes, str] = {}
+        self._results: dict[tuple[int, int], str | None] = {}   # None: not written
+        self._flags: dict[tuple[int, Any], str] = {}
+
+    def _template(self, name: str, event_id: int, kind: str, address: Any) -> _Template | None:
+        key = (event_id, kind, address)
+        if key in self._templates:
+            return self._templates[key]
+        args: list[tuple[str, str]] = []
+
+        def hole(piece: Any) -> str:
+            if type(piece) is str:
+                return piece
+            if piece not in args:
+                args.append(piece)
+            return _marker(ARGS + args.index(piece))
+
+        sys = sys_text(event_id, name)
+        if name in EXECS:
+            operation, resource, data = PROCESS, _marker(RESOURCE), sys
+            source = _marker(PARENT)
+        else:
+            operation, resources, datas = SHAPES[name]
+            resource = "".join(map(hole, expand(resources, sys, lambda: address)))
+            data = "".join(map(hole, expand(datas, sys, lambda: address)))
+            source = _marker(SOURCE)
+        proto = SimpleNamespace(ts=0, ppid=_marker(PPID), host_ppid=_marker(HOST_PPID),
+                                host_pid=_marker(HOST_PID), pid=_marker(PID), uid=_marker(UID),
+                                extra={}, hashes=None, comm=_marker(COMM), retval=0)
+        context = LogContext("", "", (), "", _marker(CONTAINER), False, None)
+        log = self.logs.base(proto, context, kind, _marker(PROCESS_NAME), _marker(PARENT),
+                             source, operation, resource, data)
+        log["Timestamp"], log["UpdatedTime"] = _marker(TS), _marker(UPDATED)
+        log["Result"] = _marker(RESULT)
+        template: _Template | None = _Template(
+            "\n".join(map(json.dumps, self.logs.audited(name, operation, log))), args)
+        words = data.split() + (resource.split() if "EventData" in log and
+                                operation == "Network" else [])
+        for word in words:
+            if _TOKEN in word:
+                if "=" not in word[:word.index(_TOKEN)]:
+                    template = None    # a value would be a key: EventData from its words
+                    break
+                template.spaced.update(int(found) for found in re.findall(  # type: ignore
+                    _TOKEN + r"(\d+)", word))
+        self._templates[key] = template
+        return template
+
+    def __call__(self, buf: bytes, begins: np.ndarray, ends: np.ndarray,
+                 contexts: list[LogContext | None]) -> list[str | None]:
+        """Each sample's logs (``buf[begins[i]:ends[i]]``, its answer ``contexts[i]``) as
+        lines, "" for none, or None where the per-event mapping is to make them."""
+        count = len(begins)
+        out = np.full(count, None, object)
+        size = self.layout.size
+        boot = self.logs.boot_time_ns
+        if self.dtype is None or not count or not 0 <= boot < 1 << 62:
+            return out.tolist()
+        whole = np.flatnonzero(ends - begins >= size)
+        data = np.frombuffer(buf, np.uint8)
+        heads = cut_heads(buf, begins, ends, size)[whole].view(self.dtype).ravel()
+        keys = (heads["event_id"].astype(np.uint64) << np.uint64(32)) | heads["argnum"]
+        unique, inverse = np.unique(keys, return_inverse=True)
+        for number, key in enumerate(unique.tolist()):
+            event_id, argnum = key >> 32, key & 0xFFFFFFFF
+            tags = expected_tags(event_id, self.arch, argnum) if argnum else ()
+            if tags is None or not all(tag in TEXT_TAGS or tag in STRING_TAGS or tag in _TAKEN
+                                       for tag in tags):
+                continue
+            at = np.flatnonzero(inverse == number)
+            rows = whole[at]
+            ok, values = walk_columns(data, begins[rows], ends[rows], begins[rows] + size,
+                                      tags)
+            at, rows = at[ok], rows[ok]
+            if not len(rows):
+                continue
+            values = [v[ok] if isinstance(v, np.ndarray) else v.rows(ok)
+                      if isinstance(v, ArgvSpans) else (v[0][ok], v[1][ok]) for v in values]
+            name = event_name(event_id, self.arch)
+            if not self.logs.takes(name, argnum):
+                out[rows] = ""    # decoded, and no log
+                continue
+            out[rows] = self._group(name, event_id, argnum, tags, heads[at], values, buf,
+                                    [contexts[row] for row in rows.tolist()])
+        return out.tolist()
+
+    def _group(self, name: str, event_id: int, argnum: int, tags: tuple[int, ...],
+               heads: np.ndarray, values: list, buf: bytes,
+               contexts: list[LogContext | None]) -> list[str | None]:
+        """The logs of one event id and argument count's rows."""
+        count = len(heads)
+        out: list[str | None] = [None] * count
+        logs = self.logs
+        columns: dict[int, list] = {}
+        results = [self._result(event_id, retval) for retval in heads["retval"].tolist()]
+        comms = [self._comms.get(raw) or self._comm(raw) for raw in heads["comm"].tolist()]
+        # each answer's kind (in a namespace of its own) and texts, made once
+        made: dict[int, tuple] = {}
+        for context in contexts:
+            if id(context) not in made:
+                made[id(context)] = self._answer(name, event_id, context)
+        answers = [made[id(context)] for context in contexts]
+        namespaced = ((heads["pid_id"] != 0) & (heads["mnt_id"] != 0)).tolist()
+        kinds = [answer[0] if inside else "HostLog"
+                 for answer, inside in zip(answers, namespaced, strict=True)]
+        # argument values as the decoder gives them, by role
+        by_role: dict[str, list] = {}
+
+        def role_values(role: str) -> list:
+            if role not in by_role:
+                index = arg_index(name, role, argnum)
+                by_role[role] = (self._values(tags[index], values[index], buf)
+                                 if index is not None else [None] * count)
+            return by_role[role]
+
+        addresses = ([address_shape(value) for value in role_values("address")]
+                     if any(type(piece) is not str and piece[0] == "address"
+                            for piece in SHAPES.get(name, ("", (), ()))[1]) else [False] * count)
+        variants: dict[tuple, list[int]] = {}
+        for row, (kind, result, comm, answer, address) in enumerate(zip(
+                kinds, results, comms, answers, addresses, strict=True)):
+            if result is None or kind is None:
+                out[row] = ""     # not written, or a container KubeArmor cannot name
+            elif comm and answer[2] is not None:
+                variants.setdefault((kind, address), []).append(row)
+        if not variants:
+            return out
+        ts = heads["ts"]
+        fits = ts < np.uint64(1 << 62)
+        wall = np.uint64(logs.boot_time_ns) + np.where(fits, ts, np.uint64(0))
+        columns[TS] = (wall // np.uint64(1_000_000_000)).tolist()
+        stamps = np.datetime_as_string((wall // np.uint64(1000)).astype(np.int64).astype(
+            "datetime64[us]"), unit="us")
+        columns[UPDATED] = np.char.add(stamps, "Z").tolist()
+        columns[HOST_PPID] = heads["host_ppid"].tolist()
+        columns[HOST_PID] = heads["host_pid"].tolist()
+        ppid = heads["ppid"]
+        if logs.newest:   # its reader zeroes a PPID that is the host's (KubeArmorLogs.base)
+            ppid = np.where(ppid == heads["host_ppid"], 0, ppid)
+        columns[PPID] = ppid.tolist()
+        columns[PID] = heads["pid"].tolist()
+        columns[UID] = heads["uid"].tolist()
+        columns[COMM] = comms
+        columns[RESULT] = results
+        for hole, at in ((PARENT, 1), (PROCESS_NAME, 2), (SOURCE, 3), (CONTAINER, 4),
+                         (RESOURCE, 5)):
+            columns[hole] = [answer[at] for answer in answers]
+        fitting = fits.tolist()
+        for (kind, address), rows in variants.items():
+            template = self._template(name, event_id, kind, address)
+            if template is None:
+                continue
+            texts = []
+            for role, conversion in template.args:
+                texts.append(self._texts(role_values(role), conversion, tags,
+                                         arg_index(name, role, argnum), rows))
+            spaced = [texts[hole - ARGS] for hole in template.spaced]
+            taken = [row for i, row in enumerate(rows) if fitting[row] and not any(
+                _SPACE.search(text[i]) for text in spaced)]
+            if len(taken) < len(rows):
+                keep = {row: i for i, row in enumerate(rows)}
+                texts = [[text[keep[row]] for row in taken] for text in texts]
+                rows = taken
+            if not rows:
+                continue
+            fill = [[_escaped(text) for text in column] for column in texts]
+            cells = [fill[hole - ARGS] if hole >= ARGS else [columns[hole][row] for row in rows]
+                     for hole in template.holes]
+            lines = ((template.text + "\0") * len(rows)) % tuple(
+                chain.from_iterable(zip(*cells, strict=True)))
+            for row, line in zip(rows, lines.split("\0"), strict=False):
+                out[row] = line
+        return out
+
+    def _answer(self, name: str, event_id: int, context: LogContext | None) -> tuple:
+        """(log type inside a namespace, ParentProcessName, ProcessName, Source, ContainerID,
+        an exec's Resource) as the template's texts; ProcessName None: the per-event
+        mapping's (no context, or an empty name: KubeArmor falls back on other fields)."""
+        kind = log_type(SimpleNamespace(pid_id=1, mnt_id=1), context)
+        if context is None:
+            return (kind, None, None, None, None, None)
+        parent = _escaped(context.parent_exe)
+        container = _escaped(context.container_id or "")
+        if name in EXECS:
+            # retval 0: what the table knows of the new program when the entry is missing
+            _, resource, _, process = KubeArmorLogs.exec_fields(
+                SimpleNamespace(event_id=event_id, retval=0), context, name)
+            if context.request is None:
+                return (kind, None, None, None, None, None)  # by the result: per event
+            return (kind, parent, _escaped(process) if process else None, parent, container,
+                    _escaped(resource))
+        process = _escaped(context.exe) if context.exe else None
+        return (kind, parent, process, _escaped(context.command), container, None)
+
+    def _comm(self, raw: bytes) -> str:
+        text = raw.partition(b"\0")[0].decode("utf-8", "surrogateescape")
+        if len(self._comms) >= 1 << 16:
+            self._comms.clear()
+        escaped = self._comms[raw] = _escaped(text) if text else ""
+        return escaped
+
+    def _result(self, event_id: int, retval: int) -> str | None:
+        key = (event_id, retval)
+        if key not in self._results:
+            if len(self._results) >= 1 << 16:
+                self._results.clear()
+            self._results[key] = (_escaped(result_text(retval))
+                                  if self.logs.writes(event_id, retval) else None)
+        return self._results[key]
+
+    def _values(self, tag: int, column: Any, buf: bytes) -> list:
+        """An argument's values as the decoder gives them (Arg.value)."""
+        if tag in STRING_TAGS:
+            return [buf[begin:stop].decode("utf-8", "surrogateescape")
+                    for begin, stop in zip(column[0].tolist(), column[1].tolist(), strict=True)]
+        if isinstance(column, tuple):   # a socket address
+            cache = walker._SOCKADDRS
+            return [cache.get(raw) or walker.sockaddr(raw) for raw in (
+                buf[begin:stop] for begin, stop in zip(column[0].tolist(), column[1].tolist(),
+                                                        strict=True))]
+        return column.tolist()
+
+    def _texts(self, values: list, conversion: str, tags: tuple[int, ...], index: int | None,
+               rows: list[int]) -> list[str]:
+        """The texts of an argument hole for ``rows`` (:data:`CONVERSIONS`, or flag names)."""
+        if conversion != FLAGS:
+            convert = CONVERSIONS[conversion]
+            return [convert(values[row]) for row in rows]
+        tag = tags[index] if index is not None else None
+        flags = self._flags
+        out = []
+        for row in rows:
+            value = values[row]
+            text = flags.get((tag, value))
+            if text is None:
+                found = Arg(ArgType(tag), value).text if value is not None and tag else None
+                text = found if found is not None else NUMBER(value)
+                if len(flags) < 1 << 16:
+                    flags[(tag, value)] = text
+            out.append(text)
+        return out
