@@ -86,7 +86,8 @@ def test_fixtures(capture: Path, version: str):
     contexts = [CONTEXTS[i % len(CONTEXTS)] for i in range(len(datas))]
     got = assert_as_per_event(datas, contexts, arch, logs, layout)
     if capture.name == "real-workload.ewcap":
-        assert sum(lines is not None for lines in got) > 0.6 * len(got)   # (2 of 6 contexts: None, an empty name)
+        # (2 of the 6 contexts are the mapping's: None, an empty name)
+        assert sum(lines is not None for lines in got) > 0.6 * len(got)
 
 
 @pytest.mark.parametrize("version", VERSIONS)
