@@ -11,8 +11,9 @@ figures more than the ratios.
 Rows: the per-event API (``decode()``, then reading every argument, then ``to_dict()``),
 ``to_table`` over samples in memory and over the capture, with and without the process
 context, ``export`` (default options, ``--raw``, ``--jobs 2``), ``decode --format jsonl``
-(with the context and ``--raw``, each on the bulk path and event by event, the capture on
-standard input), ``info``, ``summary`` and ``ps`` as commands, and the peak
+(with the context and ``--raw``) and ``decode --format kubearmor``, each on the bulk path
+and event by event (the capture on standard input), ``info``, ``summary`` and ``ps`` as
+commands, and the peak
 RSS of ``to_table`` and ``export``. ``--rss-scale 5`` adds ``export``'s peak RSS on a corpus
 five times as big.
 """
@@ -154,6 +155,9 @@ def main() -> None:
                     ("decode --format jsonl --raw", [*jsonl, "--raw"], None),
                     ("decode --format jsonl --raw, event by event (stdin)", [*jsonl, "--raw"],
                      path),
+                    ("decode --format kubearmor", ["decode", "--format", "kubearmor"], None),
+                    ("decode --format kubearmor, event by event (stdin)",
+                     ["decode", "--format", "kubearmor"], path),
                     ("info", ["info"], None), ("summary", ["summary"], None),
                     ("ps", ["ps"], None)]:
                 source = "-" if stdin else str(path)

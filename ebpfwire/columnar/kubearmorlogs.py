@@ -279,11 +279,10 @@ class Logs:
         parent = _escaped(context.parent_exe)
         container = _escaped(context.container_id or "")
         if name in EXECS:
-            # retval 0: what the table knows of the new program when the entry is missing
+            if context.request is None:   # its entry is not in the capture: what the log
+                return (kind, None, None, None, None, None)   # says depends on the result
             _, resource, _, process = KubeArmorLogs.exec_fields(
                 SimpleNamespace(event_id=event_id, retval=0), context, name)
-            if context.request is None:
-                return (kind, None, None, None, None, None)  # by the result: per event
             return (kind, parent, _escaped(process) if process else None, parent, container,
                     _escaped(resource))
         process = _escaped(context.exe) if context.exe else None
