@@ -18,7 +18,9 @@ from __future__ import annotations
 import json
 import re
 import secrets
+from collections.abc import Callable
 from itertools import chain
+from operator import itemgetter
 from types import SimpleNamespace
 from typing import Any
 
@@ -52,6 +54,7 @@ from ebpfwire.wire.walker import STRING_TAGS, ArgvSpans, walk_columns
 _TOKEN = secrets.token_hex(8)   # markers no constant text (a host name) can hold
 _HOLE = re.compile(r'"\\u0003' + _TOKEN + r'(\d+)\\u0004"|\\u0001' + _TOKEN + r'(\d+)\\u0002')
 _SPACE = re.compile(r"\s")   # what str.split() splits on
+_PLAIN = re.compile(r'[ !#-\[\]-~]*')   # text its JSON string holds as it is
 EXECS = ("execve", "execveat")
 
 # the holes of every log, then the arguments' (ARGS on, in the order the template meets them)
@@ -70,6 +73,13 @@ def _marker(hole: int) -> str:
 def _escaped(text: str) -> str:
     """A string's text inside its JSON quotes."""
     return _enc(text)[1:-1]
+
+
+def _picker(rows: list[int]) -> Callable[[list], tuple]:
+    """What picks ``rows`` of a column, as a tuple."""
+    if len(rows) > 1:
+        return itemgetter(*rows)
+    return lambda column, row=rows[0]: (column[row],)
 
 
 class _Template:
@@ -243,6 +253,7 @@ class Logs:
                          (RESOURCE, 5)):
             columns[hole] = [answer[at] for answer in answers]
         fitting = fits.tolist()
+        all_fit = bool(fits.all())
         for (kind, address), rows in variants.items():
             template = self._template(name, event_id, kind, address)
             if template is None:
@@ -251,17 +262,21 @@ class Logs:
             for role, conversion in template.args:
                 texts.append(self._texts(role_values(role), conversion, tags,
                                          arg_index(name, role, argnum), rows))
-            spaced = [texts[hole - ARGS] for hole in template.spaced]
-            taken = [row for i, row in enumerate(rows) if fitting[row] and not any(
-                _SPACE.search(text[i]) for text in spaced)]
-            if len(taken) < len(rows):
-                keep = {row: i for i, row in enumerate(rows)}
-                texts = [[text[keep[row]] for row in taken] for text in texts]
-                rows = taken
-            if not rows:
-                continue
-            fill = [[_escaped(text) for text in column] for column in texts]
-            cells = [fill[hole - ARGS] if hole >= ARGS else [columns[hole][row] for row in rows]
+            spaced = [texts[hole - ARGS] for hole in template.spaced
+                      if _SPACE.search("".join(texts[hole - ARGS]))]
+            if spaced or not all_fit:
+                taken = [row for i, row in enumerate(rows) if fitting[row] and not any(
+                    _SPACE.search(text[i]) for text in spaced)]
+                if len(taken) < len(rows):
+                    keep = {row: i for i, row in enumerate(rows)}
+                    texts = [[text[keep[row]] for row in taken] for text in texts]
+                    rows = taken
+                if not rows:
+                    continue
+            fill = [column if _PLAIN.fullmatch("".join(column)) else list(map(_escaped, column))
+                    for column in texts]
+            pick = _picker(rows)
+            cells = [fill[hole - ARGS] if hole >= ARGS else pick(columns[hole])
                      for hole in template.holes]
             lines = ((template.text + "\0") * len(rows)) % tuple(
                 chain.from_iterable(zip(*cells, strict=True)))
