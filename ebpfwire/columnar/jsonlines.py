@@ -21,14 +21,13 @@ from itertools import chain
 import numpy as np
 
 from ebpfwire.columnar.arrow import header_dtype
-from ebpfwire.columnar.rowcontext import heads as cut_heads
+from ebpfwire.columnar.groups import taken_tags, walked, whole_heads
 from ebpfwire.output import render
 from ebpfwire.wire import walker
 from ebpfwire.wire.argtypes import ArgType
-from ebpfwire.wire.catalogue import expected_tags
 from ebpfwire.wire.events import TEXT_TAGS, Arg, Argv, SockAddr
 from ebpfwire.wire.layouts import CLASSIC_NAMES, Layout
-from ebpfwire.wire.walker import STRING_TAGS, ArgvSpans, walk_columns
+from ebpfwire.wire.walker import STRING_TAGS, ArgvSpans
 
 _enc = render._enc
 _ARR, _SOCKADDR = render._ARR, render._SOCKADDR
@@ -83,12 +82,9 @@ class Lines:
     def _shape(self, event_id: int, argnum: int) -> tuple[tuple[int, ...], str] | None:
         key = (event_id, argnum)
         if key not in self._templates:
-            tags = expected_tags(event_id, self.arch, argnum) if argnum else ()
-            taken = tags is not None and all(
-                tag in TEXT_TAGS or tag in STRING_TAGS or tag in render._PLAIN_INT_TAGS
-                or tag in (_ARR, _SOCKADDR) for tag in tags)
-            self._templates[key] = ((tags, _template(event_id, self.arch, argnum, tags))
-                                    if taken else None)
+            tags = taken_tags(event_id, self.arch, argnum)
+            self._templates[key] = (None if tags is None else
+                                    (tags, _template(event_id, self.arch, argnum, tags)))
         return self._templates[key]
 
     def __call__(self, buf: bytes, begins: np.ndarray, ends: np.ndarray,
@@ -100,28 +96,13 @@ class Lines:
         size = self.layout.size
         if self.dtype is None or not count:
             return out.tolist()
-        whole = np.flatnonzero(ends - begins >= size)
-        data = np.frombuffer(buf, np.uint8)
-        raw = cut_heads(buf, begins, ends, size)[whole]
-        heads = raw.view(self.dtype).ravel()
+        whole, raw, heads = whole_heads(buf, begins, ends, size, self.dtype)
         whos = self._whos(heads, raw)
         ends_of = np.array(tails, object)
-        keys = (heads["event_id"].astype(np.uint64) << np.uint64(32)) | heads["argnum"]
-        unique, inverse = np.unique(keys, return_inverse=True)
-        for number, key in enumerate(unique.tolist()):
-            shape = self._shape(key >> 32, key & 0xFFFFFFFF)
-            if shape is None:
-                continue
-            tags, template = shape
-            at = np.flatnonzero(inverse == number)
-            rows = whole[at]
-            ok, values = walk_columns(data, begins[rows], ends[rows], begins[rows] + size,
-                                      tags)
-            at, rows = at[ok], rows[ok]
-            if not len(rows):
-                continue
-            values = [v[ok] if isinstance(v, np.ndarray) else v.rows(ok)
-                      if isinstance(v, ArgvSpans) else (v[0][ok], v[1][ok]) for v in values]
+        for event_id, argnum, tags, at, rows, values in walked(
+                buf, begins, ends, size, whole, heads,
+                lambda event_id, argnum: (self._shape(event_id, argnum) or (None,))[0]):
+            template = self._shape(event_id, argnum)[1]  # type: ignore[index]
             out[rows] = self._fill(template, tags, heads[at], values, buf, whos[at].tolist(),
                                    ends_of[rows].tolist())
         return out.tolist()

@@ -27,8 +27,7 @@ from typing import Any
 import numpy as np
 
 from ebpfwire.columnar.arrow import header_dtype
-from ebpfwire.columnar.rowcontext import heads as cut_heads
-from ebpfwire.output import render
+from ebpfwire.columnar.groups import taken_tags, walked, whole_heads
 from ebpfwire.output.kubearmor import (
     CONVERSIONS,
     FLAGS,
@@ -46,10 +45,10 @@ from ebpfwire.output.kubearmor import (
 from ebpfwire.output.render import _enc
 from ebpfwire.wire import walker
 from ebpfwire.wire.argtypes import ArgType
-from ebpfwire.wire.catalogue import arg_index, event_name, expected_tags
-from ebpfwire.wire.events import TEXT_TAGS, Arg
+from ebpfwire.wire.catalogue import arg_index, event_name
+from ebpfwire.wire.events import Arg
 from ebpfwire.wire.layouts import Layout
-from ebpfwire.wire.walker import STRING_TAGS, ArgvSpans, walk_columns
+from ebpfwire.wire.walker import STRING_TAGS
 
 _TOKEN = secrets.token_hex(8)   # markers no constant text (a host name) can hold
 _HOLE = re.compile(r'"\\u0003' + _TOKEN + r'(\d+)\\u0004"|\\u0001' + _TOKEN + r'(\d+)\\u0002')
@@ -61,8 +60,6 @@ EXECS = ("execve", "execveat")
 (TS, UPDATED, HOST_PPID, HOST_PID, PPID, PID, UID, PARENT, PROCESS_NAME, SOURCE, CONTAINER,
  COMM, RESULT, RESOURCE, ARGS) = range(15)
 _INTS = (TS, HOST_PPID, HOST_PID, PPID, PID, UID)
-#: Argument types the column walk takes besides strings and flag words
-_TAKEN = frozenset((*render._PLAIN_INT_TAGS, render._ARR, render._SOCKADDR))
 
 
 def _marker(hole: int) -> str:
@@ -163,26 +160,10 @@ class Logs:
         boot = self.logs.boot_time_ns
         if self.dtype is None or not count or not 0 <= boot < 1 << 62:
             return out.tolist()
-        whole = np.flatnonzero(ends - begins >= size)
-        data = np.frombuffer(buf, np.uint8)
-        heads = cut_heads(buf, begins, ends, size)[whole].view(self.dtype).ravel()
-        keys = (heads["event_id"].astype(np.uint64) << np.uint64(32)) | heads["argnum"]
-        unique, inverse = np.unique(keys, return_inverse=True)
-        for number, key in enumerate(unique.tolist()):
-            event_id, argnum = key >> 32, key & 0xFFFFFFFF
-            tags = expected_tags(event_id, self.arch, argnum) if argnum else ()
-            if tags is None or not all(tag in TEXT_TAGS or tag in STRING_TAGS or tag in _TAKEN
-                                       for tag in tags):
-                continue
-            at = np.flatnonzero(inverse == number)
-            rows = whole[at]
-            ok, values = walk_columns(data, begins[rows], ends[rows], begins[rows] + size,
-                                      tags)
-            at, rows = at[ok], rows[ok]
-            if not len(rows):
-                continue
-            values = [v[ok] if isinstance(v, np.ndarray) else v.rows(ok)
-                      if isinstance(v, ArgvSpans) else (v[0][ok], v[1][ok]) for v in values]
+        whole, _, heads = whole_heads(buf, begins, ends, size, self.dtype)
+        for event_id, argnum, tags, at, rows, values in walked(
+                buf, begins, ends, size, whole, heads,
+                lambda event_id, argnum: taken_tags(event_id, self.arch, argnum)):
             name = event_name(event_id, self.arch)
             if not self.logs.takes(name, argnum):
                 out[rows] = ""    # decoded, and no log
