@@ -413,6 +413,56 @@ def test_decode_memory_stays_flat_with_1_mib_samples(tmp_path: Path, fmt: str):
     assert peak_mib < 120  # 626-715 MiB with the old 2,048-line buffer, 58 MiB bounded
 
 
+def _big_execs(path: Path, count: int) -> Path:
+    """Execs of ~1 MiB argvs (260 strings of 4,000 bytes): at each exec's result, a
+    KubeArmor log whose Resource is the program and its argv."""
+    import struct
+
+    from test_process import Stream
+
+    stream = Stream()
+    small = bytes([ArgType.STR_ARR_T, ArgType.STR_T]) + struct.pack("<i", 4) + b"big\0"
+    item = b"x" * 4000 + b"\0"
+    big = bytes([ArgType.STR_ARR_T]) + (bytes([ArgType.STR_T]) + struct.pack(
+        "<i", len(item)) + item) * 260
+    with CaptureWriter(path, host=HOST, boot_time_ns=BOOT) as writer:
+        for pid in range(100, 100 + count):
+            entry, *rest = stream.exec(pid, 1, "sh", "/bin/big", ["big"])
+            writer.write_sample(0, encode(entry).replace(small, big))
+            for event in rest:
+                writer.write_sample(0, encode(event))
+    return path
+
+
+def test_decode_bulk_kubearmor_memory_stays_flat_with_1_mib_logs(tmp_path: Path):
+    """The bulk path's KubeArmor logs are made in parts bounded by their length too."""
+    small = _decode_peak_mib(_big_execs(tmp_path / "200.ewcap", 200), "kubearmor")
+    large = _decode_peak_mib(_big_execs(tmp_path / "400.ewcap", 400), "kubearmor")
+    print(f"decode --format kubearmor, bulk: 200 and 400 logs of ~1 MiB, peak RSS "
+          f"{small:.0f} and {large:.0f} MiB")
+    assert small < 260 and large < small * 1.1 + 8
+
+
+def test_the_layout_check_holds_samples_bounded_in_bytes(tmp_path: Path):
+    """Samples that do not decode (strings longer than the writer's 4,096 bytes) held while
+    decode checks the layout: at most HOLD_BYTES of them, whatever their count (361 MiB
+    for 400 such samples of 1 MiB when the hold was bounded in samples only)."""
+    import struct
+
+    from test_process import Stream
+
+    stream = Stream()
+    path = tmp_path / "long-paths.ewcap"
+    with CaptureWriter(path, host=HOST, boot_time_ns=BOOT) as writer:
+        for ts in range(400):
+            long = b"/" + b"x" * ((1 << 20) - 200) + b"\0"
+            writer.write_sample(ts % 2, encode(stream.openat(9, 1, "big", "/p")).replace(
+                struct.pack("<i", 3) + b"/p\0", struct.pack("<i", len(long)) + long))
+    peak = _decode_peak_mib(path, "jsonl", stdin=True)
+    print(f"decode, 400 undecodable samples of 1 MiB, event by event: peak RSS {peak:.0f} MiB")
+    assert peak < 160
+
+
 def test_decode_bulk_memory_stays_flat_with_1_mib_samples(tmp_path: Path):
     """The bulk path (a file of 32 MiB or more): what it holds is bounded in bytes (the
     reorder window's 64 MiB, a read block, a take's lines) above its imports (~85 MiB of

@@ -33,6 +33,7 @@ if TYPE_CHECKING:   # (the columnar path needs numpy and pyarrow: not imported f
     from ebpfwire.columnar.rowcontext import StreamContext
 
 HOLD_LIMIT = 256       # samples held back while checking that the layout fits
+HOLD_BYTES = 16 << 20  # and their bytes (a sample may be 1 MiB)
 HELD_LOST_LIMIT = 1024  # LOST records held so; past it, one per CPU between held samples
 FOLLOW_POLL = 0.05     # s between looks for a file --follow waits for
 
@@ -100,7 +101,8 @@ def held_until_fit(records: Iterator[SampleRecord | LostRecord], layout: Layout,
                     label: str) -> Iterator[SampleRecord | LostRecord]:
     """The records, unchanged, once one sample decodes cleanly with the layout.
 
-    Until then samples and LOST records are held back (up to HOLD_LIMIT samples; past
+    Until then samples and LOST records are held back (up to HOLD_LIMIT samples or
+    HOLD_BYTES of them; past
     HELD_LOST_LIMIT LOST records, a LOST record is added to the count of the last one of
     its CPU since the last sample held, and a note says how many were). Process and
     container records pass at once, as the reorder window passes them: a snapshot of any
@@ -133,12 +135,17 @@ def held_until_fit(records: Iterator[SampleRecord | LostRecord], layout: Layout,
             yield from records
             return
         samples.append(record.data)
-        if len(samples) >= HOLD_LIMIT:
+        if held_enough(samples):
             break
     check_fit(samples, layout, arch, label)
     say_merged(label, merged)
     yield from held
     yield from records   # past HOLD_LIMIT samples that none decodes cleanly: the rest
+
+
+def held_enough(samples: list[bytes]) -> bool:
+    """Whether the layout check holds no more samples (HOLD_LIMIT, or HOLD_BYTES of them)."""
+    return len(samples) >= HOLD_LIMIT or sum(map(len, samples)) >= HOLD_BYTES
 
 
 def check_fit(samples: list[bytes], layout: Layout, arch: str, label: str) -> None:
@@ -161,7 +168,7 @@ def check_fit(samples: list[bytes], layout: Layout, arch: str, label: str) -> No
             hint = f"; layouts that fit by size: {', '.join(by_size) or 'none'}"
         raise UsageError(
             f"{label}: layout {layout.name!r} ({layout.size}-byte header) does not fit: "
-            f"none of the {'first ' if len(samples) >= HOLD_LIMIT else ''}{len(samples)} "
+            f"none of the {'first ' if held_enough(samples) else ''}{len(samples)} "
             f"samples ({lengths[0]}..{lengths[-1]} bytes, {short} shorter than the "
             f"header) decodes with it{hint} (choose with --layout)")
 

@@ -16,6 +16,7 @@ from ebpfwire.cli.captures import (
     HOLD_LIMIT,
     check_fit,
     damaged_record,
+    held_enough,
     layout_and_arch,
     open_capture,
     say_merged,
@@ -116,8 +117,8 @@ class _Capture:
     def _hold(self, batch: Any, offsets: np.ndarray,
               decoded: dict) -> tuple[int | None, bool]:
         """Hold a batch as held_until_fit holds records: the row that ends the holding (the
-        first sample that decodes cleanly, or the HOLD_LIMIT-th held sample, then with the
-        fit to check) or None, and whether the fit is to be checked."""
+        first sample that decodes cleanly, or the last one ``held_enough`` lets it hold,
+        then with the fit to check) or None, and whether the fit is to be checked."""
         is_lost = batch.column("lost").is_valid().to_numpy(zero_copy_only=False)
         clean = np.ones(len(batch), bool)
         for row, (_, ok) in decoded.items():
@@ -126,13 +127,13 @@ class _Capture:
         firsts = samples[clean[samples]]
         end = int(firsts[0]) if len(firsts) else len(batch)
         unclean = samples[~clean[samples] & (samples < end)]
-        room = HOLD_LIMIT - len(self.samples)
-        fit = len(unclean) >= room
-        if fit:
-            unclean = unclean[:room]
-            end = int(unclean[-1])
         raw = batch.column("raw")
-        self.samples += [raw[row].as_py() for row in unclean.tolist()]
+        fit = False
+        for row in unclean[:HOLD_LIMIT - len(self.samples)].tolist():
+            self.samples.append(raw[row].as_py())
+            if held_enough(self.samples):   # (held_until_fit's rule, sample by sample)
+                fit, end = True, row
+                break
         cpus = batch.column("cpu").to_numpy(zero_copy_only=False)
         for lost, cpu in zip(is_lost[:end].tolist(), cpus[:end].tolist(), strict=True):
             if not lost:
