@@ -415,7 +415,8 @@ def test_decode_memory_stays_flat_with_1_mib_samples(tmp_path: Path, fmt: str):
 
 def _big_execs(path: Path, count: int) -> Path:
     """Execs of ~1 MiB argvs (260 strings of 4,000 bytes): at each exec's result, a
-    KubeArmor log whose Resource is the program and its argv."""
+    KubeArmor log whose Resource is the program and its argv (as much of it as the
+    process table keeps: ~29 KB)."""
     import struct
 
     from test_process import Stream
@@ -434,11 +435,12 @@ def _big_execs(path: Path, count: int) -> Path:
     return path
 
 
-def test_decode_bulk_kubearmor_memory_stays_flat_with_1_mib_logs(tmp_path: Path):
-    """The bulk path's KubeArmor logs are made in parts bounded by their length too."""
+def test_decode_bulk_kubearmor_memory_stays_flat_with_1_mib_samples(tmp_path: Path):
+    """The bulk path's KubeArmor logs of 1 MiB exec entries: what it holds is bounded in
+    bytes, whatever the capture's size."""
     small = _decode_peak_mib(_big_execs(tmp_path / "200.ewcap", 200), "kubearmor")
     large = _decode_peak_mib(_big_execs(tmp_path / "400.ewcap", 400), "kubearmor")
-    print(f"decode --format kubearmor, bulk: 200 and 400 logs of ~1 MiB, peak RSS "
+    print(f"decode --format kubearmor, bulk: 200 and 400 execs of ~1 MiB, peak RSS "
           f"{small:.0f} and {large:.0f} MiB")
     assert small < 260 and large < small * 1.1 + 8
 
