@@ -156,3 +156,18 @@ def test_context_records_are_passed_over_and_lost_records_summed():
     with CaptureReader(buf) as reader:
         summary = summarise_capture(reader.events())
     assert (summary.calls, summary.lost, summary.undecodable) == (1, 5, 0)
+
+
+def test_failed_rows_is_failed_row_by_row():
+    """The failed-syscall rule for columns (summary's counts, the errno column) is the
+    per-event one: a negative return of a syscall event, never of a special event."""
+    import numpy as np
+
+    from ebpfwire.wire.catalogue import SPECIAL_EVENTS, failed, failed_rows
+
+    ids = [0, 2, 59, 257, *SPECIAL_EVENTS, 2**31]
+    pairs = [(event_id, retval) for event_id in ids for retval in (-115, -13, -1, 0, 3)]
+    got = failed_rows(np.array([p[0] for p in pairs], np.int64),
+                      np.array([p[1] for p in pairs], np.int64))
+    assert got.tolist() == [failed(*pair) for pair in pairs]
+    assert sum(got.tolist()) == 5 * 3 and not failed(None, -1) and not failed(2, None)

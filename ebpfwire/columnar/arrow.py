@@ -44,6 +44,7 @@ from ebpfwire.wire.catalogue import (
     check_arch,
     event_name,
     expected_tags,
+    failed_rows,
     find_arg,
 )
 from ebpfwire.wire.decoder import short_header, walk_args
@@ -605,13 +606,12 @@ class _BatchBuilder:
 
     def _errnos(self, event_ids: np.ndarray, retvals: np.ndarray,
                 null: np.ndarray | None) -> pa.Array:
-        special = np.isin(event_ids, np.asarray(list(SPECIAL_EVENTS), event_ids.dtype))
-        failed = (retvals < 0) & ~special
+        failure = failed_rows(event_ids, retvals)
         if null is not None:
-            failed &= ~null
-        if not failed.any():
+            failure &= ~null
+        if not failure.any():
             return pa.nulls(len(retvals), pa.string())
-        unique, inverse = distinct(np.where(failed, retvals, 0))
+        unique, inverse = distinct(np.where(failure, retvals, 0))
         texts = pa.array([names.errno_name(-r) if r < 0 else None for r in unique], pa.string())
         return texts.take(pa.array(inverse))
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ebpfwire.capture import LostRecord
-from ebpfwire.wire.catalogue import PAIRED, SPECIAL_EVENTS, is_syscall_event
+from ebpfwire.wire.catalogue import PAIRED, failed, failed_rows
 from ebpfwire.wire.events import Event
 from ebpfwire.wire.names import errno_name as errno_text
 from ebpfwire.wire.text import escape
@@ -70,9 +70,7 @@ class Summary:
 def error_name(event: Event) -> str | None:
     """The errno name of a failed syscall event (``errno_N`` if unnamed), else None."""
     retval = event.retval
-    if retval is None or retval >= 0 or event.event_id is None:
-        return None
-    if not is_syscall_event(event.event_id):
+    if not failed(event.event_id, retval):
         return None
     return event.errno or f"errno_{-retval}"
 
@@ -205,14 +203,14 @@ class BatchCounts:
         counted = is_event & ~((_ints(batch.column("argnum"), 0) != 0) & paired[name])
         event_ids = batch.column("event_id")
         retval = _ints(batch.column("retval"), 0)
-        special = np.asarray(sorted(SPECIAL_EVENTS), np.int64)
-        failed = (counted & (retval < 0) & event_ids.is_valid().to_numpy(zero_copy_only=False)
-                  & ~np.isin(_ints(event_ids, 0), special))
+        failure = (counted & event_ids.is_valid().to_numpy(zero_copy_only=False)
+                   & failed_rows(_ints(event_ids, 0), retval))
         keys, group = self._groups(batch, comms)
         rows = np.flatnonzero(counted)
-        retvals, failure = np.unique(np.where(failed, retval, 0)[rows], return_inverse=True)
+        retvals, which_retval = np.unique(np.where(failure, retval, 0)[rows],
+                                          return_inverse=True)
         cells, calls = np.unique((group[rows] * len(names) + name[rows]) * len(retvals)
-                                 + failure.reshape(-1), return_counts=True)
+                                 + which_retval.reshape(-1), return_counts=True)
         for cell, count in zip(cells.tolist(), calls.tolist(), strict=True):
             rest, which = divmod(cell, len(retvals))
             at, label = divmod(rest, len(names))

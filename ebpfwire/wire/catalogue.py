@@ -12,7 +12,7 @@ tests/test_catalogue_bpf.py holds all of this equal to what bpf/monitor.bpf.c wr
 from __future__ import annotations
 
 from functools import cache
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ebpfwire.wire import names
 from ebpfwire.wire.argtypes import ArgType, arg_types, argnum, make_mask
@@ -151,6 +151,21 @@ def arg_index(name: str, role: str, argnum: int | None = None) -> int | None:
 def is_syscall_event(event_id: int) -> bool:
     """True unless the id is one of the special, non-syscall events."""
     return event_id not in SPECIAL_EVENTS
+
+
+def failed(event_id: int | None, retval: int | None) -> bool:
+    """Whether an event is a failed syscall: a syscall event (not a special one, whose
+    return value is something else) that returned a negative errno."""
+    return retval is not None and retval < 0 and event_id is not None and (
+        event_id not in SPECIAL_EVENTS)
+
+
+def failed_rows(event_ids: Any, retvals: Any) -> Any:
+    """:func:`failed` for arrays (numpy) of event ids and return values, row by row."""
+    special = event_ids != event_ids
+    for event_id in SPECIAL_EVENTS:
+        special |= event_ids == event_id
+    return (retvals < 0) & ~special
 
 
 @cache

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 from ebpfwire.wire import layouts, names
 from ebpfwire.wire.argtypes import ArgType
-from ebpfwire.wire.catalogue import event_name, is_syscall_event
+from ebpfwire.wire.catalogue import event_name, failed
 from ebpfwire.wire.errors import DecodeError
 from ebpfwire.wire.text import raw
 
@@ -240,8 +240,8 @@ def label_of(event_id: int | None, arch: str) -> str:
 
 def errno_of(event_id: int | None, retval: int | None) -> str | None:
     """The errno name of a syscall event's negative return value, else None."""
-    if retval is not None and retval < 0 and is_syscall_event(event_id):
-        return names.errno_name(-retval)
+    if failed(event_id, retval):
+        return names.errno_name(-retval)  # type: ignore[operator]
     return None
 
 
