@@ -106,8 +106,18 @@ def test_the_realistic_corpus(version: str):
     assert sum(bool(lines) for lines in got) > 0.8 * len(got)
 
 
-def test_a_layout_with_more_fields_is_left_to_the_mapping():
-    datas, layout, arch, boot, host = samples(ROOT / "fixtures" / "layout-cwd.ewcap")
+@pytest.mark.parametrize("layout", ["cwd", "cwd-oid", "cwd-tty-oid", "exec-id"])
+def test_layouts_with_a_cwd_are_taken(layout: str):
+    """Cwd (a File or Process Resource joined to it), TTY and ExecID from the header."""
+    datas, layout, arch, boot, host = samples(ROOT / "fixtures" / f"layout-{layout}.ewcap")
+    for version in VERSIONS:
+        got = assert_as_per_event(datas, [CONTEXTS[1]] * len(datas), arch,
+                                  KubeArmorLogs(host, boot, version=version), layout)
+        assert any(got) and None not in got
+
+
+def test_a_hash_trailer_is_left_to_the_mapping():
+    datas, layout, arch, boot, host = samples(ROOT / "fixtures" / "layout-hash.ewcap")
     got = logs_of(datas, [CONTEXTS[0]] * len(datas), arch, KubeArmorLogs(host, boot), layout)
     assert got == [None] * len(datas)
 
@@ -159,3 +169,27 @@ def test_catalogue_events_are_taken(items: list):
             arg.value, getattr(arg.value, "path", None)) if isinstance(text, str)))
     got = assert_as_per_event(datas, contexts_, "x86_64", KubeArmorLogs("h", 10**18))
     assert all(lines is not None or space for lines, space in zip(got, spaced, strict=True))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(["cwd", "cwd-oid", "cwd-tty-oid", "exec-id"]), st.data())
+def test_made_samples_of_the_layouts_with_a_cwd(layout: str, data):
+    """Cwds that are /, empty, relative, with dot-dot, spaces or %; ttys empty or not."""
+    from ebpfwire.wire.events import Event
+
+    events = data.draw(st.lists(catalogue_events(layout), min_size=1, max_size=25))
+    cwds = st.sampled_from(["/", "", "/home/u", "/a/../b/", "rel/x", "/x y/%s", "/é\udcff/"])
+    datas, contexts_ = [], []
+    for event in events:
+        extra = dict(event.extra)
+        extra["cwd"] = data.draw(cwds)
+        if "tty" in extra:
+            extra["tty"] = data.draw(st.sampled_from(["", "pts/0", "tty %d"]))
+        event = Event(*(getattr(event, name) for name in (
+            "ts", "pid_id", "mnt_id", "host_ppid", "host_pid", "ppid", "pid", "uid",
+            "event_id", "argnum", "retval")), event.comm or "c", event.args, extra, event.arch)
+        datas.append(encode(event, layout))
+        contexts_.append(data.draw(st.sampled_from(CONTEXTS)))
+    for version in VERSIONS:
+        assert_as_per_event(datas, contexts_, "x86_64",
+                            KubeArmorLogs("h", 10**18, version=version), layout)

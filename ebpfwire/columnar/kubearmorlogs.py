@@ -8,9 +8,11 @@ cut from the per-event mapping's own output (:meth:`KubeArmorLogs.base`, the eve
 event whose values are markers, so the logs are the per-event path's, byte for byte
 (``tests/test_kubearmor_logs.py`` holds them equal). The values are read as columns: the
 headers as the batch builder cuts them, the arguments by the column walk, each distinct
-answer's context, comm and result made into text once. What it does not take (a layout
-with fields past the classic header, damage, an empty process name or comm, a value with
-whitespace where EventData splits words) is left as None for the per-event mapping.
+answer's context, comm and result made into text once; the extended layouts' cwd, tty and
+exec id from the header too (a File or Process Resource joined to the row's cwd, as the
+mapping's ``in_cwd`` joins it). What it does not take (a hash trailer, damage, an exec
+whose entry is missing, an empty process name or comm, a value with whitespace where
+EventData splits words) is left as None for the per-event mapping.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from ebpfwire.columnar.groups import taken_tags, walked, whole_heads
 from ebpfwire.output.kubearmor import (
     CONVERSIONS,
     FLAGS,
+    JOINED,
     NUMBER,
     PROCESS,
     SHAPES,
@@ -38,6 +41,7 @@ from ebpfwire.output.kubearmor import (
     LogContext,
     address_shape,
     expand,
+    in_cwd,
     log_type,
     result_text,
     sys_text,
@@ -58,7 +62,7 @@ EXECS = ("execve", "execveat")
 
 # the holes of every log, then the arguments' (ARGS on, in the order the template meets them)
 (TS, UPDATED, HOST_PPID, HOST_PID, PPID, PID, UID, PARENT, PROCESS_NAME, SOURCE, CONTAINER,
- COMM, RESULT, RESOURCE, ARGS) = range(15)
+ COMM, RESULT, RESOURCE, CWD, TTY, EXEC_ID, ARGS) = range(18)
 _INTS = (TS, HOST_PPID, HOST_PID, PPID, PID, UID)
 
 
@@ -99,15 +103,22 @@ class Logs:
 
     def __init__(self, layout: Layout, arch: str, logs: KubeArmorLogs):
         self.layout, self.arch, self.logs = layout, arch, logs
-        self.dtype = (None if layout.extra_names or layout.hash_at is not None
-                      else header_dtype(layout))
+        # a hash trailer's fields are the per-event mapping's to show
+        self.dtype = None if layout.hash_at is not None else header_dtype(layout)
+        self.extras = layout.extra_names
         self._templates: dict[tuple, _Template | None] = {}
         self._comms: dict[bytes, str] = {}
+        self._fields: dict[bytes, str] = {}
         self._results: dict[tuple[int, int], str | None] = {}   # None: not written
         self._flags: dict[tuple[int, Any], str] = {}
 
-    def _template(self, name: str, event_id: int, kind: str, address: Any) -> _Template | None:
-        key = (event_id, kind, address)
+    def joined(self, operation: str) -> bool:
+        """Whether the logs of this operation have their Resource joined to the cwd."""
+        return "cwd" in self.extras and self.logs.newest and operation in JOINED
+
+    def _template(self, name: str, event_id: int, kind: str, address: Any,
+                  tty: bool) -> _Template | None:
+        key = (event_id, kind, address, tty)
         if key in self._templates:
             return self._templates[key]
         args: list[tuple[str, str]] = []
@@ -125,12 +136,17 @@ class Logs:
             source = _marker(PARENT)
         else:
             operation, resources, datas = SHAPES[name]
-            resource = "".join(map(hole, expand(resources, sys, lambda: address)))
             data = "".join(map(hole, expand(datas, sys, lambda: address)))
+            resource = (_marker(RESOURCE) if self.joined(operation)   # made row by row
+                        else "".join(map(hole, expand(resources, sys, lambda: address))))
             source = _marker(SOURCE)
+        extra = {"cwd": _marker(CWD), "tty": _marker(TTY) if tty else "",
+                 "exec_id": _marker(EXEC_ID)}
         proto = SimpleNamespace(ts=0, ppid=_marker(PPID), host_ppid=_marker(HOST_PPID),
                                 host_pid=_marker(HOST_PID), pid=_marker(PID), uid=_marker(UID),
-                                extra={}, hashes=None, comm=_marker(COMM), retval=0)
+                                extra={key: extra[key] for key in self.extras if key in extra},
+                                hashes=None,
+                                comm=_marker(COMM), retval=0)
         context = LogContext("", "", (), "", _marker(CONTAINER), False, None)
         log = self.logs.base(proto, context, kind, _marker(PROCESS_NAME), _marker(PARENT),
                              source, operation, resource, data)
@@ -204,13 +220,18 @@ class Logs:
         addresses = ([address_shape(value) for value in role_values("address")]
                      if any(type(piece) is not str and piece[0] == "address"
                             for piece in SHAPES.get(name, ("", (), ()))[1]) else [False] * count)
+        # the fields of the layouts past the classic header
+        extras = self.extras
+        cwds = [self._field(raw) for raw in heads["cwd"].tolist()] if "cwd" in extras else []
+        ttys = ([bool(self._field(raw)) for raw in heads["tty"].tolist()] if "tty" in extras
+                else [False] * count)
         variants: dict[tuple, list[int]] = {}
-        for row, (kind, result, comm, answer, address) in enumerate(zip(
-                kinds, results, comms, answers, addresses, strict=True)):
+        for row, (kind, result, comm, answer, address, tty) in enumerate(zip(
+                kinds, results, comms, answers, addresses, ttys, strict=True)):
             if result is None or kind is None:
                 out[row] = ""     # not written, or a container KubeArmor cannot name
             elif comm and answer[2] is not None:
-                variants.setdefault((kind, address), []).append(row)
+                variants.setdefault((kind, address, tty), []).append(row)
         if not variants:
             return out
         ts = heads["ts"]
@@ -233,10 +254,17 @@ class Logs:
         for hole, at in ((PARENT, 1), (PROCESS_NAME, 2), (SOURCE, 3), (CONTAINER, 4),
                          (RESOURCE, 5)):
             columns[hole] = [answer[at] for answer in answers]
+        if cwds:
+            columns[CWD] = [_escaped(cwd.rstrip("/")) for cwd in cwds]
+        if "tty" in extras:
+            columns[TTY] = [_escaped(self._field(raw)) for raw in heads["tty"].tolist()]
+        if "exec_id" in extras:
+            columns[EXEC_ID] = list(map(str, heads["exec_id"].tolist()))
+        operation = PROCESS if name in EXECS else SHAPES[name][0]
         fitting = fits.tolist()
         all_fit = bool(fits.all())
-        for (kind, address), rows in variants.items():
-            template = self._template(name, event_id, kind, address)
+        for (kind, address, tty), rows in variants.items():
+            template = self._template(name, event_id, kind, address, tty)
             if template is None:
                 continue
             texts = []
@@ -256,33 +284,59 @@ class Logs:
                     continue
             fill = [column if _PLAIN.fullmatch("".join(column)) else list(map(_escaped, column))
                     for column in texts]
+            own = {}   # a Resource joined to each row's cwd
+            if self.joined(operation):
+                own[RESOURCE] = [_escaped(in_cwd(resource, cwds[row])) for resource, row in zip(
+                    self._resources(name, event_id, argnum, tags, address, answers, rows,
+                                    role_values), rows, strict=True)]
             pick = _picker(rows)
-            cells = [fill[hole - ARGS] if hole >= ARGS else pick(columns[hole])
-                     for hole in template.holes]
+            cells = [fill[hole - ARGS] if hole >= ARGS else own[hole] if hole in own
+                     else pick(columns[hole]) for hole in template.holes]
             lines = ((template.text + "\0") * len(rows)) % tuple(
                 chain.from_iterable(zip(*cells, strict=True)))
             for row, line in zip(rows, lines.split("\0"), strict=False):
                 out[row] = line
         return out
 
+    def _resources(self, name: str, event_id: int, argnum: int, tags: tuple[int, ...],
+                   address: Any, answers: list[tuple], rows: list[int],
+                   role_values: Callable[[str], list]) -> list[str]:
+        """The Resource of ``rows`` as text (before the cwd's join)."""
+        if name in EXECS:
+            return [answers[row][6] for row in rows]
+        parts = [[piece] * len(rows) if type(piece) is str else self._texts(
+            role_values(piece[0]), piece[1], tags, arg_index(name, piece[0], argnum), rows)
+            for piece in expand(SHAPES[name][1], sys_text(event_id, name), lambda: address)]
+        return ["".join(row) for row in zip(*parts, strict=True)] if parts else [""] * len(rows)
+
     def _answer(self, name: str, event_id: int, context: LogContext | None) -> tuple:
         """(log type inside a namespace, ParentProcessName, ProcessName, Source, ContainerID,
-        an exec's Resource) as the template's texts; ProcessName None: the per-event
-        mapping's (no context, or an empty name: KubeArmor falls back on other fields)."""
+        an exec's Resource, the same unescaped) as the template's texts; ProcessName None:
+        the per-event mapping's (no context, or an empty name: KubeArmor falls back on
+        other fields)."""
         kind = log_type(SimpleNamespace(pid_id=1, mnt_id=1), context)
         if context is None:
-            return (kind, None, None, None, None, None)
+            return (kind, None, None, None, None, None, None)
         parent = _escaped(context.parent_exe)
         container = _escaped(context.container_id or "")
         if name in EXECS:
             if context.request is None:   # its entry is not in the capture: what the log
-                return (kind, None, None, None, None, None)   # says depends on the result
+                return (kind, None, None, None, None, None, None)  # says depends on the result
             _, resource, _, process = KubeArmorLogs.exec_fields(
                 SimpleNamespace(event_id=event_id, retval=0), context, name)
             return (kind, parent, _escaped(process) if process else None, parent, container,
-                    _escaped(resource))
+                    _escaped(resource), resource)
         process = _escaped(context.exe) if context.exe else None
-        return (kind, parent, process, _escaped(context.command), container, None)
+        return (kind, parent, process, _escaped(context.command), container, None, None)
+
+    def _field(self, raw: bytes) -> str:
+        """A text field of the header (cwd, tty) as the decoder reads it."""
+        text = self._fields.get(raw)
+        if text is None:
+            if len(self._fields) >= 1 << 16:
+                self._fields.clear()
+            text = self._fields[raw] = raw.partition(b"\0")[0].decode("utf-8", "surrogateescape")
+        return text
 
     def _comm(self, raw: bytes) -> str:
         text = raw.partition(b"\0")[0].decode("utf-8", "surrogateescape")

@@ -279,6 +279,18 @@ def log_context(program: Program | None, parent: Program | None, container_id: s
                       parent.name if parent is not None else "", container_id, host, request)
 
 
+#: Operations whose Resource the newest KubeArmor joins to the cwd (:func:`in_cwd`)
+JOINED = (FILE, PROCESS)
+
+
+def in_cwd(resource: str, cwd: str) -> str:
+    """As KubeArmor: a Resource not starting with a path, joined to the cwd (an empty one
+    too: close's Resource is its cwd), unless the cwd is / or unknown."""
+    if resource.split(" ")[0].startswith("/") or not cwd.rstrip("/"):
+        return resource
+    return posixpath.normpath(posixpath.join(cwd.rstrip("/") + "/", resource))
+
+
 def log_type(event: Event, context: LogContext | None) -> str | None:
     """HostLog or ContainerLog as KubeArmor decides, or None where it logs nothing.
 
@@ -345,11 +357,8 @@ class KubeArmorLogs:
             process_name = context.exe if context is not None else event.comm
             source = context.command if context is not None else event.comm
         cwd = event.extra.get("cwd")
-        if (operation in (FILE, PROCESS) and isinstance(cwd, str) and self.newest
-                and not resource.split(" ")[0].startswith("/") and cwd.rstrip("/")):
-            # as KubeArmor: a Resource not starting with a path is joined to the cwd
-            # (an empty one too: close's Resource is its cwd)
-            resource = posixpath.normpath(posixpath.join(cwd.rstrip("/") + "/", resource))
+        if operation in JOINED and isinstance(cwd, str) and self.newest:
+            resource = in_cwd(resource, cwd)
         if not process_name and self.newest:  # KubeArmor's fallback (2025), else no log
             process_name = (resource if operation == PROCESS else source).split(" ")[0]
             if not process_name and operation in (PROCESS, FILE, NETWORK):
