@@ -26,6 +26,7 @@ from ebpfwire import Arg, Event, SockAddr, encode
 from ebpfwire import ArgType as T
 from ebpfwire.capture import CaptureWriter
 from ebpfwire.wire.catalogue import SPECIAL_EVENTS
+from ebpfwire.wire.layouts import get_layout
 from ebpfwire.wire.names import syscall_number
 
 ARCH = "x86_64"
@@ -125,7 +126,15 @@ class _Life:
         yield "do_exit", 0, [], self.comm
 
 
-def write(path: Path, count: int, seed: int = 1) -> Counter:
+def _extra(serial: int, layout: str) -> dict:
+    """A process's fields of an extended layout (a cwd, a tty for one in four, its exec
+    id), made from its serial number: the classic corpus's random draws stay the same."""
+    extra = {"cwd": ("/", f"/home/u{serial % 50}", f"/srv/app{serial % 7}/")[serial % 3],
+             "tty": "" if serial % 4 else f"pts/{serial % 9}", "oid": 0, "exec_id": serial}
+    return {name: extra[name] for name in get_layout(layout).extra_names}
+
+
+def write(path: Path, count: int, seed: int = 1, layout: str = "classic") -> Counter:
     """Write ``count`` samples to a new capture at ``path``; returns the event mix."""
     rng = random.Random(seed)
     ids = _ids()
@@ -134,7 +143,7 @@ def write(path: Path, count: int, seed: int = 1) -> Counter:
     serial = 0
     ts = 10**12
     written = 0
-    with CaptureWriter(path, layout="classic", arch=ARCH, boot_time_ns=BOOT_TIME_NS,
+    with CaptureWriter(path, layout=layout, arch=ARCH, boot_time_ns=BOOT_TIME_NS,
                        buffer_size=1 << 20) as writer:
         while written < count:
             while len(running) < 8:
@@ -150,21 +159,24 @@ def write(path: Path, count: int, seed: int = 1) -> Counter:
             name, retval, args, comm = step
             ts += rng.randrange(200, 5000)
             event = Event(ts, 0, 0, life.ppid, life.pid, life.ppid, life.pid,
-                          rng.choice([0, 1000]), ids[name], len(args), retval, comm, args)
-            writer.write_sample(serial % 2, encode(event, perf_padding=True))
+                          rng.choice([0, 1000]), ids[name], len(args), retval, comm, args,
+                          _extra(life.serial, layout))
+            writer.write_sample(serial % 2, encode(event, layout, perf_padding=True))
             mix[name] += 1
             written += 1
     return mix
 
 
-def build(count: int, seed: int = 1) -> Path:
-    """The cached capture of ``count`` realistic samples (built on first use)."""
+def build(count: int, seed: int = 1, layout: str = "classic") -> Path:
+    """The cached capture of ``count`` realistic samples (built on first use) in ``layout``
+    (its extended fields from :func:`_extra`)."""
     folder = Path(tempfile.gettempdir()) / "ebpfwire-bench"
     folder.mkdir(exist_ok=True)
-    path = folder / f"realistic-{count}-{seed}.ewcap"
+    named = "" if layout == "classic" else f"-{layout}"
+    path = folder / f"realistic-{count}-{seed}{named}.ewcap"
     if not path.exists():
         part = path.with_suffix(f".{os.getpid()}.part")
-        write(part, count, seed)
+        write(part, count, seed, layout)
         os.replace(part, path)
     return path
 

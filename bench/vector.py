@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -119,12 +120,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--corpus", choices=["realistic", "repeated"], default="realistic")
+    parser.add_argument("--layout", default="classic",
+                        help="the realistic corpus in this context layout (exec-id: a cwd, "
+                             "tty and exec id per process, as KubeArmor's 2025 writer)")
     parser.add_argument("--rss-scale", type=int, default=0,
                         help="also export a corpus this many times as big, for peak RSS")
     parser.add_argument("--quick", action="store_true",
                         help="the in-process rows only (no commands, no RSS)")
     args = parser.parse_args()
-    path = realistic.build(args.events) if args.corpus == "realistic" else repeated(args.events)
+    path = (realistic.build(args.events, layout=args.layout) if args.corpus == "realistic"
+            else repeated(args.events))
     size = path.stat().st_size
     n = args.events   # the commands run first, from a small parent (a child's peak RSS
     # starts at its parent's: exec keeps the high-water mark)
@@ -172,14 +177,17 @@ def main() -> None:
 
     samples = samples_of(path)
     n = len(samples)
-    print(f"corpus: {args.corpus}, {n:,} samples, {size / n:.0f} bytes each, "
+    print(f"corpus: {args.corpus} ({args.layout}), {n:,} samples, {size / n:.0f} bytes each, "
           f"{len(set(samples)):,} distinct; load average {os.getloadavg()[0]:.2f}")
 
     def each(function) -> None:
         for sample in samples:
             function(sample)
 
-    each(decode)   # warm the caches the per-event path keeps
+    # the per-event path, in the corpus's layout (the classic one: decode() as it is)
+    decode_one = decode if args.layout == "classic" else partial(decode, layout=args.layout)
+
+    each(decode_one)   # warm the caches the per-event path keeps
     from ebpfwire.columnar.arrow import to_table
 
     # and the bulk path's first-call costs (imports, kernels, the allocator's first pages:
@@ -188,18 +196,19 @@ def main() -> None:
     to_table(warm)
     to_table(samples_of(warm), context=False)
 
-    base = cpu(lambda: each(decode))
+    base = cpu(lambda: each(decode_one))
     rows.append(Row("decode()", n, base))
 
     def every_value():
         for sample in samples:
-            for arg in decode(sample).args:
+            for arg in decode_one(sample).args:
                 arg.value  # noqa: B018
 
     rows.append(Row("decode() + every args[i].value", n, cpu(every_value)))
-    rows.append(Row("decode() + to_dict()", n, cpu(lambda: each(lambda s: decode(s).to_dict()))))
+    rows.append(Row("decode() + to_dict()", n,
+                    cpu(lambda: each(lambda s: decode_one(s).to_dict()))))
     rows.append(Row("to_table(samples, context=False)", n,
-                    cpu(lambda: to_table(samples, context=False))))
+                    cpu(lambda: to_table(samples, context=False, layout=args.layout))))
     rows.append(Row("to_table(capture, context=False)", n,
                     cpu(lambda: to_table(path, context=False))))
     rows.append(Row("to_table(capture)", n, cpu(lambda: to_table(path))))

@@ -63,10 +63,29 @@ def test_the_realistic_corpus():
     assert None not in got
 
 
-def test_a_layout_with_more_fields_is_left_to_sample_json():
-    with CaptureReader(ROOT / "fixtures" / "layout-cwd.ewcap") as reader:
+@pytest.mark.parametrize("layout", ["cwd", "cwd-oid", "cwd-tty-oid", "exec-id"])
+def test_layouts_with_more_fields_are_taken(layout: str):
+    with CaptureReader(ROOT / "fixtures" / f"layout-{layout}.ewcap") as reader:
         datas = [record.data for record in reader if type(record) is SampleRecord]
-    assert lines_of(datas, "cwd", "x86_64", ["}"] * len(datas)) == [None] * len(datas)
+    got = assert_as_sample_json(datas, layout, "x86_64")
+    assert None not in got
+
+
+def test_a_hash_trailer_is_left_to_sample_json():
+    with CaptureReader(ROOT / "fixtures" / "layout-hash.ewcap") as reader:
+        datas = [record.data for record in reader if type(record) is SampleRecord]
+    assert lines_of(datas, "hash", "x86_64", ["}"] * len(datas)) == [None] * len(datas)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.sampled_from(["cwd", "cwd-oid", "cwd-tty-oid", "exec-id"]), st.data())
+def test_made_samples_of_the_layouts_with_more_fields(layout: str, data):
+    datas = data.draw(st.lists(st.one_of(event_bytes(layout), damaged_event_bytes(layout)),
+                               min_size=1, max_size=30))
+    taken = assert_as_sample_json(datas, layout, "x86_64")
+    for sample, line in zip(datas, taken, strict=True):
+        if sample_json(sample, get_layout(layout), "x86_64") is None:
+            assert line is None
 
 
 @settings(max_examples=150, deadline=None)
@@ -89,3 +108,25 @@ def test_catalogue_events_are_taken(events: list):
     datas = [encode(event, "classic") for event in events]
     got = assert_as_sample_json(datas, "classic", "x86_64")
     assert None not in got
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(["cwd", "cwd-oid", "cwd-tty-oid", "exec-id"]), st.data())
+def test_one_shape_with_many_values_of_the_fields_past_the_header(layout: str, data):
+    """Rows of one template, each with its own cwd, tty, oid and exec id."""
+    from ebpfwire import encode
+    from ebpfwire.wire.events import Event
+
+    event = data.draw(catalogue_events(layout))
+    names = get_layout(layout).extra_names
+    datas = []
+    for cwd, tty, oid, exec_id in data.draw(st.lists(st.tuples(
+            st.text(max_size=20), st.text(max_size=10), st.integers(0, 2**32 - 1),
+            st.integers(0, 2**64 - 1)), min_size=2, max_size=12)):
+        extra = {"cwd": cwd.replace("\0", ""), "tty": tty.replace("\0", ""), "oid": oid,
+                 "exec_id": exec_id}
+        datas.append(encode(Event(*(getattr(event, name) for name in (
+            "ts", "pid_id", "mnt_id", "host_ppid", "host_pid", "ppid", "pid", "uid",
+            "event_id", "argnum", "retval", "comm")), event.args,
+            {name: extra[name] for name in names}, event.arch), layout))
+    assert_as_sample_json(datas, layout, "x86_64")

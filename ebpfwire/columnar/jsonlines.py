@@ -46,9 +46,11 @@ _WHO = "%s" + "%s".join(map(_escaped, _PIECES[4:11])) + "%s"
 _WHO_FIELDS = CLASSIC_NAMES[1:8] + ("comm",)
 
 
-def _template(event_id: int, arch: str, argnum: int, tags: tuple[int, ...]) -> str:
+def _template(event_id: int, arch: str, argnum: int, tags: tuple[int, ...],
+              extras: tuple[str, ...] = ()) -> str:
     """The line of a group with a hole (%s) for each value: ts, the seven ids and comm
-    (one hole: :data:`_WHO` filled), retval, errno, each argument and the end."""
+    (one hole: :data:`_WHO` filled), retval, errno, each argument, each of the layout's
+    ``extras`` (the fields past the classic header) and the end."""
     parts = []
     for tag in tags:
         if tag in TEXT_TAGS or tag == _SOCKADDR:
@@ -61,7 +63,7 @@ def _template(event_id: int, arch: str, argnum: int, tags: tuple[int, ...]) -> s
     p = [_escaped(piece) for piece in _PIECES]
     return (p[0] + "%s" + p[1] + str(event_id) + p[2] + _escaped(name) + p[3] + "%s" + p[11]
             + "%s" + p[12] + "%s" + p[13] + str(argnum) + p[14] + "[" + ", ".join(parts) + "]"
-            + p[15] + "%s")
+            + p[15] + "".join(", " + _escaped(_enc(key)) + ": %s" for key in extras) + "%s")
 
 
 class Lines:
@@ -69,9 +71,9 @@ class Lines:
 
     def __init__(self, layout: Layout, arch: str):
         self.layout, self.arch = layout, arch
-        # the classic header only: a layout's fields past it are sample_json's to show
-        self.dtype = (None if layout.extra_names or layout.hash_at is not None
-                      else header_dtype(layout))
+        # a hash trailer's hashes are sample_json's to show
+        self.dtype = None if layout.hash_at is not None else header_dtype(layout)
+        self._fields: dict[bytes, str] = {}   # the extras' texts, as JSON
         if self.dtype is not None:   # the byte ranges of the who fields in a header
             fields = self.dtype.fields
             self._who = np.concatenate([
@@ -84,7 +86,8 @@ class Lines:
         if key not in self._templates:
             tags = taken_tags(event_id, self.arch, argnum)
             self._templates[key] = (None if tags is None else
-                                    (tags, _template(event_id, self.arch, argnum, tags)))
+                                    (tags, _template(event_id, self.arch, argnum, tags,
+                                                     self.layout.extra_names)))
         return self._templates[key]
 
     def __call__(self, buf: bytes, begins: np.ndarray, ends: np.ndarray,
@@ -146,10 +149,25 @@ class Lines:
                     value[0].tolist(), value[1].tolist(), strict=True)])
             else:
                 columns.append(value.tolist())
+        texts_of = self.layout.text_fields
+        for key in self.layout.extra_names:   # as sample_json shows them
+            column = heads[key].tolist()
+            columns.append([self._field(raw) for raw in column] if key in texts_of else column)
         columns.append(tails)
         rows = len(tails)
         text = ((template + "\n") * rows) % tuple(chain.from_iterable(zip(*columns, strict=True)))
         return text.split("\n", rows)[:rows]
+
+
+    def _field(self, raw: bytes) -> str:
+        """A text field past the classic header as JSON (sample_json's form)."""
+        shown = self._fields.get(raw)
+        if shown is None:
+            if len(self._fields) >= 1 << 16:
+                self._fields.clear()
+            shown = self._fields[raw] = _enc(raw.partition(b"\0")[0].decode(
+                "utf-8", "surrogateescape"))
+        return shown
 
 
 def _argvs(buf: bytes, spans: ArgvSpans) -> list[str]:
