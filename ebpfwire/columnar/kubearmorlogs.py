@@ -34,6 +34,7 @@ from ebpfwire.output.kubearmor import (
     CONVERSIONS,
     FLAGS,
     JOINED,
+    NETWORK,
     NUMBER,
     PROCESS,
     SHAPES,
@@ -154,8 +155,9 @@ class Logs:
         log["Result"] = _marker(RESULT)
         template: _Template | None = _Template(
             "\n".join(map(json.dumps, self.logs.audited(name, operation, log))), args)
-        words = data.split() + (resource.split() if "EventData" in log and
-                                operation == "Network" else [])
+        # EventData (the newest logs') is made of Data's words, a Network Resource's too
+        words = ((data.split() + (resource.split() if operation == NETWORK else []))
+                 if "EventData" in log else [])
         for word in words:
             if _TOKEN in word:
                 if "=" not in word[:word.index(_TOKEN)]:
