@@ -30,18 +30,19 @@ import numpy as np
 
 from ebpfwire.columnar.arrow import header_dtype
 from ebpfwire.columnar.groups import taken_tags, walked, whole_heads
+from ebpfwire.output import render
 from ebpfwire.output.kubearmor import (
     CONVERSIONS,
     FLAGS,
     JOINED,
     NETWORK,
-    NUMBER,
     PROCESS,
     SHAPES,
     KubeArmorLogs,
     LogContext,
     address_shape,
     expand,
+    flags_text,
     in_cwd,
     log_type,
     result_text,
@@ -108,7 +109,6 @@ class Logs:
         self.dtype = None if layout.hash_at is not None else header_dtype(layout)
         self.extras = layout.extra_names
         self._templates: dict[tuple, _Template | None] = {}
-        self._comms: dict[bytes, str] = {}
         self._fields: dict[bytes, str] = {}
         self._results: dict[tuple[int, int], str | None] = {}   # None: not written
         self._flags: dict[tuple[int, Any], str] = {}
@@ -199,7 +199,9 @@ class Logs:
         logs = self.logs
         columns: dict[int, list] = {}
         results = [self._result(event_id, retval) for retval in heads["retval"].tolist()]
-        comms = [self._comms.get(raw) or self._comm(raw) for raw in heads["comm"].tolist()]
+        known = render._raw_comms   # (the comm's JSON, as the JSON lines cache it)
+        comms = [(known.get(raw) or render._raw_comm(raw))[1:-1]
+                 for raw in heads["comm"].tolist()]
         # each answer's kind (in a namespace of its own) and texts, made once
         made: dict[int, tuple] = {}
         for context in contexts:
@@ -340,13 +342,6 @@ class Logs:
             text = self._fields[raw] = raw.partition(b"\0")[0].decode("utf-8", "surrogateescape")
         return text
 
-    def _comm(self, raw: bytes) -> str:
-        text = raw.partition(b"\0")[0].decode("utf-8", "surrogateescape")
-        if len(self._comms) >= 1 << 16:
-            self._comms.clear()
-        escaped = self._comms[raw] = _escaped(text) if text else ""
-        return escaped
-
     def _result(self, event_id: int, retval: int) -> str | None:
         key = (event_id, retval)
         if key not in self._results:
@@ -381,8 +376,7 @@ class Logs:
             value = values[row]
             text = flags.get((tag, value))
             if text is None:
-                found = Arg(ArgType(tag), value).text if value is not None and tag else None
-                text = found if found is not None else NUMBER(value)
+                text = flags_text(None if tag is None else Arg(ArgType(tag), value))
                 if len(flags) < 1 << 16:
                     flags[(tag, value)] = text
             out.append(text)

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 from ebpfwire.process.table import EventContext, Program
 from ebpfwire.wire import names
+from ebpfwire.wire.argtypes import ArgType
 from ebpfwire.wire.catalogue import arg_index, is_syscall_event
 from ebpfwire.wire.events import AF_INET, AF_INET6, AF_UNIX, Arg, Event, SockAddr
 
@@ -79,9 +80,16 @@ CONVERSIONS: dict[str, Callable[[Any], str]] = {
     **{field: _address_text(field) for field in ("family", "port", "addr", "path")},
 }
 #: The flag names of an argument (its text), else its number: the one conversion of the
-#: Arg rather than of its value.
+#: Arg rather than of its value (:func:`flags_text`).
 FLAGS = "flags"
-NUMBER = CONVERSIONS["num"]
+
+
+def flags_text(arg: Arg | None) -> str:
+    """An argument's flag names (its text), else its number; "" when it is absent."""
+    if arg is None or arg.value is None:
+        return ""
+    text = arg.text
+    return text if text is not None else str(arg.value)
 
 
 def _pieces(template: str) -> tuple:
@@ -196,41 +204,30 @@ def fields(event: Event, name: str) -> tuple[str, str, str]:
         arg = arg_of("address")
         return address_shape(None if arg is None else arg.value)
 
-    def value_of(role: str) -> Any:
-        arg = arg_of(role)
-        return None if arg is None else arg.value
-
-    def text_of(role: str) -> str | None:
-        return arg_of(role).text  # type: ignore[union-attr]
-
     sys = sys_text(event.event_id, name)
-    return (operation, fill(expand(resource, sys, address), value_of, text_of),
-            fill(expand(data, sys, address), value_of, text_of))
+    return (operation, fill(expand(resource, sys, address), arg_of),
+            fill(expand(data, sys, address), arg_of))
 
 
-def fill(pieces: tuple, value_of: Callable[[str], Any],
-         text_of: Callable[[str], str | None] = lambda role: None) -> str:
-    """Expanded pieces filled with the arguments' values (``value_of(role)``, None when
-    absent) and flag names (``text_of(role)``)."""
+def fill(pieces: tuple, arg_of: Callable[[str], Arg | None]) -> str:
+    """Expanded pieces filled with the arguments ``arg_of(role)`` gives (None: absent)."""
     out = []
     for piece in pieces:
         if type(piece) is str:
             out.append(piece)
             continue
         role, conversion = piece
-        value = value_of(role)
-        if conversion == FLAGS:
-            text = text_of(role) if value is not None else None
-            out.append(text if text is not None else NUMBER(value))
-        else:
-            out.append(CONVERSIONS[conversion](value))
+        arg = arg_of(role)
+        out.append(flags_text(arg) if conversion == FLAGS else
+                   CONVERSIONS[conversion](None if arg is None else arg.value))
     return "".join(out)
 
 
 def sockaddr_resource(addr: SockAddr | None) -> str:
     """A socket address the way KubeArmor's Resource writes one (sin_* for IPv6 too)."""
+    arg = Arg(ArgType.SOCKADDR_T, addr)
     return fill(expand((("address", "address"),), "", lambda: address_shape(addr)),
-                lambda role: addr)
+                lambda role: arg)
 
 
 def result_text(retval: int) -> str:

@@ -34,6 +34,16 @@ _HEX = re.compile(r"[0-9a-f]+")  # a container id as runtimes write it
 T = TypeVar("T")
 
 
+def context_key(answer: EventContext | None) -> tuple:
+    """The parts of an answer a default ``make`` is given: (program, parent's program,
+    container id), all None for an event the table cannot place."""
+    if answer is None:
+        return (None, None, None)
+    container = answer.container    # (EventContext.container_id, without its call)
+    return (answer.program, answer.parent_program,
+            answer.process.container_id if container is None else container.container_id)
+
+
 def program_json(program: Program | None, argv: bool = True) -> dict[str, Any] | None:
     """A program as the JSON lines show it: exe (null when only the comm names it), argv
     (the process's own; a parent's is left out, as KubeArmor's ParentProcessName does, to
@@ -50,9 +60,9 @@ class Enricher(Generic[T]):
     """The process context of one capture's events, made into what an output needs.
 
     ``make(program, parent_program, container_id)`` turns an answer of the table into
-    the output's form: by default the JSON lines' fields (:class:`ContextJson`); an
-    output that needs more of the answer gives ``key``, the parts ``make`` is given (for
-    None too: an event the table cannot place). :meth:`sample`
+    the output's form: by default the JSON lines' fields (:class:`ContextJson`). ``key``
+    says which parts of an answer ``make`` is given (for None too: an event the table
+    cannot place); by default :func:`context_key`'s three. :meth:`sample`
     answers a raw sample; :meth:`event` a decoded :class:`Event` (damaged or filtered
     samples). Both feed one :class:`ProcessTable`, so they may be mixed in one stream.
 
@@ -72,7 +82,7 @@ class Enricher(Generic[T]):
         self._arch = arch
         self.table.on_change = self._forget
         self._make: Callable[..., T] = make or ContextJson()  # type: ignore[assignment]
-        self._key = key
+        self._key = key or context_key
         self._layout = layout
         self._unpack = layout.fmt.unpack_from
         self._size = layout.size
@@ -213,8 +223,7 @@ class Enricher(Generic[T]):
     def unplaced(self) -> T:
         """The answer for an event the table cannot place (its header is cut)."""
         if self._unplaced is None:
-            self._unplaced = self._make(*(self._key(None) if self._key is not None
-                                          else (None, None, None)))
+            self._unplaced = self._make(*self._key(None))
         return self._unplaced
 
     def event(self, event: Event) -> EventContext | None:
@@ -230,13 +239,7 @@ class Enricher(Generic[T]):
         container: many events share them)."""
         if answer is None:
             return self.unplaced()
-        if self._key is not None:
-            key = self._key(answer)
-        else:
-            container = answer.container    # (EventContext.container_id, without its call)
-            key = (answer.program, answer.parent_program,
-                   answer.process.container_id if container is None
-                   else container.container_id)
+        key = self._key(answer)
         made = self._made.get(key)
         if made is None:
             if len(self._made) >= _CACHE_LIMIT:
